@@ -1,0 +1,63 @@
+/* fm_data: MNIST-format (IDX) datasets and deterministic client partitions.
+ *
+ * Images are read from IDX3 files (magic 0x00000803, uint8 pixels), labels from IDX1
+ * files (magic 0x00000801, uint8), gzipped or not (zlib detects either). Pixels become
+ * float32 (p/255 - mean) / std. */
+#ifndef FM_DATA_H
+#define FM_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_err.h"
+
+#define FM_FASHION_DIR "/usr/share/datasets/fashion-mnist"
+#define FM_FASHION_MEAN 0.2860f
+#define FM_FASHION_STD 0.3530f
+
+typedef struct {
+    uint32_t n;    /* number of samples */
+    uint32_t rows; /* image height (28 for MNIST formats) */
+    uint32_t cols; /* image width */
+    float *x;      /* n * rows * cols normalised pixels, sample-major (owned) */
+    uint8_t *y;    /* n labels (owned) */
+} fm_dataset_t;
+
+/* Load an images file and a labels file. Fails with FM_EMAGIC (wrong magic), FM_ETRUNC
+ * (fewer bytes than the header promises), FM_ESHAPE (image/label counts differ, or a
+ * label >= 10), FM_EFORMAT (corrupt gzip), -errno (cannot open). `e` gets one line naming
+ * the file. On success *out is owned by the caller (fm_dataset_destroy). */
+int fm_dataset_load(fm_dataset_t **out, const char *images_path, const char *labels_path,
+                    float mean, float std, fm_errmsg_t *e);
+
+/* Load split "train" or "t10k" from a directory holding the usual four files
+ * ("<split>-images-idx3-ubyte[.gz]", "<split>-labels-idx1-ubyte[.gz]"; the .gz name is
+ * tried first). Same errors as fm_dataset_load. */
+int fm_dataset_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
+                        float std, fm_errmsg_t *e);
+
+/* Free and NULL *p; idempotent. */
+void fm_dataset_destroy(fm_dataset_t **p);
+
+/* A partition of sample indices over clients: client k owns
+ * indices[offsets[k] .. offsets[k+1]). */
+typedef struct {
+    uint32_t nclients;
+    uint32_t *offsets; /* nclients + 1 entries (owned) */
+    uint32_t *indices; /* offsets[nclients] entries (owned) */
+} fm_partition_t;
+
+/* Partition `ds` over `nclients` clients by `spec`:
+ *   "iid"            shuffle, then equal contiguous slices (sizes differ by at most 1);
+ *   "dirichlet:A"    per class, proportions over clients drawn from Dirichlet(A), A > 0;
+ *   "shards:K"       sort by label, cut into nclients*K equal shards, deal K to each client
+ *                    at random (McMahan et al. 2017).
+ * Deterministic: the same ds labels, spec, nclients and seed give the same partition in
+ * every process. FM_EARG for a bad spec or nclients == 0 or more shards than samples.
+ * On success *out is owned by the caller (fm_partition_destroy). */
+int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *spec,
+                     uint32_t nclients, uint64_t seed, fm_errmsg_t *e);
+
+void fm_partition_destroy(fm_partition_t **p);
+
+#endif

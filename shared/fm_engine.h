@@ -1,0 +1,47 @@
+/* fm_engine: forward/backward of one model over a batch on T threads.
+ *
+ * The batch is split into T contiguous parts; each thread gathers its samples, runs its
+ * own fm_work_t and writes its own gradient buffer; the buffers are then summed in
+ * parallel into one flat gradient (the model's layout). OpenBLAS itself runs on one thread
+ * (fm_blas_setup): parallelism is over samples. With T = 1 no thread is started. */
+#ifndef FM_ENGINE_H
+#define FM_ENGINE_H
+
+#include <stdint.h>
+
+#include "fm_model.h"
+
+typedef struct fm_engine fm_engine_t;
+
+/* Per-class and overall scores of an evaluation. */
+typedef struct {
+    uint32_t n;                       /* samples scored */
+    uint32_t correct;                 /* argmax == label */
+    double loss;                      /* mean NLL */
+    double accuracy;                  /* correct / n */
+    uint32_t class_total[FM_NCLASSES];
+    uint32_t class_correct[FM_NCLASSES];
+} fm_eval_t;
+
+/* Engine for models shaped like `m`, `threads` >= 1 workers, batches up to max_batch.
+ * NULL and *err = FM_EARG / -ENOMEM / -errno (thread creation) on failure.
+ * Caller owns it (fm_engine_destroy joins the threads). */
+fm_engine_t *fm_engine_new(const fm_model_t *m, int threads, int max_batch, int *err);
+void fm_engine_destroy(fm_engine_t **p);
+
+int fm_engine_threads(const fm_engine_t *e);
+
+/* Gradient of the mean NLL over B samples: sample i is x[idx[i]*784 ..], label y[idx[i]]
+ * (idx NULL: samples 0..B-1). With train != 0 dropout is on, seeded from dropout_seed.
+ * The gradient lands in fm_engine_grads() (overwritten). Returns the mean loss. */
+double fm_engine_gradient(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
+                          const uint32_t *idx, int B, int train, uint64_t dropout_seed);
+
+/* The gradient buffer, nparams floats in the model's layout (borrowed; lives with e). */
+float *fm_engine_grads(fm_engine_t *e);
+
+/* Score n samples (idx as above; NULL = 0..n-1) without dropout. */
+void fm_engine_evaluate(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
+                        const uint32_t *idx, uint32_t n, fm_eval_t *out);
+
+#endif

@@ -1,0 +1,324 @@
+#include "fm_layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- dense ------------------------------------------------------------------------------ */
+
+void fm_dense_forward(float *out, const float *inp, const float *w, const float *b, int B, int IN,
+                      int OUT)
+{
+    for (int i = 0; i < B; i++)
+        memcpy(out + (size_t)i * OUT, b, sizeof(float) * OUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, IN, 1.0f, inp, IN, w, IN, 1.0f,
+                out, OUT);
+}
+
+void fm_dense_forward_naive(float *out, const float *inp, const float *w, const float *b, int B,
+                            int IN, int OUT)
+{
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < OUT; o++) {
+            double acc = b[o];
+            for (int k = 0; k < IN; k++)
+                acc += (double)inp[(size_t)i * IN + k] * w[(size_t)o * IN + k];
+            out[(size_t)i * OUT + o] = (float)acc;
+        }
+}
+
+void fm_dense_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                       const float *w, int B, int IN, int OUT)
+{
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, IN, OUT, 1.0f, dout, OUT, w, IN,
+                    0.0f, dinp, IN);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B, 1.0f, dout, OUT, inp, IN,
+                1.0f, dw, IN);
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < OUT; o++)
+            db[o] += dout[(size_t)i * OUT + o];
+}
+
+void fm_dense_backward_naive(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, int B, int IN, int OUT)
+{
+    if (dinp)
+        for (int i = 0; i < B; i++)
+            for (int k = 0; k < IN; k++) {
+                double acc = 0;
+                for (int o = 0; o < OUT; o++)
+                    acc += (double)dout[(size_t)i * OUT + o] * w[(size_t)o * IN + k];
+                dinp[(size_t)i * IN + k] = (float)acc;
+            }
+    for (int o = 0; o < OUT; o++) {
+        double accb = 0;
+        for (int i = 0; i < B; i++)
+            accb += dout[(size_t)i * OUT + o];
+        db[o] += (float)accb;
+        for (int k = 0; k < IN; k++) {
+            double acc = 0;
+            for (int i = 0; i < B; i++)
+                acc += (double)dout[(size_t)i * OUT + o] * inp[(size_t)i * IN + k];
+            dw[(size_t)o * IN + k] += (float)acc;
+        }
+    }
+}
+
+/* ---- conv2d ----------------------------------------------------------------------------- */
+
+size_t fm_conv2d_scratch(int C, int H, int W, int KH, int KW)
+{
+    return (size_t)C * KH * KW * (size_t)(H - KH + 1) * (W - KW + 1);
+}
+
+/* One image (C,H,W) -> col (C*KH*KW, OH*OW), stride 1, no padding. */
+static void s_im2col(float *col, const float *img, int C, int H, int W, int KH, int KW)
+{
+    int OH = H - KH + 1, OW = W - KW + 1;
+    for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++) {
+                float *row = col + ((size_t)(c * KH + kh) * KW + kw) * OH * OW;
+                const float *src = img + ((size_t)c * H + kh) * W + kw;
+                for (int oh = 0; oh < OH; oh++)
+                    memcpy(row + (size_t)oh * OW, src + (size_t)oh * W, sizeof(float) * OW);
+            }
+}
+
+/* col (C*KH*KW, OH*OW) -> image (C,H,W), overwriting the image (sums overlapping taps). */
+static void s_col2im(float *img, const float *col, int C, int H, int W, int KH, int KW)
+{
+    int OH = H - KH + 1, OW = W - KW + 1;
+    memset(img, 0, sizeof(float) * (size_t)C * H * W);
+    for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++) {
+                const float *row = col + ((size_t)(c * KH + kh) * KW + kw) * OH * OW;
+                float *dst = img + ((size_t)c * H + kh) * W + kw;
+                for (int oh = 0; oh < OH; oh++) {
+                    float *d = dst + (size_t)oh * W;
+                    const float *s = row + (size_t)oh * OW;
+                    for (int ow = 0; ow < OW; ow++)
+                        d[ow] += s[ow];
+                }
+            }
+}
+
+void fm_conv2d_forward(float *out, const float *inp, const float *w, const float *b,
+                       float *scratch, int B, int C, int H, int W, int OC, int KH, int KW)
+{
+    int P = (H - KH + 1) * (W - KW + 1), CK = C * KH * KW;
+    for (int n = 0; n < B; n++) {
+        const float *x = inp + (size_t)n * C * H * W;
+        float *y = out + (size_t)n * OC * P;
+        s_im2col(scratch, x, C, H, W, KH, KW);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, P, CK, 1.0f, w, CK, scratch, P,
+                    0.0f, y, P);
+        for (int o = 0; o < OC; o++) {
+            float bias = b[o], *yo = y + (size_t)o * P;
+            for (int p = 0; p < P; p++)
+                yo[p] += bias;
+        }
+    }
+}
+
+void fm_conv2d_forward_naive(float *out, const float *inp, const float *w, const float *b, int B,
+                             int C, int H, int W, int OC, int KH, int KW)
+{
+    int OH = H - KH + 1, OW = W - KW + 1;
+    for (int n = 0; n < B; n++)
+        for (int o = 0; o < OC; o++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double acc = b[o];
+                    for (int c = 0; c < C; c++)
+                        for (int kh = 0; kh < KH; kh++)
+                            for (int kw = 0; kw < KW; kw++)
+                                acc += (double)inp[(((size_t)n * C + c) * H + oh + kh) * W + ow + kw] *
+                                       w[(((size_t)o * C + c) * KH + kh) * KW + kw];
+                    out[(((size_t)n * OC + o) * OH + oh) * OW + ow] = (float)acc;
+                }
+}
+
+void fm_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, float *scratch, int B, int C, int H, int W, int OC,
+                        int KH, int KW)
+{
+    int P = (H - KH + 1) * (W - KW + 1), CK = C * KH * KW;
+    for (int n = 0; n < B; n++) {
+        const float *dy = dout + (size_t)n * OC * P;
+        for (int o = 0; o < OC; o++) {
+            const float *d = dy + (size_t)o * P;
+            float acc = 0.0f;
+            for (int p = 0; p < P; p++)
+                acc += d[p];
+            db[o] += acc;
+        }
+        /* dw (OC,CK) += dy (OC,P) x col^T (P,CK) */
+        s_im2col(scratch, inp + (size_t)n * C * H * W, C, H, W, KH, KW);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CK, P, 1.0f, dy, P, scratch, P,
+                    1.0f, dw, CK);
+        if (dinp) {
+            /* dcol (CK,P) = w^T (CK,OC) x dy (OC,P), then scatter back to the image */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CK, P, OC, 1.0f, w, CK, dy, P,
+                        0.0f, scratch, P);
+            s_col2im(dinp + (size_t)n * C * H * W, scratch, C, H, W, KH, KW);
+        }
+    }
+}
+
+void fm_conv2d_backward_naive(float *dinp, float *dw, float *db, const float *dout,
+                              const float *inp, const float *w, int B, int C, int H, int W,
+                              int OC, int KH, int KW)
+{
+    int OH = H - KH + 1, OW = W - KW + 1;
+    if (dinp)
+        memset(dinp, 0, sizeof(float) * (size_t)B * C * H * W);
+    for (int o = 0; o < OC; o++) {
+        double accb = 0;
+        for (int n = 0; n < B; n++)
+            for (int p = 0; p < OH * OW; p++)
+                accb += dout[((size_t)n * OC + o) * OH * OW + p];
+        db[o] += (float)accb;
+        for (int c = 0; c < C; c++)
+            for (int kh = 0; kh < KH; kh++)
+                for (int kw = 0; kw < KW; kw++) {
+                    double acc = 0;
+                    for (int n = 0; n < B; n++)
+                        for (int oh = 0; oh < OH; oh++)
+                            for (int ow = 0; ow < OW; ow++)
+                                acc += (double)dout[(((size_t)n * OC + o) * OH + oh) * OW + ow] *
+                                       inp[(((size_t)n * C + c) * H + oh + kh) * W + ow + kw];
+                    dw[(((size_t)o * C + c) * KH + kh) * KW + kw] += (float)acc;
+                }
+    }
+    if (dinp)
+        for (int n = 0; n < B; n++)
+            for (int c = 0; c < C; c++)
+                for (int h = 0; h < H; h++)
+                    for (int x = 0; x < W; x++) {
+                        double acc = 0;
+                        for (int o = 0; o < OC; o++)
+                            for (int kh = 0; kh < KH; kh++)
+                                for (int kw = 0; kw < KW; kw++) {
+                                    int oh = h - kh, ow = x - kw;
+                                    if (oh < 0 || oh >= OH || ow < 0 || ow >= OW)
+                                        continue;
+                                    acc += (double)dout[(((size_t)n * OC + o) * OH + oh) * OW + ow] *
+                                           w[(((size_t)o * C + c) * KH + kh) * KW + kw];
+                                }
+                        dinp[(((size_t)n * C + c) * H + h) * W + x] = (float)acc;
+                    }
+}
+
+/* ---- elementwise -------------------------------------------------------------------------- */
+
+void fm_relu_forward(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void fm_relu_backward(float *dinp, const float *dout, const float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void fm_maxpool2_forward(float *out, uint8_t *argmax, const float *inp, int N, int H, int W)
+{
+    int OH = H / 2, OW = W / 2;
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * H * W;
+        float *y = out + (size_t)n * OH * OW;
+        uint8_t *a = argmax + (size_t)n * OH * OW;
+        for (int oh = 0; oh < OH; oh++) {
+            const float *r0 = x + (size_t)(2 * oh) * W, *r1 = r0 + W;
+            for (int ow = 0; ow < OW; ow++) {
+                float v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+                int best = 0;
+                for (int k = 1; k < 4; k++)
+                    if (v[k] > v[best])
+                        best = k;
+                y[oh * OW + ow] = v[best];
+                a[oh * OW + ow] = (uint8_t)best;
+            }
+        }
+    }
+}
+
+void fm_maxpool2_backward(float *dinp, const float *dout, const uint8_t *argmax, int N, int H,
+                          int W)
+{
+    int OH = H / 2, OW = W / 2;
+    for (int n = 0; n < N; n++) {
+        float *dx = dinp + (size_t)n * H * W;
+        const float *dy = dout + (size_t)n * OH * OW;
+        const uint8_t *a = argmax + (size_t)n * OH * OW;
+        for (int oh = 0; oh < OH; oh++) {
+            float *r0 = dx + (size_t)(2 * oh) * W, *r1 = r0 + W;
+            for (int ow = 0; ow < OW; ow++) {
+                float g = dy[oh * OW + ow];
+                int k = a[oh * OW + ow];
+                r0[2 * ow] = k == 0 ? g : 0.0f;
+                r0[2 * ow + 1] = k == 1 ? g : 0.0f;
+                r1[2 * ow] = k == 2 ? g : 0.0f;
+                r1[2 * ow + 1] = k == 3 ? g : 0.0f;
+            }
+        }
+    }
+}
+
+void fm_dropout_forward(float *out, float *mask, const float *inp, size_t n, float p,
+                        fm_rng_t *rng)
+{
+    float keep = 1.0f / (1.0f - p);
+    /* compare 32-bit uniform draws against p * 2^32: two draws per 64-bit output */
+    uint64_t threshold = (uint64_t)((double)p * 4294967296.0);
+    for (size_t i = 0; i < n; i += 2) {
+        uint64_t bits = fm_rng_u64(rng);
+        mask[i] = (bits & 0xffffffffu) < threshold ? 0.0f : keep;
+        if (i + 1 < n)
+            mask[i + 1] = (bits >> 32) < threshold ? 0.0f : keep;
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = inp[i] * mask[i];
+}
+
+void fm_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dinp[i] = dout[i] * mask[i];
+}
+
+double fm_logsoftmax_nll_forward(float *logp, const float *logits, const uint8_t *y, int B, int C)
+{
+    double loss = 0.0;
+    for (int i = 0; i < B; i++) {
+        const float *z = logits + (size_t)i * C;
+        float *lp = logp + (size_t)i * C;
+        float mx = z[0];
+        for (int c = 1; c < C; c++)
+            mx = z[c] > mx ? z[c] : mx;
+        double sum = 0.0;
+        for (int c = 0; c < C; c++)
+            sum += exp((double)z[c] - mx);
+        float lse = mx + (float)log(sum);
+        for (int c = 0; c < C; c++)
+            lp[c] = z[c] - lse;
+        if (y)
+            loss -= lp[y[i]];
+    }
+    return loss;
+}
+
+void fm_logsoftmax_nll_backward(float *dlogits, const float *logp, const uint8_t *y, int B, int C,
+                                float scale)
+{
+    for (int i = 0; i < B; i++)
+        for (int c = 0; c < C; c++) {
+            float p = expf(logp[(size_t)i * C + c]);
+            dlogits[(size_t)i * C + c] = (p - (c == y[i] ? 1.0f : 0.0f)) * scale;
+        }
+}

@@ -1,0 +1,73 @@
+/* fm_model: a model is one flat float32 parameter buffer with named views.
+ *
+ * Views are in PyTorch state_dict order with PyTorch names and shapes, so the flat buffer
+ * is exactly the concatenation of the state_dict tensors. Gradients, momentum and (later)
+ * aggregation buffers use the same layout: fm_model_nparams() floats.
+ *
+ * Models (selected by name):
+ *   logreg  fc.weight [10,784], fc.bias [10]
+ *   mlp     fc1 784->200, relu, fc2 200->200, relu, fc3 200->10
+ *   cnn     the seed's FederatedNet: conv1 Conv2d(1,32,3,1), relu, conv2 Conv2d(32,64,3,1),
+ *           relu, max_pool 2, dropout 0.25, flatten, fc1 Linear(9216,128), relu,
+ *           dropout 0.5, fc2 Linear(128,10), log_softmax
+ * Inputs are (B, 1, 28, 28) float32 images, labels uint8 in [0, 10). */
+#ifndef FM_MODEL_H
+#define FM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_err.h"
+
+#define FM_MAX_DIMS 4
+#define FM_MAX_VIEWS 8
+#define FM_IMAGE_H 28
+#define FM_IMAGE_W 28
+#define FM_NCLASSES 10
+
+/* A named view into the flat parameter buffer. */
+typedef struct {
+    const char *name;            /* PyTorch name, e.g. "conv1.weight" (static string) */
+    int ndim;                    /* 1..FM_MAX_DIMS */
+    int64_t shape[FM_MAX_DIMS];  /* PyTorch shape */
+    size_t offset;               /* in floats from the start of the flat buffer */
+    size_t numel;                /* product of shape */
+} fm_view_t;
+
+typedef enum { FM_ARCH_LOGREG, FM_ARCH_MLP, FM_ARCH_CNN } fm_arch_t;
+
+typedef struct fm_model fm_model_t;
+
+/* New model by name ("logreg", "mlp", "cnn") with parameters zeroed.
+ * Returns NULL and sets *err (FM_EMODEL for an unknown name, -ENOMEM) on failure.
+ * Caller owns the result: fm_model_destroy(). */
+fm_model_t *fm_model_new(const char *name, int *err);
+
+/* Free the model and set *p to NULL; idempotent. */
+void fm_model_destroy(fm_model_t **p);
+
+/* PyTorch default initialisation from a seeded RNG: every weight and bias
+ * U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming-uniform with a = sqrt(5) for weights). */
+void fm_model_init(fm_model_t *m, uint64_t seed);
+
+const char *fm_model_name(const fm_model_t *m);
+fm_arch_t fm_model_arch(const fm_model_t *m);
+
+/* The flat parameter buffer (borrowed; lives as long as the model). */
+float *fm_model_params(fm_model_t *m);
+const float *fm_model_params_const(const fm_model_t *m);
+size_t fm_model_nparams(const fm_model_t *m);
+
+/* Views, in state_dict order (borrowed; live as long as the model). */
+int fm_model_nviews(const fm_model_t *m);
+const fm_view_t *fm_model_view(const fm_model_t *m, int i);
+/* The view called `name`, or NULL. */
+const fm_view_t *fm_model_find(const fm_model_t *m, const char *name);
+
+/* Forward FLOPs per sample (multiply-add = 2), for throughput reports. */
+double fm_model_flops_forward(const fm_model_t *m);
+
+/* 1 if every parameter is finite, else 0. */
+int fm_model_all_finite(const fm_model_t *m);
+
+#endif

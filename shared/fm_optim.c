@@ -1,0 +1,105 @@
+#include "fm_optim.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fm_optim {
+    size_t n;              /* parameters */
+    fm_sgd_config_t cfg;   /* hyper-parameters */
+    float *buf;            /* momentum buffer, flat layout (owned) */
+    int started;           /* 0 until the first step since new/reset */
+};
+
+int fm_sgd_config_check(const fm_sgd_config_t *cfg, fm_errmsg_t *e)
+{
+    if (!(cfg->lr > 0.0f) || !isfinite(cfg->lr))
+        return fm_errmsg_set(e, FM_EARG, "lr %g: must be a finite number > 0", cfg->lr);
+    if (!(cfg->momentum >= 0.0f && cfg->momentum < 1.0f))
+        return fm_errmsg_set(e, FM_EARG, "momentum %g: must be in [0, 1)", cfg->momentum);
+    if (!(cfg->weight_decay >= 0.0f) || !isfinite(cfg->weight_decay))
+        return fm_errmsg_set(e, FM_EARG, "weight_decay %g: must be >= 0", cfg->weight_decay);
+    if (!(cfg->clip_norm >= 0.0f) || !isfinite(cfg->clip_norm))
+        return fm_errmsg_set(e, FM_EARG, "clip %g: must be >= 0 (0 = off)", cfg->clip_norm);
+    if (!(cfg->mu >= 0.0f) || !isfinite(cfg->mu))
+        return fm_errmsg_set(e, FM_EARG, "mu %g: must be >= 0 (0 = off)", cfg->mu);
+    return 0;
+}
+
+fm_optim_t *fm_optim_new(size_t n, const fm_sgd_config_t *cfg, int *err)
+{
+    if (fm_sgd_config_check(cfg, NULL) != 0) {
+        if (err)
+            *err = FM_EARG;
+        return NULL;
+    }
+    fm_optim_t *o = calloc(1, sizeof *o);
+    if (!o)
+        goto nomem;
+    o->n = n;
+    o->cfg = *cfg;
+    if (cfg->momentum > 0.0f) {
+        o->buf = calloc(n ? n : 1, sizeof(float));
+        if (!o->buf)
+            goto nomem;
+    }
+    return o;
+nomem:
+    free(o);
+    if (err)
+        *err = -ENOMEM;
+    return NULL;
+}
+
+void fm_optim_destroy(fm_optim_t **p)
+{
+    if (!p || !*p)
+        return;
+    free((*p)->buf);
+    free(*p);
+    *p = NULL;
+}
+
+void fm_optim_reset(fm_optim_t *o) { o->started = 0; }
+
+double fm_optim_step(fm_optim_t *o, float *w, float *g, const float *w_global)
+{
+    const fm_sgd_config_t *c = &o->cfg;
+    size_t n = o->n;
+    if (c->mu > 0.0f && w_global)
+        for (size_t i = 0; i < n; i++)
+            g[i] += c->mu * (w[i] - w_global[i]);
+    double sq = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sq += (double)g[i] * g[i];
+    double norm = sqrt(sq);
+    if (c->clip_norm > 0.0f) {
+        double coef = c->clip_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            float cf = (float)coef;
+            for (size_t i = 0; i < n; i++)
+                g[i] *= cf;
+        }
+    }
+    float lr = c->lr, wd = c->weight_decay, mom = c->momentum;
+    if (mom > 0.0f) {
+        float *buf = o->buf;
+        if (!o->started) {
+            for (size_t i = 0; i < n; i++) {
+                buf[i] = g[i] + wd * w[i];
+                w[i] -= lr * buf[i];
+            }
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                buf[i] = mom * buf[i] + (g[i] + wd * w[i]);
+                w[i] -= lr * buf[i];
+            }
+        }
+    } else {
+        for (size_t i = 0; i < n; i++)
+            w[i] -= lr * (g[i] + wd * w[i]);
+    }
+    o->started = 1;
+    return norm;
+}

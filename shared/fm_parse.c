@@ -1,0 +1,47 @@
+#include "fm_parse.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+int fm_parse_int(const char *what, const char *text, long lo, long hi, long *out, fm_errmsg_t *e)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = text ? strtol(text, &end, 10) : 0;
+    if (!text || !*text || *end || errno == ERANGE)
+        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not an integer", what, text ? text : "");
+    if (v < lo || v > hi)
+        return fm_errmsg_set(e, FM_EARG, "%s: %ld is out of range [%ld, %ld]", what, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int fm_parse_u64(const char *what, const char *text, uint64_t *out, fm_errmsg_t *e)
+{
+    char *end = NULL;
+    errno = 0;
+    if (!text || !*text || *text == '-')
+        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a non-negative integer", what,
+                             text ? text : "");
+    unsigned long long v = strtoull(text, &end, 10);
+    if (*end || errno == ERANGE)
+        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a non-negative integer", what, text);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int fm_parse_float(const char *what, const char *text, double lo, double hi, double *out,
+                   fm_errmsg_t *e)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = text ? strtod(text, &end) : 0;
+    if (!text || !*text || *end || errno == ERANGE || !isfinite(v))
+        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a finite number", what,
+                             text ? text : "");
+    if (v < lo || v > hi)
+        return fm_errmsg_set(e, FM_EARG, "%s: %g is out of range [%g, %g]", what, v, lo, hi);
+    *out = v;
+    return 0;
+}

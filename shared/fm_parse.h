@@ -1,0 +1,16 @@
+/* fm_parse: strict parsing of numbers from flags and config values.
+ * Each returns 0, or FM_EARG with one line in `e` naming `what` (the flag or key), the
+ * text and the allowed range. The whole string must be consumed; no silent wrap-around. */
+#ifndef FM_PARSE_H
+#define FM_PARSE_H
+
+#include <stdint.h>
+
+#include "fm_err.h"
+
+int fm_parse_int(const char *what, const char *text, long lo, long hi, long *out, fm_errmsg_t *e);
+int fm_parse_u64(const char *what, const char *text, uint64_t *out, fm_errmsg_t *e);
+int fm_parse_float(const char *what, const char *text, double lo, double hi, double *out,
+                   fm_errmsg_t *e);
+
+#endif

@@ -1,0 +1,56 @@
+/* fm_safetensors: the safetensors file format (https://github.com/huggingface/safetensors):
+ * 8-byte little-endian header length N, N bytes of JSON header
+ *   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+ *    "__metadata__": {"k": "v"}}
+ * then the raw little-endian tensor bytes. */
+#ifndef FM_SAFETENSORS_H
+#define FM_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_err.h"
+#include "fm_model.h"
+
+/* One tensor to write, or one tensor found in a file (then all pointers are borrowed
+ * from the fm_safetensors_t and live as long as it). */
+typedef struct {
+    const char *name;
+    const char *dtype;           /* "F32", "F64", "I64", "I32", "U8" */
+    int ndim;                    /* 0..FM_MAX_DIMS */
+    int64_t shape[FM_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} fm_tensor_t;
+
+typedef struct fm_safetensors fm_safetensors_t;
+
+/* Read and validate a whole file: header length within the file, JSON well formed,
+ * every entry has a known dtype, shape and data_offsets consistent with dtype*shape and
+ * within the data section, no duplicate names. Errors: -errno, FM_ETRUNC, FM_EFORMAT,
+ * FM_EDTYPE, FM_ESHAPE; `e` names the file. Caller owns the result. */
+fm_safetensors_t *fm_safetensors_open(const char *path, int *err, fm_errmsg_t *e);
+void fm_safetensors_close(fm_safetensors_t **p);
+
+int fm_safetensors_count(const fm_safetensors_t *f);
+/* i-th tensor in header order (borrowed). */
+const fm_tensor_t *fm_safetensors_at(const fm_safetensors_t *f, int i);
+/* Tensor called `name`, or NULL (borrowed). */
+const fm_tensor_t *fm_safetensors_get(const fm_safetensors_t *f, const char *name);
+/* Value of a "__metadata__" key, or NULL (borrowed). */
+const char *fm_safetensors_meta(const fm_safetensors_t *f, const char *key);
+
+/* Write `n` tensors (and optional metadata pairs meta[0..2*nmeta)) to `path`, atomically
+ * (temp file + rename). Errors: -errno, FM_EARG. */
+int fm_safetensors_write(const char *path, const fm_tensor_t *tensors, int n,
+                         const char *const *meta, int nmeta, fm_errmsg_t *e);
+
+/* Save a model's parameters under their PyTorch names as F32 (metadata: "fedmq_model"). */
+int fm_safetensors_save_model(const fm_model_t *m, const char *path, fm_errmsg_t *e);
+
+/* Load a model file into `m`. Every view must be present as F32 with the exact shape;
+ * unknown names, missing names, a wrong dtype or shape are errors (FM_ENAME, FM_EDTYPE,
+ * FM_ESHAPE), as are non-finite values (FM_ENONFINITE). On error `m` is unchanged. */
+int fm_safetensors_load_model(fm_model_t *m, const char *path, fm_errmsg_t *e);
+
+#endif

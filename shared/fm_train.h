@@ -1,0 +1,37 @@
+/* fm_train: the local training loop (epochs of shuffled mini-batches with the local
+ * optimiser) used by `fedmq train` and by trainers on their partition. */
+#ifndef FM_TRAIN_H
+#define FM_TRAIN_H
+
+#include <stdint.h>
+
+#include "fm_engine.h"
+#include "fm_model.h"
+#include "fm_optim.h"
+
+typedef struct {
+    int epochs;        /* passes over the samples, >= 1 */
+    int batch;         /* mini-batch size, >= 1; the last batch of an epoch may be smaller */
+    uint64_t seed;     /* shuffling and dropout */
+} fm_train_config_t;
+
+typedef struct {
+    double loss;       /* mean training loss of the last epoch */
+    uint64_t steps;    /* optimiser steps taken */
+    uint64_t samples;  /* samples processed */
+    double seconds;    /* wall time */
+} fm_train_result_t;
+
+/* Called after each epoch; return non-zero to stop training early. */
+typedef int (*fm_train_epoch_fn)(void *arg, int epoch, const fm_train_result_t *so_far);
+
+/* Train `m` in place on samples idx[0..n) of (x, y) (x: n_total x 784 floats, y labels).
+ * `w_global` (may be NULL) is the FedProx anchor passed to the optimiser. The optimiser's
+ * momentum is reset first. Errors: FM_EARG (bad config, n == 0), FM_ENONFINITE (loss
+ * became NaN/inf: training stops, the model holds the last finite step's successor). */
+int fm_train_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, const uint8_t *y,
+                 const uint32_t *idx, uint32_t n, const fm_train_config_t *cfg,
+                 const float *w_global, fm_train_epoch_fn cb, void *cb_arg,
+                 fm_train_result_t *out);
+
+#endif

@@ -1,0 +1,211 @@
+#include "fm_work.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm_err.h"
+#include "fm_layers.h"
+
+/* Dropout rates of the cnn (the seed's FederatedNet). */
+#define CNN_P1 0.25f
+#define CNN_P2 0.5f
+
+struct fm_work {
+    fm_arch_t arch;    /* architecture this workspace was sized for */
+    int max_batch;     /* capacity in samples */
+    int B;             /* samples in the last forward */
+    int train;         /* last forward ran with dropout */
+    const float *x;    /* input of the last forward (borrowed) */
+    const uint8_t *y;  /* labels of the last forward (borrowed) */
+    /* activations (B x per-sample size each) */
+    float *a1, *a2;    /* cnn: conv1, conv2 outputs after relu; mlp: hidden 1, 2 after relu */
+    float *pool;       /* cnn: max-pool output (B,9216) */
+    uint8_t *argmax;   /* cnn: max-pool argmax (B,9216) */
+    float *drop1, *mask1; /* cnn: dropout1 output and mask */
+    float *h;          /* cnn: fc1 output after relu (B,128) */
+    float *drop2, *mask2; /* cnn: dropout2 output and mask */
+    float *logits, *logp; /* (B,10) */
+    /* activation gradients */
+    float *dlogits, *dh, *dd1, *da2, *da1;
+    float *scratch;    /* conv im2col buffer */
+};
+
+static float *s_alloc(size_t n, int *ok)
+{
+    float *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+    if (!p)
+        *ok = 0;
+    return p;
+}
+
+fm_work_t *fm_work_new(const fm_model_t *m, int max_batch, int *err)
+{
+    if (max_batch < 1) {
+        if (err)
+            *err = FM_EARG;
+        return NULL;
+    }
+    fm_work_t *w = calloc(1, sizeof *w);
+    if (!w)
+        goto nomem;
+    int ok = 1;
+    size_t B = (size_t)max_batch;
+    w->arch = fm_model_arch(m);
+    w->max_batch = max_batch;
+    w->logits = s_alloc(B * 10, &ok);
+    w->logp = s_alloc(B * 10, &ok);
+    w->dlogits = s_alloc(B * 10, &ok);
+    switch (w->arch) {
+    case FM_ARCH_LOGREG:
+        break;
+    case FM_ARCH_MLP:
+        w->a1 = s_alloc(B * 200, &ok);
+        w->a2 = s_alloc(B * 200, &ok);
+        w->da1 = s_alloc(B * 200, &ok);
+        w->da2 = s_alloc(B * 200, &ok);
+        break;
+    case FM_ARCH_CNN:
+        w->a1 = s_alloc(B * 32 * 26 * 26, &ok);
+        w->a2 = s_alloc(B * 64 * 24 * 24, &ok);
+        w->pool = s_alloc(B * 9216, &ok);
+        w->argmax = aligned_alloc(64, (B * 9216 + 63) / 64 * 64);
+        ok = ok && w->argmax;
+        w->drop1 = s_alloc(B * 9216, &ok);
+        w->mask1 = s_alloc(B * 9216, &ok);
+        w->h = s_alloc(B * 128, &ok);
+        w->drop2 = s_alloc(B * 128, &ok);
+        w->mask2 = s_alloc(B * 128, &ok);
+        w->dh = s_alloc(B * 128, &ok);
+        w->dd1 = s_alloc(B * 9216, &ok);
+        w->da2 = s_alloc(B * 64 * 24 * 24, &ok);
+        w->da1 = s_alloc(B * 32 * 26 * 26, &ok);
+        w->scratch = s_alloc(fm_conv2d_scratch(32, 26, 26, 3, 3), &ok);
+        break;
+    }
+    if (!ok)
+        goto nomem;
+    return w;
+nomem:
+    fm_work_destroy(&w);
+    if (err)
+        *err = -ENOMEM;
+    return NULL;
+}
+
+void fm_work_destroy(fm_work_t **p)
+{
+    if (!p || !*p)
+        return;
+    fm_work_t *w = *p;
+    float *bufs[] = {w->a1, w->a2, w->pool, w->drop1, w->mask1, w->h, w->drop2, w->mask2,
+                     w->logits, w->logp, w->dlogits, w->dh, w->dd1, w->da2, w->da1, w->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    free(w->argmax);
+    free(w);
+    *p = NULL;
+}
+
+int fm_work_max_batch(const fm_work_t *w) { return w->max_batch; }
+const float *fm_work_logp(const fm_work_t *w) { return w->logp; }
+
+/* Parameter pointer of view i. */
+static const float *s_p(const fm_model_t *m, int i)
+{
+    return fm_model_params_const(m) + fm_model_view(m, i)->offset;
+}
+
+static float *s_g(const fm_model_t *m, float *grads, int i)
+{
+    return grads + fm_model_view(m, i)->offset;
+}
+
+double fm_work_forward(fm_work_t *w, const fm_model_t *m, const float *x, const uint8_t *y, int B,
+                       int train, fm_rng_t *rng)
+{
+    FM_ASSERT(B >= 1 && B <= w->max_batch);
+    w->B = B;
+    w->x = x;
+    w->y = y;
+    w->train = train;
+    switch (w->arch) {
+    case FM_ARCH_LOGREG:
+        fm_dense_forward(w->logits, x, s_p(m, 0), s_p(m, 1), B, 784, 10);
+        break;
+    case FM_ARCH_MLP:
+        fm_dense_forward(w->a1, x, s_p(m, 0), s_p(m, 1), B, 784, 200);
+        fm_relu_forward(w->a1, w->a1, (size_t)B * 200);
+        fm_dense_forward(w->a2, w->a1, s_p(m, 2), s_p(m, 3), B, 200, 200);
+        fm_relu_forward(w->a2, w->a2, (size_t)B * 200);
+        fm_dense_forward(w->logits, w->a2, s_p(m, 4), s_p(m, 5), B, 200, 10);
+        break;
+    case FM_ARCH_CNN: {
+        // x (B,1,28,28) -> a1 (B,32,26,26) -> a2 (B,64,24,24) -> pool (B,64,12,12)
+        fm_conv2d_forward(w->a1, x, s_p(m, 0), s_p(m, 1), w->scratch, B, 1, 28, 28, 32, 3, 3);
+        fm_relu_forward(w->a1, w->a1, (size_t)B * 32 * 26 * 26);
+        fm_conv2d_forward(w->a2, w->a1, s_p(m, 2), s_p(m, 3), w->scratch, B, 32, 26, 26, 64, 3, 3);
+        fm_relu_forward(w->a2, w->a2, (size_t)B * 64 * 24 * 24);
+        fm_maxpool2_forward(w->pool, w->argmax, w->a2, B * 64, 24, 24);
+        const float *f = w->pool;
+        if (train) {
+            fm_dropout_forward(w->drop1, w->mask1, w->pool, (size_t)B * 9216, CNN_P1, rng);
+            f = w->drop1;
+        }
+        // f (B,9216) -> h (B,128) -> logits (B,10)
+        fm_dense_forward(w->h, f, s_p(m, 4), s_p(m, 5), B, 9216, 128);
+        fm_relu_forward(w->h, w->h, (size_t)B * 128);
+        const float *g = w->h;
+        if (train) {
+            fm_dropout_forward(w->drop2, w->mask2, w->h, (size_t)B * 128, CNN_P2, rng);
+            g = w->drop2;
+        }
+        fm_dense_forward(w->logits, g, s_p(m, 6), s_p(m, 7), B, 128, 10);
+        break;
+    }
+    }
+    return fm_logsoftmax_nll_forward(w->logp, w->logits, y, B, 10);
+}
+
+void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float scale)
+{
+    int B = w->B;
+    fm_logsoftmax_nll_backward(w->dlogits, w->logp, w->y, B, 10, scale);
+    switch (w->arch) {
+    case FM_ARCH_LOGREG:
+        fm_dense_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->dlogits, w->x, s_p(m, 0), B,
+                          784, 10);
+        break;
+    case FM_ARCH_MLP:
+        fm_dense_backward(w->da2, s_g(m, grads, 4), s_g(m, grads, 5), w->dlogits, w->a2, s_p(m, 4),
+                          B, 200, 10);
+        fm_relu_backward(w->da2, w->da2, w->a2, (size_t)B * 200);
+        fm_dense_backward(w->da1, s_g(m, grads, 2), s_g(m, grads, 3), w->da2, w->a1, s_p(m, 2), B,
+                          200, 200);
+        fm_relu_backward(w->da1, w->da1, w->a1, (size_t)B * 200);
+        fm_dense_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->da1, w->x, s_p(m, 0), B,
+                          784, 200);
+        break;
+    case FM_ARCH_CNN: {
+        const float *g = w->train ? w->drop2 : w->h;
+        fm_dense_backward(w->dh, s_g(m, grads, 6), s_g(m, grads, 7), w->dlogits, g, s_p(m, 6), B,
+                          128, 10);
+        if (w->train)
+            fm_dropout_backward(w->dh, w->dh, w->mask2, (size_t)B * 128);
+        fm_relu_backward(w->dh, w->dh, w->h, (size_t)B * 128);
+        const float *f = w->train ? w->drop1 : w->pool;
+        fm_dense_backward(w->dd1, s_g(m, grads, 4), s_g(m, grads, 5), w->dh, f, s_p(m, 4), B, 9216,
+                          128);
+        if (w->train)
+            fm_dropout_backward(w->dd1, w->dd1, w->mask1, (size_t)B * 9216);
+        fm_maxpool2_backward(w->da2, w->dd1, w->argmax, B * 64, 24, 24);
+        fm_relu_backward(w->da2, w->da2, w->a2, (size_t)B * 64 * 24 * 24);
+        fm_conv2d_backward(w->da1, s_g(m, grads, 2), s_g(m, grads, 3), w->da2, w->a1, s_p(m, 2),
+                           w->scratch, B, 32, 26, 26, 64, 3, 3);
+        fm_relu_backward(w->da1, w->da1, w->a1, (size_t)B * 32 * 26 * 26);
+        fm_conv2d_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->da1, w->x, s_p(m, 0),
+                           w->scratch, B, 1, 28, 28, 32, 3, 3);
+        break;
+    }
+    }
+}

@@ -1,0 +1,381 @@
+/* fedmq: the command-line tool.
+ *
+ *   fedmq train   centralized training (the non-federated baseline)
+ *   fedmq eval    score a model file on the test set
+ *
+ * Exit codes: 0 success, 1 runtime failure, 2 bad input (flags, files). Every error is one
+ * line on stderr naming the flag or file and what is wrong. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fm_blas.h"
+#include "fm_data.h"
+#include "fm_engine.h"
+#include "fm_log.h"
+#include "fm_model.h"
+#include "fm_optim.h"
+#include "fm_parse.h"
+#include "fm_safetensors.h"
+#include "fm_train.h"
+
+#define EXIT_BAD_INPUT 2
+
+/* Options shared by the subcommands. */
+typedef struct {
+    const char *model;
+    const char *data;
+    const char *in;
+    const char *out;
+    long epochs;
+    long batch;
+    long threads;
+    long limit;        /* use only the first N training samples (0 = all) */
+    uint64_t seed;
+    fm_sgd_config_t sgd;
+} s_opts_t;
+
+static int s_fail(const char *cmd, int code, const char *msg)
+{
+    fprintf(stderr, "fedmq %s: %s\n", cmd, msg);
+    return code;
+}
+
+static void s_usage_train(FILE *f)
+{
+    fprintf(f,
+            "usage: fedmq train [options]\n"
+            "Centralized training on the training set, then a test-set evaluation.\n"
+            "  --model NAME        cnn | mlp | logreg (default cnn)\n"
+            "  --epochs N          passes over the training set (default 1)\n"
+            "  --batch N           mini-batch size (default 32)\n"
+            "  --lr X              learning rate (default 0.01)\n"
+            "  --momentum X        SGD momentum (default 0.9)\n"
+            "  --weight-decay X    L2 weight decay (default 0)\n"
+            "  --clip X            max global gradient norm, 0 = off (default 0)\n"
+            "  --seed N            initialisation, shuffling and dropout seed (default 1)\n"
+            "  --threads N         worker threads (default: number of CPUs)\n"
+            "  --init FILE         start from a safetensors model instead of a seeded init\n"
+            "  --out FILE          write the trained model (safetensors, PyTorch names)\n"
+            "  --data DIR          MNIST-format dataset dir (default %s)\n"
+            "  --limit N           train on the first N samples only (default all)\n"
+            "  --log-level L       error | warning | notice | info | debug (default info)\n"
+            "Last line: test_accuracy=0.XXXX test_loss=X.XXXX\n",
+            FM_FASHION_DIR);
+}
+
+static void s_usage_eval(FILE *f)
+{
+    fprintf(f,
+            "usage: fedmq eval --in FILE.safetensors [options]\n"
+            "Score a model file on the test set.\n"
+            "  --model NAME        cnn | mlp | logreg (default: from the file's metadata, else cnn)\n"
+            "  --in FILE           model file (required)\n"
+            "  --data DIR          MNIST-format dataset dir (default %s)\n"
+            "  --threads N         worker threads (default: number of CPUs)\n"
+            "  --log-level L       error | warning | notice | info | debug (default info)\n"
+            "Last line: test_accuracy=0.XXXX test_loss=X.XXXX\n",
+            FM_FASHION_DIR);
+}
+
+static void s_usage(FILE *f)
+{
+    fprintf(f, "usage: fedmq <command> [options]\n"
+               "commands:\n"
+               "  train   centralized training of a model on Fashion-MNIST (or --data DIR)\n"
+               "  eval    score a safetensors model file on the test set\n"
+               "Run 'fedmq <command> --help' for the options of a command.\n");
+}
+
+enum { OPT_LR = 256, OPT_MOMENTUM, OPT_WD, OPT_CLIP, OPT_SEED, OPT_INIT, OPT_LIMIT, OPT_LOGLEVEL };
+
+/* Parse argv into opts. Returns 0, 1 for --help (printed), or EXIT_BAD_INPUT. */
+static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o, void (*usage)(FILE *))
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},    {"epochs", required_argument, 0, 'e'},
+        {"batch", required_argument, 0, 'b'},    {"threads", required_argument, 0, 't'},
+        {"data", required_argument, 0, 'd'},     {"in", required_argument, 0, 'i'},
+        {"out", required_argument, 0, 'o'},      {"help", no_argument, 0, 'h'},
+        {"lr", required_argument, 0, OPT_LR},    {"momentum", required_argument, 0, OPT_MOMENTUM},
+        {"weight-decay", required_argument, 0, OPT_WD},
+        {"clip", required_argument, 0, OPT_CLIP}, {"seed", required_argument, 0, OPT_SEED},
+        {"init", required_argument, 0, OPT_INIT}, {"limit", required_argument, 0, OPT_LIMIT},
+        {"log-level", required_argument, 0, OPT_LOGLEVEL}, {0, 0, 0, 0}};
+    fm_errmsg_t e = {{0}};
+    double d;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    o->threads = ncpu > 0 ? ncpu : 1;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'd': o->data = optarg; break;
+        case 'i': o->in = optarg; break;
+        case 'o': o->out = optarg; break;
+        case 'e': rc = fm_parse_int("--epochs", optarg, 1, 100000, &o->epochs, &e); break;
+        case 'b': rc = fm_parse_int("--batch", optarg, 1, 65536, &o->batch, &e); break;
+        case 't': rc = fm_parse_int("--threads", optarg, 1, 256, &o->threads, &e); break;
+        case OPT_LIMIT: rc = fm_parse_int("--limit", optarg, 1, 1L << 31, &o->limit, &e); break;
+        case OPT_SEED: rc = fm_parse_u64("--seed", optarg, &o->seed, &e); break;
+        case OPT_INIT: o->in = optarg; break;
+        case OPT_LR:
+            rc = fm_parse_float("--lr", optarg, 1e-12, 1e3, &d, &e);
+            o->sgd.lr = (float)d;
+            break;
+        case OPT_MOMENTUM:
+            rc = fm_parse_float("--momentum", optarg, 0.0, 0.999999, &d, &e);
+            o->sgd.momentum = (float)d;
+            break;
+        case OPT_WD:
+            rc = fm_parse_float("--weight-decay", optarg, 0.0, 1e3, &d, &e);
+            o->sgd.weight_decay = (float)d;
+            break;
+        case OPT_CLIP:
+            rc = fm_parse_float("--clip", optarg, 0.0, 1e9, &d, &e);
+            o->sgd.clip_norm = (float)d;
+            break;
+        case OPT_LOGLEVEL: {
+            int level = fm_log_parse_level(optarg);
+            if (level < 0)
+                rc = fm_errmsg_set(&e, FM_EARG, "--log-level: '%s' is not one of error, warning, "
+                                   "notice, info, debug", optarg);
+            else
+                fm_log_init(NULL, level);
+            break;
+        }
+        case 'h': usage(stdout); return 1;
+        case ':':
+            snprintf(e.msg, sizeof e.msg, "%s: missing value", argv[optind - 1]);
+            rc = FM_EARG;
+            break;
+        default:
+            snprintf(e.msg, sizeof e.msg, "%s: unknown option (see fedmq %s --help)",
+                     argv[optind - 1], cmd);
+            rc = FM_EARG;
+            break;
+        }
+        if (rc != 0)
+            return s_fail(cmd, EXIT_BAD_INPUT, e.msg);
+    }
+    if (optind < argc) {
+        snprintf(e.msg, sizeof e.msg, "unexpected argument '%s' (see fedmq %s --help)", argv[optind], cmd);
+        return s_fail(cmd, EXIT_BAD_INPUT, e.msg);
+    }
+    return 0;
+}
+
+/* Model by name; on an unknown name prints the error and returns NULL. */
+static fm_model_t *s_model(const char *cmd, const char *name)
+{
+    int err = 0;
+    fm_model_t *m = fm_model_new(name, &err);
+    if (!m) {
+        char msg[256];
+        if (err == FM_EMODEL)
+            snprintf(msg, sizeof msg, "--model: unknown model '%s' (expected cnn, mlp or logreg)", name);
+        else
+            snprintf(msg, sizeof msg, "model %s: %s", name, fm_strerror(err));
+        s_fail(cmd, EXIT_BAD_INPUT, msg);
+    }
+    return m;
+}
+
+/* Start-up common to both commands: BLAS report and self-check. */
+static int s_start(const char *cmd)
+{
+    char desc[256];
+    fm_errmsg_t e = {{0}};
+    FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
+    if (fm_blas_selfcheck(&e) != 0)
+        return s_fail(cmd, 1, e.msg);
+    return 0;
+}
+
+static double s_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+typedef struct {
+    int epochs;
+    uint32_t n;
+} s_progress_t;
+
+static int s_on_epoch(void *arg, int epoch, const fm_train_result_t *r)
+{
+    const s_progress_t *p = arg;
+    printf("epoch %d/%d train_loss=%.4f samples/s=%.0f elapsed=%.1fs\n", epoch + 1, p->epochs,
+           r->loss, r->samples / (r->seconds > 0 ? r->seconds : 1e-9), r->seconds);
+    fflush(stdout);
+    return 0;
+}
+
+static void s_print_eval(const fm_eval_t *ev)
+{
+    printf("test_accuracy=%.4f test_loss=%.4f\n", ev->accuracy, ev->loss);
+}
+
+static int s_cmd_train(int argc, char **argv)
+{
+    s_opts_t o = {.model = "cnn", .data = FM_FASHION_DIR, .epochs = 1, .batch = 32, .seed = 1,
+                  .sgd = {.lr = 0.01f, .momentum = 0.9f}};
+    int rc = s_parse("train", argc, argv, &o, s_usage_train);
+    if (rc != 0)
+        return rc == 1 ? 0 : rc;
+    fm_model_t *m = NULL;
+    fm_dataset_t *train = NULL, *test = NULL;
+    fm_engine_t *eng = NULL;
+    fm_optim_t *opt = NULL;
+    fm_errmsg_t e = {{0}};
+    int err = 0;
+
+    if (!(m = s_model("train", o.model))) {
+        rc = EXIT_BAD_INPUT;
+        goto cleanup;
+    }
+    if (o.in) {
+        if (fm_safetensors_load_model(m, o.in, &e) != 0) {
+            rc = s_fail("train", EXIT_BAD_INPUT, e.msg);
+            goto cleanup;
+        }
+    } else {
+        fm_model_init(m, o.seed);
+    }
+    if ((rc = s_start("train")) != 0)
+        goto cleanup;
+    if (fm_dataset_load_dir(&train, o.data, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0 ||
+        fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0) {
+        rc = s_fail("train", EXIT_BAD_INPUT, e.msg);
+        goto cleanup;
+    }
+    uint32_t n = train->n;
+    if (o.limit > 0 && (uint32_t)o.limit < n)
+        n = (uint32_t)o.limit;
+    if (!(eng = fm_engine_new(m, (int)o.threads, (int)o.batch, &err)) ||
+        !(opt = fm_optim_new(fm_model_nparams(m), &o.sgd, &err))) {
+        rc = s_fail("train", 1, fm_strerror(err));
+        goto cleanup;
+    }
+    FM_LOG(LOG_INFO, "training %s (%zu parameters) on %u samples: epochs=%ld batch=%ld lr=%g "
+           "momentum=%g threads=%ld seed=%llu",
+           o.model, fm_model_nparams(m), n, o.epochs, o.batch, o.sgd.lr, o.sgd.momentum, o.threads,
+           (unsigned long long)o.seed);
+    fm_train_config_t tc = {.epochs = (int)o.epochs, .batch = (int)o.batch, .seed = o.seed};
+    s_progress_t prog = {.epochs = (int)o.epochs, .n = n};
+    fm_train_result_t res;
+    double t0 = s_now();
+    int trc = fm_train_run(eng, opt, m, train->x, train->y, NULL, n, &tc, NULL, s_on_epoch, &prog, &res);
+    if (trc != 0) {
+        rc = s_fail("train", 1, trc == FM_ENONFINITE ? "training diverged: the loss became NaN or "
+                    "infinite (lower --lr or set --clip)" : fm_strerror(trc));
+        goto cleanup;
+    }
+    FM_LOG(LOG_INFO, "trained in %.1fs (%.0f samples/s)", s_now() - t0, res.samples / (s_now() - t0));
+    if (o.out && fm_safetensors_save_model(m, o.out, &e) != 0) {
+        rc = s_fail("train", EXIT_BAD_INPUT, e.msg);
+        goto cleanup;
+    }
+    fm_eval_t ev;
+    fm_engine_evaluate(eng, m, test->x, test->y, NULL, test->n, &ev);
+    s_print_eval(&ev);
+    rc = 0;
+cleanup:
+    fm_optim_destroy(&opt);
+    fm_engine_destroy(&eng);
+    fm_dataset_destroy(&train);
+    fm_dataset_destroy(&test);
+    fm_model_destroy(&m);
+    return rc;
+}
+
+static int s_cmd_eval(int argc, char **argv)
+{
+    s_opts_t o = {.model = NULL, .data = FM_FASHION_DIR, .batch = 256};
+    int rc = s_parse("eval", argc, argv, &o, s_usage_eval);
+    if (rc != 0)
+        return rc == 1 ? 0 : rc;
+    fm_model_t *m = NULL;
+    fm_dataset_t *test = NULL;
+    fm_engine_t *eng = NULL;
+    fm_errmsg_t e = {{0}};
+    int err = 0;
+    if (!o.in) {
+        rc = s_fail("eval", EXIT_BAD_INPUT, "--in: a model file is required (see fedmq eval --help)");
+        goto cleanup;
+    }
+    const char *name = o.model;
+    fm_safetensors_t *f = NULL;
+    if (!name) {
+        /* default to the architecture recorded in the file by fm_safetensors_save_model */
+        f = fm_safetensors_open(o.in, &err, &e);
+        if (!f) {
+            rc = s_fail("eval", EXIT_BAD_INPUT, e.msg);
+            goto cleanup;
+        }
+        const char *meta = fm_safetensors_meta(f, "fedmq_model");
+        name = meta ? meta : "cnn";
+    }
+    m = s_model("eval", name);
+    fm_safetensors_close(&f);
+    if (!m) {
+        rc = EXIT_BAD_INPUT;
+        goto cleanup;
+    }
+    if (fm_safetensors_load_model(m, o.in, &e) != 0) {
+        rc = s_fail("eval", EXIT_BAD_INPUT, e.msg);
+        goto cleanup;
+    }
+    if ((rc = s_start("eval")) != 0)
+        goto cleanup;
+    if (fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0) {
+        rc = s_fail("eval", EXIT_BAD_INPUT, e.msg);
+        goto cleanup;
+    }
+    if (!(eng = fm_engine_new(m, (int)o.threads, (int)o.batch, &err))) {
+        rc = s_fail("eval", 1, fm_strerror(err));
+        goto cleanup;
+    }
+    fm_eval_t ev;
+    fm_engine_evaluate(eng, m, test->x, test->y, NULL, test->n, &ev);
+    for (int c = 0; c < FM_NCLASSES; c++)
+        FM_LOG(LOG_INFO, "class %d accuracy=%.4f (%u/%u)", c,
+               ev.class_total[c] ? (double)ev.class_correct[c] / ev.class_total[c] : 0.0,
+               ev.class_correct[c], ev.class_total[c]);
+    s_print_eval(&ev);
+    rc = 0;
+cleanup:
+    fm_engine_destroy(&eng);
+    fm_dataset_destroy(&test);
+    fm_model_destroy(&m);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    fm_blas_setup(argv);
+    fm_log_init("fedmq", LOG_INFO);
+    if (argc < 2) {
+        s_usage(stderr);
+        return EXIT_BAD_INPUT;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "train") == 0)
+        return s_cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0)
+        return s_cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        s_usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "fedmq: unknown command '%s' (expected train or eval; see fedmq --help)\n", cmd);
+    return EXIT_BAD_INPUT;
+}

@@ -99,7 +99,7 @@ int fm_blas_selfcheck(fm_errmsg_t *e)
 {
     /* M, N, K of the products in fm_layers (dense and im2col conv), shrunk where large */
     static const int shapes[][3] = {{64, 576, 288}, {288, 576, 64}, {64, 288, 576},
-                                    {32, 128, 9216}, {17, 200, 784}, {13, 10, 200},
+                                    {32, 128, 2304}, {17, 200, 784}, {13, 10, 200},
                                     {32, 676, 9},   {32, 9, 676},   {1, 1, 1}};
     int rc = 0;
     fm_rng_t rng;

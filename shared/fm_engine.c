@@ -170,8 +170,9 @@ static void s_dispatch(fm_engine_t *e, s_job_t job)
     e->generation++;
     pthread_cond_broadcast(&e->wake);
     pthread_mutex_unlock(&e->lock);
-    if (job != JOB_QUIT)
-        s_run_job(e, job, 0);
+    if (job == JOB_QUIT)
+        return; /* helpers exit without reporting: fm_engine_destroy joins them */
+    s_run_job(e, job, 0);
     pthread_mutex_lock(&e->lock);
     while (e->pending > 0)
         pthread_cond_wait(&e->done, &e->lock);

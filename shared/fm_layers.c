@@ -105,8 +105,9 @@ static void s_col2im(float *img, const float *col, int C, int H, int W, int KH, 
             }
 }
 
-void fm_conv2d_forward(float *out, const float *inp, const float *w, const float *b,
-                       float *scratch, int B, int C, int H, int W, int OC, int KH, int KW)
+void fm_conv2d_forward_act(float *out, const float *inp, const float *w, const float *b,
+                           float *scratch, int B, int C, int H, int W, int OC, int KH, int KW,
+                           int relu)
 {
     int P = (H - KH + 1) * (W - KW + 1), CK = C * KH * KW;
     for (int n = 0; n < B; n++) {
@@ -115,12 +116,26 @@ void fm_conv2d_forward(float *out, const float *inp, const float *w, const float
         s_im2col(scratch, x, C, H, W, KH, KW);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, P, CK, 1.0f, w, CK, scratch, P,
                     0.0f, y, P);
+        if (!b && !relu)
+            continue;
         for (int o = 0; o < OC; o++) {
-            float bias = b[o], *yo = y + (size_t)o * P;
-            for (int p = 0; p < P; p++)
-                yo[p] += bias;
+            float bias = b ? b[o] : 0.0f, *yo = y + (size_t)o * P;
+            if (relu)
+                for (int p = 0; p < P; p++) {
+                    float v = yo[p] + bias;
+                    yo[p] = v > 0.0f ? v : 0.0f;
+                }
+            else
+                for (int p = 0; p < P; p++)
+                    yo[p] += bias;
         }
     }
+}
+
+void fm_conv2d_forward(float *out, const float *inp, const float *w, const float *b,
+                       float *scratch, int B, int C, int H, int W, int OC, int KH, int KW)
+{
+    fm_conv2d_forward_act(out, inp, w, b, scratch, B, C, H, W, OC, KH, KW, 0);
 }
 
 void fm_conv2d_forward_naive(float *out, const float *inp, const float *w, const float *b, int B,
@@ -141,31 +156,45 @@ void fm_conv2d_forward_naive(float *out, const float *inp, const float *w, const
                 }
 }
 
-void fm_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                        const float *w, float *scratch, int B, int C, int H, int W, int OC,
-                        int KH, int KW)
+void fm_conv2d_backward_act(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, float *scratch, int B, int C, int H,
+                            int W, int OC, int KH, int KW, int relu_inp)
 {
     int P = (H - KH + 1) * (W - KW + 1), CK = C * KH * KW;
+    size_t img = (size_t)C * H * W;
     for (int n = 0; n < B; n++) {
         const float *dy = dout + (size_t)n * OC * P;
-        for (int o = 0; o < OC; o++) {
-            const float *d = dy + (size_t)o * P;
-            float acc = 0.0f;
-            for (int p = 0; p < P; p++)
-                acc += d[p];
-            db[o] += acc;
-        }
+        const float *x = inp + (size_t)n * img;
+        if (db)
+            for (int o = 0; o < OC; o++) {
+                const float *d = dy + (size_t)o * P;
+                float acc = 0.0f;
+                for (int p = 0; p < P; p++)
+                    acc += d[p];
+                db[o] += acc;
+            }
         /* dw (OC,CK) += dy (OC,P) x col^T (P,CK) */
-        s_im2col(scratch, inp + (size_t)n * C * H * W, C, H, W, KH, KW);
+        s_im2col(scratch, x, C, H, W, KH, KW);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CK, P, 1.0f, dy, P, scratch, P,
                     1.0f, dw, CK);
         if (dinp) {
             /* dcol (CK,P) = w^T (CK,OC) x dy (OC,P), then scatter back to the image */
+            float *dx = dinp + (size_t)n * img;
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CK, P, OC, 1.0f, w, CK, dy, P,
                         0.0f, scratch, P);
-            s_col2im(dinp + (size_t)n * C * H * W, scratch, C, H, W, KH, KW);
+            s_col2im(dx, scratch, C, H, W, KH, KW);
+            if (relu_inp)
+                for (size_t i = 0; i < img; i++)
+                    dx[i] = x[i] > 0.0f ? dx[i] : 0.0f;
         }
     }
+}
+
+void fm_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, float *scratch, int B, int C, int H, int W, int OC,
+                        int KH, int KW)
+{
+    fm_conv2d_backward_act(dinp, dw, db, dout, inp, w, scratch, B, C, H, W, OC, KH, KW, 0);
 }
 
 void fm_conv2d_backward_naive(float *dinp, float *dw, float *db, const float *dout,
@@ -226,62 +255,124 @@ void fm_relu_backward(float *dinp, const float *dout, const float *out, size_t n
         dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
-void fm_maxpool2_forward(float *out, uint8_t *argmax, const float *inp, int N, int H, int W)
+/* One output row of 2x2 max-pooling from input rows r0, r1, plus bias and optional relu;
+ * am gets the position 0..3 of the first maximum (PyTorch's tie rule). Written with
+ * comparisons as integers and selects so that the compiler vectorises it (branches here
+ * mispredict on every other window). */
+static inline void s_pool_row(float *restrict y, uint8_t *restrict am, const float *restrict r0,
+                              const float *restrict r1, float bias, int relu, int OW)
+{
+    for (int ow = 0; ow < OW; ow++) {
+        float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+        int g01 = b > a, g23 = d > c;
+        float m01 = g01 ? b : a;
+        float m23 = g23 ? d : c;
+        int second = m23 > m01;
+        float v = (second ? m23 : m01) + bias;
+        y[ow] = relu ? (v > 0.0f ? v : 0.0f) : v;
+        am[ow] = (uint8_t)(g01 + second * (2 + g23 - g01));
+    }
+}
+
+/* Backward of one output row: d0, d1 (the two input rows, W = 2*OW apart) are cleared, then
+ * g (masked by y > 0 when relu) goes to the argmax of each window. Returns the sum of g. */
+static inline float s_unpool_row(float *restrict d0, const float *restrict dy,
+                                 const float *restrict y, const uint8_t *restrict am, int relu,
+                                 int OW)
+{
+    int W = 2 * OW;
+    memset(d0, 0, sizeof(float) * 2 * (size_t)W);
+    float acc = 0.0f;
+    for (int ow = 0; ow < OW; ow++) {
+        float g = relu ? (y[ow] > 0.0f ? dy[ow] : 0.0f) : dy[ow];
+        int k = am[ow];
+        acc += g;
+        d0[(k >> 1) * W + 2 * ow + (k & 1)] = g;
+    }
+    return acc;
+}
+
+/* Shared body of the pooling kernels: N planes of (H,W), plane n has bias[n % C]. */
+static void s_pool(float *out, uint8_t *argmax, const float *inp, const float *bias, int N, int C,
+                   int H, int W, int relu)
 {
     int OH = H / 2, OW = W / 2;
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * H * W;
-        float *y = out + (size_t)n * OH * OW;
-        uint8_t *a = argmax + (size_t)n * OH * OW;
+        float b = bias ? bias[n % C] : 0.0f;
         for (int oh = 0; oh < OH; oh++) {
-            const float *r0 = x + (size_t)(2 * oh) * W, *r1 = r0 + W;
-            for (int ow = 0; ow < OW; ow++) {
-                float v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
-                int best = 0;
-                for (int k = 1; k < 4; k++)
-                    if (v[k] > v[best])
-                        best = k;
-                y[oh * OW + ow] = v[best];
-                a[oh * OW + ow] = (uint8_t)best;
-            }
+            size_t o = (size_t)n * OH * OW + (size_t)oh * OW;
+            const float *r0 = x + (size_t)(2 * oh) * W;
+            s_pool_row(out + o, argmax + o, r0, r0 + W, b, relu, OW);
         }
     }
+}
+
+static void s_unpool(float *dinp, float *dbias, const float *dout, const float *out,
+                     const uint8_t *argmax, int N, int C, int H, int W, int relu)
+{
+    int OH = H / 2, OW = W / 2;
+    for (int n = 0; n < N; n++) {
+        float *dx = dinp + (size_t)n * H * W;
+        float acc = 0.0f;
+        for (int oh = 0; oh < OH; oh++) {
+            size_t o = (size_t)n * OH * OW + (size_t)oh * OW;
+            acc += s_unpool_row(dx + (size_t)(2 * oh) * W, dout + o, out + o, argmax + o, relu, OW);
+        }
+        if (dbias)
+            dbias[n % C] += acc;
+    }
+}
+
+void fm_maxpool2_forward(float *out, uint8_t *argmax, const float *inp, int N, int H, int W)
+{
+    s_pool(out, argmax, inp, NULL, N, 1, H, W, 0);
 }
 
 void fm_maxpool2_backward(float *dinp, const float *dout, const uint8_t *argmax, int N, int H,
                           int W)
 {
-    int OH = H / 2, OW = W / 2;
-    for (int n = 0; n < N; n++) {
-        float *dx = dinp + (size_t)n * H * W;
-        const float *dy = dout + (size_t)n * OH * OW;
-        const uint8_t *a = argmax + (size_t)n * OH * OW;
-        for (int oh = 0; oh < OH; oh++) {
-            float *r0 = dx + (size_t)(2 * oh) * W, *r1 = r0 + W;
-            for (int ow = 0; ow < OW; ow++) {
-                float g = dy[oh * OW + ow];
-                int k = a[oh * OW + ow];
-                r0[2 * ow] = k == 0 ? g : 0.0f;
-                r0[2 * ow + 1] = k == 1 ? g : 0.0f;
-                r1[2 * ow] = k == 2 ? g : 0.0f;
-                r1[2 * ow + 1] = k == 3 ? g : 0.0f;
-            }
-        }
-    }
+    s_unpool(dinp, NULL, dout, NULL, argmax, N, 1, H, W, 0);
+}
+
+void fm_relu_maxpool2_forward(float *out, uint8_t *argmax, const float *inp, const float *bias,
+                              int B, int C, int H, int W)
+{
+    s_pool(out, argmax, inp, bias, B * C, C, H, W, 1);
+}
+
+void fm_relu_maxpool2_backward(float *dinp, float *dbias, const float *dout, const float *out,
+                               const uint8_t *argmax, int B, int C, int H, int W)
+{
+    s_unpool(dinp, dbias, dout, out, argmax, B * C, C, H, W, 1);
+}
+
+/* splitmix64's output function: a strong 64-bit mix, independent per counter value, so
+ * the mask loop below has no serial dependency and vectorises. */
+static inline uint64_t s_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 
 void fm_dropout_forward(float *out, float *mask, const float *inp, size_t n, float p,
                         fm_rng_t *rng)
 {
     float keep = 1.0f / (1.0f - p);
-    /* compare 32-bit uniform draws against p * 2^32: two draws per 64-bit output */
-    uint64_t threshold = (uint64_t)((double)p * 4294967296.0);
-    for (size_t i = 0; i < n; i += 2) {
-        uint64_t bits = fm_rng_u64(rng);
-        mask[i] = (bits & 0xffffffffu) < threshold ? 0.0f : keep;
-        if (i + 1 < n)
-            mask[i + 1] = (bits >> 32) < threshold ? 0.0f : keep;
+    /* one draw from rng keys a counter-based stream: four 16-bit uniforms per counter,
+     * compared against p * 2^16 (p resolved to 1/65536: exact for 0.25 and 0.5) */
+    uint32_t threshold = (uint32_t)((double)p * 65536.0 + 0.5);
+    uint64_t key = fm_rng_u64(rng);
+    size_t quads = n / 4;
+    for (size_t j = 0; j < quads; j++) {
+        uint64_t bits = s_mix64(key + (j + 1) * 0x9E3779B97F4A7C15ull);
+        for (int k = 0; k < 4; k++)
+            mask[4 * j + k] = (uint32_t)((bits >> (16 * k)) & 0xffff) < threshold ? 0.0f : keep;
     }
+    uint64_t bits = s_mix64(key + (quads + 1) * 0x9E3779B97F4A7C15ull);
+    for (size_t i = 4 * quads, k = 0; i < n; i++, k++)
+        mask[i] = (uint32_t)((bits >> (16 * k)) & 0xffff) < threshold ? 0.0f : keep;
     for (size_t i = 0; i < n; i++)
         out[i] = inp[i] * mask[i];
 }

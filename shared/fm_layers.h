@@ -41,6 +41,28 @@ void fm_conv2d_backward_naive(float *dinp, float *dw, float *db, const float *do
                               const float *inp, const float *w, int B, int C, int H, int W,
                               int OC, int KH, int KW);
 
+/* Fused variants used by the cnn (each equals a composition of the plain kernels; the
+ * tests check that):
+ * conv2d forward with optional bias (b may be NULL) and optional relu on the output. */
+void fm_conv2d_forward_act(float *out, const float *inp, const float *w, const float *b,
+                           float *scratch, int B, int C, int H, int W, int OC, int KH, int KW,
+                           int relu);
+/* conv2d backward where db may be NULL (no bias gradient) and, with relu_inp != 0, dinp is
+ * also multiplied by (inp > 0): the backward of the relu that produced inp, done while the
+ * sample is in cache. */
+void fm_conv2d_backward_act(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, float *scratch, int B, int C, int H,
+                            int W, int OC, int KH, int KW, int relu_inp);
+/* out = relu(maxpool2(inp) + bias[c]): inp (B,C,H,W) -> out (B,C,H/2,W/2), argmax as in
+ * fm_maxpool2_forward. Since max(x + b) = max(x) + b and relu is monotonic, this equals
+ * maxpool2(relu(inp + bias)) at a quarter of the elementwise work. */
+void fm_relu_maxpool2_forward(float *out, uint8_t *argmax, const float *inp, const float *bias,
+                              int B, int C, int H, int W);
+/* Backward of the above: dinp (B,C,H,W) = dout at the argmax where out > 0, else 0;
+ * dbias (C) += sum of those gradients. */
+void fm_relu_maxpool2_backward(float *dinp, float *dbias, const float *dout, const float *out,
+                               const uint8_t *argmax, int B, int C, int H, int W);
+
 /* relu: out = max(inp, 0), n elements; out may alias inp. */
 void fm_relu_forward(float *out, const float *inp, size_t n);
 /* dinp = dout * (out > 0); dinp may alias dout. */
@@ -54,7 +76,7 @@ void fm_maxpool2_backward(float *dinp, const float *dout, const uint8_t *argmax,
                           int W);
 
 /* dropout (inverted): mask[i] = 0 with probability p else 1/(1-p); out = inp * mask.
- * out may alias inp. 0 <= p < 1. */
+ * out may alias inp. 0 <= p < 1, resolved to 1/65536. */
 void fm_dropout_forward(float *out, float *mask, const float *inp, size_t n, float p,
                         fm_rng_t *rng);
 /* dinp = dout * mask; dinp may alias dout. */

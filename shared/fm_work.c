@@ -19,7 +19,8 @@ struct fm_work {
     const float *x;    /* input of the last forward (borrowed) */
     const uint8_t *y;  /* labels of the last forward (borrowed) */
     /* activations (B x per-sample size each) */
-    float *a1, *a2;    /* cnn: conv1, conv2 outputs after relu; mlp: hidden 1, 2 after relu */
+    float *a1, *a2;    /* cnn: conv1 output after relu, conv2 product (no bias, no relu);
+                          mlp: hidden 1, 2 after relu */
     float *pool;       /* cnn: max-pool output (B,9216) */
     uint8_t *argmax;   /* cnn: max-pool argmax (B,9216) */
     float *drop1, *mask1; /* cnn: dropout1 output and mask */
@@ -142,11 +143,11 @@ double fm_work_forward(fm_work_t *w, const fm_model_t *m, const float *x, const 
         break;
     case FM_ARCH_CNN: {
         // x (B,1,28,28) -> a1 (B,32,26,26) -> a2 (B,64,24,24) -> pool (B,64,12,12)
-        fm_conv2d_forward(w->a1, x, s_p(m, 0), s_p(m, 1), w->scratch, B, 1, 28, 28, 32, 3, 3);
-        fm_relu_forward(w->a1, w->a1, (size_t)B * 32 * 26 * 26);
-        fm_conv2d_forward(w->a2, w->a1, s_p(m, 2), s_p(m, 3), w->scratch, B, 32, 26, 26, 64, 3, 3);
-        fm_relu_forward(w->a2, w->a2, (size_t)B * 64 * 24 * 24);
-        fm_maxpool2_forward(w->pool, w->argmax, w->a2, B * 64, 24, 24);
+        // conv2's bias and relu are applied after pooling (fm_relu_maxpool2_forward): a2
+        // holds conv2's raw product without bias
+        fm_conv2d_forward_act(w->a1, x, s_p(m, 0), s_p(m, 1), w->scratch, B, 1, 28, 28, 32, 3, 3, 1);
+        fm_conv2d_forward_act(w->a2, w->a1, s_p(m, 2), NULL, w->scratch, B, 32, 26, 26, 64, 3, 3, 0);
+        fm_relu_maxpool2_forward(w->pool, w->argmax, w->a2, s_p(m, 3), B, 64, 24, 24);
         const float *f = w->pool;
         if (train) {
             fm_dropout_forward(w->drop1, w->mask1, w->pool, (size_t)B * 9216, CNN_P1, rng);
@@ -198,11 +199,10 @@ void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float sca
                           128);
         if (w->train)
             fm_dropout_backward(w->dd1, w->dd1, w->mask1, (size_t)B * 9216);
-        fm_maxpool2_backward(w->da2, w->dd1, w->argmax, B * 64, 24, 24);
-        fm_relu_backward(w->da2, w->da2, w->a2, (size_t)B * 64 * 24 * 24);
-        fm_conv2d_backward(w->da1, s_g(m, grads, 2), s_g(m, grads, 3), w->da2, w->a1, s_p(m, 2),
-                           w->scratch, B, 32, 26, 26, 64, 3, 3);
-        fm_relu_backward(w->da1, w->da1, w->a1, (size_t)B * 32 * 26 * 26);
+        fm_relu_maxpool2_backward(w->da2, s_g(m, grads, 3), w->dd1, w->pool, w->argmax, B, 64, 24,
+                                  24);
+        fm_conv2d_backward_act(w->da1, s_g(m, grads, 2), NULL, w->da2, w->a1, s_p(m, 2), w->scratch,
+                               B, 32, 26, 26, 64, 3, 3, 1);
         fm_conv2d_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->da1, w->x, s_p(m, 0),
                            w->scratch, B, 1, 28, 28, 32, 3, 3);
         break;

@@ -395,9 +395,9 @@ double fm_logsoftmax_nll_forward(float *logp, const float *logits, const uint8_t
         double sum = 0.0;
         for (int c = 0; c < C; c++)
             sum += exp((double)z[c] - mx);
-        float lse = mx + (float)log(sum);
+        float lsum = (float)log(sum);
         for (int c = 0; c < C; c++)
-            lp[c] = z[c] - lse;
+            lp[c] = (z[c] - mx) - lsum;
         if (y)
             loss -= lp[y[i]];
     }

@@ -92,19 +92,28 @@ static void s_usage(FILE *f)
 
 enum { OPT_LR = 256, OPT_MOMENTUM, OPT_WD, OPT_CLIP, OPT_SEED, OPT_INIT, OPT_LIMIT, OPT_LOGLEVEL };
 
-/* Parse argv into opts. Returns 0, 1 for --help (printed), or EXIT_BAD_INPUT. */
-static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o, void (*usage)(FILE *))
+static const struct option s_train_opts[] = {
+    {"model", required_argument, 0, 'm'},    {"epochs", required_argument, 0, 'e'},
+    {"batch", required_argument, 0, 'b'},    {"threads", required_argument, 0, 't'},
+    {"data", required_argument, 0, 'd'},     {"out", required_argument, 0, 'o'},
+    {"help", no_argument, 0, 'h'},           {"lr", required_argument, 0, OPT_LR},
+    {"momentum", required_argument, 0, OPT_MOMENTUM},
+    {"weight-decay", required_argument, 0, OPT_WD},
+    {"clip", required_argument, 0, OPT_CLIP}, {"seed", required_argument, 0, OPT_SEED},
+    {"init", required_argument, 0, OPT_INIT}, {"limit", required_argument, 0, OPT_LIMIT},
+    {"log-level", required_argument, 0, OPT_LOGLEVEL}, {0, 0, 0, 0}};
+
+static const struct option s_eval_opts[] = {
+    {"model", required_argument, 0, 'm'},   {"in", required_argument, 0, 'i'},
+    {"data", required_argument, 0, 'd'},    {"threads", required_argument, 0, 't'},
+    {"help", no_argument, 0, 'h'},          {"log-level", required_argument, 0, OPT_LOGLEVEL},
+    {0, 0, 0, 0}};
+
+/* Parse argv into opts with the command's option table. Returns 0, 1 for --help
+ * (printed), or EXIT_BAD_INPUT (one line printed). */
+static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o,
+                   const struct option *longopts, void (*usage)(FILE *))
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},    {"epochs", required_argument, 0, 'e'},
-        {"batch", required_argument, 0, 'b'},    {"threads", required_argument, 0, 't'},
-        {"data", required_argument, 0, 'd'},     {"in", required_argument, 0, 'i'},
-        {"out", required_argument, 0, 'o'},      {"help", no_argument, 0, 'h'},
-        {"lr", required_argument, 0, OPT_LR},    {"momentum", required_argument, 0, OPT_MOMENTUM},
-        {"weight-decay", required_argument, 0, OPT_WD},
-        {"clip", required_argument, 0, OPT_CLIP}, {"seed", required_argument, 0, OPT_SEED},
-        {"init", required_argument, 0, OPT_INIT}, {"limit", required_argument, 0, OPT_LIMIT},
-        {"log-level", required_argument, 0, OPT_LOGLEVEL}, {0, 0, 0, 0}};
     fm_errmsg_t e = {{0}};
     double d;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -152,12 +161,17 @@ static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o, void (*u
         }
         case 'h': usage(stdout); return 1;
         case ':':
+            /* only long options take values, so argv[optind - 1] is the option */
             snprintf(e.msg, sizeof e.msg, "%s: missing value", argv[optind - 1]);
             rc = FM_EARG;
             break;
         default:
-            snprintf(e.msg, sizeof e.msg, "%s: unknown option (see fedmq %s --help)",
-                     argv[optind - 1], cmd);
+            if (optopt)
+                snprintf(e.msg, sizeof e.msg, "-%c: unknown option (see fedmq %s --help)", optopt,
+                         cmd);
+            else
+                snprintf(e.msg, sizeof e.msg, "%s: unknown option (see fedmq %s --help)",
+                         argv[optind - 1], cmd);
             rc = FM_EARG;
             break;
         }
@@ -228,7 +242,7 @@ static int s_cmd_train(int argc, char **argv)
 {
     s_opts_t o = {.model = "cnn", .data = FM_FASHION_DIR, .epochs = 1, .batch = 32, .seed = 1,
                   .sgd = {.lr = 0.01f, .momentum = 0.9f}};
-    int rc = s_parse("train", argc, argv, &o, s_usage_train);
+    int rc = s_parse("train", argc, argv, &o, s_train_opts, s_usage_train);
     if (rc != 0)
         return rc == 1 ? 0 : rc;
     fm_model_t *m = NULL;
@@ -300,7 +314,7 @@ cleanup:
 static int s_cmd_eval(int argc, char **argv)
 {
     s_opts_t o = {.model = NULL, .data = FM_FASHION_DIR, .batch = 256};
-    int rc = s_parse("eval", argc, argv, &o, s_usage_eval);
+    int rc = s_parse("eval", argc, argv, &o, s_eval_opts, s_usage_eval);
     if (rc != 0)
         return rc == 1 ? 0 : rc;
     fm_model_t *m = NULL;
@@ -364,7 +378,7 @@ int main(int argc, char **argv)
     fm_blas_setup(argv);
     fm_log_init("fedmq", LOG_INFO);
     if (argc < 2) {
-        s_usage(stderr);
+        fprintf(stderr, "fedmq: missing command (expected train or eval; see fedmq --help)\n");
         return EXIT_BAD_INPUT;
     }
     const char *cmd = argv[1];

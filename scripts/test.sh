@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install, build and run the whole test suite twice: a Release build and an
+# AddressSanitizer+UBSan build, both with -Wall -Wextra -Werror. Ends with ctest's summary.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/install-deps.sh"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+jobs=$(nproc)
+
+"$root/scripts/build.sh" "$root/build-test" -DFM_WERROR=ON
+echo "[fedmq] tests: release build"
+(cd "$root/build-test" && ctest --output-on-failure -j"$jobs")
+
+"$root/scripts/build.sh" "$root/build-asan" -DFM_WERROR=ON -DFM_SANITIZE=ON
+echo "[fedmq] tests: address+undefined sanitizer build"
+(cd "$root/build-asan" && ctest --output-on-failure -j"$jobs")
+echo "[fedmq] all tests passed (release and sanitizer builds)"

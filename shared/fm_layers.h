@@ -24,8 +24,9 @@ void fm_dense_backward(float *dinp, float *dw, float *db, const float *dout, con
 void fm_dense_backward_naive(float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, int B, int IN, int OUT);
 
-/* Scratch floats conv2d needs: C*KH*KW * OH*OW. */
-size_t fm_conv2d_scratch(int C, int H, int W, int KH, int KW);
+/* Scratch floats conv2d needs: C*KH*KW * (OH*OW + OC) (an im2col buffer, and the
+ * transposed weight gradient that backward accumulates over the batch). */
+size_t fm_conv2d_scratch(int C, int H, int W, int OC, int KH, int KW);
 
 /* conv2d, stride 1, no padding: inp (B,C,H,W), w (OC,C,KH,KW), b (OC)
  * -> out (B,OC,OH,OW) with OH = H-KH+1, OW = W-KW+1. im2col + sgemm per sample. */

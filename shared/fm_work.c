@@ -81,7 +81,7 @@ fm_work_t *fm_work_new(const fm_model_t *m, int max_batch, int *err)
         w->dd1 = s_alloc(B * 9216, &ok);
         w->da2 = s_alloc(B * 64 * 24 * 24, &ok);
         w->da1 = s_alloc(B * 32 * 26 * 26, &ok);
-        w->scratch = s_alloc(fm_conv2d_scratch(32, 26, 26, 3, 3), &ok);
+        w->scratch = s_alloc(fm_conv2d_scratch(32, 26, 26, 64, 3, 3), &ok);
         break;
     }
     if (!ok)

@@ -217,7 +217,7 @@ static void s_cnn_new(cnn_t *c, int B)
     c->dlogits = fm_tu_floats(b * 10), c->dh = fm_tu_floats(b * 128);
     c->dd1 = fm_tu_floats(b * 9216), c->da2 = fm_tu_floats(b * 64 * 576);
     c->da1 = fm_tu_floats(b * 32 * 676);
-    c->scratch = fm_tu_floats(fm_conv2d_scratch(32, 26, 26, 3, 3));
+    c->scratch = fm_tu_floats(fm_conv2d_scratch(32, 26, 26, 64, 3, 3));
     c->am = fm_tu_alloc(b * 9216, 1);
 }
 

@@ -213,8 +213,9 @@ static void s_conv_twins(int B, int C, int H, int W, int OC, int KH, int KW, uin
     size_t no = (size_t)B * OC * OH * OW;
     float *inp = fm_tu_floats(ni), *w = fm_tu_floats(nw), *b = fm_tu_floats(OC);
     float *dout = fm_tu_floats(no);
-    float *scratch = fm_tu_floats(fm_conv2d_scratch(C, H, W, KH, KW));
-    assert_int_equal(fm_conv2d_scratch(C, H, W, KH, KW), (size_t)C * KH * KW * OH * OW);
+    float *scratch = fm_tu_floats(fm_conv2d_scratch(C, H, W, OC, KH, KW));
+    assert_int_equal(fm_conv2d_scratch(C, H, W, OC, KH, KW),
+                     (size_t)C * KH * KW * OH * OW + (size_t)C * KH * KW * OC);
     double bound = 1.0 / sqrt((double)C * KH * KW);
     fm_tu_uniform(&rng, inp, ni, -1.0, 1.0);
     fm_tu_uniform(&rng, w, nw, -bound, bound);
@@ -302,7 +303,7 @@ static void s_conv_act(int B, int C, int H, int W, int OC, int KH, int KW, uint6
     size_t no = (size_t)B * OC * OH * OW;
     float *inp = fm_tu_floats(ni), *w = fm_tu_floats(nw), *b = fm_tu_floats(OC);
     float *zero = fm_tu_floats(OC), *dout = fm_tu_floats(no);
-    float *scratch = fm_tu_floats(fm_conv2d_scratch(C, H, W, KH, KW));
+    float *scratch = fm_tu_floats(fm_conv2d_scratch(C, H, W, OC, KH, KW));
     fm_tu_uniform(&rng, inp, ni, -1.0, 1.0); /* both signs: relu_inp has work to do */
     fm_tu_uniform(&rng, w, nw, -0.5, 0.5);
     fm_tu_uniform(&rng, b, OC, -0.5, 0.5);
@@ -580,7 +581,7 @@ static void test_fd_conv(void **state)
     size_t no = s_conv_nout(&c);
     c.inp = fm_tu_floats(ni), c.w = fm_tu_floats(nw), c.b = fm_tu_floats(c.OC);
     c.out = fm_tu_floats(no), c.r = fm_tu_floats(no);
-    c.scratch = fm_tu_floats(fm_conv2d_scratch(c.C, c.H, c.W, c.KH, c.KW));
+    c.scratch = fm_tu_floats(fm_conv2d_scratch(c.C, c.H, c.W, c.OC, c.KH, c.KW));
     fm_tu_uniform(&rng, c.inp, ni, -1, 1);
     fm_tu_uniform(&rng, c.w, nw, -0.4, 0.4);
     fm_tu_uniform(&rng, c.b, c.OC, -0.4, 0.4);

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Learning and export checks for `fedmq train` / `fedmq eval` on the real Fashion-MNIST.
 #   usage: learning_test.sh FEDMQ_BINARY SOURCE_DIR
-# Release build: cnn 1 epoch >= 0.88, mlp 5 epochs >= 0.86 (the thresholds), and
-# `fedmq eval` of the exported file prints exactly the line `fedmq train` printed.
+# Release build: cnn 1 epoch >= 0.86 and mlp 5 epochs >= 0.86 (seed 1), and `fedmq eval`
+# of the exported file prints exactly the line `fedmq train` printed.
+# Why 0.86 for the cnn: with this recipe (batch 32, lr 0.01, momentum 0.9, one epoch)
+# PyTorch itself averages 0.872 over seeds 1-5 (0.858 to 0.882) and fedmq 0.874 (0.870 to
+# 0.876), measured side by side by bench/accuracy_compare.sh (docs/BENCHMARKS.md); the
+# guard sits a point below PyTorch's mean so it fails on a real regression, not on a seed.
 # Sanitizer builds (FM_SANITIZED=1, ~5x slower) run the same path on fewer samples with
 # thresholds that still prove learning (random guessing scores 0.10).
 set -u
@@ -34,7 +38,7 @@ if [ "${FM_SANITIZED:-0}" = 1 ]; then
   check_train cnn-small 0.60 --model cnn --epochs 1 --limit 2000
   check_train mlp-small 0.70 --model mlp --epochs 1 --limit 10000
 else
-  check_train cnn 0.88 --model cnn --epochs 1
+  check_train cnn 0.86 --model cnn --epochs 1
   check_train mlp 0.86 --model mlp --epochs 5
 fi
 echo "$pass passed, $fail failed"

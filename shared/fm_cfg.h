@@ -1,0 +1,228 @@
+/* fm_cfg: the daemons' configuration (one INI file, parsed with inih).
+ *
+ * One const table describes every key: section, name, type (int, uint64, float, bool,
+ * string, enum), bounds, default, a one-line help with units, and whether a running
+ * daemon may take a new value on reload (SIGHUP). Values land in the plain struct
+ * fm_config_t, one nested struct per section, one field per key with the key's name.
+ *
+ * File syntax (inih): "[section]" lines, "key = value" lines, comment lines starting with
+ * '#' or ';'. Stricter than inih: unknown sections and keys, a key outside a section, a
+ * key given twice, indented key lines (inih would read them as continuations), lines
+ * longer than inih's buffer and values that do not parse are all errors. Values are taken
+ * verbatim after trimming (no quotes); " ;" starts an inline comment.
+ *
+ * Every error is one line naming where, the key and the reason:
+ *   "configs/x.conf:12: [aggregator] buffer_k = 0: out of range [1, 100000]"
+ *   "override: [aggregator] buffer_k = ten: not an integer"           (fm_cfg_set)
+ *   "configs/x.conf:3: [aggregatr]: unknown section (did you mean [aggregator]?)"
+ *   "configs/x.conf:4: [federation] clients_per_round = 200: must be <= [federation]
+ *    num_clients (100)"      (cross-key; the line where the key was set, none for a default)
+ * An error in the file is reported at the first bad line; later lines are not read.
+ * Codes: FM_ERANGE (value out of range), FM_EFORMAT (syntax: not a section or key line,
+ * line too long), FM_EARG (everything else: unknown section/key, bad value, duplicate,
+ * key outside a section, cross-key constraint), -errno (the file cannot be read).
+ *
+ * No global state: the table is const; inih's global options are left untouched. */
+#ifndef FM_CFG_H
+#define FM_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fm_err.h"
+
+/* Bytes of a string field, incl. the NUL. A value is further limited so that "key = value"
+ * fits on one line of inih's buffer (INI_MAX_LINE, 200: 197 bytes of text), e.g. 186 bytes
+ * for data_dir; fm_cfg_set enforces the same limit, so every dump loads back. */
+#define FM_CFG_STR_MAX 256
+#define FM_CFG_DIGEST_BYTES 32
+
+typedef enum { FM_CFG_MODEL_CNN, FM_CFG_MODEL_MLP, FM_CFG_MODEL_LOGREG } fm_cfg_model_t;
+typedef enum {
+    FM_CFG_STRATEGY_FEDAVG,
+    FM_CFG_STRATEGY_FEDPROX,
+    FM_CFG_STRATEGY_FEDBUFF
+} fm_cfg_strategy_t;
+typedef enum { FM_CFG_MODE_ASYNC, FM_CFG_MODE_SYNC } fm_cfg_mode_t;
+typedef enum {
+    FM_CFG_STALENESS_CONSTANT,   /* s(tau) = 1 */
+    FM_CFG_STALENESS_POLYNOMIAL, /* s(tau) = (1 + tau)^-a */
+    FM_CFG_STALENESS_HINGE       /* s(tau) = 1 if tau <= b else 1 / (a (tau - b) + 1) */
+} fm_cfg_staleness_t;
+typedef enum {
+    FM_CFG_SERVER_OPT_FEDAVG,
+    FM_CFG_SERVER_OPT_FEDAVGM,
+    FM_CFG_SERVER_OPT_FEDADAM,
+    FM_CFG_SERVER_OPT_FEDYOGI
+} fm_cfg_server_opt_t;
+
+/* Enum-typed keys are stored as int holding the enum above; log_level keys hold the
+ * syslog level (LOG_ERR .. LOG_DEBUG) ready for fm_log_init. */
+typedef struct {
+    int model;                       /* fm_cfg_model_t */
+    int num_clients;
+    int clients_per_round;
+    int num_rounds;                  /* 0 = unlimited */
+    int local_epochs;
+    double learning_rate;
+    int batch_size;
+    double momentum;
+    double weight_decay;
+    double clip_norm;                /* 0 = no clipping */
+    double mu;                       /* FedProx proximal term, 0 = off */
+    int min_clients;
+    int aggregation_strategy;        /* fm_cfg_strategy_t */
+    int mode;                        /* fm_cfg_mode_t */
+    char partition[FM_CFG_STR_MAX];  /* iid | dirichlet:A | shards:K */
+    uint64_t seed;
+    char data_dir[FM_CFG_STR_MAX];
+    double target_accuracy;
+    double time_limit_s;             /* 0 = no limit */
+} fm_cfg_federation_t;
+
+typedef struct {
+    char model_pub[FM_CFG_STR_MAX];
+    char snapshot[FM_CFG_STR_MAX];
+    char updates[FM_CFG_STR_MAX];
+    char aggregator_models[FM_CFG_STR_MAX];
+    char metrics_pub[FM_CFG_STR_MAX];
+} fm_cfg_endpoints_t;
+
+typedef struct {
+    double heartbeat_timeout_s;
+    int log_level;
+} fm_cfg_broker_t;
+
+typedef struct {
+    char clients[FM_CFG_STR_MAX];    /* "A-B" or "A", client ids in [0, num_clients) */
+    int workers;
+    int threads_per_worker;
+    double heartbeat_interval_s;
+    double slowdown_sigma;           /* lognormal sigma of per-client slowdown, 0 = none */
+    double dropout_prob;
+    int log_level;
+} fm_cfg_trainer_t;
+
+typedef struct {
+    int buffer_k;
+    int staleness;                   /* fm_cfg_staleness_t */
+    double staleness_a;
+    double staleness_b;
+    int max_staleness;
+    bool weight_by_samples;
+    int server_optimizer;            /* fm_cfg_server_opt_t */
+    double server_lr;
+    double server_momentum;
+    double beta1;
+    double beta2;
+    double tau;
+    char checkpoint_dir[FM_CFG_STR_MAX];
+    int checkpoint_every;
+    int checkpoint_keep;
+    char init[FM_CFG_STR_MAX];       /* "" = seeded init */
+    double round_timeout_s;
+    int log_level;
+} fm_cfg_aggregator_t;
+
+typedef struct {
+    char test_split[FM_CFG_STR_MAX];
+    char metrics_file[FM_CFG_STR_MAX];
+    int log_level;
+} fm_cfg_evaluator_t;
+
+/* Plain data: copy with `=`. */
+typedef struct {
+    fm_cfg_federation_t federation;
+    fm_cfg_endpoints_t endpoints;
+    fm_cfg_broker_t broker;
+    fm_cfg_trainer_t trainer;
+    fm_cfg_aggregator_t aggregator;
+    fm_cfg_evaluator_t evaluator;
+} fm_config_t;
+
+typedef enum {
+    FM_CFG_INT,
+    FM_CFG_U64,
+    FM_CFG_FLOAT,
+    FM_CFG_BOOL,
+    FM_CFG_STRING,
+    FM_CFG_ENUM
+} fm_cfg_type_t;
+
+typedef struct {
+    const char *name;
+    int value;
+} fm_cfg_enum_t;
+
+/* One row of the key table (all static, const). */
+typedef struct {
+    const char *section;
+    const char *name;
+    fm_cfg_type_t type;
+    size_t offset;                   /* of the field in fm_config_t */
+    double lo, hi;                   /* inclusive bounds of int and float keys */
+    const fm_cfg_enum_t *values;     /* enum keys: allowed names, NULL-terminated */
+    const char *def;                 /* default, in file syntax */
+    const char *help;                /* one line, with units */
+    bool reloadable;                 /* may change in a running daemon (SIGHUP) */
+    /* extra check of string values: 0, or nonzero with the reason in why[0..cap) */
+    int (*check)(const char *value, char *why, size_t cap);
+} fm_cfg_key_t;
+
+/* The table, in file order. Borrowed, static. */
+size_t fm_cfg_nkeys(void);
+const fm_cfg_key_t *fm_cfg_key_at(size_t i);
+/* The row of `section`.`name`, or NULL. */
+const fm_cfg_key_t *fm_cfg_key_find(const char *section, const char *name);
+
+/* Every key at its default (the whole struct is zeroed first, so configs compare with
+ * memcmp as well as fm_cfg_equal). */
+void fm_cfg_defaults(fm_config_t *c);
+
+/* Defaults, then the file at `path`, then fm_cfg_check. *c is replaced only when all of
+ * it is valid; on error *c is unchanged and `e` holds the one-line message.
+ * Errors: -errno, FM_EFORMAT, FM_EARG, FM_ERANGE. */
+int fm_cfg_load(fm_config_t *c, const char *path, fm_errmsg_t *e);
+
+/* Command-line override of one key with the same validation as the file: either
+ * key = "section.key" and value = "text", or value = NULL and key = "section.key=text".
+ * Checks the key alone: call fm_cfg_check after the last override. On error *c is
+ * unchanged. Errors: FM_EARG, FM_ERANGE. */
+int fm_cfg_set(fm_config_t *c, const char *key, const char *value, fm_errmsg_t *e);
+
+/* Cross-key constraints: clients_per_round <= num_clients, min_clients <= num_clients,
+ * trainer.clients within [0, num_clients), trainer.heartbeat_interval_s <
+ * broker.heartbeat_timeout_s. Errors: FM_EARG, e.g. "config: [federation]
+ * clients_per_round = 10: must be <= [federation] num_clients (5)". */
+int fm_cfg_check(const fm_config_t *c, fm_errmsg_t *e);
+
+/* FM_EARG naming the first key that is not reloadable and differs between `old` and
+ * `fresh` (for SIGHUP: keep `old` then); 0 if `fresh` may replace `old`. */
+int fm_cfg_check_reload(const fm_config_t *old, const fm_config_t *fresh, fm_errmsg_t *e);
+
+/* The value of "section.key" as canonical text (what fm_cfg_dump writes) into
+ * buf[0..cap). Errors: FM_EARG (unknown key), -ENOBUFS (cap too small). */
+int fm_cfg_get(const fm_config_t *c, const char *key, char *buf, size_t cap, fm_errmsg_t *e);
+
+/* Name of `value` of the enum key "section.key" (e.g. "federation.model", 0 -> "cnn"),
+ * or NULL. Static string. */
+const char *fm_cfg_enum_name(const char *key, int value);
+
+/* 1 if every value is equal (strings by content), else 0. */
+int fm_cfg_equal(const fm_config_t *a, const fm_config_t *b);
+
+/* A 256-bit digest of every value, to detect config changes (stored in checkpoints).
+ * Not cryptographic. Input: the canonical dump "section.key=value\n" of every key in
+ * table order (floats in their shortest round-trip form). Output: four 64-bit lanes,
+ * each FNV-1a over the dump from its own start state (FNV offset basis XOR a per-lane
+ * constant), finished with the length and murmur3's fmix64; lanes written little-endian. */
+void fm_cfg_digest(const fm_config_t *c, uint8_t out[FM_CFG_DIGEST_BYTES]);
+
+/* Write a complete config file: every section and key with its value and, above it, its
+ * help, constraint, default and reload flag as comments. fm_cfg_load reads it back to an
+ * equal struct. Errors: -errno (write error). */
+int fm_cfg_dump(const fm_config_t *c, FILE *f);
+
+#endif

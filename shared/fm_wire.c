@@ -1,0 +1,1111 @@
+/* fm_wire: encoders (msgpack-c packer) and a bounded decoder for the wire protocol
+ * (see fm_wire.h and docs/PROTOCOL.md).
+ *
+ * The decoder is a cursor over the frame. s_next() reads one msgpack header and is the only
+ * place that touches input bytes: it checks every length and count against the bytes left
+ * before using it (a str/bin/ext payload must be present; an array of n entries needs at
+ * least n bytes, a map 2n, since every value takes one byte or more). Decoding makes two
+ * passes over the top-level map:
+ *   1. s_frame: the whole frame is one well-formed map (nested values walked by s_skip up
+ *      to FM_WIRE_MAX_DEPTH levels, no recursion beyond it), string keys, no trailing bytes;
+ *      then "v" and "t" are checked;
+ *   2. s_fields: the keys of the message type are decoded through a field table; unknown
+ *      keys are skipped (the forward-compatibility rule: fields can be added in version 1).
+ * Nothing is allocated and tensor data stays in the frame. */
+#include "fm_wire.h"
+
+#include <errno.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "fm_wire assumes a little-endian host (tensor bytes are sent and used as stored)"
+#endif
+_Static_assert(sizeof(float) == 4, "float must be IEEE-754 binary32");
+_Static_assert(FM_WIRE_MAX_DIMS == FM_MAX_DIMS, "wire and model dims caps differ");
+_Static_assert(FM_WIRE_NTYPES <= 16, "type bitmasks are 16 bits");
+
+#define S_SHOWN 48 /* bytes of a name or key quoted in an error message */
+
+static const char *const s_type_names[FM_WIRE_NTYPES] = {
+    [FM_WIRE_NONE] = "?",
+    [FM_WIRE_MODEL] = "MODEL",
+    [FM_WIRE_UPDATE] = "UPDATE",
+    [FM_WIRE_HELLO] = "HELLO",
+    [FM_WIRE_HEARTBEAT] = "HEARTBEAT",
+    [FM_WIRE_BYE] = "BYE",
+    [FM_WIRE_SNAPSHOT_REQ] = "SNAPSHOT_REQ",
+    [FM_WIRE_METRICS] = "METRICS",
+};
+
+const char *fm_wire_type_name(fm_wire_type_t type)
+{
+    if (type > FM_WIRE_NONE && type < FM_WIRE_NTYPES)
+        return s_type_names[type];
+    return "?";
+}
+
+/* Copy at most S_SHOWN bytes of s[0..n) into dst (cap > S_SHOWN + 4) with bytes outside
+ * printable ASCII replaced by '?', so that error messages stay on one line. */
+static const char *s_printable(char *dst, size_t cap, const void *s, size_t n)
+{
+    const unsigned char *p = s;
+    size_t k = 0;
+    for (size_t i = 0; i < n && i < S_SHOWN && k + 4 < cap; i++)
+        dst[k++] = (p[i] < 0x20 || p[i] > 0x7e) ? '?' : (char)p[i];
+    if (n > S_SHOWN && k + 4 < cap) {
+        memcpy(dst + k, "...", 3);
+        k += 3;
+    }
+    dst[k] = '\0';
+    return dst;
+}
+
+/* "[a,b,c]" */
+static const char *s_fmt_shape(char *dst, size_t cap, int ndim, const uint64_t *shape)
+{
+    size_t k = (size_t)snprintf(dst, cap, "[");
+    for (int i = 0; i < ndim && i < FM_WIRE_MAX_DIMS && k < cap; i++)
+        k += (size_t)snprintf(dst + k, cap - k, "%s%llu", i ? "," : "", (unsigned long long)shape[i]);
+    if (k < cap)
+        snprintf(dst + k, cap - k, "]");
+    return dst;
+}
+
+/* Index of the first non-finite float32 among the n (possibly unaligned) floats at p, or n.
+ * Blocks of 256 are OR-reduced on the exponent bits so the common all-finite case is one
+ * vectorisable pass. */
+static size_t s_first_nonfinite(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i += 256) {
+        size_t m = n - i < 256 ? n - i : 256;
+        uint32_t bad = 0;
+        for (size_t j = 0; j < m; j++) {
+            uint32_t u;
+            memcpy(&u, b + 4 * (i + j), 4);
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            for (size_t j = 0; j < m; j++) {
+                uint32_t u;
+                memcpy(&u, b + 4 * (i + j), 4);
+                if ((u & 0x7f800000u) == 0x7f800000u)
+                    return i + j;
+            }
+    }
+    return n;
+}
+
+/* ==== encoding =============================================================================== */
+
+void fm_wire_buf_free(fm_wire_buf_t *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+/* Make room for `extra` more bytes. Errors: -ENOMEM. */
+static int s_buf_reserve(fm_wire_buf_t *b, size_t extra)
+{
+    if (extra <= b->cap - b->len)
+        return 0;
+    if (extra > SIZE_MAX - b->len)
+        return -ENOMEM;
+    size_t need = b->len + extra, cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    unsigned char *p = realloc(b->data, cap);
+    if (!p)
+        return -ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* msgpack_packer write callback; a non-zero return is passed up by every msgpack_pack_*. */
+static int s_buf_write(void *data, const char *src, size_t n)
+{
+    fm_wire_buf_t *b = data;
+    if (n == 0)
+        return 0;
+    if (s_buf_reserve(b, n) != 0)
+        return -1;
+    memcpy(b->data + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+/* 1 if the NUL-terminated s (within a char[FM_WIRE_STR_MAX + 1]) is a valid string field. */
+static bool s_str_ok(const char *s, bool nonempty)
+{
+    size_t n = strnlen(s, FM_WIRE_STR_MAX + 1);
+    return n <= FM_WIRE_STR_MAX && (n > 0 || !nonempty);
+}
+
+static int s_pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    int rc = msgpack_pack_str(pk, n);
+    return rc ? rc : msgpack_pack_str_body(pk, s, n);
+}
+
+/* The map header (nfields + 2 entries), "v" and "t". */
+static int s_pack_head(msgpack_packer *pk, fm_wire_type_t type, size_t nfields)
+{
+    int rc;
+    if ((rc = msgpack_pack_map(pk, nfields + 2)) != 0 || (rc = s_pack_str(pk, "v")) != 0 ||
+        (rc = msgpack_pack_uint8(pk, FM_WIRE_VERSION)) != 0 || (rc = s_pack_str(pk, "t")) != 0)
+        return rc;
+    return s_pack_str(pk, fm_wire_type_name(type));
+}
+
+static int s_pack_kstr(msgpack_packer *pk, const char *key, const char *s)
+{
+    int rc = s_pack_str(pk, key);
+    return rc ? rc : s_pack_str(pk, s);
+}
+
+static int s_pack_ku64(msgpack_packer *pk, const char *key, uint64_t v)
+{
+    int rc = s_pack_str(pk, key);
+    return rc ? rc : msgpack_pack_uint64(pk, v);
+}
+
+static int s_pack_kf64(msgpack_packer *pk, const char *key, double v)
+{
+    int rc = s_pack_str(pk, key);
+    return rc ? rc : msgpack_pack_double(pk, v);
+}
+
+/* Upper bound of the encoded size of the tensors of `layout`. */
+static size_t s_tensors_size(const fm_model_t *layout)
+{
+    size_t n = 16;
+    for (int i = 0; i < fm_model_nviews(layout); i++) {
+        const fm_view_t *v = fm_model_view(layout, i);
+        n += 64 + strlen(v->name) + 9 * FM_MAX_DIMS + 4 * v->numel;
+    }
+    return n;
+}
+
+/* "tensors": [{"name", "dtype", "shape", "data"}, ...] in state_dict order. */
+static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const float *flat)
+{
+    int rc, n = fm_model_nviews(layout);
+    if ((rc = s_pack_str(pk, "tensors")) != 0 || (rc = msgpack_pack_array(pk, (size_t)n)) != 0)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        const fm_view_t *v = fm_model_view(layout, i);
+        if ((rc = msgpack_pack_map(pk, 4)) != 0 || (rc = s_pack_kstr(pk, "name", v->name)) != 0 ||
+            (rc = s_pack_kstr(pk, "dtype", "F32")) != 0 || (rc = s_pack_str(pk, "shape")) != 0 ||
+            (rc = msgpack_pack_array(pk, (size_t)v->ndim)) != 0)
+            return rc;
+        for (int d = 0; d < v->ndim; d++)
+            if ((rc = msgpack_pack_uint64(pk, (uint64_t)v->shape[d])) != 0)
+                return rc;
+        if ((rc = s_pack_str(pk, "data")) != 0 || (rc = msgpack_pack_bin(pk, 4 * v->numel)) != 0 ||
+            (rc = msgpack_pack_bin_body(pk, flat + v->offset, 4 * v->numel)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Pack call that fails with -ENOMEM (the only way the buffer callback fails). */
+#define S_PACK(call)                                                                            \
+    do {                                                                                        \
+        if ((call) != 0) {                                                                      \
+            rc = -ENOMEM;                                                                       \
+            goto cleanup;                                                                       \
+        }                                                                                       \
+    } while (0)
+
+int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
+                         const float *params, fm_wire_buf_t *out)
+{
+    FM_ASSERT(hdr && layout && params && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (s_buf_reserve(out, s_tensors_size(layout) + 128) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL, 4));
+    S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
+    S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
+    S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
+    S_PACK(s_pack_tensors(&pk, layout, params));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
+                          const float *delta, fm_wire_buf_t *out)
+{
+    FM_ASSERT(hdr && layout && delta && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_str_ok(hdr->trainer, true))
+        return FM_EARG;
+    if (s_buf_reserve(out, s_tensors_size(layout) + 512) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_head(&pk, FM_WIRE_UPDATE, 9));
+    S_PACK(s_pack_str(&pk, "id"));
+    S_PACK(msgpack_pack_bin(&pk, FM_WIRE_ID_LEN));
+    S_PACK(msgpack_pack_bin_body(&pk, hdr->id, FM_WIRE_ID_LEN));
+    S_PACK(s_pack_kstr(&pk, "trainer", hdr->trainer));
+    S_PACK(s_pack_ku64(&pk, "client", hdr->client));
+    S_PACK(s_pack_ku64(&pk, "base", hdr->base));
+    S_PACK(s_pack_ku64(&pk, "n", hdr->num_samples));
+    S_PACK(s_pack_ku64(&pk, "steps", hdr->local_steps));
+    S_PACK(s_pack_kf64(&pk, "loss", hdr->train_loss));
+    S_PACK(s_pack_kf64(&pk, "secs", hdr->train_seconds));
+    S_PACK(s_pack_tensors(&pk, layout, delta));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_member(fm_wire_type_t type, const fm_wire_member_t *m, fm_wire_buf_t *out)
+{
+    FM_ASSERT(m && out);
+    msgpack_packer pk;
+    int rc = 0;
+    bool hb = type == FM_WIRE_HEARTBEAT;
+    out->len = 0;
+    if ((type != FM_WIRE_HELLO && !hb && type != FM_WIRE_BYE) || !s_str_ok(m->trainer, true))
+        return FM_EARG;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_head(&pk, type, hb ? 8 : 6));
+    S_PACK(s_pack_kstr(&pk, "trainer", m->trainer));
+    S_PACK(s_pack_ku64(&pk, "pid", m->pid));
+    S_PACK(s_pack_ku64(&pk, "cfirst", m->client_first));
+    S_PACK(s_pack_ku64(&pk, "ccount", m->client_count));
+    S_PACK(s_pack_ku64(&pk, "workers", m->workers));
+    S_PACK(s_pack_ku64(&pk, "seq", m->seq));
+    if (hb) {
+        S_PACK(s_pack_ku64(&pk, "sent", m->updates_sent));
+        S_PACK(s_pack_ku64(&pk, "busy", m->busy));
+    }
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_snapshot_req(const fm_wire_snapshot_req_t *r, fm_wire_buf_t *out)
+{
+    FM_ASSERT(r && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_str_ok(r->from, true))
+        return FM_EARG;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_head(&pk, FM_WIRE_SNAPSHOT_REQ, 2));
+    S_PACK(s_pack_kstr(&pk, "from", r->from));
+    S_PACK(s_pack_ku64(&pk, "have", r->have));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
+{
+    FM_ASSERT(m && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_str_ok(m->model, true))
+        return FM_EARG;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS, 8));
+    S_PACK(s_pack_ku64(&pk, "mv", m->version));
+    S_PACK(s_pack_kstr(&pk, "model", m->model));
+    S_PACK(s_pack_kf64(&pk, "acc", m->accuracy));
+    S_PACK(s_pack_kf64(&pk, "loss", m->loss));
+    S_PACK(s_pack_str(&pk, "cacc"));
+    S_PACK(msgpack_pack_array(&pk, FM_NCLASSES));
+    for (int i = 0; i < FM_NCLASSES; i++)
+        S_PACK(msgpack_pack_double(&pk, m->class_acc[i]));
+    S_PACK(s_pack_ku64(&pk, "n", m->num_samples));
+    S_PACK(s_pack_kf64(&pk, "secs", m->eval_seconds));
+    S_PACK(s_pack_kf64(&pk, "ts", m->timestamp));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_id_new(uint8_t id[FM_WIRE_ID_LEN])
+{
+    FM_ASSERT(id);
+    size_t got = 0;
+    while (got < FM_WIRE_ID_LEN) {
+        ssize_t n = getrandom(id + got, FM_WIRE_ID_LEN - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* ==== decoding =============================================================================== */
+
+/* The reader: a cursor over one frame. */
+typedef struct {
+    const uint8_t *p;
+    size_t len;
+    size_t pos;
+    const char *what; /* message type for error messages */
+    fm_errmsg_t *e;
+} s_rd_t;
+
+typedef enum { S_NIL, S_BOOL, S_UINT, S_NINT, S_F32, S_F64, S_STR, S_BIN, S_EXT, S_ARRAY, S_MAP } s_kind_t;
+
+static const char *const s_kind_names[] = {
+    "nil", "bool", "integer", "negative integer", "float32", "float64",
+    "str", "bin", "ext", "array", "map",
+};
+
+/* One msgpack header. For S_STR/S_BIN/S_EXT the payload ptr[0..n) is inside the frame and
+ * the cursor is past it; for S_ARRAY/S_MAP, n entries follow (checked to fit). */
+typedef struct {
+    s_kind_t kind;
+    uint64_t u;       /* S_UINT, S_BOOL */
+    int64_t i;        /* S_NINT */
+    double f;         /* S_F32, S_F64 */
+    uint64_t n;       /* S_STR/S_BIN/S_EXT: bytes; S_ARRAY/S_MAP: entries */
+    const uint8_t *ptr;
+    size_t at;        /* offset of the header byte */
+} s_tok_t;
+
+/* Record an error about `field` (may be "") of the current message; returns code. */
+__attribute__((format(printf, 4, 5)))
+static int s_err(const s_rd_t *r, int code, const char *field, const char *fmt, ...)
+{
+    if (!r->e)
+        return code;
+    char detail[224];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (field[0])
+        return fm_errmsg_set(r->e, code, "%s: %s: %s", r->what, field, detail);
+    return fm_errmsg_set(r->e, code, "%s: %s", r->what, detail);
+}
+
+/* Bytes left after the cursor. */
+static size_t s_left(const s_rd_t *r) { return r->len - r->pos; }
+
+/* Read an n-byte (1, 2, 4, 8) big-endian unsigned value at the cursor. */
+static int s_be(s_rd_t *r, const char *field, size_t at, int n, uint64_t *v)
+{
+    if ((size_t)n > s_left(r))
+        return s_err(r, FM_ETRUNC, field, "value at byte %zu needs %d more bytes, %zu left", at,
+                     n, s_left(r));
+    uint64_t x = 0;
+    for (int k = 0; k < n; k++)
+        x = x << 8 | r->p[r->pos + (size_t)k];
+    r->pos += (size_t)n;
+    *v = x;
+    return 0;
+}
+
+/* The payload of a str/bin/ext of t->n bytes (after `skip` type bytes for ext). */
+static int s_payload(s_rd_t *r, const char *field, s_tok_t *t, size_t skip)
+{
+    if (t->n > (uint64_t)s_left(r) || skip > s_left(r) - (size_t)t->n)
+        return s_err(r, FM_ETRUNC, field, "%s of %llu bytes at byte %zu runs past the end (%zu bytes left)",
+                     s_kind_names[t->kind], (unsigned long long)t->n, t->at, s_left(r));
+    t->ptr = r->p + r->pos + skip;
+    r->pos += skip + (size_t)t->n;
+    return 0;
+}
+
+/* An array/map count must fit in what is left: every value takes at least one byte. */
+static int s_count(s_rd_t *r, const char *field, const s_tok_t *t)
+{
+    uint64_t min = t->kind == S_MAP ? 2 * t->n : t->n; /* n < 2^32: no overflow */
+    if (min > (uint64_t)s_left(r))
+        return s_err(r, FM_ETRUNC, field, "%s of %llu entries at byte %zu cannot fit in the %zu bytes left",
+                     s_kind_names[t->kind], (unsigned long long)t->n, t->at, s_left(r));
+    return 0;
+}
+
+/* Read one msgpack header at the cursor into *t (the only function that reads input). */
+static int s_next(s_rd_t *r, const char *field, s_tok_t *t)
+{
+    uint64_t v = 0;
+    int rc, nb;
+    memset(t, 0, sizeof *t);
+    t->at = r->pos;
+    if (s_left(r) == 0)
+        return s_err(r, FM_ETRUNC, field, "value expected at byte %zu, message ends", r->pos);
+    uint8_t c = r->p[r->pos++];
+    if (c <= 0x7f) {
+        t->kind = S_UINT;
+        t->u = c;
+        return 0;
+    }
+    if (c >= 0xe0) {
+        t->kind = S_NINT;
+        t->i = (int64_t)c - 256;
+        return 0;
+    }
+    if (c <= 0x9f) { /* fixmap 0x80-0x8f, fixarray 0x90-0x9f */
+        t->kind = c <= 0x8f ? S_MAP : S_ARRAY;
+        t->n = c & 0x0f;
+        return s_count(r, field, t);
+    }
+    if (c <= 0xbf) { /* fixstr */
+        t->kind = S_STR;
+        t->n = c & 0x1f;
+        return s_payload(r, field, t, 0);
+    }
+    switch (c) {
+    case 0xc0:
+        t->kind = S_NIL;
+        return 0;
+    case 0xc2:
+    case 0xc3:
+        t->kind = S_BOOL;
+        t->u = c & 1;
+        return 0;
+    case 0xc4: case 0xc5: case 0xc6: /* bin 8/16/32 */
+    case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
+        t->kind = c <= 0xc6 ? S_BIN : S_STR;
+        nb = 1 << (c <= 0xc6 ? c - 0xc4 : c - 0xd9);
+        if ((rc = s_be(r, field, t->at, nb, &t->n)) != 0)
+            return rc;
+        return s_payload(r, field, t, 0);
+    case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32: length, type byte, data */
+        t->kind = S_EXT;
+        if ((rc = s_be(r, field, t->at, 1 << (c - 0xc7), &t->n)) != 0)
+            return rc;
+        return s_payload(r, field, t, 1);
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: /* fixext 1/2/4/8/16 */
+        t->kind = S_EXT;
+        t->n = 1u << (c - 0xd4);
+        return s_payload(r, field, t, 1);
+    case 0xca: {
+        float f;
+        uint32_t u;
+        if ((rc = s_be(r, field, t->at, 4, &v)) != 0)
+            return rc;
+        u = (uint32_t)v;
+        memcpy(&f, &u, 4);
+        t->kind = S_F32;
+        t->f = f;
+        return 0;
+    }
+    case 0xcb:
+        if ((rc = s_be(r, field, t->at, 8, &v)) != 0)
+            return rc;
+        memcpy(&t->f, &v, 8);
+        t->kind = S_F64;
+        return 0;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8/16/32/64 */
+        if ((rc = s_be(r, field, t->at, 1 << (c - 0xcc), &t->u)) != 0)
+            return rc;
+        t->kind = S_UINT;
+        return 0;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: { /* int 8/16/32/64: sign-extend */
+        nb = 1 << (c - 0xd0);
+        if ((rc = s_be(r, field, t->at, nb, &v)) != 0)
+            return rc;
+        uint64_t mask = nb == 8 ? UINT64_MAX : ((uint64_t)1 << (8 * nb)) - 1;
+        if (v >> (8 * nb - 1)) { /* negative: -(~v & mask) - 1 never overflows */
+            t->kind = S_NINT;
+            t->i = -(int64_t)(~v & mask) - 1;
+        } else {
+            t->kind = S_UINT;
+            t->u = v;
+        }
+        return 0;
+    }
+    case 0xdc: case 0xdd: /* array 16/32 */
+    case 0xde: case 0xdf: /* map 16/32 */
+        t->kind = c <= 0xdd ? S_ARRAY : S_MAP;
+        if ((rc = s_be(r, field, t->at, (c & 1) ? 4 : 2, &t->n)) != 0)
+            return rc;
+        return s_count(r, field, t);
+    default: /* 0xc1 */
+        return s_err(r, FM_EFORMAT, field, "invalid msgpack byte 0x%02x at byte %zu", c, t->at);
+    }
+}
+
+/* Skip one value at nesting level `level` (the top map is level 1). Bounded recursion:
+ * a value deeper than FM_WIRE_MAX_DEPTH is an error. */
+static int s_skip(s_rd_t *r, const char *field, int level)
+{
+    s_tok_t t;
+    int rc;
+    if (level > FM_WIRE_MAX_DEPTH)
+        return s_err(r, FM_ERANGE, field, "value at byte %zu nested deeper than %d levels", r->pos,
+                     FM_WIRE_MAX_DEPTH);
+    if ((rc = s_next(r, field, &t)) != 0)
+        return rc;
+    if (t.kind != S_ARRAY && t.kind != S_MAP)
+        return 0;
+    uint64_t n = t.kind == S_MAP ? 2 * t.n : t.n;
+    for (uint64_t k = 0; k < n; k++)
+        if ((rc = s_skip(r, field, level + 1)) != 0)
+            return rc;
+    return 0;
+}
+
+static int s_wrong_type(const s_rd_t *r, const char *field, const s_tok_t *t, const char *want)
+{
+    return s_err(r, FM_EFORMAT, field, "expected %s, got %s at byte %zu", want,
+                 s_kind_names[t->kind], t->at);
+}
+
+/* A map key: must be a str. */
+static int s_key(s_rd_t *r, const char *field, uint32_t k, s_tok_t *t)
+{
+    int rc = s_next(r, field, t);
+    if (rc == 0 && t->kind != S_STR)
+        return s_err(r, FM_EFORMAT, field, "key #%u at byte %zu is not a string (%s)", k, t->at,
+                     s_kind_names[t->kind]);
+    return rc;
+}
+
+static bool s_key_is(const s_tok_t *t, const char *name)
+{
+    size_t n = strlen(name);
+    return t->n == n && memcmp(t->ptr, name, n) == 0;
+}
+
+/* Unsigned integer in [0, max]. */
+static int s_read_uint(s_rd_t *r, const char *field, uint64_t max, uint64_t *out)
+{
+    s_tok_t t;
+    int rc = s_next(r, field, &t);
+    if (rc)
+        return rc;
+    if (t.kind == S_NINT)
+        return s_err(r, FM_ERANGE, field, "negative value %lld", (long long)t.i);
+    if (t.kind != S_UINT)
+        return s_wrong_type(r, field, &t, "an unsigned integer");
+    if (t.u > max)
+        return s_err(r, FM_ERANGE, field, "value %llu exceeds %llu", (unsigned long long)t.u,
+                     (unsigned long long)max);
+    *out = t.u;
+    return 0;
+}
+
+/* Any number (float32, float64 or integer) as a double. */
+static int s_read_num(s_rd_t *r, const char *field, double *out)
+{
+    s_tok_t t;
+    int rc = s_next(r, field, &t);
+    if (rc)
+        return rc;
+    switch (t.kind) {
+    case S_F32: case S_F64: *out = t.f; return 0;
+    case S_UINT: *out = (double)t.u; return 0;
+    case S_NINT: *out = (double)t.i; return 0;
+    default: return s_wrong_type(r, field, &t, "a number");
+    }
+}
+
+/* A str of at most `cap` bytes, without NUL, copied NUL-terminated into dst[cap + 1]. */
+static int s_read_str(s_rd_t *r, const char *field, char *dst, size_t cap, bool nonempty)
+{
+    s_tok_t t;
+    int rc = s_next(r, field, &t);
+    if (rc)
+        return rc;
+    if (t.kind != S_STR)
+        return s_wrong_type(r, field, &t, "a string");
+    if (t.n > cap)
+        return s_err(r, FM_ERANGE, field, "string of %llu bytes, at most %zu allowed",
+                     (unsigned long long)t.n, cap);
+    if (t.n == 0 && nonempty)
+        return s_err(r, FM_EFORMAT, field, "empty string");
+    if (memchr(t.ptr, 0, (size_t)t.n))
+        return s_err(r, FM_EFORMAT, field, "string contains a NUL byte");
+    memcpy(dst, t.ptr, (size_t)t.n);
+    dst[t.n] = '\0';
+    return 0;
+}
+
+/* Pass 1: the whole frame is one well-formed map with string keys and nothing after it;
+ * then "v" is FM_WIRE_VERSION and "t" a known type, returned in *type. */
+static int s_frame(s_rd_t *r, fm_wire_type_t *type)
+{
+    s_tok_t t, k;
+    size_t v_at = 0, t_at = 0;
+    bool has_v = false, has_t = false;
+    char shown[S_SHOWN + 8];
+    int rc;
+    r->pos = 0;
+    if (r->len == 0)
+        return s_err(r, FM_ETRUNC, "", "empty message");
+    if ((rc = s_next(r, "", &t)) != 0)
+        return rc;
+    if (t.kind != S_MAP)
+        return s_err(r, FM_EFORMAT, "", "not a msgpack map (first byte 0x%02x)", r->p[0]);
+    for (uint32_t i = 0; i < t.n; i++) {
+        if ((rc = s_key(r, "", i, &k)) != 0)
+            return rc;
+        s_printable(shown, sizeof shown, k.ptr, (size_t)k.n);
+        bool is_v = s_key_is(&k, "v"), is_t = s_key_is(&k, "t");
+        if ((is_v && has_v) || (is_t && has_t))
+            return s_err(r, FM_EFORMAT, shown, "duplicate key");
+        if (is_v) {
+            has_v = true;
+            v_at = r->pos;
+        } else if (is_t) {
+            has_t = true;
+            t_at = r->pos;
+        }
+        if ((rc = s_skip(r, shown, 2)) != 0)
+            return rc;
+    }
+    if (r->pos != r->len)
+        return s_err(r, FM_EFORMAT, "", "%zu trailing bytes after the map (at byte %zu)",
+                     r->len - r->pos, r->pos);
+    if (!has_v)
+        return s_err(r, FM_EFORMAT, "v", "missing key (protocol version)");
+    r->pos = v_at;
+    if ((rc = s_next(r, "v", &t)) != 0)
+        return rc;
+    if (t.kind != S_UINT && t.kind != S_NINT)
+        return s_wrong_type(r, "v", &t, "an integer");
+    if (t.kind == S_NINT || t.u != FM_WIRE_VERSION)
+        return s_err(r, FM_EVERSION, "v", "protocol version %lld, this build speaks %d",
+                     t.kind == S_NINT ? (long long)t.i : (long long)t.u, FM_WIRE_VERSION);
+    if (!has_t)
+        return s_err(r, FM_EFORMAT, "t", "missing key (message type)");
+    r->pos = t_at;
+    if ((rc = s_next(r, "t", &t)) != 0)
+        return rc;
+    if (t.kind != S_STR)
+        return s_wrong_type(r, "t", &t, "a string");
+    for (int ty = FM_WIRE_NONE + 1; ty < FM_WIRE_NTYPES; ty++)
+        if (s_key_is(&t, s_type_names[ty])) {
+            *type = (fm_wire_type_t)ty;
+            return 0;
+        }
+    return s_err(r, FM_EFORMAT, "t", "unknown message type '%s'",
+                 s_printable(shown, sizeof shown, t.ptr, (size_t)t.n));
+}
+
+/* ---- pass 2: fields --------------------------------------------------------------------- */
+
+typedef enum { S_F_U32, S_F_U64, S_F_F64, S_F_STR, S_F_ID, S_F_CLASSES, S_F_TENSORS } s_fkind_t;
+
+#define S_NONEMPTY 1u
+#define S_BIT(type) (1u << (type))
+#define S_MEMBER_TYPES (S_BIT(FM_WIRE_HELLO) | S_BIT(FM_WIRE_HEARTBEAT) | S_BIT(FM_WIRE_BYE))
+
+/* One known key of a message: where it goes in the output struct and in which message
+ * types it is mandatory (bitmask of S_BIT(type)). */
+typedef struct {
+    const char *key;
+    s_fkind_t kind;
+    unsigned flags;
+    unsigned required;
+    size_t off;
+} s_field_t;
+
+static const s_field_t s_model_fields[] = {
+    {"mv", S_F_U64, 0, S_BIT(FM_WIRE_MODEL), offsetof(fm_wire_model_t, version)},
+    {"model", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_MODEL), offsetof(fm_wire_model_t, model)},
+    {"ts", S_F_F64, 0, S_BIT(FM_WIRE_MODEL), offsetof(fm_wire_model_t, created)},
+    {"tensors", S_F_TENSORS, 0, S_BIT(FM_WIRE_MODEL), 0},
+};
+
+static const s_field_t s_update_fields[] = {
+    {"id", S_F_ID, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, id)},
+    {"trainer", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, trainer)},
+    {"client", S_F_U32, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, client)},
+    {"base", S_F_U64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, base)},
+    {"n", S_F_U64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, num_samples)},
+    {"steps", S_F_U64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, local_steps)},
+    {"loss", S_F_F64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, train_loss)},
+    {"secs", S_F_F64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, train_seconds)},
+    {"tensors", S_F_TENSORS, 0, S_BIT(FM_WIRE_UPDATE), 0},
+};
+
+static const s_field_t s_member_fields[] = {
+    {"trainer", S_F_STR, S_NONEMPTY, S_MEMBER_TYPES, offsetof(fm_wire_member_t, trainer)},
+    {"pid", S_F_U32, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, pid)},
+    {"cfirst", S_F_U32, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, client_first)},
+    {"ccount", S_F_U32, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, client_count)},
+    {"workers", S_F_U32, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, workers)},
+    {"seq", S_F_U64, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, seq)},
+    {"sent", S_F_U64, 0, S_BIT(FM_WIRE_HEARTBEAT), offsetof(fm_wire_member_t, updates_sent)},
+    {"busy", S_F_U32, 0, S_BIT(FM_WIRE_HEARTBEAT), offsetof(fm_wire_member_t, busy)},
+};
+
+static const s_field_t s_snapshot_fields[] = {
+    {"from", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_SNAPSHOT_REQ), offsetof(fm_wire_snapshot_req_t, from)},
+    {"have", S_F_U64, 0, 0, offsetof(fm_wire_snapshot_req_t, have)},
+};
+
+static const s_field_t s_metrics_fields[] = {
+    {"mv", S_F_U64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, version)},
+    {"model", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, model)},
+    {"acc", S_F_F64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, accuracy)},
+    {"loss", S_F_F64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, loss)},
+    {"cacc", S_F_CLASSES, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, class_acc)},
+    {"n", S_F_U64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, num_samples)},
+    {"secs", S_F_F64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, eval_seconds)},
+    {"ts", S_F_F64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, timestamp)},
+};
+
+#define S_NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* One element of "tensors" (a map at level 3) into *x. */
+static int s_read_tensor(s_rd_t *r, int i, fm_wire_tensor_t *x)
+{
+    static const char *const keys[4] = {"name", "dtype", "shape", "data"};
+    char path[32], field[48];
+    s_tok_t t, k, v;
+    bool seen[4] = {false, false, false, false};
+    int rc;
+    snprintf(path, sizeof path, "tensors[%d]", i);
+    memset(x, 0, sizeof *x);
+    if ((rc = s_next(r, path, &t)) != 0)
+        return rc;
+    if (t.kind != S_MAP)
+        return s_wrong_type(r, path, &t, "a map");
+    for (uint32_t j = 0; j < t.n; j++) {
+        if ((rc = s_key(r, path, j, &k)) != 0)
+            return rc;
+        int w = 0;
+        while (w < 4 && !s_key_is(&k, keys[w]))
+            w++;
+        if (w == 4) { /* unknown key: skip its value */
+            if ((rc = s_skip(r, path, 4)) != 0)
+                return rc;
+            continue;
+        }
+        snprintf(field, sizeof field, "%s.%s", path, keys[w]);
+        if (seen[w])
+            return s_err(r, FM_EFORMAT, field, "duplicate key");
+        seen[w] = true;
+        if (w == 0)
+            rc = s_read_str(r, field, x->name, FM_WIRE_STR_MAX, true);
+        else if (w == 1)
+            rc = s_read_str(r, field, x->dtype, FM_WIRE_DTYPE_MAX, true);
+        else if (w == 2) {
+            if ((rc = s_next(r, field, &v)) != 0)
+                return rc;
+            if (v.kind != S_ARRAY)
+                return s_wrong_type(r, field, &v, "an array");
+            if (v.n > FM_WIRE_MAX_DIMS)
+                return s_err(r, FM_ERANGE, field, "%llu dims, at most %d allowed",
+                             (unsigned long long)v.n, FM_WIRE_MAX_DIMS);
+            x->ndim = (int)v.n;
+            for (int d = 0; d < x->ndim && rc == 0; d++)
+                rc = s_read_uint(r, field, UINT64_MAX, &x->shape[d]);
+        } else {
+            if ((rc = s_next(r, field, &v)) != 0)
+                return rc;
+            if (v.kind != S_BIN)
+                return s_wrong_type(r, field, &v, "a bin");
+            x->data = v.ptr;
+            x->nbytes = (size_t)v.n;
+        }
+        if (rc)
+            return rc;
+    }
+    for (int w = 0; w < 4; w++)
+        if (!seen[w])
+            return s_err(r, FM_EFORMAT, path, "missing key '%s'", keys[w]);
+    return 0;
+}
+
+/* "tensors": an array of at most FM_WIRE_MAX_TENSORS tensor maps. */
+static int s_read_tensors(s_rd_t *r, fm_wire_tensors_t *ts)
+{
+    s_tok_t t;
+    int rc = s_next(r, "tensors", &t);
+    if (rc)
+        return rc;
+    if (t.kind != S_ARRAY)
+        return s_wrong_type(r, "tensors", &t, "an array");
+    if (t.n > FM_WIRE_MAX_TENSORS)
+        return s_err(r, FM_ERANGE, "tensors", "%llu tensors, at most %d allowed",
+                     (unsigned long long)t.n, FM_WIRE_MAX_TENSORS);
+    for (int i = 0; i < (int)t.n; i++)
+        if ((rc = s_read_tensor(r, i, &ts->t[i])) != 0)
+            return rc;
+    ts->count = (int)t.n;
+    return 0;
+}
+
+/* The value of known field f into out (+ f->off) or ts. */
+static int s_read_field(s_rd_t *r, const s_field_t *f, void *out, fm_wire_tensors_t *ts)
+{
+    char *dst = (char *)out + f->off;
+    uint64_t u = 0;
+    double x = 0.0;
+    s_tok_t t;
+    int rc = 0;
+    switch (f->kind) {
+    case S_F_U32:
+        if ((rc = s_read_uint(r, f->key, UINT32_MAX, &u)) == 0) {
+            uint32_t u32 = (uint32_t)u;
+            memcpy(dst, &u32, sizeof u32);
+        }
+        return rc;
+    case S_F_U64:
+        if ((rc = s_read_uint(r, f->key, UINT64_MAX, &u)) == 0)
+            memcpy(dst, &u, sizeof u);
+        return rc;
+    case S_F_F64:
+        if ((rc = s_read_num(r, f->key, &x)) == 0)
+            memcpy(dst, &x, sizeof x);
+        return rc;
+    case S_F_STR:
+        return s_read_str(r, f->key, dst, FM_WIRE_STR_MAX, (f->flags & S_NONEMPTY) != 0);
+    case S_F_ID:
+        if ((rc = s_next(r, f->key, &t)) != 0)
+            return rc;
+        if (t.kind != S_BIN)
+            return s_wrong_type(r, f->key, &t, "a bin");
+        if (t.n != FM_WIRE_ID_LEN)
+            return s_err(r, FM_EFORMAT, f->key, "bin of %llu bytes, expected %d",
+                         (unsigned long long)t.n, FM_WIRE_ID_LEN);
+        memcpy(dst, t.ptr, FM_WIRE_ID_LEN);
+        return 0;
+    case S_F_CLASSES:
+        if ((rc = s_next(r, f->key, &t)) != 0)
+            return rc;
+        if (t.kind != S_ARRAY)
+            return s_wrong_type(r, f->key, &t, "an array");
+        if (t.n != FM_NCLASSES)
+            return s_err(r, FM_EFORMAT, f->key, "%llu entries, expected %d",
+                         (unsigned long long)t.n, FM_NCLASSES);
+        for (int i = 0; i < FM_NCLASSES; i++) {
+            if ((rc = s_read_num(r, f->key, &x)) != 0)
+                return rc;
+            memcpy(dst + i * sizeof(double), &x, sizeof x);
+        }
+        return 0;
+    case S_F_TENSORS:
+        return s_read_tensors(r, ts);
+    }
+    return FM_EFORMAT; /* not reached */
+}
+
+/* Pass 2: decode the fields of a message of type `type` (pass 1 succeeded). */
+static int s_fields(s_rd_t *r, fm_wire_type_t type, const s_field_t *fields, int nfields,
+                    void *out, fm_wire_tensors_t *ts)
+{
+    s_tok_t t, k;
+    uint32_t seen = 0;
+    int rc;
+    FM_ASSERT(nfields <= 32);
+    r->pos = 0;
+    if ((rc = s_next(r, "", &t)) != 0)
+        return rc;
+    for (uint32_t i = 0; i < t.n; i++) {
+        if ((rc = s_key(r, "", i, &k)) != 0)
+            return rc;
+        int w = 0;
+        while (w < nfields && !s_key_is(&k, fields[w].key))
+            w++;
+        if (w == nfields) { /* "v", "t" (pass 1) or unknown: skip */
+            if ((rc = s_skip(r, "", 2)) != 0)
+                return rc;
+            continue;
+        }
+        if (seen & (1u << w))
+            return s_err(r, FM_EFORMAT, fields[w].key, "duplicate key");
+        seen |= 1u << w;
+        if ((rc = s_read_field(r, &fields[w], out, ts)) != 0)
+            return rc;
+    }
+    for (int w = 0; w < nfields; w++)
+        if ((fields[w].required & S_BIT(type)) && !(seen & (1u << w)))
+            return s_err(r, FM_EFORMAT, fields[w].key, "missing key");
+    return 0;
+}
+
+/* Decode a message whose type is in the `accept` bitmask: framing, version, type, fields.
+ * `what` names the expected type(s) in errors found before "t" is known. */
+static int s_decode(const void *buf, size_t len, unsigned accept, const char *what,
+                    const s_field_t *fields, int nfields, void *out, size_t outsize,
+                    fm_wire_tensors_t *ts, fm_wire_type_t *type, fm_errmsg_t *e)
+{
+    s_rd_t r = {.p = buf, .len = len, .pos = 0, .what = what, .e = e};
+    fm_wire_type_t ty = FM_WIRE_NONE;
+    int rc;
+    FM_ASSERT(buf || len == 0);
+    if (out)
+        memset(out, 0, outsize);
+    if (ts)
+        ts->count = 0;
+    if ((rc = s_frame(&r, &ty)) != 0)
+        return rc;
+    if (!(accept & S_BIT(ty)))
+        return s_err(&r, FM_EFORMAT, "t", "message type %s, expected %s", fm_wire_type_name(ty), what);
+    r.what = fm_wire_type_name(ty);
+    if (nfields > 0 && (rc = s_fields(&r, ty, fields, nfields, out, ts)) != 0)
+        return rc;
+    if (type)
+        *type = ty;
+    return 0;
+}
+
+int fm_wire_peek(const void *buf, size_t len, fm_wire_type_t *type, fm_errmsg_t *e)
+{
+    FM_ASSERT(type);
+    *type = FM_WIRE_NONE;
+    return s_decode(buf, len, 0xffffu, "message", NULL, 0, NULL, 0, NULL, type, e);
+}
+
+int fm_wire_decode_model(const void *buf, size_t len, fm_wire_model_t *hdr,
+                         fm_wire_tensors_t *tensors, fm_errmsg_t *e)
+{
+    FM_ASSERT(hdr && tensors);
+    return s_decode(buf, len, S_BIT(FM_WIRE_MODEL), "MODEL", s_model_fields,
+                    S_NFIELDS(s_model_fields), hdr, sizeof *hdr, tensors, NULL, e);
+}
+
+int fm_wire_decode_update(const void *buf, size_t len, fm_wire_update_t *hdr,
+                          fm_wire_tensors_t *tensors, fm_errmsg_t *e)
+{
+    FM_ASSERT(hdr && tensors);
+    return s_decode(buf, len, S_BIT(FM_WIRE_UPDATE), "UPDATE", s_update_fields,
+                    S_NFIELDS(s_update_fields), hdr, sizeof *hdr, tensors, NULL, e);
+}
+
+int fm_wire_decode_member(const void *buf, size_t len, fm_wire_type_t *type,
+                          fm_wire_member_t *m, fm_errmsg_t *e)
+{
+    FM_ASSERT(type && m);
+    *type = FM_WIRE_NONE;
+    return s_decode(buf, len, S_MEMBER_TYPES, "HELLO/HEARTBEAT/BYE", s_member_fields,
+                    S_NFIELDS(s_member_fields), m, sizeof *m, NULL, type, e);
+}
+
+int fm_wire_decode_snapshot_req(const void *buf, size_t len, fm_wire_snapshot_req_t *r,
+                                fm_errmsg_t *e)
+{
+    FM_ASSERT(r);
+    return s_decode(buf, len, S_BIT(FM_WIRE_SNAPSHOT_REQ), "SNAPSHOT_REQ", s_snapshot_fields,
+                    S_NFIELDS(s_snapshot_fields), r, sizeof *r, NULL, NULL, e);
+}
+
+int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm_errmsg_t *e)
+{
+    FM_ASSERT(m);
+    return s_decode(buf, len, S_BIT(FM_WIRE_METRICS), "METRICS", s_metrics_fields,
+                    S_NFIELDS(s_metrics_fields), m, sizeof *m, NULL, NULL, e);
+}
+
+/* ==== tensors against a layout =================================================================== */
+
+/* Index of the view called `name`, or -1. */
+static int s_view_index(const fm_model_t *layout, const char *name)
+{
+    for (int i = 0; i < fm_model_nviews(layout); i++)
+        if (strcmp(fm_model_view(layout, i)->name, name) == 0)
+            return i;
+    return -1;
+}
+
+int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, fm_errmsg_t *e)
+{
+    FM_ASSERT(t && layout);
+    FM_ASSERT(t->count >= 0 && t->count <= FM_WIRE_MAX_TENSORS);
+    int nv = fm_model_nviews(layout);
+    bool seen[FM_MAX_VIEWS] = {false};
+    char nm[S_SHOWN + 8], got[128], want[128];
+    const char *model = fm_model_name(layout);
+    FM_ASSERT(nv <= FM_MAX_VIEWS);
+    for (int i = 0; i < t->count; i++) {
+        const fm_wire_tensor_t *x = &t->t[i];
+        s_printable(nm, sizeof nm, x->name, strlen(x->name));
+        int vi = s_view_index(layout, x->name);
+        if (vi < 0)
+            return fm_errmsg_set(e, FM_ENAME, "tensor '%s': unknown in model '%s'", nm, model);
+        if (seen[vi])
+            return fm_errmsg_set(e, FM_ENAME, "tensor '%s': duplicate", nm);
+        seen[vi] = true;
+        const fm_view_t *v = fm_model_view(layout, vi);
+        if (strcmp(x->dtype, "F32") != 0)
+            return fm_errmsg_set(e, FM_EDTYPE, "tensor '%s': dtype '%s', expected F32", nm,
+                                 s_printable(got, sizeof got, x->dtype, strlen(x->dtype)));
+        bool same = x->ndim == v->ndim;
+        for (int d = 0; same && d < v->ndim; d++)
+            same = x->shape[d] == (uint64_t)v->shape[d];
+        if (!same) {
+            uint64_t vs[FM_MAX_DIMS];
+            for (int d = 0; d < v->ndim; d++)
+                vs[d] = (uint64_t)v->shape[d];
+            return fm_errmsg_set(e, FM_ESHAPE, "tensor '%s': shape %s, expected %s", nm,
+                                 s_fmt_shape(got, sizeof got, x->ndim, x->shape),
+                                 s_fmt_shape(want, sizeof want, v->ndim, vs));
+        }
+        if (x->nbytes != 4 * v->numel)
+            return fm_errmsg_set(e, FM_ESHAPE, "tensor '%s': %zu data bytes, expected %zu (%zu float32)",
+                                 nm, x->nbytes, 4 * v->numel, v->numel);
+    }
+    for (int vi = 0; vi < nv; vi++)
+        if (!seen[vi])
+            return fm_errmsg_set(e, FM_ENAME, "tensor '%s': missing (model '%s')",
+                                 fm_model_view(layout, vi)->name, model);
+    return 0;
+}
+
+int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e)
+{
+    FM_ASSERT(t && t->count >= 0 && t->count <= FM_WIRE_MAX_TENSORS);
+    char nm[S_SHOWN + 8];
+    for (int i = 0; i < t->count; i++) {
+        const fm_wire_tensor_t *x = &t->t[i];
+        size_t n = x->nbytes / 4, bad = s_first_nonfinite(x->data, n);
+        if (bad < n)
+            return fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
+                                 s_printable(nm, sizeof nm, x->name, strlen(x->name)), bad);
+    }
+    return 0;
+}
+
+int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, float *dst,
+                         fm_errmsg_t *e)
+{
+    FM_ASSERT(t && layout && dst);
+    FM_ASSERT(t->count == fm_model_nviews(layout));
+    int rc = 0;
+    for (int i = 0; i < t->count; i++) {
+        const fm_wire_tensor_t *x = &t->t[i];
+        int vi = s_view_index(layout, x->name);
+        FM_ASSERT(vi >= 0); /* fm_wire_tensors_check first */
+        const fm_view_t *v = fm_model_view(layout, vi);
+        FM_ASSERT(x->nbytes == 4 * v->numel);
+        memcpy(dst + v->offset, x->data, x->nbytes);
+        size_t bad = s_first_nonfinite(dst + v->offset, v->numel);
+        if (bad < v->numel && rc == 0)
+            rc = fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
+                               v->name, bad);
+    }
+    return rc;
+}

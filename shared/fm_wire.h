@@ -1,0 +1,215 @@
+/* fm_wire: the fedmq wire protocol, version 1 (docs/PROTOCOL.md is the specification).
+ *
+ * Pure encode/decode, no sockets. Every message is ONE ZeroMQ frame holding ONE msgpack
+ * map with string keys; the mandatory keys are "v" (protocol version, FM_WIRE_VERSION) and
+ * "t" (type string, e.g. "UPDATE"). Tensors travel under "tensors" as an array of maps
+ * {"name": str, "dtype": "F32", "shape": [uint..], "data": bin (little-endian float32)}, with
+ * the model's PyTorch names and the bytes of the flat parameter layout, so encoding and
+ * decoding are one memcpy per tensor.
+ *
+ * Encoding uses msgpack-c's packer into an fm_wire_buf_t. Decoding never uses msgpack-c:
+ * a bounded reader checks every length against the bytes remaining before using it, caps
+ * counts (FM_WIRE_MAX_*), ignores unknown keys (skipped up to FM_WIRE_MAX_DEPTH levels of
+ * nesting) and rejects trailing bytes. A decoded message is zero-copy: tensor data pointers
+ * point into the caller's frame (unaligned: consumers memcpy) and live as long as it;
+ * strings are copied into the fixed-size arrays of the decoded structs.
+ *
+ * Decode errors, in the order they are checked (the daemons count rejections by code):
+ *   FM_ETRUNC    a length or count runs past the end of the frame (also: empty frame)
+ *   FM_EFORMAT   not one msgpack map; invalid msgpack byte; trailing bytes; a non-string key;
+ *                a duplicate key; missing "v"/"t" or any mandatory key; a value of the wrong
+ *                msgpack type; an unknown type string or one this decoder does not take;
+ *                an empty or NUL-containing string; a fixed-size field of the wrong size
+ *   FM_ERANGE    a count or length over its cap (tensors, dims, strings, nesting depth) or an
+ *                integer outside its field's range (negative, or > UINT32_MAX for u32 fields)
+ *   FM_EVERSION  "v" is an integer other than FM_WIRE_VERSION
+ * The framing (FM_ETRUNC/FM_EFORMAT/FM_ERANGE of the msgpack structure) is checked over
+ * the whole frame first, then "v", then "t", then the fields. Every error writes a one-line
+ * message to `e` (may be NULL) naming the message type and the field, e.g.
+ * "UPDATE: tensors[2].shape: 5 dims, at most 4 allowed". */
+#ifndef FM_WIRE_H
+#define FM_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_err.h"
+#include "fm_model.h"
+
+#define FM_WIRE_VERSION 1      /* value of "v" */
+#define FM_WIRE_MAX_TENSORS 64 /* entries of "tensors" */
+#define FM_WIRE_MAX_DIMS 4     /* entries of a tensor's "shape" (== FM_MAX_DIMS) */
+#define FM_WIRE_STR_MAX 255    /* bytes of a string field (names, ids), NUL excluded */
+#define FM_WIRE_DTYPE_MAX 15   /* bytes of a "dtype" string */
+#define FM_WIRE_MAX_DEPTH 16   /* nesting levels of a message, the top map being level 1 */
+#define FM_WIRE_ID_LEN 16      /* bytes of an update id ("id", bin) */
+
+typedef enum {
+    FM_WIRE_NONE = 0, /* never on the wire */
+    FM_WIRE_MODEL,
+    FM_WIRE_UPDATE,
+    FM_WIRE_HELLO,
+    FM_WIRE_HEARTBEAT,
+    FM_WIRE_BYE,
+    FM_WIRE_SNAPSHOT_REQ,
+    FM_WIRE_METRICS,
+    FM_WIRE_NTYPES
+} fm_wire_type_t;
+
+/* ---- message structs ----------------------------------------------------------------------
+ * One struct per message; the wire key of each field is in quotes. Encoders read them,
+ * decoders fill them (every field; optional keys that are absent read as 0). */
+
+/* MODEL: a global model (broker PUB, snapshot reply). Tensors: the parameters. */
+typedef struct {
+    uint64_t version;                 /* "mv": model version, 0 = the initial model */
+    char model[FM_WIRE_STR_MAX + 1];  /* "model": model name ("cnn"); decoded only: the
+                                         encoder writes fm_model_name(layout) */
+    double created;                   /* "ts": creation time, Unix seconds */
+} fm_wire_model_t;
+
+/* UPDATE: one client's local training result. Tensors: delta = w_local - w_base. */
+typedef struct {
+    uint8_t id[FM_WIRE_ID_LEN];       /* "id": random, unique per update (fm_wire_id_new) */
+    char trainer[FM_WIRE_STR_MAX + 1];/* "trainer": trainer id, non-empty */
+    uint32_t client;                  /* "client": client (data partition) id */
+    uint64_t base;                    /* "base": version of the MODEL it started from */
+    uint64_t num_samples;             /* "n": training samples seen (the FedAvg weight) */
+    uint64_t local_steps;             /* "steps": optimiser steps taken */
+    double train_loss;                /* "loss": mean training loss */
+    double train_seconds;             /* "secs": wall time of the local training */
+} fm_wire_update_t;
+
+/* HELLO / HEARTBEAT / BYE: trainer membership. */
+typedef struct {
+    char trainer[FM_WIRE_STR_MAX + 1];/* "trainer": trainer id, non-empty */
+    uint32_t pid;                     /* "pid": process id (with trainer: one incarnation) */
+    uint32_t client_first;            /* "cfirst": first client id served */
+    uint32_t client_count;            /* "ccount": clients served: [cfirst, cfirst+ccount) */
+    uint32_t workers;                 /* "workers": worker slots (parallel local trainings) */
+    uint64_t seq;                     /* "seq": per incarnation, +1 per membership message */
+    uint64_t updates_sent;            /* "sent": UPDATEs sent so far (HEARTBEAT only) */
+    uint32_t busy;                    /* "busy": workers training now (HEARTBEAT only) */
+} fm_wire_member_t;
+
+/* SNAPSHOT_REQ: a late joiner asks the broker for the current model (reply: MODEL). */
+typedef struct {
+    char from[FM_WIRE_STR_MAX + 1];   /* "from": requester id, non-empty */
+    uint64_t have;                    /* "have": version the requester holds (optional, 0) */
+} fm_wire_snapshot_req_t;
+
+/* METRICS: one evaluation of one model version (evaluator PUB). */
+typedef struct {
+    uint64_t version;                 /* "mv": model version evaluated */
+    char model[FM_WIRE_STR_MAX + 1];  /* "model": model name, non-empty */
+    double accuracy;                  /* "acc": fraction correct, [0, 1] */
+    double loss;                      /* "loss": mean test loss (NLL) */
+    double class_acc[FM_NCLASSES];    /* "cacc": per-class accuracy, exactly 10 numbers */
+    uint64_t num_samples;             /* "n": test samples evaluated */
+    double eval_seconds;              /* "secs": wall time of the evaluation */
+    double timestamp;                 /* "ts": end of the evaluation, Unix seconds */
+} fm_wire_metrics_t;
+
+/* One decoded tensor; `data` points into the frame (borrowed, unaligned). */
+typedef struct {
+    char name[FM_WIRE_STR_MAX + 1];
+    char dtype[FM_WIRE_DTYPE_MAX + 1];
+    int ndim;                         /* 0..FM_WIRE_MAX_DIMS */
+    uint64_t shape[FM_WIRE_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} fm_wire_tensor_t;
+
+/* The decoded "tensors" of a MODEL or UPDATE. About 21 KB: allocate it once and reuse it. */
+typedef struct {
+    int count;
+    fm_wire_tensor_t t[FM_WIRE_MAX_TENSORS];
+} fm_wire_tensors_t;
+
+/* ---- the encode buffer ------------------------------------------------------------------ */
+
+/* A growable byte buffer; the encoded frame is data[0..len). Zero-initialise it (or use
+ * FM_WIRE_BUF_INIT); every encoder overwrites it from the start and keeps its capacity, so
+ * one buffer serves many messages. The caller owns it: fm_wire_buf_free(). */
+typedef struct {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+} fm_wire_buf_t;
+
+#define FM_WIRE_BUF_INIT {NULL, 0, 0}
+
+/* Free the buffer's memory and zero it; idempotent. */
+void fm_wire_buf_free(fm_wire_buf_t *b);
+
+/* ---- encoders ------------------------------------------------------------------------------
+ * Each writes one complete message into `out` (previous contents discarded). Tensors are
+ * written in the layout's state_dict order, one bin per view, memcpy'd from the flat buffer
+ * (fm_model_nparams(layout) floats); values are not checked for finiteness.
+ * Errors: -ENOMEM (out->len is then 0); FM_EARG for a string field that is empty where
+ * non-empty is required, longer than FM_WIRE_STR_MAX or not representable, or a member
+ * type that is not HELLO/HEARTBEAT/BYE. NULL pointers are programmer errors (FM_ASSERT). */
+
+int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
+                         const float *params, fm_wire_buf_t *out);
+int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
+                          const float *delta, fm_wire_buf_t *out);
+/* type: FM_WIRE_HELLO, FM_WIRE_HEARTBEAT (also writes "sent" and "busy") or FM_WIRE_BYE. */
+int fm_wire_encode_member(fm_wire_type_t type, const fm_wire_member_t *m, fm_wire_buf_t *out);
+int fm_wire_encode_snapshot_req(const fm_wire_snapshot_req_t *r, fm_wire_buf_t *out);
+int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out);
+
+/* Fill id with FM_WIRE_ID_LEN bytes from the kernel's random source (getrandom), as every
+ * UPDATE needs. Never use a seeded RNG for ids: a restarted trainer with the same seed would
+ * repeat them and the aggregator would drop its updates as duplicates. Errors: -errno. */
+int fm_wire_id_new(uint8_t id[FM_WIRE_ID_LEN]);
+
+/* ---- decoders ------------------------------------------------------------------------------
+ * `buf[0..len)` is one whole frame (untrusted). On success the struct(s) are filled and
+ * tensors->t[i].data point into buf (valid while buf is). On error the outputs are
+ * unspecified and `e` says why (codes above). Decoders never allocate. */
+
+/* Validate the framing, "v" and "t" of any message and return its type in *type, to
+ * dispatch to the right decoder. Errors: FM_ETRUNC, FM_EFORMAT, FM_ERANGE, FM_EVERSION. */
+int fm_wire_peek(const void *buf, size_t len, fm_wire_type_t *type, fm_errmsg_t *e);
+
+/* MODEL. tensors is mandatory (at most FM_WIRE_MAX_TENSORS, not yet checked against a
+ * layout: see fm_wire_tensors_check). Checking the model name is the caller's job. */
+int fm_wire_decode_model(const void *buf, size_t len, fm_wire_model_t *hdr,
+                         fm_wire_tensors_t *tensors, fm_errmsg_t *e);
+/* UPDATE; tensors is the delta. */
+int fm_wire_decode_update(const void *buf, size_t len, fm_wire_update_t *hdr,
+                          fm_wire_tensors_t *tensors, fm_errmsg_t *e);
+/* HELLO, HEARTBEAT or BYE (which one: *type). "sent"/"busy" are mandatory in HEARTBEAT,
+ * read as 0 when absent from HELLO/BYE. */
+int fm_wire_decode_member(const void *buf, size_t len, fm_wire_type_t *type,
+                          fm_wire_member_t *m, fm_errmsg_t *e);
+int fm_wire_decode_snapshot_req(const void *buf, size_t len, fm_wire_snapshot_req_t *r,
+                                fm_errmsg_t *e);
+int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm_errmsg_t *e);
+
+/* ---- tensors against a model layout --------------------------------------------------------- */
+
+/* Check decoded tensors against `layout`: exactly one tensor per view, in any order. Errors
+ * (first problem found, `e` names the tensor): FM_ENAME (unknown, duplicate or missing
+ * name), FM_EDTYPE (dtype not "F32"), FM_ESHAPE (shape differs from the view's, or data is
+ * not numel*4 bytes). */
+int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, fm_errmsg_t *e);
+
+/* 0 if every float of every tensor is finite, else FM_ENONFINITE naming the first tensor
+ * with a NaN or infinity. Reads the data in place (nbytes / 4 floats per tensor), so a
+ * receiver can check before copying into a live buffer; normally called after
+ * fm_wire_tensors_check. */
+int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e);
+
+/* Copy checked tensors into the flat buffer `dst` (fm_model_nparams(layout) floats), one
+ * memcpy per tensor, then check that what was copied is finite. Call only after
+ * fm_wire_tensors_check succeeded (anything else is a programmer error: FM_ASSERT).
+ * Errors: FM_ENONFINITE (dst then holds the copied values: discard them). */
+int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, float *dst,
+                         fm_errmsg_t *e);
+
+/* "MODEL", "UPDATE", ... for a type; "?" for anything else. Static string. */
+const char *fm_wire_type_name(fm_wire_type_t type);
+
+#endif

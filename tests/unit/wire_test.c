@@ -1,0 +1,1317 @@
+/* Unit tests of fm_wire: round trips of every message type (MODEL and UPDATE with the real
+ * cnn/mlp/logreg layouts, bit-identical after decode + check + copy), messages written by
+ * msgpack-c itself (other key orders, other integer/str/bin/map widths, unknown keys), every
+ * malformed case the decoder must reject with its error code, every truncation of a valid
+ * UPDATE, and a deterministic mutation fuzz loop (meant to run under ASan/UBSan too).
+ *
+ * Frames handed to the decoder are copied into allocations of exactly their length, so an
+ * out-of-bounds read shows up under ASan. */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+
+#include "../support/fm_testutil.h"
+#include "fm_err.h"
+#include "fm_model.h"
+#include "fm_rng.h"
+#include "fm_wire.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static fm_model_t *s_model(const char *name, uint64_t seed)
+{
+    int err = 0;
+    fm_model_t *m = fm_model_new(name, &err);
+    assert_non_null(m);
+    fm_model_init(m, seed);
+    return m;
+}
+
+/* A heap copy of exactly n bytes (ASan then catches any read past the end). */
+static unsigned char *s_exact(const void *p, size_t n)
+{
+    unsigned char *q = malloc(n ? n : 1);
+    assert_non_null(q);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
+/* The call failed with `code` and wrote one line that contains `needle` (may be NULL). */
+static void s_expect(int rc, int code, const fm_errmsg_t *e, const char *needle)
+{
+    if (rc != code)
+        fail_msg("expected %d (%s), got %d (%s): %s", code, fm_strerror(code), rc,
+                 fm_strerror(rc), e->msg);
+    if (e->msg[0] == '\0' || strchr(e->msg, '\n'))
+        fail_msg("bad error message: '%s'", e->msg);
+    if (needle && !strstr(e->msg, needle))
+        fail_msg("error message '%s' does not mention '%s'", e->msg, needle);
+}
+
+static void s_ok(int rc, const fm_errmsg_t *e)
+{
+    if (rc != 0)
+        fail_msg("unexpected error %d (%s): %s", rc, fm_strerror(rc), e->msg);
+}
+
+/* ---- a msgpack-c message builder (the reference encoder for hand-made messages) ---------- */
+
+typedef struct {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} mp_t;
+
+static void mp_begin(mp_t *m)
+{
+    msgpack_sbuffer_init(&m->sb);
+    msgpack_packer_init(&m->pk, &m->sb, msgpack_sbuffer_write);
+}
+
+static void mp_end(mp_t *m) { msgpack_sbuffer_destroy(&m->sb); }
+
+static void mp_raw(mp_t *m, const void *p, size_t n)
+{
+    assert_int_equal(msgpack_sbuffer_write(&m->sb, p, n), 0);
+}
+
+/* tag followed by v as an nb-byte big-endian number (forces a given msgpack width). */
+static void mp_be(mp_t *m, uint8_t tag, uint64_t v, int nb)
+{
+    unsigned char b[9];
+    b[0] = tag;
+    for (int k = 0; k < nb; k++)
+        b[1 + k] = (unsigned char)(v >> (8 * (nb - 1 - k)));
+    mp_raw(m, b, 1 + (size_t)nb);
+}
+
+static void mp_str(mp_t *m, const char *s)
+{
+    msgpack_pack_str(&m->pk, strlen(s));
+    msgpack_pack_str_body(&m->pk, s, strlen(s));
+}
+
+static void mp_kstr(mp_t *m, const char *k, const char *v)
+{
+    mp_str(m, k);
+    mp_str(m, v);
+}
+
+static void mp_ku(mp_t *m, const char *k, uint64_t v)
+{
+    mp_str(m, k);
+    msgpack_pack_uint64(&m->pk, v);
+}
+
+static void mp_kf(mp_t *m, const char *k, double v)
+{
+    mp_str(m, k);
+    msgpack_pack_double(&m->pk, v);
+}
+
+/* An UPDATE written with msgpack-c, with knobs for every malformation the tests need. */
+typedef struct {
+    bool reverse;          /* top-level keys, tensor keys and tensors in reverse order */
+    bool extra;            /* unknown keys (with nested values) at the top and in tensors */
+    bool wide;             /* widest encodings: map32/array16/map16, uint64, int64, str16,
+                              bin16, float32, an integer for a float field */
+    const char *omit;      /* top-level key left out */
+    const char *dup;       /* top-level key written twice */
+    bool v_set;            /* "v" = v instead of 1 */
+    int64_t v;
+    const char *type;      /* "t" value (NULL: "UPDATE") */
+    const char *name0;     /* name of tensor 0 (NULL: the view's) */
+    const char *dtype0;    /* dtype of tensor 0 (NULL: "F32") */
+    int64_t shape_add0;    /* added to dim 0 of tensor 0 */
+    int extra_dim0;        /* 1: tensor 0 gets a trailing dim of 1 */
+    int64_t data_add0;     /* bytes added to (or removed from) tensor 0's data */
+    bool dup_last;         /* the last tensor written twice */
+    bool drop_last;        /* the last tensor left out */
+} uopt_t;
+
+static const char *const s_ukeys[] = {"v", "t", "id", "trainer", "client", "base",
+                                      "n", "steps", "loss", "secs", "tensors"};
+#define S_NUKEYS ((int)(sizeof s_ukeys / sizeof s_ukeys[0]))
+
+static void mp_extra(mp_t *m, int which)
+{
+    switch (which) {
+    case 0: /* a nested future field */
+        mp_str(m, "future");
+        msgpack_pack_map(&m->pk, 3);
+        mp_str(m, "a");
+        msgpack_pack_array(&m->pk, 4);
+        msgpack_pack_int8(&m->pk, -5);
+        msgpack_pack_nil(&m->pk);
+        msgpack_pack_true(&m->pk);
+        msgpack_pack_map(&m->pk, 1);
+        msgpack_pack_int64(&m->pk, -70000); /* non-string key inside an unknown value: fine */
+        msgpack_pack_float(&m->pk, 1.5f);
+        mp_str(m, "b");
+        msgpack_pack_bin(&m->pk, 3);
+        msgpack_pack_bin_body(&m->pk, "xyz", 3);
+        mp_str(m, "c");
+        msgpack_pack_ext(&m->pk, 2, 7);
+        msgpack_pack_ext_body(&m->pk, "ab", 2);
+        break;
+    case 1:
+        mp_kstr(m, "note", "from a newer trainer");
+        break;
+    default:
+        mp_str(m, "neg");
+        msgpack_pack_int64(&m->pk, INT64_MIN);
+        break;
+    }
+}
+
+static void mp_tensor(mp_t *m, const fm_view_t *v, const float *flat, const uopt_t *o, bool first)
+{
+    int nkeys = 4 + (o->extra ? 1 : 0);
+    if (o->wide)
+        mp_be(m, 0xde, (uint64_t)nkeys, 2);
+    else
+        msgpack_pack_map(&m->pk, (size_t)nkeys);
+    if (o->extra && o->reverse) {
+        mp_str(m, "quant");
+        msgpack_pack_map(&m->pk, 1);
+        mp_kf(m, "scale", 0.5);
+    }
+    for (int k = 0; k < 4; k++) {
+        int key = o->reverse ? 3 - k : k;
+        if (key == 0) {
+            const char *name = first && o->name0 ? o->name0 : v->name;
+            mp_str(m, "name");
+            if (o->wide) {
+                mp_be(m, 0xda, strlen(name), 2);
+                mp_raw(m, name, strlen(name));
+            } else
+                mp_str(m, name);
+        } else if (key == 1) {
+            mp_kstr(m, "dtype", first && o->dtype0 ? o->dtype0 : "F32");
+        } else if (key == 2) {
+            int nd = v->ndim + (first ? o->extra_dim0 : 0);
+            mp_str(m, "shape");
+            msgpack_pack_array(&m->pk, (size_t)nd);
+            for (int d = 0; d < nd; d++) {
+                uint64_t dim = d < v->ndim ? (uint64_t)v->shape[d] : 1;
+                if (d == 0 && first)
+                    dim = (uint64_t)((int64_t)dim + o->shape_add0);
+                if (o->wide)
+                    mp_be(m, 0xcd, dim, 2);
+                else
+                    msgpack_pack_uint64(&m->pk, dim);
+            }
+        } else {
+            size_t n = 4 * v->numel;
+            size_t len = (size_t)((int64_t)n + (first ? o->data_add0 : 0));
+            mp_str(m, "data");
+            msgpack_pack_bin(&m->pk, len);
+            msgpack_pack_bin_body(&m->pk, flat + v->offset, len < n ? len : n);
+            for (size_t i = n; i < len; i++)
+                mp_raw(m, "\0", 1);
+        }
+    }
+    if (o->extra && !o->reverse) {
+        mp_str(m, "quant");
+        msgpack_pack_map(&m->pk, 1);
+        mp_kf(m, "scale", 0.5);
+    }
+}
+
+static void mp_ukey(mp_t *m, const char *key, const fm_model_t *layout, const float *delta,
+                    const fm_wire_update_t *h, const uopt_t *o)
+{
+    if (strcmp(key, "v") == 0) {
+        mp_str(m, "v");
+        msgpack_pack_int64(&m->pk, o->v_set ? o->v : 1);
+    } else if (strcmp(key, "t") == 0) {
+        mp_kstr(m, "t", o->type ? o->type : "UPDATE");
+    } else if (strcmp(key, "id") == 0) {
+        mp_str(m, "id");
+        if (o->wide)
+            mp_be(m, 0xc5, FM_WIRE_ID_LEN, 2);
+        else
+            msgpack_pack_bin(&m->pk, FM_WIRE_ID_LEN);
+        mp_raw(m, h->id, FM_WIRE_ID_LEN);
+    } else if (strcmp(key, "trainer") == 0) {
+        mp_str(m, "trainer");
+        if (o->wide) {
+            mp_be(m, 0xda, strlen(h->trainer), 2);
+            mp_raw(m, h->trainer, strlen(h->trainer));
+        } else
+            mp_str(m, h->trainer);
+    } else if (strcmp(key, "client") == 0) {
+        mp_str(m, "client");
+        if (o->wide)
+            mp_be(m, 0xcf, h->client, 8);
+        else
+            msgpack_pack_uint32(&m->pk, h->client);
+    } else if (strcmp(key, "base") == 0) {
+        mp_str(m, "base");
+        if (o->wide)
+            mp_be(m, 0xd3, h->base, 8); /* int64, non-negative */
+        else
+            msgpack_pack_uint64(&m->pk, h->base);
+    } else if (strcmp(key, "n") == 0) {
+        mp_str(m, "n");
+        if (o->wide)
+            mp_be(m, 0xd2, h->num_samples, 4); /* int32 */
+        else
+            msgpack_pack_uint64(&m->pk, h->num_samples);
+    } else if (strcmp(key, "steps") == 0) {
+        mp_str(m, "steps");
+        if (o->wide)
+            mp_be(m, 0xd1, h->local_steps, 2); /* int16 */
+        else
+            msgpack_pack_uint64(&m->pk, h->local_steps);
+    } else if (strcmp(key, "loss") == 0) {
+        mp_str(m, "loss");
+        if (o->wide)
+            msgpack_pack_float(&m->pk, (float)h->train_loss);
+        else
+            msgpack_pack_double(&m->pk, h->train_loss);
+    } else if (strcmp(key, "secs") == 0) {
+        mp_str(m, "secs");
+        if (o->wide)
+            msgpack_pack_uint64(&m->pk, (uint64_t)h->train_seconds);
+        else
+            msgpack_pack_double(&m->pk, h->train_seconds);
+    } else if (strcmp(key, "tensors") == 0) {
+        int nv = fm_model_nviews(layout);
+        int n = nv - (o->drop_last ? 1 : 0) + (o->dup_last ? 1 : 0);
+        mp_str(m, "tensors");
+        if (o->wide)
+            mp_be(m, 0xdc, (uint64_t)n, 2);
+        else
+            msgpack_pack_array(&m->pk, (size_t)n);
+        for (int k = 0; k < n; k++) {
+            int i = k < nv ? k : nv - 1; /* the duplicate is the last view again */
+            if (o->reverse)
+                i = nv - 1 - i;
+            mp_tensor(m, fm_model_view(layout, i), delta, o, i == 0);
+        }
+    } else {
+        fail_msg("unknown key %s", key);
+    }
+}
+
+static void mp_update(mp_t *m, const fm_model_t *layout, const float *delta,
+                      const fm_wire_update_t *h, const uopt_t *o)
+{
+    int n = S_NUKEYS - (o->omit ? 1 : 0) + (o->dup ? 1 : 0) + (o->extra ? 3 : 0);
+    if (o->wide)
+        mp_be(m, 0xdf, (uint64_t)n, 4);
+    else
+        msgpack_pack_map(&m->pk, (size_t)n);
+    if (o->extra)
+        mp_extra(m, 0);
+    for (int k = 0; k < S_NUKEYS; k++) {
+        const char *key = s_ukeys[o->reverse ? S_NUKEYS - 1 - k : k];
+        if (o->omit && strcmp(o->omit, key) == 0)
+            continue;
+        mp_ukey(m, key, layout, delta, h, o);
+        if (o->dup && strcmp(o->dup, key) == 0)
+            mp_ukey(m, key, layout, delta, h, o);
+        if (o->extra && k == S_NUKEYS / 2)
+            mp_extra(m, 1);
+    }
+    if (o->extra)
+        mp_extra(m, 2);
+}
+
+static fm_wire_update_t s_update_hdr(void)
+{
+    fm_wire_update_t h = {.client = 4000000000u, .base = 41, .num_samples = 600,
+                          .local_steps = 19, .train_loss = 0.4375, .train_seconds = 3.0};
+    for (int i = 0; i < FM_WIRE_ID_LEN; i++)
+        h.id[i] = (uint8_t)(0xa0 + i);
+    strcpy(h.trainer, "trainer-7");
+    return h;
+}
+
+/* Build with o and decode as UPDATE; *frame (the exact-size copy the tensors point into)
+ * is the caller's to free. */
+static int s_decode_built(const fm_model_t *layout, const float *delta, const uopt_t *o,
+                          fm_wire_update_t *h, fm_wire_tensors_t *ts, unsigned char **frame,
+                          fm_errmsg_t *e)
+{
+    fm_wire_update_t want = s_update_hdr();
+    mp_t m;
+    mp_begin(&m);
+    mp_update(&m, layout, delta, &want, o);
+    unsigned char *f = s_exact(m.sb.data, m.sb.size);
+    int rc = fm_wire_decode_update(f, m.sb.size, h, ts, e);
+    if (rc == 0)
+        for (int i = 0; i < ts->count; i++) {
+            const unsigned char *d = ts->t[i].data;
+            assert_true(d >= f && d + ts->t[i].nbytes <= f + m.sb.size);
+        }
+    mp_end(&m);
+    *frame = f;
+    return rc;
+}
+
+/* ---- round trips ------------------------------------------------------------------------------ */
+
+static void s_roundtrip_model(const char *name)
+{
+    fm_model_t *m = s_model(name, 11);
+    float *p = fm_model_params(m);
+    size_t np = fm_model_nparams(m);
+    /* bit patterns a float conversion would disturb */
+    p[0] = -0.0f;
+    p[1] = FLT_MIN / 4; /* subnormal */
+    p[np - 1] = FLT_MAX;
+    fm_wire_model_t hdr = {.version = UINT64_MAX - 1, .created = 1717171717.125};
+    strcpy(hdr.model, "ignored by the encoder");
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_model(&hdr, m, p, &buf), 0);
+    assert_true(buf.len > 4 * np && buf.len < 4 * np + 1024);
+
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t type = FM_WIRE_NONE;
+    unsigned char *f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
+    assert_int_equal(type, FM_WIRE_MODEL);
+
+    fm_wire_model_t got;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    s_ok(fm_wire_decode_model(f, buf.len, &got, ts, &e), &e);
+    assert_true(got.version == hdr.version);
+    assert_string_equal(got.model, name);
+    assert_true(got.created == hdr.created);
+    assert_int_equal(ts->count, fm_model_nviews(m));
+    for (int i = 0; i < ts->count; i++) { /* state_dict order, zero-copy */
+        const fm_view_t *v = fm_model_view(m, i);
+        assert_string_equal(ts->t[i].name, v->name);
+        assert_string_equal(ts->t[i].dtype, "F32");
+        assert_int_equal(ts->t[i].ndim, v->ndim);
+        assert_true((const unsigned char *)ts->t[i].data > f &&
+                    (const unsigned char *)ts->t[i].data + ts->t[i].nbytes <= f + buf.len);
+    }
+    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    s_ok(fm_wire_tensors_finite(ts, &e), &e);
+    float *dst = fm_tu_floats(np);
+    s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+    assert_memory_equal(dst, p, 4 * np);
+
+    free(dst);
+    free(ts);
+    free(f);
+    fm_wire_buf_free(&buf);
+    fm_wire_buf_free(&buf); /* idempotent */
+    assert_null(buf.data);
+    fm_model_destroy(&m);
+}
+
+static void test_model_cnn(void **state) { s_roundtrip_model("cnn"); }
+static void test_model_mlp(void **state) { s_roundtrip_model("mlp"); }
+
+static void s_roundtrip_update(const char *name)
+{
+    fm_model_t *m = s_model(name, 12);
+    size_t np = fm_model_nparams(m);
+    float *delta = fm_tu_floats(np);
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 5, 0);
+    fm_tu_normal(&rng, delta, np, 1e-3);
+    fm_wire_update_t hdr = s_update_hdr();
+    assert_int_equal(fm_wire_id_new(hdr.id), 0);
+    hdr.local_steps = UINT64_MAX;
+    hdr.train_loss = -1.0 / 3.0;
+    hdr.train_seconds = 1e-9;
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
+
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t type;
+    unsigned char *f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
+    assert_int_equal(type, FM_WIRE_UPDATE);
+    fm_wire_update_t got;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    s_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
+    assert_memory_equal(got.id, hdr.id, FM_WIRE_ID_LEN);
+    assert_string_equal(got.trainer, hdr.trainer);
+    assert_int_equal(got.client, hdr.client);
+    assert_true(got.base == hdr.base && got.num_samples == hdr.num_samples &&
+                got.local_steps == hdr.local_steps);
+    assert_true(got.train_loss == hdr.train_loss && got.train_seconds == hdr.train_seconds);
+    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    float *dst = fm_tu_floats(np);
+    s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+    assert_memory_equal(dst, delta, 4 * np);
+
+    /* the wrong decoder for the type: FM_EFORMAT naming "t" */
+    fm_wire_model_t mh;
+    s_expect(fm_wire_decode_model(f, buf.len, &mh, ts, &e), FM_EFORMAT, &e, "expected MODEL");
+
+    free(dst);
+    free(ts);
+    free(f);
+    free(delta);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
+}
+
+static void test_update_cnn(void **state) { s_roundtrip_update("cnn"); }
+static void test_update_mlp(void **state) { s_roundtrip_update("mlp"); }
+
+static void test_member(void **state)
+{
+    const fm_wire_type_t types[3] = {FM_WIRE_HELLO, FM_WIRE_HEARTBEAT, FM_WIRE_BYE};
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    for (int k = 0; k < 3; k++) {
+        fm_wire_member_t mb = {.pid = 4294967295u, .client_first = 100, .client_count = 50,
+                               .workers = 2, .seq = 9 + (uint64_t)k, .updates_sent = 1234,
+                               .busy = 1};
+        strcpy(mb.trainer, "host-a/trainer-1");
+        assert_int_equal(fm_wire_encode_member(types[k], &mb, &buf), 0);
+        unsigned char *f = s_exact(buf.data, buf.len);
+        fm_errmsg_t e = {{0}};
+        fm_wire_type_t type = FM_WIRE_NONE;
+        s_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
+        assert_int_equal(type, types[k]);
+        fm_wire_member_t got;
+        type = FM_WIRE_NONE;
+        s_ok(fm_wire_decode_member(f, buf.len, &type, &got, &e), &e);
+        assert_int_equal(type, types[k]);
+        assert_string_equal(got.trainer, mb.trainer);
+        assert_int_equal(got.pid, mb.pid);
+        assert_int_equal(got.client_first, 100);
+        assert_int_equal(got.client_count, 50);
+        assert_int_equal(got.workers, 2);
+        assert_int_equal(got.seq, mb.seq);
+        /* counters travel only in HEARTBEAT */
+        assert_int_equal(got.updates_sent, types[k] == FM_WIRE_HEARTBEAT ? 1234 : 0);
+        assert_int_equal(got.busy, types[k] == FM_WIRE_HEARTBEAT ? 1 : 0);
+        fm_wire_metrics_t mt;
+        s_expect(fm_wire_decode_metrics(f, buf.len, &mt, &e), FM_EFORMAT, &e, "t");
+        free(f);
+    }
+    /* encoder argument errors */
+    fm_wire_member_t bad = {.pid = 1};
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &bad, &buf), FM_EARG); /* empty id */
+    assert_int_equal(buf.len, 0);
+    memset(bad.trainer, 'x', FM_WIRE_STR_MAX);
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &bad, &buf), 0); /* 255: fits */
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_MODEL, &bad, &buf), FM_EARG);
+    fm_wire_buf_free(&buf);
+}
+
+static void test_snapshot_req(void **state)
+{
+    fm_wire_snapshot_req_t r = {.have = 7};
+    strcpy(r.from, "tr-1");
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_snapshot_req(&r, &buf), 0);
+    /* the exact bytes, as docs/PROTOCOL.md shows them */
+    static const unsigned char want[] = {
+        0x84, 0xa1, 'v', 0x01, 0xa1, 't', 0xac, 'S', 'N', 'A', 'P', 'S', 'H', 'O', 'T', '_',
+        'R', 'E', 'Q', 0xa4, 'f', 'r', 'o', 'm', 0xa4, 't', 'r', '-', '1', 0xa4, 'h', 'a',
+        'v', 'e', 0x07};
+    assert_int_equal(buf.len, sizeof want);
+    assert_memory_equal(buf.data, want, sizeof want);
+    fm_errmsg_t e = {{0}};
+    fm_wire_snapshot_req_t got;
+    unsigned char *f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_decode_snapshot_req(f, buf.len, &got, &e), &e);
+    assert_string_equal(got.from, "tr-1");
+    assert_int_equal(got.have, 7);
+    free(f);
+
+    /* "have" is optional */
+    mp_t m;
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "SNAPSHOT_REQ");
+    mp_kstr(&m, "from", "evaluator");
+    s_ok(fm_wire_decode_snapshot_req(m.sb.data, m.sb.size, &got, &e), &e);
+    assert_string_equal(got.from, "evaluator");
+    assert_int_equal(got.have, 0);
+    mp_end(&m);
+    fm_wire_buf_free(&buf);
+}
+
+static void test_metrics(void **state)
+{
+    fm_wire_metrics_t mt = {.version = 1234567, .accuracy = 0.8841, .loss = 0.3312,
+                            .num_samples = 10000, .eval_seconds = 2.5,
+                            .timestamp = 1717171717.5};
+    strcpy(mt.model, "cnn");
+    for (int i = 0; i < FM_NCLASSES; i++)
+        mt.class_acc[i] = 0.5 + 0.05 * i;
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    fm_errmsg_t e = {{0}};
+    fm_wire_metrics_t got;
+    unsigned char *f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.version == mt.version && got.num_samples == mt.num_samples);
+    assert_string_equal(got.model, "cnn");
+    assert_true(got.accuracy == mt.accuracy && got.loss == mt.loss &&
+                got.eval_seconds == mt.eval_seconds && got.timestamp == mt.timestamp);
+    assert_memory_equal(got.class_acc, mt.class_acc, sizeof mt.class_acc);
+    free(f);
+
+    /* 9 per-class values: FM_EFORMAT naming cacc */
+    mp_t m;
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 10);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "METRICS");
+    mp_ku(&m, "mv", 3);
+    mp_kstr(&m, "model", "cnn");
+    mp_kf(&m, "acc", 0.5);
+    mp_kf(&m, "loss", 1.0);
+    mp_str(&m, "cacc");
+    msgpack_pack_array(&m.pk, 9);
+    for (int i = 0; i < 9; i++)
+        msgpack_pack_double(&m.pk, 0.5);
+    mp_ku(&m, "n", 100);
+    mp_kf(&m, "secs", 1.0);
+    mp_kf(&m, "ts", 2.0);
+    s_expect(fm_wire_decode_metrics(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "cacc");
+    mp_end(&m);
+
+    strcpy(mt.model, "");
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), FM_EARG);
+    fm_wire_buf_free(&buf);
+}
+
+/* ---- messages from msgpack-c: other orders, widths, unknown keys --------------------------- */
+
+static void test_foreign_encodings(void **state)
+{
+    fm_model_t *m = s_model("mlp", 3);
+    const float *p = fm_model_params_const(m);
+    size_t np = fm_model_nparams(m);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    float *dst = fm_tu_floats(np);
+    fm_errmsg_t e = {{0}};
+    const uopt_t variants[] = {
+        {0},
+        {.reverse = true},
+        {.extra = true},
+        {.extra = true, .reverse = true},
+        {.wide = true},
+        {.wide = true, .extra = true, .reverse = true},
+    };
+    for (size_t k = 0; k < sizeof variants / sizeof variants[0]; k++) {
+        fm_wire_update_t got, want = s_update_hdr();
+        /* mlp's UPDATE is 800 KB: too big for the builder's keep buffer, so decode here */
+        mp_t mb;
+        mp_begin(&mb);
+        mp_update(&mb, m, p, &want, &variants[k]);
+        unsigned char *f = s_exact(mb.sb.data, mb.sb.size);
+        s_ok(fm_wire_decode_update(f, mb.sb.size, &got, ts, &e), &e);
+        assert_memory_equal(got.id, want.id, FM_WIRE_ID_LEN);
+        assert_string_equal(got.trainer, want.trainer);
+        assert_int_equal(got.client, want.client);
+        assert_true(got.base == want.base && got.num_samples == want.num_samples &&
+                    got.local_steps == want.local_steps);
+        assert_true(got.train_loss == want.train_loss && got.train_seconds == want.train_seconds);
+        s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+        memset(dst, 0, 4 * np);
+        s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+        assert_memory_equal(dst, p, 4 * np);
+        free(f);
+        mp_end(&mb);
+    }
+    free(dst);
+    free(ts);
+    fm_model_destroy(&m);
+}
+
+/* ---- malformed messages ------------------------------------------------------------------------ */
+
+/* Decode a built logreg UPDATE with option o; expect the decoder to return `code`. */
+static void s_expect_built(const uopt_t *o, int code, const char *needle)
+{
+    fm_model_t *m = s_model("logreg", 4);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_wire_update_t h;
+    fm_errmsg_t e = {{0}};
+    unsigned char *f = NULL;
+    s_expect(s_decode_built(m, fm_model_params_const(m), o, &h, ts, &f, &e), code, &e, needle);
+    free(f);
+    free(ts);
+    fm_model_destroy(&m);
+}
+
+/* Decode succeeds; then fm_wire_tensors_check returns `code`. */
+static void s_expect_check(const uopt_t *o, int code, const char *needle)
+{
+    fm_model_t *m = s_model("logreg", 4);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_wire_update_t h;
+    fm_errmsg_t e = {{0}};
+    unsigned char *f = NULL;
+    s_ok(s_decode_built(m, fm_model_params_const(m), o, &h, ts, &f, &e), &e);
+    int rc = fm_wire_tensors_check(ts, m, &e);
+    if (code == 0)
+        s_ok(rc, &e);
+    else
+        s_expect(rc, code, &e, needle);
+    free(f);
+    free(ts);
+    fm_model_destroy(&m);
+}
+
+static void test_envelope_errors(void **state)
+{
+    s_expect_built(&(uopt_t){.v_set = true, .v = 2}, FM_EVERSION, "v");
+    s_expect_built(&(uopt_t){.v_set = true, .v = 0}, FM_EVERSION, "v");
+    s_expect_built(&(uopt_t){.v_set = true, .v = -1}, FM_EVERSION, "v");
+    /* version first: v=2 wins over an unknown type and missing fields */
+    s_expect_built(&(uopt_t){.v_set = true, .v = 2, .type = "NOPE", .omit = "base"},
+                   FM_EVERSION, "v");
+    s_expect_built(&(uopt_t){.omit = "v"}, FM_EFORMAT, "v: missing key");
+    s_expect_built(&(uopt_t){.omit = "t"}, FM_EFORMAT, "t: missing key");
+    s_expect_built(&(uopt_t){.type = "NOPE"}, FM_EFORMAT, "unknown message type 'NOPE'");
+    s_expect_built(&(uopt_t){.type = "update"}, FM_EFORMAT, "t");
+    s_expect_built(&(uopt_t){.type = "MODEL"}, FM_EFORMAT, "expected UPDATE");
+    s_expect_built(&(uopt_t){.dup = "v"}, FM_EFORMAT, "duplicate");
+    s_expect_built(&(uopt_t){.dup = "t", .reverse = true}, FM_EFORMAT, "duplicate");
+    /* fields */
+    s_expect_built(&(uopt_t){.omit = "base"}, FM_EFORMAT, "base: missing key");
+    s_expect_built(&(uopt_t){.omit = "tensors"}, FM_EFORMAT, "tensors");
+    s_expect_built(&(uopt_t){.omit = "id", .extra = true}, FM_EFORMAT, "id");
+    s_expect_built(&(uopt_t){.dup = "client"}, FM_EFORMAT, "client: duplicate");
+    s_expect_built(&(uopt_t){.dup = "tensors", .reverse = true}, FM_EFORMAT, "tensors");
+}
+
+/* A small message written with msgpack-c: {v:1, t:type, <key>: <raw value bytes>}. */
+static int s_decode_raw_kv(fm_wire_type_t expect_type, const char *type, const char *key,
+                           const void *val, size_t nval, fm_errmsg_t *e)
+{
+    mp_t m;
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", type);
+    mp_str(&m, key);
+    mp_raw(&m, val, nval);
+    unsigned char *f = s_exact(m.sb.data, m.sb.size);
+    fm_wire_update_t h;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_wire_type_t t = FM_WIRE_NONE;
+    int rc = expect_type == FM_WIRE_UPDATE ? fm_wire_decode_update(f, m.sb.size, &h, ts, e)
+                                           : fm_wire_peek(f, m.sb.size, &t, e);
+    free(ts);
+    free(f);
+    mp_end(&m);
+    return rc;
+}
+
+static void test_bounds(void **state)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t t;
+    /* bin claiming 0xffffffff bytes */
+    static const unsigned char bin32[] = {0xc6, 0xff, 0xff, 0xff, 0xff, 1, 2, 3};
+    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "id", bin32, sizeof bin32, &e), FM_ETRUNC,
+             &e, "bin of 4294967295 bytes");
+    /* array32 claiming 2^32-1 entries */
+    static const unsigned char arr32[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0, 0xc0};
+    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "tensors", arr32, sizeof arr32, &e),
+             FM_ETRUNC, &e, "array of 4294967295 entries");
+    /* map32 claiming 2^32-1 entries */
+    static const unsigned char map32[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0};
+    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", map32, sizeof map32, &e), FM_ETRUNC, &e,
+             "map of 4294967295 entries");
+    /* str whose length runs past the end */
+    static const unsigned char str8[] = {0xd9, 0x40, 'a', 'b', 'c'};
+    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "trainer", str8, sizeof str8, &e),
+             FM_ETRUNC, &e, "trainer");
+    static const unsigned char str32[] = {0xdb, 0x80, 0x00, 0x00, 0x00, 'a'};
+    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "x", str32, sizeof str32, &e), FM_ETRUNC,
+             &e, NULL);
+    /* ext whose type byte is missing; a uint64 cut short */
+    static const unsigned char ext[] = {0xd4};
+    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", ext, sizeof ext, &e), FM_ETRUNC, &e,
+             NULL);
+    static const unsigned char u64[] = {0xcf, 0, 0, 0};
+    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", u64, sizeof u64, &e), FM_ETRUNC, &e,
+             NULL);
+    /* the never-used byte 0xc1 */
+    static const unsigned char c1[] = {0xc1};
+    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", c1, sizeof c1, &e), FM_EFORMAT, &e,
+             "0xc1");
+
+    /* whole frames: the msgpack-c OOM inputs, empty, not a map, trailing bytes */
+    static const unsigned char oom1[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const unsigned char oom2[] = {0x0a, 0xdf, 0x40, 0xff, 0xff, 0xff, 0x0a};
+    static const unsigned char oom3[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
+    unsigned char *f = s_exact(oom1, sizeof oom1);
+    s_expect(fm_wire_peek(f, sizeof oom1, &t, &e), FM_ETRUNC, &e, NULL);
+    free(f);
+    f = s_exact(oom2, sizeof oom2);
+    s_expect(fm_wire_peek(f, sizeof oom2, &t, &e), FM_EFORMAT, &e, "not a msgpack map");
+    free(f);
+    f = s_exact(oom3, sizeof oom3);
+    s_expect(fm_wire_peek(f, sizeof oom3, &t, &e), FM_ETRUNC, &e, NULL);
+    free(f);
+    s_expect(fm_wire_peek(NULL, 0, &t, &e), FM_ETRUNC, &e, "empty");
+    static const unsigned char emptymap[] = {0x80};
+    s_expect(fm_wire_peek(emptymap, 1, &t, &e), FM_EFORMAT, &e, "v: missing key");
+
+    fm_wire_snapshot_req_t r = {.have = 1};
+    strcpy(r.from, "x");
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_snapshot_req(&r, &buf), 0);
+    unsigned char *g = malloc(buf.len + 3);
+    assert_non_null(g);
+    memcpy(g, buf.data, buf.len);
+    memcpy(g + buf.len, "\xc0\x01\x02", 3);
+    fm_wire_snapshot_req_t got;
+    s_expect(fm_wire_decode_snapshot_req(g, buf.len + 3, &got, &e), FM_EFORMAT, &e,
+             "3 trailing bytes");
+    s_expect(fm_wire_decode_snapshot_req(g, buf.len + 1, &got, &e), FM_EFORMAT, &e, "trailing");
+    s_ok(fm_wire_decode_snapshot_req(g, buf.len, &got, &e), &e);
+    free(g);
+    fm_wire_buf_free(&buf);
+}
+
+/* {v:1, t:"HELLO", trainer, pid, cfirst, ccount, workers, seq} + nextra entries to follow. */
+static void mp_hello(mp_t *m, int nextra)
+{
+    msgpack_pack_map(&m->pk, (size_t)(8 + nextra));
+    mp_ku(m, "v", 1);
+    mp_kstr(m, "t", "HELLO");
+    mp_kstr(m, "trainer", "t1");
+    mp_ku(m, "pid", 77);
+    mp_ku(m, "cfirst", 0);
+    mp_ku(m, "ccount", 10);
+    mp_ku(m, "workers", 2);
+    mp_ku(m, "seq", 1);
+}
+
+static int s_decode_member_mp(mp_t *m, fm_wire_member_t *got, fm_errmsg_t *e)
+{
+    unsigned char *f = s_exact(m->sb.data, m->sb.size);
+    fm_wire_type_t t;
+    int rc = fm_wire_decode_member(f, m->sb.size, &t, got, e);
+    free(f);
+    mp_end(m);
+    return rc;
+}
+
+static void test_nesting(void **state)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_member_t got;
+    mp_t m;
+    /* 1000 nested arrays under an unknown key: FM_ERANGE, no deep recursion */
+    mp_begin(&m);
+    mp_hello(&m, 1);
+    mp_str(&m, "deep");
+    for (int i = 0; i < 1000; i++)
+        msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_nil(&m.pk);
+    s_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, "nested deeper than 16");
+    /* 100000 nested maps (every header "fits" the bytes left) */
+    mp_begin(&m);
+    mp_hello(&m, 1);
+    mp_str(&m, "deep");
+    for (int i = 0; i < 100000; i++) {
+        msgpack_pack_map(&m.pk, 1);
+        msgpack_pack_nil(&m.pk);
+    }
+    msgpack_pack_nil(&m.pk);
+    s_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, "deep");
+    /* at the limit: arrays at levels 2..15, nil at level 16: accepted and ignored */
+    mp_begin(&m);
+    mp_hello(&m, 1);
+    mp_str(&m, "deep");
+    for (int i = 0; i < FM_WIRE_MAX_DEPTH - 2; i++)
+        msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_nil(&m.pk);
+    s_ok(s_decode_member_mp(&m, &got, &e), &e);
+    assert_string_equal(got.trainer, "t1");
+    /* one level more */
+    mp_begin(&m);
+    mp_hello(&m, 1);
+    mp_str(&m, "deep");
+    for (int i = 0; i < FM_WIRE_MAX_DEPTH - 1; i++)
+        msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_nil(&m.pk);
+    s_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, NULL);
+}
+
+static void test_field_types(void **state)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_member_t got;
+    mp_t m;
+    /* HEARTBEAT needs its counters */
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 9);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "HEARTBEAT");
+    mp_kstr(&m, "trainer", "t1");
+    mp_ku(&m, "pid", 77);
+    mp_ku(&m, "cfirst", 0);
+    mp_ku(&m, "ccount", 10);
+    mp_ku(&m, "workers", 2);
+    mp_ku(&m, "seq", 1);
+    mp_ku(&m, "sent", 5);
+    s_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "busy: missing key");
+
+    struct {
+        const char *key;
+        const unsigned char *val;
+        size_t n;
+        int code;
+        const char *needle;
+    } cases[] = {
+        {"pid", (const unsigned char *)"\xce\xff\xff\xff\xff", 5, 0, NULL},   /* u32 max */
+        {"pid", (const unsigned char *)"\xcf\0\0\0\1\0\0\0\0", 9, FM_ERANGE, "pid: value 4294967296"},
+        {"pid", (const unsigned char *)"\xff", 1, FM_ERANGE, "pid: negative value -1"},
+        {"pid", (const unsigned char *)"\xd3\x80\0\0\0\0\0\0\0", 9, FM_ERANGE, "negative"},
+        {"seq", (const unsigned char *)"\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9, 0, NULL},
+        {"seq", (const unsigned char *)"\xcb\x3f\xf0\0\0\0\0\0\0", 9, FM_EFORMAT,
+         "seq: expected an unsigned integer, got float64"},
+        {"seq", (const unsigned char *)"\xa1" "1", 2, FM_EFORMAT, "seq"},
+        {"seq", (const unsigned char *)"\xc0", 1, FM_EFORMAT, "nil"},
+        {"trainer", (const unsigned char *)"\xa0", 1, FM_EFORMAT, "trainer: empty string"},
+        {"trainer", (const unsigned char *)"\xa3" "a\0b", 4, FM_EFORMAT, "NUL"},
+        {"trainer", (const unsigned char *)"\xc4\x02" "ab", 4, FM_EFORMAT, "got bin"},
+        {"trainer", (const unsigned char *)"\x92\x01\x02", 3, FM_EFORMAT, "got array"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        /* the hello with `key` replaced: write the 8 entries by hand, substituting */
+        mp_begin(&m);
+        msgpack_pack_map(&m.pk, 8);
+        mp_ku(&m, "v", 1);
+        mp_kstr(&m, "t", "HELLO");
+        const char *keys[6] = {"trainer", "pid", "cfirst", "ccount", "workers", "seq"};
+        for (int i = 0; i < 6; i++) {
+            mp_str(&m, keys[i]);
+            if (strcmp(keys[i], cases[k].key) == 0)
+                mp_raw(&m, cases[k].val, cases[k].n);
+            else if (i == 0)
+                mp_str(&m, "t1");
+            else
+                msgpack_pack_uint64(&m.pk, 3);
+        }
+        int rc = s_decode_member_mp(&m, &got, &e);
+        if (cases[k].code == 0)
+            s_ok(rc, &e);
+        else
+            s_expect(rc, cases[k].code, &e, cases[k].needle);
+    }
+
+    /* 255-byte trainer id fits, 256 is FM_ERANGE; a non-string key is FM_EFORMAT */
+    char name[FM_WIRE_STR_MAX + 2];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    mp_begin(&m);
+    mp_hello(&m, 1);
+    mp_kstr(&m, "trainer", name);
+    s_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "trainer: duplicate");
+    for (int len = FM_WIRE_STR_MAX; len <= FM_WIRE_STR_MAX + 1; len++) {
+        name[len] = '\0';
+        mp_begin(&m);
+        msgpack_pack_map(&m.pk, 8);
+        mp_ku(&m, "v", 1);
+        mp_kstr(&m, "t", "BYE");
+        mp_kstr(&m, "trainer", name);
+        mp_ku(&m, "pid", 77);
+        mp_ku(&m, "cfirst", 0);
+        mp_ku(&m, "ccount", 10);
+        mp_ku(&m, "workers", 2);
+        mp_ku(&m, "seq", 1);
+        int rc = s_decode_member_mp(&m, &got, &e);
+        if (len == FM_WIRE_STR_MAX) {
+            s_ok(rc, &e);
+            assert_int_equal(strlen(got.trainer), FM_WIRE_STR_MAX);
+        } else
+            s_expect(rc, FM_ERANGE, &e, "256 bytes");
+        name[len] = 'n';
+    }
+    mp_begin(&m);
+    mp_hello(&m, 1);
+    msgpack_pack_uint8(&m.pk, 5);
+    msgpack_pack_nil(&m.pk);
+    s_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "not a string");
+
+    /* the id must be a 16-byte bin */
+    static const unsigned char id15[] = {0xc4, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    fm_wire_update_t h;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    mp_begin(&m);
+    fm_wire_update_t uh = s_update_hdr();
+    fm_model_t *lr = s_model("logreg", 1);
+    mp_update(&m, lr, fm_model_params_const(lr), &uh, &(uopt_t){.omit = "id", .extra = true});
+    /* the map header of an extra-keys update is a fixmap of 13 entries: add the id as #14 */
+    assert_int_equal((unsigned char)m.sb.data[0], 0x80 | 13);
+    m.sb.data[0] = (char)(0x80 | 14);
+    mp_str(&m, "id");
+    mp_raw(&m, id15, sizeof id15);
+    unsigned char *f = s_exact(m.sb.data, m.sb.size);
+    s_expect(fm_wire_decode_update(f, m.sb.size, &h, ts, &e), FM_EFORMAT, &e,
+             "id: bin of 15 bytes, expected 16");
+    free(f);
+    mp_end(&m);
+    fm_model_destroy(&lr);
+    free(ts);
+}
+
+static void test_tensor_errors(void **state)
+{
+    /* decoder: caps and structure of "tensors" */
+    s_expect_built(&(uopt_t){.extra_dim0 = 3}, FM_ERANGE, "tensors[0].shape: 5 dims");
+    s_expect_built(&(uopt_t){.name0 = ""}, FM_EFORMAT, "tensors[0].name: empty");
+    char longname[300];
+    memset(longname, 'w', 299);
+    longname[299] = '\0';
+    s_expect_built(&(uopt_t){.name0 = longname, .reverse = true}, FM_ERANGE, "name: string of 299");
+    s_expect_built(&(uopt_t){.dtype0 = "FLOAT32_LITTLE_ENDIAN"}, FM_ERANGE, "dtype");
+
+    fm_errmsg_t e = {{0}};
+    /* 65 tensors: FM_ERANGE before any entry is looked at */
+    mp_t m;
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "MODEL");
+    mp_str(&m, "tensors");
+    msgpack_pack_array(&m.pk, FM_WIRE_MAX_TENSORS + 1);
+    for (int i = 0; i <= FM_WIRE_MAX_TENSORS; i++)
+        msgpack_pack_nil(&m.pk);
+    fm_wire_model_t mh;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_ERANGE, &e,
+             "65 tensors, at most 64");
+    mp_end(&m);
+    /* a tensor that is not a map, one missing "data", data as an array of floats */
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "MODEL");
+    mp_str(&m, "tensors");
+    msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_array(&m.pk, 0);
+    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
+             "tensors[0]: expected a map");
+    mp_end(&m);
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "MODEL");
+    mp_str(&m, "tensors");
+    msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kstr(&m, "name", "fc.bias");
+    mp_kstr(&m, "dtype", "F32");
+    mp_str(&m, "shape");
+    msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_uint8(&m.pk, 10);
+    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
+             "tensors[0]: missing key 'data'");
+    mp_end(&m);
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "MODEL");
+    mp_str(&m, "tensors");
+    msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_map(&m.pk, 1);
+    mp_str(&m, "data");
+    msgpack_pack_array(&m.pk, 2);
+    msgpack_pack_float(&m.pk, 1.0f);
+    msgpack_pack_float(&m.pk, 2.0f);
+    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
+             "tensors[0].data: expected a bin, got array");
+    mp_end(&m);
+    free(ts);
+
+    /* checks against the layout */
+    s_expect_check(&(uopt_t){.dtype0 = "F16"}, FM_EDTYPE, "tensor 'fc.weight': dtype 'F16'");
+    s_expect_check(&(uopt_t){.shape_add0 = 1}, FM_ESHAPE, "shape [11,784], expected [10,784]");
+    s_expect_check(&(uopt_t){.extra_dim0 = 1}, FM_ESHAPE, "[10,784,1]");
+    s_expect_check(&(uopt_t){.data_add0 = 4}, FM_ESHAPE, "31364 data bytes, expected 31360");
+    s_expect_check(&(uopt_t){.data_add0 = -1}, FM_ESHAPE, "fc.weight");
+    s_expect_check(&(uopt_t){.name0 = "fc.weights"}, FM_ENAME, "tensor 'fc.weights': unknown");
+    s_expect_check(&(uopt_t){.name0 = "fc.bias", .reverse = true}, FM_ENAME, "tensor 'fc.bias': duplicate");
+    s_expect_check(&(uopt_t){.dup_last = true}, FM_ENAME, "duplicate");
+    s_expect_check(&(uopt_t){.drop_last = true}, FM_ENAME, "tensor 'fc.bias': missing");
+    s_expect_check(&(uopt_t){.name0 = "fc.\n"}, FM_ENAME, "'fc.?'");
+    /* any order is fine */
+    s_expect_check(&(uopt_t){.reverse = true}, 0, NULL);
+}
+
+static void test_nonfinite(void **state)
+{
+    fm_model_t *m = s_model("logreg", 6);
+    size_t np = fm_model_nparams(m);
+    float *delta = fm_tu_floats(np), *dst = fm_tu_floats(np);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    fm_wire_update_t hdr = s_update_hdr(), got;
+    fm_errmsg_t e = {{0}};
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    const size_t at[3] = {7849, 0, 4321}; /* fc.bias[9], fc.weight[0], fc.weight[4321] */
+    for (int k = 0; k < 3; k++) {
+        fm_tu_fill(delta, np, 0.25f);
+        delta[at[k]] = bad[k];
+        assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
+        s_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
+        s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+        s_expect(fm_wire_tensors_finite(ts, &e), FM_ENONFINITE, &e,
+                 k == 0 ? "tensor 'fc.bias': non-finite value at element 9"
+                        : k == 1 ? "'fc.weight': non-finite value at element 0"
+                                 : "element 4321");
+        s_expect(fm_wire_tensors_copy(ts, m, dst, &e), FM_ENONFINITE, &e,
+                 k == 0 ? "fc.bias" : "fc.weight");
+    }
+    /* a valid one after: the same buffer is reused */
+    fm_tu_fill(delta, np, -0.0f);
+    assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
+    s_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
+    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    s_ok(fm_wire_tensors_finite(ts, &e), &e);
+    s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+    assert_memory_equal(dst, delta, 4 * np);
+    fm_wire_buf_free(&buf);
+    free(ts);
+    free(dst);
+    free(delta);
+    fm_model_destroy(&m);
+}
+
+/* ---- every truncation, and a mutation fuzz loop --------------------------------------------- */
+
+static void test_truncation(void **state)
+{
+    fm_model_t *m = s_model("logreg", 8);
+    fm_wire_update_t hdr = s_update_hdr();
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_update(&hdr, m, fm_model_params_const(m), &buf), 0);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_wire_update_t got;
+    fm_wire_type_t t;
+    fm_errmsg_t e = {{0}};
+    /* prefix k sits at the very end of one allocation of buf.len bytes: reading byte k of
+     * the prefix is reading past the allocation */
+    unsigned char *area = malloc(buf.len);
+    assert_non_null(area);
+    for (size_t k = 0; k < buf.len; k++) {
+        unsigned char *f = area + buf.len - k;
+        memcpy(f, buf.data, k);
+        int rc = fm_wire_decode_update(f, k, &got, ts, &e);
+        if (rc != FM_ETRUNC)
+            fail_msg("prefix of %zu/%zu bytes: expected FM_ETRUNC, got %d: %s", k, buf.len, rc, e.msg);
+        if (k < 64 || k % 997 == 0) /* peek too, on a sample */
+            s_expect(fm_wire_peek(f, k, &t, &e), FM_ETRUNC, &e, NULL);
+    }
+    memcpy(area, buf.data, buf.len);
+    s_ok(fm_wire_decode_update(area, buf.len, &got, ts, &e), &e);
+    free(area);
+    free(ts);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
+}
+
+static bool s_decode_code(int rc)
+{
+    return rc == FM_ETRUNC || rc == FM_EFORMAT || rc == FM_ERANGE || rc == FM_EVERSION;
+}
+
+/* Run every decoder over one frame; every result must be success or a decode code with a
+ * one-line message; a decoded UPDATE goes on through check, finite and copy. */
+static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, float *scratch,
+                       fm_wire_tensors_t *ts, int *accepted)
+{
+    fm_errmsg_t e;
+    fm_wire_type_t t;
+    fm_wire_update_t uh;
+    fm_wire_model_t mh;
+    fm_wire_member_t mb;
+    fm_wire_metrics_t mt;
+    fm_wire_snapshot_req_t sr;
+    int rcs[6];
+    e.msg[0] = '\0';
+    rcs[0] = fm_wire_peek(f, n, &t, &e);
+    rcs[1] = fm_wire_decode_update(f, n, &uh, ts, &e);
+    if (rcs[1] == 0) {
+        (*accepted)++;
+        if (fm_wire_tensors_check(ts, m, &e) == 0) {
+            int a = fm_wire_tensors_finite(ts, &e), b = fm_wire_tensors_copy(ts, m, scratch, &e);
+            assert_int_equal(a, b);
+        }
+    }
+    rcs[2] = fm_wire_decode_model(f, n, &mh, ts, &e);
+    rcs[3] = fm_wire_decode_member(f, n, &t, &mb, &e);
+    rcs[4] = fm_wire_decode_metrics(f, n, &mt, &e);
+    rcs[5] = fm_wire_decode_snapshot_req(f, n, &sr, &e);
+    for (int k = 0; k < 6; k++)
+        if (rcs[k] != 0 && !s_decode_code(rcs[k]))
+            fail_msg("decoder %d returned %d", k, rcs[k]);
+    if (strchr(e.msg, '\n'))
+        fail_msg("multi-line message: %s", e.msg);
+}
+
+static void test_fuzz(void **state)
+{
+    static const unsigned char special[] = {0x00, 0x01, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0,
+                                            0xbf, 0xc0, 0xc1, 0xc4, 0xc6, 0xc7, 0xca, 0xcb,
+                                            0xcf, 0xd3, 0xd4, 0xd9, 0xdb, 0xdc, 0xdd, 0xde,
+                                            0xdf, 0xe0, 0xff};
+    fm_model_t *m = s_model("logreg", 9);
+    float *scratch = fm_tu_floats(fm_model_nparams(m));
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    /* seed 1: a real logreg UPDATE (31 KB, mutations aimed at its non-data bytes);
+     * seed 2: a small UPDATE-shaped message with unknown keys, written by msgpack-c */
+    fm_wire_update_t hdr = s_update_hdr();
+    fm_wire_buf_t real = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_update(&hdr, m, fm_model_params_const(m), &real), 0);
+    mp_t small;
+    mp_begin(&small);
+    {
+        fm_wire_update_t h = s_update_hdr();
+        msgpack_pack_map(&small.pk, 13);
+        mp_extra(&small, 0);
+        mp_ku(&small, "v", 1);
+        mp_kstr(&small, "t", "UPDATE");
+        mp_str(&small, "id");
+        msgpack_pack_bin(&small.pk, 16);
+        msgpack_pack_bin_body(&small.pk, h.id, 16);
+        mp_kstr(&small, "trainer", h.trainer);
+        mp_ku(&small, "client", 3);
+        mp_ku(&small, "base", 300);
+        mp_ku(&small, "n", 70000);
+        mp_ku(&small, "steps", 2);
+        mp_kf(&small, "loss", 0.5);
+        mp_kf(&small, "secs", 0.25);
+        mp_str(&small, "tensors");
+        msgpack_pack_array(&small.pk, 2);
+        for (int i = 0; i < 2; i++) {
+            const float v[2] = {1.0f, -2.0f};
+            msgpack_pack_map(&small.pk, 4);
+            mp_kstr(&small, "name", i ? "fc.bias" : "fc.weight");
+            mp_kstr(&small, "dtype", "F32");
+            mp_str(&small, "shape");
+            msgpack_pack_array(&small.pk, 2);
+            msgpack_pack_uint8(&small.pk, 1);
+            msgpack_pack_uint8(&small.pk, 2);
+            mp_str(&small, "data");
+            msgpack_pack_bin(&small.pk, 8);
+            msgpack_pack_bin_body(&small.pk, v, 8);
+        }
+        mp_extra(&small, 1);
+    }
+    fm_errmsg_t e = {{0}};
+    fm_wire_update_t uh;
+    s_ok(fm_wire_decode_update(small.sb.data, small.sb.size, &uh, ts, &e), &e);
+
+    size_t cap = real.len + 16;
+    unsigned char *work = malloc(cap);
+    assert_non_null(work);
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 20240601, 0);
+    int accepted = 0;
+    const int iters = 20000;
+    for (int it = 0; it < iters; it++) {
+        bool use_real = it % 4 == 0;
+        const unsigned char *src = use_real ? real.data : (const unsigned char *)small.sb.data;
+        size_t n = use_real ? real.len : small.sb.size;
+        memcpy(work, src, n);
+        int nmut = 1 + (int)fm_rng_below(&rng, 4);
+        for (int k = 0; k < nmut && n > 0; k++) {
+            /* positions in the real UPDATE: mostly its header and tensor maps */
+            size_t pos;
+            if (use_real && fm_rng_below(&rng, 8) != 0) {
+                size_t hot = fm_rng_below(&rng, 2) ? 0 : (size_t)(31360 + 160); /* around fc.bias */
+                pos = (hot + fm_rng_below(&rng, 200)) % n;
+            } else
+                pos = fm_rng_below(&rng, n);
+            switch (fm_rng_below(&rng, 6)) {
+            case 0: work[pos] ^= (unsigned char)(1u << fm_rng_below(&rng, 8)); break;
+            case 1: work[pos] = special[fm_rng_below(&rng, sizeof special)]; break;
+            case 2: work[pos] = (unsigned char)fm_rng_u64(&rng); break;
+            case 3: n = pos; break; /* truncate */
+            case 4: /* 0xff x4: huge lengths */
+                for (size_t j = pos; j < pos + 4 && j < n; j++)
+                    work[j] = 0xff;
+                break;
+            default: /* insert a byte */
+                if (n < cap) {
+                    memmove(work + pos + 1, work + pos, n - pos);
+                    work[pos] = special[fm_rng_below(&rng, sizeof special)];
+                    n++;
+                }
+                break;
+            }
+        }
+        unsigned char *f = s_exact(work, n);
+        s_fuzz_one(f, n, m, scratch, ts, &accepted);
+        free(f);
+    }
+    print_message("fuzz: %d mutated frames, %d still decoded as UPDATE\n", iters, accepted);
+    assert_true(accepted > 0 && accepted < iters);
+    free(work);
+    mp_end(&small);
+    fm_wire_buf_free(&real);
+    free(ts);
+    free(scratch);
+    fm_model_destroy(&m);
+}
+
+static void test_misc(void **state)
+{
+    assert_string_equal(fm_wire_type_name(FM_WIRE_SNAPSHOT_REQ), "SNAPSHOT_REQ");
+    assert_string_equal(fm_wire_type_name(FM_WIRE_NONE), "?");
+    assert_string_equal(fm_wire_type_name((fm_wire_type_t)99), "?");
+    uint8_t a[FM_WIRE_ID_LEN], b[FM_WIRE_ID_LEN];
+    assert_int_equal(fm_wire_id_new(a), 0);
+    assert_int_equal(fm_wire_id_new(b), 0);
+    assert_memory_not_equal(a, b, FM_WIRE_ID_LEN);
+    /* UPDATE encoder argument errors */
+    fm_model_t *m = s_model("logreg", 1);
+    fm_wire_update_t h = s_update_hdr();
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    h.trainer[0] = '\0';
+    assert_int_equal(fm_wire_encode_update(&h, m, fm_model_params_const(m), &buf), FM_EARG);
+    memset(h.trainer, 'x', sizeof h.trainer); /* not terminated within the array */
+    assert_int_equal(fm_wire_encode_update(&h, m, fm_model_params_const(m), &buf), FM_EARG);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_cnn),
+        cmocka_unit_test(test_model_mlp),
+        cmocka_unit_test(test_update_cnn),
+        cmocka_unit_test(test_update_mlp),
+        cmocka_unit_test(test_member),
+        cmocka_unit_test(test_snapshot_req),
+        cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_foreign_encodings),
+        cmocka_unit_test(test_envelope_errors),
+        cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_nesting),
+        cmocka_unit_test(test_field_types),
+        cmocka_unit_test(test_tensor_errors),
+        cmocka_unit_test(test_nonfinite),
+        cmocka_unit_test(test_truncation),
+        cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_misc),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

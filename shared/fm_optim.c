@@ -77,40 +77,69 @@ static double s_sumsq(const float *g, size_t n)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-double fm_optim_step(fm_optim_t *o, float *w, float *g, const float *w_global)
+/* Momentum SGD update of w[lo, hi) from g (already prox'd and clipped). */
+static void s_update(fm_optim_t *o, float *restrict w, const float *restrict g, size_t lo,
+                     size_t hi)
 {
     const fm_sgd_config_t *c = &o->cfg;
-    size_t n = o->n;
-    if (c->mu > 0.0f && w_global)
-        for (size_t i = 0; i < n; i++)
-            g[i] += c->mu * (w[i] - w_global[i]);
-    double norm = sqrt(s_sumsq(g, n));
-    if (c->clip_norm > 0.0f) {
-        double coef = c->clip_norm / (norm + 1e-6);
-        if (coef < 1.0) {
-            float cf = (float)coef;
-            for (size_t i = 0; i < n; i++)
-                g[i] *= cf;
-        }
-    }
     float lr = c->lr, wd = c->weight_decay, mom = c->momentum;
     if (mom > 0.0f) {
-        float *buf = o->buf;
+        float *restrict buf = o->buf;
         if (!o->started) {
-            for (size_t i = 0; i < n; i++) {
+            for (size_t i = lo; i < hi; i++) {
                 buf[i] = g[i] + wd * w[i];
                 w[i] -= lr * buf[i];
             }
         } else {
-            for (size_t i = 0; i < n; i++) {
+            for (size_t i = lo; i < hi; i++) {
                 buf[i] = mom * buf[i] + (g[i] + wd * w[i]);
                 w[i] -= lr * buf[i];
             }
         }
     } else {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = lo; i < hi; i++)
             w[i] -= lr * (g[i] + wd * w[i]);
     }
+}
+
+static void s_prox(float *restrict g, const float *restrict w, const float *restrict wg, float mu,
+                   size_t lo, size_t hi)
+{
+    for (size_t i = lo; i < hi; i++)
+        g[i] += mu * (w[i] - wg[i]);
+}
+
+/* Block of floats processed while it sits in L1 when no global norm is needed first. */
+#define BLOCK 2048
+
+double fm_optim_step(fm_optim_t *o, float *w, float *g, const float *w_global)
+{
+    const fm_sgd_config_t *c = &o->cfg;
+    size_t n = o->n;
+    int prox = c->mu > 0.0f && w_global;
+    double sq = 0.0;
+    if (c->clip_norm > 0.0f) {
+        /* clipping needs the global norm before any update: two passes */
+        if (prox)
+            s_prox(g, w, w_global, c->mu, 0, n);
+        sq = s_sumsq(g, n);
+        double coef = c->clip_norm / (sqrt(sq) + 1e-6);
+        if (coef < 1.0) {
+            float cf = (float)coef;
+            for (size_t i = 0; i < n; i++)
+                g[i] *= cf;
+        }
+        s_update(o, w, g, 0, n);
+    } else {
+        /* one pass over memory: each block is prox'd, measured and applied while in L1 */
+        for (size_t lo = 0; lo < n; lo += BLOCK) {
+            size_t hi = lo + BLOCK < n ? lo + BLOCK : n;
+            if (prox)
+                s_prox(g, w, w_global, c->mu, lo, hi);
+            sq += s_sumsq(g + lo, hi - lo);
+            s_update(o, w, g, lo, hi);
+        }
+    }
     o->started = 1;
-    return norm;
+    return sqrt(sq);
 }

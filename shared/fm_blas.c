@@ -42,8 +42,11 @@ void fm_blas_setup(char **argv)
 {
     const char *core = openblas_get_corename();
     const char *auto_var = getenv("FEDMQ_BLAS_AUTOCORE");
+    /* FEDMQ_BLAS_AUTOCORE=force treats any loaded core as misdetected: it exercises the
+     * re-exec path on machines whose core OpenBLAS recognises (tests, diagnostics) */
+    int force = auto_var && strcmp(auto_var, "force") == 0;
     if (!getenv("OPENBLAS_CORETYPE") && !getenv(REEXEC_VAR) && !(auto_var && strcmp(auto_var, "0") == 0) &&
-        !s_core_is_fast(core)) {
+        (force || !s_core_is_fast(core))) {
         const char *best = s_best_core();
         if (best && argv && argv[0]) {
             setenv("OPENBLAS_CORETYPE", best, 1);
@@ -72,7 +75,7 @@ const char *fm_blas_describe(char *buf, size_t len)
     else if (getenv("OPENBLAS_CORETYPE"))
         snprintf(buf, len, "%s core %s (from OPENBLAS_CORETYPE)", version, core);
     else if (!s_core_is_fast(core) && s_best_core())
-        snprintf(buf, len, "%s core %s (generic kernels on a CPU with %s: slow; unset "
+        snprintf(buf, len, "%s core %s (generic kernels on a CPU with %s: slow: drop "
                  "FEDMQ_BLAS_AUTOCORE=0 or set OPENBLAS_CORETYPE)", version, core, s_best_core());
     else
         snprintf(buf, len, "%s core %s", version, core);

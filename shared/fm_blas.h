@@ -6,7 +6,8 @@
  * re-executes the program once with OPENBLAS_CORETYPE set when (a) the user did not set it,
  * (b) FEDMQ_BLAS_AUTOCORE is not "0", (c) the loaded core has no AVX2 kernels and (d) the
  * CPU supports AVX-512 (-> SkylakeX) or AVX2+FMA (-> Haswell). fm_blas_selfcheck() then
- * compares sgemm against a naive loop on fedmq's shapes; callers refuse to run on mismatch. */
+ * compares sgemm against a naive loop on fedmq's shapes; callers refuse to run on mismatch.
+ * FEDMQ_BLAS_AUTOCORE=force takes the re-exec path whatever core loaded (for tests). */
 #ifndef FM_BLAS_H
 #define FM_BLAS_H
 

@@ -1,0 +1,130 @@
+#include "fm_daemon.h"
+
+#include <czmq.h>
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#include "fm_log.h"
+
+/* The only global mutable state of a daemon: written by signal handlers. */
+static volatile sig_atomic_t s_stop = 0;
+static volatile sig_atomic_t s_reload = 0;
+
+static void s_on_stop(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+static void s_on_reload(int sig)
+{
+    (void)sig;
+    s_reload = 1;
+}
+
+void fm_daemon_signals(void)
+{
+    zsys_handler_set(NULL); /* CZMQ must not install its own SIGINT/SIGTERM handler */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = s_on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = s_on_reload;
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+int fm_daemon_stopping(void) { return s_stop != 0; }
+void fm_daemon_request_stop(void) { s_stop = 1; }
+
+int fm_daemon_take_reload(void)
+{
+    if (!s_reload)
+        return 0;
+    s_reload = 0;
+    return 1;
+}
+
+int fm_daemon_parse_args(const char *prog, int argc, char **argv, fm_daemon_args_t *a,
+                         void (*usage)(FILE *f))
+{
+    static const struct option longopts[] = {{"config", required_argument, 0, 'c'},
+                                             {"set", required_argument, 0, 's'},
+                                             {"log-level", required_argument, 0, 'l'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    memset(a, 0, sizeof *a);
+    a->log_level = -1;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":c:s:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': a->config_path = optarg; break;
+        case 's':
+            if (a->nsets >= (int)(sizeof a->sets / sizeof a->sets[0])) {
+                fprintf(stderr, "%s: --set: too many overrides (at most 64)\n", prog);
+                return 2;
+            }
+            a->sets[a->nsets++] = optarg;
+            break;
+        case 'l':
+            a->log_level = fm_log_parse_level(optarg);
+            if (a->log_level < 0) {
+                fprintf(stderr, "%s: --log-level: '%s' is not one of error, warning, notice, "
+                        "info, debug\n", prog, optarg);
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 1;
+        case ':': fprintf(stderr, "%s: %s: missing value\n", prog, argv[optind - 1]); return 2;
+        default:
+            if (optopt)
+                fprintf(stderr, "%s: -%c: unknown option (see %s --help)\n", prog, optopt, prog);
+            else
+                fprintf(stderr, "%s: %s: unknown option (see %s --help)\n", prog,
+                        argv[optind - 1], prog);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s' (see %s --help)\n", prog, argv[optind], prog);
+        return 2;
+    }
+    return 0;
+}
+
+int fm_daemon_load_config(fm_config_t *cfg, const fm_daemon_args_t *a, fm_errmsg_t *e)
+{
+    fm_config_t fresh;
+    fm_cfg_defaults(&fresh);
+    int rc;
+    if (a->config_path && (rc = fm_cfg_load(&fresh, a->config_path, e)) != 0)
+        return rc;
+    for (int i = 0; i < a->nsets; i++)
+        if ((rc = fm_cfg_set(&fresh, a->sets[i], NULL, e)) != 0)
+            return rc;
+    if ((rc = fm_cfg_check(&fresh, e)) != 0)
+        return rc;
+    *cfg = fresh;
+    return 0;
+}
+
+double fm_daemon_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+double fm_daemon_wallclock(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}

@@ -21,6 +21,7 @@
 #include "fm_parse.h"
 #include "fm_safetensors.h"
 #include "fm_train.h"
+#include "fedmq_cli.h"
 
 #define EXIT_BAD_INPUT 2
 
@@ -87,6 +88,9 @@ static void s_usage(FILE *f)
                "commands:\n"
                "  train   centralized training of a model on Fashion-MNIST (or --data DIR)\n"
                "  eval    score a safetensors model file on the test set\n"
+               "  checkpoints DIR   list an aggregator's checkpoints\n"
+               "  export  write a checkpointed model as safetensors\n"
+               "  watch ENDPOINT    print an evaluator's metrics feed live\n"
                "Run 'fedmq <command> --help' for the options of a command.\n");
 }
 
@@ -378,7 +382,7 @@ int main(int argc, char **argv)
     fm_blas_setup(argv);
     fm_log_init("fedmq", LOG_INFO);
     if (argc < 2) {
-        fprintf(stderr, "fedmq: missing command (expected train or eval; see fedmq --help)\n");
+        fprintf(stderr, "fedmq: missing command (see fedmq --help)\n");
         return EXIT_BAD_INPUT;
     }
     const char *cmd = argv[1];
@@ -386,10 +390,16 @@ int main(int argc, char **argv)
         return s_cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0)
         return s_cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "checkpoints") == 0)
+        return fm_cli_checkpoints(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0)
+        return fm_cli_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "watch") == 0)
+        return fm_cli_watch(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return 0;
     }
-    fprintf(stderr, "fedmq: unknown command '%s' (expected train or eval; see fedmq --help)\n", cmd);
+    fprintf(stderr, "fedmq: unknown command '%s' (see fedmq --help)\n", cmd);
     return EXIT_BAD_INPUT;
 }

@@ -88,6 +88,7 @@ static void s_usage(FILE *f)
                "commands:\n"
                "  train   centralized training of a model on Fashion-MNIST (or --data DIR)\n"
                "  eval    score a safetensors model file on the test set\n"
+               "  run CONFIG        run broker, aggregator, evaluator and trainers together\n"
                "  checkpoints DIR   list an aggregator's checkpoints\n"
                "  export  write a checkpointed model as safetensors\n"
                "  watch ENDPOINT    print an evaluator's metrics feed live\n"
@@ -394,6 +395,8 @@ int main(int argc, char **argv)
         return fm_cli_checkpoints(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0)
         return fm_cli_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return fm_cli_run(argc - 1, argv + 1);
     if (strcmp(cmd, "watch") == 0)
         return fm_cli_watch(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

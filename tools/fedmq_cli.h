@@ -13,4 +13,7 @@ int fm_cli_export(int argc, char **argv);
 /* fedmq watch ENDPOINT [--count N] [--timeout S]: print the METRICS feed live. */
 int fm_cli_watch(int argc, char **argv);
 
+/* fedmq run CONFIG [--set k=v ...] [--run-dir DIR]: the whole federation on this machine. */
+int fm_cli_run(int argc, char **argv);
+
 #endif

@@ -1,0 +1,68 @@
+/* broker_server: the fedmq broker (docs/ARCHITECTURE.md, "The federation").
+ *
+ * SUB (connect) endpoints.aggregator_models: MODEL frames from the aggregator, each one
+ *   validated (framing, type, configured model name, tensors against the layout, finite);
+ *   a bad frame is counted and logged (rate-limited), never cached nor forwarded.
+ * Last-value cache: the raw bytes of the newest MODEL. A MODEL whose (version, created ts)
+ *   differs from the cached one replaces it (the latest wins, even with a lower version:
+ *   the aggregator restarted from an older checkpoint) and is republished unchanged on
+ *   PUB (bind) endpoints.model_pub; identical repeats are not republished.
+ * ROUTER (bind) endpoints.snapshot: [identity][body] (or [identity][empty][body] from REQ).
+ *   SNAPSHOT_REQ and HELLO are answered with the cached MODEL at once, or when the first
+ *   model arrives (pending requesters, bounded and deduplicated by identity);
+ *   HELLO/HEARTBEAT/BYE maintain the table of live trainers (broker_members), which
+ *   expire after broker.heartbeat_timeout_s.
+ * One summary line every BROKER_SUMMARY_S seconds. Single-threaded: one zpoller loop with
+ * a short timeout that checks fm_daemon_stopping(), SIGHUP (reloadable keys) and expiry. */
+#ifndef BROKER_SERVER_H
+#define BROKER_SERVER_H
+
+#include <stdint.h>
+
+#include "fm_daemon.h"
+#include "fm_err.h"
+
+#define BROKER_PENDING_MAX 4096            /* requesters waiting for the first model */
+#define BROKER_ROUTER_MAXMSG (1 << 20)     /* inbound frame cap on ROUTER (bytes) */
+#define BROKER_SUB_MAXMSG (256 << 20)      /* inbound frame cap on SUB (bytes) */
+#define BROKER_SUB_RCVHWM 16               /* MODELs queued from the aggregator: bounds memory
+                                              (16 x 4.8 MB for cnn); the aggregator repeats
+                                              its current model every second */
+#define BROKER_PUB_SNDHWM 2                /* slow subscribers drop: they need the newest */
+#define BROKER_PUB_LINGER_MS 1000          /* a last publish may still leave at shutdown */
+#define BROKER_POLL_MS 100                 /* loop tick: stop flag, expiry, summary */
+#define BROKER_SUMMARY_S 10.0              /* seconds between summary lines */
+
+typedef struct broker_server broker_server_t;
+
+/* Counters since start (for the summary line and tests). */
+typedef struct {
+    uint64_t models_received;   /* valid MODEL frames from the aggregator (incl. repeats) */
+    uint64_t models_forwarded;  /* MODEL frames published on model_pub */
+    uint64_t snapshots_served;  /* MODEL replies sent on the ROUTER */
+    uint64_t rejected_sub;      /* bad frames from the aggregator side */
+    uint64_t rejected_router;   /* bad frames on the ROUTER */
+    uint64_t pending_dropped;   /* requesters not remembered (pending list full) */
+    uint64_t reply_failed;      /* ROUTER sends that failed */
+} broker_stats_t;
+
+/* Create the broker from a checked config: sockets are created, bound and connected.
+ * `args` (borrowed, may be NULL) is kept to reload the config on SIGHUP; it must outlive
+ * the server. Returns NULL on failure with *err set (-errno, or FM_EARG for an endpoint
+ * that cannot be bound or connected, FM_EMODEL) and `e` naming the socket and endpoint.
+ * Caller owns the result: broker_server_destroy(). */
+broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                                   int *err, fm_errmsg_t *e);
+
+/* Run the loop until fm_daemon_stopping(). Returns 0 (clean stop) or a negative error
+ * (a socket failed for good). */
+int broker_server_run(broker_server_t *self);
+
+/* Counters so far (borrowed, lives as long as self). */
+const broker_stats_t *broker_server_stats(const broker_server_t *self);
+
+/* Close the sockets (PUB with its linger) and free everything; sets *p to NULL;
+ * idempotent. */
+void broker_server_destroy(broker_server_t **p);
+
+#endif

@@ -1,0 +1,42 @@
+/* evaluator_jsonl: the evaluator's metrics file, one JSON object per line (JSON Lines).
+ *
+ * One record per evaluated model version:
+ *   {"version":7,"model":"mlp","accuracy":0.8123,"loss":0.52,"class_accuracy":[10 numbers],
+ *    "n":10000,"eval_seconds":0.11,"time":1764362400.123456,"created":1764362399.5}
+ * "time" is the end of the evaluation and "created" the model's creation time, both Unix
+ * seconds. Numbers are written with 17 significant digits (they read back exactly);
+ * a non-finite number (a diverged model's loss) is written as null. The file is opened in
+ * append mode and every line is written with one fwrite and flushed, so a reader (tail -f,
+ * fedmq run) sees whole lines and records from earlier runs are kept. */
+#ifndef EVALUATOR_JSONL_H
+#define EVALUATOR_JSONL_H
+
+#include <stddef.h>
+
+#include "fm_err.h"
+#include "fm_wire.h"
+
+typedef struct eval_jsonl eval_jsonl_t;
+
+/* Open (create, mode 0644 minus umask) `path` for appending. Returns NULL on failure with
+ * *err = -errno and a one-line message naming the file in `e`. Caller owns the result:
+ * eval_jsonl_close(). */
+eval_jsonl_t *eval_jsonl_open(const char *path, int *err, fm_errmsg_t *e);
+
+/* Close the file and NULL *p; idempotent. */
+void eval_jsonl_close(eval_jsonl_t **p);
+
+/* Format the record of `m` (and the model's creation time `created`) into buf[0..cap),
+ * without the newline, NUL-terminated. Returns its length, or -ENOBUFS if cap is too small
+ * (512 bytes always suffice). Pure: no I/O. */
+int eval_jsonl_format(const fm_wire_metrics_t *m, double created, char *buf, size_t cap);
+
+/* Append one record and a newline, then flush. Errors: -errno (the write or flush failed;
+ * `e` names the file), -ENOBUFS (cannot happen for valid model names). */
+int eval_jsonl_append(eval_jsonl_t *self, const fm_wire_metrics_t *m, double created,
+                      fm_errmsg_t *e);
+
+/* The path given to eval_jsonl_open (borrowed; lives as long as self). */
+const char *eval_jsonl_path(const eval_jsonl_t *self);
+
+#endif

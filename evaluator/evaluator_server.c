@@ -1,0 +1,466 @@
+#include "evaluator_server.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "evaluator_jsonl.h"
+#include "fm_daemon.h"
+#include "fm_data.h"
+#include "fm_engine.h"
+#include "fm_log.h"
+#include "fm_model.h"
+#include "fm_wire.h"
+
+/* Rejection counters: one per FM_E* domain code, one for anything else. */
+#define S_NREASONS (FM_ELAST - FM_EFIRST + 2)
+
+/* Where a frame came from. */
+typedef enum { S_FROM_SUB, S_FROM_SNAPSHOT } s_source_t;
+
+struct eval_server {
+    fm_config_t cfg;
+    const fm_daemon_args_t *args; /* for SIGHUP reloads (borrowed, may be NULL) */
+    fm_dataset_t *test;
+    fm_model_t *model;            /* the weights being scored */
+    fm_engine_t *engine;
+    float *staged;                /* newest accepted model not yet scored (nparams floats) */
+    fm_wire_model_t staged_hdr;
+    int have_staged;
+    int have_model;               /* a valid MODEL was accepted: stop asking for snapshots */
+    double evaluated_created;     /* creation time of the last model scored */
+    fm_wire_tensors_t *tensors;   /* decode scratch (21 KB) */
+    fm_wire_buf_t out;            /* encode scratch */
+    eval_jsonl_t *jsonl;
+    zsock_t *sub, *dealer, *pub;
+    zpoller_t *poller;
+    double next_snapshot_at;      /* monotonic time of the next SNAPSHOT_REQ */
+    char id[64];                  /* "from" of SNAPSHOT_REQ */
+    eval_server_stats_t stats;
+    uint64_t rejected_by[S_NREASONS];
+};
+
+static const char *s_source_name(s_source_t src)
+{
+    return src == S_FROM_SUB ? "model_pub" : "snapshot";
+}
+
+static int s_reason_index(int code)
+{
+    if (code >= FM_EFIRST && code <= FM_ELAST)
+        return code - FM_EFIRST;
+    return S_NREASONS - 1;
+}
+
+/* Count and log one rejected frame. A flood is not logged frame by frame: the first
+ * S_REJECT_LOG_ALL rejections are, then one in S_REJECT_LOG_EVERY. */
+#define S_REJECT_LOG_ALL 100
+#define S_REJECT_LOG_EVERY 1000
+static void s_reject(eval_server_t *self, s_source_t src, int code, const char *why)
+{
+    uint64_t n = ++self->stats.rejected;
+    self->rejected_by[s_reason_index(code)]++;
+    if (n <= S_REJECT_LOG_ALL || n % S_REJECT_LOG_EVERY == 0)
+        FM_LOG(LOG_WARNING, "rejected frame from %s: %s [%s] (total rejected: %llu)%s",
+               s_source_name(src), why, fm_strerror(code), (unsigned long long)n,
+               n == S_REJECT_LOG_ALL ? "; from now on one rejection in 1000 is logged" : "");
+}
+
+/* A socket of `type` with the options every evaluator socket sets. NULL on failure. */
+static zsock_t *s_socket(int type, int linger_ms)
+{
+    zsock_t *s = zsock_new(type);
+    if (s)
+        zsock_set_linger(s, linger_ms);
+    return s;
+}
+
+/* Create the three sockets: PUB bound, SUB and DEALER connected. */
+static int s_sockets_open(eval_server_t *self, fm_errmsg_t *e)
+{
+    const fm_cfg_endpoints_t *ep = &self->cfg.endpoints;
+    if (!(self->pub = s_socket(ZMQ_PUB, EVAL_SERVER_PUB_LINGER_MS)) ||
+        !(self->sub = s_socket(ZMQ_SUB, 0)) || !(self->dealer = s_socket(ZMQ_DEALER, 0)))
+        return fm_errmsg_set(e, -ENOMEM, "cannot create ZeroMQ sockets: %s", zmq_strerror(errno));
+    zsock_set_sndhwm(self->pub, EVAL_SERVER_PUB_HWM);
+    if (zsock_bind(self->pub, "%s", ep->metrics_pub) == -1) {
+        int rc = errno ? -errno : -EINVAL;
+        return fm_errmsg_set(e, rc, "endpoints.metrics_pub %s: cannot bind: %s", ep->metrics_pub,
+                             zmq_strerror(-rc));
+    }
+    /* CONFLATE before connect: only the newest MODEL waits in the queue */
+    zsock_set_conflate(self->sub, 1);
+    zsock_set_maxmsgsize(self->sub, EVAL_SERVER_MAX_FRAME);
+    zsock_set_subscribe(self->sub, "");
+    if (zsock_connect(self->sub, "%s", ep->model_pub) == -1) {
+        int rc = errno ? -errno : -EINVAL;
+        return fm_errmsg_set(e, rc, "endpoints.model_pub %s: cannot connect: %s", ep->model_pub,
+                             zmq_strerror(-rc));
+    }
+    zsock_set_maxmsgsize(self->dealer, EVAL_SERVER_MAX_FRAME);
+    zsock_set_sndhwm(self->dealer, 16);
+    if (zsock_connect(self->dealer, "%s", ep->snapshot) == -1) {
+        int rc = errno ? -errno : -EINVAL;
+        return fm_errmsg_set(e, rc, "endpoints.snapshot %s: cannot connect: %s", ep->snapshot,
+                             zmq_strerror(-rc));
+    }
+    self->poller = zpoller_new(self->sub, self->dealer, NULL);
+    if (!self->poller)
+        return fm_errmsg_set(e, -ENOMEM, "cannot create the poller");
+    zpoller_set_nonstop(self->poller, true); /* stops come from fm_daemon, not CZMQ */
+    return 0;
+}
+
+eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                               fm_errmsg_t *e)
+{
+    int rc = -ENOMEM;
+    eval_server_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        fm_errmsg_set(e, rc, "evaluator: out of memory");
+        goto cleanup;
+    }
+    self->cfg = *cfg;
+    self->args = args;
+    snprintf(self->id, sizeof self->id, "evaluator/%ld", (long)getpid());
+    const char *name = fm_cfg_enum_name("federation.model", cfg->federation.model);
+    if (!name) {
+        rc = fm_errmsg_set(e, FM_EMODEL, "federation.model: unknown model %d",
+                           cfg->federation.model);
+        goto cleanup;
+    }
+    if (!(self->model = fm_model_new(name, &rc))) {
+        fm_errmsg_set(e, rc, "federation.model %s: %s", name, fm_strerror(rc));
+        goto cleanup;
+    }
+    rc = fm_dataset_load_dir(&self->test, cfg->federation.data_dir, cfg->evaluator.test_split,
+                             FM_FASHION_MEAN, FM_FASHION_STD, e);
+    if (rc != 0)
+        goto cleanup;
+    if (self->test->rows != FM_IMAGE_H || self->test->cols != FM_IMAGE_W || self->test->n == 0) {
+        rc = fm_errmsg_set(e, FM_ESHAPE, "%s/%s: %u images of %ux%u, expected 28x28 images",
+                           cfg->federation.data_dir, cfg->evaluator.test_split, self->test->n,
+                           self->test->rows, self->test->cols);
+        goto cleanup;
+    }
+    size_t nparams = fm_model_nparams(self->model);
+    self->staged = malloc(nparams * sizeof(float));
+    self->tensors = malloc(sizeof *self->tensors);
+    if (!self->staged || !self->tensors) {
+        rc = fm_errmsg_set(e, -ENOMEM, "evaluator: out of memory");
+        goto cleanup;
+    }
+    if (!(self->engine = fm_engine_new(self->model, EVAL_SERVER_THREADS, EVAL_SERVER_BATCH, &rc))) {
+        fm_errmsg_set(e, rc, "evaluation engine (%d threads): %s", EVAL_SERVER_THREADS,
+                      fm_strerror(rc));
+        goto cleanup;
+    }
+    if (!(self->jsonl = eval_jsonl_open(cfg->evaluator.metrics_file, &rc, e)))
+        goto cleanup;
+    if ((rc = s_sockets_open(self, e)) != 0)
+        goto cleanup;
+    FM_LOG(LOG_INFO, "evaluating %s (%zu parameters) on %u %s samples from %s with %d threads; "
+           "models from %s (snapshots %s), METRICS on %s, records to %s", name, nparams,
+           self->test->n, cfg->evaluator.test_split, cfg->federation.data_dir,
+           EVAL_SERVER_THREADS, cfg->endpoints.model_pub, cfg->endpoints.snapshot,
+           cfg->endpoints.metrics_pub, cfg->evaluator.metrics_file);
+    rc = 0;
+cleanup:
+    if (rc != 0) {
+        if (err)
+            *err = rc;
+        eval_server_destroy(&self);
+    }
+    return self;
+}
+
+int eval_server_exit_code(int err) { return (err == -ENOMEM || err == -EAGAIN) ? 1 : 2; }
+
+void eval_server_destroy(eval_server_t **p)
+{
+    if (!p || !*p)
+        return;
+    eval_server_t *self = *p;
+    zpoller_destroy(&self->poller);
+    zsock_destroy(&self->sub);
+    zsock_destroy(&self->dealer);
+    zsock_destroy(&self->pub); /* linger EVAL_SERVER_PUB_LINGER_MS */
+    eval_jsonl_close(&self->jsonl);
+    fm_engine_destroy(&self->engine);
+    fm_dataset_destroy(&self->test);
+    fm_model_destroy(&self->model);
+    fm_wire_buf_free(&self->out);
+    free(self->tensors);
+    free(self->staged);
+    free(self);
+    *p = NULL;
+}
+
+void eval_server_stats(const eval_server_t *self, eval_server_stats_t *out) { *out = self->stats; }
+
+/* Send SNAPSHOT_REQ (never blocks; a full queue just waits for the next retry). */
+static void s_snapshot_request(eval_server_t *self)
+{
+    fm_wire_snapshot_req_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.from, sizeof r.from, "%s", self->id);
+    r.have = self->stats.have_evaluated ? self->stats.last_version : 0;
+    int rc = fm_wire_encode_snapshot_req(&r, &self->out);
+    if (rc != 0) {
+        FM_LOG(LOG_ERR, "SNAPSHOT_REQ: cannot encode: %s", fm_strerror(rc));
+        return;
+    }
+    if (zmq_send(zsock_resolve(self->dealer), self->out.data, self->out.len, ZMQ_DONTWAIT) < 0) {
+        FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ to %s not queued: %s", self->cfg.endpoints.snapshot,
+               zmq_strerror(errno));
+        return;
+    }
+    self->stats.snapshot_reqs++;
+    FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ sent to %s", self->cfg.endpoints.snapshot);
+}
+
+/* Check one frame; stage it if it is a valid MODEL for our model that is not the one
+ * already scored or staged. */
+static void s_accept(eval_server_t *self, s_source_t src, const void *buf, size_t len)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t type = FM_WIRE_NONE;
+    fm_wire_model_t hdr;
+    int rc = fm_wire_peek(buf, len, &type, &e);
+    if (rc != 0) {
+        s_reject(self, src, rc, e.msg);
+        return;
+    }
+    if (type != FM_WIRE_MODEL) {
+        snprintf(e.msg, sizeof e.msg, "%s: unexpected message type (expected MODEL)",
+                 fm_wire_type_name(type));
+        s_reject(self, src, FM_EFORMAT, e.msg);
+        return;
+    }
+    if ((rc = fm_wire_decode_model(buf, len, &hdr, self->tensors, &e)) != 0) {
+        s_reject(self, src, rc, e.msg);
+        return;
+    }
+    const char *want = fm_model_name(self->model);
+    if (strcmp(hdr.model, want) != 0) {
+        snprintf(e.msg, sizeof e.msg, "MODEL v%llu: model '%.64s', expected '%s'",
+                 (unsigned long long)hdr.version, hdr.model, want);
+        s_reject(self, src, FM_EMODEL, e.msg);
+        return;
+    }
+    if ((rc = fm_wire_tensors_check(self->tensors, self->model, &e)) != 0 ||
+        (rc = fm_wire_tensors_finite(self->tensors, &e)) != 0) {
+        char why[sizeof e.msg + 32];
+        snprintf(why, sizeof why, "MODEL v%llu: %s", (unsigned long long)hdr.version, e.msg);
+        s_reject(self, src, rc, why);
+        return;
+    }
+    int same_as_scored = self->stats.have_evaluated && hdr.version == self->stats.last_version &&
+                         hdr.created == self->evaluated_created;
+    int same_as_staged = self->have_staged && hdr.version == self->staged_hdr.version &&
+                         hdr.created == self->staged_hdr.created;
+    if (same_as_scored || same_as_staged) {
+        self->stats.duplicates++;
+        FM_LOG(LOG_DEBUG, "MODEL v%llu from %s: already %s, ignored",
+               (unsigned long long)hdr.version, s_source_name(src),
+               same_as_scored ? "evaluated" : "queued");
+        return;
+    }
+    /* checked and finite above: the copy cannot fail */
+    if ((rc = fm_wire_tensors_copy(self->tensors, self->model, self->staged, &e)) != 0) {
+        self->have_staged = 0;
+        s_reject(self, src, rc, e.msg);
+        return;
+    }
+    if (self->have_staged) {
+        self->stats.superseded++;
+        FM_LOG(LOG_DEBUG, "MODEL v%llu skipped: superseded by v%llu before evaluation",
+               (unsigned long long)self->staged_hdr.version, (unsigned long long)hdr.version);
+    }
+    self->staged_hdr = hdr;
+    self->have_staged = 1;
+    if (!self->have_model)
+        FM_LOG(LOG_INFO, "first model: v%llu from %s", (unsigned long long)hdr.version,
+               s_source_name(src));
+    self->have_model = 1;
+}
+
+/* Read one message from `sock` without waiting; 1 if one was handled, 0 if none was
+ * waiting. Multipart messages are rejected (every fedmq message is one frame), except that
+ * empty delimiter frames before the body (a REQ-style envelope) are skipped. */
+static int s_read_one(eval_server_t *self, zsock_t *sock, s_source_t src)
+{
+    void *h = zsock_resolve(sock);
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, h, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return 0;
+    }
+    int parts = 1;
+    while (zmq_msg_more(&msg) && zmq_msg_size(&msg) == 0) {
+        zmq_msg_close(&msg);
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, h, 0) < 0) {
+            zmq_msg_close(&msg);
+            return 1;
+        }
+    }
+    while (zmq_msg_more(&msg)) { /* discard the rest of a multipart message */
+        zmq_msg_t rest;
+        zmq_msg_init(&rest);
+        int r = zmq_msg_recv(&rest, h, 0);
+        parts++;
+        int more = r >= 0 && zmq_msg_more(&rest);
+        zmq_msg_close(&rest);
+        if (!more)
+            break;
+    }
+    if (parts > 1) {
+        char why[96];
+        snprintf(why, sizeof why, "a message of %d frames (fedmq messages are one frame)", parts);
+        s_reject(self, src, FM_EFORMAT, why);
+    } else if (src == S_FROM_SNAPSHOT && self->have_model) {
+        FM_LOG(LOG_DEBUG, "snapshot reply ignored: the model feed is running");
+    } else {
+        s_accept(self, src, zmq_msg_data(&msg), zmq_msg_size(&msg));
+    }
+    zmq_msg_close(&msg);
+    return 1;
+}
+
+/* Read everything waiting on both sockets (snapshot replies first, the feed last so that
+ * its newest model wins), at most EVAL_SERVER_DRAIN_MAX messages per socket. */
+static void s_drain(eval_server_t *self)
+{
+    for (int i = 0; i < EVAL_SERVER_DRAIN_MAX; i++)
+        if (!s_read_one(self, self->dealer, S_FROM_SNAPSHOT))
+            break;
+    for (int i = 0; i < EVAL_SERVER_DRAIN_MAX; i++)
+        if (!s_read_one(self, self->sub, S_FROM_SUB))
+            break;
+}
+
+/* Score the staged model, publish METRICS, append the JSON record. */
+static void s_evaluate(eval_server_t *self)
+{
+    fm_wire_model_t hdr = self->staged_hdr;
+    self->have_staged = 0;
+    memcpy(fm_model_params(self->model), self->staged,
+           fm_model_nparams(self->model) * sizeof(float));
+    double t0 = fm_daemon_now();
+    fm_eval_t ev;
+    fm_engine_evaluate(self->engine, self->model, self->test->x, self->test->y, NULL,
+                       self->test->n, &ev);
+    double secs = fm_daemon_now() - t0;
+
+    fm_wire_metrics_t m;
+    memset(&m, 0, sizeof m);
+    m.version = hdr.version;
+    snprintf(m.model, sizeof m.model, "%s", fm_model_name(self->model));
+    m.accuracy = ev.accuracy;
+    m.loss = ev.loss;
+    for (int c = 0; c < FM_NCLASSES; c++)
+        m.class_acc[c] = ev.class_total[c] ? (double)ev.class_correct[c] / ev.class_total[c] : 0.0;
+    m.num_samples = ev.n;
+    m.eval_seconds = secs;
+    m.timestamp = fm_daemon_wallclock();
+
+    self->stats.evaluations++;
+    self->stats.have_evaluated = 1;
+    self->stats.last_version = hdr.version;
+    self->evaluated_created = hdr.created;
+
+    fm_errmsg_t e = {{0}};
+    int rc = fm_wire_encode_metrics(&m, &self->out);
+    if (rc != 0)
+        FM_LOG(LOG_ERR, "METRICS v%llu: cannot encode: %s", (unsigned long long)m.version,
+               fm_strerror(rc));
+    else if (zmq_send(zsock_resolve(self->pub), self->out.data, self->out.len, ZMQ_DONTWAIT) < 0)
+        FM_LOG(LOG_ERR, "METRICS v%llu: publish on %s failed: %s", (unsigned long long)m.version,
+               self->cfg.endpoints.metrics_pub, zmq_strerror(errno));
+    if ((rc = eval_jsonl_append(self->jsonl, &m, hdr.created, &e)) != 0)
+        FM_LOG(LOG_ERR, "METRICS v%llu: %s", (unsigned long long)m.version, e.msg);
+    FM_LOG(LOG_INFO, "evaluated %s v%llu: accuracy=%.4f loss=%.4f on %llu samples in %.3fs "
+           "(model created %.3f)", m.model, (unsigned long long)m.version, m.accuracy, m.loss,
+           (unsigned long long)m.num_samples, secs, hdr.created);
+}
+
+/* SIGHUP: re-read the config, reopen the metrics file, apply the log level. */
+static void s_reload(eval_server_t *self)
+{
+    fm_config_t fresh = self->cfg;
+    fm_errmsg_t e = {{0}};
+    if (self->args && (fm_daemon_load_config(&fresh, self->args, &e) != 0 ||
+                       fm_cfg_check_reload(&self->cfg, &fresh, &e) != 0)) {
+        FM_LOG(LOG_ERR, "SIGHUP: config not reloaded, the running one is kept: %s", e.msg);
+        return;
+    }
+    int err = 0;
+    eval_jsonl_t *jsonl = eval_jsonl_open(fresh.evaluator.metrics_file, &err, &e);
+    if (!jsonl) {
+        FM_LOG(LOG_ERR, "SIGHUP: %s; still writing to %s", e.msg, eval_jsonl_path(self->jsonl));
+        return;
+    }
+    eval_jsonl_close(&self->jsonl);
+    self->jsonl = jsonl;
+    self->cfg = fresh;
+    if (!self->args || self->args->log_level < 0)
+        fm_log_init(NULL, fresh.evaluator.log_level); /* only this thread logs */
+    FM_LOG(LOG_INFO, "SIGHUP: config reloaded, metrics file %s reopened",
+           eval_jsonl_path(self->jsonl));
+}
+
+/* The exit line: counters, and the rejections by reason. */
+static void s_log_summary(const eval_server_t *self)
+{
+    char reasons[512] = "";
+    size_t len = 0;
+    for (int i = 0; i < S_NREASONS; i++) {
+        if (self->rejected_by[i] == 0 || len >= sizeof reasons)
+            continue;
+        const char *name = i == S_NREASONS - 1 ? "other" : fm_strerror(FM_EFIRST + i);
+        int n = snprintf(reasons + len, sizeof reasons - len, "%s%s: %llu", len ? ", " : " (",
+                         name, (unsigned long long)self->rejected_by[i]);
+        len += n > 0 ? (size_t)n : 0;
+    }
+    if (len > 0 && len < sizeof reasons - 1)
+        strcat(reasons, ")");
+    const eval_server_stats_t *s = &self->stats;
+    FM_LOG(LOG_INFO, "stopping: %llu evaluations, %llu frames rejected%s, %llu duplicates, "
+           "%llu superseded, %llu snapshot requests", (unsigned long long)s->evaluations,
+           (unsigned long long)s->rejected, reasons, (unsigned long long)s->duplicates,
+           (unsigned long long)s->superseded, (unsigned long long)s->snapshot_reqs);
+}
+
+int eval_server_run(eval_server_t *self)
+{
+    int rc = 0;
+    self->next_snapshot_at = 0.0;
+    while (!fm_daemon_stopping()) {
+        if (!self->have_model && fm_daemon_now() >= self->next_snapshot_at) {
+            s_snapshot_request(self);
+            self->next_snapshot_at = fm_daemon_now() + EVAL_SERVER_SNAPSHOT_RETRY_S;
+        }
+        void *ready = zpoller_wait(self->poller, EVAL_SERVER_POLL_MS);
+        if (fm_daemon_stopping())
+            break;
+        if (!ready && zpoller_terminated(self->poller) && errno != EINTR && errno != EAGAIN) {
+            rc = errno ? -errno : -EIO;
+            FM_LOG(LOG_ERR, "poll failed: %s", zmq_strerror(-rc));
+            break;
+        }
+        if (fm_daemon_take_reload())
+            s_reload(self);
+        if (!ready)
+            continue;
+        s_drain(self);
+        if (self->have_staged)
+            s_evaluate(self);
+    }
+    s_log_summary(self);
+    return rc;
+}

@@ -1,0 +1,544 @@
+/* evaluator_test: the real fedmq-evaluator on loopback, with this test playing the broker
+ * (PUB on model_pub, ROUTER on snapshot) and the METRICS subscriber.
+ *
+ * The cases run in order against one evaluator process (started by the group setup):
+ *   snapshot_at_start  SNAPSHOT_REQ arrives, the reply (mlp v7) is scored: METRICS v7 with the
+ *                      accuracy this test computes itself, and a JSON line for v7
+ *   published_models   v8 then v9 on the PUB: v9 is scored (v8 may be skipped), nothing twice
+ *   burst              v20..v29 back to back: v29 is scored, nothing twice
+ *   bad_frames         cnn model, wrong shape, NaN, garbage: each rejected and logged, no
+ *                      METRICS; the process lives and the next valid v10 is scored
+ *   republished        v10 again: the same frame is ignored, a re-created v10 (new creation
+ *                      time) is scored again
+ *   sighup_reopens     SIGHUP after the metrics file was renamed: a new file gets v30
+ *   sigterm            exit 0, promptly
+ * plus bad_data_dir and bad_endpoint (their own processes): exit 2 with a one-line error,
+ * and jsonl_format (the metrics file's record format, in process). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <czmq.h>
+
+#include "evaluator_jsonl.h"
+#include "evaluator_server.h"
+#include "fm_data.h"
+#include "fm_engine.h"
+#include "fm_model.h"
+#include "../support/fm_proc.h"
+#include "fm_wire.h"
+
+#define S_EVALUATOR FM_BIN_DIR "/fedmq-evaluator"
+#define S_MAX_VERSION 64
+#define S_START_TIMEOUT_S 30.0   /* data load + BLAS self-check, generous for ASan */
+#define S_METRICS_TIMEOUT_S 20.0
+#define S_LOG_TIMEOUT_S 10.0
+
+typedef struct {
+    fm_proc_set_t procs;
+    pid_t pid;
+    char dir[256];
+    char log[512];
+    char metrics[512];
+    char ep_model[64], ep_snapshot[64], ep_metrics[64];
+    zsock_t *pub, *router, *sub;
+    fm_dataset_t *test;
+    fm_model_t *mlp;
+    fm_engine_t *engine;
+    fm_wire_buf_t buf;
+    int seen[S_MAX_VERSION];      /* METRICS received per version */
+} s_ctx_t;
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static double s_wallclock(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Fill ctx->mlp with seeded weights and encode MODEL `version` into ctx->buf; returns the
+ * creation time written. */
+static double s_encode_mlp(s_ctx_t *c, uint64_t version, uint64_t seed)
+{
+    fm_model_init(c->mlp, seed);
+    fm_wire_model_t hdr = {.version = version, .created = s_wallclock()};
+    assert_int_equal(fm_wire_encode_model(&hdr, c->mlp, fm_model_params(c->mlp), &c->buf), 0);
+    return hdr.created;
+}
+
+/* The "created" of the metrics file's record for `version`, or -1 if there is none. */
+static double s_record_created(const char *path, uint64_t version)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1.0;
+    char line[2048], head[64];
+    snprintf(head, sizeof head, "{\"version\":%llu,", (unsigned long long)version);
+    double created = -1.0;
+    while (fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "\"created\":");
+        if (strncmp(line, head, strlen(head)) == 0 && at)
+            created = strtod(at + strlen("\"created\":"), NULL);
+    }
+    fclose(f);
+    return created;
+}
+
+static void s_publish(s_ctx_t *c, const void *data, size_t len)
+{
+    assert_true(zmq_send(zsock_resolve(c->pub), data, len, 0) == (int)len);
+}
+
+/* What the evaluator should report for c->mlp's current weights. */
+static void s_expected(s_ctx_t *c, fm_eval_t *ev)
+{
+    fm_engine_evaluate(c->engine, c->mlp, c->test->x, c->test->y, NULL, c->test->n, ev);
+}
+
+/* Receive one METRICS within timeout_s (1) or not (0); counts it in c->seen. */
+static int s_recv_metrics(s_ctx_t *c, double timeout_s, fm_wire_metrics_t *m)
+{
+    zpoller_t *p = zpoller_new(c->sub, NULL);
+    assert_non_null(p);
+    void *ready = zpoller_wait(p, (int)(timeout_s * 1000));
+    zpoller_destroy(&p);
+    if (!ready)
+        return 0;
+    zframe_t *f = zframe_recv(c->sub);
+    assert_non_null(f);
+    fm_errmsg_t e = {{0}};
+    int rc = fm_wire_decode_metrics(zframe_data(f), zframe_size(f), m, &e);
+    zframe_destroy(&f);
+    if (rc != 0)
+        fail_msg("METRICS does not decode: %s", e.msg);
+    assert_true(m->version < S_MAX_VERSION);
+    c->seen[m->version]++;
+    return 1;
+}
+
+/* Receive METRICS until one for `version` arrives (1) or timeout_s passes (0). */
+static int s_wait_metrics(s_ctx_t *c, uint64_t version, double timeout_s, fm_wire_metrics_t *m)
+{
+    double end = fm_proc_now() + timeout_s;
+    for (double left = timeout_s; left > 0; left = end - fm_proc_now())
+        if (s_recv_metrics(c, left, m) && m->version == version)
+            return 1;
+    return 0;
+}
+
+/* The METRICS must match what fm_engine_evaluate gives here on the same weights. */
+static void s_check_metrics(const fm_wire_metrics_t *m, const fm_eval_t *ev)
+{
+    assert_string_equal(m->model, "mlp");
+    assert_true(fabs(m->accuracy - ev->accuracy) <= 1e-9);
+    assert_true(fabs(m->loss - ev->loss) <= 1e-6 * fabs(ev->loss) + 1e-9);
+    assert_int_equal(m->num_samples, ev->n);
+    for (int k = 0; k < FM_NCLASSES; k++)
+        assert_true(fabs(m->class_acc[k] -
+                         (double)ev->class_correct[k] / ev->class_total[k]) <= 1e-9);
+    assert_true(m->eval_seconds > 0.0 && m->eval_seconds < 60.0);
+    assert_true(m->timestamp > 1.6e9);
+}
+
+typedef struct {
+    const char *path;
+    const char *needle;
+} s_grep_t;
+
+static int s_grep(void *arg)
+{
+    const s_grep_t *g = arg;
+    return fm_proc_file_contains(g->path, g->needle);
+}
+
+/* 1 if `path` contains `needle` within timeout_s. */
+static int s_wait_file(const char *path, const char *needle, double timeout_s)
+{
+    s_grep_t g = {path, needle};
+    return fm_proc_wait_for(s_grep, &g, timeout_s);
+}
+
+static int s_alive(pid_t pid) { return waitpid(pid, NULL, WNOHANG) == 0; }
+
+/* Publish a bad frame and wait until the evaluator logged rejection number `nth`. */
+static void s_publish_bad(s_ctx_t *c, const void *data, size_t len, int nth, const char *what)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "(total rejected: %d)", nth);
+    s_publish(c, data, len);
+    if (!s_wait_file(c->log, needle, S_LOG_TIMEOUT_S))
+        fail_msg("%s: no rejection logged (%s) in %s", what, needle, c->log);
+    assert_true(s_alive(c->pid));
+}
+
+/* ---- fixture -------------------------------------------------------------------------- */
+
+static int s_group_setup(void **state)
+{
+    s_ctx_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    *state = c;
+    assert_int_equal(fm_proc_tmpdir(c->dir, sizeof c->dir), 0);
+    snprintf(c->log, sizeof c->log, "%s/evaluator.log", c->dir);
+    snprintf(c->metrics, sizeof c->metrics, "%s/metrics.jsonl", c->dir);
+    snprintf(c->ep_model, sizeof c->ep_model, "tcp://127.0.0.1:%d", fm_proc_free_port());
+    snprintf(c->ep_snapshot, sizeof c->ep_snapshot, "tcp://127.0.0.1:%d", fm_proc_free_port());
+    snprintf(c->ep_metrics, sizeof c->ep_metrics, "tcp://127.0.0.1:%d", fm_proc_free_port());
+
+    fm_errmsg_t e = {{0}};
+    int err = 0;
+    if (fm_dataset_load_dir(&c->test, FM_DATA_DIR, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e))
+        fail_msg("%s", e.msg);
+    assert_non_null(c->mlp = fm_model_new("mlp", &err));
+    assert_non_null(c->engine =
+                        fm_engine_new(c->mlp, EVAL_SERVER_THREADS, EVAL_SERVER_BATCH, &err));
+
+    /* the broker's side: bound before the evaluator starts */
+    assert_non_null(c->pub = zsock_new(ZMQ_PUB));
+    zsock_set_linger(c->pub, 0);
+    zsock_set_sndhwm(c->pub, 1000);
+    assert_true(zsock_bind(c->pub, "%s", c->ep_model) >= 0);
+    assert_non_null(c->router = zsock_new(ZMQ_ROUTER));
+    zsock_set_linger(c->router, 0);
+    assert_true(zsock_bind(c->router, "%s", c->ep_snapshot) >= 0);
+    assert_non_null(c->sub = zsock_new(ZMQ_SUB));
+    zsock_set_linger(c->sub, 0);
+    zsock_set_subscribe(c->sub, "");
+    assert_int_equal(zsock_connect(c->sub, "%s", c->ep_metrics), 0);
+
+    char s_model[128], s_snap[128], s_met[128], s_file[600], s_data[300];
+    snprintf(s_model, sizeof s_model, "endpoints.model_pub=%s", c->ep_model);
+    snprintf(s_snap, sizeof s_snap, "endpoints.snapshot=%s", c->ep_snapshot);
+    snprintf(s_met, sizeof s_met, "endpoints.metrics_pub=%s", c->ep_metrics);
+    snprintf(s_file, sizeof s_file, "evaluator.metrics_file=%s", c->metrics);
+    snprintf(s_data, sizeof s_data, "federation.data_dir=%s", FM_DATA_DIR);
+    char *argv[] = {S_EVALUATOR,  "--set", "federation.model=mlp", "--set", s_data,
+                    "--set",      s_model, "--set",               s_snap,  "--set",
+                    s_met,        "--set", s_file,                NULL};
+    c->pid = fm_proc_spawn(&c->procs, argv, c->log);
+    assert_true(c->pid > 0);
+    return 0;
+}
+
+static int s_group_teardown(void **state)
+{
+    s_ctx_t *c = *state;
+    fm_proc_reap_all(&c->procs);
+    FILE *f = fopen(c->log, "r");
+    if (f) { /* the evaluator's log, for whoever reads a failed run */
+        char line[1024];
+        fprintf(stderr, "---- %s\n", c->log);
+        while (fgets(line, sizeof line, f))
+            fputs(line, stderr);
+        fclose(f);
+    }
+    zsock_destroy(&c->pub);
+    zsock_destroy(&c->router);
+    zsock_destroy(&c->sub);
+    fm_engine_destroy(&c->engine);
+    fm_model_destroy(&c->mlp);
+    fm_dataset_destroy(&c->test);
+    fm_wire_buf_free(&c->buf);
+    fm_proc_rmtree(c->dir);
+    free(c);
+    return 0;
+}
+
+/* ---- cases ---------------------------------------------------------------------------- */
+
+static void test_snapshot_at_start(void **state)
+{
+    s_ctx_t *c = *state;
+    /* the evaluator asks for the current model */
+    zpoller_t *p = zpoller_new(c->router, NULL);
+    assert_non_null(p);
+    void *ready = zpoller_wait(p, (int)(S_START_TIMEOUT_S * 1000));
+    zpoller_destroy(&p);
+    if (!ready)
+        fail_msg("no SNAPSHOT_REQ within %.0f s (see %s)", S_START_TIMEOUT_S, c->log);
+    zmsg_t *req = zmsg_recv(c->router);
+    assert_non_null(req);
+    assert_int_equal(zmsg_size(req), 2); /* [identity][body] */
+    zframe_t *identity = zmsg_pop(req);
+    zframe_t *body = zmsg_pop(req);
+    zmsg_destroy(&req);
+    fm_wire_snapshot_req_t r;
+    fm_errmsg_t e = {{0}};
+    if (fm_wire_decode_snapshot_req(zframe_data(body), zframe_size(body), &r, &e) != 0)
+        fail_msg("SNAPSHOT_REQ: %s", e.msg);
+    zframe_destroy(&body);
+    assert_true(strncmp(r.from, "evaluator", 9) == 0);
+    assert_int_equal(r.have, 0);
+
+    /* let our METRICS subscription settle (the evaluator bound its PUB before asking) */
+    fm_proc_sleep(0.5);
+    double created = s_encode_mlp(c, 7, 7);
+    fm_eval_t ev;
+    s_expected(c, &ev);
+    zmsg_t *reply = zmsg_new();
+    zmsg_append(reply, &identity);
+    zmsg_addmem(reply, c->buf.data, c->buf.len);
+    assert_int_equal(zmsg_send(&reply, c->router), 0);
+
+    fm_wire_metrics_t m;
+    if (!s_wait_metrics(c, 7, S_METRICS_TIMEOUT_S, &m))
+        fail_msg("no METRICS for v7 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
+    s_check_metrics(&m, &ev);
+    assert_true(s_wait_file(c->metrics, "{\"version\":7,\"model\":\"mlp\",\"accuracy\":", 5.0));
+    assert_true(s_wait_file(c->metrics, "\"class_accuracy\":[", 1.0));
+    assert_true(s_wait_file(c->metrics, "\"n\":10000,\"eval_seconds\":", 1.0));
+    assert_true(s_wait_file(c->log, "evaluated mlp v7: accuracy=", 5.0));
+    assert_true(fabs(s_record_created(c->metrics, 7) - created) < 1e-6);
+}
+
+static void test_published_models(void **state)
+{
+    s_ctx_t *c = *state;
+    s_encode_mlp(c, 8, 8);
+    s_publish(c, c->buf.data, c->buf.len);
+    s_encode_mlp(c, 9, 9);
+    s_publish(c, c->buf.data, c->buf.len);
+    fm_eval_t ev;
+    s_expected(c, &ev);
+    fm_wire_metrics_t m;
+    if (!s_wait_metrics(c, 9, S_METRICS_TIMEOUT_S, &m))
+        fail_msg("no METRICS for v9 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
+    s_check_metrics(&m, &ev);
+    /* nothing more may come: no version twice */
+    while (s_recv_metrics(c, 1.0, &m))
+        ;
+    assert_int_equal(c->seen[7], 1);
+    assert_true(c->seen[8] <= 1);
+    assert_int_equal(c->seen[9], 1);
+    assert_true(s_wait_file(c->metrics, "{\"version\":9,", 5.0));
+}
+
+/* A burst of versions, faster than they can be scored: the newest is scored, none twice
+ * (with ZMQ_CONFLATE and the drain, intermediate versions are normally skipped). */
+static void test_burst(void **state)
+{
+    s_ctx_t *c = *state;
+    for (uint64_t v = 20; v < 30; v++) {
+        s_encode_mlp(c, v, v);
+        s_publish(c, c->buf.data, c->buf.len);
+    }
+    fm_eval_t ev;
+    s_expected(c, &ev); /* weights of v29 */
+    fm_wire_metrics_t m;
+    if (!s_wait_metrics(c, 29, S_METRICS_TIMEOUT_S, &m))
+        fail_msg("no METRICS for v29 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
+    s_check_metrics(&m, &ev);
+    while (s_recv_metrics(c, 1.0, &m))
+        ;
+    int scored = 0;
+    for (int v = 20; v < 30; v++) {
+        assert_true(c->seen[v] <= 1);
+        scored += c->seen[v];
+    }
+    assert_int_equal(c->seen[29], 1);
+    print_message("burst of 10 versions: %d scored\n", scored);
+}
+
+static void test_bad_frames(void **state)
+{
+    s_ctx_t *c = *state;
+    int err = 0;
+    /* 1. a cnn model while the evaluator is configured for mlp */
+    fm_model_t *cnn = fm_model_new("cnn", &err);
+    assert_non_null(cnn);
+    fm_model_init(cnn, 11);
+    fm_wire_model_t hdr = {.version = 11, .created = 1.0};
+    fm_wire_buf_t big = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_model(&hdr, cnn, fm_model_params(cnn), &big), 0);
+    fm_model_destroy(&cnn);
+    s_publish_bad(c, big.data, big.len, 1, "cnn model");
+    fm_wire_buf_free(&big);
+    assert_true(s_wait_file(c->log, "expected 'mlp'", 1.0));
+
+    /* 2. an mlp MODEL whose fc1.weight shape says [200, 785] */
+    s_encode_mlp(c, 12, 12);
+    static const unsigned char shape[] = {0x92, 0xcc, 0xc8, 0xcd, 0x03, 0x10}; /* [200, 784] */
+    unsigned char *at = memmem(c->buf.data, c->buf.len, shape, sizeof shape);
+    assert_non_null(at);
+    at[sizeof shape - 1] = 0x11;
+    s_publish_bad(c, c->buf.data, c->buf.len, 2, "wrong shape");
+
+    /* 3. a NaN in the weights */
+    fm_model_init(c->mlp, 13);
+    fm_model_params(c->mlp)[1234] = NAN;
+    fm_wire_model_t nan_hdr = {.version = 13, .created = 2.0};
+    assert_int_equal(fm_wire_encode_model(&nan_hdr, c->mlp, fm_model_params(c->mlp), &c->buf), 0);
+    s_publish_bad(c, c->buf.data, c->buf.len, 3, "NaN");
+
+    /* 4. garbage bytes */
+    static const unsigned char junk[] = {0xc1, 'g', 'a', 'r', 'b', 'a', 'g', 'e', 0xff, 0x00};
+    s_publish_bad(c, junk, sizeof junk, 4, "garbage");
+    /* 5. a valid message of the wrong type */
+    fm_wire_snapshot_req_t r = {.from = "test", .have = 3};
+    assert_int_equal(fm_wire_encode_snapshot_req(&r, &c->buf), 0);
+    s_publish_bad(c, c->buf.data, c->buf.len, 5, "SNAPSHOT_REQ on the model feed");
+
+    /* the next valid model is scored, and none of the bad ones was */
+    s_encode_mlp(c, 10, 10);
+    fm_eval_t ev;
+    s_expected(c, &ev);
+    s_publish(c, c->buf.data, c->buf.len);
+    fm_wire_metrics_t m;
+    if (!s_wait_metrics(c, 10, S_METRICS_TIMEOUT_S, &m))
+        fail_msg("no METRICS for v10 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
+    s_check_metrics(&m, &ev);
+    assert_int_equal(c->seen[10], 1);
+    assert_int_equal(c->seen[11] + c->seen[12] + c->seen[13], 0);
+    assert_true(s_alive(c->pid));
+}
+
+/* The same version again: ignored if it is the same model (same creation time), scored
+ * again if it was re-created (an aggregator restarted from an older checkpoint). */
+static void test_republished(void **state)
+{
+    s_ctx_t *c = *state;
+    double created = s_encode_mlp(c, 10, 10);
+    s_publish(c, c->buf.data, c->buf.len); /* a new creation time: scored */
+    fm_eval_t ev;
+    s_expected(c, &ev);
+    fm_wire_metrics_t m;
+    assert_true(s_wait_metrics(c, 10, S_METRICS_TIMEOUT_S, &m));
+    s_check_metrics(&m, &ev);
+    assert_int_equal(c->seen[10], 2);
+    s_publish(c, c->buf.data, c->buf.len); /* the very same frame: ignored */
+    while (s_recv_metrics(c, 1.0, &m))
+        ;
+    assert_int_equal(c->seen[10], 2);
+    assert_true(fabs(s_record_created(c->metrics, 10) - created) < 1e-6);
+}
+
+/* The metrics file's record format: JSON, numbers that read back, null for non-finite. */
+static void test_jsonl_format(void **state)
+{
+    (void)state;
+    fm_wire_metrics_t m;
+    memset(&m, 0, sizeof m);
+    m.version = 42;
+    snprintf(m.model, sizeof m.model, "a\"b\\c\n");
+    m.accuracy = 0.1;
+    m.loss = INFINITY;
+    for (int k = 0; k < FM_NCLASSES; k++)
+        m.class_acc[k] = k / 10.0;
+    m.num_samples = 10000;
+    m.eval_seconds = 0.25;
+    m.timestamp = 1764000000.5;
+    char buf[1024];
+    int n = eval_jsonl_format(&m, 1763999999.25, buf, sizeof buf);
+    assert_true(n > 0 && (size_t)n == strlen(buf));
+    assert_string_equal(buf, "{\"version\":42,\"model\":\"a\\\"b\\\\c\\u000a\","
+                             "\"accuracy\":0.10000000000000001,\"loss\":null,"
+                             "\"class_accuracy\":[0,0.10000000000000001,0.20000000000000001,"
+                             "0.29999999999999999,0.40000000000000002,0.5,0.59999999999999998,"
+                             "0.69999999999999996,0.80000000000000004,0.90000000000000002],"
+                             "\"n\":10000,\"eval_seconds\":0.25,\"time\":1764000000.5,"
+                             "\"created\":1763999999.25}");
+    assert_int_equal(eval_jsonl_format(&m, 0.0, buf, 40), -ENOBUFS);
+    assert_string_equal(buf, "");
+}
+
+/* SIGHUP after the metrics file was rotated away: the file is created again and the next
+ * record goes there. */
+static void test_sighup_reopens(void **state)
+{
+    s_ctx_t *c = *state;
+    char rotated[600];
+    snprintf(rotated, sizeof rotated, "%s.1", c->metrics);
+    assert_int_equal(rename(c->metrics, rotated), 0);
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    assert_true(s_wait_file(c->log, "SIGHUP: config reloaded", S_LOG_TIMEOUT_S));
+    s_encode_mlp(c, 30, 30);
+    s_publish(c, c->buf.data, c->buf.len);
+    fm_wire_metrics_t m;
+    assert_true(s_wait_metrics(c, 30, S_METRICS_TIMEOUT_S, &m));
+    assert_true(s_wait_file(c->metrics, "{\"version\":30,", 5.0));
+    assert_false(fm_proc_file_contains(c->metrics, "{\"version\":7,"));
+    assert_true(fm_proc_file_contains(rotated, "{\"version\":7,"));
+    assert_false(fm_proc_file_contains(rotated, "{\"version\":30,"));
+}
+
+static void test_sigterm(void **state)
+{
+    s_ctx_t *c = *state;
+    assert_true(s_alive(c->pid));
+    assert_int_equal(kill(c->pid, SIGTERM), 0);
+    int st = fm_proc_wait(c->pid, 10.0);
+    assert_true(st != -1);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_true(fm_proc_file_contains(c->log, "stopping: "));
+    c->procs.n = 0; /* reaped */
+    for (int v = 0; v < S_MAX_VERSION; v++)
+        assert_true(c->seen[v] <= (v == 10 ? 2 : 1));
+}
+
+/* An endpoint that cannot be bound (the test's own model_pub): exit 2, one line naming it. */
+static void test_bad_endpoint(void **state)
+{
+    s_ctx_t *c = *state;
+    char log[600], file[600], met[128], data[300];
+    snprintf(log, sizeof log, "%s/bad-endpoint.log", c->dir);
+    snprintf(file, sizeof file, "evaluator.metrics_file=%s/bad-endpoint.jsonl", c->dir);
+    snprintf(met, sizeof met, "endpoints.metrics_pub=%s", c->ep_model);
+    snprintf(data, sizeof data, "federation.data_dir=%s", FM_DATA_DIR);
+    char *argv[] = {S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file,
+                    "--set", met, NULL};
+    fm_proc_set_t set = {{0}, 0};
+    pid_t pid = fm_proc_spawn(&set, argv, log);
+    assert_true(pid > 0);
+    int st = fm_proc_wait(pid, S_START_TIMEOUT_S);
+    fm_proc_reap_all(&set);
+    assert_true(st != -1);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    assert_true(fm_proc_file_contains(log, "fedmq-evaluator: endpoints.metrics_pub"));
+}
+
+/* A data dir without the test files: one-line error, exit 2. Its own process. */
+static void test_bad_data_dir(void **state)
+{
+    s_ctx_t *c = *state;
+    char log[600], file[600];
+    snprintf(log, sizeof log, "%s/bad.log", c->dir);
+    snprintf(file, sizeof file, "evaluator.metrics_file=%s/bad.jsonl", c->dir);
+    char data[600];
+    snprintf(data, sizeof data, "federation.data_dir=%s/no-such-dir", c->dir);
+    char *argv[] = {S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file,
+                    NULL};
+    fm_proc_set_t set = {{0}, 0};
+    pid_t pid = fm_proc_spawn(&set, argv, log);
+    assert_true(pid > 0);
+    int st = fm_proc_wait(pid, S_START_TIMEOUT_S);
+    fm_proc_reap_all(&set);
+    assert_true(st != -1);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    assert_true(fm_proc_file_contains(log, "fedmq-evaluator: "));
+    assert_true(fm_proc_file_contains(log, "no-such-dir"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snapshot_at_start),
+        cmocka_unit_test(test_published_models),
+        cmocka_unit_test(test_burst),
+        cmocka_unit_test(test_bad_frames),
+        cmocka_unit_test(test_republished),
+        cmocka_unit_test(test_jsonl_format),
+        cmocka_unit_test(test_bad_data_dir),
+        cmocka_unit_test(test_bad_endpoint),
+        cmocka_unit_test(test_sighup_reopens),
+        cmocka_unit_test(test_sigterm),
+    };
+    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+}

@@ -1,0 +1,653 @@
+/* trainer_test: the real fedmq-trainer against a test that plays broker and aggregator.
+ *
+ * The test binds a ROUTER on endpoints.snapshot (answers HELLO and SNAPSHOT_REQ with the
+ * current MODEL, counts HEARTBEAT/BYE), a PUB on endpoints.model_pub and a PULL on
+ * endpoints.updates (checks every UPDATE), all on tcp://127.0.0.1 with free ports. The
+ * trainer runs mlp over 20 clients, serving clients 0-3 with 2 workers. Every wait is
+ * bounded; every child is reaped. Also checks trainer_sim's pure functions. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <czmq.h>
+#include <math.h>
+
+#include "../support/fm_proc.h"
+#include "fm_data.h"
+#include "fm_model.h"
+#include "fm_wire.h"
+#include "trainer_sim.h"
+
+#define NUM_CLIENTS 20
+#define CLIENT_FIRST 0
+#define CLIENT_LAST 3
+#define WORKERS 2
+#define SEED 1
+#define PARTITION "dirichlet:0.5"
+#define MAX_UPDATES 4096
+#define MAX_SPAWN_S 60.0 /* HELLO of a new trainer (data load; slow under ASan) */
+
+typedef struct {
+    /* the test's sockets */
+    zsock_t *router, *pub, *pull;
+    zpoller_t *poller;
+    char ep_pub[64], ep_snap[64], ep_upd[64];
+    char ep_upd_override[64];         /* non-empty: the trainer pushes here instead */
+    char tmp[512], log[600];
+    fm_proc_set_t procs;
+    /* the model the test serves */
+    fm_model_t *layout;
+    uint64_t model_version;           /* 0: answer nothing (a broker with no model) */
+    fm_wire_buf_t model_frame;
+    int send_junk_first;              /* before the first HELLO reply: a malformed frame */
+    /* reference partition */
+    fm_dataset_t *ds;
+    fm_partition_t *part;
+    /* what arrived */
+    fm_wire_tensors_t *tensors;
+    float *delta;
+    int hellos, trainer_hellos, heartbeats, byes, snapshot_reqs, bad;
+    pid_t last_hello_pid, last_bye_pid;
+    uint64_t last_seq;                /* of the current incarnation */
+    uint64_t last_sent;               /* "sent" of the last HEARTBEAT */
+    pid_t seq_pid;
+    int seq_errors;
+    int nupdates;
+    uint8_t ids[MAX_UPDATES][FM_WIRE_ID_LEN];
+    uint64_t bases[MAX_UPDATES];
+    uint32_t clients[MAX_UPDATES];
+    pid_t pids[MAX_UPDATES];
+    int update_errors;                /* UPDATEs failing a check (details printed) */
+    pid_t trainer;                    /* the trainer of the current test */
+} t_state_t;
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static zsock_t *t_bind(int type, char *ep, size_t cap)
+{
+    for (int attempt = 0; attempt < 10; attempt++) {
+        int port = fm_proc_free_port();
+        if (port <= 0)
+            continue;
+        zsock_t *s = zsock_new(type);
+        if (!s)
+            return NULL;
+        zsock_set_linger(s, 0);
+        zsock_set_rcvhwm(s, 10000);
+        snprintf(ep, cap, "tcp://127.0.0.1:%d", port);
+        if (zsock_bind(s, "%s", ep) >= 0)
+            return s;
+        zsock_destroy(&s);
+    }
+    return NULL;
+}
+
+/* Encode MODEL v`version` (params seeded by version) as the frame the test serves. */
+static void t_set_model(t_state_t *s, uint64_t version)
+{
+    fm_model_init(s->layout, 100 + version);
+    fm_wire_model_t hdr;
+    memset(&hdr, 0, sizeof hdr);
+    hdr.version = version;
+    hdr.created = 1.7e9 + (double)version;
+    assert_int_equal(fm_wire_encode_model(&hdr, s->layout, fm_model_params(s->layout),
+                                          &s->model_frame), 0);
+    s->model_version = version;
+}
+
+static void t_reply(t_state_t *s, zframe_t *id, const void *data, size_t len)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_append(m, &id);
+    zmsg_addmem(m, data, len);
+    zmsg_send(&m, s->router);
+}
+
+static void t_on_router(t_state_t *s)
+{
+    zmsg_t *msg = zmsg_recv(s->router);
+    if (!msg)
+        return;
+    if (zmsg_size(msg) != 2) {
+        s->bad++;
+        zmsg_destroy(&msg);
+        return;
+    }
+    zframe_t *id = zmsg_pop(msg);
+    zframe_t *body = zmsg_first(msg);
+    fm_wire_type_t type;
+    fm_errmsg_t e;
+    if (fm_wire_peek(zframe_data(body), zframe_size(body), &type, &e) != 0) {
+        fprintf(stderr, "router: bad frame: %s\n", e.msg);
+        s->bad++;
+    } else if (type == FM_WIRE_SNAPSHOT_REQ) {
+        fm_wire_snapshot_req_t r;
+        if (fm_wire_decode_snapshot_req(zframe_data(body), zframe_size(body), &r, &e) != 0)
+            s->bad++;
+        s->snapshot_reqs++;
+        if (s->model_version)
+            t_reply(s, zframe_dup(id), s->model_frame.data, s->model_frame.len);
+    } else {
+        fm_wire_member_t m;
+        if (fm_wire_decode_member(zframe_data(body), zframe_size(body), &type, &m, &e) != 0) {
+            fprintf(stderr, "router: bad member frame: %s\n", e.msg);
+            s->bad++;
+        } else {
+            if (type == FM_WIRE_HELLO) {
+                s->hellos++;
+                if ((pid_t)m.pid == s->trainer)
+                    s->trainer_hellos++;
+                s->last_hello_pid = (pid_t)m.pid;
+                /* seq 0 for a new incarnation; a HELLO after a reconnect continues it */
+                if ((pid_t)m.pid == s->seq_pid ? m.seq <= s->last_seq : m.seq != 0)
+                    s->seq_errors++;
+                if (m.client_first != CLIENT_FIRST ||
+                    m.client_count != CLIENT_LAST - CLIENT_FIRST + 1 || m.workers != WORKERS)
+                    s->seq_errors++;
+                s->seq_pid = (pid_t)m.pid;
+                s->last_seq = m.seq;
+                if (s->send_junk_first) {
+                    static const unsigned char junk[] = {0x81, 0xa1, 0x76, 0xdd, 0xff, 0xff};
+                    t_reply(s, zframe_dup(id), junk, sizeof junk);
+                    s->send_junk_first = 0;
+                }
+                if (s->model_version)
+                    t_reply(s, zframe_dup(id), s->model_frame.data, s->model_frame.len);
+            } else if ((pid_t)m.pid == s->seq_pid) {
+                if (m.seq <= s->last_seq)
+                    s->seq_errors++;
+                s->last_seq = m.seq;
+            }
+            if (type == FM_WIRE_HEARTBEAT && (pid_t)m.pid == s->trainer) {
+                s->heartbeats++;
+                if (m.updates_sent < s->last_sent || m.busy > m.workers)
+                    s->seq_errors++;
+                s->last_sent = m.updates_sent;
+            }
+            if (type == FM_WIRE_BYE) {
+                s->byes++;
+                s->last_bye_pid = (pid_t)m.pid;
+            }
+        }
+    }
+    zframe_destroy(&id);
+    zmsg_destroy(&msg);
+}
+
+static void t_update_fail(t_state_t *s, const char *why)
+{
+    fprintf(stderr, "UPDATE %d rejected by the test: %s\n", s->nupdates, why);
+    s->update_errors++;
+}
+
+static void t_on_update(t_state_t *s)
+{
+    zframe_t *f = zframe_recv(s->pull);
+    if (!f)
+        return;
+    fm_wire_update_t u;
+    fm_errmsg_t e;
+    char why[512];
+    if (fm_wire_decode_update(zframe_data(f), zframe_size(f), &u, s->tensors, &e) != 0 ||
+        fm_wire_tensors_check(s->tensors, s->layout, &e) != 0 ||
+        fm_wire_tensors_finite(s->tensors, &e) != 0 ||
+        fm_wire_tensors_copy(s->tensors, s->layout, s->delta, &e) != 0) {
+        t_update_fail(s, e.msg);
+        zframe_destroy(&f);
+        return;
+    }
+    zframe_destroy(&f);
+    if (s->nupdates >= MAX_UPDATES)
+        return;
+    int i = s->nupdates++;
+    memcpy(s->ids[i], u.id, FM_WIRE_ID_LEN);
+    s->bases[i] = u.base;
+    s->clients[i] = u.client;
+    const char *dash = strrchr(u.trainer, '-');
+    s->pids[i] = dash ? (pid_t)atoi(dash + 1) : -1;
+    for (int j = 0; j < i; j++)
+        if (memcmp(s->ids[j], u.id, FM_WIRE_ID_LEN) == 0)
+            t_update_fail(s, "duplicate id");
+    if (u.client > CLIENT_LAST) { /* CLIENT_FIRST is 0 */
+        snprintf(why, sizeof why, "client %u outside %d-%d", u.client, CLIENT_FIRST, CLIENT_LAST);
+        t_update_fail(s, why);
+        return;
+    }
+    uint64_t n = s->part->offsets[u.client + 1] - s->part->offsets[u.client];
+    if (u.num_samples != n) {
+        snprintf(why, sizeof why, "client %u: n %llu, partition has %llu", u.client,
+                 (unsigned long long)u.num_samples, (unsigned long long)n);
+        t_update_fail(s, why);
+    }
+    if (u.local_steps < 1 || !isfinite(u.train_loss) || u.train_loss <= 0 ||
+        !(u.train_seconds > 0))
+        t_update_fail(s, "steps, loss or secs out of range");
+    double m = 0;
+    size_t np = fm_model_nparams(s->layout);
+    for (size_t k = 0; k < np; k++)
+        m = fmax(m, fabs((double)s->delta[k]));
+    if (!(m > 0))
+        t_update_fail(s, "delta is zero");
+}
+
+/* Serve both sockets for up to `seconds`, or until cond(s) holds (cond may be NULL). */
+static int t_pump(t_state_t *s, int (*cond)(t_state_t *), double seconds)
+{
+    double end = fm_proc_now() + seconds;
+    for (;;) {
+        if (cond && cond(s))
+            return 1;
+        double left = end - fm_proc_now();
+        if (left <= 0)
+            return cond ? cond(s) : 1;
+        zsock_t *which = zpoller_wait(s->poller, left < 0.02 ? 1 : 20);
+        if (which == s->router)
+            t_on_router(s);
+        else if (which == s->pull)
+            t_on_update(s);
+    }
+}
+
+static pid_t t_spawn(t_state_t *s, const char *extra1, const char *extra2)
+{
+    char o_pub[100], o_snap[100], o_upd[100], o_cl[64];
+    snprintf(o_pub, sizeof o_pub, "endpoints.model_pub=%s", s->ep_pub);
+    snprintf(o_snap, sizeof o_snap, "endpoints.snapshot=%s", s->ep_snap);
+    snprintf(o_upd, sizeof o_upd, "endpoints.updates=%s", s->ep_upd_override[0] ?
+             s->ep_upd_override : s->ep_upd);
+    snprintf(o_cl, sizeof o_cl, "trainer.clients=%d-%d", CLIENT_FIRST, CLIENT_LAST);
+    char *argv[40];
+    int a = 0;
+    argv[a++] = FM_BIN_DIR "/fedmq-trainer";
+    argv[a++] = "--config";
+    argv[a++] = FM_SOURCE_DIR "/configs/fedmq.conf";
+    const char *sets[] = {"federation.model=mlp", "federation.num_clients=20",
+                          "federation.partition=" PARTITION, "federation.seed=1",
+                          "federation.data_dir=" FM_DATA_DIR, "trainer.workers=2",
+                          "trainer.heartbeat_interval_s=0.5", "trainer.slowdown_sigma=0.3",
+                          o_pub, o_snap, o_upd, o_cl, extra1, extra2};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        if (!sets[i])
+            continue;
+        argv[a++] = "--set";
+        argv[a++] = (char *)sets[i];
+    }
+    argv[a] = NULL;
+    pid_t pid = fm_proc_spawn(&s->procs, argv, s->log);
+    assert_true(pid > 0);
+    s->trainer = pid;
+    s->trainer_hellos = 0;
+    s->heartbeats = 0;
+    s->last_sent = 0;
+    return pid;
+}
+
+static int t_hello_from_trainer(t_state_t *s) { return s->last_hello_pid == s->trainer; }
+static int t_second_hello(t_state_t *s) { return s->trainer_hellos >= 2; }
+static int t_bye_from_trainer(t_state_t *s) { return s->last_bye_pid == s->trainer; }
+
+static int t_count_from(t_state_t *s, pid_t pid, int from, int base)
+{
+    int c = 0;
+    for (int i = from; i < s->nupdates; i++)
+        if (s->pids[i] == pid && (base < 0 || s->bases[i] == (uint64_t)base))
+            c++;
+    return c;
+}
+
+static int t_six_updates(t_state_t *s) { return t_count_from(s, s->trainer, 0, 5) >= 6; }
+static int t_base6(t_state_t *s) { return t_count_from(s, s->trainer, 0, 6) >= 3; }
+static int t_heartbeats(t_state_t *s) { return s->heartbeats >= 4; }
+static int t_any_update(t_state_t *s) { return t_count_from(s, s->trainer, 0, -1) >= 1; }
+static int t_two_updates(t_state_t *s) { return t_count_from(s, s->trainer, 0, -1) >= 2; }
+
+/* ---- setup -------------------------------------------------------------------------------- */
+
+static int t_setup(void **state)
+{
+    t_state_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    zsys_handler_set(NULL);
+    if (fm_proc_tmpdir(s->tmp, sizeof s->tmp) != 0)
+        return -1;
+    snprintf(s->log, sizeof s->log, "%s/trainer.log", s->tmp);
+    s->router = t_bind(ZMQ_ROUTER, s->ep_snap, sizeof s->ep_snap);
+    s->pub = t_bind(ZMQ_PUB, s->ep_pub, sizeof s->ep_pub);
+    s->pull = t_bind(ZMQ_PULL, s->ep_upd, sizeof s->ep_upd);
+    if (!s->router || !s->pub || !s->pull)
+        return -1;
+    s->poller = zpoller_new(s->router, s->pull, NULL);
+    int err = 0;
+    s->layout = fm_model_new("mlp", &err);
+    s->tensors = malloc(sizeof *s->tensors);
+    if (!s->poller || !s->layout || !s->tensors)
+        return -1;
+    s->delta = malloc(fm_model_nparams(s->layout) * sizeof(float));
+    fm_errmsg_t e;
+    if (!s->delta ||
+        fm_dataset_load_dir(&s->ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) ||
+        fm_partition_new(&s->part, s->ds, PARTITION, NUM_CLIENTS, SEED, &e)) {
+        fprintf(stderr, "setup: %s\n", e.msg);
+        return -1;
+    }
+    fm_dataset_destroy(&s->ds); /* only the partition is needed */
+    *state = s;
+    return 0;
+}
+
+static int t_teardown(void **state)
+{
+    t_state_t *s = *state;
+    if (!s)
+        return 0;
+    fm_proc_reap_all(&s->procs);
+    if (getenv("FM_KEEP_LOGS") == NULL)
+        fm_proc_rmtree(s->tmp);
+    else
+        fprintf(stderr, "logs kept in %s\n", s->tmp);
+    zpoller_destroy(&s->poller);
+    zsock_destroy(&s->router);
+    zsock_destroy(&s->pub);
+    zsock_destroy(&s->pull);
+    fm_model_destroy(&s->layout);
+    fm_partition_destroy(&s->part);
+    fm_dataset_destroy(&s->ds);
+    fm_wire_buf_free(&s->model_frame);
+    free(s->tensors);
+    free(s->delta);
+    free(s);
+    return 0;
+}
+
+/* ---- trainer_sim (pure functions) --------------------------------------------------------- */
+
+static void test_sim(void **state)
+{
+    (void)state;
+    uint32_t first = 9, count = 9;
+    assert_int_equal(trainer_sim_parse_clients("0-99", &first, &count), 0);
+    assert_int_equal(first, 0);
+    assert_int_equal(count, 100);
+    assert_int_equal(trainer_sim_parse_clients("5", &first, &count), 0);
+    assert_int_equal(first, 5);
+    assert_int_equal(count, 1);
+    const char *bad[] = {"", "-1", "5-2", "a", "1-", "1-2x", "1 - 2", "99999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_not_equal(trainer_sim_parse_clients(bad[i], &first, &count), 0);
+
+    /* slowdown: deterministic per (seed, client), 1 without sigma, lognormal spread */
+    assert_true(trainer_sim_slowdown(1, 3, 0.0) == 1.0);
+    assert_true(trainer_sim_slowdown(1, 3, 0.5) == trainer_sim_slowdown(1, 3, 0.5));
+    double logsum = 0, logsq = 0;
+    for (uint32_t k = 0; k < 2000; k++) {
+        double l = log(trainer_sim_slowdown(7, k, 0.5));
+        logsum += l;
+        logsq += l * l;
+    }
+    double mean = logsum / 2000, sd = sqrt(logsq / 2000 - mean * mean);
+    assert_true(fabs(mean) < 0.05);
+    assert_true(fabs(sd - 0.5) < 0.05);
+
+    /* dropout: rate close to p, fraction in (0, 1), deterministic */
+    int drops = 0;
+    for (uint64_t run = 0; run < 4000; run++) {
+        double f;
+        int d = trainer_sim_dropout(1, (uint32_t)(run % 7), run, 0.25, &f);
+        if (d) {
+            drops++;
+            assert_true(f > 0 && f < 1);
+        }
+        double f2;
+        assert_int_equal(d, trainer_sim_dropout(1, (uint32_t)(run % 7), run, 0.25, &f2));
+    }
+    assert_true(drops > 850 && drops < 1150);
+    double f;
+    assert_int_equal(trainer_sim_dropout(1, 0, 0, 0.0, &f), 0);
+    assert_int_equal(trainer_sim_dropout(1, 0, 0, 1.0, &f), 1);
+    assert_true(trainer_sim_train_seed(1, 0, 0) != trainer_sim_train_seed(1, 0, 1));
+    assert_true(trainer_sim_train_seed(1, 0, 0) != trainer_sim_train_seed(1, 1, 0));
+}
+
+/* ---- the daemon ---------------------------------------------------------------------------- */
+
+static void test_bad_config(void **state)
+{
+    t_state_t *s = *state;
+    char *argv1[] = {FM_BIN_DIR "/fedmq-trainer", "--set", "trainer.workers=0", NULL};
+    pid_t pid = fm_proc_spawn(&s->procs, argv1, s->log);
+    int st = fm_proc_wait(pid, 30);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    char *argv2[] = {FM_BIN_DIR "/fedmq-trainer", "--set", "federation.num_clients=4", NULL};
+    pid = fm_proc_spawn(&s->procs, argv2, s->log); /* clients 0-99 > num_clients */
+    st = fm_proc_wait(pid, 30);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    char *argv4[] = {FM_BIN_DIR "/fedmq-trainer", "--set", "federation.data_dir=/nonexistent",
+                     NULL};
+    pid = fm_proc_spawn(&s->procs, argv4, s->log);
+    st = fm_proc_wait(pid, 30);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    assert_true(fm_proc_file_contains(s->log, "data_dir = /nonexistent"));
+    char *argv3[] = {FM_BIN_DIR "/fedmq-trainer", "--bogus", NULL};
+    pid = fm_proc_spawn(&s->procs, argv3, s->log);
+    st = fm_proc_wait(pid, 30);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+}
+
+/* 1: HELLO, then (after MODEL v5, preceded by a malformed frame) valid UPDATEs with base 5. */
+static void test_updates(void **state)
+{
+    t_state_t *s = *state;
+    t_set_model(s, 5);
+    s->send_junk_first = 1;
+    t_spawn(s, NULL, NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    assert_true(t_pump(s, t_six_updates, 60));
+    assert_int_equal(s->update_errors, 0);
+    for (int i = 0; i < s->nupdates; i++)
+        assert_int_equal(s->bases[i], 5);
+    assert_int_equal(s->seq_errors, 0);
+    assert_int_equal(s->bad, 0);
+}
+
+/* 2: MODEL v6 on the PUB: later UPDATEs start from it. */
+static void test_new_version(void **state)
+{
+    t_state_t *s = *state;
+    /* a MODEL of another architecture is rejected (counted), never trained on */
+    int err = 0;
+    fm_model_t *other = fm_model_new("logreg", &err);
+    assert_non_null(other);
+    fm_wire_model_t hdr = {.version = 100, .created = 1.8e9};
+    fm_wire_buf_t frame = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_model(&hdr, other, fm_model_params(other), &frame), 0);
+    double until = fm_proc_now() + 10;
+    while (!fm_proc_file_contains(s->log, "this trainer runs mlp") && fm_proc_now() < until) {
+        zsock_send(s->pub, "b", frame.data, frame.len);
+        t_pump(s, NULL, 0.2);
+    }
+    fm_wire_buf_free(&frame);
+    fm_model_destroy(&other);
+    assert_true(fm_proc_file_contains(s->log, "this trainer runs mlp"));
+
+    t_set_model(s, 6);
+    int from = s->nupdates;
+    double end = fm_proc_now() + 30;
+    while (!t_base6(s) && fm_proc_now() < end) {
+        zsock_send(s->pub, "b", s->model_frame.data, s->model_frame.len);
+        t_pump(s, NULL, 0.2);
+    }
+    assert_true(t_base6(s));
+    /* after the first base-6 update, at most one in-flight base-5 update per worker */
+    int first6 = -1, late5 = 0;
+    for (int i = from; i < s->nupdates; i++) {
+        if (s->pids[i] != s->trainer)
+            continue;
+        if (s->bases[i] == 6 && first6 < 0)
+            first6 = i;
+        else if (first6 >= 0 && s->bases[i] == 5)
+            late5++;
+        assert_true(s->bases[i] == 5 || s->bases[i] == 6);
+    }
+    assert_true(late5 <= WORKERS);
+    for (int i = 0; i < s->nupdates; i++)
+        assert_true(s->bases[i] != 100);
+    assert_int_equal(s->update_errors, 0);
+}
+
+/* 3: HEARTBEATs every 0.5 s with increasing seq and a non-decreasing "sent". */
+static void test_heartbeats(void **state)
+{
+    t_state_t *s = *state;
+    s->heartbeats = 0;
+    double t0 = fm_proc_now();
+    assert_true(t_pump(s, t_heartbeats, 10));
+    assert_true(fm_proc_now() - t0 < 5.0);
+    assert_int_equal(s->seq_errors, 0);
+    assert_true(s->last_sent >= 1);
+}
+
+/* The broker restarts (the test's ROUTER closes and binds again): the trainer says HELLO
+ * again on the new connection and keeps heartbeating. */
+static void test_reconnect_hello(void **state)
+{
+    t_state_t *s = *state;
+    assert_int_equal(s->trainer_hellos, 1);
+    zpoller_destroy(&s->poller);
+    zsock_destroy(&s->router);
+    fm_proc_sleep(0.3);
+    s->router = zsock_new(ZMQ_ROUTER);
+    assert_non_null(s->router);
+    zsock_set_linger(s->router, 0);
+    int bound = -1;
+    for (int i = 0; i < 50 && bound < 0; i++) { /* the port may take a moment to free */
+        bound = zsock_bind(s->router, "%s", s->ep_snap);
+        if (bound < 0)
+            fm_proc_sleep(0.1);
+    }
+    assert_true(bound >= 0);
+    s->poller = zpoller_new(s->router, s->pull, NULL);
+    assert_non_null(s->poller);
+    assert_true(t_pump(s, t_second_hello, 15));
+    s->heartbeats = 0;
+    assert_true(t_pump(s, t_heartbeats, 10));
+    assert_int_equal(s->seq_errors, 0);
+}
+
+/* 5: SIGTERM: BYE, exit 0, promptly. */
+static void test_sigterm_bye(void **state)
+{
+    t_state_t *s = *state;
+    double t0 = fm_proc_now();
+    kill(s->trainer, SIGTERM);
+    assert_true(t_pump(s, t_bye_from_trainer, 15));
+    int st = fm_proc_wait(s->trainer, 15);
+    assert_true(st != -1);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_true(fm_proc_now() - t0 < 15);
+    assert_true(fm_proc_file_contains(s->log, "BYE sent"));
+    assert_true(fm_proc_file_contains(s->log, "bad frame on snapshot dropped"));
+    t_pump(s, NULL, 0.3); /* drain the last queued UPDATEs */
+    assert_int_equal(s->update_errors, 0);
+}
+
+/* 4: dropout_prob = 1: no UPDATE, but the trainer is alive and heartbeats. */
+static void test_dropout(void **state)
+{
+    t_state_t *s = *state;
+    t_set_model(s, 7);
+    pid_t pid = t_spawn(s, "trainer.dropout_prob=1.0", NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    s->heartbeats = 0;
+    t_pump(s, NULL, 4.0);
+    assert_int_equal(t_count_from(s, pid, 0, -1), 0);
+    assert_true(s->heartbeats >= 4);
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
+    /* SIGHUP: the configuration is reloaded, the trainer keeps running */
+    kill(pid, SIGHUP);
+    s->heartbeats = 0;
+    assert_true(t_pump(s, t_heartbeats, 10));
+    assert_true(fm_proc_file_contains(s->log, "reloaded: heartbeat_interval_s"));
+    int st = fm_proc_stop(pid, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(s->seq_errors, 0);
+}
+
+/* Nobody listens on endpoints.updates: UPDATEs are dropped after the send timeout and
+ * counted; the main thread keeps heartbeating; SIGTERM still exits 0 promptly. */
+static void test_aggregator_down(void **state)
+{
+    t_state_t *s = *state;
+    t_set_model(s, 10);
+    int port = fm_proc_free_port();
+    assert_true(port > 0);
+    snprintf(s->ep_upd_override, sizeof s->ep_upd_override, "tcp://127.0.0.1:%d", port);
+    pid_t pid = t_spawn(s, NULL, NULL);
+    s->ep_upd_override[0] = '\0';
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    double end = fm_proc_now() + 20;
+    while (!fm_proc_file_contains(s->log, "UPDATE not sent") && fm_proc_now() < end)
+        t_pump(s, NULL, 0.2);
+    assert_true(fm_proc_file_contains(s->log, "UPDATE not sent"));
+    s->heartbeats = 0;
+    assert_true(t_pump(s, t_heartbeats, 10));
+    double t0 = fm_proc_now();
+    kill(pid, SIGTERM);
+    assert_true(t_pump(s, t_bye_from_trainer, 15));
+    int st = fm_proc_wait(pid, 15);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_true(fm_proc_now() - t0 < 10);
+    assert_int_equal(t_count_from(s, pid, 0, -1), 0);
+}
+
+/* 6: SIGKILL mid-training: the test's sockets keep working and a new trainer serves. */
+static void test_sigkill(void **state)
+{
+    t_state_t *s = *state;
+    t_set_model(s, 8);
+    pid_t pid = t_spawn(s, NULL, NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    assert_true(t_pump(s, t_any_update, 60));
+    kill(pid, SIGKILL);
+    int st = fm_proc_wait(pid, 10);
+    assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    t_pump(s, NULL, 0.3);
+
+    t_set_model(s, 9);
+    pid_t pid2 = t_spawn(s, "trainer.dropout_prob=0", NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    assert_true(t_pump(s, t_two_updates, 60));
+    for (int i = 0; i < s->nupdates; i++)
+        if (s->pids[i] == pid2)
+            assert_int_equal(s->bases[i], 9);
+    st = fm_proc_stop(pid2, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(s->update_errors, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sim),
+        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_updates),
+        cmocka_unit_test(test_new_version),
+        cmocka_unit_test(test_heartbeats),
+        cmocka_unit_test(test_reconnect_hello),
+        cmocka_unit_test(test_sigterm_bye),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_aggregator_down),
+        cmocka_unit_test(test_sigkill),
+    };
+    return cmocka_run_group_tests(tests, t_setup, t_teardown);
+}

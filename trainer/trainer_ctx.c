@@ -1,0 +1,87 @@
+#include "trainer_ctx.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+int trainer_ctx_init(trainer_ctx_t *c, uint32_t first, uint32_t count, double sigma,
+                     double dropout_prob)
+{
+    memset(c, 0, sizeof *c);
+    c->busy = calloc(count ? count : 1, 1);
+    c->runs = calloc(count ? count : 1, sizeof(uint64_t));
+    int rc = pthread_mutex_init(&c->mu, NULL);
+    if (rc != 0 || !c->busy || !c->runs) {
+        if (rc == 0)
+            pthread_mutex_destroy(&c->mu);
+        free(c->busy);
+        free(c->runs);
+        c->busy = NULL;
+        c->runs = NULL;
+        return rc ? -rc : -ENOMEM;
+    }
+    c->first = first;
+    c->count = count;
+    c->slowdown_sigma = sigma;
+    c->dropout_prob = dropout_prob;
+    atomic_init(&c->sent, 0);
+    atomic_init(&c->send_dropped, 0);
+    atomic_init(&c->dropouts, 0);
+    atomic_init(&c->abandoned, 0);
+    atomic_init(&c->train_errors, 0);
+    atomic_init(&c->busy_workers, 0);
+    atomic_init(&c->stop, 0);
+    return 0;
+}
+
+void trainer_ctx_fini(trainer_ctx_t *c)
+{
+    if (!c->busy)
+        return;
+    pthread_mutex_destroy(&c->mu);
+    free(c->busy);
+    free(c->runs);
+    c->busy = NULL;
+    c->runs = NULL;
+}
+
+int trainer_ctx_take(trainer_ctx_t *c, uint32_t *client, uint64_t *run, double *sigma,
+                     double *dropout_prob)
+{
+    int rc = -EAGAIN;
+    pthread_mutex_lock(&c->mu);
+    for (uint32_t i = 0; i < c->count; i++) {
+        uint32_t k = (c->cursor + i) % c->count;
+        if (c->busy[k])
+            continue;
+        c->busy[k] = 1;
+        c->cursor = (k + 1) % c->count;
+        *client = c->first + k;
+        *run = c->runs[k]++;
+        *sigma = c->slowdown_sigma;
+        *dropout_prob = c->dropout_prob;
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void trainer_ctx_release(trainer_ctx_t *c, uint32_t client)
+{
+    pthread_mutex_lock(&c->mu);
+    if (client >= c->first && client - c->first < c->count)
+        c->busy[client - c->first] = 0;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void trainer_ctx_set_sim(trainer_ctx_t *c, double sigma, double dropout_prob)
+{
+    pthread_mutex_lock(&c->mu);
+    c->slowdown_sigma = sigma;
+    c->dropout_prob = dropout_prob;
+    pthread_mutex_unlock(&c->mu);
+}
+
+int trainer_ctx_stopping(trainer_ctx_t *c) { return atomic_load(&c->stop); }

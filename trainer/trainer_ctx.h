@@ -1,0 +1,59 @@
+/* trainer_ctx: what the main thread and the workers of a trainer pool share.
+ *
+ * - the client scheduler: round-robin over the pool's client range, skipping clients a
+ *   worker is already training, with a run counter per client (seeds, dropout draws);
+ * - the reloadable simulation parameters (slowdown sigma, dropout probability);
+ * - counters (atomics) for heartbeats and the summary log;
+ * - the pool's stop flag: the main thread sets it when it sees SIGINT/SIGTERM (within one
+ *   100 ms poll tick); workers read only this atomic, never the signal flag itself (a
+ *   volatile sig_atomic_t is only safe to read in the thread the handler runs on).
+ * Scheduler and parameters are under one mutex; counters are lock-free. */
+#ifndef TRAINER_CTX_H
+#define TRAINER_CTX_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct {
+    pthread_mutex_t mu;
+    uint32_t first;          /* first client id */
+    uint32_t count;          /* clients in the range */
+    uint32_t cursor;         /* next client to consider, 0..count-1 (under mu) */
+    uint8_t *busy;           /* count flags: client in training (under mu) */
+    uint64_t *runs;          /* count run counters (under mu) */
+    double slowdown_sigma;   /* under mu */
+    double dropout_prob;     /* under mu */
+
+    atomic_uint_fast64_t sent;         /* UPDATEs handed to ZeroMQ */
+    atomic_uint_fast64_t send_dropped; /* UPDATEs dropped: send timeout / encode error */
+    atomic_uint_fast64_t dropouts;     /* simulated client dropouts */
+    atomic_uint_fast64_t abandoned;    /* trainings abandoned on stop */
+    atomic_uint_fast64_t train_errors; /* fm_train_run failures, empty partitions */
+    atomic_int busy_workers;           /* workers training now */
+    atomic_int stop;                   /* 1: workers must finish */
+} trainer_ctx_t;
+
+/* Initialise for clients [first, first + count) and the simulation parameters.
+ * 0, -ENOMEM or -errno. On failure nothing needs freeing. */
+int trainer_ctx_init(trainer_ctx_t *c, uint32_t first, uint32_t count, double sigma,
+                     double dropout_prob);
+
+/* Free what init allocated; no worker may use it any more. Idempotent after init. */
+void trainer_ctx_fini(trainer_ctx_t *c);
+
+/* Take the next idle client (round-robin) and mark it busy: its id, its run number and
+ * the current simulation parameters. 0, or -EAGAIN when every client is busy. */
+int trainer_ctx_take(trainer_ctx_t *c, uint32_t *client, uint64_t *run, double *sigma,
+                     double *dropout_prob);
+
+/* Mark a client taken with trainer_ctx_take idle again. */
+void trainer_ctx_release(trainer_ctx_t *c, uint32_t client);
+
+/* Replace the simulation parameters (config reload). */
+void trainer_ctx_set_sim(trainer_ctx_t *c, double sigma, double dropout_prob);
+
+/* 1 once the pool is stopping (ctx->stop set by the main thread). */
+int trainer_ctx_stopping(trainer_ctx_t *c);
+
+#endif

@@ -1,0 +1,38 @@
+/* trainer_latest: the newest global model of a trainer, shared by the main thread (one
+ * writer: it receives MODEL frames) and the workers (readers: they copy it as the base of
+ * a local training).
+ *
+ * Double-buffered behind a rwlock: the main thread decodes into a private scratch buffer
+ * (trainer_latest_scratch) without holding the lock, then trainer_latest_publish swaps it
+ * in under the write lock. Workers copy under the read lock (one memcpy). */
+#ifndef TRAINER_LATEST_H
+#define TRAINER_LATEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct trainer_latest trainer_latest_t;
+
+/* A holder for models of `nparams` floats, empty. NULL and *err = -ENOMEM / -errno on
+ * failure. Caller owns it (trainer_latest_destroy). */
+trainer_latest_t *trainer_latest_new(size_t nparams, int *err);
+
+/* Free and NULL *p; idempotent. No thread may use it any more. */
+void trainer_latest_destroy(trainer_latest_t **p);
+
+/* The writer's scratch buffer (nparams floats, borrowed; valid until the next publish).
+ * Main thread only. */
+float *trainer_latest_scratch(trainer_latest_t *l);
+
+/* Make the scratch buffer the newest model (version, creation time); the old newest
+ * becomes the scratch. Main thread only. */
+void trainer_latest_publish(trainer_latest_t *l, uint64_t version, double created);
+
+/* Copy the newest model into dst (nparams floats) and its version into *version.
+ * 0, or -EAGAIN when no model has arrived yet. Any thread. */
+int trainer_latest_get(trainer_latest_t *l, float *dst, uint64_t *version);
+
+/* 1 and the newest model's version and creation time, or 0 when there is none. Any thread. */
+int trainer_latest_peek(trainer_latest_t *l, uint64_t *version, double *created);
+
+#endif

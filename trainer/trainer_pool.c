@@ -1,0 +1,499 @@
+#include "trainer_pool.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fm_data.h"
+#include "fm_log.h"
+#include "fm_model.h"
+#include "fm_wire.h"
+#include "trainer_ctx.h"
+#include "trainer_latest.h"
+#include "trainer_sim.h"
+#include "trainer_worker.h"
+
+#define S_POLL_MS 100            /* main loop tick */
+#define S_SNAPSHOT_FIRST_S 2.0   /* no model this long after start: SNAPSHOT_REQ */
+#define S_SNAPSHOT_MAX_S 10.0    /* back-off cap of repeated SNAPSHOT_REQs */
+#define S_MODEL_SILENCE_S 30.0   /* no MODEL this long: ask for a snapshot anyway */
+#define S_SUMMARY_S 10.0         /* summary log period */
+#define S_WARN_WINDOW_S 10.0     /* rate limit of bad-frame warnings: at most */
+#define S_WARN_BURST 5           /* this many per window, the rest counted */
+#define S_DEALER_LINGER_MS 1000  /* BYE gets this long at exit */
+
+struct trainer_pool {
+    fm_config_t cfg;                  /* workers read federation.*: never rewritten whole */
+    const fm_daemon_args_t *args;     /* borrowed, for reloads */
+    char trainer_id[FM_WIRE_STR_MAX + 1];
+    const char *model_name;
+    fm_model_t *layout;               /* names and shapes for the wire checks */
+    fm_dataset_t *ds;
+    fm_partition_t *part;
+    trainer_latest_t *latest;
+    trainer_ctx_t ctx;
+    int ctx_ready;
+    trainer_worker_t **workers;
+    int nworkers;
+    zsock_t *sub;
+    zsock_t *dealer;
+    zsock_t *monitor;                 /* PAIR: connect events of the DEALER */
+    int monitoring;                   /* zmq_socket_monitor is on */
+    int connects;                     /* DEALER connections so far (reconnect = HELLO again) */
+    zpoller_t *poller;
+    fm_wire_tensors_t *tensors;       /* decode scratch (about 21 KB) */
+    fm_wire_buf_t buf;                /* encode buffer of the main thread */
+    uint32_t client_first, client_count;
+    uint64_t seq;                     /* membership sequence number */
+    uint64_t bad_frames;
+    uint64_t models_taken;
+    uint64_t suppressed;              /* warnings suppressed by the rate limit */
+    double warn_window;               /* start of the current rate-limit window */
+    int warns_in_window;
+    double last_model;                /* monotonic time of the last MODEL taken, 0 = none */
+    double snapshot_backoff;
+};
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static void s_bad_frame(trainer_pool_t *self, const char *src, const char *why)
+{
+    self->bad_frames++;
+    double now = fm_daemon_now();
+    if (now - self->warn_window >= S_WARN_WINDOW_S) {
+        self->warn_window = now;
+        self->warns_in_window = 0;
+    }
+    if (self->warns_in_window >= S_WARN_BURST) {
+        self->suppressed++;
+        return;
+    }
+    self->warns_in_window++;
+    FM_LOG(LOG_WARNING, "bad frame on %s dropped: %s (%llu bad so far, %llu warnings suppressed)",
+           src, why, (unsigned long long)self->bad_frames, (unsigned long long)self->suppressed);
+    self->suppressed = 0;
+}
+
+/* Send one membership message (HELLO, HEARTBEAT, BYE) on the DEALER, never blocking. */
+static void s_send_member(trainer_pool_t *self, fm_wire_type_t type)
+{
+    fm_wire_member_t m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.trainer, sizeof m.trainer, "%s", self->trainer_id);
+    m.pid = (uint32_t)getpid();
+    m.client_first = self->client_first;
+    m.client_count = self->client_count;
+    m.workers = (uint32_t)self->nworkers;
+    m.seq = self->seq++;
+    m.updates_sent = atomic_load(&self->ctx.sent);
+    int busy = atomic_load(&self->ctx.busy_workers);
+    m.busy = busy > 0 ? (uint32_t)busy : 0;
+    int rc = fm_wire_encode_member(type, &m, &self->buf);
+    if (rc != 0) {
+        FM_LOG(LOG_WARNING, "%s: encode failed: %s", fm_wire_type_name(type), fm_strerror(rc));
+        return;
+    }
+    if (zmq_send(zsock_resolve(self->dealer), self->buf.data, self->buf.len, ZMQ_DONTWAIT) < 0)
+        FM_LOG(LOG_DEBUG, "%s not sent: %s", fm_wire_type_name(type), zmq_strerror(errno));
+}
+
+static void s_send_snapshot_req(trainer_pool_t *self)
+{
+    fm_wire_snapshot_req_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.from, sizeof r.from, "%s", self->trainer_id);
+    double created;
+    if (!trainer_latest_peek(self->latest, &r.have, &created))
+        r.have = 0;
+    int rc = fm_wire_encode_snapshot_req(&r, &self->buf);
+    if (rc == 0 &&
+        zmq_send(zsock_resolve(self->dealer), self->buf.data, self->buf.len, ZMQ_DONTWAIT) >= 0)
+        FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ sent (have v%llu)", (unsigned long long)r.have);
+    else
+        FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ not sent: %s", rc ? fm_strerror(rc) : zmq_strerror(errno));
+}
+
+/* One frame from the SUB (from_sub) or the DEALER: a MODEL, checked and maybe taken. */
+static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int from_sub)
+{
+    const char *src = from_sub ? "model_pub" : "snapshot";
+    fm_errmsg_t e;
+    fm_wire_type_t type;
+    char why[400];
+    int rc = fm_wire_peek(data, len, &type, &e);
+    if (rc != 0) {
+        s_bad_frame(self, src, e.msg);
+        return;
+    }
+    if (type != FM_WIRE_MODEL) {
+        snprintf(why, sizeof why, "unexpected %s", fm_wire_type_name(type));
+        s_bad_frame(self, src, why);
+        return;
+    }
+    fm_wire_model_t hdr;
+    if ((rc = fm_wire_decode_model(data, len, &hdr, self->tensors, &e)) != 0) {
+        s_bad_frame(self, src, e.msg);
+        return;
+    }
+    if (strcmp(hdr.model, self->model_name) != 0) {
+        snprintf(why, sizeof why, "MODEL v%llu is a %s, this trainer runs %s",
+                 (unsigned long long)hdr.version, hdr.model, self->model_name);
+        s_bad_frame(self, src, why);
+        return;
+    }
+    if ((rc = fm_wire_tensors_check(self->tensors, self->layout, &e)) != 0) {
+        s_bad_frame(self, src, e.msg);
+        return;
+    }
+    uint64_t have_v = 0;
+    double have_ts = 0;
+    int have = trainer_latest_peek(self->latest, &have_v, &have_ts);
+    if (have) {
+        if (hdr.version == have_v && hdr.created == have_ts)
+            return; /* the same model twice (PUB + snapshot, or a re-publish) */
+        if (!from_sub && hdr.version <= have_v && hdr.created <= have_ts)
+            return; /* a snapshot reply older than what the PUB already gave */
+    }
+    float *dst = trainer_latest_scratch(self->latest);
+    if ((rc = fm_wire_tensors_copy(self->tensors, self->layout, dst, &e)) != 0) {
+        s_bad_frame(self, src, e.msg);
+        return;
+    }
+    trainer_latest_publish(self->latest, hdr.version, hdr.created);
+    self->models_taken++;
+    self->last_model = fm_daemon_now();
+    self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
+    if (!have)
+        FM_LOG(LOG_INFO, "first model: v%llu via %s; training starts",
+               (unsigned long long)hdr.version, src);
+    else if (hdr.version < have_v)
+        FM_LOG(LOG_NOTICE, "model version went back from v%llu to v%llu (aggregator restarted "
+               "from a checkpoint?)", (unsigned long long)have_v, (unsigned long long)hdr.version);
+    else
+        FM_LOG(LOG_DEBUG, "model v%llu via %s", (unsigned long long)hdr.version, src);
+}
+
+/* Receive one message from `sock`; exactly one frame expected. */
+static void s_recv(trainer_pool_t *self, zsock_t *sock, int from_sub)
+{
+    zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return;
+    if (zmsg_size(msg) != 1) {
+        char why[64];
+        snprintf(why, sizeof why, "%zu frames, expected 1", zmsg_size(msg));
+        s_bad_frame(self, from_sub ? "model_pub" : "snapshot", why);
+    } else {
+        zframe_t *f = zmsg_first(msg);
+        s_on_frame(self, zframe_data(f), zframe_size(f), from_sub);
+    }
+    zmsg_destroy(&msg);
+}
+
+/* An event of the DEALER's monitor: after a reconnect (the broker restarted, or the
+ * network came back) say HELLO again, so the broker knows this trainer at once and
+ * replies with its current model. */
+static void s_on_monitor(trainer_pool_t *self)
+{
+    zmsg_t *msg = zmsg_recv(self->monitor);
+    if (!msg)
+        return;
+    zframe_t *f = zmsg_first(msg);
+    uint16_t event = 0;
+    if (f && zframe_size(f) >= sizeof event)
+        memcpy(&event, zframe_data(f), sizeof event);
+    zmsg_destroy(&msg);
+    if (event == ZMQ_EVENT_DISCONNECTED) {
+        FM_LOG(LOG_NOTICE, "disconnected from the broker (%s)", self->cfg.endpoints.snapshot);
+    } else if (event == ZMQ_EVENT_CONNECTED) {
+        if (self->connects++ == 0) {
+            FM_LOG(LOG_INFO, "connected to the broker (%s)", self->cfg.endpoints.snapshot);
+            return; /* the start-up HELLO was queued for this connection */
+        }
+        FM_LOG(LOG_NOTICE, "reconnected to the broker (%s): HELLO again",
+               self->cfg.endpoints.snapshot);
+        s_send_member(self, FM_WIRE_HELLO);
+    }
+}
+
+static void s_summary(trainer_pool_t *self, const char *what)
+{
+    uint64_t v = 0;
+    double created;
+    int have = trainer_latest_peek(self->latest, &v, &created);
+    FM_LOG(LOG_INFO, "%s: updates sent %llu, dropped %llu, dropouts %llu, abandoned %llu, "
+           "errors %llu, bad frames %llu, busy %d/%d, model v%lld", what,
+           (unsigned long long)atomic_load(&self->ctx.sent),
+           (unsigned long long)atomic_load(&self->ctx.send_dropped),
+           (unsigned long long)atomic_load(&self->ctx.dropouts),
+           (unsigned long long)atomic_load(&self->ctx.abandoned),
+           (unsigned long long)atomic_load(&self->ctx.train_errors),
+           (unsigned long long)self->bad_frames, atomic_load(&self->ctx.busy_workers),
+           self->nworkers, have ? (long long)v : -1LL);
+}
+
+/* SIGHUP: take the reloadable trainer keys from a fresh load of the same sources. */
+static void s_reload(trainer_pool_t *self)
+{
+    fm_config_t fresh;
+    fm_errmsg_t e;
+    if (fm_daemon_load_config(&fresh, self->args, &e) != 0 ||
+        fm_cfg_check_reload(&self->cfg, &fresh, &e) != 0) {
+        FM_LOG(LOG_WARNING, "reload refused, configuration unchanged: %s", e.msg);
+        return;
+    }
+    self->cfg.trainer.heartbeat_interval_s = fresh.trainer.heartbeat_interval_s;
+    self->cfg.trainer.slowdown_sigma = fresh.trainer.slowdown_sigma;
+    self->cfg.trainer.dropout_prob = fresh.trainer.dropout_prob;
+    trainer_ctx_set_sim(&self->ctx, fresh.trainer.slowdown_sigma, fresh.trainer.dropout_prob);
+    FM_LOG(LOG_NOTICE, "reloaded: heartbeat_interval_s %g, slowdown_sigma %g, dropout_prob %g",
+           fresh.trainer.heartbeat_interval_s, fresh.trainer.slowdown_sigma,
+           fresh.trainer.dropout_prob);
+}
+
+/* Join every worker (after ctx.stop is set) and free them. */
+static void s_workers_destroy(trainer_pool_t *self)
+{
+    if (self->ctx_ready)
+        atomic_store(&self->ctx.stop, 1);
+    for (int i = 0; self->workers && i < self->nworkers; i++)
+        trainer_worker_destroy(&self->workers[i]);
+    free(self->workers);
+    self->workers = NULL;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                                 fm_errmsg_t *e)
+{
+    trainer_pool_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        *err = fm_errmsg_set(e, -ENOMEM, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->args = args;
+    self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
+    int rc = 0;
+    char host[64] = "localhost";
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(self->trainer_id, sizeof self->trainer_id, "%s-%d", host, (int)getpid());
+
+    if ((rc = trainer_sim_parse_clients(cfg->trainer.clients, &self->client_first,
+                                        &self->client_count)) != 0 ||
+        (uint64_t)self->client_first + self->client_count > (uint64_t)cfg->federation.num_clients) {
+        rc = fm_errmsg_set(e, FM_EARG, "[trainer] clients = %s: not a range within [0, %d)",
+                           cfg->trainer.clients, cfg->federation.num_clients);
+        goto cleanup;
+    }
+    self->model_name = fm_cfg_enum_name("federation.model", cfg->federation.model);
+    self->layout = fm_model_new(self->model_name ? self->model_name : "?", &rc);
+    if (!self->layout) {
+        fm_errmsg_set(e, rc, "[federation] model: %s", fm_strerror(rc));
+        goto cleanup;
+    }
+    double t0 = fm_daemon_now();
+    fm_errmsg_t why;
+    if (fm_dataset_load_dir(&self->ds, cfg->federation.data_dir, "train", FM_FASHION_MEAN,
+                            FM_FASHION_STD, &why) != 0) {
+        rc = fm_errmsg_set(e, FM_EARG, "[federation] data_dir = %s: %s", cfg->federation.data_dir,
+                           why.msg);
+        goto cleanup;
+    }
+    if (fm_partition_new(&self->part, self->ds, cfg->federation.partition,
+                         (uint32_t)cfg->federation.num_clients, cfg->federation.seed, &why) != 0) {
+        rc = fm_errmsg_set(e, FM_EARG, "[federation] partition = %s: %s",
+                           cfg->federation.partition, why.msg);
+        goto cleanup;
+    }
+    FM_LOG(LOG_INFO, "training set: %u samples from %s, partition %s over %d clients (%.2f s); "
+           "serving clients %u-%u", self->ds->n, cfg->federation.data_dir,
+           cfg->federation.partition, cfg->federation.num_clients, fm_daemon_now() - t0,
+           self->client_first, self->client_first + self->client_count - 1);
+
+    uint32_t empty = 0;
+    for (uint32_t k = self->client_first; k < self->client_first + self->client_count; k++)
+        empty += self->part->offsets[k + 1] == self->part->offsets[k];
+    if (empty)
+        FM_LOG(LOG_WARNING, "%u of the clients served have no samples under partition %s; "
+               "they are skipped", empty, cfg->federation.partition);
+    self->latest = trainer_latest_new(fm_model_nparams(self->layout), &rc);
+    if (!self->latest) {
+        fm_errmsg_set(e, rc, "model buffer: %s", fm_strerror(rc));
+        goto cleanup;
+    }
+    if ((rc = trainer_ctx_init(&self->ctx, self->client_first, self->client_count,
+                               cfg->trainer.slowdown_sigma, cfg->trainer.dropout_prob)) != 0) {
+        fm_errmsg_set(e, rc, "scheduler: %s", fm_strerror(rc));
+        goto cleanup;
+    }
+    self->ctx_ready = 1;
+    self->tensors = malloc(sizeof *self->tensors);
+    if (!self->tensors) {
+        rc = fm_errmsg_set(e, -ENOMEM, "out of memory");
+        goto cleanup;
+    }
+
+    /* sockets: options before connect (CONFLATE must be set before connect) */
+    size_t maxmsg = fm_model_nparams(self->layout) * sizeof(float) + 65536;
+    self->sub = zsock_new(ZMQ_SUB);
+    self->dealer = zsock_new(ZMQ_DEALER);
+    if (!self->sub || !self->dealer) {
+        rc = fm_errmsg_set(e, -ENOMEM, "cannot create sockets");
+        goto cleanup;
+    }
+    zsock_set_conflate(self->sub, 1);
+    zsock_set_maxmsgsize(self->sub, (int)maxmsg);
+    zsock_set_linger(self->sub, 0);
+    zsock_set_subscribe(self->sub, "");
+    zsock_set_maxmsgsize(self->dealer, (int)maxmsg);
+    zsock_set_linger(self->dealer, S_DEALER_LINGER_MS);
+    zsock_set_sndhwm(self->dealer, 100);
+    zsock_set_sndtimeo(self->dealer, 0);
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://trainer-dealer-monitor-%p", (void *)self);
+    if (zmq_socket_monitor(zsock_resolve(self->dealer), mon_ep,
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0) {
+        rc = fm_errmsg_set(e, -ENOMEM, "cannot monitor the DEALER: %s", zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    self->monitoring = 1;
+    self->monitor = zsock_new(ZMQ_PAIR);
+    if (self->monitor)
+        zsock_set_linger(self->monitor, 0);
+    if (!self->monitor || zsock_connect(self->monitor, "%s", mon_ep) != 0) {
+        rc = fm_errmsg_set(e, -ENOMEM, "cannot connect the DEALER monitor");
+        goto cleanup;
+    }
+    if (zsock_connect(self->sub, "%s", cfg->endpoints.model_pub) != 0) {
+        rc = fm_errmsg_set(e, FM_EARG, "[endpoints] model_pub = %s: cannot connect: %s",
+                           cfg->endpoints.model_pub, zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    if (zsock_connect(self->dealer, "%s", cfg->endpoints.snapshot) != 0) {
+        rc = fm_errmsg_set(e, FM_EARG, "[endpoints] snapshot = %s: cannot connect: %s",
+                           cfg->endpoints.snapshot, zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    self->poller = zpoller_new(self->sub, self->dealer, self->monitor, NULL);
+    if (!self->poller) {
+        rc = fm_errmsg_set(e, -ENOMEM, "cannot create a poller");
+        goto cleanup;
+    }
+
+    self->nworkers = cfg->trainer.workers;
+    self->workers = calloc((size_t)self->nworkers, sizeof *self->workers);
+    if (!self->workers) {
+        rc = fm_errmsg_set(e, -ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    trainer_worker_env_t env = {.cfg = &self->cfg,
+                                .model_name = self->model_name,
+                                .ds = self->ds,
+                                .part = self->part,
+                                .latest = self->latest,
+                                .ctx = &self->ctx,
+                                .trainer_id = self->trainer_id};
+    for (int i = 0; i < self->nworkers; i++) {
+        self->workers[i] = trainer_worker_new(&env, i, &rc, e);
+        if (!self->workers[i])
+            goto cleanup;
+    }
+    return self;
+cleanup:
+    *err = rc ? rc : FM_EARG;
+    trainer_pool_destroy(&self);
+    return NULL;
+}
+
+int trainer_pool_run(trainer_pool_t *self)
+{
+    const fm_config_t *cfg = &self->cfg;
+    FM_LOG(LOG_INFO, "trainer %s: model %s, %d workers x %d threads, clients %u-%u, "
+           "model_pub %s, snapshot %s, updates %s", self->trainer_id, self->model_name,
+           self->nworkers, cfg->trainer.threads_per_worker, self->client_first,
+           self->client_first + self->client_count - 1, cfg->endpoints.model_pub,
+           cfg->endpoints.snapshot, cfg->endpoints.updates);
+    for (int i = 0; i < self->nworkers; i++) {
+        int rc = trainer_worker_start(self->workers[i]);
+        if (rc != 0) {
+            FM_LOG(LOG_ERR, "worker %d: cannot start: %s", i, fm_strerror(rc));
+            s_workers_destroy(self);
+            return rc;
+        }
+    }
+    double start = fm_daemon_now();
+    s_send_member(self, FM_WIRE_HELLO);
+    double next_hb = start + cfg->trainer.heartbeat_interval_s;
+    double next_snapshot = start + S_SNAPSHOT_FIRST_S;
+    double next_summary = start + S_SUMMARY_S;
+    while (!fm_daemon_stopping()) {
+        if (fm_daemon_take_reload())
+            s_reload(self);
+        zsock_t *which = zpoller_wait(self->poller, S_POLL_MS);
+        if (which == self->sub || which == self->dealer)
+            s_recv(self, which, which == self->sub);
+        else if (which && which == self->monitor)
+            s_on_monitor(self);
+        double now = fm_daemon_now();
+        if (now >= next_hb) {
+            s_send_member(self, FM_WIRE_HEARTBEAT);
+            next_hb = now + cfg->trainer.heartbeat_interval_s;
+        }
+        int no_model = self->last_model == 0;
+        if (now >= next_snapshot &&
+            (no_model || now - self->last_model >= S_MODEL_SILENCE_S)) {
+            s_send_snapshot_req(self);
+            if (no_model) {
+                self->snapshot_backoff *= 2;
+                if (self->snapshot_backoff > S_SNAPSHOT_MAX_S)
+                    self->snapshot_backoff = S_SNAPSHOT_MAX_S;
+                next_snapshot = now + self->snapshot_backoff;
+            } else {
+                next_snapshot = now + S_MODEL_SILENCE_S;
+            }
+        } else if (!no_model && next_snapshot < self->last_model + S_MODEL_SILENCE_S) {
+            next_snapshot = self->last_model + S_MODEL_SILENCE_S;
+        }
+        if (now >= next_summary) {
+            s_summary(self, "summary");
+            next_summary = now + S_SUMMARY_S;
+        }
+    }
+    FM_LOG(LOG_INFO, "stopping: waiting for the workers");
+    double t0 = fm_daemon_now();
+    s_workers_destroy(self);
+    s_send_member(self, FM_WIRE_BYE);
+    FM_LOG(LOG_INFO, "workers stopped in %.2f s; BYE sent", fm_daemon_now() - t0);
+    s_summary(self, "final");
+    return 0;
+}
+
+void trainer_pool_destroy(trainer_pool_t **p)
+{
+    if (!p || !*p)
+        return;
+    trainer_pool_t *self = *p;
+    s_workers_destroy(self);
+    zpoller_destroy(&self->poller);
+    zsock_destroy(&self->monitor);
+    if (self->monitoring)
+        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
+    zsock_destroy(&self->sub);
+    zsock_destroy(&self->dealer);
+    if (self->ctx_ready)
+        trainer_ctx_fini(&self->ctx);
+    trainer_latest_destroy(&self->latest);
+    fm_partition_destroy(&self->part);
+    fm_dataset_destroy(&self->ds);
+    fm_model_destroy(&self->layout);
+    fm_wire_buf_free(&self->buf);
+    free(self->tensors);
+    free(self);
+    *p = NULL;
+}

@@ -1,0 +1,48 @@
+/* trainer_pool: the fedmq-trainer daemon (one `self`, no globals).
+ *
+ * One process hosts a pool of virtual clients (trainer.clients; client k trains on
+ * partition k of the training set) run by trainer.workers worker threads
+ * (trainer_worker). The main thread owns the membership and model sockets:
+ *   SUB    connect endpoints.model_pub, ZMQ_CONFLATE=1 (set before connect): newest MODEL;
+ *   DEALER connect endpoints.snapshot: HELLO at start (the broker replies with the current
+ *          MODEL), HEARTBEAT every trainer.heartbeat_interval_s, SNAPSHOT_REQ while it has
+ *          no model (every 2 s, backing off to 10 s) or has seen none for 30 s, BYE at exit;
+ *          a monitor (inproc PAIR) on the DEALER says HELLO again after every reconnect.
+ * Every MODEL frame is decoded and checked (model name, fm_wire_tensors_check, finite)
+ * into a scratch buffer, then published to the workers (trainer_latest); bad frames are
+ * counted and logged (rate-limited), never fatal. Acceptance: a MODEL on the SUB wins
+ * whatever its version (the broker's stream is ordered; a lower version means the
+ * aggregator restarted from a checkpoint) unless it is the same version and creation time
+ * as the one held; a snapshot reply is taken only if its version or its creation time is
+ * newer than the held model's (it may race with the PUB; a restarted aggregator gives
+ * its checkpointed version a new creation time).
+ * Workers each PUSH their own UPDATEs (see trainer_worker.h). A summary is logged every
+ * 10 s. SIGHUP reloads the reloadable trainer keys (heartbeat_interval_s, slowdown_sigma,
+ * dropout_prob). SIGINT/SIGTERM: workers finish or abandon their client, BYE is sent. */
+#ifndef TRAINER_POOL_H
+#define TRAINER_POOL_H
+
+#include "fm_cfg.h"
+#include "fm_daemon.h"
+#include "fm_err.h"
+
+typedef struct trainer_pool trainer_pool_t;
+
+/* Load the training set, partition it, create the sockets and the workers (not started).
+ * `args` is borrowed (for reloads) and must outlive the pool. NULL with *err and `e` on
+ * failure: FM_EARG for what the configuration names wrongly (client range, endpoints that
+ * do not connect, a data_dir that does not load, a partition that cannot be made: the
+ * daemon exits 2), else -ENOMEM, -errno, FM_EMODEL (exit 1). Caller owns it
+ * (trainer_pool_destroy). */
+trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                                 fm_errmsg_t *e);
+
+/* Start the workers and serve until SIGINT/SIGTERM (fm_daemon_stopping); then stop the
+ * workers and send BYE. 0, or -errno if the workers could not start. */
+int trainer_pool_run(trainer_pool_t *self);
+
+/* Stop and join the workers if running, close the sockets, free everything, NULL *p.
+ * Idempotent. */
+void trainer_pool_destroy(trainer_pool_t **p);
+
+#endif

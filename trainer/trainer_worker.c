@@ -1,0 +1,319 @@
+#include "trainer_worker.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fm_daemon.h"
+#include "fm_engine.h"
+#include "fm_log.h"
+#include "fm_model.h"
+#include "fm_optim.h"
+#include "fm_train.h"
+#include "fm_wire.h"
+#include "trainer_sim.h"
+
+#define S_PUSH_HWM 4          /* UPDATEs queued per worker before sends block */
+#define S_PUSH_TIMEOUT_MS 1000 /* then a send waits this long before the update is dropped */
+#define S_PUSH_LINGER_MS 1000 /* queued UPDATEs get this long at exit */
+#define S_IDLE_S 0.02         /* poll period while there is no model or no idle client */
+#define S_WARN_EVERY_S 5.0    /* rate limit of repeated warnings */
+
+struct trainer_worker {
+    trainer_worker_env_t env;
+    int index;
+    fm_model_t *model;        /* local weights */
+    fm_engine_t *engine;
+    fm_optim_t *optim;
+    float *base;              /* the global model training started from */
+    float *delta;             /* w_local - w_base */
+    size_t nparams;
+    fm_wire_buf_t buf;
+    zsock_t *push;
+    pthread_t thread;
+    int started;
+    double last_warn;         /* monotonic time of the last rate-limited warning */
+    uint64_t warned;          /* warnings suppressed since */
+};
+
+/* State of one local training, seen by the epoch callback. */
+typedef struct {
+    trainer_ctx_t *ctx;
+    int epochs_done;
+} s_epoch_state_t;
+
+static int s_on_epoch(void *arg, int epoch, const fm_train_result_t *so_far)
+{
+    (void)so_far;
+    s_epoch_state_t *st = arg;
+    st->epochs_done = epoch + 1;
+    return trainer_ctx_stopping(st->ctx);
+}
+
+/* Sleep `s` seconds in short slices; 0 if slept fully, 1 if interrupted by stop. */
+static int s_sleep_interruptible(trainer_ctx_t *ctx, double s)
+{
+    double end = fm_daemon_now() + s;
+    for (;;) {
+        if (trainer_ctx_stopping(ctx))
+            return 1;
+        double left = end - fm_daemon_now();
+        if (left <= 0)
+            return 0;
+        double step = left < 0.05 ? left : 0.05;
+        struct timespec t = {0, (long)(step * 1e9)};
+        nanosleep(&t, NULL);
+    }
+}
+
+static void s_idle(void)
+{
+    struct timespec t = {0, (long)(S_IDLE_S * 1e9)};
+    nanosleep(&t, NULL);
+}
+
+/* A warning at most every S_WARN_EVERY_S per worker; the rest are counted. */
+static void s_warn(trainer_worker_t *w, const char *what, const char *detail)
+{
+    double now = fm_daemon_now();
+    if (w->last_warn > 0 && now - w->last_warn < S_WARN_EVERY_S) {
+        w->warned++;
+        return;
+    }
+    FM_LOG(LOG_WARNING, "worker %d: %s: %s (%llu similar warnings suppressed)", w->index, what,
+           detail, (unsigned long long)w->warned);
+    w->last_warn = now;
+    w->warned = 0;
+}
+
+/* Encode and PUSH one UPDATE; counts it as sent or dropped. */
+static void s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr)
+{
+    trainer_ctx_t *ctx = w->env.ctx;
+    int rc = fm_wire_encode_update(hdr, w->model, w->delta, &w->buf);
+    if (rc != 0) {
+        atomic_fetch_add(&ctx->send_dropped, 1);
+        s_warn(w, "UPDATE encode failed, dropped", fm_strerror(rc));
+        return;
+    }
+    if (zmq_send(zsock_resolve(w->push), w->buf.data, w->buf.len, 0) < 0) {
+        atomic_fetch_add(&ctx->send_dropped, 1);
+        s_warn(w, "UPDATE not sent (aggregator unreachable or slow?), dropped",
+               zmq_strerror(errno));
+        return;
+    }
+    atomic_fetch_add(&ctx->sent, 1);
+}
+
+/* One local training of `client` (run number `run`), then its UPDATE (or nothing). */
+static void s_train_client(trainer_worker_t *w, uint32_t client, uint64_t run, double sigma,
+                           double dropout_prob)
+{
+    const fm_config_t *cfg = w->env.cfg;
+    const fm_cfg_federation_t *fed = &cfg->federation;
+    trainer_ctx_t *ctx = w->env.ctx;
+    const fm_partition_t *part = w->env.part;
+    uint32_t n = part->offsets[client + 1] - part->offsets[client];
+    const uint32_t *idx = part->indices + part->offsets[client];
+    if (n == 0) {
+        atomic_fetch_add(&ctx->train_errors, 1);
+        FM_LOG(LOG_DEBUG, "worker %d: client %u has no samples, skipped", w->index, client);
+        s_idle();
+        return;
+    }
+    uint64_t base_version = 0;
+    if (trainer_latest_get(w->env.latest, w->base, &base_version) != 0)
+        return;
+    float *params = fm_model_params(w->model);
+    memcpy(params, w->base, w->nparams * sizeof(float));
+
+    /* dropout: the client abandons after a random fraction of its work (a prefix of its
+     * samples in every epoch), then sends nothing */
+    double fraction = 1.0;
+    int drop = trainer_sim_dropout(fed->seed, client, run, dropout_prob, &fraction);
+    uint32_t ntrain = n;
+    if (drop) {
+        ntrain = (uint32_t)(fraction * n);
+        ntrain = ntrain ? ntrain : 1;
+    }
+    fm_train_config_t tcfg = {.epochs = fed->local_epochs,
+                              .batch = fed->batch_size,
+                              .seed = trainer_sim_train_seed(fed->seed, client, run)};
+    s_epoch_state_t st = {.ctx = ctx, .epochs_done = 0};
+    fm_train_result_t res;
+    double t0 = fm_daemon_now();
+    int rc = fm_train_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
+                          &tcfg, fed->mu > 0 ? w->base : NULL, s_on_epoch, &st, &res);
+    double compute = fm_daemon_now() - t0;
+    if (rc != 0) {
+        atomic_fetch_add(&ctx->train_errors, 1);
+        char detail[96];
+        snprintf(detail, sizeof detail, "client %u: %s", client, fm_strerror(rc));
+        s_warn(w, "local training failed, nothing sent", detail);
+        return;
+    }
+    if (st.epochs_done < fed->local_epochs) {
+        atomic_fetch_add(&ctx->abandoned, 1);
+        FM_LOG(LOG_DEBUG, "worker %d: client %u abandoned after %d epochs (stopping)", w->index,
+               client, st.epochs_done);
+        return;
+    }
+    /* device heterogeneity: a slow device takes f_k times the real compute time */
+    double f = trainer_sim_slowdown(fed->seed, client, sigma);
+    if (f > 1.0 && s_sleep_interruptible(ctx, (f - 1.0) * compute)) {
+        atomic_fetch_add(&ctx->abandoned, 1);
+        return;
+    }
+    double secs = fm_daemon_now() - t0;
+    if (drop) {
+        atomic_fetch_add(&ctx->dropouts, 1);
+        FM_LOG(LOG_DEBUG, "worker %d: client %u dropped out after %.0f%% of its work", w->index,
+               client, 100.0 * fraction);
+        return;
+    }
+    for (size_t i = 0; i < w->nparams; i++)
+        w->delta[i] = params[i] - w->base[i];
+
+    fm_wire_update_t hdr;
+    memset(&hdr, 0, sizeof hdr);
+    rc = fm_wire_id_new(hdr.id);
+    if (rc != 0) {
+        atomic_fetch_add(&ctx->send_dropped, 1);
+        s_warn(w, "no random update id, dropped", fm_strerror(rc));
+        return;
+    }
+    snprintf(hdr.trainer, sizeof hdr.trainer, "%s", w->env.trainer_id);
+    hdr.client = client;
+    hdr.base = base_version;
+    hdr.num_samples = n;
+    hdr.local_steps = res.steps;
+    hdr.train_loss = res.loss;
+    hdr.train_seconds = secs;
+    s_send_update(w, &hdr);
+    FM_LOG(LOG_DEBUG, "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
+           "%.3f s (compute %.3f s, slowdown %.2f)", w->index, client,
+           (unsigned long long)base_version, n, res.loss, (unsigned long long)res.steps, secs,
+           compute, f);
+}
+
+static void *s_run(void *arg)
+{
+    trainer_worker_t *w = arg;
+    trainer_ctx_t *ctx = w->env.ctx;
+    while (!trainer_ctx_stopping(ctx)) {
+        uint64_t v;
+        double created;
+        if (!trainer_latest_peek(w->env.latest, &v, &created)) {
+            s_idle();
+            continue;
+        }
+        uint32_t client;
+        uint64_t run;
+        double sigma, p;
+        if (trainer_ctx_take(ctx, &client, &run, &sigma, &p) != 0) {
+            s_idle();
+            continue;
+        }
+        atomic_fetch_add(&ctx->busy_workers, 1);
+        s_train_client(w, client, run, sigma, p);
+        atomic_fetch_sub(&ctx->busy_workers, 1);
+        trainer_ctx_release(ctx, client);
+    }
+    return NULL;
+}
+
+trainer_worker_t *trainer_worker_new(const trainer_worker_env_t *env, int index, int *err,
+                                     fm_errmsg_t *e)
+{
+    const fm_config_t *cfg = env->cfg;
+    trainer_worker_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        *err = fm_errmsg_set(e, -ENOMEM, "worker %d: out of memory", index);
+        return NULL;
+    }
+    w->env = *env;
+    w->index = index;
+    int rc = 0;
+    w->model = fm_model_new(env->model_name, &rc);
+    if (!w->model) {
+        fm_errmsg_set(e, rc, "worker %d: model %s: %s", index, env->model_name, fm_strerror(rc));
+        goto cleanup;
+    }
+    w->nparams = fm_model_nparams(w->model);
+    w->engine = fm_engine_new(w->model, cfg->trainer.threads_per_worker,
+                              cfg->federation.batch_size, &rc);
+    if (!w->engine) {
+        fm_errmsg_set(e, rc, "worker %d: engine: %s", index, fm_strerror(rc));
+        goto cleanup;
+    }
+    fm_sgd_config_t sgd = {.lr = (float)cfg->federation.learning_rate,
+                           .momentum = (float)cfg->federation.momentum,
+                           .weight_decay = (float)cfg->federation.weight_decay,
+                           .clip_norm = (float)cfg->federation.clip_norm,
+                           .mu = (float)cfg->federation.mu};
+    fm_errmsg_t why;
+    if ((rc = fm_sgd_config_check(&sgd, &why)) != 0) {
+        fm_errmsg_set(e, rc, "worker %d: optimiser: %s", index, why.msg);
+        goto cleanup;
+    }
+    w->optim = fm_optim_new(w->nparams, &sgd, &rc);
+    if (!w->optim) {
+        fm_errmsg_set(e, rc, "worker %d: optimiser: %s", index, fm_strerror(rc));
+        goto cleanup;
+    }
+    w->base = malloc(w->nparams * sizeof(float));
+    w->delta = malloc(w->nparams * sizeof(float));
+    if (!w->base || !w->delta) {
+        rc = fm_errmsg_set(e, -ENOMEM, "worker %d: out of memory", index);
+        goto cleanup;
+    }
+    w->push = zsock_new(ZMQ_PUSH);
+    if (!w->push) {
+        rc = fm_errmsg_set(e, -ENOMEM, "worker %d: cannot create a PUSH socket", index);
+        goto cleanup;
+    }
+    zsock_set_sndhwm(w->push, S_PUSH_HWM);
+    zsock_set_sndtimeo(w->push, S_PUSH_TIMEOUT_MS);
+    zsock_set_linger(w->push, S_PUSH_LINGER_MS);
+    if (zsock_connect(w->push, "%s", cfg->endpoints.updates) != 0) {
+        rc = fm_errmsg_set(e, FM_EARG, "endpoints.updates = %s: cannot connect: %s",
+                           cfg->endpoints.updates, zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    return w;
+cleanup:
+    *err = rc ? rc : FM_EARG;
+    trainer_worker_destroy(&w);
+    return NULL;
+}
+
+int trainer_worker_start(trainer_worker_t *w)
+{
+    int rc = pthread_create(&w->thread, NULL, s_run, w);
+    if (rc != 0)
+        return -rc;
+    w->started = 1;
+    return 0;
+}
+
+void trainer_worker_destroy(trainer_worker_t **p)
+{
+    if (!p || !*p)
+        return;
+    trainer_worker_t *w = *p;
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    zsock_destroy(&w->push);
+    fm_wire_buf_free(&w->buf);
+    free(w->base);
+    free(w->delta);
+    fm_optim_destroy(&w->optim);
+    fm_engine_destroy(&w->engine);
+    fm_model_destroy(&w->model);
+    free(w);
+    *p = NULL;
+}

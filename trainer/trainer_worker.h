@@ -1,0 +1,49 @@
+/* trainer_worker: one worker thread of a trainer pool.
+ *
+ * A worker owns everything a local training needs: an fm_model (the local weights), an
+ * fm_engine (threads_per_worker threads), an fm_optim, the base and delta buffers, an
+ * encode buffer and its own ZeroMQ PUSH socket to endpoints.updates (ZeroMQ sockets are not
+ * thread-safe, so each worker sends its own UPDATEs: a send that times out stalls only that
+ * worker). Its loop: take the next idle client (trainer_ctx), copy the newest model
+ * (trainer_latest) as the base, train federation.local_epochs on the client's partition,
+ * apply the fleet simulation (slowdown sleep, dropout), and PUSH the UPDATE
+ * delta = w_local - w_base with SNDTIMEO 1 s (on timeout the update is dropped and counted).
+ * The socket is created by trainer_worker_new (main thread) and used only by the worker
+ * thread once started (pthread_create is the memory barrier ZeroMQ requires). */
+#ifndef TRAINER_WORKER_H
+#define TRAINER_WORKER_H
+
+#include "fm_cfg.h"
+#include "fm_data.h"
+#include "fm_err.h"
+#include "trainer_ctx.h"
+#include "trainer_latest.h"
+
+/* What the workers share, borrowed: all of it must outlive the workers. */
+typedef struct {
+    const fm_config_t *cfg;        /* read-only while workers run */
+    const char *model_name;        /* "logreg", "mlp", "cnn" */
+    const fm_dataset_t *ds;        /* the training set */
+    const fm_partition_t *part;    /* federation.num_clients partitions of ds */
+    trainer_latest_t *latest;      /* the newest global model */
+    trainer_ctx_t *ctx;            /* scheduler, counters, stop flag */
+    const char *trainer_id;        /* "trainer" of every UPDATE */
+} trainer_worker_env_t;
+
+typedef struct trainer_worker trainer_worker_t;
+
+/* A worker (not started): model, engine, optimiser, buffers, PUSH socket connected to
+ * endpoints.updates. NULL with *err and `e` set on failure (-ENOMEM, FM_EARG, -errno).
+ * Caller owns it (trainer_worker_destroy). */
+trainer_worker_t *trainer_worker_new(const trainer_worker_env_t *env, int index, int *err,
+                                     fm_errmsg_t *e);
+
+/* Start the worker thread. 0 or -errno. */
+int trainer_worker_start(trainer_worker_t *w);
+
+/* Join the thread if started (set ctx->stop first, or this waits forever), close the
+ * socket (linger 1 s: queued UPDATEs get a last chance), free everything, NULL *p.
+ * Idempotent. */
+void trainer_worker_destroy(trainer_worker_t **p);
+
+#endif

@@ -262,7 +262,7 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
     if (s_buf_reserve(out, s_tensors_size(layout) + 512) != 0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head(&pk, FM_WIRE_UPDATE, 9));
+    S_PACK(s_pack_head(&pk, FM_WIRE_UPDATE, 10));
     S_PACK(s_pack_str(&pk, "id"));
     S_PACK(msgpack_pack_bin(&pk, FM_WIRE_ID_LEN));
     S_PACK(msgpack_pack_bin_body(&pk, hdr->id, FM_WIRE_ID_LEN));
@@ -273,6 +273,7 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
     S_PACK(s_pack_ku64(&pk, "steps", hdr->local_steps));
     S_PACK(s_pack_kf64(&pk, "loss", hdr->train_loss));
     S_PACK(s_pack_kf64(&pk, "secs", hdr->train_seconds));
+    S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_tensors(&pk, layout, delta));
 cleanup:
     if (rc)
@@ -746,6 +747,7 @@ static const s_field_t s_update_fields[] = {
     {"steps", S_F_U64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, local_steps)},
     {"loss", S_F_F64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, train_loss)},
     {"secs", S_F_F64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, train_seconds)},
+    {"model", S_F_STR, 0, 0, offsetof(fm_wire_update_t, model)}, /* optional: "" if absent */
     {"tensors", S_F_TENSORS, 0, S_BIT(FM_WIRE_UPDATE), 0},
 };
 

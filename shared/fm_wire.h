@@ -78,6 +78,9 @@ typedef struct {
     uint64_t local_steps;             /* "steps": optimiser steps taken */
     double train_loss;                /* "loss": mean training loss */
     double train_seconds;             /* "secs": wall time of the local training */
+    char model[FM_WIRE_STR_MAX + 1];  /* "model" (optional): model name the delta is for;
+                                         "" when absent. The encoder writes
+                                         fm_model_name(layout) and ignores this field */
 } fm_wire_update_t;
 
 /* HELLO / HEARTBEAT / BYE: trainer membership. */

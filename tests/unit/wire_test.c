@@ -448,6 +448,7 @@ static void s_roundtrip_update(const char *name)
     assert_true(got.base == hdr.base && got.num_samples == hdr.num_samples &&
                 got.local_steps == hdr.local_steps);
     assert_true(got.train_loss == hdr.train_loss && got.train_seconds == hdr.train_seconds);
+    assert_string_equal(got.model, name); /* optional "model": the encoder writes the layout's */
     s_ok(fm_wire_tensors_check(ts, m, &e), &e);
     float *dst = fm_tu_floats(np);
     s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);

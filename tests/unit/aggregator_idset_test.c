@@ -1,0 +1,108 @@
+/* aggregator_idset_test: the window of recent update ids (aggregator/aggregator_idset.c).
+ * The unit-test rule of CMakeLists.txt links libfedmq only, not the daemons' libraries, so
+ * the module is compiled into this test directly. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../aggregator/aggregator_idset.c"
+
+static void s_id(uint8_t id[FM_WIRE_ID_LEN], uint32_t i)
+{
+    memset(id, 0, FM_WIRE_ID_LEN);
+    /* low-entropy ids on purpose: the hash must still spread them */
+    memcpy(id + 12, &i, sizeof i);
+}
+
+static void test_basic(void **state)
+{
+    int err = 0;
+    assert_null(agg_idset_new(0, &err));
+    assert_int_equal(err, FM_EARG);
+    agg_idset_t *s = agg_idset_new(4, &err);
+    assert_non_null(s);
+    uint8_t id[FM_WIRE_ID_LEN];
+    for (uint32_t i = 0; i < 4; i++) {
+        s_id(id, i);
+        assert_false(agg_idset_contains(s, id));
+        agg_idset_add(s, id);
+        assert_true(agg_idset_contains(s, id));
+    }
+    assert_int_equal(agg_idset_count(s), 4);
+    s_id(id, 4); /* window full: 0 is forgotten */
+    agg_idset_add(s, id);
+    assert_int_equal(agg_idset_count(s), 4);
+    s_id(id, 0);
+    assert_false(agg_idset_contains(s, id));
+    for (uint32_t i = 1; i <= 4; i++) {
+        s_id(id, i);
+        assert_true(agg_idset_contains(s, id));
+    }
+    agg_idset_destroy(&s);
+    assert_null(s);
+    agg_idset_destroy(&s);
+}
+
+/* Many evictions through a table with collisions: exactly the last cap ids are members. */
+static void test_window(void **state)
+{
+    const size_t cap = 1000;
+    agg_idset_t *s = agg_idset_new(cap, NULL);
+    assert_non_null(s);
+    uint8_t id[FM_WIRE_ID_LEN];
+    const uint32_t total = 25000;
+    for (uint32_t i = 0; i < total; i++) {
+        uint8_t r[FM_WIRE_ID_LEN];
+        s_id(r, i);
+        r[0] = (uint8_t)(i * 37); /* vary the hashed bytes a little */
+        agg_idset_add(s, r);
+    }
+    for (uint32_t i = 0; i < total; i++) {
+        s_id(id, i);
+        id[0] = (uint8_t)(i * 37);
+        assert_int_equal(agg_idset_contains(s, id), i >= total - cap);
+    }
+    agg_idset_destroy(&s);
+}
+
+static void test_dump_load(void **state)
+{
+    agg_idset_t *s = agg_idset_new(8, NULL), *t = agg_idset_new(8, NULL);
+    assert_non_null(s);
+    assert_non_null(t);
+    uint8_t id[FM_WIRE_ID_LEN], blob[8 * FM_WIRE_ID_LEN];
+    for (uint32_t i = 0; i < 11; i++) {
+        s_id(id, i);
+        agg_idset_add(s, id);
+    }
+    /* ids 3..10 in the window; leave out the newest 2 (an open buffer) */
+    size_t n = agg_idset_dump(s, 2, blob);
+    assert_int_equal(n, 6);
+    s_id(id, 3);
+    assert_memory_equal(blob, id, FM_WIRE_ID_LEN);
+    assert_int_equal(agg_idset_load(t, blob, n * FM_WIRE_ID_LEN), 0);
+    assert_int_equal(agg_idset_count(t), 6);
+    for (uint32_t i = 0; i < 11; i++) {
+        s_id(id, i);
+        assert_int_equal(agg_idset_contains(t, id), i >= 3 && i <= 8);
+    }
+    assert_int_equal(agg_idset_load(t, blob, 5), FM_EFORMAT);
+    assert_int_equal(agg_idset_dump(s, 100, blob), 0);
+    agg_idset_destroy(&s);
+    agg_idset_destroy(&t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basic),
+        cmocka_unit_test(test_window),
+        cmocka_unit_test(test_dump_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

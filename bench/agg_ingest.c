@@ -1,0 +1,190 @@
+/* agg_ingest: the aggregator's ingest rate against the machine's memory bandwidth.
+ *
+ *   agg_ingest --model cnn|mlp [--k K] [--updates N]
+ *
+ * Starts the real fedmq-aggregator (beside this binary) on loopback, pushes N distinct
+ * UPDATE frames (one encoded delta, a fresh 16-byte id patched into each copy) as fast as
+ * PUSH allows, and times until stats.json reports all N applied. In the same run it
+ * measures single-thread memcpy bandwidth (64 MiB buffers) and reports the ingest rate as
+ * a fraction of the bound bandwidth / (3 x model bytes) (each update's delta is read
+ * roughly three times: decode/check, finiteness, fold). Also the aggregator's peak RSS
+ * (VmHWM). Prints one line: agg model=.. k=.. updates_per_s=.. memcpy_gbs=.. bound=..
+ * fraction=.. peak_rss_mb=.. */
+#include <czmq.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tests/support/fm_proc.h"
+#include "fm_model.h"
+#include "fm_rng.h"
+#include "fm_wire.h"
+
+static double s_memcpy_gbs(void)
+{
+    size_t n = 64u << 20;
+    char *a = malloc(n), *b = malloc(n);
+    memset(a, 1, n);
+    memset(b, 2, n);
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = fm_proc_now();
+        memcpy(b, a, n);
+        double t = fm_proc_now() - t0;
+        /* a copy reads and writes n bytes: count the bytes moved once each way */
+        double gbs = 2.0 * n / t / 1e9;
+        best = gbs > best ? gbs : best;
+        a[r] = b[n - 1 - r];
+    }
+    free(a);
+    free(b);
+    return best;
+}
+
+static double s_json(const char *path, const char *key)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NAN;
+    char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = 0;
+    fclose(f);
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(text, pat);
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+static long s_vmhwm_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = "cnn";
+    int k = 10, n = 400;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--k")) k = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--updates")) n = atoi(argv[i + 1]);
+        else { fprintf(stderr, "agg_ingest: unknown option %s\n", argv[i]); return 2; }
+    }
+    int err = 0;
+    fm_model_t *m = fm_model_new(model, &err);
+    if (!m || k < 1 || n < k) {
+        fprintf(stderr, "agg_ingest: bad --model/--k/--updates\n");
+        return 2;
+    }
+    double gbs = s_memcpy_gbs();
+
+    char self[PATH_MAX], bin[PATH_MAX + 32], dir[256], sets[8][400], stats[400], log[400];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[len > 0 ? len : 0] = 0;
+    snprintf(bin, sizeof bin, "%s/fedmq-aggregator", dirname(self));
+    if (fm_proc_tmpdir(dir, sizeof dir) != 0)
+        return 1;
+    int pu = fm_proc_free_port(), pm = fm_proc_free_port();
+    snprintf(sets[0], 400, "endpoints.updates=tcp://127.0.0.1:%d", pu);
+    snprintf(sets[1], 400, "endpoints.aggregator_models=tcp://127.0.0.1:%d", pm);
+    snprintf(sets[2], 400, "federation.model=%s", model);
+    snprintf(sets[3], 400, "aggregator.buffer_k=%d", k);
+    snprintf(sets[4], 400, "aggregator.max_staleness=1000000");
+    snprintf(sets[5], 400, "aggregator.checkpoint_every=1000000");
+    snprintf(sets[6], 400, "aggregator.checkpoint_dir=%s/ckpt", dir);
+    snprintf(sets[7], 400, "aggregator.log_level=warning");
+    snprintf(stats, sizeof stats, "%s/ckpt/stats.json", dir);
+    snprintf(log, sizeof log, "%s/aggregator.log", dir);
+    char *av[20];
+    int ac = 0;
+    av[ac++] = bin;
+    for (int i = 0; i < 8; i++) {
+        av[ac++] = "--set";
+        av[ac++] = sets[i];
+    }
+    av[ac] = NULL;
+    fm_proc_set_t procs = {0};
+    pid_t agg = fm_proc_spawn(&procs, av, log);
+
+    /* wait for its first MODEL: it is up and bound */
+    zsock_t *sub = zsock_new(ZMQ_SUB), *push = zsock_new(ZMQ_PUSH);
+    zsock_set_linger(sub, 0);
+    zsock_set_linger(push, 2000);
+    zsock_set_sndhwm(push, 64);
+    zsock_set_subscribe(sub, "");
+    zsock_connect(sub, "tcp://127.0.0.1:%d", pm);
+    zsock_connect(push, "tcp://127.0.0.1:%d", pu);
+    zsock_set_rcvtimeo(sub, 10000);
+    zframe_t *first = zframe_recv(sub);
+    if (!first) {
+        fprintf(stderr, "agg_ingest: no MODEL from the aggregator (see %s)\n", log);
+        fm_proc_reap_all(&procs);
+        return 1;
+    }
+    zframe_destroy(&first);
+
+    /* one encoded update; each copy gets its own id */
+    float *delta = malloc(sizeof(float) * fm_model_nparams(m));
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 7, 0);
+    for (size_t i = 0; i < fm_model_nparams(m); i++)
+        delta[i] = (float)(fm_rng_normal(&rng) * 1e-4);
+    fm_wire_update_t up;
+    memset(&up, 0, sizeof up);
+    memset(up.id, 0xAB, sizeof up.id);
+    snprintf(up.trainer, sizeof up.trainer, "bench");
+    up.num_samples = 600;
+    up.local_steps = 19;
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    fm_wire_encode_update(&up, m, delta, &buf);
+    unsigned char pattern[FM_WIRE_ID_LEN];
+    memset(pattern, 0xAB, sizeof pattern);
+    unsigned char *idpos = memmem(buf.data, buf.len, pattern, sizeof pattern);
+
+    double t0 = fm_proc_now();
+    for (int i = 0; i < n; i++) {
+        uint64_t tag = (uint64_t)i + 1;
+        memcpy(idpos, &tag, sizeof tag);
+        zframe_t *f = zframe_new(buf.data, buf.len);
+        zframe_send(&f, push, 0);
+    }
+    double done = 0;
+    while (fm_proc_now() - t0 < 300) {
+        double a = s_json(stats, "updates_applied");
+        if (a == a && a >= (double)(n - n % k)) {
+            done = fm_proc_now() - t0;
+            break;
+        }
+        fm_proc_sleep(0.002);
+    }
+    long hwm = s_vmhwm_kb(agg);
+    fm_proc_stop(agg, SIGTERM, 30.0);
+    fm_proc_reap_all(&procs);
+    double model_bytes = 4.0 * fm_model_nparams(m);
+    double rate = done > 0 ? (n - n % k) / done : 0;
+    double bound = gbs * 1e9 / (3.0 * model_bytes);
+    printf("agg model=%s k=%d updates=%d frame_bytes=%zu updates_per_s=%.1f memcpy_gbs=%.1f "
+           "bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f rejected=%.0f\n",
+           model, k, n, buf.len, rate, gbs, bound, rate / bound, hwm / 1024.0,
+           s_json(stats, "updates_rejected"));
+    fm_wire_buf_free(&buf);
+    free(delta);
+    zsock_destroy(&sub);
+    zsock_destroy(&push);
+    fm_model_destroy(&m);
+    fm_proc_rmtree(dir);
+    return done > 0 ? 0 : 1;
+}

@@ -44,21 +44,6 @@ static double s_memcpy_gbs(void)
     return best;
 }
 
-static double s_json(const char *path, const char *key)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NAN;
-    char text[65536];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = 0;
-    fclose(f);
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(text, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
 static long s_vmhwm_kb(pid_t pid)
 {
     char path[64], line[256];
@@ -163,7 +148,7 @@ int main(int argc, char **argv)
     }
     double done = 0;
     while (fm_proc_now() - t0 < 300) {
-        double a = s_json(stats, "updates_applied");
+        double a = fm_proc_json_num(stats, "updates_applied");
         if (a == a && a >= (double)(n - n % k)) {
             done = fm_proc_now() - t0;
             break;
@@ -179,7 +164,7 @@ int main(int argc, char **argv)
     printf("agg model=%s k=%d updates=%d frame_bytes=%zu updates_per_s=%.1f memcpy_gbs=%.1f "
            "bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f rejected=%.0f\n",
            model, k, n, buf.len, rate, gbs, bound, rate / bound, hwm / 1024.0,
-           s_json(stats, "updates_rejected"));
+           fm_proc_json_num(stats, "updates_rejected"));
     fm_wire_buf_free(&buf);
     free(delta);
     zsock_destroy(&sub);

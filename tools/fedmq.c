@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fm_blas.h"
+#include "fm_daemon.h"
 #include "fm_data.h"
 #include "fm_engine.h"
 #include "fm_log.h"
@@ -217,13 +218,6 @@ static int s_start(const char *cmd)
     return 0;
 }
 
-static double s_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 typedef struct {
     int epochs;
     uint32_t n;
@@ -291,14 +285,15 @@ static int s_cmd_train(int argc, char **argv)
     fm_train_config_t tc = {.epochs = (int)o.epochs, .batch = (int)o.batch, .seed = o.seed};
     s_progress_t prog = {.epochs = (int)o.epochs, .n = n};
     fm_train_result_t res;
-    double t0 = s_now();
+    double t0 = fm_daemon_now();
     int trc = fm_train_run(eng, opt, m, train->x, train->y, NULL, n, &tc, NULL, s_on_epoch, &prog, &res);
     if (trc != 0) {
         rc = s_fail("train", 1, trc == FM_ENONFINITE ? "training diverged: the loss became NaN or "
                     "infinite (lower --lr or set --clip)" : fm_strerror(trc));
         goto cleanup;
     }
-    FM_LOG(LOG_INFO, "trained in %.1fs (%.0f samples/s)", s_now() - t0, res.samples / (s_now() - t0));
+    double took = fm_daemon_now() - t0;
+    FM_LOG(LOG_INFO, "trained in %.1fs (%.0f samples/s)", took, res.samples / took);
     if (o.out && fm_safetensors_save_model(m, o.out, &e) != 0) {
         rc = s_fail("train", EXIT_BAD_INPUT, e.msg);
         goto cleanup;

@@ -26,21 +26,6 @@ typedef struct {
     fm_proc_set_t procs;
 } sys_t;
 
-static double s_json(const char *path, const char *key)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NAN;
-    char text[65536];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = 0;
-    fclose(f);
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(text, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
 /* Best accuracy in the evaluator's metrics file so far. */
 static double s_best_acc(const char *path)
 {
@@ -86,7 +71,7 @@ typedef struct {
 static int s_stats_at_least(void *arg)
 {
     s_cond_t *c = arg;
-    double v = s_json(c->path, c->key);
+    double v = fm_proc_json_num(c->path, c->key);
     return v == v && v >= c->min;
 }
 
@@ -165,13 +150,13 @@ static void test_federation(void **state)
     /* SIGKILL a trainer mid-training: the others go on, nothing is rejected */
     fm_proc_sleep(1.0);
     kill(tr1, SIGKILL);
-    double before = s_json(stats, "version");
+    double before = fm_proc_json_num(stats, "version");
     s_cond_t more = {stats, before + 3, "version"};
     assert_true(fm_proc_wait_for(s_stats_at_least, &more, 60.0));
-    assert_true(s_json(stats, "updates_rejected") == 0);
+    assert_true(fm_proc_json_num(stats, "updates_rejected") == 0);
 
     /* SIGKILL the aggregator; restart it: it resumes at the checkpointed version or later */
-    double ck = s_json(stats, "version"); /* written after each checkpoint (every version) */
+    double ck = fm_proc_json_num(stats, "version"); /* written after each checkpoint (every version) */
     kill(agg, SIGKILL);
     fm_proc_wait(agg, 5.0);
     agg = s_start(&s, BIN("aggregator"), "aggregator2.log", NULL);
@@ -183,7 +168,7 @@ static void test_federation(void **state)
     s_cond_t after = {stats, ck + 2, "version"};
     assert_true(fm_proc_wait_for(s_stats_at_least, &after, 60.0));
     print_message("aggregator killed at version >= %.0f, resumed and reached %.0f\n", ck,
-                  s_json(stats, "version"));
+                  fm_proc_json_num(stats, "version"));
 
     /* and the run converges */
     s_cond_t acc = {metrics, 0.80, NULL};

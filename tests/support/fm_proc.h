@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -141,13 +143,37 @@ static inline int fm_proc_tmpdir(char *buf, size_t cap)
     return mkdtemp(buf) ? 0 : -1;
 }
 
-/* rm -rf dir (test temp dirs only). */
-static inline void fm_proc_rmtree(const char *dir)
+static inline int fm_proc_rm_one_(const char *path, const struct stat *st, int flag,
+                                  struct FTW *ftw)
 {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "warning: could not remove %s\n", dir);
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Remove dir and everything below it (test temp dirs only). 0, or -1 if something
+ * could not be removed. */
+static inline int fm_proc_rmtree(const char *dir)
+{
+    return nftw(dir, fm_proc_rm_one_, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The number after "key": in a small JSON file (e.g. the aggregator's stats.json), or
+ * NAN if the file or the key is missing. */
+static inline double fm_proc_json_num(const char *path, const char *key)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NAN;
+    char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = 0;
+    fclose(f);
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(text, pat);
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
 }
 
 /* 1 if the file at path contains the substring needle (e.g. a daemon log line). */

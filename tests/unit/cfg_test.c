@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "../support/fm_proc.h"
 #include <ini.h>
 
 #include "fm_cfg.h"
@@ -28,21 +30,12 @@ typedef struct {
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     ctx_t *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
-    snprintf(c->dir, sizeof c->dir, "/tmp/fm_cfg_test.XXXXXX");
-    if (!mkdtemp(c->dir)) {
+    if (fm_proc_tmpdir(c->dir, sizeof c->dir) != 0) {
         free(c);
         return -1;
     }
@@ -53,7 +46,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     ctx_t *c = *state;
-    int rc = nftw(c->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    int rc = fm_proc_rmtree(c->dir);
     free(c);
     return rc;
 }

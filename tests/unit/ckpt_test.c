@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "../support/fm_proc.h"
 #include <lmdb.h>
 #include <zlib.h>
 
@@ -35,21 +37,12 @@ typedef struct {
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     ctx_t *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
-    snprintf(c->root, sizeof c->root, "/tmp/fm_ckpt_test.XXXXXX");
-    if (!mkdtemp(c->root)) {
+    if (fm_proc_tmpdir(c->root, sizeof c->root) != 0) {
         free(c);
         return -1;
     }
@@ -60,7 +53,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     ctx_t *c = *state;
-    int rc = nftw(c->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    int rc = fm_proc_rmtree(c->root);
     free(c);
     return rc;
 }

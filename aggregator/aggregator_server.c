@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include "aggregator_idset.h"
+#include "aggregator_round.h"
 #include "fm_ckpt.h"
 #include "fm_fedbuff.h"
 #include "fm_log.h"
+#include "fm_members.h"
 #include "fm_model.h"
 #include "fm_safetensors.h"
 #include "fm_server_opt.h"
@@ -21,6 +23,9 @@
 
 #define S_PROG "fedmq-aggregator"
 #define S_IDS_KEY "agg.ids"     /* checkpoint meta key: ids applied to the model */
+#define S_ROUND_KEY "agg.round" /* checkpoint meta key: last sync round opened (u64 LE) */
+#define S_TICK_S 0.1            /* sync mode: round deadlines are checked this often */
+#define S_WAIT_LOG_S 10.0       /* sync mode: "waiting for clients" at most this often */
 #define S_REPUBLISH_S 1.0       /* re-publish the current MODEL this often */
 #define S_STATS_MIN_S 1.0       /* rewrite stats.json for new rejections at most this often */
 #define S_DRAIN_MAX 256         /* frames received per poll before timers are checked */
@@ -42,6 +47,9 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_FUTURE] = "future",
     [AGG_REJ_DUPLICATE] = "duplicate",
     [AGG_REJ_SAMPLES] = "samples",
+    [AGG_REJ_LATE] = "late",
+    [AGG_REJ_COHORT] = "cohort",
+    [AGG_REJ_QUORUM] = "quorum",
 };
 
 _Static_assert(AGG_REJ_COUNT <= FM_CKPT_NREASONS, "reasons must fit the checkpoint counters");
@@ -66,6 +74,18 @@ struct agg_server {
     zsock_t *pull;
     zsock_t *pub;
     zpoller_t *poller;
+
+    fm_members_t *members;          /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
+    uint8_t *live;                  /* num_clients: clients served by live trainers */
+    uint32_t nlive;                 /* distinct live clients at the last count */
+    int sync;                       /* mode = sync */
+    double mu;                      /* FedProx mu sent with each round (0 = fedavg) */
+    agg_round_t *round;             /* sync: the open round (NULL in async mode) */
+    uint64_t round_no;              /* sync: number of the last round opened (persisted) */
+    uint64_t rounds_done;           /* sync: rounds aggregated (this process) */
+    uint64_t rounds_failed;         /* sync: rounds closed below min_clients */
+    int finished;                   /* sync: num_rounds reached, no more rounds */
+    double last_wait_log;           /* monotonic */
 
     uint64_t version;
     double created;                 /* wall clock of the current version ("ts") */
@@ -159,7 +179,18 @@ static int s_write_stats(agg_server_t *self)
     for (int r = 0; r < AGG_REJ_COUNT; r++)
         fprintf(f, "%s\"%s\": %llu", r ? ", " : "", s_reason_names[r],
                 (unsigned long long)self->rejected[r]);
-    fprintf(f, "}, \"staleness_mean\": %.6g, \"staleness_max\": %llu, \"bytes_received\": %llu, "
+    uint32_t cohort = 0;
+    if (self->round)
+        agg_round_cohort(self->round, &cohort);
+    fprintf(f, "}, \"mode\": \"%s\", \"round\": %llu, \"round_open\": %d, \"cohort_size\": %u, "
+            "\"round_reported\": %u, \"rounds_completed\": %llu, \"rounds_failed\": %llu, "
+            "\"finished\": %s, \"live_clients\": %u", self->sync ? "sync" : "async",
+            (unsigned long long)self->round_no,
+            self->round ? agg_round_is_open(self->round) : 0, cohort,
+            self->round ? agg_round_reported(self->round) : 0,
+            (unsigned long long)self->rounds_done, (unsigned long long)self->rounds_failed,
+            self->finished ? "true" : "false", self->nlive);
+    fprintf(f, ", \"staleness_mean\": %.6g, \"staleness_max\": %llu, \"bytes_received\": %llu, "
             "\"updates_pending\": %d, \"buffers_dropped\": %llu, \"model\": \"%s\", "
             "\"started\": %.3f, \"updated\": %.3f}\n",
             st.updates ? st.staleness_sum / (double)st.updates : 0.0,
@@ -191,6 +222,13 @@ static void s_publish(agg_server_t *self, int encode)
 {
     if (encode) {
         fm_wire_model_t hdr = {.version = self->version, .created = self->created};
+        if (self->sync) {
+            /* a closed round (waiting for clients, finished) publishes an empty cohort */
+            hdr.round = self->round_no;
+            hdr.cohort.present = 1;
+            hdr.cohort.ids = agg_round_cohort(self->round, &hdr.cohort.count);
+            hdr.mu = self->mu;
+        }
         int rc = fm_wire_encode_model(&hdr, self->model, fm_model_params(self->model),
                                       &self->frame);
         if (rc) {
@@ -225,11 +263,15 @@ static int s_checkpoint(agg_server_t *self, const char *why)
     info.nopt = self->nopt;
     info.score = NAN;
     size_t nids = agg_idset_dump(self->ids, (size_t)fm_fedbuff_count(self->buf), self->ids_blob);
-    fm_ckpt_extra_t extra = {S_IDS_KEY, self->ids_blob, nids * FM_WIRE_ID_LEN};
+    unsigned char round_le[8];
+    for (int i = 0; i < 8; i++)
+        round_le[i] = (unsigned char)(self->round_no >> (8 * i));
+    fm_ckpt_extra_t extra[2] = {{S_IDS_KEY, self->ids_blob, nids * FM_WIRE_ID_LEN},
+                                {S_ROUND_KEY, round_le, sizeof round_le}};
     fm_errmsg_t e = {{0}};
     double t0 = fm_daemon_now();
     int rc = fm_ckpt_save(self->ckpt, &info, fm_model_params(self->model),
-                          self->nopt ? fm_server_opt_state(self->opt) : NULL, &extra, 1, &e);
+                          self->nopt ? fm_server_opt_state(self->opt) : NULL, extra, 2, &e);
     if (rc) {
         FM_LOG(LOG_ERR, "checkpoint version %llu (%s): %s", (unsigned long long)self->version,
                why, e.msg[0] ? e.msg : fm_strerror(rc));
@@ -305,15 +347,26 @@ static int s_resume(agg_server_t *self, fm_errmsg_t *e)
     if (rc && rc != -ENOENT)
         FM_LOG(LOG_WARNING, "checkpoint ids not reloaded (%s): duplicates of updates folded "
                "before the restart will not be recognised", fm_strerror(rc));
-    FM_LOG(LOG_NOTICE, "resumed from checkpoint version %llu (%llu updates applied, %zu ids "
-           "remembered)", (unsigned long long)self->version, (unsigned long long)self->applied,
+    unsigned char round_le[8];
+    rc = fm_ckpt_meta_get(self->ckpt, S_ROUND_KEY, round_le, sizeof round_le, &len, &note);
+    if (rc == 0 && len == sizeof round_le) {
+        self->round_no = 0;
+        for (int i = 7; i >= 0; i--)
+            self->round_no = self->round_no << 8 | round_le[i];
+    }
+    FM_LOG(LOG_NOTICE, "resumed from checkpoint version %llu, round %llu (%llu updates applied, "
+           "%zu ids remembered)", (unsigned long long)self->version,
+           (unsigned long long)self->round_no, (unsigned long long)self->applied,
            agg_idset_count(self->ids));
     return 0;
 }
 
 /* ---- ingest -------------------------------------------------------------------------------- */
 
-/* A full buffer: server step, new version, publish, maybe checkpoint, stats. */
+static void s_round_next(agg_server_t *self);
+
+/* A full buffer (async) or a closing round (sync): server step, new version, publish (sync:
+ * the next round), maybe checkpoint, stats. */
 static void s_aggregate(agg_server_t *self)
 {
     int count = fm_fedbuff_count(self->buf);
@@ -326,12 +379,34 @@ static void s_aggregate(agg_server_t *self)
         self->stats_dirty = 1;
         FM_LOG(LOG_ERR, "server step refused (non-finite result): buffer of %d updates dropped, "
                "model stays at version %llu", count, (unsigned long long)self->version);
+        if (self->sync) {
+            agg_round_close(self->round);
+            self->rounds_failed++;
+            s_round_next(self);
+        }
         return;
     }
     self->version++;
     self->applied += (uint64_t)count;
     self->created = fm_daemon_wallclock();
-    s_publish(self, 1);
+    if (self->sync) {
+        uint32_t cohort;
+        agg_round_cohort(self->round, &cohort);
+        FM_LOG(LOG_INFO, "round %llu: %d of %u selected clients reported",
+               (unsigned long long)self->round_no, count, cohort);
+        agg_round_close(self->round);
+        self->rounds_done++;
+    }
+    int nr = self->cfg.federation.num_rounds;
+    if (nr > 0 && self->version >= (uint64_t)nr && !self->finished) {
+        self->finished = 1;
+        FM_LOG(LOG_NOTICE, "num_rounds = %d reached at version %llu: no more %s", nr,
+               (unsigned long long)self->version, self->sync ? "rounds" : "versions");
+    }
+    if (self->sync) { /* publishes the new version, with the next cohort */
+    } else {
+        s_publish(self, 1);
+    }
     double now = fm_daemon_now();
     double dt = now - self->last_version_at;
     double rate = dt > 0 ? (double)(self->applied - self->applied_at_last) / dt : 0.0;
@@ -355,6 +430,22 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     int rc = fm_wire_peek(data, len, &type, &e);
     if (rc) {
         s_reject(self, s_decode_reason(rc), "%s", e.msg);
+        return;
+    }
+    if (type == FM_WIRE_HELLO || type == FM_WIRE_HEARTBEAT || type == FM_WIRE_BYE) {
+        fm_wire_member_t m;
+        if ((rc = fm_wire_decode_member(data, len, &type, &m, &e)) != 0) {
+            s_reject(self, s_decode_reason(rc), "%s", e.msg);
+            return;
+        }
+        fm_member_event_t ev = fm_members_apply(self->members, type, &m, fm_daemon_now(), NULL);
+        if (ev == FM_MEMBER_JOINED || ev == FM_MEMBER_RESTARTED || ev == FM_MEMBER_LEFT)
+            FM_LOG(LOG_INFO, "trainer %s (clients %u-%u) %s", m.trainer, m.client_first,
+                   m.client_first + m.client_count - (m.client_count ? 1 : 0),
+                   ev == FM_MEMBER_LEFT ? "left" : ev == FM_MEMBER_JOINED ? "joined" : "restarted");
+        if (ev == FM_MEMBER_FULL)
+            FM_LOG(LOG_WARNING, "trainer %s not registered: %d trainers already", m.trainer,
+                   FM_MEMBERS_MAX);
         return;
     }
     if (type != FM_WIRE_UPDATE) {
@@ -391,6 +482,35 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
         return;
     }
     uint64_t tau = self->version - hdr.base;
+    if (self->finished) {
+        s_reject(self, AGG_REJ_LATE, "UPDATE from %s: num_rounds = %d reached, the run is over",
+                 hdr.trainer, self->cfg.federation.num_rounds);
+        return;
+    }
+    if (self->sync) {
+        /* a round's updates start from the round's model: anything else is late */
+        agg_round_verdict_t v = agg_round_check(self->round, hdr.round, hdr.client);
+        if (v == AGG_ROUND_CLOSED || tau != 0) {
+            s_reject(self, AGG_REJ_LATE, "UPDATE from %s client %u: round %llu base %llu, the "
+                     "open round is %llu%s on version %llu", hdr.trainer, hdr.client,
+                     (unsigned long long)hdr.round, (unsigned long long)hdr.base,
+                     (unsigned long long)self->round_no,
+                     agg_round_is_open(self->round) ? "" : " (closed)",
+                     (unsigned long long)self->version);
+            return;
+        }
+        if (v != AGG_ROUND_OK) {
+            s_reject(self, AGG_REJ_COHORT, "UPDATE from %s: client %u %s round %llu", hdr.trainer,
+                     hdr.client, v == AGG_ROUND_REPEAT ? "already reported in" : "is not selected in",
+                     (unsigned long long)hdr.round);
+            return;
+        }
+    } else if (self->cfg.federation.min_clients > 1 &&
+               self->nlive < (uint32_t)self->cfg.federation.min_clients) {
+        s_reject(self, AGG_REJ_QUORUM, "UPDATE from %s: %u live clients, min_clients = %d",
+                 hdr.trainer, self->nlive, self->cfg.federation.min_clients);
+        return;
+    }
     if (tau > (uint64_t)self->cfg.aggregator.max_staleness) {
         s_reject(self, AGG_REJ_STALE, "UPDATE from %s: staleness %llu > max_staleness %d",
                  hdr.trainer, (unsigned long long)tau, self->cfg.aggregator.max_staleness);
@@ -424,8 +544,88 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
            hdr.trainer, hdr.client, (unsigned long long)hdr.base, (unsigned long long)tau,
            (unsigned long long)hdr.num_samples);
-    if (fm_fedbuff_full(self->buf))
+    if (self->sync) {
+        agg_round_mark(self->round, hdr.client);
+        if (agg_round_complete(self->round))
+            s_aggregate(self);
+    } else if (fm_fedbuff_full(self->buf)) {
         s_aggregate(self);
+    }
+}
+
+/* ---- membership and sync rounds ------------------------------------------------------------ */
+
+/* Expire silent trainers and recount the live clients. */
+static void s_members_tick(agg_server_t *self, double now)
+{
+    fm_members_expire(self->members, now, self->cfg.broker.heartbeat_timeout_s, NULL, NULL);
+    uint32_t n = fm_members_live_clients(self->members,
+                                         (uint32_t)self->cfg.federation.num_clients, self->live);
+    if (n != self->nlive)
+        self->stats_dirty = 1;
+    self->nlive = n;
+}
+
+/* Sync: open the next round if enough clients are live (else wait), then publish the
+ * current version with its cohort (empty while waiting or when finished). */
+static void s_round_next(agg_server_t *self)
+{
+    const fm_cfg_federation_t *f = &self->cfg.federation;
+    double now = fm_daemon_now();
+    fm_fedbuff_reset(self->buf);
+    self->buf_stale_sum = 0;
+    if (!self->finished && self->nlive >= (uint32_t)f->min_clients) {
+        uint64_t no = self->round_no + 1;
+        uint32_t m = agg_round_open(self->round, no, self->live, (uint32_t)f->clients_per_round,
+                                    f->seed, now + self->cfg.aggregator.round_timeout_s);
+        if (m > 0) {
+            self->round_no = no;
+            uint32_t cnt;
+            const uint32_t *ids = agg_round_cohort(self->round, &cnt);
+            char list[160];
+            size_t at = 0;
+            list[0] = '\0';
+            for (uint32_t i = 0; i < cnt && at < sizeof list - 16; i++)
+                at += (size_t)snprintf(list + at, sizeof list - at, "%s%u", i ? "," : "", ids[i]);
+            FM_LOG(LOG_INFO, "round %llu on version %llu: %u of %u live clients selected (%s%s), "
+                   "deadline %.1f s", (unsigned long long)no, (unsigned long long)self->version,
+                   cnt, self->nlive, list, at >= sizeof list - 16 ? ",..." : "",
+                   self->cfg.aggregator.round_timeout_s);
+        }
+    } else if (!self->finished && now - self->last_wait_log >= S_WAIT_LOG_S) {
+        FM_LOG(LOG_NOTICE, "waiting for clients: %u live, min_clients = %d", self->nlive,
+               f->min_clients);
+        self->last_wait_log = now;
+    }
+    self->stats_dirty = 1;
+    s_publish(self, 1);
+}
+
+/* Sync, every tick: close a round past its deadline (aggregate what came if at least
+ * min_clients reported, else drop it), open one when none is open. */
+static void s_round_tick(agg_server_t *self, double now)
+{
+    if (agg_round_is_open(self->round)) {
+        if (now < agg_round_deadline(self->round))
+            return;
+        uint32_t got = agg_round_reported(self->round), cohort;
+        agg_round_cohort(self->round, &cohort);
+        if (got >= (uint32_t)self->cfg.federation.min_clients) {
+            FM_LOG(LOG_NOTICE, "round %llu: deadline, aggregating the %u of %u updates that came",
+                   (unsigned long long)self->round_no, got, cohort);
+            s_aggregate(self);
+            return;
+        }
+        FM_LOG(LOG_WARNING, "round %llu: deadline with %u of %u updates, min_clients = %d: not "
+               "aggregated, retried with a new cohort", (unsigned long long)self->round_no, got,
+               cohort, self->cfg.federation.min_clients);
+        agg_round_close(self->round);
+        self->rounds_failed++;
+        s_round_next(self);
+        return;
+    }
+    if (!self->finished && self->nlive >= (uint32_t)self->cfg.federation.min_clients)
+        s_round_next(self);
 }
 
 /* Receive what is queued on PULL, at most S_DRAIN_MAX frames. */
@@ -501,12 +701,18 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
         goto cleanup;
     }
     self->nparams = fm_model_nparams(self->model);
+    const fm_cfg_federation_t *fc = &self->cfg.federation;
+    self->sync = fc->mode == FM_CFG_MODE_SYNC;
+    self->mu = fc->aggregation_strategy == FM_CFG_STRATEGY_FEDPROX ? fc->mu : 0.0;
     fm_staleness_t st;
-    const char *sname = fm_cfg_enum_name("aggregator.staleness", ac->staleness);
+    const char *sname = self->sync ? "constant"
+                                   : fm_cfg_enum_name("aggregator.staleness", ac->staleness);
     if ((rc = fm_staleness_parse(&st, sname ? sname : "?", ac->staleness_a, ac->staleness_b,
                                  e)) != 0)
         goto cleanup;
-    self->buf = fm_fedbuff_new(self->nparams, ac->buffer_k, &st, ac->weight_by_samples, &rc);
+    /* sync rounds: FedAvg's weights n_k / sum n, staleness 0; async: FedBuff's K */
+    self->buf = fm_fedbuff_new(self->nparams, self->sync ? fc->clients_per_round : ac->buffer_k,
+                               &st, self->sync ? true : ac->weight_by_samples, &rc);
     if (!self->buf) {
         fm_errmsg_set(e, rc, "[aggregator] buffer_k = %d: %s", ac->buffer_k, fm_strerror(rc));
         goto cleanup;
@@ -533,7 +739,12 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
     self->tensors = malloc(sizeof *self->tensors);
     self->ids = agg_idset_new(AGG_IDSET_DEFAULT_CAP, &rc);
     self->ids_blob = malloc((size_t)AGG_IDSET_DEFAULT_CAP * FM_WIRE_ID_LEN);
-    if (!self->mean || !self->tensors || !self->ids || !self->ids_blob) {
+    self->members = fm_members_new();
+    self->live = calloc((size_t)fc->num_clients, 1);
+    if (self->sync && !(self->round = agg_round_new((uint32_t)fc->num_clients, &rc)))
+        goto cleanup;
+    if (!self->mean || !self->tensors || !self->ids || !self->ids_blob || !self->members ||
+        !self->live) {
         rc = -ENOMEM;
         goto cleanup;
     }
@@ -595,10 +806,24 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
         rc = -ENOMEM;
         goto cleanup;
     }
-    FM_LOG(LOG_NOTICE, "model %s (%zu params) at version %llu; K=%d, staleness %s, max %d, "
-           "optimizer %s; PULL %s (max frame %zu B, hwm %zu), PUB %s", mname, self->nparams,
-           (unsigned long long)self->version, ac->buffer_k, sname, ac->max_staleness, oname,
-           self->cfg.endpoints.updates, maxmsg, hwm, self->cfg.endpoints.aggregator_models);
+    if (self->sync)
+        FM_LOG(LOG_NOTICE, "model %s (%zu params) at version %llu; sync rounds: %d clients per "
+               "round, min_clients %d, round_timeout_s %g, num_rounds %d, %s%s, optimizer %s; "
+               "PULL %s (max frame %zu B, hwm %zu), PUB %s", mname, self->nparams,
+               (unsigned long long)self->version, fc->clients_per_round, fc->min_clients,
+               ac->round_timeout_s, fc->num_rounds, self->mu > 0 ? "fedprox mu " : "fedavg",
+               self->mu > 0 ? "set" : "", oname, self->cfg.endpoints.updates, maxmsg, hwm,
+               self->cfg.endpoints.aggregator_models);
+    else
+        FM_LOG(LOG_NOTICE, "model %s (%zu params) at version %llu; K=%d, staleness %s, max %d, "
+               "optimizer %s; PULL %s (max frame %zu B, hwm %zu), PUB %s", mname, self->nparams,
+               (unsigned long long)self->version, ac->buffer_k, sname, ac->max_staleness, oname,
+               self->cfg.endpoints.updates, maxmsg, hwm, self->cfg.endpoints.aggregator_models);
+    if (fc->num_rounds > 0 && self->version >= (uint64_t)fc->num_rounds) {
+        self->finished = 1;
+        FM_LOG(LOG_NOTICE, "version %llu >= num_rounds = %d: finished, no rounds will open",
+               (unsigned long long)self->version, fc->num_rounds);
+    }
 cleanup:
     if (rc) {
         if (e && !e->msg[0])
@@ -612,11 +837,17 @@ cleanup:
 
 int agg_server_run(agg_server_t *self)
 {
-    s_publish(self, 0);
+    if (self->sync)
+        s_publish(self, 1); /* version with an empty cohort until a round opens */
+    else
+        s_publish(self, 0);
     s_write_stats(self);
+    double next_tick = 0;
     while (!fm_daemon_stopping()) {
         double now = fm_daemon_now();
         double wait = self->last_publish_at + S_REPUBLISH_S - now;
+        if (wait > next_tick - now)
+            wait = next_tick - now;
         int timeout_ms = wait <= 0 ? 0 : wait >= S_REPUBLISH_S ? 1000 : (int)(wait * 1e3) + 1;
         void *which = zpoller_wait(self->poller, timeout_ms);
         if (which == self->pull)
@@ -624,6 +855,12 @@ int agg_server_run(agg_server_t *self)
         if (fm_daemon_take_reload())
             s_reload(self);
         now = fm_daemon_now();
+        if (now >= next_tick) {
+            s_members_tick(self, now);
+            if (self->sync)
+                s_round_tick(self, now);
+            next_tick = now + S_TICK_S;
+        }
         if (now - self->last_publish_at >= S_REPUBLISH_S)
             s_publish(self, 0);
         if (self->stats_dirty && now - self->last_stats_at >= S_STATS_MIN_S)
@@ -650,6 +887,9 @@ void agg_server_destroy(agg_server_t **p)
     }
     fm_ckpt_close(&self->ckpt);
     fm_wire_buf_free(&self->frame);
+    fm_members_destroy(&self->members);
+    free(self->live);
+    agg_round_destroy(&self->round);
     agg_idset_destroy(&self->ids);
     free(self->ids_blob);
     free(self->tensors);

@@ -22,8 +22,25 @@
  * Limits: updates folded into a buffer that is not full yet when the daemon stops (or
  * crashes) are lost (they are in no checkpoint; their ids are not persisted either, so a
  * resend would be accepted); the ids of a buffer the server optimiser refuses (non-finite
- * step) stay remembered. HELLO/HEARTBEAT/BYE on the updates socket are counted as
- * "unexpected_type" (membership goes to the broker's snapshot socket).
+ * step) stay remembered.
+ *
+ * Membership: trainers send HELLO/HEARTBEAT/BYE on the updates socket too (as to the
+ * broker); the aggregator keeps its own table of live trainers (fm_members, expired after
+ * [broker] heartbeat_timeout_s) and the clients they serve.
+ *
+ * mode = sync (aggregation_strategy fedavg | fedprox): rounds instead of a buffer. A round
+ * opens when at least min_clients clients are live: clients_per_round of them are chosen at
+ * random (agg_round, seeded by federation.seed and the round number) and the MODEL is
+ * published with "round", "cohort" and "mu" (FedProx, 0 for fedavg). Only UPDATEs for the
+ * open round, from the version it published, from cohort members, once each, are folded
+ * (others: "late" / "cohort"), weighted by samples. The round aggregates when every member
+ * reported, or at round_timeout_s with at least min_clients updates; below that it is dropped
+ * (counted in rounds_failed) and a new round with a new cohort opens on the same version.
+ * After num_rounds versions (if > 0) no round opens: the MODEL carries an empty cohort.
+ * The last round number is checkpointed (meta key "agg.round").
+ * mode = async: a full FedBuff buffer of K makes a version; with min_clients > 1 updates are
+ * refused ("quorum") while fewer clients are live. Both modes: once num_rounds (> 0)
+ * versions exist, stats.json says "finished": true and every UPDATE is "late".
  *
  * Single-threaded; one agg_server_t per process (it uses the fm_daemon signal flags). */
 #ifndef AGG_SERVER_H
@@ -51,6 +68,9 @@ typedef enum {
     AGG_REJ_FUTURE,          /* base > current version */
     AGG_REJ_DUPLICATE,       /* update id seen before (within the id window) */
     AGG_REJ_SAMPLES,         /* "n" == 0 */
+    AGG_REJ_LATE,            /* sync: for a closed round (or no round, or an older base) */
+    AGG_REJ_COHORT,          /* sync: client not selected, or already reported this round */
+    AGG_REJ_QUORUM,          /* async: fewer than min_clients (> 1) clients live */
     AGG_REJ_COUNT
 } agg_reason_t;
 

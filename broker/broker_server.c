@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker_members.h"
+#include "fm_members.h"
 #include "fm_log.h"
 #include "fm_model.h"
 #include "fm_wire.h"
@@ -32,11 +32,13 @@ struct broker_server {
     fm_wire_tensors_t *tensors;    /* decode scratch (about 21 KB) */
     zsock_t *sub, *pub, *router;
     zpoller_t *poller;
-    broker_members_t *members;
+    fm_members_t *members;
 
     zframe_t *cache;               /* raw bytes of the newest MODEL, NULL before the first */
     uint64_t cache_version;
     double cache_created;
+    uint64_t cache_round;           /* sync rounds: a new round of the same version is new */
+    int64_t cache_cohort;           /* cohort size, -1 = no cohort (async) */
 
     s_pending_t *pending;          /* [BROKER_PENDING_MAX] */
     int npending;
@@ -189,8 +191,10 @@ static void s_on_sub(broker_server_t *self)
         goto cleanup;
     }
     self->stats.models_received++;
+    int64_t cohort = hdr.cohort.present ? (int64_t)hdr.cohort.count : -1;
     if (self->cache && hdr.version == self->cache_version &&
-        memcmp(&hdr.created, &self->cache_created, sizeof hdr.created) == 0)
+        memcmp(&hdr.created, &self->cache_created, sizeof hdr.created) == 0 &&
+        hdr.round == self->cache_round && cohort == self->cache_cohort)
         goto cleanup; /* the aggregator's periodic repeat (bitwise: a NaN ts repeats too) */
     if (!self->cache)
         FM_LOG(LOG_INFO, "model: first model cached: %s version %llu (%zu bytes)", hdr.model,
@@ -199,6 +203,12 @@ static void s_on_sub(broker_server_t *self)
         FM_LOG(LOG_NOTICE, "model: version went back from %llu to %llu (aggregator restarted "
                "from a checkpoint?): the latest wins", (unsigned long long)self->cache_version,
                (unsigned long long)hdr.version);
+    else if (hdr.version == self->cache_version && hdr.round != self->cache_round)
+        FM_LOG(LOG_DEBUG, "model: version %llu, round %llu", (unsigned long long)hdr.version,
+               (unsigned long long)hdr.round);
+    else if (hdr.version == self->cache_version && cohort != self->cache_cohort)
+        FM_LOG(LOG_DEBUG, "model: version %llu, round %llu closed",
+               (unsigned long long)hdr.version, (unsigned long long)hdr.round);
     else if (hdr.version == self->cache_version)
         FM_LOG(LOG_NOTICE, "model: version %llu again with a new creation time (aggregator "
                "restarted?): the latest wins", (unsigned long long)hdr.version);
@@ -210,6 +220,8 @@ static void s_on_sub(broker_server_t *self)
     frame = NULL;
     self->cache_version = hdr.version;
     self->cache_created = hdr.created;
+    self->cache_round = hdr.round;
+    self->cache_cohort = cohort;
 
     zframe_t *copy = zframe_dup(self->cache);
     if (copy && zframe_send(&copy, self->pub, 0) == 0)
@@ -237,32 +249,32 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
         return;
     }
     uint32_t old_pid = 0;
-    broker_member_event_t ev =
-        broker_members_apply(self->members, type, &m, fm_daemon_now(), &old_pid);
+    fm_member_event_t ev =
+        fm_members_apply(self->members, type, &m, fm_daemon_now(), &old_pid);
     switch (ev) {
-    case BROKER_MEMBER_JOINED:
+    case FM_MEMBER_JOINED:
         FM_LOG(LOG_INFO, "trainer %s joined (pid %u, clients %u+%u, %u workers; %d live)",
                m.trainer, m.pid, m.client_first, m.client_count, m.workers,
-               broker_members_count(self->members));
+               fm_members_count(self->members));
         break;
-    case BROKER_MEMBER_RESTARTED:
+    case FM_MEMBER_RESTARTED:
         FM_LOG(LOG_NOTICE, "trainer %s restarted (pid %u -> %u, clients %u+%u, %u workers)",
                m.trainer, old_pid, m.pid, m.client_first, m.client_count, m.workers);
         break;
-    case BROKER_MEMBER_LEFT:
+    case FM_MEMBER_LEFT:
         FM_LOG(LOG_INFO, "trainer %s left (pid %u; %d live)", m.trainer, m.pid,
-               broker_members_count(self->members));
+               fm_members_count(self->members));
         break;
-    case BROKER_MEMBER_FULL:
+    case FM_MEMBER_FULL:
         FM_LOG(LOG_WARNING, "trainer %s not registered: %d trainers already (the maximum)",
-               m.trainer, BROKER_MEMBERS_MAX);
+               m.trainer, FM_MEMBERS_MAX);
         break;
-    case BROKER_MEMBER_STALE:
+    case FM_MEMBER_STALE:
         FM_LOG(LOG_DEBUG, "trainer %s: stale %s (seq %llu) ignored", m.trainer,
                fm_wire_type_name(type), (unsigned long long)m.seq);
         break;
-    case BROKER_MEMBER_REFRESHED:
-    case BROKER_MEMBER_UNKNOWN_BYE:
+    case FM_MEMBER_REFRESHED:
+    case FM_MEMBER_UNKNOWN_BYE:
         break;
     }
     if (type == FM_WIRE_HELLO)
@@ -329,7 +341,7 @@ cleanup:
 
 /* ---- periodic work ----------------------------------------------------------------------- */
 
-static void s_on_expired(void *arg, const broker_member_t *ent)
+static void s_on_expired(void *arg, const fm_member_t *ent)
 {
     broker_server_t *self = arg;
     FM_LOG(LOG_NOTICE, "trainer %s expired (pid %u, silent for %.1f s > %g s)", ent->m.trainer,
@@ -344,8 +356,8 @@ static void s_summary(broker_server_t *self)
     FM_LOG(LOG_INFO, "summary: model version %s, %d live trainers serving %llu clients, "
            "%llu models forwarded, %llu snapshots served, %llu frames rejected "
            "(%llu aggregator side, %llu snapshot side), %d waiting",
-           version, broker_members_count(self->members),
-           (unsigned long long)broker_members_clients(self->members),
+           version, fm_members_count(self->members),
+           (unsigned long long)fm_members_clients(self->members),
            (unsigned long long)self->stats.models_forwarded,
            (unsigned long long)self->stats.snapshots_served,
            (unsigned long long)(self->stats.rejected_sub + self->stats.rejected_router),
@@ -424,7 +436,7 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     }
     self->tensors = calloc(1, sizeof *self->tensors);
     self->pending = calloc(BROKER_PENDING_MAX, sizeof *self->pending);
-    self->members = broker_members_new();
+    self->members = fm_members_new();
     if (!self->tensors || !self->pending || !self->members) {
         rc = fm_errmsg_set(e, -ENOMEM, "broker: out of memory");
         goto cleanup;
@@ -488,7 +500,7 @@ int broker_server_run(broker_server_t *self)
         if (fm_daemon_take_reload())
             s_reload(self);
         double now = fm_daemon_now();
-        broker_members_expire(self->members, now, self->cfg.broker.heartbeat_timeout_s,
+        fm_members_expire(self->members, now, self->cfg.broker.heartbeat_timeout_s,
                               s_on_expired, self);
         if (now >= self->next_summary) {
             s_summary(self);
@@ -516,7 +528,7 @@ void broker_server_destroy(broker_server_t **p)
         for (int i = 0; i < self->npending; i++)
             zframe_destroy(&self->pending[i].identity);
     free(self->pending);
-    broker_members_destroy(&self->members);
+    fm_members_destroy(&self->members);
     free(self->tensors);
     fm_model_destroy(&self->layout);
     free(self);

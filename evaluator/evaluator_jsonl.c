@@ -122,6 +122,19 @@ int eval_jsonl_format(const fm_wire_metrics_t *m, double created, char *buf, siz
     s_num(&o, m->timestamp);
     s_put(&o, ",\"created\":");
     s_num(&o, created);
+    if (m->pop_clients > 0) {
+        s_put(&o, ",\"population\":{\"clients\":%u,\"mean\":", (unsigned)m->pop_clients);
+        s_num(&o, m->pop_mean);
+        s_put(&o, ",\"min\":");
+        s_num(&o, m->pop_min);
+        s_put(&o, ",\"worst_client\":%u,\"p10\":", (unsigned)m->pop_worst);
+        s_num(&o, m->pop_p10);
+        s_put(&o, ",\"threshold\":");
+        s_num(&o, m->pop_threshold);
+        s_put(&o, ",\"below\":");
+        s_num(&o, m->pop_below);
+        s_put(&o, "}");
+    }
     s_put(&o, "}");
     if (o.overflow) {
         buf[0] = '\0';

@@ -2,10 +2,17 @@
  *
  * One record per evaluated model version:
  *   {"version":7,"model":"mlp","accuracy":0.8123,"loss":0.52,"class_accuracy":[10 numbers],
- *    "n":10000,"eval_seconds":0.11,"time":1764362400.123456,"created":1764362399.5}
+ *    "n":10000,"eval_seconds":0.11,"time":1764362400.123456,"created":1764362399.5,
+ *    "population":{"clients":100,"mean":0.81,"min":0.42,"worst_client":17,"p10":0.63,
+ *                  "threshold":0.7,"below":0.12}}
  * "time" is the end of the evaluation and "created" the model's creation time, both Unix
- * seconds. Numbers are written with 17 significant digits (they read back exactly);
- * a non-finite number (a diverged model's loss) is written as null. The file is opened in
+ * seconds; "eval_seconds" is the test-set evaluation only. "population" (population-level
+ * validation, evaluator_pop.h) is present only when clients were scored (METRICS "pc" > 0):
+ * the accuracy on each client's held-out slice summarised over "clients" clients: their
+ * unweighted "mean", the lowest ("min", of client "worst_client"), the nearest-rank 10th
+ * percentile "p10", and the fraction "below" of clients whose accuracy is < "threshold".
+ * Numbers are written with 17 significant digits (they read back exactly); a non-finite
+ * number (a diverged model's loss) is written as null. The file is opened in
  * append mode and every line is written with one fwrite and flushed, so a reader (tail -f,
  * fedmq run) sees whole lines and records from earlier runs are kept. */
 #ifndef EVALUATOR_JSONL_H
@@ -28,7 +35,8 @@ void eval_jsonl_close(eval_jsonl_t **p);
 
 /* Format the record of `m` (and the model's creation time `created`) into buf[0..cap),
  * without the newline, NUL-terminated. Returns its length, or -ENOBUFS if cap is too small
- * (512 bytes always suffice). Pure: no I/O. */
+ * (with a built-in model name a record is at most 518 bytes without "population" and 744
+ * with it, every number at its longest: cap = 768 always suffices). Pure: no I/O. */
 int eval_jsonl_format(const fm_wire_metrics_t *m, double created, char *buf, size_t cap);
 
 /* Append one record and a newline, then flush. Errors: -errno (the write or flush failed;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "evaluator_jsonl.h"
+#include "evaluator_pop.h"
 #include "fm_daemon.h"
 #include "fm_data.h"
 #include "fm_engine.h"
@@ -27,6 +28,7 @@ struct eval_server {
     fm_dataset_t *test;
     fm_model_t *model;            /* the weights being scored */
     fm_engine_t *engine;
+    eval_pop_t *pop;              /* the clients' held-out slices; NULL: population off */
     float *staged;                /* newest accepted model not yet scored (nparams floats) */
     fm_wire_model_t staged_hdr;
     int have_staged;
@@ -114,6 +116,34 @@ static int s_sockets_open(eval_server_t *self, fm_errmsg_t *e)
     return 0;
 }
 
+/* Population validation: with evaluator.population and federation.holdout > 0, build the
+ * trainers' held-out split and a scorer on it (self->pop); with holdout 0, one warning and
+ * none. Errors: those of eval_pop_load. */
+static int s_population_open(eval_server_t *self, fm_errmsg_t *e)
+{
+    const fm_config_t *cfg = &self->cfg;
+    if (!cfg->evaluator.population)
+        return 0;
+    if (!(cfg->federation.holdout > 0.0)) {
+        FM_LOG(LOG_WARNING, "evaluator.population is on but federation.holdout = 0: no client "
+               "holds samples out, population validation is off");
+        return 0;
+    }
+    double t0 = fm_daemon_now();
+    int rc = 0;
+    if (!(self->pop = eval_pop_load(cfg, self->model, EVAL_SERVER_THREADS,
+                                    EVAL_SERVER_POP_BATCH, &rc, e)))
+        return rc;
+    uint32_t nc = eval_pop_nclients(self->pop), scored = eval_pop_scored_clients(self->pop);
+    FM_LOG(LOG_INFO, "population validation: %u held-out samples of %u clients (%u with an "
+           "empty slice, skipped), %.0f%% of each client's %s/train samples under partition %s, "
+           "seed %llu (%.2f s); threshold %.2f", eval_pop_samples(self->pop), nc, nc - scored,
+           100.0 * cfg->federation.holdout, cfg->federation.data_dir, cfg->federation.partition,
+           (unsigned long long)cfg->federation.seed, fm_daemon_now() - t0,
+           cfg->evaluator.population_threshold);
+    return 0;
+}
+
 eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
                                fm_errmsg_t *e)
 {
@@ -158,6 +188,8 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
                       fm_strerror(rc));
         goto cleanup;
     }
+    if ((rc = s_population_open(self, e)) != 0)
+        goto cleanup;
     if (!(self->jsonl = eval_jsonl_open(cfg->evaluator.metrics_file, &rc, e)))
         goto cleanup;
     if ((rc = s_sockets_open(self, e)) != 0)
@@ -190,6 +222,7 @@ void eval_server_destroy(eval_server_t **p)
     zsock_destroy(&self->pub); /* linger EVAL_SERVER_PUB_LINGER_MS */
     eval_jsonl_close(&self->jsonl);
     fm_engine_destroy(&self->engine);
+    eval_pop_destroy(&self->pop);
     fm_dataset_destroy(&self->test);
     fm_model_destroy(&self->model);
     fm_wire_buf_free(&self->out);
@@ -367,6 +400,23 @@ static void s_evaluate(eval_server_t *self)
         m.class_acc[c] = ev.class_total[c] ? (double)ev.class_correct[c] / ev.class_total[c] : 0.0;
     m.num_samples = ev.n;
     m.eval_seconds = secs;
+
+    /* population: every client's held-out slice (the threshold is reloadable) */
+    double pop_secs = 0.0;
+    eval_pop_summary_t pop;
+    memset(&pop, 0, sizeof pop);
+    if (self->pop) {
+        double t1 = fm_daemon_now();
+        eval_pop_score(self->pop, self->model, self->cfg.evaluator.population_threshold, &pop);
+        pop_secs = fm_daemon_now() - t1;
+        m.pop_clients = pop.clients;
+        m.pop_mean = pop.mean;
+        m.pop_min = pop.min;
+        m.pop_worst = pop.worst;
+        m.pop_p10 = pop.p10;
+        m.pop_threshold = pop.threshold;
+        m.pop_below = pop.below;
+    }
     m.timestamp = fm_daemon_wallclock();
 
     self->stats.evaluations++;
@@ -387,6 +437,11 @@ static void s_evaluate(eval_server_t *self)
     FM_LOG(LOG_INFO, "evaluated %s v%llu: accuracy=%.4f loss=%.4f on %llu samples in %.3fs "
            "(model created %.3f)", m.model, (unsigned long long)m.version, m.accuracy, m.loss,
            (unsigned long long)m.num_samples, secs, hdr.created);
+    if (pop.clients > 0)
+        FM_LOG(LOG_INFO, "population %s v%llu: %u clients mean=%.4f worst=%.4f (client %u) "
+               "p10=%.4f below %.2f: %.1f%% on %u held-out samples in %.3fs (extra)", m.model,
+               (unsigned long long)m.version, pop.clients, pop.mean, pop.min, pop.worst, pop.p10,
+               pop.threshold, 100.0 * pop.below, eval_pop_samples(self->pop), pop_secs);
 }
 
 /* SIGHUP: re-read the config, reopen the metrics file, apply the log level. */

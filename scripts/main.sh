@@ -3,10 +3,18 @@
 # machine: `fedmq run configs/fedmq.conf` (broker, aggregator, evaluator and a pool of 100
 # virtual clients on Dirichlet(0.5) non-IID Fashion-MNIST, cnn, asynchronous FedBuff),
 # stopping at 0.85 test accuracy or 10 minutes, with a summary.
-# Extra arguments go to `fedmq run` (e.g. --set federation.target_accuracy=0.87).
+# A first argument ending in .conf picks another config, e.g. configs/fashion-sync.conf (the
+# classic synchronous FedAvg rounds) or configs/fashion-async.conf (FedBuff, same settings).
+# Other arguments go to `fedmq run` (e.g. --set federation.target_accuracy=0.87).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+config="$root/configs/fedmq.conf"
+if [ $# -gt 0 ] && [[ "$1" == *.conf ]]; then
+  case "$1" in /*) config="$1" ;; *) config="$(pwd)/$1" ;; esac
+  [ -f "$config" ] || config="$root/$1"
+  shift
+fi
 "$root/scripts/install-deps.sh"
 "$root/scripts/build.sh" "$root/build"
-echo "[fedmq] running: build/fedmq run configs/fedmq.conf $*"
-exec "$root/build/fedmq" run "$root/configs/fedmq.conf" "$@"
+echo "[fedmq] running: build/fedmq run ${config#$root/} $*"
+exec "$root/build/fedmq" run "$config" "$@"

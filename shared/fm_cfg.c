@@ -78,9 +78,10 @@ static const fm_cfg_key_t s_keys[] = {
     S_INT(federation, num_clients, 1, 1000000, "100", S_RESTART,
           "number of simulated clients (data partitions)"),
     S_INT(federation, clients_per_round, 1, 1000000, "10", S_RESTART,
-          "clients sampled per round (sync) or training at the same time (async)"),
+          "sync: clients selected per round; async: unused (FedBuff's K is [aggregator] "
+          "buffer_k)"),
     S_INT(federation, num_rounds, 0, 1000000000, "0", S_RESTART,
-          "rounds to run in sync mode, 0 = unlimited"),
+          "model versions to make (sync: rounds aggregated), then stop; 0 = unlimited"),
     S_INT(federation, local_epochs, 1, 1000, "1", S_RESTART,
           "local epochs per client update"),
     S_FLT(federation, learning_rate, 0, 10, "0.01", S_RESTART, "client SGD learning rate"),
@@ -91,9 +92,11 @@ static const fm_cfg_key_t s_keys[] = {
           "clip each client step's global gradient norm to this, 0 = no clipping"),
     S_FLT(federation, mu, 0, 1000, "0", S_RESTART, "FedProx proximal coefficient mu, 0 = off"),
     S_INT(federation, min_clients, 1, 1000000, "1", S_RESTART,
-          "trainers (clients) that must be connected before training starts"),
+          "live clients needed: sync rounds start with and aggregate at least this many; "
+          "async accepts updates only while this many clients are live"),
     S_ENUM(federation, aggregation_strategy, s_strategies, "fedbuff", S_RESTART,
-           "fedavg (sync rounds), fedprox (fedavg + proximal term) or fedbuff (buffered async)"),
+           "fedavg, fedprox (fedavg + proximal term mu) or fedbuff (= fedavg, async only); "
+          "async modes buffer K updates (FedBuff)"),
     S_ENUM(federation, mode, s_modes, "async", S_RESTART,
            "async (versions as updates arrive) or sync (rounds with a deadline)"),
     S_STR(federation, partition, s_check_partition, "dirichlet:0.5", S_RESTART,
@@ -106,6 +109,9 @@ static const fm_cfg_key_t s_keys[] = {
           "stop when the evaluator reports this test accuracy, 0..1"),
     S_FLT(federation, time_limit_s, 0, 1e9, "600", S_RELOAD,
           "stop after this many seconds, 0 = no limit"),
+    S_FLT(federation, holdout, 0, 0.9, "0.1", S_RESTART,
+          "fraction of each client's samples held out (never trained on) for population-"
+          "level validation by the evaluator, 0 = none"),
 
     /* [endpoints]: ZeroMQ endpoints, bound by the first daemon named, connected by others */
     S_STR(endpoints, model_pub, s_check_endpoint, "tcp://127.0.0.1:5560", S_RESTART,
@@ -184,6 +190,10 @@ static const fm_cfg_key_t s_keys[] = {
           "IDX file prefix of the test set in data_dir (t10k-images-idx3-ubyte...)"),
     S_STR(evaluator, metrics_file, s_check_nonempty, "fedmq-metrics.jsonl", S_RELOAD,
           "JSON-lines file the evaluator appends one record per model version to"),
+    S_BOOL(evaluator, population, "true", S_RESTART,
+           "also score every client's held-out slice (needs federation.holdout > 0)"),
+    S_FLT(evaluator, population_threshold, 0, 1, "0.7", S_RELOAD,
+          "population feed: report the fraction of clients whose accuracy is below this"),
     S_ENUM(evaluator, log_level, s_levels, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
 };
@@ -610,6 +620,21 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
     } else if (f->min_clients > f->num_clients) {
         k = fm_cfg_key_find("federation", "min_clients");
         snprintf(why, sizeof why, "must be <= [federation] num_clients (%d)", f->num_clients);
+    } else if (f->mode == FM_CFG_MODE_SYNC && f->aggregation_strategy == FM_CFG_STRATEGY_FEDBUFF) {
+        k = fm_cfg_key_find("federation", "aggregation_strategy");
+        snprintf(why, sizeof why, "fedbuff is asynchronous: use fedavg or fedprox with "
+                 "[federation] mode = sync");
+    } else if (f->mode == FM_CFG_MODE_SYNC && f->min_clients > f->clients_per_round) {
+        k = fm_cfg_key_find("federation", "min_clients");
+        snprintf(why, sizeof why, "must be <= [federation] clients_per_round (%d) in mode = "
+                 "sync, or no round could aggregate", f->clients_per_round);
+    } else if (f->aggregation_strategy == FM_CFG_STRATEGY_FEDPROX && f->mu <= 0) {
+        k = fm_cfg_key_find("federation", "mu");
+        snprintf(why, sizeof why, "must be > 0 with [federation] aggregation_strategy = fedprox");
+    } else if (f->aggregation_strategy != FM_CFG_STRATEGY_FEDPROX && f->mu > 0) {
+        k = fm_cfg_key_find("federation", "mu");
+        snprintf(why, sizeof why, "is the FedProx coefficient: set [federation] "
+                 "aggregation_strategy = fedprox, or mu = 0");
     } else if (s_parse_clients(c->trainer.clients, &lo, &hi) == 0 && hi >= f->num_clients) {
         k = fm_cfg_key_find("trainer", "clients");
         snprintf(why, sizeof why, "client %ld is not below [federation] num_clients (%d)", hi,

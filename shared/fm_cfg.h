@@ -80,6 +80,7 @@ typedef struct {
     char data_dir[FM_CFG_STR_MAX];
     double target_accuracy;
     double time_limit_s;             /* 0 = no limit */
+    double holdout;                  /* held-out fraction of each client's samples */
 } fm_cfg_federation_t;
 
 typedef struct {
@@ -129,6 +130,8 @@ typedef struct {
 typedef struct {
     char test_split[FM_CFG_STR_MAX];
     char metrics_file[FM_CFG_STR_MAX];
+    bool population;                 /* score the clients' held-out slices */
+    double population_threshold;
     int log_level;
 } fm_cfg_evaluator_t;
 

@@ -651,3 +651,78 @@ void fm_partition_destroy(fm_partition_t **p)
     free(*p);
     *p = NULL;
 }
+
+/* Stream tag of the held-out split: apart from the partition's and the trainers' streams. */
+#define S_TAG_HOLDOUT 0x401d0c7000000001ULL
+
+static fm_partition_t *s_partition_alloc(uint32_t nclients, uint32_t nindices)
+{
+    fm_partition_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->nclients = nclients;
+    p->offsets = calloc((size_t)nclients + 1, sizeof *p->offsets);
+    p->indices = malloc(((size_t)nindices + 1) * sizeof *p->indices);
+    if (!p->offsets || !p->indices)
+        fm_partition_destroy(&p);
+    return p;
+}
+
+int fm_partition_holdout(const fm_partition_t *p, double frac, uint64_t seed,
+                         fm_partition_t **train, fm_partition_t **held, fm_errmsg_t *e)
+{
+    FM_ASSERT(p && train && held);
+    *train = *held = NULL;
+    if (!(frac >= 0.0 && frac <= 0.9))
+        return fm_errmsg_set(e, FM_EARG, "held-out fraction %g: must be in [0, 0.9]", frac);
+    uint32_t nc = p->nclients, total = p->offsets[nc];
+    uint32_t maxn = 0;
+    for (uint32_t k = 0; k < nc; k++)
+        if (p->offsets[k + 1] - p->offsets[k] > maxn)
+            maxn = p->offsets[k + 1] - p->offsets[k];
+    int rc = 0;
+    fm_partition_t *tr = s_partition_alloc(nc, total), *ho = s_partition_alloc(nc, total);
+    uint32_t *perm = malloc(((size_t)maxn + 1) * sizeof *perm);
+    uint8_t *out = malloc((size_t)maxn + 1);
+    if (!tr || !ho || !perm || !out) {
+        rc = fm_errmsg_set(e, -ENOMEM, "held-out split: out of memory");
+        goto cleanup;
+    }
+    uint32_t nt = 0, nh = 0;
+    for (uint32_t k = 0; k < nc; k++) {
+        uint32_t n = p->offsets[k + 1] - p->offsets[k];
+        const uint32_t *idx = p->indices + p->offsets[k];
+        uint32_t h = (uint32_t)(frac * n + 0.5);
+        if (n == 0)
+            h = 0;
+        else if (h > n - 1)
+            h = n - 1;
+        memset(out, 0, n);
+        if (h > 0) {
+            fm_rng_t r;
+            fm_rng_seed(&r, seed ^ S_TAG_HOLDOUT, k);
+            for (uint32_t i = 0; i < n; i++)
+                perm[i] = i;
+            fm_rng_shuffle_u32(&r, perm, n);
+            for (uint32_t i = 0; i < h; i++)
+                out[perm[i]] = 1;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            if (out[i])
+                ho->indices[nh++] = idx[i];
+            else
+                tr->indices[nt++] = idx[i];
+        }
+        tr->offsets[k + 1] = nt;
+        ho->offsets[k + 1] = nh;
+    }
+    *train = tr;
+    *held = ho;
+    tr = ho = NULL;
+cleanup:
+    fm_partition_destroy(&tr);
+    fm_partition_destroy(&ho);
+    free(perm);
+    free(out);
+    return rc;
+}

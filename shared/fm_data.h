@@ -60,4 +60,15 @@ int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *s
 
 void fm_partition_destroy(fm_partition_t **p);
 
+/* Split every client's samples of `p` into a training part and a held-out part (for
+ * population-level validation: the held-out slice is never trained on). Client k holds
+ * out h_k = round(frac * n_k) samples, at most n_k - 1 (a client keeps at least one
+ * training sample; one with a single sample holds none out), chosen by a seeded shuffle
+ * of its indices (stream: seed, k); the training part keeps p's order. Deterministic: every
+ * process computes the same split. frac in [0, 0.9]; frac == 0 gives empty held-out parts.
+ * Both outputs have p->nclients clients and are owned by the caller (fm_partition_destroy).
+ * Errors: FM_EARG (frac out of range), -ENOMEM. On error both outputs are NULL. */
+int fm_partition_holdout(const fm_partition_t *p, double frac, uint64_t seed,
+                         fm_partition_t **train, fm_partition_t **held, fm_errmsg_t *e);
+
 #endif

@@ -143,3 +143,11 @@ double fm_optim_step(fm_optim_t *o, float *w, float *g, const float *w_global)
     o->started = 1;
     return sqrt(sq);
 }
+
+int fm_optim_set_mu(fm_optim_t *o, float mu)
+{
+    if (!(mu >= 0.0f && mu <= 1e30f))
+        return FM_EARG;
+    o->cfg.mu = mu;
+    return 0;
+}

@@ -33,6 +33,10 @@ void fm_optim_destroy(fm_optim_t **p);
 /* Forget momentum (start of a new local training round). */
 void fm_optim_reset(fm_optim_t *o);
 
+/* Change the FedProx weight (e.g. per round, as the aggregator says). 0, or FM_EARG (mu
+ * negative or not finite: unchanged). */
+int fm_optim_set_mu(fm_optim_t *o, float mu);
+
 /* One step: reads and modifies grads (prox and clipping are applied in place), updates w.
  * w_global may be NULL (no proximal term). Returns the gradient norm before clipping. */
 double fm_optim_step(fm_optim_t *o, float *w, float *grads, const float *w_global);

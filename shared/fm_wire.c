@@ -236,13 +236,24 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
-    if (s_buf_reserve(out, s_tensors_size(layout) + 128) != 0)
+    if (hdr->cohort.present && (hdr->cohort.count > FM_WIRE_MAX_COHORT ||
+                                (hdr->cohort.count && !hdr->cohort.ids)))
+        return FM_EARG;
+    if (s_buf_reserve(out, s_tensors_size(layout) + 128 + 4 * (size_t)hdr->cohort.count) != 0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL, 4));
+    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL, hdr->cohort.present ? 7 : 4));
     S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
+    if (hdr->cohort.present) {
+        S_PACK(s_pack_ku64(&pk, "round", hdr->round));
+        S_PACK(s_pack_str(&pk, "cohort"));
+        S_PACK(msgpack_pack_bin(&pk, 4 * (size_t)hdr->cohort.count));
+        S_PACK(msgpack_pack_bin_body(&pk, hdr->cohort.count ? hdr->cohort.ids : "",
+                                     4 * (size_t)hdr->cohort.count));
+        S_PACK(s_pack_kf64(&pk, "mu", hdr->mu));
+    }
     S_PACK(s_pack_tensors(&pk, layout, params));
 cleanup:
     if (rc)
@@ -262,7 +273,7 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
     if (s_buf_reserve(out, s_tensors_size(layout) + 512) != 0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head(&pk, FM_WIRE_UPDATE, 10));
+    S_PACK(s_pack_head(&pk, FM_WIRE_UPDATE, hdr->round ? 11 : 10));
     S_PACK(s_pack_str(&pk, "id"));
     S_PACK(msgpack_pack_bin(&pk, FM_WIRE_ID_LEN));
     S_PACK(msgpack_pack_bin_body(&pk, hdr->id, FM_WIRE_ID_LEN));
@@ -274,6 +285,8 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
     S_PACK(s_pack_kf64(&pk, "loss", hdr->train_loss));
     S_PACK(s_pack_kf64(&pk, "secs", hdr->train_seconds));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
+    if (hdr->round)
+        S_PACK(s_pack_ku64(&pk, "round", hdr->round));
     S_PACK(s_pack_tensors(&pk, layout, delta));
 cleanup:
     if (rc)
@@ -335,7 +348,7 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     if (!s_str_ok(m->model, true))
         return FM_EARG;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS, 8));
+    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS, m->pop_clients ? 15 : 8));
     S_PACK(s_pack_ku64(&pk, "mv", m->version));
     S_PACK(s_pack_kstr(&pk, "model", m->model));
     S_PACK(s_pack_kf64(&pk, "acc", m->accuracy));
@@ -347,10 +360,26 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     S_PACK(s_pack_ku64(&pk, "n", m->num_samples));
     S_PACK(s_pack_kf64(&pk, "secs", m->eval_seconds));
     S_PACK(s_pack_kf64(&pk, "ts", m->timestamp));
+    if (m->pop_clients) {
+        S_PACK(s_pack_ku64(&pk, "pc", m->pop_clients));
+        S_PACK(s_pack_kf64(&pk, "pmean", m->pop_mean));
+        S_PACK(s_pack_kf64(&pk, "pmin", m->pop_min));
+        S_PACK(s_pack_ku64(&pk, "pworst", m->pop_worst));
+        S_PACK(s_pack_kf64(&pk, "pp10", m->pop_p10));
+        S_PACK(s_pack_kf64(&pk, "pthr", m->pop_threshold));
+        S_PACK(s_pack_kf64(&pk, "pbelow", m->pop_below));
+    }
 cleanup:
     if (rc)
         out->len = 0;
     return rc;
+}
+
+uint32_t fm_wire_cohort_at(const fm_wire_cohort_t *c, uint32_t i)
+{
+    FM_ASSERT(c && i < c->count);
+    const unsigned char *p = (const unsigned char *)c->ids + 4 * (size_t)i;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 int fm_wire_id_new(uint8_t id[FM_WIRE_ID_LEN])
@@ -715,7 +744,9 @@ static int s_frame(s_rd_t *r, fm_wire_type_t *type)
 
 /* ---- pass 2: fields --------------------------------------------------------------------- */
 
-typedef enum { S_F_U32, S_F_U64, S_F_F64, S_F_STR, S_F_ID, S_F_CLASSES, S_F_TENSORS } s_fkind_t;
+typedef enum {
+    S_F_U32, S_F_U64, S_F_F64, S_F_STR, S_F_ID, S_F_CLASSES, S_F_TENSORS, S_F_COHORT
+} s_fkind_t;
 
 #define S_NONEMPTY 1u
 #define S_BIT(type) (1u << (type))
@@ -736,6 +767,9 @@ static const s_field_t s_model_fields[] = {
     {"model", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_MODEL), offsetof(fm_wire_model_t, model)},
     {"ts", S_F_F64, 0, S_BIT(FM_WIRE_MODEL), offsetof(fm_wire_model_t, created)},
     {"tensors", S_F_TENSORS, 0, S_BIT(FM_WIRE_MODEL), 0},
+    {"round", S_F_U64, 0, 0, offsetof(fm_wire_model_t, round)},
+    {"cohort", S_F_COHORT, 0, 0, offsetof(fm_wire_model_t, cohort)},
+    {"mu", S_F_F64, 0, 0, offsetof(fm_wire_model_t, mu)},
 };
 
 static const s_field_t s_update_fields[] = {
@@ -749,6 +783,7 @@ static const s_field_t s_update_fields[] = {
     {"secs", S_F_F64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, train_seconds)},
     {"model", S_F_STR, 0, 0, offsetof(fm_wire_update_t, model)}, /* optional: "" if absent */
     {"tensors", S_F_TENSORS, 0, S_BIT(FM_WIRE_UPDATE), 0},
+    {"round", S_F_U64, 0, 0, offsetof(fm_wire_update_t, round)},
 };
 
 static const s_field_t s_member_fields[] = {
@@ -776,6 +811,13 @@ static const s_field_t s_metrics_fields[] = {
     {"n", S_F_U64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, num_samples)},
     {"secs", S_F_F64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, eval_seconds)},
     {"ts", S_F_F64, 0, S_BIT(FM_WIRE_METRICS), offsetof(fm_wire_metrics_t, timestamp)},
+    {"pc", S_F_U32, 0, 0, offsetof(fm_wire_metrics_t, pop_clients)},
+    {"pmean", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_mean)},
+    {"pmin", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_min)},
+    {"pworst", S_F_U32, 0, 0, offsetof(fm_wire_metrics_t, pop_worst)},
+    {"pp10", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_p10)},
+    {"pthr", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_threshold)},
+    {"pbelow", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_below)},
 };
 
 #define S_NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -911,6 +953,21 @@ static int s_read_field(s_rd_t *r, const s_field_t *f, void *out, fm_wire_tensor
         return 0;
     case S_F_TENSORS:
         return s_read_tensors(r, ts);
+    case S_F_COHORT: {
+        if ((rc = s_next(r, f->key, &t)) != 0)
+            return rc;
+        if (t.kind != S_BIN)
+            return s_wrong_type(r, f->key, &t, "a bin");
+        if (t.n % 4 != 0)
+            return s_err(r, FM_EFORMAT, f->key, "bin of %llu bytes, not a multiple of 4",
+                         (unsigned long long)t.n);
+        if (t.n / 4 > FM_WIRE_MAX_COHORT)
+            return s_err(r, FM_ERANGE, f->key, "%llu client ids, at most %u allowed",
+                         (unsigned long long)(t.n / 4), FM_WIRE_MAX_COHORT);
+        fm_wire_cohort_t c = {.present = 1, .ids = t.ptr, .count = (uint32_t)(t.n / 4)};
+        memcpy(dst, &c, sizeof c);
+        return 0;
+    }
     }
     return FM_EFORMAT; /* not reached */
 }

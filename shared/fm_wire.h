@@ -43,6 +43,7 @@
 #define FM_WIRE_DTYPE_MAX 15   /* bytes of a "dtype" string */
 #define FM_WIRE_MAX_DEPTH 16   /* nesting levels of a message, the top map being level 1 */
 #define FM_WIRE_ID_LEN 16      /* bytes of an update id ("id", bin) */
+#define FM_WIRE_MAX_COHORT (1u << 20) /* client ids in a MODEL's "cohort" */
 
 typedef enum {
     FM_WIRE_NONE = 0, /* never on the wire */
@@ -60,12 +61,26 @@ typedef enum {
  * One struct per message; the wire key of each field is in quotes. Encoders read them,
  * decoders fill them (every field; optional keys that are absent read as 0). */
 
-/* MODEL: a global model (broker PUB, snapshot reply). Tensors: the parameters. */
+/* The cohort of a synchronous round: the client ids selected to train on this MODEL, as
+ * little-endian uint32 values in one bin ("cohort"). `ids` is unaligned: read entries with
+ * fm_wire_cohort_at. Decoded: `ids` points into the frame. */
+typedef struct {
+    int present;                      /* 1: the MODEL opens a sync round (keys below sent) */
+    const void *ids;                  /* count * 4 bytes */
+    uint32_t count;                   /* 0..FM_WIRE_MAX_COHORT (0: nobody trains) */
+} fm_wire_cohort_t;
+
+/* MODEL: a global model (broker PUB, snapshot reply). Tensors: the parameters.
+ * Sync rounds add "round", "cohort" and "mu" (all three or none; absent = async: every
+ * client may train on it). */
 typedef struct {
     uint64_t version;                 /* "mv": model version, 0 = the initial model */
     char model[FM_WIRE_STR_MAX + 1];  /* "model": model name ("cnn"); decoded only: the
                                          encoder writes fm_model_name(layout) */
     double created;                   /* "ts": creation time, Unix seconds */
+    uint64_t round;                   /* "round": sync round number (>= 1), 0 = async */
+    fm_wire_cohort_t cohort;          /* "cohort": bin, see fm_wire_cohort_t */
+    double mu;                        /* "mu": FedProx coefficient for this round, 0 = off */
 } fm_wire_model_t;
 
 /* UPDATE: one client's local training result. Tensors: delta = w_local - w_base. */
@@ -81,6 +96,8 @@ typedef struct {
     char model[FM_WIRE_STR_MAX + 1];  /* "model" (optional): model name the delta is for;
                                          "" when absent. The encoder writes
                                          fm_model_name(layout) and ignores this field */
+    uint64_t round;                   /* "round" (optional): the sync round answered, 0 (not
+                                         sent) for async updates */
 } fm_wire_update_t;
 
 /* HELLO / HEARTBEAT / BYE: trainer membership. */
@@ -111,6 +128,15 @@ typedef struct {
     uint64_t num_samples;             /* "n": test samples evaluated */
     double eval_seconds;              /* "secs": wall time of the evaluation */
     double timestamp;                 /* "ts": end of the evaluation, Unix seconds */
+    /* population-level validation (optional, sent when pop_clients > 0): the accuracy of
+     * the model on each client's held-out slice, summarised over clients */
+    uint32_t pop_clients;             /* "pc": clients scored */
+    double pop_mean;                  /* "pmean": mean of the client accuracies */
+    double pop_min;                   /* "pmin": worst client's accuracy */
+    uint32_t pop_worst;               /* "pworst": the worst client's id */
+    double pop_p10;                   /* "pp10": 10th percentile of the client accuracies */
+    double pop_threshold;             /* "pthr": the threshold of pop_below */
+    double pop_below;                 /* "pbelow": fraction of clients below pop_threshold */
 } fm_wire_metrics_t;
 
 /* One decoded tensor; `data` points into the frame (borrowed, unaligned). */
@@ -161,6 +187,9 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
 int fm_wire_encode_member(fm_wire_type_t type, const fm_wire_member_t *m, fm_wire_buf_t *out);
 int fm_wire_encode_snapshot_req(const fm_wire_snapshot_req_t *r, fm_wire_buf_t *out);
 int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out);
+
+/* Entry i (< c->count) of a cohort. */
+uint32_t fm_wire_cohort_at(const fm_wire_cohort_t *c, uint32_t i);
 
 /* Fill id with FM_WIRE_ID_LEN bytes from the kernel's random source (getrandom), as every
  * UPDATE needs. Never use a seeded RNG for ids: a restarted trainer with the same seed would

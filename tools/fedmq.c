@@ -93,6 +93,8 @@ static void s_usage(FILE *f)
                "  checkpoints DIR   list an aggregator's checkpoints\n"
                "  export  write a checkpointed model as safetensors\n"
                "  watch ENDPOINT    print an evaluator's metrics feed live\n"
+               "  plot JSONL -o PNG draw the accuracy curves of metrics files (gnuplot)\n"
+               "  partition CONFIG  write the trainers' client partition as JSON\n"
                "Run 'fedmq <command> --help' for the options of a command.\n");
 }
 
@@ -394,6 +396,10 @@ int main(int argc, char **argv)
         return fm_cli_run(argc - 1, argv + 1);
     if (strcmp(cmd, "watch") == 0)
         return fm_cli_watch(argc - 1, argv + 1);
+    if (strcmp(cmd, "plot") == 0)
+        return fm_cli_plot(argc - 1, argv + 1);
+    if (strcmp(cmd, "partition") == 0)
+        return fm_cli_partition(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return 0;

@@ -3,9 +3,11 @@
  * Starts fedmq-aggregator, fedmq-broker, fedmq-evaluator and fedmq-trainer (from the
  * directory of this executable) with the same config and overrides, all state under one
  * run directory; follows the evaluator's METRICS feed and the aggregator's stats.json;
- * prints progress; stops at the target accuracy or the time limit (or when a daemon dies);
- * stops the children (trainers first, the aggregator last so it checkpoints) and prints a
- * summary. Exit: 0 target reached, 1 limit reached or a daemon failed, 2 bad input. */
+ * prints progress; stops at the target accuracy, the time limit, after num_rounds in sync
+ * mode (once the last version is scored), or when a daemon dies; stops the children
+ * (trainers first, the aggregator last so it checkpoints), prints a summary and draws
+ * <run-dir>/metrics.png from the metrics file (fedmq plot). Exit: 0 target reached, 1 limit
+ * or num_rounds reached without the target, or a daemon failed, 2 bad input. */
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +52,9 @@ typedef struct {
     uint64_t last_version;
     double target_time;         /* seconds from start to target, < 0 if not reached */
     uint64_t target_version;
+    uint64_t round, rounds_failed; /* sync, from stats.json */
+    int finished;               /* sync: num_rounds reached (stats.json) */
+    fm_wire_metrics_t last;     /* latest METRICS (population fields) */
 } s_progress_t;
 
 /* Value of a numeric key in a small flat JSON text (our own stats.json), NAN if absent. */
@@ -252,8 +257,9 @@ int fm_cli_run(int argc, char **argv)
     snprintf(stats_path, sizeof stats_path, "%s/stats.json", ckdir);
     double last_print = 0, last_applied_t = pg.start;
     uint64_t last_applied = 0;
-    double rate = 0;
+    double rate = 0, finished_at = 0;
     const char *dead = NULL;
+    int sync = cfg.federation.mode == FM_CFG_MODE_SYNC;
     while (!fm_daemon_stopping()) {
         void *which = zpoller_wait(poller, 250);
         if (which) {
@@ -265,6 +271,7 @@ int fm_cli_run(int argc, char **argv)
                 fm_wire_decode_metrics(zframe_data(f), zframe_size(f), &m, NULL) == 0) {
                 pg.last_acc = m.accuracy;
                 pg.last_version = m.version;
+                pg.last = m;
                 if (m.accuracy > pg.best_acc) {
                     pg.best_acc = m.accuracy;
                     pg.best_version = m.version;
@@ -281,24 +288,41 @@ int fm_cli_run(int argc, char **argv)
             if (s_read_file(stats_path, text, sizeof text) == 0) {
                 double v = s_json_num(text, "version"), a = s_json_num(text, "updates_applied"),
                        r = s_json_num(text, "updates_rejected");
+                double rn = s_json_num(text, "round"), rf = s_json_num(text, "rounds_failed");
                 if (v == v) pg.version = (uint64_t)v;
                 if (a == a) pg.applied = (uint64_t)a;
                 if (r == r) pg.rejected = (uint64_t)r;
+                if (rn == rn) pg.round = (uint64_t)rn;
+                if (rf == rf) pg.rounds_failed = (uint64_t)rf;
+                pg.finished = strstr(text, "\"finished\": true") != NULL;
             }
             if (now > last_applied_t)
                 rate = (double)(pg.applied - last_applied) / (now - last_applied_t);
             last_applied = pg.applied;
             last_applied_t = now;
+            char extra[160] = "";
+            if (sync)
+                snprintf(extra, sizeof extra, " round %llu (%llu failed)",
+                         (unsigned long long)pg.round, (unsigned long long)pg.rounds_failed);
+            if (pg.last.pop_clients)
+                snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                         " clients: worst %.3f p10 %.3f", pg.last.pop_min, pg.last.pop_p10);
             printf("[%7.1fs] version %-5llu updates/s %6.1f  applied %-7llu rejected %-5llu "
-                   "test_accuracy %.4f (v%llu)\n",
+                   "test_accuracy %.4f (v%llu)%s\n",
                    now - pg.start, (unsigned long long)pg.version, rate,
                    (unsigned long long)pg.applied, (unsigned long long)pg.rejected, pg.last_acc,
-                   (unsigned long long)pg.last_version);
+                   (unsigned long long)pg.last_version, extra);
             fflush(stdout);
             last_print = now;
         }
         if (pg.target_time >= 0)
             break;
+        if (pg.finished && finished_at == 0)
+            finished_at = now;
+        if (finished_at > 0 && (pg.last_version >= pg.version || now - finished_at >= 60.0)) {
+            printf("fedmq run: num_rounds = %d done\n", cfg.federation.num_rounds);
+            break;
+        }
         if (cfg.federation.time_limit_s > 0 && now - pg.start >= cfg.federation.time_limit_s) {
             printf("fedmq run: time limit of %.0f s reached\n", cfg.federation.time_limit_s);
             break;
@@ -336,11 +360,32 @@ stop:
             const char *end = strchr(rej, '}');
             printf("  rejected by reason: %.*s\n", end ? (int)(end - rej - 10) : 0, rej + 11);
         }
-        printf("  staleness: mean %.2f, max %.0f\n", s_json_num(text, "staleness_mean"),
-               s_json_num(text, "staleness_max"));
+        if (strstr(text, "\"mode\": \"sync\""))
+            printf("  rounds: %.0f completed, %.0f failed (below min_clients at the deadline); "
+                   "late updates dropped: %.0f\n", s_json_num(text, "rounds_completed"),
+                   s_json_num(text, "rounds_failed"), s_json_num(text, "late"));
+        else
+            printf("  staleness: mean %.2f, max %.0f\n", s_json_num(text, "staleness_mean"),
+                   s_json_num(text, "staleness_max"));
+        if (pg.last.pop_clients)
+            printf("  clients' held-out accuracy (v%llu): mean %.4f, worst %.4f (client %u), "
+                   "10th percentile %.4f, %.0f%% below %.2f\n",
+                   (unsigned long long)pg.last.version, pg.last.pop_mean, pg.last.pop_min,
+                   pg.last.pop_worst, pg.last.pop_p10, 100.0 * pg.last.pop_below,
+                   pg.last.pop_threshold);
         printf("  bytes received by the aggregator: %.0f\n", s_json_num(text, "bytes_received"));
     } else {
         printf("\nsummary: no aggregator stats (%s missing)\n", stats_path);
+    }
+    char png[PATH_MAX + 32], perr[512];
+    snprintf(png, sizeof png, "%s/metrics.png", run_dir);
+    const char *files[1] = {metrics};
+    if (access(metrics, R_OK) == 0) {
+        if (fm_plot_files(files, NULL, 1, png, args.config_path, FM_PLOT_X_BOTH, perr,
+                          sizeof perr) == 0)
+            printf("  plot: %s\n", png);
+        else
+            printf("  plot not drawn: %s\n", perr);
     }
     for (int i = 0; i < NDAEMONS; i++)
         if (WIFEXITED(kids[i].status) && WEXITSTATUS(kids[i].status) != 0)

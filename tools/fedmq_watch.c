@@ -30,7 +30,9 @@ int fm_cli_watch(int argc, char **argv)
         case 'h':
             printf("usage: fedmq watch ENDPOINT [--count N] [--timeout S]\n"
                    "Print the METRICS feed of an evaluator (its metrics_pub endpoint, e.g.\n"
-                   "tcp://127.0.0.1:5564), one line per evaluated model version.\n"
+                   "tcp://127.0.0.1:5564), one line per evaluated model version; when the\n"
+                   "evaluator scores the clients' held-out slices, the line ends with their\n"
+                   "accuracy: mean, worst client, 10th percentile, share below the threshold.\n"
                    "  --count N    exit after N lines\n"
                    "  --timeout S  exit 1 if no METRICS arrives for S seconds\n");
             return 0;
@@ -83,9 +85,14 @@ int fm_cli_watch(int argc, char **argv)
         fm_wire_type_t type;
         if (fm_wire_peek(zframe_data(f), zframe_size(f), &type, &e) == 0 && type == FM_WIRE_METRICS &&
             fm_wire_decode_metrics(zframe_data(f), zframe_size(f), &m, &e) == 0) {
-            printf("version=%llu model=%s accuracy=%.4f loss=%.4f n=%llu eval_s=%.2f\n",
+            printf("version=%llu model=%s accuracy=%.4f loss=%.4f n=%llu eval_s=%.2f",
                    (unsigned long long)m.version, m.model, m.accuracy, m.loss,
                    (unsigned long long)m.num_samples, m.eval_seconds);
+            if (m.pop_clients > 0) /* population-level validation, when the evaluator runs it */
+                printf(" | %u clients mean %.2f worst %.2f (client %u) p10 %.2f below%g %.0f%%",
+                       m.pop_clients, m.pop_mean, m.pop_min, m.pop_worst, m.pop_p10,
+                       m.pop_threshold, 100.0 * m.pop_below);
+            putchar('\n');
             fflush(stdout);
             printed++;
             last = fm_daemon_now();

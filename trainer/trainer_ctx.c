@@ -11,14 +11,17 @@ int trainer_ctx_init(trainer_ctx_t *c, uint32_t first, uint32_t count, double si
     memset(c, 0, sizeof *c);
     c->busy = calloc(count ? count : 1, 1);
     c->runs = calloc(count ? count : 1, sizeof(uint64_t));
+    c->pending = calloc(count ? count : 1, 1);
     int rc = pthread_mutex_init(&c->mu, NULL);
-    if (rc != 0 || !c->busy || !c->runs) {
+    if (rc != 0 || !c->busy || !c->runs || !c->pending) {
         if (rc == 0)
             pthread_mutex_destroy(&c->mu);
         free(c->busy);
         free(c->runs);
+        free(c->pending);
         c->busy = NULL;
         c->runs = NULL;
+        c->pending = NULL;
         return rc ? -rc : -ENOMEM;
     }
     c->first = first;
@@ -42,25 +45,29 @@ void trainer_ctx_fini(trainer_ctx_t *c)
     pthread_mutex_destroy(&c->mu);
     free(c->busy);
     free(c->runs);
+    free(c->pending);
     c->busy = NULL;
     c->runs = NULL;
+    c->pending = NULL;
 }
 
-int trainer_ctx_take(trainer_ctx_t *c, uint32_t *client, uint64_t *run, double *sigma,
-                     double *dropout_prob)
+int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job)
 {
     int rc = -EAGAIN;
     pthread_mutex_lock(&c->mu);
     for (uint32_t i = 0; i < c->count; i++) {
         uint32_t k = (c->cursor + i) % c->count;
-        if (c->busy[k])
+        if (c->busy[k] || (c->sync && !c->pending[k]))
             continue;
         c->busy[k] = 1;
+        c->pending[k] = 0;
         c->cursor = (k + 1) % c->count;
-        *client = c->first + k;
-        *run = c->runs[k]++;
-        *sigma = c->slowdown_sigma;
-        *dropout_prob = c->dropout_prob;
+        job->client = c->first + k;
+        job->run = c->runs[k]++;
+        job->sigma = c->slowdown_sigma;
+        job->dropout_prob = c->dropout_prob;
+        job->sync = c->sync;
+        job->round = c->round;
         rc = 0;
         break;
     }
@@ -85,3 +92,22 @@ void trainer_ctx_set_sim(trainer_ctx_t *c, double sigma, double dropout_prob)
 }
 
 int trainer_ctx_stopping(trainer_ctx_t *c) { return atomic_load(&c->stop); }
+
+uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
+                               const fm_wire_cohort_t *cohort)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&c->mu);
+    c->sync = sync;
+    c->round = round;
+    memset(c->pending, 0, c->count ? c->count : 1);
+    for (uint32_t i = 0; sync && cohort && i < cohort->count; i++) {
+        uint32_t k = fm_wire_cohort_at(cohort, i);
+        if (k >= c->first && k - c->first < c->count && !c->pending[k - c->first]) {
+            c->pending[k - c->first] = 1;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return sync ? n : c->count;
+}

@@ -1,7 +1,8 @@
 /* trainer_ctx: what the main thread and the workers of a trainer pool share.
  *
- * - the client scheduler: round-robin over the pool's client range, skipping clients a
- *   worker is already training, with a run counter per client (seeds, dropout draws);
+ * - the client scheduler, with a run counter per client (seeds, dropout draws):
+ *   async: round-robin over the pool's client range, skipping clients a worker is already
+ *   training; sync: each client of the current round's cohort (within the range) once;
  * - the reloadable simulation parameters (slowdown sigma, dropout probability);
  * - counters (atomics) for heartbeats and the summary log;
  * - the pool's stop flag: the main thread sets it when it sees SIGINT/SIGTERM (within one
@@ -15,6 +16,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "fm_wire.h"
+
 typedef struct {
     pthread_mutex_t mu;
     uint32_t first;          /* first client id */
@@ -24,6 +27,9 @@ typedef struct {
     uint64_t *runs;          /* count run counters (under mu) */
     double slowdown_sigma;   /* under mu */
     double dropout_prob;     /* under mu */
+    int sync;                /* under mu: 1 = only pending clients of `round` train */
+    uint64_t round;          /* under mu */
+    uint8_t *pending;        /* count flags: selected this round, not taken yet (under mu) */
 
     atomic_uint_fast64_t sent;         /* UPDATEs handed to ZeroMQ */
     atomic_uint_fast64_t send_dropped; /* UPDATEs dropped: send timeout / encode error */
@@ -42,10 +48,26 @@ int trainer_ctx_init(trainer_ctx_t *c, uint32_t first, uint32_t count, double si
 /* Free what init allocated; no worker may use it any more. Idempotent after init. */
 void trainer_ctx_fini(trainer_ctx_t *c);
 
-/* Take the next idle client (round-robin) and mark it busy: its id, its run number and
- * the current simulation parameters. 0, or -EAGAIN when every client is busy. */
-int trainer_ctx_take(trainer_ctx_t *c, uint32_t *client, uint64_t *run, double *sigma,
-                     double *dropout_prob);
+/* One local training to do. */
+typedef struct {
+    uint32_t client;
+    uint64_t run;            /* the client's run number */
+    double sigma;            /* simulation parameters at take time */
+    double dropout_prob;
+    int sync;                /* 1: for sync round `round` */
+    uint64_t round;
+} trainer_job_t;
+
+/* Take the next client to train and mark it busy. Async: the next idle client
+ * (round-robin); sync: the next pending cohort member of the current round (it is then no
+ * longer pending). 0, or -EAGAIN when there is nothing to do. */
+int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job);
+
+/* A new model arrived: async (sync = 0: every client may train), or sync round `round`
+ * whose cohort (client ids, any order) replaces the pending set; ids outside the pool's
+ * range are ignored. Returns how many of the pool's clients are pending. */
+uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
+                               const fm_wire_cohort_t *cohort);
 
 /* Mark a client taken with trainer_ctx_take idle again. */
 void trainer_ctx_release(trainer_ctx_t *c, uint32_t client);

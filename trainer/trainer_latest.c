@@ -11,8 +11,7 @@ struct trainer_latest {
     float *current;   /* the newest model (under lock) */
     float *scratch;   /* the writer's next model (main thread only) */
     int have;         /* under lock */
-    uint64_t version; /* under lock */
-    double created;   /* under lock */
+    trainer_model_info_t info; /* under lock */
 };
 
 trainer_latest_t *trainer_latest_new(size_t nparams, int *err)
@@ -52,38 +51,36 @@ void trainer_latest_destroy(trainer_latest_t **p)
 
 float *trainer_latest_scratch(trainer_latest_t *l) { return l->scratch; }
 
-void trainer_latest_publish(trainer_latest_t *l, uint64_t version, double created)
+void trainer_latest_publish(trainer_latest_t *l, const trainer_model_info_t *info)
 {
     pthread_rwlock_wrlock(&l->lock);
     float *t = l->current;
     l->current = l->scratch;
     l->scratch = t;
     l->have = 1;
-    l->version = version;
-    l->created = created;
+    l->info = *info;
     pthread_rwlock_unlock(&l->lock);
 }
 
-int trainer_latest_get(trainer_latest_t *l, float *dst, uint64_t *version)
+int trainer_latest_get(trainer_latest_t *l, float *dst, trainer_model_info_t *info)
 {
     int rc = -EAGAIN;
     pthread_rwlock_rdlock(&l->lock);
     if (l->have) {
         memcpy(dst, l->current, l->nparams * sizeof(float));
-        *version = l->version;
+        *info = l->info;
         rc = 0;
     }
     pthread_rwlock_unlock(&l->lock);
     return rc;
 }
 
-int trainer_latest_peek(trainer_latest_t *l, uint64_t *version, double *created)
+int trainer_latest_peek(trainer_latest_t *l, trainer_model_info_t *info)
 {
     pthread_rwlock_rdlock(&l->lock);
     int have = l->have;
     if (have) {
-        *version = l->version;
-        *created = l->created;
+        *info = l->info;
     }
     pthread_rwlock_unlock(&l->lock);
     return have;

@@ -13,6 +13,16 @@
 
 typedef struct trainer_latest trainer_latest_t;
 
+/* What came with a model besides its parameters. */
+typedef struct {
+    uint64_t version;
+    double created;
+    int sync;                /* 1: a sync round's MODEL (only its cohort trains) */
+    uint64_t round;          /* sync round number, 0 in async mode */
+    uint32_t cohort;         /* sync: cohort size (0: the round is closed, nobody trains) */
+    double mu;               /* sync: FedProx mu of the round */
+} trainer_model_info_t;
+
 /* A holder for models of `nparams` floats, empty. NULL and *err = -ENOMEM / -errno on
  * failure. Caller owns it (trainer_latest_destroy). */
 trainer_latest_t *trainer_latest_new(size_t nparams, int *err);
@@ -24,15 +34,15 @@ void trainer_latest_destroy(trainer_latest_t **p);
  * Main thread only. */
 float *trainer_latest_scratch(trainer_latest_t *l);
 
-/* Make the scratch buffer the newest model (version, creation time); the old newest
+/* Make the scratch buffer the newest model (with its info, copied); the old newest
  * becomes the scratch. Main thread only. */
-void trainer_latest_publish(trainer_latest_t *l, uint64_t version, double created);
+void trainer_latest_publish(trainer_latest_t *l, const trainer_model_info_t *info);
 
-/* Copy the newest model into dst (nparams floats) and its version into *version.
+/* Copy the newest model into dst (nparams floats) and its info into *info.
  * 0, or -EAGAIN when no model has arrived yet. Any thread. */
-int trainer_latest_get(trainer_latest_t *l, float *dst, uint64_t *version);
+int trainer_latest_get(trainer_latest_t *l, float *dst, trainer_model_info_t *info);
 
-/* 1 and the newest model's version and creation time, or 0 when there is none. Any thread. */
-int trainer_latest_peek(trainer_latest_t *l, uint64_t *version, double *created);
+/* 1 and the newest model's info, or 0 when there is none. Any thread. */
+int trainer_latest_peek(trainer_latest_t *l, trainer_model_info_t *info);
 
 #endif

@@ -39,6 +39,7 @@ struct trainer_pool {
     int nworkers;
     zsock_t *sub;
     zsock_t *dealer;
+    zsock_t *agg_push;                /* PUSH to updates: membership for the aggregator */
     zsock_t *monitor;                 /* PAIR: connect events of the DEALER */
     int monitoring;                   /* zmq_socket_monitor is on */
     int connects;                     /* DEALER connections so far (reconnect = HELLO again) */
@@ -97,6 +98,10 @@ static void s_send_member(trainer_pool_t *self, fm_wire_type_t type)
     }
     if (zmq_send(zsock_resolve(self->dealer), self->buf.data, self->buf.len, ZMQ_DONTWAIT) < 0)
         FM_LOG(LOG_DEBUG, "%s not sent: %s", fm_wire_type_name(type), zmq_strerror(errno));
+    /* the aggregator keeps its own table: it picks sync cohorts from live clients */
+    if (zmq_send(zsock_resolve(self->agg_push), self->buf.data, self->buf.len, ZMQ_DONTWAIT) < 0)
+        FM_LOG(LOG_DEBUG, "%s to the aggregator not sent: %s", fm_wire_type_name(type),
+               zmq_strerror(errno));
 }
 
 static void s_send_snapshot_req(trainer_pool_t *self)
@@ -104,9 +109,8 @@ static void s_send_snapshot_req(trainer_pool_t *self)
     fm_wire_snapshot_req_t r;
     memset(&r, 0, sizeof r);
     snprintf(r.from, sizeof r.from, "%s", self->trainer_id);
-    double created;
-    if (!trainer_latest_peek(self->latest, &r.have, &created))
-        r.have = 0;
+    trainer_model_info_t info;
+    r.have = trainer_latest_peek(self->latest, &info) ? info.version : 0;
     int rc = fm_wire_encode_snapshot_req(&r, &self->buf);
     if (rc == 0 &&
         zmq_send(zsock_resolve(self->dealer), self->buf.data, self->buf.len, ZMQ_DONTWAIT) >= 0)
@@ -147,21 +151,42 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
         s_bad_frame(self, src, e.msg);
         return;
     }
-    uint64_t have_v = 0;
-    double have_ts = 0;
-    int have = trainer_latest_peek(self->latest, &have_v, &have_ts);
+    trainer_model_info_t cur;
+    memset(&cur, 0, sizeof cur);
+    int have = trainer_latest_peek(self->latest, &cur);
+    uint64_t have_v = cur.version;
     if (have) {
-        if (hdr.version == have_v && hdr.created == have_ts)
+        if (hdr.version == cur.version && hdr.created == cur.created &&
+            hdr.round == cur.round && hdr.cohort.present == cur.sync &&
+            hdr.cohort.count == cur.cohort)
             return; /* the same model twice (PUB + snapshot, or a re-publish) */
-        if (!from_sub && hdr.version <= have_v && hdr.created <= have_ts)
+        if (!from_sub && hdr.version <= cur.version && hdr.created <= cur.created &&
+            hdr.round <= cur.round)
             return; /* a snapshot reply older than what the PUB already gave */
+    }
+    if (hdr.cohort.present && !(hdr.mu >= 0 && hdr.mu <= 1000)) {
+        snprintf(why, sizeof why, "MODEL v%llu round %llu: mu %g out of [0, 1000]",
+                 (unsigned long long)hdr.version, (unsigned long long)hdr.round, hdr.mu);
+        s_bad_frame(self, src, why);
+        return;
     }
     float *dst = trainer_latest_scratch(self->latest);
     if ((rc = fm_wire_tensors_copy(self->tensors, self->layout, dst, &e)) != 0) {
         s_bad_frame(self, src, e.msg);
         return;
     }
-    trainer_latest_publish(self->latest, hdr.version, hdr.created);
+    trainer_model_info_t info = {.version = hdr.version,
+                                 .created = hdr.created,
+                                 .sync = hdr.cohort.present,
+                                 .round = hdr.round,
+                                 .cohort = hdr.cohort.count,
+                                 .mu = hdr.mu};
+    trainer_latest_publish(self->latest, &info); /* before the jobs: see trainer_worker */
+    uint32_t mine = trainer_ctx_set_round(&self->ctx, info.sync, info.round, &hdr.cohort);
+    if (info.sync && (info.round != cur.round || !have))
+        FM_LOG(mine ? LOG_INFO : LOG_DEBUG, "round %llu on v%llu: %u of the %u selected clients "
+               "are served here", (unsigned long long)info.round,
+               (unsigned long long)info.version, mine, hdr.cohort.count);
     self->models_taken++;
     self->last_model = fm_daemon_now();
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
@@ -220,9 +245,9 @@ static void s_on_monitor(trainer_pool_t *self)
 
 static void s_summary(trainer_pool_t *self, const char *what)
 {
-    uint64_t v = 0;
-    double created;
-    int have = trainer_latest_peek(self->latest, &v, &created);
+    trainer_model_info_t info;
+    int have = trainer_latest_peek(self->latest, &info);
+    uint64_t v = have ? info.version : 0;
     FM_LOG(LOG_INFO, "%s: updates sent %llu, dropped %llu, dropouts %llu, abandoned %llu, "
            "errors %llu, bad frames %llu, busy %d/%d, model v%lld", what,
            (unsigned long long)atomic_load(&self->ctx.sent),
@@ -311,10 +336,21 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
                            cfg->federation.partition, why.msg);
         goto cleanup;
     }
-    FM_LOG(LOG_INFO, "training set: %u samples from %s, partition %s over %d clients (%.2f s); "
-           "serving clients %u-%u", self->ds->n, cfg->federation.data_dir,
-           cfg->federation.partition, cfg->federation.num_clients, fm_daemon_now() - t0,
-           self->client_first, self->client_first + self->client_count - 1);
+    /* the held-out slices (population validation, scored by the evaluator) never train */
+    fm_partition_t *train = NULL, *held = NULL;
+    if ((rc = fm_partition_holdout(self->part, cfg->federation.holdout, cfg->federation.seed,
+                                   &train, &held, &why)) != 0) {
+        fm_errmsg_set(e, rc, "[federation] holdout = %g: %s", cfg->federation.holdout, why.msg);
+        goto cleanup;
+    }
+    fm_partition_destroy(&self->part);
+    fm_partition_destroy(&held);
+    self->part = train;
+    FM_LOG(LOG_INFO, "training set: %u samples from %s, partition %s over %d clients, %.0f%% "
+           "of each held out (%.2f s); serving clients %u-%u", self->ds->n,
+           cfg->federation.data_dir, cfg->federation.partition, cfg->federation.num_clients,
+           100.0 * cfg->federation.holdout, fm_daemon_now() - t0, self->client_first,
+           self->client_first + self->client_count - 1);
 
     uint32_t empty = 0;
     for (uint32_t k = self->client_first; k < self->client_first + self->client_count; k++)
@@ -343,7 +379,8 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     size_t maxmsg = fm_model_nparams(self->layout) * sizeof(float) + 65536;
     self->sub = zsock_new(ZMQ_SUB);
     self->dealer = zsock_new(ZMQ_DEALER);
-    if (!self->sub || !self->dealer) {
+    self->agg_push = zsock_new(ZMQ_PUSH);
+    if (!self->sub || !self->dealer || !self->agg_push) {
         rc = fm_errmsg_set(e, -ENOMEM, "cannot create sockets");
         goto cleanup;
     }
@@ -373,6 +410,13 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     if (zsock_connect(self->sub, "%s", cfg->endpoints.model_pub) != 0) {
         rc = fm_errmsg_set(e, FM_EARG, "[endpoints] model_pub = %s: cannot connect: %s",
                            cfg->endpoints.model_pub, zmq_strerror(zmq_errno()));
+        goto cleanup;
+    }
+    zsock_set_sndhwm(self->agg_push, 16);
+    zsock_set_linger(self->agg_push, S_DEALER_LINGER_MS);
+    if (zsock_connect(self->agg_push, "%s", cfg->endpoints.updates) != 0) {
+        rc = fm_errmsg_set(e, FM_EARG, "[endpoints] updates = %s: cannot connect: %s",
+                           cfg->endpoints.updates, zmq_strerror(zmq_errno()));
         goto cleanup;
     }
     if (zsock_connect(self->dealer, "%s", cfg->endpoints.snapshot) != 0) {
@@ -486,6 +530,7 @@ void trainer_pool_destroy(trainer_pool_t **p)
         zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
     zsock_destroy(&self->sub);
     zsock_destroy(&self->dealer);
+    zsock_destroy(&self->agg_push);
     if (self->ctx_ready)
         trainer_ctx_fini(&self->ctx);
     trainer_latest_destroy(&self->latest);

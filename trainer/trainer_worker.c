@@ -109,10 +109,12 @@ static void s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr)
     atomic_fetch_add(&ctx->sent, 1);
 }
 
-/* One local training of `client` (run number `run`), then its UPDATE (or nothing). */
-static void s_train_client(trainer_worker_t *w, uint32_t client, uint64_t run, double sigma,
-                           double dropout_prob)
+/* One local training of job->client, then its UPDATE (or nothing). */
+static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
 {
+    uint32_t client = job->client;
+    uint64_t run = job->run;
+    double sigma = job->sigma, dropout_prob = job->dropout_prob;
     const fm_config_t *cfg = w->env.cfg;
     const fm_cfg_federation_t *fed = &cfg->federation;
     trainer_ctx_t *ctx = w->env.ctx;
@@ -125,9 +127,20 @@ static void s_train_client(trainer_worker_t *w, uint32_t client, uint64_t run, d
         s_idle();
         return;
     }
-    uint64_t base_version = 0;
-    if (trainer_latest_get(w->env.latest, w->base, &base_version) != 0)
+    trainer_model_info_t info;
+    if (trainer_latest_get(w->env.latest, w->base, &info) != 0)
         return;
+    /* the main thread publishes a round's model before its jobs, so a newer model here means
+     * the job's round has closed meanwhile: its update would only be dropped as late */
+    if (job->sync && (!info.sync || info.round != job->round)) {
+        FM_LOG(LOG_DEBUG, "worker %d: client %u: round %llu closed before training began",
+               w->index, client, (unsigned long long)job->round);
+        return;
+    }
+    uint64_t base_version = info.version;
+    double mu = info.sync ? info.mu : fed->mu;
+    if (fm_optim_set_mu(w->optim, (float)mu) != 0)
+        return; /* the main thread checked mu's range */
     float *params = fm_model_params(w->model);
     memcpy(params, w->base, w->nparams * sizeof(float));
 
@@ -147,7 +160,7 @@ static void s_train_client(trainer_worker_t *w, uint32_t client, uint64_t run, d
     fm_train_result_t res;
     double t0 = fm_daemon_now();
     int rc = fm_train_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
-                          &tcfg, fed->mu > 0 ? w->base : NULL, s_on_epoch, &st, &res);
+                          &tcfg, mu > 0 ? w->base : NULL, s_on_epoch, &st, &res);
     double compute = fm_daemon_now() - t0;
     if (rc != 0) {
         atomic_fetch_add(&ctx->train_errors, 1);
@@ -193,6 +206,7 @@ static void s_train_client(trainer_worker_t *w, uint32_t client, uint64_t run, d
     hdr.local_steps = res.steps;
     hdr.train_loss = res.loss;
     hdr.train_seconds = secs;
+    hdr.round = job->sync ? job->round : 0;
     s_send_update(w, &hdr);
     FM_LOG(LOG_DEBUG, "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
            "%.3f s (compute %.3f s, slowdown %.2f)", w->index, client,
@@ -205,23 +219,20 @@ static void *s_run(void *arg)
     trainer_worker_t *w = arg;
     trainer_ctx_t *ctx = w->env.ctx;
     while (!trainer_ctx_stopping(ctx)) {
-        uint64_t v;
-        double created;
-        if (!trainer_latest_peek(w->env.latest, &v, &created)) {
+        trainer_model_info_t info;
+        if (!trainer_latest_peek(w->env.latest, &info)) {
             s_idle();
             continue;
         }
-        uint32_t client;
-        uint64_t run;
-        double sigma, p;
-        if (trainer_ctx_take(ctx, &client, &run, &sigma, &p) != 0) {
+        trainer_job_t job;
+        if (trainer_ctx_take(ctx, &job) != 0) {
             s_idle();
             continue;
         }
         atomic_fetch_add(&ctx->busy_workers, 1);
-        s_train_client(w, client, run, sigma, p);
+        s_train_client(w, &job);
         atomic_fetch_sub(&ctx->busy_workers, 1);
-        trainer_ctx_release(ctx, client);
+        trainer_ctx_release(ctx, job.client);
     }
     return NULL;
 }

@@ -367,6 +367,10 @@ static void test_rejections(void **state)
     snprintf(hello.trainer, sizeof hello.trainer, "t1");
     fm_wire_buf_t hb = FM_WIRE_BUF_INIT;
     assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &hello, &hb), 0);
+    s_send(c, hb.data, hb.len); /* membership: taken, not rejected */
+    fm_wire_snapshot_req_t req = {.have = 0};
+    snprintf(req.from, sizeof req.from, "t1");
+    assert_int_equal(fm_wire_encode_snapshot_req(&req, &hb), 0);
     s_send(c, hb.data, hb.len); /* not an UPDATE */
     fm_wire_buf_free(&hb);
 

@@ -10,7 +10,7 @@
 
 #include <czmq.h>
 
-#include "broker_members.h"
+#include "fm_members.h"
 #include "fm_model.h"
 #include "../support/fm_proc.h"
 #include "fm_wire.h"
@@ -550,50 +550,50 @@ static void test_summary_and_reload(void **state)
     s_stop_broker(fx);
 }
 
-/* broker_members alone (linked from broker_lib): seq rule, restart, BYE, expiry, cap. */
+/* fm_members alone (linked from broker_lib): seq rule, restart, BYE, expiry, cap. */
 static void test_members_table(void **state)
 {
     (void)state;
-    broker_members_t *t = broker_members_new();
+    fm_members_t *t = fm_members_new();
     assert_non_null(t);
     fm_wire_member_t m = {.trainer = "a", .pid = 1, .client_count = 5, .workers = 1, .seq = 0};
     uint32_t old = 0;
-    assert_int_equal(broker_members_apply(t, FM_WIRE_HELLO, &m, 0.0, &old), BROKER_MEMBER_JOINED);
-    assert_int_equal(broker_members_apply(t, FM_WIRE_HELLO, &m, 0.1, &old), BROKER_MEMBER_STALE);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &m, 0.0, &old), FM_MEMBER_JOINED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &m, 0.1, &old), FM_MEMBER_STALE);
     m.seq = 1;
-    assert_int_equal(broker_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.5, &old),
-                     BROKER_MEMBER_REFRESHED);
-    assert_int_equal(broker_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.6, &old),
-                     BROKER_MEMBER_STALE);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.5, &old),
+                     FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.6, &old),
+                     FM_MEMBER_STALE);
     m.pid = 2;
     m.seq = 0;
-    assert_int_equal(broker_members_apply(t, FM_WIRE_HELLO, &m, 1.0, &old),
-                     BROKER_MEMBER_RESTARTED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &m, 1.0, &old),
+                     FM_MEMBER_RESTARTED);
     assert_int_equal(old, 1);
     fm_wire_member_t b = {.trainer = "b", .pid = 7, .client_count = 3, .seq = 0};
-    assert_int_equal(broker_members_apply(t, FM_WIRE_HELLO, &b, 1.0, NULL), BROKER_MEMBER_JOINED);
-    assert_int_equal(broker_members_count(t), 2);
-    assert_int_equal(broker_members_clients(t), 8);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &b, 1.0, NULL), FM_MEMBER_JOINED);
+    assert_int_equal(fm_members_count(t), 2);
+    assert_int_equal(fm_members_clients(t), 8);
     b.pid = 8;
     b.seq = 1;
-    assert_int_equal(broker_members_apply(t, FM_WIRE_BYE, &b, 1.1, NULL),
-                     BROKER_MEMBER_UNKNOWN_BYE); /* another incarnation */
+    assert_int_equal(fm_members_apply(t, FM_WIRE_BYE, &b, 1.1, NULL),
+                     FM_MEMBER_UNKNOWN_BYE); /* another incarnation */
     b.pid = 7;
-    assert_int_equal(broker_members_apply(t, FM_WIRE_BYE, &b, 1.1, NULL), BROKER_MEMBER_LEFT);
-    assert_int_equal(broker_members_count(t), 1);
-    assert_int_equal(broker_members_expire(t, 1.5, 1.0, NULL, NULL), 0);
-    assert_int_equal(broker_members_expire(t, 2.5, 1.0, NULL, NULL), 1);
-    assert_int_equal(broker_members_count(t), 0);
-    for (int i = 0; i < BROKER_MEMBERS_MAX; i++) {
+    assert_int_equal(fm_members_apply(t, FM_WIRE_BYE, &b, 1.1, NULL), FM_MEMBER_LEFT);
+    assert_int_equal(fm_members_count(t), 1);
+    assert_int_equal(fm_members_expire(t, 1.5, 1.0, NULL, NULL), 0);
+    assert_int_equal(fm_members_expire(t, 2.5, 1.0, NULL, NULL), 1);
+    assert_int_equal(fm_members_count(t), 0);
+    for (int i = 0; i < FM_MEMBERS_MAX; i++) {
         fm_wire_member_t x = {.pid = 1};
         snprintf(x.trainer, sizeof x.trainer, "t%d", i);
-        assert_int_equal(broker_members_apply(t, FM_WIRE_HEARTBEAT, &x, 3.0, NULL),
-                         BROKER_MEMBER_JOINED);
+        assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &x, 3.0, NULL),
+                         FM_MEMBER_JOINED);
     }
     fm_wire_member_t full = {.trainer = "one-too-many", .pid = 1};
-    assert_int_equal(broker_members_apply(t, FM_WIRE_HELLO, &full, 3.0, NULL), BROKER_MEMBER_FULL);
-    broker_members_destroy(&t);
-    broker_members_destroy(&t);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &full, 3.0, NULL), FM_MEMBER_FULL);
+    fm_members_destroy(&t);
+    fm_members_destroy(&t);
     assert_null(t);
 }
 

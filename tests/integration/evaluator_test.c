@@ -3,7 +3,9 @@
  *
  * The cases run in order against one evaluator process (started by the group setup):
  *   snapshot_at_start  SNAPSHOT_REQ arrives, the reply (mlp v7) is scored: METRICS v7 with the
- *                      accuracy this test computes itself, and a JSON line for v7
+ *                      accuracy this test computes itself, and a JSON line for v7; both carry
+ *                      the population summary (the default config: 100 clients, 10% held
+ *                      out), equal to what evaluator_pop computes here on the same split
  *   published_models   v8 then v9 on the PUB: v9 is scored (v8 may be skipped), nothing twice
  *   burst              v20..v29 back to back: v29 is scored, nothing twice
  *   bad_frames         cnn model, wrong shape, NaN, garbage: each rejected and logged, no
@@ -13,7 +15,8 @@
  *   sighup_reopens     SIGHUP after the metrics file was renamed: a new file gets v30
  *   sigterm            exit 0, promptly
  * plus bad_data_dir and bad_endpoint (their own processes): exit 2 with a one-line error,
- * and jsonl_format (the metrics file's record format, in process). */
+ * no_holdout (its own process: population on, federation.holdout = 0: one warning, no
+ * population fields), and jsonl_format (the metrics file's record format, in process). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,7 +27,9 @@
 #include <czmq.h>
 
 #include "evaluator_jsonl.h"
+#include "evaluator_pop.h"
 #include "evaluator_server.h"
+#include "fm_cfg.h"
 #include "fm_data.h"
 #include "fm_engine.h"
 #include "fm_model.h"
@@ -36,6 +41,8 @@
 #define S_START_TIMEOUT_S 30.0   /* data load + BLAS self-check, generous for ASan */
 #define S_METRICS_TIMEOUT_S 20.0
 #define S_LOG_TIMEOUT_S 10.0
+#define S_NUM_CLIENTS 100        /* federation.num_clients: the default */
+#define S_POP_THRESHOLD 0.7      /* evaluator.population_threshold: the default */
 
 typedef struct {
     fm_proc_set_t procs;
@@ -48,6 +55,7 @@ typedef struct {
     fm_dataset_t *test;
     fm_model_t *mlp;
     fm_engine_t *engine;
+    eval_pop_t *pop;              /* the daemon's population split, built here */
     fm_wire_buf_t buf;
     int seen[S_MAX_VERSION];      /* METRICS received per version */
 } s_ctx_t;
@@ -98,6 +106,29 @@ static void s_publish(s_ctx_t *c, const void *data, size_t len)
 static void s_expected(s_ctx_t *c, fm_eval_t *ev)
 {
     fm_engine_evaluate(c->engine, c->mlp, c->test->x, c->test->y, NULL, c->test->n, ev);
+}
+
+/* The population summary the evaluator should report for c->mlp's current weights. */
+static void s_expected_pop(s_ctx_t *c, eval_pop_summary_t *s)
+{
+    eval_pop_score(c->pop, c->mlp, S_POP_THRESHOLD, s);
+}
+
+/* METRICS carries the population summary `want` (computed here on the same split), with
+ * sane values. */
+static void s_check_pop(const fm_wire_metrics_t *m, const eval_pop_summary_t *want)
+{
+    assert_int_equal(m->pop_clients, S_NUM_CLIENTS);
+    assert_int_equal(want->clients, S_NUM_CLIENTS);
+    assert_true(0.0 <= m->pop_min && m->pop_min <= m->pop_p10 && m->pop_p10 <= m->pop_mean &&
+                m->pop_mean <= 1.0);
+    assert_true(m->pop_below >= 0.0 && m->pop_below <= 1.0);
+    assert_true(m->pop_worst < S_NUM_CLIENTS);
+    assert_true(m->pop_threshold == S_POP_THRESHOLD);
+    assert_true(fabs(m->pop_mean - want->mean) <= 1e-12);
+    assert_true(m->pop_min == want->min && m->pop_p10 == want->p10 &&
+                m->pop_below == want->below);
+    assert_int_equal(m->pop_worst, want->worst);
 }
 
 /* Receive one METRICS within timeout_s (1) or not (0); counts it in c->seen. */
@@ -197,6 +228,16 @@ static int s_group_setup(void **state)
     assert_non_null(c->mlp = fm_model_new("mlp", &err));
     assert_non_null(c->engine =
                         fm_engine_new(c->mlp, EVAL_SERVER_THREADS, EVAL_SERVER_BATCH, &err));
+    /* the evaluator's population split: the defaults but the data dir, as it is started */
+    fm_config_t cfg;
+    fm_cfg_defaults(&cfg);
+    snprintf(cfg.federation.data_dir, sizeof cfg.federation.data_dir, "%s", FM_DATA_DIR);
+    assert_int_equal(cfg.federation.num_clients, S_NUM_CLIENTS);
+    assert_true(cfg.evaluator.population && cfg.federation.holdout == 0.1 &&
+                cfg.evaluator.population_threshold == S_POP_THRESHOLD);
+    c->pop = eval_pop_load(&cfg, c->mlp, EVAL_SERVER_THREADS, EVAL_SERVER_POP_BATCH, &err, &e);
+    if (!c->pop)
+        fail_msg("population split: %s", e.msg);
 
     /* the broker's side: bound before the evaluator starts */
     assert_non_null(c->pub = zsock_new(ZMQ_PUB));
@@ -241,6 +282,7 @@ static int s_group_teardown(void **state)
     zsock_destroy(&c->router);
     zsock_destroy(&c->sub);
     fm_engine_destroy(&c->engine);
+    eval_pop_destroy(&c->pop);
     fm_model_destroy(&c->mlp);
     fm_dataset_destroy(&c->test);
     fm_wire_buf_free(&c->buf);
@@ -280,6 +322,8 @@ static void test_snapshot_at_start(void **state)
     double created = s_encode_mlp(c, 7, 7);
     fm_eval_t ev;
     s_expected(c, &ev);
+    eval_pop_summary_t pop;
+    s_expected_pop(c, &pop);
     zmsg_t *reply = zmsg_new();
     zmsg_append(reply, &identity);
     zmsg_addmem(reply, c->buf.data, c->buf.len);
@@ -289,7 +333,18 @@ static void test_snapshot_at_start(void **state)
     if (!s_wait_metrics(c, 7, S_METRICS_TIMEOUT_S, &m))
         fail_msg("no METRICS for v7 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
     s_check_metrics(&m, &ev);
+    s_check_pop(&m, &pop);
     assert_true(s_wait_file(c->metrics, "{\"version\":7,\"model\":\"mlp\",\"accuracy\":", 5.0));
+    /* the record's population object: the METRICS values, written with %.17g */
+    char want[512];
+    snprintf(want, sizeof want, ",\"population\":{\"clients\":%u,\"mean\":%.17g,\"min\":%.17g,"
+             "\"worst_client\":%u,\"p10\":%.17g,\"threshold\":%.17g,\"below\":%.17g}}",
+             m.pop_clients, m.pop_mean, m.pop_min, m.pop_worst, m.pop_p10, m.pop_threshold,
+             m.pop_below);
+    if (!s_wait_file(c->metrics, want, 1.0))
+        fail_msg("no '%s' in %s", want, c->metrics);
+    assert_true(s_wait_file(c->log, "population validation: ", 1.0));
+    assert_true(s_wait_file(c->log, "population mlp v7: 100 clients mean=", 1.0));
     assert_true(s_wait_file(c->metrics, "\"class_accuracy\":[", 1.0));
     assert_true(s_wait_file(c->metrics, "\"n\":10000,\"eval_seconds\":", 1.0));
     assert_true(s_wait_file(c->log, "evaluated mlp v7: accuracy=", 5.0));
@@ -305,10 +360,13 @@ static void test_published_models(void **state)
     s_publish(c, c->buf.data, c->buf.len);
     fm_eval_t ev;
     s_expected(c, &ev);
+    eval_pop_summary_t pop;
+    s_expected_pop(c, &pop);
     fm_wire_metrics_t m;
     if (!s_wait_metrics(c, 9, S_METRICS_TIMEOUT_S, &m))
         fail_msg("no METRICS for v9 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
     s_check_metrics(&m, &ev);
+    s_check_pop(&m, &pop);
     /* nothing more may come: no version twice */
     while (s_recv_metrics(c, 1.0, &m))
         ;
@@ -444,6 +502,51 @@ static void test_jsonl_format(void **state)
                              "\"created\":1763999999.25}");
     assert_int_equal(eval_jsonl_format(&m, 0.0, buf, 40), -ENOBUFS);
     assert_string_equal(buf, "");
+
+    /* with the population summary: one more object at the end, the rest unchanged */
+    snprintf(m.model, sizeof m.model, "cnn");
+    m.loss = 0.5;
+    m.pop_clients = 100;
+    m.pop_mean = 0.8125;
+    m.pop_min = 0.25;
+    m.pop_worst = 17;
+    m.pop_p10 = 0.5;
+    m.pop_threshold = 0.7;
+    m.pop_below = NAN;
+    n = eval_jsonl_format(&m, 1763999999.25, buf, sizeof buf);
+    assert_true(n > 0 && (size_t)n == strlen(buf));
+    assert_string_equal(buf, "{\"version\":42,\"model\":\"cnn\","
+                             "\"accuracy\":0.10000000000000001,\"loss\":0.5,"
+                             "\"class_accuracy\":[0,0.10000000000000001,0.20000000000000001,"
+                             "0.29999999999999999,0.40000000000000002,0.5,0.59999999999999998,"
+                             "0.69999999999999996,0.80000000000000004,0.90000000000000002],"
+                             "\"n\":10000,\"eval_seconds\":0.25,\"time\":1764000000.5,"
+                             "\"created\":1763999999.25,\"population\":{\"clients\":100,"
+                             "\"mean\":0.8125,\"min\":0.25,\"worst_client\":17,\"p10\":0.5,"
+                             "\"threshold\":0.69999999999999996,\"below\":null}}");
+
+    /* the documented bounds: the longest record of a built-in model name (every number at
+     * its longest) is 518 bytes without the population object, 744 with it: 768 suffice */
+    const char *names[] = {"cnn", "mlp", "logreg"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(m.model, sizeof m.model, "%s", names[i]);
+        m.version = UINT64_MAX;
+        m.num_samples = UINT64_MAX;
+        m.accuracy = m.loss = m.eval_seconds = m.timestamp = -2.2250738585072014e-308;
+        for (int k = 0; k < FM_NCLASSES; k++)
+            m.class_acc[k] = -2.2250738585072014e-308;
+        m.pop_clients = 0;
+        n = eval_jsonl_format(&m, -2.2250738585072014e-308, buf, 768);
+        print_message("longest %s record: %d bytes without population", names[i], n);
+        assert_true(n > 0 && n <= 518);
+        m.pop_clients = UINT32_MAX;
+        m.pop_worst = UINT32_MAX;
+        m.pop_mean = m.pop_min = m.pop_p10 = m.pop_threshold = m.pop_below =
+            -2.2250738585072014e-308;
+        n = eval_jsonl_format(&m, -2.2250738585072014e-308, buf, 768);
+        print_message(", %d with it\n", n);
+        assert_true(n > 0 && n <= 744);
+    }
 }
 
 /* SIGHUP after the metrics file was rotated away: the file is created again and the next
@@ -503,6 +606,35 @@ static void test_bad_endpoint(void **state)
     assert_true(fm_proc_file_contains(log, "fedmq-evaluator: endpoints.metrics_pub"));
 }
 
+/* Population on but federation.holdout = 0: one warning, the evaluator runs without it (its
+ * own process; METRICS without population fields is wire_test's and the jsonl's case). */
+static void test_no_holdout(void **state)
+{
+    s_ctx_t *c = *state;
+    char log[600], file[600], met[128], data[300];
+    snprintf(log, sizeof log, "%s/no-holdout.log", c->dir);
+    snprintf(file, sizeof file, "evaluator.metrics_file=%s/no-holdout.jsonl", c->dir);
+    snprintf(met, sizeof met, "endpoints.metrics_pub=tcp://127.0.0.1:%d", fm_proc_free_port());
+    snprintf(data, sizeof data, "federation.data_dir=%s", FM_DATA_DIR);
+    char *argv[] = {S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file,
+                    "--set", met, "--set", "federation.holdout=0", NULL};
+    fm_proc_set_t set = {{0}, 0};
+    pid_t pid = fm_proc_spawn(&set, argv, log);
+    assert_true(pid > 0);
+    int up = s_wait_file(log, "evaluating mlp", S_START_TIMEOUT_S);
+    assert_true(s_alive(pid));
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    int st = fm_proc_wait(pid, 10.0);
+    fm_proc_reap_all(&set);
+    if (!up)
+        fail_msg("the evaluator did not start (see %s)", log);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_true(fm_proc_file_contains(log, "federation.holdout = 0"));
+    assert_true(fm_proc_file_contains(log, "population validation is off"));
+    assert_false(fm_proc_file_contains(log, "population validation: "));
+}
+
 /* A data dir without the test files: one-line error, exit 2. Its own process. */
 static void test_bad_data_dir(void **state)
 {
@@ -537,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_jsonl_format),
         cmocka_unit_test(test_bad_data_dir),
         cmocka_unit_test(test_bad_endpoint),
+        cmocka_unit_test(test_no_holdout),
         cmocka_unit_test(test_sighup_reopens),
         cmocka_unit_test(test_sigterm),
     };

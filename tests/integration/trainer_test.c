@@ -190,6 +190,12 @@ static void t_on_update(t_state_t *s)
     fm_wire_update_t u;
     fm_errmsg_t e;
     char why[512];
+    fm_wire_type_t type;
+    if (fm_wire_peek(zframe_data(f), zframe_size(f), &type, NULL) == 0 &&
+        (type == FM_WIRE_HELLO || type == FM_WIRE_HEARTBEAT || type == FM_WIRE_BYE)) {
+        zframe_destroy(&f); /* membership for the aggregator (checked on the DEALER side) */
+        return;
+    }
     if (fm_wire_decode_update(zframe_data(f), zframe_size(f), &u, s->tensors, &e) != 0 ||
         fm_wire_tensors_check(s->tensors, s->layout, &e) != 0 ||
         fm_wire_tensors_finite(s->tensors, &e) != 0 ||
@@ -333,6 +339,16 @@ static int t_setup(void **state)
         fprintf(stderr, "setup: %s\n", e.msg);
         return -1;
     }
+    /* trainers train on what is left after the held-out slices (federation.holdout,
+     * default 0.1): the "n" of every UPDATE must be that, never the whole partition */
+    fm_partition_t *train = NULL, *held = NULL;
+    if (fm_partition_holdout(s->part, 0.1, SEED, &train, &held, &e) != 0) {
+        fprintf(stderr, "setup: %s\n", e.msg);
+        return -1;
+    }
+    fm_partition_destroy(&s->part);
+    fm_partition_destroy(&held);
+    s->part = train;
     fm_dataset_destroy(&s->ds); /* only the partition is needed */
     *state = s;
     return 0;

@@ -1,5 +1,6 @@
 /* Unit tests for fm_data: IDX loading (raw and gzipped, every bad-input case), the real
- * Fashion-MNIST files, and the iid / dirichlet / shards partitions. */
+ * Fashion-MNIST files, the iid / dirichlet / shards partitions, and the held-out split
+ * (fm_partition_holdout). */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -750,6 +751,165 @@ static void test_partitions_fashion(void **state)
     fm_dataset_destroy(&train);
 }
 
+/* ---- held-out split ------------------------------------------------------------------------ */
+
+/* The split of `p` by fm_partition_holdout(frac, seed): checked against its contract. */
+static void s_check_holdout(const fm_partition_t *p, double frac, uint64_t seed,
+                            fm_partition_t **train_out, fm_partition_t **held_out)
+{
+    fm_errmsg_t e = {{0}};
+    fm_partition_t *tr = NULL, *ho = NULL;
+    int rc = fm_partition_holdout(p, frac, seed, &tr, &ho, &e);
+    if (rc != 0)
+        fail_msg("holdout %g: rc %d: %s", frac, rc, e.msg);
+    uint32_t nc = p->nclients, total = p->offsets[nc];
+    assert_int_equal(tr->nclients, nc);
+    assert_int_equal(ho->nclients, nc);
+    assert_int_equal(tr->offsets[0], 0);
+    assert_int_equal(ho->offsets[0], 0);
+    assert_int_equal(tr->offsets[nc] + ho->offsets[nc], total);
+    uint32_t maxid = 0;
+    for (uint32_t i = 0; i < total; i++)
+        maxid = p->indices[i] > maxid ? p->indices[i] : maxid;
+    uint8_t *mark = calloc((size_t)maxid + 1, 1);
+    assert_non_null(mark);
+    for (uint32_t k = 0; k < nc; k++) {
+        uint32_t n = p->offsets[k + 1] - p->offsets[k];
+        uint32_t nt = tr->offsets[k + 1] - tr->offsets[k];
+        uint32_t nh = ho->offsets[k + 1] - ho->offsets[k];
+        /* sizes: round(frac * n), at most n - 1 */
+        uint32_t want = n == 0 ? 0 : (uint32_t)lround(frac * n);
+        if (n > 0 && want > n - 1)
+            want = n - 1;
+        assert_int_equal(nh, want);
+        assert_int_equal(nt + nh, n);
+        if (n > 0)
+            assert_true(nt >= 1);
+        /* disjoint, and the union is the client's indices: mark the client's, then each
+         * train/held index must be marked exactly once */
+        for (uint32_t i = p->offsets[k]; i < p->offsets[k + 1]; i++)
+            mark[p->indices[i]] = 1;
+        for (uint32_t i = tr->offsets[k]; i < tr->offsets[k + 1]; i++) {
+            assert_int_equal(mark[tr->indices[i]], 1);
+            mark[tr->indices[i]] = 2;
+        }
+        for (uint32_t i = ho->offsets[k]; i < ho->offsets[k + 1]; i++) {
+            assert_int_equal(mark[ho->indices[i]], 1);
+            mark[ho->indices[i]] = 2;
+        }
+        for (uint32_t i = p->offsets[k]; i < p->offsets[k + 1]; i++) {
+            assert_int_equal(mark[p->indices[i]], 2);
+            mark[p->indices[i]] = 0;
+        }
+        /* the training part keeps p's order: a subsequence of the client's indices */
+        uint32_t j = p->offsets[k];
+        for (uint32_t i = tr->offsets[k]; i < tr->offsets[k + 1]; i++) {
+            while (j < p->offsets[k + 1] && p->indices[j] != tr->indices[i])
+                j++;
+            assert_true(j < p->offsets[k + 1]);
+            j++;
+        }
+    }
+    free(mark);
+    *train_out = tr;
+    *held_out = ho;
+}
+
+static void test_holdout(void **state)
+{
+    enum { N = 10007 };
+    uint8_t *y = malloc(N);
+    assert_non_null(y);
+    for (uint32_t i = 0; i < N; i++)
+        y[i] = (uint8_t)((i * 7u) % 10u);
+    fm_dataset_t ds = {.n = N, .y = y};
+    /* client sizes from a few to hundreds (and some tiny ones under dirichlet:0.1) */
+    const char *specs[] = {"iid", "dirichlet:0.5", "dirichlet:0.1"};
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        fm_partition_t *p = s_part(&ds, specs[s], 100, 3);
+        const double fracs[] = {0.1, 0.25, 0.5, 0.9};
+        for (size_t f = 0; f < sizeof fracs / sizeof fracs[0]; f++) {
+            fm_partition_t *tr = NULL, *ho = NULL, *tr2 = NULL, *ho2 = NULL;
+            fm_partition_t *tr3 = NULL, *ho3 = NULL;
+            s_check_holdout(p, fracs[f], 42, &tr, &ho);
+            /* deterministic: the same inputs give the same split */
+            s_check_holdout(p, fracs[f], 42, &tr2, &ho2);
+            assert_memory_equal(tr->offsets, tr2->offsets, 101 * sizeof(uint32_t));
+            assert_memory_equal(ho->offsets, ho2->offsets, 101 * sizeof(uint32_t));
+            assert_memory_equal(tr->indices, tr2->indices, tr->offsets[100] * sizeof(uint32_t));
+            assert_memory_equal(ho->indices, ho2->indices, ho->offsets[100] * sizeof(uint32_t));
+            /* another seed: same sizes, other samples */
+            s_check_holdout(p, fracs[f], 43, &tr3, &ho3);
+            assert_memory_equal(ho->offsets, ho3->offsets, 101 * sizeof(uint32_t));
+            assert_true(memcmp(ho->indices, ho3->indices,
+                               ho->offsets[100] * sizeof(uint32_t)) != 0);
+            if (fracs[f] == 0.1 && strcmp(specs[s], "iid") == 0) /* 100 or 101 each: 10 */
+                for (uint32_t k = 0; k < 100; k++)
+                    assert_int_equal(ho->offsets[k + 1] - ho->offsets[k], 10);
+            fm_partition_destroy(&tr);
+            fm_partition_destroy(&ho);
+            fm_partition_destroy(&tr2);
+            fm_partition_destroy(&ho2);
+            fm_partition_destroy(&tr3);
+            fm_partition_destroy(&ho3);
+        }
+        /* frac 0: nothing held out, the training part is p itself */
+        fm_partition_t *tr = NULL, *ho = NULL;
+        s_check_holdout(p, 0.0, 42, &tr, &ho);
+        for (uint32_t k = 0; k <= 100; k++)
+            assert_int_equal(ho->offsets[k], 0);
+        assert_memory_equal(tr->offsets, p->offsets, 101 * sizeof(uint32_t));
+        assert_memory_equal(tr->indices, p->indices, N * sizeof(uint32_t));
+        fm_partition_destroy(&tr);
+        fm_partition_destroy(&ho);
+        fm_partition_destroy(&p);
+    }
+    free(y);
+}
+
+static void test_holdout_edge(void **state)
+{
+    /* iid of 7 samples over 10 clients: 1 sample each for clients 0-6, 3 empty clients */
+    uint8_t y[] = {0, 1, 2, 3, 4, 5, 6};
+    fm_dataset_t ds = {.n = 7, .y = y};
+    fm_partition_t *p = s_part(&ds, "iid", 10, 1);
+    fm_partition_t *tr = NULL, *ho = NULL;
+    s_check_holdout(p, 0.9, 5, &tr, &ho); /* one sample: none held out */
+    for (uint32_t k = 0; k < 10; k++) {
+        assert_int_equal(ho->offsets[k + 1] - ho->offsets[k], 0);
+        assert_int_equal(tr->offsets[k + 1] - tr->offsets[k], k < 7 ? 1 : 0);
+    }
+    fm_partition_destroy(&tr);
+    fm_partition_destroy(&ho);
+    fm_partition_destroy(&p);
+    /* two clients of 4 and 3: frac 0.9 holds out n - 1 (rounding would take all), 0.5
+     * gives 2 of 4 and round(1.5) = 2 of 3 */
+    p = s_part(&ds, "iid", 2, 1);
+    assert_int_equal(p->offsets[1], 4);
+    s_check_holdout(p, 0.9, 5, &tr, &ho);
+    assert_int_equal(ho->offsets[1], 3);
+    assert_int_equal(ho->offsets[2], 3 + 2);
+    fm_partition_destroy(&tr);
+    fm_partition_destroy(&ho);
+    s_check_holdout(p, 0.5, 5, &tr, &ho);
+    assert_int_equal(ho->offsets[1], 2);
+    assert_int_equal(ho->offsets[2], 4);
+    fm_partition_destroy(&tr);
+    fm_partition_destroy(&ho);
+
+    /* frac out of range: FM_EARG, one line, both outputs NULL */
+    const double bad[] = {-0.1, -1e-300, 0.9000001, 1.0, 2.0, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fm_errmsg_t e = {{0}};
+        tr = ho = (fm_partition_t *)p; /* must be overwritten */
+        assert_int_equal(fm_partition_holdout(p, bad[i], 5, &tr, &ho, &e), FM_EARG);
+        assert_null(tr);
+        assert_null(ho);
+        assert_true(e.msg[0] && !strchr(e.msg, '\n'));
+    }
+    fm_partition_destroy(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -767,6 +927,8 @@ int main(void)
         cmocka_unit_test(test_partitions_edge),
         cmocka_unit_test(test_partition_bad_specs),
         cmocka_unit_test(test_partitions_fashion),
+        cmocka_unit_test(test_holdout),
+        cmocka_unit_test(test_holdout_edge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,9 @@
  * cnn/mlp/logreg layouts, bit-identical after decode + check + copy), messages written by
  * msgpack-c itself (other key orders, other integer/str/bin/map widths, unknown keys), every
  * malformed case the decoder must reject with its error code, every truncation of a valid
- * UPDATE, and a deterministic mutation fuzz loop (meant to run under ASan/UBSan too).
+ * UPDATE, a deterministic mutation fuzz loop (meant to run under ASan/UBSan too), and the
+ * optional keys of sync rounds (MODEL "round"/"cohort"/"mu", UPDATE "round") and of
+ * population validation (METRICS "pc", "pmean", ...): present and absent.
  *
  * Frames handed to the decoder are copied into allocations of exactly their length, so an
  * out-of-bounds read shows up under ASan. */
@@ -1293,6 +1295,202 @@ static void test_misc(void **state)
     fm_model_destroy(&m);
 }
 
+/* ---- sync rounds and population validation: the optional keys ----------------------------- */
+
+/* 1 if the msgpack string `key` (fixstr) appears in the frame. */
+static int s_has_key(const fm_wire_buf_t *buf, const char *key)
+{
+    unsigned char pat[40];
+    size_t n = strlen(key);
+    assert_true(n < 32);
+    pat[0] = (unsigned char)(0xa0 | n);
+    memcpy(pat + 1, key, n);
+    return memmem(buf->data, buf->len, pat, n + 1) != NULL;
+}
+
+/* Encode a logreg MODEL with `hdr`, decode it into *got (the frame copy is returned: the
+ * cohort points into it; the caller frees it). */
+static unsigned char *s_model_rt(const fm_model_t *m, const fm_wire_model_t *hdr,
+                                 fm_wire_buf_t *buf, fm_wire_model_t *got)
+{
+    assert_int_equal(fm_wire_encode_model(hdr, m, fm_model_params_const(m), buf), 0);
+    unsigned char *f = s_exact(buf->data, buf->len);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_errmsg_t e = {{0}};
+    memset(got, 0xa5, sizeof *got); /* every field must be written by the decoder */
+    s_ok(fm_wire_decode_model(f, buf->len, got, ts, &e), &e);
+    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    free(ts);
+    return f;
+}
+
+static void test_model_cohort(void **state)
+{
+    fm_model_t *m = s_model("logreg", 21);
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    fm_wire_model_t got;
+
+    /* a sync round: round, cohort (little-endian uint32 ids, unaligned in the frame), mu */
+    static const unsigned char ids[] = {3, 0, 0, 0,  0, 0, 0, 0,  0x00, 0x28, 0x6b, 0xee,
+                                        17, 1, 0, 0};
+    fm_wire_model_t hdr = {.version = 9, .created = 1717171717.25, .round = 4,
+                           .cohort = {.present = 1, .ids = ids, .count = 4}, .mu = 0.01};
+    unsigned char *f = s_model_rt(m, &hdr, &buf, &got);
+    assert_true(got.version == 9 && got.created == hdr.created);
+    assert_string_equal(got.model, "logreg");
+    assert_true(got.round == 4 && got.mu == 0.01);
+    assert_int_equal(got.cohort.present, 1);
+    assert_int_equal(got.cohort.count, 4);
+    assert_true((const unsigned char *)got.cohort.ids > f &&
+                (const unsigned char *)got.cohort.ids + 16 <= f + buf.len); /* zero-copy */
+    assert_int_equal(fm_wire_cohort_at(&got.cohort, 0), 3);
+    assert_int_equal(fm_wire_cohort_at(&got.cohort, 1), 0);
+    assert_int_equal(fm_wire_cohort_at(&got.cohort, 2), 4000000000u);
+    assert_int_equal(fm_wire_cohort_at(&got.cohort, 3), 273);
+    free(f);
+
+    /* an empty cohort (nobody trains this round) is still a sync MODEL; mu 0 is sent */
+    hdr.cohort = (fm_wire_cohort_t){.present = 1, .ids = NULL, .count = 0};
+    hdr.mu = 0.0;
+    f = s_model_rt(m, &hdr, &buf, &got);
+    assert_true(s_has_key(&buf, "cohort") && s_has_key(&buf, "round") && s_has_key(&buf, "mu"));
+    assert_int_equal(got.cohort.present, 1);
+    assert_int_equal(got.cohort.count, 0);
+    assert_true(got.round == 4 && got.mu == 0.0);
+    free(f);
+
+    /* async: none of the three keys, and they decode as absent */
+    fm_wire_model_t plain = {.version = 10, .created = 2.0, .round = 77, .mu = 0.5};
+    f = s_model_rt(m, &plain, &buf, &got);
+    assert_false(s_has_key(&buf, "cohort") || s_has_key(&buf, "round") || s_has_key(&buf, "mu"));
+    assert_int_equal(got.cohort.present, 0);
+    assert_int_equal(got.cohort.count, 0);
+    assert_null(got.cohort.ids);
+    assert_true(got.round == 0 && got.mu == 0.0 && got.version == 10);
+    free(f);
+
+    /* encoder argument errors: ids missing, too many ids */
+    hdr.cohort = (fm_wire_cohort_t){.present = 1, .ids = NULL, .count = 2};
+    assert_int_equal(fm_wire_encode_model(&hdr, m, fm_model_params_const(m), &buf), FM_EARG);
+    hdr.cohort = (fm_wire_cohort_t){.present = 1, .ids = ids, .count = FM_WIRE_MAX_COHORT + 1};
+    assert_int_equal(fm_wire_encode_model(&hdr, m, fm_model_params_const(m), &buf), FM_EARG);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
+}
+
+/* A valid async logreg MODEL plus one more top-level entry "cohort": <val> (raw bytes),
+ * decoded as MODEL. */
+static int s_decode_cohort(const void *val, size_t nval, fm_wire_model_t *got, fm_errmsg_t *e)
+{
+    fm_model_t *m = s_model("logreg", 22);
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    fm_wire_model_t hdr = {.version = 5, .created = 1.0};
+    assert_int_equal(fm_wire_encode_model(&hdr, m, fm_model_params_const(m), &buf), 0);
+    /* v, t, mv, model, ts, tensors: a fixmap of 6; the cohort becomes entry 7 */
+    assert_int_equal(buf.data[0], 0x80 | 6);
+    mp_t mb;
+    mp_begin(&mb);
+    mp_raw(&mb, buf.data, buf.len);
+    mb.sb.data[0] = (char)(0x80 | 7);
+    mp_str(&mb, "cohort");
+    mp_raw(&mb, val, nval);
+    unsigned char *f = s_exact(mb.sb.data, mb.sb.size);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    int rc = fm_wire_decode_model(f, mb.sb.size, got, ts, e);
+    free(ts);
+    free(f);
+    mp_end(&mb);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
+    return rc;
+}
+
+static void test_model_cohort_errors(void **state)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_model_t got;
+    /* the builder itself: a bin of 8 bytes decodes (two ids) */
+    s_ok(s_decode_cohort("\xc4\x08" "\1\0\0\0\2\0\0\0", 10, &got, &e), &e);
+    assert_int_equal(got.cohort.present, 1);
+    assert_int_equal(got.cohort.count, 2);
+    /* not a bin */
+    s_expect(s_decode_cohort("\xa4" "abcd", 5, &got, &e), FM_EFORMAT, &e, "cohort");
+    s_expect(s_decode_cohort("\x92\x01\x02", 3, &got, &e), FM_EFORMAT, &e, "cohort");
+    s_expect(s_decode_cohort("\xc0", 1, &got, &e), FM_EFORMAT, &e, "cohort");
+    /* a length that is not a multiple of 4 */
+    s_expect(s_decode_cohort("\xc4\x06" "\1\0\0\0\2\0", 8, &got, &e), FM_EFORMAT, &e,
+             "cohort: bin of 6 bytes, not a multiple of 4");
+    s_expect(s_decode_cohort("\xc4\x01" "\1", 3, &got, &e), FM_EFORMAT, &e, "multiple of 4");
+    /* a bin longer than the bytes present */
+    s_expect(s_decode_cohort("\xc4\x08" "\1\0\0\0", 6, &got, &e), FM_ETRUNC, &e, NULL);
+}
+
+static void test_update_round(void **state)
+{
+    fm_model_t *m = s_model("logreg", 23);
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_errmsg_t e = {{0}};
+    for (int k = 0; k < 2; k++) {
+        fm_wire_update_t hdr = s_update_hdr(), got;
+        hdr.round = k == 0 ? 12345678901ULL : 0;
+        assert_int_equal(fm_wire_encode_update(&hdr, m, fm_model_params_const(m), &buf), 0);
+        assert_int_equal(s_has_key(&buf, "round"), k == 0); /* round 0: the key is absent */
+        unsigned char *f = s_exact(buf.data, buf.len);
+        memset(&got, 0xa5, sizeof got);
+        s_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
+        assert_true(got.round == hdr.round);
+        assert_true(got.base == hdr.base && got.client == hdr.client);
+        s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+        free(f);
+    }
+    free(ts);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
+}
+
+static void test_metrics_population(void **state)
+{
+    fm_wire_metrics_t mt = {.version = 77, .accuracy = 0.8841, .loss = 0.3312,
+                            .num_samples = 10000, .eval_seconds = 2.5,
+                            .timestamp = 1717171717.5, .pop_clients = 100, .pop_mean = 0.81,
+                            .pop_min = 0.4166666666666667, .pop_worst = 4000000000u,
+                            .pop_p10 = 0.63, .pop_threshold = 0.7, .pop_below = 0.12};
+    strcpy(mt.model, "cnn");
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    const char *keys[] = {"pc", "pmean", "pmin", "pworst", "pp10", "pthr", "pbelow"};
+    for (int i = 0; i < 7; i++)
+        assert_true(s_has_key(&buf, keys[i]));
+    fm_errmsg_t e = {{0}};
+    fm_wire_metrics_t got;
+    unsigned char *f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.version == 77 && got.accuracy == mt.accuracy);
+    assert_int_equal(got.pop_clients, 100);
+    assert_int_equal(got.pop_worst, 4000000000u);
+    assert_true(got.pop_mean == mt.pop_mean && got.pop_min == mt.pop_min &&
+                got.pop_p10 == mt.pop_p10 && got.pop_threshold == mt.pop_threshold &&
+                got.pop_below == mt.pop_below);
+    free(f);
+
+    /* pop_clients 0: no population key is sent, the others are ignored, all decode as 0 */
+    mt.pop_clients = 0;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    for (int i = 0; i < 7; i++)
+        assert_false(s_has_key(&buf, keys[i]));
+    f = s_exact(buf.data, buf.len);
+    memset(&got, 0xa5, sizeof got);
+    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.version == 77 && got.num_samples == 10000);
+    assert_int_equal(got.pop_clients, 0);
+    assert_int_equal(got.pop_worst, 0);
+    assert_true(got.pop_mean == 0.0 && got.pop_min == 0.0 && got.pop_p10 == 0.0 &&
+                got.pop_threshold == 0.0 && got.pop_below == 0.0);
+    free(f);
+    fm_wire_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1313,6 +1511,10 @@ int main(void)
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_misc),
+        cmocka_unit_test(test_model_cohort),
+        cmocka_unit_test(test_model_cohort_errors),
+        cmocka_unit_test(test_update_round),
+        cmocka_unit_test(test_metrics_population),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

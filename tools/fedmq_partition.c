@@ -1,0 +1,232 @@
+/* fedmq partition CONFIG [--set section.key=value ...] --out FILE.json
+ *
+ * Export the client partition the trainers use, so that other programs (the PyTorch
+ * FedAvg twin in bench/torch_fedavg.py) train on exactly the same client data. It loads the
+ * config like every daemon (defaults -> file -> --set overrides -> cross-key checks), loads
+ * the "train" split of [federation] data_dir and computes, as trainer/trainer_pool.c does,
+ *
+ *   fm_partition_new(&part, ds, partition, num_clients, seed)
+ *   fm_partition_holdout(part, holdout, seed, &train, &held)
+ *
+ * then writes one JSON object
+ *
+ *   {"num_clients":N,"partition":"dirichlet:0.5","seed":S,"holdout":0.1,"n_samples":60000,
+ *    "train":[[idx,...],...],"held":[[idx,...],...]}
+ *
+ * train[k] / held[k] are client k's training / held-out sample indices into the train split
+ * (0-based, in the partition's order). The file is written to a temp file beside FILE and
+ * renamed over it, so readers never see a partial file.
+ * Exit: 0 written, 1 runtime failure (write error), 2 bad input (one line on stderr). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fedmq_cli.h"
+#include "fm_cfg.h"
+#include "fm_daemon.h"
+#include "fm_data.h"
+
+#define EXIT_BAD_INPUT 2
+#define MAX_SETS 64
+
+static void s_usage(FILE *f)
+{
+    fprintf(f, "usage: fedmq partition CONFIG [--set section.key=value ...] --out FILE.json\n"
+               "Write the client partition of CONFIG's [federation] (data_dir's train split,\n"
+               "partition, num_clients, seed, holdout) exactly as the trainers compute it:\n"
+               "  {\"num_clients\":N,\"partition\":\"...\",\"seed\":S,\"holdout\":H,\"n_samples\":M,\n"
+               "   \"train\":[[idx,...],...],\"held\":[[idx,...],...]}\n"
+               "train[k] and held[k] are client k's training and held-out sample indices\n"
+               "(0-based) into the train split. FILE is replaced atomically.\n"
+               "  --set section.key=value   override a config key (repeatable)\n"
+               "  -o, --out FILE            the JSON file to write (required)\n");
+}
+
+/* Shortest %.*g text of x that reads back exactly. */
+static void s_fmt_double(char *buf, size_t cap, double x)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x)
+            return;
+    }
+}
+
+/* A JSON string literal for s (quotes, backslashes and control characters escaped). */
+static void s_put_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void s_put_parts(FILE *f, const fm_partition_t *p)
+{
+    fputc('[', f);
+    for (uint32_t k = 0; k < p->nclients; k++) {
+        fputs(k ? ",\n[" : "\n[", f);
+        for (uint32_t i = p->offsets[k]; i < p->offsets[k + 1]; i++)
+            fprintf(f, i > p->offsets[k] ? ",%u" : "%u", p->indices[i]);
+        fputc(']', f);
+    }
+    fputc(']', f);
+}
+
+/* Write the JSON to out via "<out>.tmpXXXXXX" + rename. Returns 0, or an exit code after
+ * printing one line. */
+static int s_write(const char *out, const fm_config_t *cfg, uint32_t nsamples,
+                   const fm_partition_t *train, const fm_partition_t *held)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", out) >= (int)sizeof tmp) {
+        fprintf(stderr, "fedmq partition: --out %s: path too long\n", out);
+        return EXIT_BAD_INPUT;
+    }
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        fprintf(stderr, "fedmq partition: --out %s: cannot create %s: %s\n", out, tmp,
+                strerror(errno));
+        return EXIT_BAD_INPUT;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        fprintf(stderr, "fedmq partition: %s: %s\n", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return 1;
+    }
+    char hold[32];
+    s_fmt_double(hold, sizeof hold, cfg->federation.holdout);
+    fprintf(f, "{\"num_clients\":%d,\"partition\":", cfg->federation.num_clients);
+    s_put_json_string(f, cfg->federation.partition);
+    fprintf(f, ",\"seed\":%llu,\"holdout\":%s,\"n_samples\":%u,\n\"train\":",
+            (unsigned long long)cfg->federation.seed, hold, nsamples);
+    s_put_parts(f, train);
+    fputs(",\n\"held\":", f);
+    s_put_parts(f, held);
+    fputs("}\n", f);
+    int werr = ferror(f) ? (errno ? errno : EIO) : 0;
+    if (fflush(f) != 0 && !werr)
+        werr = errno;
+    if (!werr && fsync(fileno(f)) != 0)
+        werr = errno;
+    if (fclose(f) != 0 && !werr)
+        werr = errno;
+    if (werr) {
+        fprintf(stderr, "fedmq partition: %s: write failed: %s\n", tmp, strerror(werr));
+        unlink(tmp);
+        return 1;
+    }
+    /* mkstemp makes it 0600; give it the mode a plain fopen would (best effort) */
+    mode_t um = umask(0);
+    umask(um);
+    (void)chmod(tmp, 0666 & ~um);
+    if (rename(tmp, out) != 0) {
+        int err = errno;
+        fprintf(stderr, "fedmq partition: --out %s: cannot replace it: %s\n", out, strerror(err));
+        unlink(tmp);
+        return EXIT_BAD_INPUT;
+    }
+    return 0;
+}
+
+int fm_cli_partition(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"set", required_argument, 0, 's'},
+                                             {"out", required_argument, 0, 'o'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    fm_daemon_args_t args;
+    memset(&args, 0, sizeof args);
+    args.log_level = -1;
+    const char *out = NULL;
+    opterr = 0;
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":ho:", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            if (args.nsets >= MAX_SETS) {
+                fprintf(stderr, "fedmq partition: --set: too many overrides (at most %d)\n",
+                        MAX_SETS);
+                return EXIT_BAD_INPUT;
+            }
+            args.sets[args.nsets++] = optarg;
+            break;
+        case 'o': out = optarg; break;
+        case 'h': s_usage(stdout); return 0;
+        case ':':
+            fprintf(stderr, "fedmq partition: %s: missing value (see fedmq partition --help)\n",
+                    argv[optind - 1]);
+            return EXIT_BAD_INPUT;
+        default:
+            if (optopt && optopt != '?')
+                fprintf(stderr, "fedmq partition: -%c: unknown option (see fedmq partition "
+                        "--help)\n", optopt);
+            else
+                fprintf(stderr, "fedmq partition: %s: unknown option (see fedmq partition "
+                        "--help)\n", argv[optind - 1]);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "fedmq partition: expected one CONFIG file (see fedmq partition --help)\n");
+        return EXIT_BAD_INPUT;
+    }
+    if (!out || !*out) {
+        fprintf(stderr, "fedmq partition: --out: an output file is required (see fedmq "
+                "partition --help)\n");
+        return EXIT_BAD_INPUT;
+    }
+    args.config_path = argv[optind];
+
+    fm_config_t cfg;
+    fm_errmsg_t e = {{0}};
+    if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
+        fprintf(stderr, "fedmq partition: %s\n", e.msg);
+        return EXIT_BAD_INPUT;
+    }
+    int rc = EXIT_BAD_INPUT;
+    fm_dataset_t *ds = NULL;
+    fm_partition_t *part = NULL, *train = NULL, *held = NULL;
+    /* the same calls, in the same order, as trainer/trainer_pool.c */
+    if (fm_dataset_load_dir(&ds, cfg.federation.data_dir, "train", FM_FASHION_MEAN,
+                            FM_FASHION_STD, &e) != 0) {
+        fprintf(stderr, "fedmq partition: [federation] data_dir = %s: %s\n",
+                cfg.federation.data_dir, e.msg);
+        goto cleanup;
+    }
+    if (fm_partition_new(&part, ds, cfg.federation.partition, (uint32_t)cfg.federation.num_clients,
+                         cfg.federation.seed, &e) != 0) {
+        fprintf(stderr, "fedmq partition: [federation] partition = %s: %s\n",
+                cfg.federation.partition, e.msg);
+        goto cleanup;
+    }
+    int prc = fm_partition_holdout(part, cfg.federation.holdout, cfg.federation.seed, &train,
+                                   &held, &e);
+    if (prc != 0) {
+        fprintf(stderr, "fedmq partition: [federation] holdout = %g: %s\n",
+                cfg.federation.holdout, e.msg);
+        rc = prc == FM_EARG ? EXIT_BAD_INPUT : 1;
+        goto cleanup;
+    }
+    rc = s_write(out, &cfg, ds->n, train, held);
+cleanup:
+    fm_partition_destroy(&held);
+    fm_partition_destroy(&train);
+    fm_partition_destroy(&part);
+    fm_dataset_destroy(&ds);
+    return rc;
+}

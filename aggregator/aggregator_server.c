@@ -403,7 +403,8 @@ static void s_aggregate(agg_server_t *self)
         FM_LOG(LOG_NOTICE, "num_rounds = %d reached at version %llu: no more %s", nr,
                (unsigned long long)self->version, self->sync ? "rounds" : "versions");
     }
-    if (self->sync) { /* publishes the new version, with the next cohort */
+    if (self->sync) {
+        s_round_next(self); /* publishes the new version, with the next cohort */
     } else {
         s_publish(self, 1);
     }

@@ -552,6 +552,43 @@ static void test_late_updates(void **state)
 
 /* ---- 4. a trainer killed during a round does not hang it --------------------------------------- */
 
+/* ---- num_rounds ends the run ------------------------------------------------------------------ */
+
+static void test_num_rounds(void **state)
+{
+    s_ctx_t *c = *state;
+    static const char *const extra[] = {"broker.heartbeat_timeout_s=30", "federation.num_rounds=1",
+                                        NULL};
+    s_start(c, "logreg", S_NCLIENTS, 3, 1, 60.0, extra);
+    s_member(c, FM_WIRE_HELLO);
+    float *d = s_floats(c, c->np);
+    s_delta(d, c->np, 1);
+    s_round_t r1, fin;
+    assert_true(s_wait_round(c, 1, 0, 1, &r1, NULL));
+    for (uint32_t i = 0; i < r1.n; i++)
+        s_send_update(c, r1.ids[i], 1, 0, 10, d);
+    /* version 1 is published at once, with an empty cohort: nobody trains any more */
+    assert_true(s_wait_round_t(c, 1, 1, 0, &fin, NULL, 5.0));
+    assert_int_equal(fin.version, 1);
+    assert_true(fin.present);
+    assert_int_equal(fin.n, 0);
+    S_EXPECT_STAT(c, "version", NULL, 1);
+    s_settle(c, 0.5);
+    char path[400], text[8192];
+    snprintf(path, sizeof path, "%s/stats.json", c->ckpt);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    assert_non_null(strstr(text, "\"finished\": true"));
+    assert_int_equal(s_stat(c, "round_open", NULL), 0);
+    /* an update after the end is late, the version stays */
+    s_send_update(c, r1.ids[0], 1, 1, 10, d);
+    S_EXPECT_STAT(c, NULL, "late", 1);
+    assert_int_equal(s_stat(c, "version", NULL), 1);
+}
+
 static pid_t s_spawn_daemon(s_ctx_t *c, const char *bin, const char *log, char sets[][400],
                             int nsets)
 {
@@ -753,6 +790,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_min_clients_not_met, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_late_updates, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_killed_trainer, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_num_rounds, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

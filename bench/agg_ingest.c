@@ -8,8 +8,12 @@
  * measures single-thread memcpy bandwidth (64 MiB buffers) and reports the ingest rate as
  * a fraction of the bound bandwidth / (3 x model bytes) (each update's delta is read
  * roughly three times: decode/check, finiteness, fold). Also the aggregator's peak RSS
- * (VmHWM). Prints one line: agg model=.. k=.. updates_per_s=.. memcpy_gbs=.. bound=..
- * fraction=.. peak_rss_mb=.. */
+ * (VmHWM). Then, the transport's own ceiling: the same frames pushed the same way to a
+ * sink process that only receives and drops them (a PULL socket with the aggregator's
+ * receive settings), so the aggregator's rate can be read against what one ZeroMQ TCP
+ * connection over loopback carries here. Prints two lines: agg model=.. k=..
+ * updates_per_s=.. memcpy_gbs=.. bound=.. fraction=.. peak_rss_mb=.., and sink
+ * updates_per_s=.. gbs=.. aggregator_vs_sink=.. */
 #include <czmq.h>
 #include <libgen.h>
 #include <limits.h>
@@ -17,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../tests/support/fm_proc.h"
 #include "fm_model.h"
@@ -56,6 +62,48 @@ static long s_vmhwm_kb(pid_t pid)
     if (f)
         fclose(f);
     return kb;
+}
+
+/* The sink: bind PULL on port, receive n frames, write the monotonic time of the last one
+ * to `out`. Runs in a forked child (its own ZeroMQ context). */
+static int s_sink(int port, int n, size_t frame, const char *out)
+{
+    zsock_t *pull = zsock_new(ZMQ_PULL);
+    size_t hwm = ((size_t)256 << 20) / (frame + 1);
+    zsock_set_rcvhwm(pull, (int)(hwm < 16 ? 16 : hwm > 1000 ? 1000 : hwm));
+    zsock_set_maxmsgsize(pull, (int)(4 * frame + 4096));
+    zsock_set_linger(pull, 0);
+    if (zsock_bind(pull, "tcp://127.0.0.1:%d", port) < 0)
+        return 1;
+    void *raw = zsock_resolve(pull);
+    double last = 0;
+    for (int i = 0; i < n; i++) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, raw, 0) < 0)
+            return 1;
+        zmq_msg_close(&msg);
+        last = fm_proc_now();
+    }
+    FILE *f = fopen(out, "w");
+    if (!f)
+        return 1;
+    fprintf(f, "%.9f\n", last);
+    fclose(f);
+    zsock_destroy(&pull);
+    return 0;
+}
+
+/* Push n copies of the frame buf[0..len), each with its own id at idpos. */
+static void s_push_frames(zsock_t *push, unsigned char *buf, size_t len, unsigned char *idpos,
+                          int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t tag = (uint64_t)i + 1;
+        memcpy(idpos, &tag, sizeof tag);
+        zframe_t *f = zframe_new(buf, len);
+        zframe_send(&f, push, 0);
+    }
 }
 
 int main(int argc, char **argv)
@@ -140,12 +188,7 @@ int main(int argc, char **argv)
     unsigned char *idpos = memmem(buf.data, buf.len, pattern, sizeof pattern);
 
     double t0 = fm_proc_now();
-    for (int i = 0; i < n; i++) {
-        uint64_t tag = (uint64_t)i + 1;
-        memcpy(idpos, &tag, sizeof tag);
-        zframe_t *f = zframe_new(buf.data, buf.len);
-        zframe_send(&f, push, 0);
-    }
+    s_push_frames(push, buf.data, buf.len, idpos, n);
     double done = 0;
     while (fm_proc_now() - t0 < 300) {
         double a = fm_proc_json_num(stats, "updates_applied");
@@ -165,11 +208,44 @@ int main(int argc, char **argv)
            "bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f rejected=%.0f\n",
            model, k, n, buf.len, rate, gbs, bound, rate / bound, hwm / 1024.0,
            fm_proc_json_num(stats, "updates_rejected"));
-    fm_wire_buf_free(&buf);
-    free(delta);
+    fflush(stdout);
     zsock_destroy(&sub);
     zsock_destroy(&push);
+
+    /* the transport's ceiling: the same frames to a sink that drops them */
+    int ps = fm_proc_free_port();
+    char sink_out[400];
+    snprintf(sink_out, sizeof sink_out, "%s/sink.txt", dir);
+    zsys_shutdown(); /* no ZeroMQ context across fork */
+    pid_t child = fork();
+    if (child == 0)
+        _exit(s_sink(ps, n, buf.len, sink_out));
+    push = zsock_new(ZMQ_PUSH);
+    zsock_set_linger(push, 2000);
+    zsock_set_sndhwm(push, 64);
+    zsock_connect(push, "tcp://127.0.0.1:%d", ps);
+    fm_proc_sleep(0.5); /* the sink binds */
+    double s0 = fm_proc_now();
+    s_push_frames(push, buf.data, buf.len, idpos, n);
+    int st = 0;
+    double sink_rate = 0;
+    if (fm_proc_wait(child, 300) != -1) {
+        FILE *f = fopen(sink_out, "r");
+        double end = 0;
+        if (f && fscanf(f, "%lf", &end) == 1 && end > s0)
+            sink_rate = n / (end - s0);
+        if (f)
+            fclose(f);
+    } else {
+        kill(child, SIGKILL);
+        waitpid(child, &st, 0);
+    }
+    printf("sink model=%s updates=%d updates_per_s=%.1f gbs=%.2f aggregator_vs_sink=%.2f\n", model,
+           n, sink_rate, sink_rate * buf.len / 1e9, sink_rate > 0 ? rate / sink_rate : 0.0);
+    zsock_destroy(&push);
+    fm_wire_buf_free(&buf);
+    free(delta);
     fm_model_destroy(&m);
     fm_proc_rmtree(dir);
-    return done > 0 ? 0 : 1;
+    return done > 0 && sink_rate > 0 ? 0 : 1;
 }

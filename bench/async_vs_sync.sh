@@ -22,6 +22,7 @@
 # Run it alone on a quiet machine. Exit 0 report written, 1 a run produced no metrics.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CMDLINE="$0 $*"
 SIGMA=1 DROPOUT=0.1 TARGET=0.85 LIMIT=1200 RTO=30 WORKERS=10 OUT="" BUILD=$REPO/build
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,7 +58,7 @@ done
 "$BUILD/fedmq" plot "$RUN/async/metrics.jsonl" "$RUN/sync/metrics.jsonl" --label "async (FedBuff K=10)" \
     --label "sync (FedAvg, 10 per round)" --title "sigma $SIGMA, dropout $DROPOUT, 100 clients, cnn" \
     -o "${OUT%.md}.png" || echo "[async_vs_sync] plot not drawn"
-python3 - "$RUN" "$OUT" "$TARGET" "$LIMIT" "$SIGMA" "$DROPOUT" "$RTO" "$WORKERS" "${OUT%.md}.png" "$0 $*" <<'PY'
+python3 - "$RUN" "$OUT" "$TARGET" "$LIMIT" "$SIGMA" "$DROPOUT" "$RTO" "$WORKERS" "${OUT%.md}.png" "$CMDLINE" <<'PY'
 import json, os, sys
 run, out, target, limit, sigma, dropout, rto, workers, png, cmd = sys.argv[1:11]
 target, limit = float(target), float(limit)

@@ -16,6 +16,7 @@
 # plot of both runs. Exit 0, 1 if a run produced no metrics, 2 bad input.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CMDLINE="$0 $*"
 ROUNDS=30 ALPHA=0.1 MU=0.01 OUT="" BUILD=$REPO/build
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,7 +48,7 @@ done
 "$BUILD/fedmq" plot "$RUN/fedavg/metrics.jsonl" "$RUN/fedprox/metrics.jsonl" --label FedAvg \
     --label "FedProx mu=$MU" --title "dirichlet:$ALPHA, 100 clients, cnn, sync, 10 per round" \
     -o "${OUT%.md}.png" || echo "[fedprox_compare] plot not drawn"
-python3 - "$RUN" "$OUT" "$ROUNDS" "$ALPHA" "$MU" "${OUT%.md}.png" "$0 $*" <<'PY'
+python3 - "$RUN" "$OUT" "$ROUNDS" "$ALPHA" "$MU" "${OUT%.md}.png" "$CMDLINE" <<'PY'
 import json, sys, os
 run, out, rounds, alpha, mu, png, cmd = sys.argv[1:8]
 rows = []

@@ -1,6 +1,7 @@
 #include "fm_server_opt.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,11 +166,12 @@ typedef struct {
     float w, m, v;
 } s_elem_t;
 
-static inline s_elem_t s_elem(const fm_server_opt_t *o, double w, double d, double m, double v)
+static inline __attribute__((always_inline)) s_elem_t
+s_elem_k(const fm_server_opt_config_t *c, fm_server_opt_kind_t kind, double w, double d,
+         double m, double v)
 {
-    const fm_server_opt_config_t *c = &o->cfg;
     s_elem_t r = {0.0f, 0.0f, 0.0f};
-    switch (o->kind) {
+    switch (kind) {
     case FM_SERVER_OPT_FEDAVG:
         r.w = (float)(w + c->eta * d);
         break;
@@ -181,7 +183,7 @@ static inline s_elem_t s_elem(const fm_server_opt_t *o, double w, double d, doub
     case FM_SERVER_OPT_FEDYOGI: {
         double d2 = d * d;
         r.m = (float)(c->beta1 * m + (1.0 - c->beta1) * d);
-        if (o->kind == FM_SERVER_OPT_FEDADAM) {
+        if (kind == FM_SERVER_OPT_FEDADAM) {
             r.v = (float)(c->beta2 * v + (1.0 - c->beta2) * d2);
         } else {
             double diff = v - d2;
@@ -195,15 +197,24 @@ static inline s_elem_t s_elem(const fm_server_opt_t *o, double w, double d, doub
     return r;
 }
 
-int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar)
+/* 1 unless x is NaN or infinite; a comparison, so the loops below vectorise. */
+static inline int s_finite(float x) { return fabsf(x) <= FLT_MAX; }
+
+/* The two passes for one kind of optimiser. Inlined with a constant `kind`, so each
+ * optimiser gets its own branch-free loops (the kind switch and the m/v tests leave them). */
+static inline __attribute__((always_inline)) int
+s_apply_kind(fm_server_opt_t *o, float *w, const float *delta_bar, fm_server_opt_kind_t kind)
 {
     size_t n = o->n;
     float *m = o->m, *v = o->v;
+    int has_m = kind != FM_SERVER_OPT_FEDAVG, has_v = kind >= FM_SERVER_OPT_FEDADAM;
+    FM_ASSERT(o->kind == kind && (!has_m || m) && (!has_v || v));
     /* pass 1: compute everything, write nothing; any non-finite input or result rejects */
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        s_elem_t r = s_elem(o, w[i], delta_bar[i], m ? m[i] : 0.0f, v ? v[i] : 0.0f);
-        bad |= !isfinite(delta_bar[i]) | !isfinite(r.w) | !isfinite(r.m) | !isfinite(r.v);
+        s_elem_t r = s_elem_k(&o->cfg, kind, w[i], delta_bar[i], has_m ? m[i] : 0.0f,
+                              has_v ? v[i] : 0.0f);
+        bad |= !s_finite(delta_bar[i]) | !s_finite(r.w) | !s_finite(r.m) | !s_finite(r.v);
     }
     if (bad) {
         o->rejected++;
@@ -211,12 +222,25 @@ int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar)
     }
     /* pass 2: the same computation on the same inputs, stored */
     for (size_t i = 0; i < n; i++) {
-        s_elem_t r = s_elem(o, w[i], delta_bar[i], m ? m[i] : 0.0f, v ? v[i] : 0.0f);
+        s_elem_t r = s_elem_k(&o->cfg, kind, w[i], delta_bar[i], has_m ? m[i] : 0.0f,
+                              has_v ? v[i] : 0.0f);
         w[i] = r.w;
-        if (m)
+        if (has_m)
             m[i] = r.m;
-        if (v)
+        if (has_v)
             v[i] = r.v;
     }
     return 0;
+}
+
+int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar)
+{
+    switch (o->kind) {
+    case FM_SERVER_OPT_FEDAVG: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDAVG);
+    case FM_SERVER_OPT_FEDAVGM: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDAVGM);
+    case FM_SERVER_OPT_FEDADAM: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDADAM);
+    case FM_SERVER_OPT_FEDYOGI: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDYOGI);
+    }
+    FM_ASSERT(!"unknown server optimiser kind");
+    return FM_EARG;
 }

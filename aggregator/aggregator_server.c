@@ -712,10 +712,11 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
                                  e)) != 0)
         goto cleanup;
     /* sync rounds: FedAvg's weights n_k / sum n, staleness 0; async: FedBuff's K */
-    self->buf = fm_fedbuff_new(self->nparams, self->sync ? fc->clients_per_round : ac->buffer_k,
-                               &st, self->sync ? true : ac->weight_by_samples, &rc);
+    int k = self->sync || ac->buffer_k == 0 ? fc->clients_per_round : ac->buffer_k;
+    self->buf = fm_fedbuff_new(self->nparams, k, &st, self->sync ? true : ac->weight_by_samples,
+                               &rc);
     if (!self->buf) {
-        fm_errmsg_set(e, rc, "[aggregator] buffer_k = %d: %s", ac->buffer_k, fm_strerror(rc));
+        fm_errmsg_set(e, rc, "buffer of %d updates: %s", k, fm_strerror(rc));
         goto cleanup;
     }
     fm_server_opt_kind_t kind;
@@ -818,7 +819,7 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
     else
         FM_LOG(LOG_NOTICE, "model %s (%zu params) at version %llu; K=%d, staleness %s, max %d, "
                "optimizer %s; PULL %s (max frame %zu B, hwm %zu), PUB %s", mname, self->nparams,
-               (unsigned long long)self->version, ac->buffer_k, sname, ac->max_staleness, oname,
+               (unsigned long long)self->version, k, sname, ac->max_staleness, oname,
                self->cfg.endpoints.updates, maxmsg, hwm, self->cfg.endpoints.aggregator_models);
     if (fc->num_rounds > 0 && self->version >= (uint64_t)fc->num_rounds) {
         self->finished = 1;

@@ -78,8 +78,8 @@ static const fm_cfg_key_t s_keys[] = {
     S_INT(federation, num_clients, 1, 1000000, "100", S_RESTART,
           "number of simulated clients (data partitions)"),
     S_INT(federation, clients_per_round, 1, 1000000, "10", S_RESTART,
-          "sync: clients selected per round; async: unused (FedBuff's K is [aggregator] "
-          "buffer_k)"),
+          "clients whose updates make a version: sync, chosen per round; async, FedBuff's K "
+          "unless [aggregator] buffer_k is set"),
     S_INT(federation, num_rounds, 0, 1000000000, "0", S_RESTART,
           "model versions to make (sync: rounds aggregated), then stop; 0 = unlimited"),
     S_INT(federation, local_epochs, 1, 1000, "1", S_RESTART,
@@ -149,8 +149,9 @@ static const fm_cfg_key_t s_keys[] = {
            "log threshold: error, warning, notice, info or debug"),
 
     /* [aggregator] */
-    S_INT(aggregator, buffer_k, 1, 100000, "10", S_RESTART,
-          "updates buffered before a new model version (FedBuff K)"),
+    S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
+          "async: updates buffered before a new model version (FedBuff K), 0 = [federation] "
+          "clients_per_round"),
     S_ENUM(aggregator, staleness, s_staleness, "polynomial", S_RESTART,
            "staleness weight s(tau): constant 1, polynomial (1+tau)^-a, "
            "hinge 1 up to b then 1/(a(tau-b)+1)"),

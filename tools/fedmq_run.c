@@ -129,9 +129,13 @@ static void s_usage(FILE *f)
 {
     fprintf(f, "usage: fedmq run CONFIG [--set section.key=value ...] [--run-dir DIR]\n"
                "Run broker, aggregator, evaluator and a trainer pool on this machine with CONFIG,\n"
-               "show progress, stop at [federation] target_accuracy or time_limit_s, print a\n"
-               "summary. State (checkpoints, metrics.jsonl, logs) goes to the run directory\n"
-               "(default ./fedmq-run-YYYYmmdd-HHMMSS).\n");
+               "show progress, stop at [federation] target_accuracy, time_limit_s or (once the\n"
+               "last version is scored) num_rounds, print a summary and draw metrics.png.\n"
+               "[federation] mode = sync | async picks the algorithm (configs/fashion-sync.conf,\n"
+               "configs/fashion-async.conf). State (checkpoints, metrics.jsonl, metrics.png,\n"
+               "logs) goes to the run directory (default ./fedmq-run-YYYYmmdd-HHMMSS).\n"
+               "Exit: 0 target reached, 1 limit or num_rounds without it / a daemon failed,\n"
+               "2 bad input.\n");
 }
 
 int fm_cli_run(int argc, char **argv)

@@ -525,7 +525,7 @@ static void test_sigterm_and_bad_config(void **state)
     fm_ckpt_close(&ck);
     assert_int_equal(s_stat(c, "version", NULL), 1);
 
-    char *bad[] = {FM_BIN_DIR "/fedmq-aggregator", "--set", "aggregator.buffer_k=0", NULL};
+    char *bad[] = {FM_BIN_DIR "/fedmq-aggregator", "--set", "aggregator.buffer_k=-1", NULL};
     pid_t p = fm_proc_spawn(&c->procs, bad, c->log);
     assert_true(p > 0);
     st = fm_proc_wait(p, 10.0);

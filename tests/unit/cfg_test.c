@@ -176,7 +176,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.endpoints.metrics_pub, "tcp://127.0.0.1:5564");
     assert_int_equal(c.broker.log_level, LOG_INFO);
     assert_string_equal(c.trainer.clients, "0-99");
-    assert_int_equal(c.aggregator.buffer_k, 10);
+    assert_int_equal(c.aggregator.buffer_k, 0); /* = clients_per_round */
     assert_int_equal(c.aggregator.staleness, FM_CFG_STALENESS_POLYNOMIAL);
     assert_true(c.aggregator.weight_by_samples);
     assert_int_equal(c.aggregator.server_optimizer, FM_CFG_SERVER_OPT_FEDAVG);
@@ -290,8 +290,8 @@ static void test_file_errors(void **state)
     expect_error(state, "[federation]\nseed = -1\n", FM_EARG,
                  "%s:2: [federation] seed = -1: not a non-negative integer");
     /* out of range */
-    expect_error(state, "[aggregator]\nbuffer_k = 0\n", FM_ERANGE,
-                 "%s:2: [aggregator] buffer_k = 0: out of range [1, 100000]");
+    expect_error(state, "[aggregator]\nbuffer_k = -1\n", FM_ERANGE,
+                 "%s:2: [aggregator] buffer_k = -1: out of range [0, 100000]");
     expect_error(state, "\n\n[federation]\ntarget_accuracy = 1.5\n", FM_ERANGE,
                  "%s:4: [federation] target_accuracy = 1.5: out of range [0, 1]");
     expect_error(state, "[aggregator]\ntau = 0\n", FM_ERANGE,
@@ -332,10 +332,10 @@ static void test_file_errors(void **state)
     expect_error(state, "[aggregator]\nbuffer_k = 5\n  checkpoint_keep = 3\n", FM_EFORMAT,
                  "%s:3: indented line (continuation lines are not supported)");
     /* the first error is the one reported */
-    expect_error(state, "[aggregator]\nbogus line\nbuffer_k = 0\n", FM_EFORMAT,
+    expect_error(state, "[aggregator]\nbogus line\nbuffer_k = -1\n", FM_EFORMAT,
                  "%s:2: syntax error (expected [section], key = value or a # comment)");
-    expect_error(state, "[aggregator]\nbuffer_k = 0\nbogus line\n", FM_ERANGE,
-                 "%s:2: [aggregator] buffer_k = 0: out of range [1, 100000]");
+    expect_error(state, "[aggregator]\nbuffer_k = -1\nbogus line\n", FM_ERANGE,
+                 "%s:2: [aggregator] buffer_k = -1: out of range [0, 100000]");
     /* control characters in a value are shown as '?' (the message stays one line) */
     expect_error(state, "[federation]\ndata_dir = a\tb\n", FM_EARG,
                  "%s:2: [federation] data_dir = a?b: contains a control character");
@@ -425,8 +425,8 @@ static void test_overrides(void **state)
     assert_int_equal(fm_cfg_set(&c, "trainer.log_level=debug", NULL, &e), 0);
     assert_int_equal(c.trainer.log_level, LOG_DEBUG);
 
-    expect_set_error("aggregator.buffer_k=0", NULL, FM_ERANGE,
-                     "override: [aggregator] buffer_k = 0: out of range [1, 100000]");
+    expect_set_error("aggregator.buffer_k=-1", NULL, FM_ERANGE,
+                     "override: [aggregator] buffer_k = -1: out of range [0, 100000]");
     expect_set_error("aggregator.buffer_k", "ten", FM_EARG,
                      "override: [aggregator] buffer_k = ten: not an integer");
     expect_set_error("aggregator.bufer_k=1", NULL, FM_EARG,
@@ -620,7 +620,7 @@ static void test_reload_rule(void **state)
     assert_int_equal(fm_cfg_check_reload(&old, &fresh, &e), 0);
     assert_int_equal(fm_cfg_set(&fresh, "aggregator.buffer_k=20", NULL, &e), 0);
     assert_int_equal(fm_cfg_check_reload(&old, &fresh, &e), FM_EARG);
-    assert_string_equal(e.msg, "reload: [aggregator] buffer_k changed from 10 to 20, which needs "
+    assert_string_equal(e.msg, "reload: [aggregator] buffer_k changed from 0 to 20, which needs "
                                "a restart");
 }
 

@@ -589,6 +589,44 @@ static void test_num_rounds(void **state)
     assert_int_equal(s_stat(c, "version", NULL), 1);
 }
 
+/* ---- async mode: min_clients is a quorum of live clients ------------------------------------- */
+
+static void test_async_quorum(void **state)
+{
+    s_ctx_t *c = *state;
+    /* mode = async overrides the fixed sync; K = clients_per_round = 3 (buffer_k 0) */
+    static const char *const extra[] = {"broker.heartbeat_timeout_s=30", "federation.mode=async",
+                                        NULL};
+    s_start(c, "logreg", S_NCLIENTS, 3, 2, 60.0, extra);
+    float *d = s_floats(c, c->np);
+    s_delta(d, c->np, 3);
+    s_round_t m;
+    assert_true(s_wait_round(c, 0, 0, 0, &m, NULL)); /* up: its first MODEL */
+    assert_false(m.present);                         /* async: no cohort */
+    /* nobody has said HELLO: 0 live clients < min_clients 2 */
+    s_send_update(c, 0, 0, 0, 10, d);
+    S_EXPECT_STAT(c, NULL, "quorum", 1);
+    assert_int_equal(s_stat(c, "updates_pending", NULL), 0);
+    /* a trainer serving all S_NCLIENTS clients joins: updates are taken */
+    s_member(c, FM_WIRE_HELLO);
+    S_EXPECT_STAT(c, "live_clients", NULL, S_NCLIENTS);
+    for (int i = 0; i < 3; i++)
+        s_send_update(c, (uint32_t)i, 0, 0, 10, d);
+    S_EXPECT_STAT(c, "version", NULL, 1);
+    assert_int_equal(s_stat(c, NULL, "quorum"), 1);
+    assert_int_equal(s_stat(c, "updates_applied", NULL), 3);
+    /* it leaves (BYE): below the quorum again */
+    s_member(c, FM_WIRE_BYE);
+    c->member = 0;
+    double end = fm_proc_now() + S_WAIT_S; /* S_EXPECT_STAT waits for >=: poll for == 0 */
+    while (s_stat(c, "live_clients", NULL) != 0 && fm_proc_now() < end)
+        fm_proc_sleep(0.05);
+    assert_int_equal(s_stat(c, "live_clients", NULL), 0);
+    s_send_update(c, 0, 0, 1, 10, d);
+    S_EXPECT_STAT(c, NULL, "quorum", 2);
+    assert_int_equal(s_stat(c, "updates_pending", NULL), 0);
+}
+
 static pid_t s_spawn_daemon(s_ctx_t *c, const char *bin, const char *log, char sets[][400],
                             int nsets)
 {
@@ -791,6 +829,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_late_updates, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_killed_trainer, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_num_rounds, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_async_quorum, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

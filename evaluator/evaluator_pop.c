@@ -1,23 +1,10 @@
 #include "evaluator_pop.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fm_work.h"
-
 #define S_SAMPLE_FLOATS (FM_IMAGE_H * FM_IMAGE_W)
-#define S_MAX_THREADS 64
-
-/* One worker: its workspace and, during a call, its thread. */
-typedef struct {
-    eval_pop_t *self;
-    int t;
-    fm_work_t *work;
-    pthread_t thread;
-    int started;
-} s_worker_t;
 
 struct eval_pop {
     uint32_t nclients;
@@ -29,9 +16,6 @@ struct eval_pop {
     uint32_t *correct;     /* nclients: per-client counts of the last score */
     uint32_t *total;       /* nclients: slice sizes */
     double *scratch;       /* nclients doubles for eval_pop_summarize */
-    int threads, batch;
-    s_worker_t *workers;   /* threads entries */
-    const fm_model_t *m;   /* the model of the running call (borrowed) */
 };
 
 /* ---- statistics ------------------------------------------------------------------------- */
@@ -74,23 +58,16 @@ uint32_t eval_pop_summarize(const uint32_t *correct, const uint32_t *total, uint
 
 /* ---- the scorer ------------------------------------------------------------------------- */
 
-eval_pop_t *eval_pop_new(const fm_model_t *m, const fm_dataset_t *ds, const fm_partition_t *held,
-                         int threads, int batch, int *err)
+eval_pop_t *eval_pop_new(const fm_dataset_t *ds, const fm_partition_t *held, int *err)
 {
-    FM_ASSERT(m && ds && held);
+    FM_ASSERT(ds && held);
     int rc = -ENOMEM;
-    eval_pop_t *self = NULL;
-    if (threads < 1 || threads > S_MAX_THREADS || batch < 1) {
-        rc = FM_EARG;
-        goto cleanup;
-    }
-    if (!(self = calloc(1, sizeof *self)))
+    eval_pop_t *self = calloc(1, sizeof *self);
+    if (!self)
         goto cleanup;
     uint32_t nc = held->nclients, ns = held->offsets[nc];
     self->nclients = nc;
     self->nsamples = ns;
-    self->threads = threads;
-    self->batch = batch;
     self->offsets = malloc(((size_t)nc + 1) * sizeof *self->offsets);
     self->x = malloc(((size_t)ns + 1) * S_SAMPLE_FLOATS * sizeof(float));
     self->y = malloc((size_t)ns + 1);
@@ -98,9 +75,8 @@ eval_pop_t *eval_pop_new(const fm_model_t *m, const fm_dataset_t *ds, const fm_p
     self->correct = calloc((size_t)nc + 1, sizeof *self->correct);
     self->total = calloc((size_t)nc + 1, sizeof *self->total);
     self->scratch = malloc(((size_t)nc + 1) * sizeof *self->scratch);
-    self->workers = calloc((size_t)threads, sizeof *self->workers);
     if (!self->offsets || !self->x || !self->y || !self->hit || !self->correct ||
-        !self->total || !self->scratch || !self->workers)
+        !self->total || !self->scratch)
         goto cleanup;
     memcpy(self->offsets, held->offsets, ((size_t)nc + 1) * sizeof *self->offsets);
     for (uint32_t k = 0; k < nc; k++)
@@ -112,12 +88,6 @@ eval_pop_t *eval_pop_new(const fm_model_t *m, const fm_dataset_t *ds, const fm_p
                S_SAMPLE_FLOATS * sizeof(float));
         self->y[i] = ds->y[s];
     }
-    for (int t = 0; t < threads; t++) {
-        self->workers[t].self = self;
-        self->workers[t].t = t;
-        if (!(self->workers[t].work = fm_work_new(m, batch, &rc)))
-            goto cleanup;
-    }
     rc = 0;
 cleanup:
     if (rc != 0) {
@@ -128,12 +98,11 @@ cleanup:
     return self;
 }
 
-eval_pop_t *eval_pop_load(const fm_config_t *cfg, const fm_model_t *m, int threads, int batch,
-                          int *err, fm_errmsg_t *e)
+eval_pop_t *eval_pop_load(const fm_config_t *cfg, int *err, fm_errmsg_t *e)
 {
     const fm_cfg_federation_t *f = &cfg->federation;
     fm_dataset_t *ds = NULL;
-    fm_partition_t *part = NULL, *train = NULL, *held = NULL;
+    fm_partition_t *train = NULL, *held = NULL;
     eval_pop_t *self = NULL;
     fm_errmsg_t why = {{0}};
     int rc = fm_dataset_load_dir(&ds, f->data_dir, "train", FM_FASHION_MEAN, FM_FASHION_STD, e);
@@ -144,16 +113,12 @@ eval_pop_t *eval_pop_load(const fm_config_t *cfg, const fm_model_t *m, int threa
                            ds->rows, ds->cols);
         goto cleanup;
     }
-    if ((rc = fm_partition_new(&part, ds, f->partition, (uint32_t)f->num_clients, f->seed,
-                               &why)) != 0) {
-        fm_errmsg_set(e, rc, "federation.partition %s: %s", f->partition, why.msg);
+    if ((rc = fm_partition_clients(ds, f->partition, (uint32_t)f->num_clients, f->seed,
+                                   f->holdout, &train, &held, &why)) != 0) {
+        fm_errmsg_set(e, rc, "federation.%s", why.msg);
         goto cleanup;
     }
-    if ((rc = fm_partition_holdout(part, f->holdout, f->seed, &train, &held, &why)) != 0) {
-        fm_errmsg_set(e, rc, "federation.holdout %g: %s", f->holdout, why.msg);
-        goto cleanup;
-    }
-    if (!(self = eval_pop_new(m, ds, held, threads, batch, &rc))) {
+    if (!(self = eval_pop_new(ds, held, &rc))) {
         fm_errmsg_set(e, rc, "population scorer (%u held-out samples): %s",
                       held->offsets[held->nclients], fm_strerror(rc));
         goto cleanup;
@@ -164,7 +129,6 @@ cleanup:
         *err = rc;
     fm_partition_destroy(&held);
     fm_partition_destroy(&train);
-    fm_partition_destroy(&part);
     fm_dataset_destroy(&ds);
     return self;
 }
@@ -174,10 +138,6 @@ void eval_pop_destroy(eval_pop_t **p)
     if (!p || !*p)
         return;
     eval_pop_t *self = *p;
-    if (self->workers)
-        for (int t = 0; t < self->threads; t++)
-            fm_work_destroy(&self->workers[t].work);
-    free(self->workers);
     free(self->offsets);
     free(self->x);
     free(self->y);
@@ -207,58 +167,11 @@ void eval_pop_client(const eval_pop_t *self, uint32_t k, uint32_t *correct, uint
     *total = self->total[k];
 }
 
-/* Worker t's share: samples [begin, end) of the held-out set, contiguous parts. */
-static void s_part(const eval_pop_t *self, int t, uint32_t *begin, uint32_t *end)
+void eval_pop_score(eval_pop_t *self, fm_engine_t *engine, const fm_model_t *m,
+                    double threshold, eval_pop_summary_t *out)
 {
-    uint32_t n = self->nsamples, T = (uint32_t)self->threads;
-    uint32_t base = n / T, extra = n % T, ut = (uint32_t)t;
-    *begin = ut * base + (ut < extra ? ut : extra);
-    *end = *begin + base + (ut < extra ? 1 : 0);
-}
-
-/* Score worker w's share: hit[i] = (argmax of the log-probabilities == label). The samples
- * are contiguous, so batches are read in place (no gather). */
-static void *s_run(void *arg)
-{
-    s_worker_t *w = arg;
-    eval_pop_t *self = w->self;
-    uint32_t begin, end;
-    s_part(self, w->t, &begin, &end);
-    for (uint32_t b = begin; b < end; b += (uint32_t)self->batch) {
-        uint32_t count = end - b < (uint32_t)self->batch ? end - b : (uint32_t)self->batch;
-        fm_work_forward(w->work, self->m, self->x + (size_t)b * S_SAMPLE_FLOATS, NULL, (int)count,
-                        0, NULL);
-        const float *lp = fm_work_logp(w->work);
-        for (uint32_t i = 0; i < count; i++) {
-            const float *row = lp + (size_t)i * FM_NCLASSES;
-            int best = 0;
-            for (int c = 1; c < FM_NCLASSES; c++)
-                if (row[c] > row[best])
-                    best = c;
-            self->hit[b + i] = best == self->y[b + i];
-        }
-    }
-    return NULL;
-}
-
-void eval_pop_score(eval_pop_t *self, const fm_model_t *m, double threshold,
-                    eval_pop_summary_t *out)
-{
-    self->m = m;
-    for (int t = 1; t < self->threads; t++) {
-        s_worker_t *w = &self->workers[t];
-        w->started = pthread_create(&w->thread, NULL, s_run, w) == 0;
-    }
-    s_run(&self->workers[0]);
-    for (int t = 1; t < self->threads; t++) {
-        s_worker_t *w = &self->workers[t];
-        if (w->started)
-            pthread_join(w->thread, NULL);
-        else
-            s_run(w); /* no thread: its share runs here */
-        w->started = 0;
-    }
-    self->m = NULL;
+    fm_eval_t all;
+    fm_engine_evaluate_hits(engine, m, self->x, self->y, NULL, self->nsamples, &all, self->hit);
     for (uint32_t k = 0; k < self->nclients; k++) {
         uint32_t c = 0;
         for (uint32_t i = self->offsets[k]; i < self->offsets[k + 1]; i++)

@@ -7,13 +7,13 @@
  * - eval_pop_summarize: the statistics, a pure function of per-client (correct, total)
  *   counts;
  * - eval_pop_t: the scorer. It keeps a compact copy of the held-out samples (client by
- *   client, in the held partition's order) and scores a model on all of them in one pass of
- *   large batches split over T threads (fm_work forward, argmax of the log-probabilities as
- *   fm_engine_evaluate does), then splits the correct counts per client.
+ *   client, in the held partition's order), scores a model on all of them in one pass of the
+ *   evaluator's fm_engine (fm_engine_evaluate_hits: one "right" flag per sample), then
+ *   splits the correct counts per client.
  *
- * The split is the trainers' (trainer/trainer_pool.c): the "train" split of
- * federation.data_dir, fm_partition_new(federation.partition, num_clients, seed), then
- * fm_partition_holdout(federation.holdout, seed); eval_pop_load builds exactly that. */
+ * The split is the trainers' (trainer/trainer_pool.c): fm_partition_clients on the "train"
+ * split of federation.data_dir with federation.partition, num_clients, seed and holdout;
+ * eval_pop_load builds exactly that. */
 #ifndef EVALUATOR_POP_H
 #define EVALUATOR_POP_H
 
@@ -21,6 +21,7 @@
 
 #include "fm_cfg.h"
 #include "fm_data.h"
+#include "fm_engine.h"
 #include "fm_err.h"
 #include "fm_model.h"
 
@@ -46,23 +47,20 @@ uint32_t eval_pop_summarize(const uint32_t *correct, const uint32_t *total, uint
 
 typedef struct eval_pop eval_pop_t;
 
-/* A scorer of models shaped like `m` on the held-out slices `held` of dataset `ds`
- * (held->indices index ds; every index must be < ds->n: a programmer error otherwise).
- * The samples are copied: ds and held may be freed afterwards. `threads` >= 1 workers, each
- * scoring batches of up to `batch` >= 1 samples. Errors (NULL, *err): FM_EARG (threads or
- * batch out of range), -ENOMEM. Caller owns the result: eval_pop_destroy(). */
-eval_pop_t *eval_pop_new(const fm_model_t *m, const fm_dataset_t *ds, const fm_partition_t *held,
-                         int threads, int batch, int *err);
+/* A scorer on the held-out slices `held` of dataset `ds` (held->indices index ds; every
+ * index must be < ds->n: a programmer error otherwise). The samples are copied: ds and held
+ * may be freed afterwards. Errors (NULL, *err): -ENOMEM. Caller owns the result:
+ * eval_pop_destroy(). */
+eval_pop_t *eval_pop_new(const fm_dataset_t *ds, const fm_partition_t *held, int *err);
 
 /* Build the trainers' split from the config and a scorer on its held-out part: load the
  * "train" split of federation.data_dir, partition it (federation.partition, num_clients,
- * seed), hold out federation.holdout (seed), then eval_pop_new(m, ..., threads, batch).
+ * seed), hold out federation.holdout (seed), then eval_pop_new.
  * The training set is freed before returning (only the held-out samples are kept).
  * Errors (NULL, *err, one line in `e`): the data files' (-ENOENT, FM_EMAGIC, FM_ETRUNC,
  * FM_ESHAPE, FM_EFORMAT), FM_EARG (bad partition spec, holdout out of range), -ENOMEM.
  * Caller owns the result: eval_pop_destroy(). */
-eval_pop_t *eval_pop_load(const fm_config_t *cfg, const fm_model_t *m, int threads, int batch,
-                          int *err, fm_errmsg_t *e);
+eval_pop_t *eval_pop_load(const fm_config_t *cfg, int *err, fm_errmsg_t *e);
 
 /* Free everything and NULL *p; idempotent. */
 void eval_pop_destroy(eval_pop_t **p);
@@ -76,13 +74,12 @@ uint32_t eval_pop_scored_clients(const eval_pop_t *self);
 /* Held-out samples over all clients. */
 uint32_t eval_pop_samples(const eval_pop_t *self);
 
-/* Score model `m` (same architecture as at eval_pop_new; borrowed, read-only, not modified
- * by anyone during the call) on every held-out sample, without dropout, and summarise the
- * per-client accuracies with `threshold` into *out. Worker threads are started for the call
- * and joined before it returns; if one cannot be started its share runs on the calling
- * thread. Cannot fail. */
-void eval_pop_score(eval_pop_t *self, const fm_model_t *m, double threshold,
-                    eval_pop_summary_t *out);
+/* Score model `m` (borrowed, read-only, not modified by anyone during the call) with
+ * `engine` (built for m's architecture; its threads do the work) on every held-out sample,
+ * without dropout, and summarise the per-client accuracies with `threshold` into *out.
+ * Cannot fail. */
+void eval_pop_score(eval_pop_t *self, fm_engine_t *engine, const fm_model_t *m,
+                    double threshold, eval_pop_summary_t *out);
 
 /* Client k's counts from the last eval_pop_score (0 and its slice size before any):
  * *correct of *total held-out samples classified right. k < eval_pop_nclients(). */

@@ -131,8 +131,7 @@ static int s_population_open(eval_server_t *self, fm_errmsg_t *e)
     }
     double t0 = fm_daemon_now();
     int rc = 0;
-    if (!(self->pop = eval_pop_load(cfg, self->model, EVAL_SERVER_THREADS,
-                                    EVAL_SERVER_POP_BATCH, &rc, e)))
+    if (!(self->pop = eval_pop_load(cfg, &rc, e)))
         return rc;
     uint32_t nc = eval_pop_nclients(self->pop), scored = eval_pop_scored_clients(self->pop);
     FM_LOG(LOG_INFO, "population validation: %u held-out samples of %u clients (%u with an "
@@ -407,7 +406,8 @@ static void s_evaluate(eval_server_t *self)
     memset(&pop, 0, sizeof pop);
     if (self->pop) {
         double t1 = fm_daemon_now();
-        eval_pop_score(self->pop, self->model, self->cfg.evaluator.population_threshold, &pop);
+        eval_pop_score(self->pop, self->engine, self->model,
+                       self->cfg.evaluator.population_threshold, &pop);
         pop_secs = fm_daemon_now() - t1;
         m.pop_clients = pop.clients;
         m.pop_mean = pop.mean;

@@ -37,9 +37,6 @@
 
 #define EVAL_SERVER_THREADS 2              /* engine threads for an evaluation (2 cores) */
 #define EVAL_SERVER_BATCH 256              /* samples per engine pass (split over threads) */
-#define EVAL_SERVER_POP_BATCH 64           /* samples per population worker pass: as fast as
-                                              128 for the cnn here, with 37 MB of activations
-                                              for the two workers instead of 73 MB */
 #define EVAL_SERVER_MAX_FRAME (16 << 20)   /* ZMQ_MAXMSGSIZE of SUB and DEALER, bytes: above
                                               every model's MODEL frame (cnn: 4.8 MB) */
 #define EVAL_SERVER_SNAPSHOT_RETRY_S 2.0   /* SNAPSHOT_REQ re-send interval, no model yet */

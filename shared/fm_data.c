@@ -726,3 +726,21 @@ cleanup:
     free(out);
     return rc;
 }
+
+int fm_partition_clients(const fm_dataset_t *ds, const char *spec, uint32_t nclients,
+                         uint64_t seed, double holdout, fm_partition_t **train,
+                         fm_partition_t **held, fm_errmsg_t *e)
+{
+    FM_ASSERT(train && held);
+    *train = *held = NULL;
+    fm_partition_t *part = NULL;
+    fm_errmsg_t why = {{0}};
+    int rc = fm_partition_new(&part, ds, spec, nclients, seed, &why);
+    if (rc != 0)
+        return fm_errmsg_set(e, rc, "partition %s: %s", spec, why.msg);
+    rc = fm_partition_holdout(part, holdout, seed, train, held, &why);
+    fm_partition_destroy(&part);
+    if (rc != 0)
+        return fm_errmsg_set(e, rc, "holdout %g: %s", holdout, why.msg);
+    return 0;
+}

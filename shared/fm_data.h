@@ -71,4 +71,13 @@ void fm_partition_destroy(fm_partition_t **p);
 int fm_partition_holdout(const fm_partition_t *p, double frac, uint64_t seed,
                          fm_partition_t **train, fm_partition_t **held, fm_errmsg_t *e);
 
+/* The federation's client data as every process must compute it (trainers train on
+ * *train, the evaluator scores *held, `fedmq partition` exports both):
+ * fm_partition_new(ds, spec, nclients, seed), then fm_partition_holdout(holdout, seed).
+ * Errors: those two's (FM_EARG, -ENOMEM); `e` names the step ("partition dirichlet:-1:
+ * ..." or "holdout 0.95: ..."). Outputs as fm_partition_holdout's (NULL on error). */
+int fm_partition_clients(const fm_dataset_t *ds, const char *spec, uint32_t nclients,
+                         uint64_t seed, double holdout, fm_partition_t **train,
+                         fm_partition_t **held, fm_errmsg_t *e);
+
 #endif

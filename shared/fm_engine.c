@@ -40,6 +40,7 @@ struct fm_engine {
     const uint8_t *y;
     const uint32_t *idx;
     uint32_t n;              /* samples in the job */
+    uint8_t *hit;            /* JOB_EVAL: per-sample "classified right" flags, or NULL */
     int train;
     uint64_t seed;
 };
@@ -109,6 +110,8 @@ static void s_do_eval(fm_engine_t *e, int t)
                 if (lp[i * FM_NCLASSES + c] > lp[i * FM_NCLASSES + best])
                     best = c;
             uint8_t label = w->ybuf[i];
+            if (e->hit)
+                e->hit[b + i] = best == label;
             w->eval.class_total[label]++;
             if (best == label) {
                 w->eval.class_correct[label]++;
@@ -310,6 +313,13 @@ double fm_engine_gradient(fm_engine_t *e, const fm_model_t *m, const float *x, c
 void fm_engine_evaluate(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
                         const uint32_t *idx, uint32_t n, fm_eval_t *out)
 {
+    fm_engine_evaluate_hits(e, m, x, y, idx, n, out, NULL);
+}
+
+void fm_engine_evaluate_hits(fm_engine_t *e, const fm_model_t *m, const float *x,
+                             const uint8_t *y, const uint32_t *idx, uint32_t n, fm_eval_t *out,
+                             uint8_t *hit)
+{
     memset(out, 0, sizeof *out);
     if (n == 0)
         return;
@@ -318,7 +328,9 @@ void fm_engine_evaluate(fm_engine_t *e, const fm_model_t *m, const float *x, con
     e->y = y;
     e->idx = idx;
     e->n = n;
+    e->hit = hit;
     s_dispatch(e, JOB_EVAL);
+    e->hit = NULL;
     double loss = 0.0;
     for (int t = 0; t < e->threads; t++) {
         const fm_eval_t *w = &e->workers[t].eval;

@@ -44,4 +44,10 @@ float *fm_engine_grads(fm_engine_t *e);
 void fm_engine_evaluate(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
                         const uint32_t *idx, uint32_t n, fm_eval_t *out);
 
+/* fm_engine_evaluate, and per sample: hit[i] = 1 if sample i (the i-th of idx, or of x when
+ * idx is NULL) is classified right (argmax == label), else 0. hit has n bytes (caller's). */
+void fm_engine_evaluate_hits(fm_engine_t *e, const fm_model_t *m, const float *x,
+                             const uint8_t *y, const uint32_t *idx, uint32_t n, fm_eval_t *out,
+                             uint8_t *hit);
+
 #endif

@@ -3,11 +3,8 @@
  * Export the client partition the trainers use, so that other programs (the PyTorch
  * FedAvg twin in bench/torch_fedavg.py) train on exactly the same client data. It loads the
  * config like every daemon (defaults -> file -> --set overrides -> cross-key checks), loads
- * the "train" split of [federation] data_dir and computes, as trainer/trainer_pool.c does,
- *
- *   fm_partition_new(&part, ds, partition, num_clients, seed)
- *   fm_partition_holdout(part, holdout, seed, &train, &held)
- *
+ * the "train" split of [federation] data_dir and computes, as the trainers and the evaluator
+ * do, fm_partition_clients(ds, partition, num_clients, seed, holdout, &train, &held)
  * then writes one JSON object
  *
  *   {"num_clients":N,"partition":"dirichlet:0.5","seed":S,"holdout":0.1,"n_samples":60000,
@@ -200,25 +197,19 @@ int fm_cli_partition(int argc, char **argv)
     }
     int rc = EXIT_BAD_INPUT;
     fm_dataset_t *ds = NULL;
-    fm_partition_t *part = NULL, *train = NULL, *held = NULL;
-    /* the same calls, in the same order, as trainer/trainer_pool.c */
+    fm_partition_t *train = NULL, *held = NULL;
     if (fm_dataset_load_dir(&ds, cfg.federation.data_dir, "train", FM_FASHION_MEAN,
                             FM_FASHION_STD, &e) != 0) {
         fprintf(stderr, "fedmq partition: [federation] data_dir = %s: %s\n",
                 cfg.federation.data_dir, e.msg);
         goto cleanup;
     }
-    if (fm_partition_new(&part, ds, cfg.federation.partition, (uint32_t)cfg.federation.num_clients,
-                         cfg.federation.seed, &e) != 0) {
-        fprintf(stderr, "fedmq partition: [federation] partition = %s: %s\n",
-                cfg.federation.partition, e.msg);
-        goto cleanup;
-    }
-    int prc = fm_partition_holdout(part, cfg.federation.holdout, cfg.federation.seed, &train,
-                                   &held, &e);
+    /* the trainers' and the evaluator's split (fm_partition_clients) */
+    int prc = fm_partition_clients(ds, cfg.federation.partition,
+                                   (uint32_t)cfg.federation.num_clients, cfg.federation.seed,
+                                   cfg.federation.holdout, &train, &held, &e);
     if (prc != 0) {
-        fprintf(stderr, "fedmq partition: [federation] holdout = %g: %s\n",
-                cfg.federation.holdout, e.msg);
+        fprintf(stderr, "fedmq partition: [federation] %s\n", e.msg);
         rc = prc == FM_EARG ? EXIT_BAD_INPUT : 1;
         goto cleanup;
     }
@@ -226,7 +217,6 @@ int fm_cli_partition(int argc, char **argv)
 cleanup:
     fm_partition_destroy(&held);
     fm_partition_destroy(&train);
-    fm_partition_destroy(&part);
     fm_dataset_destroy(&ds);
     return rc;
 }

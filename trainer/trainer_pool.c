@@ -330,22 +330,15 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
                            why.msg);
         goto cleanup;
     }
-    if (fm_partition_new(&self->part, self->ds, cfg->federation.partition,
-                         (uint32_t)cfg->federation.num_clients, cfg->federation.seed, &why) != 0) {
-        rc = fm_errmsg_set(e, FM_EARG, "[federation] partition = %s: %s",
-                           cfg->federation.partition, why.msg);
-        goto cleanup;
-    }
     /* the held-out slices (population validation, scored by the evaluator) never train */
-    fm_partition_t *train = NULL, *held = NULL;
-    if ((rc = fm_partition_holdout(self->part, cfg->federation.holdout, cfg->federation.seed,
-                                   &train, &held, &why)) != 0) {
-        fm_errmsg_set(e, rc, "[federation] holdout = %g: %s", cfg->federation.holdout, why.msg);
+    fm_partition_t *held = NULL;
+    if ((rc = fm_partition_clients(self->ds, cfg->federation.partition,
+                                   (uint32_t)cfg->federation.num_clients, cfg->federation.seed,
+                                   cfg->federation.holdout, &self->part, &held, &why)) != 0) {
+        fm_errmsg_set(e, rc, "[federation] %s", why.msg);
         goto cleanup;
     }
-    fm_partition_destroy(&self->part);
     fm_partition_destroy(&held);
-    self->part = train;
     FM_LOG(LOG_INFO, "training set: %u samples from %s, partition %s over %d clients, %.0f%% "
            "of each held out (%.2f s); serving clients %u-%u", self->ds->n,
            cfg->federation.data_dir, cfg->federation.partition, cfg->federation.num_clients,

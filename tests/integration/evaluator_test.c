@@ -111,7 +111,7 @@ static void s_expected(s_ctx_t *c, fm_eval_t *ev)
 /* The population summary the evaluator should report for c->mlp's current weights. */
 static void s_expected_pop(s_ctx_t *c, eval_pop_summary_t *s)
 {
-    eval_pop_score(c->pop, c->mlp, S_POP_THRESHOLD, s);
+    eval_pop_score(c->pop, c->engine, c->mlp, S_POP_THRESHOLD, s);
 }
 
 /* METRICS carries the population summary `want` (computed here on the same split), with
@@ -235,7 +235,7 @@ static int s_group_setup(void **state)
     assert_int_equal(cfg.federation.num_clients, S_NUM_CLIENTS);
     assert_true(cfg.evaluator.population && cfg.federation.holdout == 0.1 &&
                 cfg.evaluator.population_threshold == S_POP_THRESHOLD);
-    c->pop = eval_pop_load(&cfg, c->mlp, EVAL_SERVER_THREADS, EVAL_SERVER_POP_BATCH, &err, &e);
+    c->pop = eval_pop_load(&cfg, &err, &e);
     if (!c->pop)
         fail_msg("population split: %s", e.msg);
 

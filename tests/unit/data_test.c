@@ -910,6 +910,42 @@ static void test_holdout_edge(void **state)
     fm_partition_destroy(&p);
 }
 
+/* fm_partition_clients = fm_partition_new then fm_partition_holdout, with the same seed;
+ * errors name the step. */
+static void test_partition_clients(void **state)
+{
+    (void)state;
+    enum { N = 3001 };
+    uint8_t *y = malloc(N);
+    assert_non_null(y);
+    for (uint32_t i = 0; i < N; i++)
+        y[i] = (uint8_t)((i * 3u) % 10u);
+    fm_dataset_t ds = {.n = N, .y = y};
+    fm_errmsg_t e = {{0}};
+    fm_partition_t *p = s_part(&ds, "dirichlet:0.5", 40, 11), *tr = NULL, *ho = NULL;
+    fm_partition_t *tr2 = NULL, *ho2 = NULL;
+    assert_int_equal(fm_partition_holdout(p, 0.2, 11, &tr, &ho, &e), 0);
+    assert_int_equal(fm_partition_clients(&ds, "dirichlet:0.5", 40, 11, 0.2, &tr2, &ho2, &e), 0);
+    assert_memory_equal(tr->offsets, tr2->offsets, 41 * sizeof(uint32_t));
+    assert_memory_equal(ho->offsets, ho2->offsets, 41 * sizeof(uint32_t));
+    assert_memory_equal(tr->indices, tr2->indices, tr->offsets[40] * sizeof(uint32_t));
+    assert_memory_equal(ho->indices, ho2->indices, ho->offsets[40] * sizeof(uint32_t));
+    fm_partition_destroy(&tr2);
+    fm_partition_destroy(&ho2);
+    /* a bad spec, a bad fraction: FM_EARG, outputs NULL, the step named */
+    tr2 = ho2 = p;
+    assert_int_equal(fm_partition_clients(&ds, "dirichlet:-1", 40, 11, 0.2, &tr2, &ho2, &e),
+                     FM_EARG);
+    assert_true(!tr2 && !ho2 && strncmp(e.msg, "partition dirichlet:-1: ", 24) == 0);
+    tr2 = ho2 = p;
+    assert_int_equal(fm_partition_clients(&ds, "iid", 40, 11, 0.95, &tr2, &ho2, &e), FM_EARG);
+    assert_true(!tr2 && !ho2 && strncmp(e.msg, "holdout 0.95: ", 14) == 0);
+    fm_partition_destroy(&tr);
+    fm_partition_destroy(&ho);
+    fm_partition_destroy(&p);
+    free(y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -929,6 +965,7 @@ int main(void)
         cmocka_unit_test(test_partitions_fashion),
         cmocka_unit_test(test_holdout),
         cmocka_unit_test(test_holdout_edge),
+        cmocka_unit_test(test_partition_clients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

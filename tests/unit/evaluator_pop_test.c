@@ -145,15 +145,17 @@ static fm_dataset_t *s_synthetic(uint32_t n, uint64_t seed)
     return ds;
 }
 
-/* The scorer's per-client counts equal fm_engine_evaluate on each client's indices. */
-static void s_check_against_engine(eval_pop_t *pop, const fm_model_t *m, const fm_dataset_t *ds,
-                                   const fm_partition_t *held, double threshold)
+/* The scorer's per-client counts (scored with `scorer`) equal fm_engine_evaluate on each
+ * client's indices (one thread, batches of 64). */
+static void s_check_against_engine(eval_pop_t *pop, fm_engine_t *scorer, const fm_model_t *m,
+                                   const fm_dataset_t *ds, const fm_partition_t *held,
+                                   double threshold)
 {
     int err = 0;
     fm_engine_t *eng = fm_engine_new(m, 1, 64, &err);
     assert_non_null(eng);
     eval_pop_summary_t s;
-    eval_pop_score(pop, m, threshold, &s);
+    eval_pop_score(pop, scorer, m, threshold, &s);
     uint32_t nc = held->nclients, scored = 0;
     uint32_t *correct = calloc(nc + 1, sizeof *correct), *total = calloc(nc + 1, sizeof *total);
     double *scratch = calloc(nc + 1, sizeof *scratch);
@@ -202,9 +204,12 @@ static void test_score_synthetic(void **state)
             for (int b = 0; b < 3; b++) {
                 if (i == 2 && b == 0)
                     continue; /* cnn one sample at a time: slow under ASan, nothing new */
-                eval_pop_t *pop = eval_pop_new(m, ds, held, threads[t], batches[b], &err);
+                fm_engine_t *scorer = fm_engine_new(m, threads[t], batches[b], &err);
+                assert_non_null(scorer);
+                eval_pop_t *pop = eval_pop_new(ds, held, &err);
                 assert_non_null(pop);
-                s_check_against_engine(pop, m, ds, held, 0.15);
+                s_check_against_engine(pop, scorer, m, ds, held, 0.15);
+                fm_engine_destroy(&scorer);
                 eval_pop_destroy(&pop);
                 assert_null(pop);
                 eval_pop_destroy(&pop); /* idempotent */
@@ -229,31 +234,26 @@ static void test_score_edge(void **state)
     /* 12 clients of 9 samples: 3 empty clients, and single-sample ones hold nothing out */
     assert_int_equal(fm_partition_new(&part, ds, "iid", 12, 1, &e), 0);
     assert_int_equal(fm_partition_holdout(part, 0.5, 1, &train, &held, &e), 0);
-    eval_pop_t *pop = eval_pop_new(m, ds, held, 2, 4, &err);
+    fm_engine_t *eng = fm_engine_new(m, 3, 4, &err);
+    assert_non_null(eng);
+    eval_pop_t *pop = eval_pop_new(ds, held, &err);
     assert_non_null(pop);
     eval_pop_summary_t s;
-    eval_pop_score(pop, m, 0.7, &s);
+    eval_pop_score(pop, eng, m, 0.7, &s);
     assert_int_equal(s.clients, 0); /* nobody has a held-out sample */
     assert_true(s.threshold == 0.7);
     assert_int_equal(eval_pop_samples(pop), 0);
     eval_pop_destroy(&pop);
     fm_partition_destroy(&train);
     fm_partition_destroy(&held);
-    /* holdout 0: no sample at all, three threads with empty shares */
+    /* holdout 0: no sample at all */
     assert_int_equal(fm_partition_holdout(part, 0.0, 1, &train, &held, &e), 0);
-    pop = eval_pop_new(m, ds, held, 3, 1, &err);
+    pop = eval_pop_new(ds, held, &err);
     assert_non_null(pop);
-    eval_pop_score(pop, m, 0.7, &s);
+    eval_pop_score(pop, eng, m, 0.7, &s);
     assert_int_equal(s.clients, 0);
     eval_pop_destroy(&pop);
-    /* argument errors */
-    err = 0;
-    assert_null(eval_pop_new(m, ds, held, 0, 8, &err));
-    assert_int_equal(err, FM_EARG);
-    err = 0;
-    assert_null(eval_pop_new(m, ds, held, 2, 0, &err));
-    assert_int_equal(err, FM_EARG);
-    assert_null(eval_pop_new(m, ds, held, S_MAX_THREADS + 1, 8, NULL));
+    fm_engine_destroy(&eng);
     fm_partition_destroy(&train);
     fm_partition_destroy(&held);
     fm_partition_destroy(&part);
@@ -284,7 +284,7 @@ static void test_load_fashion(void **state)
     assert_non_null(m);
     fm_model_init(m, 3);
     fm_errmsg_t e = {{0}};
-    eval_pop_t *pop = eval_pop_load(&cfg, m, 2, 64, &err, &e);
+    eval_pop_t *pop = eval_pop_load(&cfg, &err, &e);
     if (!pop)
         fail_msg("eval_pop_load: %s", e.msg);
 
@@ -296,9 +296,12 @@ static void test_load_fashion(void **state)
     assert_int_equal(fm_partition_new(&part, ds, "dirichlet:0.3", 50, 77, &e), 0);
     assert_int_equal(fm_partition_holdout(part, 0.1, 77, &train, &held, &e), 0);
     assert_true(eval_pop_samples(pop) > 5900 && eval_pop_samples(pop) < 6100);
-    s_check_against_engine(pop, m, ds, held, 0.7);
+    fm_engine_t *scorer = fm_engine_new(m, 2, 128, &err);
+    assert_non_null(scorer);
+    s_check_against_engine(pop, scorer, m, ds, held, 0.7);
     eval_pop_summary_t s;
-    eval_pop_score(pop, m, 0.7, &s);
+    eval_pop_score(pop, scorer, m, 0.7, &s);
+    fm_engine_destroy(&scorer);
     print_message("    mlp (seeded, untrained) on %u held-out samples of %u clients: mean %.3f "
                   "min %.3f (client %u) p10 %.3f below 0.7 %.2f\n", eval_pop_samples(pop),
                   s.clients, s.mean, s.min, s.worst, s.p10, s.below);
@@ -312,12 +315,12 @@ static void test_load_fashion(void **state)
     /* config errors: a bad partition spec, a missing data dir */
     snprintf(cfg.federation.partition, sizeof cfg.federation.partition, "shards:100000");
     err = 0;
-    assert_null(eval_pop_load(&cfg, m, 2, 64, &err, &e));
+    assert_null(eval_pop_load(&cfg, &err, &e));
     assert_int_equal(err, FM_EARG);
     assert_non_null(strstr(e.msg, "federation.partition"));
     snprintf(cfg.federation.data_dir, sizeof cfg.federation.data_dir, "/nonexistent/fedmq");
     err = 0;
-    assert_null(eval_pop_load(&cfg, m, 2, 64, &err, &e));
+    assert_null(eval_pop_load(&cfg, &err, &e));
     assert_int_equal(err, -ENOENT);
     fm_model_destroy(&m);
 }

@@ -567,6 +567,16 @@ static void s_members_tick(agg_server_t *self, double now)
     self->nlive = n;
 }
 
+/* Sync, no round open and too few clients live: say so, at most every S_WAIT_LOG_S. */
+static void s_round_wait_log(agg_server_t *self, double now)
+{
+    if (self->finished || now - self->last_wait_log < S_WAIT_LOG_S)
+        return;
+    FM_LOG(LOG_NOTICE, "waiting for clients: %u live, min_clients = %d", self->nlive,
+           self->cfg.federation.min_clients);
+    self->last_wait_log = now;
+}
+
 /* Sync: open the next round if enough clients are live (else wait), then publish the
  * current version with its cohort (empty while waiting or when finished). */
 static void s_round_next(agg_server_t *self)
@@ -593,10 +603,8 @@ static void s_round_next(agg_server_t *self)
                    cnt, self->nlive, list, at >= sizeof list - 16 ? ",..." : "",
                    self->cfg.aggregator.round_timeout_s);
         }
-    } else if (!self->finished && now - self->last_wait_log >= S_WAIT_LOG_S) {
-        FM_LOG(LOG_NOTICE, "waiting for clients: %u live, min_clients = %d", self->nlive,
-               f->min_clients);
-        self->last_wait_log = now;
+    } else {
+        s_round_wait_log(self, now);
     }
     self->stats_dirty = 1;
     s_publish(self, 1);
@@ -625,8 +633,12 @@ static void s_round_tick(agg_server_t *self, double now)
         s_round_next(self);
         return;
     }
-    if (!self->finished && self->nlive >= (uint32_t)self->cfg.federation.min_clients)
+    if (self->finished)
+        return;
+    if (self->nlive >= (uint32_t)self->cfg.federation.min_clients)
         s_round_next(self);
+    else
+        s_round_wait_log(self, now); /* the published MODEL (empty cohort) stays as it is */
 }
 
 /* Receive what is queued on PULL, at most S_DRAIN_MAX frames. */

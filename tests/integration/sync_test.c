@@ -481,6 +481,13 @@ static void test_min_clients_not_met(void **state)
 {
     s_ctx_t *c = *state;
     s_start(c, "logreg", S_NCLIENTS, 3, 2, 1.5, s_hb30);
+    /* no trainer yet: no round, the aggregator says it is waiting */
+    const char *waiting = "waiting for clients: 0 live, min_clients = 2";
+    double e0 = fm_proc_now() + S_WAIT_S;
+    while (!fm_proc_file_contains(c->log, waiting) && fm_proc_now() < e0)
+        fm_proc_sleep(0.05);
+    assert_true(fm_proc_file_contains(c->log, waiting));
+    assert_int_equal(s_stat(c, "round_open", NULL), 0);
     s_member(c, FM_WIRE_HELLO);
     float *d = s_floats(c, c->np);
     s_delta(d, c->np, 5);

@@ -1,0 +1,64 @@
+/* fm_stats: the aggregator's state file, <checkpoint_dir>/stats.json: the one owner of its
+ * format. The aggregator writes it (fm_stats_write) on every new version, on new rejections
+ * (rate-limited) and at exit; `fedmq run`, `fedmq checkpoints`, the tests and the benchmarks
+ * read it (fm_stats_read). Keys and meanings: docs/OPERATIONS.md ("State"). */
+#ifndef FM_STATS_H
+#define FM_STATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_err.h"
+
+#define FM_STATS_REASONS_MAX 24 /* rejection reasons the file can hold */
+#define FM_STATS_NAME_MAX 32    /* longest reason, mode or model name + 1 */
+
+typedef struct {
+    char name[FM_STATS_NAME_MAX];
+    uint64_t count;
+} fm_stats_reason_t;
+
+typedef struct {
+    char model[FM_STATS_NAME_MAX]; /* "mlp", "cnn", ... */
+    char mode[FM_STATS_NAME_MAX];  /* "async" or "sync" */
+    uint64_t version;              /* current global model version */
+    uint64_t updates_applied;      /* updates folded into some version */
+    uint64_t updates_rejected;     /* sum of rejected[] */
+    fm_stats_reason_t rejected[FM_STATS_REASONS_MAX]; /* count per reason, in file order */
+    int nreasons;
+    uint64_t round;                /* sync: current round number (0 in async) */
+    bool round_open;
+    uint32_t cohort_size, round_reported;
+    uint64_t rounds_completed, rounds_failed;
+    bool finished;                 /* num_rounds reached */
+    uint32_t live_clients;
+    double staleness_mean;
+    uint64_t staleness_max;
+    uint64_t bytes_received;
+    uint32_t updates_pending;      /* in the FedBuff buffer now */
+    uint64_t buffers_dropped;
+    double started, updated;       /* Unix time of the daemon's start and of this write */
+} fm_stats_t;
+
+/* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */
+int fm_stats_path(char *out, size_t n, const char *checkpoint_dir);
+
+/* Write *st to `path` atomically (temp file in the same folder, then rename): readers see
+ * the old or the new file, never a part. 0 or -errno; e (may be NULL) names the path. */
+int fm_stats_write(const char *path, const fm_stats_t *st, fm_errmsg_t *e);
+
+/* Read `path` into *st (zeroed first; keys absent from the file stay 0 / empty, so newer
+ * readers accept older files). 0; -ENOENT (or another -errno) when it cannot be read;
+ * FM_EFORMAT when it is not a JSON object or a known key has the wrong type or range.
+ * e (may be NULL) names the path and, for FM_EFORMAT, the key. */
+int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e);
+
+/* The count for one rejection reason (0 if the file has no such reason). */
+uint64_t fm_stats_rejected(const fm_stats_t *st, const char *reason);
+
+/* Set the count of the reason `name` (appended if new). 0, or FM_ERANGE when the table is full
+ * or the name too long. For writers building an fm_stats_t. */
+int fm_stats_set_rejected(fm_stats_t *st, const char *name, uint64_t count);
+
+#endif

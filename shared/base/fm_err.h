@@ -24,6 +24,17 @@ enum {
     FM_ELAST = -30089
 };
 
+/* Exit codes, the same in every fedmq program (daemons, the fedmq tool, and `fedmq run`'s
+ * report of a child), chosen by where a failure happened, not by its code:
+ *   FM_EXIT_OK       0  done, or stopped by SIGINT/SIGTERM
+ *   FM_EXIT_RUNTIME  1  the environment failed: port in use, missing or unreadable data,
+ *                       unwritable file or folder, peer unreachable, out of memory
+ *   FM_EXIT_INPUT    2  the user's input is wrong: command line, config file (syntax, keys,
+ *                       values, cross-key checks), or an input file named on the command line
+ *                       that is malformed (a model file that is not safetensors, ...)
+ * Every failure prints one line to stderr (or the log) before exiting. */
+enum { FM_EXIT_OK = 0, FM_EXIT_RUNTIME = 1, FM_EXIT_INPUT = 2 };
+
 /* A one-line, human-readable description of the last failure, filled by functions that
  * take a `fm_errmsg_t *` (may be NULL: then nothing is written). It names the file, flag
  * or object and what is wrong, e.g. "data/t10k-images-idx3-ubyte.gz: truncated: ...". */

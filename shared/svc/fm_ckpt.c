@@ -689,6 +689,22 @@ int fm_ckpt_load(fm_ckpt_t *c, uint64_t version, fm_ckpt_info_t *info, float *pa
     return rc;
 }
 
+/* A read transaction and a cursor over the checkpoint records (the caller closes both).
+ * 0, or the fm_ckpt error of the failing step (message in e). */
+static int s_read_cursor(fm_ckpt_t *c, MDB_txn **txn, MDB_cursor **cur, fm_errmsg_t *e)
+{
+    *txn = NULL;
+    *cur = NULL;
+    int mrc = s_txn_begin(c, MDB_RDONLY, txn);
+    if (mrc)
+        return s_mdb_fail(c, e, mrc, "begin read transaction");
+    if ((mrc = mdb_cursor_open(*txn, c->ckpt_dbi, cur)) != 0) {
+        *cur = NULL;
+        return s_mdb_fail(c, e, mrc, "open cursor");
+    }
+    return 0;
+}
+
 int fm_ckpt_load_latest(fm_ckpt_t *c, fm_ckpt_info_t *info, float *params, size_t nparams,
                         float *opt_state, size_t nopt, fm_errmsg_t *e)
 {
@@ -696,15 +712,11 @@ int fm_ckpt_load_latest(fm_ckpt_t *c, fm_ckpt_info_t *info, float *params, size_
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     fm_errmsg_t first = {{0}}, mine = {{0}};
-    int first_rc = 0, rc = 0;
+    int first_rc = 0, mrc;
     uint32_t skipped = 0;
-    int mrc = s_txn_begin(c, MDB_RDONLY, &txn);
-    if (mrc)
-        return s_mdb_fail(c, e, mrc, "begin read transaction");
-    if ((mrc = mdb_cursor_open(txn, c->ckpt_dbi, &cur)) != 0) {
-        rc = s_mdb_fail(c, e, mrc, "open cursor");
+    int rc = s_read_cursor(c, &txn, &cur, e);
+    if (rc)
         goto cleanup;
-    }
     MDB_val k, v;
     for (mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST); mrc == 0;
          mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
@@ -748,15 +760,10 @@ int fm_ckpt_list(fm_ckpt_t *c, fm_ckpt_info_t *out, size_t cap, size_t *n, fm_er
     FM_ASSERT(c && n && (out || cap == 0));
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
-    int rc = 0;
     size_t count = 0;
-    int mrc = s_txn_begin(c, MDB_RDONLY, &txn);
-    if (mrc)
-        return s_mdb_fail(c, e, mrc, "begin read transaction");
-    if ((mrc = mdb_cursor_open(txn, c->ckpt_dbi, &cur)) != 0) {
-        rc = s_mdb_fail(c, e, mrc, "open cursor");
+    int mrc, rc = s_read_cursor(c, &txn, &cur, e);
+    if (rc)
         goto cleanup;
-    }
     MDB_val k, v;
     for (mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST); mrc == 0;
          mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV), count++) {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 int fm_parse_int(const char *what, const char *text, long lo, long hi, long *out, fm_errmsg_t *e)
 {
@@ -21,7 +22,8 @@ int fm_parse_u64(const char *what, const char *text, uint64_t *out, fm_errmsg_t 
 {
     char *end = NULL;
     errno = 0;
-    if (!text || !*text || *text == '-')
+    /* strtoull skips white space and then accepts a '-' (" -1" is 2^64 - 1): no '-' at all */
+    if (!text || !*text || strchr(text, '-'))
         return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a non-negative integer", what,
                              text ? text : "");
     unsigned long long v = strtoull(text, &end, 10);

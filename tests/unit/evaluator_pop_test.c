@@ -1,22 +1,25 @@
 /* evaluator_pop_test: population-level validation (evaluator/evaluator_pop.c): the summary
  * statistics on hand-computed cases, the scorer against fm_engine_evaluate run client by
  * client (for every thread count and batch size), and eval_pop_load on the real training
- * set. The unit-test rule of CMakeLists.txt links libfedmq only, not the daemons' libraries,
- * so the module is compiled into this test directly. */
+ * set. Links evaluator_lib (the unit-test rule of CMakeLists.txt, by file name). */
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
-#include "../../evaluator/evaluator_pop.c"
+#include "evaluator_pop.h"
 #include "fm_engine.h"
 #include "fm_rng.h"
+
+enum { S_PIXELS = FM_IMAGE_H * FM_IMAGE_W }; /* floats per sample */
 
 /* ---- statistics --------------------------------------------------------------------------- */
 
@@ -133,12 +136,12 @@ static fm_dataset_t *s_synthetic(uint32_t n, uint64_t seed)
     ds->n = n;
     ds->rows = FM_IMAGE_H;
     ds->cols = FM_IMAGE_W;
-    ds->x = malloc((size_t)n * S_SAMPLE_FLOATS * sizeof(float) + 1);
+    ds->x = malloc((size_t)n * S_PIXELS * sizeof(float) + 1);
     ds->y = malloc((size_t)n + 1);
     assert_true(ds->x && ds->y);
     fm_rng_t r;
     fm_rng_seed(&r, seed, 0);
-    for (size_t i = 0; i < (size_t)n * S_SAMPLE_FLOATS; i++)
+    for (size_t i = 0; i < (size_t)n * S_PIXELS; i++)
         ds->x[i] = (float)(fm_rng_uniform(&r) * 3.0 - 1.0);
     for (uint32_t i = 0; i < n; i++)
         ds->y[i] = (uint8_t)(fm_rng_u64(&r) % FM_NCLASSES);

@@ -6,6 +6,7 @@
 #   - a config that fedmq run accepts but a child rejects (federation.model = mlp over the
 #     run directory's cnn checkpoint, which only the aggregator checks): exit 2 and one
 #     line naming the aggregator, "exit code 2, bad config or input" and the reason;
+#   - fedmq checkpoints --metrics over that run's checkpoint (jansson-read metrics lines);
 #   - a bad value that fedmq run's own config check rejects: exit 2, one line, no daemon
 #     started.
 # Runs take seconds; every endpoint is tcp://127.0.0.1 on ports that were free a moment ago.
@@ -133,6 +134,35 @@ if [ -e "$R/checkpoints/data.mdb" ]; then
         "$R/aggregator.log" -- "$CONF" --run-dir "$R" --set federation.model=mlp
 else
     notok "checkpoint of another model: the first run left no checkpoint in $R/checkpoints"
+fi
+
+# fedmq checkpoints --metrics over the run's checkpoint (version 0): the accuracy of the last
+# record for version 0, whatever the writer's spacing; a malformed line is skipped, counted
+# and named (FILE:LINE) in one warning line; a missing metrics file is bad input
+M=$T/metrics.jsonl
+printf '%s\n' '{"version":0,"accuracy":0.25,"time":1}' '' '{"version": 1, "accuracy": 0.5}' \
+    '{"version" : 0 , "accuracy" : 0.125 , "class_accuracy": [0.1, {"x": null}]}' \
+    '{"version": 0, "accuracy": 0.9' '{"version": 0, "accuracy": null}' >"$M"
+if [ -e "$R/checkpoints/data.mdb" ]; then
+    "$FEDMQ" checkpoints "$R/checkpoints" --metrics "$M" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -eq 0 ] && grep -qE '^0 .* 0\.1250  ok$' "$T/out" &&
+        [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "1 malformed line skipped (first: $M:5: " "$T/err"; then
+        ok "checkpoints --metrics: accuracy of version 0, one warning for the malformed line"
+    else
+        notok "checkpoints --metrics: accuracy of version 0, one warning for the malformed line" \
+            "exit status $rc"
+        show "$T/out" "stdout"
+        show "$T/err" "stderr"
+    fi
+    "$FEDMQ" checkpoints "$R/checkpoints" --metrics "$T/no-such.jsonl" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -eq 2 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "no-such.jsonl" "$T/err"; then
+        ok "checkpoints --metrics with a missing file: exit 2, one line"
+    else
+        notok "checkpoints --metrics with a missing file: exit 2, one line" "exit status $rc"
+        show "$T/err" "stderr"
+    fi
 fi
 
 # (c) rejected by fedmq run's own config check: no daemon starts

@@ -164,7 +164,8 @@ static int s_checkpoints_flags(int argc, char **argv, const char **dir, const ch
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "fedmq checkpoints: expected one directory (see fedmq checkpoints --help)\n");
+        fprintf(stderr,
+                "fedmq checkpoints: expected one directory (see fedmq checkpoints --help)\n");
         return FM_EXIT_INPUT;
     }
     *dir = argv[optind];

@@ -27,6 +27,7 @@
 #include "../tests/support/fm_proc.h"
 #include "fm_model.h"
 #include "fm_rng.h"
+#include "fm_stats.h"
 #include "fm_wire.h"
 
 static double s_memcpy_gbs(void)
@@ -104,6 +105,13 @@ static void s_push_frames(zsock_t *push, unsigned char *buf, size_t len, unsigne
         zframe_t *f = zframe_new(buf, len);
         zframe_send(&f, push, 0);
     }
+}
+
+/* "updates_rejected" of the aggregator's stats.json (fm_stats_read), 0 if unreadable. */
+static uint64_t s_rejected(const char *stats)
+{
+    fm_stats_t st;
+    return fm_stats_read(stats, &st, NULL) == 0 ? st.updates_rejected : 0;
 }
 
 int main(int argc, char **argv)
@@ -191,8 +199,8 @@ int main(int argc, char **argv)
     s_push_frames(push, buf.data, buf.len, idpos, n);
     double done = 0;
     while (fm_proc_now() - t0 < 300) {
-        double a = fm_proc_json_num(stats, "updates_applied");
-        if (a == a && a >= (double)(n - n % k)) {
+        fm_stats_t st;
+        if (fm_stats_read(stats, &st, NULL) == 0 && st.updates_applied >= (uint64_t)(n - n % k)) {
             done = fm_proc_now() - t0;
             break;
         }
@@ -205,9 +213,9 @@ int main(int argc, char **argv)
     double rate = done > 0 ? (n - n % k) / done : 0;
     double bound = gbs * 1e9 / (3.0 * model_bytes);
     printf("agg model=%s k=%d updates=%d frame_bytes=%zu updates_per_s=%.1f memcpy_gbs=%.1f "
-           "bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f rejected=%.0f\n",
+           "bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f rejected=%llu\n",
            model, k, n, buf.len, rate, gbs, bound, rate / bound, hwm / 1024.0,
-           fm_proc_json_num(stats, "updates_rejected"));
+           (unsigned long long)s_rejected(stats));
     fflush(stdout);
     zsock_destroy(&sub);
     zsock_destroy(&push);

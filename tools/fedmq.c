@@ -24,7 +24,6 @@
 #include "fm_train.h"
 #include "fedmq_cli.h"
 
-#define EXIT_BAD_INPUT 2
 
 /* Options shared by the subcommands. */
 typedef struct {
@@ -118,7 +117,7 @@ static const struct option s_eval_opts[] = {
     {0, 0, 0, 0}};
 
 /* Parse argv into opts with the command's option table. Returns 0, 1 for --help
- * (printed), or EXIT_BAD_INPUT (one line printed). */
+ * (printed), or FM_EXIT_INPUT (one line printed). */
 static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o,
                    const struct option *longopts, void (*usage)(FILE *))
 {
@@ -184,11 +183,11 @@ static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o,
             break;
         }
         if (rc != 0)
-            return s_fail(cmd, EXIT_BAD_INPUT, e.msg);
+            return s_fail(cmd, FM_EXIT_INPUT, e.msg);
     }
     if (optind < argc) {
         snprintf(e.msg, sizeof e.msg, "unexpected argument '%s' (see fedmq %s --help)", argv[optind], cmd);
-        return s_fail(cmd, EXIT_BAD_INPUT, e.msg);
+        return s_fail(cmd, FM_EXIT_INPUT, e.msg);
     }
     return 0;
 }
@@ -204,7 +203,7 @@ static fm_model_t *s_model(const char *cmd, const char *name)
             snprintf(msg, sizeof msg, "--model: unknown model '%s' (expected cnn, mlp or logreg)", name);
         else
             snprintf(msg, sizeof msg, "model %s: %s", name, fm_strerror(err));
-        s_fail(cmd, EXIT_BAD_INPUT, msg);
+        s_fail(cmd, FM_EXIT_INPUT, msg);
     }
     return m;
 }
@@ -216,7 +215,7 @@ static int s_start(const char *cmd)
     fm_errmsg_t e = {{0}};
     FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
     if (fm_blas_selfcheck(&e) != 0)
-        return s_fail(cmd, 1, e.msg);
+        return s_fail(cmd, FM_EXIT_RUNTIME, e.msg);
     return 0;
 }
 
@@ -254,12 +253,12 @@ static int s_cmd_train(int argc, char **argv)
     int err = 0;
 
     if (!(m = s_model("train", o.model))) {
-        rc = EXIT_BAD_INPUT;
+        rc = FM_EXIT_INPUT;
         goto cleanup;
     }
     if (o.in) {
         if (fm_safetensors_load_model(m, o.in, &e) != 0) {
-            rc = s_fail("train", EXIT_BAD_INPUT, e.msg);
+            rc = s_fail("train", FM_EXIT_INPUT, e.msg);
             goto cleanup;
         }
     } else {
@@ -269,7 +268,7 @@ static int s_cmd_train(int argc, char **argv)
         goto cleanup;
     if (fm_dataset_load_dir(&train, o.data, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0 ||
         fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0) {
-        rc = s_fail("train", EXIT_BAD_INPUT, e.msg);
+        rc = s_fail("train", FM_EXIT_INPUT, e.msg);
         goto cleanup;
     }
     uint32_t n = train->n;
@@ -277,7 +276,7 @@ static int s_cmd_train(int argc, char **argv)
         n = (uint32_t)o.limit;
     if (!(eng = fm_engine_new(m, (int)o.threads, (int)o.batch, &err)) ||
         !(opt = fm_optim_new(fm_model_nparams(m), &o.sgd, &err))) {
-        rc = s_fail("train", 1, fm_strerror(err));
+        rc = s_fail("train", FM_EXIT_RUNTIME, fm_strerror(err));
         goto cleanup;
     }
     FM_LOG(LOG_INFO, "training %s (%zu parameters) on %u samples: epochs=%ld batch=%ld lr=%g "
@@ -290,14 +289,16 @@ static int s_cmd_train(int argc, char **argv)
     double t0 = fm_daemon_now();
     int trc = fm_train_run(eng, opt, m, train->x, train->y, NULL, n, &tc, NULL, s_on_epoch, &prog, &res);
     if (trc != 0) {
-        rc = s_fail("train", 1, trc == FM_ENONFINITE ? "training diverged: the loss became NaN or "
-                    "infinite (lower --lr or set --clip)" : fm_strerror(trc));
+        rc = s_fail("train", FM_EXIT_RUNTIME,
+                    trc == FM_ENONFINITE ? "training diverged: the loss became NaN or "
+                                           "infinite (lower --lr or set --clip)"
+                                         : fm_strerror(trc));
         goto cleanup;
     }
     double took = fm_daemon_now() - t0;
     FM_LOG(LOG_INFO, "trained in %.1fs (%.0f samples/s)", took, res.samples / took);
     if (o.out && fm_safetensors_save_model(m, o.out, &e) != 0) {
-        rc = s_fail("train", EXIT_BAD_INPUT, e.msg);
+        rc = s_fail("train", FM_EXIT_INPUT, e.msg);
         goto cleanup;
     }
     fm_eval_t ev;
@@ -325,7 +326,7 @@ static int s_cmd_eval(int argc, char **argv)
     fm_errmsg_t e = {{0}};
     int err = 0;
     if (!o.in) {
-        rc = s_fail("eval", EXIT_BAD_INPUT, "--in: a model file is required (see fedmq eval --help)");
+        rc = s_fail("eval", FM_EXIT_INPUT, "--in: a model file is required (see fedmq eval --help)");
         goto cleanup;
     }
     const char *name = o.model;
@@ -334,7 +335,7 @@ static int s_cmd_eval(int argc, char **argv)
         /* default to the architecture recorded in the file by fm_safetensors_save_model */
         f = fm_safetensors_open(o.in, &err, &e);
         if (!f) {
-            rc = s_fail("eval", EXIT_BAD_INPUT, e.msg);
+            rc = s_fail("eval", FM_EXIT_INPUT, e.msg);
             goto cleanup;
         }
         const char *meta = fm_safetensors_meta(f, "fedmq_model");
@@ -343,21 +344,21 @@ static int s_cmd_eval(int argc, char **argv)
     m = s_model("eval", name);
     fm_safetensors_close(&f);
     if (!m) {
-        rc = EXIT_BAD_INPUT;
+        rc = FM_EXIT_INPUT;
         goto cleanup;
     }
     if (fm_safetensors_load_model(m, o.in, &e) != 0) {
-        rc = s_fail("eval", EXIT_BAD_INPUT, e.msg);
+        rc = s_fail("eval", FM_EXIT_INPUT, e.msg);
         goto cleanup;
     }
     if ((rc = s_start("eval")) != 0)
         goto cleanup;
     if (fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0) {
-        rc = s_fail("eval", EXIT_BAD_INPUT, e.msg);
+        rc = s_fail("eval", FM_EXIT_INPUT, e.msg);
         goto cleanup;
     }
     if (!(eng = fm_engine_new(m, (int)o.threads, (int)o.batch, &err))) {
-        rc = s_fail("eval", 1, fm_strerror(err));
+        rc = s_fail("eval", FM_EXIT_RUNTIME, fm_strerror(err));
         goto cleanup;
     }
     fm_eval_t ev;
@@ -381,7 +382,7 @@ int main(int argc, char **argv)
     fm_log_init("fedmq", LOG_INFO);
     if (argc < 2) {
         fprintf(stderr, "fedmq: missing command (see fedmq --help)\n");
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "train") == 0)
@@ -405,5 +406,5 @@ int main(int argc, char **argv)
         return 0;
     }
     fprintf(stderr, "fedmq: unknown command '%s' (see fedmq --help)\n", cmd);
-    return EXIT_BAD_INPUT;
+    return FM_EXIT_INPUT;
 }

@@ -1,6 +1,7 @@
 /* fedmq checkpoints / fedmq export: read an aggregator's LMDB checkpoints. */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,16 @@
 #include "fm_parse.h"
 #include "fm_safetensors.h"
 
-#define EXIT_BAD_INPUT 2
 #define MAX_LIST 4096
+
+/* The evaluator's accuracy per version, from a metrics file (JSON lines). */
+typedef struct {
+    uint64_t *version;
+    double *accuracy;
+    size_t n, cap;
+    long bad;          /* malformed lines skipped */
+    char first_bad[256]; /* "FILE:LINE: reason" of the first one */
+} s_scores_t;
 
 /* Open an existing checkpoint directory (never create one at a mistyped path). */
 static fm_ckpt_t *s_open_existing(const char *cmd, const char *dir)
@@ -40,72 +49,135 @@ static fm_ckpt_t *s_open_existing(const char *cmd, const char *dir)
     return c;
 }
 
-/* Accuracy reported by the evaluator for `version` in a metrics JSON-lines file, NaN if
- * absent (the last line for that version wins). */
-static double s_score(const char *metrics, uint64_t version)
+static void s_scores_free(s_scores_t *sc)
 {
-    double score = NAN;
-    FILE *f = metrics ? fopen(metrics, "r") : NULL;
-    if (!f)
-        return score;
-    char line[8192];
-    while (fgets(line, sizeof line, f)) {
-        const char *v = strstr(line, "\"version\":");
-        const char *a = strstr(line, "\"accuracy\":");
-        if (v && a && strtoull(v + 10, NULL, 10) == version)
-            score = strtod(a + 11, NULL);
-    }
-    fclose(f);
-    return score;
+    free(sc->version);
+    free(sc->accuracy);
+    memset(sc, 0, sizeof *sc);
 }
 
-int fm_cli_checkpoints(int argc, char **argv)
+/* Append (version, accuracy). 0 or -ENOMEM. */
+static int s_scores_add(s_scores_t *sc, uint64_t version, double accuracy)
+{
+    if (sc->n == sc->cap) {
+        size_t cap = sc->cap ? 2 * sc->cap : 256;
+        uint64_t *v = realloc(sc->version, cap * sizeof *v);
+        if (v)
+            sc->version = v;
+        double *a = v ? realloc(sc->accuracy, cap * sizeof *a) : NULL;
+        if (!a)
+            return -ENOMEM;
+        sc->accuracy = a;
+        sc->cap = cap;
+    }
+    sc->version[sc->n] = version;
+    sc->accuracy[sc->n++] = accuracy;
+    return 0;
+}
+
+/* One line of a metrics file: a JSON object whose "version" (integer >= 0) and "accuracy"
+ * (number) are kept; a blank line, or an object without them (or with a null accuracy), is
+ * no record. 0, FM_EFORMAT with the reason in why, or -ENOMEM. */
+static int s_scores_line(s_scores_t *sc, const char *line, char *why, size_t cap)
+{
+    if (!line[strspn(line, " \t\r\n")])
+        return 0;
+    json_error_t jerr;
+    json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+    if (!o) {
+        snprintf(why, cap, "%s", jerr.text);
+        return FM_EFORMAT;
+    }
+    int rc = 0;
+    json_t *v = json_object_get(o, "version"), *a = json_object_get(o, "accuracy");
+    if (!json_is_object(o)) {
+        snprintf(why, cap, "not a JSON object");
+        rc = FM_EFORMAT;
+    } else if (json_is_integer(v) && json_integer_value(v) >= 0 && json_is_number(a)) {
+        rc = s_scores_add(sc, (uint64_t)json_integer_value(v), json_number_value(a));
+    }
+    json_decref(o);
+    return rc;
+}
+
+/* The metrics file at path into *sc (zeroed first). Malformed lines are skipped and counted
+ * (the first one named in sc->first_bad). 0, or -errno / -ENOMEM with a line on stderr. */
+static int s_scores_load(const char *path, s_scores_t *sc)
+{
+    memset(sc, 0, sizeof *sc);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int rc = -errno;
+        fprintf(stderr, "fedmq checkpoints: %s: %s\n", path, strerror(errno));
+        return rc;
+    }
+    char *line = NULL, why[160];
+    size_t cap = 0;
+    long lineno = 0;
+    int rc = 0;
+    while (rc != -ENOMEM && getline(&line, &cap, f) != -1) {
+        lineno++;
+        if ((rc = s_scores_line(sc, line, why, sizeof why)) == FM_EFORMAT && sc->bad++ == 0)
+            snprintf(sc->first_bad, sizeof sc->first_bad, "%s:%ld: %s", path, lineno, why);
+    }
+    if (rc == -ENOMEM)
+        fprintf(stderr, "fedmq checkpoints: %s: out of memory\n", path);
+    else
+        rc = 0;
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* Accuracy reported for `version` (the last record for it wins), NaN if none. */
+static double s_score(const s_scores_t *sc, uint64_t version)
+{
+    for (size_t i = sc->n; i-- > 0;)
+        if (sc->version[i] == version)
+            return sc->accuracy[i];
+    return NAN;
+}
+
+/* `fedmq checkpoints` options: the directory into *dir, --metrics into *metrics. 0 to go
+ * on, -1 after printing help, or FM_EXIT_INPUT after one line on stderr. */
+static int s_checkpoints_flags(int argc, char **argv, const char **dir, const char **metrics)
 {
     static const struct option longopts[] = {{"metrics", required_argument, 0, 'm'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
-    const char *metrics = NULL;
     opterr = 0;
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         if (ch == 'm')
-            metrics = optarg;
+            *metrics = optarg;
         else if (ch == 'h') {
             printf("usage: fedmq checkpoints DIR [--metrics FILE.jsonl]\n"
                    "List an aggregator's checkpoints, newest first: version, time, model,\n"
                    "updates applied/rejected, and the evaluator's accuracy for that version\n"
                    "when --metrics names its metrics file.\n");
-            return 0;
+            return -1;
         } else {
             fprintf(stderr, "fedmq checkpoints: %s: %s (see fedmq checkpoints --help)\n",
                     argv[optind - 1], ch == ':' ? "missing value" : "unknown option");
-            return EXIT_BAD_INPUT;
+            return FM_EXIT_INPUT;
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "fedmq checkpoints: expected one directory (see fedmq checkpoints --help)\n");
-        return EXIT_BAD_INPUT;
+        fprintf(stderr,
+                "fedmq checkpoints: expected one directory (see fedmq checkpoints --help)\n");
+        return FM_EXIT_INPUT;
     }
-    fm_ckpt_t *c = s_open_existing("checkpoints", argv[optind]);
-    if (!c)
-        return EXIT_BAD_INPUT;
-    int rc = 0;
-    fm_errmsg_t e = {{0}};
-    fm_ckpt_info_t *list = calloc(MAX_LIST, sizeof *list);
-    size_t n = 0;
-    if (!list) {
-        rc = 1;
-        goto cleanup;
-    }
-    if (fm_ckpt_list(c, list, MAX_LIST, &n, &e) != 0) {
-        fprintf(stderr, "fedmq checkpoints: %s\n", e.msg);
-        rc = 1;
-        goto cleanup;
-    }
+    *dir = argv[optind];
+    return 0;
+}
+
+/* The table of n checkpoints, with the accuracy from sc. */
+static void s_print_list(const fm_ckpt_info_t *list, size_t n, const s_scores_t *sc)
+{
     printf("%-8s %-20s %-7s %10s %10s %9s  %s\n", "version", "time (UTC)", "model", "applied",
            "rejected", "accuracy", "status");
-    for (size_t i = 0; i < n && i < MAX_LIST; i++) {
+    for (size_t i = 0; i < n; i++) {
         const fm_ckpt_info_t *in = &list[i];
         char when[32] = "-";
         if (in->status == 0) {
@@ -114,7 +186,7 @@ int fm_cli_checkpoints(int argc, char **argv)
             gmtime_r(&t, &tm);
             strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
         }
-        double score = s_score(metrics, in->version);
+        double score = s_score(sc, in->version);
         char acc[16] = "-";
         if (!isnan(score))
             snprintf(acc, sizeof acc, "%.4f", score);
@@ -125,88 +197,149 @@ int fm_cli_checkpoints(int argc, char **argv)
     }
     if (n == 0)
         printf("(no checkpoints)\n");
+}
+
+int fm_cli_checkpoints(int argc, char **argv)
+{
+    const char *dir = NULL, *metrics = NULL;
+    int rc = s_checkpoints_flags(argc, argv, &dir, &metrics);
+    if (rc != 0)
+        return rc < 0 ? FM_EXIT_OK : rc;
+    s_scores_t sc = {0};
+    if (metrics && (rc = s_scores_load(metrics, &sc)) != 0)
+        return rc == -ENOMEM ? FM_EXIT_RUNTIME : FM_EXIT_INPUT;
+    fm_ckpt_t *c = s_open_existing("checkpoints", dir);
+    fm_ckpt_info_t *list = NULL;
+    fm_errmsg_t e = {{0}};
+    size_t n = 0;
+    rc = FM_EXIT_INPUT;
+    if (!c)
+        goto cleanup;
+    rc = FM_EXIT_RUNTIME;
+    if (!(list = calloc(MAX_LIST, sizeof *list))) {
+        fprintf(stderr, "fedmq checkpoints: out of memory\n");
+        goto cleanup;
+    }
+    if (fm_ckpt_list(c, list, MAX_LIST, &n, &e) != 0) {
+        fprintf(stderr, "fedmq checkpoints: %s\n", e.msg);
+        goto cleanup;
+    }
+    s_print_list(list, n < MAX_LIST ? n : MAX_LIST, &sc);
+    if (sc.bad)
+        fprintf(stderr, "fedmq checkpoints: warning: %ld malformed line%s skipped (first: %s)\n",
+                sc.bad, sc.bad == 1 ? "" : "s", sc.first_bad);
+    rc = FM_EXIT_OK;
 cleanup:
     free(list);
     fm_ckpt_close(&c);
+    s_scores_free(&sc);
     return rc;
 }
 
-int fm_cli_export(int argc, char **argv)
+/* `fedmq export` options. 0 to go on, -1 after printing help, or FM_EXIT_INPUT after one
+ * line on stderr. *have_version says whether --version was given. */
+static int s_export_flags(int argc, char **argv, const char **dir, const char **out,
+                          uint64_t *version, int *have_version)
 {
     static const struct option longopts[] = {{"checkpoint", required_argument, 0, 'c'},
                                              {"version", required_argument, 0, 'v'},
                                              {"out", required_argument, 0, 'o'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
-    const char *dir = NULL, *out = NULL;
-    uint64_t version = 0;
-    int have_version = 0;
     fm_errmsg_t e = {{0}};
     opterr = 0;
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': dir = optarg; break;
-        case 'o': out = optarg; break;
+        case 'c': *dir = optarg; break;
+        case 'o': *out = optarg; break;
         case 'v':
-            if (fm_parse_u64("--version", optarg, &version, &e) != 0) {
+            if (fm_parse_u64("--version", optarg, version, &e) != 0) {
                 fprintf(stderr, "fedmq export: %s\n", e.msg);
-                return EXIT_BAD_INPUT;
+                return FM_EXIT_INPUT;
             }
-            have_version = 1;
+            *have_version = 1;
             break;
         case 'h':
             printf("usage: fedmq export --checkpoint DIR [--version V] --out FILE.safetensors\n"
                    "Write a checkpointed model (default: the newest valid one) as safetensors\n"
                    "with PyTorch names, loadable by fedmq eval and by PyTorch.\n");
-            return 0;
+            return -1;
         default:
             fprintf(stderr, "fedmq export: %s: %s (see fedmq export --help)\n", argv[optind - 1],
                     ch == ':' ? "missing value" : "unknown option");
-            return EXIT_BAD_INPUT;
+            return FM_EXIT_INPUT;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "fedmq export: unexpected argument '%s'\n", argv[optind]);
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
-    if (!dir || !out) {
+    if (!*dir || !*out) {
         fprintf(stderr, "fedmq export: --checkpoint DIR and --out FILE are required\n");
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
-    fm_ckpt_t *c = s_open_existing("export", dir);
-    if (!c)
-        return EXIT_BAD_INPUT;
-    int rc = EXIT_BAD_INPUT, err = 0;
+    return 0;
+}
+
+/* The model of checkpoint `version` (the newest valid one if !have_version) in c, a new
+ * model the caller destroys; NULL after one line on stderr. */
+static fm_model_t *s_export_load(fm_ckpt_t *c, const char *dir, uint64_t version,
+                                 int have_version, fm_ckpt_info_t *info)
+{
+    fm_errmsg_t e = {{0}};
     fm_model_t *m = NULL;
-    fm_ckpt_info_t info;
     /* read the header first to learn the model, then the parameters */
-    err = have_version ? fm_ckpt_load(c, version, &info, NULL, 0, NULL, 0, &e)
-                       : fm_ckpt_load_latest(c, &info, NULL, 0, NULL, 0, &e);
-    if (err != 0) {
-        if (err == -ENOENT)
-            fprintf(stderr, "fedmq export: %s: %s\n", dir,
-                    have_version ? "no checkpoint of that version" : "no checkpoints");
-        else
-            fprintf(stderr, "fedmq export: %s\n", e.msg[0] ? e.msg : fm_strerror(err));
-        goto cleanup;
+    int err = have_version ? fm_ckpt_load(c, version, info, NULL, 0, NULL, 0, &e)
+                           : fm_ckpt_load_latest(c, info, NULL, 0, NULL, 0, &e);
+    if (err == -ENOENT) {
+        fprintf(stderr, "fedmq export: %s: %s\n", dir,
+                have_version ? "no checkpoint of that version" : "no checkpoints");
+        return NULL;
     }
-    if (!(m = fm_model_new(info.model, &err))) {
-        fprintf(stderr, "fedmq export: %s: checkpoint holds unknown model '%s'\n", dir, info.model);
-        goto cleanup;
-    }
-    err = fm_ckpt_load(c, info.version, &info, fm_model_params(m), fm_model_nparams(m), NULL, 0, &e);
     if (err != 0) {
         fprintf(stderr, "fedmq export: %s\n", e.msg[0] ? e.msg : fm_strerror(err));
-        goto cleanup;
+        return NULL;
     }
+    if (!(m = fm_model_new(info->model, &err))) {
+        fprintf(stderr, "fedmq export: %s: checkpoint holds unknown model '%s'\n", dir,
+                info->model);
+        return NULL;
+    }
+    err = fm_ckpt_load(c, info->version, info, fm_model_params(m), fm_model_nparams(m), NULL, 0,
+                       &e);
+    if (err != 0) {
+        fprintf(stderr, "fedmq export: %s\n", e.msg[0] ? e.msg : fm_strerror(err));
+        fm_model_destroy(&m);
+    }
+    return m;
+}
+
+int fm_cli_export(int argc, char **argv)
+{
+    const char *dir = NULL, *out = NULL;
+    uint64_t version = 0;
+    int have_version = 0;
+    int rc = s_export_flags(argc, argv, &dir, &out, &version, &have_version);
+    if (rc != 0)
+        return rc < 0 ? FM_EXIT_OK : rc;
+    fm_ckpt_t *c = s_open_existing("export", dir);
+    if (!c)
+        return FM_EXIT_INPUT;
+    fm_errmsg_t e = {{0}};
+    fm_ckpt_info_t info;
+    fm_model_t *m = s_export_load(c, dir, version, have_version, &info);
+    rc = FM_EXIT_INPUT;
+    if (!m)
+        goto cleanup;
+    rc = FM_EXIT_RUNTIME;
     if (fm_safetensors_save_model(m, out, &e) != 0) {
         fprintf(stderr, "fedmq export: %s\n", e.msg);
         goto cleanup;
     }
     printf("exported %s version %llu to %s\n", info.model, (unsigned long long)info.version, out);
-    rc = 0;
+    rc = FM_EXIT_OK;
 cleanup:
     fm_model_destroy(&m);
     fm_ckpt_close(&c);

@@ -1,6 +1,7 @@
 /* fedmq_cli: the subcommands of the fedmq tool beyond train/eval (one function each,
  * taking the subcommand's argc/argv with argv[0] the subcommand name). Each returns the
- * process exit code: 0 success, 1 runtime failure, 2 bad input (one line on stderr). */
+ * process exit code (fm_err.h): FM_EXIT_OK, FM_EXIT_RUNTIME, or FM_EXIT_INPUT (one line on
+ * stderr for either failure). */
 #ifndef FEDMQ_CLI_H
 #define FEDMQ_CLI_H
 
@@ -38,10 +39,11 @@ enum { FM_PLOT_X_TIME = 1, FM_PLOT_X_VERSION = 2, FM_PLOT_X_BOTH = 3 };
  * $TMPDIR or /tmp) is always removed. Blank lines are skipped, as are well-formed lines
  * without numeric "version", "accuracy" and "time".
  * Returns 0, or an exit code with a one-line message in err[0..errcap) (err may be NULL):
- *   2  bad input: no files, no out_png, an unreadable file, a malformed line ("FILE:LINE:
- *      ..."), a file without records, an output path that cannot be created;
- *   1  runtime failure: gnuplot not installed ("gnuplot not found: apt-get install
- *      gnuplot-nox") or failing, temp dir or write errors.
+ *   FM_EXIT_INPUT (2)    bad input: no files, no out_png, an unreadable file, a malformed
+ *                        line ("FILE:LINE: ..."), a file without records, an output path
+ *                        that cannot be created;
+ *   FM_EXIT_RUNTIME (1)  runtime failure: gnuplot not installed ("gnuplot not found:
+ *                        apt-get install gnuplot-nox") or failing, temp dir or write errors.
  * Spawns `gnuplot` (found on PATH) and waits for it; keeps no state between calls. */
 int fm_plot_files(const char *const *files, const char *const *labels, int n, const char *out_png,
                   const char *title, int xmode, char *err, size_t errcap);

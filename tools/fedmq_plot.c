@@ -1,15 +1,16 @@
 /* fedmq plot: accuracy curves of one or more evaluator metrics files (JSON Lines, see
  * evaluator/evaluator_jsonl.h) drawn by gnuplot into a PNG.
  *
- * Each file is parsed here (only "version", "accuracy" and "time" are read; any other key,
- * nested objects and arrays included, is skipped) and written as a three-column data file
- * (seconds since the file's first record, version, accuracy) into a private temp dir,
- * together with a gnuplot script; `gnuplot SCRIPT` runs with its output going to
- * OUT.tmp, which is renamed to OUT only when gnuplot succeeded. */
+ * Each line of each file is parsed with jansson (only "version", "accuracy" and "time" are
+ * read; any other key, nested objects and arrays included, is ignored) and written as a
+ * three-column data file (seconds since the file's first record, version, accuracy) into a
+ * private temp dir, together with a gnuplot script; `gnuplot SCRIPT` runs with its output
+ * going to OUT.tmp, which is renamed to OUT only when gnuplot succeeded. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -21,24 +22,14 @@
 #include <unistd.h>
 
 #include "fedmq_cli.h"
+#include "fm_err.h"
 
 extern char **environ;
 
-#define EXIT_BAD_INPUT 2
-#define EXIT_RUNTIME 1
-#define S_MAX_DEPTH 64   /* JSON nesting accepted inside a record */
-
-/* One record's wanted fields while a line is parsed. */
+/* One record's wanted fields. */
 typedef struct {
     double version, accuracy, time;
-    int has_version, has_accuracy, has_time;
 } s_rec_t;
-
-/* Cursor over one line; the line is NUL-terminated at `end`. */
-typedef struct {
-    const char *p, *end, *start;
-    const char *why; /* set on the first syntax error */
-} s_cur_t;
 
 /* What one series contributed (for the script). */
 typedef struct {
@@ -59,227 +50,41 @@ __attribute__((format(printf, 4, 5))) static int s_err(char *err, size_t errcap,
     return code;
 }
 
-/* ---- a small, strict JSON scanner for one line --------------------------------------- */
+/* ---- one line ------------------------------------------------------------------------- */
 
-static void s_ws(s_cur_t *c)
+/* The finite number at key in o into *v. 1, or 0 when absent, null or not a number. */
+static int s_wanted(json_t *o, const char *key, double *v)
 {
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r' || *c->p == '\n'))
-        c->p++;
-}
-
-static int s_fail(s_cur_t *c, const char *why)
-{
-    if (!c->why)
-        c->why = why;
-    return -1;
-}
-
-static int s_hex(char ch)
-{
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-static int s_digit(char ch) { return ch >= '0' && ch <= '9'; }
-
-/* A string at c->p (on the opening quote); its raw contents are [*s, *s + *n). */
-static int s_string(s_cur_t *c, const char **s, size_t *n)
-{
-    if (c->p >= c->end || *c->p != '"')
-        return s_fail(c, "expected a string");
-    const char *b = ++c->p;
-    while (c->p < c->end && *c->p != '"') {
-        unsigned char ch = (unsigned char)*c->p;
-        if (ch < 0x20)
-            return s_fail(c, "control character in a string");
-        if (ch == '\\') {
-            c->p++;
-            if (c->p >= c->end)
-                break;
-            if (*c->p == 'u') {
-                for (int i = 1; i <= 4; i++)
-                    if (c->p + i >= c->end || !s_hex(c->p[i]))
-                        return s_fail(c, "bad \\u escape");
-                c->p += 4;
-            } else if (!strchr("\"\\/bfnrt", *c->p)) {
-                return s_fail(c, "bad escape in a string");
-            }
-        }
-        c->p++;
-    }
-    if (c->p >= c->end)
-        return s_fail(c, "unterminated string");
-    if (s)
-        *s = b;
-    if (n)
-        *n = (size_t)(c->p - b);
-    c->p++;
-    return 0;
-}
-
-/* A JSON number at c->p; its text is [*s, c->p). */
-static int s_number(s_cur_t *c, const char **s)
-{
-    const char *b = c->p;
-    if (c->p < c->end && *c->p == '-')
-        c->p++;
-    if (c->p >= c->end || !s_digit(*c->p))
-        return s_fail(c, "bad number");
-    if (*c->p == '0')
-        c->p++;
-    else
-        while (c->p < c->end && s_digit(*c->p))
-            c->p++;
-    if (c->p < c->end && *c->p == '.') {
-        c->p++;
-        if (c->p >= c->end || !s_digit(*c->p))
-            return s_fail(c, "bad number");
-        while (c->p < c->end && s_digit(*c->p))
-            c->p++;
-    }
-    if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
-        c->p++;
-        if (c->p < c->end && (*c->p == '+' || *c->p == '-'))
-            c->p++;
-        if (c->p >= c->end || !s_digit(*c->p))
-            return s_fail(c, "bad number");
-        while (c->p < c->end && s_digit(*c->p))
-            c->p++;
-    }
-    *s = b;
-    return 0;
-}
-
-static int s_literal(s_cur_t *c, const char *word)
-{
-    size_t n = strlen(word);
-    if ((size_t)(c->end - c->p) < n || memcmp(c->p, word, n) != 0)
-        return s_fail(c, "unexpected character");
-    c->p += n;
-    return 0;
-}
-
-/* Skip any JSON value at c->p (after whitespace); depth bounds the nesting. */
-static int s_skip(s_cur_t *c, int depth)
-{
-    s_ws(c);
-    if (c->p >= c->end)
-        return s_fail(c, "expected a value");
-    if (depth > S_MAX_DEPTH)
-        return s_fail(c, "nested too deeply");
-    const char *num;
-    switch (*c->p) {
-    case '"': return s_string(c, NULL, NULL);
-    case 't': return s_literal(c, "true");
-    case 'f': return s_literal(c, "false");
-    case 'n': return s_literal(c, "null");
-    case '[':
-    case '{': {
-        char close = *c->p == '[' ? ']' : '}';
-        c->p++;
-        s_ws(c);
-        if (c->p < c->end && *c->p == close) {
-            c->p++;
-            return 0;
-        }
-        for (;;) {
-            if (close == '}') {
-                s_ws(c);
-                if (s_string(c, NULL, NULL) != 0)
-                    return -1;
-                s_ws(c);
-                if (c->p >= c->end || *c->p != ':')
-                    return s_fail(c, "expected ':'");
-                c->p++;
-            }
-            if (s_skip(c, depth + 1) != 0)
-                return -1;
-            s_ws(c);
-            if (c->p < c->end && *c->p == ',') {
-                c->p++;
-                continue;
-            }
-            if (c->p < c->end && *c->p == close) {
-                c->p++;
-                return 0;
-            }
-            return s_fail(c, close == ']' ? "expected ',' or ']'" : "expected ',' or '}'");
-        }
-    }
-    default: return s_number(c, &num);
-    }
-}
-
-/* The value of a wanted key: a number (stored, *has = 1), null (*has = 0) or any other
- * value (skipped, *has = 0). */
-static int s_wanted(s_cur_t *c, double *v, int *has)
-{
-    s_ws(c);
-    *has = 0;
-    if (c->p < c->end && (*c->p == '-' || s_digit(*c->p))) {
-        const char *b;
-        if (s_number(c, &b) != 0)
-            return -1;
-        /* the line is NUL-terminated (getline), so strtod stops inside it; it must read
-         * exactly the number the scanner accepted */
-        char *e;
-        *v = strtod(b, &e);
-        if (e != c->p)
-            return s_fail(c, "bad number");
-        *has = isfinite(*v);
+    json_t *x = json_object_get(o, key);
+    if (!json_is_number(x) || !isfinite(json_number_value(x)))
         return 0;
-    }
-    return s_skip(c, 1);
+    *v = json_number_value(x);
+    return 1;
 }
 
-/* Parse one non-empty line as a JSON object into r. Returns 0, or -1 with c->why set. */
-static int s_parse_line(s_cur_t *c, s_rec_t *r)
+/* Parse the non-blank line [line, line + n) as a JSON object into r. 1 for a record (numeric
+ * "version", "accuracy" and "time"), 0 for valid JSON that is no record, -1 when malformed
+ * (the reason, with its column, in why). */
+static int s_parse_line(const char *line, size_t n, s_rec_t *r, char *why, size_t cap)
 {
-    memset(r, 0, sizeof *r);
-    s_ws(c);
-    if (c->p >= c->end || *c->p != '{')
-        return s_fail(c, "not a JSON object");
-    c->p++;
-    s_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-    } else {
-        for (;;) {
-            const char *k;
-            size_t kn;
-            s_ws(c);
-            if (s_string(c, &k, &kn) != 0)
-                return -1;
-            s_ws(c);
-            if (c->p >= c->end || *c->p != ':')
-                return s_fail(c, "expected ':'");
-            c->p++;
-            int rc;
-            if (kn == 7 && memcmp(k, "version", 7) == 0)
-                rc = s_wanted(c, &r->version, &r->has_version);
-            else if (kn == 8 && memcmp(k, "accuracy", 8) == 0)
-                rc = s_wanted(c, &r->accuracy, &r->has_accuracy);
-            else if (kn == 4 && memcmp(k, "time", 4) == 0)
-                rc = s_wanted(c, &r->time, &r->has_time);
-            else
-                rc = s_skip(c, 1);
-            if (rc != 0)
-                return -1;
-            s_ws(c);
-            if (c->p < c->end && *c->p == ',') {
-                c->p++;
-                continue;
-            }
-            if (c->p < c->end && *c->p == '}') {
-                c->p++;
-                break;
-            }
-            return s_fail(c, "expected ',' or '}'");
-        }
+    if (memchr(line, '\0', n)) {
+        snprintf(why, cap, "NUL byte");
+        return -1;
     }
-    s_ws(c);
-    if (c->p != c->end)
-        return s_fail(c, "trailing characters after the object");
-    return 0;
+    json_error_t jerr;
+    json_t *o = json_loadb(line, n, 0, &jerr);
+    if (!o) {
+        snprintf(why, cap, "%s at column %d", jerr.text, jerr.column);
+        return -1;
+    }
+    int rc = -1;
+    if (!json_is_object(o))
+        snprintf(why, cap, "not a JSON object");
+    else
+        rc = s_wanted(o, "version", &r->version) && s_wanted(o, "accuracy", &r->accuracy) &&
+             s_wanted(o, "time", &r->time);
+    json_decref(o);
+    return rc;
 }
 
 /* ---- files ---------------------------------------------------------------------------- */
@@ -293,7 +98,7 @@ static int s_convert(const char *path, FILE *dat, s_series_t *sr, char *err, siz
     size_t cap = 0;
     FILE *f = fopen(path, "r");
     if (!f) {
-        rc = s_err(err, errcap, EXIT_BAD_INPUT, "%s: %s", path, strerror(errno));
+        rc = s_err(err, errcap, FM_EXIT_INPUT, "%s: %s", path, strerror(errno));
         goto cleanup;
     }
     long lineno = 0;
@@ -302,21 +107,17 @@ static int s_convert(const char *path, FILE *dat, s_series_t *sr, char *err, siz
     errno = 0;
     while ((n = getline(&line, &cap, f)) != -1) {
         lineno++;
-        s_cur_t c = {.p = line, .end = line + n, .start = line, .why = NULL};
-        s_ws(&c);
-        if (c.p == c.end)
+        if (strspn(line, " \t\r\n") == (size_t)n)
             continue; /* empty or blank line */
-        if (memchr(line, '\0', (size_t)n)) {
-            rc = s_err(err, errcap, EXIT_BAD_INPUT, "%s:%ld: malformed line: NUL byte", path, lineno);
-            goto cleanup;
-        }
         s_rec_t r;
-        if (s_parse_line(&c, &r) != 0) {
-            rc = s_err(err, errcap, EXIT_BAD_INPUT, "%s:%ld: malformed line: %s at column %ld",
-                       path, lineno, c.why, (long)(c.p - c.start) + 1);
+        char why[200];
+        int got = s_parse_line(line, (size_t)n, &r, why, sizeof why);
+        if (got < 0) {
+            rc = s_err(err, errcap, FM_EXIT_INPUT, "%s:%ld: malformed line: %s", path, lineno,
+                       why);
             goto cleanup;
         }
-        if (!r.has_version || !r.has_accuracy || !r.has_time)
+        if (got == 0)
             continue; /* valid JSON but not a scored model (or accuracy null): skip */
         if (sr->records == 0)
             t0 = r.time;
@@ -324,18 +125,18 @@ static int s_convert(const char *path, FILE *dat, s_series_t *sr, char *err, siz
         if (t > sr->tmax)
             sr->tmax = t;
         if (fprintf(dat, "%.17g %.17g %.17g\n", t, r.version, r.accuracy) < 0) {
-            rc = s_err(err, errcap, EXIT_RUNTIME, "writing plot data: %s", strerror(errno));
+            rc = s_err(err, errcap, FM_EXIT_RUNTIME, "writing plot data: %s", strerror(errno));
             goto cleanup;
         }
         sr->records++;
     }
     if (ferror(f)) {
-        rc = s_err(err, errcap, EXIT_BAD_INPUT, "%s: %s", path,
+        rc = s_err(err, errcap, FM_EXIT_INPUT, "%s: %s", path,
                    strerror(errno ? errno : EIO));
         goto cleanup;
     }
     if (sr->records == 0)
-        rc = s_err(err, errcap, EXIT_BAD_INPUT,
+        rc = s_err(err, errcap, FM_EXIT_INPUT,
                    "%s: no metrics records (JSON lines with \"version\", \"accuracy\" and \"time\")",
                    path);
 cleanup:
@@ -476,43 +277,43 @@ static int s_run_gnuplot(const char *script, const char *log, char *err, size_t 
 {
     posix_spawn_file_actions_t fa;
     if (posix_spawn_file_actions_init(&fa) != 0)
-        return s_err(err, errcap, EXIT_RUNTIME, "cannot run gnuplot: out of memory");
+        return s_err(err, errcap, FM_EXIT_RUNTIME, "cannot run gnuplot: out of memory");
     int rc = 0;
     pid_t pid;
     char *argv[] = {"gnuplot", (char *)script, NULL};
     if (posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) != 0 ||
         posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600) != 0 ||
         posix_spawn_file_actions_adddup2(&fa, 1, 2) != 0) {
-        rc = s_err(err, errcap, EXIT_RUNTIME, "cannot run gnuplot: out of memory");
+        rc = s_err(err, errcap, FM_EXIT_RUNTIME, "cannot run gnuplot: out of memory");
         goto cleanup;
     }
     int e = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
     if (e == ENOENT) {
-        rc = s_err(err, errcap, EXIT_RUNTIME, "gnuplot not found: apt-get install gnuplot-nox");
+        rc = s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot not found: apt-get install gnuplot-nox");
         goto cleanup;
     }
     if (e != 0) {
-        rc = s_err(err, errcap, EXIT_RUNTIME, "cannot run gnuplot: %s", strerror(e));
+        rc = s_err(err, errcap, FM_EXIT_RUNTIME, "cannot run gnuplot: %s", strerror(e));
         goto cleanup;
     }
     int st;
     while (waitpid(pid, &st, 0) == -1) {
         if (errno != EINTR) {
-            rc = s_err(err, errcap, EXIT_RUNTIME, "waiting for gnuplot: %s", strerror(errno));
+            rc = s_err(err, errcap, FM_EXIT_RUNTIME, "waiting for gnuplot: %s", strerror(errno));
             goto cleanup;
         }
     }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
         /* posix_spawnp may report a missing program through the child (exec failure) */
-        rc = s_err(err, errcap, EXIT_RUNTIME, "gnuplot not found: apt-get install gnuplot-nox");
+        rc = s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot not found: apt-get install gnuplot-nox");
     } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char first[256];
         s_first_line(log, first, sizeof first);
         if (WIFSIGNALED(st))
-            rc = s_err(err, errcap, EXIT_RUNTIME, "gnuplot killed by signal %d%s%s",
+            rc = s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot killed by signal %d%s%s",
                        WTERMSIG(st), *first ? ": " : "", first);
         else
-            rc = s_err(err, errcap, EXIT_RUNTIME, "gnuplot failed (exit %d)%s%s",
+            rc = s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot failed (exit %d)%s%s",
                        WEXITSTATUS(st), *first ? ": " : "", first);
     }
 cleanup:
@@ -551,108 +352,138 @@ static int s_is_png(const char *path)
     return n == sizeof b && memcmp(b, sig, sizeof b) == 0;
 }
 
+/* A private temp dir (under $TMPDIR or /tmp) into dir[0..cap). 0, or an exit code with a
+ * message in err (dir is then ""). */
+static int s_make_tmpdir(char *dir, size_t cap, char *err, size_t errcap)
+{
+    const char *tmpdir = getenv("TMPDIR");
+    if (!tmpdir || !*tmpdir)
+        tmpdir = "/tmp";
+    if (snprintf(dir, cap, "%s/fedmq-plot.XXXXXX", tmpdir) >= (int)cap) {
+        dir[0] = '\0';
+        return s_err(err, errcap, FM_EXIT_RUNTIME, "TMPDIR is too long");
+    }
+    if (!mkdtemp(dir)) {
+        int rc = s_err(err, errcap, FM_EXIT_RUNTIME, "cannot create a temp dir in %s: %s",
+                       tmpdir, strerror(errno));
+        dir[0] = '\0';
+        return rc;
+    }
+    return 0;
+}
+
+/* Each metrics file as <dir>/s<i>.dat; *tmax is the longest series in seconds. 0, or an exit
+ * code with a message in err. */
+static int s_write_series(const char *dir, const char *const *files, int n, double *tmax,
+                          char *err, size_t errcap)
+{
+    char path[4200];
+    *tmax = 0.0;
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/s%d.dat", dir, i);
+        FILE *dat = fopen(path, "w");
+        if (!dat)
+            return s_err(err, errcap, FM_EXIT_RUNTIME, "%s: %s", path, strerror(errno));
+        s_series_t sr = {0, 0.0};
+        int rc = s_convert(files[i], dat, &sr, err, errcap);
+        if (fclose(dat) != 0 && rc == 0)
+            rc = s_err(err, errcap, FM_EXIT_RUNTIME, "%s: %s", path, strerror(errno));
+        if (rc != 0)
+            return rc;
+        if (sr.tmax > *tmax)
+            *tmax = sr.tmax;
+    }
+    return 0;
+}
+
+/* Create "<out_png>.tmp" (its name into tmp_png; gnuplot truncates it) to check now that
+ * the output is writable by us. 0, or FM_EXIT_INPUT with a message in err (tmp_png is
+ * then "" and nothing was created). */
+static int s_create_tmp_png(const char *out_png, char *tmp_png, size_t cap, char *err,
+                            size_t errcap)
+{
+    if (snprintf(tmp_png, cap, "%s.tmp", out_png) >= (int)cap) {
+        tmp_png[0] = '\0';
+        return s_err(err, errcap, FM_EXIT_INPUT, "%s: path too long", out_png);
+    }
+    int fd = open(tmp_png, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        int rc = s_err(err, errcap, FM_EXIT_INPUT, "%s: cannot create %s: %s", out_png,
+                       tmp_png, strerror(errno));
+        tmp_png[0] = '\0';
+        return rc;
+    }
+    close(fd);
+    return 0;
+}
+
+/* The gnuplot script into the file `path`. 0, or FM_EXIT_RUNTIME with a message in err. */
+static int s_write_script(const char *path, const char *dir, const char *tmp_png,
+                          const char *const *files, const char *const *labels, int n,
+                          const char *title, int xmode, double tmax, char *err, size_t errcap)
+{
+    FILE *g = fopen(path, "w");
+    if (!g)
+        return s_err(err, errcap, FM_EXIT_RUNTIME, "%s: %s", path, strerror(errno));
+    s_gp_script(g, dir, tmp_png, files, labels, n, title, xmode, tmax);
+    int wr = ferror(g);
+    if (fclose(g) != 0 || wr)
+        return s_err(err, errcap, FM_EXIT_RUNTIME, "%s: write error", path);
+    return 0;
+}
+
+/* Run gnuplot on <dir>/plot.gp and move its PNG tmp_png to out_png. 0, or FM_EXIT_RUNTIME
+ * with a message in err. */
+static int s_draw(const char *dir, const char *tmp_png, const char *out_png, char *err,
+                  size_t errcap)
+{
+    char script[4200], log[4200];
+    snprintf(script, sizeof script, "%s/plot.gp", dir);
+    snprintf(log, sizeof log, "%s/gnuplot.log", dir);
+    int rc = s_run_gnuplot(script, log, err, errcap);
+    if (rc != 0)
+        return rc;
+    if (!s_is_png(tmp_png)) {
+        char first[256];
+        s_first_line(log, first, sizeof first);
+        return s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot wrote no PNG%s%s",
+                     *first ? ": " : "", first);
+    }
+    if (rename(tmp_png, out_png) != 0)
+        return s_err(err, errcap, FM_EXIT_RUNTIME, "%s: %s", out_png, strerror(errno));
+    return 0;
+}
+
 int fm_plot_files(const char *const *files, const char *const *labels, int n, const char *out_png,
                   const char *title, int xmode, char *err, size_t errcap)
 {
     if (err && errcap > 0)
         err[0] = '\0';
     if (!files || n <= 0)
-        return s_err(err, errcap, EXIT_BAD_INPUT, "no metrics files given");
+        return s_err(err, errcap, FM_EXIT_INPUT, "no metrics files given");
     if (!out_png || !*out_png)
-        return s_err(err, errcap, EXIT_BAD_INPUT, "no output file given (-o FILE.png)");
+        return s_err(err, errcap, FM_EXIT_INPUT, "no output file given (-o FILE.png)");
     if (xmode == 0)
         xmode = FM_PLOT_X_BOTH;
     if ((xmode & ~FM_PLOT_X_BOTH) != 0)
-        return s_err(err, errcap, EXIT_BAD_INPUT, "bad x-axis mode %d", xmode);
+        return s_err(err, errcap, FM_EXIT_INPUT, "bad x-axis mode %d", xmode);
 
-    int rc = 0;
-    char dir[4096] = "";
-    char tmp_png[4096] = "";
-    char path[4200];
-    FILE *g = NULL;
-    int have_tmp_png = 0;
+    char dir[4096] = "", tmp_png[4096] = "", script[4200];
     double tmax = 0.0;
-
-    const char *tmpdir = getenv("TMPDIR");
-    if (!tmpdir || !*tmpdir)
-        tmpdir = "/tmp";
-    if (snprintf(dir, sizeof dir, "%s/fedmq-plot.XXXXXX", tmpdir) >= (int)sizeof dir) {
-        dir[0] = '\0';
-        rc = s_err(err, errcap, EXIT_RUNTIME, "TMPDIR is too long");
+    int rc = s_make_tmpdir(dir, sizeof dir, err, errcap);
+    if (rc != 0)
         goto cleanup;
-    }
-    if (!mkdtemp(dir)) {
-        rc = s_err(err, errcap, EXIT_RUNTIME, "cannot create a temp dir in %s: %s", tmpdir,
-                   strerror(errno));
-        dir[0] = '\0';
+    if ((rc = s_write_series(dir, files, n, &tmax, err, errcap)) != 0 ||
+        (rc = s_create_tmp_png(out_png, tmp_png, sizeof tmp_png, err, errcap)) != 0)
         goto cleanup;
-    }
-    for (int i = 0; i < n; i++) {
-        snprintf(path, sizeof path, "%s/s%d.dat", dir, i);
-        FILE *dat = fopen(path, "w");
-        if (!dat) {
-            rc = s_err(err, errcap, EXIT_RUNTIME, "%s: %s", path, strerror(errno));
-            goto cleanup;
-        }
-        s_series_t sr = {0, 0.0};
-        rc = s_convert(files[i], dat, &sr, err, errcap);
-        if (fclose(dat) != 0 && rc == 0)
-            rc = s_err(err, errcap, EXIT_RUNTIME, "%s: %s", path, strerror(errno));
-        if (rc != 0)
-            goto cleanup;
-        if (sr.tmax > tmax)
-            tmax = sr.tmax;
-    }
-
-    /* the output must be writable by us: create OUT.tmp now (gnuplot truncates it) */
-    if (snprintf(tmp_png, sizeof tmp_png, "%s.tmp", out_png) >= (int)sizeof tmp_png) {
-        tmp_png[0] = '\0';
-        rc = s_err(err, errcap, EXIT_BAD_INPUT, "%s: path too long", out_png);
+    snprintf(script, sizeof script, "%s/plot.gp", dir);
+    if ((rc = s_write_script(script, dir, tmp_png, files, labels, n, title, xmode, tmax, err,
+                             errcap)) != 0 ||
+        (rc = s_draw(dir, tmp_png, out_png, err, errcap)) != 0)
         goto cleanup;
-    }
-    int fd = open(tmp_png, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        rc = s_err(err, errcap, EXIT_BAD_INPUT, "%s: cannot create %s: %s", out_png, tmp_png,
-                   strerror(errno));
-        goto cleanup;
-    }
-    close(fd);
-    have_tmp_png = 1;
-
-    snprintf(path, sizeof path, "%s/plot.gp", dir);
-    if (!(g = fopen(path, "w"))) {
-        rc = s_err(err, errcap, EXIT_RUNTIME, "%s: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    s_gp_script(g, dir, tmp_png, files, labels, n, title, xmode, tmax);
-    int wr = ferror(g);
-    if (fclose(g) != 0 || wr) {
-        g = NULL;
-        rc = s_err(err, errcap, EXIT_RUNTIME, "%s: write error", path);
-        goto cleanup;
-    }
-    g = NULL;
-
-    char log[4200];
-    snprintf(log, sizeof log, "%s/gnuplot.log", dir);
-    if ((rc = s_run_gnuplot(path, log, err, errcap)) != 0)
-        goto cleanup;
-    if (!s_is_png(tmp_png)) {
-        char first[256];
-        s_first_line(log, first, sizeof first);
-        rc = s_err(err, errcap, EXIT_RUNTIME, "gnuplot wrote no PNG%s%s", *first ? ": " : "",
-                   first);
-        goto cleanup;
-    }
-    if (rename(tmp_png, out_png) != 0) {
-        rc = s_err(err, errcap, EXIT_RUNTIME, "%s: %s", out_png, strerror(errno));
-        goto cleanup;
-    }
-    have_tmp_png = 0;
+    tmp_png[0] = '\0'; /* renamed to out_png */
 cleanup:
-    if (g)
-        fclose(g);
-    if (have_tmp_png)
+    if (tmp_png[0])
         unlink(tmp_png);
     if (dir[0])
         s_rmtree(dir);
@@ -673,7 +504,11 @@ static void s_usage(FILE *f)
                "                    version: accuracy vs model version; both (default): two panels\n");
 }
 
-int fm_cli_plot(int argc, char **argv)
+/* `fedmq plot` options: -o, --label (into labels[], *nlabels), --title, --x. optind is left
+ * at the first file. 0 to go on, -1 after printing help, or FM_EXIT_INPUT with a message in
+ * err. */
+static int s_plot_flags(int argc, char **argv, const char **out, const char **labels,
+                        int *nlabels, const char **title, int *xmode, char *err, size_t errcap)
 {
     enum { OPT_LABEL = 256, OPT_TITLE, OPT_X };
     static const struct option longopts[] = {{"out", required_argument, 0, 'o'},
@@ -682,66 +517,64 @@ int fm_cli_plot(int argc, char **argv)
                                              {"x", required_argument, 0, OPT_X},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
-    const char *out = NULL, *title = NULL;
-    int xmode = FM_PLOT_X_BOTH, nlabels = 0, rc = 0;
-    char err[1024] = "";
-    /* at most argc labels and files; labels[] is also the per-file label table */
-    const char **labels = calloc((size_t)argc + 1, sizeof *labels);
-    const char **files = calloc((size_t)argc + 1, sizeof *files);
-    if (!labels || !files) {
-        fprintf(stderr, "fedmq plot: out of memory\n");
-        rc = EXIT_RUNTIME;
-        goto cleanup;
-    }
     opterr = 0;
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, ":ho:", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'o': out = optarg; break;
-        case OPT_LABEL: labels[nlabels++] = optarg; break;
-        case OPT_TITLE: title = optarg; break;
+        case 'o': *out = optarg; break;
+        case OPT_LABEL: labels[(*nlabels)++] = optarg; break;
+        case OPT_TITLE: *title = optarg; break;
         case OPT_X:
             if (strcmp(optarg, "time") == 0)
-                xmode = FM_PLOT_X_TIME;
+                *xmode = FM_PLOT_X_TIME;
             else if (strcmp(optarg, "version") == 0)
-                xmode = FM_PLOT_X_VERSION;
+                *xmode = FM_PLOT_X_VERSION;
             else if (strcmp(optarg, "both") == 0)
-                xmode = FM_PLOT_X_BOTH;
-            else {
-                snprintf(err, sizeof err, "--x: '%s' is not time, version or both", optarg);
-                rc = EXIT_BAD_INPUT;
-            }
+                *xmode = FM_PLOT_X_BOTH;
+            else
+                return s_err(err, errcap, FM_EXIT_INPUT,
+                             "--x: '%s' is not time, version or both", optarg);
             break;
-        case 'h': s_usage(stdout); goto cleanup;
+        case 'h': s_usage(stdout); return -1;
         default:
-            snprintf(err, sizeof err, "%s: %s (see fedmq plot --help)", argv[optind - 1],
-                     ch == ':' ? "missing value" : "unknown option");
-            rc = EXIT_BAD_INPUT;
+            return s_err(err, errcap, FM_EXIT_INPUT, "%s: %s (see fedmq plot --help)",
+                         argv[optind - 1], ch == ':' ? "missing value" : "unknown option");
         }
-        if (rc != 0)
-            goto cleanup;
     }
-    int nfiles = 0;
+    return 0;
+}
+
+int fm_cli_plot(int argc, char **argv)
+{
+    const char *out = NULL, *title = NULL;
+    int xmode = FM_PLOT_X_BOTH, nlabels = 0, nfiles = 0, rc = 0;
+    char err[1024] = "";
+    /* at most argc labels and files; labels[] is also the per-file label table */
+    const char **labels = calloc((size_t)argc + 1, sizeof *labels);
+    const char **files = calloc((size_t)argc + 1, sizeof *files);
+    if (!labels || !files) {
+        rc = s_err(err, sizeof err, FM_EXIT_RUNTIME, "out of memory");
+        goto cleanup;
+    }
+    rc = s_plot_flags(argc, argv, &out, labels, &nlabels, &title, &xmode, err, sizeof err);
+    if (rc != 0) {
+        rc = rc < 0 ? FM_EXIT_OK : rc;
+        goto cleanup;
+    }
     for (int i = optind; i < argc; i++)
         files[nfiles++] = argv[i];
-    if (nfiles == 0) {
-        snprintf(err, sizeof err, "no metrics files given (see fedmq plot --help)");
-        rc = EXIT_BAD_INPUT;
-        goto cleanup;
-    }
-    if (!out) {
-        snprintf(err, sizeof err, "-o FILE.png is required (see fedmq plot --help)");
-        rc = EXIT_BAD_INPUT;
-        goto cleanup;
-    }
-    if (nlabels > nfiles) {
-        snprintf(err, sizeof err, "%d --label values for %d file%s", nlabels, nfiles,
-                 nfiles == 1 ? "" : "s");
-        rc = EXIT_BAD_INPUT;
-        goto cleanup;
-    }
-    rc = fm_plot_files(files, labels, nfiles, out, title, xmode, err, sizeof err);
+    if (nfiles == 0)
+        rc = s_err(err, sizeof err, FM_EXIT_INPUT,
+                   "no metrics files given (see fedmq plot --help)");
+    else if (!out)
+        rc = s_err(err, sizeof err, FM_EXIT_INPUT,
+                   "-o FILE.png is required (see fedmq plot --help)");
+    else if (nlabels > nfiles)
+        rc = s_err(err, sizeof err, FM_EXIT_INPUT, "%d --label values for %d file%s", nlabels,
+                   nfiles, nfiles == 1 ? "" : "s");
+    else
+        rc = fm_plot_files(files, labels, nfiles, out, title, xmode, err, sizeof err);
 cleanup:
     if (rc != 0)
         fprintf(stderr, "fedmq plot: %s\n", err[0] ? err : "failed");

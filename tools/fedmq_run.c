@@ -2,12 +2,15 @@
  *
  * Starts fedmq-aggregator, fedmq-broker, fedmq-evaluator and fedmq-trainer (from the
  * directory of this executable) with the same config and overrides, all state under one
- * run directory; follows the evaluator's METRICS feed and the aggregator's stats.json;
- * prints progress; stops at the target accuracy, the time limit, after num_rounds in sync
- * mode (once the last version is scored), or when a daemon dies; stops the children
- * (trainers first, the aggregator last so it checkpoints), prints a summary and draws
- * <run-dir>/metrics.png from the metrics file (fedmq plot). Exit: 0 target reached, 1 limit
- * or num_rounds reached without the target, or a daemon failed, 2 bad input. */
+ * run directory; follows the evaluator's METRICS feed and the aggregator's stats.json
+ * (fm_stats); prints progress; stops at the target accuracy, the time limit, after
+ * num_rounds in sync mode (once the last version is scored), or when a daemon exits on its
+ * own; stops the children (trainers first, the aggregator last so it checkpoints), prints a
+ * summary and draws <run-dir>/metrics.png from the metrics file (fedmq plot).
+ * Exit: 0 target reached; 1 limit or num_rounds reached without the target, or a runtime
+ * failure (of fedmq run, or of a daemon: exit 1 or a signal); 2 bad input (fedmq run's
+ * command line or config, or a daemon that exited 2). A daemon that exits on its own is
+ * reported in one line: its name, exit code and class, and the last error of its log. */
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,23 +30,38 @@
 #include "fedmq_cli.h"
 #include "fm_cfg.h"
 #include "fm_daemon.h"
+#include "fm_stats.h"
 #include "fm_wire.h"
 
 extern char **environ;
 
-#define EXIT_BAD_INPUT 2
 #define NDAEMONS 4
+#define S_MAX_SETS 48 /* --set overrides from the command line (two more are added) */
 
 typedef struct {
     const char *name;   /* "aggregator", ... */
     pid_t pid;          /* 0 when not running */
     int status;         /* wait status once reaped */
+    int died;           /* exited on its own (before fedmq run stopped it): 1st, 2nd... */
 } s_child_t;
+
+/* One run: its command line, paths, config and children. Heap-allocated by fm_cli_run. */
+typedef struct {
+    fm_daemon_args_t args;
+    const char *run_dir_opt;                   /* --run-dir, NULL = a dated name */
+    char run_dir[PATH_MAX];
+    char metrics[PATH_MAX + 32];               /* <run_dir>/metrics.jsonl */
+    char stats_path[PATH_MAX + 64];            /* <run_dir>/checkpoints/stats.json */
+    char set_ck[PATH_MAX + 64], set_metrics[PATH_MAX + 64]; /* the overrides for them */
+    char bindir[PATH_MAX];                     /* where the daemon binaries are */
+    fm_config_t cfg;
+    s_child_t kids[NDAEMONS];
+    int ndied;                                 /* children that exited on their own */
+} s_run_t;
 
 /* What the run has seen so far. */
 typedef struct {
     double start;               /* monotonic start */
-    double start_wall;          /* wall-clock start */
     uint64_t version;           /* from stats.json */
     uint64_t applied, rejected; /* from stats.json */
     double best_acc;            /* best test accuracy seen */
@@ -54,28 +72,113 @@ typedef struct {
     uint64_t target_version;
     uint64_t round, rounds_failed; /* sync, from stats.json */
     int finished;               /* sync: num_rounds reached (stats.json) */
+    int stats_warned;           /* an unreadable stats.json was reported once */
     fm_wire_metrics_t last;     /* latest METRICS (population fields) */
+    double last_print, last_applied_t, rate, finished_at;
+    uint64_t last_applied;
 } s_progress_t;
 
-/* Value of a numeric key in a small flat JSON text (our own stats.json), NAN if absent. */
-static double s_json_num(const char *text, const char *key)
+/* Why the run stopped following progress. */
+typedef enum { S_STOP_SIGNAL, S_STOP_TARGET, S_STOP_ROUNDS, S_STOP_LIMIT, S_STOP_DIED } s_stop_t;
+
+static void s_usage(FILE *f)
 {
-    char pat[96];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(text, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
+    fprintf(f, "usage: fedmq run CONFIG [--set section.key=value ...] [--run-dir DIR]\n"
+               "Run broker, aggregator, evaluator and a trainer pool on this machine with CONFIG,\n"
+               "show progress, stop at [federation] target_accuracy, time_limit_s or (once the\n"
+               "last version is scored) num_rounds, print a summary and draw metrics.png.\n"
+               "[federation] mode = sync | async picks the algorithm (configs/fashion-sync.conf,\n"
+               "configs/fashion-async.conf). State (checkpoints, metrics.jsonl, metrics.png,\n"
+               "logs) goes to the run directory (default ./fedmq-run-YYYYmmdd-HHMMSS).\n"
+               "Exit: 0 target reached; 1 limit or num_rounds without it, or a runtime failure\n"
+               "(also a daemon's: exit 1 or a signal); 2 bad input (also a daemon that exited 2).\n"
+               "A daemon that exits on its own is reported in one line with its last error.\n");
 }
 
-static int s_read_file(const char *path, char *buf, size_t cap)
+/* ---- setup ---------------------------------------------------------------------------- */
+
+/* The command line into r->args and r->run_dir_opt (argv is borrowed). 0 to go on, -1 after
+ * printing help (exit 0), or FM_EXIT_INPUT after one line on stderr. */
+static int s_parse_flags(s_run_t *r, int argc, char **argv)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = 0;
-    fclose(f);
+    static const struct option longopts[] = {{"set", required_argument, 0, 's'},
+                                             {"run-dir", required_argument, 0, 'r'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    r->args.log_level = -1;
+    opterr = 0;
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            if (r->args.nsets >= S_MAX_SETS) {
+                fprintf(stderr, "fedmq run: --set: too many overrides\n");
+                return FM_EXIT_INPUT;
+            }
+            r->args.sets[r->args.nsets++] = optarg;
+            break;
+        case 'r': r->run_dir_opt = optarg; break;
+        case 'h': s_usage(stdout); return -1;
+        default:
+            fprintf(stderr, "fedmq run: %s: %s (see fedmq run --help)\n", argv[optind - 1],
+                    ch == ':' ? "missing value" : "unknown option");
+            return FM_EXIT_INPUT;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "fedmq run: expected one CONFIG file (see fedmq run --help)\n");
+        return FM_EXIT_INPUT;
+    }
+    r->args.config_path = argv[optind];
     return 0;
 }
+
+/* Name the run directory and its files, add the overrides every daemon gets, load and check
+ * the config, create the run directory and find the daemon binaries. 0, or an exit code
+ * after one line on stderr. */
+static int s_prepare(s_run_t *r)
+{
+    if (r->run_dir_opt) {
+        if (snprintf(r->run_dir, sizeof r->run_dir, "%s", r->run_dir_opt) >=
+            (int)sizeof r->run_dir) {
+            fprintf(stderr, "fedmq run: --run-dir: path too long\n");
+            return FM_EXIT_INPUT;
+        }
+    } else {
+        time_t t = time(NULL);
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(r->run_dir, sizeof r->run_dir, "fedmq-run-%Y%m%d-%H%M%S", &tm);
+    }
+    snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", r->run_dir);
+    snprintf(r->stats_path, sizeof r->stats_path, "%s/checkpoints/stats.json", r->run_dir);
+    snprintf(r->set_ck, sizeof r->set_ck, "aggregator.checkpoint_dir=%s/checkpoints", r->run_dir);
+    snprintf(r->set_metrics, sizeof r->set_metrics, "evaluator.metrics_file=%s", r->metrics);
+    r->args.sets[r->args.nsets++] = r->set_ck;
+    r->args.sets[r->args.nsets++] = r->set_metrics;
+
+    fm_errmsg_t e = {{0}};
+    if (fm_daemon_load_config(&r->cfg, &r->args, &e) != 0) {
+        fprintf(stderr, "fedmq run: %s\n", e.msg);
+        return FM_EXIT_INPUT;
+    }
+    if (mkdir(r->run_dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "fedmq run: %s: cannot create: %s\n", r->run_dir, strerror(errno));
+        return FM_EXIT_RUNTIME;
+    }
+    char self[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        fprintf(stderr, "fedmq run: cannot find my own executable\n");
+        return FM_EXIT_RUNTIME;
+    }
+    self[len] = 0;
+    snprintf(r->bindir, sizeof r->bindir, "%s", dirname(self));
+    return 0;
+}
+
+/* ---- children ------------------------------------------------------------------------- */
 
 static pid_t s_spawn(const char *bin, char *const argv[], const char *log)
 {
@@ -89,27 +192,66 @@ static pid_t s_spawn(const char *bin, char *const argv[], const char *log)
     return rc == 0 ? pid : -1;
 }
 
-/* Reap children that exited; returns the name of one that died, or NULL. */
-static const char *s_reap(s_child_t *kids, int n)
+/* Start the four daemons with the run's config and overrides, each logging to
+ * <run_dir>/<name>.log. 0, or FM_EXIT_RUNTIME after one line on stderr (the children
+ * already started are left running for s_stop_all). */
+static int s_start_children(s_run_t *r)
 {
-    const char *dead = NULL;
-    for (int i = 0; i < n; i++) {
-        if (kids[i].pid <= 0)
-            continue;
-        int st;
-        if (waitpid(kids[i].pid, &st, WNOHANG) == kids[i].pid) {
-            kids[i].status = st;
-            kids[i].pid = 0;
-            dead = kids[i].name;
+    static const char *const names[NDAEMONS] = {"aggregator", "broker", "evaluator", "trainer"};
+    for (int i = 0; i < NDAEMONS; i++) {
+        s_child_t *k = &r->kids[i];
+        k->name = names[i];
+        char bin[PATH_MAX + 32], log[PATH_MAX + 32];
+        snprintf(bin, sizeof bin, "%s/fedmq-%s", r->bindir, k->name);
+        snprintf(log, sizeof log, "%s/%s.log", r->run_dir, k->name);
+        if (access(bin, X_OK) != 0) {
+            fprintf(stderr, "fedmq run: %s: not found (build all targets)\n", bin);
+            return FM_EXIT_RUNTIME;
         }
+        char *av[3 + 2 * (S_MAX_SETS + 2) + 1];
+        int ac = 0;
+        av[ac++] = bin;
+        av[ac++] = "--config";
+        av[ac++] = (char *)r->args.config_path;
+        for (int s = 0; s < r->args.nsets; s++) {
+            av[ac++] = "--set";
+            av[ac++] = (char *)r->args.sets[s];
+        }
+        av[ac] = NULL;
+        pid_t pid = s_spawn(bin, av, log);
+        if (pid <= 0) {
+            fprintf(stderr, "fedmq run: cannot start %s\n", bin);
+            return FM_EXIT_RUNTIME;
+        }
+        k->pid = pid;
     }
+    return 0;
+}
+
+/* Reap k if it has exited (on its own: k->died numbers it in order). 1 if it had. */
+static int s_reap_one(s_run_t *r, s_child_t *k)
+{
+    if (k->pid <= 0 || waitpid(k->pid, &k->status, WNOHANG) != k->pid)
+        return 0;
+    k->pid = 0;
+    k->died = ++r->ndied;
+    return 1;
+}
+
+/* Reap the children that exited on their own. Returns how many did. */
+static int s_reap(s_run_t *r)
+{
+    int dead = 0;
+    for (int i = 0; i < NDAEMONS; i++)
+        dead += s_reap_one(r, &r->kids[i]);
     return dead;
 }
 
-/* SIGTERM one child and wait up to `grace` seconds, then SIGKILL. */
-static void s_stop_child(s_child_t *k, double grace)
+/* SIGTERM one child and wait up to `grace` seconds, then SIGKILL. A child that had already
+ * exited is reaped as one that exited on its own. */
+static void s_stop_child(s_run_t *r, s_child_t *k, double grace)
 {
-    if (k->pid <= 0)
+    if (k->pid <= 0 || s_reap_one(r, k))
         return;
     kill(k->pid, SIGTERM);
     double end = fm_daemon_now() + grace;
@@ -125,275 +267,338 @@ static void s_stop_child(s_child_t *k, double grace)
     k->pid = 0;
 }
 
-static void s_usage(FILE *f)
+/* Trainers first (they send BYE), then evaluator and broker, the aggregator last (it
+ * writes its final checkpoint and stats.json). */
+static void s_stop_all(s_run_t *r)
 {
-    fprintf(f, "usage: fedmq run CONFIG [--set section.key=value ...] [--run-dir DIR]\n"
-               "Run broker, aggregator, evaluator and a trainer pool on this machine with CONFIG,\n"
-               "show progress, stop at [federation] target_accuracy, time_limit_s or (once the\n"
-               "last version is scored) num_rounds, print a summary and draw metrics.png.\n"
-               "[federation] mode = sync | async picks the algorithm (configs/fashion-sync.conf,\n"
-               "configs/fashion-async.conf). State (checkpoints, metrics.jsonl, metrics.png,\n"
-               "logs) goes to the run directory (default ./fedmq-run-YYYYmmdd-HHMMSS).\n"
-               "Exit: 0 target reached, 1 limit or num_rounds without it / a daemon failed,\n"
-               "2 bad input.\n");
+    for (int i = NDAEMONS - 1; i >= 0; i--)
+        s_stop_child(r, &r->kids[i], strcmp(r->kids[i].name, "aggregator") == 0 ? 30.0 : 10.0);
 }
 
-int fm_cli_run(int argc, char **argv)
+/* The exit code fedmq run takes for a child's wait status, and its class in words. */
+static int s_child_class(int status, char *buf, size_t cap)
 {
-    static const struct option longopts[] = {{"set", required_argument, 0, 's'},
-                                             {"run-dir", required_argument, 0, 'r'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
-    fm_daemon_args_t args;
-    memset(&args, 0, sizeof args);
-    args.log_level = -1;
-    const char *run_dir_opt = NULL;
-    opterr = 0;
-    optind = 1;
-    int ch;
-    while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 's':
-            if (args.nsets >= 48) {
-                fprintf(stderr, "fedmq run: --set: too many overrides\n");
-                return EXIT_BAD_INPUT;
-            }
-            args.sets[args.nsets++] = optarg;
-            break;
-        case 'r': run_dir_opt = optarg; break;
-        case 'h': s_usage(stdout); return 0;
-        default:
-            fprintf(stderr, "fedmq run: %s: %s (see fedmq run --help)\n", argv[optind - 1],
-                    ch == ':' ? "missing value" : "unknown option");
-            return EXIT_BAD_INPUT;
+    if (WIFSIGNALED(status)) {
+        const char *abbrev = sigabbrev_np(WTERMSIG(status));
+        snprintf(buf, cap, "killed by signal %d (SIG%s)", WTERMSIG(status),
+                 abbrev ? abbrev : "?");
+        return FM_EXIT_RUNTIME;
+    }
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (code == FM_EXIT_INPUT) {
+        snprintf(buf, cap, "exit code 2, bad config or input");
+        return FM_EXIT_INPUT;
+    }
+    if (code == FM_EXIT_RUNTIME)
+        snprintf(buf, cap, "exit code 1, runtime failure");
+    else
+        snprintf(buf, cap, "exit code %d, unexpected", code);
+    return FM_EXIT_RUNTIME;
+}
+
+/* The message of the last error in a daemon's log into buf: the text after the level of
+ * the last EMERG/ALERT/CRIT/ERROR line (fm_log), else the last line naming the daemon
+ * ("fedmq-x: ..."), else the last non-empty line; "" when the log is empty or unreadable. */
+static void s_last_error(const char *log, const char *name, char *buf, size_t cap)
+{
+    static const char *const levels[] = {" EMERG ", " ALERT ", " CRIT ", " ERROR "};
+    char prog[64], *line = NULL;
+    size_t lcap = 0;
+    int rank = 0; /* 3 error line, 2 "fedmq-x:" line, 1 any line */
+    buf[0] = '\0';
+    snprintf(prog, sizeof prog, "fedmq-%s: ", name);
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return;
+    while (getline(&line, &lcap, f) != -1) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[strspn(line, " \t")])
+            continue;
+        const char *msg = NULL;
+        for (size_t i = 0; i < sizeof levels / sizeof levels[0] && !msg; i++)
+            if ((msg = strstr(line, levels[i])) != NULL)
+                msg += strlen(levels[i]);
+        if (!msg && strncmp(line, prog, strlen(prog)) == 0)
+            msg = line + strlen(prog);
+        int here = msg == line + strlen(prog) ? 2 : msg ? 3 : 1;
+        if (here >= rank) {
+            rank = here;
+            snprintf(buf, cap, "%s", msg ? msg : line);
         }
     }
-    if (optind != argc - 1) {
-        fprintf(stderr, "fedmq run: expected one CONFIG file (see fedmq run --help)\n");
-        return EXIT_BAD_INPUT;
-    }
-    args.config_path = argv[optind];
+    free(line);
+    fclose(f);
+}
 
-    /* the run directory and the overrides every daemon gets */
-    char run_dir[PATH_MAX], ckdir[PATH_MAX + 32], metrics[PATH_MAX + 32];
-    char set_ck[PATH_MAX + 64], set_metrics[PATH_MAX + 64];
-    if (run_dir_opt)
-        snprintf(run_dir, sizeof run_dir, "%s", run_dir_opt);
-    else {
-        time_t t = time(NULL);
-        struct tm tm;
-        localtime_r(&t, &tm);
-        strftime(run_dir, sizeof run_dir, "fedmq-run-%Y%m%d-%H%M%S", &tm);
-    }
-    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", run_dir);
-    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", run_dir);
-    snprintf(set_ck, sizeof set_ck, "aggregator.checkpoint_dir=%s", ckdir);
-    snprintf(set_metrics, sizeof set_metrics, "evaluator.metrics_file=%s", metrics);
-    args.sets[args.nsets++] = set_ck;
-    args.sets[args.nsets++] = set_metrics;
-
-    fm_config_t cfg;
-    fm_errmsg_t e = {{0}};
-    if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
-        fprintf(stderr, "fedmq run: %s\n", e.msg);
-        return EXIT_BAD_INPUT;
-    }
-    if (mkdir(run_dir, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "fedmq run: %s: %s\n", run_dir, strerror(errno));
-        return EXIT_BAD_INPUT;
-    }
-
-    /* daemon binaries live beside this executable */
-    char self[PATH_MAX], bindir[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len <= 0) {
-        fprintf(stderr, "fedmq run: cannot find my own executable\n");
-        return 1;
-    }
-    self[len] = 0;
-    snprintf(bindir, sizeof bindir, "%s", dirname(self));
-
-    s_child_t kids[NDAEMONS] = {{"aggregator", 0, 0}, {"broker", 0, 0}, {"evaluator", 0, 0},
-                                {"trainer", 0, 0}};
-    int rc = 1;
-    zsock_t *sub = NULL;
-    fm_daemon_signals();
-    s_progress_t pg = {.start = fm_daemon_now(), .start_wall = fm_daemon_wallclock(),
-                       .target_time = -1.0};
+/* One line on stderr about the children that exited on their own: the first one's name,
+ * exit code, class and last logged error, then the others' names and classes. Returns the
+ * run's exit code for them: FM_EXIT_INPUT if one exited 2, else FM_EXIT_RUNTIME; 0 if none
+ * did. */
+static int s_report_deaths(const s_run_t *r)
+{
+    int rc = FM_EXIT_OK;
+    char others[256] = "";
+    const s_child_t *first = NULL;
     for (int i = 0; i < NDAEMONS; i++) {
-        char bin[PATH_MAX + 32], log[PATH_MAX + 32];
-        snprintf(bin, sizeof bin, "%s/fedmq-%s", bindir, kids[i].name);
-        snprintf(log, sizeof log, "%s/%s.log", run_dir, kids[i].name);
-        if (access(bin, X_OK) != 0) {
-            fprintf(stderr, "fedmq run: %s: not found (build all targets)\n", bin);
-            goto stop;
+        const s_child_t *k = &r->kids[i];
+        char cls[64];
+        if (!k->died)
+            continue;
+        rc = s_child_class(k->status, cls, sizeof cls) == FM_EXIT_INPUT ? FM_EXIT_INPUT
+             : rc == FM_EXIT_OK                                         ? FM_EXIT_RUNTIME
+                                                                        : rc;
+        if (k->died == 1) {
+            first = k;
+            continue;
         }
-        char *av[2 + 2 * 64 + 2];
-        int ac = 0;
-        av[ac++] = bin;
-        av[ac++] = "--config";
-        av[ac++] = (char *)args.config_path;
-        for (int s = 0; s < args.nsets; s++) {
-            av[ac++] = "--set";
-            av[ac++] = (char *)args.sets[s];
-        }
-        av[ac] = NULL;
-        kids[i].pid = s_spawn(bin, av, log);
-        if (kids[i].pid <= 0) {
-            fprintf(stderr, "fedmq run: cannot start %s\n", bin);
-            kids[i].pid = 0;
-            goto stop;
-        }
+        size_t n = strlen(others);
+        snprintf(others + n, sizeof others - n, "; %s also exited (%s)", k->name, cls);
     }
-    printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %.2f, limit %.0f s\n",
-           args.config_path, fm_cfg_enum_name("federation.model", cfg.federation.model),
-           cfg.federation.num_clients, cfg.federation.partition, cfg.federation.target_accuracy,
-           cfg.federation.time_limit_s);
-    printf("fedmq run: state and logs in %s/\n", run_dir);
-    fflush(stdout);
+    if (!first)
+        return rc;
+    char cls[64], log[PATH_MAX + 32], why[512];
+    s_child_class(first->status, cls, sizeof cls);
+    snprintf(log, sizeof log, "%s/%s.log", r->run_dir, first->name);
+    s_last_error(log, first->name, why, sizeof why);
+    fprintf(stderr, "fedmq run: %s exited on its own (%s): %s (log: %s)%s\n", first->name, cls,
+            why[0] ? why : "no message in its log", log, others);
+    return rc;
+}
 
-    sub = zsock_new(ZMQ_SUB);
+/* ---- progress ------------------------------------------------------------------------- */
+
+/* Fold one frame of the METRICS feed into pg (other frames are ignored). */
+static void s_on_metrics(const s_run_t *r, s_progress_t *pg, zframe_t *f)
+{
+    fm_wire_metrics_t m;
+    fm_wire_type_t type;
+    if (!f || fm_wire_peek(zframe_data(f), zframe_size(f), &type, NULL) != 0 ||
+        type != FM_WIRE_METRICS ||
+        fm_wire_decode_metrics(zframe_data(f), zframe_size(f), &m, NULL) != 0)
+        return;
+    pg->last_acc = m.accuracy;
+    pg->last_version = m.version;
+    pg->last = m;
+    if (m.accuracy > pg->best_acc) {
+        pg->best_acc = m.accuracy;
+        pg->best_version = m.version;
+    }
+    if (pg->target_time < 0 && m.accuracy >= r->cfg.federation.target_accuracy) {
+        pg->target_time = fm_daemon_now() - pg->start;
+        pg->target_version = m.version;
+    }
+}
+
+/* Refresh pg from stats.json. A missing file (the aggregator has not written it yet) is
+ * quiet; any other failure is reported once on stderr and the old values are kept. */
+static void s_refresh_stats(const s_run_t *r, s_progress_t *pg)
+{
+    fm_stats_t st;
+    fm_errmsg_t e = {{0}};
+    int rc = fm_stats_read(r->stats_path, &st, &e);
+    if (rc != 0) {
+        if (rc != -ENOENT && !pg->stats_warned) {
+            fprintf(stderr, "fedmq run: warning: %s\n", e.msg);
+            pg->stats_warned = 1;
+        }
+        return;
+    }
+    pg->version = st.version;
+    pg->applied = st.updates_applied;
+    pg->rejected = st.updates_rejected;
+    pg->round = st.round;
+    pg->rounds_failed = st.rounds_failed;
+    pg->finished = st.finished;
+}
+
+/* One progress line (every 2 s, and when the target is reached). */
+static void s_print_progress(const s_run_t *r, s_progress_t *pg, double now)
+{
+    s_refresh_stats(r, pg);
+    if (now > pg->last_applied_t)
+        pg->rate = (double)(pg->applied - pg->last_applied) / (now - pg->last_applied_t);
+    pg->last_applied = pg->applied;
+    pg->last_applied_t = now;
+    char extra[160] = "";
+    if (r->cfg.federation.mode == FM_CFG_MODE_SYNC)
+        snprintf(extra, sizeof extra, " round %llu (%llu failed)",
+                 (unsigned long long)pg->round, (unsigned long long)pg->rounds_failed);
+    if (pg->last.pop_clients)
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                 " clients: worst %.3f p10 %.3f", pg->last.pop_min, pg->last.pop_p10);
+    printf("[%7.1fs] version %-5llu updates/s %6.1f  applied %-7llu rejected %-5llu "
+           "test_accuracy %.4f (v%llu)%s\n",
+           now - pg->start, (unsigned long long)pg->version, pg->rate,
+           (unsigned long long)pg->applied, (unsigned long long)pg->rejected, pg->last_acc,
+           (unsigned long long)pg->last_version, extra);
+    fflush(stdout);
+    pg->last_print = now;
+}
+
+/* Whether to stop now (S_STOP_* other than S_STOP_SIGNAL), or -1 to go on. */
+static int s_stop_reason(s_run_t *r, s_progress_t *pg, double now)
+{
+    const fm_cfg_federation_t *fed = &r->cfg.federation;
+    if (pg->target_time >= 0)
+        return S_STOP_TARGET;
+    if (pg->finished && pg->finished_at == 0)
+        pg->finished_at = now;
+    if (pg->finished_at > 0 && (pg->last_version >= pg->version || now - pg->finished_at >= 60.0)) {
+        printf("fedmq run: num_rounds = %d done\n", fed->num_rounds);
+        return S_STOP_ROUNDS;
+    }
+    if (fed->time_limit_s > 0 && now - pg->start >= fed->time_limit_s) {
+        printf("fedmq run: time limit of %.0f s reached\n", fed->time_limit_s);
+        return S_STOP_LIMIT;
+    }
+    if (s_reap(r) > 0)
+        return S_STOP_DIED;
+    return -1;
+}
+
+/* Follow the METRICS feed and stats.json until a stop reason (or SIGINT/SIGTERM). */
+static s_stop_t s_follow(s_run_t *r, s_progress_t *pg)
+{
+    zsock_t *sub = zsock_new(ZMQ_SUB);
+    zpoller_t *poller = NULL;
+    s_stop_t why = S_STOP_SIGNAL;
+    if (!sub || zsock_connect(sub, "%s", r->cfg.endpoints.metrics_pub) != 0 ||
+        !(poller = zpoller_new(sub, NULL))) {
+        fprintf(stderr, "fedmq run: cannot subscribe to %s\n", r->cfg.endpoints.metrics_pub);
+        why = S_STOP_DIED; /* treated as a failure; no child is marked dead */
+        goto cleanup;
+    }
     zsock_set_linger(sub, 0);
     zsock_set_subscribe(sub, "");
-    zsock_connect(sub, "%s", cfg.endpoints.metrics_pub);
-    zpoller_t *poller = zpoller_new(sub, NULL);
-    char stats_path[PATH_MAX + 64], text[65536];
-    snprintf(stats_path, sizeof stats_path, "%s/stats.json", ckdir);
-    double last_print = 0, last_applied_t = pg.start;
-    uint64_t last_applied = 0;
-    double rate = 0, finished_at = 0;
-    const char *dead = NULL;
-    int sync = cfg.federation.mode == FM_CFG_MODE_SYNC;
     while (!fm_daemon_stopping()) {
-        void *which = zpoller_wait(poller, 250);
-        if (which) {
+        if (zpoller_wait(poller, 250)) {
             zframe_t *f = zframe_recv(sub);
-            fm_wire_metrics_t m;
-            fm_wire_type_t type;
-            if (f && fm_wire_peek(zframe_data(f), zframe_size(f), &type, NULL) == 0 &&
-                type == FM_WIRE_METRICS &&
-                fm_wire_decode_metrics(zframe_data(f), zframe_size(f), &m, NULL) == 0) {
-                pg.last_acc = m.accuracy;
-                pg.last_version = m.version;
-                pg.last = m;
-                if (m.accuracy > pg.best_acc) {
-                    pg.best_acc = m.accuracy;
-                    pg.best_version = m.version;
-                }
-                if (pg.target_time < 0 && m.accuracy >= cfg.federation.target_accuracy) {
-                    pg.target_time = fm_daemon_now() - pg.start;
-                    pg.target_version = m.version;
-                }
-            }
+            s_on_metrics(r, pg, f);
             zframe_destroy(&f);
         }
         double now = fm_daemon_now();
-        if (now - last_print >= 2.0 || pg.target_time >= 0) {
-            if (s_read_file(stats_path, text, sizeof text) == 0) {
-                double v = s_json_num(text, "version"), a = s_json_num(text, "updates_applied"),
-                       r = s_json_num(text, "updates_rejected");
-                double rn = s_json_num(text, "round"), rf = s_json_num(text, "rounds_failed");
-                if (v == v) pg.version = (uint64_t)v;
-                if (a == a) pg.applied = (uint64_t)a;
-                if (r == r) pg.rejected = (uint64_t)r;
-                if (rn == rn) pg.round = (uint64_t)rn;
-                if (rf == rf) pg.rounds_failed = (uint64_t)rf;
-                pg.finished = strstr(text, "\"finished\": true") != NULL;
-            }
-            if (now > last_applied_t)
-                rate = (double)(pg.applied - last_applied) / (now - last_applied_t);
-            last_applied = pg.applied;
-            last_applied_t = now;
-            char extra[160] = "";
-            if (sync)
-                snprintf(extra, sizeof extra, " round %llu (%llu failed)",
-                         (unsigned long long)pg.round, (unsigned long long)pg.rounds_failed);
-            if (pg.last.pop_clients)
-                snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
-                         " clients: worst %.3f p10 %.3f", pg.last.pop_min, pg.last.pop_p10);
-            printf("[%7.1fs] version %-5llu updates/s %6.1f  applied %-7llu rejected %-5llu "
-                   "test_accuracy %.4f (v%llu)%s\n",
-                   now - pg.start, (unsigned long long)pg.version, rate,
-                   (unsigned long long)pg.applied, (unsigned long long)pg.rejected, pg.last_acc,
-                   (unsigned long long)pg.last_version, extra);
-            fflush(stdout);
-            last_print = now;
-        }
-        if (pg.target_time >= 0)
-            break;
-        if (pg.finished && finished_at == 0)
-            finished_at = now;
-        if (finished_at > 0 && (pg.last_version >= pg.version || now - finished_at >= 60.0)) {
-            printf("fedmq run: num_rounds = %d done\n", cfg.federation.num_rounds);
-            break;
-        }
-        if (cfg.federation.time_limit_s > 0 && now - pg.start >= cfg.federation.time_limit_s) {
-            printf("fedmq run: time limit of %.0f s reached\n", cfg.federation.time_limit_s);
-            break;
-        }
-        if ((dead = s_reap(kids, NDAEMONS)) != NULL) {
-            fprintf(stderr, "fedmq run: %s exited unexpectedly (see %s/%s.log)\n", dead, run_dir, dead);
+        if (now - pg->last_print >= 2.0 || pg->target_time >= 0)
+            s_print_progress(r, pg, now);
+        int stop = s_stop_reason(r, pg, now);
+        if (stop >= 0) {
+            why = (s_stop_t)stop;
             break;
         }
     }
+cleanup:
     zpoller_destroy(&poller);
-    rc = pg.target_time >= 0 && !dead ? 0 : 1;
-stop:
-    /* trainers first (they send BYE), then evaluator and broker, the aggregator last
-     * (it writes its final checkpoint and stats.json) */
-    for (int i = NDAEMONS - 1; i >= 0; i--)
-        s_stop_child(&kids[i], kids[i].name[0] == 'a' ? 30.0 : 10.0);
     zsock_destroy(&sub);
+    return why;
+}
 
-    if (s_read_file(stats_path, text, sizeof text) == 0) {
-        printf("\nsummary (%s)\n", run_dir);
-        if (pg.target_time >= 0)
-            printf("  time to %.2f accuracy: %.1f s (model version %llu)\n",
-                   cfg.federation.target_accuracy, pg.target_time,
-                   (unsigned long long)pg.target_version);
-        else
-            printf("  target %.2f not reached; best accuracy %.4f (version %llu)\n",
-                   cfg.federation.target_accuracy, pg.best_acc, (unsigned long long)pg.best_version);
-        printf("  elapsed: %.1f s; final version: %.0f; best accuracy %.4f (v%llu)\n",
-               fm_daemon_now() - pg.start, s_json_num(text, "version"), pg.best_acc,
-               (unsigned long long)pg.best_version);
-        printf("  updates applied: %.0f; rejected: %.0f\n", s_json_num(text, "updates_applied"),
-               s_json_num(text, "updates_rejected"));
-        const char *rej = strstr(text, "\"rejected\":");
-        if (rej) {
-            const char *end = strchr(rej, '}');
-            printf("  rejected by reason: %.*s\n", end ? (int)(end - rej - 10) : 0, rej + 11);
-        }
-        if (strstr(text, "\"mode\": \"sync\""))
-            printf("  rounds: %.0f completed, %.0f failed (below min_clients at the deadline); "
-                   "late updates dropped: %.0f\n", s_json_num(text, "rounds_completed"),
-                   s_json_num(text, "rounds_failed"), s_json_num(text, "late"));
-        else
-            printf("  staleness: mean %.2f, max %.0f\n", s_json_num(text, "staleness_mean"),
-                   s_json_num(text, "staleness_max"));
-        if (pg.last.pop_clients)
+/* ---- summary -------------------------------------------------------------------------- */
+
+/* The summary lines that come from stats.json (st). */
+static void s_summary_stats(const s_run_t *r, const s_progress_t *pg, const fm_stats_t *st)
+{
+    double target = r->cfg.federation.target_accuracy;
+    if (pg->target_time >= 0)
+        printf("  time to %.2f accuracy: %.1f s (model version %llu)\n", target,
+               pg->target_time, (unsigned long long)pg->target_version);
+    else
+        printf("  target %.2f not reached; best accuracy %.4f (version %llu)\n", target,
+               pg->best_acc, (unsigned long long)pg->best_version);
+    printf("  elapsed: %.1f s; final version: %llu; best accuracy %.4f (v%llu)\n",
+           fm_daemon_now() - pg->start, (unsigned long long)st->version, pg->best_acc,
+           (unsigned long long)pg->best_version);
+    printf("  updates applied: %llu; rejected: %llu\n", (unsigned long long)st->updates_applied,
+           (unsigned long long)st->updates_rejected);
+    printf("  rejected by reason: ");
+    for (int i = 0; i < st->nreasons; i++)
+        printf("%s\"%s\": %llu", i ? ", " : "", st->rejected[i].name,
+               (unsigned long long)st->rejected[i].count);
+    printf("\n");
+    if (strcmp(st->mode, "sync") == 0)
+        printf("  rounds: %llu completed, %llu failed (below min_clients at the deadline); "
+               "late updates dropped: %llu\n", (unsigned long long)st->rounds_completed,
+               (unsigned long long)st->rounds_failed,
+               (unsigned long long)fm_stats_rejected(st, "late"));
+    else
+        printf("  staleness: mean %.2f, max %llu\n", st->staleness_mean,
+               (unsigned long long)st->staleness_max);
+}
+
+/* The summary: stats.json, the clients' accuracy, metrics.png, children that exited with
+ * an error when stopped. */
+static void s_summary(const s_run_t *r, const s_progress_t *pg)
+{
+    fm_stats_t st;
+    fm_errmsg_t e = {{0}};
+    int rc = fm_stats_read(r->stats_path, &st, &e);
+    if (rc == -ENOENT) {
+        printf("\nsummary: no aggregator stats (%s missing)\n", r->stats_path);
+    } else if (rc != 0) {
+        printf("\nsummary: no aggregator stats (%s)\n", e.msg);
+    } else {
+        printf("\nsummary (%s)\n", r->run_dir);
+        s_summary_stats(r, pg, &st);
+        if (pg->last.pop_clients)
             printf("  clients' held-out accuracy (v%llu): mean %.4f, worst %.4f (client %u), "
                    "10th percentile %.4f, %.0f%% below %.2f\n",
-                   (unsigned long long)pg.last.version, pg.last.pop_mean, pg.last.pop_min,
-                   pg.last.pop_worst, pg.last.pop_p10, 100.0 * pg.last.pop_below,
-                   pg.last.pop_threshold);
-        printf("  bytes received by the aggregator: %.0f\n", s_json_num(text, "bytes_received"));
-    } else {
-        printf("\nsummary: no aggregator stats (%s missing)\n", stats_path);
+                   (unsigned long long)pg->last.version, pg->last.pop_mean, pg->last.pop_min,
+                   pg->last.pop_worst, pg->last.pop_p10, 100.0 * pg->last.pop_below,
+                   pg->last.pop_threshold);
+        printf("  bytes received by the aggregator: %llu\n",
+               (unsigned long long)st.bytes_received);
     }
     char png[PATH_MAX + 32], perr[512];
-    snprintf(png, sizeof png, "%s/metrics.png", run_dir);
-    const char *files[1] = {metrics};
-    if (access(metrics, R_OK) == 0) {
-        if (fm_plot_files(files, NULL, 1, png, args.config_path, FM_PLOT_X_BOTH, perr,
+    snprintf(png, sizeof png, "%s/metrics.png", r->run_dir);
+    const char *files[1] = {r->metrics};
+    if (access(r->metrics, R_OK) == 0) {
+        if (fm_plot_files(files, NULL, 1, png, r->args.config_path, FM_PLOT_X_BOTH, perr,
                           sizeof perr) == 0)
             printf("  plot: %s\n", png);
         else
             printf("  plot not drawn: %s\n", perr);
     }
-    for (int i = 0; i < NDAEMONS; i++)
-        if (WIFEXITED(kids[i].status) && WEXITSTATUS(kids[i].status) != 0)
-            printf("  %s exited with status %d (see %s/%s.log)\n", kids[i].name,
-                   WEXITSTATUS(kids[i].status), run_dir, kids[i].name);
+    for (int i = 0; i < NDAEMONS; i++) {
+        const s_child_t *k = &r->kids[i];
+        if (!k->died && k->name && WIFEXITED(k->status) && WEXITSTATUS(k->status) != 0)
+            printf("  %s exited with status %d when stopped (see %s/%s.log)\n", k->name,
+                   WEXITSTATUS(k->status), r->run_dir, k->name);
+    }
+}
+
+/* ---- the command ---------------------------------------------------------------------- */
+
+int fm_cli_run(int argc, char **argv)
+{
+    s_run_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        fprintf(stderr, "fedmq run: out of memory\n");
+        return FM_EXIT_RUNTIME;
+    }
+    int rc = s_parse_flags(r, argc, argv);
+    if (rc != 0) {
+        rc = rc < 0 ? FM_EXIT_OK : rc;
+        goto cleanup;
+    }
+    if ((rc = s_prepare(r)) != 0)
+        goto cleanup;
+    fm_daemon_signals();
+    s_progress_t pg = {.start = fm_daemon_now(), .target_time = -1.0};
+    pg.last_applied_t = pg.start;
+    if ((rc = s_start_children(r)) != 0) {
+        s_stop_all(r);
+        goto cleanup;
+    }
+    const fm_cfg_federation_t *fed = &r->cfg.federation;
+    printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %.2f, limit %.0f s\n",
+           r->args.config_path, fm_cfg_enum_name("federation.model", fed->model),
+           fed->num_clients, fed->partition, fed->target_accuracy, fed->time_limit_s);
+    printf("fedmq run: state and logs in %s/\n", r->run_dir);
+    fflush(stdout);
+    s_stop_t why = s_follow(r, &pg);
+    s_stop_all(r);
+    if ((rc = s_report_deaths(r)) == FM_EXIT_OK)
+        rc = why == S_STOP_TARGET ? FM_EXIT_OK : FM_EXIT_RUNTIME;
+    s_summary(r, &pg);
+cleanup:
+    free(r);
     return rc;
 }

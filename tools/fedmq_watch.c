@@ -9,7 +9,6 @@
 #include "fm_parse.h"
 #include "fm_wire.h"
 
-#define EXIT_BAD_INPUT 2
 
 int fm_cli_watch(int argc, char **argv)
 {
@@ -43,26 +42,26 @@ int fm_cli_watch(int argc, char **argv)
         }
         if (rc != 0) {
             fprintf(stderr, "fedmq watch: %s\n", e.msg);
-            return EXIT_BAD_INPUT;
+            return FM_EXIT_INPUT;
         }
     }
     if (optind != argc - 1) {
         fprintf(stderr, "fedmq watch: expected one ENDPOINT (see fedmq watch --help)\n");
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
     const char *endpoint = argv[optind];
     fm_daemon_signals();
     zsock_t *sub = zsock_new(ZMQ_SUB);
     if (!sub) {
         fprintf(stderr, "fedmq watch: cannot create a socket\n");
-        return 1;
+        return FM_EXIT_RUNTIME;
     }
     zsock_set_linger(sub, 0);
     zsock_set_subscribe(sub, "");
     if (zsock_connect(sub, "%s", endpoint) != 0) {
         fprintf(stderr, "fedmq watch: %s: not a valid endpoint\n", endpoint);
         zsock_destroy(&sub);
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
     zpoller_t *poller = zpoller_new(sub, NULL);
     long printed = 0;
@@ -73,7 +72,7 @@ int fm_cli_watch(int argc, char **argv)
         if (!which) {
             if (timeout > 0 && fm_daemon_now() - last > timeout) {
                 fprintf(stderr, "fedmq watch: %s: no METRICS for %.1f s\n", endpoint, timeout);
-                rc = 1;
+                rc = FM_EXIT_RUNTIME;
                 break;
             }
             continue;

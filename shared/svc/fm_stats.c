@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,25 @@ fail:
     return NULL;
 }
 
+/* -errno for a failed stdio call, -EIO when the call left errno at 0. */
+static int s_errno(void)
+{
+    return errno ? -errno : -EIO;
+}
+
+/* FM_ENONFINITE naming the first real-valued field JSON cannot hold (NaN, infinity). */
+static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e)
+{
+    const struct { const char *key; double v; } reals[] = {
+        {"staleness_mean", st->staleness_mean}, {"started", st->started},
+        {"updated", st->updated}};
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        if (!isfinite(reals[i].v))
+            return fm_errmsg_set(e, FM_ENONFINITE, "%s: \"%s\" is not finite", path,
+                                 reals[i].key);
+    return 0;
+}
+
 int fm_stats_write(const char *path, const fm_stats_t *st, fm_errmsg_t *e)
 {
     char tmp[4096];
@@ -103,6 +123,8 @@ int fm_stats_write(const char *path, const fm_stats_t *st, fm_errmsg_t *e)
     int w = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     if (w < 0 || (size_t)w >= sizeof tmp)
         return fm_errmsg_set(e, -ENAMETOOLONG, "%s: path too long", path);
+    if ((rc = s_check_finite(st, path, e)) != 0)
+        return rc;
     json_t *o = s_to_json(st);
     if (!o)
         return fm_errmsg_set(e, -ENOMEM, "%s: cannot build stats: out of memory", path);
@@ -117,14 +139,18 @@ int fm_stats_write(const char *path, const fm_stats_t *st, fm_errmsg_t *e)
         rc = fm_errmsg_set(e, -errno, "%s: cannot write: %s", tmp, strerror(errno));
         goto cleanup;
     }
+    errno = 0;
     if (fputs(text, f) == EOF || fputc('\n', f) == EOF || fflush(f) != 0) {
-        rc = fm_errmsg_set(e, -errno, "%s: cannot write: %s", tmp, strerror(errno));
+        rc = s_errno();
+        fm_errmsg_set(e, rc, "%s: cannot write: %s", tmp, strerror(-rc));
         goto cleanup;
     }
+    errno = 0;
     int cerr = fclose(f);
     f = NULL;
     if (cerr != 0) {
-        rc = fm_errmsg_set(e, -errno, "%s: cannot write: %s", tmp, strerror(errno));
+        rc = s_errno();
+        fm_errmsg_set(e, rc, "%s: cannot write: %s", tmp, strerror(-rc));
         goto cleanup;
     }
     if (rename(tmp, path) != 0)

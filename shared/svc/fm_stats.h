@@ -45,7 +45,9 @@ typedef struct {
 int fm_stats_path(char *out, size_t n, const char *checkpoint_dir);
 
 /* Write *st to `path` atomically (temp file in the same folder, then rename): readers see
- * the old or the new file, never a part. 0 or -errno; e (may be NULL) names the path. */
+ * the old or the new file, never a part; on failure the old file is left as it was and no
+ * temp file remains. 0, -errno, or FM_ENONFINITE when a real-valued field is NaN or infinite;
+ * e (may be NULL) names the path (and the field). */
 int fm_stats_write(const char *path, const fm_stats_t *st, fm_errmsg_t *e);
 
 /* Read `path` into *st (zeroed first; keys absent from the file stay 0 / empty, so newer

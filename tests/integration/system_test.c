@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "../support/fm_proc.h"
+#include "fm_stats.h"
 
 #define BIN(x) FM_BIN_DIR "/fedmq-" x
 
@@ -68,11 +69,22 @@ typedef struct {
     const char *key;
 } s_cond_t;
 
+/* stats.json's "version" (the only key waited on) >= c->min; 0 while it cannot be read. */
 static int s_stats_at_least(void *arg)
 {
     s_cond_t *c = arg;
-    double v = fm_proc_json_num(c->path, c->key);
-    return v == v && v >= c->min;
+    fm_stats_t st;
+    return fm_stats_read(c->path, &st, NULL) == 0 && (double)st.version >= c->min;
+}
+
+/* The aggregator's stats.json; the test fails when it cannot be read. */
+static fm_stats_t s_stats(const char *path)
+{
+    fm_stats_t st;
+    fm_errmsg_t e = {{0}};
+    if (fm_stats_read(path, &st, &e) != 0)
+        fail_msg("%s", e.msg);
+    return st;
 }
 
 static int s_acc_at_least(void *arg)
@@ -150,13 +162,13 @@ static void test_federation(void **state)
     /* SIGKILL a trainer mid-training: the others go on, nothing is rejected */
     fm_proc_sleep(1.0);
     kill(tr1, SIGKILL);
-    double before = fm_proc_json_num(stats, "version");
+    double before = (double)s_stats(stats).version;
     s_cond_t more = {stats, before + 3, "version"};
     assert_true(fm_proc_wait_for(s_stats_at_least, &more, 60.0));
-    assert_true(fm_proc_json_num(stats, "updates_rejected") == 0);
+    assert_int_equal(s_stats(stats).updates_rejected, 0);
 
     /* SIGKILL the aggregator; restart it: it resumes at the checkpointed version or later */
-    double ck = fm_proc_json_num(stats, "version"); /* written after each checkpoint (every version) */
+    double ck = (double)s_stats(stats).version; /* written after each checkpoint (every version) */
     kill(agg, SIGKILL);
     fm_proc_wait(agg, 5.0);
     agg = s_start(&s, BIN("aggregator"), "aggregator2.log", NULL);
@@ -168,7 +180,7 @@ static void test_federation(void **state)
     s_cond_t after = {stats, ck + 2, "version"};
     assert_true(fm_proc_wait_for(s_stats_at_least, &after, 60.0));
     print_message("aggregator killed at version >= %.0f, resumed and reached %.0f\n", ck,
-                  fm_proc_json_num(stats, "version"));
+                  (double)s_stats(stats).version);
 
     /* and the run converges */
     s_cond_t acc = {metrics, 0.80, NULL};

@@ -159,23 +159,6 @@ static inline int fm_proc_rmtree(const char *dir)
     return nftw(dir, fm_proc_rm_one_, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* The number after "key": in a small JSON file (e.g. the aggregator's stats.json), or
- * NAN if the file or the key is missing. */
-static inline double fm_proc_json_num(const char *path, const char *key)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NAN;
-    char text[65536];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = 0;
-    fclose(f);
-    char pat[96];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(text, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
 /* 1 if the file at path contains the substring needle (e.g. a daemon log line). */
 static inline int fm_proc_file_contains(const char *path, const char *needle)
 {

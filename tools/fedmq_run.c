@@ -246,7 +246,7 @@ int fm_cli_run(int argc, char **argv)
         }
     }
     printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %.2f, limit %.0f s\n",
-           args.config_path, fm_cfg_enum_name("federation.model", cfg.federation.model),
+           args.config_path, fm_arch_name(cfg.federation.model),
            cfg.federation.num_clients, cfg.federation.partition, cfg.federation.target_accuracy,
            cfg.federation.time_limit_s);
     printf("fedmq run: state and logs in %s/\n", run_dir);

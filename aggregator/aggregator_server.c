@@ -707,7 +707,7 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
     const fm_cfg_aggregator_t *ac = &self->cfg.aggregator;
 
     /* model, buffer, optimiser */
-    const char *mname = fm_cfg_enum_name("federation.model", self->cfg.federation.model);
+    const char *mname = fm_arch_name(self->cfg.federation.model);
     self->model = fm_model_new(mname ? mname : "?", &rc);
     if (!self->model) {
         fm_errmsg_set(e, rc, "[federation] model = %s: %s", mname ? mname : "?", fm_strerror(rc));
@@ -731,10 +731,8 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
         fm_errmsg_set(e, rc, "buffer of %d updates: %s", k, fm_strerror(rc));
         goto cleanup;
     }
-    fm_server_opt_kind_t kind;
-    const char *oname = fm_cfg_enum_name("aggregator.server_optimizer", ac->server_optimizer);
-    if ((rc = fm_server_opt_parse_kind(oname ? oname : "?", &kind, e)) != 0)
-        goto cleanup;
+    fm_server_opt_kind_t kind = ac->server_optimizer;
+    const char *oname = fm_server_opt_kind_name(kind);
     fm_server_opt_config_t oc = {.eta = ac->server_lr,
                                  .beta1 = kind == FM_SERVER_OPT_FEDAVGM ? ac->server_momentum
                                                                         : ac->beta1,

@@ -426,7 +426,7 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     self->rej_sub = (s_reject_log_t){"aggregator_models", &self->stats.rejected_sub, -1e9, 0};
     self->rej_router = (s_reject_log_t){"snapshot", &self->stats.rejected_router, -1e9, 0};
 
-    const char *model = fm_cfg_enum_name("federation.model", cfg->federation.model);
+    const char *model = fm_arch_name(cfg->federation.model);
     int merr = 0;
     self->layout = fm_model_new(model ? model : "?", &merr);
     if (!self->layout) {

@@ -155,10 +155,10 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     self->cfg = *cfg;
     self->args = args;
     snprintf(self->id, sizeof self->id, "evaluator/%ld", (long)getpid());
-    const char *name = fm_cfg_enum_name("federation.model", cfg->federation.model);
+    const char *name = fm_arch_name(cfg->federation.model);
     if (!name) {
         rc = fm_errmsg_set(e, FM_EMODEL, "federation.model: unknown model %d",
-                           cfg->federation.model);
+                           (int)cfg->federation.model);
         goto cleanup;
     }
     if (!(self->model = fm_model_new(name, &rc))) {

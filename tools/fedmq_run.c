@@ -589,7 +589,7 @@ int fm_cli_run(int argc, char **argv)
     }
     const fm_cfg_federation_t *fed = &r->cfg.federation;
     printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %.2f, limit %.0f s\n",
-           r->args.config_path, fm_cfg_enum_name("federation.model", fed->model),
+           r->args.config_path, fm_arch_name(fed->model),
            fed->num_clients, fed->partition, fed->target_accuracy, fed->time_limit_s);
     printf("fedmq run: state and logs in %s/\n", r->run_dir);
     fflush(stdout);

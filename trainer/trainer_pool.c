@@ -9,6 +9,7 @@
 #include "fm_data.h"
 #include "fm_log.h"
 #include "fm_model.h"
+#include "fm_parse.h"
 #include "fm_wire.h"
 #include "trainer_ctx.h"
 #include "trainer_latest.h"
@@ -309,14 +310,16 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     host[sizeof host - 1] = '\0';
     snprintf(self->trainer_id, sizeof self->trainer_id, "%s-%d", host, (int)getpid());
 
-    if ((rc = trainer_sim_parse_clients(cfg->trainer.clients, &self->client_first,
-                                        &self->client_count)) != 0 ||
-        (uint64_t)self->client_first + self->client_count > (uint64_t)cfg->federation.num_clients) {
+    long first, last;
+    if (fm_parse_range("[trainer] clients", cfg->trainer.clients, 0,
+                       (long)cfg->federation.num_clients - 1, &first, &last, NULL) != 0) {
         rc = fm_errmsg_set(e, FM_EARG, "[trainer] clients = %s: not a range within [0, %d)",
                            cfg->trainer.clients, cfg->federation.num_clients);
         goto cleanup;
     }
-    self->model_name = fm_cfg_enum_name("federation.model", cfg->federation.model);
+    self->client_first = (uint32_t)first;
+    self->client_count = (uint32_t)(last - first + 1);
+    self->model_name = fm_arch_name(cfg->federation.model);
     self->layout = fm_model_new(self->model_name ? self->model_name : "?", &rc);
     if (!self->layout) {
         fm_errmsg_set(e, rc, "[federation] model: %s", fm_strerror(rc));

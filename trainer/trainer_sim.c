@@ -1,7 +1,5 @@
 #include "trainer_sim.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -17,27 +15,6 @@
 static uint64_t s_stream(uint32_t client, uint64_t run)
 {
     return ((uint64_t)client << 32) ^ (run & 0xffffffffULL);
-}
-
-int trainer_sim_parse_clients(const char *spec, uint32_t *first, uint32_t *count)
-{
-    if (!spec || !isdigit((unsigned char)*spec))
-        return FM_EARG;
-    char *end = NULL;
-    errno = 0;
-    unsigned long lo = strtoul(spec, &end, 10);
-    unsigned long hi = lo;
-    if (*end == '-') {
-        const char *b = end + 1;
-        if (!isdigit((unsigned char)*b))
-            return FM_EARG;
-        hi = strtoul(b, &end, 10);
-    }
-    if (*end || errno == ERANGE || lo > hi || hi >= UINT32_MAX)
-        return FM_EARG;
-    *first = (uint32_t)lo;
-    *count = (uint32_t)(hi - lo + 1);
-    return 0;
 }
 
 double trainer_sim_slowdown(uint64_t seed, uint32_t client, double sigma)

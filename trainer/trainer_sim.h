@@ -8,10 +8,6 @@
 
 #include <stdint.h>
 
-/* Parse a client range "A-B" (inclusive, A <= B) or "A" into *first and *count.
- * Returns 0, or FM_EARG for anything else. */
-int trainer_sim_parse_clients(const char *spec, uint32_t *first, uint32_t *count);
-
 /* The slowdown factor f_k = exp(sigma * N(0,1)) of client k (lognormal device speed);
  * 1.0 when sigma == 0. Same value in every process for the same seed and k. */
 double trainer_sim_slowdown(uint64_t seed, uint32_t client, double sigma);

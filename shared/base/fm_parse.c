@@ -1,5 +1,6 @@
 #include "fm_parse.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -45,5 +46,24 @@ int fm_parse_float(const char *what, const char *text, double lo, double hi, dou
     if (v < lo || v > hi)
         return fm_errmsg_set(e, FM_EARG, "%s: %g is out of range [%g, %g]", what, v, lo, hi);
     *out = v;
+    return 0;
+}
+
+int fm_parse_range(const char *what, const char *text, long lo, long hi, long *first,
+                   long *last, fm_errmsg_t *e)
+{
+    char *end = NULL;
+    long a = 0, b = 0;
+    errno = 0;
+    if (text && isdigit((unsigned char)*text)) {
+        a = b = strtol(text, &end, 10);
+        if (*end == '-' && isdigit((unsigned char)end[1]))
+            b = strtol(end + 1, &end, 10);
+    }
+    if (!end || *end || errno == ERANGE || a > b || a < lo || b > hi)
+        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a range A-B or A with %ld <= A <= B "
+                             "<= %ld", what, text ? text : "", lo, hi);
+    *first = a;
+    *last = b;
     return 0;
 }

@@ -12,5 +12,10 @@ int fm_parse_int(const char *what, const char *text, long lo, long hi, long *out
 int fm_parse_u64(const char *what, const char *text, uint64_t *out, fm_errmsg_t *e);
 int fm_parse_float(const char *what, const char *text, double lo, double hi, double *out,
                    fm_errmsg_t *e);
+/* An inclusive integer range "A-B" (A <= B) or "A" (= "A-A"), decimal digits only, with
+ * lo <= A and B <= hi: *first = A, *last = B (written only on success). Used for client
+ * ranges ([trainer] clients). */
+int fm_parse_range(const char *what, const char *text, long lo, long hi, long *first,
+                   long *last, fm_errmsg_t *e);
 
 #endif

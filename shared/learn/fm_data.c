@@ -358,46 +358,31 @@ void fm_dataset_destroy(fm_dataset_t **p)
 
 /* ---- partitions ------------------------------------------------------------------------ */
 
-typedef enum { S_IID, S_DIRICHLET, S_SHARDS } s_kind_t;
-
-/* Parse "iid", "dirichlet:A" (A finite, > 0) or "shards:K" (K a decimal integer > 0). */
-static int s_parse_spec(const char *spec, s_kind_t *kind, double *alpha, uint32_t *k,
-                        fm_errmsg_t *e)
+int fm_partition_spec_parse(const char *spec, fm_partition_spec_t *out, fm_errmsg_t *e)
 {
-    char name[64];
-    s_clean(name, sizeof name, spec);
-    if (strcmp(spec, "iid") == 0) {
-        *kind = S_IID;
+    char *end = NULL;
+    errno = 0;
+    if (spec && strcmp(spec, "iid") == 0) {
+        *out = (fm_partition_spec_t){.kind = FM_PARTITION_IID};
         return 0;
     }
-    if (strncmp(spec, "dirichlet:", 10) == 0) {
+    if (spec && strncmp(spec, "dirichlet:", 10) == 0) {
         const char *s = spec + 10;
-        char *end = NULL;
-        errno = 0;
         double a = (*s && !isspace((unsigned char)*s)) ? strtod(s, &end) : NAN;
         if (!end || *end || errno == ERANGE || !isfinite(a) || !(a > 0.0))
-            return fm_errmsg_set(e, FM_EARG,
-                                 "partition '%s': ALPHA must be a positive finite number",
-                                 name);
-        *kind = S_DIRICHLET;
-        *alpha = a;
+            return fm_errmsg_set(e, FM_EARG, "ALPHA must be a positive finite number");
+        *out = (fm_partition_spec_t){.kind = FM_PARTITION_DIRICHLET, .alpha = a};
         return 0;
     }
-    if (strncmp(spec, "shards:", 7) == 0) {
+    if (spec && strncmp(spec, "shards:", 7) == 0) {
         const char *s = spec + 7;
-        char *end = NULL;
-        errno = 0;
         unsigned long long v = isdigit((unsigned char)*s) ? strtoull(s, &end, 10) : 0;
         if (!end || *end || errno == ERANGE || v == 0 || v > UINT32_MAX)
-            return fm_errmsg_set(e, FM_EARG, "partition '%s': K must be a positive integer",
-                                 name);
-        *kind = S_SHARDS;
-        *k = (uint32_t)v;
+            return fm_errmsg_set(e, FM_EARG, "K must be a positive integer");
+        *out = (fm_partition_spec_t){.kind = FM_PARTITION_SHARDS, .shards = (uint32_t)v};
         return 0;
     }
-    return fm_errmsg_set(e, FM_EARG,
-                         "partition '%s': unknown (expected iid, dirichlet:ALPHA or shards:K)",
-                         name);
+    return fm_errmsg_set(e, FM_EARG, "unknown (expected iid, dirichlet:ALPHA or shards:K)");
 }
 
 /* Stable counting sort of sample indices by label: the samples of class c are
@@ -585,18 +570,18 @@ int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *s
                                          "or shards:K)");
     char name[64];
     s_clean(name, sizeof name, spec);
-    s_kind_t kind = S_IID;
-    double alpha = 0.0;
-    uint32_t kper = 0;
-    int rc = s_parse_spec(spec, &kind, &alpha, &kper, e);
+    fm_partition_spec_t ps;
+    fm_errmsg_t why = {{0}};
+    int rc = fm_partition_spec_parse(spec, &ps, &why);
     if (rc)
-        return rc;
+        return fm_errmsg_set(e, rc, "partition '%s': %s", name, why.msg);
+    uint32_t kper = ps.shards;
     if (nclients == 0)
         return fm_errmsg_set(e, FM_EARG, "partition '%s': the number of clients must be > 0",
                              name);
     if (!ds || (ds->n > 0 && !ds->y))
         return fm_errmsg_set(e, FM_EARG, "partition '%s': no dataset labels", name);
-    if (kind == S_SHARDS && (uint64_t)nclients * kper > ds->n)
+    if (ps.kind == FM_PARTITION_SHARDS && (uint64_t)nclients * kper > ds->n)
         return fm_errmsg_set(e, FM_EARG,
                              "partition '%s': %llu shards (%u clients x %u) but only %u samples",
                              name, (unsigned long long)nclients * kper, nclients, kper, ds->n);
@@ -616,8 +601,8 @@ int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *s
         goto cleanup;
     }
 
-    switch (kind) {
-    case S_IID: {
+    switch (ps.kind) {
+    case FM_PARTITION_IID: {
         uint32_t base = n / nclients, rem = n % nclients;
         for (uint32_t i = 0; i < n; i++)
             p->indices[i] = i;
@@ -626,10 +611,10 @@ int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *s
             p->offsets[k] = (uint32_t)((uint64_t)k * base + (k < rem ? k : rem));
         break;
     }
-    case S_DIRICHLET:
-        rc = s_part_dirichlet(p, ds, alpha, &r, name, e);
+    case FM_PARTITION_DIRICHLET:
+        rc = s_part_dirichlet(p, ds, ps.alpha, &r, name, e);
         break;
-    case S_SHARDS:
+    case FM_PARTITION_SHARDS:
         rc = s_part_shards(p, ds, kper, &r, name, e);
         break;
     }

@@ -47,7 +47,20 @@ typedef struct {
     uint32_t *indices; /* offsets[nclients] entries (owned) */
 } fm_partition_t;
 
-/* Partition `ds` over `nclients` clients by `spec`:
+/* A parsed partition spec (the grammar below, owned here; fm_cfg validates with it). */
+typedef enum { FM_PARTITION_IID, FM_PARTITION_DIRICHLET, FM_PARTITION_SHARDS } fm_partition_kind_t;
+typedef struct {
+    fm_partition_kind_t kind;
+    double alpha;      /* dirichlet: finite, > 0 */
+    uint32_t shards;   /* shards: K >= 1 */
+} fm_partition_spec_t;
+
+/* Parse "iid", "dirichlet:A" (A finite, > 0) or "shards:K" (K decimal, 1..2^32-1) into *out
+ * (written only on success). 0, or FM_EARG with the reason alone in `e` (may be NULL),
+ * e.g. "ALPHA must be a positive finite number"; callers add the spec. */
+int fm_partition_spec_parse(const char *spec, fm_partition_spec_t *out, fm_errmsg_t *e);
+
+/* Partition `ds` over `nclients` clients by `spec` (fm_partition_spec_parse):
  *   "iid"            shuffle, then equal contiguous slices (sizes differ by at most 1);
  *   "dirichlet:A"    per class, proportions over clients drawn from Dirichlet(A), A > 0;
  *   "shards:K"       sort by label, cut into nclients*K equal shards, deal K to each client

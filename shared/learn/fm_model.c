@@ -51,6 +51,14 @@ static const struct {
     {"cnn", FM_ARCH_CNN, s_cnn, 8},
 };
 
+const char *fm_arch_name(fm_arch_t arch)
+{
+    for (size_t i = 0; i < sizeof s_archs / sizeof s_archs[0]; i++)
+        if (s_archs[i].arch == arch)
+            return s_archs[i].name;
+    return NULL;
+}
+
 fm_model_t *fm_model_new(const char *name, int *err)
 {
     int idx = -1;

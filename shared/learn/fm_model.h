@@ -38,6 +38,10 @@ typedef enum { FM_ARCH_LOGREG, FM_ARCH_MLP, FM_ARCH_CNN } fm_arch_t;
 
 typedef struct fm_model fm_model_t;
 
+/* The name of an architecture ("logreg", "mlp", "cnn"; static string), or NULL for a value
+ * that is not an fm_arch_t. fm_model_new takes these names. */
+const char *fm_arch_name(fm_arch_t arch);
+
 /* New model by name ("logreg", "mlp", "cnn") with parameters zeroed.
  * Returns NULL and sets *err (FM_EMODEL for an unknown name, -ENOMEM) on failure.
  * Caller owns the result: fm_model_destroy(). */

@@ -1,17 +1,15 @@
-/* fm_cfg: the key table, value parsing, the INI reader on top of inih, dump and digest
+/* fm_cfg: the key table, value parsing, the file reader, dump, text, diff and digest
  * (see fm_cfg.h).
  *
- * inih calls our reader once per line and our handler for each "key = value" line, right
- * after reading it, so the reader's line count is the handler's line number (the Debian
- * build has no lineno handler). The reader also does the checks inih cannot: line length
- * (inih would split a long line silently), indented lines (inih's continuation lines) and
- * section names (inih never reports an empty section). On the first error the reader
- * returns NULL, which ends inih's loop. */
+ * The reader takes the whole file (at most FM_CFG_FILE_MAX bytes) and walks it line by
+ * line, checking each line before it is parsed: no NUL byte, valid UTF-8, at most
+ * FM_CFG_LINE_MAX bytes. Checking the bytes ourselves is what a line-at-a-time reader on
+ * C strings (fgets, inih) cannot do: a NUL would end the C string and drop the rest of
+ * the line without a word. */
 #include "fm_cfg.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <ini.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -19,32 +17,61 @@
 #include <strings.h>
 #include <syslog.h>
 
+#include "fm_data.h"
 #include "fm_parse.h"
 
 #define S_SHOWN 64        /* bytes of a value quoted in a message */
 #define S_NUM_MAX 64      /* canonical text of a non-string value */
 #define S_TEXT_MAX (FM_CFG_STR_MAX > S_NUM_MAX ? FM_CFG_STR_MAX : S_NUM_MAX)
-_Static_assert(INI_MAX_LINE - 3 > 64, "inih's line buffer is too small for config lines");
+#define S_NAME_MAX 32     /* bytes of a key name (cfg_test checks the table) */
+_Static_assert(FM_CFG_LINE_MAX >= S_NAME_MAX + 3 + FM_CFG_STR_MAX - 1,
+               "a dumped \"key = value\" line must fit FM_CFG_LINE_MAX");
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
-static const fm_cfg_enum_t s_models[] = {
-    {"cnn", FM_CFG_MODEL_CNN}, {"mlp", FM_CFG_MODEL_MLP}, {"logreg", FM_CFG_MODEL_LOGREG},
-    {NULL, 0}};
-static const fm_cfg_enum_t s_strategies[] = {
-    {"fedavg", FM_CFG_STRATEGY_FEDAVG}, {"fedprox", FM_CFG_STRATEGY_FEDPROX},
-    {"fedbuff", FM_CFG_STRATEGY_FEDBUFF}, {NULL, 0}};
-static const fm_cfg_enum_t s_modes[] = {
-    {"async", FM_CFG_MODE_ASYNC}, {"sync", FM_CFG_MODE_SYNC}, {NULL, 0}};
-static const fm_cfg_enum_t s_staleness[] = {
-    {"constant", FM_CFG_STALENESS_CONSTANT}, {"polynomial", FM_CFG_STALENESS_POLYNOMIAL},
-    {"hinge", FM_CFG_STALENESS_HINGE}, {NULL, 0}};
-static const fm_cfg_enum_t s_server_opts[] = {
-    {"fedavg", FM_CFG_SERVER_OPT_FEDAVG}, {"fedavgm", FM_CFG_SERVER_OPT_FEDAVGM},
-    {"fedadam", FM_CFG_SERVER_OPT_FEDADAM}, {"fedyogi", FM_CFG_SERVER_OPT_FEDYOGI}, {NULL, 0}};
-static const fm_cfg_enum_t s_levels[] = {
-    {"error", LOG_ERR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE}, {"info", LOG_INFO},
-    {"debug", LOG_DEBUG}, {NULL, 0}};
+/* Names of the enums fm_cfg owns; those of other modules come from the module. */
+static const char *s_name_at(const char *const *names, size_t n, int v)
+{
+    return v >= 0 && (size_t)v < n ? names[v] : NULL;
+}
+#define S_NAMES(a, v) s_name_at((a), sizeof(a) / sizeof((a)[0]), (v))
+
+static const char *s_strategy_name(int v)
+{
+    static const char *const n[] = {[FM_CFG_STRATEGY_FEDAVG] = "fedavg",
+                                    [FM_CFG_STRATEGY_FEDPROX] = "fedprox",
+                                    [FM_CFG_STRATEGY_FEDBUFF] = "fedbuff"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_mode_name(int v)
+{
+    static const char *const n[] = {[FM_CFG_MODE_ASYNC] = "async", [FM_CFG_MODE_SYNC] = "sync"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_staleness_name(int v)
+{
+    static const char *const n[] = {[FM_CFG_STALENESS_CONSTANT] = "constant",
+                                    [FM_CFG_STALENESS_POLYNOMIAL] = "polynomial",
+                                    [FM_CFG_STALENESS_HINGE] = "hinge"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_level_name(int v)
+{
+    static const char *const n[] = {[LOG_ERR] = "error", [LOG_WARNING] = "warning",
+                                    [LOG_NOTICE] = "notice", [LOG_INFO] = "info",
+                                    [LOG_DEBUG] = "debug"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_arch_name(int v) { return fm_arch_name((fm_arch_t)v); }
+
+static const char *s_server_opt_name(int v)
+{
+    return fm_server_opt_kind_name((fm_server_opt_kind_t)v); /* v in the row's [lo, hi] */
+}
 
 static int s_check_partition(const char *v, char *why, size_t cap);
 static int s_check_endpoint(const char *v, char *why, size_t cap);
@@ -65,15 +92,19 @@ static int s_check_nonempty(const char *v, char *why, size_t cap);
     {#sec, #name, FM_CFG_BOOL, S_FIELD(sec, name, bool), 0, 1, NULL, def, help, rel, NULL}
 #define S_STR(sec, name, check, def, rel, help)                                                \
     {#sec, #name, FM_CFG_STRING, S_FIELD(sec, name, char *), 0, 0, NULL, def, help, rel, check}
-#define S_ENUM(sec, name, values, def, rel, help)                                              \
-    {#sec, #name, FM_CFG_ENUM, S_FIELD(sec, name, int), 0, 0, values, def, help, rel, NULL}
+/* enum fields: int or the owning module's enum (the size of an int); values lo..hi */
+#define S_ENUM_FIELD(sec, name)                                                                \
+    (offsetof(fm_config_t, sec.name) +                                                         \
+     0 * sizeof(char[sizeof(((fm_config_t *)0)->sec.name) == sizeof(int) ? 1 : -1]))
+#define S_ENUM(sec, name, namefn, lo, hi, def, rel, help)                                      \
+    {#sec, #name, FM_CFG_ENUM, S_ENUM_FIELD(sec, name), lo, hi, namefn, def, help, rel, NULL}
 
 #define S_RELOAD true
 #define S_RESTART false
 
 static const fm_cfg_key_t s_keys[] = {
     /* [federation]: the experiment; read by every daemon */
-    S_ENUM(federation, model, s_models, "cnn", S_RESTART,
+    S_ENUM(federation, model, s_arch_name, FM_ARCH_LOGREG, FM_ARCH_CNN, "cnn", S_RESTART,
            "model architecture: cnn (the seed's FederatedNet), mlp or logreg"),
     S_INT(federation, num_clients, 1, 1000000, "100", S_RESTART,
           "number of simulated clients (data partitions)"),
@@ -94,10 +125,11 @@ static const fm_cfg_key_t s_keys[] = {
     S_INT(federation, min_clients, 1, 1000000, "1", S_RESTART,
           "live clients needed: sync rounds start with and aggregate at least this many; "
           "async accepts updates only while this many clients are live"),
-    S_ENUM(federation, aggregation_strategy, s_strategies, "fedbuff", S_RESTART,
+    S_ENUM(federation, aggregation_strategy, s_strategy_name, FM_CFG_STRATEGY_FEDAVG,
+           FM_CFG_STRATEGY_FEDBUFF, "fedbuff", S_RESTART,
            "fedavg, fedprox (fedavg + proximal term mu) or fedbuff (= fedavg, async only); "
           "async modes buffer K updates (FedBuff)"),
-    S_ENUM(federation, mode, s_modes, "async", S_RESTART,
+    S_ENUM(federation, mode, s_mode_name, FM_CFG_MODE_ASYNC, FM_CFG_MODE_SYNC, "async", S_RESTART,
            "async (versions as updates arrive) or sync (rounds with a deadline)"),
     S_STR(federation, partition, s_check_partition, "dirichlet:0.5", S_RESTART,
           "split of the training set over clients: iid, dirichlet:ALPHA or shards:K"),
@@ -128,7 +160,7 @@ static const fm_cfg_key_t s_keys[] = {
     /* [broker] */
     S_FLT(broker, heartbeat_timeout_s, 0.1, 86400, "10", S_RELOAD,
           "a trainer silent for this many seconds is considered gone"),
-    S_ENUM(broker, log_level, s_levels, "info", S_RELOAD,
+    S_ENUM(broker, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
 
     /* [trainer] */
@@ -145,14 +177,15 @@ static const fm_cfg_key_t s_keys[] = {
           "0 = homogeneous"),
     S_FLT(trainer, dropout_prob, 0, 1, "0", S_RELOAD,
           "probability that a client drops its update instead of sending it, 0..1"),
-    S_ENUM(trainer, log_level, s_levels, "info", S_RELOAD,
+    S_ENUM(trainer, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
 
     /* [aggregator] */
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
           "async: updates buffered before a new model version (FedBuff K), 0 = [federation] "
           "clients_per_round"),
-    S_ENUM(aggregator, staleness, s_staleness, "polynomial", S_RESTART,
+    S_ENUM(aggregator, staleness, s_staleness_name, FM_CFG_STALENESS_CONSTANT,
+           FM_CFG_STALENESS_HINGE, "polynomial", S_RESTART,
            "staleness weight s(tau): constant 1, polynomial (1+tau)^-a, "
            "hinge 1 up to b then 1/(a(tau-b)+1)"),
     S_FLT(aggregator, staleness_a, 0, 100, "0.5", S_RESTART,
@@ -163,7 +196,8 @@ static const fm_cfg_key_t s_keys[] = {
           "updates more than this many versions behind are rejected"),
     S_BOOL(aggregator, weight_by_samples, "true", S_RESTART,
            "weight each update by its client's number of samples"),
-    S_ENUM(aggregator, server_optimizer, s_server_opts, "fedavg", S_RESTART,
+    S_ENUM(aggregator, server_optimizer, s_server_opt_name, FM_SERVER_OPT_FEDAVG,
+           FM_SERVER_OPT_FEDYOGI, "fedavg", S_RESTART,
            "server step on the averaged delta: fedavg, fedavgm (momentum), fedadam, fedyogi"),
     S_FLT(aggregator, server_lr, 0, 100, "1", S_RESTART, "server learning rate"),
     S_FLT(aggregator, server_momentum, 0, 1, "0.9", S_RESTART, "fedavgm server momentum"),
@@ -183,7 +217,7 @@ static const fm_cfg_key_t s_keys[] = {
           "safetensors file with the initial model, empty = seeded PyTorch-style init"),
     S_FLT(aggregator, round_timeout_s, 0.1, 86400, "60", S_RELOAD,
           "sync mode: close a round after this many seconds"),
-    S_ENUM(aggregator, log_level, s_levels, "info", S_RELOAD,
+    S_ENUM(aggregator, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
 
     /* [evaluator] */
@@ -195,7 +229,7 @@ static const fm_cfg_key_t s_keys[] = {
            "also score every client's held-out slice (needs federation.holdout > 0)"),
     S_FLT(evaluator, population_threshold, 0, 1, "0.7", S_RELOAD,
           "population feed: report the fraction of clients whose accuracy is below this"),
-    S_ENUM(evaluator, log_level, s_levels, "info", S_RELOAD,
+    S_ENUM(evaluator, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
 };
 
@@ -255,25 +289,14 @@ static int s_check_nonempty(const char *v, char *why, size_t cap)
     return 1;
 }
 
-/* Same grammar as fm_partition_new: "iid", "dirichlet:A" (A finite > 0), "shards:K". */
+/* The grammar is fm_data's (fm_partition_spec_parse), so config and partitioner agree. */
 static int s_check_partition(const char *v, char *why, size_t cap)
 {
-    char *end = NULL;
-    errno = 0;
-    if (strcmp(v, "iid") == 0)
+    fm_partition_spec_t spec;
+    fm_errmsg_t e = {{0}};
+    if (fm_partition_spec_parse(v, &spec, &e) == 0)
         return 0;
-    if (strncmp(v, "dirichlet:", 10) == 0 && v[10] && !isspace((unsigned char)v[10])) {
-        double a = strtod(v + 10, &end);
-        if (!*end && errno != ERANGE && isfinite(a) && a > 0.0)
-            return 0;
-    }
-    if (strncmp(v, "shards:", 7) == 0 && isdigit((unsigned char)v[7])) {
-        unsigned long long k = strtoull(v + 7, &end, 10);
-        if (!*end && errno != ERANGE && k > 0 && k <= UINT32_MAX)
-            return 0;
-    }
-    snprintf(why, cap, "not a partition (iid, dirichlet:ALPHA with ALPHA > 0, or shards:K "
-                       "with K >= 1)");
+    snprintf(why, cap, "not a partition: %s", e.msg);
     return 1;
 }
 
@@ -299,24 +322,10 @@ static int s_check_endpoint(const char *v, char *why, size_t cap)
     return 1;
 }
 
-/* "A-B" or "A": *lo, *hi. 0 on success. */
+/* "A-B" or "A" (fm_parse_range, as the trainer reads it): *lo, *hi. 0 on success. */
 static int s_parse_clients(const char *v, long *lo, long *hi)
 {
-    char *end = NULL;
-    if (!isdigit((unsigned char)*v))
-        return -1;
-    errno = 0;
-    *lo = strtol(v, &end, 10);
-    *hi = *lo;
-    if (*end == '-') {
-        const char *b = end + 1;
-        if (!isdigit((unsigned char)*b))
-            return -1;
-        *hi = strtol(b, &end, 10);
-    }
-    if (*end || errno == ERANGE || *lo > *hi || *hi > INT_MAX)
-        return -1;
-    return 0;
+    return fm_parse_range("[trainer] clients", v, 0, INT_MAX, lo, hi, NULL);
 }
 
 static int s_check_clients(const char *v, char *why, size_t cap)
@@ -347,13 +356,22 @@ static int s_parse_bool(const char *v, bool *out)
     return -1;
 }
 
-/* "a|b|c" */
-static void s_enum_list(const fm_cfg_enum_t *values, char *buf, size_t cap)
+/* The name of value v of enum key k, or NULL (out of range or a gap). */
+static const char *s_enum_name(const fm_cfg_key_t *k, int v)
 {
-    size_t k = 0;
+    return v >= k->lo && v <= k->hi ? k->enum_name(v) : NULL;
+}
+
+/* "a|b|c" */
+static void s_enum_list(const fm_cfg_key_t *k, char *buf, size_t cap)
+{
+    size_t n = 0;
     buf[0] = '\0';
-    for (const fm_cfg_enum_t *v = values; v->name && k < cap; v++)
-        k += (size_t)snprintf(buf + k, cap - k, "%s%s", v == values ? "" : "|", v->name);
+    for (int v = (int)k->lo; v <= (int)k->hi && n < cap; v++) {
+        const char *name = s_enum_name(k, v);
+        if (name)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? "|" : "", name);
+    }
 }
 
 /* Integral values below 1e15 as plain integers ("600", not "6e+02"), others as the
@@ -425,26 +443,22 @@ static int s_apply(fm_config_t *c, const fm_cfg_key_t *k, const char *text, char
         return 0;
     }
     case FM_CFG_ENUM: {
-        for (const fm_cfg_enum_t *v = k->values; v->name; v++) {
-            if (strcmp(v->name, text) == 0) {
-                *(int *)s_field(c, k) = v->value;
+        for (int v = (int)k->lo; v <= (int)k->hi; v++) {
+            const char *name = s_enum_name(k, v);
+            if (name && strcmp(name, text) == 0) {
+                *(int *)s_field(c, k) = v;
                 return 0;
             }
         }
         char list[160];
-        s_enum_list(k->values, list, sizeof list);
+        s_enum_list(k, list, sizeof list);
         snprintf(why, cap, "not one of %s", list);
         return FM_EARG;
     }
     case FM_CFG_STRING: {
-        /* "name = value" must fit on one line of inih's buffer (INI_MAX_LINE bytes with
-         * "\r\n\0"), or fm_cfg_dump would write a file that fm_cfg_load rejects */
-        size_t n = strlen(text), line_max = INI_MAX_LINE - 3;
-        size_t max = line_max - strlen(k->name) - 3;
-        if (max > FM_CFG_STR_MAX - 1)
-            max = FM_CFG_STR_MAX - 1;
-        if (n > max) {
-            snprintf(why, cap, "longer than %zu bytes (a config line holds %zu)", max, line_max);
+        size_t n = strlen(text);
+        if (n > FM_CFG_STR_MAX - 1) {
+            snprintf(why, cap, "longer than %d bytes", FM_CFG_STR_MAX - 1);
             return FM_EARG;
         }
         for (size_t i = 0; i < n; i++) {
@@ -491,15 +505,14 @@ static void s_format(const fm_config_t *c, const fm_cfg_key_t *k, char *buf, siz
     case FM_CFG_BOOL:
         snprintf(buf, cap, "%s", *(const bool *)p ? "true" : "false");
         return;
-    case FM_CFG_ENUM:
-        for (const fm_cfg_enum_t *v = k->values; v->name; v++) {
-            if (v->value == *(const int *)p) {
-                snprintf(buf, cap, "%s", v->name);
-                return;
-            }
-        }
-        snprintf(buf, cap, "%d", *(const int *)p); /* not a valid name: load rejects it */
+    case FM_CFG_ENUM: {
+        const char *name = s_enum_name(k, *(const int *)p);
+        if (name)
+            snprintf(buf, cap, "%s", name);
+        else /* not a valid name: load rejects it */
+            snprintf(buf, cap, "%d", *(const int *)p);
         return;
+    }
     case FM_CFG_STRING:
         snprintf(buf, cap, "%.*s", (int)strnlen(p, FM_CFG_STR_MAX), (const char *)p);
         return;
@@ -679,7 +692,7 @@ void fm_cfg_defaults(fm_config_t *c)
 int fm_cfg_set(fm_config_t *c, const char *key, const char *value, fm_errmsg_t *e)
 {
     FM_ASSERT(c);
-    char buf[FM_CFG_STR_MAX + 128], sec[S_SHOWN + 1], why[192], shown[S_SHOWN + 4];
+    char buf[FM_CFG_LINE_MAX + 1], sec[S_SHOWN + 1], why[192], shown[S_SHOWN + 4];
     if (!key || strlen(key) >= sizeof buf)
         return fm_errmsg_set(e, FM_EARG, "override: expected section.key=value");
     memcpy(buf, key, strlen(key) + 1);
@@ -728,102 +741,107 @@ int fm_cfg_set(fm_config_t *c, const char *key, const char *value, fm_errmsg_t *
 /* ---- the file ------------------------------------------------------------------------------ */
 
 typedef struct {
-    FILE *f;
-    const char *path;
-    int line;                  /* lines read so far = the line inih is working on */
-    char *buf;                 /* getline buffer */
-    size_t bufcap;
+    const char *path;          /* or the name standing for it */
+    int line;                  /* the line being parsed, from 1 */
+    char section[S_SHOWN + 1]; /* the current section, "" before the first */
     fm_config_t cfg;           /* being built; handed over only when all of it is valid */
     int set_line[S_NKEYS];     /* line each key was set on, 0 = not set */
-    int err;                   /* first error (0 = none), with its line and message */
-    int err_line;
-    int read_errno;
-    fm_errmsg_t msg;
 } s_parse_t;
 
-/* Record the first error at the current line; returns the message to fill. */
-static fm_errmsg_t *s_fail(s_parse_t *p, int code)
+/* 0 if s[0..n) is valid UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF), else 1 + the offset of the first byte that is not. */
+static size_t s_utf8_bad(const unsigned char *s, size_t n)
 {
-    p->err = code;
-    p->err_line = p->line;
-    return &p->msg;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t more;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            more = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            more = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            more = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return i + 1;
+        }
+        for (size_t j = 1; j <= more; j++) {
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
+                return i + 1;
+            cp = cp << 6 | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return i + 1;
+        i += more + 1;
+    }
+    return 0;
 }
 
-/* fgets-style reader for inih: one whole line, or NULL at the end or on our error. */
-static char *s_reader(char *str, int num, void *stream)
+static int s_syntax_error(const s_parse_t *p, fm_errmsg_t *e)
 {
-    s_parse_t *p = stream;
-    if (p->err)
-        return NULL;
-    errno = 0;
-    ssize_t n = getline(&p->buf, &p->bufcap, p->f);
-    if (n < 0) {
-        if (ferror(p->f))
-            p->read_errno = errno ? errno : EIO;
-        return NULL;
+    return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: syntax error (expected [section], key = value "
+                         "or a # comment)", p->path, p->line);
+}
+
+/* "[section]", optionally followed by a comment; t has no trailing white space. */
+static int s_section_line(s_parse_t *p, const char *t, fm_errmsg_t *e)
+{
+    const char *close = strchr(t, ']');
+    if (!close)
+        return s_syntax_error(p, e);
+    const char *rest = close + 1;
+    while (*rest == ' ' || *rest == '\t')
+        rest++;
+    if (*rest && *rest != '#' && *rest != ';')
+        return s_syntax_error(p, e);
+    size_t n = (size_t)(close - t - 1);
+    char sec[S_SHOWN + 1], why[160], shown[S_SHOWN + 4];
+    memcpy(sec, t + 1, n < S_SHOWN ? n : S_SHOWN);
+    sec[n < S_SHOWN ? n : S_SHOWN] = '\0';
+    if (n > S_SHOWN || !s_section_known(sec)) {
+        s_unknown_section_why(why, sizeof why, sec);
+        return fm_errmsg_set(e, FM_EARG, "%s:%d: [%s]: %s", p->path, p->line,
+                             s_shown(shown, sizeof shown, sec), why);
     }
-    p->line++;
-    char *s = p->buf;
-    if (p->line == 1 && (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB &&
-        (unsigned char)s[2] == 0xBF)
-        s += 3; /* inih skips a UTF-8 BOM too */
-    size_t len = strlen(s);
-    while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
-        len--;
-    /* inih's buffer holds num - 3 bytes of text plus "\r\n\0" */
-    if (num < 4 || len > (size_t)num - 3 || (size_t)n + 1 > (size_t)num) {
-        fm_errmsg_set(s_fail(p, FM_EFORMAT), FM_EFORMAT, "%s:%d: line longer than %d bytes",
-                      p->path, p->line, num - 3);
-        return NULL;
-    }
-    const char *t = s;
-    while (*t == ' ' || *t == '\t')
-        t++;
-    bool blank = (size_t)(t - s) >= len || *t == '#' || *t == ';';
-    if (!blank && t != s) {
-        fm_errmsg_set(s_fail(p, FM_EFORMAT), FM_EFORMAT, "%s:%d: indented line (continuation "
-                      "lines are not supported)", p->path, p->line);
-        return NULL;
-    }
-    if (*t == '[') {
-        const char *close = strchr(t, ']');
-        size_t sl = close ? (size_t)(close - t - 1) : 0;
-        char sec[S_SHOWN + 1], why[160], shown[S_SHOWN + 4];
-        memcpy(sec, t + 1, sl < S_SHOWN ? sl : S_SHOWN);
-        sec[sl < S_SHOWN ? sl : S_SHOWN] = '\0';
-        if (close && (sl > S_SHOWN || !s_section_known(sec))) {
-            s_unknown_section_why(why, sizeof why, sec);
-            fm_errmsg_set(s_fail(p, FM_EARG), FM_EARG, "%s:%d: [%s]: %s", p->path, p->line,
-                          s_shown(shown, sizeof shown, sec), why);
-            return NULL;
+    memcpy(p->section, sec, n + 1);
+    return 0;
+}
+
+/* "key = value"; line has no trailing white space and is modified in place. */
+static int s_key_line(s_parse_t *p, char *line, fm_errmsg_t *e)
+{
+    char *eq = strchr(line, '=');
+    if (!eq)
+        return s_syntax_error(p, e);
+    char *name = line, *value = eq + 1;
+    for (char *q = eq; q > name && (q[-1] == ' ' || q[-1] == '\t'); q--)
+        q[-1] = '\0';
+    *eq = '\0';
+    while (*value == ' ' || *value == '\t')
+        value++;
+    for (char *q = value + 1; *value && *q; q++) { /* " ;" starts an inline comment */
+        if (*q == ';' && (q[-1] == ' ' || q[-1] == '\t')) {
+            *q = '\0';
+            break;
         }
     }
-    memcpy(str, p->buf, (size_t)n + 1);
-    return str;
-}
+    for (size_t n = strlen(value); n > 0 && isspace((unsigned char)value[n - 1]); n--)
+        value[n - 1] = '\0';
 
-static int s_handler(void *user, const char *section, const char *name, const char *value)
-{
-    s_parse_t *p = user;
     char where[PATH_MAX + 16], why[192];
-    if (p->err)
-        return 0;
     snprintf(where, sizeof where, "%s:%d", p->path, p->line);
-    if (!value) /* only with ini_allow_no_value, which we never set */
-        value = "";
-    if (!section[0]) {
+    if (!p->section[0]) {
         char key[S_SHOWN + 4], val[S_SHOWN + 4];
-        fm_errmsg_set(s_fail(p, FM_EARG), FM_EARG, "%s: %s = %s: key outside a section", where,
-                      s_shown(key, sizeof key, name), s_shown(val, sizeof val, value));
-        return 0;
+        return fm_errmsg_set(e, FM_EARG, "%s: %s = %s: key outside a section", where,
+                             s_shown(key, sizeof key, name), s_shown(val, sizeof val, value));
     }
-    const fm_cfg_key_t *k = fm_cfg_key_find(section, name);
+    const fm_cfg_key_t *k = fm_cfg_key_find(p->section, name);
     int rc = 0;
     if (!k) {
-        if (s_section_known(section))
-            s_unknown_key_why(why, sizeof why, section, name);
-        else
-            s_unknown_section_why(why, sizeof why, section);
+        s_unknown_key_why(why, sizeof why, p->section, name);
         rc = FM_EARG;
     } else if (p->set_line[k - s_keys]) {
         snprintf(why, sizeof why, "duplicate key (first set on line %d)", p->set_line[k - s_keys]);
@@ -831,55 +849,130 @@ static int s_handler(void *user, const char *section, const char *name, const ch
     } else {
         rc = s_apply(&p->cfg, k, value, why, sizeof why);
     }
-    if (rc) {
-        s_key_error(s_fail(p, rc), rc, where, section, name, value, why);
-        return 0;
-    }
+    if (rc)
+        return s_key_error(e, rc, where, p->section, name, value, why);
     p->set_line[k - s_keys] = p->line;
-    return 1;
+    return 0;
+}
+
+/* One line s[0..n), without its line end. */
+static int s_line(s_parse_t *p, const char *s, size_t n, fm_errmsg_t *e)
+{
+    const char *nul = memchr(s, '\0', n);
+    if (nul)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: NUL byte at column %zu", p->path, p->line,
+                             (size_t)(nul - s) + 1);
+    if (n > FM_CFG_LINE_MAX)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: line longer than %d bytes", p->path,
+                             p->line, FM_CFG_LINE_MAX);
+    size_t bad = s_utf8_bad((const unsigned char *)s, n);
+    if (bad)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: not UTF-8 text (byte 0x%02X at column %zu)",
+                             p->path, p->line, (unsigned char)s[bad - 1], bad);
+    char line[FM_CFG_LINE_MAX + 1];
+    memcpy(line, s, n);
+    line[n] = '\0';
+    while (n > 0 && isspace((unsigned char)line[n - 1]))
+        line[--n] = '\0';
+    const char *t = line;
+    while (*t == ' ' || *t == '\t')
+        t++;
+    if (!*t || *t == '#' || *t == ';')
+        return 0;
+    if (t != line)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: indented line (continuation lines are not "
+                             "supported)", p->path, p->line);
+    return *t == '[' ? s_section_line(p, t, e) : s_key_line(p, line, e);
+}
+
+/* Parse text[0..len) into p->cfg; stops at the first error. */
+static int s_parse(s_parse_t *p, const char *text, size_t len, fm_errmsg_t *e)
+{
+    if (len > FM_CFG_FILE_MAX)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: larger than %d bytes", p->path, FM_CFG_FILE_MAX);
+    size_t pos = len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0; /* a UTF-8 BOM */
+    for (p->line = 1; pos < len; p->line++) {
+        const char *s = text + pos;
+        const char *nl = memchr(s, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - s) : len - pos;
+        pos += n + (nl ? 1 : 0);
+        if (n > 0 && s[n - 1] == '\r') /* CRLF */
+            n--;
+        int rc = s_line(p, s, n, e);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len,
+                 fm_errmsg_t *e)
+{
+    FM_ASSERT(c && name && (text || len == 0));
+    s_parse_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return fm_errmsg_set(e, -ENOMEM, "%s: out of memory", name);
+    p->path = name;
+    fm_cfg_defaults(&p->cfg);
+    int rc = s_parse(p, text, len, e);
+    if (rc == 0)
+        rc = s_check(&p->cfg, name, p->set_line, e);
+    if (rc == 0)
+        *c = p->cfg;
+    free(p);
+    return rc;
+}
+
+/* The whole file into *buf (caller frees), at most FM_CFG_FILE_MAX + 1 bytes so that an
+ * over-long file is seen as one. */
+static int s_read_file(const char *path, char **buf, size_t *len, fm_errmsg_t *e)
+{
+    *buf = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int err = errno;
+        return fm_errmsg_set(e, -err, "%s: cannot open: %s", path, strerror(err));
+    }
+    int rc = 0;
+    size_t cap = 4096, n = 0;
+    char *b = NULL;
+    errno = 0;
+    for (;;) {
+        char *nb = realloc(b, cap);
+        if (!nb) {
+            rc = fm_errmsg_set(e, -ENOMEM, "%s: out of memory", path);
+            goto cleanup;
+        }
+        b = nb;
+        n += fread(b + n, 1, cap - n, f);
+        if (n < cap || n > FM_CFG_FILE_MAX)
+            break;
+        cap *= 2;
+    }
+    if (ferror(f)) {
+        int err = errno ? errno : EIO;
+        rc = fm_errmsg_set(e, -err, "%s: cannot read: %s", path, strerror(err));
+        goto cleanup;
+    }
+    *buf = b;
+    *len = n;
+    b = NULL;
+cleanup:
+    free(b);
+    fclose(f);
+    return rc;
 }
 
 int fm_cfg_load(fm_config_t *c, const char *path, fm_errmsg_t *e)
 {
     FM_ASSERT(c && path);
-    int rc = 0;
-    s_parse_t *p = calloc(1, sizeof *p);
-    if (!p)
-        return fm_errmsg_set(e, -ENOMEM, "%s: out of memory", path);
-    p->path = path;
-    fm_cfg_defaults(&p->cfg);
-    p->f = fopen(path, "r");
-    if (!p->f) {
-        int err = errno;
-        rc = fm_errmsg_set(e, -err, "%s: cannot open: %s", path, strerror(err));
-        goto cleanup;
-    }
-    int r = ini_parse_stream(s_reader, p, s_handler, p);
-    if (p->read_errno) {
-        rc = fm_errmsg_set(e, -p->read_errno, "%s:%d: read error: %s", path, p->line + 1,
-                           strerror(p->read_errno));
-    } else if (r > 0 && (!p->err || r < p->err_line)) {
-        rc = fm_errmsg_set(e, FM_EFORMAT, "%s:%d: syntax error (expected [section], "
-                           "key = value or a # comment)", path, r);
-    } else if (p->err) {
-        rc = p->err;
-        if (e)
-            *e = p->msg;
-    } else if (r == -2) {
-        rc = fm_errmsg_set(e, -ENOMEM, "%s: out of memory", path);
-    } else if (r != 0) {
-        rc = fm_errmsg_set(e, FM_EFORMAT, "%s: parse error %d", path, r);
-    } else {
-        rc = s_check(&p->cfg, path, p->set_line, e);
-    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = s_read_file(path, &text, &len, e);
     if (rc == 0)
-        *c = p->cfg;
-
-cleanup:
-    if (p->f)
-        fclose(p->f);
-    free(p->buf);
-    free(p);
+        rc = fm_cfg_parse(c, path, text, len, e);
+    free(text);
     return rc;
 }
 
@@ -938,12 +1031,7 @@ int fm_cfg_get(const fm_config_t *c, const char *key, char *buf, size_t cap, fm_
 const char *fm_cfg_enum_name(const char *key, int value)
 {
     const fm_cfg_key_t *k = s_find_dotted(key);
-    if (!k || k->type != FM_CFG_ENUM)
-        return NULL;
-    for (const fm_cfg_enum_t *v = k->values; v->name; v++)
-        if (v->value == value)
-            return v->name;
-    return NULL;
+    return k && k->type == FM_CFG_ENUM ? s_enum_name(k, value) : NULL;
 }
 
 /* ---- digest -------------------------------------------------------------------------------- */
@@ -1020,7 +1108,7 @@ static void s_constraint(const fm_cfg_key_t *k, char *buf, size_t cap)
         return;
     case FM_CFG_ENUM: {
         char list[160];
-        s_enum_list(k->values, list, sizeof list);
+        s_enum_list(k, list, sizeof list);
         snprintf(buf, cap, "one of %s", list);
         return;
     }
@@ -1053,4 +1141,56 @@ int fm_cfg_dump(const fm_config_t *c, FILE *f)
     if (fflush(f) != 0 || ferror(f))
         return -(errno ? errno : EIO);
     return 0;
+}
+
+/* ---- text, diff ---------------------------------------------------------------------------- */
+
+int fm_cfg_text(const fm_config_t *c, char **out, size_t *len)
+{
+    FM_ASSERT(c && out);
+    char *buf = NULL;
+    size_t n = 0;
+    *out = NULL;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f)
+        return -ENOMEM;
+    int rc = fm_cfg_dump(c, f);
+    if (fclose(f) != 0 && rc == 0)
+        rc = -ENOMEM;
+    if (rc) {
+        free(buf);
+        return -ENOMEM; /* a memory stream fails only for want of memory */
+    }
+    *out = buf;
+    if (len)
+        *len = n;
+    return 0;
+}
+
+int fm_cfg_diff(const fm_config_t *old, const fm_config_t *fresh, char **out)
+{
+    FM_ASSERT(old && fresh && out);
+    char *buf = NULL;
+    size_t n = 0;
+    int count = 0;
+    *out = NULL;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f)
+        return -ENOMEM;
+    for (size_t i = 0; i < S_NKEYS; i++) {
+        const fm_cfg_key_t *k = &s_keys[i];
+        if (s_same(old, fresh, k))
+            continue;
+        char va[S_TEXT_MAX], vb[S_TEXT_MAX];
+        s_format(old, k, va, sizeof va);
+        s_format(fresh, k, vb, sizeof vb);
+        fprintf(f, "%s[%s] %s: %s -> %s", count ? "; " : "", k->section, k->name, va, vb);
+        count++;
+    }
+    if (fclose(f) != 0 || !buf) {
+        free(buf);
+        return -ENOMEM;
+    }
+    *out = buf;
+    return count;
 }

@@ -1,28 +1,38 @@
-/* fm_cfg: the daemons' configuration (one INI file, parsed with inih).
+/* fm_cfg: the daemons' configuration (one INI-style file, read by a small strict reader).
  *
  * One const table describes every key: section, name, type (int, uint64, float, bool,
  * string, enum), bounds, default, a one-line help with units, and whether a running
  * daemon may take a new value on reload (SIGHUP). Values land in the plain struct
  * fm_config_t, one nested struct per section, one field per key with the key's name.
+ * Grammars and enums that other modules own are parsed by those modules, called from the
+ * table: federation.model is an fm_arch_t (fm_arch_name), aggregator.server_optimizer an
+ * fm_server_opt_kind_t (fm_server_opt_kind_name), federation.partition is checked by
+ * fm_partition_spec_parse and trainer.clients by fm_parse_range.
  *
- * File syntax (inih): "[section]" lines, "key = value" lines, comment lines starting with
- * '#' or ';'. Stricter than inih: unknown sections and keys, a key outside a section, a
- * key given twice, indented key lines (inih would read them as continuations), lines
- * longer than inih's buffer and values that do not parse are all errors. Values are taken
- * verbatim after trimming (no quotes); " ;" starts an inline comment.
+ * File syntax: UTF-8 text (an optional BOM is skipped) of at most FM_CFG_FILE_MAX bytes,
+ * lines ending in LF or CRLF, each at most FM_CFG_LINE_MAX bytes. A line is blank, a
+ * comment (first non-blank character '#' or ';'), "[section]" (optionally followed by a
+ * comment) or "key = value". Trailing white space is ignored; in a value, " ;" starts an
+ * inline comment. Values are taken verbatim after trimming (no quotes); string values hold
+ * at most FM_CFG_STR_MAX - 1 bytes. Errors: a NUL byte or invalid UTF-8 anywhere, an
+ * over-long line, unknown sections and keys, a key outside a section, a key given twice,
+ * indented key or section lines, anything else that is not one of the line kinds, and
+ * values that do not parse.
  *
  * Every error is one line naming where, the key and the reason:
  *   "configs/x.conf:12: [aggregator] buffer_k = 0: out of range [1, 100000]"
  *   "override: [aggregator] buffer_k = ten: not an integer"           (fm_cfg_set)
  *   "configs/x.conf:3: [aggregatr]: unknown section (did you mean [aggregator]?)"
+ *   "configs/x.conf:7: NUL byte at column 13"
  *   "configs/x.conf:4: [federation] clients_per_round = 200: must be <= [federation]
  *    num_clients (100)"      (cross-key; the line where the key was set, none for a default)
  * An error in the file is reported at the first bad line; later lines are not read.
- * Codes: FM_ERANGE (value out of range), FM_EFORMAT (syntax: not a section or key line,
- * line too long), FM_EARG (everything else: unknown section/key, bad value, duplicate,
- * key outside a section, cross-key constraint), -errno (the file cannot be read).
+ * Codes: FM_ERANGE (value out of range), FM_EFORMAT (not text: NUL, bad UTF-8, line or file
+ * too long; syntax: not a section or key line, indented line), FM_EARG (everything else:
+ * unknown section/key, bad value, duplicate, key outside a section, cross-key constraint),
+ * -errno (the file cannot be read).
  *
- * No global state: the table is const; inih's global options are left untouched. */
+ * No global state: the table is const. */
 #ifndef FM_CFG_H
 #define FM_CFG_H
 
@@ -32,14 +42,17 @@
 #include <stdio.h>
 
 #include "fm_err.h"
+#include "fm_model.h"
+#include "fm_server_opt.h"
 
-/* Bytes of a string field, incl. the NUL. A value is further limited so that "key = value"
- * fits on one line of inih's buffer (INI_MAX_LINE, 200: 197 bytes of text), e.g. 186 bytes
- * for data_dir; fm_cfg_set enforces the same limit, so every dump loads back. */
+/* Bytes of a string field, incl. the NUL: string values hold at most 255 bytes, in the file
+ * and in fm_cfg_set alike, and every "key = value" line of a dump fits FM_CFG_LINE_MAX, so
+ * every dump loads back. */
 #define FM_CFG_STR_MAX 256
+#define FM_CFG_LINE_MAX 1024          /* bytes of a line, without its LF or CRLF */
+#define FM_CFG_FILE_MAX (1024 * 1024) /* bytes of a config file */
 #define FM_CFG_DIGEST_BYTES 32
 
-typedef enum { FM_CFG_MODEL_CNN, FM_CFG_MODEL_MLP, FM_CFG_MODEL_LOGREG } fm_cfg_model_t;
 typedef enum {
     FM_CFG_STRATEGY_FEDAVG,
     FM_CFG_STRATEGY_FEDPROX,
@@ -51,17 +64,11 @@ typedef enum {
     FM_CFG_STALENESS_POLYNOMIAL, /* s(tau) = (1 + tau)^-a */
     FM_CFG_STALENESS_HINGE       /* s(tau) = 1 if tau <= b else 1 / (a (tau - b) + 1) */
 } fm_cfg_staleness_t;
-typedef enum {
-    FM_CFG_SERVER_OPT_FEDAVG,
-    FM_CFG_SERVER_OPT_FEDAVGM,
-    FM_CFG_SERVER_OPT_FEDADAM,
-    FM_CFG_SERVER_OPT_FEDYOGI
-} fm_cfg_server_opt_t;
 
-/* Enum-typed keys are stored as int holding the enum above; log_level keys hold the
- * syslog level (LOG_ERR .. LOG_DEBUG) ready for fm_log_init. */
+/* Enum-typed keys are stored as the owning module's enum or as int holding the enum above;
+ * log_level keys hold the syslog level (LOG_ERR .. LOG_DEBUG) ready for fm_log_init. */
 typedef struct {
-    int model;                       /* fm_cfg_model_t */
+    fm_arch_t model;
     int num_clients;
     int clients_per_round;
     int num_rounds;                  /* 0 = unlimited */
@@ -113,7 +120,7 @@ typedef struct {
     double staleness_b;
     int max_staleness;
     bool weight_by_samples;
-    int server_optimizer;            /* fm_cfg_server_opt_t */
+    fm_server_opt_kind_t server_optimizer;
     double server_lr;
     double server_momentum;
     double beta1;
@@ -154,19 +161,16 @@ typedef enum {
     FM_CFG_ENUM
 } fm_cfg_type_t;
 
-typedef struct {
-    const char *name;
-    int value;
-} fm_cfg_enum_t;
-
 /* One row of the key table (all static, const). */
 typedef struct {
     const char *section;
     const char *name;
     fm_cfg_type_t type;
     size_t offset;                   /* of the field in fm_config_t */
-    double lo, hi;                   /* inclusive bounds of int and float keys */
-    const fm_cfg_enum_t *values;     /* enum keys: allowed names, NULL-terminated */
+    double lo, hi;                   /* inclusive bounds of int and float keys; the values
+                                      * of enum keys */
+    /* enum keys: the name of a value in [lo, hi] (static string), NULL for a gap */
+    const char *(*enum_name)(int value);
     const char *def;                 /* default, in file syntax */
     const char *help;                /* one line, with units */
     bool reloadable;                 /* may change in a running daemon (SIGHUP) */
@@ -189,6 +193,11 @@ void fm_cfg_defaults(fm_config_t *c);
  * Errors: -errno, FM_EFORMAT, FM_EARG, FM_ERANGE. */
 int fm_cfg_load(fm_config_t *c, const char *path, fm_errmsg_t *e);
 
+/* fm_cfg_load of a text in memory, text[0..len) (NULs in it are errors like in a file);
+ * `name` stands for the path in messages (e.g. "checkpoint"). Same errors, less -errno. */
+int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len,
+                 fm_errmsg_t *e);
+
 /* Command-line override of one key with the same validation as the file: either
  * key = "section.key" and value = "text", or value = NULL and key = "section.key=text".
  * Checks the key alone: call fm_cfg_check after the last override. On error *c is
@@ -209,7 +218,7 @@ int fm_cfg_check_reload(const fm_config_t *old, const fm_config_t *fresh, fm_err
  * buf[0..cap). Errors: FM_EARG (unknown key), -ENOBUFS (cap too small). */
 int fm_cfg_get(const fm_config_t *c, const char *key, char *buf, size_t cap, fm_errmsg_t *e);
 
-/* Name of `value` of the enum key "section.key" (e.g. "federation.model", 0 -> "cnn"),
+/* Name of `value` of the enum key "section.key" (e.g. "federation.mode", 1 -> "sync"),
  * or NULL. Static string. */
 const char *fm_cfg_enum_name(const char *key, int value);
 
@@ -227,5 +236,16 @@ void fm_cfg_digest(const fm_config_t *c, uint8_t out[FM_CFG_DIGEST_BYTES]);
  * help, constraint, default and reload flag as comments. fm_cfg_load reads it back to an
  * equal struct. Errors: -errno (write error). */
 int fm_cfg_dump(const fm_config_t *c, FILE *f);
+
+/* What fm_cfg_dump writes, as a NUL-terminated string in *out (caller frees) of *len bytes
+ * (without the NUL; len may be NULL). fm_cfg_parse reads it back to an equal struct.
+ * Errors: -ENOMEM (*out is NULL then). */
+int fm_cfg_text(const fm_config_t *c, char **out, size_t *len);
+
+/* The keys whose values differ between `old` and `fresh`, in table order, as one line in
+ * *out (caller frees): "[aggregator] buffer_k: 0 -> 20; [broker] log_level: info -> debug"
+ * ("" when none; values in canonical form). For a stored text, fm_cfg_parse it first.
+ * Returns the number of differing keys, or -ENOMEM (*out is NULL then). */
+int fm_cfg_diff(const fm_config_t *old, const fm_config_t *fresh, char **out);
 
 #endif

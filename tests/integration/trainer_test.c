@@ -13,9 +13,11 @@
 #include <cmocka.h>
 #include <czmq.h>
 #include <math.h>
+#include <limits.h>
 
 #include "../support/fm_proc.h"
 #include "fm_data.h"
+#include "fm_parse.h"
 #include "fm_model.h"
 #include "fm_wire.h"
 #include "trainer_sim.h"
@@ -383,16 +385,18 @@ static int t_teardown(void **state)
 static void test_sim(void **state)
 {
     (void)state;
-    uint32_t first = 9, count = 9;
-    assert_int_equal(trainer_sim_parse_clients("0-99", &first, &count), 0);
+    /* client ranges: fm_parse_range, as trainer_pool_new uses it */
+    long first = 9, last = 9;
+    assert_int_equal(fm_parse_range("clients", "0-99", 0, INT_MAX, &first, &last, NULL), 0);
     assert_int_equal(first, 0);
-    assert_int_equal(count, 100);
-    assert_int_equal(trainer_sim_parse_clients("5", &first, &count), 0);
+    assert_int_equal(last, 99);
+    assert_int_equal(fm_parse_range("clients", "5", 0, INT_MAX, &first, &last, NULL), 0);
     assert_int_equal(first, 5);
-    assert_int_equal(count, 1);
-    const char *bad[] = {"", "-1", "5-2", "a", "1-", "1-2x", "1 - 2", "99999999999"};
+    assert_int_equal(last, 5);
+    const char *bad[] = {"", "-1", "5-2", "a", "1-", "1-2x", "1 - 2", "99999999999", "0-100"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_int_not_equal(trainer_sim_parse_clients(bad[i], &first, &count), 0);
+        assert_int_not_equal(fm_parse_range("clients", bad[i], 0, 99, &first, &last, NULL), 0);
+    assert_int_equal(first, 5); /* untouched on error */
 
     /* slowdown: deterministic per (seed, client), 1 without sigma, lognormal spread */
     assert_true(trainer_sim_slowdown(1, 3, 0.0) == 1.0);

@@ -1,6 +1,7 @@
 /* Unit tests of fm_cfg: the key table, defaults, the shipped configs/fedmq.conf, every
- * error kind with its exact one-line message, overrides, dump -> load round trips, the
- * digest and the reload rule. */
+ * error kind with its exact one-line message, the strict reader (NUL bytes, UTF-8, line,
+ * value and file lengths, BOM, CRLF), overrides, dump -> load round trips, text and diff,
+ * the digest and the reload rule. */
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
@@ -18,7 +19,6 @@
 #include <cmocka.h>
 
 #include "../support/fm_proc.h"
-#include <ini.h>
 
 #include "fm_cfg.h"
 #include "fm_err.h"
@@ -51,15 +51,20 @@ static int group_teardown(void **state)
     return rc;
 }
 
-/* Write `text` to a new file in the temp dir; its path goes to out. */
-static void write_conf(void **state, char *out, size_t cap, const char *text)
+/* Write text[0..len) to a new file in the temp dir; its path goes to out. */
+static void write_conf_n(void **state, char *out, size_t cap, const char *text, size_t len)
 {
     ctx_t *c = *state;
     snprintf(out, cap, "%s/c%d.conf", c->dir, c->serial++);
     FILE *f = fopen(out, "w");
     assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+    assert_int_equal(fwrite(text, 1, len, f), len);
     assert_int_equal(fclose(f), 0);
+}
+
+static void write_conf(void **state, char *out, size_t cap, const char *text)
+{
+    write_conf_n(state, out, cap, text, strlen(text));
 }
 
 /* A config that differs from the defaults, to check that failed loads leave it alone. */
@@ -70,12 +75,13 @@ static void sentinel(fm_config_t *c)
     assert_int_equal(fm_cfg_set(c, "federation.partition", "iid", NULL), 0);
 }
 
-/* Load `text` expecting `code` and exactly the message `want` (with "%s" for the path);
- * the target struct must be unchanged. */
-static void expect_error(void **state, const char *text, int code, const char *want)
+/* Load text[0..len) expecting `code` and exactly the message `want` (with "%s" for the
+ * path); the target struct must be unchanged. */
+static void expect_error_n(void **state, const char *text, size_t len, int code,
+                           const char *want)
 {
     char path[512], msg[1024];
-    write_conf(state, path, sizeof path, text);
+    write_conf_n(state, path, sizeof path, text, len);
     fm_config_t c, before;
     sentinel(&c);
     before = c;
@@ -85,6 +91,11 @@ static void expect_error(void **state, const char *text, int code, const char *w
     if (rc != code || strcmp(e.msg, msg) != 0)
         fail_msg("config:\n%s\nwant %d '%s'\ngot  %d '%s'", text, code, msg, rc, e.msg);
     assert_memory_equal(&c, &before, sizeof c);
+}
+
+static void expect_error(void **state, const char *text, int code, const char *want)
+{
+    expect_error_n(state, text, strlen(text), code, want);
 }
 
 static void load_ok(const char *path, fm_config_t *c)
@@ -134,7 +145,10 @@ static void test_table(void **state)
         assert_true(k->help[0] != '\0' && !strchr(k->help, '\n'));
         assert_ptr_equal(fm_cfg_key_find(k->section, k->name), k);
         assert_true(k->lo <= k->hi);
-        assert_true((k->type == FM_CFG_ENUM) == (k->values != NULL));
+        assert_true((k->type == FM_CFG_ENUM) == (k->enum_name != NULL));
+        assert_true(strlen(k->name) < 32); /* fm_cfg.c's S_NAME_MAX: dumps fit a line */
+        for (int v = (int)k->lo; k->type == FM_CFG_ENUM && v <= (int)k->hi; v++)
+            assert_non_null(k->enum_name(v));
     }
     /* a section's keys are contiguous (one [section] block in dumps) */
     const char *seen[16];
@@ -161,7 +175,7 @@ static void test_defaults(void **state)
     fm_cfg_defaults(&c);
     fm_errmsg_t e = {{0}};
     assert_int_equal(fm_cfg_check(&c, &e), 0);
-    assert_int_equal(c.federation.model, FM_CFG_MODEL_CNN);
+    assert_int_equal(c.federation.model, FM_ARCH_CNN);
     assert_int_equal(c.federation.num_clients, 100);
     assert_int_equal(c.federation.clients_per_round, 10);
     assert_int_equal(c.federation.num_rounds, 0);
@@ -179,7 +193,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.aggregator.buffer_k, 0); /* = clients_per_round */
     assert_int_equal(c.aggregator.staleness, FM_CFG_STALENESS_POLYNOMIAL);
     assert_true(c.aggregator.weight_by_samples);
-    assert_int_equal(c.aggregator.server_optimizer, FM_CFG_SERVER_OPT_FEDAVG);
+    assert_int_equal(c.aggregator.server_optimizer, FM_SERVER_OPT_FEDAVG);
     assert_true(c.aggregator.tau == 1e-3);
     assert_string_equal(c.aggregator.init, "");
     assert_string_equal(c.evaluator.test_split, "t10k");
@@ -207,18 +221,22 @@ static void test_defaults(void **state)
 static void test_enum_names(void **state)
 {
     (void)state;
-    assert_string_equal(fm_cfg_enum_name("federation.model", FM_CFG_MODEL_CNN), "cnn");
-    assert_string_equal(fm_cfg_enum_name("federation.model", FM_CFG_MODEL_MLP), "mlp");
-    assert_string_equal(fm_cfg_enum_name("federation.model", FM_CFG_MODEL_LOGREG), "logreg");
+    /* model and server optimiser: the names of fm_model's and fm_server_opt's enums */
+    assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_CNN), "cnn");
+    assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_MLP), "mlp");
+    assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_LOGREG), "logreg");
     assert_string_equal(fm_cfg_enum_name("federation.aggregation_strategy",
                                          FM_CFG_STRATEGY_FEDPROX), "fedprox");
     assert_string_equal(fm_cfg_enum_name("federation.mode", FM_CFG_MODE_SYNC), "sync");
     assert_string_equal(fm_cfg_enum_name("aggregator.staleness", FM_CFG_STALENESS_HINGE), "hinge");
-    assert_string_equal(fm_cfg_enum_name("aggregator.server_optimizer", FM_CFG_SERVER_OPT_FEDYOGI),
+    assert_string_equal(fm_cfg_enum_name("aggregator.server_optimizer", FM_SERVER_OPT_FEDYOGI),
                         "fedyogi");
+    assert_null(fm_cfg_enum_name("aggregator.server_optimizer", FM_SERVER_OPT_FEDYOGI + 1));
+    assert_null(fm_cfg_enum_name("trainer.log_level", LOG_CRIT));
     assert_string_equal(fm_cfg_enum_name("trainer.log_level", LOG_DEBUG), "debug");
     assert_string_equal(fm_cfg_enum_name("evaluator.log_level", LOG_ERR), "error");
     assert_null(fm_cfg_enum_name("federation.model", 42));
+    assert_null(fm_cfg_enum_name("federation.model", -1));
     assert_null(fm_cfg_enum_name("federation.num_clients", 0));
     assert_null(fm_cfg_enum_name("nope", 0));
 }
@@ -300,14 +318,20 @@ static void test_file_errors(void **state)
     expect_error(state, "[aggregator]\nstaleness = linear\n", FM_EARG,
                  "%s:2: [aggregator] staleness = linear: not one of constant|polynomial|hinge");
     expect_error(state, "[federation]\nmodel = CNN\n", FM_EARG,
-                 "%s:2: [federation] model = CNN: not one of cnn|mlp|logreg");
+                 "%s:2: [federation] model = CNN: not one of logreg|mlp|cnn");
     expect_error(state, "[aggregator]\nweight_by_samples = maybe\n", FM_EARG,
                  "%s:2: [aggregator] weight_by_samples = maybe: not a boolean "
                  "(true|false|yes|no|on|off|1|0)");
     /* string checks */
     expect_error(state, "[federation]\npartition = dirichlet:-1\n", FM_EARG,
-                 "%s:2: [federation] partition = dirichlet:-1: not a partition (iid, "
-                 "dirichlet:ALPHA with ALPHA > 0, or shards:K with K >= 1)");
+                 "%s:2: [federation] partition = dirichlet:-1: not a partition: ALPHA must "
+                 "be a positive finite number");
+    expect_error(state, "[federation]\npartition = shards:0\n", FM_EARG,
+                 "%s:2: [federation] partition = shards:0: not a partition: K must be a "
+                 "positive integer");
+    expect_error(state, "[federation]\npartition = random\n", FM_EARG,
+                 "%s:2: [federation] partition = random: not a partition: unknown (expected "
+                 "iid, dirichlet:ALPHA or shards:K)");
     expect_error(state, "[endpoints]\nupdates = tcp://127.0.0.1\n", FM_EARG,
                  "%s:2: [endpoints] updates = tcp://127.0.0.1: not a ZeroMQ endpoint "
                  "(tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
@@ -353,11 +377,10 @@ static void test_file_errors(void **state)
                  "%s:2: [trainer] heartbeat_interval_s = 10: must be < [broker] "
                  "heartbeat_timeout_s (10)");
 
-    /* a line longer than inih's buffer is an error, not silently split */
-    char text[600], want[128];
-    snprintf(text, sizeof text, "[aggregator]\ninit = %0300d\n", 0);
-    snprintf(want, sizeof want, "%%s:2: line longer than %d bytes", ini_max_line - 3);
-    expect_error(state, text, FM_EFORMAT, want);
+    /* a line longer than FM_CFG_LINE_MAX is an error, not silently split */
+    char text[1200];
+    snprintf(text, sizeof text, "[aggregator]\n# %01100d\n", 0);
+    expect_error(state, text, FM_EFORMAT, "%s:2: line longer than 1024 bytes");
 
     /* a missing file */
     fm_config_t c;
@@ -397,7 +420,7 @@ static void test_syntax_variants(void **state)
                  &c);
     assert_int_equal(c.aggregator.buffer_k, 25);
     assert_false(c.aggregator.weight_by_samples);
-    assert_int_equal(c.aggregator.server_optimizer, FM_CFG_SERVER_OPT_FEDADAM);
+    assert_int_equal(c.aggregator.server_optimizer, FM_SERVER_OPT_FEDADAM);
     assert_true(c.federation.learning_rate == 2.5e-3);
     assert_true(c.federation.seed == UINT64_MAX);
     assert_string_equal(c.federation.partition, "shards:2");
@@ -419,7 +442,7 @@ static void test_overrides(void **state)
     assert_int_equal(fm_cfg_set(&c, " aggregator.buffer_k = 40 ", NULL, &e), 0);
     assert_int_equal(c.aggregator.buffer_k, 40);
     assert_int_equal(fm_cfg_set(&c, "federation.model=logreg", NULL, &e), 0);
-    assert_int_equal(c.federation.model, FM_CFG_MODEL_LOGREG);
+    assert_int_equal(c.federation.model, FM_ARCH_LOGREG);
     assert_int_equal(fm_cfg_set(&c, "aggregator.init", "/tmp/init model.safetensors", &e), 0);
     assert_string_equal(c.aggregator.init, "/tmp/init model.safetensors");
     assert_int_equal(fm_cfg_set(&c, "trainer.log_level=debug", NULL, &e), 0);
@@ -438,7 +461,7 @@ static void test_overrides(void **state)
     expect_set_error("buffer_k=3", NULL, FM_EARG,
                      "override 'buffer_k': expected section.key=value");
     expect_set_error("federation.model", "resnet", FM_EARG,
-                     "override: [federation] model = resnet: not one of cnn|mlp|logreg");
+                     "override: [federation] model = resnet: not one of logreg|mlp|cnn");
     expect_set_error("aggregator.weight_by_samples", "2", FM_EARG,
                      "override: [aggregator] weight_by_samples = 2: not a boolean "
                      "(true|false|yes|no|on|off|1|0)");
@@ -450,21 +473,21 @@ static void test_overrides(void **state)
                      "override: [aggregator] init =  lead: starts or ends with a space");
     expect_set_error("aggregator.init", "a\nb", FM_EARG,
                      "override: [aggregator] init = a?b: contains a control character");
-    /* the longest string whose "key = value" line fits inih's buffer (197 bytes of text) */
+    /* the longest string: FM_CFG_STR_MAX - 1 bytes, whatever the key */
     char big[400];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    big[186] = '\0';
+    big[255] = '\0';
     fm_config_t t;
     fm_cfg_defaults(&t);
     assert_int_equal(fm_cfg_set(&t, "federation.data_dir", big, &e), 0);
-    big[186] = 'x';
-    big[187] = '\0';
+    assert_int_equal(strlen(t.federation.data_dir), 255);
+    big[255] = 'x';
+    big[256] = '\0';
     assert_int_equal(fm_cfg_set(&t, "federation.data_dir", big, &e), FM_EARG);
-    assert_non_null(strstr(e.msg, "xxx...: longer than 186 bytes (a config line holds 197)"));
-    big[187] = 'x';
+    assert_non_null(strstr(e.msg, "xxx...: longer than 255 bytes"));
     assert_int_equal(fm_cfg_set(&t, "aggregator.init", big, &e), FM_EARG);
-    assert_non_null(strstr(e.msg, ": longer than 190 bytes (a config line holds 197)"));
+    assert_non_null(strstr(e.msg, ": longer than 255 bytes"));
 
     /* overrides are checked one by one; cross-key constraints by fm_cfg_check */
     fm_cfg_defaults(&t);
@@ -497,10 +520,11 @@ static void change_key(fm_config_t *c, const fm_cfg_key_t *k)
     case FM_CFG_BOOL:
         snprintf(val, sizeof val, "%s", strcmp(cur, "true") == 0 ? "false" : "true");
         break;
-    case FM_CFG_ENUM:
-        snprintf(val, sizeof val, "%s", strcmp(k->values[0].name, cur) == 0 ? k->values[1].name
-                                                                              : k->values[0].name);
+    case FM_CFG_ENUM: {
+        const char *a = k->enum_name((int)k->lo), *b = k->enum_name((int)k->lo + 1);
+        snprintf(val, sizeof val, "%s", strcmp(a, cur) == 0 ? b : a);
         break;
+    }
     case FM_CFG_STRING: {
         static const char *const cand[] = {"iid", "ipc:///tmp/fedmq-x.sock", "3-4", "other"};
         for (size_t i = 0; i < 4; i++) {
@@ -558,10 +582,12 @@ static void test_roundtrip(void **state)
     assert_int_equal(fm_cfg_set(&c, "federation.data_dir", "/data/my datasets/fm#1", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "aggregator.init", "", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "federation.seed", "18446744073709551615", &e), 0);
-    char longest[187];
+    char longest[FM_CFG_STR_MAX];
     memset(longest, 'd', sizeof longest - 1);
     longest[sizeof longest - 1] = '\0';
-    assert_int_equal(fm_cfg_set(&c, "evaluator.metrics_file", longest + 4, &e), 0);
+    assert_int_equal(fm_cfg_set(&c, "evaluator.metrics_file", longest, &e), 0);
+    longest[0] = '/';
+    assert_int_equal(fm_cfg_set(&c, "aggregator.checkpoint_dir", longest, &e), 0);
     assert_int_equal(fm_cfg_check(&c, &e), 0);
     dump_load(state, &c, &d);
     assert_true(fm_cfg_equal(&c, &d));
@@ -571,6 +597,173 @@ static void test_roundtrip(void **state)
     fm_cfg_digest(&c, dc);
     fm_cfg_digest(&d, dd);
     assert_memory_equal(dc, dd, 32);
+}
+
+/* The reader checks the bytes itself: a NUL byte anywhere is an error at its line (a C
+ * string reader would drop the rest of the line), as is text that is not UTF-8. */
+static void test_nul_and_encoding(void **state)
+{
+    static const char nul_value[] = "[federation]\nmodel = mlp\0garbage\n";
+    expect_error_n(state, nul_value, sizeof nul_value - 1, FM_EFORMAT,
+                   "%s:2: NUL byte at column 12");
+    static const char nul_key[] = "[federation]\nseed = 2\n\0model = mlp\n";
+    expect_error_n(state, nul_key, sizeof nul_key - 1, FM_EFORMAT, "%s:3: NUL byte at column 1");
+    static const char nul_section[] = "[feder\0ation]\nseed = 2\n";
+    expect_error_n(state, nul_section, sizeof nul_section - 1, FM_EFORMAT,
+                   "%s:1: NUL byte at column 7");
+    static const char nul_comment[] = "# a\0b\n[federation]\n";
+    expect_error_n(state, nul_comment, sizeof nul_comment - 1, FM_EFORMAT,
+                   "%s:1: NUL byte at column 4");
+    static const char nul_last[] = "[federation]\nseed = 2\0"; /* no final newline */
+    expect_error_n(state, nul_last, sizeof nul_last - 1, FM_EFORMAT, "%s:2: NUL byte at column 9");
+    /* the same from memory */
+    fm_config_t c;
+    fm_errmsg_t e = {{0}};
+    fm_cfg_defaults(&c);
+    assert_int_equal(fm_cfg_parse(&c, "mem", nul_value, sizeof nul_value - 1, &e), FM_EFORMAT);
+    assert_string_equal(e.msg, "mem:2: NUL byte at column 12");
+    assert_int_equal(c.federation.model, FM_ARCH_CNN);
+
+    /* not UTF-8: a stray byte, an overlong form, a surrogate, a cut sequence at the end */
+    expect_error(state, "[federation]\n# caf\xE9\n", FM_EFORMAT,
+                 "%s:2: not UTF-8 text (byte 0xE9 at column 6)");
+    expect_error(state, "[federation]\ndata_dir = /a\xC0\xAF\n", FM_EFORMAT,
+                 "%s:2: not UTF-8 text (byte 0xC0 at column 14)");
+    expect_error(state, "\xED\xA0\x80\n", FM_EFORMAT, "%s:1: not UTF-8 text (byte 0xED at column 1)");
+    expect_error(state, "[federation]\ndata_dir = /d\xE2\x82", FM_EFORMAT,
+                 "%s:2: not UTF-8 text (byte 0xE2 at column 14)");
+    /* UTF-8 is fine in comments and string values */
+    load_text_ok(state, "# caf\xC3\xA9 \xF0\x9F\x98\x80\n[federation]\ndata_dir = /d/\xC3\xBC\n", &c);
+    assert_string_equal(c.federation.data_dir, "/d/\xC3\xBC");
+}
+
+/* Lengths: lines up to FM_CFG_LINE_MAX bytes, string values up to FM_CFG_STR_MAX - 1 bytes
+ * (accepted whole, also past inih's old 197-byte line), files up to FM_CFG_FILE_MAX. */
+static void test_lengths(void **state)
+{
+    char text[FM_CFG_LINE_MAX + 64], val[FM_CFG_STR_MAX + 1], want[512];
+    fm_config_t c;
+    memset(val, 'v', sizeof val);
+    val[0] = '/';
+    val[FM_CFG_STR_MAX - 1] = '\0';
+    snprintf(text, sizeof text, "[federation]\ndata_dir = %s\n", val);
+    load_text_ok(state, text, &c);
+    assert_string_equal(c.federation.data_dir, val);
+    val[FM_CFG_STR_MAX - 1] = 'v';
+    val[FM_CFG_STR_MAX] = '\0';
+    snprintf(text, sizeof text, "[federation]\ndata_dir = %s\n", val);
+    snprintf(want, sizeof want, "%%s:2: [federation] data_dir = %.64s...: longer than 255 bytes",
+             val);
+    expect_error(state, text, FM_EARG, want);
+
+    /* a comment line of exactly FM_CFG_LINE_MAX bytes (and a CR) is fine, one more is not */
+    memset(text, '#', FM_CFG_LINE_MAX);
+    memcpy(text + FM_CFG_LINE_MAX, "\r\n[broker]\n", 12);
+    load_text_ok(state, text, &c);
+    memset(text, '#', FM_CFG_LINE_MAX + 1);
+    memcpy(text + FM_CFG_LINE_MAX + 1, "\n", 2);
+    expect_error(state, text, FM_EFORMAT, "%s:1: line longer than 1024 bytes");
+
+    /* a file past FM_CFG_FILE_MAX, even of blank lines */
+    size_t n = FM_CFG_FILE_MAX + 1;
+    char *big = malloc(n);
+    assert_non_null(big);
+    memset(big, '\n', n);
+    expect_error_n(state, big, n, FM_EFORMAT, "%s: larger than 1048576 bytes");
+    load_text_ok(state, "", &c);
+    char path[512];
+    write_conf_n(state, path, sizeof path, big, n - 1);
+    load_ok(path, &c);
+    free(big);
+
+    /* a directory cannot be read */
+    ctx_t *cx = *state;
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_cfg_load(&c, cx->dir, &e), -EISDIR);
+    snprintf(want, sizeof want, "%s: cannot read: Is a directory", cx->dir);
+    assert_string_equal(e.msg, want);
+}
+
+/* Line kinds the reader accepts or rejects beyond the common cases. */
+static void test_line_kinds(void **state)
+{
+    fm_config_t c;
+    /* a comment after a section header; a ';' in a value not after a space is kept */
+    load_text_ok(state, "[aggregator] # the aggregator\ninit = a;b\n[federation] ; x\n"
+                        "seed = 7\n", &c);
+    assert_string_equal(c.aggregator.init, "a;b");
+    assert_int_equal(c.federation.seed, 7);
+    /* text after a section header, ':' as a separator, an empty section name */
+    expect_error(state, "[aggregator] x\n", FM_EFORMAT,
+                 "%s:1: syntax error (expected [section], key = value or a # comment)");
+    expect_error(state, "[aggregator]\nbuffer_k: 5\n", FM_EFORMAT,
+                 "%s:2: syntax error (expected [section], key = value or a # comment)");
+    expect_error(state, "[]\n", FM_EARG, "%s:1: []: unknown section");
+    expect_error(state, "  [aggregator]\n", FM_EFORMAT,
+                 "%s:1: indented line (continuation lines are not supported)");
+    /* a lone CR inside a line is a control character, not a line end */
+    expect_error(state, "[aggregator]\r\ninit = a\rb\r\n", FM_EARG,
+                 "%s:2: [aggregator] init = a?b: contains a control character");
+    /* a BOM only counts at the very start */
+    expect_error(state, "[broker]\n\xEF\xBB\xBFlog_level = info\n", FM_EARG,
+                 "%s:2: [broker] \xEF\xBB\xBFlog_level = info: unknown key");
+}
+
+/* fm_cfg_text is what fm_cfg_dump writes and parses back; fm_cfg_diff names the keys that
+ * differ, in table order. */
+static void test_text_diff(void **state)
+{
+    (void)state;
+    fm_config_t a, b, c;
+    fm_errmsg_t e = {{0}};
+    fm_cfg_defaults(&a);
+    b = a;
+    assert_int_equal(fm_cfg_set(&b, "aggregator.buffer_k=20", NULL, &e), 0);
+    assert_int_equal(fm_cfg_set(&b, "broker.log_level=debug", NULL, &e), 0);
+    assert_int_equal(fm_cfg_set(&b, "federation.data_dir=/data/x y", NULL, &e), 0);
+    assert_int_equal(fm_cfg_set(&b, "federation.model=mlp", NULL, &e), 0);
+
+    char *text = NULL, *dumped = NULL;
+    size_t len = 0, dlen = 0;
+    assert_int_equal(fm_cfg_text(&b, &text, &len), 0);
+    assert_non_null(text);
+    assert_int_equal(strlen(text), len);
+    FILE *f = open_memstream(&dumped, &dlen);
+    assert_non_null(f);
+    assert_int_equal(fm_cfg_dump(&b, f), 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(len, dlen);
+    assert_memory_equal(text, dumped, len);
+    fm_cfg_defaults(&c);
+    assert_int_equal(fm_cfg_parse(&c, "text", text, len, &e), 0);
+    assert_true(fm_cfg_equal(&b, &c));
+    assert_memory_equal(&b, &c, sizeof b);
+
+    char *d = NULL;
+    assert_int_equal(fm_cfg_diff(&a, &b, &d), 4);
+    assert_string_equal(d, "[federation] model: cnn -> mlp; [federation] data_dir: "
+                           "/usr/share/datasets/fashion-mnist -> /data/x y; [broker] log_level: "
+                           "info -> debug; [aggregator] buffer_k: 0 -> 20");
+    free(d);
+    d = NULL;
+    assert_int_equal(fm_cfg_diff(&b, &c, &d), 0);
+    assert_string_equal(d, "");
+    free(d);
+    d = NULL;
+    /* floats by their exact value */
+    c.federation.learning_rate = nextafter(c.federation.learning_rate, 1.0);
+    assert_int_equal(fm_cfg_diff(&b, &c, &d), 1);
+    assert_string_equal(d, "[federation] learning_rate: 0.01 -> 0.010000000000000002");
+    free(d);
+    d = NULL;
+    /* every key changed: every key named */
+    c = a;
+    for (size_t i = 0; i < fm_cfg_nkeys(); i++)
+        change_key(&c, fm_cfg_key_at(i));
+    assert_int_equal(fm_cfg_diff(&a, &c, &d), (int)fm_cfg_nkeys());
+    free(d);
+    free(text);
+    free(dumped);
 }
 
 static void test_digest(void **state)
@@ -633,8 +826,12 @@ int main(void)
         cmocka_unit_test(test_shipped_config),
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_syntax_variants),
+        cmocka_unit_test(test_nul_and_encoding),
+        cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_line_kinds),
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_text_diff),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_reload_rule),
     };

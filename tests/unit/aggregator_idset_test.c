@@ -1,6 +1,5 @@
 /* aggregator_idset_test: the window of recent update ids (aggregator/aggregator_idset.c).
- * The unit-test rule of CMakeLists.txt links libfedmq only, not the daemons' libraries, so
- * the module is compiled into this test directly. */
+ * Links aggregator_lib (the CMakeLists.txt rule for aggregator_*_test). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "../../aggregator/aggregator_idset.c"
+#include "aggregator_idset.h"
 
 static void s_id(uint8_t id[FM_WIRE_ID_LEN], uint32_t i)
 {

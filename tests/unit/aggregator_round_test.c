@@ -1,7 +1,7 @@
 /* aggregator_round_test: the state of a synchronous round (aggregator/aggregator_round.c):
  * cohort selection (size, only live clients, ascending, seeded, uniform enough), the
- * verdicts on updates, reporting and completion, closing. The unit-test rule of
- * CMakeLists.txt links libfedmq only, so the module is compiled into this test directly. */
+ * verdicts on updates, reporting and completion, closing. Links aggregator_lib (the
+ * CMakeLists.txt rule for aggregator_*_test). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../../aggregator/aggregator_round.c"
+#include "aggregator_round.h"
 
 #define S_N 100
 

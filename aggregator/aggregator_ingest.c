@@ -1,0 +1,223 @@
+#include "aggregator_ingest.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct agg_ingest {
+    const fm_model_t *layout;   /* borrowed */
+    agg_policy_t *policy;       /* borrowed */
+    agg_idset_t *ids;           /* borrowed */
+    fm_fedbuff_t *buf;
+    fm_wire_tensors_t *tensors; /* decode scratch */
+    double stale_sum;           /* staleness of the updates in the open buffer */
+};
+
+agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg_idset_t *ids,
+                             int *err, fm_errmsg_t *e)
+{
+    int rc = -ENOMEM;
+    agg_ingest_t *g = calloc(1, sizeof *g);
+    if (!g || !(g->tensors = malloc(sizeof *g->tensors)))
+        goto cleanup;
+    g->layout = layout;
+    g->policy = policy;
+    g->ids = ids;
+    g->buf = fm_fedbuff_new(fm_model_nparams(layout), policy->buffer_k, &policy->staleness,
+                            policy->weight_by_samples, &rc);
+    if (!g->buf) {
+        fm_errmsg_set(e, rc, "buffer of %d updates: %s", policy->buffer_k, fm_strerror(rc));
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    if (rc) {
+        if (e && !e->msg[0])
+            fm_errmsg_set(e, rc, "ingest: %s", fm_strerror(rc));
+        agg_ingest_destroy(&g);
+        if (err)
+            *err = rc;
+    }
+    return g;
+}
+
+void agg_ingest_destroy(agg_ingest_t **p)
+{
+    if (!p || !*p)
+        return;
+    fm_fedbuff_destroy(&(*p)->buf);
+    free((*p)->tensors);
+    free(*p);
+    *p = NULL;
+}
+
+int agg_ingest_pending(const agg_ingest_t *g)
+{
+    return fm_fedbuff_count(g->buf);
+}
+
+const fm_fedbuff_t *agg_ingest_buffer(const agg_ingest_t *g)
+{
+    return g->buf;
+}
+
+int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean)
+{
+    *count = fm_fedbuff_count(g->buf);
+    *stale_mean = *count ? g->stale_sum / *count : 0.0;
+    g->stale_sum = 0;
+    return fm_fedbuff_take(g->buf, mean);
+}
+
+void agg_ingest_reset(agg_ingest_t *g)
+{
+    fm_fedbuff_reset(g->buf);
+    g->stale_sum = 0;
+}
+
+/* ---- verdicts ------------------------------------------------------------------------------ */
+
+static int s_reject(agg_verdict_t *out, agg_reason_t r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Set *out to a rejection for reason r; returns 1 (for `return s_reject(...)`). */
+static int s_reject(agg_verdict_t *out, agg_reason_t r, const char *fmt, ...)
+{
+    out->kind = AGG_INGEST_REJECTED;
+    out->reason = r;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->why, sizeof out->why, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* Reason for an error of fm_wire_peek / fm_wire_decode_*. */
+static agg_reason_t s_decode_reason(int rc)
+{
+    switch (rc) {
+    case FM_ETRUNC: return AGG_REJ_TRUNCATED;
+    case FM_EVERSION: return AGG_REJ_VERSION;
+    default: return AGG_REJ_MALFORMED;
+    }
+}
+
+/* Model name, tensors and values of a decoded UPDATE. 0 if they fit, else 1 (rejected). */
+static int s_check_content(agg_ingest_t *g, const fm_wire_update_t *u, agg_verdict_t *out)
+{
+    fm_errmsg_t e = {{0}};
+    const char *name = fm_model_name(g->layout);
+    if (u->model[0] && strcmp(u->model, name) != 0)
+        return s_reject(out, AGG_REJ_MODEL, "UPDATE from %s: model '%s', this aggregator runs "
+                        "'%s'", u->trainer, u->model, name);
+    int rc = fm_wire_tensors_check(g->tensors, g->layout, &e);
+    if (rc) {
+        agg_reason_t r = rc == FM_ENAME    ? AGG_REJ_NAME
+                         : rc == FM_EDTYPE ? AGG_REJ_DTYPE
+                         : rc == FM_ESHAPE ? AGG_REJ_SHAPE
+                                           : AGG_REJ_MALFORMED;
+        return s_reject(out, r, "UPDATE from %s: %s", u->trainer, e.msg);
+    }
+    if (fm_wire_tensors_finite(g->tensors, &e) != 0)
+        return s_reject(out, AGG_REJ_NONFINITE, "UPDATE from %s: %s", u->trainer, e.msg);
+    return 0;
+}
+
+/* Version, policy, staleness, id and weight of an UPDATE whose content fits. 0 with *tau
+ * set if it may be folded, else 1 (rejected). */
+static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_ingest_ctx_t *ctx,
+                        uint64_t *tau, agg_verdict_t *out)
+{
+    uint64_t version = ctx->view.version;
+    if (u->base > version)
+        return s_reject(out, AGG_REJ_FUTURE, "UPDATE from %s: base version %llu > current %llu",
+                        u->trainer, (unsigned long long)u->base, (unsigned long long)version);
+    *tau = version - u->base;
+    if (ctx->view.finished)
+        return s_reject(out, AGG_REJ_LATE, "UPDATE from %s: num_rounds = %d reached, the run "
+                        "is over", u->trainer, ctx->num_rounds);
+    if (agg_policy_accept(g->policy, u, *tau, &ctx->view, &out->reason, out->why,
+                          sizeof out->why)) {
+        out->kind = AGG_INGEST_REJECTED;
+        return 1;
+    }
+    if (*tau > (uint64_t)ctx->max_staleness)
+        return s_reject(out, AGG_REJ_STALE, "UPDATE from %s: staleness %llu > max_staleness %d",
+                        u->trainer, (unsigned long long)*tau, ctx->max_staleness);
+    if (agg_idset_contains(g->ids, u->id))
+        return s_reject(out, AGG_REJ_DUPLICATE, "UPDATE from %s: id %02x%02x%02x%02x... seen "
+                        "before", u->trainer, u->id[0], u->id[1], u->id[2], u->id[3]);
+    if (u->num_samples == 0)
+        return s_reject(out, AGG_REJ_SAMPLES, "UPDATE from %s: n = 0 samples", u->trainer);
+    return 0;
+}
+
+/* Fold the checked update (tensors in g->tensors) with staleness tau. 0, or 1 (rejected:
+ * the buffer cannot weight it). */
+static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, agg_verdict_t *out)
+{
+    int rc = fm_fedbuff_begin(g->buf, tau, u->num_samples);
+    if (rc)
+        return s_reject(out, AGG_REJ_SAMPLES, "UPDATE from %s: cannot be weighted (%s)",
+                        u->trainer, fm_strerror(rc));
+    for (int i = 0; i < g->tensors->count; i++) {
+        const fm_wire_tensor_t *t = &g->tensors->t[i];
+        const fm_view_t *v = fm_model_find(g->layout, t->name);
+        FM_ASSERT(v && t->nbytes == 4 * v->numel); /* fm_wire_tensors_check passed */
+        int frc = fm_fedbuff_fold_span(g->buf, v->offset, v->numel, t->data);
+        FM_ASSERT(frc == 0);
+    }
+    fm_fedbuff_end(g->buf);
+    agg_idset_add(g->ids, u->id);
+    g->stale_sum += (double)tau;
+    return 0;
+}
+
+/* An UPDATE frame (type peeked). */
+static void s_update(agg_ingest_t *g, const void *data, size_t len, const agg_ingest_ctx_t *ctx,
+                     agg_verdict_t *out)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_update_t *u = &out->update;
+    int rc = fm_wire_decode_update(data, len, u, g->tensors, &e);
+    if (rc) {
+        s_reject(out, s_decode_reason(rc), "%s", e.msg);
+        return;
+    }
+    uint64_t tau = 0;
+    if (s_check_content(g, u, out) || s_check_fold(g, u, ctx, &tau, out) ||
+        s_fold(g, u, tau, out))
+        return;
+    out->kind = AGG_INGEST_FOLDED;
+    out->tau = tau;
+    out->aggregate = agg_policy_folded(g->policy, u, fm_fedbuff_full(g->buf));
+}
+
+void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_ingest_ctx_t *ctx,
+                      agg_verdict_t *out)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t type = FM_WIRE_NONE;
+    out->aggregate = 0;
+    int rc = fm_wire_peek(data, len, &type, &e);
+    if (rc) {
+        s_reject(out, s_decode_reason(rc), "%s", e.msg);
+        return;
+    }
+    if (type == FM_WIRE_HELLO || type == FM_WIRE_HEARTBEAT || type == FM_WIRE_BYE) {
+        if ((rc = fm_wire_decode_member(data, len, &out->type, &out->member, &e)) != 0) {
+            s_reject(out, s_decode_reason(rc), "%s", e.msg);
+            return;
+        }
+        out->kind = AGG_INGEST_MEMBER;
+        return;
+    }
+    if (type != FM_WIRE_UPDATE) {
+        s_reject(out, AGG_REJ_UNEXPECTED_TYPE, "%s message on the updates socket",
+                 fm_wire_type_name(type));
+        return;
+    }
+    s_update(g, data, len, ctx, out);
+}

@@ -1,0 +1,90 @@
+/* agg_ingest: one frame from the updates socket -> a verdict, and a valid UPDATE folded
+ * into the FedBuff buffer (fm_fedbuff).
+ *
+ * Pure: no sockets, no clock, no logging; the server passes what it knows (version, live
+ * clients, max_staleness) in agg_ingest_ctx_t and acts on the verdict (counts and logs a
+ * rejection, applies a membership message, aggregates when told to).
+ *
+ * An UPDATE is checked in this order, the first failure being its reason (agg_reason_t):
+ * decoding (truncated / version / malformed), the model name, the tensors' names, dtypes
+ * and shapes, finiteness, base > version (future), num_rounds reached (late), the mode's
+ * policy (agg_policy: quorum, or late / cohort), staleness > max_staleness (stale), the id
+ * seen before (duplicate: the id window of agg_state), n == 0 (samples). A valid one is
+ * folded with staleness tau = version - base, its id recorded in the window, and the policy
+ * says whether to aggregate now. HELLO / HEARTBEAT / BYE are decoded and handed back; any
+ * other message is "unexpected_type".
+ *
+ * Not thread-safe. */
+#ifndef AGG_INGEST_H
+#define AGG_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aggregator_idset.h"
+#include "aggregator_policy.h"
+#include "aggregator_stats.h"
+#include "fm_err.h"
+#include "fm_fedbuff.h"
+#include "fm_model.h"
+#include "fm_wire.h"
+
+#define AGG_WHY_MAX 400 /* bytes of a rejection's explanation */
+
+typedef enum {
+    AGG_INGEST_FOLDED,  /* an UPDATE was folded into the buffer */
+    AGG_INGEST_MEMBER,  /* a HELLO / HEARTBEAT / BYE, decoded */
+    AGG_INGEST_REJECTED /* dropped */
+} agg_ingest_kind_t;
+
+/* What became of one frame. */
+typedef struct {
+    agg_ingest_kind_t kind;
+    agg_reason_t reason;     /* REJECTED: why */
+    char why[AGG_WHY_MAX];   /* REJECTED: one line naming the sender and the value */
+    fm_wire_type_t type;     /* MEMBER: FM_WIRE_HELLO / HEARTBEAT / BYE */
+    fm_wire_member_t member; /* MEMBER */
+    fm_wire_update_t update; /* FOLDED: the header */
+    uint64_t tau;            /* FOLDED: its staleness */
+    int aggregate;           /* FOLDED: 1 = the policy says aggregate now */
+} agg_verdict_t;
+
+/* What the server knows when a frame arrives. */
+typedef struct {
+    agg_view_t view;         /* version, finished, live clients */
+    int max_staleness;       /* [aggregator] max_staleness (reloadable) */
+    int num_rounds;          /* [federation] num_rounds, for the "late" message */
+} agg_ingest_ctx_t;
+
+typedef struct agg_ingest agg_ingest_t;
+
+/* An ingest step for updates of `layout` (the model: names, shapes, nparams), with a buffer
+ * of policy->buffer_k updates, policy->staleness and policy->weight_by_samples. `layout`,
+ * `policy` and `ids` are borrowed and must outlive it. NULL with *err = FM_EARG (buffer
+ * parameters) or -ENOMEM and one line in `e`. Caller owns it: agg_ingest_destroy. */
+agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg_idset_t *ids,
+                             int *err, fm_errmsg_t *e);
+
+/* Free and NULL *p; idempotent. */
+void agg_ingest_destroy(agg_ingest_t **p);
+
+/* Judge the frame data[0..len) (untrusted; len 0 allowed with data non-NULL) and fold it if
+ * it is a valid UPDATE; *out says which (every field of the kind set). */
+void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_ingest_ctx_t *ctx,
+                      agg_verdict_t *out);
+
+/* Updates in the open buffer. */
+int agg_ingest_pending(const agg_ingest_t *g);
+
+/* The buffer (borrowed; for its statistics). */
+const fm_fedbuff_t *agg_ingest_buffer(const agg_ingest_t *g);
+
+/* Take the buffer's mean delta into mean[nparams] (fm_fedbuff_take) and start a new buffer;
+ * *count = updates it held, *stale_mean = their mean staleness. 0, or FM_ERANGE when the
+ * buffer is empty (nothing written). */
+int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean);
+
+/* Drop the open buffer (a new sync round). Its ids stay in the window. */
+void agg_ingest_reset(agg_ingest_t *g);
+
+#endif

@@ -1,0 +1,95 @@
+/* agg_stats: the aggregator's counters (updates applied, frames rejected by reason, bytes
+ * received, buffers dropped), the rate-limited warnings about rejected frames, and
+ * <checkpoint_dir>/stats.json (written with fm_stats; keys: docs/OPERATIONS.md, "State").
+ *
+ * No sockets, no clock: every function that needs a time takes the caller's monotonic
+ * `now` (and the wall clock for the file's "updated"). Logging: one LOG_WARNING line per
+ * rejected frame, at most AGG_LOG_BURST per second of `now`; the lines over the burst are
+ * counted and reported in the next window; counting never stops. */
+#ifndef AGG_STATS_H
+#define AGG_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_err.h"
+#include "fm_stats.h"
+
+#define AGG_LOG_BURST 10    /* warning lines per second about rejected frames */
+#define AGG_STATS_MIN_S 1.0 /* stats.json rewritten for new rejections at most this often */
+
+/* Why a frame was dropped. The order is the index into the checkpoint's
+ * rejected_by_reason[] counters: append only. */
+typedef enum {
+    AGG_REJ_MALFORMED,       /* decode error other than below (FM_EFORMAT, FM_ERANGE) */
+    AGG_REJ_TRUNCATED,       /* FM_ETRUNC */
+    AGG_REJ_VERSION,         /* FM_EVERSION: protocol version other than 1 */
+    AGG_REJ_UNEXPECTED_TYPE, /* a well-formed message that is not an UPDATE */
+    AGG_REJ_MODEL,           /* UPDATE "model" names another model */
+    AGG_REJ_NAME,            /* FM_ENAME: unknown, duplicate or missing tensor */
+    AGG_REJ_DTYPE,           /* FM_EDTYPE */
+    AGG_REJ_SHAPE,           /* FM_ESHAPE */
+    AGG_REJ_NONFINITE,       /* NaN or infinity in the delta */
+    AGG_REJ_STALE,           /* current version - base > max_staleness */
+    AGG_REJ_FUTURE,          /* base > current version */
+    AGG_REJ_DUPLICATE,       /* update id seen before (within the id window) */
+    AGG_REJ_SAMPLES,         /* "n" == 0 */
+    AGG_REJ_LATE,            /* sync: for a closed round (or no round, or an older base);
+                                both modes: num_rounds reached */
+    AGG_REJ_COHORT,          /* sync: client not selected, or already reported this round */
+    AGG_REJ_QUORUM,          /* async: fewer than min_clients (> 1) clients live */
+    AGG_REJ_COUNT
+} agg_reason_t;
+
+/* "malformed", "truncated", ... (static string; the key in stats.json); "?" out of range. */
+const char *agg_reason_name(agg_reason_t r);
+
+/* The counters a checkpoint keeps (plain data). */
+typedef struct {
+    uint64_t applied;                 /* updates folded into versions */
+    uint64_t rejected_total;          /* sum of rejected[] */
+    uint64_t rejected[AGG_REJ_COUNT];
+} agg_counters_t;
+
+typedef struct agg_stats agg_stats_t;
+
+/* Counters at zero for the file <checkpoint_dir>/stats.json, `started` the wall clock of
+ * the daemon's start. NULL with *err = -ENAMETOOLONG (path) or -ENOMEM and one line in `e`.
+ * Caller owns it: agg_stats_destroy. */
+agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err,
+                           fm_errmsg_t *e);
+
+/* Free and NULL *p; idempotent. */
+void agg_stats_destroy(agg_stats_t **p);
+
+/* The persistent counters (borrowed, lives as long as `s`); agg_stats_restore sets them
+ * (from a checkpoint). */
+const agg_counters_t *agg_stats_counters(const agg_stats_t *s);
+void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c);
+
+/* Count a rejected frame of reason `r` (< AGG_REJ_COUNT) and log "rejected frame (<name>):
+ * <why>" within the rate limit. */
+void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why, double now);
+
+/* A frame of `len` bytes received (valid or not). */
+void agg_stats_received(agg_stats_t *s, size_t len);
+
+/* `count` updates became part of a new version. */
+void agg_stats_applied(agg_stats_t *s, uint64_t count);
+
+/* The server optimiser refused a buffer. */
+void agg_stats_buffer_dropped(agg_stats_t *s);
+
+/* Something stats.json shows changed: the next agg_stats_due says so. */
+void agg_stats_touch(agg_stats_t *s);
+
+/* 1 when something changed and the last write is at least AGG_STATS_MIN_S old. */
+int agg_stats_due(const agg_stats_t *s, double now);
+
+/* Complete *st (the caller filled model, mode, round fields, finished, live_clients,
+ * staleness, updates_pending) with the counters, "started" and updated = `wallclock`, and
+ * write stats.json atomically (fm_stats_write). 0, or -errno (logged at LOG_ERR; the
+ * counters stay dirty so the next due time retries). */
+int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock);
+
+#endif

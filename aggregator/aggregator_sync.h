@@ -1,0 +1,22 @@
+/* agg_sync: the policy of mode = sync (agg_policy_t, aggregator_policy.h): FedAvg / FedProx
+ * rounds.
+ *
+ * A round opens when at least min_clients clients are live: clients_per_round of them are
+ * chosen at random (agg_round, seeded by federation.seed and the round number) and the
+ * MODEL carries "round", "cohort" and "mu" (FedProx; 0 for fedavg). Only UPDATEs for the
+ * open round, from the version it published, from cohort members, once each, are accepted
+ * (others: "late" / "cohort"), weighted by samples without staleness discount. The round
+ * aggregates when every member reported, or at round_timeout_s with at least min_clients
+ * updates; below that it is dropped (rounds_failed) and a new round with a new cohort opens
+ * on the same version. Once finished (num_rounds versions) no round opens: MODELs carry an
+ * empty cohort. "waiting for clients" is logged at most every 10 s while too few are live. */
+#ifndef AGG_SYNC_H
+#define AGG_SYNC_H
+
+#include "aggregator_policy.h"
+
+/* The sync policy for *cfg (borrowed, must outlive it). NULL with *err = -ENOMEM (or
+ * FM_EARG) and one line in `e`. Free with agg_policy_destroy. */
+agg_policy_t *agg_sync_new(const fm_config_t *cfg, int *err, fm_errmsg_t *e);
+
+#endif

@@ -1,11 +1,14 @@
 #include "evaluator_jsonl.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
-#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 struct eval_jsonl {
     FILE *f;
@@ -51,96 +54,73 @@ void eval_jsonl_close(eval_jsonl_t **p)
 
 const char *eval_jsonl_path(const eval_jsonl_t *self) { return self->path; }
 
-/* A bounded appender: once out of room it stays failed. */
-typedef struct {
-    char *buf;
-    size_t cap, len;
-    int overflow;
-} s_out_t;
-
-static void s_put(s_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void s_put(s_out_t *o, const char *fmt, ...)
-{
-    if (o->overflow)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= o->cap - o->len) {
-        o->overflow = 1;
-        return;
-    }
-    o->len += (size_t)n;
-}
-
 /* A JSON number, or null when not finite (JSON has no NaN or infinity). */
-static void s_num(s_out_t *o, double v)
-{
-    if (isfinite(v))
-        s_put(o, "%.17g", v);
-    else
-        s_put(o, "null");
-}
+static json_t *s_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
-/* A JSON string with quotes, backslashes and control characters escaped. */
-static void s_str(s_out_t *o, const char *s)
+/* The record of `m` as an object, keys in the documented order (jansson keeps insertion
+ * order); takes ownership of `model`. NULL when out of memory. set_new/append_new take
+ * ownership of their value, NULL included, even when they fail. */
+static json_t *s_record(const fm_wire_metrics_t *m, json_t *model, double created)
 {
-    s_put(o, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            s_put(o, "\\%c", *p);
-        else if (*p < 0x20)
-            s_put(o, "\\u%04x", *p);
-        else
-            s_put(o, "%c", *p);
+    json_t *rec = json_object(), *cacc = NULL;
+    if (!rec) {
+        json_decref(model);
+        return NULL;
     }
-    s_put(o, "\"");
+    if (json_object_set_new(rec, "version", json_integer((json_int_t)m->version)) != 0 ||
+        json_object_set_new(rec, "model", model) != 0 ||
+        json_object_set_new(rec, "accuracy", s_num(m->accuracy)) != 0 ||
+        json_object_set_new(rec, "loss", s_num(m->loss)) != 0 ||
+        json_object_set_new(rec, "class_accuracy", cacc = json_array()) != 0)
+        goto fail;
+    for (int c = 0; c < FM_NCLASSES; c++)
+        if (json_array_append_new(cacc, s_num(m->class_acc[c])) != 0)
+            goto fail;
+    if (json_object_set_new(rec, "n", json_integer((json_int_t)m->num_samples)) != 0 ||
+        json_object_set_new(rec, "eval_seconds", s_num(m->eval_seconds)) != 0 ||
+        json_object_set_new(rec, "time", s_num(m->timestamp)) != 0 ||
+        json_object_set_new(rec, "created", s_num(created)) != 0)
+        goto fail;
+    if (m->pop_clients > 0) {
+        json_t *pop = json_object();
+        if (json_object_set_new(rec, "population", pop) != 0 ||
+            json_object_set_new(pop, "clients", json_integer(m->pop_clients)) != 0 ||
+            json_object_set_new(pop, "mean", s_num(m->pop_mean)) != 0 ||
+            json_object_set_new(pop, "min", s_num(m->pop_min)) != 0 ||
+            json_object_set_new(pop, "worst_client", json_integer(m->pop_worst)) != 0 ||
+            json_object_set_new(pop, "p10", s_num(m->pop_p10)) != 0 ||
+            json_object_set_new(pop, "threshold", s_num(m->pop_threshold)) != 0 ||
+            json_object_set_new(pop, "below", s_num(m->pop_below)) != 0)
+            goto fail;
+    }
+    return rec;
+fail:
+    json_decref(rec);
+    return NULL;
 }
 
 int eval_jsonl_format(const fm_wire_metrics_t *m, double created, char *buf, size_t cap)
 {
     if (cap == 0)
         return -ENOBUFS;
-    s_out_t o = {buf, cap, 0, 0};
     buf[0] = '\0';
-    s_put(&o, "{\"version\":%llu,\"model\":", (unsigned long long)m->version);
-    s_str(&o, m->model);
-    s_put(&o, ",\"accuracy\":");
-    s_num(&o, m->accuracy);
-    s_put(&o, ",\"loss\":");
-    s_num(&o, m->loss);
-    s_put(&o, ",\"class_accuracy\":[");
-    for (int c = 0; c < FM_NCLASSES; c++) {
-        if (c > 0)
-            s_put(&o, ",");
-        s_num(&o, m->class_acc[c]);
-    }
-    s_put(&o, "],\"n\":%llu,\"eval_seconds\":", (unsigned long long)m->num_samples);
-    s_num(&o, m->eval_seconds);
-    s_put(&o, ",\"time\":");
-    s_num(&o, m->timestamp);
-    s_put(&o, ",\"created\":");
-    s_num(&o, created);
-    if (m->pop_clients > 0) {
-        s_put(&o, ",\"population\":{\"clients\":%u,\"mean\":", (unsigned)m->pop_clients);
-        s_num(&o, m->pop_mean);
-        s_put(&o, ",\"min\":");
-        s_num(&o, m->pop_min);
-        s_put(&o, ",\"worst_client\":%u,\"p10\":", (unsigned)m->pop_worst);
-        s_num(&o, m->pop_p10);
-        s_put(&o, ",\"threshold\":");
-        s_num(&o, m->pop_threshold);
-        s_put(&o, ",\"below\":");
-        s_num(&o, m->pop_below);
-        s_put(&o, "}");
-    }
-    s_put(&o, "}");
-    if (o.overflow) {
+    /* JSON integers are int64 (json_int_t) */
+    if (m->version > (uint64_t)INT64_MAX || m->num_samples > (uint64_t)INT64_MAX)
+        return FM_ERANGE;
+    json_t *model = json_string(m->model); /* NULL: not UTF-8 (the check comes first) */
+    if (!model)
+        return FM_EARG;
+    json_t *rec = s_record(m, model, created);
+    if (!rec)
+        return -ENOMEM;
+    size_t n = json_dumpb(rec, buf, cap, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(rec);
+    if (n == 0 || n >= cap || n > INT_MAX) { /* 0: out of memory; n >= cap: no room */
         buf[0] = '\0';
-        return -ENOBUFS;
+        return n == 0 ? -ENOMEM : -ENOBUFS;
     }
-    return (int)o.len;
+    buf[n] = '\0';
+    return (int)n;
 }
 
 int eval_jsonl_append(eval_jsonl_t *self, const fm_wire_metrics_t *m, double created,
@@ -149,7 +129,8 @@ int eval_jsonl_append(eval_jsonl_t *self, const fm_wire_metrics_t *m, double cre
     char line[1024];
     int n = eval_jsonl_format(m, created, line, sizeof line - 1);
     if (n < 0)
-        return fm_errmsg_set(e, n, "%s: record too long", self->path);
+        return fm_errmsg_set(e, n, "%s: cannot format the record: %s", self->path,
+                             fm_strerror(n));
     line[n++] = '\n';
     errno = 0;
     if (fwrite(line, 1, (size_t)n, self->f) != (size_t)n || fflush(self->f) != 0) {

@@ -11,7 +11,9 @@
  * the accuracy on each client's held-out slice summarised over "clients" clients: their
  * unweighted "mean", the lowest ("min", of client "worst_client"), the nearest-rank 10th
  * percentile "p10", and the fraction "below" of clients whose accuracy is < "threshold".
- * Numbers are written with 17 significant digits (they read back exactly); a non-finite
+ * Records are written with jansson, compact, keys in this order. Integers are JSON
+ * integers; the other numbers are written with 17 significant digits (they read back
+ * exactly) and always with a '.' or an exponent (0 is 0.0, 1e-05 is 1e-5); a non-finite
  * number (a diverged model's loss) is written as null. The file is opened in
  * append mode and every line is written with one fwrite and flushed, so a reader (tail -f,
  * fedmq run) sees whole lines and records from earlier runs are kept. */
@@ -34,13 +36,16 @@ eval_jsonl_t *eval_jsonl_open(const char *path, int *err, fm_errmsg_t *e);
 void eval_jsonl_close(eval_jsonl_t **p);
 
 /* Format the record of `m` (and the model's creation time `created`) into buf[0..cap),
- * without the newline, NUL-terminated. Returns its length, or -ENOBUFS if cap is too small
- * (with a built-in model name a record is at most 518 bytes without "population" and 744
- * with it, every number at its longest: cap = 768 always suffices). Pure: no I/O. */
+ * without the newline, NUL-terminated (buf is "" on error). Returns its length, or
+ * -ENOBUFS if cap is too small (with a built-in model name a record is at most 518 bytes
+ * without "population" and 744 with it, every number at its longest: cap = 768 always
+ * suffices), FM_ERANGE if version or num_samples exceeds INT64_MAX (JSON integers are
+ * int64 here), FM_EARG if the model name is not valid UTF-8, -ENOMEM. Pure: no I/O. */
 int eval_jsonl_format(const fm_wire_metrics_t *m, double created, char *buf, size_t cap);
 
 /* Append one record and a newline, then flush. Errors: -errno (the write or flush failed;
- * `e` names the file), -ENOBUFS (cannot happen for valid model names). */
+ * `e` names the file), and those of eval_jsonl_format (cannot happen for the versions,
+ * sample counts and built-in model names the evaluator sees). */
 int eval_jsonl_append(eval_jsonl_t *self, const fm_wire_metrics_t *m, double created,
                       fm_errmsg_t *e);
 

@@ -10,18 +10,23 @@
  *   {"num_clients":N,"partition":"dirichlet:0.5","seed":S,"holdout":0.1,"n_samples":60000,
  *    "train":[[idx,...],...],"held":[[idx,...],...]}
  *
+ * on one line (written with jansson; holdout with the fewest digits that read back).
  * train[k] / held[k] are client k's training / held-out sample indices into the train split
  * (0-based, in the partition's order). The file is written to a temp file beside FILE and
- * renamed over it, so readers never see a partial file.
+ * renamed over it, so readers never see a partial file. The seed must be at most 2^63-1
+ * (JSON integers are int64 in jansson).
  * Exit: 0 written, 1 runtime failure (write error), 2 bad input (one line on stderr). */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "fedmq_cli.h"
 #include "fm_cfg.h"
@@ -44,47 +49,63 @@ static void s_usage(FILE *f)
                "  -o, --out FILE            the JSON file to write (required)\n");
 }
 
-/* Shortest %.*g text of x that reads back exactly. */
-static void s_fmt_double(char *buf, size_t cap, double x)
+/* The fewest significant digits (1..17) with which x reads back exactly. */
+static int s_shortest_precision(double x)
 {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, cap, "%.*g", prec, x);
+    char buf[32];
+    for (int prec = 1; prec < 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
         if (strtod(buf, NULL) == x)
-            return;
+            return prec;
     }
+    return 17;
 }
 
-/* A JSON string literal for s (quotes, backslashes and control characters escaped). */
-static void s_put_json_string(FILE *f, const char *s)
+/* [[idx,...],...]: each client's indices; NULL when out of memory (append_new takes
+ * ownership of its value, NULL included, even when it fails). */
+static json_t *s_parts(const fm_partition_t *p)
 {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
-static void s_put_parts(FILE *f, const fm_partition_t *p)
-{
-    fputc('[', f);
+    json_t *all = json_array();
+    if (!all)
+        return NULL;
     for (uint32_t k = 0; k < p->nclients; k++) {
-        fputs(k ? ",\n[" : "\n[", f);
+        json_t *one = json_array();
+        if (json_array_append_new(all, one) != 0)
+            goto fail;
         for (uint32_t i = p->offsets[k]; i < p->offsets[k + 1]; i++)
-            fprintf(f, i > p->offsets[k] ? ",%u" : "%u", p->indices[i]);
-        fputc(']', f);
+            if (json_array_append_new(one, json_integer(p->indices[i])) != 0)
+                goto fail;
     }
-    fputc(']', f);
+    return all;
+fail:
+    json_decref(all);
+    return NULL;
 }
 
-/* Write the JSON to out via "<out>.tmpXXXXXX" + rename. Returns 0, or an exit code after
- * printing one line. */
-static int s_write(const char *out, const fm_config_t *cfg, uint32_t nsamples,
-                   const fm_partition_t *train, const fm_partition_t *held)
+/* The whole document, keys in the documented order; NULL when out of memory. The seed
+ * must fit in a JSON integer (int64; checked by the caller). */
+static json_t *s_doc(const fm_config_t *cfg, uint32_t nsamples, const fm_partition_t *train,
+                     const fm_partition_t *held)
+{
+    json_t *doc = json_object();
+    if (!doc)
+        return NULL;
+    if (json_object_set_new(doc, "num_clients", json_integer(cfg->federation.num_clients)) ||
+        json_object_set_new(doc, "partition", json_string(cfg->federation.partition)) ||
+        json_object_set_new(doc, "seed", json_integer((json_int_t)cfg->federation.seed)) ||
+        json_object_set_new(doc, "holdout", json_real(cfg->federation.holdout)) ||
+        json_object_set_new(doc, "n_samples", json_integer(nsamples)) ||
+        json_object_set_new(doc, "train", s_parts(train)) ||
+        json_object_set_new(doc, "held", s_parts(held))) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* Write the document (one line) to out via "<out>.tmpXXXXXX" + rename. Returns 0, or an
+ * exit code after printing one line. */
+static int s_write(const char *out, const fm_config_t *cfg, const json_t *doc)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", out) >= (int)sizeof tmp) {
@@ -104,17 +125,13 @@ static int s_write(const char *out, const fm_config_t *cfg, uint32_t nsamples,
         unlink(tmp);
         return 1;
     }
-    char hold[32];
-    s_fmt_double(hold, sizeof hold, cfg->federation.holdout);
-    fprintf(f, "{\"num_clients\":%d,\"partition\":", cfg->federation.num_clients);
-    s_put_json_string(f, cfg->federation.partition);
-    fprintf(f, ",\"seed\":%llu,\"holdout\":%s,\"n_samples\":%u,\n\"train\":",
-            (unsigned long long)cfg->federation.seed, hold, nsamples);
-    s_put_parts(f, train);
-    fputs(",\n\"held\":", f);
-    s_put_parts(f, held);
-    fputs("}\n", f);
-    int werr = ferror(f) ? (errno ? errno : EIO) : 0;
+    /* holdout is the document's only real: written with the fewest digits that read back */
+    int prec = s_shortest_precision(cfg->federation.holdout);
+    size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(prec);
+    int werr = 0;
+    errno = 0;
+    if (json_dumpf(doc, f, flags) != 0 || fputc('\n', f) == EOF || ferror(f))
+        werr = errno ? errno : EIO;
     if (fflush(f) != 0 && !werr)
         werr = errno;
     if (!werr && fsync(fileno(f)) != 0)
@@ -195,9 +212,15 @@ int fm_cli_partition(int argc, char **argv)
         fprintf(stderr, "fedmq partition: %s\n", e.msg);
         return EXIT_BAD_INPUT;
     }
+    if (cfg.federation.seed > (uint64_t)INT64_MAX) { /* JSON integers are int64 here */
+        fprintf(stderr, "fedmq partition: [federation] seed = %llu: above 2^63-1, the largest "
+                "integer this tool writes in JSON\n", (unsigned long long)cfg.federation.seed);
+        return EXIT_BAD_INPUT;
+    }
     int rc = EXIT_BAD_INPUT;
     fm_dataset_t *ds = NULL;
     fm_partition_t *train = NULL, *held = NULL;
+    json_t *doc = NULL;
     if (fm_dataset_load_dir(&ds, cfg.federation.data_dir, "train", FM_FASHION_MEAN,
                             FM_FASHION_STD, &e) != 0) {
         fprintf(stderr, "fedmq partition: [federation] data_dir = %s: %s\n",
@@ -213,8 +236,14 @@ int fm_cli_partition(int argc, char **argv)
         rc = prc == FM_EARG ? EXIT_BAD_INPUT : 1;
         goto cleanup;
     }
-    rc = s_write(out, &cfg, ds->n, train, held);
+    if (!(doc = s_doc(&cfg, ds->n, train, held))) {
+        fprintf(stderr, "fedmq partition: out of memory building the JSON document\n");
+        rc = 1;
+        goto cleanup;
+    }
+    rc = s_write(out, &cfg, doc);
 cleanup:
+    json_decref(doc);
     fm_partition_destroy(&held);
     fm_partition_destroy(&train);
     fm_dataset_destroy(&ds);

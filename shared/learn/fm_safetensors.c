@@ -1,14 +1,14 @@
 /* fm_safetensors: reader and writer of the safetensors format (see fm_safetensors.h).
  *
- * The reader loads the whole file into one buffer, parses the JSON header with a small
- * strict parser for exactly the subset the format uses (objects, arrays, strings,
- * non-negative integers), then validates every entry. Tensor data pointers point into
- * the buffer and are not necessarily aligned: callers memcpy. */
+ * The reader loads the whole file into one buffer, checks the header length against the
+ * format's limit, parses the JSON header with jansson (duplicate keys refused), then checks
+ * the structure of every entry and validates it (dtype, shape, data_offsets vs dtype x
+ * shape and the data section). Tensor data pointers point into the buffer and are not
+ * necessarily aligned: callers memcpy. The writer builds the header with jansson. */
 #include "fm_safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,10 +17,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "fm_safetensors assumes a little-endian host (tensor bytes are used as stored)"
 #endif
 _Static_assert(sizeof(float) == 4, "float must be IEEE-754 binary32");
+_Static_assert(sizeof(json_int_t) == sizeof(int64_t), "jansson integers must be 64-bit");
 
 #define S_MAX_HEADER ((uint64_t)100000000) /* the reference implementation's limit */
 #define S_NAME_SHOWN 64                    /* bytes of a name quoted in a message */
@@ -50,7 +53,7 @@ static const s_dtype_t *s_dtype_find(const char *name)
 struct fm_safetensors {
     unsigned char *buf;          /* the whole file */
     size_t size;                 /* bytes in buf */
-    char *arena;                 /* decoded header strings (names, keys, values) */
+    json_t *header;              /* the parsed header: owns names, dtypes, metadata */
     fm_tensor_t *tensors;        /* header order */
     const fm_tensor_t **sorted;  /* by name, for fm_safetensors_get */
     int n;
@@ -58,27 +61,16 @@ struct fm_safetensors {
     int nmeta;
 };
 
-/* One raw header entry before validation; ndim/noff count what the file has, which may
- * exceed the stored capacity (that is reported after the whole header parsed). */
+/* One header entry after its structure was checked, before validation; ndim counts what
+ * the file has, which may exceed the stored capacity (s_validate reports that). Strings are
+ * borrowed from the parsed header. */
 typedef struct {
     const char *name;
     const char *dtype;
-    int ndim;
+    size_t ndim;
     int64_t shape[FM_MAX_DIMS];
-    int noff;
     int64_t off[2];
 } s_entry_t;
-
-/* JSON parser state over the header text. */
-typedef struct {
-    const char *path;
-    const char *text;
-    size_t len;
-    size_t pos;
-    char *arena;                 /* len + 1 bytes: decoded strings never outgrow their text */
-    size_t arena_used;
-    fm_errmsg_t *e;
-} s_json_t;
 
 /* Copy at most S_NAME_SHOWN bytes of `s` into `dst` with control characters replaced by
  * '?', so that messages stay on one line. */
@@ -147,7 +139,8 @@ static size_t s_utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-/* 1 if the NUL-terminated `s` is valid UTF-8. */
+/* 1 if the NUL-terminated `s` is valid UTF-8 (checked before jansson sees a string, so
+ * that a failure to build the header can only mean out of memory). */
 static int s_utf8_valid(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -162,352 +155,140 @@ static int s_utf8_valid(const char *s)
     return 1;
 }
 
-/* Record a JSON syntax error at the current position; returns FM_EFORMAT. */
-static int s_fail(s_json_t *js, const char *what)
+/* A non-negative JSON integer (json_int_t is 64-bit: jansson itself refuses numbers past
+ * INT64_MAX). False for anything else, fractions and exponents included. */
+static bool s_uint(const json_t *v, int64_t *out)
 {
-    return fm_errmsg_set(js->e, FM_EFORMAT, "%s: malformed header JSON at header byte %zu: %s",
-                         js->path, js->pos, what);
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return false;
+    *out = (int64_t)json_integer_value(v);
+    return true;
 }
 
-static void s_ws(s_json_t *js)
+/* An array of non-negative integers: stores at most `cap` values, counts all in *count.
+ * False if `a` is not such an array. */
+static bool s_uint_array(const json_t *a, int64_t *vals, size_t cap, size_t *count)
 {
-    while (js->pos < js->len && (js->text[js->pos] == ' ' || js->text[js->pos] == '\t' ||
-                                 js->text[js->pos] == '\n' || js->text[js->pos] == '\r'))
-        js->pos++;
-}
-
-static int s_peek(const s_json_t *js)
-{
-    return js->pos < js->len ? (unsigned char)js->text[js->pos] : -1;
-}
-
-/* Skip whitespace, then consume `c` or fail. */
-static int s_expect(s_json_t *js, char c)
-{
-    s_ws(js);
-    if (s_peek(js) != (unsigned char)c) {
-        char what[48];
-        snprintf(what, sizeof what, "expected '%c'", c);
-        return s_fail(js, what);
+    if (!json_is_array(a))
+        return false;
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        int64_t v;
+        if (!s_uint(json_array_get(a, i), &v))
+            return false;
+        if (i < cap)
+            vals[i] = v;
     }
-    js->pos++;
+    *count = json_array_size(a);
+    return true;
+}
+
+/* Check the structure of tensor `name`'s entry: an object with exactly "dtype" (a string),
+ * "shape" (non-negative integers) and "data_offsets" (two of them); fill `ent`. Errors:
+ * FM_EFORMAT. */
+static int s_entry(const char *path, const char *name, json_t *obj, s_entry_t *ent,
+                   fm_errmsg_t *e)
+{
+    char nm[S_NAME_SHOWN + 8];
+    s_printable(nm, sizeof nm, name);
+    if (!json_is_object(obj))
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s' is not an object",
+                             path, nm);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (strcmp(key, "dtype") != 0 && strcmp(key, "shape") != 0 &&
+            strcmp(key, "data_offsets") != 0) {
+            char k2[S_NAME_SHOWN + 8];
+            return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: unknown field '%s' in tensor "
+                                 "'%s'", path, s_printable(k2, sizeof k2, key), nm);
+        }
+    }
+    const json_t *dtype = json_object_get(obj, "dtype"), *shape = json_object_get(obj, "shape"),
+                 *off = json_object_get(obj, "data_offsets");
+    const char *missing = !dtype ? "dtype" : !shape ? "shape" : !off ? "data_offsets" : NULL;
+    if (missing)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s' has no \"%s\"", path,
+                             nm, missing);
+    if (!json_is_string(dtype))
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': dtype is not a "
+                             "string", path, nm);
+    if (!s_uint_array(shape, ent->shape, FM_MAX_DIMS, &ent->ndim))
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': shape is not an "
+                             "array of non-negative integers", path, nm);
+    size_t noff = 0;
+    if (!s_uint_array(off, ent->off, 2, &noff))
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': data_offsets is not "
+                             "an array of non-negative integers", path, nm);
+    if (noff != 2)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': data_offsets must "
+                             "have 2 entries, not %zu", path, nm, noff);
+    ent->name = name;
+    ent->dtype = json_string_value(dtype);
     return 0;
 }
 
-/* Parse a JSON string into the arena. Escapes: \" \\ \/ \b \f \n \r \t and \uXXXX for
- * ASCII other than NUL; raw bytes must be valid UTF-8 and not control characters. */
-static int s_string(s_json_t *js, const char **out)
+/* The "__metadata__" object, all values strings, into f->meta (borrowed from the header).
+ * Errors: FM_EFORMAT, -ENOMEM. */
+static int s_metadata(const char *path, json_t *obj, fm_safetensors_t *f, fm_errmsg_t *e)
 {
-    s_ws(js);
-    if (s_peek(js) != '"')
-        return s_fail(js, "expected a string");
-    js->pos++;
-    /* Each decoded string plus its NUL is shorter than its quoted text, so the arena of
-     * len + 1 bytes cannot overflow. */
-    char *dst = js->arena + js->arena_used;
-    size_t k = 0;
-    for (;;) {
-        if (js->pos >= js->len)
-            return s_fail(js, "unterminated string");
-        unsigned char c = (unsigned char)js->text[js->pos];
-        if (c == '"') {
-            js->pos++;
-            break;
+    if (!json_is_object(obj))
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: __metadata__ is not an object",
+                             path);
+    if (!(f->meta = calloc(2 * json_object_size(obj) + 1, sizeof *f->meta)))
+        return fm_errmsg_set(e, -ENOMEM, "%s: out of memory", path);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (!json_is_string(v)) {
+            char k2[S_NAME_SHOWN + 8];
+            return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: __metadata__ value of '%s' is "
+                                 "not a string", path, s_printable(k2, sizeof k2, key));
         }
-        if (c < 0x20)
-            return s_fail(js, "control character in string");
-        if (c >= 0x80) {
-            size_t ulen = s_utf8_len((const unsigned char *)js->text + js->pos, js->len - js->pos);
-            if (ulen == 0)
-                return s_fail(js, "invalid UTF-8 in string");
-            memcpy(dst + k, js->text + js->pos, ulen);
-            k += ulen;
-            js->pos += ulen;
-            continue;
-        }
-        if (c != '\\') {
-            dst[k++] = (char)c;
-            js->pos++;
-            continue;
-        }
-        if (++js->pos >= js->len)
-            return s_fail(js, "unterminated string");
-        switch (js->text[js->pos]) {
-        case '"': dst[k++] = '"'; break;
-        case '\\': dst[k++] = '\\'; break;
-        case '/': dst[k++] = '/'; break;
-        case 'b': dst[k++] = '\b'; break;
-        case 'f': dst[k++] = '\f'; break;
-        case 'n': dst[k++] = '\n'; break;
-        case 'r': dst[k++] = '\r'; break;
-        case 't': dst[k++] = '\t'; break;
-        case 'u': {
-            unsigned v = 0;
-            for (int i = 1; i <= 4; i++) {
-                size_t at = js->pos + (size_t)i;
-                int h = at < js->len ? (unsigned char)js->text[at] : -1;
-                int d = h >= '0' && h <= '9' ? h - '0'
-                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                        : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
-                if (d < 0)
-                    return s_fail(js, "bad \\u escape (need 4 hex digits)");
-                v = v * 16 + (unsigned)d;
-            }
-            if (v == 0)
-                return s_fail(js, "\\u0000 in string is not supported");
-            if (v >= 0x80)
-                return s_fail(js, "non-ASCII \\u escape is not supported (write the UTF-8 bytes)");
-            dst[k++] = (char)v;
-            js->pos += 4;
-            break;
-        }
-        default: return s_fail(js, "bad escape in string");
-        }
-        js->pos++;
-    }
-    dst[k] = '\0';
-    js->arena_used += k + 1;
-    *out = dst;
-    return 0;
-}
-
-/* Parse a non-negative integer that fits in int64 (no sign, fraction, exponent or
- * leading zeros). */
-static int s_uint(s_json_t *js, int64_t *out)
-{
-    s_ws(js);
-    int c = s_peek(js);
-    if (c == '-')
-        return s_fail(js, "negative number");
-    if (c < '0' || c > '9')
-        return s_fail(js, "expected a non-negative integer");
-    int64_t v = 0;
-    size_t start = js->pos;
-    while ((c = s_peek(js)) >= '0' && c <= '9') {
-        if (v > (INT64_MAX - (c - '0')) / 10)
-            return s_fail(js, "integer does not fit in int64");
-        v = v * 10 + (c - '0');
-        js->pos++;
-    }
-    if (js->text[start] == '0' && js->pos - start > 1) {
-        js->pos = start;
-        return s_fail(js, "integer with a leading zero");
-    }
-    if (c == '.' || c == 'e' || c == 'E')
-        return s_fail(js, "expected an integer, found a fraction or exponent");
-    *out = v;
-    return 0;
-}
-
-/* Parse [int, ...]; stores at most `cap` values but counts all in *count. */
-static int s_uint_array(s_json_t *js, int64_t *vals, int cap, int *count)
-{
-    int rc, n = 0;
-    if ((rc = s_expect(js, '[')) != 0)
-        return rc;
-    s_ws(js);
-    if (s_peek(js) == ']') {
-        js->pos++;
-        *count = 0;
-        return 0;
-    }
-    for (;;) {
-        int64_t v = 0;
-        if ((rc = s_uint(js, &v)) != 0)
-            return rc;
-        if (n < cap)
-            vals[n] = v;
-        if (n == INT_MAX)
-            return s_fail(js, "array too long");
-        n++;
-        s_ws(js);
-        int c = s_peek(js);
-        js->pos++;
-        if (c == ']')
-            break;
-        if (c != ',') {
-            js->pos--;
-            return s_fail(js, "expected ',' or ']' in array");
-        }
-    }
-    *count = n;
-    return 0;
-}
-
-/* After a member: consume ',' (returns 1: more members) or '}' (returns 0), else fail. */
-static int s_next_member(s_json_t *js)
-{
-    s_ws(js);
-    int c = s_peek(js);
-    if (c == ',' || c == '}') {
-        js->pos++;
-        return c == ',';
-    }
-    return s_fail(js, "expected ',' or '}' in object");
-}
-
-/* Parse {"dtype": str, "shape": [..], "data_offsets": [b, e]} (each exactly once). */
-static int s_entry(s_json_t *js, s_entry_t *ent)
-{
-    char nm[S_NAME_SHOWN + 8], what[160];
-    bool has_dtype = false, has_shape = false, has_off = false;
-    int rc;
-    if ((rc = s_expect(js, '{')) != 0)
-        return rc;
-    s_ws(js);
-    if (s_peek(js) == '}')
-        js->pos++;
-    else
-        for (;;) {
-            const char *key;
-            if ((rc = s_string(js, &key)) != 0 || (rc = s_expect(js, ':')) != 0)
-                return rc;
-            bool dup;
-            if (strcmp(key, "dtype") == 0) {
-                dup = has_dtype;
-                has_dtype = true;
-                rc = dup ? 0 : s_string(js, &ent->dtype);
-            } else if (strcmp(key, "shape") == 0) {
-                dup = has_shape;
-                has_shape = true;
-                rc = dup ? 0 : s_uint_array(js, ent->shape, FM_MAX_DIMS, &ent->ndim);
-            } else if (strcmp(key, "data_offsets") == 0) {
-                dup = has_off;
-                has_off = true;
-                rc = dup ? 0 : s_uint_array(js, ent->off, 2, &ent->noff);
-            } else {
-                char k2[S_NAME_SHOWN + 8];
-                snprintf(what, sizeof what, "unknown field '%s' in tensor '%s'",
-                         s_printable(k2, sizeof k2, key), s_printable(nm, sizeof nm, ent->name));
-                return s_fail(js, what);
-            }
-            if (dup) {
-                snprintf(what, sizeof what, "duplicate field '%s' in tensor '%s'", key,
-                         s_printable(nm, sizeof nm, ent->name));
-                return s_fail(js, what);
-            }
-            if (rc != 0)
-                return rc;
-            if ((rc = s_next_member(js)) < 0)
-                return rc;
-            if (rc == 0)
-                break;
-        }
-    const char *missing = !has_dtype   ? "dtype"
-                          : !has_shape ? "shape"
-                          : !has_off   ? "data_offsets"
-                                       : NULL;
-    if (missing) {
-        snprintf(what, sizeof what, "tensor '%s' has no \"%s\"",
-                 s_printable(nm, sizeof nm, ent->name), missing);
-        return s_fail(js, what);
-    }
-    if (ent->noff != 2) {
-        snprintf(what, sizeof what, "tensor '%s': data_offsets must have 2 entries, not %d",
-                 s_printable(nm, sizeof nm, ent->name), ent->noff);
-        return s_fail(js, what);
-    }
-    return 0;
-}
-
-/* Grow *arr (of `size`-byte elements) so that it holds at least need elements. */
-static int s_grow(void **arr, int *cap, int need, size_t size)
-{
-    if (need <= *cap)
-        return 0;
-    int ncap = *cap ? *cap : 16;
-    while (ncap < need) {
-        if (ncap > INT_MAX / 2)
-            return -ENOMEM;
-        ncap *= 2;
-    }
-    void *p = realloc(*arr, (size_t)ncap * size);
-    if (!p)
-        return -ENOMEM;
-    *arr = p;
-    *cap = ncap;
-    return 0;
-}
-
-/* Parse the "__metadata__" object of string values into f->meta. */
-static int s_metadata(s_json_t *js, fm_safetensors_t *f)
-{
-    int rc, cap = 0;
-    if ((rc = s_expect(js, '{')) != 0)
-        return rc;
-    s_ws(js);
-    if (s_peek(js) == '}') {
-        js->pos++;
-        return 0;
-    }
-    for (;;) {
-        const char *key, *val;
-        if ((rc = s_string(js, &key)) != 0 || (rc = s_expect(js, ':')) != 0)
-            return rc;
-        s_ws(js);
-        if (s_peek(js) != '"')
-            return s_fail(js, "__metadata__ values must be strings");
-        if ((rc = s_string(js, &val)) != 0)
-            return rc;
-        for (int i = 0; i < f->nmeta; i++)
-            if (strcmp(f->meta[2 * i], key) == 0) {
-                char k2[S_NAME_SHOWN + 8], what[128];
-                snprintf(what, sizeof what, "duplicate __metadata__ key '%s'",
-                         s_printable(k2, sizeof k2, key));
-                return s_fail(js, what);
-            }
-        if (s_grow((void **)&f->meta, &cap, 2 * f->nmeta + 2, sizeof *f->meta) != 0)
-            return fm_errmsg_set(js->e, -ENOMEM, "%s: out of memory", js->path);
         f->meta[2 * f->nmeta] = key;
-        f->meta[2 * f->nmeta + 1] = val;
+        f->meta[2 * f->nmeta + 1] = json_string_value(v);
         f->nmeta++;
-        if ((rc = s_next_member(js)) < 0)
-            return rc;
-        if (rc == 0)
-            return 0;
     }
+    return 0;
 }
 
-/* Parse the whole header: {"name": entry, ..., "__metadata__": {...}} then only
- * whitespace (the format pads with spaces). Entries go to *ents (caller frees). */
-static int s_header(s_json_t *js, fm_safetensors_t *f, s_entry_t **ents, int *nents)
+/* Parse the header text (jansson: strict JSON, UTF-8, no NUL, duplicate keys and nesting
+ * past JSON_PARSER_MAX_DEPTH refused; only whitespace may follow the object, the format
+ * pads with spaces) into f->header. Errors: FM_EFORMAT, -ENOMEM. */
+static int s_parse(const char *path, const char *text, size_t len, fm_safetensors_t *f,
+                   fm_errmsg_t *e)
 {
-    int rc, cap = 0;
-    bool has_meta = false;
-    if ((rc = s_expect(js, '{')) != 0)
-        return rc;
-    s_ws(js);
-    if (s_peek(js) == '}')
-        js->pos++;
-    else
-        for (;;) {
-            const char *key;
-            if ((rc = s_string(js, &key)) != 0 || (rc = s_expect(js, ':')) != 0)
-                return rc;
-            if (strcmp(key, "__metadata__") == 0) {
-                if (has_meta)
-                    return s_fail(js, "duplicate __metadata__");
-                has_meta = true;
-                if ((rc = s_metadata(js, f)) != 0)
-                    return rc;
-            } else {
-                if (s_grow((void **)ents, &cap, *nents + 1, sizeof **ents) != 0)
-                    return fm_errmsg_set(js->e, -ENOMEM, "%s: out of memory", js->path);
-                s_entry_t *ent = &(*ents)[*nents];
-                memset(ent, 0, sizeof *ent);
-                ent->name = key;
-                (*nents)++;
-                if ((rc = s_entry(js, ent)) != 0)
-                    return rc;
-            }
-            if ((rc = s_next_member(js)) < 0)
-                return rc;
-            if (rc == 0)
-                break;
-        }
-    s_ws(js);
-    if (js->pos != js->len)
-        return s_fail(js, "trailing characters after the header object");
+    json_error_t je;
+    f->header = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!f->header) {
+        if (json_error_code(&je) == json_error_out_of_memory)
+            return fm_errmsg_set(e, -ENOMEM, "%s: out of memory parsing the header", path);
+        char why[sizeof je.text];
+        size_t k = 0;
+        for (; je.text[k] && k + 1 < sizeof why; k++) /* jansson quotes the input: one line */
+            why[k] = (unsigned char)je.text[k] < 0x20 || je.text[k] == 0x7F ? '?' : je.text[k];
+        why[k] = '\0';
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: malformed header JSON at header byte %d: %s",
+                             path, je.position, why);
+    }
+    if (!json_is_object(f->header))
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: malformed header JSON: an array, not an object",
+                             path);
+    return 0;
+}
+
+/* Check the structure of every member of the parsed header: tensor entries go to ents[]
+ * (room for json_object_size(header) entries), "__metadata__" to f->meta. */
+static int s_header(const char *path, fm_safetensors_t *f, s_entry_t *ents, int *nents,
+                    fm_errmsg_t *e)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(f->header, key, v) {
+        int rc = strcmp(key, "__metadata__") == 0 ? s_metadata(path, v, f, e)
+                                                  : s_entry(path, key, v, &ents[(*nents)++], e);
+        if (rc != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -585,20 +366,21 @@ static int s_validate(const char *path, const s_entry_t *ent, const unsigned cha
                              s_printable(dt, sizeof dt, ent->dtype));
     if (ent->ndim > FM_MAX_DIMS)
         return fm_errmsg_set(e, FM_ESHAPE,
-                             "%s: tensor '%s' has %d dimensions, at most %d supported", path,
+                             "%s: tensor '%s' has %zu dimensions, at most %d supported", path,
                              s_printable(nm, sizeof nm, ent->name), ent->ndim, FM_MAX_DIMS);
     int64_t numel = 1;
-    for (int i = 0; i < ent->ndim; i++) {
+    int ndim = (int)ent->ndim;
+    for (int i = 0; i < ndim; i++) {
         if (ent->shape[i] != 0 && numel > INT64_MAX / ent->shape[i])
             return fm_errmsg_set(e, FM_ESHAPE, "%s: tensor '%s' shape %s overflows", path,
                                  s_printable(nm, sizeof nm, ent->name),
-                                 s_fmt_shape(sh, sizeof sh, ent->ndim, ent->shape));
+                                 s_fmt_shape(sh, sizeof sh, ndim, ent->shape));
         numel *= ent->shape[i];
     }
     if (numel > INT64_MAX / (int64_t)dtype->size)
         return fm_errmsg_set(e, FM_ESHAPE, "%s: tensor '%s' shape %s overflows", path,
                              s_printable(nm, sizeof nm, ent->name),
-                             s_fmt_shape(sh, sizeof sh, ent->ndim, ent->shape));
+                             s_fmt_shape(sh, sizeof sh, ndim, ent->shape));
     int64_t nbytes = numel * (int64_t)dtype->size;
     if (ent->off[1] < ent->off[0] || ent->off[1] - ent->off[0] != nbytes)
         return fm_errmsg_set(e, FM_ESHAPE,
@@ -606,7 +388,7 @@ static int s_validate(const char *path, const s_entry_t *ent, const unsigned cha
                              "%s x %s = %lld bytes",
                              path, s_printable(nm, sizeof nm, ent->name), (long long)ent->off[0],
                              (long long)ent->off[1], dtype->name,
-                             s_fmt_shape(sh, sizeof sh, ent->ndim, ent->shape), (long long)nbytes);
+                             s_fmt_shape(sh, sizeof sh, ndim, ent->shape), (long long)nbytes);
     if ((uint64_t)ent->off[1] > data_size)
         return fm_errmsg_set(e, FM_ETRUNC,
                              "%s: truncated: tensor '%s' data_offsets [%lld,%lld] go past "
@@ -615,15 +397,15 @@ static int s_validate(const char *path, const s_entry_t *ent, const unsigned cha
                              (long long)ent->off[1], (unsigned long long)data_size);
     t->name = ent->name;
     t->dtype = dtype->name;
-    t->ndim = ent->ndim;
+    t->ndim = ndim;
     memcpy(t->shape, ent->shape, sizeof t->shape);
     t->data = data + ent->off[0];
     t->nbytes = (size_t)nbytes;
     return 0;
 }
 
-/* Read the file, check the header length, parse the JSON, reject duplicates, then check
- * every entry in header order. */
+/* Read the file, check the header length, parse the JSON (duplicates refused there), check
+ * the structure of every member, then validate every entry in header order. */
 fm_safetensors_t *fm_safetensors_open(const char *path, int *err, fm_errmsg_t *e)
 {
     int rc = 0, nents = 0;
@@ -657,40 +439,29 @@ fm_safetensors_t *fm_safetensors_open(const char *path, int *err, fm_errmsg_t *e
                            "follow it", path, (unsigned long long)hlen, f->size - 8);
         goto cleanup;
     }
-    if (!(f->arena = malloc((size_t)hlen + 1))) {
+    if ((rc = s_parse(path, (const char *)f->buf + 8, (size_t)hlen, f, e)) != 0)
+        goto cleanup;
+    /* at most one member per 6 header bytes ("a":{},): nents stays far below INT_MAX */
+    size_t nmembers = json_object_size(f->header);
+    ents = calloc(nmembers + 1, sizeof *ents);
+    f->tensors = calloc(nmembers + 1, sizeof *f->tensors);
+    f->sorted = calloc(nmembers + 1, sizeof *f->sorted);
+    if (!ents || !f->tensors || !f->sorted) {
         rc = fm_errmsg_set(e, -ENOMEM, "%s: out of memory", path);
         goto cleanup;
     }
-    s_json_t js = {.path = path, .text = (const char *)f->buf + 8, .len = (size_t)hlen,
-                   .arena = f->arena, .e = e};
-    if ((rc = s_header(&js, f, &ents, &nents)) != 0)
+    /* Structure first (a header defect), then each entry's content in header order. */
+    if ((rc = s_header(path, f, ents, &nents, e)) != 0)
         goto cleanup;
-
-    f->n = nents;
-    f->tensors = calloc((size_t)nents + 1, sizeof *f->tensors);
-    f->sorted = calloc((size_t)nents + 1, sizeof *f->sorted);
-    if (!f->tensors || !f->sorted) {
-        rc = fm_errmsg_set(e, -ENOMEM, "%s: out of memory", path);
-        goto cleanup;
-    }
-    /* Duplicate names are a header (JSON) defect: report them before any entry's content. */
-    for (int i = 0; i < nents; i++) {
-        f->tensors[i].name = ents[i].name;
-        f->sorted[i] = &f->tensors[i];
-    }
-    qsort(f->sorted, (size_t)nents, sizeof *f->sorted, s_cmp_name);
-    for (int i = 1; i < nents; i++)
-        if (strcmp(f->sorted[i - 1]->name, f->sorted[i]->name) == 0) {
-            char nm[S_NAME_SHOWN + 8];
-            rc = fm_errmsg_set(e, FM_EFORMAT, "%s: duplicate tensor name '%s' in header", path,
-                               s_printable(nm, sizeof nm, f->sorted[i]->name));
-            goto cleanup;
-        }
     const unsigned char *data = f->buf + 8 + hlen;
     uint64_t data_size = f->size - 8 - hlen;
     for (int i = 0; i < nents; i++)
         if ((rc = s_validate(path, &ents[i], data, data_size, &f->tensors[i], e)) != 0)
             goto cleanup;
+    f->n = nents;
+    for (int i = 0; i < nents; i++) /* names are unique: jansson refused duplicate keys */
+        f->sorted[i] = &f->tensors[i];
+    qsort(f->sorted, (size_t)nents, sizeof *f->sorted, s_cmp_name);
 cleanup:
     free(ents);
     if (rc != 0)
@@ -706,7 +477,7 @@ void fm_safetensors_close(fm_safetensors_t **p)
         return;
     fm_safetensors_t *f = *p;
     free(f->buf);
-    free(f->arena);
+    json_decref(f->header);
     free(f->tensors);
     free(f->sorted);
     free(f->meta);
@@ -744,65 +515,63 @@ const char *fm_safetensors_meta(const fm_safetensors_t *f, const char *key)
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
-/* A growable byte buffer; `oom` latches an allocation failure. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} s_sbuf_t;
-
-static void s_put(s_sbuf_t *sb, const char *s, size_t n)
+/* The header object of checked arguments: "__metadata__" first (as the reference
+ * implementation writes it), then the tensors in order, their data back to back. jansson
+ * (2.8 and later) keeps keys in insertion order, in memory and when dumping. NULL when out
+ * of memory (set_new/append_new take ownership of their value, NULL included, even when
+ * they fail). */
+static json_t *s_header_new(const fm_tensor_t *t, int n, const char *const *meta, int nmeta)
 {
-    if (sb->oom)
-        return;
-    if (sb->len + n + 1 > sb->cap) {
-        size_t ncap = sb->cap ? sb->cap : 1024;
-        while (ncap < sb->len + n + 1)
-            ncap *= 2;
-        char *np = realloc(sb->p, ncap);
-        if (!np) {
-            sb->oom = true;
-            return;
-        }
-        sb->p = np;
-        sb->cap = ncap;
+    json_t *root = json_object();
+    if (!root)
+        return NULL;
+    if (nmeta > 0) {
+        json_t *m = json_object();
+        if (json_object_set_new(root, "__metadata__", m) != 0)
+            goto fail;
+        for (int i = 0; i < nmeta; i++)
+            if (json_object_set_new(m, meta[2 * i], json_string(meta[2 * i + 1])) != 0)
+                goto fail;
     }
-    memcpy(sb->p + sb->len, s, n);
-    sb->len += n;
-    sb->p[sb->len] = '\0';
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        json_t *ent = json_object(), *shape = NULL, *offs = NULL;
+        if (json_object_set_new(root, t[i].name, ent) != 0 ||
+            json_object_set_new(ent, "dtype", json_string(s_dtype_find(t[i].dtype)->name)) != 0 ||
+            json_object_set_new(ent, "shape", shape = json_array()) != 0)
+            goto fail;
+        for (int d = 0; d < t[i].ndim; d++)
+            if (json_array_append_new(shape, json_integer(t[i].shape[d])) != 0)
+                goto fail;
+        if (json_object_set_new(ent, "data_offsets", offs = json_array()) != 0 ||
+            json_array_append_new(offs, json_integer(off)) != 0 ||
+            json_array_append_new(offs, json_integer(off + (int64_t)t[i].nbytes)) != 0)
+            goto fail;
+        off += (int64_t)t[i].nbytes;
+    }
+    return root;
+fail:
+    json_decref(root);
+    return NULL;
 }
 
-static void s_puts(s_sbuf_t *sb, const char *s) { s_put(sb, s, strlen(s)); }
-
-static void s_put_int(s_sbuf_t *sb, uint64_t v)
+/* The header text: compact JSON padded with spaces to a multiple of 8 bytes (the data
+ * section starts 8-aligned); *len is its length. NULL when out of memory. */
+static char *s_header_text(const json_t *root, size_t *len)
 {
-    char tmp[32];
-    s_put(sb, tmp, (size_t)snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v));
-}
-
-/* Append `s` as a JSON string (quotes, escapes; UTF-8 bytes pass through). */
-static void s_put_json_str(s_sbuf_t *sb, const char *s)
-{
-    s_put(sb, "\"", 1);
-    for (const char *c = s; *c; c++) {
-        unsigned char u = (unsigned char)*c;
-        char tmp[8];
-        switch (u) {
-        case '"': s_put(sb, "\\\"", 2); break;
-        case '\\': s_put(sb, "\\\\", 2); break;
-        case '\b': s_put(sb, "\\b", 2); break;
-        case '\f': s_put(sb, "\\f", 2); break;
-        case '\n': s_put(sb, "\\n", 2); break;
-        case '\r': s_put(sb, "\\r", 2); break;
-        case '\t': s_put(sb, "\\t", 2); break;
-        default:
-            if (u < 0x20)
-                s_put(sb, tmp, (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", u));
-            else
-                s_put(sb, c, 1);
-        }
+    char *text = json_dumps(root, JSON_COMPACT);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text), padded = (n + 7) / 8 * 8;
+    char *p = realloc(text, padded + 1);
+    if (!p) {
+        free(text);
+        return NULL;
     }
-    s_put(sb, "\"", 1);
+    memset(p + n, ' ', padded - n);
+    p[padded] = '\0';
+    *len = padded;
+    return p;
 }
 
 /* Check the arguments of fm_safetensors_write; FM_EARG with a message if bad. */
@@ -810,6 +579,7 @@ static int s_check_write_args(const char *path, const fm_tensor_t *t, int n,
                               const char *const *meta, int nmeta, fm_errmsg_t *e)
 {
     char nm[S_NAME_SHOWN + 8];
+    uint64_t total = 0; /* data_offsets are JSON integers: int64 */
     if (n < 0 || (n > 0 && !t) || nmeta < 0 || (nmeta > 0 && !meta))
         return fm_errmsg_set(e, FM_EARG, "%s: bad tensor or metadata list", path);
     for (int i = 0; i < n; i++) {
@@ -834,6 +604,10 @@ static int s_check_write_args(const char *path, const fm_tensor_t *t, int n,
             return fm_errmsg_set(e, FM_EARG,
                                  "%s: tensor '%s': %zu bytes of data, %s x shape needs %llu",
                                  path, nm, t[i].nbytes, dt->name, (unsigned long long)bytes);
+        if (bytes > (uint64_t)INT64_MAX - total)
+            return fm_errmsg_set(e, FM_EARG, "%s: tensor '%s': the data ends past byte 2^63-1",
+                                 path, nm);
+        total += bytes;
         for (int j = 0; j < i; j++)
             if (strcmp(t[j].name, t[i].name) == 0)
                 return fm_errmsg_set(e, FM_EARG, "%s: duplicate tensor name '%s'", path, nm);
@@ -887,56 +661,23 @@ int fm_safetensors_write(const char *path, const fm_tensor_t *tensors, int n,
                          const char *const *meta, int nmeta, fm_errmsg_t *e)
 {
     int rc, fd = -1;
-    char *tmp = NULL;
-    s_sbuf_t sb = {0};
+    char *tmp = NULL, *hdr = NULL;
     if (!path)
         return fm_errmsg_set(e, FM_EARG, "fm_safetensors_write: no path");
     if ((rc = s_check_write_args(path, tensors, n, meta, nmeta, e)) != 0)
         return rc;
 
-    /* header: metadata first (as the reference implementation), then tensors in order */
-    s_puts(&sb, "{");
-    if (nmeta > 0) {
-        s_puts(&sb, "\"__metadata__\":{");
-        for (int i = 0; i < nmeta; i++) {
-            if (i)
-                s_puts(&sb, ",");
-            s_put_json_str(&sb, meta[2 * i]);
-            s_puts(&sb, ":");
-            s_put_json_str(&sb, meta[2 * i + 1]);
-        }
-        s_puts(&sb, "}");
-    }
-    uint64_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (i || nmeta > 0)
-            s_puts(&sb, ",");
-        s_put_json_str(&sb, tensors[i].name);
-        s_puts(&sb, ":{\"dtype\":");
-        s_put_json_str(&sb, s_dtype_find(tensors[i].dtype)->name);
-        s_puts(&sb, ",\"shape\":[");
-        for (int d = 0; d < tensors[i].ndim; d++) {
-            if (d)
-                s_puts(&sb, ",");
-            s_put_int(&sb, (uint64_t)tensors[i].shape[d]);
-        }
-        s_puts(&sb, "],\"data_offsets\":[");
-        s_put_int(&sb, off);
-        s_puts(&sb, ",");
-        off += tensors[i].nbytes;
-        s_put_int(&sb, off);
-        s_puts(&sb, "]}");
-    }
-    s_puts(&sb, "}");
-    while (sb.len % 8 != 0) /* data section starts at a multiple of 8 */
-        s_puts(&sb, " ");
-    if (sb.oom) {
+    json_t *root = s_header_new(tensors, n, meta, nmeta);
+    size_t hlen = 0;
+    hdr = root ? s_header_text(root, &hlen) : NULL;
+    json_decref(root);
+    if (!hdr) {
         rc = fm_errmsg_set(e, -ENOMEM, "%s: out of memory building the header", path);
         goto cleanup;
     }
-    if (sb.len > S_MAX_HEADER) {
+    if (hlen > S_MAX_HEADER) {
         rc = fm_errmsg_set(e, FM_EARG, "%s: header of %zu bytes exceeds the format's limit", path,
-                           sb.len);
+                           hlen);
         goto cleanup;
     }
 
@@ -954,8 +695,8 @@ int fm_safetensors_write(const char *path, const fm_tensor_t *tensors, int n,
         tmp = NULL;
         goto cleanup;
     }
-    uint64_t hlen = sb.len;
-    if ((rc = s_write_all(fd, &hlen, 8)) != 0 || (rc = s_write_all(fd, sb.p, sb.len)) != 0)
+    uint64_t hlen64 = hlen;
+    if ((rc = s_write_all(fd, &hlen64, 8)) != 0 || (rc = s_write_all(fd, hdr, hlen)) != 0)
         goto io_error;
     for (int i = 0; i < n; i++)
         if ((rc = s_write_all(fd, tensors[i].data, tensors[i].nbytes)) != 0)
@@ -989,7 +730,7 @@ cleanup:
         unlink(tmp);
         free(tmp);
     }
-    free(sb.p);
+    free(hdr);
     return rc;
 }
 

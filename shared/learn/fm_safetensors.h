@@ -25,9 +25,12 @@ typedef struct {
 
 typedef struct fm_safetensors fm_safetensors_t;
 
-/* Read and validate a whole file: header length within the file, JSON well formed,
- * every entry has a known dtype, shape and data_offsets consistent with dtype*shape and
- * within the data section, no duplicate names. Errors: -errno, FM_ETRUNC, FM_EFORMAT,
+/* Read and validate a whole file: header length within the file and the format's 100 MB
+ * limit; the header strict JSON (jansson: UTF-8, no NUL, no duplicate key at any level,
+ * nesting bounded) and an object of entries {"dtype","shape","data_offsets"} (exactly
+ * these, integers non-negative int64) plus an optional "__metadata__" of strings; every
+ * entry has a known dtype, at most FM_MAX_DIMS dims, data_offsets consistent with
+ * dtype*shape and within the data section. Errors: -errno, FM_ETRUNC, FM_EFORMAT,
  * FM_EDTYPE, FM_ESHAPE; `e` names the file. Caller owns the result. */
 fm_safetensors_t *fm_safetensors_open(const char *path, int *err, fm_errmsg_t *e);
 void fm_safetensors_close(fm_safetensors_t **p);
@@ -41,7 +44,9 @@ const fm_tensor_t *fm_safetensors_get(const fm_safetensors_t *f, const char *nam
 const char *fm_safetensors_meta(const fm_safetensors_t *f, const char *key);
 
 /* Write `n` tensors (and optional metadata pairs meta[0..2*nmeta)) to `path`, atomically
- * (temp file + rename). Errors: -errno, FM_EARG. */
+ * (temp file + rename). The header is compact JSON: "__metadata__" first, then the tensors
+ * in the order given, data back to back, padded with spaces to a multiple of 8 bytes.
+ * Errors: -errno, FM_EARG (bad names, dtypes, shapes or sizes, data past 2^63-1 bytes). */
 int fm_safetensors_write(const char *path, const fm_tensor_t *tensors, int n,
                          const char *const *meta, int nmeta, fm_errmsg_t *e);
 

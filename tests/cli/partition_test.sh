@@ -212,6 +212,17 @@ if [ -s "$B" ] && [ -s "$T/a1.json" ] && ! cmp -s "$T/a1.json" "$B"; then
 else
     notok "a different seed gives a different partition" "seed 3 and seed 4 files are identical (or missing)"
 fi
+# holdout is the file's only real: the fewest digits that read back (0.2, not 0.20000000000000001)
+if grep -q '"holdout":0.2,' "$A"; then
+    ok "holdout 0.2 is written as 0.2"
+else
+    notok "holdout 0.2 is written as 0.2" "$(head -c 120 "$A")"
+fi
+# JSON integers are int64 in the writer: the largest seed is written exactly, a larger one is
+# refused (see the bad input below)
+expect_json "--set federation.seed=2^63-1, written exactly" "$B" 12 dirichlet:0.5 \
+    9223372036854775807 0.2 600 -- \
+    "$FEDMQ" partition "$CONF" --set federation.seed=9223372036854775807 --out "$B"
 expect_json "--set iid, 7 clients, holdout 0" "$B" 7 iid 3 0 600 -- \
     "$FEDMQ" partition "$CONF" --set federation.partition=iid --set federation.num_clients=7 \
     --set trainer.clients=0-6 --set federation.holdout=0 --out "$B"
@@ -272,6 +283,8 @@ expect_bad "--set federation.partition=zipf" "zipf" -- \
     "$FEDMQ" partition "$CONF" --set federation.partition=zipf --out "$K"
 expect_bad "--set federation.holdout=0.95 (out of range)" "holdout" -- \
     "$FEDMQ" partition "$CONF" --set federation.holdout=0.95 --out "$K"
+expect_bad "--set federation.seed=2^63 (past a JSON integer)" "seed = 9223372036854775808" -- \
+    "$FEDMQ" partition "$CONF" --set federation.seed=9223372036854775808 --out "$K"
 expect_bad "more shards than samples" "shards:100" -- \
     "$FEDMQ" partition "$CONF" --set federation.partition=shards:100 --out "$K"
 expect_bad "data_dir without the files" "$T/nodata" -- \

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include <czmq.h>
+#include <jansson.h>
 
 #include "evaluator_jsonl.h"
 #include "evaluator_pop.h"
@@ -95,6 +96,27 @@ static double s_record_created(const char *path, uint64_t version)
     }
     fclose(f);
     return created;
+}
+
+/* The metrics file's last record for `version`, parsed (caller frees), or NULL. */
+static json_t *s_record_json(const char *path, uint64_t version)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char line[2048];
+    json_t *found = NULL;
+    while (fgets(line, sizeof line, f)) {
+        json_t *rec = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+        json_t *v = json_object_get(rec, "version");
+        if (json_is_integer(v) && (uint64_t)json_integer_value(v) == version) {
+            json_decref(found);
+            found = rec;
+        } else
+            json_decref(rec);
+    }
+    fclose(f);
+    return found;
 }
 
 static void s_publish(s_ctx_t *c, const void *data, size_t len)
@@ -335,14 +357,24 @@ static void test_snapshot_at_start(void **state)
     s_check_metrics(&m, &ev);
     s_check_pop(&m, &pop);
     assert_true(s_wait_file(c->metrics, "{\"version\":7,\"model\":\"mlp\",\"accuracy\":", 5.0));
-    /* the record's population object: the METRICS values, written with %.17g */
-    char want[512];
-    snprintf(want, sizeof want, ",\"population\":{\"clients\":%u,\"mean\":%.17g,\"min\":%.17g,"
-             "\"worst_client\":%u,\"p10\":%.17g,\"threshold\":%.17g,\"below\":%.17g}}",
-             m.pop_clients, m.pop_mean, m.pop_min, m.pop_worst, m.pop_p10, m.pop_threshold,
-             m.pop_below);
-    if (!s_wait_file(c->metrics, want, 1.0))
-        fail_msg("no '%s' in %s", want, c->metrics);
+    /* the record's population object: the METRICS values, exactly, after a JSON parse */
+    assert_true(s_wait_file(c->metrics, ",\"population\":{\"clients\":", 1.0));
+    json_t *rec = s_record_json(c->metrics, 7);
+    json_t *pobj = json_object_get(rec, "population");
+    if (!json_is_object(pobj))
+        fail_msg("no population object in the v7 record of %s", c->metrics);
+    assert_int_equal(json_object_size(pobj), 7);
+    assert_true(json_is_integer(json_object_get(pobj, "clients")));
+    assert_int_equal(json_integer_value(json_object_get(pobj, "clients")), m.pop_clients);
+    assert_true(json_is_integer(json_object_get(pobj, "worst_client")));
+    assert_int_equal(json_integer_value(json_object_get(pobj, "worst_client")), m.pop_worst);
+    static const char *const keys[] = {"mean", "min", "p10", "threshold", "below"};
+    const double vals[] = {m.pop_mean, m.pop_min, m.pop_p10, m.pop_threshold, m.pop_below};
+    for (int k = 0; k < 5; k++)
+        if (!json_is_real(json_object_get(pobj, keys[k])) ||
+            json_real_value(json_object_get(pobj, keys[k])) != vals[k])
+            fail_msg("population.%s: expected %.17g in %s", keys[k], vals[k], c->metrics);
+    json_decref(rec);
     assert_true(s_wait_file(c->log, "population validation: ", 1.0));
     assert_true(s_wait_file(c->log, "population mlp v7: 100 clients mean=", 1.0));
     assert_true(s_wait_file(c->metrics, "\"class_accuracy\":[", 1.0));
@@ -493,13 +525,34 @@ static void test_jsonl_format(void **state)
     char buf[1024];
     int n = eval_jsonl_format(&m, 1763999999.25, buf, sizeof buf);
     assert_true(n > 0 && (size_t)n == strlen(buf));
-    assert_string_equal(buf, "{\"version\":42,\"model\":\"a\\\"b\\\\c\\u000a\","
+    assert_string_equal(buf, "{\"version\":42,\"model\":\"a\\\"b\\\\c\\n\","
                              "\"accuracy\":0.10000000000000001,\"loss\":null,"
-                             "\"class_accuracy\":[0,0.10000000000000001,0.20000000000000001,"
+                             "\"class_accuracy\":[0.0,0.10000000000000001,0.20000000000000001,"
                              "0.29999999999999999,0.40000000000000002,0.5,0.59999999999999998,"
                              "0.69999999999999996,0.80000000000000004,0.90000000000000002],"
                              "\"n\":10000,\"eval_seconds\":0.25,\"time\":1764000000.5,"
                              "\"created\":1763999999.25}");
+    /* a JSON parser reads back the same values: integers as integers, doubles exactly */
+    json_error_t je;
+    json_t *rec = json_loads(buf, JSON_REJECT_DUPLICATES, &je);
+    if (!rec)
+        fail_msg("record does not parse: %s at %d", je.text, je.position);
+    assert_true(json_is_integer(json_object_get(rec, "version")));
+    assert_int_equal(json_integer_value(json_object_get(rec, "version")), 42);
+    assert_string_equal(json_string_value(json_object_get(rec, "model")), m.model);
+    assert_true(json_is_real(json_object_get(rec, "accuracy")));
+    assert_true(json_real_value(json_object_get(rec, "accuracy")) == m.accuracy);
+    assert_true(json_is_null(json_object_get(rec, "loss")));
+    assert_int_equal(json_array_size(json_object_get(rec, "class_accuracy")), FM_NCLASSES);
+    for (int k = 0; k < FM_NCLASSES; k++) {
+        const json_t *v = json_array_get(json_object_get(rec, "class_accuracy"), (size_t)k);
+        assert_true(json_is_real(v) && json_real_value(v) == m.class_acc[k]);
+    }
+    assert_true(json_is_integer(json_object_get(rec, "n")));
+    assert_true(json_real_value(json_object_get(rec, "created")) == 1763999999.25);
+    assert_null(json_object_get(rec, "population"));
+    json_decref(rec);
+
     assert_int_equal(eval_jsonl_format(&m, 0.0, buf, 40), -ENOBUFS);
     assert_string_equal(buf, "");
 
@@ -517,7 +570,7 @@ static void test_jsonl_format(void **state)
     assert_true(n > 0 && (size_t)n == strlen(buf));
     assert_string_equal(buf, "{\"version\":42,\"model\":\"cnn\","
                              "\"accuracy\":0.10000000000000001,\"loss\":0.5,"
-                             "\"class_accuracy\":[0,0.10000000000000001,0.20000000000000001,"
+                             "\"class_accuracy\":[0.0,0.10000000000000001,0.20000000000000001,"
                              "0.29999999999999999,0.40000000000000002,0.5,0.59999999999999998,"
                              "0.69999999999999996,0.80000000000000004,0.90000000000000002],"
                              "\"n\":10000,\"eval_seconds\":0.25,\"time\":1764000000.5,"
@@ -525,13 +578,26 @@ static void test_jsonl_format(void **state)
                              "\"mean\":0.8125,\"min\":0.25,\"worst_client\":17,\"p10\":0.5,"
                              "\"threshold\":0.69999999999999996,\"below\":null}}");
 
+    /* JSON integers are int64 here: larger versions or sample counts are refused, a model
+     * name that is not UTF-8 too, and nothing is written */
+    m.version = (uint64_t)INT64_MAX + 1;
+    assert_int_equal(eval_jsonl_format(&m, 0.0, buf, sizeof buf), FM_ERANGE);
+    assert_string_equal(buf, "");
+    m.version = 42;
+    m.num_samples = UINT64_MAX;
+    assert_int_equal(eval_jsonl_format(&m, 0.0, buf, sizeof buf), FM_ERANGE);
+    m.num_samples = 10000;
+    snprintf(m.model, sizeof m.model, "cnn\xff");
+    assert_int_equal(eval_jsonl_format(&m, 0.0, buf, sizeof buf), FM_EARG);
+    assert_string_equal(buf, "");
+
     /* the documented bounds: the longest record of a built-in model name (every number at
      * its longest) is 518 bytes without the population object, 744 with it: 768 suffice */
     const char *names[] = {"cnn", "mlp", "logreg"};
     for (int i = 0; i < 3; i++) {
         snprintf(m.model, sizeof m.model, "%s", names[i]);
-        m.version = UINT64_MAX;
-        m.num_samples = UINT64_MAX;
+        m.version = INT64_MAX;
+        m.num_samples = INT64_MAX;
         m.accuracy = m.loss = m.eval_seconds = m.timestamp = -2.2250738585072014e-308;
         for (int k = 0; k < FM_NCLASSES; k++)
             m.class_acc[k] = -2.2250738585072014e-308;

@@ -250,8 +250,9 @@ static void test_empty_file_list(void **state)
     fm_safetensors_close(&f);
 }
 
-/* Hand-written headers the format allows: whitespace anywhere, escapes, metadata last,
- * unordered and gapped offsets, trailing space padding. */
+/* Hand-written headers the format allows: whitespace anywhere, escapes (non-ASCII ones and
+ * surrogate pairs too, as Python's json.dumps writes them), metadata last, unordered and
+ * gapped offsets, trailing space padding. */
 static void test_lenient_but_valid(void **state)
 {
     char path[512];
@@ -259,10 +260,12 @@ static void test_lenient_but_valid(void **state)
     const char *json = " \t\r\n{ \"b\" : { \"shape\" : [ 2 ] , \"data_offsets\" : [ 8 , 16 ] ,"
                        " \"dtype\" : \"F32\" } ,\n\"a\\u0041\\/\":{\"dtype\":\"U8\",\"shape\":[],"
                        "\"data_offsets\":[0,1]},\"__metadata__\":{}, \"h\":{\"dtype\":\"F16\","
-                       "\"shape\":[0],\"data_offsets\":[16,16]}}     ";
+                       "\"shape\":[0],\"data_offsets\":[16,16]},\"\\u00e9\\ud83d\\ude00\":{"
+                       "\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}     ";
     write_hdr(path, json, 16);
     fm_safetensors_t *f = open_ok(path);
-    assert_int_equal(fm_safetensors_count(f), 3);
+    assert_int_equal(fm_safetensors_count(f), 4);
+    assert_string_equal(fm_safetensors_at(f, 3)->name, "\xc3\xa9\xf0\x9f\x98\x80");
     assert_string_equal(fm_safetensors_at(f, 0)->name, "b");
     assert_string_equal(fm_safetensors_at(f, 1)->name, "aA/");
     assert_int_equal(fm_safetensors_get(f, "aA/")->ndim, 0);
@@ -327,7 +330,7 @@ static void test_bad_json(void **state)
         "{\"__metadata__\":{},\"__metadata__\":{}}",
         "{\"__metadata__\":[]}",
         "{\"a\\x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",   /* bad escape */
-        "{\"a\\u00e9\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+        "{\"a\\ud800\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",  /* lone */
         "{\"a\\u0000\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
         "{\"a\\u12\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
         "{\"a\x01\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",  /* control char */
@@ -420,6 +423,165 @@ static void test_duplicate_names(void **state)
     write_hdr(path, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
                     "\"\\u0061\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2);
     expect_open_error(path, FM_EFORMAT);
+}
+
+/* Open `path` expecting FM_EFORMAT, and a message free of any control character (parser
+ * messages quote the input) that contains `needle` (if not NULL). */
+static void expect_format_error(const char *path, const char *needle)
+{
+    fm_errmsg_t e = {{0}};
+    expect_open_error(path, FM_EFORMAT);
+    assert_null(fm_safetensors_open(path, NULL, &e));
+    for (const char *p = e.msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7F)
+            fail_msg("control character 0x%02x in '%s'", (unsigned char)*p, e.msg);
+    if (needle && !strstr(e.msg, needle))
+        fail_msg("message '%s' lacks '%s'", e.msg, needle);
+}
+
+/* What the JSON parser must refuse although the rest of the header would pass validation:
+ * duplicates where the last one alone is valid, NUL (raw or escaped) where a C string would
+ * stop early, integers outside int64, fractions where integers are required, arrays, deep
+ * nesting. */
+static void test_strict_json(void **state)
+{
+    /* the length of each literal, which may hold NUL bytes */
+#define S_LIT(x) {x, sizeof(x) - 1}
+    static const struct {
+        const char *text;
+        size_t len;
+    } bad[] = {
+        /* duplicates, the last one valid: last-one-wins would accept them */
+        S_LIT("{\"a\":{\"dtype\":\"Q8\",\"shape\":[9],\"data_offsets\":[0,9]},"
+              "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+              "\"data_offsets\":[0,8],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"shape\":[1],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"__metadata__\":{\"k\":5,\"k\":\"v\"}}"),
+        /* NUL: escaped (a C string would read "F32") or raw, in a key, a value, between tokens */
+        S_LIT("{\"a\":{\"dtype\":\"F32\\u0000x\",\"shape\":[1],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"__metadata__\":{\"k\":\"v\\u0000w\"}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\x00\",\"shape\":[1],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\x00\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}\x00}"),
+        /* integers: fractions and exponents of whole numbers, outside int64 */
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0.0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4e0]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,-4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+              "\"data_offsets\":[-9223372036854775808,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+              "\"data_offsets\":[-9223372036854775809,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+              "\"data_offsets\":[0,18446744073709551620]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[18446744073709551617],"
+              "\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+              "\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"U8\","
+              "\"shape\":[1],\"data_offsets\":[4,1e400]}}"),
+        /* valid JSON, not an object, or not objects where objects are required */
+        S_LIT("[{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}]"),
+        S_LIT("{\"a\":[\"F32\",[1],[0,4]]}"),
+        S_LIT("{\"a\":{\"dtype\":[\"F32\"],\"shape\":[1],\"data_offsets\":[0,4]}}"),
+        S_LIT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":\"0,4\"}}"),
+        S_LIT("{\"__metadata__\":\"k\"}"),
+        S_LIT("{\"__metadata__\":{\"k\":null}}"),
+        /* a terminal escape sequence in the input stays out of the message */
+        S_LIT("{\"a\":\x1b[31m}"),
+    };
+#undef S_LIT
+    char path[512];
+    unsigned char data[8] = {0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(path, sizeof path, "%s/strict_%zu.safetensors", ((ctx_t *)*state)->dir, i);
+        write_st(path, bad[i].len, bad[i].text, bad[i].len, data, sizeof data);
+        expect_format_error(path, NULL);
+    }
+
+    /* the largest int64 parses; it then fails validation like any offset past the end */
+    path_in(state, path, sizeof path, "int64_max.safetensors");
+    write_hdr(path, "{\"a\":{\"dtype\":\"U8\",\"shape\":[9223372036854775807],"
+                    "\"data_offsets\":[0,9223372036854775807]}}", 8);
+    expect_open_error(path, FM_ETRUNC);
+
+    /* nesting bombs: deeper than the parser's limit, in a tensor and in the metadata; and
+     * nesting the parser accepts but the header's structure does not */
+    enum { DEEP = 100000 };
+    char *deep = malloc(6 * DEEP + 64);
+    assert_non_null(deep);
+    const char *const prefix[] = {"{\"a\":", "{\"__metadata__\":",
+                                  "{\"a\":{\"dtype\":\"F32\",\"shape\":"};
+    const char opener[] = {'[', '{', '['};
+    const size_t depth[] = {DEEP, DEEP, 1000};
+    for (int k = 0; k < 3; k++) {
+        size_t n = (size_t)sprintf(deep, "%s", prefix[k]);
+        for (size_t i = 0; i < depth[k]; i++)
+            n += (size_t)sprintf(deep + n, "%s", opener[k] == '[' ? "[" : "{\"k\":");
+        n += (size_t)sprintf(deep + n, "%s", opener[k] == '[' ? "" : "1");
+        for (size_t i = 0; i < depth[k]; i++)
+            deep[n++] = opener[k] == '[' ? ']' : '}';
+        n += (size_t)sprintf(deep + n, "%s", k == 2 ? ",\"data_offsets\":[0,4]}}" : "}");
+        snprintf(path, sizeof path, "%s/deep_%d.safetensors", ((ctx_t *)*state)->dir, k);
+        write_st(path, n, deep, n, data, sizeof data);
+        expect_format_error(path, k < 2 ? "malformed header JSON at header byte" : "shape");
+    }
+    free(deep);
+}
+
+/* The writer's header, byte for byte: compact JSON, "__metadata__" first, then the tensors
+ * in the order given with contiguous data_offsets and fields in the reference order, then
+ * spaces up to a multiple of 8; escapes as JSON requires, UTF-8 as is. */
+static void test_writer_format(void **state)
+{
+    char path[512];
+    path_in(state, path, sizeof path, "format.safetensors");
+    float f32[2] = {1, 2};
+    uint8_t u8[3] = {7, 8, 9};
+    fm_tensor_t t[3] = {
+        {"z.w", "F32", 1, {2}, f32, sizeof f32},
+        {"a\"\\\n\x01\xc3\xa9/", "U8", 2, {3, 1}, u8, sizeof u8},
+        {"s", "F32", 0, {0}, f32, sizeof(float)},
+    };
+    const char *meta[] = {"format", "pt", "b", "x\ty"};
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_safetensors_write(path, t, 3, meta, 2, &e), 0);
+    const char *want = "{\"__metadata__\":{\"format\":\"pt\",\"b\":\"x\\ty\"},"
+                       "\"z.w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                       "\"a\\\"\\\\\\n\\u0001\xc3\xa9/\":{\"dtype\":\"U8\",\"shape\":[3,1],"
+                       "\"data_offsets\":[8,11]},"
+                       "\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[11,15]}}";
+    size_t wlen = strlen(want), padded = (wlen + 7) / 8 * 8;
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    unsigned char buf[512];
+    size_t got = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    assert_int_equal(got, 8 + padded + 15);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)buf[i] << (8 * i);
+    assert_int_equal(hlen, padded);
+    if (memcmp(buf + 8, want, wlen) != 0)
+        fail_msg("header\n  got  %.*s\n  want %s", (int)wlen, buf + 8, want);
+    for (size_t i = wlen; i < padded; i++)
+        assert_int_equal(buf[8 + i], ' ');
+    assert_memory_equal(buf + 8 + padded, f32, 8);
+    assert_memory_equal(buf + 8 + padded + 8, u8, 3);
+
+    /* data_offsets are int64 in JSON: a data section past 2^63-1 bytes is refused before
+     * anything is written (the data is never read) */
+    path_in(state, path, sizeof path, "huge.safetensors");
+    fm_tensor_t big[2] = {
+        {"a", "U8", 1, {(int64_t)1 << 62}, u8, (size_t)1 << 62},
+        {"b", "U8", 1, {(int64_t)1 << 62}, u8, (size_t)1 << 62},
+    };
+    assert_int_equal(fm_safetensors_write(path, big, 2, NULL, 0, &e), FM_EARG);
+    assert_msg(&e, path);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_false(has_temp_files(state));
 }
 
 static void test_short_and_missing_files(void **state)
@@ -765,6 +927,8 @@ int main(void)
         cmocka_unit_test(test_offsets_vs_shape),
         cmocka_unit_test(test_dtype),
         cmocka_unit_test(test_duplicate_names),
+        cmocka_unit_test(test_strict_json),
+        cmocka_unit_test(test_writer_format),
         cmocka_unit_test(test_short_and_missing_files),
         cmocka_unit_test(test_write_errors),
         cmocka_unit_test(test_model_roundtrip),

@@ -1,6 +1,9 @@
 /* fm_parse: strict parsing of numbers from flags and config values.
  * Each returns 0, or FM_EARG with one line in `e` naming `what` (the flag or key), the
- * text and the allowed range. The whole string must be consumed; no silent wrap-around. */
+ * text (control bytes shown as '?', cut at 48 bytes: the message stays one line) and the
+ * allowed range. Strict: the whole string is the number, decimal only (no white space,
+ * no hex, no "inf"/"nan"), no silent wrap-around; a float that underflows reads as its
+ * nearest representable value (1e-310 is accepted, 1e309 is not). */
 #ifndef FM_PARSE_H
 #define FM_PARSE_H
 

@@ -548,6 +548,201 @@ static void test_snapshot_req(void **state)
     fm_wire_buf_free(&buf);
 }
 
+/* ---- docs/PROTOCOL.md §8: the example bytes, written here by hand from the msgpack spec -- */
+
+/* The encoder wrote exactly want[0..n) and the decoder of that type accepts it. */
+static void s_same_bytes(const fm_wire_buf_t *got, const unsigned char *want, size_t n)
+{
+    if (got->len != n)
+        fail_msg("encoded %zu bytes, the example has %zu", got->len, n);
+    for (size_t i = 0; i < n; i++)
+        if (got->data[i] != want[i])
+            fail_msg("byte %zu: encoded 0x%02x, the example has 0x%02x", i, got->data[i], want[i]);
+}
+
+static void test_example_member(void **state)
+{
+    static const unsigned char hello[] = {
+        0x88, 0xa1, 'v', 0x01, 0xa1, 't', 0xa5, 'H', 'E', 'L', 'L', 'O',
+        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
+        0xa3, 'p', 'i', 'd', 0xcd, 0x04, 0xd2,
+        0xa6, 'c', 'f', 'i', 'r', 's', 't', 0x00,
+        0xa6, 'c', 'c', 'o', 'u', 'n', 't', 0x0a,
+        0xa7, 'w', 'o', 'r', 'k', 'e', 'r', 's', 0x02,
+        0xa3, 's', 'e', 'q', 0x01};
+    static const unsigned char heartbeat[] = {
+        0x8a, 0xa1, 'v', 0x01, 0xa1, 't', 0xa9, 'H', 'E', 'A', 'R', 'T', 'B', 'E', 'A', 'T',
+        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
+        0xa3, 'p', 'i', 'd', 0xcd, 0x04, 0xd2,
+        0xa6, 'c', 'f', 'i', 'r', 's', 't', 0x00,
+        0xa6, 'c', 'c', 'o', 'u', 'n', 't', 0x0a,
+        0xa7, 'w', 'o', 'r', 'k', 'e', 'r', 's', 0x02,
+        0xa3, 's', 'e', 'q', 0x02,
+        0xa4, 's', 'e', 'n', 't', 0x2a,
+        0xa4, 'b', 'u', 's', 'y', 0x01};
+    static const unsigned char bye[] = {
+        0x88, 0xa1, 'v', 0x01, 0xa1, 't', 0xa3, 'B', 'Y', 'E',
+        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
+        0xa3, 'p', 'i', 'd', 0xcd, 0x04, 0xd2,
+        0xa6, 'c', 'f', 'i', 'r', 's', 't', 0x00,
+        0xa6, 'c', 'c', 'o', 'u', 'n', 't', 0x0a,
+        0xa7, 'w', 'o', 'r', 'k', 'e', 'r', 's', 0x02,
+        0xa3, 's', 'e', 'q', 0x03};
+    const struct {
+        fm_wire_type_t type;
+        uint64_t seq;
+        const unsigned char *want;
+        size_t n;
+    } ex[] = {{FM_WIRE_HELLO, 1, hello, sizeof hello},
+              {FM_WIRE_HEARTBEAT, 2, heartbeat, sizeof heartbeat},
+              {FM_WIRE_BYE, 3, bye, sizeof bye}};
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) {
+        fm_wire_member_t m = {.pid = 1234, .client_first = 0, .client_count = 10, .workers = 2,
+                              .seq = ex[k].seq, .updates_sent = 42, .busy = 1};
+        strcpy(m.trainer, "t1");
+        assert_int_equal(fm_wire_encode_member(ex[k].type, &m, &buf), 0);
+        s_same_bytes(&buf, ex[k].want, ex[k].n);
+        unsigned char *f = s_exact(ex[k].want, ex[k].n);
+        fm_wire_type_t type;
+        fm_wire_member_t got;
+        fm_errmsg_t e = {{0}};
+        s_ok(fm_wire_decode_member(f, ex[k].n, &type, &got, &e), &e);
+        assert_int_equal(type, ex[k].type);
+        assert_string_equal(got.trainer, "t1");
+        assert_true(got.pid == 1234 && got.client_first == 0 && got.client_count == 10 &&
+                    got.workers == 2 && got.seq == ex[k].seq);
+        assert_int_equal(got.updates_sent, ex[k].type == FM_WIRE_HEARTBEAT ? 42 : 0);
+        assert_int_equal(got.busy, ex[k].type == FM_WIRE_HEARTBEAT ? 1 : 0);
+        free(f);
+    }
+    fm_wire_buf_free(&buf);
+}
+
+#define F64_0_25 0xcb, 0x3f, 0xd0, 0, 0, 0, 0, 0, 0
+#define F64_0_5 0xcb, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0
+#define F64_0_75 0xcb, 0x3f, 0xe8, 0, 0, 0, 0, 0, 0
+#define F64_1_5 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0
+
+static void test_example_metrics(void **state)
+{
+    static const unsigned char want[] = {
+        0x8a, 0xa1, 'v', 0x01, 0xa1, 't', 0xa7, 'M', 'E', 'T', 'R', 'I', 'C', 'S',
+        0xa2, 'm', 'v', 0x03,
+        0xa5, 'm', 'o', 'd', 'e', 'l', 0xa3, 'm', 'l', 'p',
+        0xa3, 'a', 'c', 'c', F64_0_75,
+        0xa4, 'l', 'o', 's', 's', F64_1_5,
+        0xa4, 'c', 'a', 'c', 'c', 0x9a, F64_0_5, F64_0_5, F64_0_5, F64_0_5, F64_0_5,
+        F64_0_75, F64_0_75, F64_0_75, F64_0_75, F64_0_75,
+        0xa1, 'n', 0xcd, 0x27, 0x10,
+        0xa4, 's', 'e', 'c', 's', F64_0_25,
+        0xa2, 't', 's', 0xcb, 0x41, 0xd9, 0x54, 0xfc, 0x40, 0x00, 0x00, 0x00};
+    fm_wire_metrics_t mt = {.version = 3, .accuracy = 0.75, .loss = 1.5, .num_samples = 10000,
+                            .eval_seconds = 0.25, .timestamp = 1.7e9};
+    strcpy(mt.model, "mlp");
+    for (int i = 0; i < FM_NCLASSES; i++)
+        mt.class_acc[i] = i < 5 ? 0.5 : 0.75;
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    s_same_bytes(&buf, want, sizeof want);
+    unsigned char *f = s_exact(want, sizeof want);
+    fm_wire_metrics_t got;
+    fm_errmsg_t e = {{0}};
+    s_ok(fm_wire_decode_metrics(f, sizeof want, &got, &e), &e);
+    assert_true(got.version == 3 && got.accuracy == 0.75 && got.loss == 1.5 &&
+                got.num_samples == 10000 && got.eval_seconds == 0.25 &&
+                got.timestamp == 1.7e9 && got.pop_clients == 0);
+    assert_string_equal(got.model, "mlp");
+    assert_memory_equal(got.class_acc, mt.class_acc, sizeof mt.class_acc);
+    free(f);
+    fm_wire_buf_free(&buf);
+}
+
+/* MODEL and UPDATE of a logreg: the bytes around the tensor data (7,840 + 10 floats),
+ * which are the parameters themselves. */
+static void test_example_model_update(void **state)
+{
+    static const unsigned char model_head[] = {
+        0x86, 0xa1, 'v', 0x01, 0xa1, 't', 0xa5, 'M', 'O', 'D', 'E', 'L',
+        0xa2, 'm', 'v', 0x03,
+        0xa5, 'm', 'o', 'd', 'e', 'l', 0xa6, 'l', 'o', 'g', 'r', 'e', 'g',
+        0xa2, 't', 's', F64_0_5};
+    static const unsigned char update_head[] = {
+        0x8c, 0xa1, 'v', 0x01, 0xa1, 't', 0xa6, 'U', 'P', 'D', 'A', 'T', 'E',
+        0xa2, 'i', 'd', 0xc4, 0x10, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+        0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
+        0xa6, 'c', 'l', 'i', 'e', 'n', 't', 0x07,
+        0xa4, 'b', 'a', 's', 'e', 0x03,
+        0xa1, 'n', 0xcd, 0x02, 0x58,
+        0xa5, 's', 't', 'e', 'p', 's', 0x13,
+        0xa4, 'l', 'o', 's', 's', F64_0_5,
+        0xa4, 's', 'e', 'c', 's', F64_1_5,
+        0xa5, 'm', 'o', 'd', 'e', 'l', 0xa6, 'l', 'o', 'g', 'r', 'e', 'g'};
+    /* "tensors": [{"name": "fc.weight", "dtype": "F32", "shape": [10, 784], "data": bin16
+     * of 31,360 bytes}, {"name": "fc.bias", ..., "shape": [10], "data": bin8 of 40 bytes}] */
+    static const unsigned char t0[] = {
+        0xa7, 't', 'e', 'n', 's', 'o', 'r', 's', 0x92,
+        0x84, 0xa4, 'n', 'a', 'm', 'e', 0xa9, 'f', 'c', '.', 'w', 'e', 'i', 'g', 'h', 't',
+        0xa5, 'd', 't', 'y', 'p', 'e', 0xa3, 'F', '3', '2',
+        0xa5, 's', 'h', 'a', 'p', 'e', 0x92, 0x0a, 0xcd, 0x03, 0x10,
+        0xa4, 'd', 'a', 't', 'a', 0xc5, 0x7a, 0x80};
+    static const unsigned char t1[] = {
+        0x84, 0xa4, 'n', 'a', 'm', 'e', 0xa7, 'f', 'c', '.', 'b', 'i', 'a', 's',
+        0xa5, 'd', 't', 'y', 'p', 'e', 0xa3, 'F', '3', '2',
+        0xa5, 's', 'h', 'a', 'p', 'e', 0x91, 0x0a,
+        0xa4, 'd', 'a', 't', 'a', 0xc4, 0x28};
+    fm_model_t *m = s_model("logreg", 5);
+    const float *w = fm_model_params_const(m);
+    const size_t nw = 7840 * 4, nb = 10 * 4;
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    fm_wire_tensors_t *tt = malloc(sizeof *tt);
+    assert_non_null(tt);
+    fm_errmsg_t e = {{0}};
+    for (int k = 0; k < 2; k++) {
+        const unsigned char *head = k ? update_head : model_head;
+        size_t nhead = k ? sizeof update_head : sizeof model_head;
+        if (k == 0) {
+            fm_wire_model_t hdr = {.version = 3, .created = 0.5};
+            assert_int_equal(fm_wire_encode_model(&hdr, m, w, &buf), 0);
+        } else {
+            fm_wire_update_t hdr = {.client = 7, .base = 3, .num_samples = 600,
+                                    .local_steps = 19, .train_loss = 0.5, .train_seconds = 1.5};
+            for (int i = 0; i < FM_WIRE_ID_LEN; i++)
+                hdr.id[i] = (uint8_t)i;
+            strcpy(hdr.trainer, "t1");
+            assert_int_equal(fm_wire_encode_update(&hdr, m, w, &buf), 0);
+        }
+        /* head, t0, 31,360 data bytes, t1, 40 data bytes: the whole frame */
+        size_t n = nhead + sizeof t0 + nw + sizeof t1 + nb;
+        unsigned char *want = malloc(n), *p = want;
+        assert_non_null(want);
+        memcpy(p, head, nhead), p += nhead;
+        memcpy(p, t0, sizeof t0), p += sizeof t0;
+        memcpy(p, w, nw), p += nw; /* little-endian float32 (fedmq runs on LE hosts) */
+        memcpy(p, t1, sizeof t1), p += sizeof t1;
+        memcpy(p, w + 7840, nb);
+        s_same_bytes(&buf, want, n);
+        if (k == 0) {
+            fm_wire_model_t got;
+            s_ok(fm_wire_decode_model(want, n, &got, tt, &e), &e);
+            assert_true(got.version == 3 && got.created == 0.5 && !got.cohort.present);
+        } else {
+            fm_wire_update_t got;
+            s_ok(fm_wire_decode_update(want, n, &got, tt, &e), &e);
+            assert_true(got.client == 7 && got.base == 3 && got.num_samples == 600 &&
+                        got.local_steps == 19 && got.train_loss == 0.5 &&
+                        got.train_seconds == 1.5 && got.round == 0);
+            assert_string_equal(got.model, "logreg");
+        }
+        s_ok(fm_wire_tensors_check(tt, m, &e), &e);
+        free(want);
+    }
+    free(tt);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
+}
+
 static void test_metrics(void **state)
 {
     fm_wire_metrics_t mt = {.version = 1234567, .accuracy = 0.8841, .loss = 0.3312,
@@ -1500,6 +1695,9 @@ int main(void)
         cmocka_unit_test(test_update_mlp),
         cmocka_unit_test(test_member),
         cmocka_unit_test(test_snapshot_req),
+        cmocka_unit_test(test_example_member),
+        cmocka_unit_test(test_example_metrics),
+        cmocka_unit_test(test_example_model_update),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_foreign_encodings),
         cmocka_unit_test(test_envelope_errors),

@@ -498,10 +498,10 @@ static void s_summary_stats(const s_run_t *r, const s_progress_t *pg, const fm_s
 {
     double target = r->cfg.federation.target_accuracy;
     if (pg->target_time >= 0)
-        printf("  time to %.2f accuracy: %.1f s (model version %llu)\n", target,
+        printf("  time to %g accuracy: %.1f s (model version %llu)\n", target,
                pg->target_time, (unsigned long long)pg->target_version);
     else
-        printf("  target %.2f not reached; best accuracy %.4f (version %llu)\n", target,
+        printf("  target %g not reached; best accuracy %.4f (version %llu)\n", target,
                pg->best_acc, (unsigned long long)pg->best_version);
     printf("  elapsed: %.1f s; final version: %llu; best accuracy %.4f (v%llu)\n",
            fm_daemon_now() - pg->start, (unsigned long long)st->version, pg->best_acc,
@@ -588,7 +588,7 @@ int fm_cli_run(int argc, char **argv)
         goto cleanup;
     }
     const fm_cfg_federation_t *fed = &r->cfg.federation;
-    printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %.2f, limit %.0f s\n",
+    printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %g, limit %.0f s\n",
            r->args.config_path, fm_arch_name(fed->model),
            fed->num_clients, fed->partition, fed->target_accuracy, fed->time_limit_s);
     printf("fedmq run: state and logs in %s/\n", r->run_dir);

@@ -81,8 +81,12 @@ int fm_cli_watch(int argc, char **argv)
         if (!f)
             continue;
         fm_wire_metrics_t m;
-        fm_wire_type_t type;
-        if (fm_wire_peek(zframe_data(f), zframe_size(f), &type, &e) == 0 && type == FM_WIRE_METRICS &&
+        fm_wire_type_t type = FM_WIRE_NONE;
+        e.msg[0] = '\0';
+        int prc = fm_wire_peek(zframe_data(f), zframe_size(f), &type, &e);
+        if (prc == 0 && type != FM_WIRE_METRICS)
+            fm_errmsg_set(&e, FM_EFORMAT, "a %s message, not METRICS", fm_wire_type_name(type));
+        if (prc == 0 && type == FM_WIRE_METRICS &&
             fm_wire_decode_metrics(zframe_data(f), zframe_size(f), &m, &e) == 0) {
             printf("version=%llu model=%s accuracy=%.4f loss=%.4f n=%llu eval_s=%.2f",
                    (unsigned long long)m.version, m.model, m.accuracy, m.loss,

@@ -536,7 +536,7 @@ static void test_summary_and_reload(void **state)
     zsock_t *d = s_dealer(fx);
     s_send_member(fx, d, FM_WIRE_HELLO, "t-sum", 0);
     kill(fx->pid, SIGHUP);
-    assert_true(s_log_wait(fx, "reload: config reloaded", 3.0));
+    assert_true(s_log_wait(fx, "SIGHUP: config reloaded", 3.0));
     double t0 = fm_proc_now();
     uint64_t seq = 1;
     int ok = 0;

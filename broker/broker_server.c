@@ -6,17 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fm_members.h"
 #include "fm_log.h"
+#include "fm_loop.h"
+#include "fm_members.h"
 #include "fm_model.h"
+#include "fm_ratelog.h"
+#include "fm_sock.h"
 #include "fm_wire.h"
 
-/* Rejected frames of one socket: counted always, logged at most once a second. */
+/* Rejected frames of one socket: counted always, logged under the rate limit. */
 typedef struct {
     const char *what;      /* "aggregator_models" or "snapshot" (static) */
     uint64_t *count;       /* the stats counter */
-    double last_log;       /* monotonic seconds */
-    uint64_t suppressed;   /* rejections not logged since last_log */
+    fm_ratelog_t log;
 } s_reject_log_t;
 
 /* A requester waiting for the first model. */
@@ -31,7 +33,7 @@ struct broker_server {
     fm_model_t *layout;            /* the configured model (tensor check only) */
     fm_wire_tensors_t *tensors;    /* decode scratch (about 21 KB) */
     zsock_t *sub, *pub, *router;
-    zpoller_t *poller;
+    fm_loop_t *loop;
     fm_members_t *members;
 
     zframe_t *cache;               /* raw bytes of the newest MODEL, NULL before the first */
@@ -45,27 +47,16 @@ struct broker_server {
 
     broker_stats_t stats;
     s_reject_log_t rej_sub, rej_router;
-    double next_summary;
 };
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-/* Count a rejected frame; log it unless another one was logged less than 1 s ago. */
+/* Count a rejected frame and log it (rate-limited per socket). */
 static void s_reject(s_reject_log_t *r, int code, const char *why)
 {
     (*r->count)++;
-    double now = fm_daemon_now();
-    if (now - r->last_log < 1.0) {
-        r->suppressed++;
-        return;
-    }
-    if (r->suppressed)
-        FM_LOG(LOG_WARNING, "%s: frame rejected (%s): %s (%llu more rejected since the last report)",
-               r->what, fm_strerror(code), why, (unsigned long long)r->suppressed);
-    else
-        FM_LOG(LOG_WARNING, "%s: frame rejected (%s): %s", r->what, fm_strerror(code), why);
-    r->last_log = now;
-    r->suppressed = 0;
+    fm_ratelog(&r->log, LOG_WARNING, "%s: frame rejected (%s): %s", r->what, fm_strerror(code),
+               why);
 }
 
 /* Send the cached MODEL to one ROUTER peer: [identity][(empty)][model]. The frames are
@@ -172,12 +163,13 @@ static int s_check_model(broker_server_t *self, zframe_t *frame, fm_wire_model_t
 /* ---- socket handlers ------------------------------------------------------------------- */
 
 /* One message on the SUB: validate, cache and forward if new. */
-static void s_on_sub(broker_server_t *self)
+static int s_on_sub(void *arg, zsock_t *sock)
 {
-    zmsg_t *msg = zmsg_recv(self->sub);
+    broker_server_t *self = arg;
+    zmsg_t *msg = zmsg_recv(sock);
     zframe_t *frame = NULL;
     if (!msg)
-        return; /* interrupted */
+        return 0; /* interrupted */
     if (zmsg_size(msg) != 1) {
         s_reject(&self->rej_sub, FM_EFORMAT, "multipart message (a MODEL is one frame)");
         goto cleanup;
@@ -234,6 +226,7 @@ static void s_on_sub(broker_server_t *self)
 cleanup:
     zframe_destroy(&frame);
     zmsg_destroy(&msg);
+    return 0;
 }
 
 /* One membership message (already peeked as HELLO/HEARTBEAT/BYE). */
@@ -284,12 +277,13 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
 }
 
 /* One message on the ROUTER: [identity][body] or [identity][empty][body]. */
-static void s_on_router(broker_server_t *self)
+static int s_on_router(void *arg, zsock_t *sock)
 {
-    zmsg_t *msg = zmsg_recv(self->router);
+    broker_server_t *self = arg;
+    zmsg_t *msg = zmsg_recv(sock);
     zframe_t *identity = NULL, *body = NULL;
     if (!msg)
-        return;
+        return 0;
     size_t nframes = zmsg_size(msg);
     identity = zmsg_pop(msg);
     bool delimiter = false;
@@ -337,6 +331,7 @@ cleanup:
     zframe_destroy(&body);
     zframe_destroy(&identity);
     zmsg_destroy(&msg);
+    return 0;
 }
 
 /* ---- periodic work ----------------------------------------------------------------------- */
@@ -348,8 +343,17 @@ static void s_on_expired(void *arg, const fm_member_t *ent)
            ent->m.pid, fm_daemon_now() - ent->last_seen, self->cfg.broker.heartbeat_timeout_s);
 }
 
-static void s_summary(broker_server_t *self)
+static int s_expire(void *arg)
 {
+    broker_server_t *self = arg;
+    fm_members_expire(self->members, fm_daemon_now(), self->cfg.broker.heartbeat_timeout_s,
+                      s_on_expired, self);
+    return 0;
+}
+
+static int s_summary(void *arg)
+{
+    broker_server_t *self = arg;
     char version[32] = "none";
     if (self->cache)
         snprintf(version, sizeof version, "%llu", (unsigned long long)self->cache_version);
@@ -363,54 +367,24 @@ static void s_summary(broker_server_t *self)
            (unsigned long long)(self->stats.rejected_sub + self->stats.rejected_router),
            (unsigned long long)self->stats.rejected_sub,
            (unsigned long long)self->stats.rejected_router, self->npending);
+    return 0;
 }
 
-/* SIGHUP: reload the config; take the reloadable keys if nothing else changed. */
-static void s_reload(broker_server_t *self)
+/* A reloaded config: every reloadable key is read from self->cfg when used. */
+static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
 {
-    fm_config_t fresh;
-    fm_errmsg_t e = {{0}};
-    if (!self->args) {
-        FM_LOG(LOG_NOTICE, "reload: no command line to reload from; ignored");
-        return;
-    }
-    int rc = fm_daemon_load_config(&fresh, self->args, &e);
-    if (rc == 0)
-        rc = fm_cfg_check_reload(&self->cfg, &fresh, &e);
-    if (rc != 0) {
-        FM_LOG(LOG_ERR, "reload: %s; keeping the running config", e.msg);
-        return;
-    }
-    self->cfg = fresh;
-    if (self->args->log_level < 0)
-        fm_log_init(NULL, fresh.broker.log_level);
-    FM_LOG(LOG_NOTICE, "reload: config reloaded (heartbeat_timeout_s %g)",
-           fresh.broker.heartbeat_timeout_s);
+    broker_server_t *self = arg;
+    self->cfg = *fresh;
+    return 0;
+}
+
+static void s_reload(void *arg)
+{
+    broker_server_t *self = arg;
+    fm_daemon_reload(&self->cfg, self->args, "broker.log_level", s_apply, self);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
-
-/* New socket with explicit linger (and the frame cap if maxmsg > 0). */
-static zsock_t *s_socket(int type, int linger, int maxmsg)
-{
-    zsock_t *s = zsock_new(type);
-    if (!s)
-        return NULL;
-    zsock_set_linger(s, linger);
-    if (maxmsg > 0)
-        zsock_set_maxmsgsize(s, maxmsg);
-    return s;
-}
-
-/* The error code for a failed bind/connect: FM_EARG for an endpoint that is malformed
- * (a config error), else -errno (e.g. -EADDRINUSE, a runtime failure). */
-static int s_endpoint_err(void)
-{
-    int en = zmq_errno();
-    if (en == EINVAL || en == EPROTONOSUPPORT || en == ENOCOMPATPROTO || en == ENODEV)
-        return FM_EARG;
-    return en > 0 ? -en : FM_EARG;
-}
 
 broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
                                    int *err, fm_errmsg_t *e)
@@ -423,8 +397,10 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     }
     self->cfg = *cfg;
     self->args = args;
-    self->rej_sub = (s_reject_log_t){"aggregator_models", &self->stats.rejected_sub, -1e9, 0};
-    self->rej_router = (s_reject_log_t){"snapshot", &self->stats.rejected_router, -1e9, 0};
+    self->rej_sub.what = "aggregator_models";
+    self->rej_sub.count = &self->stats.rejected_sub;
+    self->rej_router.what = "snapshot";
+    self->rej_router.count = &self->stats.rejected_router;
 
     const char *model = fm_arch_name(cfg->federation.model);
     int merr = 0;
@@ -442,41 +418,28 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
         goto cleanup;
     }
 
-    self->sub = s_socket(ZMQ_SUB, 0, BROKER_SUB_MAXMSG);
-    self->pub = s_socket(ZMQ_PUB, BROKER_PUB_LINGER_MS, 0);
-    self->router = s_socket(ZMQ_ROUTER, 0, BROKER_ROUTER_MAXMSG);
-    if (!self->sub || !self->pub || !self->router) {
-        rc = fm_errmsg_set(e, -ENOMEM, "broker: cannot create sockets: %s",
-                           zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
-    zsock_set_subscribe(self->sub, "");
-    zsock_set_rcvhwm(self->sub, BROKER_SUB_RCVHWM);
-    zsock_set_sndhwm(self->pub, BROKER_PUB_SNDHWM);
-    zsock_set_router_mandatory(self->router, 0);
-
     const fm_cfg_endpoints_t *ep = &cfg->endpoints;
-    if (zsock_bind(self->pub, "%s", ep->model_pub) < 0) {
-        rc = fm_errmsg_set(e, s_endpoint_err(), "[endpoints] model_pub = %s: cannot bind: %s",
-                           ep->model_pub, zmq_strerror(zmq_errno()));
+    fm_sock_opts_t o_pub = {.linger_ms = BROKER_PUB_LINGER_MS, .sndhwm = BROKER_PUB_SNDHWM};
+    fm_sock_opts_t o_router = {.maxmsgsize = BROKER_ROUTER_MAXMSG}; /* not ROUTER_MANDATORY */
+    fm_sock_opts_t o_sub = {.rcvhwm = BROKER_SUB_RCVHWM, .maxmsgsize = BROKER_SUB_MAXMSG,
+                            .subscribe_all = true};
+    if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "model_pub", &rc, e)) ||
+        (rc = fm_sock_bind(self->pub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
+        !(self->router = fm_sock_new(ZMQ_ROUTER, &o_router, "snapshot", &rc, e)) ||
+        (rc = fm_sock_bind(self->router, "endpoints.snapshot", ep->snapshot, e)) != 0 ||
+        !(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "aggregator_models", &rc, e)) ||
+        (rc = fm_sock_connect(self->sub, "endpoints.aggregator_models", ep->aggregator_models,
+                              e)) != 0)
+        goto cleanup;
+    if (!(self->loop = fm_loop_new(e))) {
+        rc = -ENOMEM;
         goto cleanup;
     }
-    if (zsock_bind(self->router, "%s", ep->snapshot) < 0) {
-        rc = fm_errmsg_set(e, s_endpoint_err(), "[endpoints] snapshot = %s: cannot bind: %s",
-                           ep->snapshot, zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
-    if (zsock_connect(self->sub, "%s", ep->aggregator_models) != 0) {
-        rc = fm_errmsg_set(e, s_endpoint_err(), "[endpoints] aggregator_models = %s: cannot connect: %s",
-                           ep->aggregator_models, zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
-    self->poller = zpoller_new(self->sub, self->router, NULL);
-    if (!self->poller) {
-        rc = fm_errmsg_set(e, -ENOMEM, "broker: cannot create the poller");
-        goto cleanup;
-    }
-    self->next_summary = fm_daemon_now() + BROKER_SUMMARY_S;
+    fm_loop_reader(self->loop, self->sub, s_on_sub, self);
+    fm_loop_reader(self->loop, self->router, s_on_router, self);
+    fm_loop_timer(self->loop, BROKER_EXPIRY_S, BROKER_EXPIRY_S, s_expire, self);
+    fm_loop_timer(self->loop, BROKER_SUMMARY_S, BROKER_SUMMARY_S, s_summary, self);
+    fm_loop_on_reload(self->loop, s_reload, self);
     FM_LOG(LOG_INFO, "broker: model %s; SUB %s, PUB %s, ROUTER %s; heartbeat timeout %g s",
            fm_model_name(self->layout), ep->aggregator_models, ep->model_pub, ep->snapshot,
            cfg->broker.heartbeat_timeout_s);
@@ -491,25 +454,12 @@ cleanup:
 
 int broker_server_run(broker_server_t *self)
 {
-    while (!fm_daemon_stopping()) {
-        void *which = zpoller_wait(self->poller, BROKER_POLL_MS);
-        if (which == self->sub)
-            s_on_sub(self);
-        else if (which == self->router)
-            s_on_router(self);
-        if (fm_daemon_take_reload())
-            s_reload(self);
-        double now = fm_daemon_now();
-        fm_members_expire(self->members, now, self->cfg.broker.heartbeat_timeout_s,
-                              s_on_expired, self);
-        if (now >= self->next_summary) {
-            s_summary(self);
-            self->next_summary = now + BROKER_SUMMARY_S;
-        }
-    }
+    int rc = fm_loop_run(self->loop);
+    if (rc != 0)
+        FM_LOG(LOG_ERR, "broker: polling failed: %s", fm_strerror(rc));
     FM_LOG(LOG_INFO, "broker: stopping");
     s_summary(self);
-    return 0;
+    return rc;
 }
 
 const broker_stats_t *broker_server_stats(const broker_server_t *self) { return &self->stats; }
@@ -519,7 +469,7 @@ void broker_server_destroy(broker_server_t **p)
     if (!p || !*p)
         return;
     broker_server_t *self = *p;
-    zpoller_destroy(&self->poller);
+    fm_loop_destroy(&self->loop);
     zsock_destroy(&self->sub);
     zsock_destroy(&self->router);
     zsock_destroy(&self->pub); /* linger BROKER_PUB_LINGER_MS */

@@ -12,8 +12,9 @@
  *   model arrives (pending requesters, bounded and deduplicated by identity);
  *   HELLO/HEARTBEAT/BYE maintain the table of live trainers (broker_members), which
  *   expire after broker.heartbeat_timeout_s.
- * One summary line every BROKER_SUMMARY_S seconds. Single-threaded: one zpoller loop with
- * a short timeout that checks fm_daemon_stopping(), SIGHUP (reloadable keys) and expiry. */
+ * One summary line every BROKER_SUMMARY_S seconds. Single-threaded: one fm_loop with a
+ * reader per socket, timers for expiry and the summary, and SIGHUP reloads
+ * (fm_daemon_reload: heartbeat_timeout_s, log_level). */
 #ifndef BROKER_SERVER_H
 #define BROKER_SERVER_H
 
@@ -30,7 +31,7 @@
                                               its current model every second */
 #define BROKER_PUB_SNDHWM 2                /* slow subscribers drop: they need the newest */
 #define BROKER_PUB_LINGER_MS 1000          /* a last publish may still leave at shutdown */
-#define BROKER_POLL_MS 100                 /* loop tick: stop flag, expiry, summary */
+#define BROKER_EXPIRY_S 0.1                /* period of the trainer expiry check */
 #define BROKER_SUMMARY_S 10.0              /* seconds between summary lines */
 
 typedef struct broker_server broker_server_t;
@@ -48,14 +49,14 @@ typedef struct {
 
 /* Create the broker from a checked config: sockets are created, bound and connected.
  * `args` (borrowed, may be NULL) is kept to reload the config on SIGHUP; it must outlive
- * the server. Returns NULL on failure with *err set (-errno, or FM_EARG for an endpoint
- * that cannot be bound or connected, FM_EMODEL) and `e` naming the socket and endpoint.
- * Caller owns the result: broker_server_destroy(). */
+ * the server. Returns NULL on failure with *err set (-errno of a bind or connect, e.g.
+ * -EADDRINUSE, with `e` naming the key and endpoint; -ENOMEM; FM_EMODEL): the caller exits
+ * with fm_daemon_exit_code(*err). Caller owns the result: broker_server_destroy(). */
 broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
                                    int *err, fm_errmsg_t *e);
 
 /* Run the loop until fm_daemon_stopping(). Returns 0 (clean stop) or a negative error
- * (a socket failed for good). */
+ * (polling failed for good, logged). */
 int broker_server_run(broker_server_t *self);
 
 /* Counters so far (borrowed, lives as long as self). */

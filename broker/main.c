@@ -32,15 +32,13 @@ int main(int argc, char **argv)
 {
     fm_daemon_args_t args;
     int rc = fm_daemon_parse_args(s_prog, argc, argv, &args, s_usage);
-    if (rc == 1)
-        return 0;
     if (rc != 0)
-        return 2;
+        return rc == 1 ? FM_EXIT_OK : FM_EXIT_INPUT;
     fm_config_t cfg;
     fm_errmsg_t e = {{0}};
     if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
         fprintf(stderr, "%s: %s\n", s_prog, e.msg);
-        return 2;
+        return FM_EXIT_INPUT;
     }
     fm_log_init(s_prog, args.log_level >= 0 ? args.log_level : cfg.broker.log_level);
     fm_daemon_signals();
@@ -49,9 +47,9 @@ int main(int argc, char **argv)
     broker_server_t *server = broker_server_new(&cfg, &args, &err, &e);
     if (!server) {
         FM_LOG(LOG_ERR, "%s", e.msg);
-        return err == FM_EARG ? 2 : 1;
+        return fm_daemon_exit_code(err);
     }
     rc = broker_server_run(server);
     broker_server_destroy(&server);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
 }

@@ -13,7 +13,10 @@
 #include "fm_data.h"
 #include "fm_engine.h"
 #include "fm_log.h"
+#include "fm_loop.h"
 #include "fm_model.h"
+#include "fm_ratelog.h"
+#include "fm_sock.h"
 #include "fm_wire.h"
 
 /* Rejection counters: one per FM_E* domain code, one for anything else. */
@@ -38,12 +41,17 @@ struct eval_server {
     fm_wire_buf_t out;            /* encode scratch */
     eval_jsonl_t *jsonl;
     zsock_t *sub, *dealer, *pub;
-    zpoller_t *poller;
-    double next_snapshot_at;      /* monotonic time of the next SNAPSHOT_REQ */
+    fm_loop_t *loop;
+    fm_ratelog_t reject_log[2];   /* per source (s_source_t) */
     char id[64];                  /* "from" of SNAPSHOT_REQ */
     eval_server_stats_t stats;
     uint64_t rejected_by[S_NREASONS];
 };
+
+/* The loop's handlers (defined with the loop, below). */
+static int s_on_ready(void *arg, zsock_t *sock);
+static int s_snapshot_tick(void *arg);
+static void s_reload(void *arg);
 
 static const char *s_source_name(s_source_t src)
 {
@@ -57,62 +65,33 @@ static int s_reason_index(int code)
     return S_NREASONS - 1;
 }
 
-/* Count and log one rejected frame. A flood is not logged frame by frame: the first
- * S_REJECT_LOG_ALL rejections are, then one in S_REJECT_LOG_EVERY. */
-#define S_REJECT_LOG_ALL 100
-#define S_REJECT_LOG_EVERY 1000
+/* Count and log one rejected frame (rate-limited per source). */
 static void s_reject(eval_server_t *self, s_source_t src, int code, const char *why)
 {
     uint64_t n = ++self->stats.rejected;
     self->rejected_by[s_reason_index(code)]++;
-    if (n <= S_REJECT_LOG_ALL || n % S_REJECT_LOG_EVERY == 0)
-        FM_LOG(LOG_WARNING, "rejected frame from %s: %s [%s] (total rejected: %llu)%s",
-               s_source_name(src), why, fm_strerror(code), (unsigned long long)n,
-               n == S_REJECT_LOG_ALL ? "; from now on one rejection in 1000 is logged" : "");
-}
-
-/* A socket of `type` with the options every evaluator socket sets. NULL on failure. */
-static zsock_t *s_socket(int type, int linger_ms)
-{
-    zsock_t *s = zsock_new(type);
-    if (s)
-        zsock_set_linger(s, linger_ms);
-    return s;
+    fm_ratelog(&self->reject_log[src], LOG_WARNING,
+               "rejected frame from %s: %s [%s] (total rejected: %llu)", s_source_name(src), why,
+               fm_strerror(code), (unsigned long long)n);
 }
 
 /* Create the three sockets: PUB bound, SUB and DEALER connected. */
 static int s_sockets_open(eval_server_t *self, fm_errmsg_t *e)
 {
     const fm_cfg_endpoints_t *ep = &self->cfg.endpoints;
-    if (!(self->pub = s_socket(ZMQ_PUB, EVAL_SERVER_PUB_LINGER_MS)) ||
-        !(self->sub = s_socket(ZMQ_SUB, 0)) || !(self->dealer = s_socket(ZMQ_DEALER, 0)))
-        return fm_errmsg_set(e, -ENOMEM, "cannot create ZeroMQ sockets: %s", zmq_strerror(errno));
-    zsock_set_sndhwm(self->pub, EVAL_SERVER_PUB_HWM);
-    if (zsock_bind(self->pub, "%s", ep->metrics_pub) == -1) {
-        int rc = errno ? -errno : -EINVAL;
-        return fm_errmsg_set(e, rc, "endpoints.metrics_pub %s: cannot bind: %s", ep->metrics_pub,
-                             zmq_strerror(-rc));
-    }
+    fm_sock_opts_t o_pub = {.linger_ms = EVAL_SERVER_PUB_LINGER_MS, .sndhwm = EVAL_SERVER_PUB_HWM};
     /* CONFLATE before connect: only the newest MODEL waits in the queue */
-    zsock_set_conflate(self->sub, 1);
-    zsock_set_maxmsgsize(self->sub, EVAL_SERVER_MAX_FRAME);
-    zsock_set_subscribe(self->sub, "");
-    if (zsock_connect(self->sub, "%s", ep->model_pub) == -1) {
-        int rc = errno ? -errno : -EINVAL;
-        return fm_errmsg_set(e, rc, "endpoints.model_pub %s: cannot connect: %s", ep->model_pub,
-                             zmq_strerror(-rc));
-    }
-    zsock_set_maxmsgsize(self->dealer, EVAL_SERVER_MAX_FRAME);
-    zsock_set_sndhwm(self->dealer, 16);
-    if (zsock_connect(self->dealer, "%s", ep->snapshot) == -1) {
-        int rc = errno ? -errno : -EINVAL;
-        return fm_errmsg_set(e, rc, "endpoints.snapshot %s: cannot connect: %s", ep->snapshot,
-                             zmq_strerror(-rc));
-    }
-    self->poller = zpoller_new(self->sub, self->dealer, NULL);
-    if (!self->poller)
-        return fm_errmsg_set(e, -ENOMEM, "cannot create the poller");
-    zpoller_set_nonstop(self->poller, true); /* stops come from fm_daemon, not CZMQ */
+    fm_sock_opts_t o_sub = {.maxmsgsize = EVAL_SERVER_MAX_FRAME, .conflate = true,
+                            .subscribe_all = true};
+    fm_sock_opts_t o_dealer = {.sndhwm = 16, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
+    int rc = 0;
+    if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "metrics_pub", &rc, e)) ||
+        (rc = fm_sock_bind(self->pub, "endpoints.metrics_pub", ep->metrics_pub, e)) != 0 ||
+        !(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "model_pub", &rc, e)) ||
+        (rc = fm_sock_connect(self->sub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
+        !(self->dealer = fm_sock_new(ZMQ_DEALER, &o_dealer, "snapshot", &rc, e)) ||
+        (rc = fm_sock_connect(self->dealer, "endpoints.snapshot", ep->snapshot, e)) != 0)
+        return rc;
     return 0;
 }
 
@@ -165,10 +144,16 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
         fm_errmsg_set(e, rc, "federation.model %s: %s", name, fm_strerror(rc));
         goto cleanup;
     }
-    rc = fm_dataset_load_dir(&self->test, cfg->federation.data_dir, cfg->evaluator.test_split,
-                             FM_FASHION_MEAN, FM_FASHION_STD, e);
-    if (rc != 0)
+    /* sockets first: a port in use fails at once, before anything is loaded or logged */
+    if ((rc = s_sockets_open(self, e)) != 0)
         goto cleanup;
+    fm_errmsg_t why = {{0}};
+    rc = fm_dataset_load_dir(&self->test, cfg->federation.data_dir, cfg->evaluator.test_split,
+                             FM_FASHION_MEAN, FM_FASHION_STD, &why);
+    if (rc != 0) {
+        fm_errmsg_set(e, rc, "[federation] data_dir = %s: %s", cfg->federation.data_dir, why.msg);
+        goto cleanup;
+    }
     if (self->test->rows != FM_IMAGE_H || self->test->cols != FM_IMAGE_W || self->test->n == 0) {
         rc = fm_errmsg_set(e, FM_ESHAPE, "%s/%s: %u images of %ux%u, expected 28x28 images",
                            cfg->federation.data_dir, cfg->evaluator.test_split, self->test->n,
@@ -191,8 +176,14 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
         goto cleanup;
     if (!(self->jsonl = eval_jsonl_open(cfg->evaluator.metrics_file, &rc, e)))
         goto cleanup;
-    if ((rc = s_sockets_open(self, e)) != 0)
+    if (!(self->loop = fm_loop_new(e))) {
+        rc = -ENOMEM;
         goto cleanup;
+    }
+    fm_loop_reader(self->loop, self->dealer, s_on_ready, self);
+    fm_loop_reader(self->loop, self->sub, s_on_ready, self);
+    fm_loop_timer(self->loop, EVAL_SERVER_SNAPSHOT_RETRY_S, 0.0, s_snapshot_tick, self);
+    fm_loop_on_reload(self->loop, s_reload, self);
     FM_LOG(LOG_INFO, "evaluating %s (%zu parameters) on %u %s samples from %s with %d threads; "
            "models from %s (snapshots %s), METRICS on %s, records to %s", name, nparams,
            self->test->n, cfg->evaluator.test_split, cfg->federation.data_dir,
@@ -208,14 +199,12 @@ cleanup:
     return self;
 }
 
-int eval_server_exit_code(int err) { return (err == -ENOMEM || err == -EAGAIN) ? 1 : 2; }
-
 void eval_server_destroy(eval_server_t **p)
 {
     if (!p || !*p)
         return;
     eval_server_t *self = *p;
-    zpoller_destroy(&self->poller);
+    fm_loop_destroy(&self->loop);
     zsock_destroy(&self->sub);
     zsock_destroy(&self->dealer);
     zsock_destroy(&self->pub); /* linger EVAL_SERVER_PUB_LINGER_MS */
@@ -376,6 +365,30 @@ static void s_drain(eval_server_t *self)
             break;
 }
 
+static void s_evaluate(eval_server_t *self);
+
+/* ---- the loop -------------------------------------------------------------------------- */
+
+/* A socket has messages: drain both, score the newest staged model. */
+static int s_on_ready(void *arg, zsock_t *sock)
+{
+    eval_server_t *self = arg;
+    (void)sock;
+    s_drain(self);
+    if (self->have_staged)
+        s_evaluate(self);
+    return 0;
+}
+
+/* Every EVAL_SERVER_SNAPSHOT_RETRY_S (the first at once): SNAPSHOT_REQ while no model. */
+static int s_snapshot_tick(void *arg)
+{
+    eval_server_t *self = arg;
+    if (!self->have_model)
+        s_snapshot_request(self);
+    return 0;
+}
+
 /* Score the staged model, publish METRICS, append the JSON record. */
 static void s_evaluate(eval_server_t *self)
 {
@@ -444,29 +457,27 @@ static void s_evaluate(eval_server_t *self)
                pop.threshold, 100.0 * pop.below, eval_pop_samples(self->pop), pop_secs);
 }
 
-/* SIGHUP: re-read the config, reopen the metrics file, apply the log level. */
-static void s_reload(eval_server_t *self)
+/* A reloaded config: reopen the metrics file (at its new path, or at the same path: after
+ * a rotation it is created again), then take the config (population_threshold is read
+ * from self->cfg at each evaluation). If the file cannot be opened nothing changes. */
+static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
 {
-    fm_config_t fresh = self->cfg;
-    fm_errmsg_t e = {{0}};
-    if (self->args && (fm_daemon_load_config(&fresh, self->args, &e) != 0 ||
-                       fm_cfg_check_reload(&self->cfg, &fresh, &e) != 0)) {
-        FM_LOG(LOG_ERR, "SIGHUP: config not reloaded, the running one is kept: %s", e.msg);
-        return;
-    }
+    eval_server_t *self = arg;
     int err = 0;
-    eval_jsonl_t *jsonl = eval_jsonl_open(fresh.evaluator.metrics_file, &err, &e);
-    if (!jsonl) {
-        FM_LOG(LOG_ERR, "SIGHUP: %s; still writing to %s", e.msg, eval_jsonl_path(self->jsonl));
-        return;
-    }
+    eval_jsonl_t *jsonl = eval_jsonl_open(fresh->evaluator.metrics_file, &err, e);
+    if (!jsonl)
+        return err;
     eval_jsonl_close(&self->jsonl);
     self->jsonl = jsonl;
-    self->cfg = fresh;
-    if (!self->args || self->args->log_level < 0)
-        fm_log_init(NULL, fresh.evaluator.log_level); /* only this thread logs */
-    FM_LOG(LOG_INFO, "SIGHUP: config reloaded, metrics file %s reopened",
-           eval_jsonl_path(self->jsonl));
+    self->cfg = *fresh;
+    FM_LOG(LOG_INFO, "SIGHUP: metrics file %s reopened", eval_jsonl_path(self->jsonl));
+    return 0;
+}
+
+static void s_reload(void *arg)
+{
+    eval_server_t *self = arg;
+    fm_daemon_reload(&self->cfg, self->args, "evaluator.log_level", s_apply, self);
 }
 
 /* The exit line: counters, and the rejections by reason. */
@@ -493,29 +504,9 @@ static void s_log_summary(const eval_server_t *self)
 
 int eval_server_run(eval_server_t *self)
 {
-    int rc = 0;
-    self->next_snapshot_at = 0.0;
-    while (!fm_daemon_stopping()) {
-        if (!self->have_model && fm_daemon_now() >= self->next_snapshot_at) {
-            s_snapshot_request(self);
-            self->next_snapshot_at = fm_daemon_now() + EVAL_SERVER_SNAPSHOT_RETRY_S;
-        }
-        void *ready = zpoller_wait(self->poller, EVAL_SERVER_POLL_MS);
-        if (fm_daemon_stopping())
-            break;
-        if (!ready && zpoller_terminated(self->poller) && errno != EINTR && errno != EAGAIN) {
-            rc = errno ? -errno : -EIO;
-            FM_LOG(LOG_ERR, "poll failed: %s", zmq_strerror(-rc));
-            break;
-        }
-        if (fm_daemon_take_reload())
-            s_reload(self);
-        if (!ready)
-            continue;
-        s_drain(self);
-        if (self->have_staged)
-            s_evaluate(self);
-    }
+    int rc = fm_loop_run(self->loop);
+    if (rc != 0)
+        FM_LOG(LOG_ERR, "poll failed: %s", fm_strerror(rc));
     s_log_summary(self);
     return rc;
 }

@@ -40,7 +40,6 @@
 #define EVAL_SERVER_MAX_FRAME (16 << 20)   /* ZMQ_MAXMSGSIZE of SUB and DEALER, bytes: above
                                               every model's MODEL frame (cnn: 4.8 MB) */
 #define EVAL_SERVER_SNAPSHOT_RETRY_S 2.0   /* SNAPSHOT_REQ re-send interval, no model yet */
-#define EVAL_SERVER_POLL_MS 100            /* poll timeout: bounds the reaction to a stop */
 #define EVAL_SERVER_DRAIN_MAX 64           /* frames read per socket per drain */
 #define EVAL_SERVER_PUB_LINGER_MS 1000     /* a stopping evaluator flushes its last METRICS */
 #define EVAL_SERVER_PUB_HWM 100            /* METRICS queued per slow subscriber */
@@ -58,29 +57,26 @@ typedef struct {
     uint64_t last_version;     /* version of the last model scored */
 } eval_server_stats_t;
 
-/* Load the test set, build the model and engine, open the metrics file, create the sockets.
+/* Create the sockets (PUB bound first), load the test set, build the model and engine, open
+ * the metrics file.
  * `args` is the command line the config came from (borrowed, must outlive the server; may
  * be NULL): SIGHUP re-reads the config with it (see eval_server_run).
  * Returns NULL on failure with *err (the code) and a one-line message in `e`: the data
  * files' errors (-ENOENT, FM_EMAGIC, FM_ETRUNC, FM_ESHAPE, FM_EFORMAT; the test split, and
  * the train split when population validation is on), a bad federation.partition (FM_EARG),
- * the metrics file's (-errno), an endpoint that cannot be bound or connected (-errno),
- * FM_EMODEL, -ENOMEM.
+ * the metrics file's (-errno), an endpoint that cannot be bound or connected (-errno, with
+ * `e` naming the key and endpoint), FM_EMODEL, -ENOMEM. The daemon exits with
+ * fm_daemon_exit_code(*err): 2 for FM_EARG, else 1.
  * Caller owns the result: eval_server_destroy(). */
 eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
                                fm_errmsg_t *e);
 
-/* The process exit code for a failure of eval_server_new: 1 for runtime failures (-ENOMEM,
- * -EAGAIN from thread creation), 2 for everything else (bad data dir, metrics file,
- * endpoint: the configuration's fault). */
-int eval_server_exit_code(int err);
-
-/* Serve until fm_daemon_stopping(). On SIGHUP the config is re-read (file and --set
+/* Serve until fm_daemon_stopping() (an fm_loop: both sockets drained on every wake-up,
+ * SNAPSHOT_REQ timer). On SIGHUP the config is re-read (fm_daemon_reload: file and --set
  * overrides of `args`); if it is valid and only reloadable keys changed, the metrics file is
  * reopened (at its new path, or at the same path: after a rotation it is created again) and
- * evaluator.log_level applied unless --log-level was given; otherwise the error is logged
- * and the running config kept. Returns 0, or -errno if polling failed for a reason other
- * than a signal (logged). */
+ * evaluator.log_level applied unless --log-level was given; otherwise one line is logged
+ * and the running config kept. Returns 0, or -errno if polling failed (logged). */
 int eval_server_run(eval_server_t *self);
 
 /* Copy the counters into *out. */

@@ -4,8 +4,9 @@
  * Signals: SIGINT/SIGTERM stop it cleanly; SIGHUP re-reads the config and reopens the
  * metrics file (log rotation).
  *
- * Exit codes: 0 after SIGINT/SIGTERM, 1 runtime failure (BLAS self-check, out of memory),
- * 2 bad input (flags, config, data dir, metrics file, endpoints), each a one-line error. */
+ * Exit codes: 0 after SIGINT/SIGTERM, 1 runtime failure (port in use, missing data,
+ * unwritable metrics file, BLAS self-check, out of memory), 2 bad flags or config; each a
+ * one-line error. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -36,33 +37,33 @@ static void s_usage(FILE *f)
 int main(int argc, char **argv)
 {
     fm_blas_setup(argv);
-    fm_log_init(PROG, LOG_INFO);
     fm_daemon_args_t args;
     int rc = fm_daemon_parse_args(PROG, argc, argv, &args, s_usage);
     if (rc != 0)
-        return rc == 1 ? 0 : 2;
+        return rc == 1 ? FM_EXIT_OK : FM_EXIT_INPUT;
     fm_config_t cfg;
     fm_errmsg_t e = {{0}};
     if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
         fprintf(stderr, PROG ": %s\n", e.msg);
-        return 2;
+        return FM_EXIT_INPUT;
     }
     fm_log_init(PROG, args.log_level >= 0 ? args.log_level : cfg.evaluator.log_level);
     fm_daemon_signals();
 
-    char desc[256];
-    FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
-    if (fm_blas_selfcheck(&e) != 0) {
-        fprintf(stderr, PROG ": %s\n", e.msg);
-        return 1;
-    }
     int err = 0;
     eval_server_t *server = eval_server_new(&cfg, &args, &err, &e);
     if (!server) {
-        fprintf(stderr, PROG ": %s\n", e.msg);
-        return eval_server_exit_code(err);
+        FM_LOG(LOG_ERR, "%s", e.msg);
+        return fm_daemon_exit_code(err);
+    }
+    char desc[256];
+    FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
+    if (fm_blas_selfcheck(&e) != 0) {
+        FM_LOG(LOG_ERR, "BLAS self-check failed, refusing to run: %s", e.msg);
+        eval_server_destroy(&server);
+        return FM_EXIT_RUNTIME;
     }
     rc = eval_server_run(server);
     eval_server_destroy(&server);
-    return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
 }

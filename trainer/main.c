@@ -34,38 +34,33 @@ static void s_usage(FILE *f)
 int main(int argc, char **argv)
 {
     fm_blas_setup(argv);
-    fm_log_init(PROG, LOG_INFO);
     fm_daemon_args_t args;
     int rc = fm_daemon_parse_args(PROG, argc, argv, &args, s_usage);
-    if (rc == 1)
-        return 0;
     if (rc != 0)
-        return 2;
+        return rc == 1 ? FM_EXIT_OK : FM_EXIT_INPUT;
     fm_config_t cfg;
-    fm_errmsg_t e;
+    fm_errmsg_t e = {{0}};
     if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
         fprintf(stderr, PROG ": %s\n", e.msg);
-        return 2;
+        return FM_EXIT_INPUT;
     }
     fm_log_init(PROG, args.log_level >= 0 ? args.log_level : cfg.trainer.log_level);
+    fm_daemon_signals();
+
+    int err = 0;
+    trainer_pool_t *pool = trainer_pool_new(&cfg, &args, &err, &e);
+    if (!pool) {
+        FM_LOG(LOG_ERR, "%s", e.msg);
+        return fm_daemon_exit_code(err);
+    }
     char desc[256];
     FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
     if (fm_blas_selfcheck(&e) != 0) {
         FM_LOG(LOG_ERR, "BLAS self-check failed, refusing to run: %s", e.msg);
-        return 1;
-    }
-    fm_daemon_signals();
-    int err = 0;
-    trainer_pool_t *pool = trainer_pool_new(&cfg, &args, &err, &e);
-    if (!pool) {
-        if (err == FM_EARG) {
-            fprintf(stderr, PROG ": %s\n", e.msg);
-            return 2;
-        }
-        FM_LOG(LOG_ERR, "%s", e.msg);
-        return 1;
+        trainer_pool_destroy(&pool);
+        return FM_EXIT_RUNTIME;
     }
     rc = trainer_pool_run(pool);
     trainer_pool_destroy(&pool);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
 }

@@ -8,21 +8,21 @@
 
 #include "fm_data.h"
 #include "fm_log.h"
+#include "fm_loop.h"
 #include "fm_model.h"
 #include "fm_parse.h"
+#include "fm_ratelog.h"
+#include "fm_sock.h"
 #include "fm_wire.h"
 #include "trainer_ctx.h"
 #include "trainer_latest.h"
 #include "trainer_sim.h"
 #include "trainer_worker.h"
 
-#define S_POLL_MS 100            /* main loop tick */
 #define S_SNAPSHOT_FIRST_S 2.0   /* no model this long after start: SNAPSHOT_REQ */
 #define S_SNAPSHOT_MAX_S 10.0    /* back-off cap of repeated SNAPSHOT_REQs */
 #define S_MODEL_SILENCE_S 30.0   /* no MODEL this long: ask for a snapshot anyway */
 #define S_SUMMARY_S 10.0         /* summary log period */
-#define S_WARN_WINDOW_S 10.0     /* rate limit of bad-frame warnings: at most */
-#define S_WARN_BURST 5           /* this many per window, the rest counted */
 #define S_DEALER_LINGER_MS 1000  /* BYE gets this long at exit */
 
 struct trainer_pool {
@@ -44,38 +44,29 @@ struct trainer_pool {
     zsock_t *monitor;                 /* PAIR: connect events of the DEALER */
     int monitoring;                   /* zmq_socket_monitor is on */
     int connects;                     /* DEALER connections so far (reconnect = HELLO again) */
-    zpoller_t *poller;
+    fm_loop_t *loop;
+    int hb_timer, snapshot_timer;     /* fm_loop timer ids */
     fm_wire_tensors_t *tensors;       /* decode scratch (about 21 KB) */
     fm_wire_buf_t buf;                /* encode buffer of the main thread */
     uint32_t client_first, client_count;
     uint64_t seq;                     /* membership sequence number */
     uint64_t bad_frames;
     uint64_t models_taken;
-    uint64_t suppressed;              /* warnings suppressed by the rate limit */
-    double warn_window;               /* start of the current rate-limit window */
-    int warns_in_window;
+    fm_ratelog_t bad_log_sub, bad_log_snapshot; /* bad-frame warnings per socket */
     double last_model;                /* monotonic time of the last MODEL taken, 0 = none */
     double snapshot_backoff;
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
+/* Count a bad frame from `src` ("model_pub" or "snapshot") and log it (rate-limited). */
 static void s_bad_frame(trainer_pool_t *self, const char *src, const char *why)
 {
     self->bad_frames++;
-    double now = fm_daemon_now();
-    if (now - self->warn_window >= S_WARN_WINDOW_S) {
-        self->warn_window = now;
-        self->warns_in_window = 0;
-    }
-    if (self->warns_in_window >= S_WARN_BURST) {
-        self->suppressed++;
-        return;
-    }
-    self->warns_in_window++;
-    FM_LOG(LOG_WARNING, "bad frame on %s dropped: %s (%llu bad so far, %llu warnings suppressed)",
-           src, why, (unsigned long long)self->bad_frames, (unsigned long long)self->suppressed);
-    self->suppressed = 0;
+    fm_ratelog_t *log = strcmp(src, "model_pub") == 0 ? &self->bad_log_sub
+                                                       : &self->bad_log_snapshot;
+    fm_ratelog(log, LOG_WARNING, "bad frame on %s dropped: %s (%llu bad so far)", src, why,
+               (unsigned long long)self->bad_frames);
 }
 
 /* Send one membership message (HELLO, HEARTBEAT, BYE) on the DEALER, never blocking. */
@@ -201,12 +192,14 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
         FM_LOG(LOG_DEBUG, "model v%llu via %s", (unsigned long long)hdr.version, src);
 }
 
-/* Receive one message from `sock`; exactly one frame expected. */
-static void s_recv(trainer_pool_t *self, zsock_t *sock, int from_sub)
+/* Receive one message from the SUB or the DEALER; exactly one frame expected. */
+static int s_recv(void *arg, zsock_t *sock)
 {
+    trainer_pool_t *self = arg;
+    int from_sub = sock == self->sub;
     zmsg_t *msg = zmsg_recv(sock);
     if (!msg)
-        return;
+        return 0;
     if (zmsg_size(msg) != 1) {
         char why[64];
         snprintf(why, sizeof why, "%zu frames, expected 1", zmsg_size(msg));
@@ -216,16 +209,18 @@ static void s_recv(trainer_pool_t *self, zsock_t *sock, int from_sub)
         s_on_frame(self, zframe_data(f), zframe_size(f), from_sub);
     }
     zmsg_destroy(&msg);
+    return 0;
 }
 
 /* An event of the DEALER's monitor: after a reconnect (the broker restarted, or the
  * network came back) say HELLO again, so the broker knows this trainer at once and
  * replies with its current model. */
-static void s_on_monitor(trainer_pool_t *self)
+static int s_on_monitor(void *arg, zsock_t *sock)
 {
-    zmsg_t *msg = zmsg_recv(self->monitor);
+    trainer_pool_t *self = arg;
+    zmsg_t *msg = zmsg_recv(sock);
     if (!msg)
-        return;
+        return 0;
     zframe_t *f = zmsg_first(msg);
     uint16_t event = 0;
     if (f && zframe_size(f) >= sizeof event)
@@ -236,12 +231,13 @@ static void s_on_monitor(trainer_pool_t *self)
     } else if (event == ZMQ_EVENT_CONNECTED) {
         if (self->connects++ == 0) {
             FM_LOG(LOG_INFO, "connected to the broker (%s)", self->cfg.endpoints.snapshot);
-            return; /* the start-up HELLO was queued for this connection */
+            return 0; /* the start-up HELLO was queued for this connection */
         }
         FM_LOG(LOG_NOTICE, "reconnected to the broker (%s): HELLO again",
                self->cfg.endpoints.snapshot);
         s_send_member(self, FM_WIRE_HELLO);
     }
+    return 0;
 }
 
 static void s_summary(trainer_pool_t *self, const char *what)
@@ -260,23 +256,61 @@ static void s_summary(trainer_pool_t *self, const char *what)
            self->nworkers, have ? (long long)v : -1LL);
 }
 
-/* SIGHUP: take the reloadable trainer keys from a fresh load of the same sources. */
-static void s_reload(trainer_pool_t *self)
+/* ---- timers -------------------------------------------------------------------------------- */
+
+static int s_heartbeat(void *arg)
 {
-    fm_config_t fresh;
-    fm_errmsg_t e;
-    if (fm_daemon_load_config(&fresh, self->args, &e) != 0 ||
-        fm_cfg_check_reload(&self->cfg, &fresh, &e) != 0) {
-        FM_LOG(LOG_WARNING, "reload refused, configuration unchanged: %s", e.msg);
-        return;
+    s_send_member(arg, FM_WIRE_HEARTBEAT);
+    return 0;
+}
+
+/* SNAPSHOT_REQ while there is no model (backing off from S_SNAPSHOT_FIRST_S to
+ * S_SNAPSHOT_MAX_S) or when no model came for S_MODEL_SILENCE_S. */
+static int s_snapshot(void *arg)
+{
+    trainer_pool_t *self = arg;
+    double now = fm_daemon_now(), next;
+    if (self->last_model == 0) {
+        s_send_snapshot_req(self);
+        self->snapshot_backoff *= 2;
+        if (self->snapshot_backoff > S_SNAPSHOT_MAX_S)
+            self->snapshot_backoff = S_SNAPSHOT_MAX_S;
+        next = self->snapshot_backoff;
+    } else if (now - self->last_model >= S_MODEL_SILENCE_S) {
+        s_send_snapshot_req(self);
+        next = S_MODEL_SILENCE_S;
+    } else {
+        next = self->last_model + S_MODEL_SILENCE_S - now;
     }
-    self->cfg.trainer.heartbeat_interval_s = fresh.trainer.heartbeat_interval_s;
-    self->cfg.trainer.slowdown_sigma = fresh.trainer.slowdown_sigma;
-    self->cfg.trainer.dropout_prob = fresh.trainer.dropout_prob;
-    trainer_ctx_set_sim(&self->ctx, fresh.trainer.slowdown_sigma, fresh.trainer.dropout_prob);
-    FM_LOG(LOG_NOTICE, "reloaded: heartbeat_interval_s %g, slowdown_sigma %g, dropout_prob %g",
-           fresh.trainer.heartbeat_interval_s, fresh.trainer.slowdown_sigma,
-           fresh.trainer.dropout_prob);
+    fm_loop_timer_set(self->loop, self->snapshot_timer, next > 0.001 ? next : 0.001);
+    return 0;
+}
+
+static int s_summary_tick(void *arg)
+{
+    s_summary(arg, "summary");
+    return 0;
+}
+
+/* A reloaded config: the reloadable trainer keys only (workers read federation.* of
+ * self->cfg concurrently, so it is never rewritten whole). */
+static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
+{
+    trainer_pool_t *self = arg;
+    if (fresh->trainer.heartbeat_interval_s != self->cfg.trainer.heartbeat_interval_s)
+        fm_loop_timer_set(self->loop, self->hb_timer, fresh->trainer.heartbeat_interval_s);
+    self->cfg.trainer.heartbeat_interval_s = fresh->trainer.heartbeat_interval_s;
+    self->cfg.trainer.slowdown_sigma = fresh->trainer.slowdown_sigma;
+    self->cfg.trainer.dropout_prob = fresh->trainer.dropout_prob;
+    self->cfg.trainer.log_level = fresh->trainer.log_level;
+    trainer_ctx_set_sim(&self->ctx, fresh->trainer.slowdown_sigma, fresh->trainer.dropout_prob);
+    return 0;
+}
+
+static void s_reload(void *arg)
+{
+    trainer_pool_t *self = arg;
+    fm_daemon_reload(&self->cfg, self->args, "trainer.log_level", s_apply, self);
 }
 
 /* Join every worker (after ctx.stop is set) and free them. */
@@ -291,6 +325,48 @@ static void s_workers_destroy(trainer_pool_t *self)
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
+
+/* The main thread's sockets (options before connect: CONFLATE must be) and the loop. */
+static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
+{
+    const fm_cfg_endpoints_t *ep = &self->cfg.endpoints;
+    int64_t maxmsg = (int64_t)(fm_model_nparams(self->layout) * sizeof(float)) + 65536;
+    fm_sock_opts_t o_sub = {.maxmsgsize = maxmsg, .conflate = true, .subscribe_all = true};
+    fm_sock_opts_t o_dealer = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 100,
+                               .sndtimeo_ms = FM_SOCK_NOWAIT, .maxmsgsize = maxmsg};
+    fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 16};
+    int rc = 0;
+    if (!(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "model_pub", &rc, e)) ||
+        !(self->dealer = fm_sock_new(ZMQ_DEALER, &o_dealer, "snapshot", &rc, e)) ||
+        !(self->agg_push = fm_sock_new(ZMQ_PUSH, &o_push, "updates", &rc, e)) ||
+        !(self->monitor = fm_sock_new(ZMQ_PAIR, NULL, "DEALER monitor", &rc, e)))
+        return rc;
+    /* the monitor before the DEALER connects, so its first connection is seen */
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://trainer-dealer-monitor-%p", (void *)self);
+    if (zmq_socket_monitor(zsock_resolve(self->dealer), mon_ep,
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+        return fm_errmsg_set(e, -zmq_errno(), "cannot monitor the DEALER: %s",
+                             zmq_strerror(zmq_errno()));
+    self->monitoring = 1;
+    if ((rc = fm_sock_connect(self->monitor, "DEALER monitor", mon_ep, e)) != 0 ||
+        (rc = fm_sock_connect(self->sub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
+        (rc = fm_sock_connect(self->agg_push, "endpoints.updates", ep->updates, e)) != 0 ||
+        (rc = fm_sock_connect(self->dealer, "endpoints.snapshot", ep->snapshot, e)) != 0)
+        return rc;
+    if (!(self->loop = fm_loop_new(e)))
+        return -ENOMEM;
+    fm_loop_reader(self->loop, self->sub, s_recv, self);
+    fm_loop_reader(self->loop, self->dealer, s_recv, self);
+    fm_loop_reader(self->loop, self->monitor, s_on_monitor, self);
+    double hb = self->cfg.trainer.heartbeat_interval_s;
+    self->hb_timer = fm_loop_timer(self->loop, hb, hb, s_heartbeat, self);
+    self->snapshot_timer = fm_loop_timer(self->loop, S_SNAPSHOT_FIRST_S, S_SNAPSHOT_FIRST_S,
+                                         s_snapshot, self);
+    fm_loop_timer(self->loop, S_SUMMARY_S, S_SUMMARY_S, s_summary_tick, self);
+    fm_loop_on_reload(self->loop, s_reload, self);
+    return 0;
+}
 
 trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
                                  fm_errmsg_t *e)
@@ -325,12 +401,13 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
         fm_errmsg_set(e, rc, "[federation] model: %s", fm_strerror(rc));
         goto cleanup;
     }
+    if ((rc = s_sockets_open(self, e)) != 0)
+        goto cleanup;
     double t0 = fm_daemon_now();
     fm_errmsg_t why;
-    if (fm_dataset_load_dir(&self->ds, cfg->federation.data_dir, "train", FM_FASHION_MEAN,
-                            FM_FASHION_STD, &why) != 0) {
-        rc = fm_errmsg_set(e, FM_EARG, "[federation] data_dir = %s: %s", cfg->federation.data_dir,
-                           why.msg);
+    if ((rc = fm_dataset_load_dir(&self->ds, cfg->federation.data_dir, "train", FM_FASHION_MEAN,
+                                  FM_FASHION_STD, &why)) != 0) {
+        fm_errmsg_set(e, rc, "[federation] data_dir = %s: %s", cfg->federation.data_dir, why.msg);
         goto cleanup;
     }
     /* the held-out slices (population validation, scored by the evaluator) never train */
@@ -368,61 +445,6 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     self->tensors = malloc(sizeof *self->tensors);
     if (!self->tensors) {
         rc = fm_errmsg_set(e, -ENOMEM, "out of memory");
-        goto cleanup;
-    }
-
-    /* sockets: options before connect (CONFLATE must be set before connect) */
-    size_t maxmsg = fm_model_nparams(self->layout) * sizeof(float) + 65536;
-    self->sub = zsock_new(ZMQ_SUB);
-    self->dealer = zsock_new(ZMQ_DEALER);
-    self->agg_push = zsock_new(ZMQ_PUSH);
-    if (!self->sub || !self->dealer || !self->agg_push) {
-        rc = fm_errmsg_set(e, -ENOMEM, "cannot create sockets");
-        goto cleanup;
-    }
-    zsock_set_conflate(self->sub, 1);
-    zsock_set_maxmsgsize(self->sub, (int)maxmsg);
-    zsock_set_linger(self->sub, 0);
-    zsock_set_subscribe(self->sub, "");
-    zsock_set_maxmsgsize(self->dealer, (int)maxmsg);
-    zsock_set_linger(self->dealer, S_DEALER_LINGER_MS);
-    zsock_set_sndhwm(self->dealer, 100);
-    zsock_set_sndtimeo(self->dealer, 0);
-    char mon_ep[64];
-    snprintf(mon_ep, sizeof mon_ep, "inproc://trainer-dealer-monitor-%p", (void *)self);
-    if (zmq_socket_monitor(zsock_resolve(self->dealer), mon_ep,
-                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0) {
-        rc = fm_errmsg_set(e, -ENOMEM, "cannot monitor the DEALER: %s", zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
-    self->monitoring = 1;
-    self->monitor = zsock_new(ZMQ_PAIR);
-    if (self->monitor)
-        zsock_set_linger(self->monitor, 0);
-    if (!self->monitor || zsock_connect(self->monitor, "%s", mon_ep) != 0) {
-        rc = fm_errmsg_set(e, -ENOMEM, "cannot connect the DEALER monitor");
-        goto cleanup;
-    }
-    if (zsock_connect(self->sub, "%s", cfg->endpoints.model_pub) != 0) {
-        rc = fm_errmsg_set(e, FM_EARG, "[endpoints] model_pub = %s: cannot connect: %s",
-                           cfg->endpoints.model_pub, zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
-    zsock_set_sndhwm(self->agg_push, 16);
-    zsock_set_linger(self->agg_push, S_DEALER_LINGER_MS);
-    if (zsock_connect(self->agg_push, "%s", cfg->endpoints.updates) != 0) {
-        rc = fm_errmsg_set(e, FM_EARG, "[endpoints] updates = %s: cannot connect: %s",
-                           cfg->endpoints.updates, zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
-    if (zsock_connect(self->dealer, "%s", cfg->endpoints.snapshot) != 0) {
-        rc = fm_errmsg_set(e, FM_EARG, "[endpoints] snapshot = %s: cannot connect: %s",
-                           cfg->endpoints.snapshot, zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
-    self->poller = zpoller_new(self->sub, self->dealer, self->monitor, NULL);
-    if (!self->poller) {
-        rc = fm_errmsg_set(e, -ENOMEM, "cannot create a poller");
         goto cleanup;
     }
 
@@ -467,51 +489,17 @@ int trainer_pool_run(trainer_pool_t *self)
             return rc;
         }
     }
-    double start = fm_daemon_now();
     s_send_member(self, FM_WIRE_HELLO);
-    double next_hb = start + cfg->trainer.heartbeat_interval_s;
-    double next_snapshot = start + S_SNAPSHOT_FIRST_S;
-    double next_summary = start + S_SUMMARY_S;
-    while (!fm_daemon_stopping()) {
-        if (fm_daemon_take_reload())
-            s_reload(self);
-        zsock_t *which = zpoller_wait(self->poller, S_POLL_MS);
-        if (which == self->sub || which == self->dealer)
-            s_recv(self, which, which == self->sub);
-        else if (which && which == self->monitor)
-            s_on_monitor(self);
-        double now = fm_daemon_now();
-        if (now >= next_hb) {
-            s_send_member(self, FM_WIRE_HEARTBEAT);
-            next_hb = now + cfg->trainer.heartbeat_interval_s;
-        }
-        int no_model = self->last_model == 0;
-        if (now >= next_snapshot &&
-            (no_model || now - self->last_model >= S_MODEL_SILENCE_S)) {
-            s_send_snapshot_req(self);
-            if (no_model) {
-                self->snapshot_backoff *= 2;
-                if (self->snapshot_backoff > S_SNAPSHOT_MAX_S)
-                    self->snapshot_backoff = S_SNAPSHOT_MAX_S;
-                next_snapshot = now + self->snapshot_backoff;
-            } else {
-                next_snapshot = now + S_MODEL_SILENCE_S;
-            }
-        } else if (!no_model && next_snapshot < self->last_model + S_MODEL_SILENCE_S) {
-            next_snapshot = self->last_model + S_MODEL_SILENCE_S;
-        }
-        if (now >= next_summary) {
-            s_summary(self, "summary");
-            next_summary = now + S_SUMMARY_S;
-        }
-    }
+    int rc = fm_loop_run(self->loop);
+    if (rc != 0)
+        FM_LOG(LOG_ERR, "polling failed: %s", fm_strerror(rc));
     FM_LOG(LOG_INFO, "stopping: waiting for the workers");
     double t0 = fm_daemon_now();
     s_workers_destroy(self);
     s_send_member(self, FM_WIRE_BYE);
     FM_LOG(LOG_INFO, "workers stopped in %.2f s; BYE sent", fm_daemon_now() - t0);
     s_summary(self, "final");
-    return 0;
+    return rc;
 }
 
 void trainer_pool_destroy(trainer_pool_t **p)
@@ -520,7 +508,7 @@ void trainer_pool_destroy(trainer_pool_t **p)
         return;
     trainer_pool_t *self = *p;
     s_workers_destroy(self);
-    zpoller_destroy(&self->poller);
+    fm_loop_destroy(&self->loop);
     zsock_destroy(&self->monitor);
     if (self->monitoring)
         zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);

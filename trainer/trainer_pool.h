@@ -17,8 +17,10 @@
  * newer than the held model's (it may race with the PUB; a restarted aggregator gives
  * its checkpointed version a new creation time).
  * Workers each PUSH their own UPDATEs (see trainer_worker.h). A summary is logged every
- * 10 s. SIGHUP reloads the reloadable trainer keys (heartbeat_interval_s, slowdown_sigma,
- * dropout_prob). SIGINT/SIGTERM: workers finish or abandon their client, BYE is sent. */
+ * 10 s. The main thread runs an fm_loop (readers: SUB, DEALER, monitor; timers: heartbeat,
+ * snapshot requests, summary). SIGHUP reloads the reloadable trainer keys (fm_daemon_reload:
+ * heartbeat_interval_s, slowdown_sigma, dropout_prob, log_level). SIGINT/SIGTERM: workers
+ * finish or abandon their client, BYE is sent. */
 #ifndef TRAINER_POOL_H
 #define TRAINER_POOL_H
 
@@ -28,17 +30,18 @@
 
 typedef struct trainer_pool trainer_pool_t;
 
-/* Load the training set, partition it, create the sockets and the workers (not started).
- * `args` is borrowed (for reloads) and must outlive the pool. NULL with *err and `e` on
- * failure: FM_EARG for what the configuration names wrongly (client range, endpoints that
- * do not connect, a data_dir that does not load, a partition that cannot be made: the
- * daemon exits 2), else -ENOMEM, -errno, FM_EMODEL (exit 1). Caller owns it
+/* Create the sockets, load the training set, partition it, create the workers (not
+ * started). `args` is borrowed (for reloads) and must outlive the pool. NULL with *err and
+ * `e` (one line) on failure: FM_EARG for what the configuration names wrongly (a client
+ * range beyond num_clients, a partition that cannot be made); the data loader's codes for
+ * a data_dir that does not load (-ENOENT, FM_EMAGIC, FM_ETRUNC, ...); -errno of a connect;
+ * -ENOMEM, FM_EMODEL. The daemon exits with fm_daemon_exit_code(*err). Caller owns it
  * (trainer_pool_destroy). */
 trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
                                  fm_errmsg_t *e);
 
 /* Start the workers and serve until SIGINT/SIGTERM (fm_daemon_stopping); then stop the
- * workers and send BYE. 0, or -errno if the workers could not start. */
+ * workers and send BYE. 0, or -errno if the workers could not start or polling failed. */
 int trainer_pool_run(trainer_pool_t *self);
 
 /* Stop and join the workers if running, close the sockets, free everything, NULL *p.

@@ -1,24 +1,32 @@
 #include "fm_log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Process configuration, written once by fm_log_init() before any thread starts. */
+/* Process configuration: the name is written once by fm_log_init() before any thread
+ * starts; the threshold is atomic, as a reload (fm_log_set_level) changes it while other
+ * threads log. */
 static const char *s_prog = "fedmq";
-static int s_level = LOG_INFO;
+static atomic_int s_level = LOG_INFO;
 
 void fm_log_init(const char *prog, int level)
 {
     if (prog)
         s_prog = prog;
-    if (level >= LOG_EMERG && level <= LOG_DEBUG)
-        s_level = level;
+    fm_log_set_level(level);
 }
 
-int fm_log_level(void) { return s_level; }
+void fm_log_set_level(int level)
+{
+    if (level >= LOG_EMERG && level <= LOG_DEBUG)
+        atomic_store_explicit(&s_level, level, memory_order_relaxed);
+}
+
+int fm_log_level(void) { return atomic_load_explicit(&s_level, memory_order_relaxed); }
 
 int fm_log_parse_level(const char *name)
 {

@@ -1,7 +1,8 @@
 /* fm_log: one logging function with syslog levels.
  *
  * Lines go to stderr as "<ts> <prog>[pid] <LEVEL> message". The threshold is process
- * configuration set once at start (before threads); FM_LOG checks it before formatting. */
+ * configuration set at start (before threads) and changed only by a reload
+ * (fm_log_set_level, safe while other threads log); FM_LOG checks it before formatting. */
 #ifndef FM_LOG_H
 #define FM_LOG_H
 
@@ -10,6 +11,10 @@
 /* Set the program name shown in each line (borrowed pointer; must outlive logging)
  * and the threshold (LOG_ERR .. LOG_DEBUG). Call once at start. */
 void fm_log_init(const char *prog, int level);
+
+/* Change the threshold (LOG_ERR .. LOG_DEBUG; other values are ignored), e.g. on a config
+ * reload; other threads see it at their next line. */
+void fm_log_set_level(int level);
 
 /* Current threshold. */
 int fm_log_level(void);

@@ -44,6 +44,27 @@ int fm_daemon_parse_args(const char *prog, int argc, char **argv, fm_daemon_args
  * a one-line message (file, line, key, reason). On error *cfg is unchanged. */
 int fm_daemon_load_config(fm_config_t *cfg, const fm_daemon_args_t *a, fm_errmsg_t *e);
 
+/* Takes what a daemon uses of a reloaded config `fresh` (borrowed for the call): usually
+ * copies it over the running one, plus side effects (reopen a file, reschedule a timer).
+ * 0, or an error with `e` (then the running config stays, and nothing must have changed). */
+typedef int (*fm_daemon_apply_fn)(void *arg, const fm_config_t *fresh, fm_errmsg_t *e);
+
+/* SIGHUP: build a fresh config from the same command line (fm_daemon_load_config); refuse
+ * it if it is invalid or a non-reloadable key differs from `running` (fm_cfg_check_reload),
+ * else call apply(arg, fresh), then set the log threshold from the key `log_level_key`
+ * (e.g. "broker.log_level") unless --log-level was given. Logs one line: "SIGHUP: config
+ * reloaded; changed: key old -> new, ..." (NOTICE) or "SIGHUP: config not reloaded, the
+ * running one is kept: reason" (ERR). `args` NULL: nothing to reload from (logged).
+ * 0 if applied, else the error (already logged). */
+int fm_daemon_reload(const fm_config_t *running, const fm_daemon_args_t *args,
+                     const char *log_level_key, fm_daemon_apply_fn apply, void *arg);
+
+/* The exit code for a failure while a daemon starts (after its config was loaded):
+ * FM_EXIT_INPUT for FM_EARG (a value the config checks could not judge alone, e.g. a client
+ * range beyond num_clients), FM_EXIT_RUNTIME for everything else (port in use, missing or
+ * unreadable data, unwritable file, out of memory). */
+int fm_daemon_exit_code(int err);
+
 /* Seconds on the monotonic clock. */
 double fm_daemon_now(void);
 

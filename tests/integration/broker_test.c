@@ -508,7 +508,11 @@ static void test_sigterm_and_bad_config(void **state)
     assert_int_not_equal(dst, -1);
     assert_true(WIFEXITED(dst));
     assert_int_equal(WEXITSTATUS(dst), 1);
-    assert_true(fm_proc_file_contains(dup_log, "cannot bind"));
+    assert_int_equal(fm_proc_file_count(dup_log, ""), 1);
+    char want[200];
+    snprintf(want, sizeof want, "ERROR [endpoints] model_pub = %s: cannot bind: Address already "
+             "in use", fx->ep_pub);
+    assert_true(fm_proc_file_contains(dup_log, want));
 
     s_stop_broker(fx);
     assert_true(s_log_wait(fx, "summary:", 1.0));
@@ -527,6 +531,78 @@ static void test_sigterm_and_bad_config(void **state)
     assert_true(fm_proc_file_contains(badlog, "heartbeat_timeout_s"));
 }
 
+/* Replace the config file at path with `text`. */
+static void s_write_conf(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+typedef struct {
+    const char *path, *needle;
+    int more_than;
+} s_count_t;
+
+static int s_count_cond(void *arg)
+{
+    s_count_t *c = arg;
+    return fm_proc_file_count(c->path, c->needle) > c->more_than;
+}
+
+/* Wait until more than `more_than` lines of the broker's log contain `needle`. */
+static int s_log_count_wait(fx_t *fx, const char *needle, int more_than, double timeout_s)
+{
+    s_count_t c = {fx->log, needle, more_than};
+    return fm_proc_wait_for(s_count_cond, &c, timeout_s);
+}
+
+/* SIGHUP with a changed config file: broker.log_level info -> debug is applied (the DEBUG
+ * line of a SNAPSHOT_REQ appears); a change of a non-reloadable key is refused with one line
+ * and the running config stays (still DEBUG although the file says info). */
+static void test_reload_applied_and_refused(void **state)
+{
+    fx_t *fx = *state;
+    const char *dbg = "snapshot: request from broker-test";
+    char conf[700], set_agg[128], set_pub[128], set_snap[128];
+    snprintf(conf, sizeof conf, "%s/broker.conf", fx->dir);
+    s_write_conf(conf, "[broker]\nlog_level = info\n");
+    snprintf(set_agg, sizeof set_agg, "endpoints.aggregator_models=%s", fx->ep_agg);
+    snprintf(set_pub, sizeof set_pub, "endpoints.model_pub=%s", fx->ep_pub);
+    snprintf(set_snap, sizeof set_snap, "endpoints.snapshot=%s", fx->ep_snap);
+    char *argv[] = {FM_BIN_DIR "/fedmq-broker", "--config", conf, "--set",
+                    "federation.model=" MODEL_NAME, "--set", set_agg, "--set", set_pub,
+                    "--set", set_snap, NULL};
+    fx->pid = fm_proc_spawn(&fx->procs, argv, fx->log);
+    assert_true(fx->pid > 0);
+    assert_true(s_log_wait(fx, "broker: model " MODEL_NAME, 10.0));
+    zsock_t *d = s_dealer(fx);
+    /* info: the request is handled (the HELLO after it on the same pipe is logged), silently */
+    s_send_snapshot_req(fx, d);
+    s_send_member(fx, d, FM_WIRE_HELLO, "t-info", 0);
+    assert_true(s_log_wait(fx, "trainer t-info joined", 3.0));
+    assert_int_equal(fm_proc_file_count(fx->log, dbg), 0);
+
+    s_write_conf(conf, "[broker]\nlog_level = debug\n");
+    assert_int_equal(kill(fx->pid, SIGHUP), 0);
+    assert_true(s_log_wait(fx, "SIGHUP: config reloaded; changed: broker.log_level info -> "
+                           "debug", 3.0));
+    s_send_snapshot_req(fx, d);
+    assert_true(s_log_count_wait(fx, dbg, 0, 3.0));
+
+    s_write_conf(conf, "[broker]\nlog_level = info\n[endpoints]\nupdates = tcp://127.0.0.1:1\n");
+    assert_int_equal(kill(fx->pid, SIGHUP), 0);
+    assert_true(s_log_wait(fx, "SIGHUP: config not reloaded", 3.0));
+    assert_int_equal(fm_proc_file_count(fx->log, "SIGHUP: config not reloaded"), 1);
+    assert_int_equal(fm_proc_file_count(fx->log, "[endpoints] updates changed"), 1);
+    s_send_snapshot_req(fx, d);
+    assert_true(s_log_count_wait(fx, dbg, 1, 3.0));
+    assert_int_equal(waitpid(fx->pid, NULL, WNOHANG), 0);
+    zsock_destroy(&d);
+    s_stop_broker(fx);
+}
+
 /* The periodic summary line (every BROKER_SUMMARY_S = 10 s) and a SIGHUP reload. */
 static void test_summary_and_reload(void **state)
 {
@@ -536,7 +612,7 @@ static void test_summary_and_reload(void **state)
     zsock_t *d = s_dealer(fx);
     s_send_member(fx, d, FM_WIRE_HELLO, "t-sum", 0);
     kill(fx->pid, SIGHUP);
-    assert_true(s_log_wait(fx, "reload: config reloaded", 3.0));
+    assert_true(s_log_wait(fx, "SIGHUP: config reloaded", 3.0));
     double t0 = fm_proc_now();
     uint64_t seq = 1;
     int ok = 0;
@@ -608,6 +684,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_membership, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_and_bad_config, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_summary_and_reload, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_applied_and_refused, s_setup, s_teardown),
         cmocka_unit_test(test_members_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

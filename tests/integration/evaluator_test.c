@@ -14,7 +14,8 @@
  *                      time) is scored again
  *   sighup_reopens     SIGHUP after the metrics file was renamed: a new file gets v30
  *   sigterm            exit 0, promptly
- * plus bad_data_dir and bad_endpoint (their own processes): exit 2 with a one-line error,
+ *   reload             SIGHUP: log_level info -> debug applied, a test_split change refused
+ * plus bad_data_dir and bad_endpoint (their own processes): exit 1 with a one-line error,
  * no_holdout (its own process: population on, federation.holdout = 0: one warning, no
  * population fields), and jsonl_format (the metrics file's record format, in process). */
 #include <math.h>
@@ -51,6 +52,7 @@ typedef struct {
     char dir[256];
     char log[512];
     char metrics[512];
+    char conf[512];               /* the evaluator's --config: [evaluator] keys test_reload sets */
     char ep_model[64], ep_snapshot[64], ep_metrics[64];
     zsock_t *pub, *router, *sub;
     fm_dataset_t *test;
@@ -229,6 +231,33 @@ static void s_publish_bad(s_ctx_t *c, const void *data, size_t len, int nth, con
     assert_true(s_alive(c->pid));
 }
 
+/* Replace the evaluator's config file with "[evaluator]" and `keys`. */
+static void s_write_conf(s_ctx_t *c, const char *keys)
+{
+    FILE *f = fopen(c->conf, "w");
+    assert_non_null(f);
+    fprintf(f, "[evaluator]\n%s", keys);
+    assert_int_equal(fclose(f), 0);
+}
+
+typedef struct {
+    const char *path, *needle;
+    int more_than;
+} s_count_t;
+
+static int s_count_above(void *arg)
+{
+    s_count_t *n = arg;
+    return fm_proc_file_count(n->path, n->needle) > n->more_than;
+}
+
+/* Wait until more than `more_than` lines of `path` contain `needle`. */
+static int s_wait_count(const char *path, const char *needle, int more_than, double timeout_s)
+{
+    s_count_t n = {path, needle, more_than};
+    return fm_proc_wait_for(s_count_above, &n, timeout_s);
+}
+
 /* ---- fixture -------------------------------------------------------------------------- */
 
 static int s_group_setup(void **state)
@@ -280,9 +309,12 @@ static int s_group_setup(void **state)
     snprintf(s_met, sizeof s_met, "endpoints.metrics_pub=%s", c->ep_metrics);
     snprintf(s_file, sizeof s_file, "evaluator.metrics_file=%s", c->metrics);
     snprintf(s_data, sizeof s_data, "federation.data_dir=%s", FM_DATA_DIR);
-    char *argv[] = {S_EVALUATOR,  "--set", "federation.model=mlp", "--set", s_data,
-                    "--set",      s_model, "--set",               s_snap,  "--set",
-                    s_met,        "--set", s_file,                NULL};
+    snprintf(c->conf, sizeof c->conf, "%s/evaluator.conf", c->dir);
+    s_write_conf(c, "log_level = info\n");
+    char *argv[] = {S_EVALUATOR,  "--config", c->conf, "--set", "federation.model=mlp",
+                    "--set",      s_data,     "--set", s_model, "--set",
+                    s_snap,       "--set",    s_met,   "--set", s_file,
+                    NULL};
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
     return 0;
@@ -615,6 +647,62 @@ static void test_jsonl_format(void **state)
     }
 }
 
+/* Publish MODEL `frame` (already scored) until the evaluator logged one more line with
+ * `needle` than `before` (its DEBUG "already evaluated" line); 1 if it did. */
+static int s_publish_until_logged(s_ctx_t *c, const fm_wire_buf_t *frame, const char *needle,
+                                  int before)
+{
+    double end = fm_proc_now() + S_LOG_TIMEOUT_S;
+    while (fm_proc_now() < end) {
+        s_publish(c, frame->data, frame->len);
+        if (s_wait_count(c->log, needle, before, 0.2))
+            return 1;
+    }
+    return 0;
+}
+
+/* SIGHUP reloads of the running evaluator: evaluator.log_level info -> debug is applied (a
+ * repeated model's DEBUG line appears); a change of evaluator.test_split (not reloadable) is
+ * refused with one line and the running config stays (still DEBUG); back to info is applied. */
+static void test_reload(void **state)
+{
+    s_ctx_t *c = *state;
+    const char *dup = "MODEL v40 from model_pub: already evaluated, ignored";
+    fm_wire_buf_t frame = {0};
+    s_encode_mlp(c, 40, 40);
+    frame.data = malloc(c->buf.len);
+    assert_non_null(frame.data);
+    memcpy(frame.data, c->buf.data, c->buf.len);
+    frame.len = frame.cap = c->buf.len;
+    s_publish(c, frame.data, frame.len);
+    fm_wire_metrics_t m;
+    assert_true(s_wait_metrics(c, 40, S_METRICS_TIMEOUT_S, &m));
+    assert_int_equal(fm_proc_file_count(c->log, dup), 0);
+
+    s_write_conf(c, "log_level = debug\n");
+    int reloads = fm_proc_file_count(c->log, "SIGHUP: config reloaded");
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    assert_true(s_wait_count(c->log, "SIGHUP: config reloaded; changed: evaluator.log_level "
+                             "info -> debug", 0, S_LOG_TIMEOUT_S));
+    assert_int_equal(fm_proc_file_count(c->log, "SIGHUP: config reloaded"), reloads + 1);
+    assert_true(s_publish_until_logged(c, &frame, dup, 0));
+
+    int refused = fm_proc_file_count(c->log, "SIGHUP: config not reloaded");
+    s_write_conf(c, "log_level = info\ntest_split = train\n");
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    assert_true(s_wait_count(c->log, "SIGHUP: config not reloaded", refused, S_LOG_TIMEOUT_S));
+    assert_int_equal(fm_proc_file_count(c->log, "SIGHUP: config not reloaded"), refused + 1);
+    assert_int_equal(fm_proc_file_count(c->log, "[evaluator] test_split changed"), 1);
+    assert_true(s_publish_until_logged(c, &frame, dup, fm_proc_file_count(c->log, dup)));
+
+    s_write_conf(c, "log_level = info\n");
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    assert_true(s_wait_count(c->log, "changed: evaluator.log_level debug -> info", 0,
+                             S_LOG_TIMEOUT_S));
+    assert_true(s_alive(c->pid));
+    free(frame.data);
+}
+
 /* SIGHUP after the metrics file was rotated away: the file is created again and the next
  * record goes there. */
 static void test_sighup_reopens(void **state)
@@ -622,9 +710,10 @@ static void test_sighup_reopens(void **state)
     s_ctx_t *c = *state;
     char rotated[600];
     snprintf(rotated, sizeof rotated, "%s.1", c->metrics);
+    int reloads = fm_proc_file_count(c->log, "SIGHUP: config reloaded");
     assert_int_equal(rename(c->metrics, rotated), 0);
     assert_int_equal(kill(c->pid, SIGHUP), 0);
-    assert_true(s_wait_file(c->log, "SIGHUP: config reloaded", S_LOG_TIMEOUT_S));
+    assert_true(s_wait_count(c->log, "SIGHUP: config reloaded", reloads, S_LOG_TIMEOUT_S));
     s_encode_mlp(c, 30, 30);
     s_publish(c, c->buf.data, c->buf.len);
     fm_wire_metrics_t m;
@@ -650,7 +739,8 @@ static void test_sigterm(void **state)
         assert_true(c->seen[v] <= (v == 10 ? 2 : 1));
 }
 
-/* An endpoint that cannot be bound (the test's own model_pub): exit 2, one line naming it. */
+/* An endpoint that cannot be bound (the test's own model_pub, in use): a runtime failure,
+ * exit 1, one line naming the key, the endpoint and the reason. */
 static void test_bad_endpoint(void **state)
 {
     s_ctx_t *c = *state;
@@ -668,8 +758,12 @@ static void test_bad_endpoint(void **state)
     fm_proc_reap_all(&set);
     assert_true(st != -1);
     assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 2);
-    assert_true(fm_proc_file_contains(log, "fedmq-evaluator: endpoints.metrics_pub"));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_int_equal(fm_proc_file_count(log, ""), 1);
+    char want[200];
+    snprintf(want, sizeof want, "ERROR [endpoints] metrics_pub = %s: cannot bind: Address "
+             "already in use", c->ep_model);
+    assert_true(fm_proc_file_contains(log, want));
 }
 
 /* Population on but federation.holdout = 0: one warning, the evaluator runs without it (its
@@ -701,17 +795,18 @@ static void test_no_holdout(void **state)
     assert_false(fm_proc_file_contains(log, "population validation: "));
 }
 
-/* A data dir without the test files: one-line error, exit 2. Its own process. */
+/* A data dir without the test files: a runtime failure, exit 1, one line. Its own process. */
 static void test_bad_data_dir(void **state)
 {
     s_ctx_t *c = *state;
     char log[600], file[600];
     snprintf(log, sizeof log, "%s/bad.log", c->dir);
     snprintf(file, sizeof file, "evaluator.metrics_file=%s/bad.jsonl", c->dir);
-    char data[600];
+    char data[600], met[128];
     snprintf(data, sizeof data, "federation.data_dir=%s/no-such-dir", c->dir);
+    snprintf(met, sizeof met, "endpoints.metrics_pub=tcp://127.0.0.1:%d", fm_proc_free_port());
     char *argv[] = {S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file,
-                    NULL};
+                    "--set", met, NULL};
     fm_proc_set_t set = {{0}, 0};
     pid_t pid = fm_proc_spawn(&set, argv, log);
     assert_true(pid > 0);
@@ -719,8 +814,10 @@ static void test_bad_data_dir(void **state)
     fm_proc_reap_all(&set);
     assert_true(st != -1);
     assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 2);
-    assert_true(fm_proc_file_contains(log, "fedmq-evaluator: "));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_int_equal(fm_proc_file_count(log, ""), 1);
+    assert_true(fm_proc_file_contains(log, "fedmq-evaluator["));
+    assert_true(fm_proc_file_contains(log, "ERROR [federation] data_dir = "));
     assert_true(fm_proc_file_contains(log, "no-such-dir"));
 }
 
@@ -736,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_bad_data_dir),
         cmocka_unit_test(test_bad_endpoint),
         cmocka_unit_test(test_no_holdout),
+        cmocka_unit_test(test_reload),
         cmocka_unit_test(test_sighup_reopens),
         cmocka_unit_test(test_sigterm),
     };

@@ -38,6 +38,7 @@ typedef struct {
     char ep_pub[64], ep_snap[64], ep_upd[64];
     char ep_upd_override[64];         /* non-empty: the trainer pushes here instead */
     char tmp[512], log[600];
+    char config[600];                 /* non-empty: the trainer's --config instead of the repo's */
     fm_proc_set_t procs;
     /* the model the test serves */
     fm_model_t *layout;
@@ -270,7 +271,7 @@ static pid_t t_spawn(t_state_t *s, const char *extra1, const char *extra2)
     int a = 0;
     argv[a++] = FM_BIN_DIR "/fedmq-trainer";
     argv[a++] = "--config";
-    argv[a++] = FM_SOURCE_DIR "/configs/fedmq.conf";
+    argv[a++] = s->config[0] ? s->config : FM_SOURCE_DIR "/configs/fedmq.conf";
     const char *sets[] = {"federation.model=mlp", "federation.num_clients=20",
                           "federation.partition=" PARTITION, "federation.seed=1",
                           "federation.data_dir=" FM_DATA_DIR, "trainer.workers=2",
@@ -446,13 +447,30 @@ static void test_bad_config(void **state)
     st = fm_proc_wait(pid, 30);
     assert_true(st != -1 && WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 2);
+    /* a missing data directory is a runtime failure: exit 1, one line */
+    char nodata_log[700];
+    snprintf(nodata_log, sizeof nodata_log, "%s/nodata.log", s->tmp);
     char *argv4[] = {FM_BIN_DIR "/fedmq-trainer", "--set", "federation.data_dir=/nonexistent",
                      NULL};
-    pid = fm_proc_spawn(&s->procs, argv4, s->log);
+    pid = fm_proc_spawn(&s->procs, argv4, nodata_log);
     st = fm_proc_wait(pid, 30);
     assert_true(st != -1 && WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 2);
-    assert_true(fm_proc_file_contains(s->log, "data_dir = /nonexistent"));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_int_equal(fm_proc_file_count(nodata_log, ""), 1);
+    assert_true(fm_proc_file_contains(nodata_log, "ERROR [federation] data_dir = /nonexistent"));
+    /* an endpoint that cannot be connected (an ipc path longer than sun_path): exit 1, one
+     * line naming the key, the endpoint and the reason */
+    char ep_log[700], ep_set[800];
+    snprintf(ep_log, sizeof ep_log, "%s/endpoint.log", s->tmp);
+    snprintf(ep_set, sizeof ep_set, "endpoints.updates=ipc://%s/%0150d", s->tmp, 0);
+    char *argv5[] = {FM_BIN_DIR "/fedmq-trainer", "--set", ep_set, NULL};
+    pid = fm_proc_spawn(&s->procs, argv5, ep_log);
+    st = fm_proc_wait(pid, 30);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_int_equal(fm_proc_file_count(ep_log, ""), 1);
+    assert_true(fm_proc_file_contains(ep_log, "ERROR [endpoints] updates = ipc://"));
+    assert_true(fm_proc_file_contains(ep_log, ": cannot connect: File name too long"));
     char *argv3[] = {FM_BIN_DIR "/fedmq-trainer", "--bogus", NULL};
     pid = fm_proc_spawn(&s->procs, argv3, s->log);
     st = fm_proc_wait(pid, 30);
@@ -594,11 +612,74 @@ static void test_dropout(void **state)
     kill(pid, SIGHUP);
     s->heartbeats = 0;
     assert_true(t_pump(s, t_heartbeats, 10));
-    assert_true(fm_proc_file_contains(s->log, "reloaded: heartbeat_interval_s"));
+    assert_true(fm_proc_file_contains(s->log, "SIGHUP: config reloaded"));
     int st = fm_proc_stop(pid, SIGTERM, 15);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_int_equal(s->seq_errors, 0);
+}
+
+/* Write a trainer config file: [trainer] log_level and threads_per_worker. */
+static void t_write_config(const char *path, const char *level, int threads)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[trainer]\nlog_level = %s\nthreads_per_worker = %d\n", level, threads);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int t_reqs_before; /* test_reload's baseline of snapshot requests */
+static int t_one_more_req(t_state_t *s) { return s->snapshot_reqs > t_reqs_before; }
+
+/* Pump until the log has more than `more_than` lines containing `needle` (10 s bound). */
+static int t_log_wait(t_state_t *s, const char *needle, int more_than)
+{
+    double end = fm_proc_now() + 10;
+    while (fm_proc_file_count(s->log, needle) <= more_than && fm_proc_now() < end)
+        t_pump(s, NULL, 0.05);
+    return fm_proc_file_count(s->log, needle) > more_than;
+}
+
+/* SIGHUP reloads: log_level info -> debug is applied (the DEBUG line of each SNAPSHOT_REQ
+ * appears), then a change of threads_per_worker (not reloadable) is refused with one line
+ * and the running config stays (the DEBUG lines go on although the file says info again).
+ * No model is served, so the trainer keeps asking for snapshots (2 s, then backing off). */
+static void test_reload(void **state)
+{
+    t_state_t *s = *state;
+    snprintf(s->config, sizeof s->config, "%s/reload.conf", s->tmp);
+    t_write_config(s->config, "info", 1);
+    s->model_version = 0;
+    t_reqs_before = s->snapshot_reqs;
+    pid_t pid = t_spawn(s, NULL, NULL);
+    assert_true(t_pump(s, t_one_more_req, MAX_SPAWN_S));
+    int debug_lines = fm_proc_file_count(s->log, "SNAPSHOT_REQ sent");
+    assert_int_equal(debug_lines, 0);
+
+    t_write_config(s->config, "debug", 1);
+    assert_int_equal(kill(pid, SIGHUP), 0);
+    assert_true(t_log_wait(s, "SIGHUP: config reloaded; changed: trainer.log_level info -> "
+                              "debug", 0));
+    t_reqs_before = s->snapshot_reqs;
+    assert_true(t_pump(s, t_one_more_req, 15));
+    assert_true(t_log_wait(s, "SNAPSHOT_REQ sent", debug_lines));
+    debug_lines = fm_proc_file_count(s->log, "SNAPSHOT_REQ sent");
+
+    int refused = fm_proc_file_count(s->log, "SIGHUP: config not reloaded");
+    t_write_config(s->config, "info", 3);
+    assert_int_equal(kill(pid, SIGHUP), 0);
+    assert_true(t_log_wait(s, "SIGHUP: config not reloaded", refused));
+    assert_int_equal(fm_proc_file_count(s->log, "SIGHUP: config not reloaded"), refused + 1);
+    assert_int_equal(fm_proc_file_count(s->log, "[trainer] threads_per_worker changed from 1 "
+                                                "to 3"), 1);
+    t_reqs_before = s->snapshot_reqs;
+    assert_true(t_pump(s, t_one_more_req, 15));
+    assert_true(t_log_wait(s, "SNAPSHOT_REQ sent", debug_lines));
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
+    s->config[0] = '\0';
+    int st = fm_proc_stop(pid, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 /* Nobody listens on endpoints.updates: UPDATEs are dropped after the send timeout and
@@ -666,6 +747,7 @@ int main(void)
         cmocka_unit_test(test_reconnect_hello),
         cmocka_unit_test(test_sigterm_bye),
         cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_reload),
         cmocka_unit_test(test_aggregator_down),
         cmocka_unit_test(test_sigkill),
     };

@@ -173,4 +173,19 @@ static inline int fm_proc_file_contains(const char *path, const char *needle)
     return found;
 }
 
+/* How many lines of the file at path contain needle ("" counts every line); 0 if the file
+ * is missing. */
+static inline int fm_proc_file_count(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 #endif

@@ -12,14 +12,15 @@
 #include "aggregator_state.h"
 #include "aggregator_stats.h"
 #include "fm_log.h"
+#include "fm_loop.h"
 #include "fm_members.h"
 #include "fm_model.h"
 #include "fm_safetensors.h"
 #include "fm_server_opt.h"
+#include "fm_sock.h"
 #include "fm_wire.h"
 
-#define S_PROG "fedmq-aggregator"
-#define S_TICK_S 0.1            /* membership and round deadlines are checked this often */
+#define S_TICK_S 0.1            /* membership, round deadlines, re-publish, stats this often */
 #define S_REPUBLISH_S 1.0       /* re-publish the current MODEL this often */
 #define S_DRAIN_MAX 256         /* frames received per poll before timers are checked */
 #define S_PUB_LINGER_MS 1000    /* PUB linger at shutdown: let the last MODEL go out */
@@ -51,7 +52,7 @@ struct agg_server {
     double last_publish_at;         /* monotonic */
     zsock_t *pull;
     zsock_t *pub;
-    zpoller_t *poller;
+    fm_loop_t *loop;
 };
 
 static agg_view_t s_view(const agg_server_t *self)
@@ -215,7 +216,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     agg_ingest_frame(self->ingest, data, len, &ctx, &v);
     switch (v.kind) {
     case AGG_INGEST_REJECTED:
-        agg_stats_reject(self->stats, v.reason, v.why, fm_daemon_now());
+        agg_stats_reject(self->stats, v.reason, v.why);
         return;
     case AGG_INGEST_MEMBER:
         s_on_member(self, &v);
@@ -231,27 +232,33 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     }
 }
 
-/* Receive what is queued on PULL, at most S_DRAIN_MAX frames. */
-static void s_drain(agg_server_t *self)
+/* fm_loop reader of PULL: receive what is queued, at most S_DRAIN_MAX frames. */
+static int s_drain(void *arg, zsock_t *pull)
 {
-    void *sock = zsock_resolve(self->pull);
+    agg_server_t *self = arg;
+    void *sock = zsock_resolve(pull);
     static const unsigned char s_empty[1] = {0};
     for (int i = 0; i < S_DRAIN_MAX && !fm_daemon_stopping(); i++) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
-            return;
+            return 0;
         }
         size_t len = zmq_msg_size(&msg);
         s_on_frame(self, len ? zmq_msg_data(&msg) : s_empty, len);
         zmq_msg_close(&msg);
     }
+    return 0;
 }
 
-/* Every tick: expire silent trainers, recount the live clients, let the policy act. */
-static void s_tick(agg_server_t *self, double now)
+/* fm_loop timer, every S_TICK_S: expire silent trainers, recount the live clients, let the
+ * policy act; re-publish the current MODEL every S_REPUBLISH_S; rewrite stats.json when
+ * due. */
+static int s_tick(void *arg)
 {
+    agg_server_t *self = arg;
+    double now = fm_daemon_now();
     fm_members_expire(self->members, now, self->cfg.broker.heartbeat_timeout_s, NULL, NULL);
     uint32_t n = fm_members_live_clients(self->members,
                                          (uint32_t)self->cfg.federation.num_clients, self->live);
@@ -260,34 +267,29 @@ static void s_tick(agg_server_t *self, double now)
     self->nlive = n;
     agg_view_t v = s_view(self);
     s_act(self, agg_policy_tick(self->policy, &v, now));
+    if (now - self->last_publish_at >= S_REPUBLISH_S)
+        s_publish(self, 0);
+    if (agg_stats_due(self->stats, now))
+        s_write_stats(self);
+    return 0;
 }
 
-/* SIGHUP: re-read the config; take it if only reloadable keys changed (logging which). */
-static void s_reload(agg_server_t *self)
+/* A reloaded config (only reloadable keys differ): the state keeps its text for the next
+ * checkpoints; the policy reads the config in place. */
+static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
 {
-    if (!self->args) {
-        FM_LOG(LOG_NOTICE, "SIGHUP: no config to reload");
-        return;
-    }
-    fm_config_t fresh;
-    fm_errmsg_t e = {{0}};
-    int rc;
-    if (fm_daemon_load_config(&fresh, self->args, &e) != 0 ||
-        fm_cfg_check_reload(&self->cfg, &fresh, &e) != 0) {
-        FM_LOG(LOG_WARNING, "SIGHUP: config not reloaded: %s", e.msg);
-        return;
-    }
-    if ((rc = agg_state_set_config(self->state, &fresh, "SIGHUP")) != 0) {
-        FM_LOG(LOG_WARNING, "SIGHUP: config not reloaded: %s", fm_strerror(rc));
-        return;
-    }
-    self->cfg = fresh; /* in place: the policy borrows it */
-    if (self->args->log_level < 0)
-        fm_log_init(S_PROG, fresh.aggregator.log_level);
-    FM_LOG(LOG_NOTICE, "SIGHUP: config reloaded (max_staleness %d, checkpoint_every %d, "
-           "checkpoint_keep %d, round_timeout_s %g)", fresh.aggregator.max_staleness,
-           fresh.aggregator.checkpoint_every, fresh.aggregator.checkpoint_keep,
-           fresh.aggregator.round_timeout_s);
+    agg_server_t *self = arg;
+    int rc = agg_state_set_config(self->state, fresh, NULL);
+    if (rc)
+        return fm_errmsg_set(e, rc, "config text: %s", fm_strerror(rc));
+    self->cfg = *fresh;
+    return 0;
+}
+
+static void s_reload(void *arg)
+{
+    agg_server_t *self = arg;
+    fm_daemon_reload(&self->cfg, self->args, "aggregator.log_level", s_apply, self);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -348,16 +350,6 @@ static int s_init_model(agg_server_t *self, fm_errmsg_t *e)
     return 0;
 }
 
-static int s_bind(zsock_t *sock, const char *endpoint, const char *what, fm_errmsg_t *e)
-{
-    if (zsock_bind(sock, "%s", endpoint) < 0) {
-        int err = zmq_errno();
-        return fm_errmsg_set(e, err ? -err : -EINVAL, "bind %s %s: %s", what, endpoint,
-                             zmq_strerror(err));
-    }
-    return 0;
-}
-
 /* Encode the current MODEL (also the size reference for ZMQ_MAXMSGSIZE), create and bind
  * the sockets, log the start-up line. */
 static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
@@ -371,21 +363,19 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     size_t maxmsg = 4 * self->frame.len + 4096;
     size_t hwm = S_RCV_BYTES_MAX / (self->frame.len + 1);
     hwm = hwm < 16 ? 16 : hwm > 1000 ? 1000 : hwm;
-    self->pull = zsock_new(ZMQ_PULL);
-    self->pub = zsock_new(ZMQ_PUB);
-    if (!self->pull || !self->pub)
-        return fm_errmsg_set(e, -ENOMEM, "cannot create ZeroMQ sockets");
-    zsock_set_linger(self->pull, 0);
-    zsock_set_rcvhwm(self->pull, (int)hwm);
-    zsock_set_maxmsgsize(self->pull, maxmsg > INT_MAX ? INT_MAX : (int)maxmsg);
-    zsock_set_linger(self->pub, 0); /* S_PUB_LINGER_MS at shutdown */
-    zsock_set_sndhwm(self->pub, S_PUB_SNDHWM);
-    if ((rc = s_bind(self->pull, self->cfg.endpoints.updates, "updates", e)) != 0 ||
-        (rc = s_bind(self->pub, self->cfg.endpoints.aggregator_models, "aggregator_models",
-                     e)) != 0)
+    fm_sock_opts_t o_pull = {.rcvhwm = (int)hwm, .maxmsgsize = (int64_t)maxmsg};
+    fm_sock_opts_t o_pub = {.linger_ms = S_PUB_LINGER_MS, .sndhwm = S_PUB_SNDHWM};
+    if (!(self->pull = fm_sock_new(ZMQ_PULL, &o_pull, "updates", &rc, e)) ||
+        (rc = fm_sock_bind(self->pull, "endpoints.updates", self->cfg.endpoints.updates, e)) ||
+        !(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "aggregator_models", &rc, e)) ||
+        (rc = fm_sock_bind(self->pub, "endpoints.aggregator_models",
+                           self->cfg.endpoints.aggregator_models, e)))
         return rc;
-    if (!(self->poller = zpoller_new(self->pull, NULL)))
+    if (!(self->loop = fm_loop_new(e)))
         return -ENOMEM;
+    fm_loop_reader(self->loop, self->pull, s_drain, self);
+    fm_loop_timer(self->loop, S_TICK_S, 0, s_tick, self);
+    fm_loop_on_reload(self->loop, s_reload, self);
     char mode[256];
     agg_policy_describe(self->policy, mode, sizeof mode);
     FM_LOG(LOG_NOTICE, "model %s (%zu params) at version %llu; %s, optimizer %s; PULL %s (max "
@@ -453,34 +443,15 @@ int agg_server_run(agg_server_t *self)
 {
     s_publish(self, 0); /* encoded by agg_server_new (sync: empty cohort until a round opens) */
     s_write_stats(self);
-    double next_tick = 0;
-    while (!fm_daemon_stopping()) {
-        double now = fm_daemon_now();
-        double wait = self->last_publish_at + S_REPUBLISH_S - now;
-        if (wait > next_tick - now)
-            wait = next_tick - now;
-        int timeout_ms = wait <= 0 ? 0 : wait >= S_REPUBLISH_S ? 1000 : (int)(wait * 1e3) + 1;
-        void *which = zpoller_wait(self->poller, timeout_ms);
-        if (which == self->pull)
-            s_drain(self);
-        if (fm_daemon_take_reload())
-            s_reload(self);
-        now = fm_daemon_now();
-        if (now >= next_tick) {
-            s_tick(self, now);
-            next_tick = now + S_TICK_S;
-        }
-        if (now - self->last_publish_at >= S_REPUBLISH_S)
-            s_publish(self, 0);
-        if (agg_stats_due(self->stats, now))
-            s_write_stats(self);
-    }
+    int rc = fm_loop_run(self->loop);
+    if (rc)
+        FM_LOG(LOG_ERR, "polling failed: %s", fm_strerror(rc));
     FM_LOG(LOG_NOTICE, "stopping at version %llu (%d updates in the open buffer dropped)",
            (unsigned long long)self->version, agg_ingest_pending(self->ingest));
-    int rc = s_checkpoint(self, "shutdown");
+    int crc = s_checkpoint(self, "shutdown");
     s_publish(self, 0);
     s_write_stats(self);
-    return rc;
+    return rc ? rc : crc;
 }
 
 void agg_server_destroy(agg_server_t **p)
@@ -488,12 +459,9 @@ void agg_server_destroy(agg_server_t **p)
     if (!p || !*p)
         return;
     agg_server_t *self = *p;
-    zpoller_destroy(&self->poller);
+    fm_loop_destroy(&self->loop);
     zsock_destroy(&self->pull);
-    if (self->pub) {
-        zsock_set_linger(self->pub, S_PUB_LINGER_MS);
-        zsock_destroy(&self->pub);
-    }
+    zsock_destroy(&self->pub); /* linger S_PUB_LINGER_MS: let the last MODEL go out */
     fm_wire_buf_free(&self->frame);
     agg_ingest_destroy(&self->ingest);
     agg_state_destroy(&self->state);

@@ -7,6 +7,7 @@
 #include "fm_cfg.h"
 #include "fm_ckpt.h"
 #include "fm_log.h"
+#include "fm_ratelog.h"
 
 static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_MALFORMED] = "malformed",
@@ -38,9 +39,7 @@ struct agg_stats {
     double started;        /* wall clock */
     int dirty;
     double last_write_at;  /* monotonic */
-    double log_window_at;  /* rate limit of rejection warnings */
-    int log_lines;
-    uint64_t log_suppressed;
+    fm_ratelog_t log;      /* rate limit of rejection warnings */
 };
 
 const char *agg_reason_name(agg_reason_t r)
@@ -64,7 +63,6 @@ agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err,
         return NULL;
     }
     s->started = started;
-    s->log_window_at = -1e300;
     return s;
 }
 
@@ -87,26 +85,13 @@ void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c)
     s->dirty = 1;
 }
 
-void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why, double now)
+void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why)
 {
     FM_ASSERT((unsigned)r < AGG_REJ_COUNT);
     s->c.rejected[r]++;
     s->c.rejected_total++;
     s->dirty = 1;
-    if (now - s->log_window_at >= 1.0) {
-        if (s->log_suppressed)
-            FM_LOG(LOG_WARNING, "%llu more rejected frames not logged (rate limit)",
-                   (unsigned long long)s->log_suppressed);
-        s->log_window_at = now;
-        s->log_lines = 0;
-        s->log_suppressed = 0;
-    }
-    if (s->log_lines >= AGG_LOG_BURST) {
-        s->log_suppressed++;
-        return;
-    }
-    s->log_lines++;
-    FM_LOG(LOG_WARNING, "rejected frame (%s): %s", s_reason_names[r], why);
+    fm_ratelog(&s->log, LOG_WARNING, "rejected frame (%s): %s", s_reason_names[r], why);
 }
 
 void agg_stats_received(agg_stats_t *s, size_t len)

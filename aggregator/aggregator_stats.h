@@ -4,8 +4,8 @@
  *
  * No sockets, no clock: every function that needs a time takes the caller's monotonic
  * `now` (and the wall clock for the file's "updated"). Logging: one LOG_WARNING line per
- * rejected frame, at most AGG_LOG_BURST per second of `now`; the lines over the burst are
- * counted and reported in the next window; counting never stops. */
+ * rejected frame within the daemons' one rate limit (fm_ratelog: the lines over its burst
+ * are counted and reported with the next line written); counting never stops. */
 #ifndef AGG_STATS_H
 #define AGG_STATS_H
 
@@ -15,7 +15,6 @@
 #include "fm_err.h"
 #include "fm_stats.h"
 
-#define AGG_LOG_BURST 10    /* warning lines per second about rejected frames */
 #define AGG_STATS_MIN_S 1.0 /* stats.json rewritten for new rejections at most this often */
 
 /* Why a frame was dropped. The order is the index into the checkpoint's
@@ -68,8 +67,8 @@ const agg_counters_t *agg_stats_counters(const agg_stats_t *s);
 void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c);
 
 /* Count a rejected frame of reason `r` (< AGG_REJ_COUNT) and log "rejected frame (<name>):
- * <why>" within the rate limit. */
-void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why, double now);
+ * <why>" within the rate limit (fm_ratelog). */
+void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why);
 
 /* A frame of `len` bytes received (valid or not). */
 void agg_stats_received(agg_stats_t *s, size_t len);

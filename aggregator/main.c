@@ -6,7 +6,6 @@
 
 #include "aggregator_server.h"
 #include "fm_daemon.h"
-#include "fm_log.h"
 
 #define S_PROG "fedmq-aggregator"
 
@@ -44,30 +43,30 @@ static void s_malloc_tune(void)
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
 }
 
+/* Typed wrappers for fm_daemon_main. */
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                   fm_errmsg_t *e)
+{
+    return agg_server_new(cfg, args, err, e);
+}
+
+static int s_run(void *server) { return agg_server_run(server); }
+
+static void s_destroy(void *server)
+{
+    agg_server_t *self = server;
+    agg_server_destroy(&self);
+}
+
 int main(int argc, char **argv)
 {
     s_malloc_tune();
-    fm_daemon_args_t args;
-    int rc = fm_daemon_parse_args(S_PROG, argc, argv, &args, s_usage);
-    if (rc == 1)
-        return 0;
-    if (rc != 0)
-        return 2;
-    fm_config_t cfg;
-    fm_errmsg_t e = {{0}};
-    if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
-        fprintf(stderr, S_PROG ": %s\n", e.msg);
-        return 2;
-    }
-    fm_log_init(S_PROG, args.log_level >= 0 ? args.log_level : cfg.aggregator.log_level);
-    fm_daemon_signals();
-    int err = 0;
-    agg_server_t *server = agg_server_new(&cfg, &args, &err, &e);
-    if (!server) {
-        fprintf(stderr, S_PROG ": %s\n", e.msg);
-        return err == FM_EARG ? 2 : 1;
-    }
-    rc = agg_server_run(server);
-    agg_server_destroy(&server);
-    return rc == 0 ? 0 : 1;
+    static const fm_daemon_t daemon = {.prog = S_PROG,
+                                       .usage = s_usage,
+                                       .log_level_key = "aggregator.log_level",
+                                       .blas = false,
+                                       .server_new = s_new,
+                                       .server_run = s_run,
+                                       .server_destroy = s_destroy};
+    return fm_daemon_main(&daemon, argc, argv);
 }

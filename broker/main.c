@@ -4,7 +4,6 @@
 
 #include "broker_server.h"
 #include "fm_daemon.h"
-#include "fm_log.h"
 
 static const char *const s_prog = "fedmq-broker";
 
@@ -28,28 +27,29 @@ static void s_usage(FILE *f)
             s_prog);
 }
 
+/* Typed wrappers for fm_daemon_main. */
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                   fm_errmsg_t *e)
+{
+    return broker_server_new(cfg, args, err, e);
+}
+
+static int s_run(void *server) { return broker_server_run(server); }
+
+static void s_destroy(void *server)
+{
+    broker_server_t *self = server;
+    broker_server_destroy(&self);
+}
+
 int main(int argc, char **argv)
 {
-    fm_daemon_args_t args;
-    int rc = fm_daemon_parse_args(s_prog, argc, argv, &args, s_usage);
-    if (rc != 0)
-        return rc == 1 ? FM_EXIT_OK : FM_EXIT_INPUT;
-    fm_config_t cfg;
-    fm_errmsg_t e = {{0}};
-    if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
-        fprintf(stderr, "%s: %s\n", s_prog, e.msg);
-        return FM_EXIT_INPUT;
-    }
-    fm_log_init(s_prog, args.log_level >= 0 ? args.log_level : cfg.broker.log_level);
-    fm_daemon_signals();
-
-    int err = 0;
-    broker_server_t *server = broker_server_new(&cfg, &args, &err, &e);
-    if (!server) {
-        FM_LOG(LOG_ERR, "%s", e.msg);
-        return fm_daemon_exit_code(err);
-    }
-    rc = broker_server_run(server);
-    broker_server_destroy(&server);
-    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
+    static const fm_daemon_t daemon = {.prog = s_prog,
+                                       .usage = s_usage,
+                                       .log_level_key = "broker.log_level",
+                                       .blas = false,
+                                       .server_new = s_new,
+                                       .server_run = s_run,
+                                       .server_destroy = s_destroy};
+    return fm_daemon_main(&daemon, argc, argv);
 }

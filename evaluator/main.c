@@ -8,12 +8,9 @@
  * unwritable metrics file, BLAS self-check, out of memory), 2 bad flags or config; each a
  * one-line error. */
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "evaluator_server.h"
-#include "fm_blas.h"
 #include "fm_daemon.h"
-#include "fm_log.h"
 
 #define PROG "fedmq-evaluator"
 
@@ -34,36 +31,29 @@ static void s_usage(FILE *f)
             "evaluator.metrics_file (log rotation).\n");
 }
 
+/* Typed wrappers for fm_daemon_main. */
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                   fm_errmsg_t *e)
+{
+    return eval_server_new(cfg, args, err, e);
+}
+
+static int s_run(void *server) { return eval_server_run(server); }
+
+static void s_destroy(void *server)
+{
+    eval_server_t *self = server;
+    eval_server_destroy(&self);
+}
+
 int main(int argc, char **argv)
 {
-    fm_blas_setup(argv);
-    fm_daemon_args_t args;
-    int rc = fm_daemon_parse_args(PROG, argc, argv, &args, s_usage);
-    if (rc != 0)
-        return rc == 1 ? FM_EXIT_OK : FM_EXIT_INPUT;
-    fm_config_t cfg;
-    fm_errmsg_t e = {{0}};
-    if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
-        fprintf(stderr, PROG ": %s\n", e.msg);
-        return FM_EXIT_INPUT;
-    }
-    fm_log_init(PROG, args.log_level >= 0 ? args.log_level : cfg.evaluator.log_level);
-    fm_daemon_signals();
-
-    int err = 0;
-    eval_server_t *server = eval_server_new(&cfg, &args, &err, &e);
-    if (!server) {
-        FM_LOG(LOG_ERR, "%s", e.msg);
-        return fm_daemon_exit_code(err);
-    }
-    char desc[256];
-    FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
-    if (fm_blas_selfcheck(&e) != 0) {
-        FM_LOG(LOG_ERR, "BLAS self-check failed, refusing to run: %s", e.msg);
-        eval_server_destroy(&server);
-        return FM_EXIT_RUNTIME;
-    }
-    rc = eval_server_run(server);
-    eval_server_destroy(&server);
-    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
+    static const fm_daemon_t daemon = {.prog = PROG,
+                                       .usage = s_usage,
+                                       .log_level_key = "evaluator.log_level",
+                                       .blas = true,
+                                       .server_new = s_new,
+                                       .server_run = s_run,
+                                       .server_destroy = s_destroy};
+    return fm_daemon_main(&daemon, argc, argv);
 }

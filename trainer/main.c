@@ -1,10 +1,7 @@
 /* fedmq-trainer: a pool of simulated federated-learning clients (trainer_pool.h). */
 #include <stdio.h>
-#include <stdlib.h>
 
-#include "fm_blas.h"
 #include "fm_daemon.h"
-#include "fm_log.h"
 #include "trainer_pool.h"
 
 #define PROG "fedmq-trainer"
@@ -31,36 +28,29 @@ static void s_usage(FILE *f)
             "configuration.\n");
 }
 
+/* Typed wrappers for fm_daemon_main. */
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                   fm_errmsg_t *e)
+{
+    return trainer_pool_new(cfg, args, err, e);
+}
+
+static int s_run(void *server) { return trainer_pool_run(server); }
+
+static void s_destroy(void *server)
+{
+    trainer_pool_t *self = server;
+    trainer_pool_destroy(&self);
+}
+
 int main(int argc, char **argv)
 {
-    fm_blas_setup(argv);
-    fm_daemon_args_t args;
-    int rc = fm_daemon_parse_args(PROG, argc, argv, &args, s_usage);
-    if (rc != 0)
-        return rc == 1 ? FM_EXIT_OK : FM_EXIT_INPUT;
-    fm_config_t cfg;
-    fm_errmsg_t e = {{0}};
-    if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
-        fprintf(stderr, PROG ": %s\n", e.msg);
-        return FM_EXIT_INPUT;
-    }
-    fm_log_init(PROG, args.log_level >= 0 ? args.log_level : cfg.trainer.log_level);
-    fm_daemon_signals();
-
-    int err = 0;
-    trainer_pool_t *pool = trainer_pool_new(&cfg, &args, &err, &e);
-    if (!pool) {
-        FM_LOG(LOG_ERR, "%s", e.msg);
-        return fm_daemon_exit_code(err);
-    }
-    char desc[256];
-    FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
-    if (fm_blas_selfcheck(&e) != 0) {
-        FM_LOG(LOG_ERR, "BLAS self-check failed, refusing to run: %s", e.msg);
-        trainer_pool_destroy(&pool);
-        return FM_EXIT_RUNTIME;
-    }
-    rc = trainer_pool_run(pool);
-    trainer_pool_destroy(&pool);
-    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
+    static const fm_daemon_t daemon = {.prog = PROG,
+                                       .usage = s_usage,
+                                       .log_level_key = "trainer.log_level",
+                                       .blas = true,
+                                       .server_new = s_new,
+                                       .server_run = s_run,
+                                       .server_destroy = s_destroy};
+    return fm_daemon_main(&daemon, argc, argv);
 }

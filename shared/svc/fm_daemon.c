@@ -1,11 +1,14 @@
 #include "fm_daemon.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "fm_blas.h"
 #include "fm_log.h"
 
 /* The only global mutable state of a daemon: written by signal handlers. */
@@ -115,23 +118,6 @@ int fm_daemon_load_config(fm_config_t *cfg, const fm_daemon_args_t *a, fm_errmsg
     return 0;
 }
 
-/* Append "key old -> new" for every key whose value differs into buf[0..cap). */
-static void s_diff(const fm_config_t *a, const fm_config_t *b, char *buf, size_t cap)
-{
-    size_t len = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < fm_cfg_nkeys() && len < cap; i++) {
-        const fm_cfg_key_t *k = fm_cfg_key_at(i);
-        char key[96], va[300], vb[300];
-        snprintf(key, sizeof key, "%s.%s", k->section, k->name);
-        if (fm_cfg_get(a, key, va, sizeof va, NULL) != 0 ||
-            fm_cfg_get(b, key, vb, sizeof vb, NULL) != 0 || strcmp(va, vb) == 0)
-            continue;
-        int n = snprintf(buf + len, cap - len, "%s%s %s -> %s", len ? ", " : "", key, va, vb);
-        len += n > 0 ? (size_t)n : 0;
-    }
-}
-
 int fm_daemon_reload(const fm_config_t *running, const fm_daemon_args_t *args,
                      const char *log_level_key, fm_daemon_apply_fn apply, void *arg)
 {
@@ -142,24 +128,66 @@ int fm_daemon_reload(const fm_config_t *running, const fm_daemon_args_t *args,
         FM_LOG(LOG_NOTICE, "SIGHUP: no command line to reload the config from; ignored");
         return FM_EARG;
     }
-    char changed[700] = "";
+    char *changed = NULL;
     if ((rc = fm_daemon_load_config(&fresh, args, &e)) == 0 &&
         (rc = fm_cfg_check_reload(running, &fresh, &e)) == 0) {
-        s_diff(running, &fresh, changed, sizeof changed); /* before apply overwrites `running` */
-        if (apply)
+        /* before apply overwrites `running` */
+        if (fm_cfg_diff(running, &fresh, &changed) < 0)
+            rc = fm_errmsg_set(&e, -ENOMEM, "out of memory");
+        else if (apply)
             rc = apply(arg, &fresh, &e);
     }
     if (rc != 0) {
         FM_LOG(LOG_ERR, "SIGHUP: config not reloaded, the running one is kept: %s", e.msg);
+        free(changed);
         return rc;
     }
     FM_LOG(LOG_NOTICE, "SIGHUP: config reloaded; %s%s", changed[0] ? "changed: " : "no key changed",
            changed);
+    free(changed);
     char level[32];
     if (args->log_level < 0 && log_level_key &&
         fm_cfg_get(&fresh, log_level_key, level, sizeof level, NULL) == 0)
         fm_log_set_level(fm_log_parse_level(level));
     return 0;
+}
+
+int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
+{
+    if (d->blas)
+        fm_blas_setup(argv);
+    fm_daemon_args_t args;
+    int rc = fm_daemon_parse_args(d->prog, argc, argv, &args, d->usage);
+    if (rc != 0)
+        return rc == 1 ? FM_EXIT_OK : FM_EXIT_INPUT;
+    fm_config_t cfg;
+    fm_errmsg_t e = {{0}};
+    char level[32];
+    if (fm_daemon_load_config(&cfg, &args, &e) != 0 ||
+        fm_cfg_get(&cfg, d->log_level_key, level, sizeof level, &e) != 0) {
+        fprintf(stderr, "%s: %s\n", d->prog, e.msg);
+        return FM_EXIT_INPUT;
+    }
+    fm_log_init(d->prog, args.log_level >= 0 ? args.log_level : fm_log_parse_level(level));
+    fm_daemon_signals();
+    int err = 0;
+    void *server = d->server_new(&cfg, &args, &err, &e);
+    if (!server) {
+        FM_LOG(LOG_ERR, "%s", e.msg);
+        return fm_daemon_exit_code(err);
+    }
+    if (d->blas) {
+        char desc[256];
+        FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
+        if (fm_blas_selfcheck(&e) != 0) {
+            FM_LOG(LOG_ERR, "BLAS self-check failed, refusing to run: %s", e.msg);
+            d->server_destroy(server);
+            return FM_EXIT_RUNTIME;
+        }
+    }
+    rc = d->server_run(server);
+    d->server_destroy(server);
+    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
 }
 
 int fm_daemon_exit_code(int err) { return err == FM_EARG ? FM_EXIT_INPUT : FM_EXIT_RUNTIME; }

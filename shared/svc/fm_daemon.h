@@ -8,6 +8,7 @@
 #ifndef FM_DAEMON_H
 #define FM_DAEMON_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "fm_cfg.h"
@@ -64,6 +65,28 @@ int fm_daemon_reload(const fm_config_t *running, const fm_daemon_args_t *args,
  * range beyond num_clients), FM_EXIT_RUNTIME for everything else (port in use, missing or
  * unreadable data, unwritable file, out of memory). */
 int fm_daemon_exit_code(int err);
+
+/* One daemon, as fm_daemon_main runs it. The three functions wrap the daemon's CLASS
+ * constructor, run and destroy (typed wrappers: a function pointer cast would be UB). */
+typedef struct {
+    const char *prog;            /* "fedmq-broker": log tag and the prefix of early errors */
+    void (*usage)(FILE *f);      /* --help */
+    const char *log_level_key;   /* "broker.log_level" (--log-level wins) */
+    bool blas;                   /* trains or scores: fm_blas_setup first, self-check after new */
+    /* The server from the config (both borrowed for the process's life). NULL on failure
+     * with *err and a one-line `e` (exit code from fm_daemon_exit_code). */
+    void *(*server_new)(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                        fm_errmsg_t *e);
+    int (*server_run)(void *server);       /* until SIGINT/SIGTERM; 0 after a clean stop */
+    void (*server_destroy)(void *server);
+} fm_daemon_t;
+
+/* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the
+ * server, [BLAS self-check,] run, destroy. Returns the exit code: FM_EXIT_OK after --help or
+ * a clean stop; FM_EXIT_INPUT after a bad command line or config (one line on stderr:
+ * "prog: reason"); FM_EXIT_RUNTIME (or fm_daemon_exit_code of the constructor's error) when
+ * the server cannot start or run (one log line). */
+int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv);
 
 /* Seconds on the monotonic clock. */
 double fm_daemon_now(void);

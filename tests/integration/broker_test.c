@@ -586,7 +586,7 @@ static void test_reload_applied_and_refused(void **state)
 
     s_write_conf(conf, "[broker]\nlog_level = debug\n");
     assert_int_equal(kill(fx->pid, SIGHUP), 0);
-    assert_true(s_log_wait(fx, "SIGHUP: config reloaded; changed: broker.log_level info -> "
+    assert_true(s_log_wait(fx, "SIGHUP: config reloaded; changed: [broker] log_level: info -> "
                            "debug", 3.0));
     s_send_snapshot_req(fx, d);
     assert_true(s_log_count_wait(fx, dbg, 0, 3.0));

@@ -682,7 +682,7 @@ static void test_reload(void **state)
     s_write_conf(c, "log_level = debug\n");
     int reloads = fm_proc_file_count(c->log, "SIGHUP: config reloaded");
     assert_int_equal(kill(c->pid, SIGHUP), 0);
-    assert_true(s_wait_count(c->log, "SIGHUP: config reloaded; changed: evaluator.log_level "
+    assert_true(s_wait_count(c->log, "SIGHUP: config reloaded; changed: [evaluator] log_level: "
                              "info -> debug", 0, S_LOG_TIMEOUT_S));
     assert_int_equal(fm_proc_file_count(c->log, "SIGHUP: config reloaded"), reloads + 1);
     assert_true(s_publish_until_logged(c, &frame, dup, 0));
@@ -697,7 +697,7 @@ static void test_reload(void **state)
 
     s_write_conf(c, "log_level = info\n");
     assert_int_equal(kill(c->pid, SIGHUP), 0);
-    assert_true(s_wait_count(c->log, "changed: evaluator.log_level debug -> info", 0,
+    assert_true(s_wait_count(c->log, "changed: [evaluator] log_level: debug -> info", 0,
                              S_LOG_TIMEOUT_S));
     assert_true(s_alive(c->pid));
     free(frame.data);

@@ -658,7 +658,7 @@ static void test_reload(void **state)
 
     t_write_config(s->config, "debug", 1);
     assert_int_equal(kill(pid, SIGHUP), 0);
-    assert_true(t_log_wait(s, "SIGHUP: config reloaded; changed: trainer.log_level info -> "
+    assert_true(t_log_wait(s, "SIGHUP: config reloaded; changed: [trainer] log_level: info -> "
                               "debug", 0));
     t_reqs_before = s->snapshot_reqs;
     assert_true(t_pump(s, t_one_more_req, 15));

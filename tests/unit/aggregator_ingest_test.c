@@ -144,7 +144,7 @@ static agg_verdict_t s_ingest(s_t *t, const void *data, size_t len)
     if (v.kind == AGG_INGEST_REJECTED) {
         assert_true((unsigned)v.reason < AGG_REJ_COUNT);
         assert_true(strlen(v.why) > 0);
-        agg_stats_reject(t->stats, v.reason, v.why, 0);
+        agg_stats_reject(t->stats, v.reason, v.why);
     }
     return v;
 }

@@ -14,20 +14,24 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "../support/fm_proc.h"
 #include "aggregator_server.h"
 #include "fm_ckpt.h"
+#include "fm_err.h"
 #include "fm_model.h"
 #include "fm_safetensors.h"
 #include "fm_wire.h"
 
 #define S_WAIT_S 20.0 /* bounded waits (generous for ASan builds) */
+#define S_MAX_SETS 24
 
 typedef struct {
     char dir[256];         /* temp dir: checkpoints in dir/ckpt, logs in dir/agg.log */
     char ckpt[300];
     char log[300];
+    char conf[300];        /* the config file of the reload test ("": none) */
     char ep_updates[64];
     char ep_models[64];
     fm_proc_set_t procs;
@@ -42,31 +46,51 @@ typedef struct {
 
 /* ---- the daemon ----------------------------------------------------------------------------- */
 
-/* Start the aggregator with K, max_staleness, checkpoint_every and one more "s.k=v"
- * override (extra, may be NULL); (re)connect SUB/PUSH. */
-static void s_start_ex(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char *extra)
+/* Start the aggregator: --config c->conf if set, then the fixed "--set"s (logreg, constant
+ * staleness, fedavg, server_lr 1, unweighted, checkpoint_keep 3, the endpoints and
+ * checkpoint_dir), then K, max_staleness and checkpoint_every (each only if >= 0: else from
+ * the config file or the defaults), then the NULL-terminated "s.k=v" overrides `extra` (may
+ * be NULL; a later --set wins); (re)connect SUB/PUSH. */
+static void s_spawn(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char *const *extra)
 {
-    char sk[64], sm[64], se[64], su[128], sp[128], sd[400];
-    snprintf(sk, sizeof sk, "aggregator.buffer_k=%d", k);
-    snprintf(sm, sizeof sm, "aggregator.max_staleness=%d", max_stale);
-    snprintf(se, sizeof se, "aggregator.checkpoint_every=%d", ckpt_every);
-    snprintf(su, sizeof su, "endpoints.updates=%s", c->ep_updates);
-    snprintf(sp, sizeof sp, "endpoints.aggregator_models=%s", c->ep_models);
-    snprintf(sd, sizeof sd, "aggregator.checkpoint_dir=%s", c->ckpt);
-    char *argv[] = {FM_BIN_DIR "/fedmq-aggregator",
-                    "--set", "federation.model=logreg",
-                    "--set", "aggregator.staleness=constant",
-                    "--set", "aggregator.weight_by_samples=false",
-                    "--set", "aggregator.server_optimizer=fedavg",
-                    "--set", "aggregator.server_lr=1",
-                    "--set", "aggregator.checkpoint_keep=3",
-                    "--set", sk, "--set", sm, "--set", se, "--set", su, "--set", sp,
-                    "--set", sd, "--log-level", "info", NULL, NULL, NULL};
-    if (extra) {
-        size_t n = sizeof argv / sizeof argv[0];
-        argv[n - 3] = "--set";
-        argv[n - 2] = (char *)extra;
+    static char sets[6][400];
+    int ns = 0;
+    snprintf(sets[ns++], 400, "endpoints.updates=%s", c->ep_updates);
+    snprintf(sets[ns++], 400, "endpoints.aggregator_models=%s", c->ep_models);
+    snprintf(sets[ns++], 400, "aggregator.checkpoint_dir=%s", c->ckpt);
+    if (k >= 0)
+        snprintf(sets[ns++], 400, "aggregator.buffer_k=%d", k);
+    if (max_stale >= 0)
+        snprintf(sets[ns++], 400, "aggregator.max_staleness=%d", max_stale);
+    if (ckpt_every >= 0)
+        snprintf(sets[ns++], 400, "aggregator.checkpoint_every=%d", ckpt_every);
+    static const char *const fixed[] = {
+        "federation.model=logreg",          "aggregator.staleness=constant",
+        "aggregator.weight_by_samples=false", "aggregator.server_optimizer=fedavg",
+        "aggregator.server_lr=1",           "aggregator.checkpoint_keep=3"};
+    char *argv[2 * (S_MAX_SETS + 1) + 4];
+    int a = 0;
+    argv[a++] = FM_BIN_DIR "/fedmq-aggregator";
+    if (c->conf[0]) {
+        argv[a++] = "--config";
+        argv[a++] = c->conf;
     }
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        argv[a++] = "--set";
+        argv[a++] = (char *)fixed[i];
+    }
+    for (int i = 0; i < ns; i++) {
+        argv[a++] = "--set";
+        argv[a++] = sets[i];
+    }
+    for (int i = 0; extra && extra[i]; i++) {
+        assert_true(a < 2 * S_MAX_SETS);
+        argv[a++] = "--set";
+        argv[a++] = (char *)extra[i];
+    }
+    argv[a++] = "--log-level";
+    argv[a++] = "info";
+    argv[a] = NULL;
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
     if (getenv("FM_KEEP_LOGS"))
@@ -86,6 +110,14 @@ static void s_start_ex(s_ctx_t *c, int k, int max_stale, int ckpt_every, const c
     zsock_set_linger(c->push, 0);
     zsock_set_sndtimeo(c->push, 5000);
     assert_int_equal(zsock_connect(c->push, "%s", c->ep_updates), 0);
+}
+
+/* Start with K, max_staleness, checkpoint_every and one more "s.k=v" override (extra, may
+ * be NULL). */
+static void s_start_ex(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char *extra)
+{
+    const char *const sets[] = {extra, NULL};
+    s_spawn(c, k, max_stale, ckpt_every, sets);
 }
 
 static void s_start(s_ctx_t *c, int k, int max_stale, int ckpt_every)
@@ -118,6 +150,18 @@ static int64_t s_wait_model(s_ctx_t *c, uint64_t want, float *w)
         zframe_destroy(&f);
     }
     return -1;
+}
+
+/* 1 while pid runs: waitpid, not kill(pid, 0), which also succeeds on a crashed child that
+ * was not reaped yet (a crash is reaped here and its status printed). */
+static int s_running(pid_t pid)
+{
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid)
+        print_error("process %d ended: %s %d\n", (int)pid, WIFSIGNALED(st) ? "signal" : "exit",
+                    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    return r == 0;
 }
 
 static void s_send(s_ctx_t *c, const void *data, size_t len)
@@ -399,7 +443,7 @@ static void test_rejections(void **state)
     s_send_valid(c, 2, d);
     assert_int_equal(s_wait_model(c, 3, NULL), 3);
     assert_true(s_wait_stat(c, "updates_applied", NULL, 6));
-    assert_int_equal(kill(c->pid, 0), 0);
+    assert_true(s_running(c->pid));
     free(d);
 }
 
@@ -439,7 +483,7 @@ static void test_fuzzed_frames(void **state)
     s_send_valid(c, (uint64_t)v, d);
     s_send_valid(c, (uint64_t)v, d);
     assert_true(s_wait_model(c, (uint64_t)v + 1, NULL) >= v + 1);
-    assert_int_equal(kill(c->pid, 0), 0);
+    assert_true(s_running(c->pid));
     int st = fm_proc_stop(c->pid, SIGTERM, 15.0);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
@@ -502,12 +546,6 @@ static void test_sigterm_and_bad_config(void **state)
     assert_int_equal(s_wait_model(c, 0, NULL), 0);
     s_send_valid(c, 0, d);
     assert_int_equal(s_wait_model(c, 1, NULL), 1);
-    /* SIGHUP re-reads the config (same values here) and the daemon keeps serving */
-    assert_int_equal(kill(c->pid, SIGHUP), 0);
-    double end = fm_proc_now() + S_WAIT_S;
-    while (!fm_proc_file_contains(c->log, "SIGHUP: config reloaded") && fm_proc_now() < end)
-        fm_proc_sleep(0.05);
-    assert_true(fm_proc_file_contains(c->log, "SIGHUP: config reloaded"));
     int st = fm_proc_stop(c->pid, SIGTERM, 15.0);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
@@ -539,6 +577,377 @@ static void test_sigterm_and_bad_config(void **state)
     free(d);
 }
 
+/* ---- helpers of the tests below --------------------------------------------------------- */
+
+/* Wait until the log has a line containing needle; 1, or 0 on timeout. */
+static int s_wait_log(const s_ctx_t *c, const char *needle)
+{
+    double end = fm_proc_now() + S_WAIT_S;
+    while (!fm_proc_file_contains(c->log, needle) && fm_proc_now() < end)
+        fm_proc_sleep(0.05);
+    return fm_proc_file_contains(c->log, needle);
+}
+
+#define S_EXPECT_LOG(c, needle)                                                                    \
+    do {                                                                                           \
+        if (!s_wait_log((c), (needle)))                                                            \
+            fail_msg("the aggregator never logged \"%s\"", (needle));                             \
+    } while (0)
+
+/* Lines of the file at path that contain needle. */
+static int s_count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* (Re)write c->conf: the [aggregator] keys of the reload test. */
+static void s_write_conf(s_ctx_t *c, int k, int max_stale, int ckpt_every)
+{
+    char tmp[320];
+    snprintf(tmp, sizeof tmp, "%s.tmp", c->conf);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fprintf(f, "# written by aggregator_test\n[aggregator]\nbuffer_k = %d\nmax_staleness = %d\n"
+            "checkpoint_every = %d\n", k, max_stale, ckpt_every);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, c->conf), 0); /* a SIGHUP never reads half a file */
+}
+
+/* Send one fresh UPDATE of delta from base with n samples. */
+static void s_send_n(s_ctx_t *c, uint64_t base, uint64_t n, const float *delta)
+{
+    uint8_t id[FM_WIRE_ID_LEN];
+    assert_int_equal(fm_wire_id_new(id), 0);
+    s_update(c, base, n, delta, id);
+    s_send(c, c->buf.data, c->buf.len);
+}
+
+/* ---- 5. SIGHUP: a reloadable key takes effect, a restart-only key is refused -------------- */
+
+static void test_sighup_reload(void **state)
+{
+    s_ctx_t *c = *state;
+    snprintf(c->conf, sizeof c->conf, "%s/agg.conf", c->dir);
+    s_write_conf(c, 1, 3, 100); /* K 1: one update, one version */
+    s_spawn(c, -1, -1, -1, NULL);
+    float *d = s_floats(c->np);
+    s_delta(d, c->np, 5);
+    assert_int_equal(s_wait_model(c, 0, NULL), 0);
+    for (uint64_t v = 0; v < 3; v++) {
+        s_send_valid(c, v, d);
+        assert_int_equal(s_wait_model(c, v + 1, NULL), (int64_t)v + 1);
+    }
+    /* max_staleness 3: tau 3 is taken */
+    s_send_valid(c, 0, d);
+    assert_int_equal(s_wait_model(c, 4, NULL), 4);
+    assert_true(s_wait_stat(c, "version", NULL, 4));
+    assert_false(fm_proc_file_contains(c->log, "checkpoint version 4 saved"));
+
+    /* reload max_staleness 3 -> 1 and checkpoint_every 100 -> 1 */
+    s_write_conf(c, 1, 1, 1);
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    S_EXPECT_LOG(c, "SIGHUP: config reloaded (max_staleness 1, checkpoint_every 1,");
+    s_send_valid(c, 2, d); /* tau 2: taken before, stale now */
+    assert_true(s_wait_stat(c, NULL, "stale", 1));
+    s_send_valid(c, 3, d); /* tau 1 still fine: version 5, checkpointed at once */
+    assert_int_equal(s_wait_model(c, 5, NULL), 5);
+    assert_true(s_wait_stat(c, "version", NULL, 5));
+    assert_int_equal(s_stat(c, NULL, "stale"), 1);
+    assert_int_equal(s_stat(c, "updates_applied", NULL), 5);
+    assert_true(fm_proc_file_contains(c->log, "checkpoint version 5 saved (periodic"));
+
+    /* buffer_k needs a restart: the whole reload is refused, max_staleness 3 included */
+    s_write_conf(c, 2, 3, 1);
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    S_EXPECT_LOG(c, "SIGHUP: config not reloaded: reload: [aggregator] buffer_k changed from 1 "
+                    "to 2, which needs a restart");
+    s_send_valid(c, 3, d); /* tau 2: still stale (max_staleness 1 in force) */
+    assert_true(s_wait_stat(c, NULL, "stale", 2));
+    s_send_valid(c, 5, d); /* K still 1: one update makes version 6 */
+    assert_int_equal(s_wait_model(c, 6, NULL), 6);
+    assert_true(s_wait_stat(c, "version", NULL, 6));
+    assert_int_equal(s_stat(c, NULL, "stale"), 2);
+    assert_int_equal(s_stat(c, "updates_applied", NULL), 6);
+    assert_int_equal(s_count_lines(c->log, "config not reloaded"), 1);
+    assert_int_equal(s_count_lines(c->log, "config reloaded ("), 1);
+    assert_true(fm_proc_file_contains(c->log, "checkpoint version 6 saved (periodic"));
+    assert_true(s_running(c->pid));
+    free(d);
+}
+
+/* ---- 6. checkpoint_keep: only the newest records stay ------------------------------------- */
+
+/* The versions stored in c->ckpt, newest first (at most cap); the count, each valid. */
+static size_t s_list_versions(const s_ctx_t *c, uint64_t *out, size_t cap)
+{
+    int err = 0;
+    fm_errmsg_t e = {{0}};
+    fm_ckpt_t *ck = fm_ckpt_open(c->ckpt, 0, &err, &e);
+    if (!ck)
+        fail_msg("open %s: %s", c->ckpt, e.msg);
+    fm_ckpt_info_t info[16];
+    size_t n = 0;
+    assert_int_equal(fm_ckpt_list(ck, info, 16, &n, &e), 0);
+    for (size_t i = 0; i < n && i < 16; i++) {
+        assert_int_equal(info[i].status, 0);
+        if (i < cap)
+            out[i] = info[i].version;
+    }
+    fm_ckpt_close(&ck);
+    return n;
+}
+
+static void test_checkpoint_keep(void **state)
+{
+    s_ctx_t *c = *state;
+    s_start(c, 1, 5, 1); /* a checkpoint per version, checkpoint_keep 3 */
+    float *d = s_floats(c->np);
+    s_delta(d, c->np, 6);
+    assert_int_equal(s_wait_model(c, 0, NULL), 0);
+    for (uint64_t v = 0; v < 6; v++) {
+        s_send_valid(c, v, d);
+        assert_int_equal(s_wait_model(c, v + 1, NULL), (int64_t)v + 1);
+    }
+    assert_true(s_wait_stat(c, "version", NULL, 6)); /* after version 6's checkpoint */
+    /* read while the aggregator runs (LMDB readers do not block the writer) */
+    uint64_t vs[16];
+    size_t n = s_list_versions(c, vs, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(vs[0], 6);
+    assert_int_equal(vs[1], 5);
+    assert_int_equal(vs[2], 4);
+    /* the shutdown checkpoint rewrites version 6 and prunes again */
+    int st = fm_proc_stop(c->pid, SIGTERM, 15.0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    n = s_list_versions(c, vs, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(vs[0], 6);
+    assert_int_equal(vs[2], 4);
+    free(d);
+}
+
+/* ---- 7. a corrupt newest checkpoint: the older params, the newest version --------------- */
+
+/* Flip one parameter byte of the stored record of `version` through LMDB directly (the
+ * aggregator must be stopped): its CRC no longer matches. */
+static void s_corrupt_record(const s_ctx_t *c, uint64_t version)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    uint8_t kb[8];
+    for (int i = 0; i < 8; i++)
+        kb[i] = (uint8_t)(version >> (56 - 8 * i));
+    MDB_val k = {8, kb}, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, c->ckpt, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "ckpt", 0, &dbi), 0);
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    uint8_t *buf = malloc(v.mv_size);
+    assert_non_null(buf);
+    memcpy(buf, v.mv_data, v.mv_size);
+    buf[FM_CKPT_HEADER_BYTES + 4 * 100 + 2] ^= 0x40;
+    v.mv_data = buf;
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(buf);
+}
+
+static void test_corrupt_newest_checkpoint(void **state)
+{
+    s_ctx_t *c = *state;
+    s_start(c, 1, 5, 1);
+    float *d = s_floats(c->np), *w2 = s_floats(c->np), *w3 = s_floats(c->np);
+    float *wr = s_floats(c->np), *w4 = s_floats(c->np);
+    s_delta(d, c->np, 7);
+    assert_int_equal(s_wait_model(c, 0, NULL), 0);
+    for (uint64_t v = 0; v < 3; v++) {
+        s_send_valid(c, v, d);
+        assert_int_equal(s_wait_model(c, v + 1, v == 1 ? w2 : v == 2 ? w3 : NULL),
+                         (int64_t)v + 1);
+    }
+    assert_true(s_wait_stat(c, "version", NULL, 3));
+    int st = fm_proc_stop(c->pid, SIGTERM, 15.0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    s_corrupt_record(c, 3);
+    int err = 0;
+    fm_errmsg_t e = {{0}};
+    fm_ckpt_t *ck = fm_ckpt_open(c->ckpt, 0, &err, &e);
+    assert_non_null(ck);
+    fm_ckpt_info_t info[4];
+    size_t n = 0;
+    assert_int_equal(fm_ckpt_list(ck, info, 4, &n, &e), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(info[0].version, 3);
+    assert_int_equal(info[0].status, FM_EFORMAT); /* the damage is real */
+    assert_int_equal(info[1].version, 2);
+    assert_int_equal(info[1].status, 0);
+    fm_ckpt_close(&ck);
+
+    /* restart: version 3 (never below the newest saved) with version 2's params */
+    s_start(c, 1, 5, 1);
+    assert_int_equal(s_wait_model(c, 0, wr), 3);
+    assert_memory_equal(wr, w2, c->np * sizeof *wr);
+    assert_memory_not_equal(wr, w3, c->np * sizeof *wr);
+    assert_true(fm_proc_file_contains(c->log, "checkpoint version 3: CRC mismatch"));
+    assert_true(fm_proc_file_contains(c->log, "newest checkpoint version 3 is unreadable: "
+                                              "continuing from the params of version 2 as "
+                                              "version 3"));
+    assert_true(fm_proc_file_contains(c->log, "resumed from checkpoint version 3"));
+    /* an update from base 2 is stale by one version now; from base 3 it makes version 4 */
+    s_send_valid(c, 3, d);
+    assert_int_equal(s_wait_model(c, 4, w4), 4);
+    double maxerr = 0;
+    for (size_t j = 0; j < c->np; j++) {
+        double err4 = fabs((double)w4[j] - ((double)w2[j] + (double)d[j]));
+        maxerr = err4 > maxerr ? err4 : maxerr;
+    }
+    assert_true(maxerr < 1e-6);
+    assert_true(s_wait_stat(c, "version", NULL, 4));
+    st = fm_proc_stop(c->pid, SIGTERM, 15.0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* version 4 was saved over the corrupt 3 (versions only increase) */
+    ck = fm_ckpt_open(c->ckpt, 0, &err, &e);
+    assert_non_null(ck);
+    fm_ckpt_info_t h;
+    assert_int_equal(fm_ckpt_load_latest(ck, &h, NULL, 0, NULL, 0, &e), 0);
+    assert_int_equal(h.version, 4);
+    assert_int_equal(h.skipped, 0);
+    fm_ckpt_close(&ck);
+    free(d);
+    free(w2);
+    free(w3);
+    free(wr);
+    free(w4);
+}
+
+/* ---- 8. staleness-weighted folding through FedAdam / FedAvgM ----------------------------- */
+
+/* One configuration of the weighted test: staleness function, server optimiser, eta. */
+typedef struct {
+    const char *staleness;  /* "polynomial" or "hinge" */
+    double a, b;            /* staleness_a, staleness_b */
+    const char *opt;        /* "fedadam" or "fedavgm" */
+    double eta;
+} s_weighted_t;
+
+/* s(tau) as docs and FedBuff/FedAsync define it, computed here on its own */
+static double s_weight(const s_weighted_t *p, uint64_t tau)
+{
+    if (strcmp(p->staleness, "polynomial") == 0)
+        return pow(1.0 + (double)tau, -p->a);
+    return (double)tau <= p->b ? 1.0 : 1.0 / (p->a * ((double)tau - p->b) + 1.0);
+}
+
+#define S_WK 3     /* buffer_k */
+#define S_WSTEPS 4 /* versions made */
+
+static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
+{
+    char st[64], sa[64], sb[64], so[64], sl[64];
+    snprintf(st, sizeof st, "aggregator.staleness=%s", p->staleness);
+    snprintf(sa, sizeof sa, "aggregator.staleness_a=%g", p->a);
+    snprintf(sb, sizeof sb, "aggregator.staleness_b=%g", p->b);
+    snprintf(so, sizeof so, "aggregator.server_optimizer=%s", p->opt);
+    snprintf(sl, sizeof sl, "aggregator.server_lr=%g", p->eta);
+    /* beta1, beta2, tau and server_momentum: the documented defaults */
+    const char *const extra[] = {st, sa, sb, so, sl, "aggregator.weight_by_samples=true", NULL};
+    s_spawn(c, S_WK, 10, 100, extra);
+    const int adam = strcmp(p->opt, "fedadam") == 0;
+    const double beta1 = 0.9, beta2 = 0.99, tau_eps = 1e-3, momentum = 0.9;
+    /* bases per step (the current version is step - 1) and sample counts per update */
+    static const uint64_t base[S_WSTEPS][S_WK] = {{0, 0, 0}, {1, 0, 1}, {2, 1, 0}, {3, 3, 0}};
+    static const uint64_t nsamp[S_WK] = {7, 19, 40};
+    size_t np = c->np;
+    float *wf = s_floats(np), *d = s_floats(np * S_WK);
+    double *w = calloc(np, sizeof *w), *m = calloc(np, sizeof *m), *v = calloc(np, sizeof *v);
+    double *prev = calloc(np, sizeof *prev);
+    assert_true(w && m && v && prev);
+    assert_int_equal(s_wait_model(c, 0, wf), 0);
+    for (size_t j = 0; j < np; j++) {
+        w[j] = wf[j];
+        v[j] = tau_eps * tau_eps; /* FedOpt: v starts at tau^2, m at 0 */
+    }
+    for (int s = 0; s < S_WSTEPS; s++) {
+        double ntot = 0;
+        for (int i = 0; i < S_WK; i++) {
+            /* distinct deltas per step and update, and large against tau_eps */
+            float *di = d + (size_t)i * np;
+            s_delta(di, np, 3 * s + i);
+            for (size_t j = 0; j < np; j++)
+                di[j] *= (float)(1 + ((j + (size_t)s) % 5));
+            s_send_n(c, base[s][i], nsamp[(i + s) % S_WK], di);
+            ntot += (double)nsamp[(i + s) % S_WK];
+        }
+        assert_int_equal(s_wait_model(c, (uint64_t)s + 1, wf), s + 1);
+        double maxerr = 0, maxstep = 0, unweighted = 0;
+        for (size_t j = 0; j < np; j++) {
+            double dbar = 0, dplain = 0;
+            for (int i = 0; i < S_WK; i++) {
+                double nd = (double)nsamp[(i + s) % S_WK] * d[(size_t)i * np + j];
+                dbar += s_weight(p, (uint64_t)s - base[s][i]) * nd;
+                dplain += nd;
+            }
+            dbar /= ntot;
+            dplain /= ntot;
+            prev[j] = w[j];
+            double step;
+            if (adam) {
+                m[j] = beta1 * m[j] + (1 - beta1) * dbar;
+                v[j] = beta2 * v[j] + (1 - beta2) * dbar * dbar;
+                step = p->eta * m[j] / (sqrt(v[j]) + tau_eps);
+            } else {
+                m[j] = momentum * m[j] + dbar;
+                step = p->eta * m[j];
+            }
+            w[j] += step;
+            maxstep = fmax(maxstep, fabs(step));
+            maxerr = fmax(maxerr, fabs((double)wf[j] - w[j]));
+            unweighted = fmax(unweighted, fabs(dbar - dplain));
+        }
+        double rel = maxerr / maxstep;
+        print_message("%s + %s, version %d: max |w - expected| %.3g, %.3g of the largest step "
+                      "%.3g (staleness changes the mean by up to %.3g)\n", p->staleness, p->opt,
+                      s + 1, maxerr, rel, maxstep, unweighted);
+        if (!(rel < 1e-5))
+            fail_msg("version %d: relative error %.3g", s + 1, rel);
+        if (s == S_WSTEPS - 1) /* the check can tell: tau 3 moves the mean */
+            assert_true(unweighted > 1e-3 * maxstep);
+    }
+    assert_true(s_wait_stat(c, "updates_applied", NULL, S_WK * S_WSTEPS));
+    assert_int_equal(s_stat(c, "updates_rejected", NULL), 0);
+    free(w);
+    free(m);
+    free(v);
+    free(prev);
+    free(wf);
+    free(d);
+}
+
+static void test_weighted_fedadam(void **state)
+{
+    const s_weighted_t p = {"polynomial", 0.5, 0, "fedadam", 0.01};
+    s_run_weighted(*state, &p);
+}
+
+static void test_weighted_fedavgm(void **state)
+{
+    const s_weighted_t p = {"hinge", 0.5, 1, "fedavgm", 0.5};
+    s_run_weighted(*state, &p);
+}
+
 static void test_reason_names(void **state)
 {
     assert_string_equal(agg_reason_name(AGG_REJ_MALFORMED), "malformed");
@@ -558,6 +967,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fuzzed_frames, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_kill9_resume, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_and_bad_config, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_sighup_reload, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_keep, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_newest_checkpoint, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_weighted_fedadam, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_weighted_fedavgm, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

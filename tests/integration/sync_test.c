@@ -23,6 +23,8 @@
 #include <cmocka.h>
 
 #include "../support/fm_proc.h"
+#include "aggregator_round.h"
+#include "fm_ckpt.h"
 #include "fm_model.h"
 #include "fm_wire.h"
 
@@ -44,6 +46,7 @@ typedef struct {
     char dir[256];                 /* temp dir: checkpoints in dir/ckpt, logs in dir */
     char ckpt[300];
     char log[300];                 /* the aggregator's log */
+    char conf[300];                /* --config file ("": none) */
     char ep_updates[64];
     char ep_models[64];
     char ep_pub[64];               /* test 4: broker PUB, snapshot ROUTER */
@@ -66,9 +69,10 @@ typedef struct {
 
 /* ---- the aggregator --------------------------------------------------------------------------- */
 
-/* Start the aggregator in mode = sync (fedavg, server_lr 1) with `model`, num_clients,
- * clients_per_round, min_clients, round_timeout_s and the NULL-terminated "s.k=v" overrides
- * `extra` (may be NULL); (re)connect SUB/PUSH. */
+/* Start the aggregator in mode = sync (fedavg, server_lr 1) with --config c->conf if set,
+ * `model`, num_clients, clients_per_round, min_clients, round_timeout_s (if > 0; else from
+ * the config file) and the NULL-terminated "s.k=v" overrides `extra` (may be NULL);
+ * (re)connect SUB/PUSH. */
 static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, int min_clients,
                     double timeout_s, const char *const *extra)
 {
@@ -78,7 +82,8 @@ static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, 
     snprintf(sets[ns++], 400, "federation.num_clients=%d", nclients);
     snprintf(sets[ns++], 400, "federation.clients_per_round=%d", per_round);
     snprintf(sets[ns++], 400, "federation.min_clients=%d", min_clients);
-    snprintf(sets[ns++], 400, "aggregator.round_timeout_s=%g", timeout_s);
+    if (timeout_s > 0)
+        snprintf(sets[ns++], 400, "aggregator.round_timeout_s=%g", timeout_s);
     snprintf(sets[ns++], 400, "trainer.clients=0-%d", nclients - 1);
     snprintf(sets[ns++], 400, "endpoints.updates=%s", c->ep_updates);
     snprintf(sets[ns++], 400, "endpoints.aggregator_models=%s", c->ep_models);
@@ -86,9 +91,13 @@ static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, 
     const char *fixed[] = {"federation.mode=sync", "federation.aggregation_strategy=fedavg",
                            "aggregator.server_optimizer=fedavg", "aggregator.server_lr=1",
                            "aggregator.checkpoint_every=100"};
-    char *argv[2 * S_MAX_SETS + 4];
+    char *argv[2 * S_MAX_SETS + 8];
     int a = 0;
     argv[a++] = BIN("aggregator");
+    if (c->conf[0]) {
+        argv[a++] = "--config";
+        argv[a++] = c->conf;
+    }
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         argv[a++] = "--set";
         argv[a++] = (char *)fixed[i];
@@ -131,6 +140,18 @@ static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, 
     zsock_set_linger(c->push, 0);
     zsock_set_sndtimeo(c->push, 5000);
     assert_int_equal(zsock_connect(c->push, "%s", c->ep_updates), 0);
+}
+
+/* 1 while pid runs: waitpid, not kill(pid, 0), which also succeeds on a crashed child that
+ * was not reaped yet (a crash is reaped here and its status printed). */
+static int s_running(pid_t pid)
+{
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid)
+        print_error("process %d ended: %s %d\n", (int)pid, WIFSIGNALED(st) ? "signal" : "exit",
+                    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    return r == 0;
 }
 
 static void s_send(s_ctx_t *c, const void *data, size_t len)
@@ -772,7 +793,176 @@ static void test_killed_trainer(void **state)
                   fm_proc_now() - t_kill, s_stat(c, "version", NULL), s_stat(c, "round", NULL),
                   s_stat(c, "rounds_failed", NULL));
     assert_int_equal(s_stat(c, "updates_rejected", NULL), 0);
-    assert_int_equal(kill(c->pid, 0), 0);
+    assert_true(s_running(c->pid));
+}
+
+/* ---- restart: the round number continues from the checkpoint ------------------------------- */
+
+/* The cohort fedmq-aggregator must pick for `round` (seed, all S_NCLIENTS clients live,
+ * per_round) by the aggregator's own selection function. */
+static void s_expected_cohort(uint64_t seed, uint64_t round, uint32_t per_round, s_round_t *out)
+{
+    int err = 0;
+    agg_round_t *r = agg_round_new(S_NCLIENTS, &err);
+    assert_non_null(r);
+    uint8_t live[S_NCLIENTS];
+    memset(live, 1, sizeof live);
+    out->n = agg_round_open(r, round, live, per_round, seed, 0.0);
+    uint32_t n = 0;
+    const uint32_t *ids = agg_round_cohort(r, &n);
+    assert_int_equal(n, out->n);
+    memcpy(out->ids, ids, n * sizeof *ids);
+    agg_round_destroy(&r);
+}
+
+static void s_assert_cohort_is(const s_round_t *got, uint64_t seed, uint32_t per_round)
+{
+    s_round_t want;
+    s_expected_cohort(seed, got->round, per_round, &want);
+    assert_int_equal(got->n, want.n);
+    if (memcmp(got->ids, want.ids, want.n * sizeof want.ids[0]) != 0)
+        fail_msg("round %llu: cohort {%u,%u,%u}, expected {%u,%u,%u}",
+                 (unsigned long long)got->round, got->ids[0], got->ids[1], got->ids[2],
+                 want.ids[0], want.ids[1], want.ids[2]);
+}
+
+/* The "agg.round" meta key of the (stopped or running) aggregator's checkpoints. */
+static uint64_t s_stored_round(const s_ctx_t *c)
+{
+    int err = 0;
+    fm_errmsg_t e = {{0}};
+    fm_ckpt_t *ck = fm_ckpt_open(c->ckpt, 0, &err, &e);
+    if (!ck)
+        fail_msg("open %s: %s", c->ckpt, e.msg);
+    unsigned char le[8];
+    size_t len = 0;
+    assert_int_equal(fm_ckpt_meta_get(ck, "agg.round", le, sizeof le, &len, &e), 0);
+    assert_int_equal(len, 8);
+    fm_ckpt_close(&ck);
+    uint64_t r = 0;
+    for (int i = 7; i >= 0; i--)
+        r = r << 8 | le[i];
+    return r;
+}
+
+/* Every member of round r reports (n samples) from r's version. */
+static void s_complete_round(s_ctx_t *c, const s_round_t *r, const float *d)
+{
+    for (uint32_t i = 0; i < r->n; i++)
+        s_send_update(c, r->ids[i], r->round, r->version, 10 + i, d);
+}
+
+static void test_restart_continues_rounds(void **state)
+{
+    s_ctx_t *c = *state;
+    const uint64_t seed = 4242;
+    static const char *const extra[] = {"broker.heartbeat_timeout_s=30",
+                                        "aggregator.checkpoint_every=1", "federation.seed=4242",
+                                        NULL};
+    s_start(c, "logreg", S_NCLIENTS, 3, 3, 60.0, extra);
+    s_member(c, FM_WIRE_HELLO);
+    float *d = s_floats(c, c->np), *w2 = s_floats(c, c->np), *wr = s_floats(c, c->np);
+    s_delta(d, c->np, 4);
+    s_round_t r[4];
+    assert_true(s_wait_round(c, 1, 0, 1, &r[1], NULL));
+    assert_int_equal(r[1].round, 1);
+    s_assert_cohort_is(&r[1], seed, 3);
+    s_complete_round(c, &r[1], d);
+    assert_true(s_wait_round(c, 2, 1, 1, &r[2], NULL));
+    assert_int_equal(r[2].round, 2);
+    s_assert_cohort_is(&r[2], seed, 3);
+    s_complete_round(c, &r[2], d);
+    /* version 2 opens round 3 (its MODEL), then is checkpointed with it, then stats.json */
+    assert_true(s_wait_round(c, 3, 2, 1, &r[3], w2));
+    assert_int_equal(r[3].round, 3);
+    assert_int_equal(r[3].version, 2);
+    s_assert_cohort_is(&r[3], seed, 3);
+    S_EXPECT_STAT(c, "version", NULL, 2);
+
+    int st = fm_proc_stop(c->pid, SIGKILL, 5.0);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    assert_int_equal(s_stored_round(c), 3); /* the last round opened before the kill */
+
+    /* restart: version 2, and round 3 (maybe already worked on) is never opened again: the
+     * next is 4, with the cohort the same seed picks for round 4 */
+    s_start(c, "logreg", S_NCLIENTS, 3, 3, 60.0, extra);
+    s_member(c, FM_WIRE_HELLO);
+    s_round_t r4, r5;
+    assert_true(s_wait_round(c, 1, 0, 1, &r4, wr));
+    assert_int_equal(r4.version, 2);
+    assert_int_equal(r4.round, 4);
+    assert_memory_equal(wr, w2, c->np * sizeof *wr);
+    s_assert_cohort_is(&r4, seed, 3);
+    assert_true(fm_proc_file_contains(c->log, "resumed from checkpoint version 2, round 3"));
+    /* round 3's update after the restart is late, round 4's are taken */
+    s_send_update(c, r[3].ids[0], 3, 2, 10, d);
+    S_EXPECT_STAT(c, NULL, "late", 1);
+    s_complete_round(c, &r4, d);
+    assert_true(s_wait_round(c, 5, 3, 1, &r5, NULL));
+    assert_int_equal(r5.version, 3);
+    assert_int_equal(r5.round, 5);
+    s_assert_cohort_is(&r5, seed, 3);
+    S_EXPECT_STAT(c, "version", NULL, 3);
+    assert_int_equal(s_stat(c, "round", NULL), 5);
+    assert_int_equal(s_stat(c, NULL, "late"), 1);
+    assert_int_equal(s_stat(c, NULL, "cohort"), 0);
+    assert_int_equal(s_stored_round(c), 5);
+}
+
+/* ---- SIGHUP: round_timeout_s is reloadable (from the next round on) ------------------------- */
+
+static void s_write_timeout(s_ctx_t *c, double timeout_s)
+{
+    char tmp[320];
+    snprintf(tmp, sizeof tmp, "%s.tmp", c->conf);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fprintf(f, "[aggregator]\nround_timeout_s = %g\n", timeout_s);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, c->conf), 0);
+}
+
+static int s_wait_log(const s_ctx_t *c, const char *needle)
+{
+    double end = fm_proc_now() + S_WAIT_S;
+    while (!fm_proc_file_contains(c->log, needle) && fm_proc_now() < end)
+        fm_proc_sleep(0.05);
+    return fm_proc_file_contains(c->log, needle);
+}
+
+static void test_reload_round_timeout(void **state)
+{
+    s_ctx_t *c = *state;
+    snprintf(c->conf, sizeof c->conf, "%s/agg.conf", c->dir);
+    s_write_timeout(c, 600);
+    s_start(c, "logreg", S_NCLIENTS, 3, 3, 0, s_hb30); /* round_timeout_s from the file */
+    s_member(c, FM_WIRE_HELLO);
+    float *d = s_floats(c, c->np);
+    s_delta(d, c->np, 6);
+    s_round_t r1, r2;
+    assert_true(s_wait_round(c, 1, 0, 1, &r1, NULL));
+    assert_true(s_wait_log(c, "round 1 on version 0: 3 of 10 live clients selected"));
+    assert_true(fm_proc_file_contains(c->log, "deadline 600.0 s"));
+
+    /* 600 -> 2 s; the open round keeps its deadline, the next one gets 2 s */
+    s_write_timeout(c, 2);
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    if (!s_wait_log(c, "SIGHUP: config reloaded (max_staleness 20, checkpoint_every 100, "
+                       "checkpoint_keep 5, round_timeout_s 2)"))
+        fail_msg("no reload line");
+    s_complete_round(c, &r1, d);
+    assert_true(s_wait_round(c, 2, 1, 1, &r2, NULL));
+    double t_open = fm_proc_now();
+    /* nobody reports: round 2 fails at its 2 s deadline, not after 600 s */
+    S_EXPECT_STAT(c, "rounds_failed", NULL, 1);
+    double waited = fm_proc_now() - t_open;
+    assert_true(s_wait_log(c, "round 2 on version 1: 3 of 10 live clients selected"));
+    assert_true(fm_proc_file_contains(c->log, "deadline 2.0 s"));
+    print_message("round 2 dropped %.2f s after its MODEL arrived (round_timeout_s 600 -> 2)\n",
+                  waited);
+    assert_true(waited < 2.0 + 1.0 + 10.0);
+    assert_int_equal(s_stat(c, "version", NULL), 1);
+    assert_true(s_running(c->pid));
 }
 
 /* ---- 5. bad sync configs: exit 2, one line on stderr naming the key ------------------------------ */
@@ -838,6 +1028,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_num_rounds, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_async_quorum, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_continues_rounds, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_round_timeout, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,9 +80,8 @@ static const agg_policy_ops_t s_ops = {
 agg_policy_t *agg_async_new(const fm_config_t *cfg, int *err, fm_errmsg_t *e)
 {
     const fm_cfg_aggregator_t *ac = &cfg->aggregator;
-    fm_staleness_t st;
-    const char *sname = fm_cfg_enum_name("aggregator.staleness", ac->staleness);
-    int rc = fm_staleness_parse(&st, sname ? sname : "?", ac->staleness_a, ac->staleness_b, e);
+    fm_staleness_t st = {.kind = ac->staleness, .a = ac->staleness_a, .b = ac->staleness_b};
+    int rc = fm_staleness_check(&st, e);
     s_async_t *s = rc ? NULL : calloc(1, sizeof *s);
     if (!s) {
         if (!rc)

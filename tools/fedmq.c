@@ -257,8 +257,9 @@ static int s_cmd_train(int argc, char **argv)
         goto cleanup;
     }
     if (o.in) {
-        if (fm_safetensors_load_model(m, o.in, &e) != 0) {
-            rc = s_fail("train", FM_EXIT_INPUT, e.msg);
+        int irc = fm_safetensors_load_model(m, o.in, &e);
+        if (irc != 0) {
+            rc = s_fail("train", fm_err_file_exit_code(irc), e.msg);
             goto cleanup;
         }
     } else {
@@ -266,9 +267,12 @@ static int s_cmd_train(int argc, char **argv)
     }
     if ((rc = s_start("train")) != 0)
         goto cleanup;
-    if (fm_dataset_load_dir(&train, o.data, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0 ||
-        fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0) {
-        rc = s_fail("train", FM_EXIT_INPUT, e.msg);
+    int lrc;
+    if ((lrc = fm_dataset_load_dir(&train, o.data, "train", FM_FASHION_MEAN, FM_FASHION_STD,
+                                   &e)) != 0 ||
+        (lrc = fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD,
+                                   &e)) != 0) {
+        rc = s_fail("train", fm_err_file_exit_code(lrc), e.msg);
         goto cleanup;
     }
     uint32_t n = train->n;
@@ -297,8 +301,9 @@ static int s_cmd_train(int argc, char **argv)
     }
     double took = fm_daemon_now() - t0;
     FM_LOG(LOG_INFO, "trained in %.1fs (%.0f samples/s)", took, res.samples / took);
-    if (o.out && fm_safetensors_save_model(m, o.out, &e) != 0) {
-        rc = s_fail("train", FM_EXIT_INPUT, e.msg);
+    if (o.out && (err = fm_safetensors_save_model(m, o.out, &e)) != 0) {
+        /* an unwritable place is the environment; a model too big for the format is not */
+        rc = s_fail("train", fm_err_file_exit_code(err), e.msg);
         goto cleanup;
     }
     fm_eval_t ev;
@@ -335,7 +340,7 @@ static int s_cmd_eval(int argc, char **argv)
         /* default to the architecture recorded in the file by fm_safetensors_save_model */
         f = fm_safetensors_open(o.in, &err, &e);
         if (!f) {
-            rc = s_fail("eval", FM_EXIT_INPUT, e.msg);
+            rc = s_fail("eval", fm_err_file_exit_code(err), e.msg);
             goto cleanup;
         }
         const char *meta = fm_safetensors_meta(f, "fedmq_model");
@@ -347,14 +352,15 @@ static int s_cmd_eval(int argc, char **argv)
         rc = FM_EXIT_INPUT;
         goto cleanup;
     }
-    if (fm_safetensors_load_model(m, o.in, &e) != 0) {
-        rc = s_fail("eval", FM_EXIT_INPUT, e.msg);
+    if ((err = fm_safetensors_load_model(m, o.in, &e)) != 0) {
+        rc = s_fail("eval", fm_err_file_exit_code(err), e.msg);
         goto cleanup;
     }
     if ((rc = s_start("eval")) != 0)
         goto cleanup;
-    if (fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0) {
-        rc = s_fail("eval", FM_EXIT_INPUT, e.msg);
+    if ((err = fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD,
+                                   &e)) != 0) {
+        rc = s_fail("eval", fm_err_file_exit_code(err), e.msg);
         goto cleanup;
     }
     if (!(eng = fm_engine_new(m, (int)o.threads, (int)o.batch, &err))) {

@@ -33,7 +33,6 @@
 #include "fm_daemon.h"
 #include "fm_data.h"
 
-#define EXIT_BAD_INPUT 2
 #define MAX_SETS 64
 
 static void s_usage(FILE *f)
@@ -110,20 +109,20 @@ static int s_write(const char *out, const fm_config_t *cfg, const json_t *doc)
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", out) >= (int)sizeof tmp) {
         fprintf(stderr, "fedmq partition: --out %s: path too long\n", out);
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
     int fd = mkstemp(tmp);
     if (fd < 0) {
         fprintf(stderr, "fedmq partition: --out %s: cannot create %s: %s\n", out, tmp,
                 strerror(errno));
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_RUNTIME;
     }
     FILE *f = fdopen(fd, "w");
     if (!f) {
         fprintf(stderr, "fedmq partition: %s: %s\n", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
-        return 1;
+        return FM_EXIT_RUNTIME;
     }
     /* holdout is the document's only real: written with the fewest digits that read back */
     int prec = s_shortest_precision(cfg->federation.holdout);
@@ -141,7 +140,7 @@ static int s_write(const char *out, const fm_config_t *cfg, const json_t *doc)
     if (werr) {
         fprintf(stderr, "fedmq partition: %s: write failed: %s\n", tmp, strerror(werr));
         unlink(tmp);
-        return 1;
+        return FM_EXIT_RUNTIME;
     }
     /* mkstemp makes it 0600; give it the mode a plain fopen would (best effort) */
     mode_t um = umask(0);
@@ -151,9 +150,9 @@ static int s_write(const char *out, const fm_config_t *cfg, const json_t *doc)
         int err = errno;
         fprintf(stderr, "fedmq partition: --out %s: cannot replace it: %s\n", out, strerror(err));
         unlink(tmp);
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_RUNTIME;
     }
-    return 0;
+    return FM_EXIT_OK;
 }
 
 int fm_cli_partition(int argc, char **argv)
@@ -175,16 +174,16 @@ int fm_cli_partition(int argc, char **argv)
             if (args.nsets >= MAX_SETS) {
                 fprintf(stderr, "fedmq partition: --set: too many overrides (at most %d)\n",
                         MAX_SETS);
-                return EXIT_BAD_INPUT;
+                return FM_EXIT_INPUT;
             }
             args.sets[args.nsets++] = optarg;
             break;
         case 'o': out = optarg; break;
-        case 'h': s_usage(stdout); return 0;
+        case 'h': s_usage(stdout); return FM_EXIT_OK;
         case ':':
             fprintf(stderr, "fedmq partition: %s: missing value (see fedmq partition --help)\n",
                     argv[optind - 1]);
-            return EXIT_BAD_INPUT;
+            return FM_EXIT_INPUT;
         default:
             if (optopt && optopt != '?')
                 fprintf(stderr, "fedmq partition: -%c: unknown option (see fedmq partition "
@@ -192,17 +191,17 @@ int fm_cli_partition(int argc, char **argv)
             else
                 fprintf(stderr, "fedmq partition: %s: unknown option (see fedmq partition "
                         "--help)\n", argv[optind - 1]);
-            return EXIT_BAD_INPUT;
+            return FM_EXIT_INPUT;
         }
     }
     if (optind != argc - 1) {
         fprintf(stderr, "fedmq partition: expected one CONFIG file (see fedmq partition --help)\n");
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
     if (!out || !*out) {
         fprintf(stderr, "fedmq partition: --out: an output file is required (see fedmq "
                 "partition --help)\n");
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
     args.config_path = argv[optind];
 
@@ -210,14 +209,14 @@ int fm_cli_partition(int argc, char **argv)
     fm_errmsg_t e = {{0}};
     if (fm_daemon_load_config(&cfg, &args, &e) != 0) {
         fprintf(stderr, "fedmq partition: %s\n", e.msg);
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
     if (cfg.federation.seed > (uint64_t)INT64_MAX) { /* JSON integers are int64 here */
         fprintf(stderr, "fedmq partition: [federation] seed = %llu: above 2^63-1, the largest "
                 "integer this tool writes in JSON\n", (unsigned long long)cfg.federation.seed);
-        return EXIT_BAD_INPUT;
+        return FM_EXIT_INPUT;
     }
-    int rc = EXIT_BAD_INPUT;
+    int rc = FM_EXIT_INPUT;
     fm_dataset_t *ds = NULL;
     fm_partition_t *train = NULL, *held = NULL;
     json_t *doc = NULL;
@@ -225,6 +224,7 @@ int fm_cli_partition(int argc, char **argv)
                             FM_FASHION_STD, &e) != 0) {
         fprintf(stderr, "fedmq partition: [federation] data_dir = %s: %s\n",
                 cfg.federation.data_dir, e.msg);
+        rc = FM_EXIT_RUNTIME;
         goto cleanup;
     }
     /* the trainers' and the evaluator's split (fm_partition_clients) */
@@ -233,12 +233,12 @@ int fm_cli_partition(int argc, char **argv)
                                    cfg.federation.holdout, &train, &held, &e);
     if (prc != 0) {
         fprintf(stderr, "fedmq partition: [federation] %s\n", e.msg);
-        rc = prc == FM_EARG ? EXIT_BAD_INPUT : 1;
+        rc = prc == FM_EARG ? FM_EXIT_INPUT : FM_EXIT_RUNTIME;
         goto cleanup;
     }
     if (!(doc = s_doc(&cfg, ds->n, train, held))) {
         fprintf(stderr, "fedmq partition: out of memory building the JSON document\n");
-        rc = 1;
+        rc = FM_EXIT_RUNTIME;
         goto cleanup;
     }
     rc = s_write(out, &cfg, doc);

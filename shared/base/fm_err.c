@@ -44,3 +44,8 @@ void fm_assert_fail(const char *expr, const char *file, int line)
     fprintf(stderr, "fedmq: assertion failed: %s (%s:%d)\n", expr, file, line);
     abort();
 }
+
+int fm_err_file_exit_code(int err)
+{
+    return err >= FM_EFIRST && err <= FM_ELAST ? FM_EXIT_INPUT : FM_EXIT_RUNTIME;
+}

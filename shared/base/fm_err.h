@@ -35,6 +35,11 @@ enum {
  * Every failure prints one line to stderr (or the log) before exiting. */
 enum { FM_EXIT_OK = 0, FM_EXIT_RUNTIME = 1, FM_EXIT_INPUT = 2 };
 
+/* The exit code for a failure to read an input file named on the command line: a domain
+ * code (FM_E*: the content is wrong) is FM_EXIT_INPUT, -errno (missing, unreadable: the
+ * environment) FM_EXIT_RUNTIME. */
+int fm_err_file_exit_code(int err);
+
 /* A one-line, human-readable description of the last failure, filled by functions that
  * take a `fm_errmsg_t *` (may be NULL: then nothing is written). It names the file, flag
  * or object and what is wrong, e.g. "data/t10k-images-idx3-ubyte.gz: truncated: ...". */

@@ -52,10 +52,7 @@ static const char *s_mode_name(int v)
 
 static const char *s_staleness_name(int v)
 {
-    static const char *const n[] = {[FM_CFG_STALENESS_CONSTANT] = "constant",
-                                    [FM_CFG_STALENESS_POLYNOMIAL] = "polynomial",
-                                    [FM_CFG_STALENESS_HINGE] = "hinge"};
-    return S_NAMES(n, v);
+    return fm_staleness_name((fm_staleness_kind_t)v); /* v in the row's [lo, hi] */
 }
 
 static const char *s_level_name(int v)
@@ -184,8 +181,8 @@ static const fm_cfg_key_t s_keys[] = {
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
           "async: updates buffered before a new model version (FedBuff K), 0 = [federation] "
           "clients_per_round"),
-    S_ENUM(aggregator, staleness, s_staleness_name, FM_CFG_STALENESS_CONSTANT,
-           FM_CFG_STALENESS_HINGE, "polynomial", S_RESTART,
+    S_ENUM(aggregator, staleness, s_staleness_name, FM_STALENESS_CONSTANT,
+           FM_STALENESS_HINGE, "polynomial", S_RESTART,
            "staleness weight s(tau): constant 1, polynomial (1+tau)^-a, "
            "hinge 1 up to b then 1/(a(tau-b)+1)"),
     S_FLT(aggregator, staleness_a, 0, 100, "0.5", S_RESTART,

@@ -42,6 +42,7 @@
 #include <stdio.h>
 
 #include "fm_err.h"
+#include "fm_fedbuff.h"
 #include "fm_model.h"
 #include "fm_server_opt.h"
 
@@ -59,11 +60,6 @@ typedef enum {
     FM_CFG_STRATEGY_FEDBUFF
 } fm_cfg_strategy_t;
 typedef enum { FM_CFG_MODE_ASYNC, FM_CFG_MODE_SYNC } fm_cfg_mode_t;
-typedef enum {
-    FM_CFG_STALENESS_CONSTANT,   /* s(tau) = 1 */
-    FM_CFG_STALENESS_POLYNOMIAL, /* s(tau) = (1 + tau)^-a */
-    FM_CFG_STALENESS_HINGE       /* s(tau) = 1 if tau <= b else 1 / (a (tau - b) + 1) */
-} fm_cfg_staleness_t;
 
 /* Enum-typed keys are stored as the owning module's enum or as int holding the enum above;
  * log_level keys hold the syslog level (LOG_ERR .. LOG_DEBUG) ready for fm_log_init. */
@@ -115,7 +111,7 @@ typedef struct {
 
 typedef struct {
     int buffer_k;
-    int staleness;                   /* fm_cfg_staleness_t */
+    fm_staleness_kind_t staleness;   /* owned by fm_fedbuff (shared/fl) */
     double staleness_a;
     double staleness_b;
     int max_staleness;

@@ -83,8 +83,9 @@ expect_bad() {
     if grep -qE 'AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error' "$err"; then
         why+=("sanitizer report on stderr")
     fi
-    if [ "$rc" -ne 2 ]; then
-        why+=("exit status $(rcdesc "$rc"), expected 2")
+    local want=${EXPECT_RC:-2} # EXPECT_RC=1 expect_bad ...: a runtime failure (missing file)
+    if [ "$rc" -ne "$want" ]; then
+        why+=("exit status $(rcdesc "$rc"), expected $want")
     fi
     local -a lines=()
     mapfile -t lines <"$err"
@@ -309,9 +310,9 @@ expect_bad "eval without --in" "--in" "required" -- "$FEDMQ" eval "${LOG[@]}" --
 # ---- dataset files ---------------------------------------------------------------------
 
 TRAIN=(train "${LOG[@]}" "${TH[@]}" --model logreg --epochs 1)
-expect_bad "--data: nonexistent directory" "$T/nodir/train-images-idx3-ubyte" "No such file" -- \
+EXPECT_RC=1 expect_bad "--data: nonexistent directory (runtime)" "$T/nodir/train-images-idx3-ubyte" "No such file" -- \
     "$FEDMQ" "${TRAIN[@]}" --data "$T/nodir"
-expect_bad "--data: empty directory (missing files)" "$T/empty/train-images-idx3-ubyte" "No such file" -- \
+EXPECT_RC=1 expect_bad "--data: empty directory (missing files: runtime)" "$T/empty/train-images-idx3-ubyte" "No such file" -- \
     "$FEDMQ" "${TRAIN[@]}" --data "$T/empty"
 expect_bad "--data: truncated train-images payload" "$T/trunc/train-images-idx3-ubyte" "truncated" -- \
     "$FEDMQ" "${TRAIN[@]}" --data "$T/trunc"
@@ -324,13 +325,16 @@ expect_bad "--data: 63 labels for 64 images" "$T/count/train-labels-idx1-ubyte" 
 expect_bad "--data: label 12 out of range" "$T/label/train-labels-idx1-ubyte" "range" -- \
     "$FEDMQ" "${TRAIN[@]}" --data "$T/label"
 
+EXPECT_RC=1 expect_bad "train --out in a missing folder (runtime)" "$T/nodir/m.safetensors" -- \
+    "$FEDMQ" "${TRAIN[@]}" --data "$D" --limit 64 --out "$T/nodir/m.safetensors"
+
 # ---- model files -----------------------------------------------------------------------
 
 if [ "$HAVE_MODELS" -eq 1 ]; then
     EVAL=(eval "${LOG[@]}" "${TH[@]}" --model mlp --data "$D" --in)
-    expect_bad "eval --in: nonexistent file" "$T/nothere.safetensors" "No such file" -- \
+    EXPECT_RC=1 expect_bad "eval --in: nonexistent file (runtime)" "$T/nothere.safetensors" "No such file" -- \
         "$FEDMQ" "${EVAL[@]}" "$T/nothere.safetensors"
-    expect_bad "eval --in: a directory" "$T/good" "regular file|directory" -- \
+    EXPECT_RC=1 expect_bad "eval --in: a directory (runtime: not a readable file)" "$T/good" "regular file|directory" -- \
         "$FEDMQ" "${EVAL[@]}" "$T/good"
     expect_bad "eval --in: empty file" "$T/empty.safetensors" "truncated" -- \
         "$FEDMQ" "${EVAL[@]}" "$T/empty.safetensors"

@@ -155,17 +155,19 @@ expect_json() {
     fi
 }
 
-# expect_bad DESC SUBSTRING -- CMD...: exit 2, one non-empty stderr line containing SUBSTRING,
-# and $T/keep.json (if the command names it) unchanged.
+# expect_fail CODE DESC SUBSTRING -- CMD...: exit CODE (2 bad input, 1 runtime failure),
+# one non-empty stderr line containing SUBSTRING, and $T/keep.json (if the command names it)
+# unchanged. expect_bad: the same with exit 2.
 echo '{"sentinel":true}' >"$T/keep.json"
-expect_bad() {
-    local desc=$1 sub=$2
-    shift 2
+expect_bad() { expect_fail 2 "$@"; }
+expect_fail() {
+    local code=$1 desc=$2 sub=$3
+    shift 3
     [ "${1:-}" = "--" ] && shift
     local rc why=() lines=()
     timeout -k 5 "$TMO" "$@" >"$T/out" 2>"$T/err" </dev/null
     rc=$?
-    [ "$rc" -eq 2 ] || why+=("exit status $rc, expected 2")
+    [ "$rc" -eq "$code" ] || why+=("exit status $rc, expected $code")
     grep -qE "$SAN_RE" "$T/err" && why+=("sanitizer report on stderr")
     mapfile -t lines <"$T/err"
     if [ "${#lines[@]}" -ne 1 ] || [ -z "${lines[0]//[[:space:]]/}" ]; then
@@ -287,12 +289,12 @@ expect_bad "--set federation.seed=2^63 (past a JSON integer)" "seed = 9223372036
     "$FEDMQ" partition "$CONF" --set federation.seed=9223372036854775808 --out "$K"
 expect_bad "more shards than samples" "shards:100" -- \
     "$FEDMQ" partition "$CONF" --set federation.partition=shards:100 --out "$K"
-expect_bad "data_dir without the files" "$T/nodata" -- \
+expect_fail 1 "data_dir without the files (runtime)" "$T/nodata" -- \
     "$FEDMQ" partition "$CONF" --set "federation.data_dir=$T/nodata" --out "$K"
-expect_bad "--out in a nonexistent directory" "$T/nodir/p.json" -- \
+expect_fail 1 "--out in a nonexistent directory (runtime)" "$T/nodir/p.json" -- \
     "$FEDMQ" partition "$CONF" --out "$T/nodir/p.json"
 mkdir -p "$T/isdir"
-expect_bad "--out is a directory" "$T/isdir" -- "$FEDMQ" partition "$CONF" --out "$T/isdir"
+expect_fail 1 "--out is a directory (runtime)" "$T/isdir" -- "$FEDMQ" partition "$CONF" --out "$T/isdir"
 left=$(find "$T" -maxdepth 2 -name '*.tmp??????' | head -n 1)
 if [ -z "$left" ]; then ok "no temp files left after the failed writes"; else notok "no temp files left" "$left"; fi
 

@@ -245,7 +245,7 @@ static void test_every_reason_counted(void **state)
 static void test_fold_weight(void **state)
 {
     s_t *t = s_new(FM_CFG_MODE_ASYNC);
-    t->cfg.aggregator.staleness = FM_CFG_STALENESS_POLYNOMIAL;
+    t->cfg.aggregator.staleness = FM_STALENESS_POLYNOMIAL;
     t->cfg.aggregator.staleness_a = 0.5;
     t->cfg.aggregator.weight_by_samples = true;
     t->ctx.max_staleness = 4;

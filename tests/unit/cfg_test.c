@@ -191,7 +191,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.broker.log_level, LOG_INFO);
     assert_string_equal(c.trainer.clients, "0-99");
     assert_int_equal(c.aggregator.buffer_k, 0); /* = clients_per_round */
-    assert_int_equal(c.aggregator.staleness, FM_CFG_STALENESS_POLYNOMIAL);
+    assert_int_equal(c.aggregator.staleness, FM_STALENESS_POLYNOMIAL);
     assert_true(c.aggregator.weight_by_samples);
     assert_int_equal(c.aggregator.server_optimizer, FM_SERVER_OPT_FEDAVG);
     assert_true(c.aggregator.tau == 1e-3);
@@ -228,7 +228,7 @@ static void test_enum_names(void **state)
     assert_string_equal(fm_cfg_enum_name("federation.aggregation_strategy",
                                          FM_CFG_STRATEGY_FEDPROX), "fedprox");
     assert_string_equal(fm_cfg_enum_name("federation.mode", FM_CFG_MODE_SYNC), "sync");
-    assert_string_equal(fm_cfg_enum_name("aggregator.staleness", FM_CFG_STALENESS_HINGE), "hinge");
+    assert_string_equal(fm_cfg_enum_name("aggregator.staleness", FM_STALENESS_HINGE), "hinge");
     assert_string_equal(fm_cfg_enum_name("aggregator.server_optimizer", FM_SERVER_OPT_FEDYOGI),
                         "fedyogi");
     assert_null(fm_cfg_enum_name("aggregator.server_optimizer", FM_SERVER_OPT_FEDYOGI + 1));

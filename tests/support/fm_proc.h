@@ -11,9 +11,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -117,22 +119,81 @@ static inline int fm_proc_wait_for(int (*cond)(void *), void *arg, double timeou
     return cond(arg);
 }
 
-/* A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back). */
-static inline int fm_proc_free_port(void)
+/* Test ports are reserved, not just found free: each test process takes a block of
+ * FM_PROC_PORT_BLOCK ports from [FM_PROC_PORT_BASE, FM_PROC_PORT_BASE + FM_PROC_PORT_BLOCK *
+ * FM_PROC_PORT_BLOCKS), below the kernel's ephemeral range (32768-60999 by default, checked
+ * at first use), so no connecting socket of anyone is ever given one of them, and holds the
+ * block with an flock on /tmp/fedmq-test-ports.<block>.lock for its whole life (released by
+ * the kernel when it exits, even after a crash): two tests running in parallel never share a
+ * port, and there is no gap between "found free" and "bound" in which another test could
+ * take it. Within its block a process hands ports out in turn (wrapping around), each one
+ * checked bindable first (a daemon of an earlier test case in TIME_WAIT is fine: ZeroMQ
+ * binds with SO_REUSEADDR). */
+#define FM_PROC_PORT_BASE 20000
+#define FM_PROC_PORT_BLOCK 64
+#define FM_PROC_PORT_BLOCKS 150
+
+/* 1 if a listening TCP socket can be bound to 127.0.0.1:port right now. */
+static inline int fm_proc_port_bindable(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
+    a.sin_port = htons((uint16_t)port);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* The first port of this process's block (taken on first use), or -1 if none is free. */
+static inline int fm_proc_port_block(void)
+{
+    static int first = 0; /* test-process bookkeeping: set once */
+    if (first)
+        return first;
+    FILE *r = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    int lo = 32768, hi = 60999;
+    if (r) {
+        if (fscanf(r, "%d %d", &lo, &hi) != 2)
+            lo = 32768;
+        fclose(r);
+    }
+    for (int b = 0; b < FM_PROC_PORT_BLOCKS; b++) {
+        int base = FM_PROC_PORT_BASE + b * FM_PROC_PORT_BLOCK;
+        if (base + FM_PROC_PORT_BLOCK > lo && base <= hi)
+            break; /* never inside the ephemeral range */
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/fedmq-test-ports.%d.lock", b);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return first = base; /* fd stays open: the lock lives as long as the process */
         close(fd);
-    return port;
+    }
+    return -1;
+}
+
+/* A port on 127.0.0.1 reserved for this test process (see above); -1 if none. */
+static inline int fm_proc_free_port(void)
+{
+    static int next = 0; /* test-process bookkeeping */
+    int base = fm_proc_port_block();
+    if (base < 0)
+        return -1;
+    for (int tries = 0; tries < FM_PROC_PORT_BLOCK; tries++) {
+        int port = base + next;
+        next = (next + 1) % FM_PROC_PORT_BLOCK;
+        if (fm_proc_port_bindable(port))
+            return port;
+    }
+    return -1;
 }
 
 /* mkdtemp under $TMPDIR (or /tmp): writes the path into buf. 0 or -1. */

@@ -37,30 +37,16 @@ static inline pid_t fm_sys_spawn(fm_proc_set_t *set, char *const argv[], const c
     return pid;
 }
 
-/* n distinct TCP ports on 127.0.0.1 that were free a moment ago (all bound together, then
- * released). 0, or -1. */
+/* n distinct TCP ports on 127.0.0.1 reserved for this test process (fm_proc_free_port).
+ * 0, or -1. */
 static inline int fm_sys_free_ports(int *ports, int n)
 {
-    int fds[16], rc = 0;
-    if (n > 16)
+    if (n > FM_PROC_PORT_BLOCK)
         return -1;
-    for (int i = 0; i < n; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&a, sizeof a) != 0 ||
-            getsockname(fds[i], (struct sockaddr *)&a, &len) != 0)
-            rc = -1;
-        else
-            ports[i] = ntohs(a.sin_port);
-    }
     for (int i = 0; i < n; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-    return rc;
+        if ((ports[i] = fm_proc_free_port()) < 0)
+            return -1;
+    return 0;
 }
 
 /* The whole file, NUL-terminated (caller frees), or NULL. */

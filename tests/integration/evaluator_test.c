@@ -3,9 +3,10 @@
  *
  * The cases run in order against one evaluator process (started by the group setup):
  *   snapshot_at_start  SNAPSHOT_REQ arrives, the reply (mlp v7) is scored: METRICS v7 with the
- *                      accuracy this test computes itself, and a JSON line for v7; both carry
+ *                      accuracy this test counts itself (naive forward in double, no fm_engine),
+ *                      and a JSON line for v7; both carry
  *                      the population summary (the default config: 100 clients, 10% held
- *                      out), equal to what evaluator_pop computes here on the same split
+ *                      out), equal to the count this test makes on the same split
  *   published_models   v8 then v9 on the PUB: v9 is scored (v8 may be skipped), nothing twice
  *   burst              v20..v29 back to back: v29 is scored, nothing twice
  *   bad_frames         cnn model, wrong shape, NaN, garbage: each rejected and logged, no
@@ -30,7 +31,6 @@
 
 #include "evaluator_jsonl.h"
 #include "evaluator_pop.h"
-#include "evaluator_server.h"
 #include "fm_cfg.h"
 #include "fm_data.h"
 #include "fm_engine.h"
@@ -57,10 +57,12 @@ typedef struct {
     zsock_t *pub, *router, *sub;
     fm_dataset_t *test;
     fm_model_t *mlp;
-    fm_engine_t *engine;
-    eval_pop_t *pop;              /* the daemon's population split, built here */
+    float *pop_x;                 /* the held-out samples, client by client, copied here */
+    uint8_t *pop_y;
+    uint32_t pop_off[S_NUM_CLIENTS + 1]; /* client k: samples [pop_off[k], pop_off[k+1]) */
     fm_wire_buf_t buf;
     int seen[S_MAX_VERSION];      /* METRICS received per version */
+    uint32_t ambiguous;           /* near-tied samples of the last s_expected */
 } s_ctx_t;
 
 /* ---- helpers -------------------------------------------------------------------------- */
@@ -126,33 +128,177 @@ static void s_publish(s_ctx_t *c, const void *data, size_t len)
     assert_true(zmq_send(zsock_resolve(c->pub), data, len, 0) == (int)len);
 }
 
-/* What the evaluator should report for c->mlp's current weights. */
+/* One dense layer in double, written here (no fm_engine, no BLAS):
+ * out[o] = b[o] + sum_i W[o][i] in[i], then relu if asked. W is (nout, nin) row-major. */
+static void s_naive_dense(double *out, const double *in, const float *w, const float *b,
+                          int nin, int nout, int relu)
+{
+    for (int o = 0; o < nout; o++) {
+        double acc = b[o];
+        const float *row = w + (size_t)o * nin;
+        for (int i = 0; i < nin; i++)
+            acc += (double)row[i] * in[i];
+        out[o] = relu && acc < 0 ? 0.0 : acc;
+    }
+}
+
+static const float *s_view(const fm_model_t *m, const char *name)
+{
+    const fm_view_t *v = fm_model_find(m, name);
+    assert_non_null(v);
+    return fm_model_params_const(m) + v->offset;
+}
+
+/* What the evaluator should report for c->mlp's current weights, counted independently:
+ * the mlp's forward (784 -> 200 relu -> 200 relu -> 10) in double with the loops above,
+ * argmax against the label, hits counted per class, mean NLL by log-sum-exp. The
+ * evaluator computes in float: a sample whose two best logits are closer than that
+ * rounding could swap them is reported as ambiguous (*ambiguous), none expected. */
+/* The mlp's forward (784 -> 200 relu -> 200 relu -> 10) of one sample in double: returns
+ * the argmax class, its NLL for label y in *nll, and in *ambiguous whether the two best
+ * logits are so close that the evaluator's float arithmetic could swap them. */
+static int s_naive_predict(const fm_model_t *m, const float *xs, int y, double *nll,
+                           int *ambiguous)
+{
+    const float *w1 = s_view(m, "fc1.weight"), *b1 = s_view(m, "fc1.bias");
+    const float *w2 = s_view(m, "fc2.weight"), *b2 = s_view(m, "fc2.bias");
+    const float *w3 = s_view(m, "fc3.weight"), *b3 = s_view(m, "fc3.bias");
+    double x[784], h1[200], h2[200], z[FM_NCLASSES];
+    for (int i = 0; i < 784; i++)
+        x[i] = xs[i];
+    s_naive_dense(h1, x, w1, b1, 784, 200, 1);
+    s_naive_dense(h2, h1, w2, b2, 200, 200, 1);
+    s_naive_dense(z, h2, w3, b3, 200, FM_NCLASSES, 0);
+    int best = 0;
+    for (int k = 1; k < FM_NCLASSES; k++)
+        if (z[k] > z[best])
+            best = k;
+    double second = -INFINITY, sum = 0.0;
+    for (int k = 0; k < FM_NCLASSES; k++) {
+        if (k != best && z[k] > second)
+            second = z[k];
+        sum += exp(z[k] - z[best]);
+    }
+    *ambiguous = z[best] - second <= 1e-5 * (1.0 + fabs(z[best]));
+    *nll = z[best] + log(sum) - z[y];
+    return best;
+}
+
+static void s_expected_naive(s_ctx_t *c, fm_eval_t *ev, uint32_t *ambiguous)
+{
+    double loss = 0.0;
+    memset(ev, 0, sizeof *ev);
+    *ambiguous = 0;
+    for (uint32_t s = 0; s < c->test->n; s++) {
+        int y = c->test->y[s], amb = 0;
+        double nll = 0.0;
+        int best = s_naive_predict(c->mlp, c->test->x + (size_t)s * 784, y, &nll, &amb);
+        *ambiguous += (uint32_t)amb;
+        loss += nll;
+        ev->class_total[y]++;
+        if (best == y) {
+            ev->class_correct[y]++;
+            ev->correct++;
+        }
+    }
+    ev->n = c->test->n;
+    ev->loss = loss / ev->n;
+    ev->accuracy = (double)ev->correct / ev->n;
+}
+
+/* s_expected_naive; c->ambiguous is the slack s_check_metrics allows in the hit count
+ * (0 for most of the seeded weights the cases use: there a METRICS accuracy off by one hit
+ * fails). */
 static void s_expected(s_ctx_t *c, fm_eval_t *ev)
 {
-    fm_engine_evaluate(c->engine, c->mlp, c->test->x, c->test->y, NULL, c->test->n, ev);
+    s_expected_naive(c, ev, &c->ambiguous);
+    if (c->ambiguous)
+        fprintf(stderr, "%u test samples have near-tied logits: hits checked within +-%u\n",
+                c->ambiguous, c->ambiguous);
 }
 
-/* The population summary the evaluator should report for c->mlp's current weights. */
-static void s_expected_pop(s_ctx_t *c, eval_pop_summary_t *s)
+static int s_cmp_acc(const void *a, const void *b)
 {
-    eval_pop_score(c->pop, c->engine, c->mlp, S_POP_THRESHOLD, s);
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
-/* METRICS carries the population summary `want` (computed here on the same split), with
- * sane values. */
-static void s_check_pop(const fm_wire_metrics_t *m, const eval_pop_summary_t *want)
+/* The population summary as PROTOCOL.md defines it, written here: over the clients with
+ * held-out samples, the mean, the min (and its client, the lowest id on ties), the 10th
+ * percentile (nearest rank: the ceil(n/10)-th smallest) and the fraction below the
+ * threshold of the per-client accuracies hits[k] / c->pop_off[k+1] - c->pop_off[k]. */
+static void s_pop_summary(const s_ctx_t *c, const uint32_t *hits, eval_pop_summary_t *out)
+{
+    double acc[S_NUM_CLIENTS], sum = 0.0;
+    uint32_t n = 0, below = 0;
+    memset(out, 0, sizeof *out);
+    for (uint32_t k = 0; k < S_NUM_CLIENTS; k++) {
+        uint32_t total = c->pop_off[k + 1] - c->pop_off[k];
+        if (total == 0)
+            continue;
+        double a = (double)hits[k] / total;
+        if (n == 0 || a < out->min) {
+            out->min = a;
+            out->worst = k;
+        }
+        sum += a;
+        below += a < S_POP_THRESHOLD;
+        acc[n++] = a;
+    }
+    assert_true(n > 0);
+    qsort(acc, n, sizeof acc[0], s_cmp_acc);
+    out->clients = n;
+    out->mean = sum / n;
+    out->p10 = acc[(n + 9) / 10 - 1];
+    out->below = (double)below / n;
+    out->threshold = S_POP_THRESHOLD;
+}
+
+/* The population summary the evaluator should report for c->mlp's current weights,
+ * counted here with s_naive_predict over the held-out slices: *lo counts near-tied samples
+ * as misses, *hi as hits (equal when there are none). */
+static void s_expected_pop(s_ctx_t *c, eval_pop_summary_t *lo, eval_pop_summary_t *hi)
+{
+    uint32_t hits_lo[S_NUM_CLIENTS], hits_hi[S_NUM_CLIENTS], amb_total = 0;
+    for (uint32_t k = 0; k < S_NUM_CLIENTS; k++) {
+        hits_lo[k] = hits_hi[k] = 0;
+        for (uint32_t i = c->pop_off[k]; i < c->pop_off[k + 1]; i++) {
+            int amb = 0;
+            double nll;
+            int best = s_naive_predict(c->mlp, c->pop_x + (size_t)i * 784, c->pop_y[i], &nll,
+                                       &amb);
+            hits_lo[k] += !amb && best == c->pop_y[i];
+            hits_hi[k] += amb || best == c->pop_y[i];
+            amb_total += (uint32_t)amb;
+        }
+    }
+    if (amb_total)
+        fprintf(stderr, "%u held-out samples have near-tied logits: population checked within "
+                        "bounds\n", amb_total);
+    s_pop_summary(c, hits_lo, lo);
+    s_pop_summary(c, hits_hi, hi);
+}
+
+/* METRICS carries the population summary counted here (between lo and hi, each statistic
+ * being monotone in every client's hits; exact when lo == hi), with sane values. */
+static void s_check_pop(const fm_wire_metrics_t *m, const eval_pop_summary_t *lo,
+                        const eval_pop_summary_t *hi)
 {
     assert_int_equal(m->pop_clients, S_NUM_CLIENTS);
-    assert_int_equal(want->clients, S_NUM_CLIENTS);
+    assert_int_equal(lo->clients, S_NUM_CLIENTS);
     assert_true(0.0 <= m->pop_min && m->pop_min <= m->pop_p10 && m->pop_p10 <= m->pop_mean &&
                 m->pop_mean <= 1.0);
     assert_true(m->pop_below >= 0.0 && m->pop_below <= 1.0);
     assert_true(m->pop_worst < S_NUM_CLIENTS);
     assert_true(m->pop_threshold == S_POP_THRESHOLD);
-    assert_true(fabs(m->pop_mean - want->mean) <= 1e-12);
-    assert_true(m->pop_min == want->min && m->pop_p10 == want->p10 &&
-                m->pop_below == want->below);
-    assert_int_equal(m->pop_worst, want->worst);
+    if (!(m->pop_mean >= lo->mean - 1e-12 && m->pop_mean <= hi->mean + 1e-12))
+        fail_msg("population mean %.17g, counted here %.17g..%.17g", m->pop_mean, lo->mean,
+                 hi->mean);
+    assert_true(m->pop_min >= lo->min && m->pop_min <= hi->min);
+    assert_true(m->pop_p10 >= lo->p10 && m->pop_p10 <= hi->p10);
+    assert_true(m->pop_below <= lo->below && m->pop_below >= hi->below);
+    if (lo->min == hi->min && lo->worst == hi->worst)
+        assert_int_equal(m->pop_worst, lo->worst);
 }
 
 /* Receive one METRICS within timeout_s (1) or not (0); counts it in c->seen. */
@@ -186,16 +332,23 @@ static int s_wait_metrics(s_ctx_t *c, uint64_t version, double timeout_s, fm_wir
     return 0;
 }
 
-/* The METRICS must match what fm_engine_evaluate gives here on the same weights. */
-static void s_check_metrics(const fm_wire_metrics_t *m, const fm_eval_t *ev)
+/* The METRICS must match the independent count of s_expected: the same hits (overall and per
+ * class, up to the near-tied samples) out of the same n, the loss up to float rounding. */
+static void s_check_metrics(const s_ctx_t *c, const fm_wire_metrics_t *m, const fm_eval_t *ev)
 {
     assert_string_equal(m->model, "mlp");
-    assert_true(fabs(m->accuracy - ev->accuracy) <= 1e-9);
-    assert_true(fabs(m->loss - ev->loss) <= 1e-6 * fabs(ev->loss) + 1e-9);
     assert_int_equal(m->num_samples, ev->n);
-    for (int k = 0; k < FM_NCLASSES; k++)
-        assert_true(fabs(m->class_acc[k] -
-                         (double)ev->class_correct[k] / ev->class_total[k]) <= 1e-9);
+    long long hits = llround(m->accuracy * ev->n), slack = c->ambiguous;
+    assert_true(fabs(m->accuracy - (double)hits / ev->n) <= 1e-12); /* a count out of n */
+    if (llabs(hits - (long long)ev->correct) > slack)
+        fail_msg("METRICS accuracy %.17g = %lld/%u hits, counted here %u (+-%lld)", m->accuracy,
+                 hits, ev->n, ev->correct, slack);
+    assert_true(fabs(m->loss - ev->loss) <= 1e-5 * fabs(ev->loss) + 1e-9);
+    for (int k = 0; k < FM_NCLASSES; k++) {
+        long long kh = llround(m->class_acc[k] * ev->class_total[k]);
+        assert_true(fabs(m->class_acc[k] - (double)kh / ev->class_total[k]) <= 1e-12);
+        assert_true(llabs(kh - (long long)ev->class_correct[k]) <= slack);
+    }
     assert_true(m->eval_seconds > 0.0 && m->eval_seconds < 60.0);
     assert_true(m->timestamp > 1.6e9);
 }
@@ -277,8 +430,6 @@ static int s_group_setup(void **state)
     if (fm_dataset_load_dir(&c->test, FM_DATA_DIR, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e))
         fail_msg("%s", e.msg);
     assert_non_null(c->mlp = fm_model_new("mlp", &err));
-    assert_non_null(c->engine =
-                        fm_engine_new(c->mlp, EVAL_SERVER_THREADS, EVAL_SERVER_BATCH, &err));
     /* the evaluator's population split: the defaults but the data dir, as it is started */
     fm_config_t cfg;
     fm_cfg_defaults(&cfg);
@@ -286,9 +437,24 @@ static int s_group_setup(void **state)
     assert_int_equal(cfg.federation.num_clients, S_NUM_CLIENTS);
     assert_true(cfg.evaluator.population && cfg.federation.holdout == 0.1 &&
                 cfg.evaluator.population_threshold == S_POP_THRESHOLD);
-    c->pop = eval_pop_load(&cfg, &err, &e);
-    if (!c->pop)
+    fm_dataset_t *train = NULL;
+    fm_partition_t *kept = NULL, *held = NULL;
+    if (fm_dataset_load_dir(&train, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) ||
+        fm_partition_clients(train, cfg.federation.partition, S_NUM_CLIENTS, cfg.federation.seed,
+                             cfg.federation.holdout, &kept, &held, &e))
         fail_msg("population split: %s", e.msg);
+    uint32_t nheld = held->offsets[S_NUM_CLIENTS];
+    memcpy(c->pop_off, held->offsets, sizeof c->pop_off);
+    assert_non_null(c->pop_x = malloc(((size_t)nheld + 1) * 784 * sizeof(float)));
+    assert_non_null(c->pop_y = malloc((size_t)nheld + 1));
+    for (uint32_t i = 0; i < nheld; i++) {
+        memcpy(c->pop_x + (size_t)i * 784, train->x + (size_t)held->indices[i] * 784,
+               784 * sizeof(float));
+        c->pop_y[i] = train->y[held->indices[i]];
+    }
+    fm_partition_destroy(&kept);
+    fm_partition_destroy(&held);
+    fm_dataset_destroy(&train);
 
     /* the broker's side: bound before the evaluator starts */
     assert_non_null(c->pub = zsock_new(ZMQ_PUB));
@@ -335,8 +501,8 @@ static int s_group_teardown(void **state)
     zsock_destroy(&c->pub);
     zsock_destroy(&c->router);
     zsock_destroy(&c->sub);
-    fm_engine_destroy(&c->engine);
-    eval_pop_destroy(&c->pop);
+    free(c->pop_x);
+    free(c->pop_y);
     fm_model_destroy(&c->mlp);
     fm_dataset_destroy(&c->test);
     fm_wire_buf_free(&c->buf);
@@ -376,8 +542,8 @@ static void test_snapshot_at_start(void **state)
     double created = s_encode_mlp(c, 7, 7);
     fm_eval_t ev;
     s_expected(c, &ev);
-    eval_pop_summary_t pop;
-    s_expected_pop(c, &pop);
+    eval_pop_summary_t pop_lo, pop_hi;
+    s_expected_pop(c, &pop_lo, &pop_hi);
     zmsg_t *reply = zmsg_new();
     zmsg_append(reply, &identity);
     zmsg_addmem(reply, c->buf.data, c->buf.len);
@@ -386,8 +552,8 @@ static void test_snapshot_at_start(void **state)
     fm_wire_metrics_t m;
     if (!s_wait_metrics(c, 7, S_METRICS_TIMEOUT_S, &m))
         fail_msg("no METRICS for v7 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
-    s_check_metrics(&m, &ev);
-    s_check_pop(&m, &pop);
+    s_check_metrics(c, &m, &ev);
+    s_check_pop(&m, &pop_lo, &pop_hi);
     assert_true(s_wait_file(c->metrics, "{\"version\":7,\"model\":\"mlp\",\"accuracy\":", 5.0));
     /* the record's population object: the METRICS values, exactly, after a JSON parse */
     assert_true(s_wait_file(c->metrics, ",\"population\":{\"clients\":", 1.0));
@@ -424,13 +590,13 @@ static void test_published_models(void **state)
     s_publish(c, c->buf.data, c->buf.len);
     fm_eval_t ev;
     s_expected(c, &ev);
-    eval_pop_summary_t pop;
-    s_expected_pop(c, &pop);
+    eval_pop_summary_t pop_lo, pop_hi;
+    s_expected_pop(c, &pop_lo, &pop_hi);
     fm_wire_metrics_t m;
     if (!s_wait_metrics(c, 9, S_METRICS_TIMEOUT_S, &m))
         fail_msg("no METRICS for v9 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
-    s_check_metrics(&m, &ev);
-    s_check_pop(&m, &pop);
+    s_check_metrics(c, &m, &ev);
+    s_check_pop(&m, &pop_lo, &pop_hi);
     /* nothing more may come: no version twice */
     while (s_recv_metrics(c, 1.0, &m))
         ;
@@ -454,7 +620,7 @@ static void test_burst(void **state)
     fm_wire_metrics_t m;
     if (!s_wait_metrics(c, 29, S_METRICS_TIMEOUT_S, &m))
         fail_msg("no METRICS for v29 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
-    s_check_metrics(&m, &ev);
+    s_check_metrics(c, &m, &ev);
     while (s_recv_metrics(c, 1.0, &m))
         ;
     int scored = 0;
@@ -513,7 +679,7 @@ static void test_bad_frames(void **state)
     fm_wire_metrics_t m;
     if (!s_wait_metrics(c, 10, S_METRICS_TIMEOUT_S, &m))
         fail_msg("no METRICS for v10 within %.0f s (see %s)", S_METRICS_TIMEOUT_S, c->log);
-    s_check_metrics(&m, &ev);
+    s_check_metrics(c, &m, &ev);
     assert_int_equal(c->seen[10], 1);
     assert_int_equal(c->seen[11] + c->seen[12] + c->seen[13], 0);
     assert_true(s_alive(c->pid));
@@ -530,7 +696,7 @@ static void test_republished(void **state)
     s_expected(c, &ev);
     fm_wire_metrics_t m;
     assert_true(s_wait_metrics(c, 10, S_METRICS_TIMEOUT_S, &m));
-    s_check_metrics(&m, &ev);
+    s_check_metrics(c, &m, &ev);
     assert_int_equal(c->seen[10], 2);
     s_publish(c, c->buf.data, c->buf.len); /* the very same frame: ignored */
     while (s_recv_metrics(c, 1.0, &m))

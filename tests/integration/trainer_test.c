@@ -4,7 +4,8 @@
  * current MODEL, counts HEARTBEAT/BYE), a PUB on endpoints.model_pub and a PULL on
  * endpoints.updates (checks every UPDATE), all on tcp://127.0.0.1 with free ports. The
  * trainer runs mlp over 20 clients, serving clients 0-3 with 2 workers. Every wait is
- * bounded; every child is reaped. Also checks trainer_sim's pure functions. */
+ * bounded; every child is reaped. Also checks trainer_sim's pure functions, and (test_replay)
+ * the content of UPDATEs against one client's local training replayed in this process. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,9 +17,13 @@
 #include <limits.h>
 
 #include "../support/fm_proc.h"
+#include "fm_blas.h"
 #include "fm_data.h"
+#include "fm_engine.h"
+#include "fm_optim.h"
 #include "fm_parse.h"
 #include "fm_model.h"
+#include "fm_train.h"
 #include "fm_wire.h"
 #include "trainer_sim.h"
 
@@ -63,6 +68,10 @@ typedef struct {
     uint32_t clients[MAX_UPDATES];
     pid_t pids[MAX_UPDATES];
     int update_errors;                /* UPDATEs failing a check (details printed) */
+    /* the last UPDATE that passed decoding */
+    float *last_delta;
+    fm_wire_update_t last;
+    pid_t last_pid;
     pid_t trainer;                    /* the trainer of the current test */
 } t_state_t;
 
@@ -210,12 +219,15 @@ static void t_on_update(t_state_t *s)
     zframe_destroy(&f);
     if (s->nupdates >= MAX_UPDATES)
         return;
+    memcpy(s->last_delta, s->delta, fm_model_nparams(s->layout) * sizeof(float));
+    s->last = u;
     int i = s->nupdates++;
     memcpy(s->ids[i], u.id, FM_WIRE_ID_LEN);
     s->bases[i] = u.base;
     s->clients[i] = u.client;
     const char *dash = strrchr(u.trainer, '-');
     s->pids[i] = dash ? (pid_t)atoi(dash + 1) : -1;
+    s->last_pid = s->pids[i];
     for (int j = 0; j < i; j++)
         if (memcmp(s->ids[j], u.id, FM_WIRE_ID_LEN) == 0)
             t_update_fail(s, "duplicate id");
@@ -306,6 +318,30 @@ static int t_count_from(t_state_t *s, pid_t pid, int from, int base)
     return c;
 }
 
+/* The counters of the last "<what>: updates sent N, dropped D, dropouts P, ..." line of
+ * `log` (the trainer's summary: "summary" every 10 s, "final" at exit); 1 if there is one. */
+static int t_summary(const char *log, const char *what, unsigned long long *sent,
+                     unsigned long long *dropouts)
+{
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return 0;
+    char line[2048], key[64];
+    snprintf(key, sizeof key, "%s: updates sent ", what);
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, key);
+        unsigned long long a, b, c;
+        if (p && sscanf(p + strlen(key), "%llu, dropped %llu, dropouts %llu", &a, &b, &c) == 3) {
+            *sent = a;
+            *dropouts = c;
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 static int t_six_updates(t_state_t *s) { return t_count_from(s, s->trainer, 0, 5) >= 6; }
 static int t_base6(t_state_t *s) { return t_count_from(s, s->trainer, 0, 6) >= 3; }
 static int t_heartbeats(t_state_t *s) { return s->heartbeats >= 4; }
@@ -335,8 +371,9 @@ static int t_setup(void **state)
     if (!s->poller || !s->layout || !s->tensors)
         return -1;
     s->delta = malloc(fm_model_nparams(s->layout) * sizeof(float));
+    s->last_delta = malloc(fm_model_nparams(s->layout) * sizeof(float));
     fm_errmsg_t e;
-    if (!s->delta ||
+    if (!s->delta || !s->last_delta ||
         fm_dataset_load_dir(&s->ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) ||
         fm_partition_new(&s->part, s->ds, PARTITION, NUM_CLIENTS, SEED, &e)) {
         fprintf(stderr, "setup: %s\n", e.msg);
@@ -377,6 +414,7 @@ static int t_teardown(void **state)
     fm_wire_buf_free(&s->model_frame);
     free(s->tensors);
     free(s->delta);
+    free(s->last_delta);
     free(s);
     return 0;
 }
@@ -596,15 +634,27 @@ static void test_sigterm_bye(void **state)
     assert_int_equal(s->update_errors, 0);
 }
 
-/* 4: dropout_prob = 1: no UPDATE, but the trainer is alive and heartbeats. */
+/* 4: dropout_prob = 1: clients drop out (the trainer's summary line counts them), no
+ * UPDATE is sent, and the trainer is alive and heartbeats. */
 static void test_dropout(void **state)
 {
     t_state_t *s = *state;
     t_set_model(s, 7);
+    int summaries = fm_proc_file_count(s->log, "summary: updates sent ");
+    int finals = fm_proc_file_count(s->log, "final: updates sent ");
     pid_t pid = t_spawn(s, "trainer.dropout_prob=1.0", NULL);
     assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
     s->heartbeats = 0;
-    t_pump(s, NULL, 4.0);
+    /* the summary comes every 10 s: wait for one (of this trainer) counting dropouts */
+    unsigned long long sent = 1, dropouts = 0;
+    double end = fm_proc_now() + 60;
+    while (fm_proc_now() < end &&
+           !(fm_proc_file_count(s->log, "summary: updates sent ") > summaries &&
+             t_summary(s->log, "summary", &sent, &dropouts) && dropouts > 0))
+        t_pump(s, NULL, 0.2);
+    assert_true(fm_proc_file_count(s->log, "summary: updates sent ") > summaries);
+    assert_true(dropouts > 0);
+    assert_true(sent == 0);
     assert_int_equal(t_count_from(s, pid, 0, -1), 0);
     assert_true(s->heartbeats >= 4);
     assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
@@ -617,6 +667,13 @@ static void test_dropout(void **state)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_int_equal(s->seq_errors, 0);
+    t_pump(s, NULL, 0.3);
+    assert_int_equal(t_count_from(s, pid, 0, -1), 0);
+    unsigned long long last_dropouts = dropouts;
+    assert_int_equal(fm_proc_file_count(s->log, "final: updates sent "), finals + 1);
+    assert_true(t_summary(s->log, "final", &sent, &dropouts));
+    assert_true(sent == 0);
+    assert_true(dropouts >= last_dropouts);
 }
 
 /* Write a trainer config file: [trainer] log_level and threads_per_worker. */
@@ -730,14 +787,202 @@ static void test_sigkill(void **state)
     for (int i = 0; i < s->nupdates; i++)
         if (s->pids[i] == pid2)
             assert_int_equal(s->bases[i], 9);
+    int finals = fm_proc_file_count(s->log, "final: updates sent ");
     st = fm_proc_stop(pid2, SIGTERM, 15);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_int_equal(s->update_errors, 0);
+    /* the control of test_dropout: with dropout_prob = 0 updates are sent, no dropout */
+    unsigned long long sent = 0, dropouts = 1;
+    assert_int_equal(fm_proc_file_count(s->log, "final: updates sent "), finals + 1);
+    assert_true(t_summary(s->log, "final", &sent, &dropouts));
+    assert_true(sent >= 2);
+    assert_true(dropouts == 0);
 }
 
-int main(void)
+/* ---- UPDATE content against a replay ---------------------------------------------------- */
+
+/* The local training test_replay configures (the trainer's config file and the replay). */
+#define R_EPOCHS 2
+#define R_BATCH 32
+#define R_LR "0.05"
+#define R_MOMENTUM "0.9"
+#define R_WEIGHT_DECAY "0.0005"
+#define R_CLIENT 2
+#define R_MU 1.0
+/* Same code, same data order, one thread, the same BLAS core (main calls fm_blas_setup like
+ * the daemons): the replay is bit-exact, so the delta must equal it exactly */
+#define R_TOL 0.0
+
+/* Serve MODEL `version` opening sync round `round` whose cohort is {client}, with `mu`. */
+static void t_set_sync_model(t_state_t *s, uint64_t version, uint64_t round, uint32_t client,
+                             double mu)
 {
+    fm_model_init(s->layout, 100 + version);
+    uint8_t ids[4] = {(uint8_t)client, (uint8_t)(client >> 8), (uint8_t)(client >> 16),
+                      (uint8_t)(client >> 24)};
+    fm_wire_model_t hdr;
+    memset(&hdr, 0, sizeof hdr);
+    hdr.version = version;
+    hdr.created = 1.7e9 + (double)version;
+    hdr.round = round;
+    hdr.cohort.present = 1;
+    hdr.cohort.ids = ids;
+    hdr.cohort.count = 1;
+    hdr.mu = mu;
+    assert_int_equal(fm_wire_encode_model(&hdr, s->layout, fm_model_params(s->layout),
+                                          &s->model_frame), 0);
+    s->model_version = version;
+}
+
+/* Replay run `run` of `client`'s local training in this process with the training core:
+ * the same partition, start weights, per-client seed and optimiser settings as the
+ * trainer. delta = w_local - base. */
+static void t_replay(const fm_dataset_t *ds, const fm_partition_t *part, uint32_t client,
+                     uint64_t run, const float *base, double mu, float *delta,
+                     fm_train_result_t *res)
+{
+    int err = 0;
+    fm_model_t *m = fm_model_new("mlp", &err);
+    assert_non_null(m);
+    size_t np = fm_model_nparams(m);
+    float *w = fm_model_params(m);
+    memcpy(w, base, np * sizeof(float));
+    fm_engine_t *e = fm_engine_new(m, 1, R_BATCH, &err);
+    assert_non_null(e);
+    fm_sgd_config_t sgd = {.lr = (float)strtod(R_LR, NULL),
+                           .momentum = (float)strtod(R_MOMENTUM, NULL),
+                           .weight_decay = (float)strtod(R_WEIGHT_DECAY, NULL),
+                           .clip_norm = 0.0f,
+                           .mu = 0.0f};
+    fm_optim_t *o = fm_optim_new(np, &sgd, &err);
+    assert_non_null(o);
+    assert_int_equal(fm_optim_set_mu(o, (float)mu), 0);
+    fm_train_config_t tcfg = {.epochs = R_EPOCHS,
+                              .batch = R_BATCH,
+                              .seed = trainer_sim_train_seed(SEED, client, run)};
+    uint32_t n = part->offsets[client + 1] - part->offsets[client];
+    assert_int_equal(fm_train_run(e, o, m, ds->x, ds->y, part->indices + part->offsets[client],
+                                  n, &tcfg, mu > 0 ? base : NULL, NULL, NULL, res), 0);
+    for (size_t i = 0; i < np; i++)
+        delta[i] = w[i] - base[i];
+    fm_optim_destroy(&o);
+    fm_engine_destroy(&e);
+    fm_model_destroy(&m);
+}
+
+/* max |a - b| / max |b| over n floats (printed). */
+static double t_rel_diff(const char *what, const float *a, const float *b, size_t n)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - (double)b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    fprintf(stderr, "%s: max |diff| %.3g, max |replay| %.3g\n", what, d, m);
+    return m > 0 ? d / m : INFINITY;
+}
+
+static uint64_t t_want_round;
+static int t_round_update(t_state_t *s)
+{
+    return s->nupdates > 0 && s->last_pid == s->trainer && s->last.round == t_want_round;
+}
+
+/* The UPDATE of one client equals its local training replayed here: sync round 1 (mu = 0)
+ * on MODEL v11, then round 2 with FedProx (mu = R_MU) on v12, which must also differ from
+ * the replay without the proximal term. "n", "steps" and "loss" match the replay too. */
+static void test_replay(void **state)
+{
+    t_state_t *s = *state;
+    snprintf(s->config, sizeof s->config, "%s/replay.conf", s->tmp);
+    FILE *f = fopen(s->config, "w");
+    assert_non_null(f);
+    fprintf(f, "[federation]\nlocal_epochs = %d\nbatch_size = %d\nlearning_rate = %s\n"
+               "momentum = %s\nweight_decay = %s\nclip_norm = 0\nmu = 0\n"
+               "[trainer]\nthreads_per_worker = 1\ndropout_prob = 0\nlog_level = info\n",
+            R_EPOCHS, R_BATCH, R_LR, R_MOMENTUM, R_WEIGHT_DECAY);
+    assert_int_equal(fclose(f), 0);
+
+    fm_dataset_t *ds = NULL;
+    fm_partition_t *part = NULL, *held = NULL;
+    fm_errmsg_t e;
+    assert_int_equal(fm_dataset_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN,
+                                         FM_FASHION_STD, &e), 0);
+    assert_int_equal(fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held,
+                                          &e), 0);
+    size_t np = fm_model_nparams(s->layout);
+    float *base = malloc(np * sizeof(float));
+    float *want = malloc(np * sizeof(float));
+    float *other = malloc(np * sizeof(float));
+    assert_true(base && want && other);
+    uint32_t n = part->offsets[R_CLIENT + 1] - part->offsets[R_CLIENT];
+    fm_train_result_t res;
+
+    /* round 1, mu = 0: the first run (0) of the client */
+    t_set_sync_model(s, 11, 1, R_CLIENT, 0.0);
+    memcpy(base, fm_model_params(s->layout), np * sizeof(float));
+    int from = s->nupdates;
+    int finals = fm_proc_file_count(s->log, "final: updates sent ");
+    pid_t pid = t_spawn(s, NULL, NULL);
+    s->config[0] = '\0';
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    t_want_round = 1;
+    assert_true(t_pump(s, t_round_update, 60));
+    assert_int_equal(s->last.client, R_CLIENT);
+    assert_int_equal(s->last.base, 11);
+    t_replay(ds, part, R_CLIENT, 0, base, 0.0, want, &res);
+    assert_true(t_rel_diff("round 1 delta", s->last_delta, want, np) <= R_TOL);
+    assert_int_equal(s->last.num_samples, n);
+    assert_int_equal(s->last.local_steps, res.steps);
+    assert_true(fabs(s->last.train_loss - res.loss) <= 1e-9 * fabs(res.loss));
+
+    /* round 2, mu = R_MU on the PUB: run 1, with the proximal term towards v12 */
+    t_set_sync_model(s, 12, 2, R_CLIENT, R_MU);
+    memcpy(base, fm_model_params(s->layout), np * sizeof(float));
+    t_want_round = 2;
+    double end = fm_proc_now() + 60;
+    while (!t_round_update(s) && fm_proc_now() < end) {
+        zsock_send(s->pub, "b", s->model_frame.data, s->model_frame.len);
+        t_pump(s, NULL, 0.2);
+    }
+    assert_true(t_round_update(s));
+    assert_int_equal(s->last.client, R_CLIENT);
+    assert_int_equal(s->last.base, 12);
+    t_replay(ds, part, R_CLIENT, 1, base, R_MU, want, &res);
+    assert_true(t_rel_diff("round 2 delta (FedProx)", s->last_delta, want, np) <= R_TOL);
+    assert_int_equal(s->last.num_samples, n);
+    assert_int_equal(s->last.local_steps, res.steps);
+    assert_true(fabs(s->last.train_loss - res.loss) <= 1e-9 * fabs(res.loss));
+    fm_train_result_t res0;
+    t_replay(ds, part, R_CLIENT, 1, base, 0.0, other, &res0);
+    assert_true(t_rel_diff("round 2 delta vs no FedProx", s->last_delta, other, np) > 1e-3);
+
+    /* one client per round: exactly two UPDATEs, and the summary agrees */
+    t_pump(s, NULL, 0.5);
+    assert_int_equal(t_count_from(s, pid, from, -1), 2);
+    int st = fm_proc_stop(pid, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    unsigned long long sent = 0, dropouts = 1;
+    assert_int_equal(fm_proc_file_count(s->log, "final: updates sent "), finals + 1);
+    assert_true(t_summary(s->log, "final", &sent, &dropouts));
+    assert_true(sent == 2 && dropouts == 0);
+    assert_int_equal(s->update_errors, 0);
+    free(base);
+    free(want);
+    free(other);
+    fm_partition_destroy(&part);
+    fm_partition_destroy(&held);
+    fm_dataset_destroy(&ds);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    /* the BLAS core the daemons run (they re-exec on a misdetected core): the replay must
+     * round like the trainer */
+    fm_blas_setup(argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sim),
         cmocka_unit_test(test_bad_config),
@@ -750,6 +995,7 @@ int main(void)
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_aggregator_down),
         cmocka_unit_test(test_sigkill),
+        cmocka_unit_test(test_replay),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

@@ -157,7 +157,7 @@ int main(int argc, char **argv)
     }
 
     fm_model_init(m, seed);
-    if (fm_dataset_load_dir(&train, data, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) != 0) {
+    if (!(train = fm_dataset_load_dir(data, "train", FM_FASHION_MEAN, FM_FASHION_STD, NULL, &e))) {
         rc = s_bad(e.msg);
         goto cleanup;
     }

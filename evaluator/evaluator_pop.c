@@ -105,7 +105,8 @@ eval_pop_t *eval_pop_load(const fm_config_t *cfg, int *err, fm_errmsg_t *e)
     fm_partition_t *train = NULL, *held = NULL;
     eval_pop_t *self = NULL;
     fm_errmsg_t why = {{0}};
-    int rc = fm_dataset_load_dir(&ds, f->data_dir, "train", FM_FASHION_MEAN, FM_FASHION_STD, e);
+    int rc = 0;
+    ds = fm_dataset_load_dir(f->data_dir, "train", FM_FASHION_MEAN, FM_FASHION_STD, &rc, e);
     if (rc != 0)
         goto cleanup;
     if (ds->rows != FM_IMAGE_H || ds->cols != FM_IMAGE_W) {

@@ -148,9 +148,9 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     if ((rc = s_sockets_open(self, e)) != 0)
         goto cleanup;
     fm_errmsg_t why = {{0}};
-    rc = fm_dataset_load_dir(&self->test, cfg->federation.data_dir, cfg->evaluator.test_split,
-                             FM_FASHION_MEAN, FM_FASHION_STD, &why);
-    if (rc != 0) {
+    self->test = fm_dataset_load_dir(cfg->federation.data_dir, cfg->evaluator.test_split,
+                                     FM_FASHION_MEAN, FM_FASHION_STD, &rc, &why);
+    if (!self->test) {
         fm_errmsg_set(e, rc, "[federation] data_dir = %s: %s", cfg->federation.data_dir, why.msg);
         goto cleanup;
     }

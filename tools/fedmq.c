@@ -267,11 +267,11 @@ static int s_cmd_train(int argc, char **argv)
     }
     if ((rc = s_start("train")) != 0)
         goto cleanup;
-    int lrc;
-    if ((lrc = fm_dataset_load_dir(&train, o.data, "train", FM_FASHION_MEAN, FM_FASHION_STD,
-                                   &e)) != 0 ||
-        (lrc = fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD,
-                                   &e)) != 0) {
+    int lrc = 0;
+    if (!(train = fm_dataset_load_dir(o.data, "train", FM_FASHION_MEAN, FM_FASHION_STD, &lrc,
+                                      &e)) ||
+        !(test = fm_dataset_load_dir(o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &lrc,
+                                     &e))) {
         rc = s_fail("train", fm_err_file_exit_code(lrc), e.msg);
         goto cleanup;
     }
@@ -358,8 +358,8 @@ static int s_cmd_eval(int argc, char **argv)
     }
     if ((rc = s_start("eval")) != 0)
         goto cleanup;
-    if ((err = fm_dataset_load_dir(&test, o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD,
-                                   &e)) != 0) {
+    if (!(test = fm_dataset_load_dir(o.data, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &err,
+                                     &e))) {
         rc = s_fail("eval", fm_err_file_exit_code(err), e.msg);
         goto cleanup;
     }

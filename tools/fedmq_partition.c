@@ -220,11 +220,12 @@ int fm_cli_partition(int argc, char **argv)
     fm_dataset_t *ds = NULL;
     fm_partition_t *train = NULL, *held = NULL;
     json_t *doc = NULL;
-    if (fm_dataset_load_dir(&ds, cfg.federation.data_dir, "train", FM_FASHION_MEAN,
-                            FM_FASHION_STD, &e) != 0) {
+    int lrc = 0;
+    if (!(ds = fm_dataset_load_dir(cfg.federation.data_dir, "train", FM_FASHION_MEAN,
+                                   FM_FASHION_STD, &lrc, &e))) {
         fprintf(stderr, "fedmq partition: [federation] data_dir = %s: %s\n",
                 cfg.federation.data_dir, e.msg);
-        rc = FM_EXIT_RUNTIME;
+        rc = fm_err_file_exit_code(lrc);
         goto cleanup;
     }
     /* the trainers' and the evaluator's split (fm_partition_clients) */

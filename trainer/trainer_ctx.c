@@ -5,24 +5,21 @@
 #include <string.h>
 
 
-int trainer_ctx_init(trainer_ctx_t *c, uint32_t first, uint32_t count, double sigma,
-                     double dropout_prob)
+trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, double dropout_prob,
+                               int *err)
 {
-    memset(c, 0, sizeof *c);
+    int rc = -ENOMEM, mrc = -1;
+    trainer_ctx_t *c = calloc(1, sizeof *c);
+    if (!c)
+        goto cleanup;
     c->busy = calloc(count ? count : 1, 1);
     c->runs = calloc(count ? count : 1, sizeof(uint64_t));
     c->pending = calloc(count ? count : 1, 1);
-    int rc = pthread_mutex_init(&c->mu, NULL);
-    if (rc != 0 || !c->busy || !c->runs || !c->pending) {
-        if (rc == 0)
-            pthread_mutex_destroy(&c->mu);
-        free(c->busy);
-        free(c->runs);
-        free(c->pending);
-        c->busy = NULL;
-        c->runs = NULL;
-        c->pending = NULL;
-        return rc ? -rc : -ENOMEM;
+    if (!c->busy || !c->runs || !c->pending)
+        goto cleanup;
+    if ((mrc = pthread_mutex_init(&c->mu, NULL)) != 0) {
+        rc = -mrc;
+        goto cleanup;
     }
     c->first = first;
     c->count = count;
@@ -35,20 +32,33 @@ int trainer_ctx_init(trainer_ctx_t *c, uint32_t first, uint32_t count, double si
     atomic_init(&c->train_errors, 0);
     atomic_init(&c->busy_workers, 0);
     atomic_init(&c->stop, 0);
-    return 0;
+    rc = 0;
+cleanup:
+    if (rc) {
+        if (c) {
+            free(c->busy);
+            free(c->runs);
+            free(c->pending);
+            free(c);
+            c = NULL;
+        }
+        if (err)
+            *err = rc;
+    }
+    return c;
 }
 
-void trainer_ctx_fini(trainer_ctx_t *c)
+void trainer_ctx_destroy(trainer_ctx_t **p)
 {
-    if (!c->busy)
+    if (!p || !*p)
         return;
+    trainer_ctx_t *c = *p;
     pthread_mutex_destroy(&c->mu);
     free(c->busy);
     free(c->runs);
     free(c->pending);
-    c->busy = NULL;
-    c->runs = NULL;
-    c->pending = NULL;
+    free(c);
+    *p = NULL;
 }
 
 int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job)

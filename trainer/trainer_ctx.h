@@ -40,13 +40,14 @@ typedef struct {
     atomic_int stop;                   /* 1: workers must finish */
 } trainer_ctx_t;
 
-/* Initialise for clients [first, first + count) and the simulation parameters.
- * 0, -ENOMEM or -errno. On failure nothing needs freeing. */
-int trainer_ctx_init(trainer_ctx_t *c, uint32_t first, uint32_t count, double sigma,
-                     double dropout_prob);
+/* A context for clients [first, first + count) and the simulation parameters. NULL on
+ * failure with *err (-ENOMEM or -errno of pthread_mutex_init). The caller owns it:
+ * trainer_ctx_destroy, once no worker uses it any more. */
+trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, double dropout_prob,
+                               int *err);
 
-/* Free what init allocated; no worker may use it any more. Idempotent after init. */
-void trainer_ctx_fini(trainer_ctx_t *c);
+/* Free it and set *p to NULL; idempotent. */
+void trainer_ctx_destroy(trainer_ctx_t **p);
 
 /* One local training to do. */
 typedef struct {

@@ -34,8 +34,7 @@ struct trainer_pool {
     fm_dataset_t *ds;
     fm_partition_t *part;
     trainer_latest_t *latest;
-    trainer_ctx_t ctx;
-    int ctx_ready;
+    trainer_ctx_t *ctx;
     trainer_worker_t **workers;
     int nworkers;
     zsock_t *sub;
@@ -80,8 +79,8 @@ static void s_send_member(trainer_pool_t *self, fm_wire_type_t type)
     m.client_count = self->client_count;
     m.workers = (uint32_t)self->nworkers;
     m.seq = self->seq++;
-    m.updates_sent = atomic_load(&self->ctx.sent);
-    int busy = atomic_load(&self->ctx.busy_workers);
+    m.updates_sent = atomic_load(&self->ctx->sent);
+    int busy = atomic_load(&self->ctx->busy_workers);
     m.busy = busy > 0 ? (uint32_t)busy : 0;
     int rc = fm_wire_encode_member(type, &m, &self->buf);
     if (rc != 0) {
@@ -174,7 +173,7 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
                                  .cohort = hdr.cohort.count,
                                  .mu = hdr.mu};
     trainer_latest_publish(self->latest, &info); /* before the jobs: see trainer_worker */
-    uint32_t mine = trainer_ctx_set_round(&self->ctx, info.sync, info.round, &hdr.cohort);
+    uint32_t mine = trainer_ctx_set_round(self->ctx, info.sync, info.round, &hdr.cohort);
     if (info.sync && (info.round != cur.round || !have))
         FM_LOG(mine ? LOG_INFO : LOG_DEBUG, "round %llu on v%llu: %u of the %u selected clients "
                "are served here", (unsigned long long)info.round,
@@ -247,12 +246,12 @@ static void s_summary(trainer_pool_t *self, const char *what)
     uint64_t v = have ? info.version : 0;
     FM_LOG(LOG_INFO, "%s: updates sent %llu, dropped %llu, dropouts %llu, abandoned %llu, "
            "errors %llu, bad frames %llu, busy %d/%d, model v%lld", what,
-           (unsigned long long)atomic_load(&self->ctx.sent),
-           (unsigned long long)atomic_load(&self->ctx.send_dropped),
-           (unsigned long long)atomic_load(&self->ctx.dropouts),
-           (unsigned long long)atomic_load(&self->ctx.abandoned),
-           (unsigned long long)atomic_load(&self->ctx.train_errors),
-           (unsigned long long)self->bad_frames, atomic_load(&self->ctx.busy_workers),
+           (unsigned long long)atomic_load(&self->ctx->sent),
+           (unsigned long long)atomic_load(&self->ctx->send_dropped),
+           (unsigned long long)atomic_load(&self->ctx->dropouts),
+           (unsigned long long)atomic_load(&self->ctx->abandoned),
+           (unsigned long long)atomic_load(&self->ctx->train_errors),
+           (unsigned long long)self->bad_frames, atomic_load(&self->ctx->busy_workers),
            self->nworkers, have ? (long long)v : -1LL);
 }
 
@@ -303,7 +302,7 @@ static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
     self->cfg.trainer.slowdown_sigma = fresh->trainer.slowdown_sigma;
     self->cfg.trainer.dropout_prob = fresh->trainer.dropout_prob;
     self->cfg.trainer.log_level = fresh->trainer.log_level;
-    trainer_ctx_set_sim(&self->ctx, fresh->trainer.slowdown_sigma, fresh->trainer.dropout_prob);
+    trainer_ctx_set_sim(self->ctx, fresh->trainer.slowdown_sigma, fresh->trainer.dropout_prob);
     return 0;
 }
 
@@ -313,11 +312,11 @@ static void s_reload(void *arg)
     fm_daemon_reload(&self->cfg, self->args, "trainer.log_level", s_apply, self);
 }
 
-/* Join every worker (after ctx.stop is set) and free them. */
+/* Join every worker (after ctx->stop is set) and free them. */
 static void s_workers_destroy(trainer_pool_t *self)
 {
-    if (self->ctx_ready)
-        atomic_store(&self->ctx.stop, 1);
+    if (self->ctx)
+        atomic_store(&self->ctx->stop, 1);
     for (int i = 0; self->workers && i < self->nworkers; i++)
         trainer_worker_destroy(&self->workers[i]);
     free(self->workers);
@@ -405,8 +404,8 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
         goto cleanup;
     double t0 = fm_daemon_now();
     fm_errmsg_t why;
-    if ((rc = fm_dataset_load_dir(&self->ds, cfg->federation.data_dir, "train", FM_FASHION_MEAN,
-                                  FM_FASHION_STD, &why)) != 0) {
+    if (!(self->ds = fm_dataset_load_dir(cfg->federation.data_dir, "train", FM_FASHION_MEAN,
+                                         FM_FASHION_STD, &rc, &why))) {
         fm_errmsg_set(e, rc, "[federation] data_dir = %s: %s", cfg->federation.data_dir, why.msg);
         goto cleanup;
     }
@@ -436,12 +435,12 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
         fm_errmsg_set(e, rc, "model buffer: %s", fm_strerror(rc));
         goto cleanup;
     }
-    if ((rc = trainer_ctx_init(&self->ctx, self->client_first, self->client_count,
-                               cfg->trainer.slowdown_sigma, cfg->trainer.dropout_prob)) != 0) {
+    if (!(self->ctx = trainer_ctx_new(self->client_first, self->client_count,
+                                      cfg->trainer.slowdown_sigma, cfg->trainer.dropout_prob,
+                                      &rc))) {
         fm_errmsg_set(e, rc, "scheduler: %s", fm_strerror(rc));
         goto cleanup;
     }
-    self->ctx_ready = 1;
     self->tensors = malloc(sizeof *self->tensors);
     if (!self->tensors) {
         rc = fm_errmsg_set(e, -ENOMEM, "out of memory");
@@ -459,7 +458,7 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
                                 .ds = self->ds,
                                 .part = self->part,
                                 .latest = self->latest,
-                                .ctx = &self->ctx,
+                                .ctx = self->ctx,
                                 .trainer_id = self->trainer_id};
     for (int i = 0; i < self->nworkers; i++) {
         self->workers[i] = trainer_worker_new(&env, i, &rc, e);
@@ -515,8 +514,7 @@ void trainer_pool_destroy(trainer_pool_t **p)
     zsock_destroy(&self->sub);
     zsock_destroy(&self->dealer);
     zsock_destroy(&self->agg_push);
-    if (self->ctx_ready)
-        trainer_ctx_fini(&self->ctx);
+    trainer_ctx_destroy(&self->ctx);
     trainer_latest_destroy(&self->latest);
     fm_partition_destroy(&self->part);
     fm_dataset_destroy(&self->ds);

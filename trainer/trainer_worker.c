@@ -137,6 +137,14 @@ static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
                w->index, client, (unsigned long long)job->round);
         return;
     }
+    /* the model is published before trainer_ctx_set_round switches the scheduler to sync: an
+     * async job taken in between must not train on a sync model (its update would carry no
+     * round and only be dropped as late) */
+    if (!job->sync && info.sync) {
+        FM_LOG(LOG_DEBUG, "worker %d: client %u: async job on a sync model (round %llu) dropped",
+               w->index, client, (unsigned long long)info.round);
+        return;
+    }
     uint64_t base_version = info.version;
     double mu = info.sync ? info.mu : fed->mu;
     if (fm_optim_set_mu(w->optim, (float)mu) != 0)

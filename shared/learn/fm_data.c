@@ -226,8 +226,8 @@ static void s_idx_close(s_idx_t *f)
     f->gz = NULL;
 }
 
-int fm_dataset_load(fm_dataset_t **out, const char *images_path, const char *labels_path,
-                    float mean, float std, fm_errmsg_t *e)
+static int s_dataset_load(fm_dataset_t **out, const char *images_path, const char *labels_path,
+                          float mean, float std, fm_errmsg_t *e)
 {
     if (!out)
         return fm_errmsg_set(e, FM_EARG, "fm_dataset_load: out is NULL");
@@ -327,8 +327,8 @@ static int s_pick(char *path, size_t cap, const char *dir, const char *split, co
                          fm_strerror(-ENOENT), dname);
 }
 
-int fm_dataset_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
-                        float std, fm_errmsg_t *e)
+static int s_dataset_load_dir(fm_dataset_t **out, const char *dir, const char *split,
+                              float mean, float std, fm_errmsg_t *e)
 {
     if (!out)
         return fm_errmsg_set(e, FM_EARG, "fm_dataset_load_dir: out is NULL");
@@ -343,7 +343,27 @@ int fm_dataset_load_dir(fm_dataset_t **out, const char *dir, const char *split, 
     rc = s_pick(labels, sizeof labels, dir, split, "labels-idx1-ubyte", e);
     if (rc)
         return rc;
-    return fm_dataset_load(out, images, labels, mean, std, e);
+    return s_dataset_load(out, images, labels, mean, std, e);
+}
+
+fm_dataset_t *fm_dataset_load(const char *images_path, const char *labels_path, float mean,
+                              float std, int *err, fm_errmsg_t *e)
+{
+    fm_dataset_t *ds = NULL;
+    int rc = s_dataset_load(&ds, images_path, labels_path, mean, std, e);
+    if (err)
+        *err = rc;
+    return ds;
+}
+
+fm_dataset_t *fm_dataset_load_dir(const char *dir, const char *split, float mean, float std,
+                                  int *err, fm_errmsg_t *e)
+{
+    fm_dataset_t *ds = NULL;
+    int rc = s_dataset_load_dir(&ds, dir, split, mean, std, e);
+    if (err)
+        *err = rc;
+    return ds;
 }
 
 void fm_dataset_destroy(fm_dataset_t **p)
@@ -559,8 +579,8 @@ cleanup:
     return rc;
 }
 
-int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *spec,
-                     uint32_t nclients, uint64_t seed, fm_errmsg_t *e)
+static int s_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *spec,
+                           uint32_t nclients, uint64_t seed, fm_errmsg_t *e)
 {
     if (!out)
         return fm_errmsg_set(e, FM_EARG, "fm_partition_new: out is NULL");
@@ -625,6 +645,16 @@ int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *s
 cleanup:
     fm_partition_destroy(&p);
     return rc;
+}
+
+fm_partition_t *fm_partition_new(const fm_dataset_t *ds, const char *spec, uint32_t nclients,
+                                 uint64_t seed, int *err, fm_errmsg_t *e)
+{
+    fm_partition_t *p = NULL;
+    int rc = s_partition_new(&p, ds, spec, nclients, seed, e);
+    if (err)
+        *err = rc;
+    return p;
 }
 
 void fm_partition_destroy(fm_partition_t **p)
@@ -720,7 +750,7 @@ int fm_partition_clients(const fm_dataset_t *ds, const char *spec, uint32_t ncli
     *train = *held = NULL;
     fm_partition_t *part = NULL;
     fm_errmsg_t why = {{0}};
-    int rc = fm_partition_new(&part, ds, spec, nclients, seed, &why);
+    int rc = s_partition_new(&part, ds, spec, nclients, seed, &why);
     if (rc != 0)
         return fm_errmsg_set(e, rc, "partition %s: %s", spec, why.msg);
     rc = fm_partition_holdout(part, holdout, seed, train, held, &why);

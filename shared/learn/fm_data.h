@@ -26,15 +26,16 @@ typedef struct {
 /* Load an images file and a labels file. Fails with FM_EMAGIC (wrong magic), FM_ETRUNC
  * (fewer bytes than the header promises), FM_ESHAPE (image/label counts differ, or a
  * label >= 10), FM_EFORMAT (corrupt gzip), -errno (cannot open). `e` gets one line naming
- * the file. On success *out is owned by the caller (fm_dataset_destroy). */
-int fm_dataset_load(fm_dataset_t **out, const char *images_path, const char *labels_path,
-                    float mean, float std, fm_errmsg_t *e);
+ * the file. NULL on failure with *err (may be NULL) set to that code; the caller owns the
+ * result (fm_dataset_destroy). */
+fm_dataset_t *fm_dataset_load(const char *images_path, const char *labels_path, float mean,
+                              float std, int *err, fm_errmsg_t *e);
 
 /* Load split "train" or "t10k" from a directory holding the usual four files
  * ("<split>-images-idx3-ubyte[.gz]", "<split>-labels-idx1-ubyte[.gz]"; the .gz name is
- * tried first). Same errors as fm_dataset_load. */
-int fm_dataset_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
-                        float std, fm_errmsg_t *e);
+ * tried first). Same errors and ownership as fm_dataset_load. */
+fm_dataset_t *fm_dataset_load_dir(const char *dir, const char *split, float mean, float std,
+                                  int *err, fm_errmsg_t *e);
 
 /* Free and NULL *p; idempotent. */
 void fm_dataset_destroy(fm_dataset_t **p);
@@ -66,10 +67,11 @@ int fm_partition_spec_parse(const char *spec, fm_partition_spec_t *out, fm_errms
  *   "shards:K"       sort by label, cut into nclients*K equal shards, deal K to each client
  *                    at random (McMahan et al. 2017).
  * Deterministic: the same ds labels, spec, nclients and seed give the same partition in
- * every process. FM_EARG for a bad spec or nclients == 0 or more shards than samples.
- * On success *out is owned by the caller (fm_partition_destroy). */
-int fm_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const char *spec,
-                     uint32_t nclients, uint64_t seed, fm_errmsg_t *e);
+ * every process. NULL on failure with *err (may be NULL): FM_EARG for a bad spec or
+ * nclients == 0 or more shards than samples, -ENOMEM. The caller owns the result
+ * (fm_partition_destroy). */
+fm_partition_t *fm_partition_new(const fm_dataset_t *ds, const char *spec, uint32_t nclients,
+                                 uint64_t seed, int *err, fm_errmsg_t *e);
 
 void fm_partition_destroy(fm_partition_t **p);
 

@@ -38,6 +38,16 @@
 #include "../support/fm_proc.h"
 #include "fm_wire.h"
 
+/* The old out-parameter shape over the CLASS constructors, for the many checks below. */
+static int s_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
+                      float std, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_dataset_load_dir(dir, split, mean, std, &err, e);
+    return *out ? 0 : err;
+}
+
+
 #define S_EVALUATOR FM_BIN_DIR "/fedmq-evaluator"
 #define S_MAX_VERSION 64
 #define S_START_TIMEOUT_S 30.0   /* data load + BLAS self-check, generous for ASan */
@@ -427,7 +437,7 @@ static int s_group_setup(void **state)
 
     fm_errmsg_t e = {{0}};
     int err = 0;
-    if (fm_dataset_load_dir(&c->test, FM_DATA_DIR, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e))
+    if (s_load_dir(&c->test, FM_DATA_DIR, "t10k", FM_FASHION_MEAN, FM_FASHION_STD, &e))
         fail_msg("%s", e.msg);
     assert_non_null(c->mlp = fm_model_new("mlp", &err));
     /* the evaluator's population split: the defaults but the data dir, as it is started */
@@ -439,7 +449,7 @@ static int s_group_setup(void **state)
                 cfg.evaluator.population_threshold == S_POP_THRESHOLD);
     fm_dataset_t *train = NULL;
     fm_partition_t *kept = NULL, *held = NULL;
-    if (fm_dataset_load_dir(&train, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) ||
+    if (s_load_dir(&train, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) ||
         fm_partition_clients(train, cfg.federation.partition, S_NUM_CLIENTS, cfg.federation.seed,
                              cfg.federation.holdout, &kept, &held, &e))
         fail_msg("population split: %s", e.msg);

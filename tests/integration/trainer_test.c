@@ -27,6 +27,23 @@
 #include "fm_wire.h"
 #include "trainer_sim.h"
 
+/* The old out-parameter shape over the CLASS constructors, for the many checks below. */
+static int s_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
+                      float std, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_dataset_load_dir(dir, split, mean, std, &err, e);
+    return *out ? 0 : err;
+}
+
+static int s_part_new(fm_partition_t **out, const fm_dataset_t *ds, const char *spec,
+                      uint32_t nclients, uint64_t seed, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_partition_new(ds, spec, nclients, seed, &err, e);
+    return *out ? 0 : err;
+}
+
 #define NUM_CLIENTS 20
 #define CLIENT_FIRST 0
 #define CLIENT_LAST 3
@@ -374,8 +391,8 @@ static int t_setup(void **state)
     s->last_delta = malloc(fm_model_nparams(s->layout) * sizeof(float));
     fm_errmsg_t e;
     if (!s->delta || !s->last_delta ||
-        fm_dataset_load_dir(&s->ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) ||
-        fm_partition_new(&s->part, s->ds, PARTITION, NUM_CLIENTS, SEED, &e)) {
+        s_load_dir(&s->ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e) ||
+        s_part_new(&s->part, s->ds, PARTITION, NUM_CLIENTS, SEED, &e)) {
         fprintf(stderr, "setup: %s\n", e.msg);
         return -1;
     }
@@ -907,7 +924,7 @@ static void test_replay(void **state)
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
     fm_errmsg_t e;
-    assert_int_equal(fm_dataset_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN,
+    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN,
                                          FM_FASHION_STD, &e), 0);
     assert_int_equal(fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held,
                                           &e), 0);

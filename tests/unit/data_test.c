@@ -19,6 +19,31 @@
 
 #include "fm_data.h"
 
+/* The old out-parameter shape over the CLASS constructors, for the many checks below. */
+static int s_load(fm_dataset_t **out, const char *images, const char *labels, float mean,
+                  float std, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_dataset_load(images, labels, mean, std, &err, e);
+    return *out ? 0 : err;
+}
+
+static int s_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
+                      float std, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_dataset_load_dir(dir, split, mean, std, &err, e);
+    return *out ? 0 : err;
+}
+
+static int s_part_new(fm_partition_t **out, const fm_dataset_t *ds, const char *spec,
+                      uint32_t nclients, uint64_t seed, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_partition_new(ds, spec, nclients, seed, &err, e);
+    return *out ? 0 : err;
+}
+
 #define N_SYN 20
 #define ROWS 28
 #define COLS 28
@@ -200,11 +225,11 @@ static void test_load_raw_and_gz(void **state)
     fm_errmsg_t e = {{0}};
     fm_dataset_t *raw = NULL, *gz = NULL, *mixed = NULL;
 
-    assert_int_equal(fm_dataset_load(&raw, s_path(fx, "raw-images", pi, sizeof pi),
+    assert_int_equal(s_load(&raw, s_path(fx, "raw-images", pi, sizeof pi),
                                      s_path(fx, "raw-labels", pl, sizeof pl), MEAN, STD, &e), 0);
-    assert_int_equal(fm_dataset_load(&gz, s_path(fx, "gz-images.gz", gi, sizeof gi),
+    assert_int_equal(s_load(&gz, s_path(fx, "gz-images.gz", gi, sizeof gi),
                                      s_path(fx, "gz-labels.gz", gl, sizeof gl), MEAN, STD, &e), 0);
-    assert_int_equal(fm_dataset_load(&mixed, gi, pl, MEAN, STD, &e), 0);
+    assert_int_equal(s_load(&mixed, gi, pl, MEAN, STD, &e), 0);
     s_check_synthetic(raw);
     s_check_synthetic(gz);
     s_check_synthetic(mixed);
@@ -217,7 +242,7 @@ static void test_load_raw_and_gz(void **state)
     assert_true(fabs(raw->x[1] - (3.0 / 255.0 - 0.2860) / 0.3530) < 1e-6);
     /* A different normalisation: mean 0, std 1 gives p / 255. */
     fm_dataset_t *unit = NULL;
-    assert_int_equal(fm_dataset_load(&unit, pi, pl, 0.0f, 1.0f, &e), 0);
+    assert_int_equal(s_load(&unit, pi, pl, 0.0f, 1.0f, &e), 0);
     assert_true(unit->x[1] == 3.0f / 255.0f);
     assert_true(unit->x[(size_t)7 * ROWS * COLS] == (float)s_pixel(7, 0, 0) / 255.0f);
 
@@ -238,17 +263,17 @@ static void test_load_dir(void **state)
     s_write_pair(fx, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 0);
     fm_errmsg_t e = {{0}};
     fm_dataset_t *ds = NULL;
-    assert_int_equal(fm_dataset_load_dir(&ds, fx->dir, "train", MEAN, STD, &e), 0);
+    assert_int_equal(s_load_dir(&ds, fx->dir, "train", MEAN, STD, &e), 0);
     s_check_synthetic(ds);
     fm_dataset_destroy(&ds);
-    assert_int_equal(fm_dataset_load_dir(&ds, fx->dir, "t10k", MEAN, STD, &e), 0);
+    assert_int_equal(s_load_dir(&ds, fx->dir, "t10k", MEAN, STD, &e), 0);
     s_check_synthetic(ds);
     fm_dataset_destroy(&ds);
 
     /* Both names missing: -ENOENT naming the .gz path and the directory. */
     char want[512];
     snprintf(want, sizeof want, "%s/valid-images-idx3-ubyte.gz", fx->dir);
-    int rc = fm_dataset_load_dir(&ds, fx->dir, "valid", MEAN, STD, &e);
+    int rc = s_load_dir(&ds, fx->dir, "valid", MEAN, STD, &e);
     s_check_err(rc, -ENOENT, ds, &e, want);
     snprintf(want, sizeof want, "'%s'", fx->dir);
     s_check_err(rc, -ENOENT, ds, &e, want);
@@ -258,7 +283,7 @@ static void test_load_dir(void **state)
     s_write_images(s_path(fx, "half-images-idx3-ubyte", p, sizeof p), 0x803, N_SYN, ROWS, COLS,
                    SIZE_MAX, 0);
     snprintf(want, sizeof want, "%s/half-labels-idx1-ubyte.gz", fx->dir);
-    rc = fm_dataset_load_dir(&ds, fx->dir, "half", MEAN, STD, &e);
+    rc = s_load_dir(&ds, fx->dir, "half", MEAN, STD, &e);
     s_check_err(rc, -ENOENT, ds, &e, want);
 }
 
@@ -278,20 +303,20 @@ static void test_wrong_magic(void **state)
                        N_SYN, ROWS, COLS, SIZE_MAX, gz);
         s_write_labels(s_path(fx, gz ? "bad-labels.gz" : "bad-labels", bl, sizeof bl), 0x803,
                        N_SYN, UINT32_MAX, 0, gz);
-        int rc = fm_dataset_load(&ds, bi, gl, MEAN, STD, &e);
+        int rc = s_load(&ds, bi, gl, MEAN, STD, &e);
         s_check_err(rc, FM_EMAGIC, ds, &e, bi);
         s_check_err(rc, FM_EMAGIC, ds, &e, "0x00000801");
         s_check_err(rc, FM_EMAGIC, ds, &e, "expected 0x00000803");
-        rc = fm_dataset_load(&ds, gi, bl, MEAN, STD, &e);
+        rc = s_load(&ds, gi, bl, MEAN, STD, &e);
         s_check_err(rc, FM_EMAGIC, ds, &e, bl);
         s_check_err(rc, FM_EMAGIC, ds, &e, "expected 0x00000801");
     }
     /* the two files swapped: the images argument is a labels file */
-    int rc = fm_dataset_load(&ds, gl, gi, MEAN, STD, &e);
+    int rc = s_load(&ds, gl, gi, MEAN, STD, &e);
     s_check_err(rc, FM_EMAGIC, ds, &e, gl);
     /* a text file */
     s_write((const char *)s_path(fx, "text", bi, sizeof bi), (const uint8_t *)"hello world\n", 12, 0);
-    rc = fm_dataset_load(&ds, bi, gl, MEAN, STD, &e);
+    rc = s_load(&ds, bi, gl, MEAN, STD, &e);
     s_check_err(rc, FM_EMAGIC, ds, &e, bi);
 }
 
@@ -312,7 +337,7 @@ static void test_truncated(void **state)
     for (int gz = 0; gz < 2; gz++) {
         s_write_images(s_path(fx, gz ? "short-images.gz" : "short-images", pi, sizeof pi), 0x803,
                        N_SYN, ROWS, COLS, keep, gz);
-        int rc = fm_dataset_load(&ds, pi, gl, MEAN, STD, &e);
+        int rc = s_load(&ds, pi, gl, MEAN, STD, &e);
         s_check_err(rc, FM_ETRUNC, ds, &e, pi);
         s_check_err(rc, FM_ETRUNC, ds, &e, promised);
         s_check_err(rc, FM_ETRUNC, ds, &e, has);
@@ -322,10 +347,10 @@ static void test_truncated(void **state)
     size_t len = 0;
     uint8_t *buf = s_slurp(pi, &len);
     s_write(s_path(fx, "hdr-images", p, sizeof p), buf, 10, 0);
-    int rc = fm_dataset_load(&ds, p, gl, MEAN, STD, &e);
+    int rc = s_load(&ds, p, gl, MEAN, STD, &e);
     s_check_err(rc, FM_ETRUNC, ds, &e, p);
     s_write(s_path(fx, "empty-images", p, sizeof p), buf, 0, 0);
-    rc = fm_dataset_load(&ds, p, gl, MEAN, STD, &e);
+    rc = s_load(&ds, p, gl, MEAN, STD, &e);
     s_check_err(rc, FM_ETRUNC, ds, &e, p);
     free(buf);
 
@@ -333,7 +358,7 @@ static void test_truncated(void **state)
     buf = s_slurp(gl, &len);
     s_write(s_path(fx, "short-labels", pl, sizeof pl), buf, 8 + 15, 0);
     free(buf);
-    rc = fm_dataset_load(&ds, pi, pl, MEAN, STD, &e);
+    rc = s_load(&ds, pi, pl, MEAN, STD, &e);
     s_check_err(rc, FM_ETRUNC, ds, &e, pl);
     s_check_err(rc, FM_ETRUNC, ds, &e, "promises 20 bytes of labels, file has 15");
 }
@@ -354,7 +379,7 @@ static void test_truncated_gzip(void **state)
     size_t cuts[] = {len / 2, 12, 2};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         s_write(s_path(fx, "cut-images.gz", p, sizeof p), buf, cuts[i], 0);
-        int rc = fm_dataset_load(&ds, p, pl, MEAN, STD, &e);
+        int rc = s_load(&ds, p, pl, MEAN, STD, &e);
         s_check_err(rc, FM_ETRUNC, ds, &e, p);
     }
     free(buf);
@@ -377,7 +402,7 @@ static void test_corrupt_gzip(void **state)
 
     buf[10] = 0xff; /* first deflate block: BTYPE 11, reserved -> "invalid block type" */
     s_write(s_path(fx, "bad-deflate.gz", p, sizeof p), buf, len, 0);
-    int rc = fm_dataset_load(&ds, p, pl, MEAN, STD, &e);
+    int rc = s_load(&ds, p, pl, MEAN, STD, &e);
     s_check_err(rc, FM_EFORMAT, ds, &e, p);
     s_check_err(rc, FM_EFORMAT, ds, &e, "corrupt gzip");
     free(buf);
@@ -385,7 +410,7 @@ static void test_corrupt_gzip(void **state)
     buf = s_slurp(pi, &len);
     buf[len - 8] ^= 0xff; /* the CRC32 in the trailer */
     s_write(s_path(fx, "bad-crc.gz", p, sizeof p), buf, len, 0);
-    rc = fm_dataset_load(&ds, p, pl, MEAN, STD, &e);
+    rc = s_load(&ds, p, pl, MEAN, STD, &e);
     s_check_err(rc, FM_EFORMAT, ds, &e, p);
     s_check_err(rc, FM_EFORMAT, ds, &e, "incorrect data check");
     free(buf);
@@ -400,17 +425,17 @@ static void test_count_mismatch_and_labels(void **state)
     s_write_images(s_path(fx, "images", pi, sizeof pi), 0x803, N_SYN, ROWS, COLS, SIZE_MAX, 0);
 
     s_write_labels(s_path(fx, "labels19", pl, sizeof pl), 0x801, N_SYN - 1, UINT32_MAX, 0, 0);
-    int rc = fm_dataset_load(&ds, pi, pl, MEAN, STD, &e);
+    int rc = s_load(&ds, pi, pl, MEAN, STD, &e);
     s_check_err(rc, FM_ESHAPE, ds, &e, pi);
     s_check_err(rc, FM_ESHAPE, ds, &e, pl);
 
     s_write_labels(s_path(fx, "labels12.gz", pl, sizeof pl), 0x801, N_SYN, 5, 12, 1);
-    rc = fm_dataset_load(&ds, pi, pl, MEAN, STD, &e);
+    rc = s_load(&ds, pi, pl, MEAN, STD, &e);
     s_check_err(rc, FM_ESHAPE, ds, &e, pl);
     s_check_err(rc, FM_ESHAPE, ds, &e, "label 12 at index 5");
 
     s_write_labels(s_path(fx, "labels10", pl, sizeof pl), 0x801, N_SYN, N_SYN - 1, 10, 0);
-    rc = fm_dataset_load(&ds, pi, pl, MEAN, STD, &e);
+    rc = s_load(&ds, pi, pl, MEAN, STD, &e);
     s_check_err(rc, FM_ESHAPE, ds, &e, pl);
 }
 
@@ -424,25 +449,25 @@ static void test_missing_and_args(void **state)
     s_path(fx, "images", pi, sizeof pi);
     s_path(fx, "labels", pl, sizeof pl);
 
-    int rc = fm_dataset_load(&ds, s_path(fx, "nope-images", p, sizeof p), pl, MEAN, STD, &e);
+    int rc = s_load(&ds, s_path(fx, "nope-images", p, sizeof p), pl, MEAN, STD, &e);
     s_check_err(rc, -ENOENT, ds, &e, p);
     s_check_err(rc, -ENOENT, ds, &e, "No such file");
-    rc = fm_dataset_load(&ds, pi, s_path(fx, "nope-labels", p, sizeof p), MEAN, STD, &e);
+    rc = s_load(&ds, pi, s_path(fx, "nope-labels", p, sizeof p), MEAN, STD, &e);
     s_check_err(rc, -ENOENT, ds, &e, p);
-    rc = fm_dataset_load(&ds, fx->dir, pl, MEAN, STD, &e);
+    rc = s_load(&ds, fx->dir, pl, MEAN, STD, &e);
     s_check_err(rc, -EISDIR, ds, &e, fx->dir);
 
     /* a path with a newline still gives a one-line message */
-    rc = fm_dataset_load(&ds, s_path(fx, "new\nline", p, sizeof p), pl, MEAN, STD, &e);
+    rc = s_load(&ds, s_path(fx, "new\nline", p, sizeof p), pl, MEAN, STD, &e);
     s_check_err(rc, -ENOENT, ds, &e, "new?line");
 
     /* normalisation arguments */
-    rc = fm_dataset_load(&ds, pi, pl, MEAN, 0.0f, &e);
+    rc = s_load(&ds, pi, pl, MEAN, 0.0f, &e);
     s_check_err(rc, FM_EARG, ds, &e, "std");
-    rc = fm_dataset_load(&ds, pi, pl, NAN, STD, &e);
+    rc = s_load(&ds, pi, pl, NAN, STD, &e);
     s_check_err(rc, FM_EARG, ds, &e, "std");
     /* e may be NULL */
-    assert_int_equal(fm_dataset_load(&ds, p, pl, MEAN, STD, NULL), -ENOENT);
+    assert_int_equal(s_load(&ds, p, pl, MEAN, STD, NULL), -ENOENT);
     assert_null(ds);
 }
 
@@ -461,13 +486,13 @@ static void test_bad_dims(void **state)
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         s_write_images(s_path(fx, "images", pi, sizeof pi), 0x803, dims[i][0], dims[i][1],
                        dims[i][2], 0, 0);
-        int rc = fm_dataset_load(&ds, pi, pl, MEAN, STD, &e);
+        int rc = s_load(&ds, pi, pl, MEAN, STD, &e);
         s_check_err(rc, FM_EFORMAT, ds, &e, pi);
     }
     /* a lying header that promises ~1 GB but holds 20 images: FM_ETRUNC, cheaply */
     s_write_images(pi, 0x803, 1300000, ROWS, COLS, (size_t)N_SYN * ROWS * COLS, 0);
     s_write_labels(pl, 0x801, 1300000, UINT32_MAX, 0, 0);
-    int rc = fm_dataset_load(&ds, pi, pl, MEAN, STD, &e);
+    int rc = s_load(&ds, pi, pl, MEAN, STD, &e);
     s_check_err(rc, FM_ETRUNC, ds, &e, pi);
 }
 
@@ -490,9 +515,9 @@ static void test_fashion_mnist(void **state)
     s_require_fashion();
     fm_errmsg_t e = {{0}};
     fm_dataset_t *train = NULL, *test = NULL;
-    if (fm_dataset_load_dir(&test, FM_DATA_DIR, "t10k", MEAN, STD, &e) != 0)
+    if (s_load_dir(&test, FM_DATA_DIR, "t10k", MEAN, STD, &e) != 0)
         fail_msg("t10k: %s", e.msg);
-    if (fm_dataset_load_dir(&train, FM_DATA_DIR, "train", MEAN, STD, &e) != 0)
+    if (s_load_dir(&train, FM_DATA_DIR, "train", MEAN, STD, &e) != 0)
         fail_msg("train: %s", e.msg);
     assert_int_equal(train->n, 60000);
     assert_int_equal(test->n, 10000);
@@ -586,7 +611,7 @@ static fm_partition_t *s_part(const fm_dataset_t *ds, const char *spec, uint32_t
 {
     fm_errmsg_t e = {{0}};
     fm_partition_t *p = NULL;
-    int rc = fm_partition_new(&p, ds, spec, nclients, seed, &e);
+    int rc = s_part_new(&p, ds, spec, nclients, seed, &e);
     if (rc != 0)
         fail_msg("partition %s: rc %d: %s", spec, rc, e.msg);
     s_check_cover(p, ds->n, nclients);
@@ -717,25 +742,25 @@ static void test_partition_bad_specs(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fm_errmsg_t e = {{0}};
         fm_partition_t *p = NULL;
-        int rc = fm_partition_new(&p, &ds, bad[i], 4, 1, &e);
+        int rc = s_part_new(&p, &ds, bad[i], 4, 1, &e);
         if (rc != FM_EARG || !e.msg[0] || strchr(e.msg, '\n') || !strstr(e.msg, "partition"))
             fail_msg("spec '%s': rc %d, msg '%s'", bad[i], rc, e.msg);
         assert_null(p);
     }
     fm_errmsg_t e = {{0}};
     fm_partition_t *p = NULL;
-    assert_int_equal(fm_partition_new(&p, &ds, "foo", 4, 1, &e), FM_EARG);
+    assert_int_equal(s_part_new(&p, &ds, "foo", 4, 1, &e), FM_EARG);
     assert_string_equal(e.msg,
                         "partition 'foo': unknown (expected iid, dirichlet:ALPHA or shards:K)");
-    assert_int_equal(fm_partition_new(&p, &ds, "iid", 0, 1, &e), FM_EARG);
+    assert_int_equal(s_part_new(&p, &ds, "iid", 0, 1, &e), FM_EARG);
     assert_non_null(strstr(e.msg, "clients"));
-    assert_int_equal(fm_partition_new(&p, &ds, "shards:3", 7, 1, &e), FM_EARG); /* 21 > 20 */
+    assert_int_equal(s_part_new(&p, &ds, "shards:3", 7, 1, &e), FM_EARG); /* 21 > 20 */
     assert_non_null(strstr(e.msg, "21 shards"));
-    assert_int_equal(fm_partition_new(&p, &ds, "shards:1", 20, 1, &e), 0); /* 20 == 20 is fine */
+    assert_int_equal(s_part_new(&p, &ds, "shards:1", 20, 1, &e), 0); /* 20 == 20 is fine */
     fm_partition_destroy(&p);
-    assert_int_equal(fm_partition_new(&p, &ds, NULL, 4, 1, &e), FM_EARG);
-    assert_int_equal(fm_partition_new(&p, NULL, "iid", 4, 1, &e), FM_EARG);
-    assert_int_equal(fm_partition_new(&p, &ds, "bad", 4, 1, NULL), FM_EARG);
+    assert_int_equal(s_part_new(&p, &ds, NULL, 4, 1, &e), FM_EARG);
+    assert_int_equal(s_part_new(&p, NULL, "iid", 4, 1, &e), FM_EARG);
+    assert_int_equal(s_part_new(&p, &ds, "bad", 4, 1, NULL), FM_EARG);
     assert_null(p);
 }
 
@@ -745,7 +770,7 @@ static void test_partitions_fashion(void **state)
     s_require_fashion();
     fm_errmsg_t e = {{0}};
     fm_dataset_t *train = NULL;
-    if (fm_dataset_load_dir(&train, FM_DATA_DIR, "train", MEAN, STD, &e) != 0)
+    if (s_load_dir(&train, FM_DATA_DIR, "train", MEAN, STD, &e) != 0)
         fail_msg("train: %s", e.msg);
     s_check_partitions(train, 1);
     fm_dataset_destroy(&train);

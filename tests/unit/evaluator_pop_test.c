@@ -19,6 +19,23 @@
 #include "fm_engine.h"
 #include "fm_rng.h"
 
+/* The old out-parameter shape over the CLASS constructors, for the many checks below. */
+static int s_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
+                      float std, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_dataset_load_dir(dir, split, mean, std, &err, e);
+    return *out ? 0 : err;
+}
+
+static int s_part_new(fm_partition_t **out, const fm_dataset_t *ds, const char *spec,
+                      uint32_t nclients, uint64_t seed, fm_errmsg_t *e)
+{
+    int err = 0;
+    *out = fm_partition_new(ds, spec, nclients, seed, &err, e);
+    return *out ? 0 : err;
+}
+
 enum { S_PIXELS = FM_IMAGE_H * FM_IMAGE_W }; /* floats per sample */
 
 /* ---- statistics --------------------------------------------------------------------------- */
@@ -194,7 +211,7 @@ static void test_score_synthetic(void **state)
     fm_errmsg_t e = {{0}};
     fm_partition_t *part = NULL, *train = NULL, *held = NULL;
     /* 23 clients, some of them tiny under dirichlet:0.2; 30% held out */
-    assert_int_equal(fm_partition_new(&part, ds, "dirichlet:0.2", 23, 9, &e), 0);
+    assert_int_equal(s_part_new(&part, ds, "dirichlet:0.2", 23, 9, &e), 0);
     assert_int_equal(fm_partition_holdout(part, 0.3, 9, &train, &held, &e), 0);
     const char *models[] = {"logreg", "mlp", "cnn"};
     for (int i = 0; i < 3; i++) {
@@ -235,7 +252,7 @@ static void test_score_edge(void **state)
     fm_errmsg_t e = {{0}};
     fm_partition_t *part = NULL, *train = NULL, *held = NULL;
     /* 12 clients of 9 samples: 3 empty clients, and single-sample ones hold nothing out */
-    assert_int_equal(fm_partition_new(&part, ds, "iid", 12, 1, &e), 0);
+    assert_int_equal(s_part_new(&part, ds, "iid", 12, 1, &e), 0);
     assert_int_equal(fm_partition_holdout(part, 0.5, 1, &train, &held, &e), 0);
     fm_engine_t *eng = fm_engine_new(m, 3, 4, &err);
     assert_non_null(eng);
@@ -294,9 +311,9 @@ static void test_load_fashion(void **state)
     /* the reference split, as trainer_pool.c builds it */
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *train = NULL, *held = NULL;
-    assert_int_equal(fm_dataset_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN,
+    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN,
                                          FM_FASHION_STD, &e), 0);
-    assert_int_equal(fm_partition_new(&part, ds, "dirichlet:0.3", 50, 77, &e), 0);
+    assert_int_equal(s_part_new(&part, ds, "dirichlet:0.3", 50, 77, &e), 0);
     assert_int_equal(fm_partition_holdout(part, 0.1, 77, &train, &held, &e), 0);
     assert_true(eval_pop_samples(pop) > 5900 && eval_pop_samples(pop) < 6100);
     fm_engine_t *scorer = fm_engine_new(m, 2, 128, &err);

@@ -44,165 +44,170 @@ static uint32_t s_take(trainer_ctx_t *c, trainer_job_t *job)
     return job->client;
 }
 
+/* A new context that must be created. */
+static trainer_ctx_t *s_new(uint32_t first, uint32_t count, double sigma, double dropout)
+{
+    int err = 0;
+    trainer_ctx_t *c = trainer_ctx_new(first, count, sigma, dropout, &err);
+    assert_non_null(c);
+    assert_int_equal(err, 0);
+    return c;
+}
+
 static void s_none(trainer_ctx_t *c)
 {
     trainer_job_t job;
     assert_int_equal(trainer_ctx_take(c, &job), -EAGAIN);
 }
 
-static void test_init_fini(void **state)
+static void test_new_destroy(void **state)
 {
-    trainer_ctx_t c;
-    assert_int_equal(trainer_ctx_init(&c, 100, 4, 0.5, 0.25), 0);
-    assert_int_equal(trainer_ctx_stopping(&c), 0);
-    atomic_store(&c.stop, 1);
-    assert_int_equal(trainer_ctx_stopping(&c), 1);
-    trainer_ctx_fini(&c);
-    trainer_ctx_fini(&c); /* idempotent */
+    trainer_ctx_t *c = s_new(100, 4, 0.5, 0.25);
+    assert_int_equal(trainer_ctx_stopping(c), 0);
+    atomic_store(&c->stop, 1);
+    assert_int_equal(trainer_ctx_stopping(c), 1);
+    trainer_ctx_destroy(&c);
+    trainer_ctx_destroy(&c); /* idempotent */
     /* an empty range: nothing to take, ever */
-    assert_int_equal(trainer_ctx_init(&c, 7, 0, 0.0, 0.0), 0);
-    s_none(&c);
-    assert_int_equal(trainer_ctx_set_round(&c, 0, 0, NULL), 0);
-    s_none(&c);
+    c = s_new(7, 0, 0.0, 0.0);
+    s_none(c);
+    assert_int_equal(trainer_ctx_set_round(c, 0, 0, NULL), 0);
+    s_none(c);
     uint32_t ids[] = {7};
     s_cohort_t sc;
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 1, s_cohort(&sc, ids, 1)), 0);
-    s_none(&c);
-    trainer_ctx_release(&c, 7); /* out of range: ignored */
-    trainer_ctx_fini(&c);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 1, s_cohort(&sc, ids, 1)), 0);
+    s_none(c);
+    trainer_ctx_release(c, 7); /* out of range: ignored */
+    trainer_ctx_destroy(&c);
 }
 
 static void test_async_round_robin(void **state)
 {
-    trainer_ctx_t c;
-    assert_int_equal(trainer_ctx_init(&c, 100, 4, 0.5, 0.25), 0);
+    trainer_ctx_t *c = s_new(100, 4, 0.5, 0.25);
     trainer_job_t job;
     /* a fresh pool is async: 100, 101, 102, 103, each on its first run, then nothing */
     for (uint32_t k = 0; k < 4; k++) {
-        assert_int_equal(s_take(&c, &job), 100 + k);
+        assert_int_equal(s_take(c, &job), 100 + k);
         assert_true(job.run == 0);
         assert_int_equal(job.sync, 0);
         assert_true(job.sigma == 0.5 && job.dropout_prob == 0.25);
     }
-    s_none(&c);
+    s_none(c);
     /* 102 comes back: it is the only idle one, on its second run */
-    trainer_ctx_release(&c, 102);
-    assert_int_equal(s_take(&c, &job), 102);
+    trainer_ctx_release(c, 102);
+    assert_int_equal(s_take(c, &job), 102);
     assert_true(job.run == 1);
-    s_none(&c);
+    s_none(c);
     /* all idle: round-robin continues after the last client taken (102) -> 103, 100, 101,
      * 102 */
     for (uint32_t k = 100; k < 104; k++)
-        trainer_ctx_release(&c, k);
+        trainer_ctx_release(c, k);
     const uint32_t want[4] = {103, 100, 101, 102};
     const uint64_t runs[4] = {1, 1, 1, 2};
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(s_take(&c, &job), want[i]);
+        assert_int_equal(s_take(c, &job), want[i]);
         assert_true(job.run == runs[i]);
     }
     /* release out of order: the cursor (after 102) decides, not the release order */
-    trainer_ctx_release(&c, 101);
-    trainer_ctx_release(&c, 103);
-    trainer_ctx_release(&c, 100);
-    assert_int_equal(s_take(&c, &job), 103);
-    assert_int_equal(s_take(&c, &job), 100);
-    assert_int_equal(s_take(&c, &job), 101);
-    s_none(&c);
+    trainer_ctx_release(c, 101);
+    trainer_ctx_release(c, 103);
+    trainer_ctx_release(c, 100);
+    assert_int_equal(s_take(c, &job), 103);
+    assert_int_equal(s_take(c, &job), 100);
+    assert_int_equal(s_take(c, &job), 101);
+    s_none(c);
     /* releases of ids outside [100, 104) change nothing */
-    trainer_ctx_release(&c, 99);
-    trainer_ctx_release(&c, 104);
-    trainer_ctx_release(&c, UINT32_MAX);
-    s_none(&c);
-    trainer_ctx_fini(&c);
+    trainer_ctx_release(c, 99);
+    trainer_ctx_release(c, 104);
+    trainer_ctx_release(c, UINT32_MAX);
+    s_none(c);
+    trainer_ctx_destroy(&c);
 }
 
 /* Steady state with one worker: take, release, take ... cycles through every client in
  * order, and the run counter of each grows by one per lap. */
 static void test_async_laps(void **state)
 {
-    trainer_ctx_t c;
-    assert_int_equal(trainer_ctx_init(&c, 0, 5, 0.0, 0.0), 0);
+    trainer_ctx_t *c = s_new(0, 5, 0.0, 0.0);
     trainer_job_t job;
     for (uint32_t i = 0; i < 5 * 7; i++) {
-        assert_int_equal(s_take(&c, &job), i % 5);
+        assert_int_equal(s_take(c, &job), i % 5);
         assert_true(job.run == i / 5);
-        trainer_ctx_release(&c, job.client);
+        trainer_ctx_release(c, job.client);
     }
-    trainer_ctx_fini(&c);
+    trainer_ctx_destroy(&c);
 }
 
 static void test_sim_params(void **state)
 {
-    trainer_ctx_t c;
-    assert_int_equal(trainer_ctx_init(&c, 0, 3, 0.1, 0.2), 0);
+    trainer_ctx_t *c = s_new(0, 3, 0.1, 0.2);
     trainer_job_t job;
-    s_take(&c, &job);
+    s_take(c, &job);
     assert_true(job.sigma == 0.1 && job.dropout_prob == 0.2);
-    trainer_ctx_set_sim(&c, 1.5, 0.75);
-    s_take(&c, &job);
+    trainer_ctx_set_sim(c, 1.5, 0.75);
+    s_take(c, &job);
     assert_true(job.sigma == 1.5 && job.dropout_prob == 0.75);
-    trainer_ctx_fini(&c);
+    trainer_ctx_destroy(&c);
 }
 
 static void test_sync_cohort(void **state)
 {
-    trainer_ctx_t c;
-    assert_int_equal(trainer_ctx_init(&c, 10, 6, 0.0, 0.0), 0); /* clients 10..15 */
+    trainer_ctx_t *c = s_new(10, 6, 0.0, 0.0); /* clients 10..15 */
     trainer_job_t job;
     /* cohort: 3 and 40 are other pools' clients, 12 is listed twice: pending {11, 12, 14} */
     const uint32_t ids[] = {14, 3, 12, 40, 11, 12};
     s_cohort_t sc;
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 7, s_cohort(&sc, ids, 6)), 3);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 7, s_cohort(&sc, ids, 6)), 3);
     /* each once, in the pool's round-robin order (cursor at 0: 11, 12, 14), for round 7 */
     const uint32_t want[3] = {11, 12, 14};
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(s_take(&c, &job), want[i]);
+        assert_int_equal(s_take(c, &job), want[i]);
         assert_int_equal(job.sync, 1);
         assert_true(job.round == 7);
         assert_true(job.run == 0);
     }
-    s_none(&c);
+    s_none(c);
     /* released, they are idle but no longer pending: still nothing to do */
-    trainer_ctx_release(&c, 11);
-    trainer_ctx_release(&c, 12);
-    trainer_ctx_release(&c, 14);
-    s_none(&c);
+    trainer_ctx_release(c, 11);
+    trainer_ctx_release(c, 12);
+    trainer_ctx_release(c, 14);
+    s_none(c);
 
     /* round 8 picks 12 and 15: 12 runs for the second time */
     const uint32_t ids8[] = {15, 12};
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 8, s_cohort(&sc, ids8, 2)), 2);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 8, s_cohort(&sc, ids8, 2)), 2);
     /* the cursor is after 14: 15 first, then 12 */
-    assert_int_equal(s_take(&c, &job), 15);
+    assert_int_equal(s_take(c, &job), 15);
     assert_true(job.round == 8 && job.run == 0);
-    assert_int_equal(s_take(&c, &job), 12);
+    assert_int_equal(s_take(c, &job), 12);
     assert_true(job.round == 8 && job.run == 1);
-    s_none(&c);
-    trainer_ctx_release(&c, 15);
-    trainer_ctx_release(&c, 12);
+    s_none(c);
+    trainer_ctx_release(c, 15);
+    trainer_ctx_release(c, 12);
 
     /* empty cohort, or none at all: nobody trains */
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 9, s_cohort(&sc, ids, 0)), 0);
-    s_none(&c);
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 10, NULL), 0);
-    s_none(&c);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 9, s_cohort(&sc, ids, 0)), 0);
+    s_none(c);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 10, NULL), 0);
+    s_none(c);
     /* a cohort of other pools' clients only */
     const uint32_t others[] = {0, 9, 16, 1000};
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 11, s_cohort(&sc, others, 4)), 0);
-    s_none(&c);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 11, s_cohort(&sc, others, 4)), 0);
+    s_none(c);
 
     /* back to async: every idle client may train again, not as sync jobs; set_round
      * returns the pool's size */
-    assert_int_equal(trainer_ctx_set_round(&c, 0, 0, NULL), 6);
+    assert_int_equal(trainer_ctx_set_round(c, 0, 0, NULL), 6);
     uint32_t seen = 0;
     for (int i = 0; i < 6; i++) {
-        uint32_t k = s_take(&c, &job);
+        uint32_t k = s_take(c, &job);
         assert_true(k >= 10 && k < 16);
         assert_int_equal(job.sync, 0);
         seen |= 1u << (k - 10);
     }
     assert_int_equal(seen, 0x3f);
-    s_none(&c);
-    trainer_ctx_fini(&c);
+    s_none(c);
+    trainer_ctx_destroy(&c);
 }
 
 /* A new round replaces the pending set: cohort members of the old round not taken yet are
@@ -210,42 +215,41 @@ static void test_sync_cohort(void **state)
  * the new round. */
 static void test_sync_new_round_drops_stale(void **state)
 {
-    trainer_ctx_t c;
-    assert_int_equal(trainer_ctx_init(&c, 0, 8, 0.0, 0.0), 0);
+    trainer_ctx_t *c = s_new(0, 8, 0.0, 0.0);
     trainer_job_t job;
     s_cohort_t sc;
     const uint32_t r1[] = {1, 3, 5, 7};
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 1, s_cohort(&sc, r1, 4)), 4);
-    assert_int_equal(s_take(&c, &job), 1);
-    assert_int_equal(s_take(&c, &job), 3);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 1, s_cohort(&sc, r1, 4)), 4);
+    assert_int_equal(s_take(c, &job), 1);
+    assert_int_equal(s_take(c, &job), 3);
     /* 5 and 7 are never taken for round 1: round 2 = {3, 6} replaces them */
     const uint32_t r2[] = {6, 3};
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 2, s_cohort(&sc, r2, 2)), 2);
-    assert_int_equal(s_take(&c, &job), 6); /* 3 is still busy with round 1 */
+    assert_int_equal(trainer_ctx_set_round(c, 1, 2, s_cohort(&sc, r2, 2)), 2);
+    assert_int_equal(s_take(c, &job), 6); /* 3 is still busy with round 1 */
     assert_true(job.round == 2);
-    s_none(&c);
-    trainer_ctx_release(&c, 3);
-    assert_int_equal(s_take(&c, &job), 3);
+    s_none(c);
+    trainer_ctx_release(c, 3);
+    assert_int_equal(s_take(c, &job), 3);
     assert_true(job.round == 2 && job.run == 1);
-    s_none(&c);
-    trainer_ctx_release(&c, 1);
-    trainer_ctx_release(&c, 3);
-    trainer_ctx_release(&c, 6);
-    s_none(&c); /* 5 and 7 stay dropped */
+    s_none(c);
+    trainer_ctx_release(c, 1);
+    trainer_ctx_release(c, 3);
+    trainer_ctx_release(c, 6);
+    s_none(c); /* 5 and 7 stay dropped */
     /* the same round number again with a new cohort also replaces (the caller decides) */
     const uint32_t r3[] = {5};
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 2, s_cohort(&sc, r3, 1)), 1);
-    assert_int_equal(s_take(&c, &job), 5);
-    s_none(&c);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 2, s_cohort(&sc, r3, 1)), 1);
+    assert_int_equal(s_take(c, &job), 5);
+    s_none(c);
     /* async after sync drops the pending set too: a sync round later starts clean */
     const uint32_t r4[] = {0, 2};
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 4, s_cohort(&sc, r4, 2)), 2);
-    assert_int_equal(trainer_ctx_set_round(&c, 0, 0, NULL), 8);
+    assert_int_equal(trainer_ctx_set_round(c, 1, 4, s_cohort(&sc, r4, 2)), 2);
+    assert_int_equal(trainer_ctx_set_round(c, 0, 0, NULL), 8);
     for (int i = 0; i < 7; i++) /* all but 5 (busy) */
-        trainer_ctx_release(&c, s_take(&c, &job));
-    assert_int_equal(trainer_ctx_set_round(&c, 1, 5, NULL), 0);
-    s_none(&c);
-    trainer_ctx_fini(&c);
+        trainer_ctx_release(c, s_take(c, &job));
+    assert_int_equal(trainer_ctx_set_round(c, 1, 5, NULL), 0);
+    s_none(c);
+    trainer_ctx_destroy(&c);
 }
 
 /* ---- concurrency ----------------------------------------------------------------------- */
@@ -280,11 +284,10 @@ static void *s_worker(void *arg)
  * take is counted in exactly one client's run counter. */
 static void test_threads(void **state)
 {
-    trainer_ctx_t c;
-    assert_int_equal(trainer_ctx_init(&c, 50, S_CLIENTS, 0.0, 0.0), 0);
+    trainer_ctx_t *c = s_new(50, S_CLIENTS, 0.0, 0.0);
     s_shared_t s;
     memset(&s, 0, sizeof s);
-    s.c = &c;
+    s.c = c;
     pthread_t th[S_THREADS];
     for (int i = 0; i < S_THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, s_worker, &s), 0);
@@ -296,22 +299,22 @@ static void test_threads(void **state)
     uint32_t seen = 0;
     trainer_job_t job;
     for (uint32_t k = 0; k < S_CLIENTS; k++) {
-        uint32_t client = s_take(&c, &job);
+        uint32_t client = s_take(c, &job);
         assert_true(client >= 50 && client < 50 + S_CLIENTS);
         seen |= 1u << (client - 50);
         runs += job.run;
     }
     assert_int_equal(seen, (1u << S_CLIENTS) - 1);
-    s_none(&c);
+    s_none(c);
     assert_true(runs == atomic_load(&s.taken));
     assert_true(atomic_load(&s.taken) > 0);
-    trainer_ctx_fini(&c);
+    trainer_ctx_destroy(&c);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_init_fini),
+        cmocka_unit_test(test_new_destroy),
         cmocka_unit_test(test_async_round_robin),
         cmocka_unit_test(test_async_laps),
         cmocka_unit_test(test_sim_params),

@@ -367,6 +367,96 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     return 0;
 }
 
+/* "<host>-<pid>" into self->trainer_id. */
+static void s_name(trainer_pool_t *self)
+{
+    char host[64] = "localhost";
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(self->trainer_id, sizeof self->trainer_id, "%s-%d", host, (int)getpid());
+}
+
+/* The clients served, the model layout. 0 or an error with `e`. */
+static int s_init_range(trainer_pool_t *self, fm_errmsg_t *e)
+{
+    const fm_config_t *cfg = &self->cfg;
+    long first, last;
+    int rc = 0;
+    if (fm_parse_range("[trainer] clients", cfg->trainer.clients, 0,
+                       (long)cfg->federation.num_clients - 1, &first, &last, NULL) != 0)
+        return fm_errmsg_set(e, FM_EARG, "[trainer] clients = %s: not a range within [0, %d)",
+                             cfg->trainer.clients, cfg->federation.num_clients);
+    self->client_first = (uint32_t)first;
+    self->client_count = (uint32_t)(last - first + 1);
+    self->model_name = fm_arch_name(cfg->federation.model);
+    self->layout = fm_model_new(self->model_name ? self->model_name : "?", &rc);
+    if (!self->layout)
+        return fm_errmsg_set(e, rc, "[federation] model: %s", fm_strerror(rc));
+    return 0;
+}
+
+/* The training set and the clients' partition (the held-out slices never train). 0 or an
+ * error with `e`. */
+static int s_init_data(trainer_pool_t *self, fm_errmsg_t *e)
+{
+    const fm_config_t *cfg = &self->cfg;
+    double t0 = fm_daemon_now();
+    fm_errmsg_t why;
+    int rc = 0;
+    if (!(self->ds = fm_dataset_load_dir(cfg->federation.data_dir, "train", FM_FASHION_MEAN,
+                                         FM_FASHION_STD, &rc, &why)))
+        return fm_errmsg_set(e, rc, "[federation] data_dir = %s: %s", cfg->federation.data_dir,
+                             why.msg);
+    fm_partition_t *held = NULL;
+    if ((rc = fm_partition_clients(self->ds, cfg->federation.partition,
+                                   (uint32_t)cfg->federation.num_clients, cfg->federation.seed,
+                                   cfg->federation.holdout, &self->part, &held, &why)) != 0)
+        return fm_errmsg_set(e, rc, "[federation] %s", why.msg);
+    fm_partition_destroy(&held);
+    FM_LOG(LOG_INFO, "training set: %u samples from %s, partition %s over %d clients, %.0f%% "
+           "of each held out (%.2f s); serving clients %u-%u", self->ds->n,
+           cfg->federation.data_dir, cfg->federation.partition, cfg->federation.num_clients,
+           100.0 * cfg->federation.holdout, fm_daemon_now() - t0, self->client_first,
+           self->client_first + self->client_count - 1);
+    uint32_t empty = 0;
+    for (uint32_t k = self->client_first; k < self->client_first + self->client_count; k++)
+        empty += self->part->offsets[k + 1] == self->part->offsets[k];
+    if (empty)
+        FM_LOG(LOG_WARNING, "%u of the clients served have no samples under partition %s; "
+               "they are skipped", empty, cfg->federation.partition);
+    return 0;
+}
+
+/* The shared model slot, the scheduler and the workers. 0 or an error with `e`. */
+static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
+{
+    const fm_config_t *cfg = &self->cfg;
+    int rc = 0;
+    if (!(self->latest = trainer_latest_new(fm_model_nparams(self->layout), &rc)))
+        return fm_errmsg_set(e, rc, "model buffer: %s", fm_strerror(rc));
+    if (!(self->ctx = trainer_ctx_new(self->client_first, self->client_count,
+                                      cfg->trainer.slowdown_sigma, cfg->trainer.dropout_prob,
+                                      &rc)))
+        return fm_errmsg_set(e, rc, "scheduler: %s", fm_strerror(rc));
+    self->tensors = malloc(sizeof *self->tensors);
+    self->nworkers = cfg->trainer.workers;
+    self->workers = calloc((size_t)self->nworkers, sizeof *self->workers);
+    if (!self->tensors || !self->workers)
+        return fm_errmsg_set(e, -ENOMEM, "out of memory");
+    trainer_worker_env_t env = {.cfg = &self->cfg,
+                                .model_name = self->model_name,
+                                .ds = self->ds,
+                                .part = self->part,
+                                .latest = self->latest,
+                                .ctx = self->ctx,
+                                .trainer_id = self->trainer_id};
+    for (int i = 0; i < self->nworkers; i++)
+        if (!(self->workers[i] = trainer_worker_new(&env, i, &rc, e)))
+            return rc ? rc : FM_EARG;
+    return 0;
+}
+
 trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
                                  fm_errmsg_t *e)
 {
@@ -378,98 +468,16 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     self->cfg = *cfg;
     self->args = args;
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
-    int rc = 0;
-    char host[64] = "localhost";
-    if (gethostname(host, sizeof host) != 0)
-        snprintf(host, sizeof host, "localhost");
-    host[sizeof host - 1] = '\0';
-    snprintf(self->trainer_id, sizeof self->trainer_id, "%s-%d", host, (int)getpid());
-
-    long first, last;
-    if (fm_parse_range("[trainer] clients", cfg->trainer.clients, 0,
-                       (long)cfg->federation.num_clients - 1, &first, &last, NULL) != 0) {
-        rc = fm_errmsg_set(e, FM_EARG, "[trainer] clients = %s: not a range within [0, %d)",
-                           cfg->trainer.clients, cfg->federation.num_clients);
-        goto cleanup;
-    }
-    self->client_first = (uint32_t)first;
-    self->client_count = (uint32_t)(last - first + 1);
-    self->model_name = fm_arch_name(cfg->federation.model);
-    self->layout = fm_model_new(self->model_name ? self->model_name : "?", &rc);
-    if (!self->layout) {
-        fm_errmsg_set(e, rc, "[federation] model: %s", fm_strerror(rc));
-        goto cleanup;
-    }
-    if ((rc = s_sockets_open(self, e)) != 0)
-        goto cleanup;
-    double t0 = fm_daemon_now();
-    fm_errmsg_t why;
-    if (!(self->ds = fm_dataset_load_dir(cfg->federation.data_dir, "train", FM_FASHION_MEAN,
-                                         FM_FASHION_STD, &rc, &why))) {
-        fm_errmsg_set(e, rc, "[federation] data_dir = %s: %s", cfg->federation.data_dir, why.msg);
-        goto cleanup;
-    }
-    /* the held-out slices (population validation, scored by the evaluator) never train */
-    fm_partition_t *held = NULL;
-    if ((rc = fm_partition_clients(self->ds, cfg->federation.partition,
-                                   (uint32_t)cfg->federation.num_clients, cfg->federation.seed,
-                                   cfg->federation.holdout, &self->part, &held, &why)) != 0) {
-        fm_errmsg_set(e, rc, "[federation] %s", why.msg);
-        goto cleanup;
-    }
-    fm_partition_destroy(&held);
-    FM_LOG(LOG_INFO, "training set: %u samples from %s, partition %s over %d clients, %.0f%% "
-           "of each held out (%.2f s); serving clients %u-%u", self->ds->n,
-           cfg->federation.data_dir, cfg->federation.partition, cfg->federation.num_clients,
-           100.0 * cfg->federation.holdout, fm_daemon_now() - t0, self->client_first,
-           self->client_first + self->client_count - 1);
-
-    uint32_t empty = 0;
-    for (uint32_t k = self->client_first; k < self->client_first + self->client_count; k++)
-        empty += self->part->offsets[k + 1] == self->part->offsets[k];
-    if (empty)
-        FM_LOG(LOG_WARNING, "%u of the clients served have no samples under partition %s; "
-               "they are skipped", empty, cfg->federation.partition);
-    self->latest = trainer_latest_new(fm_model_nparams(self->layout), &rc);
-    if (!self->latest) {
-        fm_errmsg_set(e, rc, "model buffer: %s", fm_strerror(rc));
-        goto cleanup;
-    }
-    if (!(self->ctx = trainer_ctx_new(self->client_first, self->client_count,
-                                      cfg->trainer.slowdown_sigma, cfg->trainer.dropout_prob,
-                                      &rc))) {
-        fm_errmsg_set(e, rc, "scheduler: %s", fm_strerror(rc));
-        goto cleanup;
-    }
-    self->tensors = malloc(sizeof *self->tensors);
-    if (!self->tensors) {
-        rc = fm_errmsg_set(e, -ENOMEM, "out of memory");
-        goto cleanup;
-    }
-
-    self->nworkers = cfg->trainer.workers;
-    self->workers = calloc((size_t)self->nworkers, sizeof *self->workers);
-    if (!self->workers) {
-        rc = fm_errmsg_set(e, -ENOMEM, "out of memory");
-        goto cleanup;
-    }
-    trainer_worker_env_t env = {.cfg = &self->cfg,
-                                .model_name = self->model_name,
-                                .ds = self->ds,
-                                .part = self->part,
-                                .latest = self->latest,
-                                .ctx = self->ctx,
-                                .trainer_id = self->trainer_id};
-    for (int i = 0; i < self->nworkers; i++) {
-        self->workers[i] = trainer_worker_new(&env, i, &rc, e);
-        if (!self->workers[i])
-            goto cleanup;
+    s_name(self);
+    int rc;
+    /* sockets before the data: a port problem is reported before a slow load */
+    if ((rc = s_init_range(self, e)) != 0 || (rc = s_sockets_open(self, e)) != 0 ||
+        (rc = s_init_data(self, e)) != 0 || (rc = s_init_workers(self, e)) != 0) {
+        *err = rc;
+        trainer_pool_destroy(&self);
+        return NULL;
     }
     return self;
-cleanup:
-    *err = rc ? rc : FM_EARG;
-    trainer_pool_destroy(&self);
-    return NULL;
 }
 
 int trainer_pool_run(trainer_pool_t *self)

@@ -110,52 +110,48 @@ static void s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr)
 }
 
 /* One local training of job->client, then its UPDATE (or nothing). */
-static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
+/* The newest model into w->base and w->model for `job`, with its FedProx mu set. 0, or 1
+ * when the job must be dropped (no model, or a model of another round or mode). */
+static int s_job_model(trainer_worker_t *w, const trainer_job_t *job, trainer_model_info_t *info)
 {
-    uint32_t client = job->client;
-    uint64_t run = job->run;
-    double sigma = job->sigma, dropout_prob = job->dropout_prob;
-    const fm_config_t *cfg = w->env.cfg;
-    const fm_cfg_federation_t *fed = &cfg->federation;
-    trainer_ctx_t *ctx = w->env.ctx;
-    const fm_partition_t *part = w->env.part;
-    uint32_t n = part->offsets[client + 1] - part->offsets[client];
-    const uint32_t *idx = part->indices + part->offsets[client];
-    if (n == 0) {
-        atomic_fetch_add(&ctx->train_errors, 1);
-        FM_LOG(LOG_DEBUG, "worker %d: client %u has no samples, skipped", w->index, client);
-        s_idle();
-        return;
-    }
-    trainer_model_info_t info;
-    if (trainer_latest_get(w->env.latest, w->base, &info) != 0)
-        return;
+    if (trainer_latest_get(w->env.latest, w->base, info) != 0)
+        return 1;
     /* the main thread publishes a round's model before its jobs, so a newer model here means
      * the job's round has closed meanwhile: its update would only be dropped as late */
-    if (job->sync && (!info.sync || info.round != job->round)) {
+    if (job->sync && (!info->sync || info->round != job->round)) {
         FM_LOG(LOG_DEBUG, "worker %d: client %u: round %llu closed before training began",
-               w->index, client, (unsigned long long)job->round);
-        return;
+               w->index, job->client, (unsigned long long)job->round);
+        return 1;
     }
     /* the model is published before trainer_ctx_set_round switches the scheduler to sync: an
      * async job taken in between must not train on a sync model (its update would carry no
      * round and only be dropped as late) */
-    if (!job->sync && info.sync) {
+    if (!job->sync && info->sync) {
         FM_LOG(LOG_DEBUG, "worker %d: client %u: async job on a sync model (round %llu) dropped",
-               w->index, client, (unsigned long long)info.round);
-        return;
+               w->index, job->client, (unsigned long long)info->round);
+        return 1;
     }
-    uint64_t base_version = info.version;
-    double mu = info.sync ? info.mu : fed->mu;
+    double mu = info->sync ? info->mu : w->env.cfg->federation.mu;
     if (fm_optim_set_mu(w->optim, (float)mu) != 0)
-        return; /* the main thread checked mu's range */
-    float *params = fm_model_params(w->model);
-    memcpy(params, w->base, w->nparams * sizeof(float));
+        return 1; /* the main thread checked mu's range */
+    info->mu = mu;
+    memcpy(fm_model_params(w->model), w->base, w->nparams * sizeof(float));
+    return 0;
+}
 
+/* One local training of a client's samples idx[0..n) from w->base, as the simulation wants
+ * it: a dropout abandons after a fraction of the work, a slow device takes longer. 0 when
+ * an update must be sent (*res, *secs filled), else 1 (counted and logged here). */
+static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const uint32_t *idx,
+                         uint32_t n, double mu, fm_train_result_t *res, double *secs)
+{
+    const fm_cfg_federation_t *fed = &w->env.cfg->federation;
+    trainer_ctx_t *ctx = w->env.ctx;
+    uint32_t client = job->client;
     /* dropout: the client abandons after a random fraction of its work (a prefix of its
      * samples in every epoch), then sends nothing */
     double fraction = 1.0;
-    int drop = trainer_sim_dropout(fed->seed, client, run, dropout_prob, &fraction);
+    int drop = trainer_sim_dropout(fed->seed, client, job->run, job->dropout_prob, &fraction);
     uint32_t ntrain = n;
     if (drop) {
         ntrain = (uint32_t)(fraction * n);
@@ -163,63 +159,89 @@ static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
     }
     fm_train_config_t tcfg = {.epochs = fed->local_epochs,
                               .batch = fed->batch_size,
-                              .seed = trainer_sim_train_seed(fed->seed, client, run)};
+                              .seed = trainer_sim_train_seed(fed->seed, client, job->run)};
     s_epoch_state_t st = {.ctx = ctx, .epochs_done = 0};
-    fm_train_result_t res;
     double t0 = fm_daemon_now();
     int rc = fm_train_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
-                          &tcfg, mu > 0 ? w->base : NULL, s_on_epoch, &st, &res);
+                          &tcfg, mu > 0 ? w->base : NULL, s_on_epoch, &st, res);
     double compute = fm_daemon_now() - t0;
     if (rc != 0) {
         atomic_fetch_add(&ctx->train_errors, 1);
         char detail[96];
         snprintf(detail, sizeof detail, "client %u: %s", client, fm_strerror(rc));
         s_warn(w, "local training failed, nothing sent", detail);
-        return;
+        return 1;
     }
     if (st.epochs_done < fed->local_epochs) {
         atomic_fetch_add(&ctx->abandoned, 1);
         FM_LOG(LOG_DEBUG, "worker %d: client %u abandoned after %d epochs (stopping)", w->index,
                client, st.epochs_done);
-        return;
+        return 1;
     }
     /* device heterogeneity: a slow device takes f_k times the real compute time */
-    double f = trainer_sim_slowdown(fed->seed, client, sigma);
+    double f = trainer_sim_slowdown(fed->seed, client, job->sigma);
     if (f > 1.0 && s_sleep_interruptible(ctx, (f - 1.0) * compute)) {
         atomic_fetch_add(&ctx->abandoned, 1);
-        return;
+        return 1;
     }
-    double secs = fm_daemon_now() - t0;
+    *secs = fm_daemon_now() - t0;
     if (drop) {
         atomic_fetch_add(&ctx->dropouts, 1);
         FM_LOG(LOG_DEBUG, "worker %d: client %u dropped out after %.0f%% of its work", w->index,
                client, 100.0 * fraction);
-        return;
+        return 1;
     }
+    return 0;
+}
+
+/* delta = trained params - base, sent as one UPDATE for `job` (n: the client's samples). */
+static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job, uint64_t base_version,
+                         uint32_t n, const fm_train_result_t *res, double secs)
+{
+    const float *params = fm_model_params(w->model);
     for (size_t i = 0; i < w->nparams; i++)
         w->delta[i] = params[i] - w->base[i];
-
     fm_wire_update_t hdr;
     memset(&hdr, 0, sizeof hdr);
-    rc = fm_wire_id_new(hdr.id);
+    int rc = fm_wire_id_new(hdr.id);
     if (rc != 0) {
-        atomic_fetch_add(&ctx->send_dropped, 1);
+        atomic_fetch_add(&w->env.ctx->send_dropped, 1);
         s_warn(w, "no random update id, dropped", fm_strerror(rc));
         return;
     }
     snprintf(hdr.trainer, sizeof hdr.trainer, "%s", w->env.trainer_id);
-    hdr.client = client;
+    hdr.client = job->client;
     hdr.base = base_version;
     hdr.num_samples = n;
-    hdr.local_steps = res.steps;
-    hdr.train_loss = res.loss;
+    hdr.local_steps = res->steps;
+    hdr.train_loss = res->loss;
     hdr.train_seconds = secs;
     hdr.round = job->sync ? job->round : 0;
     s_send_update(w, &hdr);
     FM_LOG(LOG_DEBUG, "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
-           "%.3f s (compute %.3f s, slowdown %.2f)", w->index, client,
-           (unsigned long long)base_version, n, res.loss, (unsigned long long)res.steps, secs,
-           compute, f);
+           "%.3f s", w->index, job->client, (unsigned long long)base_version, n, res->loss,
+           (unsigned long long)res->steps, secs);
+}
+
+/* One job: the client's local training on the newest model, then its update. */
+static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
+{
+    const fm_partition_t *part = w->env.part;
+    uint32_t client = job->client;
+    uint32_t n = part->offsets[client + 1] - part->offsets[client];
+    const uint32_t *idx = part->indices + part->offsets[client];
+    if (n == 0) {
+        atomic_fetch_add(&w->env.ctx->train_errors, 1);
+        FM_LOG(LOG_DEBUG, "worker %d: client %u has no samples, skipped", w->index, client);
+        s_idle();
+        return;
+    }
+    trainer_model_info_t info;
+    fm_train_result_t res;
+    double secs = 0;
+    if (s_job_model(w, job, &info) != 0 || s_local_train(w, job, idx, n, info.mu, &res, &secs))
+        return;
+    s_send_delta(w, job, info.version, n, &res, secs);
 }
 
 static void *s_run(void *arg)

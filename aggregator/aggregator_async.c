@@ -6,8 +6,8 @@
 #include <string.h>
 
 typedef struct {
-    agg_policy_t base;          /* first: the interface */
-    const fm_config_t *cfg;     /* borrowed */
+    agg_policy_t base;      /* first: the interface */
+    const fm_config_t *cfg; /* borrowed */
 } s_async_t;
 
 static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t tau,
@@ -28,8 +28,7 @@ static int s_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full)
     return buffer_full;
 }
 
-static agg_action_t s_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v,
-                             double now)
+static agg_action_t s_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v, double now)
 {
     return ok ? AGG_ACT_PUBLISH : AGG_ACT_NONE;
 }
@@ -60,10 +59,7 @@ static void s_describe(const agg_policy_t *p, char *out, size_t cap)
              ((const s_async_t *)p)->cfg->aggregator.max_staleness);
 }
 
-static void s_free(agg_policy_t *p)
-{
-    free(p);
-}
+static void s_free(agg_policy_t *p) { free(p); }
 
 static const agg_policy_ops_t s_ops = {
     .mode = "async",

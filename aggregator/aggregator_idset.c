@@ -9,12 +9,12 @@
 #define S_EMPTY UINT32_MAX
 
 struct agg_idset {
-    size_t cap;       /* ids kept */
-    size_t count;     /* ids in the ring */
-    size_t head;      /* ring index of the oldest id */
-    size_t mask;      /* table size - 1 (table size: power of two >= 2 cap) */
-    uint8_t *ring;    /* cap * FM_WIRE_ID_LEN bytes */
-    uint32_t *table;  /* ring slot of each entry, S_EMPTY if free */
+    size_t cap;      /* ids kept */
+    size_t count;    /* ids in the ring */
+    size_t head;     /* ring index of the oldest id */
+    size_t mask;     /* table size - 1 (table size: power of two >= 2 cap) */
+    uint8_t *ring;   /* cap * FM_WIRE_ID_LEN bytes */
+    uint32_t *table; /* ring slot of each entry, S_EMPTY if free */
 };
 
 static size_t s_hash(const uint8_t *id)

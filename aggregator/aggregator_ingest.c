@@ -7,9 +7,9 @@
 #include <string.h>
 
 struct agg_ingest {
-    const fm_model_t *layout;   /* borrowed */
-    agg_policy_t *policy;       /* borrowed */
-    agg_idset_t *ids;           /* borrowed */
+    const fm_model_t *layout; /* borrowed */
+    agg_policy_t *policy;     /* borrowed */
+    agg_idset_t *ids;         /* borrowed */
     fm_fedbuff_t *buf;
     fm_wire_tensors_t *tensors; /* decode scratch */
     double stale_sum;           /* staleness of the updates in the open buffer */
@@ -53,15 +53,9 @@ void agg_ingest_destroy(agg_ingest_t **p)
     *p = NULL;
 }
 
-int agg_ingest_pending(const agg_ingest_t *g)
-{
-    return fm_fedbuff_count(g->buf);
-}
+int agg_ingest_pending(const agg_ingest_t *g) { return fm_fedbuff_count(g->buf); }
 
-const fm_fedbuff_t *agg_ingest_buffer(const agg_ingest_t *g)
-{
-    return g->buf;
-}
+const fm_fedbuff_t *agg_ingest_buffer(const agg_ingest_t *g) { return g->buf; }
 
 int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean)
 {
@@ -110,8 +104,10 @@ static int s_check_content(agg_ingest_t *g, const fm_wire_update_t *u, agg_verdi
     fm_errmsg_t e = {{0}};
     const char *name = fm_model_name(g->layout);
     if (u->model[0] && strcmp(u->model, name) != 0)
-        return s_reject(out, AGG_REJ_MODEL, "UPDATE from %s: model '%s', this aggregator runs "
-                        "'%s'", u->trainer, u->model, name);
+        return s_reject(out, AGG_REJ_MODEL,
+                        "UPDATE from %s: model '%s', this aggregator runs "
+                        "'%s'",
+                        u->trainer, u->model, name);
     int rc = fm_wire_tensors_check(g->tensors, g->layout, &e);
     if (rc) {
         agg_reason_t r = rc == FM_ENAME    ? AGG_REJ_NAME
@@ -136,8 +132,10 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
                         u->trainer, (unsigned long long)u->base, (unsigned long long)version);
     *tau = version - u->base;
     if (ctx->view.finished)
-        return s_reject(out, AGG_REJ_LATE, "UPDATE from %s: num_rounds = %d reached, the run "
-                        "is over", u->trainer, ctx->num_rounds);
+        return s_reject(out, AGG_REJ_LATE,
+                        "UPDATE from %s: num_rounds = %d reached, the run "
+                        "is over",
+                        u->trainer, ctx->num_rounds);
     if (agg_policy_accept(g->policy, u, *tau, &ctx->view, &out->reason, out->why,
                           sizeof out->why)) {
         out->kind = AGG_INGEST_REJECTED;
@@ -147,8 +145,10 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
         return s_reject(out, AGG_REJ_STALE, "UPDATE from %s: staleness %llu > max_staleness %d",
                         u->trainer, (unsigned long long)*tau, ctx->max_staleness);
     if (agg_idset_contains(g->ids, u->id))
-        return s_reject(out, AGG_REJ_DUPLICATE, "UPDATE from %s: id %02x%02x%02x%02x... seen "
-                        "before", u->trainer, u->id[0], u->id[1], u->id[2], u->id[3]);
+        return s_reject(out, AGG_REJ_DUPLICATE,
+                        "UPDATE from %s: id %02x%02x%02x%02x... seen "
+                        "before",
+                        u->trainer, u->id[0], u->id[1], u->id[2], u->id[3]);
     if (u->num_samples == 0)
         return s_reject(out, AGG_REJ_SAMPLES, "UPDATE from %s: n = 0 samples", u->trainer);
     return 0;

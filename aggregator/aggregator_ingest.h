@@ -51,9 +51,9 @@ typedef struct {
 
 /* What the server knows when a frame arrives. */
 typedef struct {
-    agg_view_t view;         /* version, finished, live clients */
-    int max_staleness;       /* [aggregator] max_staleness (reloadable) */
-    int num_rounds;          /* [federation] num_rounds, for the "late" message */
+    agg_view_t view;   /* version, finished, live clients */
+    int max_staleness; /* [aggregator] max_staleness (reloadable) */
+    int num_rounds;    /* [federation] num_rounds, for the "late" message */
 } agg_ingest_ctx_t;
 
 typedef struct agg_ingest agg_ingest_t;

@@ -44,22 +44,13 @@ void agg_policy_model_meta(const agg_policy_t *p, fm_wire_model_t *hdr)
     p->ops->model_meta(p, hdr);
 }
 
-void agg_policy_stats(const agg_policy_t *p, fm_stats_t *st)
-{
-    p->ops->stats(p, st);
-}
+void agg_policy_stats(const agg_policy_t *p, fm_stats_t *st) { p->ops->stats(p, st); }
 
 void agg_policy_describe(const agg_policy_t *p, char *out, size_t cap)
 {
     p->ops->describe(p, out, cap);
 }
 
-uint64_t agg_policy_round(const agg_policy_t *p)
-{
-    return p->round;
-}
+uint64_t agg_policy_round(const agg_policy_t *p) { return p->round; }
 
-void agg_policy_set_round(agg_policy_t *p, uint64_t round)
-{
-    p->round = round;
-}
+void agg_policy_set_round(agg_policy_t *p, uint64_t round) { p->round = round; }

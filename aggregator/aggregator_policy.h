@@ -36,10 +36,10 @@ typedef enum {
 
 /* The server's state a policy looks at (borrowed for the call). */
 typedef struct {
-    uint64_t version;     /* current model version */
-    int finished;         /* num_rounds (> 0) versions exist: no more rounds or versions */
-    uint32_t nlive;       /* distinct clients served by live trainers */
-    const uint8_t *live;  /* num_clients bytes, 1 = live */
+    uint64_t version;    /* current model version */
+    int finished;        /* num_rounds (> 0) versions exist: no more rounds or versions */
+    uint32_t nlive;      /* distinct clients served by live trainers */
+    const uint8_t *live; /* num_clients bytes, 1 = live */
 } agg_view_t;
 
 typedef struct agg_policy agg_policy_t;
@@ -70,10 +70,10 @@ typedef struct {
 /* The part every implementation starts with (implementations embed it first). */
 struct agg_policy {
     const agg_policy_ops_t *ops;
-    int buffer_k;               /* updates per aggregation (the FedBuff K, or the cohort) */
-    fm_staleness_t staleness;   /* discount of stale updates */
-    int weight_by_samples;      /* FedAvg weights n_k */
-    uint64_t round;             /* last sync round opened (checkpointed; 0 in async) */
+    int buffer_k;             /* updates per aggregation (the FedBuff K, or the cohort) */
+    fm_staleness_t staleness; /* discount of stale updates */
+    int weight_by_samples;    /* FedAvg weights n_k */
+    uint64_t round;           /* last sync round opened (checkpointed; 0 in async) */
 };
 
 /* The policy of cfg->federation.mode. `cfg` is borrowed and must outlive the policy: a

@@ -12,9 +12,9 @@ enum { S_OUT = 0, S_SELECTED = 1, S_REPORTED = 2 };
 
 struct agg_round {
     uint32_t num_clients;
-    uint8_t *state;      /* num_clients: S_OUT / S_SELECTED / S_REPORTED (open round) */
-    uint32_t *cohort;    /* ascending ids, count entries */
-    uint32_t *pool;      /* scratch: live ids */
+    uint8_t *state;   /* num_clients: S_OUT / S_SELECTED / S_REPORTED (open round) */
+    uint32_t *cohort; /* ascending ids, count entries */
+    uint32_t *pool;   /* scratch: live ids */
     uint32_t count;
     uint32_t reported;
     uint64_t round;

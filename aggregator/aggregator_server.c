@@ -20,36 +20,36 @@
 #include "fm_sock.h"
 #include "fm_wire.h"
 
-#define S_TICK_S 0.1            /* membership, round deadlines, re-publish, stats this often */
-#define S_REPUBLISH_S 1.0       /* re-publish the current MODEL this often */
-#define S_DRAIN_MAX 256         /* frames received per poll before timers are checked */
-#define S_PUB_LINGER_MS 1000    /* PUB linger at shutdown: let the last MODEL go out */
-#define S_PUB_SNDHWM 16         /* subscribers only need the newest model */
+#define S_TICK_S 0.1         /* membership, round deadlines, re-publish, stats this often */
+#define S_REPUBLISH_S 1.0    /* re-publish the current MODEL this often */
+#define S_DRAIN_MAX 256      /* frames received per poll before timers are checked */
+#define S_PUB_LINGER_MS 1000 /* PUB linger at shutdown: let the last MODEL go out */
+#define S_PUB_SNDHWM 16      /* subscribers only need the newest model */
 #define S_RCV_BYTES_MAX ((size_t)256 << 20) /* budget of the PULL receive queue */
 
 struct agg_server {
     fm_config_t cfg;
-    const fm_daemon_args_t *args;   /* borrowed, for SIGHUP; may be NULL */
+    const fm_daemon_args_t *args; /* borrowed, for SIGHUP; may be NULL */
 
-    fm_model_t *model;              /* the global model (params = current version) */
+    fm_model_t *model; /* the global model (params = current version) */
     fm_server_opt_t *opt;
-    float *mean;                    /* nparams: the buffer's mean delta */
-    agg_policy_t *policy;           /* async or sync (borrows cfg) */
-    agg_state_t *state;             /* checkpoints, id window */
-    agg_stats_t *stats;             /* counters, stats.json */
-    agg_ingest_t *ingest;           /* frame -> verdict, the buffer */
-    fm_members_t *members;          /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
-    uint8_t *live;                  /* num_clients: clients served by live trainers */
-    uint32_t nlive;                 /* distinct live clients at the last count */
+    float *mean;           /* nparams: the buffer's mean delta */
+    agg_policy_t *policy;  /* async or sync (borrows cfg) */
+    agg_state_t *state;    /* checkpoints, id window */
+    agg_stats_t *stats;    /* counters, stats.json */
+    agg_ingest_t *ingest;  /* frame -> verdict, the buffer */
+    fm_members_t *members; /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
+    uint8_t *live;         /* num_clients: clients served by live trainers */
+    uint32_t nlive;        /* distinct live clients at the last count */
 
     uint64_t version;
-    int finished;                   /* num_rounds versions exist */
-    double created;                 /* wall clock of the current version ("ts") */
-    double last_version_at;         /* monotonic */
-    uint64_t applied_at_last;       /* updates applied when the last version was made */
+    int finished;             /* num_rounds versions exist */
+    double created;           /* wall clock of the current version ("ts") */
+    double last_version_at;   /* monotonic */
+    uint64_t applied_at_last; /* updates applied when the last version was made */
 
-    fm_wire_buf_t frame;            /* the encoded MODEL of the current version */
-    double last_publish_at;         /* monotonic */
+    fm_wire_buf_t frame;    /* the encoded MODEL of the current version */
+    double last_publish_at; /* monotonic */
     zsock_t *pull;
     zsock_t *pub;
     fm_loop_t *loop;
@@ -57,8 +57,10 @@ struct agg_server {
 
 static agg_view_t s_view(const agg_server_t *self)
 {
-    return (agg_view_t){.version = self->version, .finished = self->finished,
-                        .nlive = self->nlive, .live = self->live};
+    return (agg_view_t){.version = self->version,
+                        .finished = self->finished,
+                        .nlive = self->nlive,
+                        .live = self->live};
 }
 
 /* finished: num_rounds (> 0) versions exist. */
@@ -118,7 +120,8 @@ static int s_checkpoint(agg_server_t *self, const char *why)
                           (size_t)agg_ingest_pending(self->ingest), why);
 }
 
-/* ---- aggregation ----------------------------------------------------------------------------- */
+/* ---- aggregation -----------------------------------------------------------------------------
+ */
 
 static void s_aggregate(agg_server_t *self);
 
@@ -126,19 +129,14 @@ static void s_aggregate(agg_server_t *self);
 static void s_act(agg_server_t *self, agg_action_t a)
 {
     switch (a) {
-    case AGG_ACT_NONE:
-        return;
-    case AGG_ACT_AGGREGATE:
-        s_aggregate(self);
-        return;
+    case AGG_ACT_NONE: return;
+    case AGG_ACT_AGGREGATE: s_aggregate(self); return;
     case AGG_ACT_RESTART:
         agg_ingest_reset(self->ingest);
         agg_stats_touch(self->stats);
         s_publish(self, 1);
         return;
-    case AGG_ACT_PUBLISH:
-        s_publish(self, 1);
-        return;
+    case AGG_ACT_PUBLISH: s_publish(self, 1); return;
     }
 }
 
@@ -151,10 +149,11 @@ static void s_log_version(agg_server_t *self, int count, double stale_mean)
     double rate = dt > 0 ? (double)(c->applied - self->applied_at_last) / dt : 0.0;
     self->last_version_at = now;
     self->applied_at_last = c->applied;
-    FM_LOG(LOG_INFO, "version %llu: %d updates folded, mean staleness %.2f, applied %llu, "
-           "rejected %llu, %.1f updates/s", (unsigned long long)self->version, count,
-           stale_mean, (unsigned long long)c->applied, (unsigned long long)c->rejected_total,
-           rate);
+    FM_LOG(LOG_INFO,
+           "version %llu: %d updates folded, mean staleness %.2f, applied %llu, "
+           "rejected %llu, %.1f updates/s",
+           (unsigned long long)self->version, count, stale_mean, (unsigned long long)c->applied,
+           (unsigned long long)c->rejected_total, rate);
 }
 
 /* The buffer through the server optimiser: a new version (or the buffer dropped), then what
@@ -172,8 +171,10 @@ static void s_aggregate(agg_server_t *self)
         self->created = fm_daemon_wallclock();
     } else {
         agg_stats_buffer_dropped(self->stats);
-        FM_LOG(LOG_ERR, "server step refused (non-finite result): buffer of %d updates dropped, "
-               "model stays at version %llu", count, (unsigned long long)self->version);
+        FM_LOG(LOG_ERR,
+               "server step refused (non-finite result): buffer of %d updates dropped, "
+               "model stays at version %llu",
+               count, (unsigned long long)self->version);
     }
     int was_finished = self->finished;
     s_update_finished(self);
@@ -190,7 +191,8 @@ static void s_aggregate(agg_server_t *self)
     s_write_stats(self);
 }
 
-/* ---- input ---------------------------------------------------------------------------------- */
+/* ---- input ----------------------------------------------------------------------------------
+ */
 
 static void s_on_member(agg_server_t *self, const agg_verdict_t *v)
 {
@@ -199,7 +201,9 @@ static void s_on_member(agg_server_t *self, const agg_verdict_t *v)
     if (ev == FM_MEMBER_JOINED || ev == FM_MEMBER_RESTARTED || ev == FM_MEMBER_LEFT)
         FM_LOG(LOG_INFO, "trainer %s (clients %u-%u) %s", m->trainer, m->client_first,
                m->client_first + m->client_count - (m->client_count ? 1 : 0),
-               ev == FM_MEMBER_LEFT ? "left" : ev == FM_MEMBER_JOINED ? "joined" : "restarted");
+               ev == FM_MEMBER_LEFT     ? "left"
+               : ev == FM_MEMBER_JOINED ? "joined"
+                                        : "restarted");
     if (ev == FM_MEMBER_FULL)
         FM_LOG(LOG_WARNING, "trainer %s not registered: %d trainers already", m->trainer,
                FM_MEMBERS_MAX);
@@ -215,12 +219,8 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     agg_stats_received(self->stats, len);
     agg_ingest_frame(self->ingest, data, len, &ctx, &v);
     switch (v.kind) {
-    case AGG_INGEST_REJECTED:
-        agg_stats_reject(self->stats, v.reason, v.why);
-        return;
-    case AGG_INGEST_MEMBER:
-        s_on_member(self, &v);
-        return;
+    case AGG_INGEST_REJECTED: agg_stats_reject(self->stats, v.reason, v.why); return;
+    case AGG_INGEST_MEMBER: s_on_member(self, &v); return;
     case AGG_INGEST_FOLDED:
         agg_stats_touch(self->stats);
         FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
@@ -314,8 +314,7 @@ static int s_init_learning(agg_server_t *self, fm_errmsg_t *e)
                                  .tau = ac->tau};
     fm_errmsg_t oe = {{0}};
     if (fm_server_opt_config_check(kind, &oc, &oe) != 0)
-        return fm_errmsg_set(e, FM_EARG, "[aggregator] server_optimizer = %s: %s", oname,
-                             oe.msg);
+        return fm_errmsg_set(e, FM_EARG, "[aggregator] server_optimizer = %s: %s", oname, oe.msg);
     if (!(self->opt = fm_server_opt_new(kind, nparams, &oc, &rc)))
         return rc;
     if (!(self->mean = malloc(nparams * sizeof *self->mean)))
@@ -378,9 +377,11 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     fm_loop_on_reload(self->loop, s_reload, self);
     char mode[256];
     agg_policy_describe(self->policy, mode, sizeof mode);
-    FM_LOG(LOG_NOTICE, "model %s (%zu params) at version %llu; %s, optimizer %s; PULL %s (max "
-           "frame %zu B, hwm %zu), PUB %s", fm_model_name(self->model),
-           fm_model_nparams(self->model), (unsigned long long)self->version, mode,
+    FM_LOG(LOG_NOTICE,
+           "model %s (%zu params) at version %llu; %s, optimizer %s; PULL %s (max "
+           "frame %zu B, hwm %zu), PUB %s",
+           fm_model_name(self->model), fm_model_nparams(self->model),
+           (unsigned long long)self->version, mode,
            fm_server_opt_kind_name(fm_server_opt_kind(self->opt)), self->cfg.endpoints.updates,
            maxmsg, hwm, self->cfg.endpoints.aggregator_models);
     return 0;
@@ -393,11 +394,11 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
     if (rc)
         return rc;
     if (!(self->policy = agg_policy_new(&self->cfg, &rc, e)) ||
-        !(self->stats = agg_stats_new(self->cfg.aggregator.checkpoint_dir,
-                                      fm_daemon_wallclock(), &rc, e)) ||
+        !(self->stats = agg_stats_new(self->cfg.aggregator.checkpoint_dir, fm_daemon_wallclock(),
+                                      &rc, e)) ||
         !(self->state = agg_state_new(&self->cfg, AGG_IDSET_DEFAULT_CAP, &rc, e)) ||
-        !(self->ingest = agg_ingest_new(self->model, self->policy,
-                                        agg_state_ids(self->state), &rc, e)))
+        !(self->ingest = agg_ingest_new(self->model, self->policy, agg_state_ids(self->state),
+                                        &rc, e)))
         return rc;
     self->members = fm_members_new();
     self->live = calloc((size_t)self->cfg.federation.num_clients, 1);

@@ -20,9 +20,9 @@ _Static_assert(FM_CFG_DIGEST_BYTES == FM_CKPT_DIGEST_BYTES, "digest sizes");
 struct agg_state {
     fm_ckpt_t *ckpt;
     agg_idset_t *ids;
-    uint8_t *ids_blob;    /* cap * FM_WIRE_ID_LEN: checkpoint scratch */
+    uint8_t *ids_blob; /* cap * FM_WIRE_ID_LEN: checkpoint scratch */
     fm_config_t cfg;
-    char *cfg_text;       /* canonical text of cfg */
+    char *cfg_text; /* canonical text of cfg */
 };
 
 /* ---- config text ------------------------------------------------------------------------- */
@@ -62,10 +62,7 @@ int agg_state_set_config(agg_state_t *s, const fm_config_t *cfg, const char *wha
     return 0;
 }
 
-const char *agg_state_config_text(const agg_state_t *s)
-{
-    return s->cfg_text;
-}
+const char *agg_state_config_text(const agg_state_t *s) { return s->cfg_text; }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
@@ -109,12 +106,10 @@ void agg_state_destroy(agg_state_t **p)
     *p = NULL;
 }
 
-agg_idset_t *agg_state_ids(agg_state_t *s)
-{
-    return s->ids;
-}
+agg_idset_t *agg_state_ids(agg_state_t *s) { return s->ids; }
 
-/* ---- save ----------------------------------------------------------------------------------- */
+/* ---- save -----------------------------------------------------------------------------------
+ */
 
 int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
                    const agg_record_t *rec, size_t pending, const char *why)
@@ -143,8 +138,8 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     int rc = fm_ckpt_save(s->ckpt, &info, fm_model_params(model),
                           info.nopt ? fm_server_opt_state(opt) : NULL, extra, 3, &e);
     if (rc) {
-        FM_LOG(LOG_ERR, "checkpoint version %llu (%s): %s", (unsigned long long)rec->version,
-               why, e.msg[0] ? e.msg : fm_strerror(rc));
+        FM_LOG(LOG_ERR, "checkpoint version %llu (%s): %s", (unsigned long long)rec->version, why,
+               e.msg[0] ? e.msg : fm_strerror(rc));
         return rc;
     }
     FM_LOG(LOG_INFO, "checkpoint version %llu saved (%s, %zu ids, %.0f ms)",
@@ -154,7 +149,8 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     return 0;
 }
 
-/* ---- resume --------------------------------------------------------------------------------- */
+/* ---- resume ---------------------------------------------------------------------------------
+ */
 
 /* Load the newest valid record into model/opt and *info. 0, -ENOENT or an error. */
 static int s_load_record(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
@@ -174,14 +170,15 @@ static int s_load_record(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt
     if (strcmp(info->model, name) != 0 || info->nparams != nparams)
         return fm_errmsg_set(e, FM_EARG,
                              "%s: checkpoint version %llu is model '%s' (%llu params); the "
-                             "config says '%s': use another checkpoint_dir", dir,
-                             (unsigned long long)info->version, info->model,
+                             "config says '%s': use another checkpoint_dir",
+                             dir, (unsigned long long)info->version, info->model,
                              (unsigned long long)info->nparams, name);
     int with_opt = info->nopt == nopt && nopt > 0;
     if (info->nopt != nopt)
-        FM_LOG(LOG_WARNING, "checkpoint version %llu has %llu optimizer floats, %s needs %zu: "
-               "server optimizer state reset", (unsigned long long)info->version,
-               (unsigned long long)info->nopt,
+        FM_LOG(LOG_WARNING,
+               "checkpoint version %llu has %llu optimizer floats, %s needs %zu: "
+               "server optimizer state reset",
+               (unsigned long long)info->version, (unsigned long long)info->nopt,
                fm_server_opt_kind_name(fm_server_opt_kind(opt)), nopt);
     rc = fm_ckpt_load(s->ckpt, info->version, info, fm_model_params(model), nparams,
                       with_opt ? fm_server_opt_state(opt) : NULL, with_opt ? nopt : 0, e);
@@ -204,8 +201,10 @@ static void s_load_meta(agg_state_t *s, agg_record_t *rec)
     if (rc == 0)
         rc = agg_idset_load(s->ids, s->ids_blob, len);
     if (rc && rc != -ENOENT)
-        FM_LOG(LOG_WARNING, "checkpoint ids not reloaded (%s): duplicates of updates folded "
-               "before the restart will not be recognised", fm_strerror(rc));
+        FM_LOG(LOG_WARNING,
+               "checkpoint ids not reloaded (%s): duplicates of updates folded "
+               "before the restart will not be recognised",
+               fm_strerror(rc));
     unsigned char round_le[8];
     rc = fm_ckpt_meta_get(s->ckpt, S_ROUND_KEY, round_le, sizeof round_le, &len, NULL);
     if (rc == 0 && len == sizeof round_le) {
@@ -239,8 +238,10 @@ static void s_compare_config(agg_state_t *s, const fm_ckpt_info_t *info)
     uint8_t digest[FM_CFG_DIGEST_BYTES];
     fm_cfg_digest(&s->cfg, digest);
     if (memcmp(digest, info->config_digest, sizeof digest) != 0)
-        FM_LOG(LOG_NOTICE, "the config differs from the one checkpoint version %llu was "
-               "written with", (unsigned long long)info->version);
+        FM_LOG(LOG_NOTICE,
+               "the config differs from the one checkpoint version %llu was "
+               "written with",
+               (unsigned long long)info->version);
 }
 
 int agg_state_resume(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt, agg_record_t *rec,
@@ -260,15 +261,18 @@ int agg_state_resume(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt, ag
     /* never go below the newest version ever saved (its record may be the invalid one) */
     uint64_t latest = 0;
     if (fm_ckpt_latest_version(s->ckpt, &latest, NULL) == 0 && latest > rec->version) {
-        FM_LOG(LOG_WARNING, "newest checkpoint version %llu is unreadable: continuing from "
-               "the params of version %llu as version %llu", (unsigned long long)latest,
-               (unsigned long long)rec->version, (unsigned long long)latest);
+        FM_LOG(LOG_WARNING,
+               "newest checkpoint version %llu is unreadable: continuing from "
+               "the params of version %llu as version %llu",
+               (unsigned long long)latest, (unsigned long long)rec->version,
+               (unsigned long long)latest);
         rec->version = latest;
     }
     s_load_meta(s, rec);
-    FM_LOG(LOG_NOTICE, "resumed from checkpoint version %llu, round %llu (%llu updates applied, "
-           "%zu ids remembered)", (unsigned long long)rec->version,
-           (unsigned long long)rec->round, (unsigned long long)rec->counters.applied,
-           agg_idset_count(s->ids));
+    FM_LOG(LOG_NOTICE,
+           "resumed from checkpoint version %llu, round %llu (%llu updates applied, "
+           "%zu ids remembered)",
+           (unsigned long long)rec->version, (unsigned long long)rec->round,
+           (unsigned long long)rec->counters.applied, agg_idset_count(s->ids));
     return 0;
 }

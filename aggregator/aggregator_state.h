@@ -28,9 +28,9 @@
 
 /* The scalars of one checkpoint besides params and optimiser state. */
 typedef struct {
-    uint64_t version;         /* model version */
-    uint64_t round;           /* last sync round opened (0: none, or async) */
-    agg_counters_t counters;  /* applied and rejected counts */
+    uint64_t version;        /* model version */
+    uint64_t round;          /* last sync round opened (0: none, or async) */
+    agg_counters_t counters; /* applied and rejected counts */
 } agg_record_t;
 
 typedef struct agg_state agg_state_t;

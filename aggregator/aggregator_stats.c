@@ -10,22 +10,14 @@
 #include "fm_ratelog.h"
 
 static const char *const s_reason_names[AGG_REJ_COUNT] = {
-    [AGG_REJ_MALFORMED] = "malformed",
-    [AGG_REJ_TRUNCATED] = "truncated",
-    [AGG_REJ_VERSION] = "version",
-    [AGG_REJ_UNEXPECTED_TYPE] = "unexpected_type",
-    [AGG_REJ_MODEL] = "model",
-    [AGG_REJ_NAME] = "name",
-    [AGG_REJ_DTYPE] = "dtype",
-    [AGG_REJ_SHAPE] = "shape",
-    [AGG_REJ_NONFINITE] = "nonfinite",
-    [AGG_REJ_STALE] = "stale",
-    [AGG_REJ_FUTURE] = "future",
-    [AGG_REJ_DUPLICATE] = "duplicate",
-    [AGG_REJ_SAMPLES] = "samples",
-    [AGG_REJ_LATE] = "late",
-    [AGG_REJ_COHORT] = "cohort",
-    [AGG_REJ_QUORUM] = "quorum",
+    [AGG_REJ_MALFORMED] = "malformed", [AGG_REJ_TRUNCATED] = "truncated",
+    [AGG_REJ_VERSION] = "version",     [AGG_REJ_UNEXPECTED_TYPE] = "unexpected_type",
+    [AGG_REJ_MODEL] = "model",         [AGG_REJ_NAME] = "name",
+    [AGG_REJ_DTYPE] = "dtype",         [AGG_REJ_SHAPE] = "shape",
+    [AGG_REJ_NONFINITE] = "nonfinite", [AGG_REJ_STALE] = "stale",
+    [AGG_REJ_FUTURE] = "future",       [AGG_REJ_DUPLICATE] = "duplicate",
+    [AGG_REJ_SAMPLES] = "samples",     [AGG_REJ_LATE] = "late",
+    [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
 };
 
 _Static_assert(AGG_REJ_COUNT <= FM_CKPT_NREASONS, "reasons must fit the checkpoint counters");
@@ -36,10 +28,10 @@ struct agg_stats {
     agg_counters_t c;
     uint64_t bytes_received;
     uint64_t buffers_dropped;
-    double started;        /* wall clock */
+    double started; /* wall clock */
     int dirty;
-    double last_write_at;  /* monotonic */
-    fm_ratelog_t log;      /* rate limit of rejection warnings */
+    double last_write_at; /* monotonic */
+    fm_ratelog_t log;     /* rate limit of rejection warnings */
 };
 
 const char *agg_reason_name(agg_reason_t r)
@@ -47,8 +39,7 @@ const char *agg_reason_name(agg_reason_t r)
     return (unsigned)r < AGG_REJ_COUNT ? s_reason_names[r] : "?";
 }
 
-agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err,
-                           fm_errmsg_t *e)
+agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err, fm_errmsg_t *e)
 {
     agg_stats_t *s = calloc(1, sizeof *s);
     int rc = s ? 0 : -ENOMEM;
@@ -74,10 +65,7 @@ void agg_stats_destroy(agg_stats_t **p)
     *p = NULL;
 }
 
-const agg_counters_t *agg_stats_counters(const agg_stats_t *s)
-{
-    return &s->c;
-}
+const agg_counters_t *agg_stats_counters(const agg_stats_t *s) { return &s->c; }
 
 void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c)
 {
@@ -94,10 +82,7 @@ void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why)
     fm_ratelog(&s->log, LOG_WARNING, "rejected frame (%s): %s", s_reason_names[r], why);
 }
 
-void agg_stats_received(agg_stats_t *s, size_t len)
-{
-    s->bytes_received += len;
-}
+void agg_stats_received(agg_stats_t *s, size_t len) { s->bytes_received += len; }
 
 void agg_stats_applied(agg_stats_t *s, uint64_t count)
 {
@@ -111,10 +96,7 @@ void agg_stats_buffer_dropped(agg_stats_t *s)
     s->dirty = 1;
 }
 
-void agg_stats_touch(agg_stats_t *s)
-{
-    s->dirty = 1;
-}
+void agg_stats_touch(agg_stats_t *s) { s->dirty = 1; }
 
 int agg_stats_due(const agg_stats_t *s, double now)
 {

@@ -45,8 +45,8 @@ const char *agg_reason_name(agg_reason_t r);
 
 /* The counters a checkpoint keeps (plain data). */
 typedef struct {
-    uint64_t applied;                 /* updates folded into versions */
-    uint64_t rejected_total;          /* sum of rejected[] */
+    uint64_t applied;        /* updates folded into versions */
+    uint64_t rejected_total; /* sum of rejected[] */
     uint64_t rejected[AGG_REJ_COUNT];
 } agg_counters_t;
 
@@ -55,8 +55,7 @@ typedef struct agg_stats agg_stats_t;
 /* Counters at zero for the file <checkpoint_dir>/stats.json, `started` the wall clock of
  * the daemon's start. NULL with *err = -ENAMETOOLONG (path) or -ENOMEM and one line in `e`.
  * Caller owns it: agg_stats_destroy. */
-agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err,
-                           fm_errmsg_t *e);
+agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err, fm_errmsg_t *e);
 
 /* Free and NULL *p; idempotent. */
 void agg_stats_destroy(agg_stats_t **p);

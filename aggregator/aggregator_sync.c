@@ -11,13 +11,13 @@
 #define S_WAIT_LOG_S 10.0 /* "waiting for clients" at most this often */
 
 typedef struct {
-    agg_policy_t base;          /* first: the interface */
-    const fm_config_t *cfg;     /* borrowed */
-    agg_round_t *r;             /* the open (or last) round */
-    double mu;                  /* FedProx mu sent with each round (0 = fedavg) */
-    uint64_t done;              /* rounds aggregated (this process) */
-    uint64_t failed;            /* rounds closed below min_clients or refused */
-    double last_wait_log;       /* monotonic */
+    agg_policy_t base;      /* first: the interface */
+    const fm_config_t *cfg; /* borrowed */
+    agg_round_t *r;         /* the open (or last) round */
+    double mu;              /* FedProx mu sent with each round (0 = fedavg) */
+    uint64_t done;          /* rounds aggregated (this process) */
+    uint64_t failed;        /* rounds closed below min_clients or refused */
+    double last_wait_log;   /* monotonic */
 } s_sync_t;
 
 static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t tau,
@@ -28,10 +28,12 @@ static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t t
     /* a round's updates start from the round's model: anything else is late */
     if (rv == AGG_ROUND_CLOSED || tau != 0) {
         *reason = AGG_REJ_LATE;
-        snprintf(why, cap, "UPDATE from %s client %u: round %llu base %llu, the open round is "
-                 "%llu%s on version %llu", u->trainer, u->client, (unsigned long long)u->round,
-                 (unsigned long long)u->base, (unsigned long long)p->round,
-                 agg_round_is_open(s->r) ? "" : " (closed)", (unsigned long long)v->version);
+        snprintf(why, cap,
+                 "UPDATE from %s client %u: round %llu base %llu, the open round is "
+                 "%llu%s on version %llu",
+                 u->trainer, u->client, (unsigned long long)u->round, (unsigned long long)u->base,
+                 (unsigned long long)p->round, agg_round_is_open(s->r) ? "" : " (closed)",
+                 (unsigned long long)v->version);
         return 1;
     }
     if (rv != AGG_ROUND_OK) {
@@ -71,10 +73,11 @@ static void s_log_open(const s_sync_t *s, const agg_view_t *v)
     list[0] = '\0';
     for (uint32_t i = 0; i < cnt && at < sizeof list - 16; i++)
         at += (size_t)snprintf(list + at, sizeof list - at, "%s%u", i ? "," : "", ids[i]);
-    FM_LOG(LOG_INFO, "round %llu on version %llu: %u of %u live clients selected (%s%s), "
-           "deadline %.1f s", (unsigned long long)s->base.round, (unsigned long long)v->version,
-           cnt, v->nlive, list, at >= sizeof list - 16 ? ",..." : "",
-           s->cfg->aggregator.round_timeout_s);
+    FM_LOG(LOG_INFO,
+           "round %llu on version %llu: %u of %u live clients selected (%s%s), "
+           "deadline %.1f s",
+           (unsigned long long)s->base.round, (unsigned long long)v->version, cnt, v->nlive, list,
+           at >= sizeof list - 16 ? ",..." : "", s->cfg->aggregator.round_timeout_s);
 }
 
 /* Open the next round if enough clients are live (else wait); the server then drops the
@@ -96,8 +99,7 @@ static agg_action_t s_next(s_sync_t *s, const agg_view_t *v, double now)
     return AGG_ACT_RESTART;
 }
 
-static agg_action_t s_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v,
-                             double now)
+static agg_action_t s_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v, double now)
 {
     s_sync_t *s = (s_sync_t *)p;
     if (ok) {
@@ -129,9 +131,10 @@ static agg_action_t s_tick(agg_policy_t *p, const agg_view_t *v, double now)
                    (unsigned long long)p->round, got, cohort);
             return AGG_ACT_AGGREGATE;
         }
-        FM_LOG(LOG_WARNING, "round %llu: deadline with %u of %u updates, min_clients = %d: not "
-               "aggregated, retried with a new cohort", (unsigned long long)p->round, got,
-               cohort, min_clients);
+        FM_LOG(LOG_WARNING,
+               "round %llu: deadline with %u of %u updates, min_clients = %d: not "
+               "aggregated, retried with a new cohort",
+               (unsigned long long)p->round, got, cohort, min_clients);
         agg_round_close(s->r);
         s->failed++;
         return s_next(s, v, now);
@@ -170,10 +173,11 @@ static void s_describe(const agg_policy_t *p, char *out, size_t cap)
 {
     const s_sync_t *s = (const s_sync_t *)p;
     const fm_cfg_federation_t *f = &s->cfg->federation;
-    snprintf(out, cap, "sync rounds: %d clients per round, min_clients %d, round_timeout_s %g, "
-             "num_rounds %d, %s mu %g", f->clients_per_round, f->min_clients,
-             s->cfg->aggregator.round_timeout_s, f->num_rounds, s->mu > 0 ? "fedprox" : "fedavg",
-             s->mu);
+    snprintf(out, cap,
+             "sync rounds: %d clients per round, min_clients %d, round_timeout_s %g, "
+             "num_rounds %d, %s mu %g",
+             f->clients_per_round, f->min_clients, s->cfg->aggregator.round_timeout_s,
+             f->num_rounds, s->mu > 0 ? "fedprox" : "fedavg", s->mu);
 }
 
 static void s_free(agg_policy_t *p)

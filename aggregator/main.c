@@ -11,24 +11,23 @@
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: " S_PROG " [--config FILE] [--set section.key=value ...] [--log-level L]\n"
-            "\n"
-            "The fedmq aggregator: binds PULL [endpoints] updates and PUB [endpoints]\n"
-            "aggregator_models, folds valid UPDATEs into a FedBuff buffer of [aggregator]\n"
-            "buffer_k updates, applies the server optimizer and publishes each new MODEL\n"
-            "(and the current one every second). Checkpoints and stats.json go to\n"
-            "[aggregator] checkpoint_dir; it resumes from the newest checkpoint there.\n"
-            "\n"
-            "  --config FILE        INI config (see configs/fedmq.conf); defaults if absent\n"
-            "  --set s.k=v          override one key (repeatable), e.g.\n"
-            "                       --set aggregator.buffer_k=4\n"
-            "  --log-level L        error|warning|notice|info|debug\n"
-            "                       (default: [aggregator] log_level)\n"
-            "  --help               this text\n"
-            "\n"
-            "Signals: SIGINT/SIGTERM checkpoint and exit 0; SIGHUP reloads max_staleness,\n"
-            "checkpoint_every, checkpoint_keep and log_level.\n");
+    fprintf(f, "usage: " S_PROG " [--config FILE] [--set section.key=value ...] [--log-level L]\n"
+               "\n"
+               "The fedmq aggregator: binds PULL [endpoints] updates and PUB [endpoints]\n"
+               "aggregator_models, folds valid UPDATEs into a FedBuff buffer of [aggregator]\n"
+               "buffer_k updates, applies the server optimizer and publishes each new MODEL\n"
+               "(and the current one every second). Checkpoints and stats.json go to\n"
+               "[aggregator] checkpoint_dir; it resumes from the newest checkpoint there.\n"
+               "\n"
+               "  --config FILE        INI config (see configs/fedmq.conf); defaults if absent\n"
+               "  --set s.k=v          override one key (repeatable), e.g.\n"
+               "                       --set aggregator.buffer_k=4\n"
+               "  --log-level L        error|warning|notice|info|debug\n"
+               "                       (default: [aggregator] log_level)\n"
+               "  --help               this text\n"
+               "\n"
+               "Signals: SIGINT/SIGTERM checkpoint and exit 0; SIGHUP reloads max_staleness,\n"
+               "checkpoint_every, checkpoint_keep and log_level.\n");
 }
 
 /* ZeroMQ allocates every received frame (4.8 MB for a cnn UPDATE) with malloc and frees it
@@ -44,8 +43,7 @@ static void s_malloc_tune(void)
 }
 
 /* Typed wrappers for fm_daemon_main. */
-static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                   fm_errmsg_t *e)
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err, fm_errmsg_t *e)
 {
     return agg_server_new(cfg, args, err, e);
 }

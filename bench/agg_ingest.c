@@ -119,10 +119,16 @@ int main(int argc, char **argv)
     const char *model = "cnn";
     int k = 10, n = 400;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
-        else if (!strcmp(argv[i], "--k")) k = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--updates")) n = atoi(argv[i + 1]);
-        else { fprintf(stderr, "agg_ingest: unknown option %s\n", argv[i]); return 2; }
+        if (!strcmp(argv[i], "--model"))
+            model = argv[i + 1];
+        else if (!strcmp(argv[i], "--k"))
+            k = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--updates"))
+            n = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "agg_ingest: unknown option %s\n", argv[i]);
+            return 2;
+        }
     }
     int err = 0;
     fm_model_t *m = fm_model_new(model, &err);
@@ -248,8 +254,9 @@ int main(int argc, char **argv)
         kill(child, SIGKILL);
         waitpid(child, &st, 0);
     }
-    printf("sink model=%s updates=%d updates_per_s=%.1f gbs=%.2f aggregator_vs_sink=%.2f\n", model,
-           n, sink_rate, sink_rate * buf.len / 1e9, sink_rate > 0 ? rate / sink_rate : 0.0);
+    printf("sink model=%s updates=%d updates_per_s=%.1f gbs=%.2f aggregator_vs_sink=%.2f\n",
+           model, n, sink_rate, sink_rate * buf.len / 1e9,
+           sink_rate > 0 ? rate / sink_rate : 0.0);
     zsock_destroy(&push);
     fm_wire_buf_free(&buf);
     free(delta);

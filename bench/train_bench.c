@@ -79,12 +79,16 @@ int main(int argc, char **argv)
     fm_blas_setup(argv);
     fm_log_init("train_bench", LOG_WARNING);
 
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},   {"batch", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'}, {"seconds", required_argument, 0, 's'},
-        {"warmup", required_argument, 0, OPT_WARMUP}, {"seed", required_argument, 0, OPT_SEED},
-        {"data", required_argument, 0, OPT_DATA}, {"peak", no_argument, 0, OPT_PEAK},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"model", required_argument, 0, 'm'},
+                                             {"batch", required_argument, 0, 'b'},
+                                             {"threads", required_argument, 0, 't'},
+                                             {"seconds", required_argument, 0, 's'},
+                                             {"warmup", required_argument, 0, OPT_WARMUP},
+                                             {"seed", required_argument, 0, OPT_SEED},
+                                             {"data", required_argument, 0, OPT_DATA},
+                                             {"peak", no_argument, 0, OPT_PEAK},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     const char *model = NULL, *data = FM_FASHION_DIR;
     long batch = 32, threads = 1;
     double seconds = 10.0, warmup = 2.0;
@@ -119,7 +123,8 @@ int main(int argc, char **argv)
             return s_bad(e.msg);
     }
     if (optind < argc) {
-        snprintf(e.msg, sizeof e.msg, "unexpected argument '%s' (see train_bench --help)", argv[optind]);
+        snprintf(e.msg, sizeof e.msg, "unexpected argument '%s' (see train_bench --help)",
+                 argv[optind]);
         return s_bad(e.msg);
     }
     if (!model && !peak)
@@ -136,7 +141,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "train_bench: model %s: %s\n", model, fm_strerror(err));
             return 1;
         }
-        snprintf(e.msg, sizeof e.msg, "--model: unknown model '%s' (expected cnn, mlp or logreg)", model);
+        snprintf(e.msg, sizeof e.msg, "--model: unknown model '%s' (expected cnn, mlp or logreg)",
+                 model);
         return s_bad(e.msg);
     }
 
@@ -148,7 +154,8 @@ int main(int argc, char **argv)
         goto cleanup;
     }
     if (peak) {
-        printf("sgemm_peak_gflops=%.1f core=%s\n", fm_blas_peak_gflops(1024, 1.0), fm_blas_core());
+        printf("sgemm_peak_gflops=%.1f core=%s\n", fm_blas_peak_gflops(1024, 1.0),
+               fm_blas_core());
         fflush(stdout);
         if (!model) {
             rc = 0;
@@ -157,7 +164,8 @@ int main(int argc, char **argv)
     }
 
     fm_model_init(m, seed);
-    if (!(train = fm_dataset_load_dir(data, "train", FM_FASHION_MEAN, FM_FASHION_STD, NULL, &e))) {
+    if (!(train = fm_dataset_load_dir(data, "train", FM_FASHION_MEAN, FM_FASHION_STD, NULL,
+                                      &e))) {
         rc = s_bad(e.msg);
         goto cleanup;
     }
@@ -199,8 +207,8 @@ int main(int argc, char **argv)
                 fm_rng_shuffle_u32(&rng, order, n);
                 pos = 0;
             }
-            double loss = fm_engine_gradient(eng, m, train->x, train->y, order + pos, (int)batch, 1,
-                                             fm_rng_u64(&rng));
+            double loss = fm_engine_gradient(eng, m, train->x, train->y, order + pos, (int)batch,
+                                             1, fm_rng_u64(&rng));
             if (!isfinite(loss)) {
                 fprintf(stderr, "train_bench: training diverged (loss %g)\n", loss);
                 goto cleanup;
@@ -215,8 +223,9 @@ int main(int argc, char **argv)
     double samples = (double)steps * (double)batch;
     double sps = samples / elapsed;
     double fwd = fm_model_flops_forward(m);
-    printf("# steps=%llu samples=%.0f seconds=%.3f mean_loss=%.4f flops_forward_per_sample=%.0f\n",
-           (unsigned long long)steps, samples, elapsed, steps ? loss_sum / steps : 0.0, fwd);
+    printf(
+        "# steps=%llu samples=%.0f seconds=%.3f mean_loss=%.4f flops_forward_per_sample=%.0f\n",
+        (unsigned long long)steps, samples, elapsed, steps ? loss_sum / steps : 0.0, fwd);
     printf("fedmq model=%s batch=%ld threads=%ld samples_per_s=%.1f gflops=%.2f core=%s\n",
            fm_model_name(m), batch, threads, sps, sps * 3.0 * fwd / 1e9, fm_blas_core());
     fflush(stdout);

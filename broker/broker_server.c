@@ -16,33 +16,33 @@
 
 /* Rejected frames of one socket: counted always, logged under the rate limit. */
 typedef struct {
-    const char *what;      /* "aggregator_models" or "snapshot" (static) */
-    uint64_t *count;       /* the stats counter */
+    const char *what; /* "aggregator_models" or "snapshot" (static) */
+    uint64_t *count;  /* the stats counter */
     fm_ratelog_t log;
 } s_reject_log_t;
 
 /* A requester waiting for the first model. */
 typedef struct {
-    zframe_t *identity;    /* owned */
-    bool delimiter;        /* came from a REQ: reply with an empty delimiter frame */
+    zframe_t *identity; /* owned */
+    bool delimiter;     /* came from a REQ: reply with an empty delimiter frame */
 } s_pending_t;
 
 struct broker_server {
     fm_config_t cfg;
-    const fm_daemon_args_t *args;  /* borrowed, for SIGHUP reloads; may be NULL */
-    fm_model_t *layout;            /* the configured model (tensor check only) */
-    fm_wire_tensors_t *tensors;    /* decode scratch (about 21 KB) */
+    const fm_daemon_args_t *args; /* borrowed, for SIGHUP reloads; may be NULL */
+    fm_model_t *layout;           /* the configured model (tensor check only) */
+    fm_wire_tensors_t *tensors;   /* decode scratch (about 21 KB) */
     zsock_t *sub, *pub, *router;
     fm_loop_t *loop;
     fm_members_t *members;
 
-    zframe_t *cache;               /* raw bytes of the newest MODEL, NULL before the first */
+    zframe_t *cache; /* raw bytes of the newest MODEL, NULL before the first */
     uint64_t cache_version;
     double cache_created;
-    uint64_t cache_round;           /* sync rounds: a new round of the same version is new */
-    int64_t cache_cohort;           /* cohort size, -1 = no cohort (async) */
+    uint64_t cache_round; /* sync rounds: a new round of the same version is new */
+    int64_t cache_cohort; /* cohort size, -1 = no cohort (async) */
 
-    s_pending_t *pending;          /* [BROKER_PENDING_MAX] */
+    s_pending_t *pending; /* [BROKER_PENDING_MAX] */
     int npending;
 
     broker_stats_t stats;
@@ -192,9 +192,10 @@ static int s_on_sub(void *arg, zsock_t *sock)
         FM_LOG(LOG_INFO, "model: first model cached: %s version %llu (%zu bytes)", hdr.model,
                (unsigned long long)hdr.version, zframe_size(frame));
     else if (hdr.version < self->cache_version)
-        FM_LOG(LOG_NOTICE, "model: version went back from %llu to %llu (aggregator restarted "
-               "from a checkpoint?): the latest wins", (unsigned long long)self->cache_version,
-               (unsigned long long)hdr.version);
+        FM_LOG(LOG_NOTICE,
+               "model: version went back from %llu to %llu (aggregator restarted "
+               "from a checkpoint?): the latest wins",
+               (unsigned long long)self->cache_version, (unsigned long long)hdr.version);
     else if (hdr.version == self->cache_version && hdr.round != self->cache_round)
         FM_LOG(LOG_DEBUG, "model: version %llu, round %llu", (unsigned long long)hdr.version,
                (unsigned long long)hdr.round);
@@ -202,8 +203,10 @@ static int s_on_sub(void *arg, zsock_t *sock)
         FM_LOG(LOG_DEBUG, "model: version %llu, round %llu closed",
                (unsigned long long)hdr.version, (unsigned long long)hdr.round);
     else if (hdr.version == self->cache_version)
-        FM_LOG(LOG_NOTICE, "model: version %llu again with a new creation time (aggregator "
-               "restarted?): the latest wins", (unsigned long long)hdr.version);
+        FM_LOG(LOG_NOTICE,
+               "model: version %llu again with a new creation time (aggregator "
+               "restarted?): the latest wins",
+               (unsigned long long)hdr.version);
     else
         FM_LOG(LOG_DEBUG, "model: version %llu cached", (unsigned long long)hdr.version);
 
@@ -230,8 +233,7 @@ cleanup:
 }
 
 /* One membership message (already peeked as HELLO/HEARTBEAT/BYE). */
-static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identity,
-                        bool delimiter)
+static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identity, bool delimiter)
 {
     fm_wire_type_t type = FM_WIRE_NONE;
     fm_wire_member_t m;
@@ -242,8 +244,7 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
         return;
     }
     uint32_t old_pid = 0;
-    fm_member_event_t ev =
-        fm_members_apply(self->members, type, &m, fm_daemon_now(), &old_pid);
+    fm_member_event_t ev = fm_members_apply(self->members, type, &m, fm_daemon_now(), &old_pid);
     switch (ev) {
     case FM_MEMBER_JOINED:
         FM_LOG(LOG_INFO, "trainer %s joined (pid %u, clients %u+%u, %u workers; %d live)",
@@ -267,8 +268,7 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
                fm_wire_type_name(type), (unsigned long long)m.seq);
         break;
     case FM_MEMBER_REFRESHED:
-    case FM_MEMBER_UNKNOWN_BYE:
-        break;
+    case FM_MEMBER_UNKNOWN_BYE: break;
     }
     if (type == FM_WIRE_HELLO)
         s_serve(self, identity, delimiter);
@@ -320,9 +320,7 @@ static int s_on_router(void *arg, zsock_t *sock)
     }
     case FM_WIRE_HELLO:
     case FM_WIRE_HEARTBEAT:
-    case FM_WIRE_BYE:
-        s_on_member(self, body, identity, delimiter);
-        break;
+    case FM_WIRE_BYE: s_on_member(self, body, identity, delimiter); break;
     default:
         s_reject(&self->rej_router, FM_EFORMAT, "message type not handled on this socket");
         break;
@@ -357,7 +355,8 @@ static int s_summary(void *arg)
     char version[32] = "none";
     if (self->cache)
         snprintf(version, sizeof version, "%llu", (unsigned long long)self->cache_version);
-    FM_LOG(LOG_INFO, "summary: model version %s, %d live trainers serving %llu clients, "
+    FM_LOG(LOG_INFO,
+           "summary: model version %s, %d live trainers serving %llu clients, "
            "%llu models forwarded, %llu snapshots served, %llu frames rejected "
            "(%llu aggregator side, %llu snapshot side), %d waiting",
            version, fm_members_count(self->members),
@@ -386,8 +385,8 @@ static void s_reload(void *arg)
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
-broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                                   int *err, fm_errmsg_t *e)
+broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                                   fm_errmsg_t *e)
 {
     int rc = 0;
     broker_server_t *self = calloc(1, sizeof *self);
@@ -421,8 +420,8 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     const fm_cfg_endpoints_t *ep = &cfg->endpoints;
     fm_sock_opts_t o_pub = {.linger_ms = BROKER_PUB_LINGER_MS, .sndhwm = BROKER_PUB_SNDHWM};
     fm_sock_opts_t o_router = {.maxmsgsize = BROKER_ROUTER_MAXMSG}; /* not ROUTER_MANDATORY */
-    fm_sock_opts_t o_sub = {.rcvhwm = BROKER_SUB_RCVHWM, .maxmsgsize = BROKER_SUB_MAXMSG,
-                            .subscribe_all = true};
+    fm_sock_opts_t o_sub = {
+        .rcvhwm = BROKER_SUB_RCVHWM, .maxmsgsize = BROKER_SUB_MAXMSG, .subscribe_all = true};
     if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "model_pub", &rc, e)) ||
         (rc = fm_sock_bind(self->pub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
         !(self->router = fm_sock_new(ZMQ_ROUTER, &o_router, "snapshot", &rc, e)) ||

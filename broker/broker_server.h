@@ -23,28 +23,29 @@
 #include "fm_daemon.h"
 #include "fm_err.h"
 
-#define BROKER_PENDING_MAX 4096            /* requesters waiting for the first model */
-#define BROKER_ROUTER_MAXMSG (1 << 20)     /* inbound frame cap on ROUTER (bytes) */
-#define BROKER_SUB_MAXMSG (256 << 20)      /* inbound frame cap on SUB (bytes) */
-#define BROKER_SUB_RCVHWM 16               /* MODELs queued from the aggregator: bounds memory
-                                              (16 x 4.8 MB for cnn); the aggregator repeats
-                                              its current model every second */
-#define BROKER_PUB_SNDHWM 2                /* slow subscribers drop: they need the newest */
-#define BROKER_PUB_LINGER_MS 1000          /* a last publish may still leave at shutdown */
-#define BROKER_EXPIRY_S 0.1                /* period of the trainer expiry check */
-#define BROKER_SUMMARY_S 10.0              /* seconds between summary lines */
+#define BROKER_PENDING_MAX 4096        /* requesters waiting for the first model */
+#define BROKER_ROUTER_MAXMSG (1 << 20) /* inbound frame cap on ROUTER (bytes) */
+#define BROKER_SUB_MAXMSG (256 << 20)  /* inbound frame cap on SUB (bytes) */
+#define BROKER_SUB_RCVHWM                                                                        \
+    16                            /* MODELs queued from the aggregator: bounds memory            \
+                                     (16 x 4.8 MB for cnn); the aggregator repeats               \
+                                     its current model every second */
+#define BROKER_PUB_SNDHWM 2       /* slow subscribers drop: they need the newest */
+#define BROKER_PUB_LINGER_MS 1000 /* a last publish may still leave at shutdown */
+#define BROKER_EXPIRY_S 0.1       /* period of the trainer expiry check */
+#define BROKER_SUMMARY_S 10.0     /* seconds between summary lines */
 
 typedef struct broker_server broker_server_t;
 
 /* Counters since start (for the summary line and tests). */
 typedef struct {
-    uint64_t models_received;   /* valid MODEL frames from the aggregator (incl. repeats) */
-    uint64_t models_forwarded;  /* MODEL frames published on model_pub */
-    uint64_t snapshots_served;  /* MODEL replies sent on the ROUTER */
-    uint64_t rejected_sub;      /* bad frames from the aggregator side */
-    uint64_t rejected_router;   /* bad frames on the ROUTER */
-    uint64_t pending_dropped;   /* requesters not remembered (pending list full) */
-    uint64_t reply_failed;      /* ROUTER sends that failed */
+    uint64_t models_received;  /* valid MODEL frames from the aggregator (incl. repeats) */
+    uint64_t models_forwarded; /* MODEL frames published on model_pub */
+    uint64_t snapshots_served; /* MODEL replies sent on the ROUTER */
+    uint64_t rejected_sub;     /* bad frames from the aggregator side */
+    uint64_t rejected_router;  /* bad frames on the ROUTER */
+    uint64_t pending_dropped;  /* requesters not remembered (pending list full) */
+    uint64_t reply_failed;     /* ROUTER sends that failed */
 } broker_stats_t;
 
 /* Create the broker from a checked config: sockets are created, bound and connected.
@@ -52,8 +53,8 @@ typedef struct {
  * the server. Returns NULL on failure with *err set (-errno of a bind or connect, e.g.
  * -EADDRINUSE, with `e` naming the key and endpoint; -ENOMEM; FM_EMODEL): the caller exits
  * with fm_daemon_exit_code(*err). Caller owns the result: broker_server_destroy(). */
-broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                                   int *err, fm_errmsg_t *e);
+broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
+                                   fm_errmsg_t *e);
 
 /* Run the loop until fm_daemon_stopping(). Returns 0 (clean stop) or a negative error
  * (polling failed for good, logged). */

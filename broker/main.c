@@ -16,8 +16,10 @@ static void s_usage(FILE *f)
             "snapshot requests with the newest model (ROUTER) and tracks live trainers.\n"
             "\n"
             "  --config FILE         the fedmq config (configs/fedmq.conf documents every key)\n"
-            "  --set section.key=V   override one key (repeatable), e.g. --set broker.log_level=debug\n"
-            "  --log-level L         error, warning, notice, info or debug (default: broker.log_level)\n"
+            "  --set section.key=V   override one key (repeatable), e.g. --set "
+            "broker.log_level=debug\n"
+            "  --log-level L         error, warning, notice, info or debug (default: "
+            "broker.log_level)\n"
             "  --help                this text\n"
             "\n"
             "Keys used: [federation] model; [endpoints] aggregator_models (SUB, connect),\n"
@@ -28,8 +30,7 @@ static void s_usage(FILE *f)
 }
 
 /* Typed wrappers for fm_daemon_main. */
-static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                   fm_errmsg_t *e)
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err, fm_errmsg_t *e)
 {
     return broker_server_new(cfg, args, err, e);
 }

@@ -8,14 +8,14 @@
 
 struct eval_pop {
     uint32_t nclients;
-    uint32_t *offsets;     /* nclients + 1: client k's samples are [offsets[k], offsets[k+1]) */
-    uint32_t nsamples;     /* offsets[nclients] */
-    float *x;              /* nsamples * 784 normalised pixels, client by client (owned) */
-    uint8_t *y;            /* nsamples labels (owned) */
-    uint8_t *hit;          /* nsamples: 1 if the last scored model classified it right */
-    uint32_t *correct;     /* nclients: per-client counts of the last score */
-    uint32_t *total;       /* nclients: slice sizes */
-    double *scratch;       /* nclients doubles for eval_pop_summarize */
+    uint32_t *offsets; /* nclients + 1: client k's samples are [offsets[k], offsets[k+1]) */
+    uint32_t nsamples; /* offsets[nclients] */
+    float *x;          /* nsamples * 784 normalised pixels, client by client (owned) */
+    uint8_t *y;        /* nsamples labels (owned) */
+    uint8_t *hit;      /* nsamples: 1 if the last scored model classified it right */
+    uint32_t *correct; /* nclients: per-client counts of the last score */
+    uint32_t *total;   /* nclients: slice sizes */
+    double *scratch;   /* nclients doubles for eval_pop_summarize */
 };
 
 /* ---- statistics ------------------------------------------------------------------------- */
@@ -75,8 +75,8 @@ eval_pop_t *eval_pop_new(const fm_dataset_t *ds, const fm_partition_t *held, int
     self->correct = calloc((size_t)nc + 1, sizeof *self->correct);
     self->total = calloc((size_t)nc + 1, sizeof *self->total);
     self->scratch = malloc(((size_t)nc + 1) * sizeof *self->scratch);
-    if (!self->offsets || !self->x || !self->y || !self->hit || !self->correct ||
-        !self->total || !self->scratch)
+    if (!self->offsets || !self->x || !self->y || !self->hit || !self->correct || !self->total ||
+        !self->scratch)
         goto cleanup;
     memcpy(self->offsets, held->offsets, ((size_t)nc + 1) * sizeof *self->offsets);
     for (uint32_t k = 0; k < nc; k++)
@@ -168,8 +168,8 @@ void eval_pop_client(const eval_pop_t *self, uint32_t k, uint32_t *correct, uint
     *total = self->total[k];
 }
 
-void eval_pop_score(eval_pop_t *self, fm_engine_t *engine, const fm_model_t *m,
-                    double threshold, eval_pop_summary_t *out)
+void eval_pop_score(eval_pop_t *self, fm_engine_t *engine, const fm_model_t *m, double threshold,
+                    eval_pop_summary_t *out)
 {
     fm_eval_t all;
     fm_engine_evaluate_hits(engine, m, self->x, self->y, NULL, self->nsamples, &all, self->hit);

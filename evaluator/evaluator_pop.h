@@ -28,15 +28,15 @@
 /* The distribution of client accuracies. Clients with an empty held-out slice (total 0) are
  * not scored and count nowhere; with no client scored every field but threshold is 0. */
 typedef struct {
-    uint32_t clients;   /* clients scored (non-empty held-out slice) */
-    double mean;        /* unweighted mean over the scored clients of correct/total */
-    double min;         /* the lowest client accuracy */
-    uint32_t worst;     /* id of the client with accuracy min; the lowest id on ties */
-    double p10;         /* nearest-rank 10th percentile: with the n = clients accuracies sorted
-                           ascending, sorted[ceil(n / 10) - 1] (integer ceiling: n = 1..10
-                           give sorted[0], n = 11..20 sorted[1], n = 100 sorted[9]) */
-    double threshold;   /* the threshold of below (as given) */
-    double below;       /* fraction of the scored clients with accuracy < threshold (strict) */
+    uint32_t clients; /* clients scored (non-empty held-out slice) */
+    double mean;      /* unweighted mean over the scored clients of correct/total */
+    double min;       /* the lowest client accuracy */
+    uint32_t worst;   /* id of the client with accuracy min; the lowest id on ties */
+    double p10;       /* nearest-rank 10th percentile: with the n = clients accuracies sorted
+                         ascending, sorted[ceil(n / 10) - 1] (integer ceiling: n = 1..10
+                         give sorted[0], n = 11..20 sorted[1], n = 100 sorted[9]) */
+    double threshold; /* the threshold of below (as given) */
+    double below;     /* fraction of the scored clients with accuracy < threshold (strict) */
 } eval_pop_summary_t;
 
 /* Summarise clients 0..nclients-1, client k having correct[k] of total[k] held-out samples
@@ -78,8 +78,8 @@ uint32_t eval_pop_samples(const eval_pop_t *self);
  * `engine` (built for m's architecture; its threads do the work) on every held-out sample,
  * without dropout, and summarise the per-client accuracies with `threshold` into *out.
  * Cannot fail. */
-void eval_pop_score(eval_pop_t *self, fm_engine_t *engine, const fm_model_t *m,
-                    double threshold, eval_pop_summary_t *out);
+void eval_pop_score(eval_pop_t *self, fm_engine_t *engine, const fm_model_t *m, double threshold,
+                    eval_pop_summary_t *out);
 
 /* Client k's counts from the last eval_pop_score (0 and its slice size before any):
  * *correct of *total held-out samples classified right. k < eval_pop_nclients(). */

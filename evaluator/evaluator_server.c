@@ -29,21 +29,21 @@ struct eval_server {
     fm_config_t cfg;
     const fm_daemon_args_t *args; /* for SIGHUP reloads (borrowed, may be NULL) */
     fm_dataset_t *test;
-    fm_model_t *model;            /* the weights being scored */
+    fm_model_t *model; /* the weights being scored */
     fm_engine_t *engine;
-    eval_pop_t *pop;              /* the clients' held-out slices; NULL: population off */
-    float *staged;                /* newest accepted model not yet scored (nparams floats) */
+    eval_pop_t *pop; /* the clients' held-out slices; NULL: population off */
+    float *staged;   /* newest accepted model not yet scored (nparams floats) */
     fm_wire_model_t staged_hdr;
     int have_staged;
-    int have_model;               /* a valid MODEL was accepted: stop asking for snapshots */
-    double evaluated_created;     /* creation time of the last model scored */
-    fm_wire_tensors_t *tensors;   /* decode scratch (21 KB) */
-    fm_wire_buf_t out;            /* encode scratch */
+    int have_model;             /* a valid MODEL was accepted: stop asking for snapshots */
+    double evaluated_created;   /* creation time of the last model scored */
+    fm_wire_tensors_t *tensors; /* decode scratch (21 KB) */
+    fm_wire_buf_t out;          /* encode scratch */
     eval_jsonl_t *jsonl;
     zsock_t *sub, *dealer, *pub;
     fm_loop_t *loop;
-    fm_ratelog_t reject_log[2];   /* per source (s_source_t) */
-    char id[64];                  /* "from" of SNAPSHOT_REQ */
+    fm_ratelog_t reject_log[2]; /* per source (s_source_t) */
+    char id[64];                /* "from" of SNAPSHOT_REQ */
     eval_server_stats_t stats;
     uint64_t rejected_by[S_NREASONS];
 };
@@ -79,10 +79,11 @@ static void s_reject(eval_server_t *self, s_source_t src, int code, const char *
 static int s_sockets_open(eval_server_t *self, fm_errmsg_t *e)
 {
     const fm_cfg_endpoints_t *ep = &self->cfg.endpoints;
-    fm_sock_opts_t o_pub = {.linger_ms = EVAL_SERVER_PUB_LINGER_MS, .sndhwm = EVAL_SERVER_PUB_HWM};
+    fm_sock_opts_t o_pub = {.linger_ms = EVAL_SERVER_PUB_LINGER_MS,
+                            .sndhwm = EVAL_SERVER_PUB_HWM};
     /* CONFLATE before connect: only the newest MODEL waits in the queue */
-    fm_sock_opts_t o_sub = {.maxmsgsize = EVAL_SERVER_MAX_FRAME, .conflate = true,
-                            .subscribe_all = true};
+    fm_sock_opts_t o_sub = {
+        .maxmsgsize = EVAL_SERVER_MAX_FRAME, .conflate = true, .subscribe_all = true};
     fm_sock_opts_t o_dealer = {.sndhwm = 16, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
     int rc = 0;
     if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "metrics_pub", &rc, e)) ||
@@ -105,7 +106,7 @@ static int s_population_open(eval_server_t *self, fm_errmsg_t *e)
         return 0;
     if (!(cfg->federation.holdout > 0.0)) {
         FM_LOG(LOG_WARNING, "evaluator.population is on but federation.holdout = 0: no client "
-               "holds samples out, population validation is off");
+                            "holds samples out, population validation is off");
         return 0;
     }
     double t0 = fm_daemon_now();
@@ -113,10 +114,12 @@ static int s_population_open(eval_server_t *self, fm_errmsg_t *e)
     if (!(self->pop = eval_pop_load(cfg, &rc, e)))
         return rc;
     uint32_t nc = eval_pop_nclients(self->pop), scored = eval_pop_scored_clients(self->pop);
-    FM_LOG(LOG_INFO, "population validation: %u held-out samples of %u clients (%u with an "
+    FM_LOG(LOG_INFO,
+           "population validation: %u held-out samples of %u clients (%u with an "
            "empty slice, skipped), %.0f%% of each client's %s/train samples under partition %s, "
-           "seed %llu (%.2f s); threshold %.2f", eval_pop_samples(self->pop), nc, nc - scored,
-           100.0 * cfg->federation.holdout, cfg->federation.data_dir, cfg->federation.partition,
+           "seed %llu (%.2f s); threshold %.2f",
+           eval_pop_samples(self->pop), nc, nc - scored, 100.0 * cfg->federation.holdout,
+           cfg->federation.data_dir, cfg->federation.partition,
            (unsigned long long)cfg->federation.seed, fm_daemon_now() - t0,
            cfg->evaluator.population_threshold);
     return 0;
@@ -167,7 +170,8 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
         rc = fm_errmsg_set(e, -ENOMEM, "evaluator: out of memory");
         goto cleanup;
     }
-    if (!(self->engine = fm_engine_new(self->model, EVAL_SERVER_THREADS, EVAL_SERVER_BATCH, &rc))) {
+    if (!(self->engine = fm_engine_new(self->model, EVAL_SERVER_THREADS, EVAL_SERVER_BATCH,
+                                       &rc))) {
         fm_errmsg_set(e, rc, "evaluation engine (%d threads): %s", EVAL_SERVER_THREADS,
                       fm_strerror(rc));
         goto cleanup;
@@ -184,9 +188,10 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     fm_loop_reader(self->loop, self->sub, s_on_ready, self);
     fm_loop_timer(self->loop, EVAL_SERVER_SNAPSHOT_RETRY_S, 0.0, s_snapshot_tick, self);
     fm_loop_on_reload(self->loop, s_reload, self);
-    FM_LOG(LOG_INFO, "evaluating %s (%zu parameters) on %u %s samples from %s with %d threads; "
-           "models from %s (snapshots %s), METRICS on %s, records to %s", name, nparams,
-           self->test->n, cfg->evaluator.test_split, cfg->federation.data_dir,
+    FM_LOG(LOG_INFO,
+           "evaluating %s (%zu parameters) on %u %s samples from %s with %d threads; "
+           "models from %s (snapshots %s), METRICS on %s, records to %s",
+           name, nparams, self->test->n, cfg->evaluator.test_split, cfg->federation.data_dir,
            EVAL_SERVER_THREADS, cfg->endpoints.model_pub, cfg->endpoints.snapshot,
            cfg->endpoints.metrics_pub, cfg->evaluator.metrics_file);
     rc = 0;
@@ -220,7 +225,10 @@ void eval_server_destroy(eval_server_t **p)
     *p = NULL;
 }
 
-void eval_server_stats(const eval_server_t *self, eval_server_stats_t *out) { *out = self->stats; }
+void eval_server_stats(const eval_server_t *self, eval_server_stats_t *out)
+{
+    *out = self->stats;
+}
 
 /* Send SNAPSHOT_REQ (never blocks; a full queue just waits for the next retry). */
 static void s_snapshot_request(eval_server_t *self)
@@ -409,7 +417,8 @@ static void s_evaluate(eval_server_t *self)
     m.accuracy = ev.accuracy;
     m.loss = ev.loss;
     for (int c = 0; c < FM_NCLASSES; c++)
-        m.class_acc[c] = ev.class_total[c] ? (double)ev.class_correct[c] / ev.class_total[c] : 0.0;
+        m.class_acc[c] = ev.class_total[c] ? (double)ev.class_correct[c] / ev.class_total[c]
+                                           : 0.0;
     m.num_samples = ev.n;
     m.eval_seconds = secs;
 
@@ -447,14 +456,17 @@ static void s_evaluate(eval_server_t *self)
                self->cfg.endpoints.metrics_pub, zmq_strerror(errno));
     if ((rc = eval_jsonl_append(self->jsonl, &m, hdr.created, &e)) != 0)
         FM_LOG(LOG_ERR, "METRICS v%llu: %s", (unsigned long long)m.version, e.msg);
-    FM_LOG(LOG_INFO, "evaluated %s v%llu: accuracy=%.4f loss=%.4f on %llu samples in %.3fs "
-           "(model created %.3f)", m.model, (unsigned long long)m.version, m.accuracy, m.loss,
+    FM_LOG(LOG_INFO,
+           "evaluated %s v%llu: accuracy=%.4f loss=%.4f on %llu samples in %.3fs "
+           "(model created %.3f)",
+           m.model, (unsigned long long)m.version, m.accuracy, m.loss,
            (unsigned long long)m.num_samples, secs, hdr.created);
     if (pop.clients > 0)
-        FM_LOG(LOG_INFO, "population %s v%llu: %u clients mean=%.4f worst=%.4f (client %u) "
-               "p10=%.4f below %.2f: %.1f%% on %u held-out samples in %.3fs (extra)", m.model,
-               (unsigned long long)m.version, pop.clients, pop.mean, pop.min, pop.worst, pop.p10,
-               pop.threshold, 100.0 * pop.below, eval_pop_samples(self->pop), pop_secs);
+        FM_LOG(LOG_INFO,
+               "population %s v%llu: %u clients mean=%.4f worst=%.4f (client %u) "
+               "p10=%.4f below %.2f: %.1f%% on %u held-out samples in %.3fs (extra)",
+               m.model, (unsigned long long)m.version, pop.clients, pop.mean, pop.min, pop.worst,
+               pop.p10, pop.threshold, 100.0 * pop.below, eval_pop_samples(self->pop), pop_secs);
 }
 
 /* A reloaded config: reopen the metrics file (at its new path, or at the same path: after
@@ -496,10 +508,12 @@ static void s_log_summary(const eval_server_t *self)
     if (len > 0 && len < sizeof reasons - 1)
         strcat(reasons, ")");
     const eval_server_stats_t *s = &self->stats;
-    FM_LOG(LOG_INFO, "stopping: %llu evaluations, %llu frames rejected%s, %llu duplicates, "
-           "%llu superseded, %llu snapshot requests", (unsigned long long)s->evaluations,
-           (unsigned long long)s->rejected, reasons, (unsigned long long)s->duplicates,
-           (unsigned long long)s->superseded, (unsigned long long)s->snapshot_reqs);
+    FM_LOG(LOG_INFO,
+           "stopping: %llu evaluations, %llu frames rejected%s, %llu duplicates, "
+           "%llu superseded, %llu snapshot requests",
+           (unsigned long long)s->evaluations, (unsigned long long)s->rejected, reasons,
+           (unsigned long long)s->duplicates, (unsigned long long)s->superseded,
+           (unsigned long long)s->snapshot_reqs);
 }
 
 int eval_server_run(eval_server_t *self)

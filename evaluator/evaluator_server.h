@@ -35,26 +35,27 @@
 #include "fm_daemon.h"
 #include "fm_err.h"
 
-#define EVAL_SERVER_THREADS 2              /* engine threads for an evaluation (2 cores) */
-#define EVAL_SERVER_BATCH 256              /* samples per engine pass (split over threads) */
-#define EVAL_SERVER_MAX_FRAME (16 << 20)   /* ZMQ_MAXMSGSIZE of SUB and DEALER, bytes: above
-                                              every model's MODEL frame (cnn: 4.8 MB) */
-#define EVAL_SERVER_SNAPSHOT_RETRY_S 2.0   /* SNAPSHOT_REQ re-send interval, no model yet */
-#define EVAL_SERVER_DRAIN_MAX 64           /* frames read per socket per drain */
-#define EVAL_SERVER_PUB_LINGER_MS 1000     /* a stopping evaluator flushes its last METRICS */
-#define EVAL_SERVER_PUB_HWM 100            /* METRICS queued per slow subscriber */
+#define EVAL_SERVER_THREADS 2 /* engine threads for an evaluation (2 cores) */
+#define EVAL_SERVER_BATCH 256 /* samples per engine pass (split over threads) */
+#define EVAL_SERVER_MAX_FRAME                                                                    \
+    (16 << 20)                           /* ZMQ_MAXMSGSIZE of SUB and DEALER, bytes: above       \
+                                            every model's MODEL frame (cnn: 4.8 MB) */
+#define EVAL_SERVER_SNAPSHOT_RETRY_S 2.0 /* SNAPSHOT_REQ re-send interval, no model yet */
+#define EVAL_SERVER_DRAIN_MAX 64         /* frames read per socket per drain */
+#define EVAL_SERVER_PUB_LINGER_MS 1000   /* a stopping evaluator flushes its last METRICS */
+#define EVAL_SERVER_PUB_HWM 100          /* METRICS queued per slow subscriber */
 
 typedef struct eval_server eval_server_t;
 
 /* Counters of a running server (for tests and the exit log line). */
 typedef struct {
-    uint64_t evaluations;      /* METRICS published */
-    uint64_t rejected;         /* frames rejected (bad framing, type, model, shape, NaN) */
-    uint64_t duplicates;       /* valid MODELs ignored: same version and creation time */
-    uint64_t superseded;       /* valid MODELs replaced by a newer one before evaluation */
-    uint64_t snapshot_reqs;    /* SNAPSHOT_REQ sent */
-    int have_evaluated;        /* 1 once a model was scored */
-    uint64_t last_version;     /* version of the last model scored */
+    uint64_t evaluations;   /* METRICS published */
+    uint64_t rejected;      /* frames rejected (bad framing, type, model, shape, NaN) */
+    uint64_t duplicates;    /* valid MODELs ignored: same version and creation time */
+    uint64_t superseded;    /* valid MODELs replaced by a newer one before evaluation */
+    uint64_t snapshot_reqs; /* SNAPSHOT_REQ sent */
+    int have_evaluated;     /* 1 once a model was scored */
+    uint64_t last_version;  /* version of the last model scored */
 } eval_server_stats_t;
 
 /* Create the sockets (PUB bound first), load the test set, build the model and engine, open

@@ -16,24 +16,22 @@
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: " PROG " --config FILE [--set section.key=value ...] [--log-level L]\n"
-            "Scores every model version published on endpoints.model_pub on the test set.\n"
-            "  --config FILE        fedmq config file (default: built-in defaults)\n"
-            "  --set S.K=V          override one config key (repeatable)\n"
-            "  --log-level L        error | warning | notice | info | debug\n"
-            "                       (default: evaluator.log_level)\n"
-            "  --help               this text\n"
-            "Config keys used: federation.model, federation.data_dir, evaluator.test_split,\n"
-            "evaluator.metrics_file, evaluator.log_level, endpoints.model_pub (SUB),\n"
-            "endpoints.snapshot (DEALER), endpoints.metrics_pub (PUB, bound).\n"
-            "Signals: SIGINT/SIGTERM stop (exit 0); SIGHUP re-reads the config and reopens\n"
-            "evaluator.metrics_file (log rotation).\n");
+    fprintf(f, "usage: " PROG " --config FILE [--set section.key=value ...] [--log-level L]\n"
+               "Scores every model version published on endpoints.model_pub on the test set.\n"
+               "  --config FILE        fedmq config file (default: built-in defaults)\n"
+               "  --set S.K=V          override one config key (repeatable)\n"
+               "  --log-level L        error | warning | notice | info | debug\n"
+               "                       (default: evaluator.log_level)\n"
+               "  --help               this text\n"
+               "Config keys used: federation.model, federation.data_dir, evaluator.test_split,\n"
+               "evaluator.metrics_file, evaluator.log_level, endpoints.model_pub (SUB),\n"
+               "endpoints.snapshot (DEALER), endpoints.metrics_pub (PUB, bound).\n"
+               "Signals: SIGINT/SIGTERM stop (exit 0); SIGHUP re-reads the config and reopens\n"
+               "evaluator.metrics_file (log rotation).\n");
 }
 
 /* Typed wrappers for fm_daemon_main. */
-static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                   fm_errmsg_t *e)
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err, fm_errmsg_t *e)
 {
     return eval_server_new(cfg, args, err, e);
 }

@@ -24,7 +24,6 @@
 #include "fm_train.h"
 #include "fedmq_cli.h"
 
-
 /* Options shared by the subcommands. */
 typedef struct {
     const char *model;
@@ -34,7 +33,7 @@ typedef struct {
     long epochs;
     long batch;
     long threads;
-    long limit;        /* use only the first N training samples (0 = all) */
+    long limit; /* use only the first N training samples (0 = all) */
     uint64_t seed;
     fm_sgd_config_t sgd;
 } s_opts_t;
@@ -70,16 +69,17 @@ static void s_usage_train(FILE *f)
 
 static void s_usage_eval(FILE *f)
 {
-    fprintf(f,
-            "usage: fedmq eval --in FILE.safetensors [options]\n"
-            "Score a model file on the test set.\n"
-            "  --model NAME        cnn | mlp | logreg (default: from the file's metadata, else cnn)\n"
-            "  --in FILE           model file (required)\n"
-            "  --data DIR          MNIST-format dataset dir (default %s)\n"
-            "  --threads N         worker threads (default: number of CPUs)\n"
-            "  --log-level L       error | warning | notice | info | debug (default info)\n"
-            "Last line: test_accuracy=0.XXXX test_loss=X.XXXX\n",
-            FM_FASHION_DIR);
+    fprintf(
+        f,
+        "usage: fedmq eval --in FILE.safetensors [options]\n"
+        "Score a model file on the test set.\n"
+        "  --model NAME        cnn | mlp | logreg (default: from the file's metadata, else cnn)\n"
+        "  --in FILE           model file (required)\n"
+        "  --data DIR          MNIST-format dataset dir (default %s)\n"
+        "  --threads N         worker threads (default: number of CPUs)\n"
+        "  --log-level L       error | warning | notice | info | debug (default info)\n"
+        "Last line: test_accuracy=0.XXXX test_loss=X.XXXX\n",
+        FM_FASHION_DIR);
 }
 
 static void s_usage(FILE *f)
@@ -97,24 +97,41 @@ static void s_usage(FILE *f)
                "Run 'fedmq <command> --help' for the options of a command.\n");
 }
 
-enum { OPT_LR = 256, OPT_MOMENTUM, OPT_WD, OPT_CLIP, OPT_SEED, OPT_INIT, OPT_LIMIT, OPT_LOGLEVEL };
+enum {
+    OPT_LR = 256,
+    OPT_MOMENTUM,
+    OPT_WD,
+    OPT_CLIP,
+    OPT_SEED,
+    OPT_INIT,
+    OPT_LIMIT,
+    OPT_LOGLEVEL
+};
 
-static const struct option s_train_opts[] = {
-    {"model", required_argument, 0, 'm'},    {"epochs", required_argument, 0, 'e'},
-    {"batch", required_argument, 0, 'b'},    {"threads", required_argument, 0, 't'},
-    {"data", required_argument, 0, 'd'},     {"out", required_argument, 0, 'o'},
-    {"help", no_argument, 0, 'h'},           {"lr", required_argument, 0, OPT_LR},
-    {"momentum", required_argument, 0, OPT_MOMENTUM},
-    {"weight-decay", required_argument, 0, OPT_WD},
-    {"clip", required_argument, 0, OPT_CLIP}, {"seed", required_argument, 0, OPT_SEED},
-    {"init", required_argument, 0, OPT_INIT}, {"limit", required_argument, 0, OPT_LIMIT},
-    {"log-level", required_argument, 0, OPT_LOGLEVEL}, {0, 0, 0, 0}};
+static const struct option s_train_opts[] = {{"model", required_argument, 0, 'm'},
+                                             {"epochs", required_argument, 0, 'e'},
+                                             {"batch", required_argument, 0, 'b'},
+                                             {"threads", required_argument, 0, 't'},
+                                             {"data", required_argument, 0, 'd'},
+                                             {"out", required_argument, 0, 'o'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {"lr", required_argument, 0, OPT_LR},
+                                             {"momentum", required_argument, 0, OPT_MOMENTUM},
+                                             {"weight-decay", required_argument, 0, OPT_WD},
+                                             {"clip", required_argument, 0, OPT_CLIP},
+                                             {"seed", required_argument, 0, OPT_SEED},
+                                             {"init", required_argument, 0, OPT_INIT},
+                                             {"limit", required_argument, 0, OPT_LIMIT},
+                                             {"log-level", required_argument, 0, OPT_LOGLEVEL},
+                                             {0, 0, 0, 0}};
 
-static const struct option s_eval_opts[] = {
-    {"model", required_argument, 0, 'm'},   {"in", required_argument, 0, 'i'},
-    {"data", required_argument, 0, 'd'},    {"threads", required_argument, 0, 't'},
-    {"help", no_argument, 0, 'h'},          {"log-level", required_argument, 0, OPT_LOGLEVEL},
-    {0, 0, 0, 0}};
+static const struct option s_eval_opts[] = {{"model", required_argument, 0, 'm'},
+                                            {"in", required_argument, 0, 'i'},
+                                            {"data", required_argument, 0, 'd'},
+                                            {"threads", required_argument, 0, 't'},
+                                            {"help", no_argument, 0, 'h'},
+                                            {"log-level", required_argument, 0, OPT_LOGLEVEL},
+                                            {0, 0, 0, 0}};
 
 /* Parse argv into opts with the command's option table. Returns 0, 1 for --help
  * (printed), or FM_EXIT_INPUT (one line printed). */
@@ -160,8 +177,10 @@ static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o,
         case OPT_LOGLEVEL: {
             int level = fm_log_parse_level(optarg);
             if (level < 0)
-                rc = fm_errmsg_set(&e, FM_EARG, "--log-level: '%s' is not one of error, warning, "
-                                   "notice, info, debug", optarg);
+                rc = fm_errmsg_set(&e, FM_EARG,
+                                   "--log-level: '%s' is not one of error, warning, "
+                                   "notice, info, debug",
+                                   optarg);
             else
                 fm_log_init(NULL, level);
             break;
@@ -186,7 +205,8 @@ static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o,
             return s_fail(cmd, FM_EXIT_INPUT, e.msg);
     }
     if (optind < argc) {
-        snprintf(e.msg, sizeof e.msg, "unexpected argument '%s' (see fedmq %s --help)", argv[optind], cmd);
+        snprintf(e.msg, sizeof e.msg, "unexpected argument '%s' (see fedmq %s --help)",
+                 argv[optind], cmd);
         return s_fail(cmd, FM_EXIT_INPUT, e.msg);
     }
     return 0;
@@ -200,7 +220,8 @@ static fm_model_t *s_model(const char *cmd, const char *name)
     if (!m) {
         char msg[256];
         if (err == FM_EMODEL)
-            snprintf(msg, sizeof msg, "--model: unknown model '%s' (expected cnn, mlp or logreg)", name);
+            snprintf(msg, sizeof msg, "--model: unknown model '%s' (expected cnn, mlp or logreg)",
+                     name);
         else
             snprintf(msg, sizeof msg, "model %s: %s", name, fm_strerror(err));
         s_fail(cmd, FM_EXIT_INPUT, msg);
@@ -240,7 +261,11 @@ static void s_print_eval(const fm_eval_t *ev)
 
 static int s_cmd_train(int argc, char **argv)
 {
-    s_opts_t o = {.model = "cnn", .data = FM_FASHION_DIR, .epochs = 1, .batch = 32, .seed = 1,
+    s_opts_t o = {.model = "cnn",
+                  .data = FM_FASHION_DIR,
+                  .epochs = 1,
+                  .batch = 32,
+                  .seed = 1,
                   .sgd = {.lr = 0.01f, .momentum = 0.9f}};
     int rc = s_parse("train", argc, argv, &o, s_train_opts, s_usage_train);
     if (rc != 0)
@@ -283,15 +308,17 @@ static int s_cmd_train(int argc, char **argv)
         rc = s_fail("train", FM_EXIT_RUNTIME, fm_strerror(err));
         goto cleanup;
     }
-    FM_LOG(LOG_INFO, "training %s (%zu parameters) on %u samples: epochs=%ld batch=%ld lr=%g "
+    FM_LOG(LOG_INFO,
+           "training %s (%zu parameters) on %u samples: epochs=%ld batch=%ld lr=%g "
            "momentum=%g threads=%ld seed=%llu",
-           o.model, fm_model_nparams(m), n, o.epochs, o.batch, o.sgd.lr, o.sgd.momentum, o.threads,
-           (unsigned long long)o.seed);
+           o.model, fm_model_nparams(m), n, o.epochs, o.batch, o.sgd.lr, o.sgd.momentum,
+           o.threads, (unsigned long long)o.seed);
     fm_train_config_t tc = {.epochs = (int)o.epochs, .batch = (int)o.batch, .seed = o.seed};
     s_progress_t prog = {.epochs = (int)o.epochs, .n = n};
     fm_train_result_t res;
     double t0 = fm_daemon_now();
-    int trc = fm_train_run(eng, opt, m, train->x, train->y, NULL, n, &tc, NULL, s_on_epoch, &prog, &res);
+    int trc = fm_train_run(eng, opt, m, train->x, train->y, NULL, n, &tc, NULL, s_on_epoch, &prog,
+                           &res);
     if (trc != 0) {
         rc = s_fail("train", FM_EXIT_RUNTIME,
                     trc == FM_ENONFINITE ? "training diverged: the loss became NaN or "
@@ -331,7 +358,8 @@ static int s_cmd_eval(int argc, char **argv)
     fm_errmsg_t e = {{0}};
     int err = 0;
     if (!o.in) {
-        rc = s_fail("eval", FM_EXIT_INPUT, "--in: a model file is required (see fedmq eval --help)");
+        rc = s_fail("eval", FM_EXIT_INPUT,
+                    "--in: a model file is required (see fedmq eval --help)");
         goto cleanup;
     }
     const char *name = o.model;

@@ -23,7 +23,7 @@ typedef struct {
     uint64_t *version;
     double *accuracy;
     size_t n, cap;
-    long bad;          /* malformed lines skipped */
+    long bad;            /* malformed lines skipped */
     char first_bad[256]; /* "FILE:LINE: reason" of the first one */
 } s_scores_t;
 
@@ -142,9 +142,8 @@ static double s_score(const s_scores_t *sc, uint64_t version)
  * on, -1 after printing help, or FM_EXIT_INPUT after one line on stderr. */
 static int s_checkpoints_flags(int argc, char **argv, const char **dir, const char **metrics)
 {
-    static const struct option longopts[] = {{"metrics", required_argument, 0, 'm'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
+    static const struct option longopts[] = {
+        {"metrics", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
     int ch;

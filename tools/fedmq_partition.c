@@ -37,15 +37,17 @@
 
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: fedmq partition CONFIG [--set section.key=value ...] --out FILE.json\n"
-               "Write the client partition of CONFIG's [federation] (data_dir's train split,\n"
-               "partition, num_clients, seed, holdout) exactly as the trainers compute it:\n"
-               "  {\"num_clients\":N,\"partition\":\"...\",\"seed\":S,\"holdout\":H,\"n_samples\":M,\n"
-               "   \"train\":[[idx,...],...],\"held\":[[idx,...],...]}\n"
-               "train[k] and held[k] are client k's training and held-out sample indices\n"
-               "(0-based) into the train split. FILE is replaced atomically.\n"
-               "  --set section.key=value   override a config key (repeatable)\n"
-               "  -o, --out FILE            the JSON file to write (required)\n");
+    fprintf(
+        f,
+        "usage: fedmq partition CONFIG [--set section.key=value ...] --out FILE.json\n"
+        "Write the client partition of CONFIG's [federation] (data_dir's train split,\n"
+        "partition, num_clients, seed, holdout) exactly as the trainers compute it:\n"
+        "  {\"num_clients\":N,\"partition\":\"...\",\"seed\":S,\"holdout\":H,\"n_samples\":M,\n"
+        "   \"train\":[[idx,...],...],\"held\":[[idx,...],...]}\n"
+        "train[k] and held[k] are client k's training and held-out sample indices\n"
+        "(0-based) into the train split. FILE is replaced atomically.\n"
+        "  --set section.key=value   override a config key (repeatable)\n"
+        "  -o, --out FILE            the JSON file to write (required)\n");
 }
 
 /* The fewest significant digits (1..17) with which x reads back exactly. */
@@ -186,21 +188,26 @@ int fm_cli_partition(int argc, char **argv)
             return FM_EXIT_INPUT;
         default:
             if (optopt && optopt != '?')
-                fprintf(stderr, "fedmq partition: -%c: unknown option (see fedmq partition "
-                        "--help)\n", optopt);
+                fprintf(stderr,
+                        "fedmq partition: -%c: unknown option (see fedmq partition "
+                        "--help)\n",
+                        optopt);
             else
-                fprintf(stderr, "fedmq partition: %s: unknown option (see fedmq partition "
-                        "--help)\n", argv[optind - 1]);
+                fprintf(stderr,
+                        "fedmq partition: %s: unknown option (see fedmq partition "
+                        "--help)\n",
+                        argv[optind - 1]);
             return FM_EXIT_INPUT;
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "fedmq partition: expected one CONFIG file (see fedmq partition --help)\n");
+        fprintf(stderr,
+                "fedmq partition: expected one CONFIG file (see fedmq partition --help)\n");
         return FM_EXIT_INPUT;
     }
     if (!out || !*out) {
         fprintf(stderr, "fedmq partition: --out: an output file is required (see fedmq "
-                "partition --help)\n");
+                        "partition --help)\n");
         return FM_EXIT_INPUT;
     }
     args.config_path = argv[optind];
@@ -212,8 +219,10 @@ int fm_cli_partition(int argc, char **argv)
         return FM_EXIT_INPUT;
     }
     if (cfg.federation.seed > (uint64_t)INT64_MAX) { /* JSON integers are int64 here */
-        fprintf(stderr, "fedmq partition: [federation] seed = %llu: above 2^63-1, the largest "
-                "integer this tool writes in JSON\n", (unsigned long long)cfg.federation.seed);
+        fprintf(stderr,
+                "fedmq partition: [federation] seed = %llu: above 2^63-1, the largest "
+                "integer this tool writes in JSON\n",
+                (unsigned long long)cfg.federation.seed);
         return FM_EXIT_INPUT;
     }
     int rc = FM_EXIT_INPUT;

@@ -39,7 +39,7 @@ typedef struct {
 
 /* printf into err[0..errcap) (if any); returns `code`. */
 __attribute__((format(printf, 4, 5))) static int s_err(char *err, size_t errcap, int code,
-                                                     const char *fmt, ...)
+                                                       const char *fmt, ...)
 {
     if (err && errcap > 0) {
         va_list ap;
@@ -131,14 +131,14 @@ static int s_convert(const char *path, FILE *dat, s_series_t *sr, char *err, siz
         sr->records++;
     }
     if (ferror(f)) {
-        rc = s_err(err, errcap, FM_EXIT_INPUT, "%s: %s", path,
-                   strerror(errno ? errno : EIO));
+        rc = s_err(err, errcap, FM_EXIT_INPUT, "%s: %s", path, strerror(errno ? errno : EIO));
         goto cleanup;
     }
     if (sr->records == 0)
-        rc = s_err(err, errcap, FM_EXIT_INPUT,
-                   "%s: no metrics records (JSON lines with \"version\", \"accuracy\" and \"time\")",
-                   path);
+        rc = s_err(
+            err, errcap, FM_EXIT_INPUT,
+            "%s: no metrics records (JSON lines with \"version\", \"accuracy\" and \"time\")",
+            path);
 cleanup:
     free(line);
     if (f)
@@ -198,11 +198,12 @@ static void s_gp_script(FILE *g, const char *dir, const char *tmp_png, const cha
 {
     int both = (xmode & FM_PLOT_X_BOTH) == FM_PLOT_X_BOTH;
     int width = both ? 1200 : 800;
-    fprintf(g, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-               "  set terminal pngcairo size %d,500 noenhanced font ',10'\n"
-               "} else {\n"
-               "  set terminal png size %d,500 noenhanced\n"
-               "}\n",
+    fprintf(g,
+            "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+            "  set terminal pngcairo size %d,500 noenhanced font ',10'\n"
+            "} else {\n"
+            "  set terminal png size %d,500 noenhanced\n"
+            "}\n",
             width, width);
     fprintf(g, "set output ");
     s_gp_quote(g, tmp_png);
@@ -289,7 +290,8 @@ static int s_run_gnuplot(const char *script, const char *log, char *err, size_t 
     }
     int e = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
     if (e == ENOENT) {
-        rc = s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot not found: apt-get install gnuplot-nox");
+        rc = s_err(err, errcap, FM_EXIT_RUNTIME,
+                   "gnuplot not found: apt-get install gnuplot-nox");
         goto cleanup;
     }
     if (e != 0) {
@@ -305,7 +307,8 @@ static int s_run_gnuplot(const char *script, const char *log, char *err, size_t 
     }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
         /* posix_spawnp may report a missing program through the child (exec failure) */
-        rc = s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot not found: apt-get install gnuplot-nox");
+        rc = s_err(err, errcap, FM_EXIT_RUNTIME,
+                   "gnuplot not found: apt-get install gnuplot-nox");
     } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char first[256];
         s_first_line(log, first, sizeof first);
@@ -364,8 +367,8 @@ static int s_make_tmpdir(char *dir, size_t cap, char *err, size_t errcap)
         return s_err(err, errcap, FM_EXIT_RUNTIME, "TMPDIR is too long");
     }
     if (!mkdtemp(dir)) {
-        int rc = s_err(err, errcap, FM_EXIT_RUNTIME, "cannot create a temp dir in %s: %s",
-                       tmpdir, strerror(errno));
+        int rc = s_err(err, errcap, FM_EXIT_RUNTIME, "cannot create a temp dir in %s: %s", tmpdir,
+                       strerror(errno));
         dir[0] = '\0';
         return rc;
     }
@@ -408,8 +411,8 @@ static int s_create_tmp_png(const char *out_png, char *tmp_png, size_t cap, char
     }
     int fd = open(tmp_png, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        int rc = s_err(err, errcap, FM_EXIT_INPUT, "%s: cannot create %s: %s", out_png,
-                       tmp_png, strerror(errno));
+        int rc = s_err(err, errcap, FM_EXIT_INPUT, "%s: cannot create %s: %s", out_png, tmp_png,
+                       strerror(errno));
         tmp_png[0] = '\0';
         return rc;
     }
@@ -446,8 +449,8 @@ static int s_draw(const char *dir, const char *tmp_png, const char *out_png, cha
     if (!s_is_png(tmp_png)) {
         char first[256];
         s_first_line(log, first, sizeof first);
-        return s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot wrote no PNG%s%s",
-                     *first ? ": " : "", first);
+        return s_err(err, errcap, FM_EXIT_RUNTIME, "gnuplot wrote no PNG%s%s", *first ? ": " : "",
+                     first);
     }
     if (rename(tmp_png, out_png) != 0)
         return s_err(err, errcap, FM_EXIT_RUNTIME, "%s: %s", out_png, strerror(errno));
@@ -492,16 +495,18 @@ cleanup:
 
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: fedmq plot METRICS.jsonl... -o FILE.png [--label NAME]... [--title TEXT]\n"
-               "                  [--x time|version|both]\n"
-               "Draw the test accuracy of one or more evaluator metrics files (JSON lines)\n"
-               "into a PNG with gnuplot, one line per file.\n"
-               "  -o, --out FILE    the PNG to write (replaced atomically)\n"
-               "  --label NAME      legend label; the Nth --label names the Nth file (default:\n"
-               "                    the file name without directory and extension)\n"
-               "  --title TEXT      title of the figure\n"
-               "  --x MODE          time: accuracy vs wall time since each file's first record;\n"
-               "                    version: accuracy vs model version; both (default): two panels\n");
+    fprintf(
+        f,
+        "usage: fedmq plot METRICS.jsonl... -o FILE.png [--label NAME]... [--title TEXT]\n"
+        "                  [--x time|version|both]\n"
+        "Draw the test accuracy of one or more evaluator metrics files (JSON lines)\n"
+        "into a PNG with gnuplot, one line per file.\n"
+        "  -o, --out FILE    the PNG to write (replaced atomically)\n"
+        "  --label NAME      legend label; the Nth --label names the Nth file (default:\n"
+        "                    the file name without directory and extension)\n"
+        "  --title TEXT      title of the figure\n"
+        "  --x MODE          time: accuracy vs wall time since each file's first record;\n"
+        "                    version: accuracy vs model version; both (default): two panels\n");
 }
 
 /* `fedmq plot` options: -o, --label (into labels[], *nlabels), --title, --x. optind is left
@@ -533,8 +538,8 @@ static int s_plot_flags(int argc, char **argv, const char **out, const char **la
             else if (strcmp(optarg, "both") == 0)
                 *xmode = FM_PLOT_X_BOTH;
             else
-                return s_err(err, errcap, FM_EXIT_INPUT,
-                             "--x: '%s' is not time, version or both", optarg);
+                return s_err(err, errcap, FM_EXIT_INPUT, "--x: '%s' is not time, version or both",
+                             optarg);
             break;
         case 'h': s_usage(stdout); return -1;
         default:

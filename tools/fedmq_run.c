@@ -39,24 +39,24 @@ extern char **environ;
 #define S_MAX_SETS 48 /* --set overrides from the command line (two more are added) */
 
 typedef struct {
-    const char *name;   /* "aggregator", ... */
-    pid_t pid;          /* 0 when not running */
-    int status;         /* wait status once reaped */
-    int died;           /* exited on its own (before fedmq run stopped it): 1st, 2nd... */
+    const char *name; /* "aggregator", ... */
+    pid_t pid;        /* 0 when not running */
+    int status;       /* wait status once reaped */
+    int died;         /* exited on its own (before fedmq run stopped it): 1st, 2nd... */
 } s_child_t;
 
 /* One run: its command line, paths, config and children. Heap-allocated by fm_cli_run. */
 typedef struct {
     fm_daemon_args_t args;
-    const char *run_dir_opt;                   /* --run-dir, NULL = a dated name */
+    const char *run_dir_opt; /* --run-dir, NULL = a dated name */
     char run_dir[PATH_MAX];
-    char metrics[PATH_MAX + 32];               /* <run_dir>/metrics.jsonl */
-    char stats_path[PATH_MAX + 64];            /* <run_dir>/checkpoints/stats.json */
+    char metrics[PATH_MAX + 32];                            /* <run_dir>/metrics.jsonl */
+    char stats_path[PATH_MAX + 64];                         /* <run_dir>/checkpoints/stats.json */
     char set_ck[PATH_MAX + 64], set_metrics[PATH_MAX + 64]; /* the overrides for them */
-    char bindir[PATH_MAX];                     /* where the daemon binaries are */
+    char bindir[PATH_MAX];                                  /* where the daemon binaries are */
     fm_config_t cfg;
     s_child_t kids[NDAEMONS];
-    int ndied;                                 /* children that exited on their own */
+    int ndied; /* children that exited on their own */
 } s_run_t;
 
 /* What the run has seen so far. */
@@ -66,14 +66,14 @@ typedef struct {
     uint64_t applied, rejected; /* from stats.json */
     double best_acc;            /* best test accuracy seen */
     uint64_t best_version;
-    double last_acc;            /* latest METRICS */
+    double last_acc; /* latest METRICS */
     uint64_t last_version;
-    double target_time;         /* seconds from start to target, < 0 if not reached */
+    double target_time; /* seconds from start to target, < 0 if not reached */
     uint64_t target_version;
     uint64_t round, rounds_failed; /* sync, from stats.json */
-    int finished;               /* sync: num_rounds reached (stats.json) */
-    int stats_warned;           /* an unreadable stats.json was reported once */
-    fm_wire_metrics_t last;     /* latest METRICS (population fields) */
+    int finished;                  /* sync: num_rounds reached (stats.json) */
+    int stats_warned;              /* an unreadable stats.json was reported once */
+    fm_wire_metrics_t last;        /* latest METRICS (population fields) */
     double last_print, last_applied_t, rate, finished_at;
     uint64_t last_applied;
 } s_progress_t;
@@ -83,16 +83,17 @@ typedef enum { S_STOP_SIGNAL, S_STOP_TARGET, S_STOP_ROUNDS, S_STOP_LIMIT, S_STOP
 
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: fedmq run CONFIG [--set section.key=value ...] [--run-dir DIR]\n"
-               "Run broker, aggregator, evaluator and a trainer pool on this machine with CONFIG,\n"
-               "show progress, stop at [federation] target_accuracy, time_limit_s or (once the\n"
-               "last version is scored) num_rounds, print a summary and draw metrics.png.\n"
-               "[federation] mode = sync | async picks the algorithm (configs/fashion-sync.conf,\n"
-               "configs/fashion-async.conf). State (checkpoints, metrics.jsonl, metrics.png,\n"
-               "logs) goes to the run directory (default ./fedmq-run-YYYYmmdd-HHMMSS).\n"
-               "Exit: 0 target reached; 1 limit or num_rounds without it, or a runtime failure\n"
-               "(also a daemon's: exit 1 or a signal); 2 bad input (also a daemon that exited 2).\n"
-               "A daemon that exits on its own is reported in one line with its last error.\n");
+    fprintf(f,
+            "usage: fedmq run CONFIG [--set section.key=value ...] [--run-dir DIR]\n"
+            "Run broker, aggregator, evaluator and a trainer pool on this machine with CONFIG,\n"
+            "show progress, stop at [federation] target_accuracy, time_limit_s or (once the\n"
+            "last version is scored) num_rounds, print a summary and draw metrics.png.\n"
+            "[federation] mode = sync | async picks the algorithm (configs/fashion-sync.conf,\n"
+            "configs/fashion-async.conf). State (checkpoints, metrics.jsonl, metrics.png,\n"
+            "logs) goes to the run directory (default ./fedmq-run-YYYYmmdd-HHMMSS).\n"
+            "Exit: 0 target reached; 1 limit or num_rounds without it, or a runtime failure\n"
+            "(also a daemon's: exit 1 or a signal); 2 bad input (also a daemon that exited 2).\n"
+            "A daemon that exits on its own is reported in one line with its last error.\n");
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
@@ -421,8 +422,8 @@ static void s_print_progress(const s_run_t *r, s_progress_t *pg, double now)
     pg->last_applied_t = now;
     char extra[160] = "";
     if (r->cfg.federation.mode == FM_CFG_MODE_SYNC)
-        snprintf(extra, sizeof extra, " round %llu (%llu failed)",
-                 (unsigned long long)pg->round, (unsigned long long)pg->rounds_failed);
+        snprintf(extra, sizeof extra, " round %llu (%llu failed)", (unsigned long long)pg->round,
+                 (unsigned long long)pg->rounds_failed);
     if (pg->last.pop_clients)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
                  " clients: worst %.3f p10 %.3f", pg->last.pop_min, pg->last.pop_p10);
@@ -443,7 +444,8 @@ static int s_stop_reason(s_run_t *r, s_progress_t *pg, double now)
         return S_STOP_TARGET;
     if (pg->finished && pg->finished_at == 0)
         pg->finished_at = now;
-    if (pg->finished_at > 0 && (pg->last_version >= pg->version || now - pg->finished_at >= 60.0)) {
+    if (pg->finished_at > 0 &&
+        (pg->last_version >= pg->version || now - pg->finished_at >= 60.0)) {
         printf("fedmq run: num_rounds = %d done\n", fed->num_rounds);
         return S_STOP_ROUNDS;
     }
@@ -498,8 +500,8 @@ static void s_summary_stats(const s_run_t *r, const s_progress_t *pg, const fm_s
 {
     double target = r->cfg.federation.target_accuracy;
     if (pg->target_time >= 0)
-        printf("  time to %g accuracy: %.1f s (model version %llu)\n", target,
-               pg->target_time, (unsigned long long)pg->target_version);
+        printf("  time to %g accuracy: %.1f s (model version %llu)\n", target, pg->target_time,
+               (unsigned long long)pg->target_version);
     else
         printf("  target %g not reached; best accuracy %.4f (version %llu)\n", target,
                pg->best_acc, (unsigned long long)pg->best_version);
@@ -515,8 +517,8 @@ static void s_summary_stats(const s_run_t *r, const s_progress_t *pg, const fm_s
     printf("\n");
     if (strcmp(st->mode, "sync") == 0)
         printf("  rounds: %llu completed, %llu failed (below min_clients at the deadline); "
-               "late updates dropped: %llu\n", (unsigned long long)st->rounds_completed,
-               (unsigned long long)st->rounds_failed,
+               "late updates dropped: %llu\n",
+               (unsigned long long)st->rounds_completed, (unsigned long long)st->rounds_failed,
                (unsigned long long)fm_stats_rejected(st, "late"));
     else
         printf("  staleness: mean %.2f, max %llu\n", st->staleness_mean,
@@ -589,8 +591,8 @@ int fm_cli_run(int argc, char **argv)
     }
     const fm_cfg_federation_t *fed = &r->cfg.federation;
     printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %g, limit %.0f s\n",
-           r->args.config_path, fm_arch_name(fed->model),
-           fed->num_clients, fed->partition, fed->target_accuracy, fed->time_limit_s);
+           r->args.config_path, fm_arch_name(fed->model), fed->num_clients, fed->partition,
+           fed->target_accuracy, fed->time_limit_s);
     printf("fedmq run: state and logs in %s/\n", r->run_dir);
     fflush(stdout);
     s_stop_t why = s_follow(r, &pg);

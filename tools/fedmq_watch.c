@@ -9,7 +9,6 @@
 #include "fm_parse.h"
 #include "fm_wire.h"
 
-
 int fm_cli_watch(int argc, char **argv)
 {
     static const struct option longopts[] = {{"count", required_argument, 0, 'n'},

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, double dropout_prob,
                                int *err)
 {

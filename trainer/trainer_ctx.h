@@ -20,16 +20,16 @@
 
 typedef struct {
     pthread_mutex_t mu;
-    uint32_t first;          /* first client id */
-    uint32_t count;          /* clients in the range */
-    uint32_t cursor;         /* next client to consider, 0..count-1 (under mu) */
-    uint8_t *busy;           /* count flags: client in training (under mu) */
-    uint64_t *runs;          /* count run counters (under mu) */
-    double slowdown_sigma;   /* under mu */
-    double dropout_prob;     /* under mu */
-    int sync;                /* under mu: 1 = only pending clients of `round` train */
-    uint64_t round;          /* under mu */
-    uint8_t *pending;        /* count flags: selected this round, not taken yet (under mu) */
+    uint32_t first;        /* first client id */
+    uint32_t count;        /* clients in the range */
+    uint32_t cursor;       /* next client to consider, 0..count-1 (under mu) */
+    uint8_t *busy;         /* count flags: client in training (under mu) */
+    uint64_t *runs;        /* count run counters (under mu) */
+    double slowdown_sigma; /* under mu */
+    double dropout_prob;   /* under mu */
+    int sync;              /* under mu: 1 = only pending clients of `round` train */
+    uint64_t round;        /* under mu */
+    uint8_t *pending;      /* count flags: selected this round, not taken yet (under mu) */
 
     atomic_uint_fast64_t sent;         /* UPDATEs handed to ZeroMQ */
     atomic_uint_fast64_t send_dropped; /* UPDATEs dropped: send timeout / encode error */
@@ -52,10 +52,10 @@ void trainer_ctx_destroy(trainer_ctx_t **p);
 /* One local training to do. */
 typedef struct {
     uint32_t client;
-    uint64_t run;            /* the client's run number */
-    double sigma;            /* simulation parameters at take time */
+    uint64_t run; /* the client's run number */
+    double sigma; /* simulation parameters at take time */
     double dropout_prob;
-    int sync;                /* 1: for sync round `round` */
+    int sync; /* 1: for sync round `round` */
     uint64_t round;
 } trainer_job_t;
 

@@ -8,9 +8,9 @@
 struct trainer_latest {
     pthread_rwlock_t lock;
     size_t nparams;
-    float *current;   /* the newest model (under lock) */
-    float *scratch;   /* the writer's next model (main thread only) */
-    int have;         /* under lock */
+    float *current;            /* the newest model (under lock) */
+    float *scratch;            /* the writer's next model (main thread only) */
+    int have;                  /* under lock */
     trainer_model_info_t info; /* under lock */
 };
 

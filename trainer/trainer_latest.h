@@ -17,10 +17,10 @@ typedef struct trainer_latest trainer_latest_t;
 typedef struct {
     uint64_t version;
     double created;
-    int sync;                /* 1: a sync round's MODEL (only its cohort trains) */
-    uint64_t round;          /* sync round number, 0 in async mode */
-    uint32_t cohort;         /* sync: cohort size (0: the round is closed, nobody trains) */
-    double mu;               /* sync: FedProx mu of the round */
+    int sync;        /* 1: a sync round's MODEL (only its cohort trains) */
+    uint64_t round;  /* sync round number, 0 in async mode */
+    uint32_t cohort; /* sync: cohort size (0: the round is closed, nobody trains) */
+    double mu;       /* sync: FedProx mu of the round */
 } trainer_model_info_t;
 
 /* A holder for models of `nparams` floats, empty. NULL and *err = -ENOMEM / -errno on

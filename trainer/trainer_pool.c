@@ -19,18 +19,18 @@
 #include "trainer_sim.h"
 #include "trainer_worker.h"
 
-#define S_SNAPSHOT_FIRST_S 2.0   /* no model this long after start: SNAPSHOT_REQ */
-#define S_SNAPSHOT_MAX_S 10.0    /* back-off cap of repeated SNAPSHOT_REQs */
-#define S_MODEL_SILENCE_S 30.0   /* no MODEL this long: ask for a snapshot anyway */
-#define S_SUMMARY_S 10.0         /* summary log period */
-#define S_DEALER_LINGER_MS 1000  /* BYE gets this long at exit */
+#define S_SNAPSHOT_FIRST_S 2.0  /* no model this long after start: SNAPSHOT_REQ */
+#define S_SNAPSHOT_MAX_S 10.0   /* back-off cap of repeated SNAPSHOT_REQs */
+#define S_MODEL_SILENCE_S 30.0  /* no MODEL this long: ask for a snapshot anyway */
+#define S_SUMMARY_S 10.0        /* summary log period */
+#define S_DEALER_LINGER_MS 1000 /* BYE gets this long at exit */
 
 struct trainer_pool {
-    fm_config_t cfg;                  /* workers read federation.*: never rewritten whole */
-    const fm_daemon_args_t *args;     /* borrowed, for reloads */
+    fm_config_t cfg;              /* workers read federation.*: never rewritten whole */
+    const fm_daemon_args_t *args; /* borrowed, for reloads */
     char trainer_id[FM_WIRE_STR_MAX + 1];
     const char *model_name;
-    fm_model_t *layout;               /* names and shapes for the wire checks */
+    fm_model_t *layout; /* names and shapes for the wire checks */
     fm_dataset_t *ds;
     fm_partition_t *part;
     trainer_latest_t *latest;
@@ -39,20 +39,20 @@ struct trainer_pool {
     int nworkers;
     zsock_t *sub;
     zsock_t *dealer;
-    zsock_t *agg_push;                /* PUSH to updates: membership for the aggregator */
-    zsock_t *monitor;                 /* PAIR: connect events of the DEALER */
-    int monitoring;                   /* zmq_socket_monitor is on */
-    int connects;                     /* DEALER connections so far (reconnect = HELLO again) */
+    zsock_t *agg_push; /* PUSH to updates: membership for the aggregator */
+    zsock_t *monitor;  /* PAIR: connect events of the DEALER */
+    int monitoring;    /* zmq_socket_monitor is on */
+    int connects;      /* DEALER connections so far (reconnect = HELLO again) */
     fm_loop_t *loop;
-    int hb_timer, snapshot_timer;     /* fm_loop timer ids */
-    fm_wire_tensors_t *tensors;       /* decode scratch (about 21 KB) */
-    fm_wire_buf_t buf;                /* encode buffer of the main thread */
+    int hb_timer, snapshot_timer; /* fm_loop timer ids */
+    fm_wire_tensors_t *tensors;   /* decode scratch (about 21 KB) */
+    fm_wire_buf_t buf;            /* encode buffer of the main thread */
     uint32_t client_first, client_count;
-    uint64_t seq;                     /* membership sequence number */
+    uint64_t seq; /* membership sequence number */
     uint64_t bad_frames;
     uint64_t models_taken;
     fm_ratelog_t bad_log_sub, bad_log_snapshot; /* bad-frame warnings per socket */
-    double last_model;                /* monotonic time of the last MODEL taken, 0 = none */
+    double last_model; /* monotonic time of the last MODEL taken, 0 = none */
     double snapshot_backoff;
 };
 
@@ -63,7 +63,7 @@ static void s_bad_frame(trainer_pool_t *self, const char *src, const char *why)
 {
     self->bad_frames++;
     fm_ratelog_t *log = strcmp(src, "model_pub") == 0 ? &self->bad_log_sub
-                                                       : &self->bad_log_snapshot;
+                                                      : &self->bad_log_snapshot;
     fm_ratelog(log, LOG_WARNING, "bad frame on %s dropped: %s (%llu bad so far)", src, why,
                (unsigned long long)self->bad_frames);
 }
@@ -107,7 +107,8 @@ static void s_send_snapshot_req(trainer_pool_t *self)
         zmq_send(zsock_resolve(self->dealer), self->buf.data, self->buf.len, ZMQ_DONTWAIT) >= 0)
         FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ sent (have v%llu)", (unsigned long long)r.have);
     else
-        FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ not sent: %s", rc ? fm_strerror(rc) : zmq_strerror(errno));
+        FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ not sent: %s",
+               rc ? fm_strerror(rc) : zmq_strerror(errno));
 }
 
 /* One frame from the SUB (from_sub) or the DEALER: a MODEL, checked and maybe taken. */
@@ -147,9 +148,8 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
     int have = trainer_latest_peek(self->latest, &cur);
     uint64_t have_v = cur.version;
     if (have) {
-        if (hdr.version == cur.version && hdr.created == cur.created &&
-            hdr.round == cur.round && hdr.cohort.present == cur.sync &&
-            hdr.cohort.count == cur.cohort)
+        if (hdr.version == cur.version && hdr.created == cur.created && hdr.round == cur.round &&
+            hdr.cohort.present == cur.sync && hdr.cohort.count == cur.cohort)
             return; /* the same model twice (PUB + snapshot, or a re-publish) */
         if (!from_sub && hdr.version <= cur.version && hdr.created <= cur.created &&
             hdr.round <= cur.round)
@@ -175,9 +175,11 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
     trainer_latest_publish(self->latest, &info); /* before the jobs: see trainer_worker */
     uint32_t mine = trainer_ctx_set_round(self->ctx, info.sync, info.round, &hdr.cohort);
     if (info.sync && (info.round != cur.round || !have))
-        FM_LOG(mine ? LOG_INFO : LOG_DEBUG, "round %llu on v%llu: %u of the %u selected clients "
-               "are served here", (unsigned long long)info.round,
-               (unsigned long long)info.version, mine, hdr.cohort.count);
+        FM_LOG(mine ? LOG_INFO : LOG_DEBUG,
+               "round %llu on v%llu: %u of the %u selected clients "
+               "are served here",
+               (unsigned long long)info.round, (unsigned long long)info.version, mine,
+               hdr.cohort.count);
     self->models_taken++;
     self->last_model = fm_daemon_now();
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
@@ -185,8 +187,10 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
         FM_LOG(LOG_INFO, "first model: v%llu via %s; training starts",
                (unsigned long long)hdr.version, src);
     else if (hdr.version < have_v)
-        FM_LOG(LOG_NOTICE, "model version went back from v%llu to v%llu (aggregator restarted "
-               "from a checkpoint?)", (unsigned long long)have_v, (unsigned long long)hdr.version);
+        FM_LOG(LOG_NOTICE,
+               "model version went back from v%llu to v%llu (aggregator restarted "
+               "from a checkpoint?)",
+               (unsigned long long)have_v, (unsigned long long)hdr.version);
     else
         FM_LOG(LOG_DEBUG, "model v%llu via %s", (unsigned long long)hdr.version, src);
 }
@@ -244,9 +248,10 @@ static void s_summary(trainer_pool_t *self, const char *what)
     trainer_model_info_t info;
     int have = trainer_latest_peek(self->latest, &info);
     uint64_t v = have ? info.version : 0;
-    FM_LOG(LOG_INFO, "%s: updates sent %llu, dropped %llu, dropouts %llu, abandoned %llu, "
-           "errors %llu, bad frames %llu, busy %d/%d, model v%lld", what,
-           (unsigned long long)atomic_load(&self->ctx->sent),
+    FM_LOG(LOG_INFO,
+           "%s: updates sent %llu, dropped %llu, dropouts %llu, abandoned %llu, "
+           "errors %llu, bad frames %llu, busy %d/%d, model v%lld",
+           what, (unsigned long long)atomic_load(&self->ctx->sent),
            (unsigned long long)atomic_load(&self->ctx->send_dropped),
            (unsigned long long)atomic_load(&self->ctx->dropouts),
            (unsigned long long)atomic_load(&self->ctx->abandoned),
@@ -331,8 +336,10 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     const fm_cfg_endpoints_t *ep = &self->cfg.endpoints;
     int64_t maxmsg = (int64_t)(fm_model_nparams(self->layout) * sizeof(float)) + 65536;
     fm_sock_opts_t o_sub = {.maxmsgsize = maxmsg, .conflate = true, .subscribe_all = true};
-    fm_sock_opts_t o_dealer = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 100,
-                               .sndtimeo_ms = FM_SOCK_NOWAIT, .maxmsgsize = maxmsg};
+    fm_sock_opts_t o_dealer = {.linger_ms = S_DEALER_LINGER_MS,
+                               .sndhwm = 100,
+                               .sndtimeo_ms = FM_SOCK_NOWAIT,
+                               .maxmsgsize = maxmsg};
     fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 16};
     int rc = 0;
     if (!(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "model_pub", &rc, e)) ||
@@ -414,17 +421,20 @@ static int s_init_data(trainer_pool_t *self, fm_errmsg_t *e)
                                    cfg->federation.holdout, &self->part, &held, &why)) != 0)
         return fm_errmsg_set(e, rc, "[federation] %s", why.msg);
     fm_partition_destroy(&held);
-    FM_LOG(LOG_INFO, "training set: %u samples from %s, partition %s over %d clients, %.0f%% "
-           "of each held out (%.2f s); serving clients %u-%u", self->ds->n,
-           cfg->federation.data_dir, cfg->federation.partition, cfg->federation.num_clients,
-           100.0 * cfg->federation.holdout, fm_daemon_now() - t0, self->client_first,
-           self->client_first + self->client_count - 1);
+    FM_LOG(LOG_INFO,
+           "training set: %u samples from %s, partition %s over %d clients, %.0f%% "
+           "of each held out (%.2f s); serving clients %u-%u",
+           self->ds->n, cfg->federation.data_dir, cfg->federation.partition,
+           cfg->federation.num_clients, 100.0 * cfg->federation.holdout, fm_daemon_now() - t0,
+           self->client_first, self->client_first + self->client_count - 1);
     uint32_t empty = 0;
     for (uint32_t k = self->client_first; k < self->client_first + self->client_count; k++)
         empty += self->part->offsets[k + 1] == self->part->offsets[k];
     if (empty)
-        FM_LOG(LOG_WARNING, "%u of the clients served have no samples under partition %s; "
-               "they are skipped", empty, cfg->federation.partition);
+        FM_LOG(LOG_WARNING,
+               "%u of the clients served have no samples under partition %s; "
+               "they are skipped",
+               empty, cfg->federation.partition);
     return 0;
 }
 
@@ -483,11 +493,12 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
 int trainer_pool_run(trainer_pool_t *self)
 {
     const fm_config_t *cfg = &self->cfg;
-    FM_LOG(LOG_INFO, "trainer %s: model %s, %d workers x %d threads, clients %u-%u, "
-           "model_pub %s, snapshot %s, updates %s", self->trainer_id, self->model_name,
-           self->nworkers, cfg->trainer.threads_per_worker, self->client_first,
-           self->client_first + self->client_count - 1, cfg->endpoints.model_pub,
-           cfg->endpoints.snapshot, cfg->endpoints.updates);
+    FM_LOG(LOG_INFO,
+           "trainer %s: model %s, %d workers x %d threads, clients %u-%u, "
+           "model_pub %s, snapshot %s, updates %s",
+           self->trainer_id, self->model_name, self->nworkers, cfg->trainer.threads_per_worker,
+           self->client_first, self->client_first + self->client_count - 1,
+           cfg->endpoints.model_pub, cfg->endpoints.snapshot, cfg->endpoints.updates);
     for (int i = 0; i < self->nworkers; i++) {
         int rc = trainer_worker_start(self->workers[i]);
         if (rc != 0) {

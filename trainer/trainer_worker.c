@@ -17,27 +17,27 @@
 #include "fm_wire.h"
 #include "trainer_sim.h"
 
-#define S_PUSH_HWM 4          /* UPDATEs queued per worker before sends block */
+#define S_PUSH_HWM 4           /* UPDATEs queued per worker before sends block */
 #define S_PUSH_TIMEOUT_MS 1000 /* then a send waits this long before the update is dropped */
-#define S_PUSH_LINGER_MS 1000 /* queued UPDATEs get this long at exit */
-#define S_IDLE_S 0.02         /* poll period while there is no model or no idle client */
-#define S_WARN_EVERY_S 5.0    /* rate limit of repeated warnings */
+#define S_PUSH_LINGER_MS 1000  /* queued UPDATEs get this long at exit */
+#define S_IDLE_S 0.02          /* poll period while there is no model or no idle client */
+#define S_WARN_EVERY_S 5.0     /* rate limit of repeated warnings */
 
 struct trainer_worker {
     trainer_worker_env_t env;
     int index;
-    fm_model_t *model;        /* local weights */
+    fm_model_t *model; /* local weights */
     fm_engine_t *engine;
     fm_optim_t *optim;
-    float *base;              /* the global model training started from */
-    float *delta;             /* w_local - w_base */
+    float *base;  /* the global model training started from */
+    float *delta; /* w_local - w_base */
     size_t nparams;
     fm_wire_buf_t buf;
     zsock_t *push;
     pthread_t thread;
     int started;
-    double last_warn;         /* monotonic time of the last rate-limited warning */
-    uint64_t warned;          /* warnings suppressed since */
+    double last_warn; /* monotonic time of the last rate-limited warning */
+    uint64_t warned;  /* warnings suppressed since */
 };
 
 /* State of one local training, seen by the epoch callback. */
@@ -218,8 +218,10 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job, uint64_t
     hdr.train_seconds = secs;
     hdr.round = job->sync ? job->round : 0;
     s_send_update(w, &hdr);
-    FM_LOG(LOG_DEBUG, "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
-           "%.3f s", w->index, job->client, (unsigned long long)base_version, n, res->loss,
+    FM_LOG(LOG_DEBUG,
+           "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
+           "%.3f s",
+           w->index, job->client, (unsigned long long)base_version, n, res->loss,
            (unsigned long long)res->steps, secs);
 }
 

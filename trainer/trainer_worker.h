@@ -21,13 +21,13 @@
 
 /* What the workers share, borrowed: all of it must outlive the workers. */
 typedef struct {
-    const fm_config_t *cfg;        /* read-only while workers run */
-    const char *model_name;        /* "logreg", "mlp", "cnn" */
-    const fm_dataset_t *ds;        /* the training set */
-    const fm_partition_t *part;    /* federation.num_clients partitions of ds */
-    trainer_latest_t *latest;      /* the newest global model */
-    trainer_ctx_t *ctx;            /* scheduler, counters, stop flag */
-    const char *trainer_id;        /* "trainer" of every UPDATE */
+    const fm_config_t *cfg;     /* read-only while workers run */
+    const char *model_name;     /* "logreg", "mlp", "cnn" */
+    const fm_dataset_t *ds;     /* the training set */
+    const fm_partition_t *part; /* federation.num_clients partitions of ds */
+    trainer_latest_t *latest;   /* the newest global model */
+    trainer_ctx_t *ctx;         /* scheduler, counters, stop flag */
+    const char *trainer_id;     /* "trainer" of every UPDATE */
 } trainer_worker_env_t;
 
 typedef struct trainer_worker trainer_worker_t;

@@ -9,18 +9,18 @@
 enum {
     FM_OK = 0,
     FM_EFIRST = -30100,
-    FM_EFORMAT = -30100,   /* malformed file or message (bad header, bad JSON, bad encoding) */
-    FM_EMAGIC = -30099,    /* wrong magic number / not a file of the expected kind */
-    FM_ETRUNC = -30098,    /* file or message shorter than its header says */
-    FM_ESHAPE = -30097,    /* tensor or data shape does not match what is expected */
-    FM_EDTYPE = -30096,    /* tensor dtype not supported or not the expected one */
-    FM_ENAME = -30095,     /* unknown or missing tensor name */
-    FM_EMODEL = -30094,    /* unknown model name */
-    FM_EARG = -30093,      /* bad argument or flag value */
-    FM_ENONFINITE = -30092,/* NaN or infinity where finite values are required */
-    FM_EBLAS = -30091,     /* BLAS self-check failed (results differ from the naive kernel) */
-    FM_ERANGE = -30090,    /* value out of its allowed range */
-    FM_EVERSION = -30089,  /* unsupported format or protocol version */
+    FM_EFORMAT = -30100,    /* malformed file or message (bad header, bad JSON, bad encoding) */
+    FM_EMAGIC = -30099,     /* wrong magic number / not a file of the expected kind */
+    FM_ETRUNC = -30098,     /* file or message shorter than its header says */
+    FM_ESHAPE = -30097,     /* tensor or data shape does not match what is expected */
+    FM_EDTYPE = -30096,     /* tensor dtype not supported or not the expected one */
+    FM_ENAME = -30095,      /* unknown or missing tensor name */
+    FM_EMODEL = -30094,     /* unknown model name */
+    FM_EARG = -30093,       /* bad argument or flag value */
+    FM_ENONFINITE = -30092, /* NaN or infinity where finite values are required */
+    FM_EBLAS = -30091,      /* BLAS self-check failed (results differ from the naive kernel) */
+    FM_ERANGE = -30090,     /* value out of its allowed range */
+    FM_EVERSION = -30089,   /* unsupported format or protocol version */
     FM_ELAST = -30089
 };
 
@@ -49,7 +49,8 @@ typedef struct {
 
 /* printf-style write into `e` (no-op when e is NULL). Returns `code` so callers can write
  * `return fm_errmsg_set(e, FM_EFORMAT, "%s: ...", path);`. */
-int fm_errmsg_set(fm_errmsg_t *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int fm_errmsg_set(fm_errmsg_t *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Static, never NULL string for a code from this vocabulary (FM_E* or -errno). */
 const char *fm_strerror(int err);

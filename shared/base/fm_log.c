@@ -30,7 +30,10 @@ int fm_log_level(void) { return atomic_load_explicit(&s_level, memory_order_rela
 
 int fm_log_parse_level(const char *name)
 {
-    static const struct { const char *name; int level; } table[] = {
+    static const struct {
+        const char *name;
+        int level;
+    } table[] = {
         {"error", LOG_ERR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
         {"info", LOG_INFO}, {"debug", LOG_DEBUG},
     };
@@ -42,7 +45,8 @@ int fm_log_parse_level(const char *name)
 
 void fm_log_write(int level, const char *fmt, ...)
 {
-    static const char *names[] = {"EMERG", "ALERT", "CRIT", "ERROR", "WARN", "NOTICE", "INFO", "DEBUG"};
+    static const char *names[] = {"EMERG", "ALERT",  "CRIT", "ERROR",
+                                  "WARN",  "NOTICE", "INFO", "DEBUG"};
     char ts[32];
     struct timespec now;
     struct tm tm;

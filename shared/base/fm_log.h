@@ -25,10 +25,10 @@ int fm_log_parse_level(const char *name);
 /* Write one line at `level` (use FM_LOG, which skips formatting below the threshold). */
 void fm_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define FM_LOG(level, ...)                                                                    \
-    do {                                                                                      \
-        if ((level) <= fm_log_level())                                                        \
-            fm_log_write((level), __VA_ARGS__);                                               \
+#define FM_LOG(level, ...)                                                                       \
+    do {                                                                                         \
+        if ((level) <= fm_log_level())                                                           \
+            fm_log_write((level), __VA_ARGS__);                                                  \
     } while (0)
 
 #endif

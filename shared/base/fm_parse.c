@@ -53,8 +53,9 @@ int fm_parse_u64(const char *what, const char *text, uint64_t *out, fm_errmsg_t 
     char *end = NULL;
     errno = 0;
     /* no '-' at all: strtoull would accept "-1" as 2^64 - 1 */
-    unsigned long long v =
-        s_starts_number(text, 0) && strchr(text, '.') == NULL ? strtoull(text, &end, 10) : 0;
+    unsigned long long v = s_starts_number(text, 0) && strchr(text, '.') == NULL
+                               ? strtoull(text, &end, 10)
+                               : 0;
     if (!end || *end || errno == ERANGE)
         return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a non-negative integer", what,
                              s_show(text).s);
@@ -70,16 +71,15 @@ int fm_parse_float(const char *what, const char *text, double lo, double hi, dou
     double v = s_starts_number(text, 1) ? strtod(text, &end) : 0;
     /* ERANGE on underflow (1e-310) is a number close to 0, not an error; overflow is */
     if (!end || *end || (errno == ERANGE && fabs(v) >= 1.0) || !isfinite(v))
-        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a finite number", what,
-                             s_show(text).s);
+        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a finite number", what, s_show(text).s);
     if (v < lo || v > hi)
         return fm_errmsg_set(e, FM_EARG, "%s: %g is out of range [%g, %g]", what, v, lo, hi);
     *out = v;
     return 0;
 }
 
-int fm_parse_range(const char *what, const char *text, long lo, long hi, long *first,
-                   long *last, fm_errmsg_t *e)
+int fm_parse_range(const char *what, const char *text, long lo, long hi, long *first, long *last,
+                   fm_errmsg_t *e)
 {
     char *end = NULL;
     long a = 0, b = 0;
@@ -90,8 +90,10 @@ int fm_parse_range(const char *what, const char *text, long lo, long hi, long *f
             b = strtol(end + 1, &end, 10);
     }
     if (!end || *end || errno == ERANGE || a > b || a < lo || b > hi)
-        return fm_errmsg_set(e, FM_EARG, "%s: '%s' is not a range A-B or A with %ld <= A <= B "
-                             "<= %ld", what, s_show(text).s, lo, hi);
+        return fm_errmsg_set(e, FM_EARG,
+                             "%s: '%s' is not a range A-B or A with %ld <= A <= B "
+                             "<= %ld",
+                             what, s_show(text).s, lo, hi);
     *first = a;
     *last = b;
     return 0;

@@ -18,7 +18,7 @@ int fm_parse_float(const char *what, const char *text, double lo, double hi, dou
 /* An inclusive integer range "A-B" (A <= B) or "A" (= "A-A"), decimal digits only, with
  * lo <= A and B <= hi: *first = A, *last = B (written only on success). Used for client
  * ranges ([trainer] clients). */
-int fm_parse_range(const char *what, const char *text, long lo, long hi, long *first,
-                   long *last, fm_errmsg_t *e);
+int fm_parse_range(const char *what, const char *text, long lo, long hi, long *first, long *last,
+                   fm_errmsg_t *e);
 
 #endif

@@ -18,7 +18,7 @@ struct fm_fedbuff {
     int count;             /* updates in the current buffer */
     /* the open update (between begin and end) */
     int open;
-    float w_open;          /* s(tau) * c, rounded to float for the fold */
+    float w_open; /* s(tau) * c, rounded to float for the fold */
     double c_open;
     uint64_t tau_open;
     fm_fedbuff_stats_t stats;
@@ -29,12 +29,9 @@ struct fm_fedbuff {
 const char *fm_staleness_name(fm_staleness_kind_t kind)
 {
     switch (kind) {
-    case FM_STALENESS_CONSTANT:
-        return "constant";
-    case FM_STALENESS_POLYNOMIAL:
-        return "polynomial";
-    case FM_STALENESS_HINGE:
-        return "hinge";
+    case FM_STALENESS_CONSTANT: return "constant";
+    case FM_STALENESS_POLYNOMIAL: return "polynomial";
+    case FM_STALENESS_HINGE: return "hinge";
     }
     return "?";
 }
@@ -42,13 +39,10 @@ const char *fm_staleness_name(fm_staleness_kind_t kind)
 int fm_staleness_check(const fm_staleness_t *s, fm_errmsg_t *e)
 {
     switch (s->kind) {
-    case FM_STALENESS_CONSTANT:
-        return 0;
+    case FM_STALENESS_CONSTANT: return 0;
     case FM_STALENESS_POLYNOMIAL:
-    case FM_STALENESS_HINGE:
-        break;
-    default:
-        return fm_errmsg_set(e, FM_EARG, "staleness kind %d: unknown", (int)s->kind);
+    case FM_STALENESS_HINGE: break;
+    default: return fm_errmsg_set(e, FM_EARG, "staleness kind %d: unknown", (int)s->kind);
     }
     const char *name = fm_staleness_name(s->kind);
     if (!(s->a > 0.0) || !isfinite(s->a))
@@ -85,13 +79,10 @@ double fm_staleness_weight(const fm_staleness_t *s, uint64_t tau)
 {
     double t = (double)tau;
     switch (s->kind) {
-    case FM_STALENESS_POLYNOMIAL:
-        return pow(1.0 + t, -s->a);
-    case FM_STALENESS_HINGE:
-        return t <= s->b ? 1.0 : 1.0 / (s->a * (t - s->b) + 1.0);
+    case FM_STALENESS_POLYNOMIAL: return pow(1.0 + t, -s->a);
+    case FM_STALENESS_HINGE: return t <= s->b ? 1.0 : 1.0 / (s->a * (t - s->b) + 1.0);
     case FM_STALENESS_CONSTANT:
-    default:
-        return 1.0;
+    default: return 1.0;
     }
 }
 

@@ -24,7 +24,10 @@ static const char *const s_names[] = {
 };
 #define S_NKINDS ((int)(sizeof s_names / sizeof s_names[0]))
 
-static int s_kind_valid(fm_server_opt_kind_t kind) { return (int)kind >= 0 && (int)kind < S_NKINDS; }
+static int s_kind_valid(fm_server_opt_kind_t kind)
+{
+    return (int)kind >= 0 && (int)kind < S_NKINDS;
+}
 
 const char *fm_server_opt_kind_name(fm_server_opt_kind_t kind)
 {
@@ -38,8 +41,10 @@ int fm_server_opt_parse_kind(const char *name, fm_server_opt_kind_t *kind, fm_er
             *kind = (fm_server_opt_kind_t)i;
             return 0;
         }
-    return fm_errmsg_set(e, FM_EARG, "server optimizer '%.64s': unknown "
-                         "(fedavg|fedavgm|fedadam|fedyogi)", name ? name : "(null)");
+    return fm_errmsg_set(e, FM_EARG,
+                         "server optimizer '%.64s': unknown "
+                         "(fedavg|fedavgm|fedadam|fedyogi)",
+                         name ? name : "(null)");
 }
 
 static int s_adaptive(fm_server_opt_kind_t kind)
@@ -60,8 +65,7 @@ int fm_server_opt_config_check(fm_server_opt_kind_t kind, const fm_server_opt_co
         return fm_errmsg_set(e, FM_EARG, "%s: beta1 %g: must be in [0, 1)", name, cfg->beta1);
     if (s_adaptive(kind)) {
         if (!(cfg->beta2 >= 0.0 && cfg->beta2 < 1.0))
-            return fm_errmsg_set(e, FM_EARG, "%s: beta2 %g: must be in [0, 1)", name,
-                                 cfg->beta2);
+            return fm_errmsg_set(e, FM_EARG, "%s: beta2 %g: must be in [0, 1)", name, cfg->beta2);
         if (!(cfg->tau > 0.0) || !isfinite(cfg->tau))
             return fm_errmsg_set(e, FM_EARG, "%s: tau %g: must be a finite number > 0", name,
                                  cfg->tau);
@@ -72,14 +76,11 @@ int fm_server_opt_config_check(fm_server_opt_kind_t kind, const fm_server_opt_co
 size_t fm_server_opt_state_len(fm_server_opt_kind_t kind, size_t n)
 {
     switch (kind) {
-    case FM_SERVER_OPT_FEDAVGM:
-        return n;
+    case FM_SERVER_OPT_FEDAVGM: return n;
     case FM_SERVER_OPT_FEDADAM:
-    case FM_SERVER_OPT_FEDYOGI:
-        return n > SIZE_MAX / 2 ? SIZE_MAX : 2 * n;
+    case FM_SERVER_OPT_FEDYOGI: return n > SIZE_MAX / 2 ? SIZE_MAX : 2 * n;
     case FM_SERVER_OPT_FEDAVG:
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -166,15 +167,14 @@ typedef struct {
     float w, m, v;
 } s_elem_t;
 
-static inline __attribute__((always_inline)) s_elem_t
-s_elem_k(const fm_server_opt_config_t *c, fm_server_opt_kind_t kind, double w, double d,
-         double m, double v)
+static inline __attribute__((always_inline)) s_elem_t s_elem_k(const fm_server_opt_config_t *c,
+                                                               fm_server_opt_kind_t kind,
+                                                               double w, double d, double m,
+                                                               double v)
 {
     s_elem_t r = {0.0f, 0.0f, 0.0f};
     switch (kind) {
-    case FM_SERVER_OPT_FEDAVG:
-        r.w = (float)(w + c->eta * d);
-        break;
+    case FM_SERVER_OPT_FEDAVG: r.w = (float)(w + c->eta * d); break;
     case FM_SERVER_OPT_FEDAVGM:
         r.m = (float)(c->beta1 * m + d);
         r.w = (float)(w + c->eta * (double)r.m);

@@ -53,7 +53,10 @@ typedef struct {
 
 /* eta 1 (plain FedAvg / FedBuff), beta1 0.9, beta2 0.99, tau 1e-3 (Reddi et al.'s defaults
  * for the moments; the adaptive kinds usually want a smaller eta, e.g. 1e-2). */
-#define FM_SERVER_OPT_CONFIG_DEFAULT {.eta = 1.0, .beta1 = 0.9, .beta2 = 0.99, .tau = 1e-3}
+#define FM_SERVER_OPT_CONFIG_DEFAULT                                                             \
+    {                                                                                            \
+        .eta = 1.0, .beta1 = 0.9, .beta2 = 0.99, .tau = 1e-3                                     \
+    }
 
 typedef struct fm_server_opt fm_server_opt_t;
 

@@ -45,8 +45,8 @@ void fm_blas_setup(char **argv)
     /* FEDMQ_BLAS_AUTOCORE=force treats any loaded core as misdetected: it exercises the
      * re-exec path on machines whose core OpenBLAS recognises (tests, diagnostics) */
     int force = auto_var && strcmp(auto_var, "force") == 0;
-    if (!getenv("OPENBLAS_CORETYPE") && !getenv(REEXEC_VAR) && !(auto_var && strcmp(auto_var, "0") == 0) &&
-        (force || !s_core_is_fast(core))) {
+    if (!getenv("OPENBLAS_CORETYPE") && !getenv(REEXEC_VAR) &&
+        !(auto_var && strcmp(auto_var, "0") == 0) && (force || !s_core_is_fast(core))) {
         const char *best = s_best_core();
         if (best && argv && argv[0]) {
             setenv("OPENBLAS_CORETYPE", best, 1);
@@ -75,8 +75,10 @@ const char *fm_blas_describe(char *buf, size_t len)
     else if (getenv("OPENBLAS_CORETYPE"))
         snprintf(buf, len, "%s core %s (from OPENBLAS_CORETYPE)", version, core);
     else if (!s_core_is_fast(core) && s_best_core())
-        snprintf(buf, len, "%s core %s (generic kernels on a CPU with %s: slow: drop "
-                 "FEDMQ_BLAS_AUTOCORE=0 or set OPENBLAS_CORETYPE)", version, core, s_best_core());
+        snprintf(buf, len,
+                 "%s core %s (generic kernels on a CPU with %s: slow: drop "
+                 "FEDMQ_BLAS_AUTOCORE=0 or set OPENBLAS_CORETYPE)",
+                 version, core, s_best_core());
     else
         snprintf(buf, len, "%s core %s", version, core);
     return buf;
@@ -101,9 +103,9 @@ void fm_sgemm_naive(int transa, int transb, int M, int N, int K, float alpha, co
 int fm_blas_selfcheck(fm_errmsg_t *e)
 {
     /* M, N, K of the products in fm_layers (dense and im2col conv), shrunk where large */
-    static const int shapes[][3] = {{64, 576, 288}, {288, 576, 64}, {64, 288, 576},
+    static const int shapes[][3] = {{64, 576, 288},  {288, 576, 64}, {64, 288, 576},
                                     {32, 128, 2304}, {17, 200, 784}, {13, 10, 200},
-                                    {32, 676, 9},   {32, 9, 676},   {1, 1, 1}};
+                                    {32, 676, 9},    {32, 9, 676},   {1, 1, 1}};
     int rc = 0;
     fm_rng_t rng;
     fm_rng_seed(&rng, 12345, 0);
@@ -124,8 +126,9 @@ int fm_blas_selfcheck(fm_errmsg_t *e)
             for (int i = 0; i < M * N; i++)
                 C[i] = R[i] = (float)fm_rng_normal(&rng);
             float beta = (t == 3) ? 1.0f : 0.0f;
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                        M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, beta, C, N);
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                        tb ? CblasTrans : CblasNoTrans, M, N, K, 0.5f, A, ta ? M : K, B,
+                        tb ? K : N, beta, C, N);
             fm_sgemm_naive(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, beta, R, N);
             double maxdiff = 0.0, maxref = 0.0;
             for (int i = 0; i < M * N; i++) {
@@ -162,7 +165,8 @@ double fm_blas_peak_gflops(int n, double seconds)
     double el = 0.0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C,
+                    n);
         iters++;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         el = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;

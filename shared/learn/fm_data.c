@@ -34,10 +34,10 @@
 
 typedef struct {
     gzFile gz;
-    char name[144];    /* printable (tail of the) path, for messages */
-    const char *what;  /* "pixels" or "labels" */
-    uint32_t dims[3];  /* n [, rows, cols] */
-    uint64_t nbytes;   /* payload size promised by the header */
+    char name[144];   /* printable (tail of the) path, for messages */
+    const char *what; /* "pixels" or "labels" */
+    uint32_t dims[3]; /* n [, rows, cols] */
+    uint64_t nbytes;  /* payload size promised by the header */
 } s_idx_t;
 
 /* Copy `src` into `dst` for a one-line message: control characters become '?', and an
@@ -146,17 +146,16 @@ static int s_idx_open(s_idx_t *f, const char *path, uint32_t magic, fm_errmsg_t 
     uint64_t nbytes = f->dims[0];
     if (ndims == 3) {
         if (f->dims[1] == 0 || f->dims[2] == 0)
-            return fm_errmsg_set(e, FM_EFORMAT, "%s: bad image size %ux%u", f->name,
-                                 f->dims[1], f->dims[2]);
+            return fm_errmsg_set(e, FM_EFORMAT, "%s: bad image size %ux%u", f->name, f->dims[1],
+                                 f->dims[2]);
         nbytes *= f->dims[1];
         if (nbytes <= S_MAX_PAYLOAD) /* <= 2^31 * (2^32-1): no overflow */
             nbytes *= f->dims[2];
     }
     if (nbytes > S_MAX_PAYLOAD || nbytes > SIZE_MAX / sizeof(float))
-        return fm_errmsg_set(e, FM_EFORMAT,
-                             "%s: implausible dimensions %u x %u x %u (more than 2^31 bytes)",
-                             f->name, f->dims[0], ndims == 3 ? f->dims[1] : 1u,
-                             ndims == 3 ? f->dims[2] : 1u);
+        return fm_errmsg_set(
+            e, FM_EFORMAT, "%s: implausible dimensions %u x %u x %u (more than 2^31 bytes)",
+            f->name, f->dims[0], ndims == 3 ? f->dims[1] : 1u, ndims == 3 ? f->dims[2] : 1u);
     f->nbytes = nbytes;
     return 0;
 }
@@ -182,10 +181,9 @@ static int s_idx_payload(s_idx_t *f, uint8_t **out, fm_errmsg_t *e)
         }
         have += got;
         if (have < cap) { /* end of input before the promised size */
-            rc = fm_errmsg_set(e, FM_ETRUNC,
-                               "%s: truncated: header promises %llu bytes of %s, file has %llu",
-                               f->name, (unsigned long long)f->nbytes, f->what,
-                               (unsigned long long)have);
+            rc = fm_errmsg_set(
+                e, FM_ETRUNC, "%s: truncated: header promises %llu bytes of %s, file has %llu",
+                f->name, (unsigned long long)f->nbytes, f->what, (unsigned long long)have);
             goto cleanup;
         }
         if (have == f->nbytes)
@@ -238,7 +236,8 @@ static int s_dataset_load(fm_dataset_t **out, const char *images_path, const cha
     if (!isfinite(mean) || !isfinite(std) || !(std > 0.0f))
         return fm_errmsg_set(e, FM_EARG,
                              "fm_dataset_load: normalisation needs a finite mean and std > 0 "
-                             "(got mean %g, std %g)", (double)mean, (double)std);
+                             "(got mean %g, std %g)",
+                             (double)mean, (double)std);
 
     int rc = 0;
     s_idx_t img = {0}, lab = {0};
@@ -327,8 +326,8 @@ static int s_pick(char *path, size_t cap, const char *dir, const char *split, co
                          fm_strerror(-ENOENT), dname);
 }
 
-static int s_dataset_load_dir(fm_dataset_t **out, const char *dir, const char *split,
-                              float mean, float std, fm_errmsg_t *e)
+static int s_dataset_load_dir(fm_dataset_t **out, const char *dir, const char *split, float mean,
+                              float std, fm_errmsg_t *e)
 {
     if (!out)
         return fm_errmsg_set(e, FM_EARG, "fm_dataset_load_dir: out is NULL");
@@ -489,8 +488,8 @@ static void s_dirichlet_draw(fm_rng_t *r, double alpha, uint32_t nclients, const
  * Flower do; if every draw falls short, the last one is kept (with a warning), never an
  * error, and no client is dropped. Each client's list is its classes in label order, then
  * shuffled. */
-static int s_part_dirichlet(fm_partition_t *p, const fm_dataset_t *ds, double alpha,
-                            fm_rng_t *r, const char *name, fm_errmsg_t *e)
+static int s_part_dirichlet(fm_partition_t *p, const fm_dataset_t *ds, double alpha, fm_rng_t *r,
+                            const char *name, fm_errmsg_t *e)
 {
     int rc = 0;
     uint32_t n = ds->n, nc = p->nclients;
@@ -519,8 +518,10 @@ static int s_part_dirichlet(fm_partition_t *p, const fm_dataset_t *ds, double al
             break;
     }
     if (smallest < want)
-        FM_LOG(LOG_WARNING, "partition '%s': after %d draws a client still has %u samples "
-               "(wanted >= %u); keeping the last draw", name, tries, smallest, want);
+        FM_LOG(LOG_WARNING,
+               "partition '%s': after %d draws a client still has %u samples "
+               "(wanted >= %u); keeping the last draw",
+               name, tries, smallest, want);
 
     p->offsets[0] = 0;
     for (uint32_t k = 0; k < nc; k++)
@@ -586,8 +587,9 @@ static int s_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const c
         return fm_errmsg_set(e, FM_EARG, "fm_partition_new: out is NULL");
     *out = NULL;
     if (!spec)
-        return fm_errmsg_set(e, FM_EARG, "partition: no spec (expected iid, dirichlet:ALPHA "
-                                         "or shards:K)");
+        return fm_errmsg_set(e, FM_EARG,
+                             "partition: no spec (expected iid, dirichlet:ALPHA "
+                             "or shards:K)");
     char name[64];
     s_clean(name, sizeof name, spec);
     fm_partition_spec_t ps;
@@ -631,12 +633,8 @@ static int s_partition_new(fm_partition_t **out, const fm_dataset_t *ds, const c
             p->offsets[k] = (uint32_t)((uint64_t)k * base + (k < rem ? k : rem));
         break;
     }
-    case FM_PARTITION_DIRICHLET:
-        rc = s_part_dirichlet(p, ds, ps.alpha, &r, name, e);
-        break;
-    case FM_PARTITION_SHARDS:
-        rc = s_part_shards(p, ds, kper, &r, name, e);
-        break;
+    case FM_PARTITION_DIRICHLET: rc = s_part_dirichlet(p, ds, ps.alpha, &r, name, e); break;
+    case FM_PARTITION_SHARDS: rc = s_part_shards(p, ds, kper, &r, name, e); break;
     }
     if (rc)
         goto cleanup;

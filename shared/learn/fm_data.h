@@ -49,11 +49,15 @@ typedef struct {
 } fm_partition_t;
 
 /* A parsed partition spec (the grammar below, owned here; fm_cfg validates with it). */
-typedef enum { FM_PARTITION_IID, FM_PARTITION_DIRICHLET, FM_PARTITION_SHARDS } fm_partition_kind_t;
+typedef enum {
+    FM_PARTITION_IID,
+    FM_PARTITION_DIRICHLET,
+    FM_PARTITION_SHARDS
+} fm_partition_kind_t;
 typedef struct {
     fm_partition_kind_t kind;
-    double alpha;      /* dirichlet: finite, > 0 */
-    uint32_t shards;   /* shards: K >= 1 */
+    double alpha;    /* dirichlet: finite, > 0 */
+    uint32_t shards; /* shards: K >= 1 */
 } fm_partition_spec_t;
 
 /* Parse "iid", "dirichlet:A" (A finite, > 0) or "shards:K" (K decimal, 1..2^32-1) into *out

@@ -14,33 +14,33 @@ typedef enum { JOB_NONE, JOB_GRAD, JOB_REDUCE, JOB_EVAL, JOB_QUIT } s_job_t;
 
 /* What one worker does and owns. */
 typedef struct {
-    fm_work_t *work;    /* activations */
-    float *grads;       /* private gradient (worker 0: the engine's result buffer) */
-    float *xbuf;        /* gathered inputs (max part size x 784) */
-    uint8_t *ybuf;      /* gathered labels */
-    double loss;        /* result of the last job */
-    fm_eval_t eval;     /* result of the last evaluation job */
-    pthread_t thread;   /* unused for worker 0 */
+    fm_work_t *work;  /* activations */
+    float *grads;     /* private gradient (worker 0: the engine's result buffer) */
+    float *xbuf;      /* gathered inputs (max part size x 784) */
+    uint8_t *ybuf;    /* gathered labels */
+    double loss;      /* result of the last job */
+    fm_eval_t eval;   /* result of the last evaluation job */
+    pthread_t thread; /* unused for worker 0 */
 } s_worker_t;
 
 struct fm_engine {
-    int threads;             /* workers, including the calling thread */
-    int max_part;            /* capacity of one worker's part */
-    size_t nparams;          /* gradient length */
-    s_worker_t *workers;     /* threads entries */
-    int started;             /* helper threads running */
+    int threads;         /* workers, including the calling thread */
+    int max_part;        /* capacity of one worker's part */
+    size_t nparams;      /* gradient length */
+    s_worker_t *workers; /* threads entries */
+    int started;         /* helper threads running */
     /* the current job, published under lock with a new generation number */
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
     _Atomic uint64_t generation; /* bumped (under lock) for every job */
-    _Atomic int pending;     /* helper workers still busy with the job */
+    _Atomic int pending;         /* helper workers still busy with the job */
     s_job_t job;
     const fm_model_t *m;
     const float *x;
     const uint8_t *y;
     const uint32_t *idx;
-    uint32_t n;              /* samples in the job */
-    uint8_t *hit;            /* JOB_EVAL: per-sample "classified right" flags, or NULL */
+    uint32_t n;   /* samples in the job */
+    uint8_t *hit; /* JOB_EVAL: per-sample "classified right" flags, or NULL */
     int train;
     uint64_t seed;
 };
@@ -75,7 +75,8 @@ static void s_do_grad(fm_engine_t *e, int t)
     s_gather(w, e, begin, end - begin);
     fm_rng_t rng;
     fm_rng_seed(&rng, e->seed, (uint64_t)t + 1);
-    w->loss = fm_work_forward(w->work, e->m, w->xbuf, w->ybuf, (int)(end - begin), e->train, &rng);
+    w->loss = fm_work_forward(w->work, e->m, w->xbuf, w->ybuf, (int)(end - begin), e->train,
+                              &rng);
     fm_work_backward(w->work, e->m, w->grads, 1.0f / (float)e->n);
 }
 

@@ -15,10 +15,10 @@ typedef struct fm_engine fm_engine_t;
 
 /* Per-class and overall scores of an evaluation. */
 typedef struct {
-    uint32_t n;                       /* samples scored */
-    uint32_t correct;                 /* argmax == label */
-    double loss;                      /* mean NLL */
-    double accuracy;                  /* correct / n */
+    uint32_t n;       /* samples scored */
+    uint32_t correct; /* argmax == label */
+    double loss;      /* mean NLL */
+    double accuracy;  /* correct / n */
     uint32_t class_total[FM_NCLASSES];
     uint32_t class_correct[FM_NCLASSES];
 } fm_eval_t;

@@ -150,7 +150,8 @@ void fm_conv2d_forward_naive(float *out, const float *inp, const float *w, const
                     for (int c = 0; c < C; c++)
                         for (int kh = 0; kh < KH; kh++)
                             for (int kw = 0; kw < KW; kw++)
-                                acc += (double)inp[(((size_t)n * C + c) * H + oh + kh) * W + ow + kw] *
+                                acc += (double)inp[(((size_t)n * C + c) * H + oh + kh) * W + ow +
+                                                   kw] *
                                        w[(((size_t)o * C + c) * KH + kh) * KW + kw];
                     out[(((size_t)n * OC + o) * OH + oh) * OW + ow] = (float)acc;
                 }
@@ -240,7 +241,8 @@ void fm_conv2d_backward_naive(float *dinp, float *dw, float *db, const float *do
                                     int oh = h - kh, ow = x - kw;
                                     if (oh < 0 || oh >= OH || ow < 0 || ow >= OW)
                                         continue;
-                                    acc += (double)dout[(((size_t)n * OC + o) * OH + oh) * OW + ow] *
+                                    acc += (double)
+                                               dout[(((size_t)n * OC + o) * OH + oh) * OW + ow] *
                                            w[(((size_t)o * C + c) * KH + kh) * KW + kw];
                                 }
                         dinp[(((size_t)n * C + c) * H + h) * W + x] = (float)acc;
@@ -323,7 +325,8 @@ static void s_unpool(float *dinp, float *dbias, const float *dout, const float *
         float acc = 0.0f;
         for (int oh = 0; oh < OH; oh++) {
             size_t o = (size_t)n * OH * OW + (size_t)oh * OW;
-            acc += s_unpool_row(dx + (size_t)(2 * oh) * W, dout + o, out + o, argmax + o, relu, OW);
+            acc += s_unpool_row(dx + (size_t)(2 * oh) * W, dout + o, out + o, argmax + o, relu,
+                                OW);
         }
         if (dbias)
             dbias[n % C] += acc;

@@ -86,7 +86,8 @@ void fm_dropout_backward(float *dinp, const float *dout, const float *mask, size
 /* log-softmax + NLL: logits (B,C) -> logp (B,C); returns the SUM over the batch of
  * -logp[b][y[b]] (callers divide by the batch size they normalise by); y may be NULL
  * (prediction only: returns 0). */
-double fm_logsoftmax_nll_forward(float *logp, const float *logits, const uint8_t *y, int B, int C);
+double fm_logsoftmax_nll_forward(float *logp, const float *logits, const uint8_t *y, int B,
+                                 int C);
 /* dlogits = (softmax - onehot(y)) * scale, where scale = 1/total batch size. */
 void fm_logsoftmax_nll_backward(float *dlogits, const float *logp, const uint8_t *y, int B, int C,
                                 float scale);

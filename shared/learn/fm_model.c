@@ -8,12 +8,12 @@
 #include "fm_rng.h"
 
 struct fm_model {
-    fm_arch_t arch;                 /* which network */
-    const char *name;               /* "logreg", "mlp", "cnn" (static) */
-    int nviews;                     /* entries used in views[] */
-    fm_view_t views[FM_MAX_VIEWS];  /* state_dict order */
-    size_t nparams;                 /* floats in params */
-    float *params;                  /* the flat parameter buffer (owned, 64-byte aligned) */
+    fm_arch_t arch;                /* which network */
+    const char *name;              /* "logreg", "mlp", "cnn" (static) */
+    int nviews;                    /* entries used in views[] */
+    fm_view_t views[FM_MAX_VIEWS]; /* state_dict order */
+    size_t nparams;                /* floats in params */
+    float *params;                 /* the flat parameter buffer (owned, 64-byte aligned) */
 };
 
 /* A static description of one parameter tensor: name, rank, shape, fan_in for init. */
@@ -34,10 +34,10 @@ static const s_param_t s_mlp[] = {
     {"fc3.weight", 2, {10, 200}, 200},  {"fc3.bias", 1, {10}, 200},
 };
 static const s_param_t s_cnn[] = {
-    {"conv1.weight", 4, {32, 1, 3, 3}, 9},  {"conv1.bias", 1, {32}, 9},
+    {"conv1.weight", 4, {32, 1, 3, 3}, 9},    {"conv1.bias", 1, {32}, 9},
     {"conv2.weight", 4, {64, 32, 3, 3}, 288}, {"conv2.bias", 1, {64}, 288},
-    {"fc1.weight", 2, {128, 9216}, 9216},   {"fc1.bias", 1, {128}, 9216},
-    {"fc2.weight", 2, {10, 128}, 128},      {"fc2.bias", 1, {10}, 128},
+    {"fc1.weight", 2, {128, 9216}, 9216},     {"fc1.bias", 1, {128}, 9216},
+    {"fc2.weight", 2, {10, 128}, 128},        {"fc2.bias", 1, {10}, 128},
 };
 
 static const struct {

@@ -27,11 +27,11 @@
 
 /* A named view into the flat parameter buffer. */
 typedef struct {
-    const char *name;            /* PyTorch name, e.g. "conv1.weight" (static string) */
-    int ndim;                    /* 1..FM_MAX_DIMS */
-    int64_t shape[FM_MAX_DIMS];  /* PyTorch shape */
-    size_t offset;               /* in floats from the start of the flat buffer */
-    size_t numel;                /* product of shape */
+    const char *name;           /* PyTorch name, e.g. "conv1.weight" (static string) */
+    int ndim;                   /* 1..FM_MAX_DIMS */
+    int64_t shape[FM_MAX_DIMS]; /* PyTorch shape */
+    size_t offset;              /* in floats from the start of the flat buffer */
+    size_t numel;               /* product of shape */
 } fm_view_t;
 
 typedef enum { FM_ARCH_LOGREG, FM_ARCH_MLP, FM_ARCH_CNN } fm_arch_t;

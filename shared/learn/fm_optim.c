@@ -6,10 +6,10 @@
 #include <string.h>
 
 struct fm_optim {
-    size_t n;              /* parameters */
-    fm_sgd_config_t cfg;   /* hyper-parameters */
-    float *buf;            /* momentum buffer, flat layout (owned) */
-    int started;           /* 0 until the first step since new/reset */
+    size_t n;            /* parameters */
+    fm_sgd_config_t cfg; /* hyper-parameters */
+    float *buf;          /* momentum buffer, flat layout (owned) */
+    int started;         /* 0 until the first step since new/reset */
 };
 
 int fm_sgd_config_check(const fm_sgd_config_t *cfg, fm_errmsg_t *e)

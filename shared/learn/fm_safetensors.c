@@ -51,13 +51,13 @@ static const s_dtype_t *s_dtype_find(const char *name)
 /* ---- the open file ---------------------------------------------------------------------- */
 
 struct fm_safetensors {
-    unsigned char *buf;          /* the whole file */
-    size_t size;                 /* bytes in buf */
-    json_t *header;              /* the parsed header: owns names, dtypes, metadata */
-    fm_tensor_t *tensors;        /* header order */
-    const fm_tensor_t **sorted;  /* by name, for fm_safetensors_get */
+    unsigned char *buf;         /* the whole file */
+    size_t size;                /* bytes in buf */
+    json_t *header;             /* the parsed header: owns names, dtypes, metadata */
+    fm_tensor_t *tensors;       /* header order */
+    const fm_tensor_t **sorted; /* by name, for fm_safetensors_get */
     int n;
-    const char **meta;           /* key0, value0, key1, value1, ... */
+    const char **meta; /* key0, value0, key1, value1, ... */
     int nmeta;
 };
 
@@ -191,37 +191,48 @@ static int s_entry(const char *path, const char *name, json_t *obj, s_entry_t *e
     char nm[S_NAME_SHOWN + 8];
     s_printable(nm, sizeof nm, name);
     if (!json_is_object(obj))
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s' is not an object",
-                             path, nm);
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s' is not an object", path,
+                             nm);
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         if (strcmp(key, "dtype") != 0 && strcmp(key, "shape") != 0 &&
             strcmp(key, "data_offsets") != 0) {
             char k2[S_NAME_SHOWN + 8];
-            return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: unknown field '%s' in tensor "
-                                 "'%s'", path, s_printable(k2, sizeof k2, key), nm);
+            return fm_errmsg_set(e, FM_EFORMAT,
+                                 "%s: bad header: unknown field '%s' in tensor "
+                                 "'%s'",
+                                 path, s_printable(k2, sizeof k2, key), nm);
         }
     }
     const json_t *dtype = json_object_get(obj, "dtype"), *shape = json_object_get(obj, "shape"),
                  *off = json_object_get(obj, "data_offsets");
     const char *missing = !dtype ? "dtype" : !shape ? "shape" : !off ? "data_offsets" : NULL;
     if (missing)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s' has no \"%s\"", path,
-                             nm, missing);
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s' has no \"%s\"", path, nm,
+                             missing);
     if (!json_is_string(dtype))
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': dtype is not a "
-                             "string", path, nm);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: bad header: tensor '%s': dtype is not a "
+                             "string",
+                             path, nm);
     if (!s_uint_array(shape, ent->shape, FM_MAX_DIMS, &ent->ndim))
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': shape is not an "
-                             "array of non-negative integers", path, nm);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: bad header: tensor '%s': shape is not an "
+                             "array of non-negative integers",
+                             path, nm);
     size_t noff = 0;
     if (!s_uint_array(off, ent->off, 2, &noff))
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': data_offsets is not "
-                             "an array of non-negative integers", path, nm);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: bad header: tensor '%s': data_offsets is not "
+                             "an array of non-negative integers",
+                             path, nm);
     if (noff != 2)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: tensor '%s': data_offsets must "
-                             "have 2 entries, not %zu", path, nm, noff);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: bad header: tensor '%s': data_offsets must "
+                             "have 2 entries, not %zu",
+                             path, nm, noff);
     ent->name = name;
     ent->dtype = json_string_value(dtype);
     return 0;
@@ -238,11 +249,14 @@ static int s_metadata(const char *path, json_t *obj, fm_safetensors_t *f, fm_err
         return fm_errmsg_set(e, -ENOMEM, "%s: out of memory", path);
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         if (!json_is_string(v)) {
             char k2[S_NAME_SHOWN + 8];
-            return fm_errmsg_set(e, FM_EFORMAT, "%s: bad header: __metadata__ value of '%s' is "
-                                 "not a string", path, s_printable(k2, sizeof k2, key));
+            return fm_errmsg_set(e, FM_EFORMAT,
+                                 "%s: bad header: __metadata__ value of '%s' is "
+                                 "not a string",
+                                 path, s_printable(k2, sizeof k2, key));
         }
         f->meta[2 * f->nmeta] = key;
         f->meta[2 * f->nmeta + 1] = json_string_value(v);
@@ -283,7 +297,8 @@ static int s_header(const char *path, fm_safetensors_t *f, s_entry_t *ents, int 
 {
     const char *key;
     json_t *v;
-    json_object_foreach(f->header, key, v) {
+    json_object_foreach(f->header, key, v)
+    {
         int rc = strcmp(key, "__metadata__") == 0 ? s_metadata(path, v, f, e)
                                                   : s_entry(path, key, v, &ents[(*nents)++], e);
         if (rc != 0)
@@ -422,21 +437,26 @@ fm_safetensors_t *fm_safetensors_open(const char *path, int *err, fm_errmsg_t *e
     if ((rc = s_read_file(path, &f->buf, &f->size, e)) != 0)
         goto cleanup;
     if (f->size < 8) {
-        rc = fm_errmsg_set(e, FM_ETRUNC, "%s: truncated: %zu bytes, a safetensors file has at "
-                           "least the 8-byte header length", path, f->size);
+        rc = fm_errmsg_set(e, FM_ETRUNC,
+                           "%s: truncated: %zu bytes, a safetensors file has at "
+                           "least the 8-byte header length",
+                           path, f->size);
         goto cleanup;
     }
     uint64_t hlen;
     memcpy(&hlen, f->buf, 8);
     if (hlen > S_MAX_HEADER) {
-        rc = fm_errmsg_set(e, FM_EFORMAT, "%s: header length %llu exceeds the limit of %llu bytes "
-                           "(not a safetensors file?)", path, (unsigned long long)hlen,
-                           (unsigned long long)S_MAX_HEADER);
+        rc = fm_errmsg_set(e, FM_EFORMAT,
+                           "%s: header length %llu exceeds the limit of %llu bytes "
+                           "(not a safetensors file?)",
+                           path, (unsigned long long)hlen, (unsigned long long)S_MAX_HEADER);
         goto cleanup;
     }
     if (hlen > f->size - 8) {
-        rc = fm_errmsg_set(e, FM_ETRUNC, "%s: truncated: header length %llu but only %zu bytes "
-                           "follow it", path, (unsigned long long)hlen, f->size - 8);
+        rc = fm_errmsg_set(e, FM_ETRUNC,
+                           "%s: truncated: header length %llu but only %zu bytes "
+                           "follow it",
+                           path, (unsigned long long)hlen, f->size - 8);
         goto cleanup;
     }
     if ((rc = s_parse(path, (const char *)f->buf + 8, (size_t)hlen, f, e)) != 0)
@@ -498,8 +518,8 @@ const fm_tensor_t *fm_safetensors_get(const fm_safetensors_t *f, const char *nam
         return NULL;
     fm_tensor_t key = {.name = name};
     const fm_tensor_t *kp = &key;
-    const fm_tensor_t *const *hit =
-        bsearch(&kp, f->sorted, (size_t)f->n, sizeof *f->sorted, s_cmp_name);
+    const fm_tensor_t *const *hit = bsearch(&kp, f->sorted, (size_t)f->n, sizeof *f->sorted,
+                                            s_cmp_name);
     return hit ? *hit : NULL;
 }
 
@@ -584,8 +604,8 @@ static int s_check_write_args(const char *path, const fm_tensor_t *t, int n,
         return fm_errmsg_set(e, FM_EARG, "%s: bad tensor or metadata list", path);
     for (int i = 0; i < n; i++) {
         if (!t[i].name || !s_utf8_valid(t[i].name) || strcmp(t[i].name, "__metadata__") == 0)
-            return fm_errmsg_set(e, FM_EARG,
-                                 "%s: tensor %d: missing, invalid UTF-8 or reserved name", path, i);
+            return fm_errmsg_set(
+                e, FM_EARG, "%s: tensor %d: missing, invalid UTF-8 or reserved name", path, i);
         s_printable(nm, sizeof nm, t[i].name);
         const s_dtype_t *dt = s_dtype_find(t[i].dtype);
         if (!dt)
@@ -748,8 +768,11 @@ int fm_safetensors_save_model(const fm_model_t *m, const char *path, fm_errmsg_t
     const float *params = fm_model_params_const(m);
     for (int i = 0; i < n; i++) {
         const fm_view_t *v = fm_model_view(m, i);
-        t[i] = (fm_tensor_t){.name = v->name, .dtype = "F32", .ndim = v->ndim,
-                             .data = params + v->offset, .nbytes = v->numel * sizeof(float)};
+        t[i] = (fm_tensor_t){.name = v->name,
+                             .dtype = "F32",
+                             .ndim = v->ndim,
+                             .data = params + v->offset,
+                             .nbytes = v->numel * sizeof(float)};
         memcpy(t[i].shape, v->shape, sizeof t[i].shape);
     }
     const char *meta[] = {"fedmq_model", fm_model_name(m), "format", "pt"};
@@ -779,8 +802,10 @@ static int s_check_view(const char *path, const char *model, const fm_view_t *v,
         float x;
         memcpy(&x, p + k * sizeof x, sizeof x); /* data may be unaligned */
         if (!isfinite(x))
-            return fm_errmsg_set(e, FM_ENONFINITE, "%s: tensor '%s' of model %s has a non-finite "
-                                 "value (%g) at index %zu", path, v->name, model, (double)x, k);
+            return fm_errmsg_set(e, FM_ENONFINITE,
+                                 "%s: tensor '%s' of model %s has a non-finite "
+                                 "value (%g) at index %zu",
+                                 path, v->name, model, (double)x, k);
     }
     return 0;
 }

@@ -16,8 +16,8 @@
  * from the fm_safetensors_t and live as long as it). */
 typedef struct {
     const char *name;
-    const char *dtype;           /* "F32", "F64", "I64", "I32", "U8" */
-    int ndim;                    /* 0..FM_MAX_DIMS */
+    const char *dtype; /* "F32", "F64", "I64", "I32", "U8" */
+    int ndim;          /* 0..FM_MAX_DIMS */
     int64_t shape[FM_MAX_DIMS];
     const void *data;
     size_t nbytes;

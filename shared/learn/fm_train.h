@@ -10,16 +10,16 @@
 #include "fm_optim.h"
 
 typedef struct {
-    int epochs;        /* passes over the samples, >= 1 */
-    int batch;         /* mini-batch size, >= 1; the last batch of an epoch may be smaller */
-    uint64_t seed;     /* shuffling and dropout */
+    int epochs;    /* passes over the samples, >= 1 */
+    int batch;     /* mini-batch size, >= 1; the last batch of an epoch may be smaller */
+    uint64_t seed; /* shuffling and dropout */
 } fm_train_config_t;
 
 typedef struct {
-    double loss;       /* mean training loss of the last epoch */
-    uint64_t steps;    /* optimiser steps taken */
-    uint64_t samples;  /* samples processed */
-    double seconds;    /* wall time */
+    double loss;      /* mean training loss of the last epoch */
+    uint64_t steps;   /* optimiser steps taken */
+    uint64_t samples; /* samples processed */
+    double seconds;   /* wall time */
 } fm_train_result_t;
 
 /* Called after each epoch; return non-zero to stop training early. */

@@ -12,24 +12,24 @@
 #define CNN_P2 0.5f
 
 struct fm_work {
-    fm_arch_t arch;    /* architecture this workspace was sized for */
-    int max_batch;     /* capacity in samples */
-    int B;             /* samples in the last forward */
-    int train;         /* last forward ran with dropout */
-    const float *x;    /* input of the last forward (borrowed) */
-    const uint8_t *y;  /* labels of the last forward (borrowed) */
+    fm_arch_t arch;   /* architecture this workspace was sized for */
+    int max_batch;    /* capacity in samples */
+    int B;            /* samples in the last forward */
+    int train;        /* last forward ran with dropout */
+    const float *x;   /* input of the last forward (borrowed) */
+    const uint8_t *y; /* labels of the last forward (borrowed) */
     /* activations (B x per-sample size each) */
-    float *a1, *a2;    /* cnn: conv1 output after relu, conv2 product (no bias, no relu);
-                          mlp: hidden 1, 2 after relu */
-    float *pool;       /* cnn: max-pool output (B,9216) */
-    uint8_t *argmax;   /* cnn: max-pool argmax (B,9216) */
+    float *a1, *a2;       /* cnn: conv1 output after relu, conv2 product (no bias, no relu);
+                             mlp: hidden 1, 2 after relu */
+    float *pool;          /* cnn: max-pool output (B,9216) */
+    uint8_t *argmax;      /* cnn: max-pool argmax (B,9216) */
     float *drop1, *mask1; /* cnn: dropout1 output and mask */
-    float *h;          /* cnn: fc1 output after relu (B,128) */
+    float *h;             /* cnn: fc1 output after relu (B,128) */
     float *drop2, *mask2; /* cnn: dropout2 output and mask */
     float *logits, *logp; /* (B,10) */
     /* activation gradients */
     float *dlogits, *dh, *dd1, *da2, *da1;
-    float *scratch;    /* conv im2col buffer */
+    float *scratch; /* conv im2col buffer */
 };
 
 static float *s_alloc(size_t n, int *ok)
@@ -58,8 +58,7 @@ fm_work_t *fm_work_new(const fm_model_t *m, int max_batch, int *err)
     w->logp = s_alloc(B * 10, &ok);
     w->dlogits = s_alloc(B * 10, &ok);
     switch (w->arch) {
-    case FM_ARCH_LOGREG:
-        break;
+    case FM_ARCH_LOGREG: break;
     case FM_ARCH_MLP:
         w->a1 = s_alloc(B * 200, &ok);
         w->a2 = s_alloc(B * 200, &ok);
@@ -99,8 +98,9 @@ void fm_work_destroy(fm_work_t **p)
     if (!p || !*p)
         return;
     fm_work_t *w = *p;
-    float *bufs[] = {w->a1, w->a2, w->pool, w->drop1, w->mask1, w->h, w->drop2, w->mask2,
-                     w->logits, w->logp, w->dlogits, w->dh, w->dd1, w->da2, w->da1, w->scratch};
+    float *bufs[] = {w->a1,    w->a2,    w->pool,   w->drop1,  w->mask1,   w->h,
+                     w->drop2, w->mask2, w->logits, w->logp,   w->dlogits, w->dh,
+                     w->dd1,   w->da2,   w->da1,    w->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(w->argmax);
@@ -131,9 +131,7 @@ double fm_work_forward(fm_work_t *w, const fm_model_t *m, const float *x, const 
     w->y = y;
     w->train = train;
     switch (w->arch) {
-    case FM_ARCH_LOGREG:
-        fm_dense_forward(w->logits, x, s_p(m, 0), s_p(m, 1), B, 784, 10);
-        break;
+    case FM_ARCH_LOGREG: fm_dense_forward(w->logits, x, s_p(m, 0), s_p(m, 1), B, 784, 10); break;
     case FM_ARCH_MLP:
         fm_dense_forward(w->a1, x, s_p(m, 0), s_p(m, 1), B, 784, 200);
         fm_relu_forward(w->a1, w->a1, (size_t)B * 200);
@@ -145,8 +143,10 @@ double fm_work_forward(fm_work_t *w, const fm_model_t *m, const float *x, const 
         // x (B,1,28,28) -> a1 (B,32,26,26) -> a2 (B,64,24,24) -> pool (B,64,12,12)
         // conv2's bias and relu are applied after pooling (fm_relu_maxpool2_forward): a2
         // holds conv2's raw product without bias
-        fm_conv2d_forward_act(w->a1, x, s_p(m, 0), s_p(m, 1), w->scratch, B, 1, 28, 28, 32, 3, 3, 1);
-        fm_conv2d_forward_act(w->a2, w->a1, s_p(m, 2), NULL, w->scratch, B, 32, 26, 26, 64, 3, 3, 0);
+        fm_conv2d_forward_act(w->a1, x, s_p(m, 0), s_p(m, 1), w->scratch, B, 1, 28, 28, 32, 3, 3,
+                              1);
+        fm_conv2d_forward_act(w->a2, w->a1, s_p(m, 2), NULL, w->scratch, B, 32, 26, 26, 64, 3, 3,
+                              0);
         fm_relu_maxpool2_forward(w->pool, w->argmax, w->a2, s_p(m, 3), B, 64, 24, 24);
         const float *f = w->pool;
         if (train) {
@@ -174,12 +174,12 @@ void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float sca
     fm_logsoftmax_nll_backward(w->dlogits, w->logp, w->y, B, 10, scale);
     switch (w->arch) {
     case FM_ARCH_LOGREG:
-        fm_dense_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->dlogits, w->x, s_p(m, 0), B,
-                          784, 10);
+        fm_dense_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->dlogits, w->x, s_p(m, 0),
+                          B, 784, 10);
         break;
     case FM_ARCH_MLP:
-        fm_dense_backward(w->da2, s_g(m, grads, 4), s_g(m, grads, 5), w->dlogits, w->a2, s_p(m, 4),
-                          B, 200, 10);
+        fm_dense_backward(w->da2, s_g(m, grads, 4), s_g(m, grads, 5), w->dlogits, w->a2,
+                          s_p(m, 4), B, 200, 10);
         fm_relu_backward(w->da2, w->da2, w->a2, (size_t)B * 200);
         fm_dense_backward(w->da1, s_g(m, grads, 2), s_g(m, grads, 3), w->da2, w->a1, s_p(m, 2), B,
                           200, 200);
@@ -195,14 +195,14 @@ void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float sca
             fm_dropout_backward(w->dh, w->dh, w->mask2, (size_t)B * 128);
         fm_relu_backward(w->dh, w->dh, w->h, (size_t)B * 128);
         const float *f = w->train ? w->drop1 : w->pool;
-        fm_dense_backward(w->dd1, s_g(m, grads, 4), s_g(m, grads, 5), w->dh, f, s_p(m, 4), B, 9216,
-                          128);
+        fm_dense_backward(w->dd1, s_g(m, grads, 4), s_g(m, grads, 5), w->dh, f, s_p(m, 4), B,
+                          9216, 128);
         if (w->train)
             fm_dropout_backward(w->dd1, w->dd1, w->mask1, (size_t)B * 9216);
         fm_relu_maxpool2_backward(w->da2, s_g(m, grads, 3), w->dd1, w->pool, w->argmax, B, 64, 24,
                                   24);
-        fm_conv2d_backward_act(w->da1, s_g(m, grads, 2), NULL, w->da2, w->a1, s_p(m, 2), w->scratch,
-                               B, 32, 26, 26, 64, 3, 3, 1);
+        fm_conv2d_backward_act(w->da1, s_g(m, grads, 2), NULL, w->da2, w->a1, s_p(m, 2),
+                               w->scratch, B, 32, 26, 26, 64, 3, 3, 1);
         fm_conv2d_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->da1, w->x, s_p(m, 0),
                            w->scratch, B, 1, 28, 28, 32, 3, 3);
         break;

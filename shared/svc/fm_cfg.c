@@ -20,10 +20,10 @@
 #include "fm_data.h"
 #include "fm_parse.h"
 
-#define S_SHOWN 64        /* bytes of a value quoted in a message */
-#define S_NUM_MAX 64      /* canonical text of a non-string value */
+#define S_SHOWN 64   /* bytes of a value quoted in a message */
+#define S_NUM_MAX 64 /* canonical text of a non-string value */
 #define S_TEXT_MAX (FM_CFG_STR_MAX > S_NUM_MAX ? FM_CFG_STR_MAX : S_NUM_MAX)
-#define S_NAME_MAX 32     /* bytes of a key name (cfg_test checks the table) */
+#define S_NAME_MAX 32 /* bytes of a key name (cfg_test checks the table) */
 _Static_assert(FM_CFG_LINE_MAX >= S_NAME_MAX + 3 + FM_CFG_STR_MAX - 1,
                "a dumped \"key = value\" line must fit FM_CFG_LINE_MAX");
 
@@ -57,8 +57,10 @@ static const char *s_staleness_name(int v)
 
 static const char *s_level_name(int v)
 {
-    static const char *const n[] = {[LOG_ERR] = "error", [LOG_WARNING] = "warning",
-                                    [LOG_NOTICE] = "notice", [LOG_INFO] = "info",
+    static const char *const n[] = {[LOG_ERR] = "error",
+                                    [LOG_WARNING] = "warning",
+                                    [LOG_NOTICE] = "notice",
+                                    [LOG_INFO] = "info",
                                     [LOG_DEBUG] = "debug"};
     return S_NAMES(n, v);
 }
@@ -76,25 +78,40 @@ static int s_check_clients(const char *v, char *why, size_t cap);
 static int s_check_nonempty(const char *v, char *why, size_t cap);
 
 /* Offset of field sec.name, which must have type T (else: negative array size). */
-#define S_FIELD(sec, name, T)                                                                  \
-    (offsetof(fm_config_t, sec.name) +                                                         \
-     0 * sizeof(char[_Generic(((fm_config_t *)0)->sec.name, T: 1, default: -1)]))
-#define S_INT(sec, name, lo, hi, def, rel, help)                                               \
-    {#sec, #name, FM_CFG_INT, S_FIELD(sec, name, int), lo, hi, NULL, def, help, rel, NULL}
-#define S_U64(sec, name, def, rel, help)                                                       \
-    {#sec, #name, FM_CFG_U64, S_FIELD(sec, name, uint64_t), 0, 0, NULL, def, help, rel, NULL}
-#define S_FLT(sec, name, lo, hi, def, rel, help)                                               \
-    {#sec, #name, FM_CFG_FLOAT, S_FIELD(sec, name, double), lo, hi, NULL, def, help, rel, NULL}
-#define S_BOOL(sec, name, def, rel, help)                                                      \
-    {#sec, #name, FM_CFG_BOOL, S_FIELD(sec, name, bool), 0, 1, NULL, def, help, rel, NULL}
-#define S_STR(sec, name, check, def, rel, help)                                                \
-    {#sec, #name, FM_CFG_STRING, S_FIELD(sec, name, char *), 0, 0, NULL, def, help, rel, check}
+#define S_FIELD(sec, name, T)                                                                    \
+    (offsetof(fm_config_t, sec.name) +                                                           \
+     0 * sizeof(char[_Generic(((fm_config_t *)0)->sec.name, T : 1, default                       \
+                              : -1)]))
+#define S_INT(sec, name, lo, hi, def, rel, help)                                                 \
+    {                                                                                            \
+#sec, #name, FM_CFG_INT, S_FIELD(sec, name, int), lo, hi, NULL, def, help, rel, NULL     \
+    }
+#define S_U64(sec, name, def, rel, help)                                                         \
+    {                                                                                            \
+#sec, #name, FM_CFG_U64, S_FIELD(sec, name, uint64_t), 0, 0, NULL, def, help, rel, NULL  \
+    }
+#define S_FLT(sec, name, lo, hi, def, rel, help)                                                 \
+    {                                                                                            \
+#sec, #name, FM_CFG_FLOAT, S_FIELD(sec, name, double), lo, hi, NULL, def, help, rel,     \
+            NULL                                                                                 \
+    }
+#define S_BOOL(sec, name, def, rel, help)                                                        \
+    {                                                                                            \
+#sec, #name, FM_CFG_BOOL, S_FIELD(sec, name, bool), 0, 1, NULL, def, help, rel, NULL     \
+    }
+#define S_STR(sec, name, check, def, rel, help)                                                  \
+    {                                                                                            \
+#sec, #name, FM_CFG_STRING, S_FIELD(sec, name, char *), 0, 0, NULL, def, help, rel,      \
+            check                                                                                \
+    }
 /* enum fields: int or the owning module's enum (the size of an int); values lo..hi */
-#define S_ENUM_FIELD(sec, name)                                                                \
-    (offsetof(fm_config_t, sec.name) +                                                         \
+#define S_ENUM_FIELD(sec, name)                                                                  \
+    (offsetof(fm_config_t, sec.name) +                                                           \
      0 * sizeof(char[sizeof(((fm_config_t *)0)->sec.name) == sizeof(int) ? 1 : -1]))
-#define S_ENUM(sec, name, namefn, lo, hi, def, rel, help)                                      \
-    {#sec, #name, FM_CFG_ENUM, S_ENUM_FIELD(sec, name), lo, hi, namefn, def, help, rel, NULL}
+#define S_ENUM(sec, name, namefn, lo, hi, def, rel, help)                                        \
+    {                                                                                            \
+#sec, #name, FM_CFG_ENUM, S_ENUM_FIELD(sec, name), lo, hi, namefn, def, help, rel, NULL  \
+    }
 
 #define S_RELOAD true
 #define S_RESTART false
@@ -110,8 +127,7 @@ static const fm_cfg_key_t s_keys[] = {
           "unless [aggregator] buffer_k is set"),
     S_INT(federation, num_rounds, 0, 1000000000, "0", S_RESTART,
           "model versions to make (sync: rounds aggregated), then stop; 0 = unlimited"),
-    S_INT(federation, local_epochs, 1, 1000, "1", S_RESTART,
-          "local epochs per client update"),
+    S_INT(federation, local_epochs, 1, 1000, "1", S_RESTART, "local epochs per client update"),
     S_FLT(federation, learning_rate, 0, 10, "0.01", S_RESTART, "client SGD learning rate"),
     S_INT(federation, batch_size, 1, 65536, "32", S_RESTART, "client mini-batch size, samples"),
     S_FLT(federation, momentum, 0, 1, "0.9", S_RESTART, "client SGD momentum, 0 = plain SGD"),
@@ -125,15 +141,15 @@ static const fm_cfg_key_t s_keys[] = {
     S_ENUM(federation, aggregation_strategy, s_strategy_name, FM_CFG_STRATEGY_FEDAVG,
            FM_CFG_STRATEGY_FEDBUFF, "fedbuff", S_RESTART,
            "fedavg, fedprox (fedavg + proximal term mu) or fedbuff (= fedavg, async only); "
-          "async modes buffer K updates (FedBuff)"),
+           "async modes buffer K updates (FedBuff)"),
     S_ENUM(federation, mode, s_mode_name, FM_CFG_MODE_ASYNC, FM_CFG_MODE_SYNC, "async", S_RESTART,
            "async (versions as updates arrive) or sync (rounds with a deadline)"),
     S_STR(federation, partition, s_check_partition, "dirichlet:0.5", S_RESTART,
           "split of the training set over clients: iid, dirichlet:ALPHA or shards:K"),
     S_U64(federation, seed, "1", S_RESTART,
           "seed of every random stream (init, partition, sampling, dropout)"),
-    S_STR(federation, data_dir, s_check_nonempty, "/usr/share/datasets/fashion-mnist",
-          S_RESTART, "directory with the MNIST-format IDX files (gzipped or not)"),
+    S_STR(federation, data_dir, s_check_nonempty, "/usr/share/datasets/fashion-mnist", S_RESTART,
+          "directory with the MNIST-format IDX files (gzipped or not)"),
     S_FLT(federation, target_accuracy, 0, 1, "0.85", S_RELOAD,
           "stop when the evaluator reports this test accuracy, 0..1"),
     S_FLT(federation, time_limit_s, 0, 1e9, "600", S_RELOAD,
@@ -181,8 +197,8 @@ static const fm_cfg_key_t s_keys[] = {
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
           "async: updates buffered before a new model version (FedBuff K), 0 = [federation] "
           "clients_per_round"),
-    S_ENUM(aggregator, staleness, s_staleness_name, FM_STALENESS_CONSTANT,
-           FM_STALENESS_HINGE, "polynomial", S_RESTART,
+    S_ENUM(aggregator, staleness, s_staleness_name, FM_STALENESS_CONSTANT, FM_STALENESS_HINGE,
+           "polynomial", S_RESTART,
            "staleness weight s(tau): constant 1, polynomial (1+tau)^-a, "
            "hinge 1 up to b then 1/(a(tau-b)+1)"),
     S_FLT(aggregator, staleness_a, 0, 100, "0.5", S_RESTART,
@@ -198,14 +214,13 @@ static const fm_cfg_key_t s_keys[] = {
            "server step on the averaged delta: fedavg, fedavgm (momentum), fedadam, fedyogi"),
     S_FLT(aggregator, server_lr, 0, 100, "1", S_RESTART, "server learning rate"),
     S_FLT(aggregator, server_momentum, 0, 1, "0.9", S_RESTART, "fedavgm server momentum"),
-    S_FLT(aggregator, beta1, 0, 0.999999, "0.9", S_RESTART,
-          "fedadam/fedyogi first-moment decay"),
+    S_FLT(aggregator, beta1, 0, 0.999999, "0.9", S_RESTART, "fedadam/fedyogi first-moment decay"),
     S_FLT(aggregator, beta2, 0, 0.999999, "0.99", S_RESTART,
           "fedadam/fedyogi second-moment decay"),
     S_FLT(aggregator, tau, 1e-12, 10, "0.001", S_RESTART,
           "fedadam/fedyogi adaptivity (added to the root of the second moment)"),
-    S_STR(aggregator, checkpoint_dir, s_check_nonempty, "/var/lib/fedmq/aggregator",
-          S_RESTART, "LMDB checkpoint directory (created with mode 0700)"),
+    S_STR(aggregator, checkpoint_dir, s_check_nonempty, "/var/lib/fedmq/aggregator", S_RESTART,
+          "LMDB checkpoint directory (created with mode 0700)"),
     S_INT(aggregator, checkpoint_every, 1, 1000000, "10", S_RELOAD,
           "write a checkpoint every this many model versions"),
     S_INT(aggregator, checkpoint_keep, 1, 10000, "5", S_RELOAD,
@@ -232,8 +247,8 @@ static const fm_cfg_key_t s_keys[] = {
 
 #define S_NKEYS (sizeof s_keys / sizeof s_keys[0])
 
-static const char *const s_sections[] = {"federation", "endpoints", "broker",
-                                         "trainer", "aggregator", "evaluator"};
+static const char *const s_sections[] = {"federation", "endpoints",  "broker",
+                                         "trainer",    "aggregator", "evaluator"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 size_t fm_cfg_nkeys(void) { return S_NKEYS; }
@@ -276,7 +291,8 @@ static const void *s_cfield(const fm_config_t *c, const fm_cfg_key_t *k)
     return (const char *)c + k->offset;
 }
 
-/* ---- string validators ---------------------------------------------------------------------- */
+/* ---- string validators ----------------------------------------------------------------------
+ */
 
 static int s_check_nonempty(const char *v, char *why, size_t cap)
 {
@@ -388,8 +404,7 @@ static void s_fmt_double(char *buf, size_t cap, double d)
 
 /* Parse `text` as the value of key `k` and store it in *c; on failure *c is untouched,
  * the reason goes to why[0..cap) and FM_EARG or FM_ERANGE is returned. */
-static int s_apply(fm_config_t *c, const fm_cfg_key_t *k, const char *text, char *why,
-                   size_t cap)
+static int s_apply(fm_config_t *c, const fm_cfg_key_t *k, const char *text, char *why, size_t cap)
 {
     switch (k->type) {
     case FM_CFG_INT: {
@@ -490,18 +505,10 @@ static void s_format(const fm_config_t *c, const fm_cfg_key_t *k, char *buf, siz
 {
     const void *p = s_cfield(c, k);
     switch (k->type) {
-    case FM_CFG_INT:
-        snprintf(buf, cap, "%d", *(const int *)p);
-        return;
-    case FM_CFG_U64:
-        snprintf(buf, cap, "%llu", (unsigned long long)*(const uint64_t *)p);
-        return;
-    case FM_CFG_FLOAT:
-        s_fmt_double(buf, cap, *(const double *)p);
-        return;
-    case FM_CFG_BOOL:
-        snprintf(buf, cap, "%s", *(const bool *)p ? "true" : "false");
-        return;
+    case FM_CFG_INT: snprintf(buf, cap, "%d", *(const int *)p); return;
+    case FM_CFG_U64: snprintf(buf, cap, "%llu", (unsigned long long)*(const uint64_t *)p); return;
+    case FM_CFG_FLOAT: s_fmt_double(buf, cap, *(const double *)p); return;
+    case FM_CFG_BOOL: snprintf(buf, cap, "%s", *(const bool *)p ? "true" : "false"); return;
     case FM_CFG_ENUM: {
         const char *name = s_enum_name(k, *(const int *)p);
         if (name)
@@ -539,8 +546,9 @@ static int s_key_error(fm_errmsg_t *e, int code, const char *where, const char *
                        const char *name, const char *value, const char *why)
 {
     char sec[S_SHOWN + 4], key[S_SHOWN + 4], val[S_SHOWN + 4];
-    return fm_errmsg_set(e, code, "%s: [%s] %s = %s: %s", where, s_shown(sec, sizeof sec, section),
-                         s_shown(key, sizeof key, name), s_shown(val, sizeof val, value), why);
+    return fm_errmsg_set(e, code, "%s: [%s] %s = %s: %s", where,
+                         s_shown(sec, sizeof sec, section), s_shown(key, sizeof key, name),
+                         s_shown(val, sizeof val, value), why);
 }
 
 static size_t s_min3(size_t a, size_t b, size_t c)
@@ -631,20 +639,25 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
     } else if (f->min_clients > f->num_clients) {
         k = fm_cfg_key_find("federation", "min_clients");
         snprintf(why, sizeof why, "must be <= [federation] num_clients (%d)", f->num_clients);
-    } else if (f->mode == FM_CFG_MODE_SYNC && f->aggregation_strategy == FM_CFG_STRATEGY_FEDBUFF) {
+    } else if (f->mode == FM_CFG_MODE_SYNC &&
+               f->aggregation_strategy == FM_CFG_STRATEGY_FEDBUFF) {
         k = fm_cfg_key_find("federation", "aggregation_strategy");
-        snprintf(why, sizeof why, "fedbuff is asynchronous: use fedavg or fedprox with "
+        snprintf(why, sizeof why,
+                 "fedbuff is asynchronous: use fedavg or fedprox with "
                  "[federation] mode = sync");
     } else if (f->mode == FM_CFG_MODE_SYNC && f->min_clients > f->clients_per_round) {
         k = fm_cfg_key_find("federation", "min_clients");
-        snprintf(why, sizeof why, "must be <= [federation] clients_per_round (%d) in mode = "
-                 "sync, or no round could aggregate", f->clients_per_round);
+        snprintf(why, sizeof why,
+                 "must be <= [federation] clients_per_round (%d) in mode = "
+                 "sync, or no round could aggregate",
+                 f->clients_per_round);
     } else if (f->aggregation_strategy == FM_CFG_STRATEGY_FEDPROX && f->mu <= 0) {
         k = fm_cfg_key_find("federation", "mu");
         snprintf(why, sizeof why, "must be > 0 with [federation] aggregation_strategy = fedprox");
     } else if (f->aggregation_strategy != FM_CFG_STRATEGY_FEDPROX && f->mu > 0) {
         k = fm_cfg_key_find("federation", "mu");
-        snprintf(why, sizeof why, "is the FedProx coefficient: set [federation] "
+        snprintf(why, sizeof why,
+                 "is the FedProx coefficient: set [federation] "
                  "aggregation_strategy = fedprox, or mu = 0");
     } else if (s_parse_clients(c->trainer.clients, &lo, &hi) == 0 && hi >= f->num_clients) {
         k = fm_cfg_key_find("trainer", "clients");
@@ -779,8 +792,10 @@ static size_t s_utf8_bad(const unsigned char *s, size_t n)
 
 static int s_syntax_error(const s_parse_t *p, fm_errmsg_t *e)
 {
-    return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: syntax error (expected [section], key = value "
-                         "or a # comment)", p->path, p->line);
+    return fm_errmsg_set(e, FM_EFORMAT,
+                         "%s:%d: syntax error (expected [section], key = value "
+                         "or a # comment)",
+                         p->path, p->line);
 }
 
 /* "[section]", optionally followed by a comment; t has no trailing white space. */
@@ -841,7 +856,8 @@ static int s_key_line(s_parse_t *p, char *line, fm_errmsg_t *e)
         s_unknown_key_why(why, sizeof why, p->section, name);
         rc = FM_EARG;
     } else if (p->set_line[k - s_keys]) {
-        snprintf(why, sizeof why, "duplicate key (first set on line %d)", p->set_line[k - s_keys]);
+        snprintf(why, sizeof why, "duplicate key (first set on line %d)",
+                 p->set_line[k - s_keys]);
         rc = FM_EARG;
     } else {
         rc = s_apply(&p->cfg, k, value, why, sizeof why);
@@ -860,8 +876,8 @@ static int s_line(s_parse_t *p, const char *s, size_t n, fm_errmsg_t *e)
         return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: NUL byte at column %zu", p->path, p->line,
                              (size_t)(nul - s) + 1);
     if (n > FM_CFG_LINE_MAX)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: line longer than %d bytes", p->path,
-                             p->line, FM_CFG_LINE_MAX);
+        return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: line longer than %d bytes", p->path, p->line,
+                             FM_CFG_LINE_MAX);
     size_t bad = s_utf8_bad((const unsigned char *)s, n);
     if (bad)
         return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: not UTF-8 text (byte 0x%02X at column %zu)",
@@ -877,8 +893,10 @@ static int s_line(s_parse_t *p, const char *s, size_t n, fm_errmsg_t *e)
     if (!*t || *t == '#' || *t == ';')
         return 0;
     if (t != line)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s:%d: indented line (continuation lines are not "
-                             "supported)", p->path, p->line);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s:%d: indented line (continuation lines are not "
+                             "supported)",
+                             p->path, p->line);
     return *t == '[' ? s_section_line(p, t, e) : s_key_line(p, line, e);
 }
 
@@ -902,8 +920,7 @@ static int s_parse(s_parse_t *p, const char *text, size_t len, fm_errmsg_t *e)
     return 0;
 }
 
-int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len,
-                 fm_errmsg_t *e)
+int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len, fm_errmsg_t *e)
 {
     FM_ASSERT(c && name && (text || len == 0));
     s_parse_t *p = calloc(1, sizeof *p);
@@ -1004,8 +1021,10 @@ int fm_cfg_check_reload(const fm_config_t *old, const fm_config_t *fresh, fm_err
         char va[S_TEXT_MAX], vb[S_TEXT_MAX], sa[S_SHOWN + 4], sb[S_SHOWN + 4];
         s_format(old, k, va, sizeof va);
         s_format(fresh, k, vb, sizeof vb);
-        return fm_errmsg_set(e, FM_EARG, "reload: [%s] %s changed from %s to %s, which needs "
-                             "a restart", k->section, k->name, s_shown(sa, sizeof sa, va),
+        return fm_errmsg_set(e, FM_EARG,
+                             "reload: [%s] %s changed from %s to %s, which needs "
+                             "a restart",
+                             k->section, k->name, s_shown(sa, sizeof sa, va),
                              s_shown(sb, sizeof sb, vb));
     }
     return 0;
@@ -1090,9 +1109,7 @@ static void s_constraint(const fm_cfg_key_t *k, char *buf, size_t cap)
     case FM_CFG_INT:
         snprintf(buf, cap, "integer in [%ld, %ld]", (long)k->lo, (long)k->hi);
         return;
-    case FM_CFG_U64:
-        snprintf(buf, cap, "integer in [0, 2^64-1]");
-        return;
+    case FM_CFG_U64: snprintf(buf, cap, "integer in [0, 2^64-1]"); return;
     case FM_CFG_FLOAT: {
         char lo[S_NUM_MAX], hi[S_NUM_MAX];
         s_fmt_double(lo, sizeof lo, k->lo);
@@ -1100,18 +1117,14 @@ static void s_constraint(const fm_cfg_key_t *k, char *buf, size_t cap)
         snprintf(buf, cap, "number in [%s, %s]", lo, hi);
         return;
     }
-    case FM_CFG_BOOL:
-        snprintf(buf, cap, "true or false");
-        return;
+    case FM_CFG_BOOL: snprintf(buf, cap, "true or false"); return;
     case FM_CFG_ENUM: {
         char list[160];
         s_enum_list(k, list, sizeof list);
         snprintf(buf, cap, "one of %s", list);
         return;
     }
-    case FM_CFG_STRING:
-        snprintf(buf, cap, "string");
-        return;
+    case FM_CFG_STRING: snprintf(buf, cap, "string"); return;
     }
 }
 

@@ -67,23 +67,23 @@ typedef struct {
     fm_arch_t model;
     int num_clients;
     int clients_per_round;
-    int num_rounds;                  /* 0 = unlimited */
+    int num_rounds; /* 0 = unlimited */
     int local_epochs;
     double learning_rate;
     int batch_size;
     double momentum;
     double weight_decay;
-    double clip_norm;                /* 0 = no clipping */
-    double mu;                       /* FedProx proximal term, 0 = off */
+    double clip_norm; /* 0 = no clipping */
+    double mu;        /* FedProx proximal term, 0 = off */
     int min_clients;
-    int aggregation_strategy;        /* fm_cfg_strategy_t */
-    int mode;                        /* fm_cfg_mode_t */
-    char partition[FM_CFG_STR_MAX];  /* iid | dirichlet:A | shards:K */
+    int aggregation_strategy;       /* fm_cfg_strategy_t */
+    int mode;                       /* fm_cfg_mode_t */
+    char partition[FM_CFG_STR_MAX]; /* iid | dirichlet:A | shards:K */
     uint64_t seed;
     char data_dir[FM_CFG_STR_MAX];
     double target_accuracy;
-    double time_limit_s;             /* 0 = no limit */
-    double holdout;                  /* held-out fraction of each client's samples */
+    double time_limit_s; /* 0 = no limit */
+    double holdout;      /* held-out fraction of each client's samples */
 } fm_cfg_federation_t;
 
 typedef struct {
@@ -100,18 +100,18 @@ typedef struct {
 } fm_cfg_broker_t;
 
 typedef struct {
-    char clients[FM_CFG_STR_MAX];    /* "A-B" or "A", client ids in [0, num_clients) */
+    char clients[FM_CFG_STR_MAX]; /* "A-B" or "A", client ids in [0, num_clients) */
     int workers;
     int threads_per_worker;
     double heartbeat_interval_s;
-    double slowdown_sigma;           /* lognormal sigma of per-client slowdown, 0 = none */
+    double slowdown_sigma; /* lognormal sigma of per-client slowdown, 0 = none */
     double dropout_prob;
     int log_level;
 } fm_cfg_trainer_t;
 
 typedef struct {
     int buffer_k;
-    fm_staleness_kind_t staleness;   /* owned by fm_fedbuff (shared/fl) */
+    fm_staleness_kind_t staleness; /* owned by fm_fedbuff (shared/fl) */
     double staleness_a;
     double staleness_b;
     int max_staleness;
@@ -125,7 +125,7 @@ typedef struct {
     char checkpoint_dir[FM_CFG_STR_MAX];
     int checkpoint_every;
     int checkpoint_keep;
-    char init[FM_CFG_STR_MAX];       /* "" = seeded init */
+    char init[FM_CFG_STR_MAX]; /* "" = seeded init */
     double round_timeout_s;
     int log_level;
 } fm_cfg_aggregator_t;
@@ -133,7 +133,7 @@ typedef struct {
 typedef struct {
     char test_split[FM_CFG_STR_MAX];
     char metrics_file[FM_CFG_STR_MAX];
-    bool population;                 /* score the clients' held-out slices */
+    bool population; /* score the clients' held-out slices */
     double population_threshold;
     int log_level;
 } fm_cfg_evaluator_t;
@@ -162,14 +162,14 @@ typedef struct {
     const char *section;
     const char *name;
     fm_cfg_type_t type;
-    size_t offset;                   /* of the field in fm_config_t */
-    double lo, hi;                   /* inclusive bounds of int and float keys; the values
-                                      * of enum keys */
+    size_t offset; /* of the field in fm_config_t */
+    double lo, hi; /* inclusive bounds of int and float keys; the values
+                    * of enum keys */
     /* enum keys: the name of a value in [lo, hi] (static string), NULL for a gap */
     const char *(*enum_name)(int value);
-    const char *def;                 /* default, in file syntax */
-    const char *help;                /* one line, with units */
-    bool reloadable;                 /* may change in a running daemon (SIGHUP) */
+    const char *def;  /* default, in file syntax */
+    const char *help; /* one line, with units */
+    bool reloadable;  /* may change in a running daemon (SIGHUP) */
     /* extra check of string values: 0, or nonzero with the reason in why[0..cap) */
     int (*check)(const char *value, char *why, size_t cap);
 } fm_cfg_key_t;
@@ -191,8 +191,7 @@ int fm_cfg_load(fm_config_t *c, const char *path, fm_errmsg_t *e);
 
 /* fm_cfg_load of a text in memory, text[0..len) (NULs in it are errors like in a file);
  * `name` stands for the path in messages (e.g. "checkpoint"). Same errors, less -errno. */
-int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len,
-                 fm_errmsg_t *e);
+int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len, fm_errmsg_t *e);
 
 /* Command-line override of one key with the same validation as the file: either
  * key = "section.key" and value = "text", or value = NULL and key = "section.key=text".

@@ -29,8 +29,8 @@ _Static_assert(sizeof(double) == 8, "double must be IEEE-754 binary64");
 
 #define S_MAGIC "FMCK"
 #define S_CRC_BYTES 4
-#define S_LATEST "latest"       /* reserved meta key: highest version ever saved (u64 BE) */
-#define S_MAXDBS 4              /* "ckpt", "meta" and room for two more */
+#define S_LATEST "latest" /* reserved meta key: highest version ever saved (u64 BE) */
+#define S_MAXDBS 4        /* "ckpt", "meta" and room for two more */
 #define S_GROW_ALIGN ((size_t)1 << 20)
 
 /* Byte offsets of the header fields (fm_ckpt.h has the table). */
@@ -47,18 +47,18 @@ enum {
     S_OFF_REJECTED = 64,
     S_OFF_REASONS = 72,
     S_OFF_DIGEST = S_OFF_REASONS + 8 * FM_CKPT_NREASONS, /* 200 */
-    S_OFF_NOPT = S_OFF_DIGEST + FM_CKPT_DIGEST_BYTES,     /* 232 */
-    S_OFF_SCORE = S_OFF_NOPT + 8,                         /* 240 */
-    S_OFF_RESERVED1 = S_OFF_SCORE + 8,                    /* 248 */
-    S_OFF_END = S_OFF_RESERVED1 + 8                       /* 256 */
+    S_OFF_NOPT = S_OFF_DIGEST + FM_CKPT_DIGEST_BYTES,    /* 232 */
+    S_OFF_SCORE = S_OFF_NOPT + 8,                        /* 240 */
+    S_OFF_RESERVED1 = S_OFF_SCORE + 8,                   /* 248 */
+    S_OFF_END = S_OFF_RESERVED1 + 8                      /* 256 */
 };
 _Static_assert(S_OFF_END == FM_CKPT_HEADER_BYTES, "header layout and size disagree");
 
 struct fm_ckpt {
-    MDB_env *env;       /* the environment (opened with MDB_NOTLS) */
-    MDB_dbi ckpt_dbi;   /* "ckpt": version (u64 BE) -> record */
-    MDB_dbi meta_dbi;   /* "meta": name -> blob */
-    char *dir;          /* as given to fm_ckpt_open, for messages */
+    MDB_env *env;     /* the environment (opened with MDB_NOTLS) */
+    MDB_dbi ckpt_dbi; /* "ckpt": version (u64 BE) -> record */
+    MDB_dbi meta_dbi; /* "meta": name -> blob */
+    char *dir;        /* as given to fm_ckpt_open, for messages */
 };
 
 /* ---- little-endian fields and big-endian keys ------------------------------------------- */
@@ -127,7 +127,7 @@ static uint64_t s_key_decode(const MDB_val *k)
 static int s_mdb_code(int mrc)
 {
     if (mrc > 0)
-        return -mrc;          /* LMDB passes errno values through */
+        return -mrc; /* LMDB passes errno values through */
     if (mrc == MDB_NOTFOUND)
         return -ENOENT;
     if (mrc == MDB_MAP_FULL)
@@ -143,10 +143,7 @@ static int s_mdb_fail(const fm_ckpt_t *c, fm_errmsg_t *e, int mrc, const char *o
 
 /* ---- records ----------------------------------------------------------------------------- */
 
-static uint32_t s_crc(const uint8_t *p, size_t n)
-{
-    return (uint32_t)crc32_z(0L, p, n);
-}
+static uint32_t s_crc(const uint8_t *p, size_t n) { return (uint32_t)crc32_z(0L, p, n); }
 
 /* Bytes of a record with np params and no optimizer floats; 0 if it would not fit in a
  * size_t. */
@@ -215,37 +212,50 @@ static int s_validate(const fm_ckpt_t *c, uint64_t kver, const MDB_val *v, fm_ck
     h->version = kver;
     h->score = NAN;
     if (n < FM_CKPT_HEADER_BYTES + S_CRC_BYTES)
-        return fm_errmsg_set(e, FM_ETRUNC, "%s: checkpoint version %llu: truncated (%zu bytes, "
-                             "a record has at least %d)", c->dir, kv, n,
-                             FM_CKPT_HEADER_BYTES + S_CRC_BYTES);
+        return fm_errmsg_set(e, FM_ETRUNC,
+                             "%s: checkpoint version %llu: truncated (%zu bytes, "
+                             "a record has at least %d)",
+                             c->dir, kv, n, FM_CKPT_HEADER_BYTES + S_CRC_BYTES);
     if (memcmp(p + S_OFF_MAGIC, S_MAGIC, 4) != 0)
-        return fm_errmsg_set(e, FM_EMAGIC, "%s: checkpoint version %llu: bad magic (not a fedmq "
-                             "checkpoint record)", c->dir, kv);
+        return fm_errmsg_set(e, FM_EMAGIC,
+                             "%s: checkpoint version %llu: bad magic (not a fedmq "
+                             "checkpoint record)",
+                             c->dir, kv);
     s_decode_header(p, h);
     h->version = kver;
     uint32_t format = s_get_u32(p + S_OFF_FORMAT);
     if (format != FM_CKPT_FORMAT)
-        return fm_errmsg_set(e, FM_EVERSION, "%s: checkpoint version %llu: record format %u "
-                             "(this build reads %d)", c->dir, kv, format, FM_CKPT_FORMAT);
+        return fm_errmsg_set(e, FM_EVERSION,
+                             "%s: checkpoint version %llu: record format %u "
+                             "(this build reads %d)",
+                             c->dir, kv, format, FM_CKPT_FORMAT);
     if (s_get_u32(p + n - S_CRC_BYTES) != s_crc(p, n - S_CRC_BYTES))
         return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: CRC mismatch", c->dir,
                              kv);
     uint32_t hdr = s_get_u32(p + S_OFF_HDRSIZE);
     if (hdr != FM_CKPT_HEADER_BYTES)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: header size %u "
-                             "(expected %d)", c->dir, kv, hdr, FM_CKPT_HEADER_BYTES);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: checkpoint version %llu: header size %u "
+                             "(expected %d)",
+                             c->dir, kv, hdr, FM_CKPT_HEADER_BYTES);
     uint64_t hv = s_get_u64(p + S_OFF_VERSION);
     if (hv != kver)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: header says version "
-                             "%llu", c->dir, kv, (unsigned long long)hv);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: checkpoint version %llu: header says version "
+                             "%llu",
+                             c->dir, kv, (unsigned long long)hv);
     size_t want = s_record_size(h->nparams, h->nopt);
     if (want != n)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: record is %zu bytes "
-                             "but nparams=%llu and nopt=%llu need %zu", c->dir, kv, n,
-                             (unsigned long long)h->nparams, (unsigned long long)h->nopt, want);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: checkpoint version %llu: record is %zu bytes "
+                             "but nparams=%llu and nopt=%llu need %zu",
+                             c->dir, kv, n, (unsigned long long)h->nparams,
+                             (unsigned long long)h->nopt, want);
     if (h->nparams == 0 || memchr(p + S_OFF_MODEL, 0, FM_CKPT_MODEL_MAX) == NULL)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: bad header (model "
-                             "name or nparams)", c->dir, kv);
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: checkpoint version %llu: bad header (model "
+                             "name or nparams)",
+                             c->dir, kv);
     return 0;
 }
 
@@ -258,13 +268,16 @@ static int s_copy_out(const fm_ckpt_t *c, uint64_t kver, const MDB_val *v, fm_ck
     if (rc)
         return rc;
     if (params && h.nparams != nparams)
-        return fm_errmsg_set(e, FM_ESHAPE, "%s: checkpoint version %llu: %llu params, expected "
-                             "%zu", c->dir, (unsigned long long)kver,
-                             (unsigned long long)h.nparams, nparams);
+        return fm_errmsg_set(e, FM_ESHAPE,
+                             "%s: checkpoint version %llu: %llu params, expected "
+                             "%zu",
+                             c->dir, (unsigned long long)kver, (unsigned long long)h.nparams,
+                             nparams);
     if (opt && h.nopt != nopt)
-        return fm_errmsg_set(e, FM_ESHAPE, "%s: checkpoint version %llu: %llu optimizer state "
-                             "floats, expected %zu", c->dir, (unsigned long long)kver,
-                             (unsigned long long)h.nopt, nopt);
+        return fm_errmsg_set(e, FM_ESHAPE,
+                             "%s: checkpoint version %llu: %llu optimizer state "
+                             "floats, expected %zu",
+                             c->dir, (unsigned long long)kver, (unsigned long long)h.nopt, nopt);
     const uint8_t *p = (const uint8_t *)v->mv_data + FM_CKPT_HEADER_BYTES;
     if (params)
         memcpy(params, p, 4 * nparams);
@@ -454,7 +467,8 @@ const char *fm_ckpt_dir(const fm_ckpt_t *c)
     return c->dir;
 }
 
-/* ---- meta ----------------------------------------------------------------------------------- */
+/* ---- meta -----------------------------------------------------------------------------------
+ */
 
 static int s_check_key(const fm_ckpt_t *c, const char *key, bool writing, fm_errmsg_t *e)
 {
@@ -505,8 +519,7 @@ static int s_meta_put_fn(fm_ckpt_t *c, MDB_txn *txn, void *arg, int *mrc, fm_err
     return 0;
 }
 
-int fm_ckpt_meta_put(fm_ckpt_t *c, const char *key, const void *val, size_t len,
-                     fm_errmsg_t *e)
+int fm_ckpt_meta_put(fm_ckpt_t *c, const char *key, const void *val, size_t len, fm_errmsg_t *e)
 {
     FM_ASSERT(c);
     int rc = s_check_key(c, key, true, e);
@@ -541,8 +554,8 @@ int fm_ckpt_meta_get(fm_ckpt_t *c, const char *key, void *buf, size_t cap, size_
     }
     *len = v.mv_size;
     if (buf && cap < v.mv_size) {
-        rc = fm_errmsg_set(e, -ENOBUFS, "%s: meta %s: %zu bytes, buffer holds %zu", c->dir,
-                           key, v.mv_size, cap);
+        rc = fm_errmsg_set(e, -ENOBUFS, "%s: meta %s: %zu bytes, buffer holds %zu", c->dir, key,
+                           v.mv_size, cap);
         goto cleanup;
     }
     if (buf && v.mv_size)
@@ -568,7 +581,8 @@ int fm_ckpt_latest_version(fm_ckpt_t *c, uint64_t *version, fm_errmsg_t *e)
     return rc;
 }
 
-/* ---- save ------------------------------------------------------------------------------------ */
+/* ---- save ------------------------------------------------------------------------------------
+ */
 
 typedef struct {
     const fm_ckpt_info_t *info;
@@ -591,8 +605,10 @@ static int s_save_fn(fm_ckpt_t *c, MDB_txn *txn, void *arg, int *mrc, fm_errmsg_
     if (rc)
         return rc;
     if (have && s->info->version < latest)
-        return fm_errmsg_set(e, FM_ERANGE, "%s: checkpoint version %llu is below the latest "
-                             "saved version %llu", c->dir, ver, (unsigned long long)latest);
+        return fm_errmsg_set(e, FM_ERANGE,
+                             "%s: checkpoint version %llu is below the latest "
+                             "saved version %llu",
+                             c->dir, ver, (unsigned long long)latest);
 
     uint8_t kb[8];
     s_key_encode(kb, s->info->version);
@@ -646,8 +662,8 @@ int fm_ckpt_save(fm_ckpt_t *c, const fm_ckpt_info_t *info, const float *params,
         if (rc)
             return rc;
         if (!extra[i].val && extra[i].len)
-            return fm_errmsg_set(e, FM_EARG, "%s: extra %s: NULL value with length %zu",
-                                 c->dir, extra[i].key, extra[i].len);
+            return fm_errmsg_set(e, FM_EARG, "%s: extra %s: NULL value with length %zu", c->dir,
+                                 extra[i].key, extra[i].len);
         need += extra[i].len;
     }
     size_t size = s_record_size(info->nparams, info->nopt);

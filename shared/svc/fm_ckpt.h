@@ -59,29 +59,29 @@
 
 #include "fm_err.h"
 
-#define FM_CKPT_FORMAT 1                    /* record format version written */
-#define FM_CKPT_NREASONS 16                 /* per-reason rejected counters */
-#define FM_CKPT_MODEL_MAX 16                /* model name bytes incl. the NUL */
+#define FM_CKPT_FORMAT 1     /* record format version written */
+#define FM_CKPT_NREASONS 16  /* per-reason rejected counters */
+#define FM_CKPT_MODEL_MAX 16 /* model name bytes incl. the NUL */
 #define FM_CKPT_DIGEST_BYTES 32
 #define FM_CKPT_HEADER_BYTES 256
 #define FM_CKPT_DEFAULT_MAP ((size_t)1 << 30) /* 1 GiB (sparse; grows on demand) */
-#define FM_CKPT_META_KEY_MAX 255            /* bytes in a meta key */
+#define FM_CKPT_META_KEY_MAX 255              /* bytes in a meta key */
 
 /* The header of one record. Filled by the caller for fm_ckpt_save, by the library for
  * loads and lists. `status` and `skipped` are outputs only (ignored by fm_ckpt_save). */
 typedef struct {
-    char model[FM_CKPT_MODEL_MAX];          /* NUL-terminated, e.g. "cnn" */
-    uint64_t nparams;                       /* floats in params */
-    uint64_t version;                       /* model version (the key) */
-    double created;                         /* unix time, s; 0 in save = "now" */
+    char model[FM_CKPT_MODEL_MAX]; /* NUL-terminated, e.g. "cnn" */
+    uint64_t nparams;              /* floats in params */
+    uint64_t version;              /* model version (the key) */
+    double created;                /* unix time, s; 0 in save = "now" */
     uint64_t updates_applied;
-    uint64_t updates_rejected;              /* total over all reasons */
+    uint64_t updates_rejected; /* total over all reasons */
     uint64_t rejected_by_reason[FM_CKPT_NREASONS];
     uint8_t config_digest[FM_CKPT_DIGEST_BYTES];
-    uint64_t nopt;                          /* floats in the optimizer state (0 = none) */
-    double score;                           /* accuracy in [0, 1], NaN if unknown */
-    int status;      /* out (fm_ckpt_list): 0 if the record validates, else its FM_E* code */
-    uint32_t skipped;/* out (fm_ckpt_load_latest): newer records skipped as invalid */
+    uint64_t nopt;    /* floats in the optimizer state (0 = none) */
+    double score;     /* accuracy in [0, 1], NaN if unknown */
+    int status;       /* out (fm_ckpt_list): 0 if the record validates, else its FM_E* code */
+    uint32_t skipped; /* out (fm_ckpt_load_latest): newer records skipped as invalid */
 } fm_ckpt_info_t;
 
 /* One meta key/value pair written by fm_ckpt_save in the checkpoint's transaction.
@@ -158,8 +158,7 @@ int fm_ckpt_latest_version(fm_ckpt_t *c, uint64_t *version, fm_errmsg_t *e);
 /* Store `len` bytes at meta `key` in its own committed write transaction (`val` may be
  * NULL when len is 0). Errors: FM_EARG (key empty, longer than FM_CKPT_META_KEY_MAX or
  * "latest"), -ENOSPC, -errno, FM_EFORMAT. */
-int fm_ckpt_meta_put(fm_ckpt_t *c, const char *key, const void *val, size_t len,
-                     fm_errmsg_t *e);
+int fm_ckpt_meta_put(fm_ckpt_t *c, const char *key, const void *val, size_t len, fm_errmsg_t *e);
 
 /* Copy meta `key` into buf[0..cap) and set *len to its length. With buf NULL only *len
  * is set. Errors: -ENOENT (no such key), -ENOBUFS (cap < *len: nothing copied), FM_EARG

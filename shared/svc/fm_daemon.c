@@ -79,8 +79,10 @@ int fm_daemon_parse_args(const char *prog, int argc, char **argv, fm_daemon_args
         case 'l':
             a->log_level = fm_log_parse_level(optarg);
             if (a->log_level < 0) {
-                fprintf(stderr, "%s: --log-level: '%s' is not one of error, warning, notice, "
-                        "info, debug\n", prog, optarg);
+                fprintf(stderr,
+                        "%s: --log-level: '%s' is not one of error, warning, notice, "
+                        "info, debug\n",
+                        prog, optarg);
                 return 2;
             }
             break;
@@ -96,7 +98,8 @@ int fm_daemon_parse_args(const char *prog, int argc, char **argv, fm_daemon_args
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s' (see %s --help)\n", prog, argv[optind], prog);
+        fprintf(stderr, "%s: unexpected argument '%s' (see %s --help)\n", prog, argv[optind],
+                prog);
         return 2;
     }
     return 0;
@@ -142,8 +145,8 @@ int fm_daemon_reload(const fm_config_t *running, const fm_daemon_args_t *args,
         free(changed);
         return rc;
     }
-    FM_LOG(LOG_NOTICE, "SIGHUP: config reloaded; %s%s", changed[0] ? "changed: " : "no key changed",
-           changed);
+    FM_LOG(LOG_NOTICE, "SIGHUP: config reloaded; %s%s",
+           changed[0] ? "changed: " : "no key changed", changed);
     free(changed);
     char level[32];
     if (args->log_level < 0 && log_level_key &&

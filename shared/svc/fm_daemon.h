@@ -28,10 +28,10 @@ int fm_daemon_take_reload(void);
 
 /* The common command line of a daemon. */
 typedef struct {
-    const char *config_path;  /* --config FILE, NULL = defaults only */
-    const char *sets[64];     /* --set section.key=value, in order */
+    const char *config_path; /* --config FILE, NULL = defaults only */
+    const char *sets[64];    /* --set section.key=value, in order */
     int nsets;
-    int log_level;            /* --log-level, -1 = from the config */
+    int log_level; /* --log-level, -1 = from the config */
 } fm_daemon_args_t;
 
 /* Parse argv for `prog` (e.g. "fedmq-broker"). Returns 0, 1 after printing help (the
@@ -69,15 +69,15 @@ int fm_daemon_exit_code(int err);
 /* One daemon, as fm_daemon_main runs it. The three functions wrap the daemon's CLASS
  * constructor, run and destroy (typed wrappers: a function pointer cast would be UB). */
 typedef struct {
-    const char *prog;            /* "fedmq-broker": log tag and the prefix of early errors */
-    void (*usage)(FILE *f);      /* --help */
-    const char *log_level_key;   /* "broker.log_level" (--log-level wins) */
-    bool blas;                   /* trains or scores: fm_blas_setup first, self-check after new */
+    const char *prog;          /* "fedmq-broker": log tag and the prefix of early errors */
+    void (*usage)(FILE *f);    /* --help */
+    const char *log_level_key; /* "broker.log_level" (--log-level wins) */
+    bool blas;                 /* trains or scores: fm_blas_setup first, self-check after new */
     /* The server from the config (both borrowed for the process's life). NULL on failure
      * with *err and a one-line `e` (exit code from fm_daemon_exit_code). */
     void *(*server_new)(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
                         fm_errmsg_t *e);
-    int (*server_run)(void *server);       /* until SIGINT/SIGTERM; 0 after a clean stop */
+    int (*server_run)(void *server); /* until SIGINT/SIGTERM; 0 after a clean stop */
     void (*server_destroy)(void *server);
 } fm_daemon_t;
 

@@ -13,8 +13,8 @@ typedef struct {
 } s_reader_t;
 
 typedef struct {
-    double interval;   /* seconds */
-    double due;        /* monotonic seconds */
+    double interval; /* seconds */
+    double due;      /* monotonic seconds */
     fm_loop_timer_fn fn;
     void *arg;
 } s_timer_t;

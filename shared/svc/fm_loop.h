@@ -17,7 +17,7 @@
 
 #include "fm_err.h"
 
-#define FM_LOOP_TICK_MS 100      /* longest poll: bounds the reaction to a stop request */
+#define FM_LOOP_TICK_MS 100 /* longest poll: bounds the reaction to a stop request */
 #define FM_LOOP_READERS_MAX 8
 #define FM_LOOP_TIMERS_MAX 8
 

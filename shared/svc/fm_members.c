@@ -8,10 +8,7 @@ struct fm_members {
     int n; /* entries e[0..n) are live, unordered */
 };
 
-fm_members_t *fm_members_new(void)
-{
-    return calloc(1, sizeof(fm_members_t));
-}
+fm_members_t *fm_members_new(void) { return calloc(1, sizeof(fm_members_t)); }
 
 void fm_members_destroy(fm_members_t **p)
 {
@@ -38,8 +35,7 @@ static void s_remove(fm_members_t *self, int i)
 }
 
 fm_member_event_t fm_members_apply(fm_members_t *self, fm_wire_type_t type,
-                                           const fm_wire_member_t *m, double now,
-                                           uint32_t *old_pid)
+                                   const fm_wire_member_t *m, double now, uint32_t *old_pid)
 {
     int i = s_find(self, m->trainer);
     if (type == FM_WIRE_BYE) {
@@ -83,8 +79,7 @@ fm_member_event_t fm_members_apply(fm_members_t *self, fm_wire_type_t type,
 }
 
 int fm_members_expire(fm_members_t *self, double now, double timeout_s,
-                          void (*on_expired)(void *arg, const fm_member_t *entry),
-                          void *arg)
+                      void (*on_expired)(void *arg, const fm_member_t *entry), void *arg)
 {
     int expired = 0;
     for (int i = 0; i < self->n;) {

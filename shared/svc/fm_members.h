@@ -18,21 +18,21 @@
 
 /* One live trainer incarnation. */
 typedef struct {
-    fm_wire_member_t m;   /* the last accepted membership message */
-    double last_seen;     /* monotonic seconds */
+    fm_wire_member_t m; /* the last accepted membership message */
+    double last_seen;   /* monotonic seconds */
 } fm_member_t;
 
 typedef struct fm_members fm_members_t;
 
 /* What fm_members_apply did with a message. */
 typedef enum {
-    FM_MEMBER_JOINED,    /* new trainer (HELLO or HEARTBEAT from an unknown trainer) */
-    FM_MEMBER_RESTARTED, /* known trainer id, new pid: entry replaced */
-    FM_MEMBER_REFRESHED, /* known incarnation, newer seq */
-    FM_MEMBER_STALE,     /* known incarnation, seq not newer: ignored */
-    FM_MEMBER_LEFT,      /* BYE of a known incarnation: removed */
+    FM_MEMBER_JOINED,      /* new trainer (HELLO or HEARTBEAT from an unknown trainer) */
+    FM_MEMBER_RESTARTED,   /* known trainer id, new pid: entry replaced */
+    FM_MEMBER_REFRESHED,   /* known incarnation, newer seq */
+    FM_MEMBER_STALE,       /* known incarnation, seq not newer: ignored */
+    FM_MEMBER_LEFT,        /* BYE of a known incarnation: removed */
     FM_MEMBER_UNKNOWN_BYE, /* BYE of a trainer not in the table: nothing to do */
-    FM_MEMBER_FULL       /* table full: not registered */
+    FM_MEMBER_FULL         /* table full: not registered */
 } fm_member_event_t;
 
 /* New empty table. NULL on -ENOMEM. Caller owns it: fm_members_destroy(). */
@@ -45,14 +45,12 @@ void fm_members_destroy(fm_members_t **p);
  * Returns what happened; a RESTARTED event leaves the previous pid in *old_pid (may be
  * NULL). */
 fm_member_event_t fm_members_apply(fm_members_t *self, fm_wire_type_t type,
-                                           const fm_wire_member_t *m, double now,
-                                           uint32_t *old_pid);
+                                   const fm_wire_member_t *m, double now, uint32_t *old_pid);
 
 /* Remove every entry last seen before now - timeout_s; for each one removed, call
  * on_expired(arg, entry) first (may be NULL). Returns how many expired. */
 int fm_members_expire(fm_members_t *self, double now, double timeout_s,
-                          void (*on_expired)(void *arg, const fm_member_t *entry),
-                          void *arg);
+                      void (*on_expired)(void *arg, const fm_member_t *entry), void *arg);
 
 /* Live entries. */
 int fm_members_count(const fm_members_t *self);

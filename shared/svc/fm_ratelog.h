@@ -11,13 +11,13 @@
 
 #include <stdint.h>
 
-#define FM_RATELOG_BURST 10        /* lines per window and key */
-#define FM_RATELOG_WINDOW_S 10.0   /* seconds */
+#define FM_RATELOG_BURST 10      /* lines per window and key */
+#define FM_RATELOG_WINDOW_S 10.0 /* seconds */
 
 typedef struct {
-    double window_start;   /* monotonic seconds */
-    int in_window;         /* lines written in this window */
-    uint64_t suppressed;   /* lines not written since the last written one */
+    double window_start; /* monotonic seconds */
+    int in_window;       /* lines written in this window */
+    uint64_t suppressed; /* lines not written since the last written one */
 } fm_ratelog_t;
 
 /* The decision at monotonic time `now`: -1 if the line must be suppressed (it is counted),

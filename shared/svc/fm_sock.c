@@ -13,7 +13,8 @@ zsock_t *fm_sock_new(int type, const fm_sock_opts_t *o, const char *what, int *e
     zsock_t *s = zsock_new(type);
     if (!s) {
         int en = zmq_errno() > 0 ? zmq_errno() : ENOMEM;
-        int rc = fm_errmsg_set(e, -en, "%s: cannot create the socket: %s", what, zmq_strerror(en));
+        int rc = fm_errmsg_set(e, -en, "%s: cannot create the socket: %s", what,
+                               zmq_strerror(en));
         if (err)
             *err = rc;
         return NULL;

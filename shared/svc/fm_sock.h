@@ -16,16 +16,16 @@
 
 #include "fm_err.h"
 
-#define FM_SOCK_NOWAIT (-2)  /* sndtimeo_ms: a send that cannot queue fails at once */
+#define FM_SOCK_NOWAIT (-2) /* sndtimeo_ms: a send that cannot queue fails at once */
 
 /* Options of one socket. A zeroed struct is "linger 0, libzmq's defaults otherwise". */
 typedef struct {
-    int linger_ms;          /* ZMQ_LINGER: how long unsent messages may delay a close */
-    int sndhwm, rcvhwm;     /* > 0: ZMQ_SNDHWM / ZMQ_RCVHWM in messages; 0: libzmq's 1000 */
-    int sndtimeo_ms;        /* > 0: ZMQ_SNDTIMEO; FM_SOCK_NOWAIT: 0; 0: block (libzmq's -1) */
-    int64_t maxmsgsize;     /* > 0: ZMQ_MAXMSGSIZE in bytes (larger frames drop the peer); 0: none */
-    bool conflate;          /* ZMQ_CONFLATE: keep only the newest message (single-frame only) */
-    bool subscribe_all;     /* SUB: subscribe to every message */
+    int linger_ms;      /* ZMQ_LINGER: how long unsent messages may delay a close */
+    int sndhwm, rcvhwm; /* > 0: ZMQ_SNDHWM / ZMQ_RCVHWM in messages; 0: libzmq's 1000 */
+    int sndtimeo_ms;    /* > 0: ZMQ_SNDTIMEO; FM_SOCK_NOWAIT: 0; 0: block (libzmq's -1) */
+    int64_t maxmsgsize; /* > 0: ZMQ_MAXMSGSIZE in bytes (larger frames drop the peer); 0: none */
+    bool conflate;      /* ZMQ_CONFLATE: keep only the newest message (single-frame only) */
+    bool subscribe_all; /* SUB: subscribe to every message */
 } fm_sock_opts_t;
 
 /* A new socket of ZeroMQ `type` (ZMQ_PUB, ...) with the options `o` (borrowed; NULL = a

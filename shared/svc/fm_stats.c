@@ -96,17 +96,17 @@ fail:
 }
 
 /* -errno for a failed stdio call, -EIO when the call left errno at 0. */
-static int s_errno(void)
-{
-    return errno ? -errno : -EIO;
-}
+static int s_errno(void) { return errno ? -errno : -EIO; }
 
 /* FM_ENONFINITE naming the first real-valued field JSON cannot hold (NaN, infinity). */
 static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e)
 {
-    const struct { const char *key; double v; } reals[] = {
-        {"staleness_mean", st->staleness_mean}, {"started", st->started},
-        {"updated", st->updated}};
+    const struct {
+        const char *key;
+        double v;
+    } reals[] = {{"staleness_mean", st->staleness_mean},
+                 {"started", st->started},
+                 {"updated", st->updated}};
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
         if (!isfinite(reals[i].v))
             return fm_errmsg_set(e, FM_ENONFINITE, "%s: \"%s\" is not finite", path,
@@ -174,16 +174,14 @@ static int s_get_u64(json_t *o, const char *key, uint64_t max, uint64_t *out, co
     json_t *v = json_object_get(o, key);
     if (!v)
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) > max)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
         return fm_errmsg_set(e, FM_EFORMAT, "%s: \"%s\" is not an integer in [0, %llu]", path,
                              key, (unsigned long long)max);
     *out = (uint64_t)json_integer_value(v);
     return 0;
 }
 
-static int s_get_u32(json_t *o, const char *key, uint32_t *out, const char *path,
-                     fm_errmsg_t *e)
+static int s_get_u32(json_t *o, const char *key, uint32_t *out, const char *path, fm_errmsg_t *e)
 {
     uint64_t v = *out;
     int rc = s_get_u64(o, key, UINT32_MAX, &v, path, e);
@@ -290,13 +288,16 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
         }
         const char *k;
         json_t *v;
-        json_object_foreach(rej, k, v) {
+        json_object_foreach(rej, k, v)
+        {
             count = 0;
             if ((rc = s_get_u64(rej, k, UINT64_MAX, &count, path, e)))
                 goto cleanup;
             if (fm_stats_set_rejected(st, k, count) != 0) {
-                rc = fm_errmsg_set(e, FM_EFORMAT, "%s: \"rejected\": too many reasons or "
-                                   "reason \"%.40s\" too long", path, k);
+                rc = fm_errmsg_set(e, FM_EFORMAT,
+                                   "%s: \"rejected\": too many reasons or "
+                                   "reason \"%.40s\" too long",
+                                   path, k);
                 goto cleanup;
             }
         }

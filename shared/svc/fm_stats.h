@@ -20,25 +20,25 @@ typedef struct {
 } fm_stats_reason_t;
 
 typedef struct {
-    char model[FM_STATS_NAME_MAX]; /* "mlp", "cnn", ... */
-    char mode[FM_STATS_NAME_MAX];  /* "async" or "sync" */
-    uint64_t version;              /* current global model version */
-    uint64_t updates_applied;      /* updates folded into some version */
-    uint64_t updates_rejected;     /* sum of rejected[] */
+    char model[FM_STATS_NAME_MAX];                    /* "mlp", "cnn", ... */
+    char mode[FM_STATS_NAME_MAX];                     /* "async" or "sync" */
+    uint64_t version;                                 /* current global model version */
+    uint64_t updates_applied;                         /* updates folded into some version */
+    uint64_t updates_rejected;                        /* sum of rejected[] */
     fm_stats_reason_t rejected[FM_STATS_REASONS_MAX]; /* count per reason, in file order */
     int nreasons;
-    uint64_t round;                /* sync: current round number (0 in async) */
+    uint64_t round; /* sync: current round number (0 in async) */
     bool round_open;
     uint32_t cohort_size, round_reported;
     uint64_t rounds_completed, rounds_failed;
-    bool finished;                 /* num_rounds reached */
+    bool finished; /* num_rounds reached */
     uint32_t live_clients;
     double staleness_mean;
     uint64_t staleness_max;
     uint64_t bytes_received;
-    uint32_t updates_pending;      /* in the FedBuff buffer now */
+    uint32_t updates_pending; /* in the FedBuff buffer now */
     uint64_t buffers_dropped;
-    double started, updated;       /* Unix time of the daemon's start and of this write */
+    double started, updated; /* Unix time of the daemon's start and of this write */
 } fm_stats_t;
 
 /* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */

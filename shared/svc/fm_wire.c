@@ -71,7 +71,8 @@ static const char *s_fmt_shape(char *dst, size_t cap, int ndim, const uint64_t *
 {
     size_t k = (size_t)snprintf(dst, cap, "[");
     for (int i = 0; i < ndim && i < FM_WIRE_MAX_DIMS && k < cap; i++)
-        k += (size_t)snprintf(dst + k, cap - k, "%s%llu", i ? "," : "", (unsigned long long)shape[i]);
+        k += (size_t)snprintf(dst + k, cap - k, "%s%llu", i ? "," : "",
+                              (unsigned long long)shape[i]);
     if (k < cap)
         snprintf(dst + k, cap - k, "]");
     return dst;
@@ -102,7 +103,8 @@ static size_t s_first_nonfinite(const void *p, size_t n)
     return n;
 }
 
-/* ==== encoding =============================================================================== */
+/* ==== encoding ===============================================================================
+ */
 
 void fm_wire_buf_free(fm_wire_buf_t *b)
 {
@@ -213,7 +215,8 @@ static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const fl
         for (int d = 0; d < v->ndim; d++)
             if ((rc = msgpack_pack_uint64(pk, (uint64_t)v->shape[d])) != 0)
                 return rc;
-        if ((rc = s_pack_str(pk, "data")) != 0 || (rc = msgpack_pack_bin(pk, 4 * v->numel)) != 0 ||
+        if ((rc = s_pack_str(pk, "data")) != 0 ||
+            (rc = msgpack_pack_bin(pk, 4 * v->numel)) != 0 ||
             (rc = msgpack_pack_bin_body(pk, flat + v->offset, 4 * v->numel)) != 0)
             return rc;
     }
@@ -221,12 +224,12 @@ static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const fl
 }
 
 /* Pack call that fails with -ENOMEM (the only way the buffer callback fails). */
-#define S_PACK(call)                                                                            \
-    do {                                                                                        \
-        if ((call) != 0) {                                                                      \
-            rc = -ENOMEM;                                                                       \
-            goto cleanup;                                                                       \
-        }                                                                                       \
+#define S_PACK(call)                                                                             \
+    do {                                                                                         \
+        if ((call) != 0) {                                                                       \
+            rc = -ENOMEM;                                                                        \
+            goto cleanup;                                                                        \
+        }                                                                                        \
     } while (0)
 
 int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
@@ -236,8 +239,8 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
-    if (hdr->cohort.present && (hdr->cohort.count > FM_WIRE_MAX_COHORT ||
-                                (hdr->cohort.count && !hdr->cohort.ids)))
+    if (hdr->cohort.present &&
+        (hdr->cohort.count > FM_WIRE_MAX_COHORT || (hdr->cohort.count && !hdr->cohort.ids)))
         return FM_EARG;
     if (s_buf_reserve(out, s_tensors_size(layout) + 128 + 4 * (size_t)hdr->cohort.count) != 0)
         return -ENOMEM;
@@ -398,7 +401,8 @@ int fm_wire_id_new(uint8_t id[FM_WIRE_ID_LEN])
     return 0;
 }
 
-/* ==== decoding =============================================================================== */
+/* ==== decoding ===============================================================================
+ */
 
 /* The reader: a cursor over one frame. */
 typedef struct {
@@ -409,28 +413,40 @@ typedef struct {
     fm_errmsg_t *e;
 } s_rd_t;
 
-typedef enum { S_NIL, S_BOOL, S_UINT, S_NINT, S_F32, S_F64, S_STR, S_BIN, S_EXT, S_ARRAY, S_MAP } s_kind_t;
+typedef enum {
+    S_NIL,
+    S_BOOL,
+    S_UINT,
+    S_NINT,
+    S_F32,
+    S_F64,
+    S_STR,
+    S_BIN,
+    S_EXT,
+    S_ARRAY,
+    S_MAP
+} s_kind_t;
 
 static const char *const s_kind_names[] = {
-    "nil", "bool", "integer", "negative integer", "float32", "float64",
-    "str", "bin", "ext", "array", "map",
+    "nil", "bool",  "integer", "negative integer", "float32", "float64", "str", "bin",
+    "ext", "array", "map",
 };
 
 /* One msgpack header. For S_STR/S_BIN/S_EXT the payload ptr[0..n) is inside the frame and
  * the cursor is past it; for S_ARRAY/S_MAP, n entries follow (checked to fit). */
 typedef struct {
     s_kind_t kind;
-    uint64_t u;       /* S_UINT, S_BOOL */
-    int64_t i;        /* S_NINT */
-    double f;         /* S_F32, S_F64 */
-    uint64_t n;       /* S_STR/S_BIN/S_EXT: bytes; S_ARRAY/S_MAP: entries */
+    uint64_t u; /* S_UINT, S_BOOL */
+    int64_t i;  /* S_NINT */
+    double f;   /* S_F32, S_F64 */
+    uint64_t n; /* S_STR/S_BIN/S_EXT: bytes; S_ARRAY/S_MAP: entries */
     const uint8_t *ptr;
-    size_t at;        /* offset of the header byte */
+    size_t at; /* offset of the header byte */
 } s_tok_t;
 
 /* Record an error about `field` (may be "") of the current message; returns code. */
-__attribute__((format(printf, 4, 5)))
-static int s_err(const s_rd_t *r, int code, const char *field, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int s_err(const s_rd_t *r, int code,
+                                                       const char *field, const char *fmt, ...)
 {
     if (!r->e)
         return code;
@@ -465,7 +481,8 @@ static int s_be(s_rd_t *r, const char *field, size_t at, int n, uint64_t *v)
 static int s_payload(s_rd_t *r, const char *field, s_tok_t *t, size_t skip)
 {
     if (t->n > (uint64_t)s_left(r) || skip > s_left(r) - (size_t)t->n)
-        return s_err(r, FM_ETRUNC, field, "%s of %llu bytes at byte %zu runs past the end (%zu bytes left)",
+        return s_err(r, FM_ETRUNC, field,
+                     "%s of %llu bytes at byte %zu runs past the end (%zu bytes left)",
                      s_kind_names[t->kind], (unsigned long long)t->n, t->at, s_left(r));
     t->ptr = r->p + r->pos + skip;
     r->pos += skip + (size_t)t->n;
@@ -477,7 +494,8 @@ static int s_count(s_rd_t *r, const char *field, const s_tok_t *t)
 {
     uint64_t min = t->kind == S_MAP ? 2 * t->n : t->n; /* n < 2^32: no overflow */
     if (min > (uint64_t)s_left(r))
-        return s_err(r, FM_ETRUNC, field, "%s of %llu entries at byte %zu cannot fit in the %zu bytes left",
+        return s_err(r, FM_ETRUNC, field,
+                     "%s of %llu entries at byte %zu cannot fit in the %zu bytes left",
                      s_kind_names[t->kind], (unsigned long long)t->n, t->at, s_left(r));
     return 0;
 }
@@ -513,27 +531,35 @@ static int s_next(s_rd_t *r, const char *field, s_tok_t *t)
         return s_payload(r, field, t, 0);
     }
     switch (c) {
-    case 0xc0:
-        t->kind = S_NIL;
-        return 0;
+    case 0xc0: t->kind = S_NIL; return 0;
     case 0xc2:
     case 0xc3:
         t->kind = S_BOOL;
         t->u = c & 1;
         return 0;
-    case 0xc4: case 0xc5: case 0xc6: /* bin 8/16/32 */
-    case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
+    case 0xc4:
+    case 0xc5:
+    case 0xc6: /* bin 8/16/32 */
+    case 0xd9:
+    case 0xda:
+    case 0xdb: /* str 8/16/32 */
         t->kind = c <= 0xc6 ? S_BIN : S_STR;
         nb = 1 << (c <= 0xc6 ? c - 0xc4 : c - 0xd9);
         if ((rc = s_be(r, field, t->at, nb, &t->n)) != 0)
             return rc;
         return s_payload(r, field, t, 0);
-    case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32: length, type byte, data */
+    case 0xc7:
+    case 0xc8:
+    case 0xc9: /* ext 8/16/32: length, type byte, data */
         t->kind = S_EXT;
         if ((rc = s_be(r, field, t->at, 1 << (c - 0xc7), &t->n)) != 0)
             return rc;
         return s_payload(r, field, t, 1);
-    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: /* fixext 1/2/4/8/16 */
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8: /* fixext 1/2/4/8/16 */
         t->kind = S_EXT;
         t->n = 1u << (c - 0xd4);
         return s_payload(r, field, t, 1);
@@ -554,12 +580,18 @@ static int s_next(s_rd_t *r, const char *field, s_tok_t *t)
         memcpy(&t->f, &v, 8);
         t->kind = S_F64;
         return 0;
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8/16/32/64 */
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: /* uint 8/16/32/64 */
         if ((rc = s_be(r, field, t->at, 1 << (c - 0xcc), &t->u)) != 0)
             return rc;
         t->kind = S_UINT;
         return 0;
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: { /* int 8/16/32/64: sign-extend */
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: { /* int 8/16/32/64: sign-extend */
         nb = 1 << (c - 0xd0);
         if ((rc = s_be(r, field, t->at, nb, &v)) != 0)
             return rc;
@@ -573,8 +605,10 @@ static int s_next(s_rd_t *r, const char *field, s_tok_t *t)
         }
         return 0;
     }
-    case 0xdc: case 0xdd: /* array 16/32 */
-    case 0xde: case 0xdf: /* map 16/32 */
+    case 0xdc:
+    case 0xdd: /* array 16/32 */
+    case 0xde:
+    case 0xdf: /* map 16/32 */
         t->kind = c <= 0xdd ? S_ARRAY : S_MAP;
         if ((rc = s_be(r, field, t->at, (c & 1) ? 4 : 2, &t->n)) != 0)
             return rc;
@@ -591,8 +625,8 @@ static int s_skip(s_rd_t *r, const char *field, int level)
     s_tok_t t;
     int rc;
     if (level > FM_WIRE_MAX_DEPTH)
-        return s_err(r, FM_ERANGE, field, "value at byte %zu nested deeper than %d levels", r->pos,
-                     FM_WIRE_MAX_DEPTH);
+        return s_err(r, FM_ERANGE, field, "value at byte %zu nested deeper than %d levels",
+                     r->pos, FM_WIRE_MAX_DEPTH);
     if ((rc = s_next(r, field, &t)) != 0)
         return rc;
     if (t.kind != S_ARRAY && t.kind != S_MAP)
@@ -652,7 +686,8 @@ static int s_read_num(s_rd_t *r, const char *field, double *out)
     if (rc)
         return rc;
     switch (t.kind) {
-    case S_F32: case S_F64: *out = t.f; return 0;
+    case S_F32:
+    case S_F64: *out = t.f; return 0;
     case S_UINT: *out = (double)t.u; return 0;
     case S_NINT: *out = (double)t.i; return 0;
     default: return s_wrong_type(r, field, &t, "a number");
@@ -745,7 +780,14 @@ static int s_frame(s_rd_t *r, fm_wire_type_t *type)
 /* ---- pass 2: fields --------------------------------------------------------------------- */
 
 typedef enum {
-    S_F_U32, S_F_U64, S_F_F64, S_F_STR, S_F_ID, S_F_CLASSES, S_F_TENSORS, S_F_COHORT
+    S_F_U32,
+    S_F_U64,
+    S_F_F64,
+    S_F_STR,
+    S_F_ID,
+    S_F_CLASSES,
+    S_F_TENSORS,
+    S_F_COHORT
 } s_fkind_t;
 
 #define S_NONEMPTY 1u
@@ -798,7 +840,8 @@ static const s_field_t s_member_fields[] = {
 };
 
 static const s_field_t s_snapshot_fields[] = {
-    {"from", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_SNAPSHOT_REQ), offsetof(fm_wire_snapshot_req_t, from)},
+    {"from", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_SNAPSHOT_REQ),
+     offsetof(fm_wire_snapshot_req_t, from)},
     {"have", S_F_U64, 0, 0, offsetof(fm_wire_snapshot_req_t, have)},
 };
 
@@ -951,8 +994,7 @@ static int s_read_field(s_rd_t *r, const s_field_t *f, void *out, fm_wire_tensor
             memcpy(dst + i * sizeof(double), &x, sizeof x);
         }
         return 0;
-    case S_F_TENSORS:
-        return s_read_tensors(r, ts);
+    case S_F_TENSORS: return s_read_tensors(r, ts);
     case S_F_COHORT: {
         if ((rc = s_next(r, f->key, &t)) != 0)
             return rc;
@@ -1023,7 +1065,8 @@ static int s_decode(const void *buf, size_t len, unsigned accept, const char *wh
     if ((rc = s_frame(&r, &ty)) != 0)
         return rc;
     if (!(accept & S_BIT(ty)))
-        return s_err(&r, FM_EFORMAT, "t", "message type %s, expected %s", fm_wire_type_name(ty), what);
+        return s_err(&r, FM_EFORMAT, "t", "message type %s, expected %s", fm_wire_type_name(ty),
+                     what);
     r.what = fm_wire_type_name(ty);
     if (nfields > 0 && (rc = s_fields(&r, ty, fields, nfields, out, ts)) != 0)
         return rc;
@@ -1055,8 +1098,8 @@ int fm_wire_decode_update(const void *buf, size_t len, fm_wire_update_t *hdr,
                     S_NFIELDS(s_update_fields), hdr, sizeof *hdr, tensors, NULL, e);
 }
 
-int fm_wire_decode_member(const void *buf, size_t len, fm_wire_type_t *type,
-                          fm_wire_member_t *m, fm_errmsg_t *e)
+int fm_wire_decode_member(const void *buf, size_t len, fm_wire_type_t *type, fm_wire_member_t *m,
+                          fm_errmsg_t *e)
 {
     FM_ASSERT(type && m);
     *type = FM_WIRE_NONE;
@@ -1079,7 +1122,8 @@ int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm
                     S_NFIELDS(s_metrics_fields), m, sizeof *m, NULL, NULL, e);
 }
 
-/* ==== tensors against a layout =================================================================== */
+/* ==== tensors against a layout
+ * =================================================================== */
 
 /* Index of the view called `name`, or -1. */
 static int s_view_index(const fm_model_t *layout, const char *name)
@@ -1124,8 +1168,9 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
                                  s_fmt_shape(want, sizeof want, v->ndim, vs));
         }
         if (x->nbytes != 4 * v->numel)
-            return fm_errmsg_set(e, FM_ESHAPE, "tensor '%s': %zu data bytes, expected %zu (%zu float32)",
-                                 nm, x->nbytes, 4 * v->numel, v->numel);
+            return fm_errmsg_set(e, FM_ESHAPE,
+                                 "tensor '%s': %zu data bytes, expected %zu (%zu float32)", nm,
+                                 x->nbytes, 4 * v->numel, v->numel);
     }
     for (int vi = 0; vi < nv; vi++)
         if (!seen[vi])

@@ -36,13 +36,13 @@
 #include "fm_err.h"
 #include "fm_model.h"
 
-#define FM_WIRE_VERSION 1      /* value of "v" */
-#define FM_WIRE_MAX_TENSORS 64 /* entries of "tensors" */
-#define FM_WIRE_MAX_DIMS 4     /* entries of a tensor's "shape" (== FM_MAX_DIMS) */
-#define FM_WIRE_STR_MAX 255    /* bytes of a string field (names, ids), NUL excluded */
-#define FM_WIRE_DTYPE_MAX 15   /* bytes of a "dtype" string */
-#define FM_WIRE_MAX_DEPTH 16   /* nesting levels of a message, the top map being level 1 */
-#define FM_WIRE_ID_LEN 16      /* bytes of an update id ("id", bin) */
+#define FM_WIRE_VERSION 1             /* value of "v" */
+#define FM_WIRE_MAX_TENSORS 64        /* entries of "tensors" */
+#define FM_WIRE_MAX_DIMS 4            /* entries of a tensor's "shape" (== FM_MAX_DIMS) */
+#define FM_WIRE_STR_MAX 255           /* bytes of a string field (names, ids), NUL excluded */
+#define FM_WIRE_DTYPE_MAX 15          /* bytes of a "dtype" string */
+#define FM_WIRE_MAX_DEPTH 16          /* nesting levels of a message, the top map being level 1 */
+#define FM_WIRE_ID_LEN 16             /* bytes of an update id ("id", bin) */
 #define FM_WIRE_MAX_COHORT (1u << 20) /* client ids in a MODEL's "cohort" */
 
 typedef enum {
@@ -65,85 +65,85 @@ typedef enum {
  * little-endian uint32 values in one bin ("cohort"). `ids` is unaligned: read entries with
  * fm_wire_cohort_at. Decoded: `ids` points into the frame. */
 typedef struct {
-    int present;                      /* 1: the MODEL opens a sync round (keys below sent) */
-    const void *ids;                  /* count * 4 bytes */
-    uint32_t count;                   /* 0..FM_WIRE_MAX_COHORT (0: nobody trains) */
+    int present;     /* 1: the MODEL opens a sync round (keys below sent) */
+    const void *ids; /* count * 4 bytes */
+    uint32_t count;  /* 0..FM_WIRE_MAX_COHORT (0: nobody trains) */
 } fm_wire_cohort_t;
 
 /* MODEL: a global model (broker PUB, snapshot reply). Tensors: the parameters.
  * Sync rounds add "round", "cohort" and "mu" (all three or none; absent = async: every
  * client may train on it). */
 typedef struct {
-    uint64_t version;                 /* "mv": model version, 0 = the initial model */
-    char model[FM_WIRE_STR_MAX + 1];  /* "model": model name ("cnn"); decoded only: the
-                                         encoder writes fm_model_name(layout) */
-    double created;                   /* "ts": creation time, Unix seconds */
-    uint64_t round;                   /* "round": sync round number (>= 1), 0 = async */
-    fm_wire_cohort_t cohort;          /* "cohort": bin, see fm_wire_cohort_t */
-    double mu;                        /* "mu": FedProx coefficient for this round, 0 = off */
+    uint64_t version;                /* "mv": model version, 0 = the initial model */
+    char model[FM_WIRE_STR_MAX + 1]; /* "model": model name ("cnn"); decoded only: the
+                                        encoder writes fm_model_name(layout) */
+    double created;                  /* "ts": creation time, Unix seconds */
+    uint64_t round;                  /* "round": sync round number (>= 1), 0 = async */
+    fm_wire_cohort_t cohort;         /* "cohort": bin, see fm_wire_cohort_t */
+    double mu;                       /* "mu": FedProx coefficient for this round, 0 = off */
 } fm_wire_model_t;
 
 /* UPDATE: one client's local training result. Tensors: delta = w_local - w_base. */
 typedef struct {
-    uint8_t id[FM_WIRE_ID_LEN];       /* "id": random, unique per update (fm_wire_id_new) */
-    char trainer[FM_WIRE_STR_MAX + 1];/* "trainer": trainer id, non-empty */
-    uint32_t client;                  /* "client": client (data partition) id */
-    uint64_t base;                    /* "base": version of the MODEL it started from */
-    uint64_t num_samples;             /* "n": training samples seen (the FedAvg weight) */
-    uint64_t local_steps;             /* "steps": optimiser steps taken */
-    double train_loss;                /* "loss": mean training loss */
-    double train_seconds;             /* "secs": wall time of the local training */
-    char model[FM_WIRE_STR_MAX + 1];  /* "model" (optional): model name the delta is for;
-                                         "" when absent. The encoder writes
-                                         fm_model_name(layout) and ignores this field */
-    uint64_t round;                   /* "round" (optional): the sync round answered, 0 (not
-                                         sent) for async updates */
+    uint8_t id[FM_WIRE_ID_LEN];        /* "id": random, unique per update (fm_wire_id_new) */
+    char trainer[FM_WIRE_STR_MAX + 1]; /* "trainer": trainer id, non-empty */
+    uint32_t client;                   /* "client": client (data partition) id */
+    uint64_t base;                     /* "base": version of the MODEL it started from */
+    uint64_t num_samples;              /* "n": training samples seen (the FedAvg weight) */
+    uint64_t local_steps;              /* "steps": optimiser steps taken */
+    double train_loss;                 /* "loss": mean training loss */
+    double train_seconds;              /* "secs": wall time of the local training */
+    char model[FM_WIRE_STR_MAX + 1];   /* "model" (optional): model name the delta is for;
+                                          "" when absent. The encoder writes
+                                          fm_model_name(layout) and ignores this field */
+    uint64_t round;                    /* "round" (optional): the sync round answered, 0 (not
+                                          sent) for async updates */
 } fm_wire_update_t;
 
 /* HELLO / HEARTBEAT / BYE: trainer membership. */
 typedef struct {
-    char trainer[FM_WIRE_STR_MAX + 1];/* "trainer": trainer id, non-empty */
-    uint32_t pid;                     /* "pid": process id (with trainer: one incarnation) */
-    uint32_t client_first;            /* "cfirst": first client id served */
-    uint32_t client_count;            /* "ccount": clients served: [cfirst, cfirst+ccount) */
-    uint32_t workers;                 /* "workers": worker slots (parallel local trainings) */
-    uint64_t seq;                     /* "seq": per incarnation, +1 per membership message */
-    uint64_t updates_sent;            /* "sent": UPDATEs sent so far (HEARTBEAT only) */
-    uint32_t busy;                    /* "busy": workers training now (HEARTBEAT only) */
+    char trainer[FM_WIRE_STR_MAX + 1]; /* "trainer": trainer id, non-empty */
+    uint32_t pid;                      /* "pid": process id (with trainer: one incarnation) */
+    uint32_t client_first;             /* "cfirst": first client id served */
+    uint32_t client_count;             /* "ccount": clients served: [cfirst, cfirst+ccount) */
+    uint32_t workers;                  /* "workers": worker slots (parallel local trainings) */
+    uint64_t seq;                      /* "seq": per incarnation, +1 per membership message */
+    uint64_t updates_sent;             /* "sent": UPDATEs sent so far (HEARTBEAT only) */
+    uint32_t busy;                     /* "busy": workers training now (HEARTBEAT only) */
 } fm_wire_member_t;
 
 /* SNAPSHOT_REQ: a late joiner asks the broker for the current model (reply: MODEL). */
 typedef struct {
-    char from[FM_WIRE_STR_MAX + 1];   /* "from": requester id, non-empty */
-    uint64_t have;                    /* "have": version the requester holds (optional, 0) */
+    char from[FM_WIRE_STR_MAX + 1]; /* "from": requester id, non-empty */
+    uint64_t have;                  /* "have": version the requester holds (optional, 0) */
 } fm_wire_snapshot_req_t;
 
 /* METRICS: one evaluation of one model version (evaluator PUB). */
 typedef struct {
-    uint64_t version;                 /* "mv": model version evaluated */
-    char model[FM_WIRE_STR_MAX + 1];  /* "model": model name, non-empty */
-    double accuracy;                  /* "acc": fraction correct, [0, 1] */
-    double loss;                      /* "loss": mean test loss (NLL) */
-    double class_acc[FM_NCLASSES];    /* "cacc": per-class accuracy, exactly 10 numbers */
-    uint64_t num_samples;             /* "n": test samples evaluated */
-    double eval_seconds;              /* "secs": wall time of the evaluation */
-    double timestamp;                 /* "ts": end of the evaluation, Unix seconds */
+    uint64_t version;                /* "mv": model version evaluated */
+    char model[FM_WIRE_STR_MAX + 1]; /* "model": model name, non-empty */
+    double accuracy;                 /* "acc": fraction correct, [0, 1] */
+    double loss;                     /* "loss": mean test loss (NLL) */
+    double class_acc[FM_NCLASSES];   /* "cacc": per-class accuracy, exactly 10 numbers */
+    uint64_t num_samples;            /* "n": test samples evaluated */
+    double eval_seconds;             /* "secs": wall time of the evaluation */
+    double timestamp;                /* "ts": end of the evaluation, Unix seconds */
     /* population-level validation (optional, sent when pop_clients > 0): the accuracy of
      * the model on each client's held-out slice, summarised over clients */
-    uint32_t pop_clients;             /* "pc": clients scored */
-    double pop_mean;                  /* "pmean": mean of the client accuracies */
-    double pop_min;                   /* "pmin": worst client's accuracy */
-    uint32_t pop_worst;               /* "pworst": the worst client's id */
-    double pop_p10;                   /* "pp10": 10th percentile of the client accuracies */
-    double pop_threshold;             /* "pthr": the threshold of pop_below */
-    double pop_below;                 /* "pbelow": fraction of clients below pop_threshold */
+    uint32_t pop_clients; /* "pc": clients scored */
+    double pop_mean;      /* "pmean": mean of the client accuracies */
+    double pop_min;       /* "pmin": worst client's accuracy */
+    uint32_t pop_worst;   /* "pworst": the worst client's id */
+    double pop_p10;       /* "pp10": 10th percentile of the client accuracies */
+    double pop_threshold; /* "pthr": the threshold of pop_below */
+    double pop_below;     /* "pbelow": fraction of clients below pop_threshold */
 } fm_wire_metrics_t;
 
 /* One decoded tensor; `data` points into the frame (borrowed, unaligned). */
 typedef struct {
     char name[FM_WIRE_STR_MAX + 1];
     char dtype[FM_WIRE_DTYPE_MAX + 1];
-    int ndim;                         /* 0..FM_WIRE_MAX_DIMS */
+    int ndim; /* 0..FM_WIRE_MAX_DIMS */
     uint64_t shape[FM_WIRE_MAX_DIMS];
     const void *data;
     size_t nbytes;
@@ -166,7 +166,10 @@ typedef struct {
     size_t cap;
 } fm_wire_buf_t;
 
-#define FM_WIRE_BUF_INIT {NULL, 0, 0}
+#define FM_WIRE_BUF_INIT                                                                         \
+    {                                                                                            \
+        NULL, 0, 0                                                                               \
+    }
 
 /* Free the buffer's memory and zero it; idempotent. */
 void fm_wire_buf_free(fm_wire_buf_t *b);
@@ -214,13 +217,14 @@ int fm_wire_decode_update(const void *buf, size_t len, fm_wire_update_t *hdr,
                           fm_wire_tensors_t *tensors, fm_errmsg_t *e);
 /* HELLO, HEARTBEAT or BYE (which one: *type). "sent"/"busy" are mandatory in HEARTBEAT,
  * read as 0 when absent from HELLO/BYE. */
-int fm_wire_decode_member(const void *buf, size_t len, fm_wire_type_t *type,
-                          fm_wire_member_t *m, fm_errmsg_t *e);
+int fm_wire_decode_member(const void *buf, size_t len, fm_wire_type_t *type, fm_wire_member_t *m,
+                          fm_errmsg_t *e);
 int fm_wire_decode_snapshot_req(const void *buf, size_t len, fm_wire_snapshot_req_t *r,
                                 fm_errmsg_t *e);
 int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm_errmsg_t *e);
 
-/* ---- tensors against a model layout --------------------------------------------------------- */
+/* ---- tensors against a model layout ---------------------------------------------------------
+ */
 
 /* Check decoded tensors against `layout`: exactly one tensor per view, in any order. Errors
  * (first problem found, `e` names the tensor): FM_ENAME (unknown, duplicate or missing

@@ -28,23 +28,24 @@
 #define S_MAX_SETS 24
 
 typedef struct {
-    char dir[256];         /* temp dir: checkpoints in dir/ckpt, logs in dir/agg.log */
+    char dir[256]; /* temp dir: checkpoints in dir/ckpt, logs in dir/agg.log */
     char ckpt[300];
     char log[300];
-    char conf[300];        /* the config file of the reload test ("": none) */
+    char conf[300]; /* the config file of the reload test ("": none) */
     char ep_updates[64];
     char ep_models[64];
     fm_proc_set_t procs;
     pid_t pid;
     zsock_t *sub;
     zsock_t *push;
-    fm_model_t *layout;    /* logreg, for encoding/decoding */
+    fm_model_t *layout; /* logreg, for encoding/decoding */
     size_t np;
     fm_wire_tensors_t *ts;
     fm_wire_buf_t buf;
 } s_ctx_t;
 
-/* ---- the daemon ----------------------------------------------------------------------------- */
+/* ---- the daemon -----------------------------------------------------------------------------
+ */
 
 /* Start the aggregator: --config c->conf if set, then the fixed "--set"s (logreg, constant
  * staleness, fedavg, server_lr 1, unweighted, checkpoint_keep 3, the endpoints and
@@ -64,10 +65,12 @@ static void s_spawn(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char
         snprintf(sets[ns++], 400, "aggregator.max_staleness=%d", max_stale);
     if (ckpt_every >= 0)
         snprintf(sets[ns++], 400, "aggregator.checkpoint_every=%d", ckpt_every);
-    static const char *const fixed[] = {
-        "federation.model=logreg",          "aggregator.staleness=constant",
-        "aggregator.weight_by_samples=false", "aggregator.server_optimizer=fedavg",
-        "aggregator.server_lr=1",           "aggregator.checkpoint_keep=3"};
+    static const char *const fixed[] = {"federation.model=logreg",
+                                        "aggregator.staleness=constant",
+                                        "aggregator.weight_by_samples=false",
+                                        "aggregator.server_optimizer=fedavg",
+                                        "aggregator.server_lr=1",
+                                        "aggregator.checkpoint_keep=3"};
     char *argv[2 * (S_MAX_SETS + 1) + 4];
     int a = 0;
     argv[a++] = FM_BIN_DIR "/fedmq-aggregator";
@@ -299,7 +302,8 @@ static void s_delta(float *d, size_t n, int i)
         d[j] = 1e-3f * (float)((int)((j * 7 + (size_t)i * 13) % 17) - 8) * (float)(i + 1);
 }
 
-/* ---- 1. initial model and one FedAvg step --------------------------------------------------- */
+/* ---- 1. initial model and one FedAvg step ---------------------------------------------------
+ */
 
 static void test_initial_and_fedavg(void **state)
 {
@@ -425,9 +429,9 @@ static void test_rejections(void **state)
     s_send(c, f, c->buf.len);
     free(f);
 
-    const char *reasons[] = {"stale", "future", "samples", "shape", "name", "model", "version",
-                             "nonfinite", "truncated", "duplicate", "unexpected_type",
-                             "malformed"};
+    const char *reasons[] = {"stale",     "future",    "samples",         "shape",
+                             "name",      "model",     "version",         "nonfinite",
+                             "truncated", "duplicate", "unexpected_type", "malformed"};
     /* truncated: the half UPDATE and the empty frame */
     const long long counts[] = {1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1};
     for (size_t r = 0; r < sizeof reasons / sizeof reasons[0]; r++) {
@@ -588,10 +592,10 @@ static int s_wait_log(const s_ctx_t *c, const char *needle)
     return fm_proc_file_contains(c->log, needle);
 }
 
-#define S_EXPECT_LOG(c, needle)                                                                    \
-    do {                                                                                           \
-        if (!s_wait_log((c), (needle)))                                                            \
-            fail_msg("the aggregator never logged \"%s\"", (needle));                             \
+#define S_EXPECT_LOG(c, needle)                                                                  \
+    do {                                                                                         \
+        if (!s_wait_log((c), (needle)))                                                          \
+            fail_msg("the aggregator never logged \"%s\"", (needle));                            \
     } while (0)
 
 /* Lines of the file at path that contain needle. */
@@ -615,8 +619,10 @@ static void s_write_conf(s_ctx_t *c, int k, int max_stale, int ckpt_every)
     snprintf(tmp, sizeof tmp, "%s.tmp", c->conf);
     FILE *f = fopen(tmp, "w");
     assert_non_null(f);
-    fprintf(f, "# written by aggregator_test\n[aggregator]\nbuffer_k = %d\nmax_staleness = %d\n"
-            "checkpoint_every = %d\n", k, max_stale, ckpt_every);
+    fprintf(f,
+            "# written by aggregator_test\n[aggregator]\nbuffer_k = %d\nmax_staleness = %d\n"
+            "checkpoint_every = %d\n",
+            k, max_stale, ckpt_every);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(rename(tmp, c->conf), 0); /* a SIGHUP never reads half a file */
 }
@@ -775,7 +781,10 @@ static void test_corrupt_newest_checkpoint(void **state)
     assert_int_equal(s_wait_model(c, 0, NULL), 0);
     for (uint64_t v = 0; v < 3; v++) {
         s_send_valid(c, v, d);
-        assert_int_equal(s_wait_model(c, v + 1, v == 1 ? w2 : v == 2 ? w3 : NULL),
+        assert_int_equal(s_wait_model(c, v + 1,
+                                      v == 1   ? w2
+                                      : v == 2 ? w3
+                                               : NULL),
                          (int64_t)v + 1);
     }
     assert_true(s_wait_stat(c, "version", NULL, 3));
@@ -838,9 +847,9 @@ static void test_corrupt_newest_checkpoint(void **state)
 
 /* One configuration of the weighted test: staleness function, server optimiser, eta. */
 typedef struct {
-    const char *staleness;  /* "polynomial" or "hinge" */
-    double a, b;            /* staleness_a, staleness_b */
-    const char *opt;        /* "fedadam" or "fedavgm" */
+    const char *staleness; /* "polynomial" or "hinge" */
+    double a, b;           /* staleness_a, staleness_b */
+    const char *opt;       /* "fedadam" or "fedavgm" */
     double eta;
 } s_weighted_t;
 
@@ -920,8 +929,8 @@ static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
         }
         double rel = maxerr / maxstep;
         print_message("%s + %s, version %d: max |w - expected| %.3g, %.3g of the largest step "
-                      "%.3g (staleness changes the mean by up to %.3g)\n", p->staleness, p->opt,
-                      s + 1, maxerr, rel, maxstep, unweighted);
+                      "%.3g (staleness changes the mean by up to %.3g)\n",
+                      p->staleness, p->opt, s + 1, maxerr, rel, maxstep, unweighted);
         if (!(rel < 1e-5))
             fail_msg("version %d: relative error %.3g", s + 1, rel);
         if (s == S_WSTEPS - 1) /* the check can tell: tau 3 moves the mean */

@@ -24,10 +24,10 @@ typedef struct {
     char log[600];
     char ep_agg[64], ep_pub[64], ep_snap[64];
     pid_t pid;
-    zsock_t *agg;                /* the test's "aggregator" PUB */
+    zsock_t *agg; /* the test's "aggregator" PUB */
     fm_model_t *layout;
     fm_wire_buf_t buf;
-    fm_wire_tensors_t *tensors;  /* decode scratch */
+    fm_wire_tensors_t *tensors; /* decode scratch */
 } fx_t;
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -82,8 +82,13 @@ static void s_send_snapshot_req(fx_t *fx, zsock_t *dealer)
 static void s_send_member(fx_t *fx, zsock_t *dealer, fm_wire_type_t type, const char *trainer,
                           uint64_t seq)
 {
-    fm_wire_member_t m = {.pid = 4242, .client_first = 0, .client_count = 10, .workers = 2,
-                          .seq = seq, .updates_sent = seq, .busy = 1};
+    fm_wire_member_t m = {.pid = 4242,
+                          .client_first = 0,
+                          .client_count = 10,
+                          .workers = 2,
+                          .seq = seq,
+                          .updates_sent = seq,
+                          .busy = 1};
     snprintf(m.trainer, sizeof m.trainer, "%s", trainer);
     assert_int_equal(fm_wire_encode_member(type, &m, &fx->buf), 0);
     s_send_bytes(dealer, fx->buf.data, fx->buf.len);
@@ -150,7 +155,8 @@ static void s_publish_until_cached(fx_t *fx, uint64_t version, double ts)
     }
     zsock_destroy(&probe);
     if (!ok)
-        fail_msg("the broker did not cache version %llu within 10 s", (unsigned long long)version);
+        fail_msg("the broker did not cache version %llu within 10 s",
+                 (unsigned long long)version);
 }
 
 /* Start the broker (heartbeat timeout HB_TIMEOUT_S, debug log) and wait for its start line. */
@@ -160,11 +166,24 @@ static void s_start_broker(fx_t *fx)
     snprintf(set_agg, sizeof set_agg, "endpoints.aggregator_models=%s", fx->ep_agg);
     snprintf(set_pub, sizeof set_pub, "endpoints.model_pub=%s", fx->ep_pub);
     snprintf(set_snap, sizeof set_snap, "endpoints.snapshot=%s", fx->ep_snap);
-    char *argv[] = {FM_BIN_DIR "/fedmq-broker", "--config", FM_SOURCE_DIR "/configs/fedmq.conf",
-                    "--set", "federation.model=" MODEL_NAME,
-                    "--set", set_agg, "--set", set_pub, "--set", set_snap,
-                    "--set", "broker.heartbeat_timeout_s=1",
-                    "--set", "trainer.heartbeat_interval_s=0.2", "--log-level", "debug", NULL};
+    char *argv[] = {FM_BIN_DIR "/fedmq-broker",
+                    "--config",
+                    FM_SOURCE_DIR "/configs/fedmq.conf",
+                    "--set",
+                    "federation.model=" MODEL_NAME,
+                    "--set",
+                    set_agg,
+                    "--set",
+                    set_pub,
+                    "--set",
+                    set_snap,
+                    "--set",
+                    "broker.heartbeat_timeout_s=1",
+                    "--set",
+                    "trainer.heartbeat_interval_s=0.2",
+                    "--log-level",
+                    "debug",
+                    NULL};
     fx->pid = fm_proc_spawn(&fx->procs, argv, fx->log);
     assert_true(fx->pid > 0);
     if (!s_log_wait(fx, "broker: model " MODEL_NAME, 10.0))
@@ -249,7 +268,8 @@ static void test_late_joiner(void **state)
         assert_int_equal(v, 3);
         assert_true(ts == 1000.0);
         if (dt > 0.5)
-            fail_msg("%s answered after %.3f s (bound 0.5 s)", hello ? "HELLO" : "SNAPSHOT_REQ", dt);
+            fail_msg("%s answered after %.3f s (bound 0.5 s)", hello ? "HELLO" : "SNAPSHOT_REQ",
+                     dt);
         zsock_destroy(&d);
     }
     assert_true(s_log_wait(fx, "trainer late-trainer joined", 2.0));
@@ -411,7 +431,7 @@ static void test_malformed_frames(void **state)
     vbyte = memmem(fx->buf.data, 8, "\xa1\x76\x01", 3);
     assert_non_null(vbyte);
     vbyte[2] = 9;
-    s_send_bytes(bad, fx->buf.data, fx->buf.len); /* wrong protocol version */
+    s_send_bytes(bad, fx->buf.data, fx->buf.len);               /* wrong protocol version */
     assert_int_equal(zsock_send(bad, "sss", "a", "b", "c"), 0); /* too many frames */
     /* over ZMQ_MAXMSGSIZE (1 MiB): ZeroMQ drops the connection */
     zsock_t *huge = s_dealer(fx);
@@ -500,8 +520,14 @@ static void test_sigterm_and_bad_config(void **state)
     snprintf(dup_log, sizeof dup_log, "%s/dup.log", fx->dir);
     snprintf(set_pub, sizeof set_pub, "endpoints.model_pub=%s", fx->ep_pub);
     snprintf(set_snap, sizeof set_snap, "endpoints.snapshot=%s", fx->ep_snap);
-    char *dup_argv[] = {FM_BIN_DIR "/fedmq-broker", "--set", "federation.model=" MODEL_NAME,
-                        "--set", set_pub, "--set", set_snap, NULL};
+    char *dup_argv[] = {FM_BIN_DIR "/fedmq-broker",
+                        "--set",
+                        "federation.model=" MODEL_NAME,
+                        "--set",
+                        set_pub,
+                        "--set",
+                        set_snap,
+                        NULL};
     pid_t dup = fm_proc_spawn(&fx->procs, dup_argv, dup_log);
     assert_true(dup > 0);
     int dst = fm_proc_wait(dup, 5.0);
@@ -510,8 +536,10 @@ static void test_sigterm_and_bad_config(void **state)
     assert_int_equal(WEXITSTATUS(dst), 1);
     assert_int_equal(fm_proc_file_count(dup_log, ""), 1);
     char want[200];
-    snprintf(want, sizeof want, "ERROR [endpoints] model_pub = %s: cannot bind: Address already "
-             "in use", fx->ep_pub);
+    snprintf(want, sizeof want,
+             "ERROR [endpoints] model_pub = %s: cannot bind: Address already "
+             "in use",
+             fx->ep_pub);
     assert_true(fm_proc_file_contains(dup_log, want));
 
     s_stop_broker(fx);
@@ -571,9 +599,18 @@ static void test_reload_applied_and_refused(void **state)
     snprintf(set_agg, sizeof set_agg, "endpoints.aggregator_models=%s", fx->ep_agg);
     snprintf(set_pub, sizeof set_pub, "endpoints.model_pub=%s", fx->ep_pub);
     snprintf(set_snap, sizeof set_snap, "endpoints.snapshot=%s", fx->ep_snap);
-    char *argv[] = {FM_BIN_DIR "/fedmq-broker", "--config", conf, "--set",
-                    "federation.model=" MODEL_NAME, "--set", set_agg, "--set", set_pub,
-                    "--set", set_snap, NULL};
+    char *argv[] = {FM_BIN_DIR "/fedmq-broker",
+                    "--config",
+                    conf,
+                    "--set",
+                    "federation.model=" MODEL_NAME,
+                    "--set",
+                    set_agg,
+                    "--set",
+                    set_pub,
+                    "--set",
+                    set_snap,
+                    NULL};
     fx->pid = fm_proc_spawn(&fx->procs, argv, fx->log);
     assert_true(fx->pid > 0);
     assert_true(s_log_wait(fx, "broker: model " MODEL_NAME, 10.0));
@@ -586,8 +623,10 @@ static void test_reload_applied_and_refused(void **state)
 
     s_write_conf(conf, "[broker]\nlog_level = debug\n");
     assert_int_equal(kill(fx->pid, SIGHUP), 0);
-    assert_true(s_log_wait(fx, "SIGHUP: config reloaded; changed: [broker] log_level: info -> "
-                           "debug", 3.0));
+    assert_true(s_log_wait(fx,
+                           "SIGHUP: config reloaded; changed: [broker] log_level: info -> "
+                           "debug",
+                           3.0));
     s_send_snapshot_req(fx, d);
     assert_true(s_log_count_wait(fx, dbg, 0, 3.0));
 
@@ -618,8 +657,10 @@ static void test_summary_and_reload(void **state)
     int ok = 0;
     while (!ok && fm_proc_now() - t0 < 13.0) {
         s_send_member(fx, d, FM_WIRE_HEARTBEAT, "t-sum", seq++);
-        ok = s_log_wait(fx, "summary: model version 5, 1 live trainers serving 10 clients, "
-                            "1 models forwarded", 0.25);
+        ok = s_log_wait(fx,
+                        "summary: model version 5, 1 live trainers serving 10 clients, "
+                        "1 models forwarded",
+                        0.25);
     }
     assert_true(ok);
     zsock_destroy(&d);
@@ -637,14 +678,11 @@ static void test_members_table(void **state)
     assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &m, 0.0, &old), FM_MEMBER_JOINED);
     assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &m, 0.1, &old), FM_MEMBER_STALE);
     m.seq = 1;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.5, &old),
-                     FM_MEMBER_REFRESHED);
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.6, &old),
-                     FM_MEMBER_STALE);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.5, &old), FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m, 0.6, &old), FM_MEMBER_STALE);
     m.pid = 2;
     m.seq = 0;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &m, 1.0, &old),
-                     FM_MEMBER_RESTARTED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &m, 1.0, &old), FM_MEMBER_RESTARTED);
     assert_int_equal(old, 1);
     fm_wire_member_t b = {.trainer = "b", .pid = 7, .client_count = 3, .seq = 0};
     assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &b, 1.0, NULL), FM_MEMBER_JOINED);
@@ -663,8 +701,7 @@ static void test_members_table(void **state)
     for (int i = 0; i < FM_MEMBERS_MAX; i++) {
         fm_wire_member_t x = {.pid = 1};
         snprintf(x.trainer, sizeof x.trainer, "t%d", i);
-        assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &x, 3.0, NULL),
-                         FM_MEMBER_JOINED);
+        assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &x, 3.0, NULL), FM_MEMBER_JOINED);
     }
     fm_wire_member_t full = {.trainer = "one-too-many", .pid = 1};
     assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &full, 3.0, NULL), FM_MEMBER_FULL);

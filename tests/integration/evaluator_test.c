@@ -47,14 +47,13 @@ static int s_load_dir(fm_dataset_t **out, const char *dir, const char *split, fl
     return *out ? 0 : err;
 }
 
-
 #define S_EVALUATOR FM_BIN_DIR "/fedmq-evaluator"
 #define S_MAX_VERSION 64
-#define S_START_TIMEOUT_S 30.0   /* data load + BLAS self-check, generous for ASan */
+#define S_START_TIMEOUT_S 30.0 /* data load + BLAS self-check, generous for ASan */
 #define S_METRICS_TIMEOUT_S 20.0
 #define S_LOG_TIMEOUT_S 10.0
-#define S_NUM_CLIENTS 100        /* federation.num_clients: the default */
-#define S_POP_THRESHOLD 0.7      /* evaluator.population_threshold: the default */
+#define S_NUM_CLIENTS 100   /* federation.num_clients: the default */
+#define S_POP_THRESHOLD 0.7 /* evaluator.population_threshold: the default */
 
 typedef struct {
     fm_proc_set_t procs;
@@ -62,17 +61,17 @@ typedef struct {
     char dir[256];
     char log[512];
     char metrics[512];
-    char conf[512];               /* the evaluator's --config: [evaluator] keys test_reload sets */
+    char conf[512]; /* the evaluator's --config: [evaluator] keys test_reload sets */
     char ep_model[64], ep_snapshot[64], ep_metrics[64];
     zsock_t *pub, *router, *sub;
     fm_dataset_t *test;
     fm_model_t *mlp;
-    float *pop_x;                 /* the held-out samples, client by client, copied here */
+    float *pop_x; /* the held-out samples, client by client, copied here */
     uint8_t *pop_y;
     uint32_t pop_off[S_NUM_CLIENTS + 1]; /* client k: samples [pop_off[k], pop_off[k+1]) */
     fm_wire_buf_t buf;
-    int seen[S_MAX_VERSION];      /* METRICS received per version */
-    uint32_t ambiguous;           /* near-tied samples of the last s_expected */
+    int seen[S_MAX_VERSION]; /* METRICS received per version */
+    uint32_t ambiguous;      /* near-tied samples of the last s_expected */
 } s_ctx_t;
 
 /* ---- helpers -------------------------------------------------------------------------- */
@@ -140,8 +139,8 @@ static void s_publish(s_ctx_t *c, const void *data, size_t len)
 
 /* One dense layer in double, written here (no fm_engine, no BLAS):
  * out[o] = b[o] + sum_i W[o][i] in[i], then relu if asked. W is (nout, nin) row-major. */
-static void s_naive_dense(double *out, const double *in, const float *w, const float *b,
-                          int nin, int nout, int relu)
+static void s_naive_dense(double *out, const double *in, const float *w, const float *b, int nin,
+                          int nout, int relu)
 {
     for (int o = 0; o < nout; o++) {
         double acc = b[o];
@@ -283,8 +282,10 @@ static void s_expected_pop(s_ctx_t *c, eval_pop_summary_t *lo, eval_pop_summary_
         }
     }
     if (amb_total)
-        fprintf(stderr, "%u held-out samples have near-tied logits: population checked within "
-                        "bounds\n", amb_total);
+        fprintf(stderr,
+                "%u held-out samples have near-tied logits: population checked within "
+                "bounds\n",
+                amb_total);
     s_pop_summary(c, hits_lo, lo);
     s_pop_summary(c, hits_hi, hi);
 }
@@ -487,9 +488,9 @@ static int s_group_setup(void **state)
     snprintf(s_data, sizeof s_data, "federation.data_dir=%s", FM_DATA_DIR);
     snprintf(c->conf, sizeof c->conf, "%s/evaluator.conf", c->dir);
     s_write_conf(c, "log_level = info\n");
-    char *argv[] = {S_EVALUATOR,  "--config", c->conf, "--set", "federation.model=mlp",
-                    "--set",      s_data,     "--set", s_model, "--set",
-                    s_snap,       "--set",    s_met,   "--set", s_file,
+    char *argv[] = {S_EVALUATOR, "--config", c->conf, "--set", "federation.model=mlp",
+                    "--set",     s_data,     "--set", s_model, "--set",
+                    s_snap,      "--set",    s_met,   "--set", s_file,
                     NULL};
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
@@ -858,8 +859,10 @@ static void test_reload(void **state)
     s_write_conf(c, "log_level = debug\n");
     int reloads = fm_proc_file_count(c->log, "SIGHUP: config reloaded");
     assert_int_equal(kill(c->pid, SIGHUP), 0);
-    assert_true(s_wait_count(c->log, "SIGHUP: config reloaded; changed: [evaluator] log_level: "
-                             "info -> debug", 0, S_LOG_TIMEOUT_S));
+    assert_true(s_wait_count(c->log,
+                             "SIGHUP: config reloaded; changed: [evaluator] log_level: "
+                             "info -> debug",
+                             0, S_LOG_TIMEOUT_S));
     assert_int_equal(fm_proc_file_count(c->log, "SIGHUP: config reloaded"), reloads + 1);
     assert_true(s_publish_until_logged(c, &frame, dup, 0));
 
@@ -925,8 +928,9 @@ static void test_bad_endpoint(void **state)
     snprintf(file, sizeof file, "evaluator.metrics_file=%s/bad-endpoint.jsonl", c->dir);
     snprintf(met, sizeof met, "endpoints.metrics_pub=%s", c->ep_model);
     snprintf(data, sizeof data, "federation.data_dir=%s", FM_DATA_DIR);
-    char *argv[] = {S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file,
-                    "--set", met, NULL};
+    char *argv[] = {
+        S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file, "--set",
+        met,         NULL};
     fm_proc_set_t set = {{0}, 0};
     pid_t pid = fm_proc_spawn(&set, argv, log);
     assert_true(pid > 0);
@@ -937,8 +941,10 @@ static void test_bad_endpoint(void **state)
     assert_int_equal(WEXITSTATUS(st), 1);
     assert_int_equal(fm_proc_file_count(log, ""), 1);
     char want[200];
-    snprintf(want, sizeof want, "ERROR [endpoints] metrics_pub = %s: cannot bind: Address "
-             "already in use", c->ep_model);
+    snprintf(want, sizeof want,
+             "ERROR [endpoints] metrics_pub = %s: cannot bind: Address "
+             "already in use",
+             c->ep_model);
     assert_true(fm_proc_file_contains(log, want));
 }
 
@@ -952,8 +958,9 @@ static void test_no_holdout(void **state)
     snprintf(file, sizeof file, "evaluator.metrics_file=%s/no-holdout.jsonl", c->dir);
     snprintf(met, sizeof met, "endpoints.metrics_pub=tcp://127.0.0.1:%d", fm_proc_free_port());
     snprintf(data, sizeof data, "federation.data_dir=%s", FM_DATA_DIR);
-    char *argv[] = {S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file,
-                    "--set", met, "--set", "federation.holdout=0", NULL};
+    char *argv[] = {
+        S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file, "--set",
+        met,         "--set", "federation.holdout=0", NULL};
     fm_proc_set_t set = {{0}, 0};
     pid_t pid = fm_proc_spawn(&set, argv, log);
     assert_true(pid > 0);
@@ -981,8 +988,9 @@ static void test_bad_data_dir(void **state)
     char data[600], met[128];
     snprintf(data, sizeof data, "federation.data_dir=%s/no-such-dir", c->dir);
     snprintf(met, sizeof met, "endpoints.metrics_pub=tcp://127.0.0.1:%d", fm_proc_free_port());
-    char *argv[] = {S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file,
-                    "--set", met, NULL};
+    char *argv[] = {
+        S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file, "--set",
+        met,         NULL};
     fm_proc_set_t set = {{0}, 0};
     pid_t pid = fm_proc_spawn(&set, argv, log);
     assert_true(pid > 0);

@@ -48,8 +48,8 @@ static void s_fedmq_run(run_t *r, const char *const extra[], double timeout_s)
 {
     int p[5];
     assert_int_equal(fm_sys_free_ports(p, 5), 0);
-    static const char *const keys[5] = {"model_pub", "snapshot", "updates",
-                                        "aggregator_models", "metrics_pub"};
+    static const char *const keys[5] = {"model_pub", "snapshot", "updates", "aggregator_models",
+                                        "metrics_pub"};
     char eps[5][96];
     char *av[64];
     int ac = 0;
@@ -63,11 +63,15 @@ static void s_fedmq_run(run_t *r, const char *const extra[], double timeout_s)
         av[ac++] = "--set";
         av[ac++] = eps[i];
     }
-    static const char *const base[] = {"federation.model=mlp", "federation.num_clients=20",
-                                       "federation.partition=iid", "trainer.clients=0-19",
-                                       "trainer.workers=1", "aggregator.buffer_k=5",
+    static const char *const base[] = {"federation.model=mlp",
+                                       "federation.num_clients=20",
+                                       "federation.partition=iid",
+                                       "trainer.clients=0-19",
+                                       "trainer.workers=1",
+                                       "aggregator.buffer_k=5",
                                        "evaluator.population=false",
-                                       "federation.data_dir=" FM_DATA_DIR, NULL};
+                                       "federation.data_dir=" FM_DATA_DIR,
+                                       NULL};
     for (int i = 0; base[i]; i++) {
         av[ac++] = "--set";
         av[ac++] = (char *)base[i];
@@ -172,7 +176,8 @@ static void s_check_shutdown_order(const run_t *r)
                   t_ev - t_tr, t_br - t_tr, t_ag - t_tr, ck, t_ck - t_tr);
     if (!(t_tr <= t_ev && t_ev <= t_br && t_br <= t_ag && t_ag <= t_ck))
         fail_msg("stop order: trainer %.3f, evaluator %.3f, broker %.3f, aggregator %.3f, "
-                 "checkpoint %.3f", t_tr, t_ev, t_br, t_ag, t_ck);
+                 "checkpoint %.3f",
+                 t_tr, t_ev, t_br, t_ag, t_ck);
     /* the shutdown checkpoint follows the last aggregation and is of its version */
     uint64_t last = 0;
     if (fm_sys_log_last(alog, " updates folded, ", &t_ver, &l_ver, line, sizeof line)) {
@@ -195,7 +200,8 @@ static void s_check_shutdown_order(const run_t *r)
     assert_int_equal(stat(spath, &sb), 0);
     double mtime = (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec * 1e-9;
     if (mtime + 0.001 < t_ck)
-        fail_msg("stats.json written at %.3f, before the shutdown checkpoint (%.3f)", mtime, t_ck);
+        fail_msg("stats.json written at %.3f, before the shutdown checkpoint (%.3f)", mtime,
+                 t_ck);
     /* nothing the trainer sent was lost: the aggregator was still there */
     print_message("trainer sent %" PRIu64 " updates; aggregator: %" PRIu64 " applied, %" PRIu64
                   " rejected, %" PRIu64 " in the open buffer at the stop\n",
@@ -232,8 +238,8 @@ static void test_target_stop(void **state)
 {
     (void)state;
     run_t *r = s_run;
-    const char *const extra[] = {"federation.target_accuracy=0.70",
-                                 "federation.time_limit_s=600", NULL};
+    const char *const extra[] = {"federation.target_accuracy=0.70", "federation.time_limit_s=600",
+                                 NULL};
     s_fedmq_run(r, extra, S_RUN_S);
     s_expect_exit(r, 0);
     char *out = s_slurp(r->out), *err = s_slurp(r->err);

@@ -28,8 +28,8 @@
 #include "fm_model.h"
 #include "fm_wire.h"
 
-#define S_WAIT_S 20.0     /* bounded waits (generous for ASan builds) */
-#define S_NCLIENTS 10     /* tests 1-3: federation.num_clients */
+#define S_WAIT_S 20.0 /* bounded waits (generous for ASan builds) */
+#define S_NCLIENTS 10 /* tests 1-3: federation.num_clients */
 #define S_MAX_COHORT 64
 #define S_MAX_SETS 40
 #define BIN(x) FM_BIN_DIR "/fedmq-" x
@@ -37,37 +37,38 @@
 typedef struct {
     uint64_t version;
     uint64_t round;
-    int present;                   /* the MODEL carries round/cohort/mu */
-    uint32_t n;                    /* cohort size */
+    int present; /* the MODEL carries round/cohort/mu */
+    uint32_t n;  /* cohort size */
     uint32_t ids[S_MAX_COHORT];
 } s_round_t;
 
 typedef struct {
-    char dir[256];                 /* temp dir: checkpoints in dir/ckpt, logs in dir */
+    char dir[256]; /* temp dir: checkpoints in dir/ckpt, logs in dir */
     char ckpt[300];
-    char log[300];                 /* the aggregator's log */
-    char conf[300];                /* --config file ("": none) */
+    char log[300];  /* the aggregator's log */
+    char conf[300]; /* --config file ("": none) */
     char ep_updates[64];
     char ep_models[64];
-    char ep_pub[64];               /* test 4: broker PUB, snapshot ROUTER */
+    char ep_pub[64]; /* test 4: broker PUB, snapshot ROUTER */
     char ep_snap[64];
     fm_proc_set_t procs;
-    pid_t pid;                     /* the aggregator */
+    pid_t pid; /* the aggregator */
     zsock_t *sub;
     zsock_t *push;
-    fm_model_t *layout;            /* the aggregator's model, for encoding/decoding */
+    fm_model_t *layout; /* the aggregator's model, for encoding/decoding */
     size_t np;
     fm_wire_tensors_t *ts;
-    fm_wire_buf_t buf;             /* UPDATEs */
-    fm_wire_buf_t mbuf;            /* HELLO / HEARTBEAT */
-    uint64_t seq;                  /* membership seq of the fake trainer */
-    int member;                    /* 1 once the HELLO was sent: keep it alive */
+    fm_wire_buf_t buf;  /* UPDATEs */
+    fm_wire_buf_t mbuf; /* HELLO / HEARTBEAT */
+    uint64_t seq;       /* membership seq of the fake trainer */
+    int member;         /* 1 once the HELLO was sent: keep it alive */
     double next_hb;
-    float *floats[4];              /* test buffers (s_floats), freed in the teardown */
+    float *floats[4]; /* test buffers (s_floats), freed in the teardown */
     int nfloats;
 } s_ctx_t;
 
-/* ---- the aggregator --------------------------------------------------------------------------- */
+/* ---- the aggregator ---------------------------------------------------------------------------
+ */
 
 /* Start the aggregator in mode = sync (fedavg, server_lr 1) with --config c->conf if set,
  * `model`, num_clients, clients_per_round, min_clients, round_timeout_s (if > 0; else from
@@ -274,7 +275,8 @@ static void s_send_update(s_ctx_t *c, uint32_t client, uint64_t round, uint64_t 
     s_send(c, c->buf.data, c->buf.len);
 }
 
-/* ---- stats.json ------------------------------------------------------------------------------- */
+/* ---- stats.json -------------------------------------------------------------------------------
+ */
 
 static long long s_json_u(const char *text, const char *from, const char *key)
 {
@@ -336,12 +338,12 @@ static int s_wait_stat(s_ctx_t *c, const char *key, const char *reason, long lon
     return s_wait_stat_t(c, key, reason, want, S_WAIT_S);
 }
 
-#define S_EXPECT_STAT(c, key, reason, want)                                                        \
-    do {                                                                                           \
-        if (!s_wait_stat((c), (key), (reason), (want)))                                            \
-            fail_msg("stats.json: %s%s never reached %lld (now %lld)", (reason) ? "rejected." : "", \
-                     (reason) ? (const char *)(reason) : (key), (long long)(want),                 \
-                     s_stat((c), (key), (reason)));                                                \
+#define S_EXPECT_STAT(c, key, reason, want)                                                      \
+    do {                                                                                         \
+        if (!s_wait_stat((c), (key), (reason), (want)))                                          \
+            fail_msg("stats.json: %s%s never reached %lld (now %lld)",                           \
+                     (reason) ? "rejected." : "", (reason) ? (const char *)(reason) : (key),     \
+                     (long long)(want), s_stat((c), (key), (reason)));                           \
     } while (0)
 
 /* Sleep s seconds, keeping the fake trainer alive. */
@@ -354,7 +356,8 @@ static void s_settle(s_ctx_t *c, double s)
     }
 }
 
-/* ---- fixtures --------------------------------------------------------------------------------- */
+/* ---- fixtures ---------------------------------------------------------------------------------
+ */
 
 static int s_setup(void **state)
 {
@@ -380,10 +383,11 @@ static int s_setup(void **state)
 static void s_dump_logs(const char *dir)
 {
     char cmd[1200];
-    snprintf(cmd, sizeof cmd,
-             "ls -la '%s' >&2; for f in '%s'/*.log; do echo \"==== $f\" >&2; cat \"$f\" >&2; done; "
-             "cat '%s'/ckpt/stats.json >&2",
-             dir, dir, dir);
+    snprintf(
+        cmd, sizeof cmd,
+        "ls -la '%s' >&2; for f in '%s'/*.log; do echo \"==== $f\" >&2; cat \"$f\" >&2; done; "
+        "cat '%s'/ckpt/stats.json >&2",
+        dir, dir, dir);
     if (system(cmd) != 0)
         fprintf(stderr, "(no logs)\n");
 }
@@ -427,7 +431,8 @@ static void s_delta(float *d, size_t n, int i)
 /* tests 1-3: the fake trainer's membership outlives any pause of the test */
 static const char *const s_hb30[] = {"broker.heartbeat_timeout_s=30", NULL};
 
-/* ---- 1. a round waits for its cohort and no one else ------------------------------------------- */
+/* ---- 1. a round waits for its cohort and no one else
+ * ------------------------------------------- */
 
 static void test_round_waits_for_cohort(void **state)
 {
@@ -496,7 +501,8 @@ static void test_round_waits_for_cohort(void **state)
     assert_true(fm_proc_file_contains(c->log, "round 1: 3 of 3 selected clients reported"));
 }
 
-/* ---- 2. below min_clients at the deadline: the round is dropped -------------------------------- */
+/* ---- 2. below min_clients at the deadline: the round is dropped
+ * -------------------------------- */
 
 static void test_min_clients_not_met(void **state)
 {
@@ -535,7 +541,8 @@ static void test_min_clients_not_met(void **state)
     assert_true(fm_proc_file_contains(c->log, "not aggregated, retried with a new cohort"));
 }
 
-/* ---- 3. late updates are dropped and counted ---------------------------------------------------- */
+/* ---- 3. late updates are dropped and counted
+ * ---------------------------------------------------- */
 
 static void test_late_updates(void **state)
 {
@@ -578,15 +585,17 @@ static void test_late_updates(void **state)
     assert_int_equal(s_stat(c, "version", NULL), 1);
 }
 
-/* ---- 4. a trainer killed during a round does not hang it --------------------------------------- */
+/* ---- 4. a trainer killed during a round does not hang it
+ * --------------------------------------- */
 
-/* ---- num_rounds ends the run ------------------------------------------------------------------ */
+/* ---- num_rounds ends the run ------------------------------------------------------------------
+ */
 
 static void test_num_rounds(void **state)
 {
     s_ctx_t *c = *state;
-    static const char *const extra[] = {"broker.heartbeat_timeout_s=30", "federation.num_rounds=1",
-                                        NULL};
+    static const char *const extra[] = {"broker.heartbeat_timeout_s=30",
+                                        "federation.num_rounds=1", NULL};
     s_start(c, "logreg", S_NCLIENTS, 3, 1, 60.0, extra);
     s_member(c, FM_WIRE_HELLO);
     float *d = s_floats(c, c->np);
@@ -617,7 +626,8 @@ static void test_num_rounds(void **state)
     assert_int_equal(s_stat(c, "version", NULL), 1);
 }
 
-/* ---- async mode: min_clients is a quorum of live clients ------------------------------------- */
+/* ---- async mode: min_clients is a quorum of live clients -------------------------------------
+ */
 
 static void test_async_quorum(void **state)
 {
@@ -745,8 +755,8 @@ static void test_killed_trainer(void **state)
     }
     if (!found)
         fail_msg("no round with clients of both trainers reached trainer B (last MODEL: v%llu "
-                 "round %llu, %u clients)", (unsigned long long)r.version,
-                 (unsigned long long)r.round, r.n);
+                 "round %llu, %u clients)",
+                 (unsigned long long)r.version, (unsigned long long)r.round, r.n);
     rk = r;
     s_check_cohort(&rk, 4, nclients);
     fm_proc_sleep(0.2); /* B's workers have taken the jobs */
@@ -758,8 +768,7 @@ static void test_killed_trainer(void **state)
 
     /* the round closes at its deadline with trainer A's two updates */
     s_round_t nx;
-    assert_true(s_wait_round_t(c, rk.round + 1, rk.version + 1, 0, &nx, NULL,
-                               timeout + 8.0));
+    assert_true(s_wait_round_t(c, rk.round + 1, rk.version + 1, 0, &nx, NULL, timeout + 8.0));
     double took = fm_proc_now() - t_kill;
     print_message("version %llu (round %llu closed) %.2f s after the kill\n",
                   (unsigned long long)nx.version, (unsigned long long)rk.round, took);
@@ -909,7 +918,8 @@ static void test_restart_continues_rounds(void **state)
     assert_int_equal(s_stored_round(c), 5);
 }
 
-/* ---- SIGHUP: round_timeout_s is reloadable (from the next round on) ------------------------- */
+/* ---- SIGHUP: round_timeout_s is reloadable (from the next round on) -------------------------
+ */
 
 static void s_write_timeout(s_ctx_t *c, double timeout_s)
 {
@@ -947,7 +957,8 @@ static void test_reload_round_timeout(void **state)
     /* 600 -> 2 s; the open round keeps its deadline, the next one gets 2 s */
     s_write_timeout(c, 2);
     assert_int_equal(kill(c->pid, SIGHUP), 0);
-    if (!s_wait_log(c, "SIGHUP: config reloaded; changed: [aggregator] round_timeout_s: 600 -> 2"))
+    if (!s_wait_log(c,
+                    "SIGHUP: config reloaded; changed: [aggregator] round_timeout_s: 600 -> 2"))
         fail_msg("no reload line");
     s_complete_round(c, &r1, d);
     assert_true(s_wait_round(c, 2, 1, 1, &r2, NULL));
@@ -964,7 +975,8 @@ static void test_reload_round_timeout(void **state)
     assert_true(s_running(c->pid));
 }
 
-/* ---- 5. bad sync configs: exit 2, one line on stderr naming the key ------------------------------ */
+/* ---- 5. bad sync configs: exit 2, one line on stderr naming the key
+ * ------------------------------ */
 
 static void s_bad_config(s_ctx_t *c, const char *name, const char *const *sets, const char *key)
 {
@@ -1004,8 +1016,11 @@ static void test_bad_config(void **state)
     const char *fedbuff[] = {"federation.mode=sync", "federation.aggregation_strategy=fedbuff",
                              ck, NULL};
     s_bad_config(c, "bad-fedbuff", fedbuff, "aggregation_strategy");
-    const char *quorum[] = {"federation.mode=sync", "federation.aggregation_strategy=fedavg",
-                            "federation.clients_per_round=3", "federation.min_clients=4", ck,
+    const char *quorum[] = {"federation.mode=sync",
+                            "federation.aggregation_strategy=fedavg",
+                            "federation.clients_per_round=3",
+                            "federation.min_clients=4",
+                            ck,
                             NULL};
     s_bad_config(c, "bad-min-clients", quorum, "min_clients");
     const char *prox[] = {"federation.mode=sync", "federation.aggregation_strategy=fedprox",

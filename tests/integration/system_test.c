@@ -41,16 +41,16 @@
  * takes about 40 s). Every wait below uses one of them once, so the worst case is their sum:
  * 30 + 2*5 + 2*3 + 20 + 30 + 5 + 30 + 5 + 5 + 20 + 30 + 30 + 4*8 = 253 s, under the 300 s
  * ctest timeout. */
-#define S_START_S 30.0      /* first versions after the start */
-#define S_AT_ONCE_S 3.0     /* a snapshot reply from the broker's cache */
-#define S_QUIET_S 1.0       /* no MODEL on the broker's PUB for this long: it is settled */
-#define S_SETTLE_S 5.0      /* ... reached within this */
-#define S_TRAINER_S 20.0    /* a new trainer loads its data and takes its first model */
-#define S_PROGRESS_S 30.0   /* three more versions */
-#define S_REAP_S 5.0        /* a SIGKILLed child is reaped */
-#define S_RESTART_S 20.0    /* a restarted aggregator has resumed, written stats, published */
-#define S_CONVERGE_S 30.0   /* the accuracy bar */
-#define S_STOP_S 8.0        /* SIGTERM to exit, per daemon */
+#define S_START_S 30.0    /* first versions after the start */
+#define S_AT_ONCE_S 3.0   /* a snapshot reply from the broker's cache */
+#define S_QUIET_S 1.0     /* no MODEL on the broker's PUB for this long: it is settled */
+#define S_SETTLE_S 5.0    /* ... reached within this */
+#define S_TRAINER_S 20.0  /* a new trainer loads its data and takes its first model */
+#define S_PROGRESS_S 30.0 /* three more versions */
+#define S_REAP_S 5.0      /* a SIGKILLed child is reaped */
+#define S_RESTART_S 20.0  /* a restarted aggregator has resumed, written stats, published */
+#define S_CONVERGE_S 30.0 /* the accuracy bar */
+#define S_STOP_S 8.0      /* SIGTERM to exit, per daemon */
 #define S_ACC_BAR 0.80
 #define MODEL_NAME "mlp"
 
@@ -63,7 +63,7 @@ typedef struct {
     fm_model_t *layout;
     fm_wire_tensors_t *tensors; /* decode scratch */
     fm_wire_buf_t buf;
-    zsock_t *bsub;              /* the test's SUB on the broker's model_pub */
+    zsock_t *bsub; /* the test's SUB on the broker's model_pub */
 } sys_t;
 
 /* ---- helpers ------------------------------------------------------------------------- */
@@ -293,8 +293,11 @@ static uint64_t s_ask(sys_t *s, const char *endpoint, fm_wire_type_t type, doubl
         fm_wire_snapshot_req_t r = {.from = "system-test", .have = 0};
         assert_int_equal(fm_wire_encode_snapshot_req(&r, &s->buf), 0);
     } else {
-        fm_wire_member_t m = {.pid = (uint32_t)getpid(), .client_first = 0, .client_count = 0,
-                              .workers = 1, .seq = 0};
+        fm_wire_member_t m = {.pid = (uint32_t)getpid(),
+                              .client_first = 0,
+                              .client_count = 0,
+                              .workers = 1,
+                              .seq = 0};
         snprintf(m.trainer, sizeof m.trainer, "system-test");
         assert_int_equal(fm_wire_encode_member(type, &m, &s->buf), 0);
     }
@@ -382,7 +385,7 @@ static void test_federation(void **state)
     s_signal(tr1, SIGSTOP);
     uint64_t cur = UINT64_MAX;
     s_settle(s, bsub, &cur);
-    assert_true(cur != UINT64_MAX); /* the broker forwarded at least one model */
+    assert_true(cur != UINT64_MAX);   /* the broker forwarded at least one model */
     uint64_t sv = s_stats(s).version; /* the aggregator writes stats.json after publishing */
     assert_true(sv == cur || sv + 1 == cur);
     double secs_snap = 0, secs_hello = 0;
@@ -420,7 +423,7 @@ static void test_federation(void **state)
     uint64_t ck = s_ckpt_newest(s);
     uint64_t killed_stats = s_stats(s).version;
     assert_true(killed_stats <= ck); /* stats.json is written after the checkpoint */
-    s_settle(s, bsub, &none);       /* what the old aggregator published is gone */
+    s_settle(s, bsub, &none);        /* what the old aggregator published is gone */
     assert_int_equal(remove(s->stats), 0);
     agg = s_start(s, BIN("aggregator"), "aggregator2.log", NULL);
     assert_true(agg > 0);
@@ -446,13 +449,15 @@ static void test_federation(void **state)
     while (last_st < ck + 3) {
         if (fm_proc_now() > end)
             fail_msg("stats.json: version %" PRIu64 " not reached within %.0f s of the restart "
-                     "(at %" PRIu64 ")", ck + 3, S_PROGRESS_S, last_st);
+                     "(at %" PRIu64 ")",
+                     ck + 3, S_PROGRESS_S, last_st);
         int ok;
         fm_stats_t st = s_stats_try(s, &ok);
         if (ok) {
             if (st.version < last_st)
                 fail_msg("stats.json: version %" PRIu64 " after %" PRIu64 " (checkpoint %" PRIu64
-                         ")", st.version, last_st, ck);
+                         ")",
+                         st.version, last_st, ck);
             last_st = st.version;
             nst++;
         }
@@ -460,13 +465,15 @@ static void test_federation(void **state)
         if (s_recv_model(s, bsub, 0.02, &v)) {
             if (v < last_fwd)
                 fail_msg("broker forwarded version %" PRIu64 " after %" PRIu64
-                         " (checkpoint %" PRIu64 ")", v, last_fwd, ck);
+                         " (checkpoint %" PRIu64 ")",
+                         v, last_fwd, ck);
             last_fwd = v;
             nfwd++;
         }
     }
     s_note("after the restart: %d stats.json reads and %d forwarded models, none below v%" PRIu64
-           "; now at v%" PRIu64, nst, nfwd, ck, last_st);
+           "; now at v%" PRIu64,
+           nst, nfwd, ck, last_st);
 
     /* and the run converges */
     s_acond_t acc = {s->metrics, S_ACC_BAR};

@@ -70,14 +70,17 @@ static void test_list_and_export(void **state)
     char *exp[] = {FEDMQ, "export", "--checkpoint", ckdir, "--out", out, NULL};
     assert_int_equal(s_run(exp, log), 0);
     assert_int_equal(fm_safetensors_load_model(back, out, &e), 0);
-    assert_memory_equal(fm_model_params(back), fm_model_params(m), sizeof(float) * fm_model_nparams(m));
+    assert_memory_equal(fm_model_params(back), fm_model_params(m),
+                        sizeof(float) * fm_model_nparams(m));
     /* a given version */
-    char *exp2[] = {FEDMQ, "export", "--checkpoint", ckdir, "--version", "2", "--out", out2, NULL};
+    char *exp2[] = {FEDMQ, "export", "--checkpoint", ckdir, "--version",
+                    "2",   "--out",  out2,           NULL};
     assert_int_equal(s_run(exp2, log), 0);
     assert_int_equal(fm_safetensors_load_model(back, out2, &e), 0);
     assert_memory_equal(fm_model_params(back), v2, sizeof(float) * fm_model_nparams(m));
     /* bad input: a version that does not exist, a directory without checkpoints */
-    char *bad1[] = {FEDMQ, "export", "--checkpoint", ckdir, "--version", "9", "--out", out2, NULL};
+    char *bad1[] = {FEDMQ, "export", "--checkpoint", ckdir, "--version",
+                    "9",   "--out",  out2,           NULL};
     assert_int_equal(s_run(bad1, log), 2);
     assert_true(fm_proc_file_contains(log, "no checkpoint of that version"));
     char *bad2[] = {FEDMQ, "checkpoints", dir, NULL};

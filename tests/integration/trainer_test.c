@@ -58,15 +58,15 @@ typedef struct {
     zsock_t *router, *pub, *pull;
     zpoller_t *poller;
     char ep_pub[64], ep_snap[64], ep_upd[64];
-    char ep_upd_override[64];         /* non-empty: the trainer pushes here instead */
+    char ep_upd_override[64]; /* non-empty: the trainer pushes here instead */
     char tmp[512], log[600];
-    char config[600];                 /* non-empty: the trainer's --config instead of the repo's */
+    char config[600]; /* non-empty: the trainer's --config instead of the repo's */
     fm_proc_set_t procs;
     /* the model the test serves */
     fm_model_t *layout;
-    uint64_t model_version;           /* 0: answer nothing (a broker with no model) */
+    uint64_t model_version; /* 0: answer nothing (a broker with no model) */
     fm_wire_buf_t model_frame;
-    int send_junk_first;              /* before the first HELLO reply: a malformed frame */
+    int send_junk_first; /* before the first HELLO reply: a malformed frame */
     /* reference partition */
     fm_dataset_t *ds;
     fm_partition_t *part;
@@ -75,8 +75,8 @@ typedef struct {
     float *delta;
     int hellos, trainer_hellos, heartbeats, byes, snapshot_reqs, bad;
     pid_t last_hello_pid, last_bye_pid;
-    uint64_t last_seq;                /* of the current incarnation */
-    uint64_t last_sent;               /* "sent" of the last HEARTBEAT */
+    uint64_t last_seq;  /* of the current incarnation */
+    uint64_t last_sent; /* "sent" of the last HEARTBEAT */
     pid_t seq_pid;
     int seq_errors;
     int nupdates;
@@ -84,12 +84,12 @@ typedef struct {
     uint64_t bases[MAX_UPDATES];
     uint32_t clients[MAX_UPDATES];
     pid_t pids[MAX_UPDATES];
-    int update_errors;                /* UPDATEs failing a check (details printed) */
+    int update_errors; /* UPDATEs failing a check (details printed) */
     /* the last UPDATE that passed decoding */
     float *last_delta;
     fm_wire_update_t last;
     pid_t last_pid;
-    pid_t trainer;                    /* the trainer of the current test */
+    pid_t trainer; /* the trainer of the current test */
 } t_state_t;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -121,8 +121,8 @@ static void t_set_model(t_state_t *s, uint64_t version)
     memset(&hdr, 0, sizeof hdr);
     hdr.version = version;
     hdr.created = 1.7e9 + (double)version;
-    assert_int_equal(fm_wire_encode_model(&hdr, s->layout, fm_model_params(s->layout),
-                                          &s->model_frame), 0);
+    assert_int_equal(
+        fm_wire_encode_model(&hdr, s->layout, fm_model_params(s->layout), &s->model_frame), 0);
     s->model_version = version;
 }
 
@@ -293,19 +293,28 @@ static pid_t t_spawn(t_state_t *s, const char *extra1, const char *extra2)
     char o_pub[100], o_snap[100], o_upd[100], o_cl[64];
     snprintf(o_pub, sizeof o_pub, "endpoints.model_pub=%s", s->ep_pub);
     snprintf(o_snap, sizeof o_snap, "endpoints.snapshot=%s", s->ep_snap);
-    snprintf(o_upd, sizeof o_upd, "endpoints.updates=%s", s->ep_upd_override[0] ?
-             s->ep_upd_override : s->ep_upd);
+    snprintf(o_upd, sizeof o_upd, "endpoints.updates=%s",
+             s->ep_upd_override[0] ? s->ep_upd_override : s->ep_upd);
     snprintf(o_cl, sizeof o_cl, "trainer.clients=%d-%d", CLIENT_FIRST, CLIENT_LAST);
     char *argv[40];
     int a = 0;
     argv[a++] = FM_BIN_DIR "/fedmq-trainer";
     argv[a++] = "--config";
     argv[a++] = s->config[0] ? s->config : FM_SOURCE_DIR "/configs/fedmq.conf";
-    const char *sets[] = {"federation.model=mlp", "federation.num_clients=20",
-                          "federation.partition=" PARTITION, "federation.seed=1",
-                          "federation.data_dir=" FM_DATA_DIR, "trainer.workers=2",
-                          "trainer.heartbeat_interval_s=0.5", "trainer.slowdown_sigma=0.3",
-                          o_pub, o_snap, o_upd, o_cl, extra1, extra2};
+    const char *sets[] = {"federation.model=mlp",
+                          "federation.num_clients=20",
+                          "federation.partition=" PARTITION,
+                          "federation.seed=1",
+                          "federation.data_dir=" FM_DATA_DIR,
+                          "trainer.workers=2",
+                          "trainer.heartbeat_interval_s=0.5",
+                          "trainer.slowdown_sigma=0.3",
+                          o_pub,
+                          o_snap,
+                          o_upd,
+                          o_cl,
+                          extra1,
+                          extra2};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
         if (!sets[i])
             continue;
@@ -732,8 +741,10 @@ static void test_reload(void **state)
 
     t_write_config(s->config, "debug", 1);
     assert_int_equal(kill(pid, SIGHUP), 0);
-    assert_true(t_log_wait(s, "SIGHUP: config reloaded; changed: [trainer] log_level: info -> "
-                              "debug", 0));
+    assert_true(t_log_wait(s,
+                           "SIGHUP: config reloaded; changed: [trainer] log_level: info -> "
+                           "debug",
+                           0));
     t_reqs_before = s->snapshot_reqs;
     assert_true(t_pump(s, t_one_more_req, 15));
     assert_true(t_log_wait(s, "SNAPSHOT_REQ sent", debug_lines));
@@ -745,7 +756,8 @@ static void test_reload(void **state)
     assert_true(t_log_wait(s, "SIGHUP: config not reloaded", refused));
     assert_int_equal(fm_proc_file_count(s->log, "SIGHUP: config not reloaded"), refused + 1);
     assert_int_equal(fm_proc_file_count(s->log, "[trainer] threads_per_worker changed from 1 "
-                                                "to 3"), 1);
+                                                "to 3"),
+                     1);
     t_reqs_before = s->snapshot_reqs;
     assert_true(t_pump(s, t_one_more_req, 15));
     assert_true(t_log_wait(s, "SNAPSHOT_REQ sent", debug_lines));
@@ -847,8 +859,8 @@ static void t_set_sync_model(t_state_t *s, uint64_t version, uint64_t round, uin
     hdr.cohort.ids = ids;
     hdr.cohort.count = 1;
     hdr.mu = mu;
-    assert_int_equal(fm_wire_encode_model(&hdr, s->layout, fm_model_params(s->layout),
-                                          &s->model_frame), 0);
+    assert_int_equal(
+        fm_wire_encode_model(&hdr, s->layout, fm_model_params(s->layout), &s->model_frame), 0);
     s->model_version = version;
 }
 
@@ -875,12 +887,12 @@ static void t_replay(const fm_dataset_t *ds, const fm_partition_t *part, uint32_
     fm_optim_t *o = fm_optim_new(np, &sgd, &err);
     assert_non_null(o);
     assert_int_equal(fm_optim_set_mu(o, (float)mu), 0);
-    fm_train_config_t tcfg = {.epochs = R_EPOCHS,
-                              .batch = R_BATCH,
-                              .seed = trainer_sim_train_seed(SEED, client, run)};
+    fm_train_config_t tcfg = {
+        .epochs = R_EPOCHS, .batch = R_BATCH, .seed = trainer_sim_train_seed(SEED, client, run)};
     uint32_t n = part->offsets[client + 1] - part->offsets[client];
-    assert_int_equal(fm_train_run(e, o, m, ds->x, ds->y, part->indices + part->offsets[client],
-                                  n, &tcfg, mu > 0 ? base : NULL, NULL, NULL, res), 0);
+    assert_int_equal(fm_train_run(e, o, m, ds->x, ds->y, part->indices + part->offsets[client], n,
+                                  &tcfg, mu > 0 ? base : NULL, NULL, NULL, res),
+                     0);
     for (size_t i = 0; i < np; i++)
         delta[i] = w[i] - base[i];
     fm_optim_destroy(&o);
@@ -915,19 +927,20 @@ static void test_replay(void **state)
     snprintf(s->config, sizeof s->config, "%s/replay.conf", s->tmp);
     FILE *f = fopen(s->config, "w");
     assert_non_null(f);
-    fprintf(f, "[federation]\nlocal_epochs = %d\nbatch_size = %d\nlearning_rate = %s\n"
-               "momentum = %s\nweight_decay = %s\nclip_norm = 0\nmu = 0\n"
-               "[trainer]\nthreads_per_worker = 1\ndropout_prob = 0\nlog_level = info\n",
+    fprintf(f,
+            "[federation]\nlocal_epochs = %d\nbatch_size = %d\nlearning_rate = %s\n"
+            "momentum = %s\nweight_decay = %s\nclip_norm = 0\nmu = 0\n"
+            "[trainer]\nthreads_per_worker = 1\ndropout_prob = 0\nlog_level = info\n",
             R_EPOCHS, R_BATCH, R_LR, R_MOMENTUM, R_WEIGHT_DECAY);
     assert_int_equal(fclose(f), 0);
 
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
     fm_errmsg_t e;
-    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN,
-                                         FM_FASHION_STD, &e), 0);
-    assert_int_equal(fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held,
-                                          &e), 0);
+    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
+                     0);
+    assert_int_equal(
+        fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held, &e), 0);
     size_t np = fm_model_nparams(s->layout);
     float *base = malloc(np * sizeof(float));
     float *want = malloc(np * sizeof(float));
@@ -1001,18 +1014,12 @@ int main(int argc, char **argv)
      * round like the trainer */
     fm_blas_setup(argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sim),
-        cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_updates),
-        cmocka_unit_test(test_new_version),
-        cmocka_unit_test(test_heartbeats),
-        cmocka_unit_test(test_reconnect_hello),
-        cmocka_unit_test(test_sigterm_bye),
-        cmocka_unit_test(test_dropout),
-        cmocka_unit_test(test_reload),
-        cmocka_unit_test(test_aggregator_down),
-        cmocka_unit_test(test_sigkill),
-        cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_sim),         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_updates),     cmocka_unit_test(test_new_version),
+        cmocka_unit_test(test_heartbeats),  cmocka_unit_test(test_reconnect_hello),
+        cmocka_unit_test(test_sigterm_bye), cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_reload),      cmocka_unit_test(test_aggregator_down),
+        cmocka_unit_test(test_sigkill),     cmocka_unit_test(test_replay),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

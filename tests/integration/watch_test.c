@@ -25,9 +25,9 @@
 
 #define FEDMQ FM_BIN_DIR "/fedmq"
 #define S_COUNT 3
-#define S_FEED_S 30.0    /* fedmq watch gets its N lines */
-#define S_TIMEOUT_S 1.5  /* --timeout of the no-publisher case */
-#define S_GRACE_S 10.0   /* ... exit after it within this */
+#define S_FEED_S 30.0   /* fedmq watch gets its N lines */
+#define S_TIMEOUT_S 1.5 /* --timeout of the no-publisher case */
+#define S_GRACE_S 10.0  /* ... exit after it within this */
 
 typedef struct {
     fm_proc_set_t procs;
@@ -64,9 +64,12 @@ static int s_teardown(void **state)
  * fields. */
 static fm_wire_metrics_t s_metrics(uint64_t k)
 {
-    fm_wire_metrics_t m = {.version = 100 + k, .accuracy = 0.5 + 0.01 * (double)k,
-                           .loss = 1.25 - 0.01 * (double)k, .num_samples = 10000 + k,
-                           .eval_seconds = 0.5 + 0.25 * (double)k, .timestamp = 1.7e9 + k};
+    fm_wire_metrics_t m = {.version = 100 + k,
+                           .accuracy = 0.5 + 0.01 * (double)k,
+                           .loss = 1.25 - 0.01 * (double)k,
+                           .num_samples = 10000 + k,
+                           .eval_seconds = 0.5 + 0.25 * (double)k,
+                           .timestamp = 1.7e9 + k};
     snprintf(m.model, sizeof m.model, "mlp");
     for (int i = 0; i < FM_NCLASSES; i++)
         m.class_acc[i] = 0.5;
@@ -86,18 +89,20 @@ static fm_wire_metrics_t s_metrics(uint64_t k)
 static void s_expected_line(uint64_t k, char *buf, size_t cap)
 {
     fm_wire_metrics_t m = s_metrics(k);
-    int n = snprintf(buf, cap, "version=%" PRIu64 " model=mlp accuracy=%.4f loss=%.4f n=%" PRIu64
-                     " eval_s=%.2f", m.version, m.accuracy, m.loss, m.num_samples,
-                     m.eval_seconds);
+    int n = snprintf(buf, cap,
+                     "version=%" PRIu64 " model=mlp accuracy=%.4f loss=%.4f n=%" PRIu64
+                     " eval_s=%.2f",
+                     m.version, m.accuracy, m.loss, m.num_samples, m.eval_seconds);
     if (m.pop_clients)
-        snprintf(buf + n, cap - (size_t)n, " | 20 clients mean 0.81 worst 0.42 (client 17) p10 "
+        snprintf(buf + n, cap - (size_t)n,
+                 " | 20 clients mean 0.81 worst 0.42 (client 17) p10 "
                  "0.63 below0.7 15%%");
 }
 
 static pid_t s_watch(fx_t *fx, const char *endpoint, const char *count, const char *timeout)
 {
-    char *av[] = {FEDMQ, "watch", (char *)endpoint, "--count", (char *)count, "--timeout",
-                  (char *)timeout, NULL};
+    char *av[] = {FEDMQ,         "watch",     (char *)endpoint, "--count",
+                  (char *)count, "--timeout", (char *)timeout,  NULL};
     pid_t pid = fm_sys_spawn(&fx->procs, av, fx->out, fx->err);
     assert_true(pid > 0);
     return pid;

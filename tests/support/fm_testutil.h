@@ -102,13 +102,13 @@ static inline int fm_tu_all_finite(const float *a, size_t n)
 }
 
 /* Fail with a message unless err <= tol (NaN fails). */
-#define FM_TU_ASSERT_LE(err, tol, ...)                                                          \
-    do {                                                                                        \
-        double fm_tu_e_ = (err), fm_tu_t_ = (tol);                                              \
-        if (!(fm_tu_e_ <= fm_tu_t_)) {                                                          \
-            print_error(__VA_ARGS__);                                                           \
-            fail_msg("error %.3e > tolerance %.3e", fm_tu_e_, fm_tu_t_);                        \
-        }                                                                                       \
+#define FM_TU_ASSERT_LE(err, tol, ...)                                                           \
+    do {                                                                                         \
+        double fm_tu_e_ = (err), fm_tu_t_ = (tol);                                               \
+        if (!(fm_tu_e_ <= fm_tu_t_)) {                                                           \
+            print_error(__VA_ARGS__);                                                            \
+            fail_msg("error %.3e > tolerance %.3e", fm_tu_e_, fm_tu_t_);                         \
+        }                                                                                        \
     } while (0)
 
 #endif

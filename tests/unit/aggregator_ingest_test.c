@@ -34,7 +34,7 @@
 
 typedef struct {
     fm_config_t cfg;
-    fm_model_t *layout;  /* logreg */
+    fm_model_t *layout; /* logreg */
     size_t np;
     agg_policy_t *policy;
     agg_idset_t *ids;
@@ -53,8 +53,8 @@ static s_t *s_new(int mode)
     s_t *t = fm_tu_alloc(1, sizeof *t);
     fm_cfg_defaults(&t->cfg);
     t->cfg.federation.mode = mode;
-    t->cfg.federation.aggregation_strategy =
-        mode == FM_CFG_MODE_SYNC ? FM_CFG_STRATEGY_FEDAVG : FM_CFG_STRATEGY_FEDBUFF;
+    t->cfg.federation.aggregation_strategy = mode == FM_CFG_MODE_SYNC ? FM_CFG_STRATEGY_FEDAVG
+                                                                      : FM_CFG_STRATEGY_FEDBUFF;
     t->cfg.federation.num_clients = S_NCLIENTS;
     t->cfg.federation.clients_per_round = 2;
     t->cfg.federation.min_clients = 1;
@@ -149,18 +149,15 @@ static agg_verdict_t s_ingest(s_t *t, const void *data, size_t len)
     return v;
 }
 
-static agg_verdict_t s_ingest_buf(s_t *t)
-{
-    return s_ingest(t, t->buf.data, t->buf.len);
-}
+static agg_verdict_t s_ingest_buf(s_t *t) { return s_ingest(t, t->buf.data, t->buf.len); }
 
-#define S_EXPECT_REJECT(t, want)                                                                   \
-    do {                                                                                           \
-        agg_verdict_t v_ = s_ingest_buf(t);                                                        \
-        if (v_.kind != AGG_INGEST_REJECTED || v_.reason != (want))                                 \
-            fail_msg("expected rejection '%s', got kind %d reason '%s'", agg_reason_name(want),   \
-                     (int)v_.kind, v_.kind == AGG_INGEST_REJECTED ? agg_reason_name(v_.reason)   \
-                                                                  : "-");                          \
+#define S_EXPECT_REJECT(t, want)                                                                 \
+    do {                                                                                         \
+        agg_verdict_t v_ = s_ingest_buf(t);                                                      \
+        if (v_.kind != AGG_INGEST_REJECTED || v_.reason != (want))                               \
+            fail_msg("expected rejection '%s', got kind %d reason '%s'", agg_reason_name(want),  \
+                     (int)v_.kind,                                                               \
+                     v_.kind == AGG_INGEST_REJECTED ? agg_reason_name(v_.reason) : "-");         \
     } while (0)
 
 /* ---- every reason, counted once ------------------------------------------------------------ */
@@ -196,7 +193,12 @@ static void test_every_reason_counted(void **state)
     s_mutate(t, "fc.bias", "fc.bixs", 7);
     S_EXPECT_REJECT(t, AGG_REJ_NAME);
     s_update(t, 5, 10);
-    s_mutate(t, "\xa3" "F32", "\xa3" "F16", 4);
+    s_mutate(t,
+             "\xa3"
+             "F32",
+             "\xa3"
+             "F16",
+             4);
     S_EXPECT_REJECT(t, AGG_REJ_DTYPE);
     s_update(t, 5, 10);
     s_mutate(t, "\xa5shape\x91\x0a", "\xa5shape\x91\x05", 8);
@@ -240,7 +242,8 @@ static void test_every_reason_counted(void **state)
     s_free(&t);
 }
 
-/* ---- the fold -------------------------------------------------------------------------------- */
+/* ---- the fold --------------------------------------------------------------------------------
+ */
 
 static void test_fold_weight(void **state)
 {
@@ -367,7 +370,8 @@ static void test_async_policy(void **state)
     s_free(&t);
 }
 
-/* ---- the sync policy ------------------------------------------------------------------------ */
+/* ---- the sync policy ------------------------------------------------------------------------
+ */
 
 /* A sync context with round 1 open on version 5; cohort into c[2]. */
 static s_t *s_sync_open(uint32_t c[2])

@@ -15,10 +15,7 @@
 
 #define S_N 100
 
-static void s_all_live(uint8_t *live, uint32_t n)
-{
-    memset(live, 1, n);
-}
+static void s_all_live(uint8_t *live, uint32_t n) { memset(live, 1, n); }
 
 static void test_open_selects_live_clients(void **state)
 {

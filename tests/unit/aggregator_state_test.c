@@ -1,6 +1,6 @@
 /* aggregator_state_test: the aggregator's checkpoint state (aggregator/aggregator_state.c):
- * the canonical config text (fm_cfg_text, parsed back equal) and the diff with a stored text, a save and a
- * resume in a temp directory (params, counters, round, the id window without the open
+ * the canonical config text (fm_cfg_text, parsed back equal) and the diff with a stored text, a
+ * save and a resume in a temp directory (params, counters, round, the id window without the open
  * buffer's ids, the config text in the same transaction), and "no checkpoint". Links
  * aggregator_lib (the CMakeLists.txt rule for aggregator_*_test). */
 #include <errno.h>
@@ -51,8 +51,8 @@ static int s_setup(void **state)
     snprintf(t->dir, sizeof t->dir, "/tmp/agg_state_test.XXXXXX");
     assert_non_null(mkdtemp(t->dir));
     fm_cfg_defaults(&t->cfg);
-    snprintf(t->cfg.aggregator.checkpoint_dir, sizeof t->cfg.aggregator.checkpoint_dir,
-             "%s/ckpt", t->dir);
+    snprintf(t->cfg.aggregator.checkpoint_dir, sizeof t->cfg.aggregator.checkpoint_dir, "%s/ckpt",
+             t->dir);
     int rc = 0;
     t->model = fm_model_new("logreg", &rc);
     assert_non_null(t->model);

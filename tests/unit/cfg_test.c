@@ -77,8 +77,7 @@ static void sentinel(fm_config_t *c)
 
 /* Load text[0..len) expecting `code` and exactly the message `want` (with "%s" for the
  * path); the target struct must be unchanged. */
-static void expect_error_n(void **state, const char *text, size_t len, int code,
-                           const char *want)
+static void expect_error_n(void **state, const char *text, size_t len, int code, const char *want)
 {
     char path[512], msg[1024];
     write_conf_n(state, path, sizeof path, text, len);
@@ -225,8 +224,8 @@ static void test_enum_names(void **state)
     assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_CNN), "cnn");
     assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_MLP), "mlp");
     assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_LOGREG), "logreg");
-    assert_string_equal(fm_cfg_enum_name("federation.aggregation_strategy",
-                                         FM_CFG_STRATEGY_FEDPROX), "fedprox");
+    assert_string_equal(
+        fm_cfg_enum_name("federation.aggregation_strategy", FM_CFG_STRATEGY_FEDPROX), "fedprox");
     assert_string_equal(fm_cfg_enum_name("federation.mode", FM_CFG_MODE_SYNC), "sync");
     assert_string_equal(fm_cfg_enum_name("aggregator.staleness", FM_STALENESS_HINGE), "hinge");
     assert_string_equal(fm_cfg_enum_name("aggregator.server_optimizer", FM_SERVER_OPT_FEDYOGI),
@@ -335,16 +334,18 @@ static void test_file_errors(void **state)
     expect_error(state, "[endpoints]\nupdates = tcp://127.0.0.1\n", FM_EARG,
                  "%s:2: [endpoints] updates = tcp://127.0.0.1: not a ZeroMQ endpoint "
                  "(tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
-    expect_error(state, "[trainer]\nclients = 9-3\n", FM_EARG,
-                 "%s:2: [trainer] clients = 9-3: not a client range (A-B with 0 <= A <= B, or A)");
+    expect_error(
+        state, "[trainer]\nclients = 9-3\n", FM_EARG,
+        "%s:2: [trainer] clients = 9-3: not a client range (A-B with 0 <= A <= B, or A)");
     expect_error(state, "[aggregator]\ncheckpoint_dir =\n", FM_EARG,
                  "%s:2: [aggregator] checkpoint_dir = : must not be empty");
     /* duplicate key, also across a repeated section */
     expect_error(state, "[aggregator]\nbuffer_k = 5\n\nbuffer_k = 6\n", FM_EARG,
                  "%s:4: [aggregator] buffer_k = 6: duplicate key (first set on line 2)");
-    expect_error(state, "[trainer]\nworkers = 2\n[broker]\nlog_level = info\n[trainer]\n"
-                        "workers = 3\n", FM_EARG,
-                 "%s:6: [trainer] workers = 3: duplicate key (first set on line 2)");
+    expect_error(state,
+                 "[trainer]\nworkers = 2\n[broker]\nlog_level = info\n[trainer]\n"
+                 "workers = 3\n",
+                 FM_EARG, "%s:6: [trainer] workers = 3: duplicate key (first set on line 2)");
     /* key outside a section */
     expect_error(state, "buffer_k = 5\n[aggregator]\n", FM_EARG,
                  "%s:1: buffer_k = 5: key outside a section");
@@ -509,14 +510,13 @@ static void change_key(fm_config_t *c, const fm_cfg_key_t *k)
     fm_errmsg_t e = {{0}};
     switch (k->type) {
     case FM_CFG_INT:
-        snprintf(val, sizeof val, "%ld", atol(cur) == (long)k->lo ? (long)k->lo + 1 : (long)k->lo);
+        snprintf(val, sizeof val, "%ld",
+                 atol(cur) == (long)k->lo ? (long)k->lo + 1 : (long)k->lo);
         break;
     case FM_CFG_FLOAT:
         snprintf(val, sizeof val, "%.17g", strtod(cur, NULL) == k->lo ? k->hi : k->lo);
         break;
-    case FM_CFG_U64:
-        snprintf(val, sizeof val, "%llu", strtoull(cur, NULL, 10) + 1);
-        break;
+    case FM_CFG_U64: snprintf(val, sizeof val, "%llu", strtoull(cur, NULL, 10) + 1); break;
     case FM_CFG_BOOL:
         snprintf(val, sizeof val, "%s", strcmp(cur, "true") == 0 ? "false" : "true");
         break;
@@ -615,7 +615,8 @@ static void test_nul_and_encoding(void **state)
     expect_error_n(state, nul_comment, sizeof nul_comment - 1, FM_EFORMAT,
                    "%s:1: NUL byte at column 4");
     static const char nul_last[] = "[federation]\nseed = 2\0"; /* no final newline */
-    expect_error_n(state, nul_last, sizeof nul_last - 1, FM_EFORMAT, "%s:2: NUL byte at column 9");
+    expect_error_n(state, nul_last, sizeof nul_last - 1, FM_EFORMAT,
+                   "%s:2: NUL byte at column 9");
     /* the same from memory */
     fm_config_t c;
     fm_errmsg_t e = {{0}};
@@ -629,11 +630,13 @@ static void test_nul_and_encoding(void **state)
                  "%s:2: not UTF-8 text (byte 0xE9 at column 6)");
     expect_error(state, "[federation]\ndata_dir = /a\xC0\xAF\n", FM_EFORMAT,
                  "%s:2: not UTF-8 text (byte 0xC0 at column 14)");
-    expect_error(state, "\xED\xA0\x80\n", FM_EFORMAT, "%s:1: not UTF-8 text (byte 0xED at column 1)");
+    expect_error(state, "\xED\xA0\x80\n", FM_EFORMAT,
+                 "%s:1: not UTF-8 text (byte 0xED at column 1)");
     expect_error(state, "[federation]\ndata_dir = /d\xE2\x82", FM_EFORMAT,
                  "%s:2: not UTF-8 text (byte 0xE2 at column 14)");
     /* UTF-8 is fine in comments and string values */
-    load_text_ok(state, "# caf\xC3\xA9 \xF0\x9F\x98\x80\n[federation]\ndata_dir = /d/\xC3\xBC\n", &c);
+    load_text_ok(state, "# caf\xC3\xA9 \xF0\x9F\x98\x80\n[federation]\ndata_dir = /d/\xC3\xBC\n",
+                 &c);
     assert_string_equal(c.federation.data_dir, "/d/\xC3\xBC");
 }
 
@@ -689,8 +692,10 @@ static void test_line_kinds(void **state)
 {
     fm_config_t c;
     /* a comment after a section header; a ';' in a value not after a space is kept */
-    load_text_ok(state, "[aggregator] # the aggregator\ninit = a;b\n[federation] ; x\n"
-                        "seed = 7\n", &c);
+    load_text_ok(state,
+                 "[aggregator] # the aggregator\ninit = a;b\n[federation] ; x\n"
+                 "seed = 7\n",
+                 &c);
     assert_string_equal(c.aggregator.init, "a;b");
     assert_int_equal(c.federation.seed, 7);
     /* text after a section header, ':' as a separator, an empty section name */

@@ -27,8 +27,8 @@
 #include "fm_ckpt.h"
 #include "fm_err.h"
 
-#define NP 1000   /* params per record */
-#define NO 500    /* optimizer floats per record */
+#define NP 1000 /* params per record */
+#define NO 500  /* optimizer floats per record */
 
 typedef struct {
     char root[256]; /* mkdtemp() directory, removed at the end */
@@ -555,8 +555,8 @@ static void test_extra_and_meta(void **state)
     assert_memory_equal(buf, ids, sizeof ids);
 
     /* NULL value deletes; absent keys are fine to delete */
-    fm_ckpt_extra_t x2[] = {{"applied_ids", ids2, sizeof ids2}, {"rng", NULL, 0},
-                            {"never_set", NULL, 0}};
+    fm_ckpt_extra_t x2[] = {
+        {"applied_ids", ids2, sizeof ids2}, {"rng", NULL, 0}, {"never_set", NULL, 0}};
     h = make_info(2, NP, 0);
     assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x2, 3, &e), 0);
     assert_int_equal(fm_ckpt_meta_get(c, "applied_ids", buf, sizeof buf, &len, &e), 0);
@@ -652,7 +652,8 @@ static void test_open_errors(void **state)
     assert_int_equal(err, FM_EARG);
 }
 
-/* ---- crash consistency ---------------------------------------------------------------------- */
+/* ---- crash consistency ----------------------------------------------------------------------
+ */
 
 /* Child: reopen, continue from the latest version + 1, ack each version on `fd` after
  * fm_ckpt_save returned. Never returns. */

@@ -100,7 +100,10 @@ static const char *s_path(const fx_t *fx, const char *name, char *buf, size_t ca
 
 /* ---- synthetic IDX files ------------------------------------------------------------------ */
 
-static uint8_t s_pixel(uint32_t i, uint32_t r, uint32_t c) { return (uint8_t)(i * 37 + r * 11 + c * 3); }
+static uint8_t s_pixel(uint32_t i, uint32_t r, uint32_t c)
+{
+    return (uint8_t)(i * 37 + r * 11 + c * 3);
+}
 
 static void s_put_be32(uint8_t *p, uint32_t v)
 {
@@ -159,7 +162,8 @@ static void s_write_images(const char *path, uint32_t magic, uint32_t n, uint32_
     s_put_be32(buf + 8, rows);
     s_put_be32(buf + 12, cols);
     for (size_t k = 0; k < keep; k++) {
-        uint32_t i = (uint32_t)(k / ((size_t)rows * cols)), rc = (uint32_t)(k % ((size_t)rows * cols));
+        uint32_t i = (uint32_t)(k / ((size_t)rows * cols)),
+                 rc = (uint32_t)(k % ((size_t)rows * cols));
         buf[16 + k] = s_pixel(i, rc / cols, rc % cols);
     }
     s_write(path, buf, 16 + keep, gz);
@@ -226,9 +230,11 @@ static void test_load_raw_and_gz(void **state)
     fm_dataset_t *raw = NULL, *gz = NULL, *mixed = NULL;
 
     assert_int_equal(s_load(&raw, s_path(fx, "raw-images", pi, sizeof pi),
-                                     s_path(fx, "raw-labels", pl, sizeof pl), MEAN, STD, &e), 0);
+                            s_path(fx, "raw-labels", pl, sizeof pl), MEAN, STD, &e),
+                     0);
     assert_int_equal(s_load(&gz, s_path(fx, "gz-images.gz", gi, sizeof gi),
-                                     s_path(fx, "gz-labels.gz", gl, sizeof gl), MEAN, STD, &e), 0);
+                            s_path(fx, "gz-labels.gz", gl, sizeof gl), MEAN, STD, &e),
+                     0);
     assert_int_equal(s_load(&mixed, gi, pl, MEAN, STD, &e), 0);
     s_check_synthetic(raw);
     s_check_synthetic(gz);
@@ -315,7 +321,8 @@ static void test_wrong_magic(void **state)
     int rc = s_load(&ds, gl, gi, MEAN, STD, &e);
     s_check_err(rc, FM_EMAGIC, ds, &e, gl);
     /* a text file */
-    s_write((const char *)s_path(fx, "text", bi, sizeof bi), (const uint8_t *)"hello world\n", 12, 0);
+    s_write((const char *)s_path(fx, "text", bi, sizeof bi), (const uint8_t *)"hello world\n", 12,
+            0);
     rc = s_load(&ds, bi, gl, MEAN, STD, &e);
     s_check_err(rc, FM_EMAGIC, ds, &e, bi);
 }
@@ -343,7 +350,8 @@ static void test_truncated(void **state)
         s_check_err(rc, FM_ETRUNC, ds, &e, has);
     }
     /* a header cut short, and an empty file */
-    s_write_images(s_path(fx, "good-images", pi, sizeof pi), 0x803, N_SYN, ROWS, COLS, SIZE_MAX, 0);
+    s_write_images(s_path(fx, "good-images", pi, sizeof pi), 0x803, N_SYN, ROWS, COLS, SIZE_MAX,
+                   0);
     size_t len = 0;
     uint8_t *buf = s_slurp(pi, &len);
     s_write(s_path(fx, "hdr-images", p, sizeof p), buf, 10, 0);
@@ -480,8 +488,9 @@ static void test_bad_dims(void **state)
     fm_dataset_t *ds = NULL;
     s_write_labels(s_path(fx, "labels", pl, sizeof pl), 0x801, N_SYN, UINT32_MAX, 0, 0);
     const uint32_t dims[][3] = {
-        {N_SYN, 0, COLS}, {N_SYN, ROWS, 0}, {0, ROWS, COLS},
-        {0xffffffffu, 0xffffffffu, 0xffffffffu}, {N_SYN, 0x10000, 0x10000}, {3000000, 28, 28},
+        {N_SYN, 0, COLS},          {N_SYN, ROWS, 0},
+        {0, ROWS, COLS},           {0xffffffffu, 0xffffffffu, 0xffffffffu},
+        {N_SYN, 0x10000, 0x10000}, {3000000, 28, 28},
     };
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         s_write_images(s_path(fx, "images", pi, sizeof pi), 0x803, dims[i][0], dims[i][1],
@@ -506,7 +515,8 @@ static void s_require_fashion(void)
         snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte", FM_DATA_DIR);
         if (access(p, R_OK) != 0)
             fail_msg("Fashion-MNIST not found in %s (a declared dependency): "
-                     "apt-get install dataset-fashion-mnist", FM_DATA_DIR);
+                     "apt-get install dataset-fashion-mnist",
+                     FM_DATA_DIR);
     }
 }
 
@@ -640,8 +650,8 @@ static void s_check_partitions(const fm_dataset_t *ds, int tight_shards)
             smallest = sz < smallest ? sz : smallest;
             largest = sz > largest ? sz : largest;
         }
-        print_message("    %-14s max-class fraction %.3f, client sizes %u..%u\n", specs[s],
-                      frac, smallest, largest);
+        print_message("    %-14s max-class fraction %.3f, client sizes %u..%u\n", specs[s], frac,
+                      smallest, largest);
         if (strcmp(specs[s], "iid") == 0) {
             assert_true(largest - smallest <= 1);
             assert_true(frac < 0.2);
@@ -733,11 +743,34 @@ static void test_partition_bad_specs(void **state)
         y[i] = (uint8_t)(i % 10);
     fm_dataset_t ds = {.n = 20, .y = y};
     const char *bad[] = {
-        "", "foo", "IID", "iid ", " iid", "iid:1", "dirichlet", "dirichlet:", "dirichlet:-1",
-        "dirichlet:abc", "dirichlet:0", "dirichlet:0.0", "dirichlet:0.5x", "dirichlet: 0.5",
-        "dirichlet:nan", "dirichlet:inf", "dirichlet:1e999", "shards", "shards:", "shards:0",
-        "shards:-1", "shards:+2", "shards:2.5", "shards: 2", "shards:2x", "shards:4294967296",
-        "shards:99999999999999999999999", "foo\nbar",
+        "",
+        "foo",
+        "IID",
+        "iid ",
+        " iid",
+        "iid:1",
+        "dirichlet",
+        "dirichlet:",
+        "dirichlet:-1",
+        "dirichlet:abc",
+        "dirichlet:0",
+        "dirichlet:0.0",
+        "dirichlet:0.5x",
+        "dirichlet: 0.5",
+        "dirichlet:nan",
+        "dirichlet:inf",
+        "dirichlet:1e999",
+        "shards",
+        "shards:",
+        "shards:0",
+        "shards:-1",
+        "shards:+2",
+        "shards:2.5",
+        "shards: 2",
+        "shards:2x",
+        "shards:4294967296",
+        "shards:99999999999999999999999",
+        "foo\nbar",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fm_errmsg_t e = {{0}};
@@ -866,8 +899,8 @@ static void test_holdout(void **state)
             /* another seed: same sizes, other samples */
             s_check_holdout(p, fracs[f], 43, &tr3, &ho3);
             assert_memory_equal(ho->offsets, ho3->offsets, 101 * sizeof(uint32_t));
-            assert_true(memcmp(ho->indices, ho3->indices,
-                               ho->offsets[100] * sizeof(uint32_t)) != 0);
+            assert_true(memcmp(ho->indices, ho3->indices, ho->offsets[100] * sizeof(uint32_t)) !=
+                        0);
             if (fracs[f] == 0.1 && strcmp(specs[s], "iid") == 0) /* 100 or 101 each: 10 */
                 for (uint32_t k = 0; k < 100; k++)
                     assert_int_equal(ho->offsets[k + 1] - ho->offsets[k], 10);

@@ -34,9 +34,9 @@
 
 typedef struct {
     fm_model_t *m;
-    int n;        /* samples available */
-    float *x;     /* (n, 784) */
-    uint8_t *y;   /* (n) */
+    int n;      /* samples available */
+    float *x;   /* (n, 784) */
+    uint8_t *y; /* (n) */
 } data_t;
 
 static void s_data(data_t *d, const char *model, int n, uint64_t seed)
@@ -211,7 +211,8 @@ static void test_dropout_seeded(void **state)
     s_data_free(&d);
 }
 
-/* ---- evaluation ------------------------------------------------------------------------------ */
+/* ---- evaluation ------------------------------------------------------------------------------
+ */
 
 static int s_argmax(const float *lp)
 {
@@ -272,8 +273,9 @@ static void s_evaluate(const char *model, uint64_t seed)
         fm_eval_t ev;
         memset(&ev, 0xab, sizeof ev);
         fm_engine_evaluate(e, d.m, d.x, d.y, idx, n, &ev);
-        print_message("%-4s evaluate threads %d: n %u correct %u (hand %u) loss %.6f (hand %.6f)\n",
-                      model, t, ev.n, ev.correct, correct, ev.loss, loss);
+        print_message(
+            "%-4s evaluate threads %d: n %u correct %u (hand %u) loss %.6f (hand %.6f)\n", model,
+            t, ev.n, ev.correct, correct, ev.loss, loss);
         assert_int_equal(ev.n, n);
         assert_int_equal(ev.correct, correct);
         assert_true(ev.accuracy == (double)correct / n);
@@ -346,12 +348,9 @@ int main(void)
 {
     fm_blas_setup(NULL); /* OpenBLAS on one thread: the engine parallelises over samples */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gradients_mlp),
-        cmocka_unit_test(test_gradients_cnn),
-        cmocka_unit_test(test_gradients_logreg),
-        cmocka_unit_test(test_dropout_seeded),
-        cmocka_unit_test(test_evaluate_mlp),
-        cmocka_unit_test(test_evaluate_cnn),
+        cmocka_unit_test(test_gradients_mlp),    cmocka_unit_test(test_gradients_cnn),
+        cmocka_unit_test(test_gradients_logreg), cmocka_unit_test(test_dropout_seeded),
+        cmocka_unit_test(test_evaluate_mlp),     cmocka_unit_test(test_evaluate_cnn),
         cmocka_unit_test(test_engine_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

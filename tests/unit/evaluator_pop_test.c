@@ -143,7 +143,8 @@ static void test_summary_empty(void **state)
     assert_int_equal(eval_pop_summarize(NULL, NULL, 0, 0.5, NULL, &s), 0);
 }
 
-/* ---- the scorer ----------------------------------------------------------------------------- */
+/* ---- the scorer -----------------------------------------------------------------------------
+ */
 
 /* n random images (uniform pixels in normalised units) with random labels. */
 static fm_dataset_t *s_synthetic(uint32_t n, uint64_t seed)
@@ -311,8 +312,8 @@ static void test_load_fashion(void **state)
     /* the reference split, as trainer_pool.c builds it */
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *train = NULL, *held = NULL;
-    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN,
-                                         FM_FASHION_STD, &e), 0);
+    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
+                     0);
     assert_int_equal(s_part_new(&part, ds, "dirichlet:0.3", 50, 77, &e), 0);
     assert_int_equal(fm_partition_holdout(part, 0.1, 77, &train, &held, &e), 0);
     assert_true(eval_pop_samples(pop) > 5900 && eval_pop_samples(pop) < 6100);
@@ -323,8 +324,8 @@ static void test_load_fashion(void **state)
     eval_pop_score(pop, scorer, m, 0.7, &s);
     fm_engine_destroy(&scorer);
     print_message("    mlp (seeded, untrained) on %u held-out samples of %u clients: mean %.3f "
-                  "min %.3f (client %u) p10 %.3f below 0.7 %.2f\n", eval_pop_samples(pop),
-                  s.clients, s.mean, s.min, s.worst, s.p10, s.below);
+                  "min %.3f (client %u) p10 %.3f below 0.7 %.2f\n",
+                  eval_pop_samples(pop), s.clients, s.mean, s.min, s.worst, s.p10, s.below);
     assert_true(0.0 <= s.min && s.min <= s.p10 && s.p10 <= s.mean && s.mean <= 1.0);
     fm_partition_destroy(&part);
     fm_partition_destroy(&train);
@@ -348,12 +349,9 @@ static void test_load_fashion(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_summary_hand),
-        cmocka_unit_test(test_summary_p10_rank),
-        cmocka_unit_test(test_summary_empty),
-        cmocka_unit_test(test_score_synthetic),
-        cmocka_unit_test(test_score_edge),
-        cmocka_unit_test(test_load_fashion),
+        cmocka_unit_test(test_summary_hand),  cmocka_unit_test(test_summary_p10_rank),
+        cmocka_unit_test(test_summary_empty), cmocka_unit_test(test_score_synthetic),
+        cmocka_unit_test(test_score_edge),    cmocka_unit_test(test_load_fashion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,16 +70,17 @@
 #define TOL_MANUAL 1e-5
 #define MAX_TIES 16
 
-/* ---- the fixture ------------------------------------------------------------------------------ */
+/* ---- the fixture ------------------------------------------------------------------------------
+ */
 
 typedef struct {
-    const char *name;         /* e.g. "golden_cnn_plain" */
+    const char *name; /* e.g. "golden_cnn_plain" */
     fm_safetensors_t *f;
-    const char *model;        /* metadata "model" */
+    const char *model; /* metadata "model" */
     int B;
-    float *x;                 /* (B,784) */
-    uint8_t *y;               /* (B) from I64 */
-    float tloss[3];           /* torch's NLL before each step */
+    float *x;       /* (B,784) */
+    uint8_t *y;     /* (B) from I64 */
+    float tloss[3]; /* torch's NLL before each step */
     fm_sgd_config_t cfg;
     int has_grad0, has_step1; /* optional tensors (the mlp fixtures have them) */
 } fixture_t;
@@ -189,15 +190,16 @@ static void s_fixture_close(fixture_t *fx)
     free(fx->y);
 }
 
-/* ---- the cnn through fm_layers, with near-tie detection ------------------------------------------ */
+/* ---- the cnn through fm_layers, with near-tie detection
+ * ------------------------------------------ */
 
 typedef struct {
-    int step;         /* 0-based step at which the tie occurs */
-    int n, oh, ow;    /* image n = sample * 64 + channel, window (oh, ow) of the 12x12 pool */
-    int k_first;      /* the argmax fm_maxpool2_forward chose */
-    int k_other;      /* the near-tied runner-up */
+    int step;      /* 0-based step at which the tie occurs */
+    int n, oh, ow; /* image n = sample * 64 + channel, window (oh, ow) of the 12x12 pool */
+    int k_first;   /* the argmax fm_maxpool2_forward chose */
+    int k_other;   /* the near-tied runner-up */
     float v_first, v_other;
-    int k_exact;      /* the argmax of the window's values computed in double */
+    int k_exact;             /* the argmax of the window's values computed in double */
     double d_first, d_other; /* the double values at k_first, k_other */
 } tie_t;
 
@@ -295,8 +297,8 @@ static double s_cnn_grad(cnn_t *c, const fm_model_t *m, const float *x, const ui
                         ke = k;
                 }
                 if (found && *nfound < MAX_TIES)
-                    found[(*nfound)++] = (tie_t){step, n, oh, ow, k1, k2, v1 + bias, v2 + bias,
-                                                 ke, d[k1], d[k2]};
+                    found[(*nfound)++] = (tie_t){step,      n,         oh, ow,    k1,   k2,
+                                                 v1 + bias, v2 + bias, ke, d[k1], d[k2]};
                 if (exact && ke != k1) {
                     float v = s_win(c, n, oh, ow, ke) + bias;
                     c->am[at] = (uint8_t)ke;
@@ -319,12 +321,13 @@ static double s_cnn_grad(cnn_t *c, const fm_model_t *m, const float *x, const ui
     fm_relu_maxpool2_backward(c->da2, G + o[3], c->dd1, c->pool, c->am, B, 64, 24, 24);
     fm_conv2d_backward_act(c->da1, G + o[2], NULL, c->da2, c->a1, P + o[2], c->scratch, B, 32, 26,
                            26, 64, 3, 3, 1);
-    fm_conv2d_backward(NULL, G + o[0], G + o[1], c->da1, x, P + o[0], c->scratch, B, 1, 28, 28, 32,
-                       3, 3);
+    fm_conv2d_backward(NULL, G + o[0], G + o[1], c->da1, x, P + o[0], c->scratch, B, 1, 28, 28,
+                       32, 3, 3);
     return loss / B;
 }
 
-/* ---- one replay of the 3 steps ------------------------------------------------------------------- */
+/* ---- one replay of the 3 steps
+ * ------------------------------------------------------------------- */
 
 typedef struct {
     double loss, grad0, step1, step3, update, manual; /* worst relative errors */
@@ -393,8 +396,8 @@ static void s_replay(const fixture_t *fx, int threads, int exact, tie_t *found, 
             s_worst(fabs(lm - loss) / loss, &r->manual, NULL, NULL);
             for (int i = 0; i < fm_model_nviews(m); i++) {
                 const fm_view_t *v = fm_model_view(m, i);
-                s_worst(fm_tu_rel_err(gm + v->offset, g + v->offset, v->numel), &r->manual,
-                        NULL, NULL);
+                s_worst(fm_tu_rel_err(gm + v->offset, g + v->offset, v->numel), &r->manual, NULL,
+                        NULL);
             }
             if (exact) {
                 double le = s_cnn_grad(&c, m, fx->x, fx->y, gm, step, 1, NULL, NULL, &nflip);
@@ -442,9 +445,9 @@ static void s_replay(const fixture_t *fx, int threads, int exact, tie_t *found, 
 static void s_print(const fixture_t *fx, int threads, const char *what, const result_t *r)
 {
     print_message("%s (threads %d) %s: worst rel err: loss %.2e | grad0 %.2e (%s) | step1 %.2e "
-                  "(%s) | step3 %.2e (%s) | update %.2e (%s) -> %s\n", fx->name, threads, what,
-                  r->loss, r->grad0, r->grad0_at ? r->grad0_at : "n/a", r->step1,
-                  r->step1_at ? r->step1_at : "n/a", r->step3, r->step3_at, r->update,
+                  "(%s) | step3 %.2e (%s) | update %.2e (%s) -> %s\n",
+                  fx->name, threads, what, r->loss, r->grad0, r->grad0_at ? r->grad0_at : "n/a",
+                  r->step1, r->step1_at ? r->step1_at : "n/a", r->step3, r->step3_at, r->update,
                   r->update_at, r->pass ? "match" : "NO MATCH");
 }
 
@@ -457,24 +460,24 @@ static void s_golden(const char *name, int threads)
     result_t r;
     s_replay(&fx, threads, 0, ties, &nties, &r);
     print_message("%s (threads %d): lr %g momentum %g wd %g clip %g mu %g; pre-clip norms "
-                  "%.4f %.4f %.4f\n", name, threads, fx.cfg.lr, fx.cfg.momentum,
-                  fx.cfg.weight_decay, fx.cfg.clip_norm, fx.cfg.mu, r.norms[0], r.norms[1],
-                  r.norms[2]);
+                  "%.4f %.4f %.4f\n",
+                  name, threads, fx.cfg.lr, fx.cfg.momentum, fx.cfg.weight_decay,
+                  fx.cfg.clip_norm, fx.cfg.mu, r.norms[0], r.norms[1], r.norms[2]);
     s_print(&fx, threads, "engine", &r);
     int disagree = 0;
     if (strcmp(fx.model, "cnn") == 0) {
         print_message("%s: fm_layers replay vs engine: worst rel err %.2e; %d max-pool "
-                      "near-tie(s) (gap <= %.0e)\n", name, r.manual, nties, TIE_GAP);
+                      "near-tie(s) (gap <= %.0e)\n",
+                      name, r.manual, nties, TIE_GAP);
         FM_TU_ASSERT_LE(r.manual, TOL_MANUAL, "%s: fm_layers replay differs from engine\n", name);
         for (int i = 0; i < nties; i++) {
             const tie_t *t = &ties[i];
             disagree += t->k_exact != t->k_first;
             print_message("  near-tie: step %d sample %d channel %d window (%d,%d): float takes "
                           "position %d = %.9g over %d = %.9g; double: %.10f vs %.10f -> %d%s\n",
-                          t->step + 1, t->n / 64, t->n % 64, t->oh, t->ow, t->k_first,
-                          t->v_first, t->k_other, t->v_other, t->d_first, t->d_other,
-                          t->k_exact, t->k_exact != t->k_first ? " (float and double DISAGREE)"
-                                                                : "");
+                          t->step + 1, t->n / 64, t->n % 64, t->oh, t->ow, t->k_first, t->v_first,
+                          t->k_other, t->v_other, t->d_first, t->d_other, t->k_exact,
+                          t->k_exact != t->k_first ? " (float and double DISAGREE)" : "");
         }
     }
     if (!r.pass && disagree > 0) {

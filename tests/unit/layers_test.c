@@ -39,11 +39,11 @@
 static double s_twin_worst; /* worst fast-vs-naive error seen, for the log */
 
 /* Assert a fast-vs-naive error and remember the worst. */
-#define TWIN_OK(err, ...)                                                                       \
-    do {                                                                                        \
-        double twin_e_ = (err);                                                                 \
-        s_twin_worst = twin_e_ > s_twin_worst ? twin_e_ : s_twin_worst;                         \
-        FM_TU_ASSERT_LE(twin_e_, TOL_TWIN, __VA_ARGS__);                                        \
+#define TWIN_OK(err, ...)                                                                        \
+    do {                                                                                         \
+        double twin_e_ = (err);                                                                  \
+        s_twin_worst = twin_e_ > s_twin_worst ? twin_e_ : s_twin_worst;                          \
+        FM_TU_ASSERT_LE(twin_e_, TOL_TWIN, __VA_ARGS__);                                         \
     } while (0)
 
 /* Finite differences of L = sum(out * R) with float forwards. The layers are linear (dense,
@@ -192,17 +192,18 @@ static void s_dense_twins(int B, int IN, int OUT, uint64_t seed)
 static void test_dense_twins(void **state)
 {
     s_twin_worst = 0.0;
-    s_dense_twins(3, 7, 5, 11);       /* odd */
-    s_dense_twins(1, 1, 1, 12);       /* degenerate */
-    s_dense_twins(16, 784, 200, 13);  /* mlp fc1 / logreg-like */
-    s_dense_twins(7, 200, 200, 14);   /* mlp fc2, odd batch */
-    s_dense_twins(4, 200, 10, 15);    /* mlp fc3 */
-    s_dense_twins(5, 9216, 128, 16);  /* cnn fc1 */
-    s_dense_twins(2, 128, 10, 17);    /* cnn fc2 */
+    s_dense_twins(3, 7, 5, 11);      /* odd */
+    s_dense_twins(1, 1, 1, 12);      /* degenerate */
+    s_dense_twins(16, 784, 200, 13); /* mlp fc1 / logreg-like */
+    s_dense_twins(7, 200, 200, 14);  /* mlp fc2, odd batch */
+    s_dense_twins(4, 200, 10, 15);   /* mlp fc3 */
+    s_dense_twins(5, 9216, 128, 16); /* cnn fc1 */
+    s_dense_twins(2, 128, 10, 17);   /* cnn fc2 */
     print_message("dense fast vs naive: worst relative error %.2e\n", s_twin_worst);
 }
 
-/* ---- conv2d: fast vs naive ------------------------------------------------------------------ */
+/* ---- conv2d: fast vs naive ------------------------------------------------------------------
+ */
 
 static void s_conv_twins(int B, int C, int H, int W, int OC, int KH, int KW, uint64_t seed)
 {
@@ -228,8 +229,10 @@ static void s_conv_twins(int B, int C, int H, int W, int OC, int KH, int KW, uin
     fm_conv2d_forward(of, inp, w, b, scratch, B, C, H, W, OC, KH, KW);
     fm_conv2d_forward_naive(on, inp, w, b, B, C, H, W, OC, KH, KW);
     assert_true(fm_tu_all_finite(of, no) && fm_tu_all_finite(on, no));
-    TWIN_OK(fm_tu_rel_err(of, on, no), "conv forward B=%d C=%d H=%d W=%d "
-                    "OC=%d KH=%d KW=%d\n", B, C, H, W, OC, KH, KW);
+    TWIN_OK(fm_tu_rel_err(of, on, no),
+            "conv forward B=%d C=%d H=%d W=%d "
+            "OC=%d KH=%d KW=%d\n",
+            B, C, H, W, OC, KH, KW);
 
     float *dw0 = fm_tu_floats(nw), *db0 = fm_tu_floats(OC);
     fm_tu_uniform(&rng, dw0, nw, -1.0, 1.0);
@@ -288,7 +291,8 @@ static void test_conv_twins(void **state)
     print_message("conv2d fast vs naive: worst relative error %.2e\n", s_twin_worst);
 }
 
-/* ---- fused kernels: each equals the composition of the plain kernels ---------------------------- */
+/* ---- fused kernels: each equals the composition of the plain kernels
+ * ---------------------------- */
 
 /* Rounding-level agreement of mathematically equal compositions (the same sgemm products; at
  * most the order of a bias add differs): 1e-6 of the largest value. */
@@ -321,7 +325,8 @@ static void s_conv_act(int B, int C, int H, int W, int OC, int KH, int KW, uint6
             fm_conv2d_forward_act(out, inp, w, hasb ? b : NULL, scratch, B, C, H, W, OC, KH, KW,
                                   relu);
             FM_TU_ASSERT_LE(fm_tu_rel_err(out, ref, no), TOL_FUSED,
-                            "conv2d_forward_act relu %d bias %d (C=%d OC=%d)\n", relu, hasb, C, OC);
+                            "conv2d_forward_act relu %d bias %d (C=%d OC=%d)\n", relu, hasb, C,
+                            OC);
             if (relu) {
                 size_t zeros = 0;
                 for (size_t i = 0; i < no; i++) {
@@ -348,7 +353,8 @@ static void s_conv_act(int B, int C, int H, int W, int OC, int KH, int KW, uint6
         fm_tu_fill(dina, ni, NAN);
         fm_conv2d_backward_act(dina, dwa, NULL, dout, inp, w, scratch, B, C, H, W, OC, KH, KW,
                                relu_inp);
-        FM_TU_ASSERT_LE(fm_tu_rel_err(dwa, dwr, nw), TOL_FUSED, "backward_act dw (accumulated)\n");
+        FM_TU_ASSERT_LE(fm_tu_rel_err(dwa, dwr, nw), TOL_FUSED,
+                        "backward_act dw (accumulated)\n");
         float *want = fm_tu_floats(ni);
         for (size_t i = 0; i < ni; i++)
             want[i] = relu_inp && !(inp[i] > 0.0f) ? 0.0f : dinr[i];
@@ -514,7 +520,8 @@ static void test_fd_relu_maxpool(void **state)
     free(c.inp), free(c.bias), free(c.out), free(c.r), free(c.am), free(din), free(db);
 }
 
-/* ---- finite differences: dense ---------------------------------------------------------------- */
+/* ---- finite differences: dense ----------------------------------------------------------------
+ */
 
 typedef struct {
     int B, IN, OUT;
@@ -552,7 +559,8 @@ static void test_fd_dense(void **state)
     free(c.inp), free(c.w), free(c.b), free(c.out), free(c.r), free(dinp), free(dw), free(db);
 }
 
-/* ---- finite differences: conv2d ---------------------------------------------------------------- */
+/* ---- finite differences: conv2d
+ * ---------------------------------------------------------------- */
 
 typedef struct {
     int B, C, H, W, OC, KH, KW;
@@ -600,7 +608,8 @@ static void test_fd_conv(void **state)
     free(dinp), free(dw), free(db);
 }
 
-/* ---- finite differences: relu ------------------------------------------------------------------ */
+/* ---- finite differences: relu
+ * ------------------------------------------------------------------ */
 
 typedef struct {
     size_t n;
@@ -659,7 +668,8 @@ static void test_fd_relu(void **state)
     free(c.inp), free(c.out), free(c.r), free(dinp), free(d2);
 }
 
-/* ---- finite differences: maxpool2 ---------------------------------------------------------------- */
+/* ---- finite differences: maxpool2
+ * ---------------------------------------------------------------- */
 
 typedef struct {
     int N, H, W;
@@ -693,8 +703,8 @@ static void test_fd_maxpool(void **state)
                 double off = 2.0 * fm_rng_uniform(&rng) - 1.0;
                 for (int k = 0; k < 4; k++) {
                     int h = 2 * oh + k / 2, x = 2 * ow + k % 2;
-                    c.inp[((size_t)n * c.H + h) * c.W + x] =
-                        (float)(off + 0.1 * perm[k] + 0.03 * fm_rng_uniform(&rng));
+                    c.inp[((size_t)n * c.H + h) * c.W + x] = (float)(off + 0.1 * perm[k] +
+                                                                     0.03 * fm_rng_uniform(&rng));
                 }
             }
     fm_tu_uniform(&rng, c.r, no, -1, 1);
@@ -723,7 +733,8 @@ static void test_fd_maxpool(void **state)
     free(c.inp), free(c.out), free(c.r), free(c.am), free(dinp);
 }
 
-/* ---- finite differences: dropout with a fixed mask ------------------------------------------------ */
+/* ---- finite differences: dropout with a fixed mask
+ * ------------------------------------------------ */
 
 typedef struct {
     size_t n;
@@ -776,7 +787,8 @@ static void test_fd_dropout(void **state)
     free(c.inp), free(c.out), free(c.mask), free(c.r), free(mask), free(dinp), free(d2);
 }
 
-/* ---- finite differences: log-softmax + NLL ---------------------------------------------------------- */
+/* ---- finite differences: log-softmax + NLL
+ * ---------------------------------------------------------- */
 
 typedef struct {
     int B, C;
@@ -844,7 +856,8 @@ static void test_fd_logsoftmax_nll(void **state)
     free(c.logits), free(c.logp), free(c.y), free(dl);
 }
 
-/* ---- maxpool tie-breaking, dropout statistics --------------------------------------------------------- */
+/* ---- maxpool tie-breaking, dropout statistics
+ * --------------------------------------------------------- */
 
 static void test_maxpool_ties(void **state)
 {
@@ -902,8 +915,8 @@ static void s_dropout_stats(float p, size_t n, uint64_t seed)
     double sd = sqrt(p * (1.0 - p) / n);
     double frac = (double)zeros / n;
     print_message("dropout p=%.2f: zero fraction %.4f (lanes %.4f %.4f %.4f %.4f), n=%zu\n", p,
-                  frac, 4.0 * zeros_lane[0] / n, 4.0 * zeros_lane[1] / n,
-                  4.0 * zeros_lane[2] / n, 4.0 * zeros_lane[3] / n, n);
+                  frac, 4.0 * zeros_lane[0] / n, 4.0 * zeros_lane[1] / n, 4.0 * zeros_lane[2] / n,
+                  4.0 * zeros_lane[3] / n, n);
     assert_true(fabs(frac - p) <= 6.0 * sd);
     for (int l = 0; l < 4; l++) {
         size_t cnt = (n - (size_t)l + 3) / 4;
@@ -940,11 +953,12 @@ static void test_dropout_stats(void **state)
 {
     s_dropout_stats(0.25f, 100001, 1); /* odd n: the last element uses half a draw */
     s_dropout_stats(0.5f, 100000, 2);
-    s_dropout_stats(0.0f, 1001, 3);    /* nothing dropped, mask 1 */
+    s_dropout_stats(0.0f, 1001, 3); /* nothing dropped, mask 1 */
     s_dropout_stats(0.9f, 100000, 4);
 }
 
-/* ---- whole-model finite differences via fm_work -------------------------------------------------------- */
+/* ---- whole-model finite differences via fm_work
+ * -------------------------------------------------------- */
 
 /* The library's forward is float: its summed loss carries rounding noise of ~1e-7 and, for
  * the mlp and cnn, a step h big enough to beat that noise (1e-2) moves some of the hundreds
@@ -973,11 +987,11 @@ static void test_dropout_stats(void **state)
 typedef struct {
     fm_arch_t arch;
     int B, nviews;
-    double *p;                   /* parameters (double copy), the model's flat layout */
-    size_t off[FM_MAX_VIEWS];    /* view offsets */
-    double *x;                   /* (B,784) */
+    double *p;                /* parameters (double copy), the model's flat layout */
+    size_t off[FM_MAX_VIEWS]; /* view offsets */
+    double *x;                /* (B,784) */
     const uint8_t *y;
-    const float *mask1, *mask2;  /* cnn dropout masks (B*9216, B*128) or NULL (eval) */
+    const float *mask1, *mask2; /* cnn dropout masks (B*9216, B*128) or NULL (eval) */
     double *a1, *a2, *f, *h, *logits;
 } ref_t;
 
@@ -1074,8 +1088,9 @@ static double r_loss(ref_t *r, int stage, int olo, int ohi)
                 olo = 0, ohi = 64;
             for (int b = 0; b < B; b++)
                 for (int o = olo; o < ohi; o++)
-                    r_conv_channel(r->a2 + ((size_t)b * 64 + o) * 576, r->a1 + (size_t)b * 32 * 676,
-                                   P + r->off[2] + (size_t)o * 288, P[r->off[3] + o], 32, 26, 26);
+                    r_conv_channel(r->a2 + ((size_t)b * 64 + o) * 576,
+                                   r->a1 + (size_t)b * 32 * 676, P + r->off[2] + (size_t)o * 288,
+                                   P[r->off[3] + o], 32, 26, 26);
         }
         if (stage <= 2) {
             for (int b = 0; b < B; b++)
@@ -1084,9 +1099,13 @@ static double r_loss(ref_t *r, int stage, int olo, int ohi)
                         for (int pw = 0; pw < 12; pw++) {
                             const double *a = r->a2 + ((size_t)b * 64 + o) * 576;
                             double v = a[(2 * ph) * 24 + 2 * pw];
-                            v = a[(2 * ph) * 24 + 2 * pw + 1] > v ? a[(2 * ph) * 24 + 2 * pw + 1] : v;
-                            v = a[(2 * ph + 1) * 24 + 2 * pw] > v ? a[(2 * ph + 1) * 24 + 2 * pw] : v;
-                            v = a[(2 * ph + 1) * 24 + 2 * pw + 1] > v ? a[(2 * ph + 1) * 24 + 2 * pw + 1] : v;
+                            v = a[(2 * ph) * 24 + 2 * pw + 1] > v ? a[(2 * ph) * 24 + 2 * pw + 1]
+                                                                  : v;
+                            v = a[(2 * ph + 1) * 24 + 2 * pw] > v ? a[(2 * ph + 1) * 24 + 2 * pw]
+                                                                  : v;
+                            v = a[(2 * ph + 1) * 24 + 2 * pw + 1] > v
+                                    ? a[(2 * ph + 1) * 24 + 2 * pw + 1]
+                                    : v;
                             size_t k = (size_t)b * 9216 + (size_t)o * 144 + ph * 12 + pw;
                             r->f[k] = r->mask1 ? v * r->mask1[k] : v;
                         }
@@ -1142,7 +1161,8 @@ static void r_check_forward(ref_t *r, double lib_mean_loss, const float *lib_log
             elp = d > elp ? d : elp;
         }
     }
-    print_message("%s: forward vs double reference: loss rel %.2e, logp abs %.2e\n", what, e, elp);
+    print_message("%s: forward vs double reference: loss rel %.2e, logp abs %.2e\n", what, e,
+                  elp);
     FM_TU_ASSERT_LE(e, TOL_REF_LOSS, "%s forward loss vs reference\n", what);
     FM_TU_ASSERT_LE(elp, TOL_REF_LOGP, "%s forward logp vs reference\n", what);
 }
@@ -1187,7 +1207,8 @@ static double r_fd_views(ref_t *r, const fm_model_t *m, const float *grad, fm_rn
                 if (fabs(f1 - f2) <= 1e-4 * fabs(f2) + 1e-9)
                     break;
                 print_message("  %s %s[%zu]: kink within h = %.0e (fd %.6e vs %.6e at h/2): "
-                              "shrinking h\n", what, vw->name, i, h, f1, f2);
+                              "shrinking h\n",
+                              what, vw->name, i, h, f1, f2);
             }
             double d = fabs(fd - g[i]);
             maxd = d > maxd || d != d ? d : maxd;

@@ -24,7 +24,7 @@
 #include "fm_err.h"
 #include "fm_loop.h"
 
-#define S_EPS 1e-4   /* clock reading slack, seconds */
+#define S_EPS 1e-4 /* clock reading slack, seconds */
 
 typedef struct {
     fm_loop_t *loop;
@@ -298,14 +298,10 @@ static void test_stop_signal(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_timers_periodic),
-        cmocka_unit_test(test_timer_first_now),
-        cmocka_unit_test(test_timer_set_backoff),
-        cmocka_unit_test(test_readers_fair),
-        cmocka_unit_test(test_reader_wakes),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_reload_hook),
-        cmocka_unit_test(test_stop_signal),
+        cmocka_unit_test(test_timers_periodic),   cmocka_unit_test(test_timer_first_now),
+        cmocka_unit_test(test_timer_set_backoff), cmocka_unit_test(test_readers_fair),
+        cmocka_unit_test(test_reader_wakes),      cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_reload_hook),       cmocka_unit_test(test_stop_signal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -93,22 +93,19 @@ static void test_join_refresh_stale(void **state)
 
     /* same incarnation: seq 1 > 0 refreshes; 1 again, 0, are stale */
     a.seq = 1;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 2.0, NULL),
-                     FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 2.0, NULL), FM_MEMBER_REFRESHED);
     assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 3.0, NULL), FM_MEMBER_STALE);
     a.seq = 0;
     assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &a, 3.0, NULL), FM_MEMBER_STALE);
     /* a gap is fine (messages may be lost): only "greater" matters */
     a.seq = 50;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 4.0, NULL),
-                     FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 4.0, NULL), FM_MEMBER_REFRESHED);
     a.seq = 49;
     assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 5.0, NULL), FM_MEMBER_STALE);
     /* b: seq 7 seen, 7 is stale, 8 refreshes */
     assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &b, 5.0, NULL), FM_MEMBER_STALE);
     b.seq = 8;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &b, 5.0, NULL),
-                     FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &b, 5.0, NULL), FM_MEMBER_REFRESHED);
     assert_int_equal(fm_members_count(t), 2);
 
     /* last_seen: a's last accepted message came at 4.0 (stale ones at 5.0 refresh nothing),
@@ -139,8 +136,7 @@ static void test_stale_changes_nothing(void **state)
     old.updates_sent = 3;
     old.busy = 0;
     old.workers = 8;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &old, 20.0, NULL),
-                     FM_MEMBER_STALE);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &old, 20.0, NULL), FM_MEMBER_STALE);
     assert_true(fm_members_clients(t) == 10);
     s_seen_t seen;
     s_drain(t, &seen);
@@ -163,8 +159,7 @@ static void test_counters_from_heartbeat(void **state)
     a.seq = 1;
     a.updates_sent = 12;
     a.busy = 2;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 2.0, NULL),
-                     FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a, 2.0, NULL), FM_MEMBER_REFRESHED);
     fm_wire_member_t h = s_msg("a", 1, 2, 20, 30); /* reconnect HELLO, new range */
     h.workers = 4;
     h.updates_sent = 999; /* to be ignored */
@@ -191,19 +186,16 @@ static void test_restart(void **state)
     /* the trainer restarts: new pid, seq from 0 again (lower than 40: still accepted) */
     fm_wire_member_t a2 = s_msg("a", 101, 0, 5, 20);
     uint32_t old_pid = 0;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &a2, 2.0, &old_pid),
-                     FM_MEMBER_RESTARTED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &a2, 2.0, &old_pid), FM_MEMBER_RESTARTED);
     assert_int_equal(old_pid, 100);
     assert_int_equal(fm_members_count(t), 1);
     assert_true(fm_members_clients(t) == 20);
     /* the new incarnation's seq rule starts from its own 0 */
     a2.seq = 1;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a2, 3.0, NULL),
-                     FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a2, 3.0, NULL), FM_MEMBER_REFRESHED);
     /* old_pid may be NULL */
     fm_wire_member_t a3 = s_msg("a", 102, 0, 0, 3);
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a3, 4.0, NULL),
-                     FM_MEMBER_RESTARTED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &a3, 4.0, NULL), FM_MEMBER_RESTARTED);
     s_seen_t seen;
     s_drain(t, &seen);
     const fm_member_t *e = &seen.e[0];
@@ -257,7 +249,7 @@ static void test_expire_boundary(void **state)
     assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &a, 10.0, NULL), FM_MEMBER_JOINED);
     assert_int_equal(fm_members_expire(t, 12.5, 2.5, NULL, NULL), 0); /* 10.0 == 12.5 - 2.5 */
     assert_int_equal(fm_members_count(t), 1);
-    assert_int_equal(fm_members_expire(t, 10.0, 0.0, NULL, NULL), 0); /* heard right now */
+    assert_int_equal(fm_members_expire(t, 10.0, 0.0, NULL, NULL), 0);  /* heard right now */
     assert_int_equal(fm_members_expire(t, 12.75, 2.5, NULL, NULL), 1); /* callback NULL */
     assert_int_equal(fm_members_count(t), 0);
     assert_int_equal(fm_members_expire(t, 100.0, 2.5, NULL, NULL), 0);
@@ -280,10 +272,8 @@ static void test_expire_many(void **state)
                          FM_MEMBER_JOINED);
     }
     fm_wire_member_t m5 = s_msg("t05", 1005, 1, 50, 10), m6 = s_msg("t06", 1006, 1, 60, 10);
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m5, 9.0, NULL),
-                     FM_MEMBER_REFRESHED);
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m6, 9.0, NULL),
-                     FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m5, 9.0, NULL), FM_MEMBER_REFRESHED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &m6, 9.0, NULL), FM_MEMBER_REFRESHED);
     s_seen_t seen = {0};
     assert_int_equal(fm_members_expire(t, 10.0, 5.0, s_collect, &seen), 9);
     assert_int_equal(seen.n, 9);
@@ -385,21 +375,18 @@ static void test_full(void **state)
     assert_true(fm_members_clients(t) == FM_MEMBERS_MAX);
     fm_wire_member_t extra = s_msg("extra", 1, 0, 0, 100);
     assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &extra, 5.0, NULL), FM_MEMBER_FULL);
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &extra, 5.0, NULL),
-                     FM_MEMBER_FULL);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &extra, 5.0, NULL), FM_MEMBER_FULL);
     assert_int_equal(fm_members_count(t), FM_MEMBERS_MAX);
     assert_true(fm_members_clients(t) == FM_MEMBERS_MAX);
     /* a BYE of the unregistered one: unknown */
     extra.seq = 1;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_BYE, &extra, 5.0, NULL),
-                     FM_MEMBER_UNKNOWN_BYE);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_BYE, &extra, 5.0, NULL), FM_MEMBER_UNKNOWN_BYE);
     /* known trainers refresh and restart while full */
     fm_wire_member_t last = s_msg("trainer-4095", 1, 1, 4095, 1);
     assert_int_equal(fm_members_apply(t, FM_WIRE_HEARTBEAT, &last, 6.0, NULL),
                      FM_MEMBER_REFRESHED);
     last.pid = 2;
-    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &last, 6.0, NULL),
-                     FM_MEMBER_RESTARTED);
+    assert_int_equal(fm_members_apply(t, FM_WIRE_HELLO, &last, 6.0, NULL), FM_MEMBER_RESTARTED);
     /* trainer-0 (last seen 0.0) expires: room for one */
     s_seen_t seen = {0};
     assert_int_equal(fm_members_expire(t, 5.5, 5.0, s_collect, &seen), 1);

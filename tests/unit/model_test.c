@@ -126,8 +126,7 @@ static void test_flops_finite(void **state)
     fm_model_t *m = fm_model_new("cnn", &err);
     assert_non_null(m);
     /* multiply-add = 2: conv1 26*26*32*9, conv2 24*24*64*288, fc1 9216*128, fc2 128*10 */
-    assert_true(fm_model_flops_forward(m) ==
-                2.0 * (194688.0 + 10616832.0 + 1179648.0 + 1280.0));
+    assert_true(fm_model_flops_forward(m) == 2.0 * (194688.0 + 10616832.0 + 1179648.0 + 1280.0));
     fm_model_params(m)[fm_model_nparams(m) - 1] = NAN;
     assert_int_equal(fm_model_all_finite(m), 0);
     fm_model_params(m)[fm_model_nparams(m) - 1] = INFINITY;
@@ -215,8 +214,8 @@ static void test_init_distribution(void **state)
                 double tol_mean = 6.0 * b / sqrt(3.0 * n);
                 double tol_var = 6.0 * sqrt(0.8 / n);
                 if (fabs(mean) > tol_mean || fabs(var / (b * b / 3.0) - 1.0) > tol_var)
-                    fail_msg("%s %s: mean %g (tol %g), var/(b^2/3) %g (tol %g)", x->name,
-                             v->name, mean, tol_mean, var / (b * b / 3.0), tol_var);
+                    fail_msg("%s %s: mean %g (tol %g), var/(b^2/3) %g (tol %g)", x->name, v->name,
+                             mean, tol_mean, var / (b * b / 3.0), tol_var);
             }
             /* the largest |w| reaches close to the bound: P(max|w| < q b) = q^n, so with
              * q = 1e-6^(1/n) a correct init fails with probability 1e-6 while a bound from
@@ -224,8 +223,8 @@ static void test_init_distribution(void **state)
              * (q = 0.65 for the 32 values of conv1.bias, 0.25 for 10 values, -> 1 - 14/n) */
             double q = pow(1e-6, 1.0 / n), amax = mx > -mn ? mx : -mn;
             if (!(amax >= q * b))
-                fail_msg("%s %s: max|w| %g < %g (bound %g, n %zu)", x->name, v->name, amax,
-                         q * b, b, v->numel);
+                fail_msg("%s %s: max|w| %g < %g (bound %g, n %zu)", x->name, v->name, amax, q * b,
+                         b, v->numel);
             assert_true(mx > 0.0 && mn < 0.0);
         }
         fm_model_destroy(&m);
@@ -262,12 +261,9 @@ static void test_init_cnn_fc1(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layouts),
-        cmocka_unit_test(test_unknown),
-        cmocka_unit_test(test_flops_finite),
-        cmocka_unit_test(test_init_deterministic),
-        cmocka_unit_test(test_init_distribution),
-        cmocka_unit_test(test_init_cnn_fc1),
+        cmocka_unit_test(test_layouts),           cmocka_unit_test(test_unknown),
+        cmocka_unit_test(test_flops_finite),      cmocka_unit_test(test_init_deterministic),
+        cmocka_unit_test(test_init_distribution), cmocka_unit_test(test_init_cnn_fc1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,18 +33,15 @@ static void s_expect3(const float *got, double a, double b, double c, const char
 
 static fm_optim_t *s_new(float lr, float momentum, float wd, float clip, float mu)
 {
-    fm_sgd_config_t cfg = {.lr = lr, .momentum = momentum, .weight_decay = wd,
-                           .clip_norm = clip, .mu = mu};
+    fm_sgd_config_t cfg = {
+        .lr = lr, .momentum = momentum, .weight_decay = wd, .clip_norm = clip, .mu = mu};
     int err = 0;
     fm_optim_t *o = fm_optim_new(3, &cfg, &err);
     assert_non_null(o);
     return o;
 }
 
-static void s_set(float *v, float a, float b, float c)
-{
-    v[0] = a, v[1] = b, v[2] = c;
-}
+static void s_set(float *v, float a, float b, float c) { v[0] = a, v[1] = b, v[2] = c; }
 
 /* w -= lr * g */
 static void test_sgd_plain(void **state)
@@ -69,7 +66,8 @@ static void test_sgd_plain(void **state)
 /* momentum 0.9, lr 0.1, w0 = (0, 1, 2):
  *   g1 = ( 1, 0, -1)  buf = g1                       = (1, 0, -1)      w1 = (-0.1, 1, 2.1)
  *   g2 = (.5, 2,  0)  buf = .9(1,0,-1) + g2          = (1.4, 2, -0.9)  w2 = (-0.24, 0.8, 2.19)
- *   g3 = (-1, 1,  1)  buf = .9(1.4,2,-.9) + g3       = (0.26, 2.8, 0.19) w3 = (-0.266, 0.52, 2.171) */
+ *   g3 = (-1, 1,  1)  buf = .9(1.4,2,-.9) + g3       = (0.26, 2.8, 0.19) w3 = (-0.266,
+ * 0.52, 2.171) */
 static void test_momentum(void **state)
 {
     fm_optim_t *o = s_new(0.1f, 0.9f, 0.0f, 0.0f, 0.0f);
@@ -312,12 +310,9 @@ static void test_config_check(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sgd_plain),
-        cmocka_unit_test(test_momentum),
-        cmocka_unit_test(test_weight_decay),
-        cmocka_unit_test(test_clipping),
-        cmocka_unit_test(test_fedprox),
-        cmocka_unit_test(test_all_terms_order),
+        cmocka_unit_test(test_sgd_plain),    cmocka_unit_test(test_momentum),
+        cmocka_unit_test(test_weight_decay), cmocka_unit_test(test_clipping),
+        cmocka_unit_test(test_fedprox),      cmocka_unit_test(test_all_terms_order),
         cmocka_unit_test(test_config_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

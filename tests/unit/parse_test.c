@@ -158,15 +158,30 @@ static void test_int_range(void **state)
 static void test_int_malformed(void **state)
 {
     const char *bad[] = {
-        "",                       /* empty */
-        " ",   "\t",              /* whitespace only */
-        "12 ", "12\n", "12\t",    /* trailing whitespace: the whole string must be consumed */
-        "12abc", "1.5", "1e3", "1,000", "1_000", "12-",
-        "abc", "-", "+", "--1", "+-1", "-+1",
-        "0x10", "0X1f", "0b1",    /* decimal only */
+        "", /* empty */
+        " ",
+        "\t", /* whitespace only */
+        "12 ",
+        "12\n",
+        "12\t", /* trailing whitespace: the whole string must be consumed */
+        "12abc",
+        "1.5",
+        "1e3",
+        "1,000",
+        "1_000",
+        "12-",
+        "abc",
+        "-",
+        "+",
+        "--1",
+        "+-1",
+        "-+1",
+        "0x10",
+        "0X1f",
+        "0b1", /* decimal only */
         "1 2",
-        "9223372036854775808",    /* LONG_MAX + 1: overflow, not wrapped */
-        "-9223372036854775809",   /* LONG_MIN - 1 */
+        "9223372036854775808",  /* LONG_MAX + 1: overflow, not wrapped */
+        "-9223372036854775809", /* LONG_MIN - 1 */
         "99999999999999999999999999",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -195,14 +210,26 @@ static void test_u64_valid(void **state)
 static void test_u64_malformed(void **state)
 {
     const char *bad[] = {
-        "", " ", "42 ", "42x", "4.2", "1e3", "x42",
-        "0x10",                       /* decimal only */
-        "-1", "-0", "--1", "+-1",     /* no sign but '+' */
-        "18446744073709551616",       /* UINT64_MAX + 1: overflow, not wrapped */
+        "",
+        " ",
+        "42 ",
+        "42x",
+        "4.2",
+        "1e3",
+        "x42",
+        "0x10", /* decimal only */
+        "-1",
+        "-0",
+        "--1",
+        "+-1",                  /* no sign but '+' */
+        "18446744073709551616", /* UINT64_MAX + 1: overflow, not wrapped */
         "99999999999999999999999",
         /* strtoull skips leading white space and then negates a '-': these must not wrap
          * to 2^64 - 1 (or 2^64 - 5) either */
-        " -1", "\t-5", "\n-1", "  -18446744073709551615",
+        " -1",
+        "\t-5",
+        "\n-1",
+        "  -18446744073709551615",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         s_u64_bad(bad[i]);
@@ -259,11 +286,11 @@ static void test_float_range(void **state)
 static void test_float_malformed(void **state)
 {
     const char *bad[] = {
-        "", " ", "0.5 ", "0.5\n", "0.5x", "0,5", "1e", "1e+", "e3", ".", "-", "+",
-        "1..2", "0.5.1", "--1", "1 2",
+        "", " ", "0.5 ", "0.5\n", "0.5x", "0,5", "1e", "1e+", "e3", ".", "-", "+", "1..2",
+        "0.5.1", "--1", "1 2",
         /* not finite, whatever the range */
-        "nan", "NaN", "-nan", "nan(123)", "inf", "-inf", "Infinity", "INF",
-        "1e309", "-1e309", "1e99999", /* overflow to infinity */
+        "nan", "NaN", "-nan", "nan(123)", "inf", "-inf", "Infinity", "INF", "1e309", "-1e309",
+        "1e99999", /* overflow to infinity */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         s_float_bad(bad[i], -HUGE_VAL, HUGE_VAL);
@@ -278,14 +305,10 @@ static void test_float_malformed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strict_forms),
-        cmocka_unit_test(test_int_valid),
-        cmocka_unit_test(test_int_range),
-        cmocka_unit_test(test_int_malformed),
-        cmocka_unit_test(test_u64_valid),
-        cmocka_unit_test(test_u64_malformed),
-        cmocka_unit_test(test_float_valid),
-        cmocka_unit_test(test_float_range),
+        cmocka_unit_test(test_strict_forms),    cmocka_unit_test(test_int_valid),
+        cmocka_unit_test(test_int_range),       cmocka_unit_test(test_int_malformed),
+        cmocka_unit_test(test_u64_valid),       cmocka_unit_test(test_u64_malformed),
+        cmocka_unit_test(test_float_valid),     cmocka_unit_test(test_float_range),
         cmocka_unit_test(test_float_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

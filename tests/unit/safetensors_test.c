@@ -122,7 +122,8 @@ static int group_setup(void **state)
     if (!c)
         return -1;
     const char *base = getenv("TMPDIR");
-    snprintf(c->dir, sizeof c->dir, "%s/fm_safetensors_test.XXXXXX", base && *base ? base : "/tmp");
+    snprintf(c->dir, sizeof c->dir, "%s/fm_safetensors_test.XXXXXX",
+             base && *base ? base : "/tmp");
     if (!mkdtemp(c->dir)) {
         free(c);
         return -1;
@@ -166,8 +167,14 @@ static void test_roundtrip(void **state)
         i32[i] = i * 1000003 - 7;
     uint8_t u8[5] = {0, 1, 127, 128, 255};
     float scalar = 42.5f;
-    const char *names[] = {"layer.weight", "f64", "quote\"back\\slash/sl", "ctl\n\t\x01\x1f\b\f\r",
-                           "u8", "utf8 \xc3\xa9 \xe2\x9c\x93", "scalar", "empty"};
+    const char *names[] = {"layer.weight",
+                           "f64",
+                           "quote\"back\\slash/sl",
+                           "ctl\n\t\x01\x1f\b\f\r",
+                           "u8",
+                           "utf8 \xc3\xa9 \xe2\x9c\x93",
+                           "scalar",
+                           "empty"};
     fm_tensor_t t[8] = {
         {names[0], "F32", 2, {2, 3}, f32, sizeof f32},
         {names[1], "F64", 1, {4}, f64, sizeof f64},
@@ -303,19 +310,19 @@ static void test_bad_json(void **state)
         "[]",
         "\"a\"",
         "{",
-        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}",        /* missing } */
-        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]",         /* missing }} */
-        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x",     /* trailing */
-        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},}",      /* trailing , */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}",    /* missing } */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]",     /* missing }} */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", /* trailing */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},}",  /* trailing , */
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,],\"data_offsets\":[0,4]}}",
-        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}",     /* bad numbers */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", /* bad numbers */
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}",
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[01],\"data_offsets\":[0,4]}}",
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e0],\"data_offsets\":[0,4]}}",
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[+1],\"data_offsets\":[0,4]}}",
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,99999999999999999999]}}",
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[9223372036854775808],\"data_offsets\":[0,4]}}",
-        "{\"a\":{\"dtype\":\"F32\",\"shape\":[[1]],\"data_offsets\":[0,4]}}",    /* too deep */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[[1]],\"data_offsets\":[0,4]}}", /* too deep */
         "{\"a\":{\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]}}",
         "{\"a\":{\"dtype\":F32,\"shape\":[1],\"data_offsets\":[0,4]}}",
         "{'a':{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
@@ -329,12 +336,12 @@ static void test_bad_json(void **state)
         "{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}}",
         "{\"__metadata__\":{},\"__metadata__\":{}}",
         "{\"__metadata__\":[]}",
-        "{\"a\\x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",   /* bad escape */
-        "{\"a\\ud800\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",  /* lone */
+        "{\"a\\x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", /* bad escape */
+        "{\"a\\ud800\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", /* lone */
         "{\"a\\u0000\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
         "{\"a\\u12\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-        "{\"a\x01\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",  /* control char */
-        "{\"a\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",  /* bad UTF-8 */
+        "{\"a\x01\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", /* control char */
+        "{\"a\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", /* bad UTF-8 */
         "{\"a\xc3\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
         "{\"a\xed\xa0\x80\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
         "{\"abc",
@@ -344,7 +351,8 @@ static void test_bad_json(void **state)
     unsigned char data[8] = {0};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(path, sizeof path, "%s/bad_json_%zu.safetensors", ((ctx_t *)*state)->dir, i);
-        size_t n = strlen(bad[i]) + (i == sizeof bad / sizeof bad[0] - 1); /* last: keep the NUL */
+        size_t n = strlen(bad[i]) +
+                   (i == sizeof bad / sizeof bad[0] - 1); /* last: keep the NUL */
         write_st(path, n, bad[i], n, data, sizeof data);
         expect_open_error(path, FM_EFORMAT);
     }
@@ -403,8 +411,10 @@ static void test_dtype(void **state)
     write_hdr(path, "{\"a\":{\"dtype\":\"\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8);
     expect_open_error(path, FM_EDTYPE);
     /* F16 and BF16 parse (they are only refused when loading a model) */
-    write_hdr(path, "{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]},"
-                    "\"b\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[4,6]}}", 6);
+    write_hdr(path,
+              "{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]},"
+              "\"b\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[4,6]}}",
+              6);
     fm_safetensors_t *f = open_ok(path);
     assert_string_equal(fm_safetensors_get(f, "a")->dtype, "F16");
     assert_string_equal(fm_safetensors_get(f, "b")->dtype, "BF16");
@@ -415,13 +425,17 @@ static void test_duplicate_names(void **state)
 {
     char path[512];
     path_in(state, path, sizeof path, "dup.safetensors");
-    write_hdr(path, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-                    "\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]},"
-                    "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}", 3);
+    write_hdr(path,
+              "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+              "\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]},"
+              "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}",
+              3);
     expect_open_error(path, FM_EFORMAT);
     /* the same name spelled with an escape is still a duplicate */
-    write_hdr(path, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-                    "\"\\u0061\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2);
+    write_hdr(path,
+              "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+              "\"\\u0061\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+              2);
     expect_open_error(path, FM_EFORMAT);
 }
 
@@ -446,7 +460,10 @@ static void expect_format_error(const char *path, const char *needle)
 static void test_strict_json(void **state)
 {
     /* the length of each literal, which may hold NUL bytes */
-#define S_LIT(x) {x, sizeof(x) - 1}
+#define S_LIT(x)                                                                                 \
+    {                                                                                            \
+        x, sizeof(x) - 1                                                                         \
+    }
     static const struct {
         const char *text;
         size_t len;
@@ -503,8 +520,10 @@ static void test_strict_json(void **state)
 
     /* the largest int64 parses; it then fails validation like any offset past the end */
     path_in(state, path, sizeof path, "int64_max.safetensors");
-    write_hdr(path, "{\"a\":{\"dtype\":\"U8\",\"shape\":[9223372036854775807],"
-                    "\"data_offsets\":[0,9223372036854775807]}}", 8);
+    write_hdr(path,
+              "{\"a\":{\"dtype\":\"U8\",\"shape\":[9223372036854775807],"
+              "\"data_offsets\":[0,9223372036854775807]}}",
+              8);
     expect_open_error(path, FM_ETRUNC);
 
     /* nesting bombs: deeper than the parser's limit, in a tensor and in the metadata; and
@@ -512,8 +531,8 @@ static void test_strict_json(void **state)
     enum { DEEP = 100000 };
     char *deep = malloc(6 * DEEP + 64);
     assert_non_null(deep);
-    const char *const prefix[] = {"{\"a\":", "{\"__metadata__\":",
-                                  "{\"a\":{\"dtype\":\"F32\",\"shape\":"};
+    const char *const prefix[] = {
+        "{\"a\":", "{\"__metadata__\":", "{\"a\":{\"dtype\":\"F32\",\"shape\":"};
     const char opener[] = {'[', '{', '['};
     const size_t depth[] = {DEEP, DEEP, 1000};
     for (int k = 0; k < 3; k++) {
@@ -676,7 +695,11 @@ static int model_tensors(const fm_model_t *m, fm_tensor_t *t)
     int n = fm_model_nviews(m);
     for (int i = 0; i < n; i++) {
         const fm_view_t *v = fm_model_view(m, i);
-        t[i] = (fm_tensor_t){v->name, "F32", v->ndim, {0}, fm_model_params_const(m) + v->offset,
+        t[i] = (fm_tensor_t){v->name,
+                             "F32",
+                             v->ndim,
+                             {0},
+                             fm_model_params_const(m) + v->offset,
                              v->numel * sizeof(float)};
         memcpy(t[i].shape, v->shape, sizeof t[i].shape);
     }
@@ -783,7 +806,8 @@ static void test_model_load_errors(void **state)
     t[0].data = d;
     t[0].nbytes = sizeof d;
     assert_int_equal(fm_safetensors_write(path, t, n, NULL, 0, &e), 0);
-    expect_load_error("cnn", path, FM_EDTYPE, "tensor 'conv1.weight' has dtype F64, expected F32");
+    expect_load_error("cnn", path, FM_EDTYPE,
+                      "tensor 'conv1.weight' has dtype F64, expected F32");
     uint16_t h[288] = {0};
     t[0].dtype = "F16";
     t[0].data = h;
@@ -840,8 +864,8 @@ static void check_fixture(void **state, const char *file, const char *arch, int 
     snprintf(b, sizeof b, "%d", batch);
     assert_string_equal(fm_safetensors_meta(f, "batch"), b);
     assert_string_equal(fm_safetensors_meta(f, "clip_max_norm"), clip);
-    static const char *const keys[] = {"lr",  "momentum",      "weight_decay",
-                                       "mu",  "torch_version", "loss_def"};
+    static const char *const keys[] = {"lr", "momentum",      "weight_decay",
+                                       "mu", "torch_version", "loss_def"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         assert_non_null(fm_safetensors_meta(f, keys[i]));
 
@@ -918,22 +942,14 @@ static void test_fixtures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_empty_file_list),
-        cmocka_unit_test(test_lenient_but_valid),
-        cmocka_unit_test(test_header_length),
-        cmocka_unit_test(test_bad_json),
-        cmocka_unit_test(test_offsets_past_end),
-        cmocka_unit_test(test_offsets_vs_shape),
-        cmocka_unit_test(test_dtype),
-        cmocka_unit_test(test_duplicate_names),
-        cmocka_unit_test(test_strict_json),
-        cmocka_unit_test(test_writer_format),
-        cmocka_unit_test(test_short_and_missing_files),
-        cmocka_unit_test(test_write_errors),
-        cmocka_unit_test(test_model_roundtrip),
-        cmocka_unit_test(test_model_load_errors),
-        cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_empty_file_list),
+        cmocka_unit_test(test_lenient_but_valid), cmocka_unit_test(test_header_length),
+        cmocka_unit_test(test_bad_json),          cmocka_unit_test(test_offsets_past_end),
+        cmocka_unit_test(test_offsets_vs_shape),  cmocka_unit_test(test_dtype),
+        cmocka_unit_test(test_duplicate_names),   cmocka_unit_test(test_strict_json),
+        cmocka_unit_test(test_writer_format),     cmocka_unit_test(test_short_and_missing_files),
+        cmocka_unit_test(test_write_errors),      cmocka_unit_test(test_model_roundtrip),
+        cmocka_unit_test(test_model_load_errors), cmocka_unit_test(test_fixtures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

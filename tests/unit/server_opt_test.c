@@ -39,8 +39,8 @@ static void s_expect3(const float *got, double a, double b, double c, const char
 
 static void s_set(float *v, float a, float b, float c) { v[0] = a, v[1] = b, v[2] = c; }
 
-static fm_server_opt_t *s_new(fm_server_opt_kind_t kind, double eta, double beta1,
-                              double beta2, double tau)
+static fm_server_opt_t *s_new(fm_server_opt_kind_t kind, double eta, double beta1, double beta2,
+                              double tau)
 {
     fm_server_opt_config_t cfg = {.eta = eta, .beta1 = beta1, .beta2 = beta2, .tau = tau};
     int err = 0;
@@ -298,16 +298,20 @@ static void test_kinds(void **state)
 static void test_config_check(void **state)
 {
     const double nan = NAN, inf = INFINITY;
-    enum { AVG = FM_SERVER_OPT_FEDAVG, AVGM = FM_SERVER_OPT_FEDAVGM,
-           ADAM = FM_SERVER_OPT_FEDADAM, YOGI = FM_SERVER_OPT_FEDYOGI };
+    enum {
+        AVG = FM_SERVER_OPT_FEDAVG,
+        AVGM = FM_SERVER_OPT_FEDAVGM,
+        ADAM = FM_SERVER_OPT_FEDADAM,
+        YOGI = FM_SERVER_OPT_FEDYOGI
+    };
     struct {
         int kind;
         fm_server_opt_config_t cfg; /* eta, beta1, beta2, tau */
         const char *field;          /* NULL: valid */
     } cases[] = {
         {AVG, {1.0, 0.9, 0.99, 1e-3}, NULL},
-        {AVG, {0.5, 5.0, -1.0, -1.0}, NULL},  /* fedavg uses eta only */
-        {AVGM, {1.0, 0.0, 7.0, 0.0}, NULL},   /* fedavgm: eta, beta1 */
+        {AVG, {0.5, 5.0, -1.0, -1.0}, NULL}, /* fedavg uses eta only */
+        {AVGM, {1.0, 0.0, 7.0, 0.0}, NULL},  /* fedavgm: eta, beta1 */
         {ADAM, {1e-2, 0.0, 0.0, 1e-9}, NULL},
         {YOGI, {1e-2, 0.999, 0.999, 1.0}, NULL},
         {AVG, {0.0, 0.9, 0.99, 1e-3}, "eta"},
@@ -400,16 +404,11 @@ static void test_fedbuff_to_fedavgm(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fedavg),
-        cmocka_unit_test(test_fedavgm),
-        cmocka_unit_test(test_fedadam),
-        cmocka_unit_test(test_fedyogi),
-        cmocka_unit_test(test_checkpoint_state),
-        cmocka_unit_test(test_nonfinite),
-        cmocka_unit_test(test_state_check),
-        cmocka_unit_test(test_kinds),
-        cmocka_unit_test(test_config_check),
-        cmocka_unit_test(test_fedbuff_to_fedavgm),
+        cmocka_unit_test(test_fedavg),           cmocka_unit_test(test_fedavgm),
+        cmocka_unit_test(test_fedadam),          cmocka_unit_test(test_fedyogi),
+        cmocka_unit_test(test_checkpoint_state), cmocka_unit_test(test_nonfinite),
+        cmocka_unit_test(test_state_check),      cmocka_unit_test(test_kinds),
+        cmocka_unit_test(test_config_check),     cmocka_unit_test(test_fedbuff_to_fedavgm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -204,13 +204,28 @@ static void test_written_keys(void **state)
     fm_stats_t in = full_stats();
     assert_int_equal(fm_stats_write(path, &in, NULL), 0);
     get_text(path, text, sizeof text);
-    static const char *const keys[] = {
-        "\"version\"", "\"updates_applied\"", "\"updates_rejected\"", "\"rejected\"",
-        "\"mode\"", "\"round\"", "\"round_open\"", "\"cohort_size\"", "\"round_reported\"",
-        "\"rounds_completed\"", "\"rounds_failed\"", "\"finished\"", "\"live_clients\"",
-        "\"staleness_mean\"", "\"staleness_max\"", "\"bytes_received\"",
-        "\"updates_pending\"", "\"buffers_dropped\"", "\"model\"", "\"started\"",
-        "\"updated\"", "\"late\""};
+    static const char *const keys[] = {"\"version\"",
+                                       "\"updates_applied\"",
+                                       "\"updates_rejected\"",
+                                       "\"rejected\"",
+                                       "\"mode\"",
+                                       "\"round\"",
+                                       "\"round_open\"",
+                                       "\"cohort_size\"",
+                                       "\"round_reported\"",
+                                       "\"rounds_completed\"",
+                                       "\"rounds_failed\"",
+                                       "\"finished\"",
+                                       "\"live_clients\"",
+                                       "\"staleness_mean\"",
+                                       "\"staleness_max\"",
+                                       "\"bytes_received\"",
+                                       "\"updates_pending\"",
+                                       "\"buffers_dropped\"",
+                                       "\"model\"",
+                                       "\"started\"",
+                                       "\"updated\"",
+                                       "\"late\""};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!strstr(text, keys[i]))
             fail_msg("key %s not written: %s", keys[i], text);
@@ -332,8 +347,8 @@ static void test_too_many_reasons(void **state)
     fresh(state, dir, path, sizeof dir);
     size_t off = (size_t)snprintf(text, sizeof text, "{\"rejected\": {");
     for (int i = 0; i <= FM_STATS_REASONS_MAX; i++)
-        off += (size_t)snprintf(text + off, sizeof text - off, "%s\"r%d\": %d", i ? ", " : "",
-                                i, i);
+        off += (size_t)snprintf(text + off, sizeof text - off, "%s\"r%d\": %d", i ? ", " : "", i,
+                                i);
     snprintf(text + off, sizeof text - off, "}}");
     put_text(path, text);
     expect_format(path, "\"rejected\"");
@@ -350,7 +365,8 @@ static void test_too_many_reasons(void **state)
     assert_int_equal(fm_stats_set_rejected(&st, "r3", 30), 0); /* existing: updated */
     assert_int_equal(fm_stats_rejected(&st, "r3"), 30);
     memset(&st, 0, sizeof st);
-    assert_int_equal(fm_stats_set_rejected(&st, "a-reason-name-of-exactly-32-byte", 1), FM_ERANGE);
+    assert_int_equal(fm_stats_set_rejected(&st, "a-reason-name-of-exactly-32-byte", 1),
+                     FM_ERANGE);
     assert_int_equal(st.nreasons, 0);
 }
 
@@ -444,18 +460,12 @@ static void test_too_large(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_written_keys),
-        cmocka_unit_test(test_older_file),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_wrong_types),
-        cmocka_unit_test(test_negative),
-        cmocka_unit_test(test_duplicate_keys),
-        cmocka_unit_test(test_too_many_reasons),
-        cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_atomic_write),
-        cmocka_unit_test(test_nonfinite),
-        cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_written_keys),
+        cmocka_unit_test(test_older_file),     cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_wrong_types),    cmocka_unit_test(test_negative),
+        cmocka_unit_test(test_duplicate_keys), cmocka_unit_test(test_too_many_reasons),
+        cmocka_unit_test(test_missing_file),   cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_nonfinite),      cmocka_unit_test(test_too_large),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

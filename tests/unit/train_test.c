@@ -180,8 +180,8 @@ static void test_steps_and_callbacks(void **state)
         fm_train_config_t cfg = {.epochs = 3, .batch = batch[i], .seed = 9};
         s_log_t log = {.stop_after = -1};
         fm_train_result_t out;
-        assert_int_equal(fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch,
-                                      &log, &out), 0);
+        assert_int_equal(
+            fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch, &log, &out), 0);
         assert_int_equal(log.calls, 3);
         for (int ep = 0; ep < 3; ep++) {
             assert_int_equal(log.epoch[ep], ep);
@@ -211,8 +211,8 @@ static void test_early_stop_and_no_callback(void **state)
     fm_train_config_t cfg = {.epochs = 5, .batch = 4, .seed = 3};
     s_log_t log = {.stop_after = 1};
     fm_train_result_t out;
-    assert_int_equal(fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch, &log,
-                                  &out), 0);
+    assert_int_equal(
+        fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch, &log, &out), 0);
     assert_int_equal(log.calls, 2);
     assert_true(out.steps == 6 && out.samples == 20);
     /* the same as asking for 2 epochs without a callback */
@@ -244,8 +244,9 @@ static void test_bad_config(void **state)
     fm_train_result_t out;
     for (int i = 0; i < 4; i++) {
         s_log_t log = {.stop_after = -1};
-        assert_int_equal(fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &bad[i], NULL, s_on_epoch,
-                                      &log, &out), FM_EARG);
+        assert_int_equal(
+            fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &bad[i], NULL, s_on_epoch, &log, &out),
+            FM_EARG);
         assert_int_equal(log.calls, 0);
         assert_true(out.steps == 0 && out.samples == 0);
     }
@@ -285,12 +286,13 @@ static void test_each_sample_once(void **state)
         fm_train_config_t cfg = {.epochs = 4, .batch = batch[i], .seed = 11 + (uint64_t)i};
         s_log_t log = {.stop_after = -1};
         fm_train_result_t out;
-        assert_int_equal(fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch,
-                                      &log, &out), 0); /* a NaN sample read would fail it */
+        assert_int_equal(
+            fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch, &log, &out),
+            0); /* a NaN sample read would fail it */
         for (int ep = 0; ep < 4; ep++)
             if (fabs(log.r[ep].loss - want) > 1e-5 * want)
-                fail_msg("batch %d epoch %d: mean loss %.9f, per-sample mean %.9f", batch[i],
-                         ep, log.r[ep].loss, want);
+                fail_msg("batch %d epoch %d: mean loss %.9f, per-sample mean %.9f", batch[i], ep,
+                         log.r[ep].loss, want);
     }
     fm_engine_destroy(&e);
     fm_optim_destroy(&o);
@@ -380,8 +382,8 @@ static void s_check_replay(const char *model, const fm_sgd_config_t *sgd,
 static void test_replay_logreg_mlp(void **state)
 {
     const fm_sgd_config_t plain = {.lr = 0.05f};
-    const fm_sgd_config_t all = {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-3f,
-                                 .clip_norm = 1.0f, .mu = 0.1f};
+    const fm_sgd_config_t all = {
+        .lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-3f, .clip_norm = 1.0f, .mu = 0.1f};
     const fm_train_config_t one = {.epochs = 1, .batch = 4, .seed = 123};
     const fm_train_config_t three = {.epochs = 3, .batch = 3, .seed = 124};
     s_check_replay("logreg", &plain, &one, s_idx, 10, 0, -1);

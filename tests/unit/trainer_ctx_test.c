@@ -314,12 +314,9 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_new_destroy),
-        cmocka_unit_test(test_async_round_robin),
-        cmocka_unit_test(test_async_laps),
-        cmocka_unit_test(test_sim_params),
-        cmocka_unit_test(test_sync_cohort),
-        cmocka_unit_test(test_sync_new_round_drops_stale),
+        cmocka_unit_test(test_new_destroy), cmocka_unit_test(test_async_round_robin),
+        cmocka_unit_test(test_async_laps),  cmocka_unit_test(test_sim_params),
+        cmocka_unit_test(test_sync_cohort), cmocka_unit_test(test_sync_new_round_drops_stale),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

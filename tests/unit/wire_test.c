@@ -124,26 +124,26 @@ static void mp_kf(mp_t *m, const char *k, double v)
 
 /* An UPDATE written with msgpack-c, with knobs for every malformation the tests need. */
 typedef struct {
-    bool reverse;          /* top-level keys, tensor keys and tensors in reverse order */
-    bool extra;            /* unknown keys (with nested values) at the top and in tensors */
-    bool wide;             /* widest encodings: map32/array16/map16, uint64, int64, str16,
-                              bin16, float32, an integer for a float field */
-    const char *omit;      /* top-level key left out */
-    const char *dup;       /* top-level key written twice */
-    bool v_set;            /* "v" = v instead of 1 */
+    bool reverse;     /* top-level keys, tensor keys and tensors in reverse order */
+    bool extra;       /* unknown keys (with nested values) at the top and in tensors */
+    bool wide;        /* widest encodings: map32/array16/map16, uint64, int64, str16,
+                         bin16, float32, an integer for a float field */
+    const char *omit; /* top-level key left out */
+    const char *dup;  /* top-level key written twice */
+    bool v_set;       /* "v" = v instead of 1 */
     int64_t v;
-    const char *type;      /* "t" value (NULL: "UPDATE") */
-    const char *name0;     /* name of tensor 0 (NULL: the view's) */
-    const char *dtype0;    /* dtype of tensor 0 (NULL: "F32") */
-    int64_t shape_add0;    /* added to dim 0 of tensor 0 */
-    int extra_dim0;        /* 1: tensor 0 gets a trailing dim of 1 */
-    int64_t data_add0;     /* bytes added to (or removed from) tensor 0's data */
-    bool dup_last;         /* the last tensor written twice */
-    bool drop_last;        /* the last tensor left out */
+    const char *type;   /* "t" value (NULL: "UPDATE") */
+    const char *name0;  /* name of tensor 0 (NULL: the view's) */
+    const char *dtype0; /* dtype of tensor 0 (NULL: "F32") */
+    int64_t shape_add0; /* added to dim 0 of tensor 0 */
+    int extra_dim0;     /* 1: tensor 0 gets a trailing dim of 1 */
+    int64_t data_add0;  /* bytes added to (or removed from) tensor 0's data */
+    bool dup_last;      /* the last tensor written twice */
+    bool drop_last;     /* the last tensor left out */
 } uopt_t;
 
-static const char *const s_ukeys[] = {"v", "t", "id", "trainer", "client", "base",
-                                      "n", "steps", "loss", "secs", "tensors"};
+static const char *const s_ukeys[] = {"v", "t",     "id",   "trainer", "client", "base",
+                                      "n", "steps", "loss", "secs",    "tensors"};
 #define S_NUKEYS ((int)(sizeof s_ukeys / sizeof s_ukeys[0]))
 
 static void mp_extra(mp_t *m, int which)
@@ -167,9 +167,7 @@ static void mp_extra(mp_t *m, int which)
         msgpack_pack_ext(&m->pk, 2, 7);
         msgpack_pack_ext_body(&m->pk, "ab", 2);
         break;
-    case 1:
-        mp_kstr(m, "note", "from a newer trainer");
-        break;
+    case 1: mp_kstr(m, "note", "from a newer trainer"); break;
     default:
         mp_str(m, "neg");
         msgpack_pack_int64(&m->pk, INT64_MIN);
@@ -334,8 +332,12 @@ static void mp_update(mp_t *m, const fm_model_t *layout, const float *delta,
 
 static fm_wire_update_t s_update_hdr(void)
 {
-    fm_wire_update_t h = {.client = 4000000000u, .base = 41, .num_samples = 600,
-                          .local_steps = 19, .train_loss = 0.4375, .train_seconds = 3.0};
+    fm_wire_update_t h = {.client = 4000000000u,
+                          .base = 41,
+                          .num_samples = 600,
+                          .local_steps = 19,
+                          .train_loss = 0.4375,
+                          .train_seconds = 3.0};
     for (int i = 0; i < FM_WIRE_ID_LEN; i++)
         h.id[i] = (uint8_t)(0xa0 + i);
     strcpy(h.trainer, "trainer-7");
@@ -364,7 +366,8 @@ static int s_decode_built(const fm_model_t *layout, const float *delta, const uo
     return rc;
 }
 
-/* ---- round trips ------------------------------------------------------------------------------ */
+/* ---- round trips ------------------------------------------------------------------------------
+ */
 
 static void s_roundtrip_model(const char *name)
 {
@@ -476,8 +479,12 @@ static void test_member(void **state)
     const fm_wire_type_t types[3] = {FM_WIRE_HELLO, FM_WIRE_HEARTBEAT, FM_WIRE_BYE};
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
     for (int k = 0; k < 3; k++) {
-        fm_wire_member_t mb = {.pid = 4294967295u, .client_first = 100, .client_count = 50,
-                               .workers = 2, .seq = 9 + (uint64_t)k, .updates_sent = 1234,
+        fm_wire_member_t mb = {.pid = 4294967295u,
+                               .client_first = 100,
+                               .client_count = 50,
+                               .workers = 2,
+                               .seq = 9 + (uint64_t)k,
+                               .updates_sent = 1234,
                                .busy = 1};
         strcpy(mb.trainer, "host-a/trainer-1");
         assert_int_equal(fm_wire_encode_member(types[k], &mb, &buf), 0);
@@ -520,10 +527,10 @@ static void test_snapshot_req(void **state)
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
     assert_int_equal(fm_wire_encode_snapshot_req(&r, &buf), 0);
     /* the exact bytes, as docs/PROTOCOL.md shows them */
-    static const unsigned char want[] = {
-        0x84, 0xa1, 'v', 0x01, 0xa1, 't', 0xac, 'S', 'N', 'A', 'P', 'S', 'H', 'O', 'T', '_',
-        'R', 'E', 'Q', 0xa4, 'f', 'r', 'o', 'm', 0xa4, 't', 'r', '-', '1', 0xa4, 'h', 'a',
-        'v', 'e', 0x07};
+    static const unsigned char want[] = {0x84, 0xa1, 'v',  0x01, 0xa1, 't', 0xac, 'S', 'N',
+                                         'A',  'P',  'S',  'H',  'O',  'T', '_',  'R', 'E',
+                                         'Q',  0xa4, 'f',  'r',  'o',  'm', 0xa4, 't', 'r',
+                                         '-',  '1',  0xa4, 'h',  'a',  'v', 'e',  0x07};
     assert_int_equal(buf.len, sizeof want);
     assert_memory_equal(buf.data, want, sizeof want);
     fm_errmsg_t e = {{0}};
@@ -557,37 +564,29 @@ static void s_same_bytes(const fm_wire_buf_t *got, const unsigned char *want, si
         fail_msg("encoded %zu bytes, the example has %zu", got->len, n);
     for (size_t i = 0; i < n; i++)
         if (got->data[i] != want[i])
-            fail_msg("byte %zu: encoded 0x%02x, the example has 0x%02x", i, got->data[i], want[i]);
+            fail_msg("byte %zu: encoded 0x%02x, the example has 0x%02x", i, got->data[i],
+                     want[i]);
 }
 
 static void test_example_member(void **state)
 {
     static const unsigned char hello[] = {
-        0x88, 0xa1, 'v', 0x01, 0xa1, 't', 0xa5, 'H', 'E', 'L', 'L', 'O',
-        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
-        0xa3, 'p', 'i', 'd', 0xcd, 0x04, 0xd2,
-        0xa6, 'c', 'f', 'i', 'r', 's', 't', 0x00,
-        0xa6, 'c', 'c', 'o', 'u', 'n', 't', 0x0a,
-        0xa7, 'w', 'o', 'r', 'k', 'e', 'r', 's', 0x02,
-        0xa3, 's', 'e', 'q', 0x01};
+        0x88, 0xa1, 'v', 0x01, 0xa1, 't',  0xa5, 'H',  'E',  'L',  'L',  'O', 0xa7, 't',  'r',
+        'a',  'i',  'n', 'e',  'r',  0xa2, 't',  '1',  0xa3, 'p',  'i',  'd', 0xcd, 0x04, 0xd2,
+        0xa6, 'c',  'f', 'i',  'r',  's',  't',  0x00, 0xa6, 'c',  'c',  'o', 'u',  'n',  't',
+        0x0a, 0xa7, 'w', 'o',  'r',  'k',  'e',  'r',  's',  0x02, 0xa3, 's', 'e',  'q',  0x01};
     static const unsigned char heartbeat[] = {
-        0x8a, 0xa1, 'v', 0x01, 0xa1, 't', 0xa9, 'H', 'E', 'A', 'R', 'T', 'B', 'E', 'A', 'T',
-        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
-        0xa3, 'p', 'i', 'd', 0xcd, 0x04, 0xd2,
-        0xa6, 'c', 'f', 'i', 'r', 's', 't', 0x00,
-        0xa6, 'c', 'c', 'o', 'u', 'n', 't', 0x0a,
-        0xa7, 'w', 'o', 'r', 'k', 'e', 'r', 's', 0x02,
-        0xa3, 's', 'e', 'q', 0x02,
-        0xa4, 's', 'e', 'n', 't', 0x2a,
-        0xa4, 'b', 'u', 's', 'y', 0x01};
+        0x8a, 0xa1, 'v',  0x01, 0xa1, 't',  0xa9, 'H',  'E',  'A', 'R',  'T',  'B',
+        'E',  'A',  'T',  0xa7, 't',  'r',  'a',  'i',  'n',  'e', 'r',  0xa2, 't',
+        '1',  0xa3, 'p',  'i',  'd',  0xcd, 0x04, 0xd2, 0xa6, 'c', 'f',  'i',  'r',
+        's',  't',  0x00, 0xa6, 'c',  'c',  'o',  'u',  'n',  't', 0x0a, 0xa7, 'w',
+        'o',  'r',  'k',  'e',  'r',  's',  0x02, 0xa3, 's',  'e', 'q',  0x02, 0xa4,
+        's',  'e',  'n',  't',  0x2a, 0xa4, 'b',  'u',  's',  'y', 0x01};
     static const unsigned char bye[] = {
-        0x88, 0xa1, 'v', 0x01, 0xa1, 't', 0xa3, 'B', 'Y', 'E',
-        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
-        0xa3, 'p', 'i', 'd', 0xcd, 0x04, 0xd2,
-        0xa6, 'c', 'f', 'i', 'r', 's', 't', 0x00,
-        0xa6, 'c', 'c', 'o', 'u', 'n', 't', 0x0a,
-        0xa7, 'w', 'o', 'r', 'k', 'e', 'r', 's', 0x02,
-        0xa3, 's', 'e', 'q', 0x03};
+        0x88, 0xa1, 'v', 0x01, 0xa1, 't',  0xa3, 'B',  'Y',  'E', 0xa7, 't',  'r',  'a',  'i',
+        'n',  'e',  'r', 0xa2, 't',  '1',  0xa3, 'p',  'i',  'd', 0xcd, 0x04, 0xd2, 0xa6, 'c',
+        'f',  'i',  'r', 's',  't',  0x00, 0xa6, 'c',  'c',  'o', 'u',  'n',  't',  0x0a, 0xa7,
+        'w',  'o',  'r', 'k',  'e',  'r',  's',  0x02, 0xa3, 's', 'e',  'q',  0x03};
     const struct {
         fm_wire_type_t type;
         uint64_t seq;
@@ -598,8 +597,13 @@ static void test_example_member(void **state)
               {FM_WIRE_BYE, 3, bye, sizeof bye}};
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
     for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) {
-        fm_wire_member_t m = {.pid = 1234, .client_first = 0, .client_count = 10, .workers = 2,
-                              .seq = ex[k].seq, .updates_sent = 42, .busy = 1};
+        fm_wire_member_t m = {.pid = 1234,
+                              .client_first = 0,
+                              .client_count = 10,
+                              .workers = 2,
+                              .seq = ex[k].seq,
+                              .updates_sent = 42,
+                              .busy = 1};
         strcpy(m.trainer, "t1");
         assert_int_equal(fm_wire_encode_member(ex[k].type, &m, &buf), 0);
         s_same_bytes(&buf, ex[k].want, ex[k].n);
@@ -627,18 +631,21 @@ static void test_example_member(void **state)
 static void test_example_metrics(void **state)
 {
     static const unsigned char want[] = {
-        0x8a, 0xa1, 'v', 0x01, 0xa1, 't', 0xa7, 'M', 'E', 'T', 'R', 'I', 'C', 'S',
-        0xa2, 'm', 'v', 0x03,
-        0xa5, 'm', 'o', 'd', 'e', 'l', 0xa3, 'm', 'l', 'p',
-        0xa3, 'a', 'c', 'c', F64_0_75,
-        0xa4, 'l', 'o', 's', 's', F64_1_5,
-        0xa4, 'c', 'a', 'c', 'c', 0x9a, F64_0_5, F64_0_5, F64_0_5, F64_0_5, F64_0_5,
-        F64_0_75, F64_0_75, F64_0_75, F64_0_75, F64_0_75,
-        0xa1, 'n', 0xcd, 0x27, 0x10,
-        0xa4, 's', 'e', 'c', 's', F64_0_25,
-        0xa2, 't', 's', 0xcb, 0x41, 0xd9, 0x54, 0xfc, 0x40, 0x00, 0x00, 0x00};
-    fm_wire_metrics_t mt = {.version = 3, .accuracy = 0.75, .loss = 1.5, .num_samples = 10000,
-                            .eval_seconds = 0.25, .timestamp = 1.7e9};
+        0x8a,     0xa1,    'v',      0x01,    0xa1,    't',      0xa7,     'M',      'E',
+        'T',      'R',     'I',      'C',     'S',     0xa2,     'm',      'v',      0x03,
+        0xa5,     'm',     'o',      'd',     'e',     'l',      0xa3,     'm',      'l',
+        'p',      0xa3,    'a',      'c',     'c',     F64_0_75, 0xa4,     'l',      'o',
+        's',      's',     F64_1_5,  0xa4,    'c',     'a',      'c',      'c',      0x9a,
+        F64_0_5,  F64_0_5, F64_0_5,  F64_0_5, F64_0_5, F64_0_75, F64_0_75, F64_0_75, F64_0_75,
+        F64_0_75, 0xa1,    'n',      0xcd,    0x27,    0x10,     0xa4,     's',      'e',
+        'c',      's',     F64_0_25, 0xa2,    't',     's',      0xcb,     0x41,     0xd9,
+        0x54,     0xfc,    0x40,     0x00,    0x00,    0x00};
+    fm_wire_metrics_t mt = {.version = 3,
+                            .accuracy = 0.75,
+                            .loss = 1.5,
+                            .num_samples = 10000,
+                            .eval_seconds = 0.25,
+                            .timestamp = 1.7e9};
     strcpy(mt.model, "mlp");
     for (int i = 0; i < FM_NCLASSES; i++)
         mt.class_acc[i] = i < 5 ? 0.5 : 0.75;
@@ -650,8 +657,8 @@ static void test_example_metrics(void **state)
     fm_errmsg_t e = {{0}};
     s_ok(fm_wire_decode_metrics(f, sizeof want, &got, &e), &e);
     assert_true(got.version == 3 && got.accuracy == 0.75 && got.loss == 1.5 &&
-                got.num_samples == 10000 && got.eval_seconds == 0.25 &&
-                got.timestamp == 1.7e9 && got.pop_clients == 0);
+                got.num_samples == 10000 && got.eval_seconds == 0.25 && got.timestamp == 1.7e9 &&
+                got.pop_clients == 0);
     assert_string_equal(got.model, "mlp");
     assert_memory_equal(got.class_acc, mt.class_acc, sizeof mt.class_acc);
     free(f);
@@ -663,35 +670,28 @@ static void test_example_metrics(void **state)
 static void test_example_model_update(void **state)
 {
     static const unsigned char model_head[] = {
-        0x86, 0xa1, 'v', 0x01, 0xa1, 't', 0xa5, 'M', 'O', 'D', 'E', 'L',
-        0xa2, 'm', 'v', 0x03,
-        0xa5, 'm', 'o', 'd', 'e', 'l', 0xa6, 'l', 'o', 'g', 'r', 'e', 'g',
-        0xa2, 't', 's', F64_0_5};
+        0x86, 0xa1, 'v', 0x01, 0xa1, 't',  0xa5, 'M',  'O', 'D', 'E',
+        'L',  0xa2, 'm', 'v',  0x03, 0xa5, 'm',  'o',  'd', 'e', 'l',
+        0xa6, 'l',  'o', 'g',  'r',  'e',  'g',  0xa2, 't', 's', F64_0_5};
     static const unsigned char update_head[] = {
-        0x8c, 0xa1, 'v', 0x01, 0xa1, 't', 0xa6, 'U', 'P', 'D', 'A', 'T', 'E',
-        0xa2, 'i', 'd', 0xc4, 0x10, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
-        0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
-        0xa7, 't', 'r', 'a', 'i', 'n', 'e', 'r', 0xa2, 't', '1',
-        0xa6, 'c', 'l', 'i', 'e', 'n', 't', 0x07,
-        0xa4, 'b', 'a', 's', 'e', 0x03,
-        0xa1, 'n', 0xcd, 0x02, 0x58,
-        0xa5, 's', 't', 'e', 'p', 's', 0x13,
-        0xa4, 'l', 'o', 's', 's', F64_0_5,
-        0xa4, 's', 'e', 'c', 's', F64_1_5,
-        0xa5, 'm', 'o', 'd', 'e', 'l', 0xa6, 'l', 'o', 'g', 'r', 'e', 'g'};
+        0x8c, 0xa1, 'v',  0x01, 0xa1, 't',  0xa6,    'U',  'P',  'D',  'A',  'T',  'E',     0xa2,
+        'i',  'd',  0xc4, 0x10, 0x00, 0x01, 0x02,    0x03, 0x04, 0x05, 0x06, 0x07, 0x08,    0x09,
+        0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0xa7,    't',  'r',  'a',  'i',  'n',  'e',     'r',
+        0xa2, 't',  '1',  0xa6, 'c',  'l',  'i',     'e',  'n',  't',  0x07, 0xa4, 'b',     'a',
+        's',  'e',  0x03, 0xa1, 'n',  0xcd, 0x02,    0x58, 0xa5, 's',  't',  'e',  'p',     's',
+        0x13, 0xa4, 'l',  'o',  's',  's',  F64_0_5, 0xa4, 's',  'e',  'c',  's',  F64_1_5, 0xa5,
+        'm',  'o',  'd',  'e',  'l',  0xa6, 'l',     'o',  'g',  'r',  'e',  'g'};
     /* "tensors": [{"name": "fc.weight", "dtype": "F32", "shape": [10, 784], "data": bin16
      * of 31,360 bytes}, {"name": "fc.bias", ..., "shape": [10], "data": bin8 of 40 bytes}] */
     static const unsigned char t0[] = {
-        0xa7, 't', 'e', 'n', 's', 'o', 'r', 's', 0x92,
-        0x84, 0xa4, 'n', 'a', 'm', 'e', 0xa9, 'f', 'c', '.', 'w', 'e', 'i', 'g', 'h', 't',
-        0xa5, 'd', 't', 'y', 'p', 'e', 0xa3, 'F', '3', '2',
-        0xa5, 's', 'h', 'a', 'p', 'e', 0x92, 0x0a, 0xcd, 0x03, 0x10,
-        0xa4, 'd', 'a', 't', 'a', 0xc5, 0x7a, 0x80};
-    static const unsigned char t1[] = {
-        0x84, 0xa4, 'n', 'a', 'm', 'e', 0xa7, 'f', 'c', '.', 'b', 'i', 'a', 's',
-        0xa5, 'd', 't', 'y', 'p', 'e', 0xa3, 'F', '3', '2',
-        0xa5, 's', 'h', 'a', 'p', 'e', 0x91, 0x0a,
-        0xa4, 'd', 'a', 't', 'a', 0xc4, 0x28};
+        0xa7, 't',  'e',  'n',  's',  'o', 'r', 's',  0x92, 0x84, 0xa4, 'n',  'a', 'm',
+        'e',  0xa9, 'f',  'c',  '.',  'w', 'e', 'i',  'g',  'h',  't',  0xa5, 'd', 't',
+        'y',  'p',  'e',  0xa3, 'F',  '3', '2', 0xa5, 's',  'h',  'a',  'p',  'e', 0x92,
+        0x0a, 0xcd, 0x03, 0x10, 0xa4, 'd', 'a', 't',  'a',  0xc5, 0x7a, 0x80};
+    static const unsigned char t1[] = {0x84, 0xa4, 'n',  'a', 'm',  'e', 0xa7, 'f',  'c', '.',
+                                       'b',  'i',  'a',  's', 0xa5, 'd', 't',  'y',  'p', 'e',
+                                       0xa3, 'F',  '3',  '2', 0xa5, 's', 'h',  'a',  'p', 'e',
+                                       0x91, 0x0a, 0xa4, 'd', 'a',  't', 'a',  0xc4, 0x28};
     fm_model_t *m = s_model("logreg", 5);
     const float *w = fm_model_params_const(m);
     const size_t nw = 7840 * 4, nb = 10 * 4;
@@ -706,8 +706,12 @@ static void test_example_model_update(void **state)
             fm_wire_model_t hdr = {.version = 3, .created = 0.5};
             assert_int_equal(fm_wire_encode_model(&hdr, m, w, &buf), 0);
         } else {
-            fm_wire_update_t hdr = {.client = 7, .base = 3, .num_samples = 600,
-                                    .local_steps = 19, .train_loss = 0.5, .train_seconds = 1.5};
+            fm_wire_update_t hdr = {.client = 7,
+                                    .base = 3,
+                                    .num_samples = 600,
+                                    .local_steps = 19,
+                                    .train_loss = 0.5,
+                                    .train_seconds = 1.5};
             for (int i = 0; i < FM_WIRE_ID_LEN; i++)
                 hdr.id[i] = (uint8_t)i;
             strcpy(hdr.trainer, "t1");
@@ -745,8 +749,11 @@ static void test_example_model_update(void **state)
 
 static void test_metrics(void **state)
 {
-    fm_wire_metrics_t mt = {.version = 1234567, .accuracy = 0.8841, .loss = 0.3312,
-                            .num_samples = 10000, .eval_seconds = 2.5,
+    fm_wire_metrics_t mt = {.version = 1234567,
+                            .accuracy = 0.8841,
+                            .loss = 0.3312,
+                            .num_samples = 10000,
+                            .eval_seconds = 2.5,
                             .timestamp = 1717171717.5};
     strcpy(mt.model, "cnn");
     for (int i = 0; i < FM_NCLASSES; i++)
@@ -833,7 +840,8 @@ static void test_foreign_encodings(void **state)
     fm_model_destroy(&m);
 }
 
-/* ---- malformed messages ------------------------------------------------------------------------ */
+/* ---- malformed messages
+ * ------------------------------------------------------------------------ */
 
 /* Decode a built logreg UPDATE with option o; expect the decoder to return `code`. */
 static void s_expect_built(const uopt_t *o, int code, const char *needle)
@@ -874,8 +882,8 @@ static void test_envelope_errors(void **state)
     s_expect_built(&(uopt_t){.v_set = true, .v = 0}, FM_EVERSION, "v");
     s_expect_built(&(uopt_t){.v_set = true, .v = -1}, FM_EVERSION, "v");
     /* version first: v=2 wins over an unknown type and missing fields */
-    s_expect_built(&(uopt_t){.v_set = true, .v = 2, .type = "NOPE", .omit = "base"},
-                   FM_EVERSION, "v");
+    s_expect_built(&(uopt_t){.v_set = true, .v = 2, .type = "NOPE", .omit = "base"}, FM_EVERSION,
+                   "v");
     s_expect_built(&(uopt_t){.omit = "v"}, FM_EFORMAT, "v: missing key");
     s_expect_built(&(uopt_t){.omit = "t"}, FM_EFORMAT, "t: missing key");
     s_expect_built(&(uopt_t){.type = "NOPE"}, FM_EFORMAT, "unknown message type 'NOPE'");
@@ -1075,18 +1083,28 @@ static void test_field_types(void **state)
         int code;
         const char *needle;
     } cases[] = {
-        {"pid", (const unsigned char *)"\xce\xff\xff\xff\xff", 5, 0, NULL},   /* u32 max */
-        {"pid", (const unsigned char *)"\xcf\0\0\0\1\0\0\0\0", 9, FM_ERANGE, "pid: value 4294967296"},
+        {"pid", (const unsigned char *)"\xce\xff\xff\xff\xff", 5, 0, NULL}, /* u32 max */
+        {"pid", (const unsigned char *)"\xcf\0\0\0\1\0\0\0\0", 9, FM_ERANGE,
+         "pid: value 4294967296"},
         {"pid", (const unsigned char *)"\xff", 1, FM_ERANGE, "pid: negative value -1"},
         {"pid", (const unsigned char *)"\xd3\x80\0\0\0\0\0\0\0", 9, FM_ERANGE, "negative"},
         {"seq", (const unsigned char *)"\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9, 0, NULL},
         {"seq", (const unsigned char *)"\xcb\x3f\xf0\0\0\0\0\0\0", 9, FM_EFORMAT,
          "seq: expected an unsigned integer, got float64"},
-        {"seq", (const unsigned char *)"\xa1" "1", 2, FM_EFORMAT, "seq"},
+        {"seq",
+         (const unsigned char *)"\xa1"
+                                "1",
+         2, FM_EFORMAT, "seq"},
         {"seq", (const unsigned char *)"\xc0", 1, FM_EFORMAT, "nil"},
         {"trainer", (const unsigned char *)"\xa0", 1, FM_EFORMAT, "trainer: empty string"},
-        {"trainer", (const unsigned char *)"\xa3" "a\0b", 4, FM_EFORMAT, "NUL"},
-        {"trainer", (const unsigned char *)"\xc4\x02" "ab", 4, FM_EFORMAT, "got bin"},
+        {"trainer",
+         (const unsigned char *)"\xa3"
+                                "a\0b",
+         4, FM_EFORMAT, "NUL"},
+        {"trainer",
+         (const unsigned char *)"\xc4\x02"
+                                "ab",
+         4, FM_EFORMAT, "got bin"},
         {"trainer", (const unsigned char *)"\x92\x01\x02", 3, FM_EFORMAT, "got array"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -1176,7 +1194,8 @@ static void test_tensor_errors(void **state)
     char longname[300];
     memset(longname, 'w', 299);
     longname[299] = '\0';
-    s_expect_built(&(uopt_t){.name0 = longname, .reverse = true}, FM_ERANGE, "name: string of 299");
+    s_expect_built(&(uopt_t){.name0 = longname, .reverse = true}, FM_ERANGE,
+                   "name: string of 299");
     s_expect_built(&(uopt_t){.dtype0 = "FLOAT32_LITTLE_ENDIAN"}, FM_ERANGE, "dtype");
 
     fm_errmsg_t e = {{0}};
@@ -1244,7 +1263,8 @@ static void test_tensor_errors(void **state)
     s_expect_check(&(uopt_t){.data_add0 = 4}, FM_ESHAPE, "31364 data bytes, expected 31360");
     s_expect_check(&(uopt_t){.data_add0 = -1}, FM_ESHAPE, "fc.weight");
     s_expect_check(&(uopt_t){.name0 = "fc.weights"}, FM_ENAME, "tensor 'fc.weights': unknown");
-    s_expect_check(&(uopt_t){.name0 = "fc.bias", .reverse = true}, FM_ENAME, "tensor 'fc.bias': duplicate");
+    s_expect_check(&(uopt_t){.name0 = "fc.bias", .reverse = true}, FM_ENAME,
+                   "tensor 'fc.bias': duplicate");
     s_expect_check(&(uopt_t){.dup_last = true}, FM_ENAME, "duplicate");
     s_expect_check(&(uopt_t){.drop_last = true}, FM_ENAME, "tensor 'fc.bias': missing");
     s_expect_check(&(uopt_t){.name0 = "fc.\n"}, FM_ENAME, "'fc.?'");
@@ -1270,9 +1290,9 @@ static void test_nonfinite(void **state)
         s_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
         s_ok(fm_wire_tensors_check(ts, m, &e), &e);
         s_expect(fm_wire_tensors_finite(ts, &e), FM_ENONFINITE, &e,
-                 k == 0 ? "tensor 'fc.bias': non-finite value at element 9"
-                        : k == 1 ? "'fc.weight': non-finite value at element 0"
-                                 : "element 4321");
+                 k == 0   ? "tensor 'fc.bias': non-finite value at element 9"
+                 : k == 1 ? "'fc.weight': non-finite value at element 0"
+                          : "element 4321");
         s_expect(fm_wire_tensors_copy(ts, m, dst, &e), FM_ENONFINITE, &e,
                  k == 0 ? "fc.bias" : "fc.weight");
     }
@@ -1291,7 +1311,8 @@ static void test_nonfinite(void **state)
     fm_model_destroy(&m);
 }
 
-/* ---- every truncation, and a mutation fuzz loop --------------------------------------------- */
+/* ---- every truncation, and a mutation fuzz loop ---------------------------------------------
+ */
 
 static void test_truncation(void **state)
 {
@@ -1312,7 +1333,8 @@ static void test_truncation(void **state)
         memcpy(f, buf.data, k);
         int rc = fm_wire_decode_update(f, k, &got, ts, &e);
         if (rc != FM_ETRUNC)
-            fail_msg("prefix of %zu/%zu bytes: expected FM_ETRUNC, got %d: %s", k, buf.len, rc, e.msg);
+            fail_msg("prefix of %zu/%zu bytes: expected FM_ETRUNC, got %d: %s", k, buf.len, rc,
+                     e.msg);
         if (k < 64 || k % 997 == 0) /* peek too, on a sample */
             s_expect(fm_wire_peek(f, k, &t, &e), FM_ETRUNC, &e, NULL);
     }
@@ -1365,10 +1387,9 @@ static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, fl
 
 static void test_fuzz(void **state)
 {
-    static const unsigned char special[] = {0x00, 0x01, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0,
-                                            0xbf, 0xc0, 0xc1, 0xc4, 0xc6, 0xc7, 0xca, 0xcb,
-                                            0xcf, 0xd3, 0xd4, 0xd9, 0xdb, 0xdc, 0xdd, 0xde,
-                                            0xdf, 0xe0, 0xff};
+    static const unsigned char special[] = {0x00, 0x01, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf,
+                                            0xc0, 0xc1, 0xc4, 0xc6, 0xc7, 0xca, 0xcb, 0xcf, 0xd3,
+                                            0xd4, 0xd9, 0xdb, 0xdc, 0xdd, 0xde, 0xdf, 0xe0, 0xff};
     fm_model_t *m = s_model("logreg", 9);
     float *scratch = fm_tu_floats(fm_model_nparams(m));
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
@@ -1433,7 +1454,8 @@ static void test_fuzz(void **state)
             /* positions in the real UPDATE: mostly its header and tensor maps */
             size_t pos;
             if (use_real && fm_rng_below(&rng, 8) != 0) {
-                size_t hot = fm_rng_below(&rng, 2) ? 0 : (size_t)(31360 + 160); /* around fc.bias */
+                size_t hot = fm_rng_below(&rng, 2) ? 0
+                                                   : (size_t)(31360 + 160); /* around fc.bias */
                 pos = (hot + fm_rng_below(&rng, 200)) % n;
             } else
                 pos = fm_rng_below(&rng, n);
@@ -1442,7 +1464,7 @@ static void test_fuzz(void **state)
             case 1: work[pos] = special[fm_rng_below(&rng, sizeof special)]; break;
             case 2: work[pos] = (unsigned char)fm_rng_u64(&rng); break;
             case 3: n = pos; break; /* truncate */
-            case 4: /* 0xff x4: huge lengths */
+            case 4:                 /* 0xff x4: huge lengths */
                 for (size_t j = pos; j < pos + 4 && j < n; j++)
                     work[j] = 0xff;
                 break;
@@ -1526,10 +1548,13 @@ static void test_model_cohort(void **state)
     fm_wire_model_t got;
 
     /* a sync round: round, cohort (little-endian uint32 ids, unaligned in the frame), mu */
-    static const unsigned char ids[] = {3, 0, 0, 0,  0, 0, 0, 0,  0x00, 0x28, 0x6b, 0xee,
-                                        17, 1, 0, 0};
-    fm_wire_model_t hdr = {.version = 9, .created = 1717171717.25, .round = 4,
-                           .cohort = {.present = 1, .ids = ids, .count = 4}, .mu = 0.01};
+    static const unsigned char ids[] = {3,    0,    0,    0,    0,  0, 0, 0,
+                                        0x00, 0x28, 0x6b, 0xee, 17, 1, 0, 0};
+    fm_wire_model_t hdr = {.version = 9,
+                           .created = 1717171717.25,
+                           .round = 4,
+                           .cohort = {.present = 1, .ids = ids, .count = 4},
+                           .mu = 0.01};
     unsigned char *f = s_model_rt(m, &hdr, &buf, &got);
     assert_true(got.version == 9 && got.created == hdr.created);
     assert_string_equal(got.model, "logreg");
@@ -1605,19 +1630,33 @@ static void test_model_cohort_errors(void **state)
     fm_errmsg_t e = {{0}};
     fm_wire_model_t got;
     /* the builder itself: a bin of 8 bytes decodes (two ids) */
-    s_ok(s_decode_cohort("\xc4\x08" "\1\0\0\0\2\0\0\0", 10, &got, &e), &e);
+    s_ok(s_decode_cohort("\xc4\x08"
+                         "\1\0\0\0\2\0\0\0",
+                         10, &got, &e),
+         &e);
     assert_int_equal(got.cohort.present, 1);
     assert_int_equal(got.cohort.count, 2);
     /* not a bin */
-    s_expect(s_decode_cohort("\xa4" "abcd", 5, &got, &e), FM_EFORMAT, &e, "cohort");
+    s_expect(s_decode_cohort("\xa4"
+                             "abcd",
+                             5, &got, &e),
+             FM_EFORMAT, &e, "cohort");
     s_expect(s_decode_cohort("\x92\x01\x02", 3, &got, &e), FM_EFORMAT, &e, "cohort");
     s_expect(s_decode_cohort("\xc0", 1, &got, &e), FM_EFORMAT, &e, "cohort");
     /* a length that is not a multiple of 4 */
-    s_expect(s_decode_cohort("\xc4\x06" "\1\0\0\0\2\0", 8, &got, &e), FM_EFORMAT, &e,
-             "cohort: bin of 6 bytes, not a multiple of 4");
-    s_expect(s_decode_cohort("\xc4\x01" "\1", 3, &got, &e), FM_EFORMAT, &e, "multiple of 4");
+    s_expect(s_decode_cohort("\xc4\x06"
+                             "\1\0\0\0\2\0",
+                             8, &got, &e),
+             FM_EFORMAT, &e, "cohort: bin of 6 bytes, not a multiple of 4");
+    s_expect(s_decode_cohort("\xc4\x01"
+                             "\1",
+                             3, &got, &e),
+             FM_EFORMAT, &e, "multiple of 4");
     /* a bin longer than the bytes present */
-    s_expect(s_decode_cohort("\xc4\x08" "\1\0\0\0", 6, &got, &e), FM_ETRUNC, &e, NULL);
+    s_expect(s_decode_cohort("\xc4\x08"
+                             "\1\0\0\0",
+                             6, &got, &e),
+             FM_ETRUNC, &e, NULL);
 }
 
 static void test_update_round(void **state)
@@ -1646,11 +1685,19 @@ static void test_update_round(void **state)
 
 static void test_metrics_population(void **state)
 {
-    fm_wire_metrics_t mt = {.version = 77, .accuracy = 0.8841, .loss = 0.3312,
-                            .num_samples = 10000, .eval_seconds = 2.5,
-                            .timestamp = 1717171717.5, .pop_clients = 100, .pop_mean = 0.81,
-                            .pop_min = 0.4166666666666667, .pop_worst = 4000000000u,
-                            .pop_p10 = 0.63, .pop_threshold = 0.7, .pop_below = 0.12};
+    fm_wire_metrics_t mt = {.version = 77,
+                            .accuracy = 0.8841,
+                            .loss = 0.3312,
+                            .num_samples = 10000,
+                            .eval_seconds = 2.5,
+                            .timestamp = 1717171717.5,
+                            .pop_clients = 100,
+                            .pop_mean = 0.81,
+                            .pop_min = 0.4166666666666667,
+                            .pop_worst = 4000000000u,
+                            .pop_p10 = 0.63,
+                            .pop_threshold = 0.7,
+                            .pop_below = 0.12};
     strcpy(mt.model, "cnn");
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
     assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);

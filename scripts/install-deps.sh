@@ -2,7 +2,7 @@
 # Install fedmq's build, run and test dependencies from Debian 12 packages (run as root).
 # Skips apt entirely when everything is already installed.
 set -euo pipefail
-PKGS=(build-essential cmake pkg-config python3
+PKGS=(build-essential cmake pkg-config python3 git clang-format
       libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev liblmdb-dev zlib1g-dev
       libjansson-dev libcmocka-dev dataset-fashion-mnist gnuplot-nox)
 missing=()

@@ -43,10 +43,8 @@ struct agg_server {
     uint32_t nlive;        /* distinct live clients at the last count */
 
     uint64_t version;
-    int finished;             /* num_rounds versions exist */
-    double created;           /* wall clock of the current version ("ts") */
-    double last_version_at;   /* monotonic */
-    uint64_t applied_at_last; /* updates applied when the last version was made */
+    int finished;   /* num_rounds versions exist */
+    double created; /* wall clock of the current version ("ts") */
 
     fm_wire_buf_t frame;    /* the encoded MODEL of the current version */
     double last_publish_at; /* monotonic */
@@ -72,12 +70,22 @@ static void s_update_finished(agg_server_t *self)
 
 /* ---- outputs: MODEL, stats.json, checkpoint ------------------------------------------------ */
 
+/* The MODEL header of the current version: the policy's round fields, the progress. */
+static fm_wire_model_t s_model_hdr(agg_server_t *self)
+{
+    fm_wire_model_t hdr = {.version = self->version,
+                           .created = self->created,
+                           .applied = agg_stats_counters(self->stats)->applied,
+                           .updates_per_s = agg_stats_rate(self->stats, fm_daemon_now())};
+    agg_policy_model_meta(self->policy, &hdr);
+    return hdr;
+}
+
 /* Publish the current version; encode it first (with the policy's round fields) if asked. */
 static void s_publish(agg_server_t *self, int encode)
 {
     if (encode) {
-        fm_wire_model_t hdr = {.version = self->version, .created = self->created};
-        agg_policy_model_meta(self->policy, &hdr);
+        fm_wire_model_t hdr = s_model_hdr(self);
         int rc = fm_wire_encode_model(&hdr, self->model, fm_model_params(self->model),
                                       &self->frame);
         if (rc) {
@@ -140,20 +148,15 @@ static void s_act(agg_server_t *self, agg_action_t a)
     }
 }
 
-/* "version N: ..." with the rate of applied updates since the last version. */
+/* "version N: ..." with the updates/s of stats.json (accepted, over the last 30 s). */
 static void s_log_version(agg_server_t *self, int count, double stale_mean)
 {
     const agg_counters_t *c = agg_stats_counters(self->stats);
-    double now = fm_daemon_now();
-    double dt = now - self->last_version_at;
-    double rate = dt > 0 ? (double)(c->applied - self->applied_at_last) / dt : 0.0;
-    self->last_version_at = now;
-    self->applied_at_last = c->applied;
     FM_LOG(LOG_INFO,
            "version %llu: %d updates folded, mean staleness %.2f, applied %llu, "
            "rejected %llu, %.1f updates/s",
            (unsigned long long)self->version, count, stale_mean, (unsigned long long)c->applied,
-           (unsigned long long)c->rejected_total, rate);
+           (unsigned long long)c->rejected_total, agg_stats_rate(self->stats, fm_daemon_now()));
 }
 
 /* The buffer through the server optimiser: a new version (or the buffer dropped), then what
@@ -223,6 +226,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     case AGG_INGEST_MEMBER: s_on_member(self, &v); return;
     case AGG_INGEST_FOLDED:
         agg_stats_touch(self->stats);
+        agg_stats_folded(self->stats, fm_daemon_now());
         FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
                v.update.trainer, v.update.client, (unsigned long long)v.update.base,
                (unsigned long long)v.tau, (unsigned long long)v.update.num_samples);
@@ -354,8 +358,7 @@ static int s_init_model(agg_server_t *self, fm_errmsg_t *e)
 static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
 {
     int rc;
-    fm_wire_model_t hdr = {.version = self->version, .created = self->created};
-    agg_policy_model_meta(self->policy, &hdr);
+    fm_wire_model_t hdr = s_model_hdr(self);
     if ((rc = fm_wire_encode_model(&hdr, self->model, fm_model_params(self->model),
                                    &self->frame)) != 0)
         return fm_errmsg_set(e, rc, "encode MODEL: %s", fm_strerror(rc));
@@ -395,7 +398,7 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
         return rc;
     if (!(self->policy = agg_policy_new(&self->cfg, &rc, e)) ||
         !(self->stats = agg_stats_new(self->cfg.aggregator.checkpoint_dir, fm_daemon_wallclock(),
-                                      &rc, e)) ||
+                                      fm_daemon_now(), &rc, e)) ||
         !(self->state = agg_state_new(&self->cfg, AGG_IDSET_DEFAULT_CAP, &rc, e)) ||
         !(self->ingest = agg_ingest_new(self->model, self->policy, agg_state_ids(self->state),
                                         &rc, e)))
@@ -407,8 +410,6 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
     if ((rc = s_init_model(self, e)) != 0)
         return rc;
     self->created = fm_daemon_wallclock();
-    self->last_version_at = fm_daemon_now();
-    self->applied_at_last = agg_stats_counters(self->stats)->applied;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "fm_ckpt.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
+#include "fm_window.h"
 
 static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_MALFORMED] = "malformed", [AGG_REJ_TRUNCATED] = "truncated",
@@ -32,6 +33,8 @@ struct agg_stats {
     int dirty;
     double last_write_at; /* monotonic */
     fm_ratelog_t log;     /* rate limit of rejection warnings */
+    fm_window_t folded;   /* updates accepted into the buffer: updates/s */
+    double rate_written;  /* the updates/s in the file last written */
 };
 
 const char *agg_reason_name(agg_reason_t r)
@@ -39,7 +42,8 @@ const char *agg_reason_name(agg_reason_t r)
     return (unsigned)r < AGG_REJ_COUNT ? s_reason_names[r] : "?";
 }
 
-agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err, fm_errmsg_t *e)
+agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, double now, int *err,
+                           fm_errmsg_t *e)
 {
     agg_stats_t *s = calloc(1, sizeof *s);
     int rc = s ? 0 : -ENOMEM;
@@ -54,6 +58,7 @@ agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err,
         return NULL;
     }
     s->started = started;
+    fm_window_init(&s->folded, AGG_STATS_RATE_SPAN_S, now);
     return s;
 }
 
@@ -90,6 +95,10 @@ void agg_stats_applied(agg_stats_t *s, uint64_t count)
     s->dirty = 1;
 }
 
+void agg_stats_folded(agg_stats_t *s, double now) { fm_window_add(&s->folded, now, 1); }
+
+double agg_stats_rate(agg_stats_t *s, double now) { return fm_window_rate(&s->folded, now); }
+
 void agg_stats_buffer_dropped(agg_stats_t *s)
 {
     s->buffers_dropped++;
@@ -100,7 +109,9 @@ void agg_stats_touch(agg_stats_t *s) { s->dirty = 1; }
 
 int agg_stats_due(const agg_stats_t *s, double now)
 {
-    return s->dirty && now - s->last_write_at >= AGG_STATS_MIN_S;
+    /* the rate changes as time passes: rewrite while it is (or was last written) nonzero */
+    int changing = s->folded.total > 0 || s->rate_written > 0;
+    return (s->dirty || changing) && now - s->last_write_at >= AGG_STATS_MIN_S;
 }
 
 int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock)
@@ -116,6 +127,8 @@ int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock
     st->buffers_dropped = s->buffers_dropped;
     st->started = s->started;
     st->updated = wallclock;
+    st->updates_per_s = fm_window_rate(&s->folded, now);
+    st->rate_window_s = fm_window_span(&s->folded);
     fm_errmsg_t e = {{0}};
     int rc = fm_stats_write(s->path, st, &e);
     if (rc) {
@@ -124,5 +137,6 @@ int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock
     }
     s->dirty = 0;
     s->last_write_at = now;
+    s->rate_written = st->updates_per_s;
     return 0;
 }

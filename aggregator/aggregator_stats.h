@@ -16,6 +16,7 @@
 #include "fm_stats.h"
 
 #define AGG_STATS_MIN_S 1.0 /* stats.json rewritten for new rejections at most this often */
+#define AGG_STATS_RATE_SPAN_S 30.0 /* updates/s: over the last this many seconds */
 
 /* Why a frame was dropped. The order is the index into the checkpoint's
  * rejected_by_reason[] counters: append only. */
@@ -53,9 +54,11 @@ typedef struct {
 typedef struct agg_stats agg_stats_t;
 
 /* Counters at zero for the file <checkpoint_dir>/stats.json, `started` the wall clock of
- * the daemon's start. NULL with *err = -ENAMETOOLONG (path) or -ENOMEM and one line in `e`.
- * Caller owns it: agg_stats_destroy. */
-agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, int *err, fm_errmsg_t *e);
+ * the daemon's start, `now` its monotonic time (the start of the updates/s window). NULL with
+ * *err = -ENAMETOOLONG (path) or -ENOMEM and one line in `e`. Caller owns it: agg_stats_destroy.
+ */
+agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, double now, int *err,
+                           fm_errmsg_t *e);
 
 /* Free and NULL *p; idempotent. */
 void agg_stats_destroy(agg_stats_t **p);
@@ -75,17 +78,26 @@ void agg_stats_received(agg_stats_t *s, size_t len);
 /* `count` updates became part of a new version. */
 void agg_stats_applied(agg_stats_t *s, uint64_t count);
 
+/* One update accepted into the buffer at `now` (counted in the updates/s window). */
+void agg_stats_folded(agg_stats_t *s, double now);
+
+/* Accepted updates per second over the last AGG_STATS_RATE_SPAN_S seconds (less while the
+ * daemon is younger), at `now`: what stats.json's "updates_per_s" and the log say. */
+double agg_stats_rate(agg_stats_t *s, double now);
+
 /* The server optimiser refused a buffer. */
 void agg_stats_buffer_dropped(agg_stats_t *s);
 
 /* Something stats.json shows changed: the next agg_stats_due says so. */
 void agg_stats_touch(agg_stats_t *s);
 
-/* 1 when something changed and the last write is at least AGG_STATS_MIN_S old. */
+/* 1 when something changed (or the updates/s is or was nonzero: it changes with time) and
+ * the last write is at least AGG_STATS_MIN_S old. */
 int agg_stats_due(const agg_stats_t *s, double now);
 
 /* Complete *st (the caller filled model, mode, round fields, finished, live_clients,
- * staleness, updates_pending) with the counters, "started" and updated = `wallclock`, and
+ * staleness, updates_pending) with the counters, updates/s at `now`, "started" and
+ * updated = `wallclock`, and
  * write stats.json atomically (fm_stats_write). 0, or -errno (logged at LOG_ERR; the
  * counters stay dirty so the next due time retries). */
 int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock);

@@ -421,6 +421,8 @@ static void s_evaluate(eval_server_t *self)
                                            : 0.0;
     m.num_samples = ev.n;
     m.eval_seconds = secs;
+    m.applied = hdr.applied; /* the aggregator's progress, for `fedmq watch` */
+    m.updates_per_s = hdr.updates_per_s;
 
     /* population: every client's held-out slice (the threshold is reloadable) */
     double pop_secs = 0.0;

@@ -28,7 +28,9 @@ int fm_cli_watch(int argc, char **argv)
         case 'h':
             printf("usage: fedmq watch ENDPOINT [--count N] [--timeout S]\n"
                    "Print the METRICS feed of an evaluator (its metrics_pub endpoint, e.g.\n"
-                   "tcp://127.0.0.1:5564), one line per evaluated model version; when the\n"
+                   "tcp://127.0.0.1:5564), one line per evaluated model version, with the\n"
+                   "aggregator's progress when it made that version (updates applied so far,\n"
+                   "accepted updates/s over the last 30 s, as in stats.json); when the\n"
                    "evaluator scores the clients' held-out slices, the line ends with their\n"
                    "accuracy: mean, worst client, 10th percentile, share below the threshold.\n"
                    "  --count N    exit after N lines\n"
@@ -87,9 +89,11 @@ int fm_cli_watch(int argc, char **argv)
             fm_errmsg_set(&e, FM_EFORMAT, "a %s message, not METRICS", fm_wire_type_name(type));
         if (prc == 0 && type == FM_WIRE_METRICS &&
             fm_wire_decode_metrics(zframe_data(f), zframe_size(f), &m, &e) == 0) {
-            printf("version=%llu model=%s accuracy=%.4f loss=%.4f n=%llu eval_s=%.2f",
+            printf("version=%llu model=%s accuracy=%.4f loss=%.4f n=%llu eval_s=%.2f "
+                   "applied=%llu updates_per_s=%.1f",
                    (unsigned long long)m.version, m.model, m.accuracy, m.loss,
-                   (unsigned long long)m.num_samples, m.eval_seconds);
+                   (unsigned long long)m.num_samples, m.eval_seconds,
+                   (unsigned long long)m.applied, m.updates_per_s);
             if (m.pop_clients > 0) /* population-level validation, when the evaluator runs it */
                 printf(" | %u clients mean %.2f worst %.2f (client %u) p10 %.2f below%g %.0f%%",
                        m.pop_clients, m.pop_mean, m.pop_min, m.pop_worst, m.pop_p10,

@@ -80,6 +80,8 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "bytes_received", s_u64(st->bytes_received));
     bad |= json_object_set_new(o, "updates_pending", s_u64(st->updates_pending));
     bad |= json_object_set_new(o, "buffers_dropped", s_u64(st->buffers_dropped));
+    bad |= json_object_set_new(o, "updates_per_s", json_real(st->updates_per_s));
+    bad |= json_object_set_new(o, "rate_window_s", json_real(st->rate_window_s));
     bad |= json_object_set_new(o, "model", json_string(st->model));
     bad |= json_object_set_new(o, "started", json_real(st->started));
     bad |= json_object_set_new(o, "updated", json_real(st->updated));
@@ -105,6 +107,8 @@ static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e
         const char *key;
         double v;
     } reals[] = {{"staleness_mean", st->staleness_mean},
+                 {"updates_per_s", st->updates_per_s},
+                 {"rate_window_s", st->rate_window_s},
                  {"started", st->started},
                  {"updated", st->updated}};
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
@@ -277,6 +281,8 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
         (rc = s_get_u64(o, "bytes_received", UINT64_MAX, &st->bytes_received, path, e)) ||
         (rc = s_get_u32(o, "updates_pending", &st->updates_pending, path, e)) ||
         (rc = s_get_u64(o, "buffers_dropped", UINT64_MAX, &st->buffers_dropped, path, e)) ||
+        (rc = s_get_num(o, "updates_per_s", &st->updates_per_s, path, e)) ||
+        (rc = s_get_num(o, "rate_window_s", &st->rate_window_s, path, e)) ||
         (rc = s_get_num(o, "started", &st->started, path, e)) ||
         (rc = s_get_num(o, "updated", &st->updated, path, e)))
         goto cleanup;

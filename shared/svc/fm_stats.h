@@ -38,6 +38,8 @@ typedef struct {
     uint64_t bytes_received;
     uint32_t updates_pending; /* in the FedBuff buffer now */
     uint64_t buffers_dropped;
+    double updates_per_s;    /* updates accepted per second over the last rate_window_s */
+    double rate_window_s;    /* the window of updates_per_s (seconds) */
     double started, updated; /* Unix time of the daemon's start and of this write */
 } fm_stats_t;
 

@@ -245,10 +245,15 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     if (s_buf_reserve(out, s_tensors_size(layout) + 128 + 4 * (size_t)hdr->cohort.count) != 0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL, hdr->cohort.present ? 7 : 4));
+    int progress = hdr->applied > 0 || hdr->updates_per_s != 0; /* optional keys */
+    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL, (hdr->cohort.present ? 7 : 4) + 2 * progress));
     S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
+    if (progress) {
+        S_PACK(s_pack_ku64(&pk, "applied", hdr->applied));
+        S_PACK(s_pack_kf64(&pk, "ups", hdr->updates_per_s));
+    }
     if (hdr->cohort.present) {
         S_PACK(s_pack_ku64(&pk, "round", hdr->round));
         S_PACK(s_pack_str(&pk, "cohort"));
@@ -351,7 +356,8 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     if (!s_str_ok(m->model, true))
         return FM_EARG;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS, m->pop_clients ? 15 : 8));
+    int progress = m->applied > 0 || m->updates_per_s != 0; /* optional keys */
+    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS, (m->pop_clients ? 15 : 8) + 2 * progress));
     S_PACK(s_pack_ku64(&pk, "mv", m->version));
     S_PACK(s_pack_kstr(&pk, "model", m->model));
     S_PACK(s_pack_kf64(&pk, "acc", m->accuracy));
@@ -363,6 +369,10 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     S_PACK(s_pack_ku64(&pk, "n", m->num_samples));
     S_PACK(s_pack_kf64(&pk, "secs", m->eval_seconds));
     S_PACK(s_pack_kf64(&pk, "ts", m->timestamp));
+    if (progress) {
+        S_PACK(s_pack_ku64(&pk, "applied", m->applied));
+        S_PACK(s_pack_kf64(&pk, "ups", m->updates_per_s));
+    }
     if (m->pop_clients) {
         S_PACK(s_pack_ku64(&pk, "pc", m->pop_clients));
         S_PACK(s_pack_kf64(&pk, "pmean", m->pop_mean));
@@ -812,6 +822,8 @@ static const s_field_t s_model_fields[] = {
     {"round", S_F_U64, 0, 0, offsetof(fm_wire_model_t, round)},
     {"cohort", S_F_COHORT, 0, 0, offsetof(fm_wire_model_t, cohort)},
     {"mu", S_F_F64, 0, 0, offsetof(fm_wire_model_t, mu)},
+    {"applied", S_F_U64, 0, 0, offsetof(fm_wire_model_t, applied)},
+    {"ups", S_F_F64, 0, 0, offsetof(fm_wire_model_t, updates_per_s)},
 };
 
 static const s_field_t s_update_fields[] = {
@@ -861,6 +873,8 @@ static const s_field_t s_metrics_fields[] = {
     {"pp10", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_p10)},
     {"pthr", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_threshold)},
     {"pbelow", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_below)},
+    {"applied", S_F_U64, 0, 0, offsetof(fm_wire_metrics_t, applied)},
+    {"ups", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, updates_per_s)},
 };
 
 #define S_NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))

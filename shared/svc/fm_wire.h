@@ -81,6 +81,10 @@ typedef struct {
     uint64_t round;                  /* "round": sync round number (>= 1), 0 = async */
     fm_wire_cohort_t cohort;         /* "cohort": bin, see fm_wire_cohort_t */
     double mu;                       /* "mu": FedProx coefficient for this round, 0 = off */
+    /* the aggregator's progress when it made this version (optional: both sent when either
+     * is nonzero, 0 when absent; the evaluator repeats them in METRICS for `fedmq watch`) */
+    uint64_t applied;     /* "applied": updates applied into versions so far */
+    double updates_per_s; /* "ups": updates accepted per second (stats.json updates_per_s) */
 } fm_wire_model_t;
 
 /* UPDATE: one client's local training result. Tensors: delta = w_local - w_base. */
@@ -137,6 +141,9 @@ typedef struct {
     double pop_p10;       /* "pp10": 10th percentile of the client accuracies */
     double pop_threshold; /* "pthr": the threshold of pop_below */
     double pop_below;     /* "pbelow": fraction of clients below pop_threshold */
+    /* the MODEL's "applied" and "ups" (optional: both sent when either is nonzero) */
+    uint64_t applied;     /* "applied" */
+    double updates_per_s; /* "ups" */
 } fm_wire_metrics_t;
 
 /* One decoded tensor; `data` points into the frame (borrowed, unaligned). */

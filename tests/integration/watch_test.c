@@ -61,7 +61,7 @@ static int s_teardown(void **state)
 }
 
 /* The METRICS frame number k: distinct values in every field; odd k carry population
- * fields. */
+ * fields, k not a multiple of 4 the aggregator's progress (absent: printed as 0). */
 static fm_wire_metrics_t s_metrics(uint64_t k)
 {
     fm_wire_metrics_t m = {.version = 100 + k,
@@ -73,6 +73,10 @@ static fm_wire_metrics_t s_metrics(uint64_t k)
     snprintf(m.model, sizeof m.model, "mlp");
     for (int i = 0; i < FM_NCLASSES; i++)
         m.class_acc[i] = 0.5;
+    if (k % 4) {
+        m.applied = 1000 + 7 * k;
+        m.updates_per_s = 2.5 + 0.25 * (double)k;
+    }
     if (k % 2) {
         m.pop_clients = 20;
         m.pop_mean = 0.81;
@@ -91,8 +95,9 @@ static void s_expected_line(uint64_t k, char *buf, size_t cap)
     fm_wire_metrics_t m = s_metrics(k);
     int n = snprintf(buf, cap,
                      "version=%" PRIu64 " model=mlp accuracy=%.4f loss=%.4f n=%" PRIu64
-                     " eval_s=%.2f",
-                     m.version, m.accuracy, m.loss, m.num_samples, m.eval_seconds);
+                     " eval_s=%.2f applied=%" PRIu64 " updates_per_s=%.1f",
+                     m.version, m.accuracy, m.loss, m.num_samples, m.eval_seconds, m.applied,
+                     m.updates_per_s);
     if (m.pop_clients)
         snprintf(buf + n, cap - (size_t)n,
                  " | 20 clients mean 0.81 worst 0.42 (client 17) p10 "

@@ -83,7 +83,7 @@ static void s_open(s_t *t)
     assert_non_null(t->ids);
     t->ing = agg_ingest_new(t->layout, t->policy, t->ids, &err, &e);
     assert_non_null(t->ing);
-    t->stats = agg_stats_new("/nonexistent", 0, &err, &e);
+    t->stats = agg_stats_new("/nonexistent", 0, 0, &err, &e);
     assert_non_null(t->stats);
 }
 

@@ -747,6 +747,17 @@ static void test_example_model_update(void **state)
     fm_model_destroy(&m);
 }
 
+/* 1 if the msgpack string `key` (fixstr) appears in the frame. */
+static int s_has_key(const fm_wire_buf_t *buf, const char *key)
+{
+    unsigned char pat[40];
+    size_t n = strlen(key);
+    assert_true(n < 32);
+    pat[0] = (unsigned char)(0xa0 | n);
+    memcpy(pat + 1, key, n);
+    return memmem(buf->data, buf->len, pat, n + 1) != NULL;
+}
+
 static void test_metrics(void **state)
 {
     fm_wire_metrics_t mt = {.version = 1234567,
@@ -790,6 +801,25 @@ static void test_metrics(void **state)
     mp_kf(&m, "ts", 2.0);
     s_expect(fm_wire_decode_metrics(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "cacc");
     mp_end(&m);
+
+    /* the aggregator's progress: absent above (both 0), sent together when either is set */
+    assert_false(s_has_key(&buf, "applied") || s_has_key(&buf, "ups"));
+    assert_true(got.applied == 0 && got.updates_per_s == 0.0);
+    mt.applied = 123456789012ULL;
+    mt.updates_per_s = 0.0;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    assert_true(s_has_key(&buf, "applied") && s_has_key(&buf, "ups"));
+    f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.applied == 123456789012ULL && got.updates_per_s == 0.0);
+    free(f);
+    mt.applied = 0;
+    mt.updates_per_s = 7.25;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.applied == 0 && got.updates_per_s == 7.25);
+    free(f);
 
     strcpy(mt.model, "");
     assert_int_equal(fm_wire_encode_metrics(&mt, &buf), FM_EARG);
@@ -1514,17 +1544,6 @@ static void test_misc(void **state)
 
 /* ---- sync rounds and population validation: the optional keys ----------------------------- */
 
-/* 1 if the msgpack string `key` (fixstr) appears in the frame. */
-static int s_has_key(const fm_wire_buf_t *buf, const char *key)
-{
-    unsigned char pat[40];
-    size_t n = strlen(key);
-    assert_true(n < 32);
-    pat[0] = (unsigned char)(0xa0 | n);
-    memcpy(pat + 1, key, n);
-    return memmem(buf->data, buf->len, pat, n + 1) != NULL;
-}
-
 /* Encode a logreg MODEL with `hdr`, decode it into *got (the frame copy is returned: the
  * cohort points into it; the caller frees it). */
 static unsigned char *s_model_rt(const fm_model_t *m, const fm_wire_model_t *hdr,
@@ -1578,6 +1597,16 @@ static void test_model_cohort(void **state)
     assert_int_equal(got.cohort.count, 0);
     assert_true(got.round == 4 && got.mu == 0.0);
     free(f);
+
+    /* the aggregator's progress travels with the MODEL, sync or async */
+    hdr.applied = 4242;
+    hdr.updates_per_s = 3.5;
+    f = s_model_rt(m, &hdr, &buf, &got);
+    assert_true(s_has_key(&buf, "applied") && s_has_key(&buf, "ups"));
+    assert_true(got.applied == 4242 && got.updates_per_s == 3.5 && got.round == 4);
+    free(f);
+    hdr.applied = 0;
+    hdr.updates_per_s = 0.0;
 
     /* async: none of the three keys, and they decode as absent */
     fm_wire_model_t plain = {.version = 10, .created = 2.0, .round = 77, .mu = 0.5};

@@ -40,13 +40,26 @@ cleanup() {
     local rc=$?
     if [ -n "$(status)" ] && [ "$(status)" != not-installed ]; then
         echo "deb_test: cleanup: dpkg -P fedmq"
-        timeout 60 dpkg -P fedmq >/dev/null 2>&1 || true
+        pkg -P fedmq >/dev/null 2>&1 || true
     fi
     rm -rf "$tmp"
     exit $rc
 }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
+# dpkg ARGS..., waiting up to 60 s for the dpkg lock if apt or dpkg runs elsewhere
+pkg() {
+    local i out rc
+    for i in $(seq 1 30); do
+        rc=0
+        out=$(timeout 60 dpkg "$@" 2>&1) || rc=$?
+        if [ "$rc" -ne 0 ] && grep -qi 'lock' <<<"$out"; then sleep 2; continue; fi
+        echo "$out"
+        return "$rc"
+    done
+    echo "$out"
+    return 1
+}
 
 # ---- what docs/OPERATIONS.md says is installed ----
 mapfile -t documented < <(sed -n '/<!-- installed-files/,/<!-- \/installed-files -->/p' "$src/docs/OPERATIONS.md" |
@@ -54,7 +67,7 @@ mapfile -t documented < <(sed -n '/<!-- installed-files/,/<!-- \/installed-files
 [ ${#documented[@]} -ge 10 ] || die "docs/OPERATIONS.md: no installed-files table (found ${#documented[@]} paths)"
 
 # ---- install ----
-timeout 60 dpkg -i "$deb" >"$tmp/dpkg-i.log" 2>&1 || { cat "$tmp/dpkg-i.log"; die "dpkg -i $deb failed"; }
+pkg -i "$deb" >"$tmp/dpkg-i.log" 2>&1 || { cat "$tmp/dpkg-i.log"; die "dpkg -i $deb failed"; }
 [ "$(status)" = installed ] && ok "dpkg -i: installed" || bad "dpkg -i: status $(status)"
 
 for p in "${documented[@]}"; do
@@ -117,7 +130,7 @@ out=$(timeout 60 /usr/bin/fedmq partition /etc/fedmq/fedmq.conf --out "$tmp/p.js
 
 # ---- the same package again (configure with a previous version): an edited conffile stays ----
 echo "# edited by deb_test" >>/etc/fedmq/fedmq.conf
-timeout 60 dpkg -i "$deb" >"$tmp/dpkg-i2.log" 2>&1 || { cat "$tmp/dpkg-i2.log"; bad "second dpkg -i failed"; }
+pkg -i "$deb" >"$tmp/dpkg-i2.log" 2>&1 || { cat "$tmp/dpkg-i2.log"; bad "second dpkg -i failed"; }
 grep -q '^# edited by deb_test$' /etc/fedmq/fedmq.conf && ok "reinstall: the edited conffile is kept" ||
     bad "reinstall: the edited /etc/fedmq/fedmq.conf was replaced"
 [ "$(getent passwd | grep -c '^fedmq:')" = 1 ] || bad "reinstall: user fedmq not exactly once"
@@ -126,7 +139,7 @@ grep -q '^# edited by deb_test$' /etc/fedmq/fedmq.conf && ok "reinstall: the edi
 mkdir -p /var/lib/fedmq/aggregator /var/log/fedmq # as systemd and the daemons would have
 echo state >/var/lib/fedmq/aggregator/data.mdb
 echo '{}' >/var/log/fedmq/metrics.jsonl
-timeout 60 dpkg -r fedmq >"$tmp/dpkg-r.log" 2>&1 || { cat "$tmp/dpkg-r.log"; bad "dpkg -r failed"; }
+pkg -r fedmq >"$tmp/dpkg-r.log" 2>&1 || { cat "$tmp/dpkg-r.log"; bad "dpkg -r failed"; }
 [ "$(status)" = config-files ] || bad "dpkg -r: status $(status), not config-files"
 for p in "${documented[@]}"; do
     case "$p" in /etc/*) [ -f "$p" ] || bad "dpkg -r removed the conffile $p" ;;
@@ -139,7 +152,7 @@ getent passwd fedmq >/dev/null || bad "dpkg -r removed the user"
 ok "dpkg -r: programs and units gone; conffile, state, logs, user kept"
 
 # ---- purge: everything goes ----
-timeout 60 dpkg -P fedmq >"$tmp/dpkg-p.log" 2>&1 || { cat "$tmp/dpkg-p.log"; bad "dpkg -P failed"; }
+pkg -P fedmq >"$tmp/dpkg-p.log" 2>&1 || { cat "$tmp/dpkg-p.log"; bad "dpkg -P failed"; }
 [ -z "$(status)" ] || [ "$(status)" = not-installed ] || bad "dpkg -P: status $(status)"
 for p in /etc/fedmq /var/lib/fedmq /var/log/fedmq /usr/share/doc/fedmq "${documented[@]}"; do
     [ ! -e "$p" ] || bad "dpkg -P left $p"

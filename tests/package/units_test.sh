@@ -153,6 +153,17 @@ for u in "${services[@]}"; do
     fi
 done
 
+# ---- the sysusers.d entry (for installs without the .deb) ----
+if command -v systemd-sysusers >/dev/null; then
+    mkdir -p "$tmp/root/etc"
+    out=$(systemd-sysusers --dry-run --root="$tmp/root" "$src/packaging/sysusers.d/fedmq.conf" 2>&1) || true
+    if grep -q "Creating user 'fedmq'" <<<"$out" && ! grep -qiE 'warn|fail|invalid|error' <<<"$out"; then
+        echo "ok: packaging/sysusers.d/fedmq.conf creates user fedmq (systemd-sysusers --dry-run)"
+    else
+        bad "packaging/sysusers.d/fedmq.conf: systemd-sysusers --dry-run: $out"
+    fi
+fi
+
 # ---- the installed default config ----
 conf=$build/packaging/fedmq.conf
 if [ ! -f "$conf" ]; then

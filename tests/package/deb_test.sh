@@ -25,6 +25,20 @@ deb=${debs[0]}
 echo "deb_test: $deb ($(dpkg-deb -f "$deb" Version))"
 grep -q -- '-march=native' "$debdir/compile_commands.json" && die "$debdir was built with -march=native: not portable"
 ok "portable build (no -march=native in $debdir/compile_commands.json)"
+# no AVX (VEX/EVEX-encoded: mnemonics v...) instruction outside the clones that the loader
+# picks by CPU (FM_CLONES, shared/learn/fm_hot.h): the programs run on any x86-64. Read from
+# the unstripped binaries the package was made from (a -march=native build has thousands).
+if command -v objdump >/dev/null; then
+    for b in fedmq fedmq-broker fedmq-aggregator fedmq-evaluator fedmq-trainer; do
+        avx=$(objdump -d --no-show-raw-insn "$debdir/$b" | awk '
+            /^[0-9a-f]+ <.*>:$/ { fn = $2; next }
+            /^ +[0-9a-f]+:\t/ { split($0, p, "\t"); m = p[2]; sub(/ .*/, "", m)
+                if (m ~ /^v[a-z]/ && fn !~ /\.arch_x86_64_v[34]>/) { n++; if (n <= 3) ex = ex " " fn " " m } }
+            END { if (n) print n " (" ex " )" }')
+        [ -z "$avx" ] || bad "$debdir/$b: AVX instructions outside dispatched clones: $avx"
+    done
+    ok "no AVX instruction outside dispatched clones in the five programs"
+fi
 
 status() { dpkg-query -W -f='${db:Status-Status}' fedmq 2>/dev/null || true; }
 [ -z "$(status)" ] || [ "$(status)" = not-installed ] ||

@@ -179,6 +179,15 @@ else
     else
         bad "$conf is not a valid config: $out"
     fi
+    # the example pool overrides are valid --set arguments on top of it (split on spaces,
+    # as systemd splits $FEDMQ_TRAINER_ARGS)
+    args=$(sed -n 's/^FEDMQ_TRAINER_ARGS="\(.*\)"$/\1/p' "$src/packaging/trainer-pool.env.example")
+    # shellcheck disable=SC2086  # split like systemd's $VAR
+    if [ -n "$args" ] && out=$("$build/fedmq" partition "$conf" $args --out "$tmp/partition.json" 2>&1); then
+        echo "ok: trainer-pool.env.example: FEDMQ_TRAINER_ARGS=\"$args\" accepted"
+    else
+        bad "packaging/trainer-pool.env.example: FEDMQ_TRAINER_ARGS=\"$args\" rejected: $out"
+    fi
 fi
 
 if [ "$fail" -ne 0 ]; then

@@ -1,5 +1,7 @@
 #include "fm_engine.h"
 
+#include "fm_hot.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -81,7 +83,7 @@ static void s_do_grad(fm_engine_t *e, int t)
 }
 
 /* Sum the helper workers' gradients into worker 0's, on slice t of the vector. */
-static void s_do_reduce(fm_engine_t *e, int t)
+FM_HOT static void s_do_reduce(fm_engine_t *e, int t)
 {
     size_t chunk = (e->nparams + (size_t)e->threads - 1) / (size_t)e->threads;
     size_t lo = (size_t)t * chunk, hi = lo + chunk < e->nparams ? lo + chunk : e->nparams;

@@ -1,5 +1,7 @@
 #include "fm_layers.h"
 
+#include "fm_hot.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -27,8 +29,8 @@ void fm_dense_forward_naive(float *out, const float *inp, const float *w, const 
         }
 }
 
-void fm_dense_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                       const float *w, int B, int IN, int OUT)
+FM_HOT void fm_dense_backward(float *dinp, float *dw, float *db, const float *dout,
+                              const float *inp, const float *w, int B, int IN, int OUT)
 {
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, IN, OUT, 1.0f, dout, OUT, w, IN,
@@ -87,7 +89,7 @@ static void s_im2col(float *col, const float *img, int C, int H, int W, int KH, 
 }
 
 /* col (C*KH*KW, OH*OW) -> image (C,H,W), overwriting the image (sums overlapping taps). */
-static void s_col2im(float *img, const float *col, int C, int H, int W, int KH, int KW)
+FM_HOT static void s_col2im(float *img, const float *col, int C, int H, int W, int KH, int KW)
 {
     int OH = H - KH + 1, OW = W - KW + 1;
     memset(img, 0, sizeof(float) * (size_t)C * H * W);
@@ -105,9 +107,9 @@ static void s_col2im(float *img, const float *col, int C, int H, int W, int KH, 
             }
 }
 
-void fm_conv2d_forward_act(float *out, const float *inp, const float *w, const float *b,
-                           float *scratch, int B, int C, int H, int W, int OC, int KH, int KW,
-                           int relu)
+FM_HOT void fm_conv2d_forward_act(float *out, const float *inp, const float *w, const float *b,
+                                  float *scratch, int B, int C, int H, int W, int OC, int KH,
+                                  int KW, int relu)
 {
     int P = (H - KH + 1) * (W - KW + 1), CK = C * KH * KW;
     for (int n = 0; n < B; n++) {
@@ -157,9 +159,9 @@ void fm_conv2d_forward_naive(float *out, const float *inp, const float *w, const
                 }
 }
 
-void fm_conv2d_backward_act(float *dinp, float *dw, float *db, const float *dout,
-                            const float *inp, const float *w, float *scratch, int B, int C, int H,
-                            int W, int OC, int KH, int KW, int relu_inp)
+FM_HOT void fm_conv2d_backward_act(float *dinp, float *dw, float *db, const float *dout,
+                                   const float *inp, const float *w, float *scratch, int B, int C,
+                                   int H, int W, int OC, int KH, int KW, int relu_inp)
 {
     int P = (H - KH + 1) * (W - KW + 1), CK = C * KH * KW;
     size_t img = (size_t)C * H * W;
@@ -251,13 +253,13 @@ void fm_conv2d_backward_naive(float *dinp, float *dw, float *db, const float *do
 
 /* ---- elementwise -------------------------------------------------------------------------- */
 
-void fm_relu_forward(float *out, const float *inp, size_t n)
+FM_HOT void fm_relu_forward(float *out, const float *inp, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
-void fm_relu_backward(float *dinp, const float *dout, const float *out, size_t n)
+FM_HOT void fm_relu_backward(float *dinp, const float *dout, const float *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
@@ -301,8 +303,8 @@ static inline float s_unpool_row(float *restrict d0, const float *restrict dy,
 }
 
 /* Shared body of the pooling kernels: N planes of (H,W), plane n has bias[n % C]. */
-static void s_pool(float *out, uint8_t *argmax, const float *inp, const float *bias, int N, int C,
-                   int H, int W, int relu)
+FM_HOT static void s_pool(float *out, uint8_t *argmax, const float *inp, const float *bias, int N,
+                          int C, int H, int W, int relu)
 {
     int OH = H / 2, OW = W / 2;
     for (int n = 0; n < N; n++) {
@@ -316,8 +318,8 @@ static void s_pool(float *out, uint8_t *argmax, const float *inp, const float *b
     }
 }
 
-static void s_unpool(float *dinp, float *dbias, const float *dout, const float *out,
-                     const uint8_t *argmax, int N, int C, int H, int W, int relu)
+FM_HOT static void s_unpool(float *dinp, float *dbias, const float *dout, const float *out,
+                            const uint8_t *argmax, int N, int C, int H, int W, int relu)
 {
     int OH = H / 2, OW = W / 2;
     for (int n = 0; n < N; n++) {
@@ -365,8 +367,8 @@ static inline uint64_t s_mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
-void fm_dropout_forward(float *out, float *mask, const float *inp, size_t n, float p,
-                        fm_rng_t *rng)
+FM_HOT void fm_dropout_forward(float *out, float *mask, const float *inp, size_t n, float p,
+                               fm_rng_t *rng)
 {
     float keep = 1.0f / (1.0f - p);
     /* one draw from rng keys a counter-based stream: four 16-bit uniforms per counter,
@@ -386,7 +388,7 @@ void fm_dropout_forward(float *out, float *mask, const float *inp, size_t n, flo
         out[i] = inp[i] * mask[i];
 }
 
-void fm_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n)
+FM_HOT void fm_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dinp[i] = dout[i] * mask[i];

@@ -1,5 +1,7 @@
 #include "fm_optim.h"
 
+#include "fm_hot.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -65,7 +67,7 @@ void fm_optim_reset(fm_optim_t *o) { o->started = 0; }
 
 /* Sum of squares in double with 8 independent partial sums: no serial dependency chain,
  * so the loop vectorises (a single running sum costs ~4 cycles per element). */
-static double s_sumsq(const float *g, size_t n)
+FM_HOT static double s_sumsq(const float *g, size_t n)
 {
     double acc[8] = {0};
     size_t i = 0;
@@ -78,8 +80,8 @@ static double s_sumsq(const float *g, size_t n)
 }
 
 /* Momentum SGD update of w[lo, hi) from g (already prox'd and clipped). */
-static void s_update(fm_optim_t *o, float *restrict w, const float *restrict g, size_t lo,
-                     size_t hi)
+FM_HOT static void s_update(fm_optim_t *o, float *restrict w, const float *restrict g, size_t lo,
+                            size_t hi)
 {
     const fm_sgd_config_t *c = &o->cfg;
     float lr = c->lr, wd = c->weight_decay, mom = c->momentum;
@@ -102,8 +104,8 @@ static void s_update(fm_optim_t *o, float *restrict w, const float *restrict g, 
     }
 }
 
-static void s_prox(float *restrict g, const float *restrict w, const float *restrict wg, float mu,
-                   size_t lo, size_t hi)
+FM_HOT static void s_prox(float *restrict g, const float *restrict w, const float *restrict wg,
+                          float mu, size_t lo, size_t hi)
 {
     for (size_t i = lo; i < hi; i++)
         g[i] += mu * (w[i] - wg[i]);

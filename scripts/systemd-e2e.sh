@@ -18,8 +18,10 @@
 #      the host's network);
 #   4. enables --trainers N trainer pools (fedmq-trainer@pool1..N), starts fedmq.target,
 #      checks fedmq-broker, fedmq-aggregator, fedmq-evaluator and the pools are active;
+#   4b. (the real .deb) waits for the federation to advance: stats.json in the aggregator's
+#      StateDirectory reaches version 3, the evaluator writes metrics.jsonl;
 #   5. kill -9 the aggregator's main process and checks systemd restarts it (new MainPID,
-#      NRestarts >= 1, active again);
+#      NRestarts >= 1, active again) and that the federation advances past the kill;
 #   6. systemctl stop fedmq.target and checks every unit ends inactive (not failed: SIGTERM
 #      must be a clean exit 0);
 #   7. halts the container (unless --keep) and prints PASS or FAIL with the journal of
@@ -282,6 +284,34 @@ for u in fedmq.target "${UNITS_ALL[@]}"; do
     fi
 done
 
+# ---- 4b. the federation advances (real package only): stats.json's version grows ----------
+STATS=/var/lib/fedmq/aggregator/stats.json
+agg_version() { # the "version" of stats.json inside the container, -1 if unreadable
+    local v
+    v=$(cin sh -c "tr -d ' \n' < $STATS 2>/dev/null" | sed -n 's/.*"version":\([0-9]*\).*/\1/p')
+    echo "${v:--1}"
+}
+wait_version() { # min timeout_s: 0 once the version is >= min
+    local end=$((SECONDS + $2))
+    while [ $SECONDS -lt $end ]; do
+        [ "$(agg_version)" -ge "$1" ] && return 0
+        sleep 1
+    done
+    return 1
+}
+V_BEFORE=-1
+if [ "$SELFTEST" = 0 ]; then
+    if wait_version 3 "${ADVANCE_TIMEOUT:-240}"; then
+        V_BEFORE=$(agg_version)
+        ok "federation advancing: the aggregator reached version $V_BEFORE"
+    else
+        fail "the federation did not reach version 3 in ${ADVANCE_TIMEOUT:-240} s (stats.json version $(agg_version))"
+    fi
+    n=$(cin sh -c 'wc -l < /var/log/fedmq/metrics.jsonl' 2>/dev/null)
+    [ "${n:-0}" -ge 1 ] && ok "evaluator: ${n} lines in /var/log/fedmq/metrics.jsonl" ||
+        fail "evaluator wrote no /var/log/fedmq/metrics.jsonl"
+fi
+
 # ---- 5. kill -9 the aggregator --------------------------------------------------------
 A=fedmq-aggregator.service
 old=$(cin systemctl show -P MainPID $A)
@@ -303,6 +333,15 @@ if [ -n "$old" ] && [ "$old" != 0 ]; then
         fail "aggregator not restarted within ${RESTART_TIMEOUT}s (MainPID $new, NRestarts=$n, $(cin systemctl is-active $A))"
     fi
     cin journalctl -u $A --no-pager -n 8 -o short-monotonic | sed 's/^/    /' >&2
+    if [ "$SELFTEST" = 0 ] && [ "$V_BEFORE" -ge 0 ]; then
+        # it resumes from its last checkpoint and goes on past where it was killed
+        V_KILL=$(agg_version)
+        if wait_version $((V_KILL + 2)) "${ADVANCE_TIMEOUT:-240}"; then
+            ok "after the restart the federation advances again: version $V_KILL -> $(agg_version)"
+        else
+            fail "after the restart the version stayed at $(agg_version) (was $V_KILL at the kill)"
+        fi
+    fi
 else
     fail "aggregator has no MainPID, cannot test the restart"
 fi

@@ -50,6 +50,8 @@ struct agg_server {
 
     fm_wire_buf_t frame;    /* the encoded MODEL of the current version */
     double last_publish_at; /* monotonic */
+    double status_at;       /* monotonic time of the last STATUS= line */
+    uint64_t applied_at_status;
     zsock_t *pull;
     zsock_t *pub;
     fm_loop_t *loop;
@@ -292,6 +294,26 @@ static void s_reload(void *arg)
     fm_daemon_reload(&self->cfg, self->args, "aggregator.log_level", s_apply, self);
 }
 
+/* fm_loop status hook (systemd's STATUS=): "version 12, 3.4 updates/s, 8 clients live, 2
+ * rejected", the rate over the time since the previous line. */
+static void s_status(void *arg, char *buf, size_t cap)
+{
+    agg_server_t *self = arg;
+    const agg_counters_t *c = agg_stats_counters(self->stats);
+    double now = fm_daemon_now();
+    double dt = now - self->status_at;
+    double rate = dt > 0 ? (double)(c->applied - self->applied_at_status) / dt : 0.0;
+    self->status_at = now;
+    self->applied_at_status = c->applied;
+    char round[48] = "";
+    if (self->cfg.federation.mode == FM_CFG_MODE_SYNC)
+        snprintf(round, sizeof round, ", round %llu",
+                 (unsigned long long)agg_policy_round(self->policy));
+    snprintf(buf, cap, "version %llu%s, %.1f updates/s, %u clients live, %llu rejected%s",
+             (unsigned long long)self->version, round, rate, self->nlive,
+             (unsigned long long)c->rejected_total, self->finished ? ", finished" : "");
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 /* The model and the server optimiser of the config. */
@@ -375,6 +397,7 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     fm_loop_reader(self->loop, self->pull, s_drain, self);
     fm_loop_timer(self->loop, S_TICK_S, 0, s_tick, self);
     fm_loop_on_reload(self->loop, s_reload, self);
+    fm_loop_on_status(self->loop, s_status, self);
     char mode[256];
     agg_policy_describe(self->policy, mode, sizeof mode);
     FM_LOG(LOG_NOTICE,
@@ -409,6 +432,8 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
     self->created = fm_daemon_wallclock();
     self->last_version_at = fm_daemon_now();
     self->applied_at_last = agg_stats_counters(self->stats)->applied;
+    self->status_at = self->last_version_at;
+    self->applied_at_status = self->applied_at_last;
     return 0;
 }
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config python3 git clang-format
       libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev liblmdb-dev zlib1g-dev
-      libjansson-dev libcmocka-dev dataset-fashion-mnist gnuplot-nox)
+      libjansson-dev libcmocka-dev libsystemd-dev dataset-fashion-mnist gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

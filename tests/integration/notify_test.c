@@ -199,14 +199,28 @@ static int s_wait_note(s_listener_t *l, const char *assign, int from, double tim
     return i;
 }
 
-/* The notes with `assign` at or after `from`: their indices into idx[cap]; how many. */
+/* How many notes at or after `from` have `assign`; the indices of the first `cap` of them
+ * into idx (may be NULL when cap is 0). */
 static int s_all(s_listener_t *l, const char *assign, int from, int *idx, int cap)
 {
     int k = 0, n = s_count_notes(l);
-    for (int i = from; i < n && k < cap; i++)
-        if (s_has(s_note(l, i).text, assign))
-            idx[k++] = i;
+    for (int i = from; i < n; i++)
+        if (s_has(s_note(l, i).text, assign)) {
+            if (k < cap)
+                idx[k] = i;
+            k++;
+        }
     return k;
+}
+
+/* The index of the last note at or after `from` with `assign`, else -1. */
+static int s_last(s_listener_t *l, const char *assign, int from)
+{
+    int last = -1, n = s_count_notes(l);
+    for (int i = from; i < n; i++)
+        if (s_has(s_note(l, i).text, assign))
+            last = i;
+    return last;
 }
 
 /* ---- the daemons --------------------------------------------------------------------------- */
@@ -383,7 +397,8 @@ static double s_term(s_listener_t *l, pid_t pid, const char *name)
         fail_msg("%s: SIGTERM: status 0x%x after %.1f s, expected exit 0", name, st, secs);
     if (secs > S_STOP_OK_S)
         fail_msg("%s: the stop took %.1f s (more than %.0f s)", name, secs, S_STOP_OK_S);
-    if (l && s_find(l, "STOPPING=1", from) < 0)
+    /* sent before the exit; the reading thread may not have read it yet */
+    if (l && s_wait_note(l, "STOPPING=1", from, 5.0) < 0)
         fail_msg("%s: exited without STOPPING=1", name);
     print_message("%s: SIGTERM -> %sexit 0 in %.2f s\n", name, l ? "STOPPING=1, " : "", secs);
     return secs;
@@ -413,6 +428,7 @@ static void s_check_pings(s_listener_t *l, const char *name, int from)
     int n = s_all(l, "WATCHDOG=1", from, idx, S_PINGS);
     if (n < S_PINGS)
         fail_msg("%s: %d WATCHDOG=1 within %.0f s, expected %d", name, n, S_PINGS_S, S_PINGS);
+    n = S_PINGS; /* the first S_PINGS */
     double lo = 1e9, hi = 0, sum = 0;
     char list[256] = "";
     for (int i = 1; i < n; i++) {
@@ -655,11 +671,12 @@ static void test_wedge(void **state)
         int ready = s_wait_ready(l, pids[i], names[i]);
         /* pings, then silence: the last ping is more than S_SILENT_S old, the daemon runs */
         double end = fm_proc_now() + S_START_S;
-        int idx[64], n = 0;
+        int n = 0, last = -1;
         double silent = 0;
         while (fm_proc_now() < end) {
-            n = s_all(l, "WATCHDOG=1", ready + 1, idx, 64);
-            silent = n ? fm_proc_now() - s_note(l, idx[n - 1]).at : 0;
+            n = s_all(l, "WATCHDOG=1", ready + 1, NULL, 0);
+            last = s_last(l, "WATCHDOG=1", ready + 1);
+            silent = last >= 0 ? fm_proc_now() - s_note(l, last).at : 0;
             if (n >= 2 && silent > S_SILENT_S)
                 break;
             fm_proc_sleep(0.05);
@@ -671,7 +688,7 @@ static void test_wedge(void **state)
         char log[512];
         snprintf(log, sizeof log, "%s/%s-wedge.log", c->dir, names[i]);
         assert_true(fm_proc_file_contains(log, "the loop is wedged now"));
-        double span = s_note(l, idx[n - 1]).at - s_note(l, ready).at;
+        double span = s_note(l, last).at - s_note(l, ready).at;
         print_message("%s: wedged: %d pings in the %.2f s after READY=1, then none for %.1f s\n",
                       names[i], n, span, silent);
     }

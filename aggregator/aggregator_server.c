@@ -296,6 +296,22 @@ static void s_reload(void *arg)
     fm_daemon_reload(&self->cfg, self->args, "aggregator.log_level", s_apply, self);
 }
 
+/* fm_loop status hook (systemd's STATUS=): "version 12, 3.4 updates/s, 8 clients live, 2
+ * rejected", the updates/s of stats.json (accepted, over the last 30 s). */
+static void s_status(void *arg, char *buf, size_t cap)
+{
+    agg_server_t *self = arg;
+    const agg_counters_t *c = agg_stats_counters(self->stats);
+    double rate = agg_stats_rate(self->stats, fm_daemon_now());
+    char round[48] = "";
+    if (self->cfg.federation.mode == FM_CFG_MODE_SYNC)
+        snprintf(round, sizeof round, ", round %llu",
+                 (unsigned long long)agg_policy_round(self->policy));
+    snprintf(buf, cap, "version %llu%s, %.1f updates/s, %u clients live, %llu rejected%s",
+             (unsigned long long)self->version, round, rate, self->nlive,
+             (unsigned long long)c->rejected_total, self->finished ? ", finished" : "");
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 /* The model and the server optimiser of the config. */
@@ -378,6 +394,7 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     fm_loop_reader(self->loop, self->pull, s_drain, self);
     fm_loop_timer(self->loop, S_TICK_S, 0, s_tick, self);
     fm_loop_on_reload(self->loop, s_reload, self);
+    fm_loop_on_status(self->loop, s_status, self);
     char mode[256];
     agg_policy_describe(self->policy, mode, sizeof mode);
     FM_LOG(LOG_NOTICE,

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config python3 git clang-format
       libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev liblmdb-dev zlib1g-dev
-      libjansson-dev libcmocka-dev dataset-fashion-mnist gnuplot-nox
+      libjansson-dev libcmocka-dev libsystemd-dev dataset-fashion-mnist gnuplot-nox
       systemd adduser dpkg-dev)
 missing=()
 for p in "${PKGS[@]}"; do

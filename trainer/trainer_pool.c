@@ -54,6 +54,8 @@ struct trainer_pool {
     fm_ratelog_t bad_log_sub, bad_log_snapshot; /* bad-frame warnings per socket */
     double last_model; /* monotonic time of the last MODEL taken, 0 = none */
     double snapshot_backoff;
+    double status_at; /* monotonic time of the last STATUS= line */
+    uint64_t sent_at_status;
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -260,6 +262,26 @@ static void s_summary(trainer_pool_t *self, const char *what)
            self->nworkers, have ? (long long)v : -1LL);
 }
 
+/* fm_loop status hook (systemd's STATUS=): "model version 12, 234 updates sent (1.5/s), 4/4
+ * workers busy, 0 dropped", the rate over the time since the previous line. */
+static void s_status(void *arg, char *buf, size_t cap)
+{
+    trainer_pool_t *self = arg;
+    trainer_model_info_t info;
+    char model[40] = "no model yet";
+    if (trainer_latest_peek(self->latest, &info))
+        snprintf(model, sizeof model, "model version %llu", (unsigned long long)info.version);
+    uint64_t sent = atomic_load(&self->ctx->sent);
+    double now = fm_daemon_now();
+    double dt = now - self->status_at;
+    double rate = dt > 0 ? (double)(sent - self->sent_at_status) / dt : 0.0;
+    self->status_at = now;
+    self->sent_at_status = sent;
+    snprintf(buf, cap, "%s, %llu updates sent (%.1f/s), %d/%d workers busy, %llu dropped", model,
+             (unsigned long long)sent, rate, atomic_load(&self->ctx->busy_workers),
+             self->nworkers, (unsigned long long)atomic_load(&self->ctx->send_dropped));
+}
+
 /* ---- timers -------------------------------------------------------------------------------- */
 
 static int s_heartbeat(void *arg)
@@ -371,6 +393,7 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
                                          s_snapshot, self);
     fm_loop_timer(self->loop, S_SUMMARY_S, S_SUMMARY_S, s_summary_tick, self);
     fm_loop_on_reload(self->loop, s_reload, self);
+    fm_loop_on_status(self->loop, s_status, self);
     return 0;
 }
 
@@ -478,6 +501,7 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     self->cfg = *cfg;
     self->args = args;
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
+    self->status_at = fm_daemon_now();
     s_name(self);
     int rc;
     /* sockets before the data: a port problem is reported before a slow load */

@@ -1,16 +1,27 @@
 /* fm_log: one logging function with syslog levels.
  *
- * Lines go to stderr as "<ts> <prog>[pid] <LEVEL> message". The threshold is process
- * configuration set at start (before threads) and changed only by a reload
- * (fm_log_set_level, safe while other threads log); FM_LOG checks it before formatting. */
+ * Lines go to stderr as "<ts> <prog>[pid] <LEVEL> message". When stderr is the journal
+ * (systemd sets JOURNAL_STREAM="<dev>:<inode>" of the stream it connects, and fm_log_init
+ * finds the same device and inode with fstat(2)) each line is "<N><LEVEL> message" instead:
+ * N the syslog priority (sd-daemon(3): journald files the line under it, e.g. <3> for
+ * LOG_ERR), no timestamp, program or pid (journald records them); newlines in the message
+ * become spaces so a line stays one entry. On a terminal, a file or a pipe: the plain line.
+ * The threshold and the format are process configuration set at start (before threads);
+ * the threshold is changed only by a reload (fm_log_set_level, safe while other threads
+ * log); FM_LOG checks it before formatting. */
 #ifndef FM_LOG_H
 #define FM_LOG_H
 
 #include <syslog.h>
 
 /* Set the program name shown in each line (borrowed pointer; must outlive logging)
- * and the threshold (LOG_ERR .. LOG_DEBUG). Call once at start. */
+ * and the threshold (LOG_ERR .. LOG_DEBUG), and choose the format: journal when stderr is
+ * the stream JOURNAL_STREAM names, else plain (a malformed JOURNAL_STREAM is plain). Call
+ * once at start, before threads (a test may call it again after redirecting stderr). */
 void fm_log_init(const char *prog, int level);
+
+/* 1 if lines are written in the journal format (decided by fm_log_init), else 0. */
+int fm_log_journal(void);
 
 /* Change the threshold (LOG_ERR .. LOG_DEBUG; other values are ignored), e.g. on a config
  * reload; other threads see it at their next line. */

@@ -10,6 +10,7 @@
 
 #include "fm_blas.h"
 #include "fm_log.h"
+#include "fm_notify.h"
 
 /* The only global mutable state of a daemon: written by signal handlers. */
 static volatile sig_atomic_t s_stop = 0;
@@ -177,6 +178,7 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
     void *server = d->server_new(&cfg, &args, &err, &e);
     if (!server) {
         FM_LOG(LOG_ERR, "%s", e.msg);
+        fm_notify_status("cannot start: %s", e.msg);
         return fm_daemon_exit_code(err);
     }
     if (d->blas) {
@@ -184,10 +186,13 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
         FM_LOG(LOG_INFO, "%s", fm_blas_describe(desc, sizeof desc));
         if (fm_blas_selfcheck(&e) != 0) {
             FM_LOG(LOG_ERR, "BLAS self-check failed, refusing to run: %s", e.msg);
+            fm_notify_status("cannot start: BLAS self-check failed: %s", e.msg);
             d->server_destroy(server);
             return FM_EXIT_RUNTIME;
         }
     }
+    /* READY=1, WATCHDOG=1, STATUS=, RELOADING=1 and STOPPING=1 come from the server's loop
+     * (fm_loop.h): READY=1 once its run has set everything up */
     rc = d->server_run(server);
     d->server_destroy(server);
     return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;

@@ -4,7 +4,11 @@
  * Daemons never fork or daemonize (systemd supervises). Signal handlers only set flags:
  * SIGINT/SIGTERM request a clean stop, SIGHUP a reload; SIGPIPE is ignored. These flags
  * are the only global mutable state of a daemon. CZMQ's own signal handling is disabled
- * (fm_daemon_signals calls zsys_handler_set(NULL) before any socket exists). */
+ * (fm_daemon_signals calls zsys_handler_set(NULL) before any socket exists).
+ *
+ * systemd: the server's fm_loop sends READY=1, STATUS=, WATCHDOG=1, RELOADING=1 and
+ * STOPPING=1 (fm_loop.h, fm_notify.h); fm_daemon_main sends STATUS= with the reason when the
+ * server cannot start. */
 #ifndef FM_DAEMON_H
 #define FM_DAEMON_H
 
@@ -82,10 +86,10 @@ typedef struct {
 } fm_daemon_t;
 
 /* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the
- * server, [BLAS self-check,] run, destroy. Returns the exit code: FM_EXIT_OK after --help or
- * a clean stop; FM_EXIT_INPUT after a bad command line or config (one line on stderr:
- * "prog: reason"); FM_EXIT_RUNTIME (or fm_daemon_exit_code of the constructor's error) when
- * the server cannot start or run (one log line). */
+ * server, [BLAS self-check,] run (its fm_loop talks to systemd), destroy. Returns the exit code:
+ * FM_EXIT_OK after --help or a clean stop; FM_EXIT_INPUT after a bad command line or config (one
+ * line on stderr: "prog: reason"); FM_EXIT_RUNTIME (or fm_daemon_exit_code of the constructor's
+ * error) when the server cannot start or run (one log line). */
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv);
 
 /* Seconds on the monotonic clock. */

@@ -2,7 +2,10 @@
  * reschedules from inside a callback (a back-off), readers are called when a message
  * waits and every ready reader is served in the same iteration (no socket starves
  * another), a handler's nonzero return ends the run with that value, argument errors, the
- * SIGHUP hook is called once per signal, and SIGTERM ends the run with 0 within the tick.
+ * SIGHUP hook is called once per signal, and SIGTERM ends the run with 0 within the tick;
+ * with NOTIFY_SOCKET (a datagram socket of the test) the loop sends READY=1 with the status
+ * hook's line, WATCHDOG=1 at half of WATCHDOG_USEC (never early), RELOADING=1 then READY=1
+ * around a SIGHUP, and STOPPING=1 when the run returns.
  * Timing bounds are one-sided (never early; late only within generous limits), so a
  * loaded machine does not make them flaky. The signal cases run last: the stop flag is
  * one-way. */
@@ -14,7 +17,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -230,6 +240,135 @@ static void test_errors(void **state)
     fm_loop_destroy(&loop);
 }
 
+/* ---- systemd notifications -------------------------------------------------------------- */
+
+typedef struct {
+    int status_calls;
+    int hup_sent;
+} s_notify_state_t;
+
+static void s_status(void *arg, char *buf, size_t cap)
+{
+    s_notify_state_t *n = arg;
+    snprintf(buf, cap, "status call %d", ++n->status_calls);
+}
+
+static int s_hup_once(void *arg)
+{
+    s_notify_state_t *n = arg;
+    if (!n->hup_sent++)
+        raise(SIGHUP);
+    return 0;
+}
+
+static int s_end(void *arg)
+{
+    (void)arg;
+    return 3;
+}
+
+/* A datagram socket in the abstract namespace for NOTIFY_SOCKET ("@name"); its fd. */
+static int s_notify_socket(char *env, size_t cap)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "fedmq-loop-test-%d", (int)getpid());
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, alen), 0);
+    snprintf(env, cap, "@%s", a.sun_path + 1);
+    return fd;
+}
+
+/* The notifications received, with their arrival times: read by a thread as systemd would
+ * (a sender blocks once the socket's queue of datagrams is full). */
+typedef struct {
+    int fd;
+    atomic_int stop;
+    char msgs[64][256];
+    double at[64];
+    int n;
+} s_listener_t;
+
+static void *s_listen(void *arg)
+{
+    s_listener_t *l = arg;
+    while (!atomic_load(&l->stop) && l->n < 64) {
+        struct pollfd p = {l->fd, POLLIN, 0};
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        ssize_t len = recv(l->fd, l->msgs[l->n], sizeof l->msgs[0] - 1, 0);
+        if (len <= 0)
+            continue;
+        l->msgs[l->n][len] = '\0';
+        l->at[l->n++] = fm_daemon_now();
+    }
+    return NULL;
+}
+
+static int s_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* WATCHDOG_USEC 100 ms: pings every 50 ms (never early), READY=1 with the hook's status
+ * first, RELOADING=1 (with MONOTONIC_USEC) then READY=1 around a SIGHUP, STOPPING=1 last. */
+static void test_notify(void **state)
+{
+    (void)state;
+    fm_daemon_signals();
+    char env[108];
+    s_listener_t *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    l->fd = s_notify_socket(env, sizeof env);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, s_listen, l), 0);
+    assert_int_equal(setenv("NOTIFY_SOCKET", env, 1), 0);
+    assert_int_equal(setenv("WATCHDOG_USEC", "100000", 1), 0);
+    fm_loop_t *loop = fm_loop_new(NULL);
+    s_notify_state_t ns = {0};
+    fm_loop_on_status(loop, s_status, &ns);
+    assert_true(fm_loop_timer(loop, 10.0, 0.120, s_hup_once, &ns) >= 0);
+    assert_true(fm_loop_timer(loop, 10.0, 0.400, s_end, NULL) >= 0);
+    assert_int_equal(fm_loop_run(loop), 3);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    fm_loop_destroy(&loop);
+    double end = fm_daemon_now() + 5.0; /* the last datagram is read within 5 s */
+    while (fm_daemon_now() < end && (l->n == 0 || !s_prefix(l->msgs[l->n - 1], "STOPPING=1")))
+        usleep(10000);
+    atomic_store(&l->stop, 1);
+    pthread_join(th, NULL);
+    close(l->fd);
+
+    int n = l->n;
+    assert_true(n >= 5);
+    assert_string_equal(l->msgs[0], "READY=1\nSTATUS=status call 1");
+    assert_string_equal(l->msgs[n - 1], "STOPPING=1\nSTATUS=stopping");
+    int pings = 0, reloading = -1, ready_again = -1;
+    double last_ping = 0;
+    for (int i = 1; i < n - 1; i++) {
+        if (strcmp(l->msgs[i], "WATCHDOG=1") == 0) {
+            /* never early (the reader's clock: a little slack for its own delay) */
+            if (pings++)
+                assert_true(l->at[i] - last_ping >= 0.050 - 0.020);
+            last_ping = l->at[i];
+        } else if (s_prefix(l->msgs[i], "RELOADING=1\nMONOTONIC_USEC=")) {
+            reloading = i;
+        } else if (s_prefix(l->msgs[i], "READY=1\nSTATUS=status call ")) {
+            ready_again = i;
+        } else {
+            fail_msg("unexpected notification '%s'", l->msgs[i]);
+        }
+    }
+    assert_true(reloading > 0 && ready_again == reloading + 1);
+    /* a ping at the start and every 50 ms over 400 ms: 9, late only by a few */
+    assert_true(pings >= 4 && pings <= 9);
+    free(l);
+}
+
 /* ---- signals (last: the stop flag cannot be cleared) ---------------------------------- */
 
 typedef struct {
@@ -298,10 +437,15 @@ static void test_stop_signal(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_timers_periodic),   cmocka_unit_test(test_timer_first_now),
-        cmocka_unit_test(test_timer_set_backoff), cmocka_unit_test(test_readers_fair),
-        cmocka_unit_test(test_reader_wakes),      cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_reload_hook),       cmocka_unit_test(test_stop_signal),
+        cmocka_unit_test(test_timers_periodic),
+        cmocka_unit_test(test_timer_first_now),
+        cmocka_unit_test(test_timer_set_backoff),
+        cmocka_unit_test(test_readers_fair),
+        cmocka_unit_test(test_reader_wakes),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_reload_hook),
+        cmocka_unit_test(test_stop_signal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

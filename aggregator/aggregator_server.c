@@ -465,6 +465,15 @@ int agg_server_run(agg_server_t *self)
     int rc = fm_loop_run(self->loop);
     if (rc)
         FM_LOG(LOG_ERR, "polling failed: %s", fm_strerror(rc));
+    /* async: what was accepted is not lost at a clean stop: the open buffer (fewer than K
+     * updates) becomes a last version. Sync: an open round is abandoned (it re-opens with a
+     * new cohort after the restart; its updates were never acknowledged). */
+    int pending = agg_ingest_pending(self->ingest);
+    if (pending > 0 && self->cfg.federation.mode != FM_CFG_MODE_SYNC && !self->finished) {
+        FM_LOG(LOG_NOTICE, "stopping: folding the open buffer (%d of %d updates)", pending,
+               self->policy->buffer_k);
+        s_aggregate(self);
+    }
     FM_LOG(LOG_NOTICE, "stopping at version %llu (%d updates in the open buffer dropped)",
            (unsigned long long)self->version, agg_ingest_pending(self->ingest));
     int crc = s_checkpoint(self, "shutdown");

@@ -598,6 +598,54 @@ static int s_wait_log(const s_ctx_t *c, const char *needle)
             fail_msg("the aggregator never logged \"%s\"", (needle));                            \
     } while (0)
 
+/* SIGTERM with an open buffer (async, 3 of K = 4 updates accepted): nothing accepted is
+ * lost: the buffer becomes a last version (w0 + the mean of the 3 deltas), checkpointed. */
+static void test_sigterm_folds_open_buffer(void **state)
+{
+    s_ctx_t *c = *state;
+    const int k = 4, n = 3;
+    s_start(c, k, 5, 100);
+    float *w0 = s_floats(c->np), *w1 = s_floats(c->np), *d = s_floats(c->np * n);
+    assert_int_equal(s_wait_model(c, 0, w0), 0);
+    for (int i = 0; i < n; i++) {
+        s_delta(d + (size_t)i * c->np, c->np, i);
+        s_send_valid(c, 0, d + (size_t)i * c->np);
+    }
+    assert_true(s_wait_stat(c, "updates_pending", NULL, n));
+    assert_int_equal(s_stat(c, "version", NULL), 0);
+    int st = fm_proc_stop(c->pid, SIGTERM, 15.0);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    S_EXPECT_LOG(c, "stopping: folding the open buffer (3 of 4 updates)");
+    S_EXPECT_LOG(c, "stopping at version 1 (0 updates in the open buffer dropped)");
+    int err = 0;
+    fm_errmsg_t e = {{0}};
+    fm_ckpt_t *ck = fm_ckpt_open(c->ckpt, 0, &err, &e);
+    assert_non_null(ck);
+    fm_ckpt_info_t info;
+    assert_int_equal(fm_ckpt_load_latest(ck, &info, w1, c->np, NULL, 0, &e), 0);
+    fm_ckpt_close(&ck);
+    assert_int_equal(info.version, 1);
+    assert_int_equal(info.updates_applied, n);
+    double maxerr = 0;
+    for (size_t j = 0; j < c->np; j++) {
+        double sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += d[(size_t)i * c->np + j];
+        double err1 = fabs(w1[j] - (w0[j] + sum / n));
+        maxerr = err1 > maxerr ? err1 : maxerr;
+    }
+    print_message("final version 1 = w0 + mean of the 3 buffered deltas, max error %.2g\n",
+                  maxerr);
+    assert_true(maxerr < 1e-6);
+    assert_int_equal(s_stat(c, "version", NULL), 1);
+    assert_int_equal(s_stat(c, "updates_applied", NULL), n);
+    assert_int_equal(s_stat(c, "updates_pending", NULL), 0);
+    free(w0);
+    free(w1);
+    free(d);
+}
+
 /* Lines of the file at path that contain needle. */
 static int s_count_lines(const char *path, const char *needle)
 {
@@ -977,6 +1025,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fuzzed_frames, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_kill9_resume, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_and_bad_config, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_folds_open_buffer, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sighup_reload, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_keep, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_newest_checkpoint, s_setup, s_teardown),

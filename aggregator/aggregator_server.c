@@ -36,7 +36,8 @@ struct agg_server {
     float *mean;           /* nparams: the buffer's mean delta */
     agg_policy_t *policy;  /* async or sync (borrows cfg) */
     agg_state_t *state;    /* checkpoints, id window */
-    agg_stats_t *stats;    /* counters, stats.json */
+    agg_stats_t *stats;    /* counters, stats.json, /metrics */
+    fm_metrics_t *metrics; /* borrowed: the daemon's registry (may be NULL) */
     agg_ingest_t *ingest;  /* frame -> verdict, the buffer */
     fm_members_t *members; /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
     uint8_t *live;         /* num_clients: clients served by live trainers */
@@ -124,8 +125,12 @@ static int s_checkpoint(agg_server_t *self, const char *why)
     agg_record_t rec = {.version = self->version,
                         .round = agg_policy_round(self->policy),
                         .counters = *agg_stats_counters(self->stats)};
-    return agg_state_save(self->state, self->model, self->opt, &rec,
-                          (size_t)agg_ingest_pending(self->ingest), why);
+    double t0 = fm_daemon_now();
+    int rc = agg_state_save(self->state, self->model, self->opt, &rec,
+                            (size_t)agg_ingest_pending(self->ingest), why);
+    if (rc == 0)
+        agg_stats_checkpoint_time(self->stats, fm_daemon_now() - t0);
+    return rc;
 }
 
 /* ---- aggregation -----------------------------------------------------------------------------
@@ -164,13 +169,15 @@ static void s_log_version(agg_server_t *self, int count, double stale_mean)
 static void s_aggregate(agg_server_t *self)
 {
     int count = 0;
-    double stale_mean = 0;
+    double stale_mean = 0, t0 = fm_daemon_now();
     if (agg_ingest_take(self->ingest, self->mean, &count, &stale_mean) != 0)
         return;
     int ok = fm_server_opt_apply(self->opt, fm_model_params(self->model), self->mean) == 0;
     if (ok) {
         self->version++;
+        agg_stats_aggregation_time(self->stats, fm_daemon_now() - t0);
         agg_stats_applied(self->stats, (uint64_t)count);
+        agg_stats_version(self->stats, self->version);
         self->created = fm_daemon_wallclock();
     } else {
         agg_stats_buffer_dropped(self->stats);
@@ -225,8 +232,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     case AGG_INGEST_REJECTED: agg_stats_reject(self->stats, v.reason, v.why); return;
     case AGG_INGEST_MEMBER: s_on_member(self, &v); return;
     case AGG_INGEST_FOLDED:
-        agg_stats_touch(self->stats);
-        agg_stats_folded(self->stats, fm_daemon_now());
+        agg_stats_folded(self->stats, v.tau, fm_daemon_now());
         FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
                v.update.trainer, v.update.client, (unsigned long long)v.update.base,
                (unsigned long long)v.tau, (unsigned long long)v.update.num_samples);
@@ -269,6 +275,7 @@ static int s_tick(void *arg)
     if (n != self->nlive)
         agg_stats_touch(self->stats);
     self->nlive = n;
+    agg_stats_live(self->stats, n);
     agg_view_t v = s_view(self);
     s_act(self, agg_policy_tick(self->policy, &v, now));
     if (now - self->last_publish_at >= S_REPUBLISH_S)
@@ -416,6 +423,7 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
     if (!(self->policy = agg_policy_new(&self->cfg, &rc, e)) ||
         !(self->stats = agg_stats_new(self->cfg.aggregator.checkpoint_dir, fm_daemon_wallclock(),
                                       fm_daemon_now(), &rc, e)) ||
+        (rc = agg_stats_metrics(self->stats, self->metrics)) != 0 ||
         !(self->state = agg_state_new(&self->cfg, AGG_IDSET_DEFAULT_CAP, &rc, e)) ||
         !(self->ingest = agg_ingest_new(self->model, self->policy, agg_state_ids(self->state),
                                         &rc, e)))
@@ -426,12 +434,13 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
         return -ENOMEM;
     if ((rc = s_init_model(self, e)) != 0)
         return rc;
+    agg_stats_version(self->stats, self->version);
     self->created = fm_daemon_wallclock();
     return 0;
 }
 
-agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                             fm_errmsg_t *e)
+agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                             fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
 {
     int rc = 0;
     agg_server_t *self = calloc(1, sizeof *self);
@@ -441,6 +450,7 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
     }
     self->cfg = *cfg;
     self->args = args;
+    self->metrics = metrics;
     if ((rc = s_init(self, e)) != 0 || (rc = s_init_sockets(self, e)) != 0)
         goto cleanup;
     s_update_finished(self);

@@ -34,17 +34,20 @@
 #include "fm_cfg.h"
 #include "fm_daemon.h"
 #include "fm_err.h"
+#include "fm_metrics.h"
 
 typedef struct agg_server agg_server_t;
 
 /* Set up everything from `cfg` (copied): model (resumed from the newest valid checkpoint,
  * else aggregator.init, else fm_model_init(federation.seed)), buffer, optimiser, sockets
  * bound. `args` (borrowed, must outlive the server) is used to re-read the config on
- * SIGHUP; may be NULL (no reload). NULL on failure with *err set (FM_EARG for a bad
- * config combination or an init file/checkpoint that does not fit, -errno, FM_E* from
- * fm_ckpt / fm_safetensors) and one line in `e`. Caller owns it: agg_server_destroy. */
-agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                             fm_errmsg_t *e);
+ * SIGHUP; may be NULL (no reload). The aggregator's series are registered in `metrics`
+ * (borrowed, must outlive the server; may be NULL: agg_stats_metrics). NULL on failure
+ * with *err set (FM_EARG for a bad config combination or an init file/checkpoint that does
+ * not fit, -errno, FM_E* from fm_ckpt / fm_safetensors, -ENOMEM) and one line in `e`.
+ * Caller owns it: agg_server_destroy. */
+agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                             fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
 
 /* Serve until fm_daemon_stopping(): receive, validate, fold, aggregate, publish, checkpoint.
  * On stop: a final checkpoint and stats.json. Returns 0, or the error of the final

@@ -24,8 +24,15 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
 _Static_assert(AGG_REJ_COUNT <= FM_CKPT_NREASONS, "reasons must fit the checkpoint counters");
 _Static_assert(AGG_REJ_COUNT <= FM_STATS_REASONS_MAX, "reasons must fit stats.json");
 
+/* The /metrics series (NULL handles without a registry). */
+typedef struct {
+    fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *bytes, *dropped;
+    fm_metric_t *version, *live, *staleness, *aggregation, *checkpoint;
+} s_metrics_t;
+
 struct agg_stats {
     char path[FM_CFG_STR_MAX + 32];
+    s_metrics_t m;
     agg_counters_t c;
     uint64_t bytes_received;
     uint64_t buffers_dropped;
@@ -70,12 +77,62 @@ void agg_stats_destroy(agg_stats_t **p)
     *p = NULL;
 }
 
+/* The counters of /metrics from the persistent ones (registration, restore). */
+static void s_metrics_mirror(agg_stats_t *s)
+{
+    fm_metric_set(s->m.applied, (double)s->c.applied);
+    fm_metric_set(s->m.received, (double)(s->c.applied + s->c.rejected_total));
+    for (int r = 0; r < AGG_REJ_COUNT; r++)
+        fm_metric_set(s->m.rejected[r], (double)s->c.rejected[r]);
+    fm_metric_set(s->m.bytes, (double)s->bytes_received);
+    fm_metric_set(s->m.dropped, (double)s->buffers_dropped);
+}
+
+int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m)
+{
+    static const double stale_b[] = {AGG_STATS_STALENESS_BUCKETS};
+    static const double secs_b[] = {AGG_STATS_SECONDS_BUCKETS};
+    s_metrics_t *x = &s->m;
+    x->received = fm_metrics_counter(m, "fedmq_updates_received_total",
+                                     "Frames received on the updates socket other than "
+                                     "membership messages (each is then folded or rejected).",
+                                     NULL);
+    x->applied = fm_metrics_counter(m, "fedmq_updates_applied_total",
+                                    "Updates folded into a new model version.", NULL);
+    for (int r = 0; r < AGG_REJ_COUNT; r++)
+        x->rejected[r] = fm_metrics_counter(m, "fedmq_updates_rejected_total",
+                                            "Frames rejected, by reason.",
+                                            (const char *[]){"reason", s_reason_names[r], NULL});
+    x->bytes = fm_metrics_counter(m, "fedmq_received_bytes_total",
+                                  "Bytes of every frame received on the updates socket.", NULL);
+    x->dropped = fm_metrics_counter(m, "fedmq_buffers_dropped_total",
+                                    "Buffers the server optimiser refused (non-finite result).",
+                                    NULL);
+    x->version = fm_metrics_gauge(m, "fedmq_model_version", "Current model version.", NULL);
+    x->live = fm_metrics_gauge(m, "fedmq_clients_live",
+                               "Distinct clients served by live trainers.", NULL);
+    x->staleness = fm_metrics_histogram(m, "fedmq_update_staleness",
+                                        "Staleness of folded updates, in model versions.", NULL,
+                                        stale_b, sizeof stale_b / sizeof stale_b[0]);
+    x->aggregation = fm_metrics_histogram(
+        m, "fedmq_aggregation_seconds",
+        "Time to turn a full buffer into a new model version (mean and server step).", NULL,
+        secs_b, sizeof secs_b / sizeof secs_b[0]);
+    x->checkpoint = fm_metrics_histogram(
+        m, "fedmq_checkpoint_seconds",
+        "Time to write a checkpoint (LMDB transaction with the record, then pruning).", NULL,
+        secs_b, sizeof secs_b / sizeof secs_b[0]);
+    s_metrics_mirror(s);
+    return fm_metrics_status(m);
+}
+
 const agg_counters_t *agg_stats_counters(const agg_stats_t *s) { return &s->c; }
 
 void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c)
 {
     s->c = *c;
     s->dirty = 1;
+    s_metrics_mirror(s);
 }
 
 void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why)
@@ -84,18 +141,31 @@ void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why)
     s->c.rejected[r]++;
     s->c.rejected_total++;
     s->dirty = 1;
+    fm_metric_inc(s->m.rejected[r]);
+    fm_metric_inc(s->m.received);
     fm_ratelog(&s->log, LOG_WARNING, "rejected frame (%s): %s", s_reason_names[r], why);
 }
 
-void agg_stats_received(agg_stats_t *s, size_t len) { s->bytes_received += len; }
+void agg_stats_received(agg_stats_t *s, size_t len)
+{
+    s->bytes_received += len;
+    fm_metric_add(s->m.bytes, (double)len);
+}
+
+void agg_stats_folded(agg_stats_t *s, uint64_t tau, double now)
+{
+    s->dirty = 1;
+    fm_metric_inc(s->m.received);
+    fm_metric_observe(s->m.staleness, (double)tau);
+    fm_window_add(&s->folded, now, 1);
+}
 
 void agg_stats_applied(agg_stats_t *s, uint64_t count)
 {
     s->c.applied += count;
     s->dirty = 1;
+    fm_metric_add(s->m.applied, (double)count);
 }
-
-void agg_stats_folded(agg_stats_t *s, double now) { fm_window_add(&s->folded, now, 1); }
 
 double agg_stats_rate(agg_stats_t *s, double now) { return fm_window_rate(&s->folded, now); }
 
@@ -103,6 +173,24 @@ void agg_stats_buffer_dropped(agg_stats_t *s)
 {
     s->buffers_dropped++;
     s->dirty = 1;
+    fm_metric_inc(s->m.dropped);
+}
+
+void agg_stats_version(agg_stats_t *s, uint64_t version)
+{
+    fm_metric_set(s->m.version, (double)version);
+}
+
+void agg_stats_live(agg_stats_t *s, uint32_t n) { fm_metric_set(s->m.live, n); }
+
+void agg_stats_aggregation_time(agg_stats_t *s, double secs)
+{
+    fm_metric_observe(s->m.aggregation, secs);
+}
+
+void agg_stats_checkpoint_time(agg_stats_t *s, double secs)
+{
+    fm_metric_observe(s->m.checkpoint, secs);
 }
 
 void agg_stats_touch(agg_stats_t *s) { s->dirty = 1; }

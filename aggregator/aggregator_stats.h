@@ -1,6 +1,9 @@
 /* agg_stats: the aggregator's counters (updates applied, frames rejected by reason, bytes
- * received, buffers dropped), the rate-limited warnings about rejected frames, and
- * <checkpoint_dir>/stats.json (written with fm_stats; keys: docs/OPERATIONS.md, "State").
+ * received, buffers dropped), the rate-limited warnings about rejected frames,
+ * <checkpoint_dir>/stats.json (written with fm_stats; keys: docs/OPERATIONS.md, "State"),
+ * and the aggregator's /metrics series (agg_stats_metrics; docs/OPERATIONS.md, "Metrics"):
+ * each counter of /metrics is counted by the same function call as its stats.json twin, so
+ * the two always agree.
  *
  * No sockets, no clock: every function that needs a time takes the caller's monotonic
  * `now` (and the wall clock for the file's "updated"). Logging: one LOG_WARNING line per
@@ -13,6 +16,7 @@
 #include <stdint.h>
 
 #include "fm_err.h"
+#include "fm_metrics.h"
 #include "fm_stats.h"
 
 #define AGG_STATS_MIN_S 1.0 /* stats.json rewritten for new rejections at most this often */
@@ -63,8 +67,24 @@ agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, double no
 /* Free and NULL *p; idempotent. */
 void agg_stats_destroy(agg_stats_t **p);
 
+/* Histogram buckets (upper bounds) of fedmq_update_staleness (versions) and of
+ * fedmq_aggregation_seconds / fedmq_checkpoint_seconds (seconds). */
+#define AGG_STATS_STALENESS_BUCKETS 0, 1, 2, 3, 5, 8, 13, 20, 50, 100
+#define AGG_STATS_SECONDS_BUCKETS                                                                \
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
+
+/* Register the aggregator's series in `m` (borrowed, must outlive `s`; NULL: none) and
+ * count them from now on: fedmq_updates_received_total (frames other than membership
+ * messages: every one is then folded or rejected), fedmq_updates_applied_total,
+ * fedmq_updates_rejected_total{reason} (every reason, from 0), fedmq_received_bytes_total,
+ * fedmq_buffers_dropped_total, fedmq_model_version, fedmq_clients_live and the histograms
+ * fedmq_update_staleness, fedmq_aggregation_seconds, fedmq_checkpoint_seconds. The
+ * counters start from the current (restored) ones. 0 or -ENOMEM. */
+int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m);
+
 /* The persistent counters (borrowed, lives as long as `s`); agg_stats_restore sets them
- * (from a checkpoint). */
+ * (from a checkpoint; /metrics' received counter becomes applied + rejected: the updates
+ * folded but not applied before the stop are not known). */
 const agg_counters_t *agg_stats_counters(const agg_stats_t *s);
 void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c);
 
@@ -75,11 +95,22 @@ void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why);
 /* A frame of `len` bytes received (valid or not). */
 void agg_stats_received(agg_stats_t *s, size_t len);
 
+/* An UPDATE of staleness `tau` was folded into the buffer at monotonic `now` (stats.json is
+ * due; counted in the updates/s window). */
+void agg_stats_folded(agg_stats_t *s, uint64_t tau, double now);
+
+/* The model is at `version` now (a new one, or the one resumed). */
+void agg_stats_version(agg_stats_t *s, uint64_t version);
+
+/* `n` distinct clients are served by live trainers. */
+void agg_stats_live(agg_stats_t *s, uint32_t n);
+
+/* A buffer took `secs` seconds to become a new version; a checkpoint `secs` to write. */
+void agg_stats_aggregation_time(agg_stats_t *s, double secs);
+void agg_stats_checkpoint_time(agg_stats_t *s, double secs);
+
 /* `count` updates became part of a new version. */
 void agg_stats_applied(agg_stats_t *s, uint64_t count);
-
-/* One update accepted into the buffer at `now` (counted in the updates/s window). */
-void agg_stats_folded(agg_stats_t *s, double now);
 
 /* Accepted updates per second over the last AGG_STATS_RATE_SPAN_S seconds (less while the
  * daemon is younger), at `now`: what stats.json's "updates_per_s" and the log say. */

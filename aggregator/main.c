@@ -18,6 +18,7 @@ static void s_usage(FILE *f)
                "buffer_k updates, applies the server optimizer and publishes each new MODEL\n"
                "(and the current one every second). Checkpoints and stats.json go to\n"
                "[aggregator] checkpoint_dir; it resumes from the newest checkpoint there.\n"
+               "/metrics (Prometheus text format) is served on [aggregator] metrics_addr.\n"
                "\n"
                "  --config FILE        INI config (see configs/fedmq.conf); defaults if absent\n"
                "  --set s.k=v          override one key (repeatable), e.g.\n"
@@ -43,9 +44,10 @@ static void s_malloc_tune(void)
 }
 
 /* Typed wrappers for fm_daemon_main. */
-static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err, fm_errmsg_t *e)
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, fm_metrics_t *metrics,
+                   int *err, fm_errmsg_t *e)
 {
-    return agg_server_new(cfg, args, err, e);
+    return agg_server_new(cfg, args, metrics, err, e);
 }
 
 static int s_run(void *server) { return agg_server_run(server); }
@@ -62,6 +64,7 @@ int main(int argc, char **argv)
     static const fm_daemon_t daemon = {.prog = S_PROG,
                                        .usage = s_usage,
                                        .log_level_key = "aggregator.log_level",
+                                       .metrics_key = "aggregator.metrics_addr",
                                        .blas = false,
                                        .server_new = s_new,
                                        .server_run = s_run,

@@ -138,7 +138,7 @@ int main(int argc, char **argv)
     }
     double gbs = s_memcpy_gbs();
 
-    char self[PATH_MAX], bin[PATH_MAX + 32], dir[256], sets[8][400], stats[400], log[400];
+    char self[PATH_MAX], bin[PATH_MAX + 32], dir[256], sets[9][400], stats[400], log[400];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     self[len > 0 ? len : 0] = 0;
     snprintf(bin, sizeof bin, "%s/fedmq-aggregator", dirname(self));
@@ -153,12 +153,13 @@ int main(int argc, char **argv)
     snprintf(sets[5], 400, "aggregator.checkpoint_every=1000000");
     snprintf(sets[6], 400, "aggregator.checkpoint_dir=%s/ckpt", dir);
     snprintf(sets[7], 400, "aggregator.log_level=warning");
+    fm_proc_metrics_set(sets[8], 400, "aggregator", NULL);
     snprintf(stats, sizeof stats, "%s/ckpt/stats.json", dir);
     snprintf(log, sizeof log, "%s/aggregator.log", dir);
     char *av[20];
     int ac = 0;
     av[ac++] = bin;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         av[ac++] = "--set";
         av[ac++] = sets[i];
     }

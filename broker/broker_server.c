@@ -16,10 +16,18 @@
 
 /* Rejected frames of one socket: counted always, logged under the rate limit. */
 typedef struct {
-    const char *what; /* "aggregator_models" or "snapshot" (static) */
-    uint64_t *count;  /* the stats counter */
+    const char *what;    /* "aggregator_models" or "snapshot" (static) */
+    uint64_t *count;     /* the stats counter */
+    fm_metric_t *metric; /* its /metrics twin, counted at the same point */
     fm_ratelog_t log;
 } s_reject_log_t;
+
+/* The /metrics series (docs/OPERATIONS.md, "Metrics"), each counted where the matching
+ * broker_stats_t counter is. Handles of the registry; NULL ones do nothing. */
+typedef struct {
+    fm_metric_t *version, *trainers;
+    fm_metric_t *received, *forwarded, *snapshots;
+} s_metrics_t;
 
 /* A requester waiting for the first model. */
 typedef struct {
@@ -47,6 +55,7 @@ struct broker_server {
 
     broker_stats_t stats;
     s_reject_log_t rej_sub, rej_router;
+    s_metrics_t met;
 };
 
 /* ---- helpers ------------------------------------------------------------------------- */
@@ -55,6 +64,7 @@ struct broker_server {
 static void s_reject(s_reject_log_t *r, int code, const char *why)
 {
     (*r->count)++;
+    fm_metric_inc(r->metric);
     fm_ratelog(&r->log, LOG_WARNING, "%s: frame rejected (%s): %s", r->what, fm_strerror(code),
                why);
 }
@@ -76,6 +86,7 @@ static void s_reply_model(broker_server_t *self, zframe_t *identity, bool delimi
     if (zmsg_send(&msg, self->router) != 0)
         goto fail;
     self->stats.snapshots_served++;
+    fm_metric_inc(self->met.snapshots);
     return;
 fail:
     zmsg_destroy(&msg);
@@ -183,6 +194,7 @@ static int s_on_sub(void *arg, zsock_t *sock)
         goto cleanup;
     }
     self->stats.models_received++;
+    fm_metric_inc(self->met.received);
     int64_t cohort = hdr.cohort.present ? (int64_t)hdr.cohort.count : -1;
     if (self->cache && hdr.version == self->cache_version &&
         memcmp(&hdr.created, &self->cache_created, sizeof hdr.created) == 0 &&
@@ -217,19 +229,28 @@ static int s_on_sub(void *arg, zsock_t *sock)
     self->cache_created = hdr.created;
     self->cache_round = hdr.round;
     self->cache_cohort = cohort;
+    fm_metric_set(self->met.version, (double)hdr.version);
 
     zframe_t *copy = zframe_dup(self->cache);
-    if (copy && zframe_send(&copy, self->pub, 0) == 0)
+    if (copy && zframe_send(&copy, self->pub, 0) == 0) {
         self->stats.models_forwarded++;
-    else
+        fm_metric_inc(self->met.forwarded);
+    } else {
         FM_LOG(LOG_WARNING, "model_pub: publish of version %llu failed: %s",
                (unsigned long long)hdr.version, zmq_strerror(zmq_errno()));
+    }
     zframe_destroy(&copy);
     s_pending_flush(self);
 cleanup:
     zframe_destroy(&frame);
     zmsg_destroy(&msg);
     return 0;
+}
+
+/* The membership gauge from the table. */
+static void s_members_gauges(broker_server_t *self)
+{
+    fm_metric_set(self->met.trainers, fm_members_count(self->members));
 }
 
 /* One membership message (already peeked as HELLO/HEARTBEAT/BYE). */
@@ -245,6 +266,7 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
     }
     uint32_t old_pid = 0;
     fm_member_event_t ev = fm_members_apply(self->members, type, &m, fm_daemon_now(), &old_pid);
+    s_members_gauges(self);
     switch (ev) {
     case FM_MEMBER_JOINED:
         FM_LOG(LOG_INFO, "trainer %s joined (pid %u, clients %u+%u, %u workers; %d live)",
@@ -346,6 +368,7 @@ static int s_expire(void *arg)
     broker_server_t *self = arg;
     fm_members_expire(self->members, fm_daemon_now(), self->cfg.broker.heartbeat_timeout_s,
                       s_on_expired, self);
+    s_members_gauges(self);
     return 0;
 }
 
@@ -402,8 +425,36 @@ static void s_reload(void *arg)
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
-broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                                   fm_errmsg_t *e)
+/* Register the broker's series in `m` (may be NULL). 0 or -ENOMEM. */
+static int s_metrics_register(broker_server_t *self, fm_metrics_t *m)
+{
+    s_metrics_t *x = &self->met;
+    x->version = fm_metrics_gauge(
+        m, "fedmq_model_version",
+        "Version of the model cached (last value cache), -1 = none yet.", NULL);
+    x->trainers = fm_metrics_gauge(m, "fedmq_trainers_live",
+                                   "Trainer pools live (HELLO/HEARTBEAT within the timeout).",
+                                   NULL);
+    x->received = fm_metrics_counter(m, "fedmq_models_received_total",
+                                     "Valid MODEL frames received from the aggregator "
+                                     "(repeats included).",
+                                     NULL);
+    x->forwarded = fm_metrics_counter(m, "fedmq_models_forwarded_total",
+                                      "MODEL frames published on model_pub.", NULL);
+    x->snapshots = fm_metrics_counter(m, "fedmq_snapshots_served_total",
+                                      "MODEL replies sent on the snapshot socket.", NULL);
+    fm_metric_set(x->version, -1); /* no model yet */
+    const char *help = "Frames rejected, by socket.";
+    self->rej_sub.metric = fm_metrics_counter(
+        m, "fedmq_frames_rejected_total", help,
+        (const char *[]){"socket", "aggregator_models", NULL});
+    self->rej_router.metric = fm_metrics_counter(m, "fedmq_frames_rejected_total", help,
+                                                 (const char *[]){"socket", "snapshot", NULL});
+    return fm_metrics_status(m);
+}
+
+broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                                   fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
 {
     int rc = 0;
     broker_server_t *self = calloc(1, sizeof *self);
@@ -417,6 +468,10 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     self->rej_sub.count = &self->stats.rejected_sub;
     self->rej_router.what = "snapshot";
     self->rej_router.count = &self->stats.rejected_router;
+    if ((rc = s_metrics_register(self, metrics)) != 0) {
+        fm_errmsg_set(e, rc, "broker: metrics: %s", fm_strerror(rc));
+        goto cleanup;
+    }
 
     const char *model = fm_arch_name(cfg->federation.model);
     int merr = 0;

@@ -22,6 +22,7 @@
 
 #include "fm_daemon.h"
 #include "fm_err.h"
+#include "fm_metrics.h"
 
 #define BROKER_PENDING_MAX 4096        /* requesters waiting for the first model */
 #define BROKER_ROUTER_MAXMSG (1 << 20) /* inbound frame cap on ROUTER (bytes) */
@@ -50,11 +51,15 @@ typedef struct {
 
 /* Create the broker from a checked config: sockets are created, bound and connected.
  * `args` (borrowed, may be NULL) is kept to reload the config on SIGHUP; it must outlive
- * the server. Returns NULL on failure with *err set (-errno of a bind or connect, e.g.
- * -EADDRINUSE, with `e` naming the key and endpoint; -ENOMEM; FM_EMODEL): the caller exits
- * with fm_daemon_exit_code(*err). Caller owns the result: broker_server_destroy(). */
-broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                                   fm_errmsg_t *e);
+ * the server. The broker's series are registered in `metrics` (borrowed, may be NULL; it
+ * must outlive the server): fedmq_model_version, fedmq_trainers_live,
+ * fedmq_models_received_total, fedmq_models_forwarded_total, fedmq_snapshots_served_total
+ * and fedmq_frames_rejected_total{socket}, each counted where its broker_stats_t twin is.
+ * Returns NULL on failure with *err set (-errno of a bind or connect, e.g. -EADDRINUSE,
+ * with `e` naming the key and endpoint; -ENOMEM; FM_EMODEL): the caller exits with
+ * fm_daemon_exit_code(*err). Caller owns the result: broker_server_destroy(). */
+broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                                   fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
 
 /* Run the loop until fm_daemon_stopping(). Returns 0 (clean stop) or a negative error
  * (polling failed for good, logged). */

@@ -24,15 +24,17 @@ static void s_usage(FILE *f)
             "\n"
             "Keys used: [federation] model; [endpoints] aggregator_models (SUB, connect),\n"
             "model_pub (PUB, bind), snapshot (ROUTER, bind); [broker] heartbeat_timeout_s,\n"
-            "log_level. SIGINT/SIGTERM stop cleanly (exit 0); SIGHUP reloads reloadable keys.\n"
+            "log_level, metrics_addr (HTTP GET /metrics, Prometheus text format; off = none).\n"
+            "SIGINT/SIGTERM stop cleanly (exit 0); SIGHUP reloads reloadable keys.\n"
             "Exit status: 0 clean stop, 1 runtime failure, 2 bad command line or config.\n",
             s_prog);
 }
 
 /* Typed wrappers for fm_daemon_main. */
-static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err, fm_errmsg_t *e)
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, fm_metrics_t *metrics,
+                   int *err, fm_errmsg_t *e)
 {
-    return broker_server_new(cfg, args, err, e);
+    return broker_server_new(cfg, args, metrics, err, e);
 }
 
 static int s_run(void *server) { return broker_server_run(server); }
@@ -48,6 +50,7 @@ int main(int argc, char **argv)
     static const fm_daemon_t daemon = {.prog = s_prog,
                                        .usage = s_usage,
                                        .log_level_key = "broker.log_level",
+                                       .metrics_key = "broker.metrics_addr",
                                        .blas = false,
                                        .server_new = s_new,
                                        .server_run = s_run,

@@ -2,6 +2,7 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,10 @@ struct eval_server {
     char id[64];                /* "from" of SNAPSHOT_REQ */
     eval_server_stats_t stats;
     uint64_t rejected_by[S_NREASONS];
+    struct { /* /metrics, set where stats and METRICS are (NULL handles: no registry) */
+        fm_metric_t *evaluations, *rejected, *superseded, *version, *accuracy, *loss, *secs;
+        fm_metric_t *pop_min, *pop_p10, *pop_mean, *pop_below, *pop_clients;
+    } met;
 };
 
 /* The loop's handlers (defined with the loop, below). */
@@ -71,6 +76,7 @@ static int s_reason_index(int code)
 static void s_reject(eval_server_t *self, s_source_t src, int code, const char *why)
 {
     uint64_t n = ++self->stats.rejected;
+    fm_metric_inc(self->met.rejected);
     self->rejected_by[s_reason_index(code)]++;
     fm_ratelog(&self->reject_log[src], LOG_WARNING,
                "rejected frame from %s: %s [%s] (total rejected: %llu)", s_source_name(src), why,
@@ -127,8 +133,61 @@ static int s_population_open(eval_server_t *self, fm_errmsg_t *e)
     return 0;
 }
 
-eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                               fm_errmsg_t *e)
+/* Register the evaluator's series in `m` (may be NULL); the population ones only with
+ * population validation on. Values not known yet (no model scored) are NaN, the version -1.
+ * 0 or -ENOMEM. */
+static int s_metrics_register(eval_server_t *self, fm_metrics_t *m)
+{
+    static const double secs_b[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60};
+    self->met.evaluations = fm_metrics_counter(
+        m, "fedmq_evaluations_total", "Model versions scored (METRICS published).", NULL);
+    self->met.rejected = fm_metrics_counter(m, "fedmq_frames_rejected_total",
+                                            "Frames rejected (framing, type, model, shape, "
+                                            "non-finite values).",
+                                            NULL);
+    self->met.superseded = fm_metrics_counter(
+        m, "fedmq_models_superseded_total",
+        "Model versions never scored: a newer one arrived before their turn.", NULL);
+    self->met.version = fm_metrics_gauge(
+        m, "fedmq_model_version", "Version of the last model scored, -1 = none yet.", NULL);
+    self->met.accuracy = fm_metrics_gauge(m, "fedmq_eval_accuracy",
+                                          "Test accuracy of the last model scored (0..1).", NULL);
+    self->met.loss = fm_metrics_gauge(m, "fedmq_eval_loss",
+                                      "Mean test loss (NLL) of the last model scored.", NULL);
+    self->met.secs = fm_metrics_histogram(m, "fedmq_eval_seconds",
+                                          "Time to score a model on the test set.", NULL, secs_b,
+                                          sizeof secs_b / sizeof secs_b[0]);
+    fm_metric_set(self->met.version, -1);
+    fm_metric_set(self->met.accuracy, NAN);
+    fm_metric_set(self->met.loss, NAN);
+    if (self->pop) {
+        /* a gauge per statistic: promtool refuses a "quantile" label outside summaries */
+        const char *help = "Population validation: the clients' held-out accuracies of the "
+                           "last model scored: the worst client (min), the nearest-rank 10th "
+                           "percentile (p10), the unweighted mean.";
+        self->met.pop_min = fm_metrics_gauge(m, "fedmq_population_accuracy", help,
+                                             (const char *[]){"stat", "min", NULL});
+        self->met.pop_p10 = fm_metrics_gauge(m, "fedmq_population_accuracy", help,
+                                             (const char *[]){"stat", "p10", NULL});
+        self->met.pop_mean = fm_metrics_gauge(m, "fedmq_population_accuracy", help,
+                                              (const char *[]){"stat", "mean", NULL});
+        self->met.pop_below = fm_metrics_gauge(
+            m, "fedmq_population_below_threshold_ratio",
+            "Population validation: fraction of the clients below "
+            "evaluator.population_threshold.",
+            NULL);
+        self->met.pop_clients = fm_metrics_gauge(m, "fedmq_population_clients",
+                                                 "Population validation: clients scored.", NULL);
+        fm_metric_set(self->met.pop_min, NAN);
+        fm_metric_set(self->met.pop_p10, NAN);
+        fm_metric_set(self->met.pop_mean, NAN);
+        fm_metric_set(self->met.pop_below, NAN);
+    }
+    return fm_metrics_status(m);
+}
+
+eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                               fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
 {
     int rc = -ENOMEM;
     eval_server_t *self = calloc(1, sizeof *self);
@@ -180,6 +239,10 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     }
     if ((rc = s_population_open(self, e)) != 0)
         goto cleanup;
+    if ((rc = s_metrics_register(self, metrics)) != 0) {
+        fm_errmsg_set(e, rc, "metrics: %s", fm_strerror(rc));
+        goto cleanup;
+    }
     if (!(self->jsonl = eval_jsonl_open(cfg->evaluator.metrics_file, &rc, e)))
         goto cleanup;
     if (!(self->loop = fm_loop_new(e))) {
@@ -309,6 +372,7 @@ static void s_accept(eval_server_t *self, s_source_t src, const void *buf, size_
     }
     if (self->have_staged) {
         self->stats.superseded++;
+        fm_metric_inc(self->met.superseded);
         FM_LOG(LOG_DEBUG, "MODEL v%llu skipped: superseded by v%llu before evaluation",
                (unsigned long long)self->staged_hdr.version, (unsigned long long)hdr.version);
     }
@@ -448,6 +512,18 @@ static void s_evaluate(eval_server_t *self)
 
     self->stats.evaluations++;
     self->last_accuracy = ev.accuracy;
+    fm_metric_inc(self->met.evaluations);
+    fm_metric_set(self->met.version, (double)m.version);
+    fm_metric_set(self->met.accuracy, m.accuracy);
+    fm_metric_set(self->met.loss, m.loss);
+    fm_metric_observe(self->met.secs, secs);
+    if (pop.clients > 0) {
+        fm_metric_set(self->met.pop_min, pop.min);
+        fm_metric_set(self->met.pop_p10, pop.p10);
+        fm_metric_set(self->met.pop_mean, pop.mean);
+        fm_metric_set(self->met.pop_below, pop.below);
+    }
+    fm_metric_set(self->met.pop_clients, pop.clients);
     self->stats.have_evaluated = 1;
     self->stats.last_version = hdr.version;
     self->evaluated_created = hdr.created;

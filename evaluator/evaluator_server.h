@@ -34,6 +34,7 @@
 #include "fm_cfg.h"
 #include "fm_daemon.h"
 #include "fm_err.h"
+#include "fm_metrics.h"
 
 #define EVAL_SERVER_THREADS 2 /* engine threads for an evaluation (2 cores) */
 #define EVAL_SERVER_BATCH 256 /* samples per engine pass (split over threads) */
@@ -61,7 +62,14 @@ typedef struct {
 /* Create the sockets (PUB bound first), load the test set, build the model and engine, open
  * the metrics file.
  * `args` is the command line the config came from (borrowed, must outlive the server; may
- * be NULL): SIGHUP re-reads the config with it (see eval_server_run).
+ * be NULL): SIGHUP re-reads the config with it (see eval_server_run). The evaluator's
+ * series are registered in `metrics` (borrowed, must outlive the server; may be NULL):
+ * fedmq_evaluations_total, fedmq_frames_rejected_total, fedmq_models_superseded_total
+ * (the counters of eval_server_stats_t), fedmq_model_version, fedmq_eval_accuracy,
+ * fedmq_eval_loss (the last METRICS published), fedmq_eval_seconds and, with population
+ * validation on, fedmq_population_accuracy{stat="min"|"p10"|"mean"} (worst client,
+ * nearest-rank 10th percentile, mean), fedmq_population_below_threshold_ratio and
+ * fedmq_population_clients.
  * Returns NULL on failure with *err (the code) and a one-line message in `e`: the data
  * files' errors (-ENOENT, FM_EMAGIC, FM_ETRUNC, FM_ESHAPE, FM_EFORMAT; the test split, and
  * the train split when population validation is on), a bad federation.partition (FM_EARG),
@@ -69,8 +77,8 @@ typedef struct {
  * `e` naming the key and endpoint), FM_EMODEL, -ENOMEM. The daemon exits with
  * fm_daemon_exit_code(*err): 2 for FM_EARG, else 1.
  * Caller owns the result: eval_server_destroy(). */
-eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                               fm_errmsg_t *e);
+eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                               fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
 
 /* Serve until fm_daemon_stopping() (an fm_loop: both sockets drained on every wake-up,
  * SNAPSHOT_REQ timer). On SIGHUP the config is re-read (fm_daemon_reload: file and --set

@@ -25,15 +25,17 @@ static void s_usage(FILE *f)
                "  --help               this text\n"
                "Config keys used: federation.model, federation.data_dir, evaluator.test_split,\n"
                "evaluator.metrics_file, evaluator.log_level, endpoints.model_pub (SUB),\n"
-               "endpoints.snapshot (DEALER), endpoints.metrics_pub (PUB, bound).\n"
+               "endpoints.snapshot (DEALER), endpoints.metrics_pub (PUB, bound),\n"
+               "evaluator.metrics_addr (HTTP GET /metrics, Prometheus text format; off = none).\n"
                "Signals: SIGINT/SIGTERM stop (exit 0); SIGHUP re-reads the config and reopens\n"
                "evaluator.metrics_file (log rotation).\n");
 }
 
 /* Typed wrappers for fm_daemon_main. */
-static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err, fm_errmsg_t *e)
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, fm_metrics_t *metrics,
+                   int *err, fm_errmsg_t *e)
 {
-    return eval_server_new(cfg, args, err, e);
+    return eval_server_new(cfg, args, metrics, err, e);
 }
 
 static int s_run(void *server) { return eval_server_run(server); }
@@ -49,6 +51,7 @@ int main(int argc, char **argv)
     static const fm_daemon_t daemon = {.prog = PROG,
                                        .usage = s_usage,
                                        .log_level_key = "evaluator.log_level",
+                                       .metrics_key = "evaluator.metrics_addr",
                                        .blas = true,
                                        .server_new = s_new,
                                        .server_run = s_run,

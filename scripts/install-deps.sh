@@ -4,21 +4,51 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config python3 git clang-format
       libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev liblmdb-dev zlib1g-dev
-      libjansson-dev libcmocka-dev libsystemd-dev dataset-fashion-mnist gnuplot-nox
+      libjansson-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev dataset-fashion-mnist gnuplot-nox
       systemd adduser dpkg-dev)
+# Test tools taken out of a Debian package without installing it: promtool (`promtool check
+# metrics`, `promtool check rules`) from the package prometheus, whose installation would
+# start a Prometheus server. tests/integration/metrics_test.c looks for it here (or on PATH).
+TOOLS_DIR=/opt/fedmq-test-tools
+updated=0
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "[fedmq] error: $1 needs root (run as root or with sudo)" >&2
+    exit 1
+  fi
+}
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "[fedmq] dependencies: all ${#PKGS[@]} Debian packages present"
-  exit 0
+else
+  echo "[fedmq] dependencies: installing ${missing[*]}"
+  need_root "installing packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  updated=1
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "[fedmq] dependencies: installing ${missing[*]}"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "[fedmq] error: installing packages needs root (run as root or with sudo)" >&2
-  exit 1
+
+if [ -x "$TOOLS_DIR/promtool" ]; then
+  echo "[fedmq] test tools: $TOOLS_DIR/promtool present"
+else
+  echo "[fedmq] test tools: extracting promtool from the Debian package prometheus into $TOOLS_DIR"
+  need_root "fetching promtool"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  chmod 755 "$tmp"
+  id _apt >/dev/null 2>&1 && chown _apt "$tmp" # apt downloads as _apt when it can
+  if ! (cd "$tmp" && apt-get download -q prometheus >/dev/null); then
+    [ "$updated" -eq 1 ] || apt-get update -q
+    (cd "$tmp" && apt-get download -q prometheus >/dev/null)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x" # unpacks only: nothing installed or started
+  mkdir -p "$TOOLS_DIR"
+  install -m 0755 "$tmp/x/usr/bin/promtool" "$TOOLS_DIR/promtool"
+  "$TOOLS_DIR/promtool" --version 2>&1 | head -1
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -26,12 +26,14 @@ static void s_usage(FILE *f)
            "threads_per_worker, heartbeat_interval_s, slowdown_sigma, dropout_prob, log_level).\n"
            "Exit status: 0 after SIGINT/SIGTERM, 1 runtime failure, 2 bad command line or\n"
            "configuration.\n");
+    fprintf(f, "/metrics (Prometheus text format) is served on [trainer] metrics_addr.\n");
 }
 
 /* Typed wrappers for fm_daemon_main. */
-static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err, fm_errmsg_t *e)
+static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, fm_metrics_t *metrics,
+                   int *err, fm_errmsg_t *e)
 {
-    return trainer_pool_new(cfg, args, err, e);
+    return trainer_pool_new(cfg, args, metrics, err, e);
 }
 
 static int s_run(void *server) { return trainer_pool_run(server); }
@@ -47,6 +49,7 @@ int main(int argc, char **argv)
     static const fm_daemon_t daemon = {.prog = PROG,
                                        .usage = s_usage,
                                        .log_level_key = "trainer.log_level",
+                                       .metrics_key = "trainer.metrics_addr",
                                        .blas = true,
                                        .server_new = s_new,
                                        .server_run = s_run,

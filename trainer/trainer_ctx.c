@@ -29,6 +29,8 @@ trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, dou
     atomic_init(&c->dropouts, 0);
     atomic_init(&c->abandoned, 0);
     atomic_init(&c->train_errors, 0);
+    atomic_init(&c->local_steps, 0);
+    atomic_init(&c->samples, 0);
     atomic_init(&c->busy_workers, 0);
     atomic_init(&c->stop, 0);
     rc = 0;

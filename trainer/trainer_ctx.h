@@ -36,6 +36,8 @@ typedef struct {
     atomic_uint_fast64_t dropouts;     /* simulated client dropouts */
     atomic_uint_fast64_t abandoned;    /* trainings abandoned on stop */
     atomic_uint_fast64_t train_errors; /* fm_train_run failures, empty partitions */
+    atomic_uint_fast64_t local_steps;  /* optimiser steps of the local trainings */
+    atomic_uint_fast64_t samples;      /* samples they processed (each epoch counts) */
     atomic_int busy_workers;           /* workers training now */
     atomic_int stop;                   /* 1: workers must finish */
 } trainer_ctx_t;

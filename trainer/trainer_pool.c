@@ -56,6 +56,10 @@ struct trainer_pool {
     double snapshot_backoff;
     double status_at; /* monotonic time of the last STATUS= line */
     uint64_t sent_at_status;
+    struct { /* /metrics: set from ctx's atomics at each scrape (s_metrics_collect) */
+        fm_metric_t *sent, *send_dropped, *dropouts, *abandoned, *errors, *steps, *samples;
+        fm_metric_t *busy, *version;
+    } met;
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -252,14 +256,17 @@ static void s_summary(trainer_pool_t *self, const char *what)
     uint64_t v = have ? info.version : 0;
     FM_LOG(LOG_INFO,
            "%s: updates sent %llu, dropped %llu, dropouts %llu, abandoned %llu, "
-           "errors %llu, bad frames %llu, busy %d/%d, model v%lld",
+           "errors %llu, bad frames %llu, busy %d/%d, model v%lld, local steps %llu, "
+           "samples %llu",
            what, (unsigned long long)atomic_load(&self->ctx->sent),
            (unsigned long long)atomic_load(&self->ctx->send_dropped),
            (unsigned long long)atomic_load(&self->ctx->dropouts),
            (unsigned long long)atomic_load(&self->ctx->abandoned),
            (unsigned long long)atomic_load(&self->ctx->train_errors),
            (unsigned long long)self->bad_frames, atomic_load(&self->ctx->busy_workers),
-           self->nworkers, have ? (long long)v : -1LL);
+           self->nworkers, have ? (long long)v : -1LL,
+           (unsigned long long)atomic_load(&self->ctx->local_steps),
+           (unsigned long long)atomic_load(&self->ctx->samples));
 }
 
 /* fm_loop status hook (systemd's STATUS=): "model version 12, 234 updates sent (1.5/s), 4/4
@@ -490,8 +497,59 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
     return 0;
 }
 
-trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                                 fm_errmsg_t *e)
+/* Scrape hook (the HTTP thread): the counters are ctx's atomics, the very ones the summary
+ * line and HEARTBEATs report; the model slot has its own lock. */
+static void s_metrics_collect(void *arg)
+{
+    trainer_pool_t *self = arg;
+    trainer_ctx_t *c = self->ctx;
+    fm_metric_set(self->met.sent, (double)atomic_load(&c->sent));
+    fm_metric_set(self->met.send_dropped, (double)atomic_load(&c->send_dropped));
+    fm_metric_set(self->met.dropouts, (double)atomic_load(&c->dropouts));
+    fm_metric_set(self->met.abandoned, (double)atomic_load(&c->abandoned));
+    fm_metric_set(self->met.errors, (double)atomic_load(&c->train_errors));
+    fm_metric_set(self->met.steps, (double)atomic_load(&c->local_steps));
+    fm_metric_set(self->met.samples, (double)atomic_load(&c->samples));
+    fm_metric_set(self->met.busy, atomic_load(&c->busy_workers));
+    trainer_model_info_t info;
+    fm_metric_set(self->met.version,
+                  trainer_latest_peek(self->latest, &info) ? (double)info.version : -1.0);
+}
+
+/* Register the pool's series in `m` (may be NULL) and the hook that fills them. 0, or
+ * -ENOMEM with `e`. */
+static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t *e)
+{
+    self->met.sent = fm_metrics_counter(m, "fedmq_updates_sent_total",
+                                        "UPDATEs handed to ZeroMQ for the aggregator.", NULL);
+    self->met.send_dropped = fm_metrics_counter(
+        m, "fedmq_updates_dropped_total",
+        "UPDATEs dropped (send timeout, encode error), never sent.", NULL);
+    self->met.dropouts = fm_metrics_counter(m, "fedmq_client_dropouts_total",
+                                            "Simulated client dropouts (trainer.dropout_prob).",
+                                            NULL);
+    self->met.abandoned = fm_metrics_counter(m, "fedmq_trainings_abandoned_total",
+                                             "Local trainings abandoned on stop.", NULL);
+    self->met.errors = fm_metrics_counter(
+        m, "fedmq_train_errors_total",
+        "Local trainings that failed (non-finite loss) or had no samples.", NULL);
+    self->met.steps = fm_metrics_counter(m, "fedmq_local_steps_total",
+                                         "Optimiser steps of the local trainings.", NULL);
+    self->met.samples = fm_metrics_counter(
+        m, "fedmq_train_samples_total",
+        "Samples processed by the local trainings (each epoch counts).", NULL);
+    self->met.busy = fm_metrics_gauge(m, "fedmq_workers_busy", "Workers training now.", NULL);
+    self->met.version = fm_metrics_gauge(
+        m, "fedmq_model_version", "Version of the newest model held, -1 = none yet.", NULL);
+    int rc = fm_metrics_status(m);
+    if (rc)
+        return fm_errmsg_set(e, rc, "metrics: %s", fm_strerror(rc));
+    fm_metrics_on_scrape(m, s_metrics_collect, self, NULL);
+    return 0;
+}
+
+trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                                 fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
 {
     trainer_pool_t *self = calloc(1, sizeof *self);
     if (!self) {
@@ -506,7 +564,8 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     int rc;
     /* sockets before the data: a port problem is reported before a slow load */
     if ((rc = s_init_range(self, e)) != 0 || (rc = s_sockets_open(self, e)) != 0 ||
-        (rc = s_init_data(self, e)) != 0 || (rc = s_init_workers(self, e)) != 0) {
+        (rc = s_init_data(self, e)) != 0 || (rc = s_init_workers(self, e)) != 0 ||
+        (rc = s_metrics_register(self, metrics, e)) != 0) {
         *err = rc;
         trainer_pool_destroy(&self);
         return NULL;

@@ -27,18 +27,25 @@
 #include "fm_cfg.h"
 #include "fm_daemon.h"
 #include "fm_err.h"
+#include "fm_metrics.h"
 
 typedef struct trainer_pool trainer_pool_t;
 
 /* Create the sockets, load the training set, partition it, create the workers (not
- * started). `args` is borrowed (for reloads) and must outlive the pool. NULL with *err and
+ * started). `args` is borrowed (for reloads) and must outlive the pool. The pool's series
+ * are registered in `metrics` (borrowed, may be NULL; it must outlive the pool, and no
+ * render may run once the pool is destroyed: a scrape hook reads the pool):
+ * fedmq_updates_sent_total, fedmq_updates_dropped_total, fedmq_client_dropouts_total,
+ * fedmq_trainings_abandoned_total, fedmq_train_errors_total, fedmq_local_steps_total,
+ * fedmq_train_samples_total (trainer_ctx's counters, as the summary line reports them),
+ * fedmq_workers_busy, fedmq_model_version. NULL with *err and
  * `e` (one line) on failure: FM_EARG for what the configuration names wrongly (a client
  * range beyond num_clients, a partition that cannot be made); the data loader's codes for
  * a data_dir that does not load (-ENOENT, FM_EMAGIC, FM_ETRUNC, ...); -errno of a connect;
  * -ENOMEM, FM_EMODEL. The daemon exits with fm_daemon_exit_code(*err). Caller owns it
  * (trainer_pool_destroy). */
-trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                                 fm_errmsg_t *e);
+trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                                 fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
 
 /* Start the workers and serve until SIGINT/SIGTERM (fm_daemon_stopping); then stop the
  * workers and send BYE. 0, or -errno if the workers could not start or polling failed. */

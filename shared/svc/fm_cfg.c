@@ -18,6 +18,7 @@
 #include <syslog.h>
 
 #include "fm_data.h"
+#include "fm_metrics_http.h"
 #include "fm_parse.h"
 
 #define S_SHOWN 64   /* bytes of a value quoted in a message */
@@ -76,6 +77,7 @@ static int s_check_partition(const char *v, char *why, size_t cap);
 static int s_check_endpoint(const char *v, char *why, size_t cap);
 static int s_check_clients(const char *v, char *why, size_t cap);
 static int s_check_nonempty(const char *v, char *why, size_t cap);
+static int s_check_metrics_addr(const char *v, char *why, size_t cap);
 
 /* Offset of field sec.name, which must have type T (else: negative array size). */
 #define S_FIELD(sec, name, T)                                                                    \
@@ -175,6 +177,8 @@ static const fm_cfg_key_t s_keys[] = {
           "a trainer silent for this many seconds is considered gone"),
     S_ENUM(broker, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
+    S_STR(broker, metrics_addr, s_check_metrics_addr, "127.0.0.1:9561", S_RESTART,
+          "HOST:PORT of the Prometheus /metrics endpoint (numeric IPv4 or [IPv6]), off = none"),
 
     /* [trainer] */
     S_STR(trainer, clients, s_check_clients, "0-99", S_RESTART,
@@ -192,6 +196,9 @@ static const fm_cfg_key_t s_keys[] = {
           "probability that a client drops its update instead of sending it, 0..1"),
     S_ENUM(trainer, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
+    S_STR(trainer, metrics_addr, s_check_metrics_addr, "127.0.0.1:9564", S_RESTART,
+          "HOST:PORT of the Prometheus /metrics endpoint (numeric IPv4 or [IPv6]), off = none; "
+          "trainer pools on one host need one port each"),
 
     /* [aggregator] */
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
@@ -231,6 +238,8 @@ static const fm_cfg_key_t s_keys[] = {
           "sync mode: close a round after this many seconds"),
     S_ENUM(aggregator, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
+    S_STR(aggregator, metrics_addr, s_check_metrics_addr, "127.0.0.1:9562", S_RESTART,
+          "HOST:PORT of the Prometheus /metrics endpoint (numeric IPv4 or [IPv6]), off = none"),
 
     /* [evaluator] */
     S_STR(evaluator, test_split, s_check_nonempty, "t10k", S_RESTART,
@@ -243,6 +252,8 @@ static const fm_cfg_key_t s_keys[] = {
           "population feed: report the fraction of clients whose accuracy is below this"),
     S_ENUM(evaluator, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
+    S_STR(evaluator, metrics_addr, s_check_metrics_addr, "127.0.0.1:9563", S_RESTART,
+          "HOST:PORT of the Prometheus /metrics endpoint (numeric IPv4 or [IPv6]), off = none"),
 };
 
 #define S_NKEYS (sizeof s_keys / sizeof s_keys[0])
@@ -333,6 +344,13 @@ static int s_check_endpoint(const char *v, char *why, size_t cap)
     }
     snprintf(why, cap, "not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
     return 1;
+}
+
+/* The grammar is fm_metrics_http's (fm_metrics_addr_parse), so config and server agree. */
+static int s_check_metrics_addr(const char *v, char *why, size_t cap)
+{
+    fm_metrics_addr_t a;
+    return fm_metrics_addr_parse(v, &a, why, cap) != 0;
 }
 
 /* "A-B" or "A" (fm_parse_range, as the trainer reads it): *lo, *hi. 0 on success. */

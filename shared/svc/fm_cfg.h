@@ -7,7 +7,8 @@
  * Grammars and enums that other modules own are parsed by those modules, called from the
  * table: federation.model is an fm_arch_t (fm_arch_name), aggregator.server_optimizer an
  * fm_server_opt_kind_t (fm_server_opt_kind_name), federation.partition is checked by
- * fm_partition_spec_parse and trainer.clients by fm_parse_range.
+ * fm_partition_spec_parse, trainer.clients by fm_parse_range and the metrics_addr keys by
+ * fm_metrics_addr_parse.
  *
  * File syntax: UTF-8 text (an optional BOM is skipped) of at most FM_CFG_FILE_MAX bytes,
  * lines ending in LF or CRLF, each at most FM_CFG_LINE_MAX bytes. A line is blank, a
@@ -97,6 +98,7 @@ typedef struct {
 typedef struct {
     double heartbeat_timeout_s;
     int log_level;
+    char metrics_addr[FM_CFG_STR_MAX]; /* HOST:PORT of /metrics, "" or "off" = none */
 } fm_cfg_broker_t;
 
 typedef struct {
@@ -107,6 +109,7 @@ typedef struct {
     double slowdown_sigma; /* lognormal sigma of per-client slowdown, 0 = none */
     double dropout_prob;
     int log_level;
+    char metrics_addr[FM_CFG_STR_MAX];
 } fm_cfg_trainer_t;
 
 typedef struct {
@@ -128,6 +131,7 @@ typedef struct {
     char init[FM_CFG_STR_MAX]; /* "" = seeded init */
     double round_timeout_s;
     int log_level;
+    char metrics_addr[FM_CFG_STR_MAX];
 } fm_cfg_aggregator_t;
 
 typedef struct {
@@ -136,6 +140,7 @@ typedef struct {
     bool population; /* score the clients' held-out slices */
     double population_threshold;
     int log_level;
+    char metrics_addr[FM_CFG_STR_MAX];
 } fm_cfg_evaluator_t;
 
 /* Plain data: copy with `=`. */

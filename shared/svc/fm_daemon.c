@@ -10,6 +10,8 @@
 
 #include "fm_blas.h"
 #include "fm_log.h"
+#include "fm_metrics_http.h"
+#include "fm_metrics_proc.h"
 #include "fm_notify.h"
 
 /* The only global mutable state of a daemon: written by signal handlers. */
@@ -156,6 +158,28 @@ int fm_daemon_reload(const fm_config_t *running, const fm_daemon_args_t *args,
     return 0;
 }
 
+/* /metrics on the address of d->metrics_key, unless it is off: FM_EXIT_OK, or
+ * FM_EXIT_RUNTIME after one log line (port in use, ...). */
+static int s_metrics_start(const fm_daemon_t *d, const fm_config_t *cfg, fm_metrics_t *metrics,
+                           fm_metrics_http_t **http)
+{
+    char addr[FM_CFG_STR_MAX];
+    fm_metrics_addr_t a;
+    fm_errmsg_t e = {{0}};
+    int err = 0;
+    if (!d->metrics_key || fm_cfg_get(cfg, d->metrics_key, addr, sizeof addr, &e) != 0 ||
+        fm_metrics_addr_parse(addr, &a, NULL, 0) != 0 || !a.enabled) {
+        FM_LOG(LOG_INFO, "metrics: /metrics is off");
+        return FM_EXIT_OK;
+    }
+    if (!(*http = fm_metrics_http_start(metrics, d->metrics_key, addr, &err, &e))) {
+        FM_LOG(LOG_ERR, "%s", e.msg);
+        return FM_EXIT_RUNTIME;
+    }
+    FM_LOG(LOG_INFO, "metrics: serving http://%s/metrics", addr);
+    return FM_EXIT_OK;
+}
+
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
 {
     if (d->blas)
@@ -175,11 +199,24 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
     fm_log_init(d->prog, args.log_level >= 0 ? args.log_level : fm_log_parse_level(level));
     fm_daemon_signals();
     int err = 0;
-    void *server = d->server_new(&cfg, &args, &err, &e);
-    if (!server) {
+    fm_metrics_t *metrics = fm_metrics_new(&err);
+    fm_metrics_http_t *http = NULL;
+    void *server = NULL;
+    if (!metrics || (err = fm_metrics_proc_register(metrics)) != 0) {
+        FM_LOG(LOG_ERR, "metrics: %s", fm_strerror(err));
+        fm_notify_status("cannot start: metrics: %s", fm_strerror(err));
+        rc = FM_EXIT_RUNTIME;
+        goto cleanup;
+    }
+    if (!(server = d->server_new(&cfg, &args, metrics, &err, &e))) {
         FM_LOG(LOG_ERR, "%s", e.msg);
         fm_notify_status("cannot start: %s", e.msg);
-        return fm_daemon_exit_code(err);
+        rc = fm_daemon_exit_code(err);
+        goto cleanup;
+    }
+    if ((rc = s_metrics_start(d, &cfg, metrics, &http)) != FM_EXIT_OK) {
+        fm_notify_status("cannot start: /metrics (see the log)");
+        goto cleanup;
     }
     if (d->blas) {
         char desc[256];
@@ -187,15 +224,19 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
         if (fm_blas_selfcheck(&e) != 0) {
             FM_LOG(LOG_ERR, "BLAS self-check failed, refusing to run: %s", e.msg);
             fm_notify_status("cannot start: BLAS self-check failed: %s", e.msg);
-            d->server_destroy(server);
-            return FM_EXIT_RUNTIME;
+            rc = FM_EXIT_RUNTIME;
+            goto cleanup;
         }
     }
     /* READY=1, WATCHDOG=1, STATUS=, RELOADING=1 and STOPPING=1 come from the server's loop
-     * (fm_loop.h): READY=1 once its run has set everything up */
-    rc = d->server_run(server);
-    d->server_destroy(server);
-    return rc == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
+     * (fm_loop.h): READY=1 once its run has set everything up, /metrics included */
+    rc = d->server_run(server) == 0 ? FM_EXIT_OK : FM_EXIT_RUNTIME;
+cleanup:
+    fm_metrics_http_stop(&http); /* no render runs past this: the server may go */
+    if (server)
+        d->server_destroy(server);
+    fm_metrics_destroy(&metrics);
+    return rc;
 }
 
 int fm_daemon_exit_code(int err) { return err == FM_EARG ? FM_EXIT_INPUT : FM_EXIT_RUNTIME; }

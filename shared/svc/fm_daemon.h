@@ -17,6 +17,7 @@
 
 #include "fm_cfg.h"
 #include "fm_err.h"
+#include "fm_metrics.h"
 
 /* Install the handlers. Call once at start, before creating sockets or threads. */
 void fm_daemon_signals(void);
@@ -76,20 +77,26 @@ typedef struct {
     const char *prog;          /* "fedmq-broker": log tag and the prefix of early errors */
     void (*usage)(FILE *f);    /* --help */
     const char *log_level_key; /* "broker.log_level" (--log-level wins) */
+    const char *metrics_key;   /* "broker.metrics_addr": where /metrics is served */
     bool blas;                 /* trains or scores: fm_blas_setup first, self-check after new */
-    /* The server from the config (both borrowed for the process's life). NULL on failure
-     * with *err and a one-line `e` (exit code from fm_daemon_exit_code). */
-    void *(*server_new)(const fm_config_t *cfg, const fm_daemon_args_t *args, int *err,
-                        fm_errmsg_t *e);
+    /* The server from the config (cfg, args: borrowed for the process's life). It registers
+     * its metrics in `metrics` (borrowed: outlives the server; never NULL here) and updates
+     * them from any of its threads. NULL on failure with *err and a one-line `e` (exit code
+     * from fm_daemon_exit_code). */
+    void *(*server_new)(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                        fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
     int (*server_run)(void *server); /* until SIGINT/SIGTERM; 0 after a clean stop */
     void (*server_destroy)(void *server);
 } fm_daemon_t;
 
 /* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the
- * server, [BLAS self-check,] run (its fm_loop talks to systemd), destroy. Returns the exit code:
- * FM_EXIT_OK after --help or a clean stop; FM_EXIT_INPUT after a bad command line or config (one
- * line on stderr: "prog: reason"); FM_EXIT_RUNTIME (or fm_daemon_exit_code of the constructor's
- * error) when the server cannot start or run (one log line). */
+ * metric registry with the process metrics (fm_metrics_proc), the server, /metrics on the
+ * address of `metrics_key` unless it is off (fm_metrics_http: its own thread), [BLAS
+ * self-check,] run (its fm_loop talks to systemd: fm_notify), then /metrics stopped, the server
+ * destroyed, the registry freed. Returns the exit code: FM_EXIT_OK after --help or a clean stop;
+ * FM_EXIT_INPUT after a bad command line or config (one line on stderr: "prog: reason");
+ * FM_EXIT_RUNTIME (or fm_daemon_exit_code of the constructor's error) when the server or /metrics
+ * cannot start (e.g. its port is in use) or the server cannot run (one log line). */
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv);
 
 /* Seconds on the monotonic clock. */

@@ -85,6 +85,11 @@ printf '[broker]\nfrobnicate = 1\n' >"$T/unknown_key.conf"
 expect_bad unknown_key '2: \[broker\] frobnicate = 1: unknown key'
 printf '[aggregator]\r\nbuffer_k = -1\r\n' >"$T/range_crlf.conf"
 expect_bad range_crlf '2: \[aggregator\] buffer_k = -1: out of range \[0, 100000\]'
+# /metrics addresses: numeric HOST:PORT or off, nothing else (no name lookup, no port 0)
+printf '[trainer]\nworkers = 1\n[broker]\nmetrics_addr = localhost:9561\n' >"$T/metrics_name.conf"
+expect_bad metrics_name '4: \[broker\] metrics_addr = localhost:9561: not HOST:PORT \(an IPv4 address or \[IPv6 address\], a port 1-65535\) or off'
+printf '[trainer]\nmetrics_addr = 127.0.0.1:0\n' >"$T/metrics_port.conf"
+expect_bad metrics_port '2: \[trainer\] metrics_addr = 127.0.0.1:0: not HOST:PORT \(an IPv4 address or \[IPv6 address\], a port 1-65535\) or off'
 
 # BOM, CRLF and a 255-byte string value load (fedmq partition reads the config with the
 # daemons' checks, then partitions the real training set)

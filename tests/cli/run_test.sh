@@ -56,7 +56,8 @@ show() {
     head -n 5 "$f" | sed 's/^/#     | /'
 }
 
-# Five loopback ports free at once (bound together, then released), as --set overrides.
+# Five loopback ports free at once (bound together, then released), as --set overrides; and
+# /metrics off in every daemon (on by default, on fixed ports: parallel tests would race).
 ports() {
     "$PY" - <<'PYEOF'
 import socket
@@ -68,6 +69,8 @@ for _ in range(5):
 keys = ["model_pub", "snapshot", "updates", "aggregator_models", "metrics_pub"]
 for k, s in zip(keys, socks):
     print("--set endpoints.%s=tcp://127.0.0.1:%d" % (k, s.getsockname()[1]))
+for d in ["broker", "trainer", "aggregator", "evaluator"]:
+    print("--set %s.metrics_addr=off" % d)
 PYEOF
 }
 

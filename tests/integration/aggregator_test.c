@@ -54,8 +54,9 @@ typedef struct {
  * be NULL; a later --set wins); (re)connect SUB/PUSH. */
 static void s_spawn(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char *const *extra)
 {
-    static char sets[6][400];
+    static char sets[7][400];
     int ns = 0;
+    fm_proc_metrics_set(sets[ns++], 400, "aggregator", NULL);
     snprintf(sets[ns++], 400, "endpoints.updates=%s", c->ep_updates);
     snprintf(sets[ns++], 400, "endpoints.aggregator_models=%s", c->ep_models);
     snprintf(sets[ns++], 400, "aggregator.checkpoint_dir=%s", c->ckpt);

@@ -162,13 +162,15 @@ static void s_publish_until_cached(fx_t *fx, uint64_t version, double ts)
 /* Start the broker (heartbeat timeout HB_TIMEOUT_S, debug log) and wait for its start line. */
 static void s_start_broker(fx_t *fx)
 {
-    char set_agg[128], set_pub[128], set_snap[128];
+    char set_agg[128], set_pub[128], set_snap[128], set_met[64];
     snprintf(set_agg, sizeof set_agg, "endpoints.aggregator_models=%s", fx->ep_agg);
     snprintf(set_pub, sizeof set_pub, "endpoints.model_pub=%s", fx->ep_pub);
     snprintf(set_snap, sizeof set_snap, "endpoints.snapshot=%s", fx->ep_snap);
     char *argv[] = {FM_BIN_DIR "/fedmq-broker",
                     "--config",
                     FM_SOURCE_DIR "/configs/fedmq.conf",
+                    "--set",
+                    fm_proc_metrics_set(set_met, sizeof set_met, "broker", NULL),
                     "--set",
                     "federation.model=" MODEL_NAME,
                     "--set",
@@ -516,11 +518,13 @@ static void test_sigterm_and_bad_config(void **state)
     assert_true(s_log_wait(fx, "trainer t-term joined", 3.0));
 
     /* a second broker on the same endpoints cannot bind: a runtime failure, exit 1 */
-    char dup_log[700], set_pub[128], set_snap[128];
+    char dup_log[700], set_pub[128], set_snap[128], set_met[64];
     snprintf(dup_log, sizeof dup_log, "%s/dup.log", fx->dir);
     snprintf(set_pub, sizeof set_pub, "endpoints.model_pub=%s", fx->ep_pub);
     snprintf(set_snap, sizeof set_snap, "endpoints.snapshot=%s", fx->ep_snap);
     char *dup_argv[] = {FM_BIN_DIR "/fedmq-broker",
+                        "--set",
+                        fm_proc_metrics_set(set_met, sizeof set_met, "broker", NULL),
                         "--set",
                         "federation.model=" MODEL_NAME,
                         "--set",
@@ -593,7 +597,7 @@ static void test_reload_applied_and_refused(void **state)
 {
     fx_t *fx = *state;
     const char *dbg = "snapshot: request from broker-test";
-    char conf[700], set_agg[128], set_pub[128], set_snap[128];
+    char conf[700], set_agg[128], set_pub[128], set_snap[128], set_met[64];
     snprintf(conf, sizeof conf, "%s/broker.conf", fx->dir);
     s_write_conf(conf, "[broker]\nlog_level = info\n");
     snprintf(set_agg, sizeof set_agg, "endpoints.aggregator_models=%s", fx->ep_agg);
@@ -602,6 +606,8 @@ static void test_reload_applied_and_refused(void **state)
     char *argv[] = {FM_BIN_DIR "/fedmq-broker",
                     "--config",
                     conf,
+                    "--set",
+                    fm_proc_metrics_set(set_met, sizeof set_met, "broker", NULL),
                     "--set",
                     "federation.model=" MODEL_NAME,
                     "--set",

@@ -480,7 +480,7 @@ static int s_group_setup(void **state)
     zsock_set_subscribe(c->sub, "");
     assert_int_equal(zsock_connect(c->sub, "%s", c->ep_metrics), 0);
 
-    char s_model[128], s_snap[128], s_met[128], s_file[600], s_data[300];
+    char s_model[128], s_snap[128], s_met[128], s_file[600], s_data[300], s_prom[64];
     snprintf(s_model, sizeof s_model, "endpoints.model_pub=%s", c->ep_model);
     snprintf(s_snap, sizeof s_snap, "endpoints.snapshot=%s", c->ep_snapshot);
     snprintf(s_met, sizeof s_met, "endpoints.metrics_pub=%s", c->ep_metrics);
@@ -488,10 +488,11 @@ static int s_group_setup(void **state)
     snprintf(s_data, sizeof s_data, "federation.data_dir=%s", FM_DATA_DIR);
     snprintf(c->conf, sizeof c->conf, "%s/evaluator.conf", c->dir);
     s_write_conf(c, "log_level = info\n");
+    fm_proc_metrics_set(s_prom, sizeof s_prom, "evaluator", NULL);
     char *argv[] = {S_EVALUATOR, "--config", c->conf, "--set", "federation.model=mlp",
                     "--set",     s_data,     "--set", s_model, "--set",
                     s_snap,      "--set",    s_met,   "--set", s_file,
-                    NULL};
+                    "--set",     s_prom,     NULL};
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
     return 0;
@@ -953,14 +954,15 @@ static void test_bad_endpoint(void **state)
 static void test_no_holdout(void **state)
 {
     s_ctx_t *c = *state;
-    char log[600], file[600], met[128], data[300];
+    char log[600], file[600], met[128], data[300], prom[64];
     snprintf(log, sizeof log, "%s/no-holdout.log", c->dir);
     snprintf(file, sizeof file, "evaluator.metrics_file=%s/no-holdout.jsonl", c->dir);
     snprintf(met, sizeof met, "endpoints.metrics_pub=tcp://127.0.0.1:%d", fm_proc_free_port());
     snprintf(data, sizeof data, "federation.data_dir=%s", FM_DATA_DIR);
+    fm_proc_metrics_set(prom, sizeof prom, "evaluator", NULL);
     char *argv[] = {
         S_EVALUATOR, "--set", "federation.model=mlp", "--set", data, "--set", file, "--set",
-        met,         "--set", "federation.holdout=0", NULL};
+        met,         "--set", "federation.holdout=0", "--set", prom, NULL};
     fm_proc_set_t set = {{0}, 0};
     pid_t pid = fm_proc_spawn(&set, argv, log);
     assert_true(pid > 0);

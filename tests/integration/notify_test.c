@@ -228,7 +228,7 @@ static int s_last(s_listener_t *l, const char *assign, int from)
 /* What each daemon is and what must hold at its READY=1. */
 typedef struct {
     const char *name; /* "broker": binary fedmq-<name>, log <name>.log */
-    int bound[2];     /* indices into ports[] of the endpoints it binds */
+    int bound[3];     /* indices into ports[] of the endpoints it binds (/metrics too) */
     int nbound;
     const char *status; /* every STATUS= starts with this */
     const char *log;    /* the log has this line at READY=1 (NULL: nothing) */
@@ -248,7 +248,8 @@ typedef struct {
 struct s_ctx {
     char dir[256];
     char conf[320], ckpt[320], metrics[320];
-    int ports[5]; /* model_pub, snapshot, updates, aggregator_models, metrics_pub */
+    int ports[9]; /* model_pub, snapshot, updates, aggregator_models, metrics_pub, and the
+                     /metrics of broker, aggregator, evaluator, trainer */
     fm_proc_set_t procs;
     s_listener_t lis[4];
     s_ready_arg_t ras[4]; /* lis[i]'s check */
@@ -257,17 +258,31 @@ struct s_ctx {
     fm_wire_buf_t buf;
 };
 
-enum { P_MODEL_PUB, P_SNAPSHOT, P_UPDATES, P_AGG_MODELS, P_METRICS };
+enum {
+    P_MODEL_PUB,
+    P_SNAPSHOT,
+    P_UPDATES,
+    P_AGG_MODELS,
+    P_METRICS,
+    P_HTTP_BROKER,
+    P_HTTP_AGG,
+    P_HTTP_EVAL,
+    P_HTTP_TRAINER,
+    P_COUNT
+};
 
-static const s_daemon_t s_broker = {
-    "broker", {P_MODEL_PUB, P_SNAPSHOT}, 2, "model version none, 0 trainers live", NULL};
+static const s_daemon_t s_broker = {"broker",
+                                    {P_MODEL_PUB, P_SNAPSHOT, P_HTTP_BROKER},
+                                    3,
+                                    "model version none, 0 trainers live",
+                                    NULL};
 static const s_daemon_t s_evaluator = {"evaluator",
-                                       {P_METRICS},
-                                       1,
+                                       {P_METRICS, P_HTTP_EVAL},
+                                       2,
                                        "waiting for the first model, 0 evaluations",
                                        "evaluating logreg"};
 static const s_daemon_t s_trainer = {
-    "trainer", {0}, 0, "no model yet, 0 updates sent", ": model logreg, 1 workers"};
+    "trainer", {P_HTTP_TRAINER}, 1, "no model yet, 0 updates sent", ": model logreg, 1 workers"};
 
 /* The config file: logreg, 20 clients, buffer_k 5, every version checkpointed; with
  * `num_clients` 21 instead of 20 (a key that cannot be reloaded) when `changed`. */
@@ -281,13 +296,16 @@ static void s_write_config(const s_ctx_t *c, int changed)
             "[endpoints]\nmodel_pub = tcp://127.0.0.1:%d\nsnapshot = tcp://127.0.0.1:%d\n"
             "updates = tcp://127.0.0.1:%d\naggregator_models = tcp://127.0.0.1:%d\n"
             "metrics_pub = tcp://127.0.0.1:%d\n"
-            "[broker]\nheartbeat_timeout_s = 5\n"
+            "[broker]\nheartbeat_timeout_s = 5\nmetrics_addr = 127.0.0.1:%d\n"
             "[trainer]\nclients = 0-19\nworkers = 1\nheartbeat_interval_s = 0.5\n"
+            "metrics_addr = 127.0.0.1:%d\n"
             "[aggregator]\nbuffer_k = 5\nstaleness = constant\nmax_staleness = 50\n"
             "checkpoint_dir = %s\ncheckpoint_every = 1\ncheckpoint_keep = 3\n"
-            "[evaluator]\nmetrics_file = %s\npopulation = false\n",
+            "metrics_addr = 127.0.0.1:%d\n"
+            "[evaluator]\nmetrics_file = %s\npopulation = false\nmetrics_addr = 127.0.0.1:%d\n",
             changed ? 21 : 20, FM_DATA_DIR, c->ports[0], c->ports[1], c->ports[2], c->ports[3],
-            c->ports[4], c->ckpt, c->metrics);
+            c->ports[4], c->ports[P_HTTP_BROKER], c->ports[P_HTTP_TRAINER], c->ckpt,
+            c->ports[P_HTTP_AGG], c->metrics, c->ports[P_HTTP_EVAL]);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -519,7 +537,7 @@ static int s_setup(void **state)
     snprintf(c->conf, sizeof c->conf, "%s/fedmq.conf", c->dir);
     snprintf(c->ckpt, sizeof c->ckpt, "%s/ckpt", c->dir);
     snprintf(c->metrics, sizeof c->metrics, "%s/metrics.jsonl", c->dir);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < P_COUNT; i++)
         if ((c->ports[i] = fm_proc_free_port()) < 0)
             return -1;
     int err = 0;
@@ -642,8 +660,8 @@ static void test_aggregator(void **state)
     assert_int_equal(s_stats_version(c), 2);
 
     static const s_daemon_t agg = {"aggregator",
-                                   {P_UPDATES, P_AGG_MODELS},
-                                   2,
+                                   {P_UPDATES, P_AGG_MODELS, P_HTTP_AGG},
+                                   3,
                                    "version ",
                                    "model logreg (7850 params) at version 2"};
     s_lifecycle(c, &agg, "version 2, ");
@@ -781,7 +799,7 @@ static void test_aggregator_sigterm_midrun(void **state)
     /* restart with the trainer frozen: nothing newer than the checkpoint can appear */
     assert_int_equal(kill(trainer, SIGSTOP), 0);
     static const s_daemon_t agg_d = {
-        "aggregator", {P_UPDATES, P_AGG_MODELS}, 2, "version ", NULL};
+        "aggregator", {P_UPDATES, P_AGG_MODELS, P_HTTP_AGG}, 3, "version ", NULL};
     char want[64], line[96];
     snprintf(want, sizeof want, "version %" PRIu64 ", ", v_ckpt);
     snprintf(line, sizeof line, "(7850 params) at version %" PRIu64 ";", v_ckpt);

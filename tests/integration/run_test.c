@@ -63,6 +63,12 @@ static void s_fedmq_run(run_t *r, const char *const extra[], double timeout_s)
         av[ac++] = "--set";
         av[ac++] = eps[i];
     }
+    static const char *const daemons[4] = {"broker", "trainer", "aggregator", "evaluator"};
+    char mets[4][64];
+    for (int i = 0; i < 4; i++) { /* /metrics of each daemon on a reserved port */
+        av[ac++] = "--set";
+        av[ac++] = fm_proc_metrics_set(mets[i], sizeof mets[i], daemons[i], NULL);
+    }
     static const char *const base[] = {"federation.model=mlp",
                                        "federation.num_clients=20",
                                        "federation.partition=iid",

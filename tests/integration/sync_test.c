@@ -89,6 +89,7 @@ static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, 
     snprintf(sets[ns++], 400, "endpoints.updates=%s", c->ep_updates);
     snprintf(sets[ns++], 400, "endpoints.aggregator_models=%s", c->ep_models);
     snprintf(sets[ns++], 400, "aggregator.checkpoint_dir=%s", c->ckpt);
+    fm_proc_metrics_set(sets[ns++], 400, "aggregator", NULL);
     const char *fixed[] = {"federation.mode=sync", "federation.aggregation_strategy=fedavg",
                            "aggregator.server_optimizer=fedavg", "aggregator.server_lr=1",
                            "aggregator.checkpoint_every=100"};
@@ -668,9 +669,11 @@ static void test_async_quorum(void **state)
 static pid_t s_spawn_daemon(s_ctx_t *c, const char *bin, const char *log, char sets[][400],
                             int nsets)
 {
-    char *argv[2 * S_MAX_SETS + 2];
+    char *argv[2 * S_MAX_SETS + 4], met[64];
     int a = 0;
     argv[a++] = (char *)bin;
+    argv[a++] = "--set"; /* "<BIN_DIR>/fedmq-broker": the daemon's name is after the last - */
+    argv[a++] = fm_proc_metrics_set(met, sizeof met, strrchr(bin, '-') + 1, NULL);
     for (int i = 0; i < nsets && i < S_MAX_SETS; i++) {
         argv[a++] = "--set";
         argv[a++] = sets[i];

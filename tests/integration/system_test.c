@@ -100,9 +100,11 @@ static double s_best_acc(const char *path)
 
 static pid_t s_start(sys_t *s, const char *bin, const char *log, const char *extra)
 {
-    char *av[2 + 2 * 17 + 1];
+    char *av[2 + 2 * 18 + 1], met[64];
     int ac = 0;
     av[ac++] = (char *)bin;
+    av[ac++] = "--set"; /* /metrics on a reserved port, one per process (two trainers) */
+    av[ac++] = fm_proc_metrics_set(met, sizeof met, strrchr(bin, '-') + 1, NULL);
     for (int i = 0; i < s->nsets; i++) {
         av[ac++] = "--set";
         av[ac++] = s->sets[i];

@@ -290,7 +290,7 @@ static int t_pump(t_state_t *s, int (*cond)(t_state_t *), double seconds)
 
 static pid_t t_spawn(t_state_t *s, const char *extra1, const char *extra2)
 {
-    char o_pub[100], o_snap[100], o_upd[100], o_cl[64];
+    char o_pub[100], o_snap[100], o_upd[100], o_cl[64], o_met[64];
     snprintf(o_pub, sizeof o_pub, "endpoints.model_pub=%s", s->ep_pub);
     snprintf(o_snap, sizeof o_snap, "endpoints.snapshot=%s", s->ep_snap);
     snprintf(o_upd, sizeof o_upd, "endpoints.updates=%s",
@@ -313,6 +313,7 @@ static pid_t t_spawn(t_state_t *s, const char *extra1, const char *extra2)
                           o_snap,
                           o_upd,
                           o_cl,
+                          fm_proc_metrics_set(o_met, sizeof o_met, "trainer", NULL),
                           extra1,
                           extra2};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {

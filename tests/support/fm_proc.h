@@ -196,6 +196,20 @@ static inline int fm_proc_free_port(void)
     return -1;
 }
 
+/* The --set override "<daemon>.metrics_addr=127.0.0.1:PORT" (into buf, returned) with PORT
+ * reserved for this test process (fm_proc_free_port; -1 if none, in *port if port is not
+ * NULL). The daemons serve /metrics by default on fixed ports (127.0.0.1:9561-9564): every
+ * test that starts a daemon passes this (or "<daemon>.metrics_addr=off"), so tests running
+ * in parallel never race for those ports. `daemon`: broker, trainer, aggregator, evaluator. */
+static inline char *fm_proc_metrics_set(char *buf, size_t cap, const char *daemon, int *port)
+{
+    int p = fm_proc_free_port();
+    if (port)
+        *port = p;
+    snprintf(buf, cap, "%s.metrics_addr=127.0.0.1:%d", daemon, p);
+    return buf;
+}
+
 /* mkdtemp under $TMPDIR (or /tmp): writes the path into buf. 0 or -1. */
 static inline int fm_proc_tmpdir(char *buf, size_t cap)
 {

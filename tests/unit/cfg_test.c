@@ -526,8 +526,9 @@ static void change_key(fm_config_t *c, const fm_cfg_key_t *k)
         break;
     }
     case FM_CFG_STRING: {
-        static const char *const cand[] = {"iid", "ipc:///tmp/fedmq-x.sock", "3-4", "other"};
-        for (size_t i = 0; i < 4; i++) {
+        static const char *const cand[] = {
+            "iid", "ipc:///tmp/fedmq-x.sock", "3-4", "other", "off", "127.0.0.1:1"};
+        for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
             fm_config_t t = *c;
             if (strcmp(cand[i], cur) != 0 && fm_cfg_set(&t, key, cand[i], NULL) == 0) {
                 snprintf(val, sizeof val, "%s", cand[i]);

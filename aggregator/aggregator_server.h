@@ -16,10 +16,12 @@
  * Frames over ZMQ_MAXMSGSIZE (4 x the model's MODEL size) never reach the aggregator:
  * libzmq drops them and disconnects the sender; they are not counted.
  *
- * Limits: updates folded into a buffer that is not full yet when the daemon stops (or
- * crashes) are lost (they are in no checkpoint; their ids are not persisted either, so a
- * resend would be accepted); the ids of a buffer the server optimiser refuses (non-finite
- * step) stay remembered.
+ * Limits: at a clean stop (SIGTERM) in async mode, the open buffer (fewer than K updates)
+ * is folded into a last version before the final checkpoint; in sync mode an open round is
+ * abandoned (it re-opens with a new cohort after a restart). After a crash (kill -9), the
+ * updates folded since the last checkpoint are lost (their ids are not persisted either, so
+ * a resend would be accepted); the ids of a buffer the server optimiser refuses
+ * (non-finite step) stay remembered.
  *
  * Membership: trainers send HELLO/HEARTBEAT/BYE on the updates socket too (as to the
  * broker); the aggregator keeps its own table of live trainers (fm_members, expired after

@@ -256,6 +256,15 @@ cin sh -c 'cd /lib/systemd/system && systemd-analyze verify fedmq.target fedmq-b
 
 # ---- 4. start -----------------------------------------------------------------------
 UNITS_ALL=(fedmq-broker.service fedmq-aggregator.service fedmq-evaluator.service)
+# each pool its share of the clients and its own /metrics port, as docs/OPERATIONS.md says
+NCLIENTS=$(cin sh -c "sed -n 's/^num_clients *= *\([0-9]*\).*/\1/p' /etc/fedmq/fedmq.conf" | head -1)
+NCLIENTS=${NCLIENTS:-100}
+for i in $(seq 1 "$TRAINERS"); do
+    lo=$(((i - 1) * NCLIENTS / TRAINERS))
+    hi=$((i * NCLIENTS / TRAINERS - 1))
+    printf 'FEDMQ_TRAINER_ARGS="--set trainer.clients=%d-%d --set trainer.metrics_addr=127.0.0.1:%d"\n' \
+        "$lo" "$hi" $((9570 + i)) | cin sh -c "cat > /etc/fedmq/trainer-pool$i.env"
+done
 for i in $(seq 1 "$TRAINERS"); do
     cin systemctl enable "fedmq-trainer@pool$i.service" >/dev/null 2>&1 || fail "enable fedmq-trainer@pool$i"
     UNITS_ALL+=("fedmq-trainer@pool$i.service")
@@ -288,7 +297,8 @@ done
 STATS=/var/lib/fedmq/aggregator/stats.json
 agg_version() { # the "version" of stats.json inside the container, -1 if unreadable
     local v
-    v=$(cin sh -c "tr -d ' \n' < $STATS 2>/dev/null" | sed -n 's/.*"version":\([0-9]*\).*/\1/p')
+    # the first "version" key (rejected.version, a reason, comes later)
+    v=$(cin cat "$STATS" 2>/dev/null | tr -d ' \n' | grep -o '"version":[0-9]*' | head -1 | cut -d: -f2)
     echo "${v:--1}"
 }
 wait_version() { # min timeout_s: 0 once the version is >= min
@@ -316,7 +326,8 @@ fi
 A=fedmq-aggregator.service
 old=$(cin systemctl show -P MainPID $A)
 if [ -n "$old" ] && [ "$old" != 0 ]; then
-    log "kill -9 the aggregator (container pid $old)"
+    V_PRE=$(agg_version)
+    log "kill -9 the aggregator (container pid $old, version $V_PRE)"
     cin kill -9 "$old"
     t=0
     new=$old
@@ -334,12 +345,13 @@ if [ -n "$old" ] && [ "$old" != 0 ]; then
     fi
     cin journalctl -u $A --no-pager -n 8 -o short-monotonic | sed 's/^/    /' >&2
     if [ "$SELFTEST" = 0 ] && [ "$V_BEFORE" -ge 0 ]; then
-        # it resumes from its last checkpoint and goes on past where it was killed
-        V_KILL=$(agg_version)
-        if wait_version $((V_KILL + 2)) "${ADVANCE_TIMEOUT:-240}"; then
-            ok "after the restart the federation advances again: version $V_KILL -> $(agg_version)"
+        # it resumes from its last checkpoint (version 0 if it had none yet: checkpoint_every)
+        # and goes on
+        V_RESUMED=$(agg_version)
+        if wait_version $((V_RESUMED + 2)) "${ADVANCE_TIMEOUT:-240}"; then
+            ok "after the restart the federation advances again: version $V_PRE at the kill, resumed at $V_RESUMED, now $(agg_version)"
         else
-            fail "after the restart the version stayed at $(agg_version) (was $V_KILL at the kill)"
+            fail "after the restart the version stayed at $(agg_version) (was $V_PRE at the kill)"
         fi
     fi
 else
@@ -374,6 +386,15 @@ fi
 # ---- 6. stop ------------------------------------------------------------------------
 log "systemctl stop fedmq.target"
 cin timeout 90 systemctl stop fedmq.target || fail "systemctl stop fedmq.target returned $?"
+# systemctl returns once the target's own job is done; the services stop after it, in the
+# reverse order of their start (trainers and evaluator, aggregator, broker): wait for them
+end=$((SECONDS + 90))
+for u in "${UNITS_ALL[@]}"; do
+    while [ $SECONDS -lt $end ]; do
+        case "$(cin systemctl is-active "$u")" in inactive | failed) break ;; esac
+        sleep 0.5
+    done
+done
 for u in "${UNITS_ALL[@]}"; do
     s=$(cin systemctl is-active "$u")
     r=$(cin systemctl show -P Result "$u")

@@ -22,6 +22,7 @@
 #include "fm_err.h"
 #include "fm_model.h"
 #include "fm_safetensors.h"
+#include "fm_stats.h"
 #include "fm_wire.h"
 
 #define S_WAIT_S 60.0 /* bounded waits (generous: ASan builds on a loaded machine) */
@@ -332,6 +333,16 @@ static void test_initial_and_fedavg(void **state)
     assert_true(maxerr < 1e-6);
     assert_true(s_wait_stat(c, "updates_applied", NULL, k));
     assert_true(s_wait_stat(c, "version", NULL, 1));
+    /* updates/s: the k updates over the daemon's young window (at most its age, >= 1 slot) */
+    char path[400];
+    snprintf(path, sizeof path, "%s/stats.json", c->ckpt);
+    fm_stats_t st;
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_stats_read(path, &st, &e), 0);
+    print_message("stats.json: updates_per_s %.2f over %.0f s\n", st.updates_per_s,
+                  st.rate_window_s);
+    assert_true(st.rate_window_s == 30.0);
+    assert_true(st.updates_per_s > 0.0 && st.updates_per_s <= k / 1.0 + 1e-9);
     free(w0);
     free(w1);
     free(d);

@@ -6,6 +6,7 @@
 
 #include "fm_cfg.h"
 #include "fm_ckpt.h"
+#include "fm_file.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
 #include "fm_window.h"
@@ -35,6 +36,10 @@ struct agg_stats {
     fm_ratelog_t log;     /* rate limit of rejection warnings */
     fm_window_t folded;   /* updates accepted into the buffer: updates/s */
     double rate_written;  /* the updates/s in the file last written */
+
+    /* failed writes of stats.json, and their rate limit */
+    uint64_t write_failures;
+    fm_ratelog_t wlog;
 };
 
 const char *agg_reason_name(agg_reason_t r)
@@ -58,6 +63,7 @@ agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, double no
         return NULL;
     }
     s->started = started;
+    fm_file_clean(s->path); /* temp files of a killed predecessor */
     fm_window_init(&s->folded, AGG_STATS_RATE_SPAN_S, now);
     return s;
 }
@@ -107,6 +113,8 @@ void agg_stats_buffer_dropped(agg_stats_t *s)
 
 void agg_stats_touch(agg_stats_t *s) { s->dirty = 1; }
 
+uint64_t agg_stats_write_failures(const agg_stats_t *s) { return s->write_failures; }
+
 int agg_stats_due(const agg_stats_t *s, double now)
 {
     /* the rate changes as time passes: rewrite while it is (or was last written) nonzero */
@@ -129,10 +137,14 @@ int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock
     st->updated = wallclock;
     st->updates_per_s = fm_window_rate(&s->folded, now);
     st->rate_window_s = fm_window_span(&s->folded);
+    st->stats_write_failures = s->write_failures;
     fm_errmsg_t e = {{0}};
     int rc = fm_stats_write(s->path, st, &e);
     if (rc) {
-        FM_LOG(LOG_ERR, "%s", e.msg[0] ? e.msg : fm_strerror(rc));
+        s->write_failures++;
+        s->last_write_at = now; /* retried when due again, not at every tick */
+        fm_ratelog(&s->wlog, LOG_ERR, "%s (stats.json is stale; %llu failed writes so far)",
+                   e.msg[0] ? e.msg : fm_strerror(rc), (unsigned long long)s->write_failures);
         return rc;
     }
     s->dirty = 0;

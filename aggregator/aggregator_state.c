@@ -141,10 +141,17 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     int final = strcmp(why, AGG_STATE_SHUTDOWN) == 0;
     unsigned long long ver = (unsigned long long)rec->version;
     if (s->lost_last && rec->version <= s->lost_last) {
-        FM_LOG(LOG_NOTICE,
-               "checkpoint version %llu (%s) not written: numbers up to %llu belong to lost "
-               "checkpoints and version %llu is saved already",
-               ver, why, (unsigned long long)s->lost_last, (unsigned long long)s->saved_version);
+        /* no new version since the start: the resumed record (or the initial model) */
+        if (s->saved_version == rec->version && rec->version > 0)
+            FM_LOG(LOG_NOTICE,
+                   "checkpoint version %llu (%s) not written again: it is the one resumed "
+                   "from (numbers up to %llu belong to lost checkpoints)",
+                   ver, why, (unsigned long long)s->lost_last);
+        else
+            FM_LOG(LOG_NOTICE,
+                   "checkpoint version %llu (%s) not written: the initial model needs none "
+                   "(numbers up to %llu belong to lost checkpoints)",
+                   ver, why, (unsigned long long)s->lost_last);
         return 0;
     }
     fm_ckpt_info_t info;

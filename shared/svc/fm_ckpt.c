@@ -768,13 +768,15 @@ static fm_ckpt_t *s_open(const char *dir, size_t map_bytes, bool rdonly, int *er
     if ((rc = s_open_dbis(c, &latest, &have_latest, e)) != 0)
         goto cleanup;
     if (!rdonly && c->mark_rc == 0 && c->mark.store > (have_latest ? latest : 0)) {
+        char held[48] = "no checkpoint";
+        if (have_latest)
+            snprintf(held, sizeof held, "checkpoints up to version %llu",
+                     (unsigned long long)latest);
         rc = fm_errmsg_set(e, FM_ERANGE,
-                           "%s: the store's newest checkpoint is %s%llu but high_water.json "
-                           "says version %llu was saved (data.mdb is an older copy or was "
-                           "damaged): restore the newest backup or run `fedmq checkpoints %s "
-                           "--reset`",
-                           dir, have_latest ? "version " : "none, version ",
-                           (unsigned long long)latest, (unsigned long long)c->mark.store, dir);
+                           "%s: the store holds %s but high_water.json says version %llu was "
+                           "saved (data.mdb is an older copy or was damaged): restore the "
+                           "newest backup or run `fedmq checkpoints %s --reset`",
+                           dir, held, (unsigned long long)c->mark.store, dir);
         goto cleanup;
     }
     if (!rdonly && (rc = s_create_dbis(c, e)) != 0)
@@ -1501,9 +1503,10 @@ int fm_ckpt_verify(fm_ckpt_t *c, const char *ids_key, size_t id_len, fm_ckpt_pro
         s_problem(problem, arg, &count, "%s", c->mark_err.msg);
     else if (c->mark_rc == 0 && c->mark.store > (have_latest ? latest : 0))
         s_problem(problem, arg, &count,
-                  "%s/" S_MARK_FILE ": version %llu was saved but the store's newest is %s%llu "
+                  "%s/" S_MARK_FILE ": version %llu was saved but the store holds %s%llu "
                   "(data.mdb emptied, replaced or damaged): the aggregator refuses to start",
-                  c->dir, (unsigned long long)c->mark.store, have_latest ? "version " : "none, ",
+                  c->dir, (unsigned long long)c->mark.store,
+                  have_latest ? "checkpoints up to version " : "no checkpoint, latest ",
                   (unsigned long long)latest);
     else if (c->mark_rc == 0 && latest_valid && c->mark.store == latest &&
              memcmp(c->mark.config_digest, latest_info.config_digest, FM_CKPT_DIGEST_BYTES))

@@ -130,6 +130,12 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
     if (u->base > version)
         return s_reject(out, AGG_REJ_FUTURE, "UPDATE from %s: base version %llu > current %llu",
                         u->trainer, (unsigned long long)u->base, (unsigned long long)version);
+    if (ctx->lost_last && u->base >= ctx->lost_first && u->base <= ctx->lost_last)
+        return s_reject(out, AGG_REJ_FUTURE,
+                        "UPDATE from %s: base version %llu was lost (versions %llu-%llu: "
+                        "checkpoints unreadable or reset)",
+                        u->trainer, (unsigned long long)u->base,
+                        (unsigned long long)ctx->lost_first, (unsigned long long)ctx->lost_last);
     *tau = version - u->base;
     if (ctx->view.finished)
         return s_reject(out, AGG_REJ_LATE,

@@ -7,7 +7,8 @@
  *
  * An UPDATE is checked in this order, the first failure being its reason (agg_reason_t):
  * decoding (truncated / version / malformed), the model name, the tensors' names, dtypes
- * and shapes, finiteness, base > version (future), num_rounds reached (late), the mode's
+ * and shapes, finiteness, base > version or base among the version numbers lost in a
+ * checkpoint fallback or reset (future), num_rounds reached (late), the mode's
  * policy (agg_policy: quorum, or late / cohort), staleness > max_staleness (stale), the id
  * seen before (duplicate: the id window of agg_state), n == 0 (samples). A valid one is
  * folded with staleness tau = version - base, its id recorded in the window, and the policy
@@ -54,6 +55,9 @@ typedef struct {
     agg_view_t view;   /* version, finished, live clients */
     int max_staleness; /* [aggregator] max_staleness (reloadable) */
     int num_rounds;    /* [federation] num_rounds, for the "late" message */
+
+    /* versions lost in a checkpoint fallback or reset (agg_state_lost); 0 0: none */
+    uint64_t lost_first, lost_last;
 } agg_ingest_ctx_t;
 
 typedef struct agg_ingest agg_ingest_t;

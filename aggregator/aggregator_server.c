@@ -117,6 +117,7 @@ static void s_write_stats(agg_server_t *self)
     st.staleness_mean = fb.updates ? fb.staleness_sum / (double)fb.updates : 0.0;
     st.staleness_max = fb.staleness_max;
     st.updates_pending = (uint32_t)agg_ingest_pending(self->ingest);
+    agg_state_stats(self->state, &st);
     agg_stats_write(self->stats, &st, fm_daemon_now(), fm_daemon_wallclock());
 }
 
@@ -130,6 +131,8 @@ static int s_checkpoint(agg_server_t *self, const char *why)
                             (size_t)agg_ingest_pending(self->ingest), why);
     if (rc == 0)
         agg_stats_checkpoint_time(self->stats, fm_daemon_now() - t0);
+    else
+        agg_stats_checkpoint_failed(self->stats);
     return rc;
 }
 
@@ -174,7 +177,7 @@ static void s_aggregate(agg_server_t *self)
         return;
     int ok = fm_server_opt_apply(self->opt, fm_model_params(self->model), self->mean) == 0;
     if (ok) {
-        self->version++;
+        self->version = agg_state_next_version(self->state, self->version);
         agg_stats_aggregation_time(self->stats, fm_daemon_now() - t0);
         agg_stats_applied(self->stats, (uint64_t)count);
         agg_stats_version(self->stats, self->version);
@@ -225,6 +228,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     agg_ingest_ctx_t ctx = {.view = s_view(self),
                             .max_staleness = self->cfg.aggregator.max_staleness,
                             .num_rounds = self->cfg.federation.num_rounds};
+    agg_state_lost(self->state, &ctx.lost_first, &ctx.lost_last);
     agg_verdict_t v;
     agg_stats_received(self->stats, len);
     agg_ingest_frame(self->ingest, data, len, &ctx, &v);
@@ -486,7 +490,7 @@ int agg_server_run(agg_server_t *self)
     }
     FM_LOG(LOG_NOTICE, "stopping at version %llu (%d updates in the open buffer dropped)",
            (unsigned long long)self->version, agg_ingest_pending(self->ingest));
-    int crc = s_checkpoint(self, "shutdown");
+    int crc = s_checkpoint(self, AGG_STATE_SHUTDOWN);
     s_publish(self, 0);
     s_write_stats(self);
     return rc ? rc : crc;

@@ -5,17 +5,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fm_ckpt.h"
 #include "fm_daemon.h"
 #include "fm_log.h"
+#include "fm_ratelog.h"
 #include "fm_wire.h"
 
-#define S_IDS_KEY "agg.ids"       /* ids applied to the model */
+/* record blobs (fm_ckpt_extra_t.record) */
+#define S_IDS_KEY FM_CKPT_IDS_KEY /* ids applied to the model */
 #define S_ROUND_KEY "agg.round"   /* last sync round opened (u64 LE) */
 #define S_CONFIG_KEY "agg.config" /* canonical config text */
+#define S_LOST_KEY "agg.lost"     /* lost version numbers: first, last (u64 LE each) */
 
 _Static_assert(FM_CFG_DIGEST_BYTES == FM_CKPT_DIGEST_BYTES, "digest sizes");
+_Static_assert(FM_WIRE_ID_LEN == FM_CKPT_ID_BYTES, "id sizes");
 
 struct agg_state {
     fm_ckpt_t *ckpt;
@@ -23,7 +28,26 @@ struct agg_state {
     uint8_t *ids_blob; /* cap * FM_WIRE_ID_LEN: checkpoint scratch */
     fm_config_t cfg;
     char *cfg_text; /* canonical text of cfg */
+
+    uint64_t lost_first, lost_last; /* version numbers lost (0 0: none; agg_state_lost) */
+    uint64_t saved_version;         /* newest version saved or resumed from */
+    uint64_t failures;              /* checkpoints that failed */
+    fm_ratelog_t log;               /* failed checkpoints and prunes */
 };
+
+static void s_put_le(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t s_get_le(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
 
 /* ---- config text ------------------------------------------------------------------------- */
 
@@ -114,6 +138,22 @@ agg_idset_t *agg_state_ids(agg_state_t *s) { return s->ids; }
 int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
                    const agg_record_t *rec, size_t pending, const char *why)
 {
+    int final = strcmp(why, AGG_STATE_SHUTDOWN) == 0;
+    unsigned long long ver = (unsigned long long)rec->version;
+    if (s->lost_last && rec->version <= s->lost_last) {
+        /* no new version since the start: the resumed record (or the initial model) */
+        if (s->saved_version == rec->version && rec->version > 0)
+            FM_LOG(LOG_NOTICE,
+                   "checkpoint version %llu (%s) not written again: it is the one resumed "
+                   "from (numbers up to %llu belong to lost checkpoints)",
+                   ver, why, (unsigned long long)s->lost_last);
+        else
+            FM_LOG(LOG_NOTICE,
+                   "checkpoint version %llu (%s) not written: the initial model needs none "
+                   "(numbers up to %llu belong to lost checkpoints)",
+                   ver, why, (unsigned long long)s->lost_last);
+        return 0;
+    }
     fm_ckpt_info_t info;
     memset(&info, 0, sizeof info);
     snprintf(info.model, sizeof info.model, "%s", fm_model_name(model));
@@ -127,46 +167,87 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     info.nopt = fm_server_opt_state_len(fm_server_opt_kind(opt), info.nparams);
     info.score = NAN;
     size_t nids = agg_idset_dump(s->ids, pending, s->ids_blob);
-    unsigned char round_le[8];
-    for (int i = 0; i < 8; i++)
-        round_le[i] = (unsigned char)(rec->round >> (8 * i));
-    fm_ckpt_extra_t extra[3] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN},
-                                {S_ROUND_KEY, round_le, sizeof round_le},
-                                {S_CONFIG_KEY, s->cfg_text, strlen(s->cfg_text)}};
+    unsigned char round_le[8], lost_le[16];
+    s_put_le(round_le, rec->round);
+    s_put_le(lost_le, s->lost_first);
+    s_put_le(lost_le + 8, s->lost_last);
+    fm_ckpt_extra_t extra[4] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
+                                {S_ROUND_KEY, round_le, sizeof round_le, 1},
+                                {S_CONFIG_KEY, s->cfg_text, strlen(s->cfg_text), 1},
+                                {S_LOST_KEY, lost_le, sizeof lost_le, 1}};
     fm_errmsg_t e = {{0}};
     double t0 = fm_daemon_now();
     int rc = fm_ckpt_save(s->ckpt, &info, fm_model_params(model),
-                          info.nopt ? fm_server_opt_state(opt) : NULL, extra, 3, &e);
+                          info.nopt ? fm_server_opt_state(opt) : NULL, extra, 4, &e);
     if (rc) {
-        FM_LOG(LOG_ERR, "checkpoint version %llu (%s): %s", (unsigned long long)rec->version, why,
-               e.msg[0] ? e.msg : fm_strerror(rc));
+        s->failures++;
+        /* the number is published: a restart from an older record must not reuse it */
+        fm_ckpt_reserve(s->ckpt, rec->version, NULL);
+        const char *msg = e.msg[0] ? e.msg : fm_strerror(rc);
+        if (final && s->saved_version)
+            FM_LOG(LOG_ERR,
+                   "final checkpoint of version %llu failed: %s; the state since checkpoint "
+                   "version %llu is lost",
+                   ver, msg, (unsigned long long)s->saved_version);
+        else if (final)
+            FM_LOG(LOG_ERR,
+                   "final checkpoint of version %llu failed: %s; no checkpoint holds "
+                   "this run's state",
+                   ver, msg);
+        else
+            fm_ratelog(&s->log, LOG_ERR,
+                       "checkpoint version %llu (%s) failed: %s (%llu failed so far; serving "
+                       "on)",
+                       ver, why, msg, (unsigned long long)s->failures);
         return rc;
     }
-    FM_LOG(LOG_INFO, "checkpoint version %llu saved (%s, %zu ids, %.0f ms)",
-           (unsigned long long)rec->version, why, nids, (fm_daemon_now() - t0) * 1e3);
+    s->saved_version = rec->version;
+    FM_LOG(LOG_INFO, "checkpoint version %llu saved (%s, %zu ids, %.0f ms)", ver, why, nids,
+           (fm_daemon_now() - t0) * 1e3);
     if ((rc = fm_ckpt_prune(s->ckpt, (size_t)s->cfg.aggregator.checkpoint_keep, &e)) != 0)
-        FM_LOG(LOG_ERR, "prune checkpoints: %s", e.msg[0] ? e.msg : fm_strerror(rc));
+        fm_ratelog(&s->log, LOG_ERR, "prune checkpoints: %s", e.msg[0] ? e.msg : fm_strerror(rc));
     return 0;
+}
+
+uint64_t agg_state_next_version(const agg_state_t *s, uint64_t version)
+{
+    uint64_t hw = fm_ckpt_high_water(s->ckpt);
+    return (version > hw ? version : hw) + 1;
+}
+
+int agg_state_lost(const agg_state_t *s, uint64_t *first, uint64_t *last)
+{
+    *first = s->lost_first;
+    *last = s->lost_last;
+    return s->lost_last != 0;
+}
+
+uint64_t agg_state_checkpoint_failures(const agg_state_t *s) { return s->failures; }
+
+uint64_t agg_state_checkpoint_version(const agg_state_t *s) { return s->saved_version; }
+
+void agg_state_stats(const agg_state_t *s, fm_stats_t *st)
+{
+    st->checkpoint_version = s->saved_version;
+    st->checkpoint_failures = s->failures;
 }
 
 /* ---- resume ---------------------------------------------------------------------------------
  */
 
-/* Load the newest valid record into model/opt and *info. 0, -ENOENT or an error. */
+/* Load the newest valid record into model/opt and *info; `note` gets fm_ckpt's line about
+ * the newer records it skipped. 0, -ENOENT or an error. */
 static int s_load_record(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
-                         fm_ckpt_info_t *info, fm_errmsg_t *e)
+                         fm_ckpt_info_t *info, fm_errmsg_t *note, fm_errmsg_t *e)
 {
     const char *dir = fm_ckpt_dir(s->ckpt), *name = fm_model_name(model);
     size_t nparams = fm_model_nparams(model);
     size_t nopt = fm_server_opt_state_len(fm_server_opt_kind(opt), nparams);
-    fm_errmsg_t note = {{0}};
-    int rc = fm_ckpt_load_latest(s->ckpt, info, NULL, 0, NULL, 0, &note);
+    int rc = fm_ckpt_load_latest(s->ckpt, info, NULL, 0, NULL, 0, note);
     if (rc == -ENOENT)
         return rc;
     if (rc)
-        return fm_errmsg_set(e, rc, "%s", note.msg[0] ? note.msg : fm_strerror(rc));
-    if (note.msg[0])
-        FM_LOG(LOG_WARNING, "%s", note.msg);
+        return fm_errmsg_set(e, rc, "%s", note->msg[0] ? note->msg : fm_strerror(rc));
     if (strcmp(info->model, name) != 0 || info->nparams != nparams)
         return fm_errmsg_set(e, FM_EARG,
                              "%s: checkpoint version %llu is model '%s' (%llu params); the "
@@ -192,31 +273,45 @@ static int s_load_record(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt
     return 0;
 }
 
-/* Reload the id window and the round number from the meta keys. */
-static void s_load_meta(agg_state_t *s, agg_record_t *rec)
+/* The blob `key` of record `version` into buf (cap bytes; NULL: length only); for the
+ * newest record of an older fedmq's store, the meta key of the same name (written in the
+ * same transaction as that record). 0, -ENOENT, -ENOBUFS or another fm_ckpt error. */
+static int s_blob(agg_state_t *s, uint64_t version, int newest, const char *key, void *buf,
+                  size_t cap, size_t *len)
+{
+    int rc = fm_ckpt_record_get(s->ckpt, version, key, buf, cap, len, NULL);
+    if (rc == -ENOENT && newest)
+        rc = fm_ckpt_meta_get(s->ckpt, key, buf, cap, len, NULL);
+    return rc;
+}
+
+/* Reload the id window, the round number and the stored lost range from record `version`'s
+ * blobs. */
+static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_record_t *rec)
 {
     size_t len = 0;
     size_t cap = agg_idset_cap(s->ids) * FM_WIRE_ID_LEN;
-    int rc = fm_ckpt_meta_get(s->ckpt, S_IDS_KEY, s->ids_blob, cap, &len, NULL);
+    int rc = s_blob(s, version, newest, S_IDS_KEY, s->ids_blob, cap, &len);
     if (rc == 0)
         rc = agg_idset_load(s->ids, s->ids_blob, len);
-    if (rc && rc != -ENOENT)
+    if (rc)
         FM_LOG(LOG_WARNING,
-               "checkpoint ids not reloaded (%s): duplicates of updates folded "
-               "before the restart will not be recognised",
-               fm_strerror(rc));
-    unsigned char round_le[8];
-    rc = fm_ckpt_meta_get(s->ckpt, S_ROUND_KEY, round_le, sizeof round_le, &len, NULL);
-    if (rc == 0 && len == sizeof round_le) {
-        rec->round = 0;
-        for (int i = 7; i >= 0; i--)
-            rec->round = rec->round << 8 | round_le[i];
+               "checkpoint version %llu: its ids not reloaded (%s): duplicates of updates "
+               "folded before the restart will not be recognised",
+               (unsigned long long)version, fm_strerror(rc));
+    unsigned char le[16];
+    if (s_blob(s, version, newest, S_ROUND_KEY, le, 8, &len) == 0 && len == 8)
+        rec->round = s_get_le(le);
+    if (fm_ckpt_record_get(s->ckpt, version, S_LOST_KEY, le, sizeof le, &len, NULL) == 0 &&
+        len == sizeof le && s_get_le(le + 8) >= s_get_le(le) && s_get_le(le) > 0) {
+        s->lost_first = s_get_le(le);
+        s->lost_last = s_get_le(le + 8);
     }
 }
 
 /* Say which keys of the running config differ from the checkpoint's (by digest only when
  * the checkpoint has no config text). */
-static void s_compare_config(agg_state_t *s, const fm_ckpt_info_t *info)
+static void s_compare_config(agg_state_t *s, const fm_ckpt_info_t *info, int newest)
 {
     char what[96];
     snprintf(what, sizeof what, "config differs from checkpoint version %llu",
@@ -224,9 +319,9 @@ static void s_compare_config(agg_state_t *s, const fm_ckpt_info_t *info)
     size_t len = 0;
     char *stored = NULL;
     int rc;
-    if (fm_ckpt_meta_get(s->ckpt, S_CONFIG_KEY, NULL, 0, &len, NULL) == 0 &&
+    if (s_blob(s, info->version, newest, S_CONFIG_KEY, NULL, 0, &len) == 0 &&
         (stored = malloc(len + 1)) != NULL &&
-        fm_ckpt_meta_get(s->ckpt, S_CONFIG_KEY, stored, len, &len, NULL) == 0) {
+        s_blob(s, info->version, newest, S_CONFIG_KEY, stored, len, &len) == 0) {
         stored[len] = '\0';
         rc = agg_state_config_diff(stored, &s->cfg, what);
         free(stored);
@@ -244,11 +339,63 @@ static void s_compare_config(agg_state_t *s, const fm_ckpt_info_t *info)
                (unsigned long long)info->version);
 }
 
+/* "versions A-B" or "version A". */
+static void s_range(char *out, size_t cap, uint64_t a, uint64_t b)
+{
+    if (a == b)
+        snprintf(out, cap, "version %llu", (unsigned long long)a);
+    else
+        snprintf(out, cap, "versions %llu-%llu", (unsigned long long)a, (unsigned long long)b);
+}
+
+/* The numbers above `version` up to the high-water mark are lost: remember them and say so
+ * in one WARNING line (`skipped`: fm_ckpt's line about unreadable newer records, or ""). */
+static void s_note_lost(agg_state_t *s, uint64_t version, const agg_record_t *rec,
+                        const char *skipped)
+{
+    uint64_t hw = fm_ckpt_high_water(s->ckpt);
+    if (hw <= version)
+        return;
+    s->lost_first = version + 1;
+    s->lost_last = hw;
+    char lost[64], why[160] = "";
+    s_range(lost, sizeof lost, s->lost_first, s->lost_last);
+    fm_ckpt_mark_t m;
+    if (!skipped[0] && fm_ckpt_mark(s->ckpt, &m, NULL) == 0 && m.reset_at > 0) {
+        time_t t = (time_t)m.reset_at;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(why, sizeof why, "the store was reset by an operator at %Y-%m-%dT%H:%M:%SZ",
+                 &tm);
+    } else if (!skipped[0]) {
+        snprintf(why, sizeof why,
+                 "%s: versions up to %llu were published but not checkpointed (high_water.json)",
+                 fm_ckpt_dir(s->ckpt), (unsigned long long)hw);
+    }
+    const char *them = s->lost_first == s->lost_last ? "it" : "them";
+    if (rec)
+        FM_LOG(LOG_WARNING,
+               "%s%s%s: resumed from checkpoint version %llu with its own params, counters "
+               "(%llu applied) and %zu ids; %s lost (updates based on %s are rejected as "
+               "future); the next version is %llu",
+               skipped, skipped[0] && why[0] ? "; " : "", why, (unsigned long long)version,
+               (unsigned long long)rec->counters.applied, agg_idset_count(s->ids), lost, them,
+               (unsigned long long)hw + 1);
+    else
+        FM_LOG(LOG_WARNING,
+               "%s: the checkpoint store is empty: starting from version 0; %s lost (updates "
+               "based on %s are rejected as future); the next version is %llu",
+               why[0] ? why : fm_ckpt_dir(s->ckpt), lost, them, (unsigned long long)hw + 1);
+}
+
 int agg_state_resume(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt, agg_record_t *rec,
                      fm_errmsg_t *e)
 {
     fm_ckpt_info_t info;
-    int rc = s_load_record(s, model, opt, &info, e);
+    fm_errmsg_t note = {{0}};
+    int rc = s_load_record(s, model, opt, &info, &note, e);
+    if (rc == -ENOENT)
+        s_note_lost(s, 0, NULL, "");
     if (rc)
         return rc;
     memset(rec, 0, sizeof *rec);
@@ -257,18 +404,12 @@ int agg_state_resume(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt, ag
     rec->counters.rejected_total = info.updates_rejected;
     for (int r = 0; r < AGG_REJ_COUNT; r++)
         rec->counters.rejected[r] = info.rejected_by_reason[r];
-    s_compare_config(s, &info);
-    /* never go below the newest version ever saved (its record may be the invalid one) */
     uint64_t latest = 0;
-    if (fm_ckpt_latest_version(s->ckpt, &latest, NULL) == 0 && latest > rec->version) {
-        FM_LOG(LOG_WARNING,
-               "newest checkpoint version %llu is unreadable: continuing from "
-               "the params of version %llu as version %llu",
-               (unsigned long long)latest, (unsigned long long)rec->version,
-               (unsigned long long)latest);
-        rec->version = latest;
-    }
-    s_load_meta(s, rec);
+    int newest = fm_ckpt_latest_version(s->ckpt, &latest, NULL) == 0 && latest == info.version;
+    s_load_blobs(s, info.version, newest, rec);
+    s_compare_config(s, &info, newest);
+    s->saved_version = info.version;
+    s_note_lost(s, info.version, rec, note.msg);
     FM_LOG(LOG_NOTICE,
            "resumed from checkpoint version %llu, round %llu (%llu updates applied, "
            "%zu ids remembered)",

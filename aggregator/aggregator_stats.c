@@ -6,6 +6,7 @@
 
 #include "fm_cfg.h"
 #include "fm_ckpt.h"
+#include "fm_file.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
 #include "fm_window.h"
@@ -28,6 +29,7 @@ _Static_assert(AGG_REJ_COUNT <= FM_STATS_REASONS_MAX, "reasons must fit stats.js
 typedef struct {
     fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *bytes, *dropped;
     fm_metric_t *version, *live, *staleness, *aggregation, *checkpoint;
+    fm_metric_t *checkpoint_failures, *write_failures;
 } s_metrics_t;
 
 struct agg_stats {
@@ -42,6 +44,10 @@ struct agg_stats {
     fm_ratelog_t log;     /* rate limit of rejection warnings */
     fm_window_t folded;   /* updates accepted into the buffer: updates/s */
     double rate_written;  /* the updates/s in the file last written */
+
+    /* failed writes of stats.json, and their rate limit */
+    uint64_t write_failures;
+    fm_ratelog_t wlog;
 };
 
 const char *agg_reason_name(agg_reason_t r)
@@ -65,6 +71,7 @@ agg_stats_t *agg_stats_new(const char *checkpoint_dir, double started, double no
         return NULL;
     }
     s->started = started;
+    fm_file_clean(s->path); /* temp files of a killed predecessor */
     fm_window_init(&s->folded, AGG_STATS_RATE_SPAN_S, now);
     return s;
 }
@@ -122,6 +129,12 @@ int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m)
         m, "fedmq_checkpoint_seconds",
         "Time to write a checkpoint (LMDB transaction with the record, then pruning).", NULL,
         secs_b, sizeof secs_b / sizeof secs_b[0]);
+    x->checkpoint_failures = fm_metrics_counter(
+        m, "fedmq_checkpoint_failures_total",
+        "Checkpoints that could not be written (full disk, I/O error).", NULL);
+    x->write_failures = fm_metrics_counter(
+        m, "fedmq_stats_write_failures_total",
+        "stats.json writes that failed (the file is stale until the next success).", NULL);
     s_metrics_mirror(s);
     return fm_metrics_status(m);
 }
@@ -188,12 +201,16 @@ void agg_stats_aggregation_time(agg_stats_t *s, double secs)
     fm_metric_observe(s->m.aggregation, secs);
 }
 
+void agg_stats_checkpoint_failed(agg_stats_t *s) { fm_metric_inc(s->m.checkpoint_failures); }
+
 void agg_stats_checkpoint_time(agg_stats_t *s, double secs)
 {
     fm_metric_observe(s->m.checkpoint, secs);
 }
 
 void agg_stats_touch(agg_stats_t *s) { s->dirty = 1; }
+
+uint64_t agg_stats_write_failures(const agg_stats_t *s) { return s->write_failures; }
 
 int agg_stats_due(const agg_stats_t *s, double now)
 {
@@ -217,10 +234,15 @@ int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock
     st->updated = wallclock;
     st->updates_per_s = fm_window_rate(&s->folded, now);
     st->rate_window_s = fm_window_span(&s->folded);
+    st->stats_write_failures = s->write_failures;
     fm_errmsg_t e = {{0}};
     int rc = fm_stats_write(s->path, st, &e);
     if (rc) {
-        FM_LOG(LOG_ERR, "%s", e.msg[0] ? e.msg : fm_strerror(rc));
+        s->write_failures++;
+        fm_metric_inc(s->m.write_failures);
+        s->last_write_at = now; /* retried when due again, not at every tick */
+        fm_ratelog(&s->wlog, LOG_ERR, "%s (stats.json is stale; %llu failed writes so far)",
+                   e.msg[0] ? e.msg : fm_strerror(rc), (unsigned long long)s->write_failures);
         return rc;
     }
     s->dirty = 0;

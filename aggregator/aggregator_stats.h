@@ -109,6 +109,10 @@ void agg_stats_live(agg_stats_t *s, uint32_t n);
 void agg_stats_aggregation_time(agg_stats_t *s, double secs);
 void agg_stats_checkpoint_time(agg_stats_t *s, double secs);
 
+/* A checkpoint could not be written (counted on /metrics; agg_state counts it for
+ * stats.json). */
+void agg_stats_checkpoint_failed(agg_stats_t *s);
+
 /* `count` updates became part of a new version. */
 void agg_stats_applied(agg_stats_t *s, uint64_t count);
 
@@ -122,15 +126,20 @@ void agg_stats_buffer_dropped(agg_stats_t *s);
 /* Something stats.json shows changed: the next agg_stats_due says so. */
 void agg_stats_touch(agg_stats_t *s);
 
+/* Writes of stats.json that failed since the start (stats.json "stats_write_failures";
+ * for /metrics). */
+uint64_t agg_stats_write_failures(const agg_stats_t *s);
+
 /* 1 when something changed (or the updates/s is or was nonzero: it changes with time) and
  * the last write is at least AGG_STATS_MIN_S old. */
 int agg_stats_due(const agg_stats_t *s, double now);
 
 /* Complete *st (the caller filled model, mode, round fields, finished, live_clients,
- * staleness, updates_pending) with the counters, updates/s at `now`, "started" and
- * updated = `wallclock`, and
- * write stats.json atomically (fm_stats_write). 0, or -errno (logged at LOG_ERR; the
- * counters stay dirty so the next due time retries). */
+ * staleness, updates_pending, checkpoint fields) with the counters, updates/s at `now`,
+ * "started", stats_write_failures and updated = `wallclock`, and write stats.json atomically
+ * (fm_stats_write: it stays current on a full disk through its spare). 0, or -errno
+ * (counted, logged at LOG_ERR within the rate limit, fm_ratelog; the counters stay dirty so
+ * the next due time, AGG_STATS_MIN_S later, retries). */
 int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock);
 
 #endif

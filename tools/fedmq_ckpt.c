@@ -27,12 +27,14 @@ typedef struct {
     char first_bad[256]; /* "FILE:LINE: reason" of the first one */
 } s_scores_t;
 
-/* Open an existing checkpoint directory (never create one at a mistyped path). */
-static fm_ckpt_t *s_open_existing(const char *cmd, const char *dir)
+/* Open an existing checkpoint directory read-only (never create one at a mistyped path,
+ * never write to it). NULL after one line on stderr, *code the exit code. */
+static fm_ckpt_t *s_open_existing(const char *cmd, const char *dir, int *code)
 {
     char path[4096];
     struct stat st;
     snprintf(path, sizeof path, "%s/data.mdb", dir);
+    *code = FM_EXIT_INPUT;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "fedmq %s: %s: not a directory\n", cmd, dir);
         return NULL;
@@ -43,9 +45,11 @@ static fm_ckpt_t *s_open_existing(const char *cmd, const char *dir)
     }
     int err = 0;
     fm_errmsg_t e = {{0}};
-    fm_ckpt_t *c = fm_ckpt_open(dir, 0, &err, &e);
-    if (!c)
+    fm_ckpt_t *c = fm_ckpt_open_readonly(dir, &err, &e);
+    if (!c) {
         fprintf(stderr, "fedmq %s: %s\n", cmd, e.msg[0] ? e.msg : fm_strerror(err));
+        *code = fm_err_file_exit_code(err);
+    }
     return c;
 }
 
@@ -138,23 +142,48 @@ static double s_score(const s_scores_t *sc, uint64_t version)
     return NAN;
 }
 
-/* `fedmq checkpoints` options: the directory into *dir, --metrics into *metrics. 0 to go
- * on, -1 after printing help, or FM_EXIT_INPUT after one line on stderr. */
-static int s_checkpoints_flags(int argc, char **argv, const char **dir, const char **metrics)
+/* What `fedmq checkpoints` does. */
+typedef enum { S_LIST, S_VERIFY, S_RESET } s_ckpt_cmd_t;
+
+/* `fedmq checkpoints` options: the directory into *dir, --metrics into *metrics, --verify or
+ * --reset into *cmd. 0 to go on, -1 after printing help, or FM_EXIT_INPUT after one line on
+ * stderr. */
+static int s_checkpoints_flags(int argc, char **argv, const char **dir, const char **metrics,
+                               s_ckpt_cmd_t *cmd)
 {
-    static const struct option longopts[] = {
-        {"metrics", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"metrics", required_argument, 0, 'm'},
+                                             {"verify", no_argument, 0, 'v'},
+                                             {"reset", no_argument, 0, 'r'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         if (ch == 'm')
             *metrics = optarg;
-        else if (ch == 'h') {
+        else if (ch == 'v' || ch == 'r') {
+            s_ckpt_cmd_t want = ch == 'v' ? S_VERIFY : S_RESET;
+            if (*cmd != S_LIST && *cmd != want) {
+                fprintf(stderr, "fedmq checkpoints: --verify and --reset are exclusive\n");
+                return FM_EXIT_INPUT;
+            }
+            *cmd = want;
+        } else if (ch == 'h') {
             printf("usage: fedmq checkpoints DIR [--metrics FILE.jsonl]\n"
+                   "       fedmq checkpoints DIR --verify\n"
+                   "       fedmq checkpoints DIR --reset\n"
                    "List an aggregator's checkpoints, newest first: version, time, model,\n"
                    "updates applied/rejected, and the evaluator's accuracy for that version\n"
-                   "when --metrics names its metrics file.\n");
+                   "when --metrics names its metrics file; then the high-water mark.\n"
+                   "--verify  check every record (CRC, header, its applied-update ids), the\n"
+                   "          \"latest\" marker and high_water.json: one line per problem,\n"
+                   "          exit 0 if none, 2 if any.\n"
+                   "--reset   (stop the aggregator first) accept the store as it is: rewrite\n"
+                   "          high_water.json so the aggregator starts from what data.mdb\n"
+                   "          holds (nothing if it is missing or empty); version numbers up to\n"
+                   "          the highest ever saved are not used again. See\n"
+                   "          docs/OPERATIONS.md, \"The aggregator's state\".\n");
             return -1;
         } else {
             fprintf(stderr, "fedmq checkpoints: %s: %s (see fedmq checkpoints --help)\n",
@@ -167,8 +196,102 @@ static int s_checkpoints_flags(int argc, char **argv, const char **dir, const ch
                 "fedmq checkpoints: expected one directory (see fedmq checkpoints --help)\n");
         return FM_EXIT_INPUT;
     }
+    if (*cmd != S_LIST && *metrics) {
+        fprintf(stderr, "fedmq checkpoints: --metrics only goes with the listing\n");
+        return FM_EXIT_INPUT;
+    }
     *dir = argv[optind];
     return 0;
+}
+
+/* "YYYY-MM-DD HH:MM:SS" (UTC) of a unix time into out[32], "-" for 0. */
+static void s_utc(char *out, double t)
+{
+    if (t <= 0) {
+        snprintf(out, 32, "-");
+        return;
+    }
+    time_t s = (time_t)t;
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, 32, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* One line about the high-water mark of c. */
+static void s_print_mark(const fm_ckpt_t *c)
+{
+    fm_ckpt_mark_t m;
+    fm_errmsg_t e = {{0}};
+    int rc = fm_ckpt_mark(c, &m, &e);
+    if (rc == -ENOENT) {
+        printf("high-water mark: none (high_water.json is written by the next checkpoint)\n");
+        return;
+    }
+    if (rc) {
+        printf("high-water mark: unreadable: %s\n", e.msg);
+        return;
+    }
+    char saved[32], reset[32];
+    s_utc(saved, m.saved);
+    s_utc(reset, m.reset_at);
+    printf("high-water mark: version %llu ever saved, the store holds %llu (saved %s UTC%s%s)\n",
+           (unsigned long long)m.version, (unsigned long long)m.store, saved,
+           m.reset_at > 0 ? "; reset " : "", m.reset_at > 0 ? reset : "");
+}
+
+static void s_print_problem(void *arg, const char *line)
+{
+    (void)arg;
+    printf("%s\n", line);
+}
+
+/* --verify: one line per problem, then a summary. The exit code. */
+static int s_verify(const char *dir)
+{
+    int code = 0;
+    fm_ckpt_t *c = s_open_existing("checkpoints", dir, &code);
+    if (!c)
+        return code;
+    fm_errmsg_t e = {{0}};
+    size_t n = 0;
+    int problems = fm_ckpt_verify(c, FM_CKPT_IDS_KEY, FM_CKPT_ID_BYTES, s_print_problem, NULL,
+                                  &e);
+    if (problems < 0) {
+        fprintf(stderr, "fedmq checkpoints: %s\n", e.msg[0] ? e.msg : fm_strerror(problems));
+        fm_ckpt_close(&c);
+        return fm_err_file_exit_code(problems);
+    }
+    fm_ckpt_list(c, NULL, 0, &n, NULL);
+    printf("%s: %zu record(s), high-water mark %llu: %d problem%s\n", dir, n,
+           (unsigned long long)fm_ckpt_high_water(c), problems, problems == 1 ? "" : "s");
+    fm_ckpt_close(&c);
+    return problems ? FM_EXIT_INPUT : FM_EXIT_OK;
+}
+
+/* --reset: accept the store as it is. The exit code. */
+static int s_reset(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "fedmq checkpoints: %s: not a directory\n", dir);
+        return FM_EXIT_INPUT;
+    }
+    fm_ckpt_mark_t m;
+    fm_errmsg_t e = {{0}};
+    int rc = fm_ckpt_reset(dir, &m, &e);
+    if (rc) {
+        fprintf(stderr, "fedmq checkpoints: %s\n", e.msg[0] ? e.msg : fm_strerror(rc));
+        return fm_err_file_exit_code(rc);
+    }
+    if (m.store)
+        printf("%s: reset: the aggregator resumes from the store's newest valid checkpoint "
+               "(version %llu or below); new versions start at %llu\n",
+               dir, (unsigned long long)m.store, (unsigned long long)m.version + 1);
+    else
+        printf("%s: reset: the store is empty: the aggregator starts from version 0 (init or "
+               "seed); new versions start at %llu\n",
+               dir, (unsigned long long)m.version + 1);
+    return FM_EXIT_OK;
 }
 
 /* The table of n checkpoints, with the accuracy from sc. */
@@ -201,17 +324,21 @@ static void s_print_list(const fm_ckpt_info_t *list, size_t n, const s_scores_t 
 int fm_cli_checkpoints(int argc, char **argv)
 {
     const char *dir = NULL, *metrics = NULL;
-    int rc = s_checkpoints_flags(argc, argv, &dir, &metrics);
+    s_ckpt_cmd_t cmd = S_LIST;
+    int rc = s_checkpoints_flags(argc, argv, &dir, &metrics, &cmd);
     if (rc != 0)
         return rc < 0 ? FM_EXIT_OK : rc;
+    if (cmd == S_VERIFY)
+        return s_verify(dir);
+    if (cmd == S_RESET)
+        return s_reset(dir);
     s_scores_t sc = {0};
     if (metrics && (rc = s_scores_load(metrics, &sc)) != 0)
         return rc == -ENOMEM ? FM_EXIT_RUNTIME : FM_EXIT_INPUT;
-    fm_ckpt_t *c = s_open_existing("checkpoints", dir);
     fm_ckpt_info_t *list = NULL;
     fm_errmsg_t e = {{0}};
     size_t n = 0;
-    rc = FM_EXIT_INPUT;
+    fm_ckpt_t *c = s_open_existing("checkpoints", dir, &rc);
     if (!c)
         goto cleanup;
     rc = FM_EXIT_RUNTIME;
@@ -219,11 +346,14 @@ int fm_cli_checkpoints(int argc, char **argv)
         fprintf(stderr, "fedmq checkpoints: out of memory\n");
         goto cleanup;
     }
-    if (fm_ckpt_list(c, list, MAX_LIST, &n, &e) != 0) {
+    int err = fm_ckpt_list(c, list, MAX_LIST, &n, &e);
+    if (err != 0) {
         fprintf(stderr, "fedmq checkpoints: %s\n", e.msg);
+        rc = fm_err_file_exit_code(err);
         goto cleanup;
     }
     s_print_list(list, n < MAX_LIST ? n : MAX_LIST, &sc);
+    s_print_mark(c);
     if (sc.bad)
         fprintf(stderr, "fedmq checkpoints: warning: %ld malformed line%s skipped (first: %s)\n",
                 sc.bad, sc.bad == 1 ? "" : "s", sc.first_bad);
@@ -323,9 +453,9 @@ int fm_cli_export(int argc, char **argv)
     int rc = s_export_flags(argc, argv, &dir, &out, &version, &have_version);
     if (rc != 0)
         return rc < 0 ? FM_EXIT_OK : rc;
-    fm_ckpt_t *c = s_open_existing("export", dir);
+    fm_ckpt_t *c = s_open_existing("export", dir, &rc);
     if (!c)
-        return FM_EXIT_INPUT;
+        return rc;
     fm_errmsg_t e = {{0}};
     fm_ckpt_info_t info;
     fm_model_t *m = s_export_load(c, dir, version, have_version, &info);

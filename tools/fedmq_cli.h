@@ -7,7 +7,8 @@
 
 #include <stddef.h>
 
-/* fedmq checkpoints DIR [--metrics FILE.jsonl]: list the checkpoints of an aggregator. */
+/* fedmq checkpoints DIR [--metrics FILE.jsonl] | --verify | --reset: list, check or reset
+ * the checkpoints of an aggregator. */
 int fm_cli_checkpoints(int argc, char **argv);
 
 /* fedmq export --checkpoint DIR [--version V] --out FILE.safetensors */

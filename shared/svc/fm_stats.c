@@ -8,7 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "fm_file.h"
 
 #define S_MAX_BYTES (1 << 20) /* a stats file is a few hundred bytes; refuse anything huge */
 
@@ -80,6 +81,9 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "bytes_received", s_u64(st->bytes_received));
     bad |= json_object_set_new(o, "updates_pending", s_u64(st->updates_pending));
     bad |= json_object_set_new(o, "buffers_dropped", s_u64(st->buffers_dropped));
+    bad |= json_object_set_new(o, "checkpoint_version", s_u64(st->checkpoint_version));
+    bad |= json_object_set_new(o, "checkpoint_failures", s_u64(st->checkpoint_failures));
+    bad |= json_object_set_new(o, "stats_write_failures", s_u64(st->stats_write_failures));
     bad |= json_object_set_new(o, "updates_per_s", json_real(st->updates_per_s));
     bad |= json_object_set_new(o, "rate_window_s", json_real(st->rate_window_s));
     bad |= json_object_set_new(o, "model", json_string(st->model));
@@ -96,9 +100,6 @@ fail:
     json_decref(o);
     return NULL;
 }
-
-/* -errno for a failed stdio call, -EIO when the call left errno at 0. */
-static int s_errno(void) { return errno ? -errno : -EIO; }
 
 /* FM_ENONFINITE naming the first real-valued field JSON cannot hold (NaN, infinity). */
 static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e)
@@ -120,51 +121,26 @@ static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e
 
 int fm_stats_write(const char *path, const fm_stats_t *st, fm_errmsg_t *e)
 {
-    char tmp[4096];
-    int rc = 0;
-    char *text = NULL;
-    FILE *f = NULL;
-    int w = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (w < 0 || (size_t)w >= sizeof tmp)
-        return fm_errmsg_set(e, -ENAMETOOLONG, "%s: path too long", path);
-    if ((rc = s_check_finite(st, path, e)) != 0)
+    int rc = s_check_finite(st, path, e);
+    if (rc)
         return rc;
     json_t *o = s_to_json(st);
     if (!o)
         return fm_errmsg_set(e, -ENOMEM, "%s: cannot build stats: out of memory", path);
-    text = json_dumps(o, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    char *text = json_dumps(o, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(o);
-    if (!text) {
-        rc = fm_errmsg_set(e, -ENOMEM, "%s: cannot encode stats: out of memory", path);
-        goto cleanup;
+    if (!text)
+        return fm_errmsg_set(e, -ENOMEM, "%s: cannot encode stats: out of memory", path);
+    size_t n = strlen(text);
+    char *line = realloc(text, n + 2);
+    if (!line) {
+        free(text);
+        return fm_errmsg_set(e, -ENOMEM, "%s: cannot encode stats: out of memory", path);
     }
-    f = fopen(tmp, "w");
-    if (!f) {
-        rc = fm_errmsg_set(e, -errno, "%s: cannot write: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    errno = 0;
-    if (fputs(text, f) == EOF || fputc('\n', f) == EOF || fflush(f) != 0) {
-        rc = s_errno();
-        fm_errmsg_set(e, rc, "%s: cannot write: %s", tmp, strerror(-rc));
-        goto cleanup;
-    }
-    errno = 0;
-    int cerr = fclose(f);
-    f = NULL;
-    if (cerr != 0) {
-        rc = s_errno();
-        fm_errmsg_set(e, rc, "%s: cannot write: %s", tmp, strerror(-rc));
-        goto cleanup;
-    }
-    if (rename(tmp, path) != 0)
-        rc = fm_errmsg_set(e, -errno, "%s: cannot replace: %s", path, strerror(errno));
-cleanup:
-    if (f)
-        fclose(f);
-    if (rc)
-        unlink(tmp);
-    free(text);
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    rc = fm_file_replace(path, line, n + 1, FM_FILE_SPARE, e);
+    free(line);
     return rc;
 }
 
@@ -281,6 +257,11 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
         (rc = s_get_u64(o, "bytes_received", UINT64_MAX, &st->bytes_received, path, e)) ||
         (rc = s_get_u32(o, "updates_pending", &st->updates_pending, path, e)) ||
         (rc = s_get_u64(o, "buffers_dropped", UINT64_MAX, &st->buffers_dropped, path, e)) ||
+        (rc = s_get_u64(o, "checkpoint_version", UINT64_MAX, &st->checkpoint_version, path, e)) ||
+        (rc = s_get_u64(o, "checkpoint_failures", UINT64_MAX, &st->checkpoint_failures, path,
+                        e)) ||
+        (rc = s_get_u64(o, "stats_write_failures", UINT64_MAX, &st->stats_write_failures, path,
+                        e)) ||
         (rc = s_get_num(o, "updates_per_s", &st->updates_per_s, path, e)) ||
         (rc = s_get_num(o, "rate_window_s", &st->rate_window_s, path, e)) ||
         (rc = s_get_num(o, "started", &st->started, path, e)) ||

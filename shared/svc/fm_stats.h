@@ -41,15 +41,20 @@ typedef struct {
     double updates_per_s;    /* updates accepted per second over the last rate_window_s */
     double rate_window_s;    /* the window of updates_per_s (seconds) */
     double started, updated; /* Unix time of the daemon's start and of this write */
+
+    /* disk and I/O: the newest checkpoint saved or resumed from (0: none), the checkpoints
+     * that failed since the start, the earlier writes of this file that failed */
+    uint64_t checkpoint_version, checkpoint_failures, stats_write_failures;
 } fm_stats_t;
 
 /* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */
 int fm_stats_path(char *out, size_t n, const char *checkpoint_dir);
 
-/* Write *st to `path` atomically (temp file in the same folder, then rename): readers see
- * the old or the new file, never a part; on failure the old file is left as it was and no
- * temp file remains. 0, -errno, or FM_ENONFINITE when a real-valued field is NaN or infinite;
- * e (may be NULL) names the path (and the field). */
+/* Write *st to `path` atomically (fm_file_replace with a spare: a temp file in the same
+ * folder, then rename; "<path>.spare" is kept so the file stays current on a full disk):
+ * readers see the old or the new file, never a part; on failure the old file is left as it
+ * was and no temp file remains. 0, -errno, or FM_ENONFINITE when a real-valued field is NaN
+ * or infinite; e (may be NULL) names the path (and the field). */
 int fm_stats_write(const char *path, const fm_stats_t *st, fm_errmsg_t *e);
 
 /* Read `path` into *st (zeroed first; keys absent from the file stay 0 / empty, so newer

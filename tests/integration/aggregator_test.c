@@ -801,7 +801,7 @@ static void test_checkpoint_keep(void **state)
     free(d);
 }
 
-/* ---- 7. a corrupt newest checkpoint: the older params, the newest version --------------- */
+/* ---- 7. a corrupt newest checkpoint: the whole older record, the lost number skipped ----- */
 
 /* Flip one parameter byte of the stored record of `version` through LMDB directly (the
  * aggregator must be stopped): its CRC no longer matches. */
@@ -866,18 +866,24 @@ static void test_corrupt_newest_checkpoint(void **state)
     assert_int_equal(info[1].status, 0);
     fm_ckpt_close(&ck);
 
-    /* restart: version 3 (never below the newest saved) with version 2's params */
+    /* restart: ONE record, version 2's: its number, params and counters; number 3 is lost */
     s_start(c, 1, 5, 1);
-    assert_int_equal(s_wait_model(c, 0, wr), 3);
+    assert_int_equal(s_wait_model(c, 0, wr), 2);
     assert_memory_equal(wr, w2, c->np * sizeof *wr);
     assert_memory_not_equal(wr, w3, c->np * sizeof *wr);
-    assert_true(fm_proc_file_contains(c->log, "checkpoint version 3: CRC mismatch"));
-    assert_true(fm_proc_file_contains(c->log, "newest checkpoint version 3 is unreadable: "
-                                              "continuing from the params of version 2 as "
-                                              "version 3"));
-    assert_true(fm_proc_file_contains(c->log, "resumed from checkpoint version 3"));
-    /* an update from base 2 is stale by one version now; from base 3 it makes version 4 */
+    assert_true(fm_proc_file_contains(c->log, "checkpoint version 3: CRC mismatch; loaded "
+                                              "version 2 instead (1 newer record(s) skipped): "
+                                              "resumed from checkpoint version 2 with its own "
+                                              "params, counters (2 applied)"));
+    assert_true(fm_proc_file_contains(c->log, "version 3 lost (updates based on it are "
+                                              "rejected as future); the next version is 4"));
+    assert_int_equal(s_count_lines(c->log, " WARN "), 1); /* one line says it all */
+    assert_true(s_wait_stat(c, "version", NULL, 2));
+    assert_int_equal(s_stat(c, "updates_applied", NULL), 2);
+    /* an update based on the lost version 3 is future; one based on 2 makes version 4 */
     s_send_valid(c, 3, d);
+    assert_true(s_wait_stat(c, NULL, "future", 1));
+    s_send_valid(c, 2, d);
     assert_int_equal(s_wait_model(c, 4, w4), 4);
     double maxerr = 0;
     for (size_t j = 0; j < c->np; j++) {
@@ -886,15 +892,17 @@ static void test_corrupt_newest_checkpoint(void **state)
     }
     assert_true(maxerr < 1e-6);
     assert_true(s_wait_stat(c, "version", NULL, 4));
+    assert_int_equal(s_stat(c, "updates_applied", NULL), 3);
     st = fm_proc_stop(c->pid, SIGTERM, 15.0);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    /* version 4 was saved over the corrupt 3 (versions only increase) */
+    /* version 4 was saved above the corrupt 3 (numbers only increase) */
     ck = fm_ckpt_open(c->ckpt, 0, &err, &e);
     assert_non_null(ck);
     fm_ckpt_info_t h;
     assert_int_equal(fm_ckpt_load_latest(ck, &h, NULL, 0, NULL, 0, &e), 0);
     assert_int_equal(h.version, 4);
     assert_int_equal(h.skipped, 0);
+    assert_int_equal(h.updates_applied, 3);
     fm_ckpt_close(&ck);
     free(d);
     free(w2);

@@ -838,17 +838,20 @@ static void s_assert_cohort_is(const s_round_t *got, uint64_t seed, uint32_t per
                  want.ids[0], want.ids[1], want.ids[2]);
 }
 
-/* The "agg.round" meta key of the (stopped or running) aggregator's checkpoints. */
+/* The "agg.round" blob of the newest record of the (stopped or running) aggregator's
+ * checkpoints. */
 static uint64_t s_stored_round(const s_ctx_t *c)
 {
     int err = 0;
     fm_errmsg_t e = {{0}};
-    fm_ckpt_t *ck = fm_ckpt_open(c->ckpt, 0, &err, &e);
+    fm_ckpt_t *ck = fm_ckpt_open_readonly(c->ckpt, &err, &e);
     if (!ck)
         fail_msg("open %s: %s", c->ckpt, e.msg);
     unsigned char le[8];
     size_t len = 0;
-    assert_int_equal(fm_ckpt_meta_get(ck, "agg.round", le, sizeof le, &len, &e), 0);
+    uint64_t latest = 0;
+    assert_int_equal(fm_ckpt_latest_version(ck, &latest, &e), 0);
+    assert_int_equal(fm_ckpt_record_get(ck, latest, "agg.round", le, sizeof le, &len, &e), 0);
     assert_int_equal(len, 8);
     fm_ckpt_close(&ck);
     uint64_t r = 0;

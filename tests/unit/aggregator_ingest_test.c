@@ -315,6 +315,31 @@ static void test_duplicates(void **state)
     s_free(&t);
 }
 
+/* Versions lost in a checkpoint fallback (2..4 of a run now at version 5): an update based on
+ * one of them is "future" even though its base is below the current version. */
+static void test_lost_versions(void **state)
+{
+    s_t *t = s_new(FM_CFG_MODE_ASYNC);
+    s_open(t);
+    t->ctx.lost_first = 2;
+    t->ctx.lost_last = 4;
+    for (uint64_t base = 2; base <= 4; base++) {
+        s_update(t, base, 10);
+        agg_verdict_t v = s_ingest_buf(t);
+        assert_int_equal(v.kind, AGG_INGEST_REJECTED);
+        assert_int_equal(v.reason, AGG_REJ_FUTURE);
+        assert_non_null(strstr(v.why, "was lost (versions 2-4"));
+    }
+    s_update(t, 1, 10); /* before the lost ones: stale by 4, taken */
+    assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
+    s_update(t, 5, 10);
+    assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
+    t->ctx.lost_first = t->ctx.lost_last = 0; /* none */
+    s_update(t, 3, 10);
+    assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
+    s_free(&t);
+}
+
 static void test_member_frames(void **state)
 {
     s_t *t = s_new(FM_CFG_MODE_ASYNC);
@@ -516,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_every_reason_counted),
         cmocka_unit_test(test_fold_weight),
         cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_lost_versions),
         cmocka_unit_test(test_member_frames),
         cmocka_unit_test(test_async_policy),
         cmocka_unit_test(test_sync_accepts_the_round),

@@ -1,6 +1,9 @@
 /* Unit tests of fm_ckpt: round trips, ordering, pruning, persistence, corrupted records
- * (written through raw LMDB), shape checks, meta/extra pairs, map growth, and a
- * kill -9 crash-consistency check with a forked writer. */
+ * (written through raw LMDB), shape checks, meta/extra pairs and record blobs, map growth,
+ * a kill -9 crash-consistency check with a forked writer; the damaged stores of issue 10
+ * (a truncated data.mdb opened in a child that must exit, not die of SIGBUS; an emptied,
+ * missing or older data.mdb below its high-water mark; the operator's reset; --verify's
+ * checks) and a full disk (a small tmpfs in a private mount namespace, as root). */
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
@@ -10,9 +13,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +32,7 @@
 
 #include "fm_ckpt.h"
 #include "fm_err.h"
+#include "fm_file.h"
 
 #define NP 1000 /* params per record */
 #define NO 500  /* optimizer floats per record */
@@ -53,6 +60,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     ctx_t *c = *state;
+    char mnt[512];
+    snprintf(mnt, sizeof mnt, "%s/tmpfs", c->root);
+    umount2(mnt, MNT_DETACH); /* test_full_disk's, if it failed before unmounting */
     int rc = fm_proc_rmtree(c->root);
     free(c);
     return rc;
@@ -513,7 +523,7 @@ static void test_bad_save_args(void **state)
     h = make_info(1, 4, 2);
     assert_int_equal(fm_ckpt_save(c, &h, p, NULL, NULL, 0, &e), FM_EARG);
     h = make_info(1, 4, 0);
-    fm_ckpt_extra_t bad[] = {{"latest", "x", 1}};
+    fm_ckpt_extra_t bad[] = {{"latest", "x", 1, 0}};
     assert_int_equal(fm_ckpt_save(c, &h, p, NULL, bad, 1, &e), FM_EARG);
     assert_msg_has(&e, "reserved");
     size_t n = 9;
@@ -533,7 +543,7 @@ static void test_extra_and_meta(void **state)
     uint8_t rng[32];
     for (int i = 0; i < 32; i++)
         rng[i] = (uint8_t)i;
-    fm_ckpt_extra_t x1[] = {{"applied_ids", ids, sizeof ids}, {"rng", rng, sizeof rng}};
+    fm_ckpt_extra_t x1[] = {{"applied_ids", ids, sizeof ids, 0}, {"rng", rng, sizeof rng, 0}};
     fm_ckpt_info_t h = make_info(1, NP, 0);
     fm_errmsg_t e = {{0}};
     assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x1, 2, &e), 0);
@@ -548,7 +558,7 @@ static void test_extra_and_meta(void **state)
     assert_memory_equal(buf, rng, 32);
 
     /* a refused save writes none of its extra pairs (same transaction) */
-    fm_ckpt_extra_t x0[] = {{"applied_ids", ids2, sizeof ids2}};
+    fm_ckpt_extra_t x0[] = {{"applied_ids", ids2, sizeof ids2, 0}};
     h = make_info(0, NP, 0);
     assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x0, 1, &e), FM_ERANGE);
     assert_int_equal(fm_ckpt_meta_get(c, "applied_ids", buf, sizeof buf, &len, &e), 0);
@@ -556,7 +566,7 @@ static void test_extra_and_meta(void **state)
 
     /* NULL value deletes; absent keys are fine to delete */
     fm_ckpt_extra_t x2[] = {
-        {"applied_ids", ids2, sizeof ids2}, {"rng", NULL, 0}, {"never_set", NULL, 0}};
+        {"applied_ids", ids2, sizeof ids2, 0}, {"rng", NULL, 0, 0}, {"never_set", NULL, 0, 0}};
     h = make_info(2, NP, 0);
     assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x2, 3, &e), 0);
     assert_int_equal(fm_ckpt_meta_get(c, "applied_ids", buf, sizeof buf, &len, &e), 0);
@@ -766,8 +776,503 @@ static void test_crash_consistency(void **state)
                   rounds, unacked, (unsigned long long)last);
 }
 
+/* ---- damaged stores, the high-water mark, verify, full disk ------------------------------ */
+
+/* "<dir>/<name>" */
+static void in_dir(char *out, size_t cap, const char *dir, const char *name)
+{
+    snprintf(out, cap, "%s/%s", dir, name);
+}
+
+static long long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* What a child saw opening dir (read-write or read-only) and reading every record. */
+typedef struct {
+    int status; /* the child's wait status */
+    int err;    /* the open's error (0: opened and read) */
+    char msg[320];
+} open_result_t;
+
+/* Open dir in a forked child and read every record there: a SIGBUS kills the child, not the
+ * test, and shows in r->status. */
+static open_result_t open_in_child(const char *dir, int rdonly)
+{
+    open_result_t r;
+    memset(&r, 0, sizeof r);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* die of a fault (cmocka's handlers, inherited, would go on running tests here) */
+        signal(SIGBUS, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL);
+        close(fds[0]);
+        fm_errmsg_t e = {{0}};
+        int err = 0;
+        fm_ckpt_t *c = rdonly ? fm_ckpt_open_readonly(dir, &err, &e)
+                              : fm_ckpt_open(dir, 0, &err, &e);
+        if (c) {
+            fm_ckpt_info_t out[64];
+            size_t n = 0;
+            err = fm_ckpt_list(c, out, 64, &n, &e);
+            fm_ckpt_close(&c);
+        }
+        if (write(fds[1], &err, sizeof err) != (ssize_t)sizeof err ||
+            write(fds[1], e.msg, sizeof e.msg) != (ssize_t)sizeof e.msg)
+            _exit(3);
+        _exit(0);
+    }
+    close(fds[1]);
+    assert_int_equal(waitpid(pid, &r.status, 0), pid);
+    if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) {
+        assert_int_equal(read(fds[0], &r.err, sizeof r.err), (ssize_t)sizeof r.err);
+        assert_int_equal(read(fds[0], r.msg, sizeof r.msg), (ssize_t)sizeof r.msg);
+    }
+    close(fds[0]);
+    if (WIFSIGNALED(r.status))
+        fail_msg("opening %s killed the process with signal %d (%s)", dir, WTERMSIG(r.status),
+                 strsignal(WTERMSIG(r.status)));
+    return r;
+}
+
+static void test_truncated(void **state)
+{
+    char dir[512], data[600];
+    fresh_dir(state, dir, sizeof dir);
+    fm_ckpt_t *c = open_ok(dir, 0);
+    for (uint64_t v = 1; v <= 12; v++)
+        save_v(c, v);
+    fm_ckpt_close(&c);
+    in_dir(data, sizeof data, dir, "data.mdb");
+    long long size = file_size(data);
+    assert_true(size > 16 * 4096);
+    /* the operator's measurement: half the file */
+    assert_int_equal(truncate(data, size / 2), 0);
+    for (int ro = 0; ro <= 1; ro++) {
+        open_result_t r = open_in_child(dir, ro);
+        assert_int_equal(r.err, FM_ETRUNC);
+        if (!strstr(r.msg, "data.mdb: truncated") || !strstr(r.msg, "bytes") ||
+            strchr(r.msg, '\n'))
+            fail_msg("%s open: unexpected message: %s", ro ? "read-only" : "read-write", r.msg);
+        char want[64];
+        snprintf(want, sizeof want, "%lld bytes, but", size / 2);
+        assert_non_null(strstr(r.msg, want));
+    }
+    assert_int_equal(file_size(data), size / 2); /* nothing written */
+    /* below LMDB's two meta pages */
+    assert_int_equal(truncate(data, 5000), 0);
+    open_result_t r = open_in_child(dir, 1);
+    assert_int_equal(r.err, FM_ETRUNC);
+    assert_non_null(strstr(r.msg, "less than LMDB's two meta pages"));
+    r = open_in_child(dir, 0);
+    assert_int_equal(r.err, FM_ETRUNC);
+}
+
+/* The high-water mark of an open handle, which must be readable. */
+static fm_ckpt_mark_t mark_of(fm_ckpt_t *c)
+{
+    fm_ckpt_mark_t m;
+    fm_errmsg_t e = {{0}};
+    int rc = fm_ckpt_mark(c, &m, &e);
+    if (rc)
+        fail_msg("mark: %s", e.msg);
+    return m;
+}
+
+static void test_high_water(void **state)
+{
+    char dir[512], data[600], old[600], mark[600];
+    fresh_dir(state, dir, sizeof dir);
+    in_dir(data, sizeof data, dir, "data.mdb");
+    in_dir(old, sizeof old, dir, "data.old");
+    in_dir(mark, sizeof mark, dir, "high_water.json");
+    fm_errmsg_t e = {{0}};
+    int err = 0;
+    fm_ckpt_t *c = open_ok(dir, 0);
+    fm_ckpt_mark_t m;
+    assert_int_equal(fm_ckpt_mark(c, &m, &e), -ENOENT); /* a new directory */
+    assert_int_equal(fm_ckpt_high_water(c), 0);
+    save_v(c, 1);
+    save_v(c, 2);
+    copy_file(data, old); /* an "older backup": versions 1-2 */
+    save_v(c, 3);
+    m = mark_of(c);
+    assert_int_equal(m.version, 3);
+    assert_int_equal(m.store, 3);
+    fm_ckpt_info_t want = make_info(3, NP, NO);
+    assert_memory_equal(m.config_digest, want.config_digest, FM_CKPT_DIGEST_BYTES);
+    assert_true(m.reset_at == 0);
+    assert_int_equal(fm_ckpt_high_water(c), 3);
+    fm_ckpt_close(&c);
+
+    /* data.mdb replaced by the older copy: refused, the message says what to do */
+    assert_int_equal(rename(old, data), 0);
+    assert_null(fm_ckpt_open(dir, 0, &err, &e));
+    assert_int_equal(err, FM_ERANGE);
+    assert_msg_has(&e, "the store holds checkpoints up to version 2 but high_water.json says "
+                       "version 3 was saved");
+    assert_msg_has(&e, "--reset");
+    /* the tools still read it, and verify names the problem */
+    c = fm_ckpt_open_readonly(dir, &err, &e);
+    assert_non_null(c);
+    assert_int_equal(fm_ckpt_verify(c, NULL, 0, NULL, NULL, &e), 1);
+    fm_ckpt_close(&c);
+    /* the operator accepts it: numbers up to 3 stay used */
+    assert_int_equal(fm_ckpt_reset(dir, &m, &e), 0);
+    assert_int_equal(m.store, 2);
+    assert_int_equal(m.version, 3);
+    assert_true(m.reset_at > 0);
+    c = open_ok(dir, 0);
+    assert_int_equal(fm_ckpt_high_water(c), 3);
+    check_v(c, UINT64_MAX, 2);
+    float p[NP];
+    fill(p, NP, 3, 0);
+    fm_ckpt_info_t h = make_info(3, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, NULL, 0, &e), FM_ERANGE);
+    assert_msg_has(&e, "numbers up to 3 were used");
+    save_v(c, 2); /* the latest again: allowed */
+    save_v(c, 4);
+    m = mark_of(c);
+    assert_int_equal(m.version, 4);
+    assert_int_equal(m.store, 4);
+    assert_true(m.reset_at > 0); /* the reset stays on record */
+    fm_ckpt_close(&c);
+
+    /* an emptied data.mdb: refused before LMDB writes anything */
+    assert_int_equal(truncate(data, 0), 0);
+    assert_null(fm_ckpt_open(dir, 0, &err, &e));
+    assert_int_equal(err, FM_ERANGE);
+    assert_msg_has(&e, "data.mdb is empty (0 bytes) but high_water.json says checkpoint "
+                       "version 4 was saved");
+    assert_int_equal(file_size(data), 0);
+    assert_null(fm_ckpt_open_readonly(dir, &err, &e));
+    assert_int_equal(err, FM_ETRUNC);
+    assert_msg_has(&e, "empty (0 bytes)");
+    /* reset: an empty store, numbers up to 4 used */
+    assert_int_equal(fm_ckpt_reset(dir, &m, &e), 0);
+    assert_int_equal(m.store, 0);
+    assert_int_equal(m.version, 4);
+    c = open_ok(dir, 0);
+    assert_int_equal(fm_ckpt_high_water(c), 4);
+    size_t n = 9;
+    assert_int_equal(fm_ckpt_list(c, NULL, 0, &n, &e), 0);
+    assert_int_equal(n, 0);
+    h = make_info(0, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, NULL, 0, &e), FM_ERANGE);
+    save_v(c, 5);
+    fm_ckpt_close(&c);
+
+    /* a missing data.mdb */
+    assert_int_equal(unlink(data), 0);
+    assert_null(fm_ckpt_open(dir, 0, &err, &e));
+    assert_int_equal(err, FM_ERANGE);
+    assert_msg_has(&e, "data.mdb is missing");
+    assert_null(fm_ckpt_open_readonly(dir, &err, &e));
+    assert_int_equal(err, -ENOENT);
+    assert_int_equal(fm_ckpt_reset(dir, &m, &e), 0);
+    assert_int_equal(m.version, 5);
+    c = open_ok(dir, 0);
+    save_v(c, 6);
+    fm_ckpt_close(&c);
+
+    /* an unreadable mark: refused, readable by the tools, rewritten by a reset */
+    FILE *f = fopen(mark, "w");
+    assert_non_null(f);
+    fputs("{\"format\": 1, \"version\": \"x\"}", f);
+    fclose(f);
+    assert_null(fm_ckpt_open(dir, 0, &err, &e));
+    assert_int_equal(err, FM_EFORMAT);
+    assert_msg_has(&e, "high_water.json");
+    assert_msg_has(&e, "--verify");
+    c = fm_ckpt_open_readonly(dir, &err, &e);
+    assert_non_null(c);
+    assert_int_equal(fm_ckpt_mark(c, &m, &e), FM_EFORMAT);
+    assert_int_equal(fm_ckpt_high_water(c), 6);
+    fm_ckpt_close(&c);
+    assert_int_equal(fm_ckpt_reset(dir, &m, &e), 0);
+    assert_int_equal(m.version, 6);
+    assert_int_equal(m.store, 6);
+    c = open_ok(dir, 0);
+    check_v(c, UINT64_MAX, 6);
+    /* numbers used without a checkpoint (published while saves failed) are reserved: this
+     * handle may still save them, a later one may not */
+    assert_int_equal(fm_ckpt_reserve(c, 9, &e), 0);
+    assert_int_equal(fm_ckpt_high_water(c), 9);
+    m = mark_of(c);
+    assert_int_equal(m.version, 9);
+    assert_int_equal(m.store, 6);
+    assert_int_equal(fm_ckpt_reserve(c, 8, &e), 0); /* below: nothing to do */
+    save_v(c, 7);
+    fm_ckpt_close(&c);
+    c = open_ok(dir, 0);
+    assert_int_equal(fm_ckpt_high_water(c), 9);
+    h = make_info(8, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, NULL, 0, &e), FM_ERANGE);
+    save_v(c, 10);
+    assert_int_equal(mark_of(c).version, 10);
+    fm_ckpt_close(&c);
+}
+
+static void test_readonly(void **state)
+{
+    char dir[512];
+    fresh_dir(state, dir, sizeof dir);
+    fm_errmsg_t e = {{0}};
+    int err = 0;
+    struct stat st;
+    assert_null(fm_ckpt_open_readonly(dir, &err, &e));
+    assert_int_equal(err, -ENOENT);
+    assert_int_not_equal(stat(dir, &st), 0); /* nothing created */
+    fm_ckpt_t *c = open_ok(dir, 0);
+    save_v(c, 1);
+    fm_ckpt_close(&c);
+    c = fm_ckpt_open_readonly(dir, &err, &e);
+    assert_non_null(c);
+    check_v(c, UINT64_MAX, 1);
+    float p[NP];
+    fill(p, NP, 2, 0);
+    fm_ckpt_info_t h = make_info(2, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, NULL, 0, &e), FM_EARG);
+    assert_int_equal(fm_ckpt_meta_put(c, "k", "v", 1, &e), FM_EARG);
+    assert_int_equal(fm_ckpt_prune(c, 1, &e), FM_EARG);
+    fm_ckpt_close(&c);
+}
+
+static void test_record_blobs(void **state)
+{
+    char dir[512];
+    fresh_dir(state, dir, sizeof dir);
+    fm_ckpt_t *c = open_ok(dir, 0);
+    float p[NP];
+    fill(p, NP, 1, 0);
+    uint8_t ids1[2 * FM_CKPT_ID_BYTES], ids2[3 * FM_CKPT_ID_BYTES], buf[256];
+    for (size_t i = 0; i < sizeof ids1; i++)
+        ids1[i] = (uint8_t)(i / FM_CKPT_ID_BYTES + 1);
+    for (size_t i = 0; i < sizeof ids2; i++)
+        ids2[i] = (uint8_t)(i / FM_CKPT_ID_BYTES + 11);
+    fm_errmsg_t e = {{0}};
+    size_t len = 0;
+    fm_ckpt_extra_t x1[] = {{FM_CKPT_IDS_KEY, ids1, sizeof ids1, 1}, {"x", "a", 1, 1}};
+    fm_ckpt_info_t h = make_info(1, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x1, 2, &e), 0);
+    fm_ckpt_extra_t x2[] = {{FM_CKPT_IDS_KEY, ids2, sizeof ids2, 1}};
+    h = make_info(2, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x2, 1, &e), 0);
+    /* each record has its own blobs; they are no meta keys */
+    assert_int_equal(fm_ckpt_record_get(c, 1, FM_CKPT_IDS_KEY, buf, sizeof buf, &len, &e), 0);
+    assert_int_equal(len, sizeof ids1);
+    assert_memory_equal(buf, ids1, sizeof ids1);
+    assert_int_equal(fm_ckpt_record_get(c, 2, FM_CKPT_IDS_KEY, buf, sizeof buf, &len, &e), 0);
+    assert_int_equal(len, sizeof ids2);
+    assert_memory_equal(buf, ids2, sizeof ids2);
+    assert_int_equal(fm_ckpt_record_get(c, 1, "x", buf, sizeof buf, &len, &e), 0);
+    assert_int_equal(fm_ckpt_record_get(c, 2, "x", buf, sizeof buf, &len, &e), -ENOENT);
+    assert_msg_has(&e, "checkpoint version 2: no x stored with it");
+    assert_int_equal(fm_ckpt_meta_get(c, FM_CKPT_IDS_KEY, buf, sizeof buf, &len, &e), -ENOENT);
+    assert_int_equal(fm_ckpt_record_get(c, 2, FM_CKPT_IDS_KEY, buf, 8, &len, &e), -ENOBUFS);
+    assert_int_equal(fm_ckpt_record_get(c, 2, FM_CKPT_IDS_KEY, NULL, 0, &len, &e), 0);
+    assert_int_equal(len, sizeof ids2);
+    /* saving a version again replaces its blobs */
+    fm_ckpt_extra_t x3[] = {{"x", "b", 1, 1}};
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x3, 1, &e), 0);
+    assert_int_equal(fm_ckpt_record_get(c, 2, FM_CKPT_IDS_KEY, NULL, 0, &len, &e), -ENOENT);
+    assert_int_equal(fm_ckpt_record_get(c, 2, "x", buf, sizeof buf, &len, &e), 0);
+    assert_int_equal(buf[0], 'b');
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x2, 1, &e), 0);
+    /* pruning a record prunes its blobs */
+    assert_int_equal(fm_ckpt_prune(c, 1, &e), 0);
+    assert_int_equal(fm_ckpt_record_get(c, 1, FM_CKPT_IDS_KEY, NULL, 0, &len, &e), -ENOENT);
+    assert_int_equal(fm_ckpt_record_get(c, 1, "x", NULL, 0, &len, &e), -ENOENT);
+    assert_int_equal(fm_ckpt_record_get(c, 2, FM_CKPT_IDS_KEY, NULL, 0, &len, &e), 0);
+    fm_ckpt_close(&c);
+}
+
+/* Problems reported by fm_ckpt_verify, one line each, into a buffer. */
+typedef struct {
+    char text[4096];
+    int n;
+} problems_t;
+
+static void collect(void *arg, const char *line)
+{
+    problems_t *p = arg;
+    size_t used = strlen(p->text);
+    assert_null(strchr(line, '\n'));
+    snprintf(p->text + used, sizeof p->text - used, "%s\n", line);
+    p->n++;
+}
+
+static int verify(const char *dir, int ids, problems_t *p)
+{
+    memset(p, 0, sizeof *p);
+    int err = 0;
+    fm_errmsg_t e = {{0}};
+    fm_ckpt_t *c = fm_ckpt_open_readonly(dir, &err, &e);
+    if (!c)
+        fail_msg("open %s: %s", dir, e.msg);
+    int n = fm_ckpt_verify(c, ids ? FM_CKPT_IDS_KEY : NULL, FM_CKPT_ID_BYTES, collect, p, &e);
+    fm_ckpt_close(&c);
+    assert_int_equal(n, p->n);
+    return n;
+}
+
+static void test_verify(void **state)
+{
+    char dir[512], mark[600];
+    fresh_dir(state, dir, sizeof dir);
+    in_dir(mark, sizeof mark, dir, "high_water.json");
+    fm_ckpt_t *c = open_ok(dir, 0);
+    float p[NP];
+    fill(p, NP, 1, 0);
+    uint8_t ids[3 * FM_CKPT_ID_BYTES];
+    for (size_t i = 0; i < sizeof ids; i++)
+        ids[i] = (uint8_t)(i / FM_CKPT_ID_BYTES + 1);
+    fm_errmsg_t e = {{0}};
+    for (uint64_t v = 1; v <= 3; v++) {
+        fm_ckpt_extra_t x[] = {{FM_CKPT_IDS_KEY, ids, sizeof ids, 1}};
+        fm_ckpt_info_t h = make_info(v, NP, 0);
+        assert_int_equal(fm_ckpt_save(c, &h, p, NULL, x, 1, &e), 0);
+    }
+    fm_ckpt_close(&c);
+    problems_t pr;
+    assert_int_equal(verify(dir, 1, &pr), 0);
+
+    /* a corrupt record, a record without ids, ids of a wrong length, duplicate ids */
+    raw_edit(dir, 3, edit_flip_param);
+    c = open_ok(dir, 0);
+    memcpy(ids + FM_CKPT_ID_BYTES, ids, FM_CKPT_ID_BYTES);
+    fm_ckpt_extra_t dup[] = {{FM_CKPT_IDS_KEY, ids, sizeof ids, 1}};
+    fm_ckpt_extra_t odd[] = {{FM_CKPT_IDS_KEY, ids, sizeof ids - 1, 1}};
+    fm_ckpt_info_t h = make_info(4, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, NULL, 0, &e), 0);
+    h = make_info(5, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, odd, 1, &e), 0);
+    h = make_info(6, NP, 0);
+    assert_int_equal(fm_ckpt_save(c, &h, p, NULL, dup, 1, &e), 0);
+    fm_ckpt_close(&c);
+    assert_int_equal(verify(dir, 1, &pr), 4);
+    assert_non_null(strstr(pr.text, "checkpoint version 3: CRC mismatch"));
+    assert_non_null(strstr(pr.text, "checkpoint version 4: no agg.ids stored with it"));
+    assert_non_null(strstr(pr.text, "checkpoint version 5: agg.ids holds 47 bytes"));
+    assert_non_null(strstr(pr.text, "checkpoint version 6: agg.ids holds 1 duplicate id(s)"));
+
+    /* a missing mark is a problem too (nothing would notice an emptied data.mdb) */
+    assert_int_equal(unlink(mark), 0);
+    assert_int_equal(verify(dir, 1, &pr), 5);
+    assert_non_null(strstr(pr.text, "high_water.json: missing"));
+}
+
+/* 1 when this test process has its own mount namespace (main: root only). */
+static int s_private_mounts = 0;
+
+/* Fill the filesystem of `path` (a new file) until it is full. */
+static void fill_disk(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    static char chunk[65536];
+    for (size_t sz = sizeof chunk; sz >= 1; sz /= 2)
+        while (write(fd, chunk, sz) == (ssize_t)sz)
+            ;
+    close(fd);
+}
+
+static void test_full_disk(void **state)
+{
+    ctx_t *cx = *state;
+    if (!s_private_mounts) {
+        if (geteuid() != 0) {
+            print_message("SKIPPED test_full_disk: needs root for a private tmpfs mount\n");
+            skip();
+        }
+        fail_msg("running as root but no private mount namespace (unshare(CLONE_NEWNS))");
+    }
+    char mnt[512], dir[600], filler[600], small[600];
+    snprintf(mnt, sizeof mnt, "%s/tmpfs", cx->root);
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0)
+        fail_msg("mount tmpfs on %s: %s", mnt, strerror(errno));
+    snprintf(dir, sizeof dir, "%s/ckpt", mnt);
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    snprintf(small, sizeof small, "%s/state.json", mnt);
+    fm_ckpt_t *c = open_ok(dir, 0);
+    save_v(c, 1);
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_file_replace(small, "{\"v\": 1}\n", 9, FM_FILE_SPARE, &e), 0);
+
+    fill_disk(filler);
+    /* a checkpoint on a full disk: no space left on device, never "Input/output error";
+     * with one page free, LMDB's write is short and LMDB says EIO: still "no space" */
+    float p[NP], o[NO];
+    fill(p, NP, 2, 0);
+    fill(o, NO, 2, 0x5555);
+    int failures = 0;
+    for (uint64_t v = 2; v <= 4; v++) {
+        if (v == 3)
+            assert_int_equal(truncate(filler, file_size(filler) - 4096), 0);
+        fm_ckpt_info_t h = make_info(v, NP, NO);
+        int rc = fm_ckpt_save(c, &h, p, o, NULL, 0, &e);
+        if (rc == 0)
+            continue; /* LMDB reused freed pages */
+        failures++;
+        assert_int_equal(rc, -ENOSPC);
+        if (!strstr(e.msg, "o space left on device") || strstr(e.msg, "Input/output"))
+            fail_msg("full disk reported as: %s", e.msg);
+        print_message("full disk: %s\n", e.msg);
+    }
+    assert_true(failures > 0);
+    /* small state files stay current through their spare */
+    char text[64];
+    for (int i = 2; i <= 5; i++) {
+        int n = snprintf(text, sizeof text, "{\"v\": %d}\n", i);
+        int rc = fm_file_replace(small, text, (size_t)n, FM_FILE_SPARE, &e);
+        if (rc)
+            fail_msg("replace %d on a full disk: %s", i, e.msg);
+        char *back = NULL;
+        size_t len = 0;
+        assert_int_equal(fm_file_read(small, 4096, &back, &len, &e), 0);
+        assert_string_equal(back, text);
+        free(back);
+    }
+    char other[700];
+    snprintf(other, sizeof other, "%s/other.json", mnt);
+    assert_int_equal(fm_file_replace(other, "{}", 2, 0, &e), -ENOSPC); /* no spare */
+    /* what was saved is intact; space back: saves work again */
+    check_v(c, 1, 1);
+    assert_int_equal(unlink(filler), 0);
+    save_v(c, 5);
+    check_v(c, UINT64_MAX, 5);
+    fm_ckpt_close(&c);
+    problems_t pr;
+    assert_int_equal(verify(dir, 0, &pr), 0);
+    assert_int_equal(umount2(mnt, MNT_DETACH), 0);
+}
+
 int main(void)
 {
+    /* a private mount namespace (root only) for the tmpfs of test_full_disk, before any
+     * thread exists: its mounts vanish with the process */
+    if (geteuid() == 0 && unshare(CLONE_NEWNS) == 0 &&
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+        s_private_mounts = 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_empty),
@@ -782,6 +1287,12 @@ int main(void)
         cmocka_unit_test(test_map_grows),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_crash_consistency),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_high_water),
+        cmocka_unit_test(test_readonly),
+        cmocka_unit_test(test_record_blobs),
+        cmocka_unit_test(test_verify),
+        cmocka_unit_test(test_full_disk),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

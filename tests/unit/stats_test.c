@@ -117,6 +117,9 @@ static fm_stats_t full_stats(void)
     st.bytes_received = 123456789012ULL;
     st.updates_pending = 3;
     st.buffers_dropped = 2;
+    st.checkpoint_version = 4240;
+    st.checkpoint_failures = 6;
+    st.stats_write_failures = 8;
     st.started = 1700000000.125;
     st.updated = 1700000123.5;
     return st;
@@ -181,6 +184,9 @@ static void test_round_trip(void **state)
     assert_true(st.bytes_received == 123456789012ULL);
     assert_int_equal(st.updates_pending, 3);
     assert_int_equal(st.buffers_dropped, 2);
+    assert_int_equal(st.checkpoint_version, 4240);
+    assert_int_equal(st.checkpoint_failures, 6);
+    assert_int_equal(st.stats_write_failures, 8);
     assert_true(st.started == 1700000000.125);
     assert_true(st.updated == 1700000123.5);
 
@@ -222,6 +228,9 @@ static void test_written_keys(void **state)
                                        "\"bytes_received\"",
                                        "\"updates_pending\"",
                                        "\"buffers_dropped\"",
+                                       "\"checkpoint_version\"",
+                                       "\"checkpoint_failures\"",
+                                       "\"stats_write_failures\"",
                                        "\"model\"",
                                        "\"started\"",
                                        "\"updated\"",
@@ -390,7 +399,7 @@ static void test_atomic_write(void **state)
     fm_stats_t in = full_stats();
     fm_errmsg_t e = {{0}};
     assert_int_equal(fm_stats_write(path, &in, &e), 0);
-    assert_int_equal(entries(dir), 1); /* stats.json only: the temp file is gone */
+    assert_int_equal(entries(dir), 2); /* stats.json and its spare: the temp file is gone */
 
     /* the temp file cannot be created (its name is taken by a folder): -errno, the old
      * file is intact, and the message names the temp path */
@@ -437,7 +446,7 @@ static void test_nonfinite(void **state)
     bad.staleness_mean = NAN;
     assert_int_equal(fm_stats_write(path, &bad, &e), FM_ENONFINITE);
     assert_non_null(strstr(e.msg, "staleness_mean"));
-    assert_int_equal(entries(dir), 1);
+    assert_int_equal(entries(dir), 2); /* stats.json and its spare */
     fm_stats_t st;
     assert_int_equal(fm_stats_read(path, &st, &e), 0);
     assert_int_equal(st.version, 4242);

@@ -205,7 +205,9 @@ static void s_check_shutdown_order(const run_t *r)
     struct stat sb;
     assert_int_equal(stat(spath, &sb), 0);
     double mtime = (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec * 1e-9;
-    if (mtime + 0.001 < t_ck)
+    /* file times come from the kernel's coarse clock (up to a tick, 4-10 ms, behind the
+     * CLOCK_REALTIME of the log line): 20 ms of slack */
+    if (mtime + 0.020 < t_ck)
         fail_msg("stats.json written at %.3f, before the shutdown checkpoint (%.3f)", mtime,
                  t_ck);
     /* nothing the trainer sent was lost: the aggregator was still there */

@@ -12,6 +12,7 @@ struct agg_idset {
     size_t cap;      /* ids kept */
     size_t count;    /* ids in the ring */
     size_t head;     /* ring index of the oldest id */
+    uint64_t added;  /* sequence number of the next id added (the oldest's: added - count) */
     size_t mask;     /* table size - 1 (table size: power of two >= 2 cap) */
     uint8_t *ring;   /* cap * FM_WIRE_ID_LEN bytes */
     uint32_t *table; /* ring slot of each entry, S_EMPTY if free */
@@ -124,11 +125,59 @@ void agg_idset_add(agg_idset_t *s, const uint8_t id[FM_WIRE_ID_LEN])
         slot = (uint32_t)((s->head + s->count) % s->cap);
         s->count++;
     }
+    s->added++;
     memcpy(s->ring + (size_t)slot * FM_WIRE_ID_LEN, id, FM_WIRE_ID_LEN);
     size_t i = s_hash(id) & s->mask;
     while (s->table[i] != S_EMPTY)
         i = (i + 1) & s->mask;
     s->table[i] = slot;
+}
+
+int agg_idset_find(const agg_idset_t *s, const uint8_t id[FM_WIRE_ID_LEN], uint64_t *seq)
+{
+    uint32_t slot = s->table[s_find(s, id)];
+    if (slot == S_EMPTY)
+        return 0;
+    if (seq)
+        *seq = s->added - s->count + (slot + s->cap - s->head) % s->cap;
+    return 1;
+}
+
+uint64_t agg_idset_next_seq(const agg_idset_t *s) { return s->added; }
+
+size_t agg_idset_range(const agg_idset_t *s, uint64_t from, uint64_t to, uint8_t *out)
+{
+    uint64_t oldest = s->added - s->count;
+    if (from < oldest)
+        from = oldest;
+    if (to > s->added)
+        to = s->added;
+    size_t n = 0;
+    for (uint64_t q = from; q < to; q++, n++)
+        memcpy(out + n * FM_WIRE_ID_LEN,
+               s_id_at(s, (uint32_t)((s->head + (size_t)(q - oldest)) % s->cap)), FM_WIRE_ID_LEN);
+    return n;
+}
+
+size_t agg_idset_pop_newest(agg_idset_t *s, size_t n, uint8_t *out)
+{
+    if (n > s->count)
+        n = s->count;
+    for (size_t k = 0; k < n; k++) {
+        uint32_t slot = (uint32_t)((s->head + s->count - n + k) % s->cap);
+        if (out)
+            memcpy(out + k * FM_WIRE_ID_LEN, s_id_at(s, slot), FM_WIRE_ID_LEN);
+    }
+    for (size_t k = 0; k < n; k++) { /* newest first: the table loses them one by one */
+        uint32_t slot = (uint32_t)((s->head + s->count - 1) % s->cap);
+        size_t i = s_hash(s_id_at(s, slot)) & s->mask;
+        while (s->table[i] != slot)
+            i = (i + 1) & s->mask;
+        s_table_remove(s, i);
+        s->count--;
+        s->added--;
+    }
+    return n;
 }
 
 size_t agg_idset_count(const agg_idset_t *s) { return s->count; }

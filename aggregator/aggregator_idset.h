@@ -35,6 +35,25 @@ int agg_idset_contains(const agg_idset_t *s, const uint8_t id[FM_WIRE_ID_LEN]);
  * already present is allowed and records it again (callers check contains first). */
 void agg_idset_add(agg_idset_t *s, const uint8_t id[FM_WIRE_ID_LEN]);
 
+/* Sequence numbers: every id added gets the next one (0, 1, ...), so the window holds the
+ * ids of seq [next_seq - count, next_seq), oldest first. The aggregator uses them to tell
+ * which ids a checkpoint made durable (those below a mark) and to acknowledge them.
+ * 1 with *seq (may be NULL) if id is in the window, else 0. */
+int agg_idset_find(const agg_idset_t *s, const uint8_t id[FM_WIRE_ID_LEN], uint64_t *seq);
+
+/* The sequence number the next id added will get. */
+uint64_t agg_idset_next_seq(const agg_idset_t *s);
+
+/* Write the ids of seq [from, to) still in the window, oldest first, into out (room for
+ * (to - from) ids) and return how many. Ids already forgotten (seq below next_seq - count)
+ * are left out. */
+size_t agg_idset_range(const agg_idset_t *s, uint64_t from, uint64_t to, uint8_t *out);
+
+/* Forget the newest n ids (at most count), as if never added: their sequence numbers are
+ * given out again. Their ids, oldest first, into out (may be NULL). Returns how many. For
+ * updates that were recorded but then not applied (a dropped buffer). */
+size_t agg_idset_pop_newest(agg_idset_t *s, size_t n, uint8_t *out);
+
 /* Ids in the window. */
 size_t agg_idset_count(const agg_idset_t *s);
 size_t agg_idset_cap(const agg_idset_t *s);

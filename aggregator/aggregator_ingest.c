@@ -127,15 +127,22 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
                         uint64_t *tau, agg_verdict_t *out)
 {
     uint64_t version = ctx->view.version;
+    if (agg_idset_contains(g->ids, u->id))
+        return s_reject(out, AGG_REJ_DUPLICATE,
+                        "UPDATE from %s: id %02x%02x%02x%02x... seen "
+                        "before",
+                        u->trainer, u->id[0], u->id[1], u->id[2], u->id[3]);
     if (u->base > version)
         return s_reject(out, AGG_REJ_FUTURE, "UPDATE from %s: base version %llu > current %llu",
                         u->trainer, (unsigned long long)u->base, (unsigned long long)version);
-    if (ctx->lost_last && u->base >= ctx->lost_first && u->base <= ctx->lost_last)
+    if (ctx->lost_last && u->base >= ctx->lost_first && u->base <= ctx->lost_last) {
+        out->lost = 1;
         return s_reject(out, AGG_REJ_FUTURE,
                         "UPDATE from %s: base version %llu was lost (versions %llu-%llu: "
                         "checkpoints unreadable or reset)",
                         u->trainer, (unsigned long long)u->base,
                         (unsigned long long)ctx->lost_first, (unsigned long long)ctx->lost_last);
+    }
     *tau = version - u->base;
     if (ctx->view.finished)
         return s_reject(out, AGG_REJ_LATE,
@@ -150,11 +157,6 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
     if (*tau > (uint64_t)ctx->max_staleness)
         return s_reject(out, AGG_REJ_STALE, "UPDATE from %s: staleness %llu > max_staleness %d",
                         u->trainer, (unsigned long long)*tau, ctx->max_staleness);
-    if (agg_idset_contains(g->ids, u->id))
-        return s_reject(out, AGG_REJ_DUPLICATE,
-                        "UPDATE from %s: id %02x%02x%02x%02x... seen "
-                        "before",
-                        u->trainer, u->id[0], u->id[1], u->id[2], u->id[3]);
     if (u->num_samples == 0)
         return s_reject(out, AGG_REJ_SAMPLES, "UPDATE from %s: n = 0 samples", u->trainer);
     return 0;
@@ -192,6 +194,7 @@ static void s_update(agg_ingest_t *g, const void *data, size_t len, const agg_in
         s_reject(out, s_decode_reason(rc), "%s", e.msg);
         return;
     }
+    out->has_id = 1;
     uint64_t tau = 0;
     if (s_check_content(g, u, out) || s_check_fold(g, u, ctx, &tau, out) ||
         s_fold(g, u, tau, out))
@@ -207,6 +210,8 @@ void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_i
     fm_errmsg_t e = {{0}};
     fm_wire_type_t type = FM_WIRE_NONE;
     out->aggregate = 0;
+    out->has_id = 0;
+    out->lost = 0;
     int rc = fm_wire_peek(data, len, &type, &e);
     if (rc) {
         s_reject(out, s_decode_reason(rc), "%s", e.msg);

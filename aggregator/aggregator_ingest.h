@@ -7,10 +7,11 @@
  *
  * An UPDATE is checked in this order, the first failure being its reason (agg_reason_t):
  * decoding (truncated / version / malformed), the model name, the tensors' names, dtypes
- * and shapes, finiteness, base > version or base among the version numbers lost in a
- * checkpoint fallback or reset (future), num_rounds reached (late), the mode's
- * policy (agg_policy: quorum, or late / cohort), staleness > max_staleness (stale), the id
- * seen before (duplicate: the id window of agg_state), n == 0 (samples). A valid one is
+ * and shapes, finiteness, the id seen before (duplicate: the id window of agg_state; before
+ * the version checks, so a resent update that was applied is always called a duplicate),
+ * base > version or base among the version numbers lost in a checkpoint fallback or reset
+ * (future, with `lost` set), num_rounds reached (late), the mode's policy (agg_policy:
+ * quorum, or late / cohort), staleness > max_staleness (stale), n == 0 (samples). A valid one is
  * folded with staleness tau = version - base, its id recorded in the window, and the policy
  * says whether to aggregate now. HELLO / HEARTBEAT / BYE are decoded and handed back; any
  * other message is "unexpected_type".
@@ -45,7 +46,10 @@ typedef struct {
     char why[AGG_WHY_MAX];   /* REJECTED: one line naming the sender and the value */
     fm_wire_type_t type;     /* MEMBER: FM_WIRE_HELLO / HEARTBEAT / BYE */
     fm_wire_member_t member; /* MEMBER */
-    fm_wire_update_t update; /* FOLDED: the header */
+    fm_wire_update_t update; /* FOLDED, and REJECTED with has_id: the header */
+    int has_id;              /* the frame was a decodable UPDATE: update.id and .trainer are
+                                valid (for an acknowledgement) */
+    int lost;                /* REJECTED (future): its base version was lost */
     uint64_t tau;            /* FOLDED: its staleness */
     int aggregate;           /* FOLDED: 1 = the policy says aggregate now */
 } agg_verdict_t;

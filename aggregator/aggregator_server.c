@@ -3,15 +3,19 @@
 #include <czmq.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "aggregator_acks.h"
 #include "aggregator_ingest.h"
 #include "aggregator_policy.h"
 #include "aggregator_state.h"
 #include "aggregator_stats.h"
+#include "fm_jsonl.h"
 #include "fm_log.h"
+#include "fm_ratelog.h"
 #include "fm_loop.h"
 #include "fm_members.h"
 #include "fm_model.h"
@@ -39,6 +43,10 @@ struct agg_server {
     agg_stats_t *stats;    /* counters, stats.json, /metrics */
     fm_metrics_t *metrics; /* borrowed: the daemon's registry (may be NULL) */
     agg_ingest_t *ingest;  /* frame -> verdict, the buffer */
+    agg_acks_t *acks;      /* ACKs ([aggregator] acks), NULL when off */
+    fm_jsonl_t *history;   /* [aggregator] history_file, NULL when off */
+    fm_ratelog_t history_log;
+    uint8_t *scratch_ids;  /* the ids of one version, for the history */
     fm_members_t *members; /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
     uint8_t *live;         /* num_clients: clients served by live trainers */
     uint32_t nlive;        /* distinct live clients at the last count */
@@ -77,7 +85,8 @@ static fm_wire_model_t s_model_hdr(agg_server_t *self)
     fm_wire_model_t hdr = {.version = self->version,
                            .created = self->created,
                            .applied = agg_stats_counters(self->stats)->applied,
-                           .updates_per_s = agg_stats_rate(self->stats, fm_daemon_now())};
+                           .updates_per_s = agg_stats_rate(self->stats, fm_daemon_now()),
+                           .boot = self->acks ? agg_acks_boot(self->acks) : 0};
     agg_policy_model_meta(self->policy, &hdr);
     return hdr;
 }
@@ -118,6 +127,10 @@ static void s_write_stats(agg_server_t *self)
     st.staleness_max = fb.staleness_max;
     st.updates_pending = (uint32_t)agg_ingest_pending(self->ingest);
     agg_state_stats(self->state, &st);
+    if (self->acks) {
+        st.acked = agg_acks_applied(self->acks);
+        st.ack_refused = agg_acks_refused(self->acks);
+    }
     agg_stats_write(self->stats, &st, fm_daemon_now(), fm_daemon_wallclock());
 }
 
@@ -133,7 +146,38 @@ static int s_checkpoint(agg_server_t *self, const char *why)
         agg_stats_checkpoint_time(self->stats, fm_daemon_now() - t0);
     else
         agg_stats_checkpoint_failed(self->stats);
+    if (rc == 0 && self->acks) /* what the saved record holds is durable: say so */
+        agg_acks_commit(self->acks, agg_state_ids(self->state),
+                        agg_state_durable_seq(self->state), self->version);
     return rc;
+}
+
+#ifdef FM_TEST_HOOKS
+/* Test hook: FEDMQ_TEST_KILL_BEFORE_COMMIT=N raises SIGKILL just before the N-th checkpoint
+ * of a new version (after the fold and the server step, before the commit): the crash
+ * between fold and commit that acknowledged delivery must survive. */
+static void s_test_kill_before_commit(void)
+{
+    static int count;
+    const char *v = getenv("FEDMQ_TEST_KILL_BEFORE_COMMIT");
+    if (v && *v && ++count == atoi(v)) {
+        FM_LOG(LOG_WARNING, "test hook: SIGKILL before commit %d", count);
+        raise(SIGKILL);
+    }
+}
+#endif
+
+/* The ids of the newest `n` folded updates were not applied (their buffer was dropped): out
+ * of the id window (a resend is folded afresh), and told "dropped". */
+static void s_unapply(agg_server_t *self, int n)
+{
+    if (n <= 0)
+        return;
+    uint8_t *ids = self->acks ? malloc((size_t)n * FM_WIRE_ID_LEN) : NULL;
+    size_t k = agg_idset_pop_newest(agg_state_ids(self->state), (size_t)n, ids);
+    if (ids)
+        agg_acks_send(self->acks, ids, k, AGG_ACK_DROPPED, self->version);
+    free(ids);
 }
 
 /* ---- aggregation -----------------------------------------------------------------------------
@@ -148,6 +192,7 @@ static void s_act(agg_server_t *self, agg_action_t a)
     case AGG_ACT_NONE: return;
     case AGG_ACT_AGGREGATE: s_aggregate(self); return;
     case AGG_ACT_RESTART:
+        s_unapply(self, agg_ingest_pending(self->ingest));
         agg_ingest_reset(self->ingest);
         agg_stats_touch(self->stats);
         s_publish(self, 1);
@@ -167,6 +212,34 @@ static void s_log_version(agg_server_t *self, int count, double stale_mean)
            (unsigned long long)c->rejected_total, agg_stats_rate(self->stats, fm_daemon_now()));
 }
 
+/* The history file (if any): one line, rate-limited warning when it cannot be written. */
+static void s_history_put(agg_server_t *self, json_t *line)
+{
+    int rc = line ? fm_jsonl_append(self->history, line) : -ENOMEM;
+    if (rc)
+        fm_ratelog(&self->history_log, LOG_WARNING, "%s: cannot append: %s",
+                   fm_jsonl_path(self->history), fm_strerror(rc));
+    json_decref(line);
+}
+
+/* {"t":"version","mv":V,"ids":[...]}: the `count` updates folded into the version just made
+ * (the newest ids of the window), written before its checkpoint: a later "start" line with
+ * a lower "mv" says it was never committed. */
+static void s_history_version(agg_server_t *self, int count)
+{
+    if (!self->history)
+        return;
+    agg_idset_t *ids = agg_state_ids(self->state);
+    uint64_t next = agg_idset_next_seq(ids);
+    size_t n = agg_idset_range(ids, next - (uint64_t)count, next, self->scratch_ids);
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++)
+        json_array_append_new(arr, fm_jsonl_id(self->scratch_ids + i * FM_WIRE_ID_LEN));
+    s_history_put(self,
+                  json_pack("{s:s, s:I, s:f, s:o*}", "t", "version", "mv",
+                            (json_int_t)self->version, "ts", fm_daemon_wallclock(), "ids", arr));
+}
+
 /* The buffer through the server optimiser: a new version (or the buffer dropped), then what
  * the policy says (publish; sync: the next round), maybe a checkpoint, stats.json. */
 static void s_aggregate(agg_server_t *self)
@@ -182,12 +255,22 @@ static void s_aggregate(agg_server_t *self)
         agg_stats_applied(self->stats, (uint64_t)count);
         agg_stats_version(self->stats, self->version);
         self->created = fm_daemon_wallclock();
+        s_history_version(self, count);
     } else {
+        s_unapply(self, count);
         agg_stats_buffer_dropped(self->stats);
         FM_LOG(LOG_ERR,
                "server step refused (non-finite result): buffer of %d updates dropped, "
                "model stays at version %llu",
                count, (unsigned long long)self->version);
+    }
+    int committed = 0;
+    if (ok && self->acks) { /* acknowledged delivery: durable before anyone sees it */
+#ifdef FM_TEST_HOOKS
+        s_test_kill_before_commit();
+#endif
+        s_checkpoint(self, "version");
+        committed = 1;
     }
     int was_finished = self->finished;
     s_update_finished(self);
@@ -199,7 +282,7 @@ static void s_aggregate(agg_server_t *self)
     if (!ok)
         return;
     s_log_version(self, count, stale_mean);
-    if (self->version % (uint64_t)self->cfg.aggregator.checkpoint_every == 0)
+    if (!committed && self->version % (uint64_t)self->cfg.aggregator.checkpoint_every == 0)
         s_checkpoint(self, "periodic");
     s_write_stats(self);
 }
@@ -222,6 +305,24 @@ static void s_on_member(agg_server_t *self, const agg_verdict_t *v)
                FM_MEMBERS_MAX);
 }
 
+/* Acknowledged delivery: tell the sender of a rejected UPDATE. A duplicate of a durable
+ * update is acknowledged as applied again (its first ACK was lost); a duplicate of one not
+ * yet durable gets nothing now (its ACK comes with the checkpoint). */
+static void s_ack_rejected(agg_server_t *self, const agg_verdict_t *v)
+{
+    const char *status = agg_reason_name(v->reason);
+    if (v->lost)
+        status = AGG_ACK_LOST;
+    else if (v->reason == AGG_REJ_DUPLICATE) {
+        uint64_t seq = 0;
+        if (!agg_idset_find(agg_state_ids(self->state), v->update.id, &seq) ||
+            seq >= agg_state_durable_seq(self->state))
+            return;
+        status = AGG_ACK_APPLIED;
+    }
+    agg_acks_send(self->acks, v->update.id, 1, status, self->version);
+}
+
 /* One frame from the PULL socket (untrusted). */
 static void s_on_frame(agg_server_t *self, const void *data, size_t len)
 {
@@ -233,7 +334,11 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len)
     agg_stats_received(self->stats, len);
     agg_ingest_frame(self->ingest, data, len, &ctx, &v);
     switch (v.kind) {
-    case AGG_INGEST_REJECTED: agg_stats_reject(self->stats, v.reason, v.why); return;
+    case AGG_INGEST_REJECTED:
+        agg_stats_reject(self->stats, v.reason, v.why);
+        if (self->acks && v.has_id)
+            s_ack_rejected(self, &v);
+        return;
     case AGG_INGEST_MEMBER: s_on_member(self, &v); return;
     case AGG_INGEST_FOLDED:
         agg_stats_folded(self->stats, v.tau, fm_daemon_now());
@@ -400,6 +505,27 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
         (rc = fm_sock_bind(self->pub, "endpoints.aggregator_models",
                            self->cfg.endpoints.aggregator_models, e)))
         return rc;
+    if (self->cfg.aggregator.acks &&
+        !(self->acks = agg_acks_new(self->cfg.endpoints.acks, agg_state_durable_seq(self->state),
+                                    self->metrics, &rc, e)))
+        return rc;
+    if (self->cfg.aggregator.history_file[0]) {
+        if (!(self->history = fm_jsonl_open(self->cfg.aggregator.history_file, &rc, e)) ||
+            !(self->scratch_ids = malloc((size_t)AGG_IDSET_DEFAULT_CAP * FM_WIRE_ID_LEN)))
+            return rc ? rc : -ENOMEM;
+        char boot[24];
+        snprintf(boot, sizeof boot, "%016llx",
+                 (unsigned long long)(self->acks ? agg_acks_boot(self->acks) : 0));
+        s_history_put(self, json_pack("{s:s, s:I, s:s, s:f}", "t", "start", "mv",
+                                      (json_int_t)self->version, "boot", boot, "ts",
+                                      fm_daemon_wallclock()));
+    }
+    if (self->acks) { /* the MODEL carries "boot" now */
+        hdr = s_model_hdr(self);
+        if ((rc = fm_wire_encode_model(&hdr, self->model, fm_model_params(self->model),
+                                       &self->frame)) != 0)
+            return fm_errmsg_set(e, rc, "encode MODEL: %s", fm_strerror(rc));
+    }
     if (!(self->loop = fm_loop_new(e)))
         return -ENOMEM;
     fm_loop_reader(self->loop, self->pull, s_drain, self);
@@ -408,13 +534,20 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     fm_loop_on_status(self->loop, s_status, self);
     char mode[256];
     agg_policy_describe(self->policy, mode, sizeof mode);
+    char acks[320] = "acks off: checkpoint every ";
+    if (self->acks)
+        snprintf(acks, sizeof acks, "acks on %s: a checkpoint per version",
+                 self->cfg.endpoints.acks);
+    else
+        snprintf(acks + strlen(acks), sizeof acks - strlen(acks), "%d versions",
+                 self->cfg.aggregator.checkpoint_every);
     FM_LOG(LOG_NOTICE,
            "model %s (%zu params) at version %llu; %s, optimizer %s; PULL %s (max "
-           "frame %zu B, hwm %zu), PUB %s",
+           "frame %zu B, hwm %zu), PUB %s; %s",
            fm_model_name(self->model), fm_model_nparams(self->model),
            (unsigned long long)self->version, mode,
            fm_server_opt_kind_name(fm_server_opt_kind(self->opt)), self->cfg.endpoints.updates,
-           maxmsg, hwm, self->cfg.endpoints.aggregator_models);
+           maxmsg, hwm, self->cfg.endpoints.aggregator_models, acks);
     return 0;
 }
 
@@ -504,6 +637,9 @@ void agg_server_destroy(agg_server_t **p)
     fm_loop_destroy(&self->loop);
     zsock_destroy(&self->pull);
     zsock_destroy(&self->pub); /* linger S_PUB_LINGER_MS: let the last MODEL go out */
+    agg_acks_destroy(&self->acks);
+    fm_jsonl_close(&self->history);
+    free(self->scratch_ids);
     fm_wire_buf_free(&self->frame);
     agg_ingest_destroy(&self->ingest);
     agg_state_destroy(&self->state);

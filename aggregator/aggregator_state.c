@@ -31,6 +31,7 @@ struct agg_state {
 
     uint64_t lost_first, lost_last; /* version numbers lost (0 0: none; agg_state_lost) */
     uint64_t saved_version;         /* newest version saved or resumed from */
+    uint64_t durable_seq;           /* ids of seq below this are in a saved checkpoint */
     uint64_t failures;              /* checkpoints that failed */
     fm_ratelog_t log;               /* failed checkpoints and prunes */
 };
@@ -154,6 +155,8 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
                    ver, why, (unsigned long long)s->lost_last);
         return 0;
     }
+    uint64_t next = agg_idset_next_seq(s->ids);
+    uint64_t durable = next > pending ? next - pending : 0;
     fm_ckpt_info_t info;
     memset(&info, 0, sizeof info);
     snprintf(info.model, sizeof info.model, "%s", fm_model_name(model));
@@ -202,12 +205,16 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
         return rc;
     }
     s->saved_version = rec->version;
+    if (durable > s->durable_seq)
+        s->durable_seq = durable;
     FM_LOG(LOG_INFO, "checkpoint version %llu saved (%s, %zu ids, %.0f ms)", ver, why, nids,
            (fm_daemon_now() - t0) * 1e3);
     if ((rc = fm_ckpt_prune(s->ckpt, (size_t)s->cfg.aggregator.checkpoint_keep, &e)) != 0)
         fm_ratelog(&s->log, LOG_ERR, "prune checkpoints: %s", e.msg[0] ? e.msg : fm_strerror(rc));
     return 0;
 }
+
+uint64_t agg_state_durable_seq(const agg_state_t *s) { return s->durable_seq; }
 
 uint64_t agg_state_next_version(const agg_state_t *s, uint64_t version)
 {
@@ -294,6 +301,7 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
     int rc = s_blob(s, version, newest, S_IDS_KEY, s->ids_blob, cap, &len);
     if (rc == 0)
         rc = agg_idset_load(s->ids, s->ids_blob, len);
+    s->durable_seq = agg_idset_next_seq(s->ids); /* all read back from the store */
     if (rc)
         FM_LOG(LOG_WARNING,
                "checkpoint version %llu: its ids not reloaded (%s): duplicates of updates "

@@ -100,6 +100,12 @@ int agg_state_resume(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt, ag
 int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
                    const agg_record_t *rec, size_t pending, const char *why);
 
+/* The durability mark of the id window: ids with sequence number (agg_idset_find) below it
+ * are in a checkpoint that was saved (or resumed from), so the updates they name survive a
+ * crash; the ids at or above it do not yet. Only grows, except that a resume sets it to the
+ * reloaded window's end. */
+uint64_t agg_state_durable_seq(const agg_state_t *s);
+
 /* The version after `version`: version + 1, or above every number ever used in the
  * checkpoint directory (fm_ckpt_high_water) when that is higher (after a fallback or a
  * reset). */

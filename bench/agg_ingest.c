@@ -1,7 +1,10 @@
 /* agg_ingest: the aggregator's ingest rate against the machine's memory bandwidth.
  *
- *   agg_ingest --model cnn|mlp [--k K] [--updates N]
+ *   agg_ingest --model cnn|mlp [--k K] [--updates N] [--acks off|on|both]
  *
+ * --acks on: the aggregator acknowledges (a checkpoint per version, [aggregator] acks) and
+ * the run is timed until every update's "applied" ACK arrived; both: off, then on, and one
+ * more line with the ratio (default off: the figures of the first benchmarks).
  * Starts the real fedmq-aggregator (beside this binary) on loopback, pushes N distinct
  * UPDATE frames (one encoded delta, a fresh 16-byte id patched into each copy) as fast as
  * PUSH allows, and times until stats.json reports all N applied. In the same run it
@@ -114,52 +117,48 @@ static uint64_t s_rejected(const char *stats)
     return fm_stats_read(stats, &st, NULL) == 0 ? st.updates_rejected : 0;
 }
 
-int main(int argc, char **argv)
+/* Count the ids of "applied" ACKs on sub until `want` or the deadline; the count. */
+static uint64_t s_acked(zsock_t *sub, uint64_t have)
 {
-    const char *model = "cnn";
-    int k = 10, n = 400;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model"))
-            model = argv[i + 1];
-        else if (!strcmp(argv[i], "--k"))
-            k = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--updates"))
-            n = atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "agg_ingest: unknown option %s\n", argv[i]);
-            return 2;
-        }
+    zframe_t *f;
+    while ((f = zframe_recv_nowait(sub)) != NULL) {
+        fm_wire_ack_t a;
+        if (fm_wire_decode_ack(zframe_data(f), zframe_size(f), &a, NULL) == 0 &&
+            strcmp(a.status, "applied") == 0)
+            have += a.count;
+        zframe_destroy(&f);
     }
-    int err = 0;
-    fm_model_t *m = fm_model_new(model, &err);
-    if (!m || k < 1 || n < k) {
-        fprintf(stderr, "agg_ingest: bad --model/--k/--updates\n");
-        return 2;
-    }
-    double gbs = s_memcpy_gbs();
+    return have;
+}
 
-    char self[PATH_MAX], bin[PATH_MAX + 32], dir[256], sets[9][400], stats[400], log[400];
+/* One aggregator run: start it (acks on or off) in `dir`, push the n frames, time until all
+ * n - n % k are applied (acks off: stats.json says so; acks on: the "applied" ACKs for them
+ * arrived, i.e. durable in a checkpoint), print the "agg" line. The rate, 0 on failure. */
+static double s_agg_run(const char *model, int k, int n, int acks, const char *dir, fm_model_t *m,
+                        fm_wire_buf_t *buf, unsigned char *idpos, double gbs)
+{
+    char self[PATH_MAX], bin[PATH_MAX + 32], sets[11][400], stats[400], log[400];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     self[len > 0 ? len : 0] = 0;
     snprintf(bin, sizeof bin, "%s/fedmq-aggregator", dirname(self));
-    if (fm_proc_tmpdir(dir, sizeof dir) != 0)
-        return 1;
-    int pu = fm_proc_free_port(), pm = fm_proc_free_port();
+    int pu = fm_proc_free_port(), pm = fm_proc_free_port(), pa = fm_proc_free_port();
     snprintf(sets[0], 400, "endpoints.updates=tcp://127.0.0.1:%d", pu);
     snprintf(sets[1], 400, "endpoints.aggregator_models=tcp://127.0.0.1:%d", pm);
     snprintf(sets[2], 400, "federation.model=%s", model);
     snprintf(sets[3], 400, "aggregator.buffer_k=%d", k);
     snprintf(sets[4], 400, "aggregator.max_staleness=1000000");
     snprintf(sets[5], 400, "aggregator.checkpoint_every=1000000");
-    snprintf(sets[6], 400, "aggregator.checkpoint_dir=%s/ckpt", dir);
+    snprintf(sets[6], 400, "aggregator.checkpoint_dir=%s/ckpt-%s", dir, acks ? "on" : "off");
     snprintf(sets[7], 400, "aggregator.log_level=warning");
     fm_proc_metrics_set(sets[8], 400, "aggregator", NULL);
-    snprintf(stats, sizeof stats, "%s/ckpt/stats.json", dir);
-    snprintf(log, sizeof log, "%s/aggregator.log", dir);
-    char *av[20];
+    snprintf(sets[9], 400, "aggregator.acks=%s", acks ? "true" : "false");
+    snprintf(sets[10], 400, "endpoints.acks=tcp://127.0.0.1:%d", pa);
+    snprintf(stats, sizeof stats, "%s/ckpt-%s/stats.json", dir, acks ? "on" : "off");
+    snprintf(log, sizeof log, "%s/aggregator-%s.log", dir, acks ? "on" : "off");
+    char *av[24];
     int ac = 0;
     av[ac++] = bin;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 11; i++) {
         av[ac++] = "--set";
         av[ac++] = sets[i];
     }
@@ -168,21 +167,92 @@ int main(int argc, char **argv)
     pid_t agg = fm_proc_spawn(&procs, av, log);
 
     /* wait for its first MODEL: it is up and bound */
-    zsock_t *sub = zsock_new(ZMQ_SUB), *push = zsock_new(ZMQ_PUSH);
+    zsock_t *sub = zsock_new(ZMQ_SUB), *push = zsock_new(ZMQ_PUSH), *asub = zsock_new(ZMQ_SUB);
     zsock_set_linger(sub, 0);
+    zsock_set_linger(asub, 0);
     zsock_set_linger(push, 2000);
     zsock_set_sndhwm(push, 64);
     zsock_set_subscribe(sub, "");
+    zsock_set_subscribe(asub, "");
+    zsock_set_rcvhwm(asub, 0);
     zsock_connect(sub, "tcp://127.0.0.1:%d", pm);
+    zsock_connect(asub, "tcp://127.0.0.1:%d", pa);
     zsock_connect(push, "tcp://127.0.0.1:%d", pu);
     zsock_set_rcvtimeo(sub, 10000);
     zframe_t *first = zframe_recv(sub);
+    double rate = 0;
     if (!first) {
         fprintf(stderr, "agg_ingest: no MODEL from the aggregator (see %s)\n", log);
-        fm_proc_reap_all(&procs);
-        return 1;
+        goto cleanup;
     }
     zframe_destroy(&first);
+    fm_proc_sleep(0.2); /* the ACK subscription is in place */
+
+    double t0 = fm_proc_now(), done = 0;
+    uint64_t want = (uint64_t)(n - n % k), acked = 0;
+    s_push_frames(push, buf->data, buf->len, idpos, n);
+    while (fm_proc_now() - t0 < 300) {
+        fm_stats_t st;
+        if (acks) {
+            if ((acked = s_acked(asub, acked)) >= want) {
+                done = fm_proc_now() - t0;
+                break;
+            }
+        } else if (fm_stats_read(stats, &st, NULL) == 0 && st.updates_applied >= want) {
+            done = fm_proc_now() - t0;
+            break;
+        }
+        fm_proc_sleep(0.002);
+    }
+    long hwm = s_vmhwm_kb(agg);
+    double model_bytes = 4.0 * fm_model_nparams(m);
+    rate = done > 0 ? (double)want / done : 0;
+    double bound = gbs * 1e9 / (3.0 * model_bytes);
+    printf("agg model=%s k=%d acks=%s updates=%d frame_bytes=%zu updates_per_s=%.1f "
+           "memcpy_gbs=%.1f bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f "
+           "rejected=%llu\n",
+           model, k, acks ? "on" : "off", n, buf->len, rate, gbs, bound, rate / bound,
+           hwm / 1024.0, (unsigned long long)s_rejected(stats));
+    fflush(stdout);
+cleanup:
+    fm_proc_stop(agg, SIGTERM, 30.0);
+    fm_proc_reap_all(&procs);
+    zsock_destroy(&sub);
+    zsock_destroy(&asub);
+    zsock_destroy(&push);
+    return rate;
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = "cnn", *acks = "off";
+    int k = 10, n = 400;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model"))
+            model = argv[i + 1];
+        else if (!strcmp(argv[i], "--k"))
+            k = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--updates"))
+            n = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--acks"))
+            acks = argv[i + 1];
+        else {
+            fprintf(stderr, "agg_ingest: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    int err = 0;
+    fm_model_t *m = fm_model_new(model, &err);
+    int a_off = !strcmp(acks, "off") || !strcmp(acks, "both");
+    int a_on = !strcmp(acks, "on") || !strcmp(acks, "both");
+    if (!m || k < 1 || n < k || (!a_off && !a_on)) {
+        fprintf(stderr, "agg_ingest: bad --model/--k/--updates/--acks\n");
+        return 2;
+    }
+    double gbs = s_memcpy_gbs();
+    char dir[256];
+    if (fm_proc_tmpdir(dir, sizeof dir) != 0)
+        return 1;
 
     /* one encoded update; each copy gets its own id */
     float *delta = malloc(sizeof(float) * fm_model_nparams(m));
@@ -202,30 +272,13 @@ int main(int argc, char **argv)
     memset(pattern, 0xAB, sizeof pattern);
     unsigned char *idpos = memmem(buf.data, buf.len, pattern, sizeof pattern);
 
-    double t0 = fm_proc_now();
-    s_push_frames(push, buf.data, buf.len, idpos, n);
-    double done = 0;
-    while (fm_proc_now() - t0 < 300) {
-        fm_stats_t st;
-        if (fm_stats_read(stats, &st, NULL) == 0 && st.updates_applied >= (uint64_t)(n - n % k)) {
-            done = fm_proc_now() - t0;
-            break;
-        }
-        fm_proc_sleep(0.002);
-    }
-    long hwm = s_vmhwm_kb(agg);
-    fm_proc_stop(agg, SIGTERM, 30.0);
-    fm_proc_reap_all(&procs);
-    double model_bytes = 4.0 * fm_model_nparams(m);
-    double rate = done > 0 ? (n - n % k) / done : 0;
-    double bound = gbs * 1e9 / (3.0 * model_bytes);
-    printf("agg model=%s k=%d updates=%d frame_bytes=%zu updates_per_s=%.1f memcpy_gbs=%.1f "
-           "bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f rejected=%llu\n",
-           model, k, n, buf.len, rate, gbs, bound, rate / bound, hwm / 1024.0,
-           (unsigned long long)s_rejected(stats));
-    fflush(stdout);
-    zsock_destroy(&sub);
-    zsock_destroy(&push);
+    double r_off = a_off ? s_agg_run(model, k, n, 0, dir, m, &buf, idpos, gbs) : 0;
+    double r_on = a_on ? s_agg_run(model, k, n, 1, dir, m, &buf, idpos, gbs) : 0;
+    double rate = a_off ? r_off : r_on;
+    int done = (!a_off || r_off > 0) && (!a_on || r_on > 0);
+    if (a_off && a_on)
+        printf("acks model=%s k=%d updates_per_s_off=%.1f updates_per_s_on=%.1f on_vs_off=%.2f\n",
+               model, k, r_off, r_on, r_off > 0 ? r_on / r_off : 0.0);
 
     /* the transport's ceiling: the same frames to a sink that drops them */
     int ps = fm_proc_free_port();
@@ -235,7 +288,7 @@ int main(int argc, char **argv)
     pid_t child = fork();
     if (child == 0)
         _exit(s_sink(ps, n, buf.len, sink_out));
-    push = zsock_new(ZMQ_PUSH);
+    zsock_t *push = zsock_new(ZMQ_PUSH);
     zsock_set_linger(push, 2000);
     zsock_set_sndhwm(push, 64);
     zsock_connect(push, "tcp://127.0.0.1:%d", ps);
@@ -263,5 +316,5 @@ int main(int argc, char **argv)
     free(delta);
     fm_model_destroy(&m);
     fm_proc_rmtree(dir);
-    return done > 0 && sink_rate > 0 ? 0 : 1;
+    return done && sink_rate > 0 ? 0 : 1;
 }

@@ -21,6 +21,7 @@ typedef struct {
     uint64_t round;  /* sync round number, 0 in async mode */
     uint32_t cohort; /* sync: cohort size (0: the round is closed, nobody trains) */
     double mu;       /* sync: FedProx mu of the round */
+    uint64_t boot;   /* the aggregator's incarnation when it acknowledges updates, else 0 */
 } trainer_model_info_t;
 
 /* A holder for models of `nparams` floats, empty. NULL and *err = -ENOMEM / -errno on

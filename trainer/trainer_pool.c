@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fm_data.h"
+#include "fm_jsonl.h"
 #include "fm_log.h"
 #include "fm_loop.h"
 #include "fm_model.h"
@@ -16,6 +17,7 @@
 #include "fm_wire.h"
 #include "trainer_ctx.h"
 #include "trainer_latest.h"
+#include "trainer_outbox.h"
 #include "trainer_sim.h"
 #include "trainer_worker.h"
 
@@ -24,6 +26,7 @@
 #define S_MODEL_SILENCE_S 30.0  /* no MODEL this long: ask for a snapshot anyway */
 #define S_SUMMARY_S 10.0        /* summary log period */
 #define S_DEALER_LINGER_MS 1000 /* BYE gets this long at exit */
+#define S_RESEND_TICK_S 1.0     /* look for unacknowledged updates due this often */
 
 struct trainer_pool {
     fm_config_t cfg;              /* workers read federation.*: never rewritten whole */
@@ -39,10 +42,17 @@ struct trainer_pool {
     int nworkers;
     zsock_t *sub;
     zsock_t *dealer;
-    zsock_t *agg_push; /* PUSH to updates: membership for the aggregator */
-    zsock_t *monitor;  /* PAIR: connect events of the DEALER */
-    int monitoring;    /* zmq_socket_monitor is on */
-    int connects;      /* DEALER connections so far (reconnect = HELLO again) */
+    zsock_t *agg_push;        /* PUSH to updates: membership for the aggregator, resends */
+    zsock_t *acks_sub;        /* SUB to the aggregator's acks */
+    trainer_outbox_t *outbox; /* UPDATEs sent and not yet acknowledged */
+    fm_jsonl_t *history;      /* [trainer] history_file, NULL when off */
+    uint8_t *found;           /* FM_WIRE_MAX_ACK_IDS flags: which ids of an ACK are ours */
+    uint64_t boot;            /* the acknowledging aggregator's incarnation (0: none seen) */
+    uint64_t bad_acks;        /* ACK frames that did not decode */
+    int drop_acks;            /* test hook: ACK frames still to ignore */
+    zsock_t *monitor;         /* PAIR: connect events of the DEALER */
+    int monitoring;           /* zmq_socket_monitor is on */
+    int connects;             /* DEALER connections so far (reconnect = HELLO again) */
     fm_loop_t *loop;
     int hb_timer, snapshot_timer; /* fm_loop timer ids */
     fm_wire_tensors_t *tensors;   /* decode scratch (about 21 KB) */
@@ -52,6 +62,7 @@ struct trainer_pool {
     uint64_t bad_frames;
     uint64_t models_taken;
     fm_ratelog_t bad_log_sub, bad_log_snapshot; /* bad-frame warnings per socket */
+    fm_ratelog_t refused_log;                   /* updates the aggregator refused */
     double last_model; /* monotonic time of the last MODEL taken, 0 = none */
     double snapshot_backoff;
     double status_at; /* monotonic time of the last STATUS= line */
@@ -59,6 +70,7 @@ struct trainer_pool {
     struct { /* /metrics: set from ctx's atomics at each scrape (s_metrics_collect) */
         fm_metric_t *sent, *send_dropped, *dropouts, *abandoned, *errors, *steps, *samples;
         fm_metric_t *busy, *version;
+        fm_metric_t *acked, *refused, *resent, *evicted, *unacked;
     } met;
 };
 
@@ -115,6 +127,14 @@ static void s_send_snapshot_req(trainer_pool_t *self)
     else
         FM_LOG(LOG_DEBUG, "SNAPSHOT_REQ not sent: %s",
                rc ? fm_strerror(rc) : zmq_strerror(errno));
+}
+
+/* trainer_outbox_resend's sender: the main thread's PUSH to the aggregator, never
+ * blocking. */
+static int s_resend_one(void *arg, const void *frame, size_t len)
+{
+    trainer_pool_t *self = arg;
+    return zmq_send(zsock_resolve(self->agg_push), frame, len, ZMQ_DONTWAIT) < 0 ? -1 : 0;
 }
 
 /* One frame from the SUB (from_sub) or the DEALER: a MODEL, checked and maybe taken. */
@@ -177,7 +197,8 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
                                  .sync = hdr.cohort.present,
                                  .round = hdr.round,
                                  .cohort = hdr.cohort.count,
-                                 .mu = hdr.mu};
+                                 .mu = hdr.mu,
+                                 .boot = hdr.boot};
     trainer_latest_publish(self->latest, &info); /* before the jobs: see trainer_worker */
     uint32_t mine = trainer_ctx_set_round(self->ctx, info.sync, info.round, &hdr.cohort);
     if (info.sync && (info.round != cur.round || !have))
@@ -186,6 +207,15 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
                "are served here",
                (unsigned long long)info.round, (unsigned long long)info.version, mine,
                hdr.cohort.count);
+    if (hdr.boot && self->boot && hdr.boot != self->boot) {
+        size_t n = trainer_outbox_resend(self->outbox, fm_daemon_now(), 1, s_resend_one, self);
+        FM_LOG(LOG_NOTICE,
+               "the aggregator restarted (new incarnation, v%llu): %zu unacknowledged "
+               "updates resent",
+               (unsigned long long)hdr.version, n);
+    }
+    if (hdr.boot)
+        self->boot = hdr.boot;
     self->models_taken++;
     self->last_model = fm_daemon_now();
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
@@ -218,6 +248,73 @@ static int s_recv(void *arg, zsock_t *sock)
         s_on_frame(self, zframe_data(f), zframe_size(f), from_sub);
     }
     zmsg_destroy(&msg);
+    return 0;
+}
+
+/* An ACK from the aggregator (every trainer gets every ACK: the ids not waiting here are
+ * someone else's). */
+static int s_on_ack(void *arg, zsock_t *sock)
+{
+    trainer_pool_t *self = arg;
+    zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return 0;
+    zframe_t *f = zmsg_first(msg);
+    fm_wire_ack_t ack;
+    fm_errmsg_t e = {{0}};
+    if (zmsg_size(msg) != 1 || fm_wire_decode_ack(zframe_data(f), zframe_size(f), &ack, &e)) {
+        self->bad_acks++;
+        fm_ratelog(&self->bad_log_sub, LOG_WARNING, "bad frame on acks dropped: %s",
+                   e.msg[0] ? e.msg : "not one frame");
+        zmsg_destroy(&msg);
+        return 0;
+    }
+#ifdef FM_TEST_HOOKS
+    if (self->drop_acks > 0) { /* FEDMQ_TEST_DROP_ACKS: as if lost on the way */
+        self->drop_acks--;
+        FM_LOG(LOG_NOTICE, "test hook: ACK %s of %u ids ignored", ack.status, ack.count);
+        zmsg_destroy(&msg);
+        return 0;
+    }
+#endif
+    int applied = strcmp(ack.status, "applied") == 0;
+    size_t mine = trainer_outbox_ack(self->outbox, ack.ids, ack.count, applied, self->found);
+    for (uint32_t k = 0; self->history && mine && k < ack.count; k++) {
+        if (!self->found[k])
+            continue;
+        json_t *line = json_pack(
+            "{s:s, s:o, s:s, s:I, s:f}", "t", "ack", "id",
+            fm_jsonl_id((const uint8_t *)ack.ids + (size_t)k * FM_WIRE_ID_LEN), "status",
+            ack.status, "mv", (json_int_t)ack.version, "ts", fm_daemon_wallclock());
+        int rc = line ? fm_jsonl_append(self->history, line) : -ENOMEM;
+        json_decref(line);
+        if (rc)
+            fm_ratelog(&self->refused_log, LOG_WARNING, "%s: cannot append: %s",
+                       fm_jsonl_path(self->history), fm_strerror(rc));
+    }
+    if (mine && applied)
+        FM_LOG(LOG_DEBUG, "%zu updates acknowledged (durable in version %llu)", mine,
+               (unsigned long long)ack.version);
+    else if (mine && strcmp(ack.status, "lost") == 0)
+        fm_ratelog(&self->refused_log, LOG_WARNING,
+                   "%zu updates lost: their base version did not survive an aggregator "
+                   "crash (the clients train again on the current model)",
+                   mine);
+    else if (mine)
+        fm_ratelog(&self->refused_log, LOG_NOTICE,
+                   "%zu updates refused by the aggregator at version %llu: %s", mine,
+                   (unsigned long long)ack.version, ack.status);
+    zmsg_destroy(&msg);
+    return 0;
+}
+
+/* Timer: resend the unacknowledged updates that are due. */
+static int s_resend_tick(void *arg)
+{
+    trainer_pool_t *self = arg;
+    size_t n = trainer_outbox_resend(self->outbox, fm_daemon_now(), 0, s_resend_one, self);
+    if (n)
+        FM_LOG(LOG_INFO, "%zu unacknowledged updates resent", n);
     return 0;
 }
 
@@ -254,11 +351,16 @@ static void s_summary(trainer_pool_t *self, const char *what)
     trainer_model_info_t info;
     int have = trainer_latest_peek(self->latest, &info);
     uint64_t v = have ? info.version : 0;
+    trainer_outbox_stats_t ob;
+    trainer_outbox_stats(self->outbox, &ob);
     FM_LOG(LOG_INFO,
-           "%s: updates sent %llu, dropped %llu, dropouts %llu, abandoned %llu, "
+           "%s: updates sent %llu (acknowledged %llu, refused %llu, resent %llu, given up "
+           "%llu, waiting %zu), dropped %llu, dropouts %llu, abandoned %llu, "
            "errors %llu, bad frames %llu, busy %d/%d, model v%lld, local steps %llu, "
            "samples %llu",
-           what, (unsigned long long)atomic_load(&self->ctx->sent),
+           what, (unsigned long long)atomic_load(&self->ctx->sent), (unsigned long long)ob.acked,
+           (unsigned long long)ob.refused, (unsigned long long)ob.resent,
+           (unsigned long long)ob.evicted, ob.entries,
            (unsigned long long)atomic_load(&self->ctx->send_dropped),
            (unsigned long long)atomic_load(&self->ctx->dropouts),
            (unsigned long long)atomic_load(&self->ctx->abandoned),
@@ -336,6 +438,8 @@ static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
     self->cfg.trainer.slowdown_sigma = fresh->trainer.slowdown_sigma;
     self->cfg.trainer.dropout_prob = fresh->trainer.dropout_prob;
     self->cfg.trainer.log_level = fresh->trainer.log_level;
+    self->cfg.trainer.ack_timeout_s = fresh->trainer.ack_timeout_s;
+    trainer_outbox_set_timeout(self->outbox, fresh->trainer.ack_timeout_s);
     trainer_ctx_set_sim(self->ctx, fresh->trainer.slowdown_sigma, fresh->trainer.dropout_prob);
     return 0;
 }
@@ -370,10 +474,13 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
                                .sndtimeo_ms = FM_SOCK_NOWAIT,
                                .maxmsgsize = maxmsg};
     fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 16};
+    fm_sock_opts_t o_acks = {.maxmsgsize = (int64_t)FM_WIRE_MAX_ACK_IDS * FM_WIRE_ID_LEN + 4096,
+                             .subscribe_all = true};
     int rc = 0;
     if (!(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "model_pub", &rc, e)) ||
         !(self->dealer = fm_sock_new(ZMQ_DEALER, &o_dealer, "snapshot", &rc, e)) ||
         !(self->agg_push = fm_sock_new(ZMQ_PUSH, &o_push, "updates", &rc, e)) ||
+        !(self->acks_sub = fm_sock_new(ZMQ_SUB, &o_acks, "acks", &rc, e)) ||
         !(self->monitor = fm_sock_new(ZMQ_PAIR, NULL, "DEALER monitor", &rc, e)))
         return rc;
     /* the monitor before the DEALER connects, so its first connection is seen */
@@ -387,6 +494,7 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     if ((rc = fm_sock_connect(self->monitor, "DEALER monitor", mon_ep, e)) != 0 ||
         (rc = fm_sock_connect(self->sub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
         (rc = fm_sock_connect(self->agg_push, "endpoints.updates", ep->updates, e)) != 0 ||
+        (rc = fm_sock_connect(self->acks_sub, "endpoints.acks", ep->acks, e)) != 0 ||
         (rc = fm_sock_connect(self->dealer, "endpoints.snapshot", ep->snapshot, e)) != 0)
         return rc;
     if (!(self->loop = fm_loop_new(e)))
@@ -394,6 +502,8 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     fm_loop_reader(self->loop, self->sub, s_recv, self);
     fm_loop_reader(self->loop, self->dealer, s_recv, self);
     fm_loop_reader(self->loop, self->monitor, s_on_monitor, self);
+    fm_loop_reader(self->loop, self->acks_sub, s_on_ack, self);
+    fm_loop_timer(self->loop, S_RESEND_TICK_S, S_RESEND_TICK_S, s_resend_tick, self);
     double hb = self->cfg.trainer.heartbeat_interval_s;
     self->hb_timer = fm_loop_timer(self->loop, hb, hb, s_heartbeat, self);
     self->snapshot_timer = fm_loop_timer(self->loop, S_SNAPSHOT_FIRST_S, S_SNAPSHOT_FIRST_S,
@@ -479,6 +589,14 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
                                       cfg->trainer.slowdown_sigma, cfg->trainer.dropout_prob,
                                       &rc)))
         return fm_errmsg_set(e, rc, "scheduler: %s", fm_strerror(rc));
+    if (!(self->outbox = trainer_outbox_new((size_t)cfg->trainer.unacked_max_mb << 20,
+                                            cfg->trainer.ack_timeout_s, &rc)))
+        return fm_errmsg_set(e, rc, "outbox: %s", fm_strerror(rc));
+    if (!(self->found = malloc(FM_WIRE_MAX_ACK_IDS)))
+        return fm_errmsg_set(e, -ENOMEM, "out of memory");
+    if (cfg->trainer.history_file[0] &&
+        !(self->history = fm_jsonl_open(cfg->trainer.history_file, &rc, e)))
+        return rc;
     self->tensors = malloc(sizeof *self->tensors);
     self->nworkers = cfg->trainer.workers;
     self->workers = calloc((size_t)self->nworkers, sizeof *self->workers);
@@ -490,7 +608,9 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
                                 .part = self->part,
                                 .latest = self->latest,
                                 .ctx = self->ctx,
-                                .trainer_id = self->trainer_id};
+                                .trainer_id = self->trainer_id,
+                                .outbox = self->outbox,
+                                .history = self->history};
     for (int i = 0; i < self->nworkers; i++)
         if (!(self->workers[i] = trainer_worker_new(&env, i, &rc, e)))
             return rc ? rc : FM_EARG;
@@ -511,6 +631,13 @@ static void s_metrics_collect(void *arg)
     fm_metric_set(self->met.steps, (double)atomic_load(&c->local_steps));
     fm_metric_set(self->met.samples, (double)atomic_load(&c->samples));
     fm_metric_set(self->met.busy, atomic_load(&c->busy_workers));
+    trainer_outbox_stats_t ob;
+    trainer_outbox_stats(self->outbox, &ob);
+    fm_metric_set(self->met.acked, (double)ob.acked);
+    fm_metric_set(self->met.refused, (double)ob.refused);
+    fm_metric_set(self->met.resent, (double)ob.resent);
+    fm_metric_set(self->met.evicted, (double)ob.evicted);
+    fm_metric_set(self->met.unacked, (double)ob.entries);
     trainer_model_info_t info;
     fm_metric_set(self->met.version,
                   trainer_latest_peek(self->latest, &info) ? (double)info.version : -1.0);
@@ -541,6 +668,19 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
     self->met.busy = fm_metrics_gauge(m, "fedmq_workers_busy", "Workers training now.", NULL);
     self->met.version = fm_metrics_gauge(
         m, "fedmq_model_version", "Version of the newest model held, -1 = none yet.", NULL);
+    self->met.acked = fm_metrics_counter(
+        m, "fedmq_updates_acked_total",
+        "UPDATEs the aggregator acknowledged as applied (durable in a checkpoint).", NULL);
+    self->met.refused = fm_metrics_counter(
+        m, "fedmq_updates_refused_total",
+        "UPDATEs the aggregator answered with a refusal (lost, dropped, rejected).", NULL);
+    self->met.resent = fm_metrics_counter(m, "fedmq_updates_resent_total",
+                                          "UPDATEs resent for want of an acknowledgement.", NULL);
+    self->met.evicted = fm_metrics_counter(
+        m, "fedmq_updates_given_up_total",
+        "Unacknowledged UPDATEs given up to stay within [trainer] unacked_max_mb.", NULL);
+    self->met.unacked = fm_metrics_gauge(m, "fedmq_updates_unacked",
+                                         "UPDATEs sent and not yet acknowledged.", NULL);
     int rc = fm_metrics_status(m);
     if (rc)
         return fm_errmsg_set(e, rc, "metrics: %s", fm_strerror(rc));
@@ -561,6 +701,10 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
     self->status_at = fm_daemon_now();
     s_name(self);
+#ifdef FM_TEST_HOOKS
+    const char *drop = getenv("FEDMQ_TEST_DROP_ACKS");
+    self->drop_acks = drop ? atoi(drop) : 0;
+#endif
     int rc;
     /* sockets before the data: a port problem is reported before a slow load */
     if ((rc = s_init_range(self, e)) != 0 || (rc = s_sockets_open(self, e)) != 0 ||
@@ -600,6 +744,13 @@ int trainer_pool_run(trainer_pool_t *self)
     s_send_member(self, FM_WIRE_BYE);
     FM_LOG(LOG_INFO, "workers stopped in %.2f s; BYE sent", fm_daemon_now() - t0);
     s_summary(self, "final");
+    trainer_outbox_stats_t ob;
+    trainer_outbox_stats(self->outbox, &ob);
+    if (ob.entries)
+        FM_LOG(LOG_NOTICE,
+               "%zu updates sent but not acknowledged at exit: applied only if the "
+               "aggregator checkpoints them",
+               ob.entries);
     return rc;
 }
 
@@ -616,7 +767,11 @@ void trainer_pool_destroy(trainer_pool_t **p)
     zsock_destroy(&self->sub);
     zsock_destroy(&self->dealer);
     zsock_destroy(&self->agg_push);
+    zsock_destroy(&self->acks_sub);
     trainer_ctx_destroy(&self->ctx);
+    trainer_outbox_destroy(&self->outbox);
+    fm_jsonl_close(&self->history);
+    free(self->found);
     trainer_latest_destroy(&self->latest);
     fm_partition_destroy(&self->part);
     fm_dataset_destroy(&self->ds);

@@ -90,23 +90,57 @@ static void s_warn(trainer_worker_t *w, const char *what, const char *detail)
     w->warned = 0;
 }
 
-/* Encode and PUSH one UPDATE; counts it as sent or dropped. */
-static void s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr)
+/* Encode and PUSH one UPDATE; counts it as sent or dropped. With `acked` (the model came
+ * from an acknowledging aggregator) a copy goes into the outbox first: a send that fails
+ * is then resent later, not dropped. 1 if sent or kept, 0 if dropped. */
+static int s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr, int acked)
 {
     trainer_ctx_t *ctx = w->env.ctx;
     int rc = fm_wire_encode_update(hdr, w->model, w->delta, &w->buf);
     if (rc != 0) {
         atomic_fetch_add(&ctx->send_dropped, 1);
         s_warn(w, "UPDATE encode failed, dropped", fm_strerror(rc));
-        return;
+        return 0;
+    }
+    int kept = 0;
+    if (acked) {
+        rc = trainer_outbox_put(w->env.outbox, hdr->id, w->buf.data, w->buf.len, fm_daemon_now());
+        kept = rc >= 0;
+        if (rc < 0)
+            s_warn(w, "UPDATE not kept for resending", fm_strerror(rc));
+        else if (rc > 0)
+            s_warn(w, "unacknowledged updates given up to stay within [trainer] unacked_max_mb",
+                   "the aggregator is not acknowledging (down, or partitioned?)");
     }
     if (zmq_send(zsock_resolve(w->push), w->buf.data, w->buf.len, 0) < 0) {
+        if (kept) {
+            s_warn(w, "UPDATE not sent now (aggregator unreachable or slow?)",
+                   "kept, resent when due");
+            return 1;
+        }
         atomic_fetch_add(&ctx->send_dropped, 1);
         s_warn(w, "UPDATE not sent (aggregator unreachable or slow?), dropped",
                zmq_strerror(errno));
-        return;
+        return 0;
     }
     atomic_fetch_add(&ctx->sent, 1);
+    return 1;
+}
+
+/* {"t":"sent",...} in the history file (if any): an UPDATE handed to ZeroMQ or kept. */
+static void s_history_sent(trainer_worker_t *w, const fm_wire_update_t *hdr, uint64_t boot)
+{
+    if (!w->env.history)
+        return;
+    char b[24];
+    snprintf(b, sizeof b, "%016llx", (unsigned long long)boot);
+    json_t *line = json_pack("{s:s, s:o, s:I, s:I, s:s, s:f}", "t", "sent", "id",
+                             fm_jsonl_id(hdr->id), "client", (json_int_t)hdr->client, "base",
+                             (json_int_t)hdr->base, "boot", b, "ts", fm_daemon_wallclock());
+    int rc = line ? fm_jsonl_append(w->env.history, line) : -ENOMEM;
+    json_decref(line);
+    if (rc)
+        s_warn(w, "history file not written", fm_strerror(rc));
 }
 
 /* One local training of job->client, then its UPDATE (or nothing). */
@@ -198,8 +232,9 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
 }
 
 /* delta = trained params - base, sent as one UPDATE for `job` (n: the client's samples). */
-static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job, uint64_t base_version,
-                         uint32_t n, const fm_train_result_t *res, double secs)
+static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job,
+                         const trainer_model_info_t *info, uint32_t n,
+                         const fm_train_result_t *res, double secs)
 {
     const float *params = fm_model_params(w->model);
     for (size_t i = 0; i < w->nparams; i++)
@@ -214,13 +249,15 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job, uint64_t
     }
     snprintf(hdr.trainer, sizeof hdr.trainer, "%s", w->env.trainer_id);
     hdr.client = job->client;
+    uint64_t base_version = info->version;
     hdr.base = base_version;
     hdr.num_samples = n;
     hdr.local_steps = res->steps;
     hdr.train_loss = res->loss;
     hdr.train_seconds = secs;
     hdr.round = job->sync ? job->round : 0;
-    s_send_update(w, &hdr);
+    if (s_send_update(w, &hdr, info->boot != 0))
+        s_history_sent(w, &hdr, info->boot);
     FM_LOG(LOG_DEBUG,
            "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
            "%.3f s",
@@ -246,7 +283,7 @@ static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
     double secs = 0;
     if (s_job_model(w, job, &info) != 0 || s_local_train(w, job, idx, n, info.mu, &res, &secs))
         return;
-    s_send_delta(w, job, info.version, n, &res, secs);
+    s_send_delta(w, job, &info, n, &res, secs);
 }
 
 static void *s_run(void *arg)

@@ -7,7 +7,9 @@
  * worker). Its loop: take the next idle client (trainer_ctx), copy the newest model
  * (trainer_latest) as the base, train federation.local_epochs on the client's partition,
  * apply the fleet simulation (slowdown sleep, dropout), and PUSH the UPDATE
- * delta = w_local - w_base with SNDTIMEO 1 s (on timeout the update is dropped and counted).
+ * delta = w_local - w_base with SNDTIMEO 1 s (on timeout the update is dropped and counted,
+ * unless the outbox keeps it: when the model came from an acknowledging aggregator, a copy
+ * of every UPDATE goes into the outbox before the send, and the main thread resends it).
  * The socket is created by trainer_worker_new (main thread) and used only by the worker
  * thread once started (pthread_create is the memory barrier ZeroMQ requires). */
 #ifndef TRAINER_WORKER_H
@@ -16,8 +18,10 @@
 #include "fm_cfg.h"
 #include "fm_data.h"
 #include "fm_err.h"
+#include "fm_jsonl.h"
 #include "trainer_ctx.h"
 #include "trainer_latest.h"
+#include "trainer_outbox.h"
 
 /* What the workers share, borrowed: all of it must outlive the workers. */
 typedef struct {
@@ -28,6 +32,8 @@ typedef struct {
     trainer_latest_t *latest;   /* the newest global model */
     trainer_ctx_t *ctx;         /* scheduler, counters, stop flag */
     const char *trainer_id;     /* "trainer" of every UPDATE */
+    trainer_outbox_t *outbox;   /* UPDATEs kept until acknowledged (models with a "boot") */
+    fm_jsonl_t *history;        /* [trainer] history_file (thread-safe appends), or NULL */
 } trainer_worker_env_t;
 
 typedef struct trainer_worker trainer_worker_t;

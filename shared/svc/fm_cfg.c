@@ -171,6 +171,8 @@ static const fm_cfg_key_t s_keys[] = {
           "broker PULL: new models pushed by the aggregator"),
     S_STR(endpoints, metrics_pub, s_check_endpoint, "tcp://127.0.0.1:5564", S_RESTART,
           "evaluator PUB: the metrics feed"),
+    S_STR(endpoints, acks, s_check_endpoint, "tcp://127.0.0.1:5565", S_RESTART,
+          "aggregator PUB: acknowledgements of updates (ACK), when [aggregator] acks is on"),
 
     /* [broker] */
     S_FLT(broker, heartbeat_timeout_s, 0.1, 86400, "10", S_RELOAD,
@@ -194,6 +196,15 @@ static const fm_cfg_key_t s_keys[] = {
           "0 = homogeneous"),
     S_FLT(trainer, dropout_prob, 0, 1, "0", S_RELOAD,
           "probability that a client drops its update instead of sending it, 0..1"),
+    S_FLT(trainer, ack_timeout_s, 0.1, 86400, "30", S_RELOAD,
+          "with an acknowledging aggregator: resend an update not acknowledged after this "
+          "many seconds (the wait doubles per resend, up to 8 times this)"),
+    S_INT(trainer, unacked_max_mb, 1, 65536, "256", S_RESTART,
+          "memory for sent updates kept until acknowledged; beyond it the oldest is given up "
+          "(logged and counted)"),
+    S_STR(trainer, history_file, NULL, "", S_RESTART,
+          "append a JSON line per update sent, resent and answered (ids, for audits and "
+          "tests), empty = none"),
     S_ENUM(trainer, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
     S_STR(trainer, metrics_addr, s_check_metrics_addr, "127.0.0.1:9564", S_RESTART,
@@ -228,12 +239,18 @@ static const fm_cfg_key_t s_keys[] = {
           "fedadam/fedyogi adaptivity (added to the root of the second moment)"),
     S_STR(aggregator, checkpoint_dir, s_check_nonempty, "/var/lib/fedmq/aggregator", S_RESTART,
           "LMDB checkpoint directory (created with mode 0700)"),
+    S_BOOL(aggregator, acks, "true", S_RESTART,
+           "acknowledged delivery: checkpoint every version before publishing it, then "
+           "acknowledge its updates (ACK on endpoints.acks); false = checkpoint_every"),
     S_INT(aggregator, checkpoint_every, 1, 1000000, "10", S_RELOAD,
-          "write a checkpoint every this many model versions"),
+          "write a checkpoint every this many model versions (acks = false)"),
     S_INT(aggregator, checkpoint_keep, 1, 10000, "5", S_RELOAD,
           "checkpoints kept; older ones are pruned"),
     S_STR(aggregator, init, NULL, "", S_RESTART,
           "safetensors file with the initial model, empty = seeded PyTorch-style init"),
+    S_STR(aggregator, history_file, NULL, "", S_RESTART,
+          "append a JSON line per start and per version made, with the ids of its updates "
+          "(written before its checkpoint; for audits and tests), empty = none"),
     S_FLT(aggregator, round_timeout_s, 0.1, 86400, "60", S_RELOAD,
           "sync mode: close a round after this many seconds"),
     S_ENUM(aggregator, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,

@@ -93,6 +93,7 @@ typedef struct {
     char updates[FM_CFG_STR_MAX];
     char aggregator_models[FM_CFG_STR_MAX];
     char metrics_pub[FM_CFG_STR_MAX];
+    char acks[FM_CFG_STR_MAX];
 } fm_cfg_endpoints_t;
 
 typedef struct {
@@ -108,6 +109,9 @@ typedef struct {
     double heartbeat_interval_s;
     double slowdown_sigma; /* lognormal sigma of per-client slowdown, 0 = none */
     double dropout_prob;
+    double ack_timeout_s;              /* first resend of an unacknowledged update */
+    int unacked_max_mb;                /* memory for updates kept until acknowledged */
+    char history_file[FM_CFG_STR_MAX]; /* JSON Lines of updates sent and answers, "" = none */
     int log_level;
     char metrics_addr[FM_CFG_STR_MAX];
 } fm_cfg_trainer_t;
@@ -126,9 +130,11 @@ typedef struct {
     double beta2;
     double tau;
     char checkpoint_dir[FM_CFG_STR_MAX];
+    bool acks; /* acknowledged delivery: a checkpoint per version, ACKs on endpoints.acks */
     int checkpoint_every;
     int checkpoint_keep;
-    char init[FM_CFG_STR_MAX]; /* "" = seeded init */
+    char init[FM_CFG_STR_MAX];         /* "" = seeded init */
+    char history_file[FM_CFG_STR_MAX]; /* JSON Lines of the versions made, "" = none */
     double round_timeout_s;
     int log_level;
     char metrics_addr[FM_CFG_STR_MAX];

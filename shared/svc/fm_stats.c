@@ -84,6 +84,8 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "checkpoint_version", s_u64(st->checkpoint_version));
     bad |= json_object_set_new(o, "checkpoint_failures", s_u64(st->checkpoint_failures));
     bad |= json_object_set_new(o, "stats_write_failures", s_u64(st->stats_write_failures));
+    bad |= json_object_set_new(o, "acked", s_u64(st->acked));
+    bad |= json_object_set_new(o, "ack_refused", s_u64(st->ack_refused));
     bad |= json_object_set_new(o, "updates_per_s", json_real(st->updates_per_s));
     bad |= json_object_set_new(o, "rate_window_s", json_real(st->rate_window_s));
     bad |= json_object_set_new(o, "model", json_string(st->model));
@@ -262,6 +264,8 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
                         e)) ||
         (rc = s_get_u64(o, "stats_write_failures", UINT64_MAX, &st->stats_write_failures, path,
                         e)) ||
+        (rc = s_get_u64(o, "acked", UINT64_MAX, &st->acked, path, e)) ||
+        (rc = s_get_u64(o, "ack_refused", UINT64_MAX, &st->ack_refused, path, e)) ||
         (rc = s_get_num(o, "updates_per_s", &st->updates_per_s, path, e)) ||
         (rc = s_get_num(o, "rate_window_s", &st->rate_window_s, path, e)) ||
         (rc = s_get_num(o, "started", &st->started, path, e)) ||

@@ -45,6 +45,10 @@ typedef struct {
     /* disk and I/O: the newest checkpoint saved or resumed from (0: none), the checkpoints
      * that failed since the start, the earlier writes of this file that failed */
     uint64_t checkpoint_version, checkpoint_failures, stats_write_failures;
+
+    /* acknowledged delivery ([aggregator] acks): update ids acknowledged as applied (once
+     * durable) and ids answered with a refusal ("lost", "dropped", a rejection reason) */
+    uint64_t acked, ack_refused;
 } fm_stats_t;
 
 /* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */

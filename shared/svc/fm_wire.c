@@ -41,6 +41,7 @@ static const char *const s_type_names[FM_WIRE_NTYPES] = {
     [FM_WIRE_BYE] = "BYE",
     [FM_WIRE_SNAPSHOT_REQ] = "SNAPSHOT_REQ",
     [FM_WIRE_METRICS] = "METRICS",
+    [FM_WIRE_ACK] = "ACK",
 };
 
 const char *fm_wire_type_name(fm_wire_type_t type)
@@ -246,10 +247,14 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
     int progress = hdr->applied > 0 || hdr->updates_per_s != 0; /* optional keys */
-    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL, (hdr->cohort.present ? 7 : 4) + 2 * progress));
+    int boot = hdr->boot != 0;
+    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL,
+                       (hdr->cohort.present ? 7 : 4) + 2 * progress + (size_t)boot));
     S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
+    if (boot)
+        S_PACK(s_pack_ku64(&pk, "boot", hdr->boot));
     if (progress) {
         S_PACK(s_pack_ku64(&pk, "applied", hdr->applied));
         S_PACK(s_pack_kf64(&pk, "ups", hdr->updates_per_s));
@@ -382,6 +387,32 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
         S_PACK(s_pack_kf64(&pk, "pthr", m->pop_threshold));
         S_PACK(s_pack_kf64(&pk, "pbelow", m->pop_below));
     }
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_ack(const fm_wire_ack_t *a, fm_wire_buf_t *out)
+{
+    FM_ASSERT(a && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_str_ok(a->status, true) || strlen(a->status) > FM_WIRE_STATUS_MAX || a->boot == 0 ||
+        a->count == 0 || a->count > FM_WIRE_MAX_ACK_IDS || !a->ids)
+        return FM_EARG;
+    size_t nb = (size_t)a->count * FM_WIRE_ID_LEN;
+    if (s_buf_reserve(out, nb + 96) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_head(&pk, FM_WIRE_ACK, 4));
+    S_PACK(s_pack_ku64(&pk, "boot", a->boot));
+    S_PACK(s_pack_ku64(&pk, "mv", a->version));
+    S_PACK(s_pack_kstr(&pk, "status", a->status));
+    S_PACK(s_pack_str(&pk, "ids"));
+    S_PACK(msgpack_pack_bin(&pk, nb));
+    S_PACK(msgpack_pack_bin_body(&pk, a->ids, nb));
 cleanup:
     if (rc)
         out->len = 0;
@@ -797,7 +828,10 @@ typedef enum {
     S_F_ID,
     S_F_CLASSES,
     S_F_TENSORS,
-    S_F_COHORT
+    S_F_COHORT,
+    S_F_STATUS,
+    S_F_IDS,
+    S_F_NZ64
 } s_fkind_t;
 
 #define S_NONEMPTY 1u
@@ -824,6 +858,7 @@ static const s_field_t s_model_fields[] = {
     {"mu", S_F_F64, 0, 0, offsetof(fm_wire_model_t, mu)},
     {"applied", S_F_U64, 0, 0, offsetof(fm_wire_model_t, applied)},
     {"ups", S_F_F64, 0, 0, offsetof(fm_wire_model_t, updates_per_s)},
+    {"boot", S_F_U64, 0, 0, offsetof(fm_wire_model_t, boot)},
 };
 
 static const s_field_t s_update_fields[] = {
@@ -875,6 +910,13 @@ static const s_field_t s_metrics_fields[] = {
     {"pbelow", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_below)},
     {"applied", S_F_U64, 0, 0, offsetof(fm_wire_metrics_t, applied)},
     {"ups", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, updates_per_s)},
+};
+
+static const s_field_t s_ack_fields[] = {
+    {"boot", S_F_NZ64, 0, S_BIT(FM_WIRE_ACK), offsetof(fm_wire_ack_t, boot)},
+    {"mv", S_F_U64, 0, S_BIT(FM_WIRE_ACK), offsetof(fm_wire_ack_t, version)},
+    {"status", S_F_STATUS, S_NONEMPTY, S_BIT(FM_WIRE_ACK), offsetof(fm_wire_ack_t, status)},
+    {"ids", S_F_IDS, 0, S_BIT(FM_WIRE_ACK), offsetof(fm_wire_ack_t, ids)},
 };
 
 #define S_NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -975,9 +1017,31 @@ static int s_read_field(s_rd_t *r, const s_field_t *f, void *out, fm_wire_tensor
         }
         return rc;
     case S_F_U64:
-        if ((rc = s_read_uint(r, f->key, UINT64_MAX, &u)) == 0)
-            memcpy(dst, &u, sizeof u);
-        return rc;
+    case S_F_NZ64:
+        if ((rc = s_read_uint(r, f->key, UINT64_MAX, &u)) != 0)
+            return rc;
+        if (f->kind == S_F_NZ64 && u == 0)
+            return s_err(r, FM_ERANGE, f->key, "0, must be non-zero");
+        memcpy(dst, &u, sizeof u);
+        return 0;
+    case S_F_STATUS: return s_read_str(r, f->key, dst, FM_WIRE_STATUS_MAX, true);
+    case S_F_IDS: {
+        if ((rc = s_next(r, f->key, &t)) != 0)
+            return rc;
+        if (t.kind != S_BIN)
+            return s_wrong_type(r, f->key, &t, "a bin");
+        if (t.n == 0 || t.n % FM_WIRE_ID_LEN != 0)
+            return s_err(r, FM_EFORMAT, f->key,
+                         "bin of %llu bytes, not a positive multiple of %d",
+                         (unsigned long long)t.n, FM_WIRE_ID_LEN);
+        if (t.n / FM_WIRE_ID_LEN > FM_WIRE_MAX_ACK_IDS)
+            return s_err(r, FM_ERANGE, f->key, "%llu ids, at most %u allowed",
+                         (unsigned long long)(t.n / FM_WIRE_ID_LEN), FM_WIRE_MAX_ACK_IDS);
+        fm_wire_ack_t *a = (fm_wire_ack_t *)out;
+        a->ids = t.ptr;
+        a->count = (uint32_t)(t.n / FM_WIRE_ID_LEN);
+        return 0;
+    }
     case S_F_F64:
         if ((rc = s_read_num(r, f->key, &x)) == 0)
             memcpy(dst, &x, sizeof x);
@@ -1127,6 +1191,13 @@ int fm_wire_decode_snapshot_req(const void *buf, size_t len, fm_wire_snapshot_re
     FM_ASSERT(r);
     return s_decode(buf, len, S_BIT(FM_WIRE_SNAPSHOT_REQ), "SNAPSHOT_REQ", s_snapshot_fields,
                     S_NFIELDS(s_snapshot_fields), r, sizeof *r, NULL, NULL, e);
+}
+
+int fm_wire_decode_ack(const void *buf, size_t len, fm_wire_ack_t *a, fm_errmsg_t *e)
+{
+    FM_ASSERT(a);
+    return s_decode(buf, len, S_BIT(FM_WIRE_ACK), "ACK", s_ack_fields, S_NFIELDS(s_ack_fields), a,
+                    sizeof *a, NULL, NULL, e);
 }
 
 int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm_errmsg_t *e)

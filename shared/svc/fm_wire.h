@@ -44,6 +44,8 @@
 #define FM_WIRE_MAX_DEPTH 16          /* nesting levels of a message, the top map being level 1 */
 #define FM_WIRE_ID_LEN 16             /* bytes of an update id ("id", bin) */
 #define FM_WIRE_MAX_COHORT (1u << 20) /* client ids in a MODEL's "cohort" */
+#define FM_WIRE_MAX_ACK_IDS 65536     /* update ids in one ACK's "ids" */
+#define FM_WIRE_STATUS_MAX 15         /* bytes of an ACK's "status" */
 
 typedef enum {
     FM_WIRE_NONE = 0, /* never on the wire */
@@ -54,6 +56,7 @@ typedef enum {
     FM_WIRE_BYE,
     FM_WIRE_SNAPSHOT_REQ,
     FM_WIRE_METRICS,
+    FM_WIRE_ACK,
     FM_WIRE_NTYPES
 } fm_wire_type_t;
 
@@ -85,6 +88,10 @@ typedef struct {
      * is nonzero, 0 when absent; the evaluator repeats them in METRICS for `fedmq watch`) */
     uint64_t applied;     /* "applied": updates applied into versions so far */
     double updates_per_s; /* "ups": updates accepted per second (stats.json updates_per_s) */
+    /* "boot" (optional, sent when nonzero): the aggregator acknowledges updates (ACK) and
+     * this is its incarnation, random per start: a new value means it restarted, so
+     * unacknowledged updates should be resent at once */
+    uint64_t boot;
 } fm_wire_model_t;
 
 /* UPDATE: one client's local training result. Tensors: delta = w_local - w_base. */
@@ -146,6 +153,18 @@ typedef struct {
     double updates_per_s; /* "ups" */
 } fm_wire_metrics_t;
 
+/* ACK: the aggregator's answer about UPDATEs, by id (its PUB on endpoints.acks). `ids` is
+ * count * FM_WIRE_ID_LEN bytes, unaligned; decoded, it points into the frame. */
+typedef struct {
+    uint64_t boot;    /* "boot": the aggregator's incarnation (as in its MODELs), non-zero */
+    uint64_t version; /* "mv": applied: the version whose checkpoint holds them; otherwise the
+                         aggregator's version when it judged them */
+    char status[FM_WIRE_STATUS_MAX + 1]; /* "status": "applied", "lost", "dropped" or a
+                                            rejection reason ("stale", "late", ...) */
+    const void *ids;                     /* "ids": bin of count * FM_WIRE_ID_LEN bytes */
+    uint32_t count;                      /* 1..FM_WIRE_MAX_ACK_IDS */
+} fm_wire_ack_t;
+
 /* One decoded tensor; `data` points into the frame (borrowed, unaligned). */
 typedef struct {
     char name[FM_WIRE_STR_MAX + 1];
@@ -197,6 +216,8 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
 int fm_wire_encode_member(fm_wire_type_t type, const fm_wire_member_t *m, fm_wire_buf_t *out);
 int fm_wire_encode_snapshot_req(const fm_wire_snapshot_req_t *r, fm_wire_buf_t *out);
 int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out);
+/* FM_EARG also for a count of 0 or over FM_WIRE_MAX_ACK_IDS, or boot 0. */
+int fm_wire_encode_ack(const fm_wire_ack_t *a, fm_wire_buf_t *out);
 
 /* Entry i (< c->count) of a cohort. */
 uint32_t fm_wire_cohort_at(const fm_wire_cohort_t *c, uint32_t i);
@@ -229,6 +250,9 @@ int fm_wire_decode_member(const void *buf, size_t len, fm_wire_type_t *type, fm_
 int fm_wire_decode_snapshot_req(const void *buf, size_t len, fm_wire_snapshot_req_t *r,
                                 fm_errmsg_t *e);
 int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm_errmsg_t *e);
+/* ACK: "ids" must be a non-empty bin whose length is a multiple of FM_WIRE_ID_LEN
+ * (FM_EFORMAT) of at most FM_WIRE_MAX_ACK_IDS ids (FM_ERANGE); "boot" non-zero (FM_ERANGE). */
+int fm_wire_decode_ack(const void *buf, size_t len, fm_wire_ack_t *a, fm_errmsg_t *e);
 
 /* ---- tensors against a model layout ---------------------------------------------------------
  */

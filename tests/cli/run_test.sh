@@ -56,17 +56,17 @@ show() {
     head -n 5 "$f" | sed 's/^/#     | /'
 }
 
-# Five loopback ports free at once (bound together, then released), as --set overrides; and
+# Six loopback ports free at once (bound together, then released), as --set overrides; and
 # /metrics off in every daemon (on by default, on fixed ports: parallel tests would race).
 ports() {
     "$PY" - <<'PYEOF'
 import socket
 socks = []
-for _ in range(5):
+for _ in range(6):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
-keys = ["model_pub", "snapshot", "updates", "aggregator_models", "metrics_pub"]
+keys = ["model_pub", "snapshot", "updates", "aggregator_models", "metrics_pub", "acks"]
 for k, s in zip(keys, socks):
     print("--set endpoints.%s=tcp://127.0.0.1:%d" % (k, s.getsockname()[1]))
 for d in ["broker", "trainer", "aggregator", "evaluator"]:

@@ -47,6 +47,7 @@ typedef struct {
     char mnt[300]; /* the tmpfs of the full-disk test ("": none) */
     char ep_updates[64];
     char ep_models[64];
+    char ep_acks[64];
     int http_port; /* its /metrics */
     fm_proc_set_t procs;
     pid_t pid;
@@ -65,12 +66,13 @@ typedef struct {
  * a checkpoint per version, `keep` checkpoints kept; (re)connect SUB and PUSH. */
 static void s_start(s_ctx_t *c, int keep)
 {
-    char sets[5][480];
+    char sets[6][480];
     fm_proc_metrics_set(sets[4], sizeof sets[4], "aggregator", &c->http_port);
     snprintf(sets[0], sizeof sets[0], "endpoints.updates=%s", c->ep_updates);
     snprintf(sets[1], sizeof sets[1], "endpoints.aggregator_models=%s", c->ep_models);
     snprintf(sets[2], sizeof sets[2], "aggregator.checkpoint_dir=%s", c->ckpt);
     snprintf(sets[3], sizeof sets[3], "aggregator.checkpoint_keep=%d", keep);
+    snprintf(sets[5], sizeof sets[5], "endpoints.acks=%s", c->ep_acks);
     char *argv[] = {FM_BIN_DIR "/fedmq-aggregator",
                     "--set",
                     "federation.model=logreg",
@@ -98,6 +100,8 @@ static void s_start(s_ctx_t *c, int keep)
                     sets[3],
                     "--set",
                     sets[4],
+                    "--set",
+                    sets[5],
                     "--log-level",
                     "info",
                     NULL};
@@ -269,6 +273,7 @@ static int s_setup(void **state)
     snprintf(c->log, sizeof c->log, "%s/agg.log", c->dir);
     snprintf(c->ep_updates, sizeof c->ep_updates, "tcp://127.0.0.1:%d", fm_proc_free_port());
     snprintf(c->ep_models, sizeof c->ep_models, "tcp://127.0.0.1:%d", fm_proc_free_port());
+    snprintf(c->ep_acks, sizeof c->ep_acks, "tcp://127.0.0.1:%d", fm_proc_free_port());
     int err = 0;
     c->layout = fm_model_new("logreg", &err);
     c->ts = malloc(sizeof *c->ts);

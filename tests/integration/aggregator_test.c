@@ -67,12 +67,13 @@ static void s_spawn(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char
         snprintf(sets[ns++], 400, "aggregator.max_staleness=%d", max_stale);
     if (ckpt_every >= 0)
         snprintf(sets[ns++], 400, "aggregator.checkpoint_every=%d", ckpt_every);
-    static const char *const fixed[] = {"federation.model=logreg",
-                                        "aggregator.staleness=constant",
-                                        "aggregator.weight_by_samples=false",
-                                        "aggregator.server_optimizer=fedavg",
-                                        "aggregator.server_lr=1",
-                                        "aggregator.checkpoint_keep=3"};
+    static const char *const fixed[] = {
+        "federation.model=logreg", "aggregator.staleness=constant",
+        "aggregator.weight_by_samples=false", "aggregator.server_optimizer=fedavg",
+        "aggregator.server_lr=1", "aggregator.checkpoint_keep=3",
+        /* checkpoint_every as set: the acks = true path
+         * (a checkpoint per version) is aggregator_ack_test */
+        "aggregator.acks=false"};
     char *argv[2 * (S_MAX_SETS + 1) + 4];
     int a = 0;
     argv[a++] = FM_BIN_DIR "/fedmq-aggregator";

@@ -194,19 +194,21 @@ static void test_broker_churn(void **state)
 static void test_aggregator_churn(void **state)
 {
     s_ctx_t *c = *state;
-    char ep_up[64], s_up[100], s_models[100], s_dir[400];
+    char ep_up[64], s_up[100], s_models[100], s_dir[400], s_acks[100];
     snprintf(ep_up, sizeof ep_up, "tcp://127.0.0.1:%d", fm_proc_free_port());
     snprintf(s_up, sizeof s_up, "endpoints.updates=%s", ep_up);
     snprintf(s_models, sizeof s_models, "endpoints.aggregator_models=tcp://127.0.0.1:%d",
              fm_proc_free_port());
     snprintf(s_dir, sizeof s_dir, "aggregator.checkpoint_dir=%s/ckpt", c->dir);
+    snprintf(s_acks, sizeof s_acks, "endpoints.acks=tcp://127.0.0.1:%d", fm_proc_free_port());
     char *sets[] = {"federation.model=logreg",
                     "federation.num_clients=10",
                     "trainer.clients=0-9",
                     s_up,
                     s_models,
-                    s_dir};
-    int port = s_start(c, "aggregator", sets, 6);
+                    s_dir,
+                    s_acks};
+    int port = s_start(c, "aggregator", sets, 7);
     s_churn(c, port, ZMQ_PUSH, ep_up, "fedmq_clients_live", "aggregator");
     s_stop_all(c);
 }

@@ -298,9 +298,10 @@ static void test_aggregator(void **state)
     snprintf(ckpt, sizeof ckpt, "%s/ckpt", c->dir);
     snprintf(log, sizeof log, "%s/aggregator.log", c->dir);
     snprintf(set_ck, sizeof set_ck, "aggregator.checkpoint_dir=%s", ckpt);
-    char set_upd[100], set_models[100];
+    char set_upd[100], set_models[100], set_acks[100];
     snprintf(set_upd, sizeof set_upd, "endpoints.updates=%s", ep_upd);
     snprintf(set_models, sizeof set_models, "endpoints.aggregator_models=%s", ep_models);
+    snprintf(set_acks, sizeof set_acks, "endpoints.acks=tcp://127.0.0.1:%d", fm_proc_free_port());
     char *argv[] = {BIN("aggregator"),
                     "--set",
                     "federation.model=logreg",
@@ -314,6 +315,8 @@ static void test_aggregator(void **state)
                     set_upd,
                     "--set",
                     set_models,
+                    "--set",
+                    set_acks,
                     "--set",
                     met,
                     NULL};

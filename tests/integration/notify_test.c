@@ -228,7 +228,7 @@ static int s_last(s_listener_t *l, const char *assign, int from)
 /* What each daemon is and what must hold at its READY=1. */
 typedef struct {
     const char *name; /* "broker": binary fedmq-<name>, log <name>.log */
-    int bound[3];     /* indices into ports[] of the endpoints it binds (/metrics too) */
+    int bound[4];     /* indices into ports[] of the endpoints it binds (/metrics too) */
     int nbound;
     const char *status; /* every STATUS= starts with this */
     const char *log;    /* the log has this line at READY=1 (NULL: nothing) */
@@ -248,8 +248,8 @@ typedef struct {
 struct s_ctx {
     char dir[256];
     char conf[320], ckpt[320], metrics[320];
-    int ports[9]; /* model_pub, snapshot, updates, aggregator_models, metrics_pub, and the
-                     /metrics of broker, aggregator, evaluator, trainer */
+    int ports[10]; /* model_pub, snapshot, updates, aggregator_models, metrics_pub, the
+                      /metrics of broker, aggregator, evaluator, trainer, and acks */
     fm_proc_set_t procs;
     s_listener_t lis[4];
     s_ready_arg_t ras[4]; /* lis[i]'s check */
@@ -268,6 +268,7 @@ enum {
     P_HTTP_AGG,
     P_HTTP_EVAL,
     P_HTTP_TRAINER,
+    P_ACKS,
     P_COUNT
 };
 
@@ -295,7 +296,7 @@ static void s_write_config(const s_ctx_t *c, int changed)
             "partition = iid\nseed = 1\ndata_dir = %s\nholdout = 0.1\n"
             "[endpoints]\nmodel_pub = tcp://127.0.0.1:%d\nsnapshot = tcp://127.0.0.1:%d\n"
             "updates = tcp://127.0.0.1:%d\naggregator_models = tcp://127.0.0.1:%d\n"
-            "metrics_pub = tcp://127.0.0.1:%d\n"
+            "metrics_pub = tcp://127.0.0.1:%d\nacks = tcp://127.0.0.1:%d\n"
             "[broker]\nheartbeat_timeout_s = 5\nmetrics_addr = 127.0.0.1:%d\n"
             "[trainer]\nclients = 0-19\nworkers = 1\nheartbeat_interval_s = 0.5\n"
             "metrics_addr = 127.0.0.1:%d\n"
@@ -304,8 +305,8 @@ static void s_write_config(const s_ctx_t *c, int changed)
             "metrics_addr = 127.0.0.1:%d\n"
             "[evaluator]\nmetrics_file = %s\npopulation = false\nmetrics_addr = 127.0.0.1:%d\n",
             changed ? 21 : 20, FM_DATA_DIR, c->ports[0], c->ports[1], c->ports[2], c->ports[3],
-            c->ports[4], c->ports[P_HTTP_BROKER], c->ports[P_HTTP_TRAINER], c->ckpt,
-            c->ports[P_HTTP_AGG], c->metrics, c->ports[P_HTTP_EVAL]);
+            c->ports[4], c->ports[P_ACKS], c->ports[P_HTTP_BROKER], c->ports[P_HTTP_TRAINER],
+            c->ckpt, c->ports[P_HTTP_AGG], c->metrics, c->ports[P_HTTP_EVAL]);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -660,8 +661,8 @@ static void test_aggregator(void **state)
     assert_int_equal(s_stats_version(c), 2);
 
     static const s_daemon_t agg = {"aggregator",
-                                   {P_UPDATES, P_AGG_MODELS, P_HTTP_AGG},
-                                   3,
+                                   {P_UPDATES, P_AGG_MODELS, P_HTTP_AGG, P_ACKS},
+                                   4,
                                    "version ",
                                    "model logreg (7850 params) at version 2"};
     s_lifecycle(c, &agg, "version 2, ");
@@ -799,7 +800,7 @@ static void test_aggregator_sigterm_midrun(void **state)
     /* restart with the trainer frozen: nothing newer than the checkpoint can appear */
     assert_int_equal(kill(trainer, SIGSTOP), 0);
     static const s_daemon_t agg_d = {
-        "aggregator", {P_UPDATES, P_AGG_MODELS, P_HTTP_AGG}, 3, "version ", NULL};
+        "aggregator", {P_UPDATES, P_AGG_MODELS, P_HTTP_AGG, P_ACKS}, 4, "version ", NULL};
     char want[64], line[96];
     snprintf(want, sizeof want, "version %" PRIu64 ", ", v_ckpt);
     snprintf(line, sizeof line, "(7850 params) at version %" PRIu64 ";", v_ckpt);

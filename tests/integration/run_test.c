@@ -46,11 +46,11 @@ static run_t *s_run;
 /* fedmq run <config> with the test's overrides plus `extra` (NULL-terminated "k=v"). */
 static void s_fedmq_run(run_t *r, const char *const extra[], double timeout_s)
 {
-    int p[5];
-    assert_int_equal(fm_sys_free_ports(p, 5), 0);
-    static const char *const keys[5] = {"model_pub", "snapshot", "updates", "aggregator_models",
-                                        "metrics_pub"};
-    char eps[5][96];
+    int p[6];
+    assert_int_equal(fm_sys_free_ports(p, 6), 0);
+    static const char *const keys[6] = {"model_pub",         "snapshot",    "updates",
+                                        "aggregator_models", "metrics_pub", "acks"};
+    char eps[6][96];
     char *av[64];
     int ac = 0;
     av[ac++] = FEDMQ;
@@ -58,7 +58,7 @@ static void s_fedmq_run(run_t *r, const char *const extra[], double timeout_s)
     av[ac++] = FM_SOURCE_DIR "/configs/fedmq.conf";
     av[ac++] = "--run-dir";
     av[ac++] = r->run_dir;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         snprintf(eps[i], sizeof eps[i], "endpoints.%s=tcp://127.0.0.1:%d", keys[i], p[i]);
         av[ac++] = "--set";
         av[ac++] = eps[i];

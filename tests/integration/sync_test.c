@@ -90,9 +90,12 @@ static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, 
     snprintf(sets[ns++], 400, "endpoints.aggregator_models=%s", c->ep_models);
     snprintf(sets[ns++], 400, "aggregator.checkpoint_dir=%s", c->ckpt);
     fm_proc_metrics_set(sets[ns++], 400, "aggregator", NULL);
-    const char *fixed[] = {"federation.mode=sync", "federation.aggregation_strategy=fedavg",
-                           "aggregator.server_optimizer=fedavg", "aggregator.server_lr=1",
-                           "aggregator.checkpoint_every=100"};
+    const char *fixed[] = {"federation.mode=sync",
+                           "federation.aggregation_strategy=fedavg",
+                           "aggregator.server_optimizer=fedavg",
+                           "aggregator.server_lr=1",
+                           "aggregator.checkpoint_every=100",
+                           "aggregator.acks=false"};
     char *argv[2 * S_MAX_SETS + 8];
     int a = 0;
     argv[a++] = BIN("aggregator");

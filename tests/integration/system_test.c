@@ -56,7 +56,7 @@
 
 typedef struct {
     char dir[512];
-    char sets[16][800];
+    char sets[20][800];
     int nsets;
     fm_proc_set_t procs;
     char stats[700], metrics[700], ckpt[700];
@@ -337,8 +337,8 @@ static void test_federation(void **state)
     assert_non_null(s->layout);
     assert_non_null(s->tensors);
     assert_int_equal(fm_proc_tmpdir(s->dir, sizeof s->dir), 0);
-    int p[5];
-    for (int i = 0; i < 5; i++)
+    int p[6];
+    for (int i = 0; i < 6; i++)
         p[i] = fm_proc_free_port();
     char ep_pub[64], ep_snap[64];
     snprintf(ep_pub, sizeof ep_pub, "tcp://127.0.0.1:%d", p[0]);
@@ -348,6 +348,7 @@ static void test_federation(void **state)
     snprintf(s->sets[s->nsets++], 800, "endpoints.updates=tcp://127.0.0.1:%d", p[2]);
     snprintf(s->sets[s->nsets++], 800, "endpoints.aggregator_models=tcp://127.0.0.1:%d", p[3]);
     snprintf(s->sets[s->nsets++], 800, "endpoints.metrics_pub=tcp://127.0.0.1:%d", p[4]);
+    snprintf(s->sets[s->nsets++], 800, "endpoints.acks=tcp://127.0.0.1:%d", p[5]);
     snprintf(s->sets[s->nsets++], 800, "federation.model=" MODEL_NAME);
     snprintf(s->sets[s->nsets++], 800, "federation.num_clients=20");
     snprintf(s->sets[s->nsets++], 800, "federation.partition=iid");

@@ -96,12 +96,68 @@ static void test_dump_load(void **state)
     agg_idset_destroy(&t);
 }
 
+/* Sequence numbers across wrap-around: find gives each id's seq, range reads back exactly
+ * the ids of a seq interval still in the window, pop_newest forgets the newest ids and
+ * hands their numbers out again. */
+static void test_seq_range_pop(void **state)
+{
+    agg_idset_t *s = agg_idset_new(8, NULL);
+    assert_non_null(s);
+    uint8_t id[FM_WIRE_ID_LEN], out[16 * FM_WIRE_ID_LEN];
+    uint64_t seq = 99;
+    for (uint32_t i = 0; i < 13; i++) { /* ids 0..12 got seq 0..12; the window: 5..12 */
+        s_id(id, i);
+        assert_int_equal(agg_idset_next_seq(s), i);
+        agg_idset_add(s, id);
+    }
+    assert_int_equal(agg_idset_next_seq(s), 13);
+    for (uint32_t i = 0; i < 13; i++) {
+        s_id(id, i);
+        assert_int_equal(agg_idset_find(s, id, &seq), i >= 5);
+        if (i >= 5)
+            assert_int_equal(seq, i);
+    }
+    /* [2, 9): 2..4 forgotten, 5..8 read in order */
+    assert_int_equal(agg_idset_range(s, 2, 9, out), 4);
+    for (uint32_t k = 0; k < 4; k++) {
+        s_id(id, 5 + k);
+        assert_memory_equal(out + k * FM_WIRE_ID_LEN, id, FM_WIRE_ID_LEN);
+    }
+    assert_int_equal(agg_idset_range(s, 11, 100, out), 2);
+    assert_int_equal(agg_idset_range(s, 9, 9, out), 0);
+    /* the newest 3 (10, 11, 12) were not applied after all */
+    assert_int_equal(agg_idset_pop_newest(s, 3, out), 3);
+    for (uint32_t k = 0; k < 3; k++) {
+        s_id(id, 10 + k);
+        assert_memory_equal(out + k * FM_WIRE_ID_LEN, id, FM_WIRE_ID_LEN);
+        assert_false(agg_idset_contains(s, id));
+    }
+    assert_int_equal(agg_idset_count(s), 5);
+    assert_int_equal(agg_idset_next_seq(s), 10);
+    s_id(id, 9);
+    assert_true(agg_idset_find(s, id, &seq));
+    assert_int_equal(seq, 9);
+    s_id(id, 100); /* takes seq 10 again */
+    agg_idset_add(s, id);
+    assert_true(agg_idset_find(s, id, &seq));
+    assert_int_equal(seq, 10);
+    assert_int_equal(agg_idset_pop_newest(s, 100, NULL), 6); /* at most count */
+    assert_int_equal(agg_idset_count(s), 0);
+    assert_int_equal(agg_idset_next_seq(s), 5);
+    for (uint32_t i = 0; i < 20; i++) {
+        s_id(id, i);
+        assert_false(agg_idset_contains(s, id));
+    }
+    agg_idset_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic),
         cmocka_unit_test(test_window),
         cmocka_unit_test(test_dump_load),
+        cmocka_unit_test(test_seq_range_pop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1393,7 +1393,8 @@ static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, fl
     fm_wire_member_t mb;
     fm_wire_metrics_t mt;
     fm_wire_snapshot_req_t sr;
-    int rcs[6];
+    fm_wire_ack_t ak;
+    int rcs[7];
     e.msg[0] = '\0';
     rcs[0] = fm_wire_peek(f, n, &t, &e);
     rcs[1] = fm_wire_decode_update(f, n, &uh, ts, &e);
@@ -1408,7 +1409,11 @@ static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, fl
     rcs[3] = fm_wire_decode_member(f, n, &t, &mb, &e);
     rcs[4] = fm_wire_decode_metrics(f, n, &mt, &e);
     rcs[5] = fm_wire_decode_snapshot_req(f, n, &sr, &e);
-    for (int k = 0; k < 6; k++)
+    rcs[6] = fm_wire_decode_ack(f, n, &ak, &e);
+    if (rcs[6] == 0)
+        assert_true(ak.count >= 1 && (const unsigned char *)ak.ids > f &&
+                    (const unsigned char *)ak.ids + (size_t)ak.count * FM_WIRE_ID_LEN <= f + n);
+    for (int k = 0; k < 7; k++)
         if (rcs[k] != 0 && !s_decode_code(rcs[k]))
             fail_msg("decoder %d returned %d", k, rcs[k]);
     if (strchr(e.msg, '\n'))
@@ -1762,9 +1767,147 @@ static void test_metrics_population(void **state)
     fm_wire_buf_free(&buf);
 }
 
+/* ACK: the exact bytes of docs/PROTOCOL.md §8, a round trip, and every malformation. */
+static void test_ack(void **state)
+{
+    uint8_t ids[2 * FM_WIRE_ID_LEN];
+    for (int i = 0; i < 2 * FM_WIRE_ID_LEN; i++)
+        ids[i] = (uint8_t)i;
+    fm_wire_ack_t a = {.boot = 0x0102030405060708ULL, .version = 5, .ids = ids, .count = 2};
+    strcpy(a.status, "applied");
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_ack(&a, &buf), 0);
+    static const unsigned char head[] = {
+        0x86, 0xa1, 'v',  0x01, 0xa1, 't',  0xa3, 'A',  'C',  'K',  0xa4, 'b',  'o',
+        'o',  't',  0xcf, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0xa2, 'm',
+        'v',  0x05, 0xa6, 's',  't',  'a',  't',  'u',  's',  0xa7, 'a',  'p',  'p',
+        'l',  'i',  'e',  'd',  0xa3, 'i',  'd',  's',  0xc4, 0x20};
+    unsigned char want[sizeof head + sizeof ids];
+    memcpy(want, head, sizeof head);
+    memcpy(want + sizeof head, ids, sizeof ids);
+    s_same_bytes(&buf, want, sizeof want);
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t t;
+    fm_wire_ack_t got;
+    unsigned char *f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
+    assert_int_equal(t, FM_WIRE_ACK);
+    assert_string_equal(fm_wire_type_name(t), "ACK");
+    s_ok(fm_wire_decode_ack(f, buf.len, &got, &e), &e);
+    assert_true(got.boot == a.boot);
+    assert_int_equal(got.version, 5);
+    assert_string_equal(got.status, "applied");
+    assert_int_equal(got.count, 2);
+    assert_memory_equal(got.ids, ids, sizeof ids);
+    assert_true((const unsigned char *)got.ids > f); /* zero-copy */
+    /* an ACK is no other message, and no other message an ACK */
+    fm_wire_metrics_t mt;
+    s_expect(fm_wire_decode_metrics(f, buf.len, &mt, &e), FM_EFORMAT, &e, "ACK");
+    free(f);
+
+    /* the encoder refuses what the decoder would */
+    fm_wire_ack_t bad = a;
+    bad.count = 0;
+    assert_int_equal(fm_wire_encode_ack(&bad, &buf), FM_EARG);
+    bad = a;
+    bad.boot = 0;
+    assert_int_equal(fm_wire_encode_ack(&bad, &buf), FM_EARG);
+    bad = a;
+    strcpy(bad.status, "");
+    assert_int_equal(fm_wire_encode_ack(&bad, &buf), FM_EARG);
+    bad = a;
+    bad.count = FM_WIRE_MAX_ACK_IDS + 1;
+    assert_int_equal(fm_wire_encode_ack(&bad, &buf), FM_EARG);
+
+    /* hand-made malformations */
+    struct {
+        uint64_t boot;
+        const char *status;
+        size_t idbytes;
+        int code;
+        const char *needle;
+    } cases[] = {
+        {7, "stale", 16, 0, NULL},           {0, "stale", 16, FM_ERANGE, "boot"},
+        {7, "", 16, FM_EFORMAT, "status"},   {7, "a-status-too-long", 16, FM_ERANGE, "status"},
+        {7, "stale", 0, FM_EFORMAT, "ids"},  {7, "stale", 17, FM_EFORMAT, "ids: bin of 17 bytes"},
+        {7, "stale", 15, FM_EFORMAT, "ids"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        mp_t m;
+        mp_begin(&m);
+        msgpack_pack_map(&m.pk, 6);
+        mp_ku(&m, "v", 1);
+        mp_kstr(&m, "t", "ACK");
+        mp_ku(&m, "boot", cases[c].boot);
+        mp_ku(&m, "mv", 3);
+        mp_kstr(&m, "status", cases[c].status);
+        mp_str(&m, "ids");
+        unsigned char z[32] = {0};
+        msgpack_pack_bin(&m.pk, cases[c].idbytes);
+        msgpack_pack_bin_body(&m.pk, z, cases[c].idbytes);
+        f = s_exact(m.sb.data, m.sb.size);
+        int rc = fm_wire_decode_ack(f, m.sb.size, &got, &e);
+        if (cases[c].code == 0) {
+            s_ok(rc, &e);
+            assert_string_equal(got.status, cases[c].status);
+            assert_int_equal(got.count, 1);
+        } else {
+            s_expect(rc, cases[c].code, &e, cases[c].needle);
+        }
+        free(f);
+        mp_end(&m);
+    }
+    /* a missing key, and ids as a str */
+    mp_t m;
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 5);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "ACK");
+    mp_ku(&m, "boot", 9);
+    mp_ku(&m, "mv", 3);
+    mp_kstr(&m, "ids", "0123456789abcdef");
+    s_expect(fm_wire_decode_ack(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "ids");
+    mp_end(&m);
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 4);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "ACK");
+    mp_ku(&m, "boot", 9);
+    mp_kstr(&m, "status", "late");
+    s_expect(fm_wire_decode_ack(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "mv");
+    mp_end(&m);
+    fm_wire_buf_free(&buf);
+}
+
+/* MODEL "boot": sent only when non-zero, read back; absent reads 0. */
+static void test_model_boot(void **state)
+{
+    fm_model_t *m = s_model("logreg", 3);
+    fm_wire_model_t hdr = {.version = 4, .created = 2.5, .boot = 0xfedcba9876543210ULL};
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT, plain = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_model(&hdr, m, fm_model_params_const(m), &buf), 0);
+    hdr.boot = 0;
+    assert_int_equal(fm_wire_encode_model(&hdr, m, fm_model_params_const(m), &plain), 0);
+    assert_int_equal(buf.len, plain.len + 5 + 9); /* "boot" (a4 + 4) and a uint64 (cf + 8) */
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_wire_model_t got;
+    fm_errmsg_t e = {{0}};
+    s_ok(fm_wire_decode_model(buf.data, buf.len, &got, ts, &e), &e);
+    assert_true(got.boot == 0xfedcba9876543210ULL);
+    assert_int_equal(got.version, 4);
+    s_ok(fm_wire_decode_model(plain.data, plain.len, &got, ts, &e), &e);
+    assert_true(got.boot == 0);
+    free(ts);
+    fm_wire_buf_free(&buf);
+    fm_wire_buf_free(&plain);
+    fm_model_destroy(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ack),
+        cmocka_unit_test(test_model_boot),
         cmocka_unit_test(test_model_cnn),
         cmocka_unit_test(test_model_mlp),
         cmocka_unit_test(test_update_cnn),

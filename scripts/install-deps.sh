@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config python3 git clang-format
       libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev liblmdb-dev zlib1g-dev
       libjansson-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev dataset-fashion-mnist gnuplot-nox
-      systemd adduser dpkg-dev)
+      systemd adduser dpkg-dev iproute2 nftables)
 # Test tools taken out of a Debian package without installing it: promtool (`promtool check
 # metrics`, `promtool check rules`) from the package prometheus, whose installation would
 # start a Prometheus server. tests/integration/metrics_test.c looks for it here (or on PATH).

@@ -308,6 +308,24 @@ static int s_on_ack(void *arg, zsock_t *sock)
     return 0;
 }
 
+/* {"t":"start"|"stop",...} in the history file (if any): an incarnation's bounds; "stop"
+ * (a clean exit) says how many updates were still unacknowledged. */
+static void s_history_event(trainer_pool_t *self, const char *what)
+{
+    if (!self->history)
+        return;
+    trainer_outbox_stats_t ob;
+    trainer_outbox_stats(self->outbox, &ob);
+    json_t *line = json_pack("{s:s, s:s, s:i, s:I, s:f}", "t", what, "trainer", self->trainer_id,
+                             "pid", (int)getpid(), "unacked", (json_int_t)ob.entries, "ts",
+                             fm_daemon_wallclock());
+    int rc = line ? fm_jsonl_append(self->history, line) : -ENOMEM;
+    json_decref(line);
+    if (rc)
+        FM_LOG(LOG_WARNING, "%s: cannot append: %s", fm_jsonl_path(self->history),
+               fm_strerror(rc));
+}
+
 /* Timer: resend the unacknowledged updates that are due. */
 static int s_resend_tick(void *arg)
 {
@@ -734,6 +752,7 @@ int trainer_pool_run(trainer_pool_t *self)
             return rc;
         }
     }
+    s_history_event(self, "start");
     s_send_member(self, FM_WIRE_HELLO);
     int rc = fm_loop_run(self->loop);
     if (rc != 0)
@@ -751,6 +770,7 @@ int trainer_pool_run(trainer_pool_t *self)
                "%zu updates sent but not acknowledged at exit: applied only if the "
                "aggregator checkpoints them",
                ob.entries);
+    s_history_event(self, "stop");
     return rc;
 }
 

@@ -123,6 +123,19 @@ static void s_update_ex(s_t *t, uint64_t base, uint64_t n, uint32_t client, uint
     assert_int_equal(fm_wire_encode_update(&h, t->layout, delta ? delta : t->delta, &t->buf), 0);
 }
 
+/* Encode an UPDATE into t->buf that reuses `id` (a resend). */
+static void s_update_id(s_t *t, uint64_t base, const uint8_t id[FM_WIRE_ID_LEN])
+{
+    fm_wire_update_t h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.id, id, FM_WIRE_ID_LEN);
+    snprintf(h.trainer, sizeof h.trainer, "unit");
+    h.base = base;
+    h.num_samples = 10;
+    h.local_steps = 1;
+    assert_int_equal(fm_wire_encode_update(&h, t->layout, t->delta, &t->buf), 0);
+}
+
 static void s_update(s_t *t, uint64_t base, uint64_t n)
 {
     s_update_ex(t, base, n, 0, 0, NULL, NULL);
@@ -311,6 +324,21 @@ static void test_duplicates(void **state)
     s_update(t, 5, 10); /* another id */
     assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
     assert_int_equal(agg_stats_counters(t->stats)->rejected[AGG_REJ_DUPLICATE], 3);
+    /* a resend of an applied update arriving when it would also be too stale (or late) is
+     * a duplicate first: its sender is told "applied", not "stale" */
+    t->ctx.view.version = 5 + 4 + 1; /* tau 5 > max_staleness 4 */
+    s_update_ex(t, 5, 10, 0, 0, NULL, NULL);
+    S_EXPECT_REJECT(t, AGG_REJ_STALE); /* a new id: stale */
+    agg_ingest_reset(t->ing);
+    s_update_id(t, 5, id); /* the first id again */
+    agg_verdict_t dv = s_ingest_buf(t);
+    assert_int_equal(dv.reason, AGG_REJ_DUPLICATE);
+    assert_true(dv.has_id && !dv.lost);
+    assert_memory_equal(dv.update.id, id, FM_WIRE_ID_LEN);
+    /* a frame that does not decode has no id to answer */
+    agg_verdict_t bv = s_ingest(t, "\x81\xa1v\x01", 4);
+    assert_int_equal(bv.kind, AGG_INGEST_REJECTED);
+    assert_false(bv.has_id);
     free(mean);
     s_free(&t);
 }
@@ -329,7 +357,11 @@ static void test_lost_versions(void **state)
         assert_int_equal(v.kind, AGG_INGEST_REJECTED);
         assert_int_equal(v.reason, AGG_REJ_FUTURE);
         assert_non_null(strstr(v.why, "was lost (versions 2-4"));
+        assert_true(v.has_id && v.lost); /* answered "lost" with acks on */
     }
+    s_update(t, 6, 10); /* from the future, not lost */
+    agg_verdict_t fv = s_ingest_buf(t);
+    assert_true(fv.reason == AGG_REJ_FUTURE && fv.has_id && !fv.lost);
     s_update(t, 1, 10); /* before the lost ones: stale by 4, taken */
     assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
     s_update(t, 5, 10);

@@ -5,7 +5,10 @@
 # versions, updates unacknowledged), measured side by side in one run:
 #   - aggregator ingest: agg_ingest --acks both (off then on, same frames) for cnn K=10
 #     (300 updates) and mlp K=10 (2000 updates): updates/s and the on/off ratio; with acks
-#     on the clock stops when the last "applied" ACK arrived (durable), not when folded;
+#     on the clock stops when the last "applied" ACK arrived (durable), not when folded.
+#     K=1 too: a commit per update writes one parameter-sized record and syncs per update,
+#     which is what a per-fold log (the alternative design: each update's delta logged
+#     durably before its ACK) would cost at least;
 #   - time to 0.85 of the README's main job (fedmq run configs/fedmq.conf), acks off and on
 #     alternating, N runs each (default 1): seconds and model version at 0.85.
 #
@@ -41,7 +44,8 @@ if [ "$DO_INGEST" -eq 1 ]; then
     echo
     echo "| model | K | updates | off: updates/s | on: updates/s (durable + ACK) | on / off |"
     echo "|---|---:|---:|---:|---:|---:|"
-    for args in "--model cnn --k 10 --updates 300" "--model mlp --k 10 --updates 2000"; do
+    for args in "--model cnn --k 10 --updates 300" "--model mlp --k 10 --updates 2000" \
+                "--model cnn --k 1 --updates 100" "--model mlp --k 1 --updates 500"; do
         out=$tmp/ingest.txt
         TMPDIR=$tmp "$B/agg_ingest" $args --acks both >"$out" 2>&1 || true
         line=$(grep -m1 '^acks ' "$out" || echo "")

@@ -20,8 +20,9 @@ Every daemon writes its history file ([aggregator] / [trainer] history_file): wh
 updates each trainer sent and how each was answered, which updates each aggregator version
 holds. The check, afterwards:
   - no update is in two committed versions (applied at most once);
-  - every update acknowledged "applied" is in exactly one committed version, the one its
-    ACK named;
+  - every update acknowledged "applied" is in exactly one committed version: the one its
+    ACK named, or an earlier one (a resend whose first ACK was lost is acknowledged again
+    with the version current then);
   - every committed update was sent by a trainer;
   - no refused update (lost, dropped, a rejection reason) is in a committed version;
   - every update a trainer sent was answered, unless that trainer incarnation was killed
@@ -249,8 +250,10 @@ def check_history(agg_hist, trainer_hists, inflight_max):
                     unanswered.extend(list(pend)[:5])
             else:
                 lost_with_trainer += len(pend)
+    # "applied" names the version whose commit made it durable, or (a resend of an update
+    # whose first ACK was lost) a later one, which contains it too
     acked_not_committed = [i for i, (s, v) in answer.items()
-                           if s == "applied" and where.get(i) != v]
+                           if s == "applied" and (i not in where or where[i] > v)]
     refused_committed = [i for i, (s, v) in answer.items() if s != "applied" and i in where]
     never_sent = [i for i in where if i not in sent]
     applied_acked = sum(1 for s, _ in answer.values() if s == "applied")
@@ -323,6 +326,9 @@ def main():
                "--set", "federation.time_limit_s=0", "--set", "federation.target_accuracy=0"]
     for s in a.set:
         common += ["--set", s]
+    ncl = int(next((s.split("=", 1)[1] for s in a.set
+                    if s.startswith("federation.num_clients=")), "100"))
+    common += ["--set", "trainer.clients=0-%d" % (ncl - 1)]  # every daemon checks the range
     net = Net(a.prefix)
     daemons = {}
     result = {"seed": a.seed, "out": out}
@@ -337,9 +343,7 @@ def main():
         daemons["broker"] = d("broker", "srv", [])
         daemons["aggregator"] = d("aggregator", "srv", [])
         daemons["evaluator"] = d("evaluator", "srv", [])
-        # the client range of the base config, split over the pools
-        ncl = int(next((s.split("=", 1)[1] for s in a.set
-                        if s.startswith("federation.num_clients=")), "100"))
+        # the clients, split over the pools
         pools = []
         for i in range(a.pools):
             lo, hi = ncl * i // a.pools, ncl * (i + 1) // a.pools - 1

@@ -463,7 +463,7 @@ static void test_lost_ack_resent(void **state)
     fm_wire_model_t hdr;
     s_wait_model(c, 0, NULL, &hdr);
     /* the broker, then one trainer (4 clients, 1 worker) that loses its first 2 ACK frames */
-    char common[8][400], tsets[8][400];
+    char common[10][400], tsets[8][400];
     int nc = 0;
     snprintf(common[nc++], 400, "endpoints.model_pub=%s", c->ep_pub);
     snprintf(common[nc++], 400, "endpoints.snapshot=%s", c->ep_snap);
@@ -472,6 +472,8 @@ static void test_lost_ack_resent(void **state)
     snprintf(common[nc++], 400, "endpoints.acks=%s", c->ep_acks);
     snprintf(common[nc++], 400, "federation.model=logreg");
     snprintf(common[nc++], 400, "federation.num_clients=4");
+    snprintf(common[nc++], 400, "federation.clients_per_round=2");
+    snprintf(common[nc++], 400, "trainer.clients=0-3");
     snprintf(common[nc++], 400, "federation.data_dir=%s", FM_DATA_DIR);
     char *argv[48], blog[400], tlog[400];
     int a = 0, tport = 0;
@@ -488,7 +490,6 @@ static void test_lost_ack_resent(void **state)
     assert_true(fm_proc_spawn(&c->procs, argv, blog) > 0);
     a = 0;
     int nt = 0;
-    snprintf(tsets[nt++], 400, "trainer.clients=0-3");
     snprintf(tsets[nt++], 400, "trainer.workers=1");
     snprintf(tsets[nt++], 400, "trainer.ack_timeout_s=1");
     snprintf(tsets[nt++], 400, "federation.local_epochs=1");

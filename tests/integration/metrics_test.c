@@ -370,9 +370,13 @@ static void test_aggregator(void **state)
     assert_true(s_val(body, "fedmq_update_staleness_sum") == 2);
     assert_true(s_val(body, "fedmq_aggregation_seconds_count") == 2);
     assert_true(s_val(body, "fedmq_aggregation_seconds_sum") >= 0);
-    /* one checkpoint per version (checkpoint_every 1), as the log says */
+    /* one checkpoint per version (acks on: before each is published), as the log says */
     assert_true(s_val(body, "fedmq_checkpoint_seconds_count") ==
-                fm_proc_file_count(log, "saved (periodic"));
+                fm_proc_file_count(log, "saved (version"));
+    /* acknowledged: the 4 applied once their checkpoints committed, the 3 refusals at once
+     * (the frames that did not decode have no id to answer) */
+    assert_true(s_val(body, "fedmq_acks_total{status=\"applied\"}") == 4);
+    assert_true(s_val(body, "fedmq_acks_total{status=\"refused\"}") == 3);
     assert_true(s_val(body, "fedmq_checkpoint_seconds_count") == 2);
     assert_true(s_val(body, "fedmq_received_bytes_total") > 0);
     assert_true(s_val(body, "process_resident_memory_bytes") > 0);
@@ -733,7 +737,9 @@ static void test_trainer(void **state)
     s_stop(pid);
     /* the final summary line counts the same */
     char want[200];
-    snprintf(want, sizeof want, "final: updates sent 3, dropped 0,");
+    snprintf(want, sizeof want,
+             "final: updates sent 3 (acknowledged 0, refused 0, resent 0, given up 0, waiting "
+             "0), dropped 0,"); /* a MODEL without "boot": nothing kept for resending */
     assert_true(fm_proc_file_contains(log, want));
     snprintf(want, sizeof want, "local steps %llu, samples %llu", (unsigned long long)steps,
              (unsigned long long)samples);

@@ -359,7 +359,10 @@ static int t_summary(const char *log, const char *what, unsigned long long *sent
     while (fgets(line, sizeof line, f)) {
         const char *p = strstr(line, key);
         unsigned long long a, b, c;
-        if (p && sscanf(p + strlen(key), "%llu, dropped %llu, dropouts %llu", &a, &b, &c) == 3) {
+        if (p && sscanf(p + strlen(key),
+                        "%llu (acknowledged %*u, refused %*u, resent %*u, given up %*u, "
+                        "waiting %*u), dropped %llu, dropouts %llu",
+                        &a, &b, &c) == 3) {
             *sent = a;
             *dropouts = c;
             found = 1;

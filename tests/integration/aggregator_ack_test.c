@@ -9,7 +9,10 @@
  *   2. refusals are told: an UPDATE from the future, one with a NaN and one of no samples
  *      each get an ACK naming the reason; a frame that does not decode
  *      gets none; nothing is acknowledged as applied before its checkpoint;
- *   3. a lost acknowledgement: a real trainer ignores the first ACK frames (test hook
+ *   3. a dropped buffer: a sync round that fails its quorum drops the update folded into it;
+ *      the trainer is told "dropped", and the id is forgotten (the same update sent again is
+ *      judged afresh: "late", not a duplicate);
+ *   4. a lost acknowledgement: a real trainer ignores the first ACK frames (test hook
  *      FEDMQ_TEST_DROP_ACKS), resends after [trainer] ack_timeout_s, the aggregator drops
  *      the resends as duplicates (its count equals the trainer's resends) and acknowledges
  *      them again; at the end every update the trainer sent is applied or pending exactly
@@ -62,7 +65,7 @@ typedef struct {
 /* Start the aggregator (acks on, logreg, K `k`, plain FedAvg with lr 1, unweighted,
  * constant staleness) with environment `env` ("NAME=value" or NULL) set for it only; (re)
  * connect the MODEL SUB, the PUSH and the ACK SUB; wait for its first MODEL (*version). */
-static void s_start(s_ctx_t *c, int k, const char *env)
+static void s_start_x(s_ctx_t *c, int k, const char *env, const char *const *extra)
 {
     char sets[7][400];
     int ns = 0;
@@ -90,6 +93,10 @@ static void s_start(s_ctx_t *c, int k, const char *env)
     for (int i = 0; i < ns; i++) {
         argv[a++] = "--set";
         argv[a++] = sets[i];
+    }
+    for (int i = 0; extra && extra[i]; i++) {
+        argv[a++] = "--set";
+        argv[a++] = (char *)extra[i];
     }
     argv[a++] = "--log-level";
     argv[a++] = "info";
@@ -124,6 +131,8 @@ static void s_start(s_ctx_t *c, int k, const char *env)
     zsock_set_sndtimeo(c->push, 5000);
     assert_int_equal(zsock_connect(c->push, "%s", c->ep_updates), 0);
 }
+
+static void s_start(s_ctx_t *c, int k, const char *env) { s_start_x(c, k, env, NULL); }
 
 /* The next MODEL of version >= want within S_WAIT_S: its parameters into params (may be
  * NULL) and its header into *hdr. */
@@ -425,7 +434,73 @@ static void test_refusals(void **state)
     free(d);
 }
 
-/* ---- 3. a lost ACK: resent, dropped as a duplicate, acknowledged again --------------------- */
+/* ---- 3. a dropped buffer: told "dropped", and its ids forgotten --------------------------- */
+
+static void test_dropped_round(void **state)
+{
+    s_ctx_t *c = *state;
+    static const char *const sync[] = {
+        "federation.mode=sync",           "federation.aggregation_strategy=fedavg",
+        "federation.num_clients=4",       "federation.clients_per_round=2",
+        "federation.min_clients=2",       "trainer.clients=0-3",
+        "aggregator.round_timeout_s=1.5", NULL};
+    s_start_x(c, 2, NULL, sync);
+    fm_proc_sleep(0.3);
+    /* one trainer serving the 4 clients: the rounds need it */
+    fm_wire_member_t m = {.pid = 4242, .client_first = 0, .client_count = 4, .workers = 1};
+    snprintf(m.trainer, sizeof m.trainer, "ack-test");
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &m, &c->buf), 0);
+    assert_int_equal(zmq_send(zsock_resolve(c->push), c->buf.data, c->buf.len, 0),
+                     (int)c->buf.len);
+    fm_wire_model_t hdr;
+    double end = fm_proc_now() + S_WAIT_S;
+    do
+        s_wait_model(c, 0, NULL, &hdr);
+    while (!(hdr.cohort.present && hdr.cohort.count == 2) && fm_proc_now() < end);
+    assert_true(hdr.cohort.present && hdr.cohort.count == 2);
+    uint64_t round = hdr.round;
+    /* one of the two reports: folded, then the round fails (2 needed) and its buffer is
+     * dropped: update 1 is told "dropped" */
+    float *d = calloc(c->np, sizeof *d);
+    assert_non_null(d);
+    fm_wire_update_t h = {.client = fm_wire_cohort_at(&hdr.cohort, 0),
+                          .base = hdr.version,
+                          .round = round,
+                          .num_samples = 10,
+                          .local_steps = 1};
+    h.id[0] = 1;
+    snprintf(h.trainer, sizeof h.trainer, "ack-test");
+    assert_int_equal(fm_wire_encode_update(&h, c->layout, d, &c->buf), 0);
+    fm_wire_buf_t frame = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_update(&h, c->layout, d, &frame), 0);
+    assert_int_equal(zmq_send(zsock_resolve(c->push), frame.data, frame.len, 0), (int)frame.len);
+    s_wait_ack(c, 1, 0);
+    assert_string_equal(c->refused[1], "dropped");
+    assert_int_equal(c->applied[1], 0);
+    /* its id was forgotten: the same update again is judged afresh (its round is over:
+     * late), not dropped as a duplicate */
+    c->refused[1][0] = '\0';
+    assert_int_equal(zmq_send(zsock_resolve(c->push), frame.data, frame.len, 0), (int)frame.len);
+    s_wait_ack(c, 1, 0);
+    assert_string_equal(c->refused[1], "late");
+    fm_stats_t st;
+    end = fm_proc_now() + S_WAIT_S;
+    for (;;) {
+        st = s_stats(c);
+        if (fm_stats_rejected(&st, "late") >= 1 || fm_proc_now() > end)
+            break;
+        fm_proc_sleep(0.05);
+    }
+    assert_int_equal(fm_stats_rejected(&st, "late"), 1);
+    assert_int_equal(fm_stats_rejected(&st, "duplicate"), 0);
+    assert_true(st.rounds_failed >= 1);
+    int rc = fm_proc_stop(c->pid, SIGTERM, S_WAIT_S);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+    fm_wire_buf_free(&frame);
+    free(d);
+}
+
+/* ---- 4. a lost ACK: resent, dropped as a duplicate, acknowledged again --------------------- */
 
 /* The value of `series` on 127.0.0.1:port/metrics, or -1. */
 static double s_metric(int port, const char *series)
@@ -556,6 +631,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_kill_between_fold_and_commit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_refusals, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_dropped_round, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_lost_ack_resent, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

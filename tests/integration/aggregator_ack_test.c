@@ -58,6 +58,7 @@ typedef struct {
     uint64_t applied_mv[S_MAX_IDS]; /* the version of the last one */
     char refused[S_MAX_IDS][16];    /* the last refusal's status ("" none) */
     uint64_t boot;                  /* "boot" of the last ACK */
+    uint32_t cohort0;               /* the first client of the last MODEL's cohort */
 } s_ctx_t;
 
 /* ---- the aggregator and the test's trainer --------------------------------------------- */
@@ -135,7 +136,7 @@ static void s_start_x(s_ctx_t *c, int k, const char *env, const char *const *ext
 static void s_start(s_ctx_t *c, int k, const char *env) { s_start_x(c, k, env, NULL); }
 
 /* The next MODEL of version >= want within S_WAIT_S: its parameters into params (may be
- * NULL) and its header into *hdr. */
+ * NULL) and its header into *hdr (without the cohort's ids: c->cohort0 has the first). */
 static void s_wait_model(s_ctx_t *c, uint64_t want, float *params, fm_wire_model_t *hdr)
 {
     double end = fm_proc_now() + S_WAIT_S;
@@ -147,6 +148,9 @@ static void s_wait_model(s_ctx_t *c, uint64_t want, float *params, fm_wire_model
         int rc = fm_wire_decode_model(zframe_data(f), zframe_size(f), hdr, c->ts, &e);
         if (rc == 0 && hdr->version >= want && params)
             rc = fm_wire_tensors_copy(c->ts, c->layout, params, &e);
+        if (rc == 0 && hdr->cohort.present && hdr->cohort.count > 0)
+            c->cohort0 = fm_wire_cohort_at(&hdr->cohort, 0);
+        hdr->cohort.ids = NULL; /* it pointed into the frame */
         zframe_destroy(&f);
         assert_int_equal(rc, 0);
         if (hdr->version >= want)
@@ -465,7 +469,7 @@ static void test_dropped_round(void **state)
      * dropped: update 1 is told "dropped" */
     float *d = calloc(c->np, sizeof *d);
     assert_non_null(d);
-    fm_wire_update_t h = {.client = fm_wire_cohort_at(&hdr.cohort, 0),
+    fm_wire_update_t h = {.client = c->cohort0,
                           .base = hdr.version,
                           .round = round,
                           .num_samples = 10,

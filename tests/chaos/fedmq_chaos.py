@@ -7,8 +7,8 @@ Hosts are network namespaces joined by veth pairs to a bridge (in a namespace of
   <p>t1   10.77.0.11  trainer pools (the first half of them)
   <p>t2   10.77.0.12  trainer pools (the second half)
 Faults (each optional, times in seconds from the start, on a schedule drawn from --seed):
-  --kill-aggregator N   N kill -9s of the aggregator, spread evenly over the run, each
-                        restarted after --restart-after seconds
+  --kill-aggregator N   N kill -9s of the aggregator, spread evenly over the run (or the
+                        first --kill-span seconds), each restarted after --restart-after s
   --kill-broker N       the same for the broker
   --kill-evaluator N    the same for the evaluator
   --churn F             every --churn-period seconds, kill -9 a fraction F of the trainer
@@ -294,6 +294,8 @@ def main():
     ap.add_argument("--kill-broker", type=int, default=0)
     ap.add_argument("--kill-evaluator", type=int, default=0)
     ap.add_argument("--restart-after", type=float, default=2.0)
+    ap.add_argument("--kill-span", type=float, default=0,
+                    help="spread the kills over the first S seconds (default: the whole run)")
     ap.add_argument("--churn", type=float, default=0)
     ap.add_argument("--churn-period", type=float, default=15.0)
     ap.add_argument("--loss", help="P@A-B")
@@ -360,11 +362,12 @@ def main():
 
         # the schedule: (time, action, arg)
         horizon = a.duration or a.time_limit
+        span = a.kill_span or horizon
         events = []
         for what, n in (("aggregator", a.kill_aggregator), ("broker", a.kill_broker),
                         ("evaluator", a.kill_evaluator)):
             for k in range(n):  # evenly spread, jittered by the seed
-                t = horizon * (k + 1) / (n + 1) + rng.uniform(-0.2, 0.2) * horizon / (n + 1)
+                t = span * (k + 1) / (n + 1) + rng.uniform(-0.2, 0.2) * span / (n + 1)
                 events.append((t, "kill", what))
         if a.churn > 0:
             t = a.churn_period

@@ -758,9 +758,12 @@ static void test_port_in_use(void **state)
     s_ctx_t *c = *state;
     int port = fm_proc_free_port();
     assert_true(port > 0);
-    /* the test listens on the port first */
+    /* the test listens on the port first (SO_REUSEADDR: the port may have been an earlier
+     * case's, with connections left in TIME_WAIT; a listener still excludes the daemon's) */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
+    int one = 1;
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;

@@ -215,11 +215,10 @@ static void s_log_version(agg_server_t *self, int count, double stale_mean)
 /* The history file (if any): one line, rate-limited warning when it cannot be written. */
 static void s_history_put(agg_server_t *self, json_t *line)
 {
-    int rc = line ? fm_jsonl_append(self->history, line) : -ENOMEM;
+    int rc = fm_jsonl_put(self->history, line);
     if (rc)
         fm_ratelog(&self->history_log, LOG_WARNING, "%s: cannot append: %s",
                    fm_jsonl_path(self->history), fm_strerror(rc));
-    json_decref(line);
 }
 
 /* {"t":"version","mv":V,"ids":[...]}: the `count` updates folded into the version just made

@@ -286,8 +286,7 @@ static int s_on_ack(void *arg, zsock_t *sock)
             "{s:s, s:o, s:s, s:I, s:f}", "t", "ack", "id",
             fm_jsonl_id((const uint8_t *)ack.ids + (size_t)k * FM_WIRE_ID_LEN), "status",
             ack.status, "mv", (json_int_t)ack.version, "ts", fm_daemon_wallclock());
-        int rc = line ? fm_jsonl_append(self->history, line) : -ENOMEM;
-        json_decref(line);
+        int rc = fm_jsonl_put(self->history, line);
         if (rc)
             fm_ratelog(&self->refused_log, LOG_WARNING, "%s: cannot append: %s",
                        fm_jsonl_path(self->history), fm_strerror(rc));
@@ -319,8 +318,7 @@ static void s_history_event(trainer_pool_t *self, const char *what)
     json_t *line = json_pack("{s:s, s:s, s:i, s:I, s:f}", "t", what, "trainer", self->trainer_id,
                              "pid", (int)getpid(), "unacked", (json_int_t)ob.entries, "ts",
                              fm_daemon_wallclock());
-    int rc = line ? fm_jsonl_append(self->history, line) : -ENOMEM;
-    json_decref(line);
+    int rc = fm_jsonl_put(self->history, line);
     if (rc)
         FM_LOG(LOG_WARNING, "%s: cannot append: %s", fm_jsonl_path(self->history),
                fm_strerror(rc));

@@ -137,8 +137,7 @@ static void s_history_sent(trainer_worker_t *w, const fm_wire_update_t *hdr, uin
     json_t *line = json_pack("{s:s, s:o, s:I, s:I, s:s, s:f}", "t", "sent", "id",
                              fm_jsonl_id(hdr->id), "client", (json_int_t)hdr->client, "base",
                              (json_int_t)hdr->base, "boot", b, "ts", fm_daemon_wallclock());
-    int rc = line ? fm_jsonl_append(w->env.history, line) : -ENOMEM;
-    json_decref(line);
+    int rc = fm_jsonl_put(w->env.history, line);
     if (rc)
         s_warn(w, "history file not written", fm_strerror(rc));
 }

@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "fm_file.h"
+#include "fm_hex.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
 
@@ -456,30 +457,6 @@ static void s_mark_path(char *out, size_t cap, const char *dir)
     snprintf(out, cap, "%s/" S_MARK_FILE, dir);
 }
 
-static void s_hex(char *out, const uint8_t *p, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-static int s_unhex(uint8_t *out, const char *s, size_t n)
-{
-    if (strlen(s) != 2 * n)
-        return -1;
-    for (size_t i = 0; i < 2 * n; i++) {
-        char ch = s[i];
-        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-        if (v < 0)
-            return -1;
-        out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | v) : v << 4);
-    }
-    return 0;
-}
-
 /* The integer (>= 0) or number at `key` of the object o. -1 if missing or mistyped. */
 static int s_json_u64(json_t *o, const char *key, uint64_t *out)
 {
@@ -528,7 +505,7 @@ static int s_mark_read(const char *dir, fm_ckpt_mark_t *m, fm_errmsg_t *e)
     else if (s_json_u64(o, "version", &m->version) || s_json_u64(o, "store", &m->store) ||
              s_json_num(o, "saved", &m->saved) || s_json_num(o, "reset_at", &m->reset_at) ||
              !json_is_string(dg = json_object_get(o, "config_digest")) ||
-             s_unhex(m->config_digest, json_string_value(dg), FM_CKPT_DIGEST_BYTES) != 0)
+             fm_hex_decode(m->config_digest, json_string_value(dg), FM_CKPT_DIGEST_BYTES) != 0)
         rc = fm_errmsg_set(e, FM_EFORMAT,
                            "%s: a key is missing or has the wrong type (version, store, "
                            "config_digest, saved, reset_at)",
@@ -547,7 +524,7 @@ static int s_mark_write(const char *dir, const fm_ckpt_mark_t *m, fm_errmsg_t *e
 {
     char path[PATH_MAX], hex[2 * FM_CKPT_DIGEST_BYTES + 1];
     s_mark_path(path, sizeof path, dir);
-    s_hex(hex, m->config_digest, FM_CKPT_DIGEST_BYTES);
+    fm_hex_encode(hex, m->config_digest, FM_CKPT_DIGEST_BYTES);
     char text[512];
     int n = snprintf(text, sizeof text,
                      "{\"format\": %d, \"version\": %llu, \"store\": %llu, \"config_digest\": "

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fm_hex.h"
+
 struct fm_jsonl {
     int fd;
     char *path;
@@ -67,16 +69,18 @@ int fm_jsonl_append(fm_jsonl_t *j, const json_t *obj)
     return rc;
 }
 
+int fm_jsonl_put(fm_jsonl_t *j, json_t *obj)
+{
+    int rc = obj ? fm_jsonl_append(j, obj) : -ENOMEM;
+    json_decref(obj);
+    return rc;
+}
+
 const char *fm_jsonl_path(const fm_jsonl_t *j) { return j->path; }
 
 json_t *fm_jsonl_id(const uint8_t id[16])
 {
-    static const char hex[] = "0123456789abcdef";
     char s[33];
-    for (int i = 0; i < 16; i++) {
-        s[2 * i] = hex[id[i] >> 4];
-        s[2 * i + 1] = hex[id[i] & 15];
-    }
-    s[32] = '\0';
+    fm_hex_encode(s, id, 16);
     return json_string(s);
 }

@@ -29,6 +29,10 @@ void fm_jsonl_close(fm_jsonl_t **p);
  * (-ENOSPC ...). Thread-safe. */
 int fm_jsonl_append(fm_jsonl_t *j, const json_t *obj);
 
+/* fm_jsonl_append, then release `obj` (the reference is taken: pass json_pack's result
+ * directly; NULL, a failed json_pack, is -ENOMEM). */
+int fm_jsonl_put(fm_jsonl_t *j, json_t *obj);
+
 /* The path (borrowed, lives as long as j). */
 const char *fm_jsonl_path(const fm_jsonl_t *j);
 

@@ -18,6 +18,10 @@
 #define S_ROUND_KEY "agg.round"   /* last sync round opened (u64 LE) */
 #define S_CONFIG_KEY "agg.config" /* canonical config text */
 #define S_LOST_KEY "agg.lost"     /* lost version numbers: first, last (u64 LE each) */
+#define S_REASONS_KEY                                                                            \
+    "agg.reasons" /* rejected counters of the reasons past the header's                          \
+                     FM_CKPT_NREASONS (u64 LE each, in reason order) */
+#define S_MORE_REASONS (AGG_REJ_COUNT > FM_CKPT_NREASONS ? AGG_REJ_COUNT - FM_CKPT_NREASONS : 0)
 
 _Static_assert(FM_CFG_DIGEST_BYTES == FM_CKPT_DIGEST_BYTES, "digest sizes");
 _Static_assert(FM_WIRE_ID_LEN == FM_CKPT_ID_BYTES, "id sizes");
@@ -164,8 +168,11 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     info.version = rec->version;
     info.updates_applied = rec->counters.applied;
     info.updates_rejected = rec->counters.rejected_total;
-    for (int r = 0; r < AGG_REJ_COUNT; r++)
+    for (int r = 0; r < AGG_REJ_COUNT && r < FM_CKPT_NREASONS; r++)
         info.rejected_by_reason[r] = rec->counters.rejected[r];
+    unsigned char more_le[8 * (S_MORE_REASONS + 1)];
+    for (int r = 0; r < S_MORE_REASONS; r++)
+        s_put_le(more_le + 8 * r, rec->counters.rejected[FM_CKPT_NREASONS + r]);
     fm_cfg_digest(&s->cfg, info.config_digest);
     info.nopt = fm_server_opt_state_len(fm_server_opt_kind(opt), info.nparams);
     info.score = NAN;
@@ -174,14 +181,16 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     s_put_le(round_le, rec->round);
     s_put_le(lost_le, s->lost_first);
     s_put_le(lost_le + 8, s->lost_last);
-    fm_ckpt_extra_t extra[4] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
+    fm_ckpt_extra_t extra[5] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
                                 {S_ROUND_KEY, round_le, sizeof round_le, 1},
                                 {S_CONFIG_KEY, s->cfg_text, strlen(s->cfg_text), 1},
-                                {S_LOST_KEY, lost_le, sizeof lost_le, 1}};
+                                {S_LOST_KEY, lost_le, sizeof lost_le, 1},
+                                {S_REASONS_KEY, more_le, 8 * (size_t)S_MORE_REASONS, 1}};
     fm_errmsg_t e = {{0}};
     double t0 = fm_daemon_now();
     int rc = fm_ckpt_save(s->ckpt, &info, fm_model_params(model),
-                          info.nopt ? fm_server_opt_state(opt) : NULL, extra, 4, &e);
+                          info.nopt ? fm_server_opt_state(opt) : NULL, extra,
+                          S_MORE_REASONS ? 5 : 4, &e);
     if (rc) {
         s->failures++;
         /* the number is published: a restart from an older record must not reuse it */
@@ -315,6 +324,13 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
         s->lost_first = s_get_le(le);
         s->lost_last = s_get_le(le + 8);
     }
+    unsigned char more_le[8 * (S_MORE_REASONS + 1)];
+    if (S_MORE_REASONS &&
+        fm_ckpt_record_get(s->ckpt, version, S_REASONS_KEY, more_le, sizeof more_le, &len,
+                           NULL) == 0) /* an older store has fewer (or none): those stay 0 */
+        for (int r = 0; r < S_MORE_REASONS; r++)
+            if ((size_t)r < len / 8)
+                rec->counters.rejected[FM_CKPT_NREASONS + r] = s_get_le(more_le + 8 * r);
 }
 
 /* Say which keys of the running config differ from the checkpoint's (by digest only when
@@ -410,7 +426,7 @@ int agg_state_resume(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt, ag
     rec->version = info.version;
     rec->counters.applied = info.updates_applied;
     rec->counters.rejected_total = info.updates_rejected;
-    for (int r = 0; r < AGG_REJ_COUNT; r++)
+    for (int r = 0; r < AGG_REJ_COUNT && r < FM_CKPT_NREASONS; r++)
         rec->counters.rejected[r] = info.rejected_by_reason[r];
     uint64_t latest = 0;
     int newest = fm_ckpt_latest_version(s->ckpt, &latest, NULL) == 0 && latest == info.version;

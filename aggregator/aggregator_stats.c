@@ -22,7 +22,8 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
 };
 
-_Static_assert(AGG_REJ_COUNT <= FM_CKPT_NREASONS, "reasons must fit the checkpoint counters");
+/* the first FM_CKPT_NREASONS counters go in the checkpoint header, the rest in the record
+ * blob "agg.reasons" (aggregator_state.c) */
 _Static_assert(AGG_REJ_COUNT <= FM_STATS_REASONS_MAX, "reasons must fit stats.json");
 
 /* The /metrics series (NULL handles without a registry). */

@@ -201,6 +201,7 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
     int err = 0;
     fm_metrics_t *metrics = fm_metrics_new(&err);
     fm_metrics_http_t *http = NULL;
+    fm_sec_t *sec = NULL;
     void *server = NULL;
     if (!metrics || (err = fm_metrics_proc_register(metrics)) != 0) {
         FM_LOG(LOG_ERR, "metrics: %s", fm_strerror(err));
@@ -208,7 +209,13 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
         rc = FM_EXIT_RUNTIME;
         goto cleanup;
     }
-    if (!(server = d->server_new(&cfg, &args, metrics, &err, &e))) {
+    if (!(sec = fm_sec_new(&cfg, d->sec_role, &err, &e))) {
+        FM_LOG(LOG_ERR, "%s", e.msg);
+        fm_notify_status("cannot start: %s", e.msg);
+        rc = fm_daemon_exit_code(err);
+        goto cleanup;
+    }
+    if (!(server = d->server_new(&cfg, &args, metrics, sec, &err, &e))) {
         FM_LOG(LOG_ERR, "%s", e.msg);
         fm_notify_status("cannot start: %s", e.msg);
         rc = fm_daemon_exit_code(err);
@@ -235,6 +242,7 @@ cleanup:
     fm_metrics_http_stop(&http); /* no render runs past this: the server may go */
     if (server)
         d->server_destroy(server);
+    fm_sec_destroy(&sec); /* after every socket it secured */
     fm_metrics_destroy(&metrics);
     return rc;
 }

@@ -7,7 +7,7 @@
 #     a trainer whose [trainer] clients exceed its key's enrolment: exit 2, one line;
 #   - the whole federation (fedmq run: broker, aggregator, evaluator, one trainer pool, and
 #     fedmq run itself as a monitor of the METRICS feed) under curve reaches a short-run
-#     accuracy (mlp, 10 clients: 0.70; sanitizer builds 0.60), every daemon logging the
+#     accuracy (mlp, 10 clients: 0.7; sanitizer builds 0.6), every daemon logging the
 #     "mode = curve" line and none the "mode = none" warning.
 # Usage: bash tests/cli/curve_test.sh <path-to-fedmq> <source-dir>
 set -u
@@ -108,8 +108,8 @@ else
 fi
 
 # ---- the federation under curve -------------------------------------------------------------------
-target=0.70
-[ "${FM_SANITIZED:-0}" = 1 ] && target=0.60
+target=0.7
+[ "${FM_SANITIZED:-0}" = 1 ] && target=0.6
 out=$(timeout 300 "$FEDMQ" run "$SRC/configs/fedmq.conf" --run-dir "$T/run" $PORTS $SEC \
     --set federation.model=mlp --set federation.num_clients=10 --set federation.clients_per_round=5 \
     --set trainer.clients=0-9 --set federation.target_accuracy=$target \

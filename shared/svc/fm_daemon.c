@@ -221,6 +221,9 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
         rc = fm_daemon_exit_code(err);
         goto cleanup;
     }
+    if (!fm_sec_curve(sec))
+        FM_LOG(LOG_WARNING, "[security] mode = none: sockets are neither authenticated nor "
+                            "encrypted; use it only on a trusted host or network");
     if ((rc = s_metrics_start(d, &cfg, metrics, &http)) != FM_EXIT_OK) {
         fm_notify_status("cannot start: /metrics (see the log)");
         goto cleanup;

@@ -173,11 +173,8 @@ fm_sec_t *fm_sec_new(const fm_config_t *cfg, fm_sec_role_t role, int *err, fm_er
     }
     s->role = role;
     const fm_cfg_security_t *c = &cfg->security;
-    if (c->mode == FM_CFG_SECURITY_NONE) {
-        FM_LOG(LOG_WARNING, "[security] mode = none: sockets are neither authenticated nor "
-                            "encrypted; use it only on a trusted host or network");
+    if (c->mode == FM_CFG_SECURITY_NONE)
         return s;
-    }
     s->curve = true;
     if (!zsys_has_curve()) {
         rc = fm_errmsg_set(e, -ENOTSUP, "[security] mode = curve: libzmq has no CURVE support");

@@ -21,7 +21,8 @@
  * changes), so a trainer id in a message can be checked against the key that sent it
  * (fm_sec_check_trainer): one enrolled trainer cannot speak for another.
  *
- * mode = none: no key is read, sockets are plain, fm_sec_new logs one warning. */
+ * mode = none: no key is read, sockets are plain; fm_daemon_main logs one warning once the
+ * server is up (so a daemon that cannot start still says only why). */
 #ifndef FM_SEC_H
 #define FM_SEC_H
 
@@ -63,7 +64,7 @@ typedef struct {
 typedef struct fm_sec fm_sec_t;
 
 /* The security of program `role` from cfg->security (borrowed for the call). mode none: an
- * object that secures nothing, after one LOG_WARNING. mode curve: loads this program's key
+ * object that secures nothing. mode curve: loads this program's key
  * pair (the role's *_cert and its _secret file), the server public keys it connects to and,
  * for the servers, starts the ZAP handler on allow_dir (which must be a readable directory).
  * NULL with *err and one line in `e` naming the key and file: FM_EARG (bad or missing

@@ -4,6 +4,7 @@
 #     without the secret key), refuses to overwrite a key, a bad name, a trainer key without
 #     --clients: exit 2 and one line each;
 #   - a daemon whose key file is missing stops at start with one line naming the key;
+#     a daemon under mode = none logs one warning at start;
 #     a trainer whose [trainer] clients exceed its key's enrolment: exit 2, one line;
 #   - the whole federation (fedmq run: broker, aggregator, evaluator, one trainer pool, and
 #     fedmq run itself as a monitor of the METRICS feed) under curve reaches a short-run
@@ -106,6 +107,11 @@ if [ $rc -eq 2 ] && [[ $err == *"enrolled for clients 0-9 only"* ]]; then
 else
     notok "trainer enrolment" "exit $rc: $err"
 fi
+
+# ---- mode = none says so at start, once --------------------------------------------------------
+out=$(timeout -s TERM 3 "$BIN/fedmq-broker" $PORTS 2>&1)
+n=$(grep -c 'WARN \[security\] mode = none: sockets are neither authenticated nor encrypted' <<<"$out")
+[ "$n" = 1 ] && ok "mode = none logs one warning at start" || notok "mode = none warning" "$out"
 
 # ---- the federation under curve -------------------------------------------------------------------
 target=0.7

@@ -20,6 +20,7 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_FUTURE] = "future",       [AGG_REJ_DUPLICATE] = "duplicate",
     [AGG_REJ_SAMPLES] = "samples",     [AGG_REJ_LATE] = "late",
     [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
+    [AGG_REJ_IDENTITY] = "identity",
 };
 
 /* the first FM_CKPT_NREASONS counters go in the checkpoint header, the rest in the record

@@ -42,6 +42,8 @@ typedef enum {
                                 both modes: num_rounds reached */
     AGG_REJ_COHORT,          /* sync: client not selected, or already reported this round */
     AGG_REJ_QUORUM,          /* async: fewer than min_clients (> 1) clients live */
+    AGG_REJ_IDENTITY,        /* [security] curve: the sender's key is not that trainer's, or
+                                not enrolled for that client */
     AGG_REJ_COUNT
 } agg_reason_t;
 

@@ -39,6 +39,7 @@ struct broker_server {
     fm_config_t cfg;
     const fm_daemon_args_t *args; /* borrowed, for SIGHUP reloads; may be NULL */
     fm_model_t *layout;           /* the configured model (tensor check only) */
+    fm_sec_t *sec;                /* borrowed: keys, and who a peer is */
     fm_wire_tensors_t *tensors;   /* decode scratch (about 21 KB) */
     zsock_t *sub, *pub, *router;
     fm_loop_t *loop;
@@ -264,6 +265,15 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
         s_reject(&self->rej_router, rc, e.msg);
         return;
     }
+    char why[160];
+    const char *uid = fm_sec_curve(self->sec) ? zframe_meta(body, "User-Id") : NULL;
+    if (fm_sec_check_trainer(self->sec, uid, m.trainer, m.client_first, m.client_count, why,
+                             sizeof why)) {
+        char line[512];
+        snprintf(line, sizeof line, "%s from %s: %s", fm_wire_type_name(type), m.trainer, why);
+        s_reject(&self->rej_router, FM_EARG, line);
+        return;
+    }
     uint32_t old_pid = 0;
     fm_member_event_t ev = fm_members_apply(self->members, type, &m, fm_daemon_now(), &old_pid);
     s_members_gauges(self);
@@ -368,6 +378,7 @@ static int s_expire(void *arg)
     broker_server_t *self = arg;
     fm_members_expire(self->members, fm_daemon_now(), self->cfg.broker.heartbeat_timeout_s,
                       s_on_expired, self);
+    fm_sec_refresh(self->sec); /* a key removed from allow_dir: its HELLOs are refused */
     s_members_gauges(self);
     return 0;
 }
@@ -454,7 +465,7 @@ static int s_metrics_register(broker_server_t *self, fm_metrics_t *m)
 }
 
 broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                                   fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
+                                   fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
     int rc = 0;
     broker_server_t *self = calloc(1, sizeof *self);
@@ -464,6 +475,7 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     }
     self->cfg = *cfg;
     self->args = args;
+    self->sec = sec;
     self->rej_sub.what = "aggregator_models";
     self->rej_sub.count = &self->stats.rejected_sub;
     self->rej_router.what = "snapshot";
@@ -494,6 +506,9 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     fm_sock_opts_t o_router = {.maxmsgsize = BROKER_ROUTER_MAXMSG}; /* not ROUTER_MANDATORY */
     fm_sock_opts_t o_sub = {
         .rcvhwm = BROKER_SUB_RCVHWM, .maxmsgsize = BROKER_SUB_MAXMSG, .subscribe_all = true};
+    o_pub.sec = o_router.sec = o_sub.sec = sec;
+    o_pub.side = o_router.side = FM_SEC_SERVE;
+    o_sub.side = FM_SEC_TO_AGGREGATOR;
     if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "model_pub", &rc, e)) ||
         (rc = fm_sock_bind(self->pub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
         !(self->router = fm_sock_new(ZMQ_ROUTER, &o_router, "snapshot", &rc, e)) ||

@@ -59,7 +59,8 @@ typedef struct {
  * with `e` naming the key and endpoint; -ENOMEM; FM_EMODEL): the caller exits with
  * fm_daemon_exit_code(*err). Caller owns the result: broker_server_destroy(). */
 broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                                   fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
+                                   fm_metrics_t *metrics, fm_sec_t *sec, int *err,
+                                   fm_errmsg_t *e);
 
 /* Run the loop until fm_daemon_stopping(). Returns 0 (clean stop) or a negative error
  * (polling failed for good, logged). */

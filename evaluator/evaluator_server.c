@@ -92,7 +92,8 @@ static int s_sockets_open(eval_server_t *self, fm_errmsg_t *e)
     /* CONFLATE before connect: only the newest MODEL waits in the queue */
     fm_sock_opts_t o_sub = {
         .maxmsgsize = EVAL_SERVER_MAX_FRAME, .conflate = true, .subscribe_all = true};
-    fm_sock_opts_t o_dealer = {.sndhwm = 16, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
+    fm_sock_opts_t o_dealer = {
+        .sndhwm = 16, .rcvhwm = EVAL_SERVER_DEALER_RCVHWM, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
     int rc = 0;
     if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "metrics_pub", &rc, e)) ||
         (rc = fm_sock_bind(self->pub, "endpoints.metrics_pub", ep->metrics_pub, e)) != 0 ||

@@ -29,7 +29,9 @@
 #define S_DRAIN_MAX 256      /* frames received per poll before timers are checked */
 #define S_PUB_LINGER_MS 1000 /* PUB linger at shutdown: let the last MODEL go out */
 #define S_PUB_SNDHWM 16      /* subscribers only need the newest model */
-#define S_RCV_BYTES_MAX ((size_t)256 << 20) /* budget of the PULL receive queue */
+/* PULL receive queue per connection (ZeroMQ's HWMs are per peer): this / the MODEL frame,
+ * 16-1000 frames (docs/OPERATIONS.md, "Queues and memory per socket") */
+#define S_RCV_BYTES_MAX ((size_t)256 << 20)
 
 struct agg_server {
     fm_config_t cfg;

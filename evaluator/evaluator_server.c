@@ -93,7 +93,8 @@ static int s_sockets_open(eval_server_t *self, fm_errmsg_t *e)
     /* CONFLATE before connect: only the newest MODEL waits in the queue */
     fm_sock_opts_t o_sub = {
         .maxmsgsize = EVAL_SERVER_MAX_FRAME, .conflate = true, .subscribe_all = true};
-    fm_sock_opts_t o_dealer = {.sndhwm = 16, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
+    fm_sock_opts_t o_dealer = {
+        .sndhwm = 16, .rcvhwm = EVAL_SERVER_DEALER_RCVHWM, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
     o_pub.sec = o_sub.sec = o_dealer.sec = self->sec;
     o_pub.side = FM_SEC_SERVE;
     o_sub.side = o_dealer.side = FM_SEC_TO_BROKER;

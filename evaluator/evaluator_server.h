@@ -45,6 +45,7 @@
 #define EVAL_SERVER_DRAIN_MAX 64         /* frames read per socket per drain */
 #define EVAL_SERVER_PUB_LINGER_MS 1000   /* a stopping evaluator flushes its last METRICS */
 #define EVAL_SERVER_PUB_HWM 100          /* METRICS queued per slow subscriber */
+#define EVAL_SERVER_DEALER_RCVHWM 4      /* MODEL replies queued from the broker */
 
 typedef struct eval_server eval_server_t;
 

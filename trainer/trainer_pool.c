@@ -26,6 +26,7 @@
 #define S_MODEL_SILENCE_S 30.0  /* no MODEL this long: ask for a snapshot anyway */
 #define S_SUMMARY_S 10.0        /* summary log period */
 #define S_DEALER_LINGER_MS 1000 /* BYE gets this long at exit */
+#define S_DEALER_RCVHWM 4       /* MODEL replies queued from the broker (one per request) */
 #define S_RESEND_TICK_S 1.0     /* look for unacknowledged updates due this often */
 
 struct trainer_pool {
@@ -488,6 +489,7 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     fm_sock_opts_t o_sub = {.maxmsgsize = maxmsg, .conflate = true, .subscribe_all = true};
     fm_sock_opts_t o_dealer = {.linger_ms = S_DEALER_LINGER_MS,
                                .sndhwm = 100,
+                               .rcvhwm = S_DEALER_RCVHWM,
                                .sndtimeo_ms = FM_SOCK_NOWAIT,
                                .maxmsgsize = maxmsg};
     fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 16};

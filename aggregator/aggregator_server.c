@@ -49,10 +49,11 @@ struct agg_server {
     agg_acks_t *acks;      /* ACKs ([aggregator] acks), NULL when off */
     fm_jsonl_t *history;   /* [aggregator] history_file, NULL when off */
     fm_ratelog_t history_log;
-    uint8_t *scratch_ids;  /* the ids of one version, for the history */
-    fm_members_t *members; /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
-    uint8_t *live;         /* num_clients: clients served by live trainers */
-    uint32_t nlive;        /* distinct live clients at the last count */
+    uint8_t *scratch_ids;     /* the ids of one version, for the history */
+    fm_members_t *members;    /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
+    fm_ratelog_t refused_log; /* membership messages refused */
+    uint8_t *live;            /* num_clients: clients served by live trainers */
+    uint32_t nlive;           /* distinct live clients at the last count */
 
     uint64_t version;
     int finished;   /* num_rounds versions exist */
@@ -292,19 +293,46 @@ static void s_aggregate(agg_server_t *self)
 /* ---- input ----------------------------------------------------------------------------------
  */
 
-static void s_on_member(agg_server_t *self, const agg_verdict_t *v)
+/* The membership bounds of the config. */
+static fm_members_limits_t s_members_limits(const fm_config_t *cfg)
+{
+    return (fm_members_limits_t){.num_clients = (uint32_t)cfg->federation.num_clients,
+                                 .per_origin = cfg->broker.trainers_per_peer};
+}
+
+/* A membership message from the peer whose libzmq "Peer-Address" is `addr` (may be NULL),
+ * sent under curve with the key `user_id` (else NULL): the share is then per key. */
+static void s_on_member(agg_server_t *self, const agg_verdict_t *v, const char *addr,
+                        const char *user_id)
 {
     const fm_wire_member_t *m = &v->member;
-    fm_member_event_t ev = fm_members_apply(self->members, v->type, m, fm_daemon_now(), NULL);
-    if (ev == FM_MEMBER_JOINED || ev == FM_MEMBER_RESTARTED || ev == FM_MEMBER_LEFT)
-        FM_LOG(LOG_INFO, "trainer %s (clients %u-%u) %s", m->trainer, m->client_first,
+    char peer[FM_MEMBERS_ORIGIN_MAX + 1];
+    fm_members_peer(self->cfg.endpoints.updates, addr, peer);
+    fm_member_origin_t origin = {.peer = peer, .identity = user_id};
+    fm_member_event_t ev = fm_members_apply(self->members, v->type, m, &origin, fm_daemon_now(),
+                                            NULL);
+    const char *why = NULL;
+    switch (ev) {
+    case FM_MEMBER_JOINED:
+    case FM_MEMBER_RESTARTED:
+    case FM_MEMBER_LEFT:
+        FM_LOG(LOG_INFO, "trainer %s (clients %u-%u) %s (peer %s)", m->trainer, m->client_first,
                m->client_first + m->client_count - (m->client_count ? 1 : 0),
                ev == FM_MEMBER_LEFT     ? "left"
                : ev == FM_MEMBER_JOINED ? "joined"
-                                        : "restarted");
-    if (ev == FM_MEMBER_FULL)
-        FM_LOG(LOG_WARNING, "trainer %s not registered: %d trainers already", m->trainer,
-               FM_MEMBERS_MAX);
+                                        : "restarted",
+               peer);
+        return;
+    case FM_MEMBER_FULL: why = "the table is full"; break;
+    case FM_MEMBER_REFUSED_CLIENTS: why = "clients beyond [federation] num_clients"; break;
+    case FM_MEMBER_REFUSED_FOREIGN: why = "that trainer is live from another peer"; break;
+    case FM_MEMBER_REFUSED_SHARE:
+        why = "the peer holds [broker] trainers_per_peer live trainers already";
+        break;
+    default: return;
+    }
+    fm_ratelog(&self->refused_log, LOG_WARNING, "trainer %s (clients %u+%u, peer %s) refused: %s",
+               m->trainer, m->client_first, m->client_count, peer, why);
 }
 
 /* Acknowledged delivery: tell the sender of a rejected UPDATE. A duplicate of a durable
@@ -325,9 +353,11 @@ static void s_ack_rejected(agg_server_t *self, const agg_verdict_t *v)
     agg_acks_send(self->acks, v->update.id, 1, status, self->version);
 }
 
-/* One frame from the PULL socket (untrusted), sent with the key `user_id` (NULL: plain). */
-static void s_on_frame(agg_server_t *self, const void *data, size_t len, const char *user_id)
+/* One frame from the PULL socket (untrusted); `msg` is its message (for the peer's
+ * address and, under curve, the sender's key: "User-Id"). */
+static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg_t *msg)
 {
+    const char *user_id = fm_sec_curve(self->sec) ? zmq_msg_gets(msg, "User-Id") : NULL;
     agg_ingest_ctx_t ctx = {.view = s_view(self),
                             .max_staleness = self->cfg.aggregator.max_staleness,
                             .num_rounds = self->cfg.federation.num_rounds,
@@ -343,7 +373,9 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, const c
         if (self->acks && v.has_id)
             s_ack_rejected(self, &v);
         return;
-    case AGG_INGEST_MEMBER: s_on_member(self, &v); return;
+    case AGG_INGEST_MEMBER:
+        s_on_member(self, &v, zmq_msg_gets(msg, "Peer-Address"), user_id);
+        return;
     case AGG_INGEST_FOLDED:
         agg_stats_folded(self->stats, v.tau, fm_daemon_now());
         FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
@@ -369,8 +401,7 @@ static int s_drain(void *arg, zsock_t *pull)
             return 0;
         }
         size_t len = zmq_msg_size(&msg);
-        const char *uid = fm_sec_curve(self->sec) ? zmq_msg_gets(&msg, "User-Id") : NULL;
-        s_on_frame(self, len ? zmq_msg_data(&msg) : s_empty, len, uid);
+        s_on_frame(self, len ? zmq_msg_data(&msg) : s_empty, len, &msg);
         zmq_msg_close(&msg);
     }
     return 0;
@@ -409,6 +440,8 @@ static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
     if (rc)
         return fm_errmsg_set(e, rc, "config text: %s", fm_strerror(rc));
     self->cfg = *fresh;
+    fm_members_limits_t lim = s_members_limits(&self->cfg);
+    fm_members_set_limits(self->members, &lim);
     return 0;
 }
 
@@ -577,10 +610,13 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
         !(self->ingest = agg_ingest_new(self->model, self->policy, agg_state_ids(self->state),
                                         &rc, e)))
         return rc;
-    self->members = fm_members_new();
+    fm_members_limits_t lim = s_members_limits(&self->cfg);
+    self->members = fm_members_new(&lim);
     self->live = calloc((size_t)self->cfg.federation.num_clients, 1);
     if (!self->members || !self->live)
         return -ENOMEM;
+    if ((rc = fm_members_metrics(self->members, self->metrics)) != 0)
+        return rc;
     if ((rc = s_init_model(self, e)) != 0)
         return rc;
     agg_stats_version(self->stats, self->version);

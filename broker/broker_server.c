@@ -27,7 +27,7 @@ typedef struct {
 /* The /metrics series (docs/OPERATIONS.md, "Metrics"), each counted where the matching
  * broker_stats_t counter is. Handles of the registry; NULL ones do nothing. */
 typedef struct {
-    fm_metric_t *version, *trainers;
+    fm_metric_t *version, *trainers, *clients;
     fm_metric_t *received, *forwarded, *snapshots;
     fm_metric_t *repeat, *full, *gone; /* fedmq_snapshots_withheld_total{reason} */
 } s_metrics_t;
@@ -63,6 +63,7 @@ struct broker_server {
 
     broker_stats_t stats;
     s_reject_log_t rej_sub, rej_router;
+    fm_ratelog_t refused_log; /* membership messages refused (fm_members) */
     s_metrics_t met;
 };
 
@@ -306,13 +307,24 @@ cleanup:
     return 0;
 }
 
-/* The membership gauge from the table. */
-static void s_members_gauges(broker_server_t *self)
+/* The membership gauges from the table: live trainers, and (with `clients`) the distinct
+ * clients they serve (a sort of the ranges: done by the expiry timer, not per message). */
+static void s_members_gauges(broker_server_t *self, bool clients)
 {
     fm_metric_set(self->met.trainers, fm_members_count(self->members));
+    if (clients)
+        fm_metric_set(self->met.clients, (double)fm_members_clients(self->members));
 }
 
-/* One membership message (already peeked as HELLO/HEARTBEAT/BYE). */
+/* The membership bounds of the config. */
+static fm_members_limits_t s_members_limits(const fm_config_t *cfg)
+{
+    return (fm_members_limits_t){.num_clients = (uint32_t)cfg->federation.num_clients,
+                                 .per_origin = cfg->broker.trainers_per_peer};
+}
+
+/* One membership message (already peeked as HELLO/HEARTBEAT/BYE). Its origin is the peer's
+ * address (fm_members_peer); the table bounds entries per origin. */
 static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identity, bool delimiter)
 {
     fm_wire_type_t type = FM_WIRE_NONE;
@@ -332,13 +344,18 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
         s_reject(&self->rej_router, FM_EARG, line);
         return;
     }
+    char peer[FM_MEMBERS_ORIGIN_MAX + 1];
+    fm_members_peer(self->cfg.endpoints.snapshot, zframe_meta(body, "Peer-Address"), peer);
+    fm_member_origin_t origin = {.peer = peer, .identity = uid}; /* curve: per key */
     uint32_t old_pid = 0;
-    fm_member_event_t ev = fm_members_apply(self->members, type, &m, fm_daemon_now(), &old_pid);
-    s_members_gauges(self);
+    fm_member_event_t ev = fm_members_apply(self->members, type, &m, &origin, fm_daemon_now(),
+                                            &old_pid);
+    s_members_gauges(self, false);
     switch (ev) {
     case FM_MEMBER_JOINED:
-        FM_LOG(LOG_INFO, "trainer %s joined (pid %u, clients %u+%u, %u workers; %d live)",
-               m.trainer, m.pid, m.client_first, m.client_count, m.workers,
+        FM_LOG(LOG_INFO,
+               "trainer %s joined (pid %u, clients %u+%u, %u workers, peer %s; %d live)",
+               m.trainer, m.pid, m.client_first, m.client_count, m.workers, peer,
                fm_members_count(self->members));
         break;
     case FM_MEMBER_RESTARTED:
@@ -350,8 +367,25 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
                fm_members_count(self->members));
         break;
     case FM_MEMBER_FULL:
-        FM_LOG(LOG_WARNING, "trainer %s not registered: %d trainers already (the maximum)",
-               m.trainer, FM_MEMBERS_MAX);
+        fm_ratelog(&self->refused_log, LOG_WARNING,
+                   "trainer %s (peer %s) not registered: %d trainers already (the maximum)",
+                   m.trainer, peer, FM_MEMBERS_MAX);
+        break;
+    case FM_MEMBER_REFUSED_CLIENTS:
+        fm_ratelog(&self->refused_log, LOG_WARNING,
+                   "trainer %s (peer %s) refused: clients %u+%u not within [0, %d)", m.trainer,
+                   peer, m.client_first, m.client_count, self->cfg.federation.num_clients);
+        break;
+    case FM_MEMBER_REFUSED_FOREIGN:
+        fm_ratelog(&self->refused_log, LOG_WARNING,
+                   "trainer %s (peer %s) refused: that trainer is live from another peer",
+                   m.trainer, peer);
+        break;
+    case FM_MEMBER_REFUSED_SHARE:
+        fm_ratelog(&self->refused_log, LOG_WARNING,
+                   "trainer %s (peer %s) refused: the peer has %d live trainers already "
+                   "([broker] trainers_per_peer)",
+                   m.trainer, peer, self->cfg.broker.trainers_per_peer);
         break;
     case FM_MEMBER_STALE:
         FM_LOG(LOG_DEBUG, "trainer %s: stale %s (seq %llu) ignored", m.trainer,
@@ -437,8 +471,17 @@ static int s_expire(void *arg)
     fm_members_expire(self->members, fm_daemon_now(), self->cfg.broker.heartbeat_timeout_s,
                       s_on_expired, self);
     fm_sec_refresh(self->sec); /* a key removed from allow_dir: its HELLOs are refused */
-    s_members_gauges(self);
+    s_members_gauges(self, true);
     return 0;
+}
+
+/* Membership messages refused so far (every reason). */
+static uint64_t s_refused(const broker_server_t *self)
+{
+    uint64_t n = 0;
+    for (int r = 0; r < FM_MEMBERS_REFUSED_COUNT; r++)
+        n += fm_members_refused(self->members, (fm_members_refusal_t)r);
+    return n;
 }
 
 static int s_summary(void *arg)
@@ -451,7 +494,8 @@ static int s_summary(void *arg)
            "summary: model version %s, %d live trainers serving %llu clients, "
            "%llu models forwarded, %llu snapshots served, %llu frames rejected "
            "(%llu aggregator side, %llu snapshot side), %d waiting, %llu snapshot replies "
-           "withheld (%llu repeats, %llu queues full, %llu peers gone)",
+           "withheld (%llu repeats, %llu queues full, %llu peers gone), %llu membership "
+           "messages refused",
            version, fm_members_count(self->members),
            (unsigned long long)fm_members_clients(self->members),
            (unsigned long long)self->stats.models_forwarded,
@@ -463,7 +507,7 @@ static int s_summary(void *arg)
                                 self->stats.snapshots_gone),
            (unsigned long long)self->stats.snapshots_repeat,
            (unsigned long long)self->stats.snapshots_full,
-           (unsigned long long)self->stats.snapshots_gone);
+           (unsigned long long)self->stats.snapshots_gone, (unsigned long long)s_refused(self));
     return 0;
 }
 
@@ -489,6 +533,8 @@ static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
 {
     broker_server_t *self = arg;
     self->cfg = *fresh;
+    fm_members_limits_t lim = s_members_limits(&self->cfg);
+    fm_members_set_limits(self->members, &lim);
     return 0;
 }
 
@@ -510,6 +556,8 @@ static int s_metrics_register(broker_server_t *self, fm_metrics_t *m)
     x->trainers = fm_metrics_gauge(m, "fedmq_trainers_live",
                                    "Trainer pools live (HELLO/HEARTBEAT within the timeout).",
                                    NULL);
+    x->clients = fm_metrics_gauge(m, "fedmq_clients_live",
+                                  "Distinct clients served by live trainer pools.", NULL);
     x->received = fm_metrics_counter(m, "fedmq_models_received_total",
                                      "Valid MODEL frames received from the aggregator "
                                      "(repeats included).",
@@ -569,9 +617,11 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     }
     self->tensors = calloc(1, sizeof *self->tensors);
     self->pending = calloc(BROKER_PENDING_MAX, sizeof *self->pending);
-    self->members = fm_members_new();
+    fm_members_limits_t lim = s_members_limits(cfg);
+    self->members = fm_members_new(&lim);
     self->peers = broker_peers_new(BROKER_SNAPSHOT_PEERS_MAX, BROKER_SNAPSHOT_REPEAT_S);
-    if (!self->tensors || !self->pending || !self->members || !self->peers) {
+    if (!self->tensors || !self->pending || !self->members || !self->peers ||
+        (rc = fm_members_metrics(self->members, metrics)) != 0) {
         rc = fm_errmsg_set(e, -ENOMEM, "broker: out of memory");
         goto cleanup;
     }

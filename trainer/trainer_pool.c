@@ -537,7 +537,8 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
 }
 
 /* The trainer id into self->trainer_id: under curve its certificate's name (the servers
- * check it against the key), else "<host>-<pid>". */
+ * check it against the key), else "<host>-<pid>", where a byte of the host name that an id
+ * may not hold (fm_wire.h, "Text") becomes '_'. */
 static void s_name(trainer_pool_t *self)
 {
     if (fm_sec_curve(self->sec)) {
@@ -548,6 +549,9 @@ static void s_name(trainer_pool_t *self)
     if (gethostname(host, sizeof host) != 0)
         snprintf(host, sizeof host, "localhost");
     host[sizeof host - 1] = '\0';
+    for (char *c = host; *c; c++)
+        if (fm_wire_text_check(FM_WIRE_TEXT_ID, c, 1) == 0)
+            *c = '_';
     snprintf(self->trainer_id, sizeof self->trainer_id, "%s-%d", host, (int)getpid());
 }
 

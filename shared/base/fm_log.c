@@ -80,6 +80,17 @@ int fm_log_parse_level(const char *name)
     return -1;
 }
 
+/* One line, whatever the message holds (fm_log.h): CR and LF become spaces, other control
+ * bytes '?'. */
+static void s_one_line(char *msg)
+{
+    for (unsigned char *c = (unsigned char *)msg; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+        else if (*c < 0x20 || *c == 0x7f)
+            *c = '?';
+}
+
 void fm_log_write(int level, const char *fmt, ...)
 {
     static const char *names[] = {"EMERG", "ALERT",  "CRIT", "ERROR",
@@ -90,9 +101,7 @@ void fm_log_write(int level, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
-        for (char *c = msg; *c; c++)
-            if (*c == '\n' || *c == '\r')
-                *c = ' ';
+        s_one_line(msg);
         fprintf(stderr, "<%d>%s %s\n", level & 7, names[level & 7], msg);
         return;
     }
@@ -108,6 +117,7 @@ void fm_log_write(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    s_one_line(line);
     fprintf(stderr, "%s.%03ldZ %s[%d] %s %s\n", ts, now.tv_nsec / 1000000, s_prog, (int)getpid(),
             names[level & 7], line);
 }

@@ -4,8 +4,11 @@
  * (systemd sets JOURNAL_STREAM="<dev>:<inode>" of the stream it connects, and fm_log_init
  * finds the same device and inode with fstat(2)) each line is "<N><LEVEL> message" instead:
  * N the syslog priority (sd-daemon(3): journald files the line under it, e.g. <3> for
- * LOG_ERR), no timestamp, program or pid (journald records them); newlines in the message
- * become spaces so a line stays one entry. On a terminal, a file or a pipe: the plain line.
+ * LOG_ERR), no timestamp, program or pid (journald records them). On a terminal, a file or a
+ * pipe: the plain line. In both formats a message is one line whatever it holds: newlines
+ * and carriage returns in it become spaces, every other control byte (0x00-0x1f, 0x7f: an
+ * escape sequence's ESC, a tab) becomes '?', so text from outside (a peer's id, a path)
+ * can neither start a forged line nor drive the terminal. Bytes >= 0x80 (UTF-8) stay.
  * The threshold and the format are process configuration set at start (before threads);
  * the threshold is changed only by a reload (fm_log_set_level, safe while other threads
  * log); FM_LOG checks it before formatting. */

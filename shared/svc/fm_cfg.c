@@ -184,6 +184,9 @@ static const fm_cfg_key_t s_keys[] = {
     /* [broker] */
     S_FLT(broker, heartbeat_timeout_s, 0.1, 86400, "10", S_RELOAD,
           "a trainer silent for this many seconds is considered gone"),
+    S_INT(broker, trainers_per_peer, 1, 4096, "64", S_RELOAD,
+          "membership (broker and aggregator): live trainer ids one peer may hold (TCP: per "
+          "IP address, ipc: per user); a new id beyond it is refused and counted"),
     S_ENUM(broker, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
     S_STR(broker, metrics_addr, s_check_metrics_addr, "127.0.0.1:9561", S_RESTART,

@@ -98,6 +98,7 @@ typedef struct {
 
 typedef struct {
     double heartbeat_timeout_s;
+    int trainers_per_peer; /* membership: live trainer ids per peer (fm_members) */
     int log_level;
     char metrics_addr[FM_CFG_STR_MAX]; /* HOST:PORT of /metrics, "" or "off" = none */
 } fm_cfg_broker_t;

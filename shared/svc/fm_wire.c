@@ -51,6 +51,31 @@ const char *fm_wire_type_name(fm_wire_type_t type)
     return "?";
 }
 
+/* 1 if byte c is allowed in text class cls (fm_wire.h, "Text"). */
+static bool s_text_byte(fm_wire_text_t cls, unsigned char c)
+{
+    if (cls == FM_WIRE_TEXT_NAME)
+        return c >= 0x21 && c <= 0x7e;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-' || c == ':' || c == '@' || c == '/';
+}
+
+/* How a text class is named in error messages. */
+static const char *s_text_what(fm_wire_text_t cls)
+{
+    return cls == FM_WIRE_TEXT_NAME ? "a name (printable ASCII, no space)"
+                                    : "an id (letters, digits, . _ - : @ /)";
+}
+
+size_t fm_wire_text_check(fm_wire_text_t cls, const char *s, size_t n)
+{
+    FM_ASSERT(s || n == 0);
+    for (size_t i = 0; i < n; i++)
+        if (!s_text_byte(cls, (unsigned char)s[i]))
+            return i;
+    return n;
+}
+
 /* Copy at most S_SHOWN bytes of s[0..n) into dst (cap > S_SHOWN + 4) with bytes outside
  * printable ASCII replaced by '?', so that error messages stay on one line. */
 static const char *s_printable(char *dst, size_t cap, const void *s, size_t n)
@@ -148,11 +173,12 @@ static int s_buf_write(void *data, const char *src, size_t n)
     return 0;
 }
 
-/* 1 if the NUL-terminated s (within a char[FM_WIRE_STR_MAX + 1]) is a valid string field. */
-static bool s_str_ok(const char *s, bool nonempty)
+/* 1 if the NUL-terminated s (within a char[FM_WIRE_STR_MAX + 1]) is a valid string field of
+ * text class cls. */
+static bool s_str_ok(const char *s, bool nonempty, fm_wire_text_t cls)
 {
     size_t n = strnlen(s, FM_WIRE_STR_MAX + 1);
-    return n <= FM_WIRE_STR_MAX && (n > 0 || !nonempty);
+    return n <= FM_WIRE_STR_MAX && (n > 0 || !nonempty) && fm_wire_text_check(cls, s, n) == n;
 }
 
 static int s_pack_str(msgpack_packer *pk, const char *s)
@@ -281,7 +307,7 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
-    if (!s_str_ok(hdr->trainer, true))
+    if (!s_str_ok(hdr->trainer, true, FM_WIRE_TEXT_ID))
         return FM_EARG;
     if (s_buf_reserve(out, s_tensors_size(layout) + 512) != 0)
         return -ENOMEM;
@@ -314,7 +340,8 @@ int fm_wire_encode_member(fm_wire_type_t type, const fm_wire_member_t *m, fm_wir
     int rc = 0;
     bool hb = type == FM_WIRE_HEARTBEAT;
     out->len = 0;
-    if ((type != FM_WIRE_HELLO && !hb && type != FM_WIRE_BYE) || !s_str_ok(m->trainer, true))
+    if ((type != FM_WIRE_HELLO && !hb && type != FM_WIRE_BYE) ||
+        !s_str_ok(m->trainer, true, FM_WIRE_TEXT_ID))
         return FM_EARG;
     msgpack_packer_init(&pk, out, s_buf_write);
     S_PACK(s_pack_head(&pk, type, hb ? 8 : 6));
@@ -340,7 +367,7 @@ int fm_wire_encode_snapshot_req(const fm_wire_snapshot_req_t *r, fm_wire_buf_t *
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
-    if (!s_str_ok(r->from, true))
+    if (!s_str_ok(r->from, true, FM_WIRE_TEXT_ID))
         return FM_EARG;
     msgpack_packer_init(&pk, out, s_buf_write);
     S_PACK(s_pack_head(&pk, FM_WIRE_SNAPSHOT_REQ, 2));
@@ -358,7 +385,7 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
-    if (!s_str_ok(m->model, true))
+    if (!s_str_ok(m->model, true, FM_WIRE_TEXT_NAME))
         return FM_EARG;
     msgpack_packer_init(&pk, out, s_buf_write);
     int progress = m->applied > 0 || m->updates_per_s != 0; /* optional keys */
@@ -399,8 +426,8 @@ int fm_wire_encode_ack(const fm_wire_ack_t *a, fm_wire_buf_t *out)
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
-    if (!s_str_ok(a->status, true) || strlen(a->status) > FM_WIRE_STATUS_MAX || a->boot == 0 ||
-        a->count == 0 || a->count > FM_WIRE_MAX_ACK_IDS || !a->ids)
+    if (!s_str_ok(a->status, true, FM_WIRE_TEXT_NAME) || strlen(a->status) > FM_WIRE_STATUS_MAX ||
+        a->boot == 0 || a->count == 0 || a->count > FM_WIRE_MAX_ACK_IDS || !a->ids)
         return FM_EARG;
     size_t nb = (size_t)a->count * FM_WIRE_ID_LEN;
     if (s_buf_reserve(out, nb + 96) != 0)
@@ -735,8 +762,10 @@ static int s_read_num(s_rd_t *r, const char *field, double *out)
     }
 }
 
-/* A str of at most `cap` bytes, without NUL, copied NUL-terminated into dst[cap + 1]. */
-static int s_read_str(s_rd_t *r, const char *field, char *dst, size_t cap, bool nonempty)
+/* A str of at most `cap` bytes of text class `cls`, copied NUL-terminated into
+ * dst[cap + 1]. */
+static int s_read_str(s_rd_t *r, const char *field, char *dst, size_t cap, bool nonempty,
+                      fm_wire_text_t cls)
 {
     s_tok_t t;
     int rc = s_next(r, field, &t);
@@ -751,6 +780,10 @@ static int s_read_str(s_rd_t *r, const char *field, char *dst, size_t cap, bool 
         return s_err(r, FM_EFORMAT, field, "empty string");
     if (memchr(t.ptr, 0, (size_t)t.n))
         return s_err(r, FM_EFORMAT, field, "string contains a NUL byte");
+    size_t bad = fm_wire_text_check(cls, (const char *)t.ptr, (size_t)t.n);
+    if (bad < t.n)
+        return s_err(r, FM_EFORMAT, field, "byte 0x%02x at offset %zu is not allowed in %s",
+                     t.ptr[bad], bad, s_text_what(cls));
     memcpy(dst, t.ptr, (size_t)t.n);
     dst[t.n] = '\0';
     return 0;
@@ -834,7 +867,8 @@ typedef enum {
     S_F_NZ64
 } s_fkind_t;
 
-#define S_NONEMPTY 1u
+#define S_NONEMPTY 1u /* a string field that must not be empty */
+#define S_ID 2u       /* a string field of text class FM_WIRE_TEXT_ID (else _NAME) */
 #define S_BIT(type) (1u << (type))
 #define S_MEMBER_TYPES (S_BIT(FM_WIRE_HELLO) | S_BIT(FM_WIRE_HEARTBEAT) | S_BIT(FM_WIRE_BYE))
 
@@ -863,7 +897,8 @@ static const s_field_t s_model_fields[] = {
 
 static const s_field_t s_update_fields[] = {
     {"id", S_F_ID, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, id)},
-    {"trainer", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, trainer)},
+    {"trainer", S_F_STR, S_NONEMPTY | S_ID, S_BIT(FM_WIRE_UPDATE),
+     offsetof(fm_wire_update_t, trainer)},
     {"client", S_F_U32, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, client)},
     {"base", S_F_U64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, base)},
     {"n", S_F_U64, 0, S_BIT(FM_WIRE_UPDATE), offsetof(fm_wire_update_t, num_samples)},
@@ -876,7 +911,7 @@ static const s_field_t s_update_fields[] = {
 };
 
 static const s_field_t s_member_fields[] = {
-    {"trainer", S_F_STR, S_NONEMPTY, S_MEMBER_TYPES, offsetof(fm_wire_member_t, trainer)},
+    {"trainer", S_F_STR, S_NONEMPTY | S_ID, S_MEMBER_TYPES, offsetof(fm_wire_member_t, trainer)},
     {"pid", S_F_U32, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, pid)},
     {"cfirst", S_F_U32, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, client_first)},
     {"ccount", S_F_U32, 0, S_MEMBER_TYPES, offsetof(fm_wire_member_t, client_count)},
@@ -887,7 +922,7 @@ static const s_field_t s_member_fields[] = {
 };
 
 static const s_field_t s_snapshot_fields[] = {
-    {"from", S_F_STR, S_NONEMPTY, S_BIT(FM_WIRE_SNAPSHOT_REQ),
+    {"from", S_F_STR, S_NONEMPTY | S_ID, S_BIT(FM_WIRE_SNAPSHOT_REQ),
      offsetof(fm_wire_snapshot_req_t, from)},
     {"have", S_F_U64, 0, 0, offsetof(fm_wire_snapshot_req_t, have)},
 };
@@ -951,9 +986,9 @@ static int s_read_tensor(s_rd_t *r, int i, fm_wire_tensor_t *x)
             return s_err(r, FM_EFORMAT, field, "duplicate key");
         seen[w] = true;
         if (w == 0)
-            rc = s_read_str(r, field, x->name, FM_WIRE_STR_MAX, true);
+            rc = s_read_str(r, field, x->name, FM_WIRE_STR_MAX, true, FM_WIRE_TEXT_NAME);
         else if (w == 1)
-            rc = s_read_str(r, field, x->dtype, FM_WIRE_DTYPE_MAX, true);
+            rc = s_read_str(r, field, x->dtype, FM_WIRE_DTYPE_MAX, true, FM_WIRE_TEXT_NAME);
         else if (w == 2) {
             if ((rc = s_next(r, field, &v)) != 0)
                 return rc;
@@ -1024,7 +1059,8 @@ static int s_read_field(s_rd_t *r, const s_field_t *f, void *out, fm_wire_tensor
             return s_err(r, FM_ERANGE, f->key, "0, must be non-zero");
         memcpy(dst, &u, sizeof u);
         return 0;
-    case S_F_STATUS: return s_read_str(r, f->key, dst, FM_WIRE_STATUS_MAX, true);
+    case S_F_STATUS:
+        return s_read_str(r, f->key, dst, FM_WIRE_STATUS_MAX, true, FM_WIRE_TEXT_NAME);
     case S_F_IDS: {
         if ((rc = s_next(r, f->key, &t)) != 0)
             return rc;
@@ -1047,7 +1083,8 @@ static int s_read_field(s_rd_t *r, const s_field_t *f, void *out, fm_wire_tensor
             memcpy(dst, &x, sizeof x);
         return rc;
     case S_F_STR:
-        return s_read_str(r, f->key, dst, FM_WIRE_STR_MAX, (f->flags & S_NONEMPTY) != 0);
+        return s_read_str(r, f->key, dst, FM_WIRE_STR_MAX, (f->flags & S_NONEMPTY) != 0,
+                          (f->flags & S_ID) ? FM_WIRE_TEXT_ID : FM_WIRE_TEXT_NAME);
     case S_F_ID:
         if ((rc = s_next(r, f->key, &t)) != 0)
             return rc;

@@ -19,7 +19,9 @@
  *   FM_EFORMAT   not one msgpack map; invalid msgpack byte; trailing bytes; a non-string key;
  *                a duplicate key; missing "v"/"t" or any mandatory key; a value of the wrong
  *                msgpack type; an unknown type string or one this decoder does not take;
- *                an empty or NUL-containing string; a fixed-size field of the wrong size
+ *                an empty string where forbidden, or one with a byte outside its text class
+ *                (NUL, control bytes, space, non-ASCII: see "Text" below); a fixed-size
+ *                field of the wrong size
  *   FM_ERANGE    a count or length over its cap (tensors, dims, strings, nesting depth) or an
  *                integer outside its field's range (negative, or > UINT32_MAX for u32 fields)
  *   FM_EVERSION  "v" is an integer other than FM_WIRE_VERSION
@@ -46,6 +48,23 @@
 #define FM_WIRE_MAX_COHORT (1u << 20) /* client ids in a MODEL's "cohort" */
 #define FM_WIRE_MAX_ACK_IDS 65536     /* update ids in one ACK's "ids" */
 #define FM_WIRE_STATUS_MAX 15         /* bytes of an ACK's "status" */
+
+/* Text. Every string field is ASCII of one of two classes, checked by every decoder
+ * (FM_EFORMAT: "byte 0x0a at offset 3 is not allowed in an id ...") and every encoder
+ * (FM_EARG):
+ *   FM_WIRE_TEXT_ID    ids: "trainer" (UPDATE, HELLO/HEARTBEAT/BYE) and "from"
+ *                      (SNAPSHOT_REQ): letters, digits and . _ - : @ /
+ *   FM_WIRE_TEXT_NAME  every other string ("model", tensor "name" and "dtype", ACK
+ *                      "status"): printable ASCII 0x21-0x7e, no space
+ * Neither class holds a control byte (0x00-0x1f, 0x7f), a space or a byte >= 0x80, so a
+ * decoded string can go into a log line or a file as is: it cannot end the line, start a
+ * forged one or carry a terminal escape sequence. Lengths: 1..FM_WIRE_STR_MAX bytes
+ * (FM_WIRE_DTYPE_MAX, FM_WIRE_STATUS_MAX for those), "model" of UPDATE may be empty. */
+typedef enum { FM_WIRE_TEXT_ID, FM_WIRE_TEXT_NAME } fm_wire_text_t;
+
+/* Offset of the first byte of s[0..n) that text class `cls` does not allow, or n if there
+ * is none (an empty string is allowed here: emptiness is the field's rule). */
+size_t fm_wire_text_check(fm_wire_text_t cls, const char *s, size_t n);
 
 typedef enum {
     FM_WIRE_NONE = 0, /* never on the wire */
@@ -205,8 +224,9 @@ void fm_wire_buf_free(fm_wire_buf_t *b);
  * written in the layout's state_dict order, one bin per view, memcpy'd from the flat buffer
  * (fm_model_nparams(layout) floats); values are not checked for finiteness.
  * Errors: -ENOMEM (out->len is then 0); FM_EARG for a string field that is empty where
- * non-empty is required, longer than FM_WIRE_STR_MAX or not representable, or a member
- * type that is not HELLO/HEARTBEAT/BYE. NULL pointers are programmer errors (FM_ASSERT). */
+ * non-empty is required, longer than FM_WIRE_STR_MAX or with a byte its text class does
+ * not allow, or a member type that is not HELLO/HEARTBEAT/BYE. NULL pointers are programmer
+ * errors (FM_ASSERT). */
 
 int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
                          const float *params, fm_wire_buf_t *out);

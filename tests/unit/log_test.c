@@ -2,7 +2,8 @@
  * JOURNAL_STREAM naming that file's device and inode (as systemd names the journal's stream)
  * every line is "<N>LEVEL message" with N the syslog priority and no timestamp; without it,
  * with another inode, or with a malformed value the line is today's plain
- * "<ts> prog[pid] LEVEL message". The threshold applies in both. */
+ * "<ts> prog[pid] LEVEL message". The threshold applies in both, and so does the one-line
+ * rule (control bytes). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,6 +146,32 @@ static void test_plain_malformed(void **state)
     }
 }
 
+/* A message is one line in both formats whatever it holds: CR/LF become spaces, other
+ * control bytes (ESC, tab, DEL, 0x01) '?', UTF-8 stays; so text from a peer can neither
+ * start a forged line nor reach the terminal as an escape sequence. */
+static void test_control_bytes(void **state)
+{
+    s_ctx_t *c = *state;
+    char out[4096], want[256];
+    const char *msg = "trainer evil\nFORGED-LINE x\r\x1b[31mred\x1b[0m\ttab\x7f\x01 caf\xc3\xa9";
+    const char *clean = "trainer evil FORGED-LINE x ?[31mred?[0m?tab?? caf\xc3\xa9";
+    s_set_stream(c, 0);
+    fm_log_init("log-test", LOG_DEBUG);
+    FM_LOG(LOG_WARNING, "%s", msg);
+    s_take(c, out, sizeof out);
+    snprintf(want, sizeof want, "<4>WARN %s\n", clean);
+    assert_string_equal(out, want);
+    unsetenv("JOURNAL_STREAM");
+    fm_log_init("log-test", LOG_DEBUG);
+    FM_LOG(LOG_WARNING, "%s", msg);
+    s_take(c, out, sizeof out);
+    snprintf(want, sizeof want, "log-test[%d] WARN %s\n", (int)getpid(), clean);
+    const char *line = strstr(out, "log-test[");
+    assert_non_null(line);
+    assert_string_equal(line, want);
+    assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1); /* one line */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +179,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plain_unset, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_plain_other_stream, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_plain_malformed, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_control_bytes, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

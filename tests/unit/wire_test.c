@@ -1297,7 +1297,21 @@ static void test_tensor_errors(void **state)
                    "tensor 'fc.bias': duplicate");
     s_expect_check(&(uopt_t){.dup_last = true}, FM_ENAME, "duplicate");
     s_expect_check(&(uopt_t){.drop_last = true}, FM_ENAME, "tensor 'fc.bias': missing");
-    s_expect_check(&(uopt_t){.name0 = "fc.\n"}, FM_ENAME, "'fc.?'");
+    /* a name with a control byte never gets past the decoder (text classes); handed to the
+     * check directly, it is shown printable */
+    s_expect_built(&(uopt_t){.name0 = "fc.\n"}, FM_EFORMAT,
+                   "tensors[0].name: byte 0x0a at offset 3 is not allowed in a name");
+    {
+        fm_model_t *lr = s_model("logreg", 1);
+        fm_wire_tensors_t *hand = fm_tu_alloc(1, sizeof *hand);
+        hand->count = 1;
+        strcpy(hand->t[0].name, "fc.\n");
+        strcpy(hand->t[0].dtype, "F32");
+        fm_errmsg_t he = {{0}};
+        s_expect(fm_wire_tensors_check(hand, lr, &he), FM_ENAME, &he, "'fc.?'");
+        free(hand);
+        fm_model_destroy(&lr);
+    }
     /* any order is fine */
     s_expect_check(&(uopt_t){.reverse = true}, 0, NULL);
 }
@@ -1383,6 +1397,15 @@ static bool s_decode_code(int rc)
 
 /* Run every decoder over one frame; every result must be success or a decode code with a
  * one-line message; a decoded UPDATE goes on through check, finite and copy. */
+/* Every byte of s is printable ASCII without space (0x21-0x7e): what any decoded string
+ * must be, whatever its class. */
+static void s_assert_printable(const char *s)
+{
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+        if (*c < 0x21 || *c > 0x7e)
+            fail_msg("decoded string holds byte 0x%02x", *c);
+}
+
 static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, float *scratch,
                        fm_wire_tensors_t *ts, int *accepted)
 {
@@ -1400,6 +1423,12 @@ static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, fl
     rcs[1] = fm_wire_decode_update(f, n, &uh, ts, &e);
     if (rcs[1] == 0) {
         (*accepted)++;
+        s_assert_printable(uh.trainer);
+        s_assert_printable(uh.model);
+        for (int i = 0; i < ts->count; i++) {
+            s_assert_printable(ts->t[i].name);
+            s_assert_printable(ts->t[i].dtype);
+        }
         if (fm_wire_tensors_check(ts, m, &e) == 0) {
             int a = fm_wire_tensors_finite(ts, &e), b = fm_wire_tensors_copy(ts, m, scratch, &e);
             assert_int_equal(a, b);
@@ -1524,6 +1553,194 @@ static void test_fuzz(void **state)
     free(ts);
     free(scratch);
     fm_model_destroy(&m);
+}
+
+/* ---- text classes ------------------------------------------------------------------------ */
+
+/* fm_wire_text_check against the two alphabets written out here, for every byte value. */
+static void test_text_check(void **state)
+{
+    static const char id_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                   "0123456789._-:@/";
+    int n_id = 0, n_name = 0;
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        int id_ok = b != 0 && strchr(id_chars, b) != NULL;
+        int name_ok = b >= 0x21 && b <= 0x7e;
+        assert_int_equal(fm_wire_text_check(FM_WIRE_TEXT_ID, &c, 1) == 1, id_ok);
+        assert_int_equal(fm_wire_text_check(FM_WIRE_TEXT_NAME, &c, 1) == 1, name_ok);
+        n_id += id_ok;
+        n_name += name_ok;
+    }
+    assert_int_equal(n_id, 26 + 26 + 10 + 6);
+    assert_int_equal(n_name, 94);
+    /* the offset of the first bad byte; an empty string passes */
+    assert_int_equal(fm_wire_text_check(FM_WIRE_TEXT_ID, "host-1.lan", 10), 10);
+    assert_int_equal(fm_wire_text_check(FM_WIRE_TEXT_ID, "evil\nFORGED", 11), 4);
+    assert_int_equal(fm_wire_text_check(FM_WIRE_TEXT_NAME, "a\"b c", 5), 3);
+    assert_int_equal(fm_wire_text_check(FM_WIRE_TEXT_ID, "a\"b c", 5), 1);
+    assert_int_equal(fm_wire_text_check(FM_WIRE_TEXT_NAME, "", 0), 0);
+}
+
+/* Overwrite, in the frame buf[0..n), the byte at offset `at` of the (unique) string `str`
+ * with `b`. The frame keeps its structure: only the string's content changes. */
+static void s_poke(unsigned char *buf, size_t n, const char *str, size_t at, unsigned char b)
+{
+    size_t len = strlen(str);
+    unsigned char *p = memmem(buf, n, str, len);
+    assert_non_null(p);
+    assert_null(memmem(p + 1, n - (size_t)(p + 1 - buf), str, len)); /* unique */
+    p[at] = b;
+}
+
+/* Every string field of every message, with one byte replaced by one its class does not
+ * allow: the decoder refuses it (FM_EFORMAT) with one printable line naming the field, the
+ * byte and its offset; the same message untouched decodes. The forged HELLO of issue 11 (a
+ * trainer id with a newline and an escape sequence) is one of them. The encoders refuse
+ * such strings (FM_EARG). */
+static void test_text_fields(void **state)
+{
+    static const unsigned char bad_id[] = {'\n', '\r', 0x1b, 0x00, 0x01, 0x7f, ' ', 0x80, 0xff,
+                                           '"',  '\\', '\'', '%',  '$',  '<',  '*', '!'};
+    static const unsigned char bad_name[] = {'\n', '\r', 0x1b, 0x01, '\t', 0x7f, ' ', 0x80, 0xc3};
+    fm_model_t *lr = s_model("logreg", 3);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_wire_buf_t b = FM_WIRE_BUF_INIT;
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t type;
+
+    /* the frames, one per message kind, with recognisable strings */
+    fm_wire_member_t mb = {.trainer = "host-XY.lan-4242", .pid = 1, .client_count = 2, .seq = 3};
+    fm_wire_snapshot_req_t sr = {.from = "evaluator/XY77"};
+    fm_wire_update_t up = s_update_hdr();
+    strcpy(up.trainer, "trainer@XYhost");
+    fm_wire_metrics_t mt = {.version = 2, .accuracy = 0.5};
+    strcpy(mt.model, "modelXYname");
+    uint8_t ids[FM_WIRE_ID_LEN] = {1};
+    fm_wire_ack_t ak = {.boot = 5, .version = 1, .ids = ids, .count = 1};
+    strcpy(ak.status, "statXY");
+    fm_wire_model_t md = {.version = 1};
+    struct {
+        const char *what; /* the field, as the error names it */
+        const char *str;  /* its value in the frame (unique) */
+        int id;           /* text class ID (else NAME) */
+        int kind;         /* 0 member, 1 snapshot, 2 update, 3 metrics, 4 ack, 5 model */
+    } cases[] = {
+        {"trainer", "host-XY.lan-4242", 1, 0},
+        {"from", "evaluator/XY77", 1, 1},
+        {"trainer", "trainer@XYhost", 1, 2},
+        {"model", "logreg", 0, 2},
+        {"tensors[0].name", "fc.weight", 0, 2},
+        {"dtype", "F32", 0, 2},
+        {"model", "modelXYname", 0, 3},
+        {"status", "statXY", 0, 4},
+        {"model", "logreg", 0, 5},
+        {"tensors[1].name", "fc.bias", 0, 5},
+    };
+    float *delta = fm_tu_floats(fm_model_nparams(lr));
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int k = cases[c].kind;
+        switch (k) {
+        case 0: assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &mb, &b), 0); break;
+        case 1: assert_int_equal(fm_wire_encode_snapshot_req(&sr, &b), 0); break;
+        case 2: assert_int_equal(fm_wire_encode_update(&up, lr, delta, &b), 0); break;
+        case 3: assert_int_equal(fm_wire_encode_metrics(&mt, &b), 0); break;
+        case 4: assert_int_equal(fm_wire_encode_ack(&ak, &b), 0); break;
+        default: assert_int_equal(fm_wire_encode_model(&md, lr, delta, &b), 0); break;
+        }
+        const unsigned char *bad = cases[c].id ? bad_id : bad_name;
+        size_t nbad = cases[c].id ? sizeof bad_id : sizeof bad_name;
+        /* a dtype is checked against "F32" only after the decode: poke its other tensor */
+        for (size_t j = 0; j <= nbad; j++) {
+            unsigned char *f = s_exact(b.data, b.len);
+            size_t at = strlen(cases[c].str) / 2;
+            if (j < nbad) {
+                if (k == 2 && strcmp(cases[c].str, "F32") == 0) {
+                    /* "F32" is in both tensors: poke the first one's */
+                    unsigned char *p = memmem(f, b.len, "F32", 3);
+                    assert_non_null(p);
+                    p[at] = bad[j];
+                } else
+                    s_poke(f, b.len, cases[c].str, at, bad[j]);
+            }
+            int rc;
+            switch (k) {
+            case 0:
+                rc = fm_wire_decode_member(f, b.len, &type, &(fm_wire_member_t){0}, &e);
+                break;
+            case 1:
+                rc = fm_wire_decode_snapshot_req(f, b.len, &(fm_wire_snapshot_req_t){0}, &e);
+                break;
+            case 2: rc = fm_wire_decode_update(f, b.len, &(fm_wire_update_t){0}, ts, &e); break;
+            case 3: rc = fm_wire_decode_metrics(f, b.len, &(fm_wire_metrics_t){0}, &e); break;
+            case 4: rc = fm_wire_decode_ack(f, b.len, &(fm_wire_ack_t){0}, &e); break;
+            default: rc = fm_wire_decode_model(f, b.len, &(fm_wire_model_t){0}, ts, &e); break;
+            }
+            if (j == nbad) {
+                s_ok(rc, &e); /* untouched */
+            } else {
+                char want[96];
+                snprintf(want, sizeof want, "byte 0x%02x at offset %zu is not allowed in %s",
+                         bad[j], at, cases[c].id ? "an id" : "a name");
+                if (bad[j] == 0)
+                    snprintf(want, sizeof want, "NUL byte");
+                s_expect(rc, FM_EFORMAT, &e, want);
+                s_expect(rc, FM_EFORMAT, &e, cases[c].what);
+                for (const char *p = e.msg; *p; p++)
+                    assert_true((unsigned char)*p >= 0x20 && (unsigned char)*p != 0x7f);
+            }
+            free(f);
+        }
+    }
+
+    /* the forged HELLO: {"trainer": "x\nFORGED-LINE ... \x1b[31m"} */
+    mp_t m;
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 8);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "HELLO");
+    mp_kstr(&m, "trainer", "evil\nFORGED-LINE INFO trainer admin joined\x1b[31m");
+    mp_ku(&m, "pid", 1);
+    mp_ku(&m, "cfirst", 0);
+    mp_ku(&m, "ccount", 1);
+    mp_ku(&m, "workers", 1);
+    mp_ku(&m, "seq", 0);
+    unsigned char *f = s_exact(m.sb.data, m.sb.size);
+    s_expect(fm_wire_decode_member(f, m.sb.size, &type, &(fm_wire_member_t){0}, &e), FM_EFORMAT,
+             &e, "HELLO: trainer: byte 0x0a at offset 4 is not allowed in an id");
+    free(f);
+    mp_end(&m);
+
+    /* the encoders refuse what the decoders would */
+    fm_wire_member_t bm = mb;
+    strcpy(bm.trainer, "a\nb");
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_HEARTBEAT, &bm, &b), FM_EARG);
+    strcpy(bm.trainer, "caf\xc3\xa9");
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_BYE, &bm, &b), FM_EARG);
+    fm_wire_snapshot_req_t bs = {.from = "x y"};
+    assert_int_equal(fm_wire_encode_snapshot_req(&bs, &b), FM_EARG);
+    fm_wire_update_t bu = up;
+    strcpy(bu.trainer, "t\x1b[2J");
+    assert_int_equal(fm_wire_encode_update(&bu, lr, delta, &b), FM_EARG);
+    fm_wire_metrics_t bmt = mt;
+    strcpy(bmt.model, "m\tx");
+    assert_int_equal(fm_wire_encode_metrics(&bmt, &b), FM_EARG);
+    fm_wire_ack_t bak = ak;
+    strcpy(bak.status, "st atus");
+    assert_int_equal(fm_wire_encode_ack(&bak, &b), FM_EARG);
+    /* and take the whole alphabets */
+    strcpy(bm.trainer, "Az09._-:@/");
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &bm, &b), 0);
+    strcpy(bmt.model, "!\"#~{}|\\");
+    assert_int_equal(fm_wire_encode_metrics(&bmt, &b), 0);
+    fm_wire_metrics_t back;
+    s_ok(fm_wire_decode_metrics(b.data, b.len, &back, &e), &e);
+    assert_string_equal(back.model, "!\"#~{}|\\");
+
+    free(delta);
+    fm_wire_buf_free(&b);
+    free(ts);
+    fm_model_destroy(&lr);
 }
 
 static void test_misc(void **state)
@@ -1928,6 +2145,8 @@ int main(void)
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_misc),
+        cmocka_unit_test(test_text_check),
+        cmocka_unit_test(test_text_fields),
         cmocka_unit_test(test_model_cohort),
         cmocka_unit_test(test_model_cohort_errors),
         cmocka_unit_test(test_update_round),

@@ -39,7 +39,7 @@ timeout --kill-after=10 $((secs + 300)) "$bin" -max_total_time="$secs" -rss_limi
     "$work/corpus" >"$work/fuzz.log" 2>&1
 rc=$?
 set -e
-grep -E '^(INFO: -max_len|#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb)' \
+grep -E '^(INFO: -max_len|#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' \
     "$work/fuzz.log" || true
 if [ "$rc" -ne 0 ]; then
     tail -n 60 "$work/fuzz.log"

@@ -21,7 +21,8 @@ mkdir -p "$(dirname "$work")"
 echo "[$name] ${#files[@]} seeds from $seeds, each must be valid"
 if ! FM_FUZZ_SEEDS=1 "$bin" "${files[@]}" >"$work.seeds.log" 2>&1; then
     cat "$work.seeds.log"
-    echo "FAIL: a seed of $seeds is not valid input (regenerate: tests/fuzz/README.md)"
+    echo "FAIL: running the seeds of $seeds: a seed that is not valid input (regenerate:"
+    echo "tests/fuzz/README.md) or a crash, leak or UB report on one (above)"
     exit 1
 fi
 

@@ -260,64 +260,88 @@ static void s_decode_header(const uint8_t *p, fm_ckpt_info_t *h)
     h->score = s_get_f64(p + S_OFF_SCORE);
 }
 
-/* Validate the record `v` stored under version `kver`. *h is always reset (version =
- * kver) and gets the header fields whenever the magic is right, even if a later check
- * fails (for listings). Messages: "DIR: checkpoint version N: reason". */
-static int s_validate(const fm_ckpt_t *c, uint64_t kver, const MDB_val *v, fm_ckpt_info_t *h,
-                      fm_errmsg_t *e)
+int fm_ckpt_record_decode(const void *rec, size_t len, uint64_t version, const char *where,
+                          fm_ckpt_info_t *info, float *params, size_t nparams, float *opt_state,
+                          size_t nopt, fm_errmsg_t *e)
 {
-    const uint8_t *p = v->mv_data;
-    size_t n = v->mv_size;
-    unsigned long long kv = (unsigned long long)kver;
+    FM_ASSERT(where && info && (rec || len == 0));
+    const uint8_t *p = rec;
+    size_t n = len;
+    unsigned long long kv = (unsigned long long)version;
+    fm_ckpt_info_t *h = info;
     memset(h, 0, sizeof *h);
-    h->version = kver;
+    h->version = version;
     h->score = NAN;
     if (n < FM_CKPT_HEADER_BYTES + S_CRC_BYTES)
         return fm_errmsg_set(e, FM_ETRUNC,
                              "%s: checkpoint version %llu: truncated (%zu bytes, "
                              "a record has at least %d)",
-                             c->dir, kv, n, FM_CKPT_HEADER_BYTES + S_CRC_BYTES);
+                             where, kv, n, FM_CKPT_HEADER_BYTES + S_CRC_BYTES);
     if (memcmp(p + S_OFF_MAGIC, S_MAGIC, 4) != 0)
         return fm_errmsg_set(e, FM_EMAGIC,
                              "%s: checkpoint version %llu: bad magic (not a fedmq "
                              "checkpoint record)",
-                             c->dir, kv);
+                             where, kv);
     s_decode_header(p, h);
-    h->version = kver;
+    h->version = version;
     uint32_t format = s_get_u32(p + S_OFF_FORMAT);
     if (format != FM_CKPT_FORMAT)
         return fm_errmsg_set(e, FM_EVERSION,
                              "%s: checkpoint version %llu: record format %u "
                              "(this build reads %d)",
-                             c->dir, kv, format, FM_CKPT_FORMAT);
+                             where, kv, format, FM_CKPT_FORMAT);
     if (s_get_u32(p + n - S_CRC_BYTES) != s_crc(p, n - S_CRC_BYTES))
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: CRC mismatch", c->dir,
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: CRC mismatch", where,
                              kv);
     uint32_t hdr = s_get_u32(p + S_OFF_HDRSIZE);
     if (hdr != FM_CKPT_HEADER_BYTES)
         return fm_errmsg_set(e, FM_EFORMAT,
                              "%s: checkpoint version %llu: header size %u "
                              "(expected %d)",
-                             c->dir, kv, hdr, FM_CKPT_HEADER_BYTES);
+                             where, kv, hdr, FM_CKPT_HEADER_BYTES);
     uint64_t hv = s_get_u64(p + S_OFF_VERSION);
-    if (hv != kver)
+    if (hv != version)
         return fm_errmsg_set(e, FM_EFORMAT,
                              "%s: checkpoint version %llu: header says version "
                              "%llu",
-                             c->dir, kv, (unsigned long long)hv);
+                             where, kv, (unsigned long long)hv);
     size_t want = s_record_size(h->nparams, h->nopt);
     if (want != n)
         return fm_errmsg_set(e, FM_EFORMAT,
                              "%s: checkpoint version %llu: record is %zu bytes "
                              "but nparams=%llu and nopt=%llu need %zu",
-                             c->dir, kv, n, (unsigned long long)h->nparams,
+                             where, kv, n, (unsigned long long)h->nparams,
                              (unsigned long long)h->nopt, want);
     if (h->nparams == 0 || memchr(p + S_OFF_MODEL, 0, FM_CKPT_MODEL_MAX) == NULL)
         return fm_errmsg_set(e, FM_EFORMAT,
                              "%s: checkpoint version %llu: bad header (model "
                              "name or nparams)",
-                             c->dir, kv);
+                             where, kv);
+    if (params && h->nparams != nparams)
+        return fm_errmsg_set(e, FM_ESHAPE,
+                             "%s: checkpoint version %llu: %llu params, expected "
+                             "%zu",
+                             where, kv, (unsigned long long)h->nparams, nparams);
+    if (opt_state && h->nopt != nopt)
+        return fm_errmsg_set(e, FM_ESHAPE,
+                             "%s: checkpoint version %llu: %llu optimizer state "
+                             "floats, expected %zu",
+                             where, kv, (unsigned long long)h->nopt, nopt);
+    const uint8_t *q = p + FM_CKPT_HEADER_BYTES;
+    if (params)
+        memcpy(params, q, 4 * nparams);
+    if (opt_state && nopt)
+        memcpy(opt_state, q + 4 * (size_t)h->nparams, 4 * nopt);
     return 0;
+}
+
+/* Validate the record `v` stored under version `kver` (fm_ckpt_record_decode: *h is always
+ * reset and gets the header fields whenever the magic is right, for listings). Messages:
+ * "DIR: checkpoint version N: reason". */
+static int s_validate(const fm_ckpt_t *c, uint64_t kver, const MDB_val *v, fm_ckpt_info_t *h,
+                      fm_errmsg_t *e)
+{
+    return fm_ckpt_record_decode(v->mv_data, v->mv_size, kver, c->dir, h, NULL, 0, NULL, 0, e);
 }
 
 /* Validate, check the caller's sizes, copy out. *info is written on success only. */
@@ -325,28 +349,11 @@ static int s_copy_out(const fm_ckpt_t *c, uint64_t kver, const MDB_val *v, fm_ck
                       float *params, size_t nparams, float *opt, size_t nopt, fm_errmsg_t *e)
 {
     fm_ckpt_info_t h;
-    int rc = s_validate(c, kver, v, &h, e);
-    if (rc)
-        return rc;
-    if (params && h.nparams != nparams)
-        return fm_errmsg_set(e, FM_ESHAPE,
-                             "%s: checkpoint version %llu: %llu params, expected "
-                             "%zu",
-                             c->dir, (unsigned long long)kver, (unsigned long long)h.nparams,
-                             nparams);
-    if (opt && h.nopt != nopt)
-        return fm_errmsg_set(e, FM_ESHAPE,
-                             "%s: checkpoint version %llu: %llu optimizer state "
-                             "floats, expected %zu",
-                             c->dir, (unsigned long long)kver, (unsigned long long)h.nopt, nopt);
-    const uint8_t *p = (const uint8_t *)v->mv_data + FM_CKPT_HEADER_BYTES;
-    if (params)
-        memcpy(params, p, 4 * nparams);
-    if (opt && nopt)
-        memcpy(opt, p + 4 * (size_t)h.nparams, 4 * nopt);
-    if (info)
+    int rc = fm_ckpt_record_decode(v->mv_data, v->mv_size, kver, c->dir, &h, params, nparams, opt,
+                                   nopt, e);
+    if (rc == 0 && info)
         *info = h;
-    return 0;
+    return rc;
 }
 
 /* ---- environment and transactions -------------------------------------------------------- */

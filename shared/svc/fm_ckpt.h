@@ -204,6 +204,22 @@ int fm_ckpt_load_latest(fm_ckpt_t *c, fm_ckpt_info_t *info, float *params, size_
 int fm_ckpt_load(fm_ckpt_t *c, uint64_t version, fm_ckpt_info_t *info, float *params,
                  size_t nparams, float *opt_state, size_t nopt, fm_errmsg_t *e);
 
+/* Decode one stored record without LMDB: rec[0..len) is the value stored under key
+ * `version` (untrusted bytes, e.g. read from a damaged file). Every load and listing goes
+ * through it. Validates the magic, the format version, the CRC, the header size, the
+ * header's version against `version`, the record's size against nparams and nopt, the model
+ * name (NUL-terminated) and nparams > 0. *info (required) is always reset (version =
+ * `version`, score NaN) and gets the header fields whenever the magic is right, even when a
+ * later check fails. Then, on a valid record, copies the params into `params` (nparams
+ * floats) and the optimizer state into `opt_state` (nopt floats); either may be NULL to skip
+ * copying, in which case its size is not checked. Never allocates; `where` (e.g. the
+ * directory) starts the message: "WHERE: checkpoint version N: CRC mismatch".
+ * Errors: FM_ETRUNC, FM_EMAGIC, FM_EVERSION, FM_EFORMAT, FM_ESHAPE (the record's
+ * nparams/nopt differ from the caller's). */
+int fm_ckpt_record_decode(const void *rec, size_t len, uint64_t version, const char *where,
+                          fm_ckpt_info_t *info, float *params, size_t nparams, float *opt_state,
+                          size_t nopt, fm_errmsg_t *e);
+
 /* The headers of the stored records, newest first: out[0 .. min(cap, *n)) is filled and
  * *n is set to the total number of records (out may be NULL when cap is 0, to count).
  * Every record is validated (CRC included): out[i].status is 0 or its FM_E* code; a

@@ -1,4 +1,5 @@
-/* Unit tests of fm_ckpt: round trips, ordering, pruning, persistence, corrupted records
+/* Unit tests of fm_ckpt: round trips, the pure record decoder (fm_ckpt_record_decode on
+ * the raw stored bytes), ordering, pruning, persistence, corrupted records
  * (written through raw LMDB), shape checks, meta/extra pairs and record blobs, map growth,
  * a kill -9 crash-consistency check with a forked writer; the damaged stores of issue 10
  * (a truncated data.mdb opened in a child that must exit, not die of SIGBUS; an emptied,
@@ -273,6 +274,102 @@ static void test_roundtrip(void **state)
     fm_ckpt_close(&c);
     assert_null(c);
     fm_ckpt_close(&c); /* idempotent */
+}
+
+/* The stored value of `version` in "ckpt", read through LMDB directly (the test's handle
+ * must be closed), in a malloc'd buffer of *len bytes. */
+static uint8_t *raw_get(const char *dir, uint64_t version, size_t *len)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    uint8_t kb[8];
+    for (int i = 0; i < 8; i++)
+        kb[i] = (uint8_t)(version >> (56 - 8 * i));
+    MDB_val k = {8, kb}, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "ckpt", 0, &dbi), 0);
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    uint8_t *buf = malloc(v.mv_size);
+    assert_non_null(buf);
+    memcpy(buf, v.mv_data, v.mv_size);
+    *len = v.mv_size;
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return buf;
+}
+
+/* fm_ckpt_record_decode, the pure decoder every load and listing uses (and fuzz_ckpt
+ * fuzzes): the bytes fm_ckpt_save stored decode to what was saved, without LMDB; each
+ * check fails with its code and one line starting with `where`; the caller's sizes are
+ * checked before anything is copied. */
+static void test_record_decode(void **state)
+{
+    char dir[512];
+    fresh_dir(state, dir, sizeof dir);
+    fm_ckpt_t *c = open_ok(dir, 0);
+    save_v(c, 7);
+    fm_ckpt_close(&c);
+    size_t len = 0;
+    uint8_t *rec = raw_get(dir, 7, &len);
+    assert_int_equal(len, FM_CKPT_HEADER_BYTES + 4 * (NP + NO) + 4);
+
+    static float p[NP], o[NO], wp[NP], wo[NO];
+    fm_ckpt_info_t h, want = make_info(7, NP, NO);
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 7, "here", &h, p, NP, o, NO, &e), 0);
+    assert_header(&h, &want);
+    fill(wp, NP, 7, 0);
+    fill(wo, NO, 7, 0x5555);
+    assert_memory_equal(p, wp, sizeof p);
+    assert_memory_equal(o, wo, sizeof o);
+    /* header only */
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 7, "here", &h, NULL, 0, NULL, 0, &e), 0);
+    assert_header(&h, &want);
+
+    /* the caller's sizes: FM_ESHAPE, nothing copied */
+    memset(p, 0, sizeof p);
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 7, "here", &h, p, NP - 1, NULL, 0, &e),
+                     FM_ESHAPE);
+    assert_msg_has(&e, "here: checkpoint version 7: 1000 params, expected 999");
+    assert_int_equal(p[0], 0.0f);
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 7, "here", &h, NULL, 0, o, NO + 1, &e),
+                     FM_ESHAPE);
+    assert_msg_has(&e, "500 optimizer state floats, expected 501");
+    /* stored under another key */
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 8, "here", &h, NULL, 0, NULL, 0, &e),
+                     FM_EFORMAT);
+    assert_msg_has(&e, "here: checkpoint version 8: header says version 7");
+    assert_int_equal(h.version, 8);
+    /* truncated: info reset to the key's version, score NaN */
+    assert_int_equal(fm_ckpt_record_decode(rec, 100, 7, "here", &h, NULL, 0, NULL, 0, &e),
+                     FM_ETRUNC);
+    assert_msg_has(&e, "truncated (100 bytes, a record has at least 260)");
+    assert_int_equal(h.version, 7);
+    assert_int_equal(h.nparams, 0);
+    assert_true(isnan(h.score));
+    assert_int_equal(fm_ckpt_record_decode(NULL, 0, 7, "here", &h, NULL, 0, NULL, 0, &e),
+                     FM_ETRUNC);
+    /* one bit of a parameter: CRC; the header was still decoded (for listings) */
+    rec[FM_CKPT_HEADER_BYTES + 3] ^= 0x01;
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 7, "here", &h, p, NP, NULL, 0, &e),
+                     FM_EFORMAT);
+    assert_msg_has(&e, "here: checkpoint version 7: CRC mismatch");
+    assert_int_equal(h.nparams, NP);
+    rec[FM_CKPT_HEADER_BYTES + 3] ^= 0x01;
+    /* magic, format version */
+    rec[0] = 'X';
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 7, "here", &h, NULL, 0, NULL, 0, &e),
+                     FM_EMAGIC);
+    rec[0] = 'F';
+    edit_format(rec, &len);
+    assert_int_equal(fm_ckpt_record_decode(rec, len, 7, "here", &h, NULL, 0, NULL, 0, &e),
+                     FM_EVERSION);
+    assert_msg_has(&e, "record format 2 (this build reads 1)");
+    free(rec);
 }
 
 static void test_empty(void **state)
@@ -1275,6 +1372,7 @@ int main(void)
         s_private_mounts = 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_record_decode),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_list_and_latest),
         cmocka_unit_test(test_versions_increase),

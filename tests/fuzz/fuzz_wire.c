@@ -1,0 +1,225 @@
+/* fuzz_wire: libFuzzer target of the wire decoders (shared/svc/fm_wire.c), one input = one
+ * ZeroMQ frame from the network.
+ *
+ * Every input goes through fm_wire_peek and through EVERY fm_wire_decode_* (the daemons
+ * dispatch on peek's type; a frame of one type given to another decoder must be refused
+ * too). Then, as the receivers do: the tensors of a MODEL or UPDATE are checked against
+ * the layout the message names (logreg, mlp or cnn; logreg when none), tested for
+ * finiteness and copied into a flat buffer; cohort and ACK ids are read through.
+ * Properties checked on every input (FUZZ_ASSERT):
+ *   - every error is the contract's one printable line (fuzz_msg_ok);
+ *   - framing is decided once: when peek fails, every decoder fails with the same code;
+ *     a decoder succeeds only on a frame whose peeked type is its own;
+ *   - fm_wire_tensors_finite and fm_wire_tensors_copy agree on non-finite values;
+ *   - HELLO/HEARTBEAT/BYE, SNAPSHOT_REQ and ACK survive encode(decode(frame)) unchanged.
+ * With FM_FUZZ_SEEDS=1 every input must be a valid message of the type it peeks as. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm_err.h"
+#include "fm_model.h"
+#include "fm_wire.h"
+#include "fuzz_util.h"
+
+/* Harness state, made once (reachable until exit: not a leak). */
+static fm_model_t *s_models[3]; /* logreg, mlp, cnn */
+static float *s_flat;           /* room for the largest model's parameters */
+static fm_wire_tensors_t *s_ts;
+static fm_wire_buf_t s_buf;
+static bool s_seeds;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    static const char *const names[3] = {"logreg", "mlp", "cnn"};
+    size_t most = 0;
+    for (int i = 0; i < 3; i++) {
+        int err = 0;
+        s_models[i] = fm_model_new(names[i], &err);
+        FUZZ_ASSERT(s_models[i]);
+        if (fm_model_nparams(s_models[i]) > most)
+            most = fm_model_nparams(s_models[i]);
+    }
+    s_flat = malloc(most * sizeof *s_flat);
+    s_ts = malloc(sizeof *s_ts);
+    FUZZ_ASSERT(s_flat && s_ts);
+    s_seeds = fuzz_seeds_mode();
+    return 0;
+}
+
+/* The layout named `model`, logreg when the name is not a model. */
+static const fm_model_t *s_layout(const char *model)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(model, fm_model_name(s_models[i])) == 0)
+            return s_models[i];
+    return s_models[0];
+}
+
+/* What a receiver does with decoded tensors. */
+static void s_tensors(const char *model)
+{
+    const fm_model_t *layout = s_layout(model);
+    fm_errmsg_t e = {{0}};
+    int rc = fm_wire_tensors_check(s_ts, layout, &e);
+    fuzz_msg_ok(rc, &e);
+    if (rc != 0)
+        return;
+    fm_errmsg_t e2 = {{0}}, e3 = {{0}};
+    int frc = fm_wire_tensors_finite(s_ts, &e2);
+    fuzz_msg_ok(frc, &e2);
+    int crc = fm_wire_tensors_copy(s_ts, layout, s_flat, &e3);
+    fuzz_msg_ok(crc, &e3);
+    FUZZ_ASSERT(frc == crc);
+    FUZZ_ASSERT(frc == 0 || frc == FM_ENONFINITE);
+}
+
+/* Every byte of p[0..n) is read (ASan checks that it lies inside the frame). */
+static unsigned s_touch(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    unsigned x = 0;
+    for (size_t i = 0; i < n; i++)
+        x += b[i];
+    return x;
+}
+
+/* The result of one decoder against peek's. */
+static void s_against_peek(int rc, const fm_errmsg_t *e, int prc, fm_wire_type_t peeked,
+                           bool (*is_mine)(fm_wire_type_t))
+{
+    fuzz_msg_ok(rc, e);
+    if (prc != 0)
+        FUZZ_ASSERT(rc == prc);
+    if (rc == 0)
+        FUZZ_ASSERT(prc == 0 && is_mine(peeked));
+}
+
+static bool s_is_model(fm_wire_type_t t) { return t == FM_WIRE_MODEL; }
+static bool s_is_update(fm_wire_type_t t) { return t == FM_WIRE_UPDATE; }
+static bool s_is_member(fm_wire_type_t t)
+{
+    return t == FM_WIRE_HELLO || t == FM_WIRE_HEARTBEAT || t == FM_WIRE_BYE;
+}
+static bool s_is_snapshot(fm_wire_type_t t) { return t == FM_WIRE_SNAPSHOT_REQ; }
+static bool s_is_metrics(fm_wire_type_t t) { return t == FM_WIRE_METRICS; }
+static bool s_is_ack(fm_wire_type_t t) { return t == FM_WIRE_ACK; }
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t peeked = FM_WIRE_NONE;
+    int prc = fm_wire_peek(data, size, &peeked, &e);
+    fuzz_msg_ok(prc, &e);
+    fuzz_seed_valid(s_seeds, prc, &e, "frame");
+    int mine = -1; /* rc of the decoder of the peeked type */
+
+    { /* MODEL */
+        fm_wire_model_t m;
+        fm_errmsg_t em = {{0}};
+        int rc = fm_wire_decode_model(data, size, &m, s_ts, &em);
+        s_against_peek(rc, &em, prc, peeked, s_is_model);
+        if (rc == 0) {
+            mine = rc;
+            FUZZ_ASSERT(s_ts->count >= 0 && s_ts->count <= FM_WIRE_MAX_TENSORS);
+            unsigned x = 0;
+            for (uint32_t i = 0; m.cohort.present && i < m.cohort.count; i++)
+                x += fm_wire_cohort_at(&m.cohort, i);
+            (void)x;
+            s_tensors(m.model);
+        } else if (peeked == FM_WIRE_MODEL) {
+            mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &em, "MODEL");
+        }
+    }
+    { /* UPDATE */
+        fm_wire_update_t u;
+        fm_errmsg_t eu = {{0}};
+        int rc = fm_wire_decode_update(data, size, &u, s_ts, &eu);
+        s_against_peek(rc, &eu, prc, peeked, s_is_update);
+        if (rc == 0) {
+            mine = rc;
+            FUZZ_ASSERT(u.trainer[0] != '\0');
+            s_tensors(u.model);
+        } else if (peeked == FM_WIRE_UPDATE) {
+            mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &eu, "UPDATE");
+        }
+    }
+    { /* HELLO / HEARTBEAT / BYE, and encode(decode(frame)) */
+        fm_wire_member_t m, again;
+        fm_wire_type_t type = FM_WIRE_NONE, type2 = FM_WIRE_NONE;
+        fm_errmsg_t eb = {{0}};
+        int rc = fm_wire_decode_member(data, size, &type, &m, &eb);
+        s_against_peek(rc, &eb, prc, peeked, s_is_member);
+        if (rc == 0) {
+            mine = rc;
+            FUZZ_ASSERT(type == peeked);
+            if (type != FM_WIRE_HEARTBEAT) { /* only a HEARTBEAT carries these */
+                m.updates_sent = 0;
+                m.busy = 0;
+            }
+            FUZZ_ASSERT(fm_wire_encode_member(type, &m, &s_buf) == 0);
+            FUZZ_ASSERT(fm_wire_decode_member(s_buf.data, s_buf.len, &type2, &again, NULL) == 0);
+            FUZZ_ASSERT(type2 == type && memcmp(&m, &again, sizeof m) == 0);
+        } else if (s_is_member(peeked)) {
+            mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &eb, fm_wire_type_name(peeked));
+        }
+    }
+    { /* SNAPSHOT_REQ */
+        fm_wire_snapshot_req_t r, again;
+        fm_errmsg_t es = {{0}};
+        int rc = fm_wire_decode_snapshot_req(data, size, &r, &es);
+        s_against_peek(rc, &es, prc, peeked, s_is_snapshot);
+        if (rc == 0) {
+            mine = rc;
+            FUZZ_ASSERT(fm_wire_encode_snapshot_req(&r, &s_buf) == 0);
+            FUZZ_ASSERT(fm_wire_decode_snapshot_req(s_buf.data, s_buf.len, &again, NULL) == 0);
+            FUZZ_ASSERT(memcmp(&r, &again, sizeof r) == 0);
+        } else if (peeked == FM_WIRE_SNAPSHOT_REQ) {
+            mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &es, "SNAPSHOT_REQ");
+        }
+    }
+    { /* METRICS */
+        fm_wire_metrics_t m;
+        fm_errmsg_t et = {{0}};
+        int rc = fm_wire_decode_metrics(data, size, &m, &et);
+        s_against_peek(rc, &et, prc, peeked, s_is_metrics);
+        if (rc == 0) {
+            mine = rc;
+            FUZZ_ASSERT(m.model[0] != '\0');
+        } else if (peeked == FM_WIRE_METRICS) {
+            mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &et, "METRICS");
+        }
+    }
+    { /* ACK */
+        fm_wire_ack_t a, again;
+        fm_errmsg_t ea = {{0}};
+        int rc = fm_wire_decode_ack(data, size, &a, &ea);
+        s_against_peek(rc, &ea, prc, peeked, s_is_ack);
+        if (rc == 0) {
+            mine = rc;
+            FUZZ_ASSERT(a.boot != 0 && a.count >= 1 && a.count <= FM_WIRE_MAX_ACK_IDS);
+            (void)s_touch(a.ids, (size_t)a.count * FM_WIRE_ID_LEN);
+            FUZZ_ASSERT(fm_wire_encode_ack(&a, &s_buf) == 0);
+            FUZZ_ASSERT(fm_wire_decode_ack(s_buf.data, s_buf.len, &again, NULL) == 0);
+            FUZZ_ASSERT(again.count == a.count && again.boot == a.boot &&
+                        again.version == a.version && strcmp(again.status, a.status) == 0 &&
+                        memcmp(again.ids, a.ids, (size_t)a.count * FM_WIRE_ID_LEN) == 0);
+        } else if (peeked == FM_WIRE_ACK) {
+            mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &ea, "ACK");
+        }
+    }
+    /* a frame that peeks as a type was judged by that type's decoder */
+    FUZZ_ASSERT(prc != 0 || mine != -1);
+    return 0;
+}

@@ -23,8 +23,8 @@ struct agg_acks {
     fm_ratelog_t log;
 };
 
-agg_acks_t *agg_acks_new(const char *endpoint, uint64_t durable_seq, fm_metrics_t *metrics,
-                         int *err, fm_errmsg_t *e)
+agg_acks_t *agg_acks_new(const char *endpoint, const fm_sec_t *sec, uint64_t durable_seq,
+                         fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
 {
     int rc = -ENOMEM;
     agg_acks_t *a = calloc(1, sizeof *a);
@@ -41,7 +41,8 @@ agg_acks_t *agg_acks_new(const char *endpoint, uint64_t durable_seq, fm_metrics_
         memcpy(&a->boot, rnd, sizeof a->boot);
     } while (a->boot == 0);
     a->acked_seq = durable_seq;
-    fm_sock_opts_t o = {.linger_ms = S_LINGER_MS, .sndhwm = S_SNDHWM};
+    fm_sock_opts_t o = {
+        .linger_ms = S_LINGER_MS, .sndhwm = S_SNDHWM, .sec = sec, .side = FM_SEC_SERVE};
     if (!(a->pub = fm_sock_new(ZMQ_PUB, &o, "acks", &rc, e)) ||
         (rc = fm_sock_bind(a->pub, "endpoints.acks", endpoint, e)) != 0)
         goto cleanup;

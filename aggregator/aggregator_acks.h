@@ -22,6 +22,7 @@
 #include "aggregator_idset.h"
 #include "fm_err.h"
 #include "fm_metrics.h"
+#include "fm_sec.h"
 #include "fm_wire.h"
 
 #define AGG_ACK_APPLIED "applied" /* durable: in a saved checkpoint */
@@ -30,13 +31,14 @@
 
 typedef struct agg_acks agg_acks_t;
 
-/* A PUB bound to `endpoint` (config key endpoints.acks) with a new random incarnation id
+/* A PUB bound to `endpoint` (config key endpoints.acks), secured by `sec` (borrowed, may be
+ * NULL: plain), with a new random incarnation id
  * ("boot", non-zero), acknowledging from sequence number `durable_seq` on (ids below it were
  * made durable by an earlier process and are answered only when resent). `metrics` (may be
  * NULL) gets fedmq_acks_total{status=applied|refused}. NULL with *err (-errno of the bind,
  * of getrandom, -ENOMEM) and one line in `e`. Caller owns it: agg_acks_destroy. */
-agg_acks_t *agg_acks_new(const char *endpoint, uint64_t durable_seq, fm_metrics_t *metrics,
-                         int *err, fm_errmsg_t *e);
+agg_acks_t *agg_acks_new(const char *endpoint, const fm_sec_t *sec, uint64_t durable_seq,
+                         fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
 
 /* Close the socket (linger 1 s: the last ACKs get out), free, *p = NULL; idempotent. */
 void agg_acks_destroy(agg_acks_t **p);

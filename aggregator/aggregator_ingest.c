@@ -297,6 +297,12 @@ static void s_update(agg_ingest_t *g, const void *data, size_t len, const agg_in
     }
     out->has_id = 1;
     uint64_t tau = 0;
+    char why[160];
+    if (fm_sec_check_trainer(ctx->sec, ctx->user_id, u->trainer, u->client, 1, why, sizeof why)) {
+        out->has_id = 0; /* not acknowledged: the sender may not speak for that trainer */
+        s_reject(out, AGG_REJ_IDENTITY, "UPDATE from %s: %s", u->trainer, why);
+        return;
+    }
     double scale = 1.0;
     if (s_check_content(g, u, out) || s_check_fold(g, u, ctx, &tau, out) ||
         s_screen(g, u, &scale, out) || s_fold(g, u, tau, scale, out))
@@ -325,6 +331,14 @@ void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_i
     if (type == FM_WIRE_HELLO || type == FM_WIRE_HEARTBEAT || type == FM_WIRE_BYE) {
         if ((rc = fm_wire_decode_member(data, len, &out->type, &out->member, &e)) != 0) {
             s_reject(out, s_decode_reason(rc), "%s", e.msg);
+            return;
+        }
+        char why[160];
+        const fm_wire_member_t *m = &out->member;
+        if (fm_sec_check_trainer(ctx->sec, ctx->user_id, m->trainer, m->client_first,
+                                 m->client_count, why, sizeof why)) {
+            s_reject(out, AGG_REJ_IDENTITY, "%s from %s: %s", fm_wire_type_name(out->type),
+                     m->trainer, why);
             return;
         }
         out->kind = AGG_INGEST_MEMBER;

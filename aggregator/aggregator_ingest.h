@@ -39,6 +39,7 @@
 #include "fm_model.h"
 #include "fm_robust.h"
 #include "fm_screen.h"
+#include "fm_sec.h"
 #include "fm_wire.h"
 
 #define AGG_WHY_MAX 400 /* bytes of a rejection's explanation */
@@ -74,6 +75,11 @@ typedef struct {
 
     /* versions lost in a checkpoint fallback or reset (agg_state_lost); 0 0: none */
     uint64_t lost_first, lost_last;
+
+    /* [security] curve: who sent the frame (the "User-Id" property: its public key, may be
+     * NULL) and the allow-list to check it against; sec NULL or mode none: no check */
+    fm_sec_t *sec;
+    const char *user_id;
 } agg_ingest_ctx_t;
 
 typedef struct agg_ingest agg_ingest_t;

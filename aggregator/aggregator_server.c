@@ -29,7 +29,9 @@
 #define S_DRAIN_MAX 256      /* frames received per poll before timers are checked */
 #define S_PUB_LINGER_MS 1000 /* PUB linger at shutdown: let the last MODEL go out */
 #define S_PUB_SNDHWM 16      /* subscribers only need the newest model */
-#define S_RCV_BYTES_MAX ((size_t)256 << 20) /* budget of the PULL receive queue */
+/* PULL receive queue per connection (ZeroMQ's HWMs are per peer): this / the MODEL frame,
+ * 16-1000 frames (docs/OPERATIONS.md, "Queues and memory per socket") */
+#define S_RCV_BYTES_MAX ((size_t)256 << 20)
 
 struct agg_server {
     fm_config_t cfg;
@@ -42,6 +44,7 @@ struct agg_server {
     agg_state_t *state;    /* checkpoints, id window */
     agg_stats_t *stats;    /* counters, stats.json, /metrics */
     fm_metrics_t *metrics; /* borrowed: the daemon's registry (may be NULL) */
+    fm_sec_t *sec;         /* borrowed: keys, and who sent a frame (may be NULL: none) */
     agg_ingest_t *ingest;  /* frame -> verdict, the buffer */
     agg_acks_t *acks;      /* ACKs ([aggregator] acks), NULL when off */
     fm_jsonl_t *history;   /* [aggregator] history_file, NULL when off */
@@ -322,12 +325,14 @@ static void s_ack_rejected(agg_server_t *self, const agg_verdict_t *v)
     agg_acks_send(self->acks, v->update.id, 1, status, self->version);
 }
 
-/* One frame from the PULL socket (untrusted). */
-static void s_on_frame(agg_server_t *self, const void *data, size_t len)
+/* One frame from the PULL socket (untrusted), sent with the key `user_id` (NULL: plain). */
+static void s_on_frame(agg_server_t *self, const void *data, size_t len, const char *user_id)
 {
     agg_ingest_ctx_t ctx = {.view = s_view(self),
                             .max_staleness = self->cfg.aggregator.max_staleness,
-                            .num_rounds = self->cfg.federation.num_rounds};
+                            .num_rounds = self->cfg.federation.num_rounds,
+                            .sec = self->sec,
+                            .user_id = user_id};
     agg_state_lost(self->state, &ctx.lost_first, &ctx.lost_last);
     agg_verdict_t v;
     agg_stats_received(self->stats, len);
@@ -370,7 +375,8 @@ static int s_drain(void *arg, zsock_t *pull)
             return 0;
         }
         size_t len = zmq_msg_size(&msg);
-        s_on_frame(self, len ? zmq_msg_data(&msg) : s_empty, len);
+        const char *uid = fm_sec_curve(self->sec) ? zmq_msg_gets(&msg, "User-Id") : NULL;
+        s_on_frame(self, len ? zmq_msg_data(&msg) : s_empty, len, uid);
         zmq_msg_close(&msg);
     }
     return 0;
@@ -384,6 +390,7 @@ static int s_tick(void *arg)
     agg_server_t *self = arg;
     double now = fm_daemon_now();
     fm_members_expire(self->members, now, self->cfg.broker.heartbeat_timeout_s, NULL, NULL);
+    fm_sec_refresh(self->sec); /* a key removed from allow_dir: its frames are refused */
     uint32_t n = fm_members_live_clients(self->members,
                                          (uint32_t)self->cfg.federation.num_clients, self->live);
     if (n != self->nlive)
@@ -506,8 +513,14 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     size_t maxmsg = 4 * self->frame.len + 4096;
     size_t hwm = S_RCV_BYTES_MAX / (self->frame.len + 1);
     hwm = hwm < 16 ? 16 : hwm > 1000 ? 1000 : hwm;
-    fm_sock_opts_t o_pull = {.rcvhwm = (int)hwm, .maxmsgsize = (int64_t)maxmsg};
-    fm_sock_opts_t o_pub = {.linger_ms = S_PUB_LINGER_MS, .sndhwm = S_PUB_SNDHWM};
+    fm_sock_opts_t o_pull = {.rcvhwm = (int)hwm,
+                             .maxmsgsize = (int64_t)maxmsg,
+                             .sec = self->sec,
+                             .side = FM_SEC_SERVE};
+    fm_sock_opts_t o_pub = {.linger_ms = S_PUB_LINGER_MS,
+                            .sndhwm = S_PUB_SNDHWM,
+                            .sec = self->sec,
+                            .side = FM_SEC_SERVE};
     if (!(self->pull = fm_sock_new(ZMQ_PULL, &o_pull, "updates", &rc, e)) ||
         (rc = fm_sock_bind(self->pull, "endpoints.updates", self->cfg.endpoints.updates, e)) ||
         !(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "aggregator_models", &rc, e)) ||
@@ -515,8 +528,8 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
                            self->cfg.endpoints.aggregator_models, e)))
         return rc;
     if (self->cfg.aggregator.acks &&
-        !(self->acks = agg_acks_new(self->cfg.endpoints.acks, agg_state_durable_seq(self->state),
-                                    self->metrics, &rc, e)))
+        !(self->acks = agg_acks_new(self->cfg.endpoints.acks, self->sec,
+                                    agg_state_durable_seq(self->state), self->metrics, &rc, e)))
         return rc;
     if (self->cfg.aggregator.history_file[0]) {
         if (!(self->history = fm_jsonl_open(self->cfg.aggregator.history_file, &rc, e)) ||
@@ -589,7 +602,7 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
 }
 
 agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                             fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
+                             fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
     int rc = 0;
     agg_server_t *self = calloc(1, sizeof *self);
@@ -600,6 +613,7 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
     self->cfg = *cfg;
     self->args = args;
     self->metrics = metrics;
+    self->sec = sec;
     if ((rc = s_init(self, e)) != 0 || (rc = s_init_sockets(self, e)) != 0)
         goto cleanup;
     s_update_finished(self);

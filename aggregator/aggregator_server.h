@@ -49,7 +49,7 @@ typedef struct agg_server agg_server_t;
  * not fit, -errno, FM_E* from fm_ckpt / fm_safetensors, -ENOMEM) and one line in `e`.
  * Caller owns it: agg_server_destroy. */
 agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                             fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
+                             fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e);
 
 /* Serve until fm_daemon_stopping(): receive, validate, fold, aggregate, publish, checkpoint.
  * On stop: a final checkpoint and stats.json. Returns 0, or the error of the final

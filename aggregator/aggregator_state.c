@@ -14,12 +14,15 @@
 #include "fm_wire.h"
 
 /* record blobs (fm_ckpt_extra_t.record) */
-#define S_IDS_KEY FM_CKPT_IDS_KEY     /* ids applied to the model */
-#define S_ROUND_KEY "agg.round"       /* last sync round opened (u64 LE) */
-#define S_CONFIG_KEY "agg.config"     /* canonical config text */
-#define S_LOST_KEY "agg.lost"         /* lost version numbers: first, last (u64 LE each) */
-#define S_COUNTERS_KEY "agg.counters" /* counters beyond the record header: "name count\n" */
-#define S_COUNTERS_MAX 1024           /* bytes of that text */
+#define S_IDS_KEY FM_CKPT_IDS_KEY /* ids applied to the model */
+#define S_ROUND_KEY "agg.round"   /* last sync round opened (u64 LE) */
+#define S_CONFIG_KEY "agg.config" /* canonical config text */
+#define S_LOST_KEY "agg.lost"     /* lost version numbers: first, last (u64 LE each) */
+#define S_REASONS_KEY                                                                            \
+    "agg.reasons" /* rejected counters of the reasons past the header's                          \
+                     FM_CKPT_NREASONS (u64 LE each, in reason order) */
+#define S_MORE_REASONS (AGG_REJ_COUNT > FM_CKPT_NREASONS ? AGG_REJ_COUNT - FM_CKPT_NREASONS : 0)
+#define S_CLIPPED_KEY "agg.clipped" /* updates clipped to the norm bound (u64 LE) */
 
 _Static_assert(FM_CFG_DIGEST_BYTES == FM_CKPT_DIGEST_BYTES, "digest sizes");
 _Static_assert(FM_WIRE_ID_LEN == FM_CKPT_ID_BYTES, "id sizes");
@@ -50,43 +53,6 @@ static uint64_t s_get_le(const unsigned char *p)
     for (int i = 7; i >= 0; i--)
         v = v << 8 | p[i];
     return v;
-}
-
-/* The counters the record header has no slot for: the reasons from FM_CKPT_NREASONS on and
- * "clipped", as "name count" lines (by name, so that reasons added later read back). The
- * length of the text. */
-static size_t s_counters_text(const agg_counters_t *c, char *out, size_t cap)
-{
-    size_t at = (size_t)snprintf(out, cap, "clipped %llu\n", (unsigned long long)c->clipped);
-    for (int r = FM_CKPT_NREASONS; r < AGG_REJ_COUNT && at < cap; r++)
-        at += (size_t)snprintf(out + at, cap - at, "%s %llu\n", agg_reason_name((agg_reason_t)r),
-                               (unsigned long long)c->rejected[r]);
-    FM_ASSERT(at < cap); /* a few short lines */
-    return at;
-}
-
-/* Read that text back into *c (unknown names ignored). */
-static void s_counters_parse(const char *text, size_t len, agg_counters_t *c)
-{
-    char line[96];
-    for (size_t at = 0; at < len;) {
-        const char *nl = memchr(text + at, '\n', len - at);
-        size_t n = nl ? (size_t)(nl - (text + at)) : len - at;
-        char name[48];
-        unsigned long long v;
-        if (n < sizeof line) {
-            memcpy(line, text + at, n);
-            line[n] = '\0';
-            if (sscanf(line, "%47s %llu", name, &v) == 2) {
-                if (strcmp(name, "clipped") == 0)
-                    c->clipped = v;
-                for (int r = FM_CKPT_NREASONS; r < AGG_REJ_COUNT; r++)
-                    if (strcmp(name, agg_reason_name((agg_reason_t)r)) == 0)
-                        c->rejected[r] = v;
-            }
-        }
-        at += n + 1;
-    }
 }
 
 /* ---- config text ------------------------------------------------------------------------- */
@@ -205,8 +171,11 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     info.updates_rejected = rec->counters.rejected_total;
     for (int r = 0; r < AGG_REJ_COUNT && r < FM_CKPT_NREASONS; r++)
         info.rejected_by_reason[r] = rec->counters.rejected[r];
-    char counters[S_COUNTERS_MAX];
-    size_t counters_len = s_counters_text(&rec->counters, counters, sizeof counters);
+    unsigned char more_le[8 * (S_MORE_REASONS + 1)];
+    for (int r = 0; r < S_MORE_REASONS; r++)
+        s_put_le(more_le + 8 * r, rec->counters.rejected[FM_CKPT_NREASONS + r]);
+    unsigned char clipped_le[8];
+    s_put_le(clipped_le, rec->counters.clipped);
     fm_cfg_digest(&s->cfg, info.config_digest);
     info.nopt = fm_server_opt_state_len(fm_server_opt_kind(opt), info.nparams);
     info.score = NAN;
@@ -215,15 +184,17 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     s_put_le(round_le, rec->round);
     s_put_le(lost_le, s->lost_first);
     s_put_le(lost_le + 8, s->lost_last);
-    fm_ckpt_extra_t extra[5] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
+    fm_ckpt_extra_t extra[6] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
                                 {S_ROUND_KEY, round_le, sizeof round_le, 1},
                                 {S_CONFIG_KEY, s->cfg_text, strlen(s->cfg_text), 1},
                                 {S_LOST_KEY, lost_le, sizeof lost_le, 1},
-                                {S_COUNTERS_KEY, counters, counters_len, 1}};
+                                {S_CLIPPED_KEY, clipped_le, sizeof clipped_le, 1},
+                                {S_REASONS_KEY, more_le, 8 * (size_t)S_MORE_REASONS, 1}};
     fm_errmsg_t e = {{0}};
     double t0 = fm_daemon_now();
     int rc = fm_ckpt_save(s->ckpt, &info, fm_model_params(model),
-                          info.nopt ? fm_server_opt_state(opt) : NULL, extra, 5, &e);
+                          info.nopt ? fm_server_opt_state(opt) : NULL, extra,
+                          S_MORE_REASONS ? 6 : 5, &e);
     if (rc) {
         s->failures++;
         /* the number is published: a restart from an older record must not reuse it */
@@ -352,15 +323,20 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
     unsigned char le[16];
     if (s_blob(s, version, newest, S_ROUND_KEY, le, 8, &len) == 0 && len == 8)
         rec->round = s_get_le(le);
-    char counters[S_COUNTERS_MAX];
-    if (fm_ckpt_record_get(s->ckpt, version, S_COUNTERS_KEY, counters, sizeof counters, &len,
-                           NULL) == 0)
-        s_counters_parse(counters, len, &rec->counters);
+    if (fm_ckpt_record_get(s->ckpt, version, S_CLIPPED_KEY, le, 8, &len, NULL) == 0 && len == 8)
+        rec->counters.clipped = s_get_le(le); /* an older store has none: 0 */
     if (fm_ckpt_record_get(s->ckpt, version, S_LOST_KEY, le, sizeof le, &len, NULL) == 0 &&
         len == sizeof le && s_get_le(le + 8) >= s_get_le(le) && s_get_le(le) > 0) {
         s->lost_first = s_get_le(le);
         s->lost_last = s_get_le(le + 8);
     }
+    unsigned char more_le[8 * (S_MORE_REASONS + 1)];
+    if (S_MORE_REASONS &&
+        fm_ckpt_record_get(s->ckpt, version, S_REASONS_KEY, more_le, sizeof more_le, &len,
+                           NULL) == 0) /* an older store has fewer (or none): those stay 0 */
+        for (int r = 0; r < S_MORE_REASONS; r++)
+            if ((size_t)r < len / 8)
+                rec->counters.rejected[FM_CKPT_NREASONS + r] = s_get_le(more_le + 8 * r);
 }
 
 /* Say which keys of the running config differ from the checkpoint's (by digest only when

@@ -19,9 +19,12 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_FUTURE] = "future",       [AGG_REJ_DUPLICATE] = "duplicate",
     [AGG_REJ_SAMPLES] = "samples",     [AGG_REJ_LATE] = "late",
     [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
-    [AGG_REJ_NORM] = "norm",           [AGG_REJ_OVERFLOW] = "overflow",
+    [AGG_REJ_IDENTITY] = "identity",   [AGG_REJ_NORM] = "norm",
+    [AGG_REJ_OVERFLOW] = "overflow",
 };
 
+/* the first FM_CKPT_NREASONS counters go in the checkpoint header, the rest in the record
+ * blob "agg.reasons" (aggregator_state.c) */
 _Static_assert(AGG_REJ_COUNT <= FM_STATS_REASONS_MAX, "reasons must fit stats.json");
 
 /* The /metrics series (NULL handles without a registry). */

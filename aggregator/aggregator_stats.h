@@ -23,9 +23,7 @@
 #define AGG_STATS_RATE_SPAN_S 30.0 /* updates/s: over the last this many seconds */
 
 /* Why a frame was dropped. The order is the index into the checkpoint's
- * rejected_by_reason[] counters: append only. The record holds FM_CKPT_NREASONS of them;
- * the counts of the reasons after those (and `clipped`) go into the record blob
- * "agg.counters" (aggregator_state), by name. */
+ * rejected_by_reason[] counters: append only. */
 typedef enum {
     AGG_REJ_MALFORMED,       /* decode error other than below (FM_EFORMAT, FM_ERANGE) */
     AGG_REJ_TRUNCATED,       /* FM_ETRUNC */
@@ -44,6 +42,8 @@ typedef enum {
                                 both modes: num_rounds reached */
     AGG_REJ_COHORT,          /* sync: client not selected, or already reported this round */
     AGG_REJ_QUORUM,          /* async: fewer than min_clients (> 1) clients live */
+    AGG_REJ_IDENTITY,        /* [security] curve: the sender's key is not that trainer's, or
+                                not enrolled for that client */
     AGG_REJ_NORM,            /* L2 norm above [aggregator] norm_bound, norm_action = reject */
     AGG_REJ_OVERFLOW,        /* finite, but too large to fold (FM_SCREEN_NORM_CEILING, or
                                 weight x norm over the accumulator's limit) */

@@ -2,7 +2,7 @@
  *
  *   agg_ingest --model cnn|mlp [--k K] [--updates N] [--acks off|on|both]
  *              [--aggregation mean|median|trimmed_mean|norm_bounded_mean] [--norm-bound B]
- *              [--set section.key=value]...
+ *              [--set section.key=value]... [--curve off|on|both]
  *
  * --aggregation and --norm-bound select the aggregator's rule and an absolute L2-norm bound
  * per update ([aggregator] aggregation, norm_bound; default: the mean, no bound), so each
@@ -10,6 +10,8 @@
  * aggregator.norm_action=reject, aggregator.trim_fraction=0.2); 8 of these at most. The bench's
  * updates are copies of one delta of norm about 1e-4 x sqrt(nparams) (0.11 cnn, 0.045 mlp),
  * so a bound below that clips (or rejects) every update.
+ * --curve on: [security] mode = curve (keys made in the run's temp dir, the test's sockets
+ * are enrolled CURVE clients); both: off, then on, and a "curve" line with the ratio.
  * --acks on: the aggregator acknowledges (a checkpoint per version, [aggregator] acks) and
  * the run is timed until every update's "applied" ACK arrived; both: off, then on, and one
  * more line with the ratio (default off: the figures of the first benchmarks).
@@ -32,12 +34,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../tests/support/fm_proc.h"
 #include "fm_model.h"
 #include "fm_rng.h"
+#include "fm_sec.h"
 #include "fm_stats.h"
 #include "fm_wire.h"
 
@@ -148,14 +152,49 @@ static uint64_t s_acked(zsock_t *sub, uint64_t have)
     return have;
 }
 
+/* [security] mode = curve for a run in `dir`: keys aggregator and bench (trainer, client 0,
+ * enrolled in dir/allow), made once. 0 or -1. */
+static int s_curve_keys(const char *dir)
+{
+    char keys[400], allow[400], from[500], to[500];
+    snprintf(keys, sizeof keys, "%s/keys", dir);
+    snprintf(allow, sizeof allow, "%s/allow", dir);
+    if (access(allow, F_OK) == 0)
+        return 0;
+    fm_errmsg_t e = {{0}};
+    if (mkdir(keys, 0700) != 0 || mkdir(allow, 0755) != 0 ||
+        fm_sec_keygen(keys, "aggregator", "aggregator", NULL, NULL, &e) != 0 ||
+        fm_sec_keygen(keys, "bench", "trainer", "0", NULL, &e) != 0) {
+        fprintf(stderr, "agg_ingest: keys: %s\n", e.msg);
+        return -1;
+    }
+    snprintf(from, sizeof from, "%s/bench.cert", keys);
+    snprintf(to, sizeof to, "%s/bench.cert", allow);
+    return link(from, to);
+}
+
+/* Make socket s a CURVE client of the aggregator with the bench key of `dir`. */
+static void s_curve_client(zsock_t *s, const char *dir)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/keys/bench.cert", dir);
+    zcert_t *me = zcert_load(path);
+    snprintf(path, sizeof path, "%s/keys/aggregator.cert", dir);
+    zcert_t *srv = zcert_load(path);
+    zcert_apply(me, s);
+    zsock_set_curve_serverkey(s, zcert_public_txt(srv));
+    zcert_destroy(&me);
+    zcert_destroy(&srv);
+}
+
 /* One aggregator run: start it (acks on or off) in `dir`, push the n frames, time until all
  * n - n % k are applied (acks off: stats.json says so; acks on: the "applied" ACKs for them
  * arrived, i.e. durable in a checkpoint), print the "agg" line. The rate, 0 on failure. */
-static double s_agg_run(const char *model, int k, int n, int acks, const char *dir, fm_model_t *m,
-                        fm_wire_buf_t *buf, unsigned char *idpos, double gbs,
+static double s_agg_run(const char *model, int k, int n, int acks, int curve, const char *dir,
+                        fm_model_t *m, fm_wire_buf_t *buf, unsigned char *idpos, double gbs,
                         const char *const *extra, const char *rule)
 {
-    char self[PATH_MAX], bin[PATH_MAX + 32], sets[11][400], stats[400], log[400];
+    char self[PATH_MAX], bin[PATH_MAX + 32], sets[14][400], stats[400], log[400];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     self[len > 0 ? len : 0] = 0;
     snprintf(bin, sizeof bin, "%s/fedmq-aggregator", dirname(self));
@@ -166,17 +205,25 @@ static double s_agg_run(const char *model, int k, int n, int acks, const char *d
     snprintf(sets[3], 400, "aggregator.buffer_k=%d", k);
     snprintf(sets[4], 400, "aggregator.max_staleness=1000000");
     snprintf(sets[5], 400, "aggregator.checkpoint_every=1000000");
-    snprintf(sets[6], 400, "aggregator.checkpoint_dir=%s/ckpt-%s", dir, acks ? "on" : "off");
+    char tag[32];
+    snprintf(tag, sizeof tag, "%s%s", acks ? "on" : "off", curve ? "-curve" : "");
+    snprintf(sets[6], 400, "aggregator.checkpoint_dir=%s/ckpt-%s", dir, tag);
     snprintf(sets[7], 400, "aggregator.log_level=warning");
     fm_proc_metrics_set(sets[8], 400, "aggregator", NULL);
     snprintf(sets[9], 400, "aggregator.acks=%s", acks ? "true" : "false");
     snprintf(sets[10], 400, "endpoints.acks=tcp://127.0.0.1:%d", pa);
-    snprintf(stats, sizeof stats, "%s/ckpt-%s/stats.json", dir, acks ? "on" : "off");
-    snprintf(log, sizeof log, "%s/aggregator-%s.log", dir, acks ? "on" : "off");
-    char *av[24 + 2 * S_EXTRA_MAX];
+    int nsets = 11;
+    if (curve) {
+        snprintf(sets[nsets++], 400, "security.mode=curve");
+        snprintf(sets[nsets++], 400, "security.allow_dir=%s/allow", dir);
+        snprintf(sets[nsets++], 400, "security.aggregator_cert=%s/keys/aggregator.cert", dir);
+    }
+    snprintf(stats, sizeof stats, "%s/ckpt-%s/stats.json", dir, tag);
+    snprintf(log, sizeof log, "%s/aggregator-%s.log", dir, tag);
+    char *av[32 + 2 * S_EXTRA_MAX];
     int ac = 0;
     av[ac++] = bin;
-    for (int i = 0; i < 11; i++) {
+    for (int i = 0; i < nsets; i++) {
         av[ac++] = "--set";
         av[ac++] = sets[i];
     }
@@ -197,6 +244,11 @@ static double s_agg_run(const char *model, int k, int n, int acks, const char *d
     zsock_set_subscribe(sub, "");
     zsock_set_subscribe(asub, "");
     zsock_set_rcvhwm(asub, 0);
+    if (curve) {
+        s_curve_client(sub, dir);
+        s_curve_client(asub, dir);
+        s_curve_client(push, dir);
+    }
     zsock_connect(sub, "tcp://127.0.0.1:%d", pm);
     zsock_connect(asub, "tcp://127.0.0.1:%d", pa);
     zsock_connect(push, "tcp://127.0.0.1:%d", pu);
@@ -234,11 +286,11 @@ static double s_agg_run(const char *model, int k, int n, int acks, const char *d
     double model_bytes = 4.0 * fm_model_nparams(m);
     rate = done > 0 ? (double)want / done : 0;
     double bound = gbs * 1e9 / (3.0 * model_bytes);
-    printf("agg model=%s k=%d acks=%s aggregation=%s updates=%d frame_bytes=%zu "
+    printf("agg model=%s k=%d acks=%s curve=%s aggregation=%s updates=%d frame_bytes=%zu "
            "updates_per_s=%.1f memcpy_gbs=%.1f bound_updates_per_s=%.1f fraction=%.2f "
            "peak_rss_mb=%.1f rejected=%llu clipped=%llu\n",
-           model, k, acks ? "on" : "off", rule, n, buf->len, rate, gbs, bound, rate / bound,
-           hwm / 1024.0, (unsigned long long)s_rejected(stats),
+           model, k, acks ? "on" : "off", curve ? "on" : "off", rule, n, buf->len, rate, gbs,
+           bound, rate / bound, hwm / 1024.0, (unsigned long long)s_rejected(stats),
            (unsigned long long)s_clipped(stats));
     fflush(stdout);
 cleanup:
@@ -252,7 +304,7 @@ cleanup:
 
 int main(int argc, char **argv)
 {
-    const char *model = "cnn", *acks = "off", *rule = "mean";
+    const char *model = "cnn", *acks = "off", *curve = "off", *rule = "mean";
     int k = 10, n = 400, nextra = 0;
     char rule_set[64 + 32], bound_set[64 + 32];
     const char *extra[S_EXTRA_MAX + 1] = {NULL};
@@ -281,6 +333,8 @@ int main(int argc, char **argv)
             n = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--acks"))
             acks = argv[i + 1];
+        else if (!strcmp(argv[i], "--curve"))
+            curve = argv[i + 1];
         else {
             fprintf(stderr, "agg_ingest: unknown option %s\n", argv[i]);
             return 2;
@@ -290,8 +344,10 @@ int main(int argc, char **argv)
     fm_model_t *m = fm_model_new(model, &err);
     int a_off = !strcmp(acks, "off") || !strcmp(acks, "both");
     int a_on = !strcmp(acks, "on") || !strcmp(acks, "both");
-    if (!m || k < 1 || n < k || (!a_off && !a_on)) {
-        fprintf(stderr, "agg_ingest: bad --model/--k/--updates/--acks\n");
+    int c_off = !strcmp(curve, "off") || !strcmp(curve, "both");
+    int c_on = !strcmp(curve, "on") || !strcmp(curve, "both");
+    if (!m || k < 1 || n < k || (!a_off && !a_on) || (!c_off && !c_on)) {
+        fprintf(stderr, "agg_ingest: bad --model/--k/--updates/--acks/--curve\n");
         return 2;
     }
     double gbs = s_memcpy_gbs();
@@ -308,7 +364,7 @@ int main(int argc, char **argv)
     fm_wire_update_t up;
     memset(&up, 0, sizeof up);
     memset(up.id, 0xAB, sizeof up.id);
-    snprintf(up.trainer, sizeof up.trainer, "bench");
+    snprintf(up.trainer, sizeof up.trainer, "bench"); /* = the bench key's name, client 0 */
     up.num_samples = 600;
     up.local_steps = 19;
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
@@ -317,13 +373,28 @@ int main(int argc, char **argv)
     memset(pattern, 0xAB, sizeof pattern);
     unsigned char *idpos = memmem(buf.data, buf.len, pattern, sizeof pattern);
 
-    double r_off = a_off ? s_agg_run(model, k, n, 0, dir, m, &buf, idpos, gbs, extra, rule) : 0;
-    double r_on = a_on ? s_agg_run(model, k, n, 1, dir, m, &buf, idpos, gbs, extra, rule) : 0;
-    double rate = a_off ? r_off : r_on;
-    int done = (!a_off || r_off > 0) && (!a_on || r_on > 0);
-    if (a_off && a_on)
-        printf("acks model=%s k=%d updates_per_s_off=%.1f updates_per_s_on=%.1f on_vs_off=%.2f\n",
-               model, k, r_off, r_on, r_off > 0 ? r_on / r_off : 0.0);
+    if (c_on && s_curve_keys(dir) != 0)
+        return 1;
+    double rate = 0;
+    int done = 1;
+    for (int c = c_off ? 0 : 1; c <= c_on; c++) {
+        double r_off = a_off ? s_agg_run(model, k, n, 0, c, dir, m, &buf, idpos, gbs, extra, rule)
+                             : 0;
+        double r_on = a_on ? s_agg_run(model, k, n, 1, c, dir, m, &buf, idpos, gbs, extra, rule)
+                           : 0;
+        double r = a_off ? r_off : r_on;
+        done = done && (!a_off || r_off > 0) && (!a_on || r_on > 0);
+        if (a_off && a_on)
+            printf("acks model=%s k=%d curve=%s updates_per_s_off=%.1f updates_per_s_on=%.1f "
+                   "on_vs_off=%.2f\n",
+                   model, k, c ? "on" : "off", r_off, r_on, r_off > 0 ? r_on / r_off : 0.0);
+        if (c == 1 && c_off)
+            printf("curve model=%s k=%d acks=%s updates_per_s_off=%.1f updates_per_s_on=%.1f "
+                   "on_vs_off=%.2f\n",
+                   model, k, a_off ? "off" : "on", rate, r, rate > 0 ? r / rate : 0.0);
+        if (c == 0 || !c_off)
+            rate = r;
+    }
 
     /* the transport's ceiling: the same frames to a sink that drops them */
     int ps = fm_proc_free_port();

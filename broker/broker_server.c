@@ -14,6 +14,8 @@
 #include "fm_sock.h"
 #include "fm_wire.h"
 
+#include "broker_peers.h"
+
 /* Rejected frames of one socket: counted always, logged under the rate limit. */
 typedef struct {
     const char *what;    /* "aggregator_models" or "snapshot" (static) */
@@ -27,6 +29,7 @@ typedef struct {
 typedef struct {
     fm_metric_t *version, *trainers;
     fm_metric_t *received, *forwarded, *snapshots;
+    fm_metric_t *repeat, *full, *gone; /* fedmq_snapshots_withheld_total{reason} */
 } s_metrics_t;
 
 /* A requester waiting for the first model. */
@@ -39,6 +42,7 @@ struct broker_server {
     fm_config_t cfg;
     const fm_daemon_args_t *args; /* borrowed, for SIGHUP reloads; may be NULL */
     fm_model_t *layout;           /* the configured model (tensor check only) */
+    fm_sec_t *sec;                /* borrowed: keys, and who a peer is */
     fm_wire_tensors_t *tensors;   /* decode scratch (about 21 KB) */
     zsock_t *sub, *pub, *router;
     fm_loop_t *loop;
@@ -47,8 +51,12 @@ struct broker_server {
     zframe_t *cache; /* raw bytes of the newest MODEL, NULL before the first */
     uint64_t cache_version;
     double cache_created;
-    uint64_t cache_round; /* sync rounds: a new round of the same version is new */
-    int64_t cache_cohort; /* cohort size, -1 = no cohort (async) */
+    uint64_t cache_round;  /* sync rounds: a new round of the same version is new */
+    int64_t cache_cohort;  /* cohort size, -1 = no cohort (async) */
+    uint64_t cache_gen;    /* +1 per new cache: what broker_peers remembers */
+    zmq_msg_t reply;       /* a copy of the cache's bytes that every queued reply shares
+                              (zmq_msg_copy counts references); empty if it could not be made */
+    broker_peers_t *peers; /* what went to which snapshot peer, for the repeat rule */
 
     s_pending_t *pending; /* [BROKER_PENDING_MAX] */
     int npending;
@@ -69,30 +77,80 @@ static void s_reject(s_reject_log_t *r, int code, const char *why)
                why);
 }
 
-/* Send the cached MODEL to one ROUTER peer: [identity][(empty)][model]. The frames are
- * copies; the cache stays. ROUTER_MANDATORY is off, so a vanished peer's reply is dropped
- * by ZeroMQ without an error; only local failures can be counted. */
+/* Count a withheld reply in the stats and its /metrics twin. */
+static void s_withheld(uint64_t *count, fm_metric_t *metric)
+{
+    (*count)++;
+    fm_metric_inc(metric);
+}
+
+/* Send the cached MODEL to one ROUTER peer: [identity][(empty)][model], unless that model
+ * was offered to it less than BROKER_SNAPSHOT_REPEAT_S ago (broker_peers). The model frame
+ * is a zmq_msg_copy of self->reply: queued replies share its bytes. The ROUTER is
+ * ROUTER_MANDATORY with a zero send timeout, so only the first frame can fail, at once:
+ * EAGAIN when BROKER_ROUTER_SNDHWM replies wait for that peer already (the offer is
+ * remembered like a send: one attempt per model and window), EHOSTUNREACH when it is
+ * gone; each is counted, never queued. */
 static void s_reply_model(broker_server_t *self, zframe_t *identity, bool delimiter)
 {
-    zmsg_t *msg = zmsg_new();
-    if (!msg)
-        goto fail;
-    if (zmsg_addmem(msg, zframe_data(identity), zframe_size(identity)) != 0)
-        goto fail;
-    if (delimiter && zmsg_addmem(msg, NULL, 0) != 0)
-        goto fail;
-    if (zmsg_addmem(msg, zframe_data(self->cache), zframe_size(self->cache)) != 0)
-        goto fail;
-    if (zmsg_send(&msg, self->router) != 0)
-        goto fail;
-    self->stats.snapshots_served++;
-    fm_metric_inc(self->met.snapshots);
-    return;
-fail:
-    zmsg_destroy(&msg);
-    self->stats.reply_failed++;
-    FM_LOG(LOG_WARNING, "snapshot: reply (model version %llu) could not be sent: %s",
-           (unsigned long long)self->cache_version, zmq_strerror(zmq_errno()));
+    const void *id = zframe_data(identity);
+    size_t idlen = zframe_size(identity);
+    double now = fm_daemon_now();
+    if (broker_peers_repeat(self->peers, id, idlen, self->cache_gen, now)) {
+        s_withheld(&self->stats.snapshots_repeat, self->met.repeat);
+        return;
+    }
+    if (zmq_msg_size(&self->reply) == 0) { /* s_reply_set ran out of memory (logged) */
+        self->stats.reply_failed++;
+        return;
+    }
+    void *router = zsock_resolve(self->router);
+    zmq_msg_t body;
+    zmq_msg_init(&body);
+    int rc = zmq_msg_copy(&body, &self->reply);
+    if (rc == 0)
+        rc = zmq_send(router, id, idlen, ZMQ_SNDMORE);
+    if (rc >= 0 && delimiter)
+        rc = zmq_send(router, NULL, 0, ZMQ_SNDMORE);
+    if (rc >= 0)
+        rc = zmq_msg_send(&body, router, 0);
+    int en = rc < 0 ? zmq_errno() : 0;
+    if (rc < 0)
+        zmq_msg_close(&body);
+    if (rc >= 0) {
+        self->stats.snapshots_served++;
+        fm_metric_inc(self->met.snapshots);
+    } else if (en == EAGAIN) {
+        s_withheld(&self->stats.snapshots_full, self->met.full);
+    } else if (en == EHOSTUNREACH) {
+        s_withheld(&self->stats.snapshots_gone, self->met.gone);
+        broker_peers_forget(self->peers, id, idlen);
+        return;
+    } else {
+        self->stats.reply_failed++;
+        FM_LOG(LOG_WARNING, "snapshot: reply (model version %llu) could not be sent: %s",
+               (unsigned long long)self->cache_version, zmq_strerror(en));
+        return;
+    }
+    /* not remembered without memory: the next request is tried again (the HWM still bounds
+     * what waits) */
+    (void)broker_peers_mark(self->peers, id, idlen, self->cache_gen, now);
+}
+
+/* The reply body of a new cache: a copy of its bytes (a new generation). Without memory
+ * the body stays empty and replies fail (counted, logged) until the next model. */
+static void s_reply_set(broker_server_t *self)
+{
+    zmq_msg_close(&self->reply);
+    self->cache_gen++;
+    size_t len = zframe_size(self->cache);
+    if (zmq_msg_init_size(&self->reply, len) != 0) {
+        zmq_msg_init(&self->reply);
+        FM_LOG(LOG_ERR, "snapshot: no memory for a copy of model version %llu (%zu bytes)",
+               (unsigned long long)self->cache_version, len);
+        return;
+    }
+    memcpy(zmq_msg_data(&self->reply), zframe_data(self->cache), len);
 }
 
 /* Remember a requester until the first model arrives (dedup by identity, bounded). */
@@ -229,6 +287,7 @@ static int s_on_sub(void *arg, zsock_t *sock)
     self->cache_created = hdr.created;
     self->cache_round = hdr.round;
     self->cache_cohort = cohort;
+    s_reply_set(self);
     fm_metric_set(self->met.version, (double)hdr.version);
 
     zframe_t *copy = zframe_dup(self->cache);
@@ -262,6 +321,15 @@ static void s_on_member(broker_server_t *self, zframe_t *body, zframe_t *identit
     int rc = fm_wire_decode_member(zframe_data(body), zframe_size(body), &type, &m, &e);
     if (rc != 0) {
         s_reject(&self->rej_router, rc, e.msg);
+        return;
+    }
+    char why[160];
+    const char *uid = fm_sec_curve(self->sec) ? zframe_meta(body, "User-Id") : NULL;
+    if (fm_sec_check_trainer(self->sec, uid, m.trainer, m.client_first, m.client_count, why,
+                             sizeof why)) {
+        char line[512];
+        snprintf(line, sizeof line, "%s from %s: %s", fm_wire_type_name(type), m.trainer, why);
+        s_reject(&self->rej_router, FM_EARG, line);
         return;
     }
     uint32_t old_pid = 0;
@@ -368,6 +436,7 @@ static int s_expire(void *arg)
     broker_server_t *self = arg;
     fm_members_expire(self->members, fm_daemon_now(), self->cfg.broker.heartbeat_timeout_s,
                       s_on_expired, self);
+    fm_sec_refresh(self->sec); /* a key removed from allow_dir: its HELLOs are refused */
     s_members_gauges(self);
     return 0;
 }
@@ -381,14 +450,20 @@ static int s_summary(void *arg)
     FM_LOG(LOG_INFO,
            "summary: model version %s, %d live trainers serving %llu clients, "
            "%llu models forwarded, %llu snapshots served, %llu frames rejected "
-           "(%llu aggregator side, %llu snapshot side), %d waiting",
+           "(%llu aggregator side, %llu snapshot side), %d waiting, %llu snapshot replies "
+           "withheld (%llu repeats, %llu queues full, %llu peers gone)",
            version, fm_members_count(self->members),
            (unsigned long long)fm_members_clients(self->members),
            (unsigned long long)self->stats.models_forwarded,
            (unsigned long long)self->stats.snapshots_served,
            (unsigned long long)(self->stats.rejected_sub + self->stats.rejected_router),
            (unsigned long long)self->stats.rejected_sub,
-           (unsigned long long)self->stats.rejected_router, self->npending);
+           (unsigned long long)self->stats.rejected_router, self->npending,
+           (unsigned long long)(self->stats.snapshots_repeat + self->stats.snapshots_full +
+                                self->stats.snapshots_gone),
+           (unsigned long long)self->stats.snapshots_repeat,
+           (unsigned long long)self->stats.snapshots_full,
+           (unsigned long long)self->stats.snapshots_gone);
     return 0;
 }
 
@@ -443,6 +518,15 @@ static int s_metrics_register(broker_server_t *self, fm_metrics_t *m)
                                       "MODEL frames published on model_pub.", NULL);
     x->snapshots = fm_metrics_counter(m, "fedmq_snapshots_served_total",
                                       "MODEL replies sent on the snapshot socket.", NULL);
+    const char *wh = "MODEL replies not sent on the snapshot socket, by reason: repeat (that "
+                     "model went to that peer less than 1 s ago), queue_full (its send "
+                     "queue is at the HWM: it does not read), gone (disconnected).";
+    x->repeat = fm_metrics_counter(m, "fedmq_snapshots_withheld_total", wh,
+                                   (const char *[]){"reason", "repeat", NULL});
+    x->full = fm_metrics_counter(m, "fedmq_snapshots_withheld_total", wh,
+                                 (const char *[]){"reason", "queue_full", NULL});
+    x->gone = fm_metrics_counter(m, "fedmq_snapshots_withheld_total", wh,
+                                 (const char *[]){"reason", "gone", NULL});
     fm_metric_set(x->version, -1); /* no model yet */
     const char *help = "Frames rejected, by socket.";
     self->rej_sub.metric = fm_metrics_counter(
@@ -454,7 +538,7 @@ static int s_metrics_register(broker_server_t *self, fm_metrics_t *m)
 }
 
 broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                                   fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
+                                   fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
     int rc = 0;
     broker_server_t *self = calloc(1, sizeof *self);
@@ -464,6 +548,8 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     }
     self->cfg = *cfg;
     self->args = args;
+    self->sec = sec;
+    zmq_msg_init(&self->reply);
     self->rej_sub.what = "aggregator_models";
     self->rej_sub.count = &self->stats.rejected_sub;
     self->rej_router.what = "snapshot";
@@ -484,20 +570,30 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     self->tensors = calloc(1, sizeof *self->tensors);
     self->pending = calloc(BROKER_PENDING_MAX, sizeof *self->pending);
     self->members = fm_members_new();
-    if (!self->tensors || !self->pending || !self->members) {
+    self->peers = broker_peers_new(BROKER_SNAPSHOT_PEERS_MAX, BROKER_SNAPSHOT_REPEAT_S);
+    if (!self->tensors || !self->pending || !self->members || !self->peers) {
         rc = fm_errmsg_set(e, -ENOMEM, "broker: out of memory");
         goto cleanup;
     }
 
     const fm_cfg_endpoints_t *ep = &cfg->endpoints;
     fm_sock_opts_t o_pub = {.linger_ms = BROKER_PUB_LINGER_MS, .sndhwm = BROKER_PUB_SNDHWM};
-    fm_sock_opts_t o_router = {.maxmsgsize = BROKER_ROUTER_MAXMSG}; /* not ROUTER_MANDATORY */
+    fm_sock_opts_t o_router = {.sndhwm = BROKER_ROUTER_SNDHWM,
+                               .rcvhwm = BROKER_ROUTER_RCVHWM,
+                               .sndtimeo_ms = FM_SOCK_NOWAIT,
+                               .maxmsgsize = BROKER_ROUTER_MAXMSG};
     fm_sock_opts_t o_sub = {
         .rcvhwm = BROKER_SUB_RCVHWM, .maxmsgsize = BROKER_SUB_MAXMSG, .subscribe_all = true};
+    o_pub.sec = o_router.sec = o_sub.sec = sec;
+    o_pub.side = o_router.side = FM_SEC_SERVE;
+    o_sub.side = FM_SEC_TO_AGGREGATOR;
     if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "model_pub", &rc, e)) ||
         (rc = fm_sock_bind(self->pub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
-        !(self->router = fm_sock_new(ZMQ_ROUTER, &o_router, "snapshot", &rc, e)) ||
-        (rc = fm_sock_bind(self->router, "endpoints.snapshot", ep->snapshot, e)) != 0 ||
+        !(self->router = fm_sock_new(ZMQ_ROUTER, &o_router, "snapshot", &rc, e)))
+        goto cleanup;
+    /* a send to a full or unknown peer fails (EAGAIN, EHOSTUNREACH) instead of a silent drop */
+    zsock_set_router_mandatory(self->router, 1);
+    if ((rc = fm_sock_bind(self->router, "endpoints.snapshot", ep->snapshot, e)) != 0 ||
         !(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "aggregator_models", &rc, e)) ||
         (rc = fm_sock_connect(self->sub, "endpoints.aggregator_models", ep->aggregator_models,
                               e)) != 0)
@@ -546,6 +642,8 @@ void broker_server_destroy(broker_server_t **p)
     zsock_destroy(&self->router);
     zsock_destroy(&self->pub); /* linger BROKER_PUB_LINGER_MS */
     zframe_destroy(&self->cache);
+    zmq_msg_close(&self->reply);
+    broker_peers_destroy(&self->peers);
     if (self->pending)
         for (int i = 0; i < self->npending; i++)
             zframe_destroy(&self->pending[i].identity);

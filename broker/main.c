@@ -32,9 +32,9 @@ static void s_usage(FILE *f)
 
 /* Typed wrappers for fm_daemon_main. */
 static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, fm_metrics_t *metrics,
-                   int *err, fm_errmsg_t *e)
+                   fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
-    return broker_server_new(cfg, args, metrics, err, e);
+    return broker_server_new(cfg, args, metrics, sec, err, e);
 }
 
 static int s_run(void *server) { return broker_server_run(server); }
@@ -52,6 +52,7 @@ int main(int argc, char **argv)
                                        .log_level_key = "broker.log_level",
                                        .metrics_key = "broker.metrics_addr",
                                        .blas = false,
+                                       .sec_role = FM_SEC_ROLE_BROKER,
                                        .server_new = s_new,
                                        .server_run = s_run,
                                        .server_destroy = s_destroy};

@@ -27,6 +27,7 @@
 typedef enum { S_FROM_SUB, S_FROM_SNAPSHOT } s_source_t;
 
 struct eval_server {
+    fm_sec_t *sec; /* borrowed: keys */
     fm_config_t cfg;
     const fm_daemon_args_t *args; /* for SIGHUP reloads (borrowed, may be NULL) */
     fm_dataset_t *test;
@@ -92,7 +93,11 @@ static int s_sockets_open(eval_server_t *self, fm_errmsg_t *e)
     /* CONFLATE before connect: only the newest MODEL waits in the queue */
     fm_sock_opts_t o_sub = {
         .maxmsgsize = EVAL_SERVER_MAX_FRAME, .conflate = true, .subscribe_all = true};
-    fm_sock_opts_t o_dealer = {.sndhwm = 16, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
+    fm_sock_opts_t o_dealer = {
+        .sndhwm = 16, .rcvhwm = EVAL_SERVER_DEALER_RCVHWM, .maxmsgsize = EVAL_SERVER_MAX_FRAME};
+    o_pub.sec = o_sub.sec = o_dealer.sec = self->sec;
+    o_pub.side = FM_SEC_SERVE;
+    o_sub.side = o_dealer.side = FM_SEC_TO_BROKER;
     int rc = 0;
     if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "metrics_pub", &rc, e)) ||
         (rc = fm_sock_bind(self->pub, "endpoints.metrics_pub", ep->metrics_pub, e)) != 0 ||
@@ -187,7 +192,7 @@ static int s_metrics_register(eval_server_t *self, fm_metrics_t *m)
 }
 
 eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                               fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
+                               fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
     int rc = -ENOMEM;
     eval_server_t *self = calloc(1, sizeof *self);
@@ -197,6 +202,7 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     }
     self->cfg = *cfg;
     self->args = args;
+    self->sec = sec;
     snprintf(self->id, sizeof self->id, "evaluator/%ld", (long)getpid());
     const char *name = fm_arch_name(cfg->federation.model);
     if (!name) {

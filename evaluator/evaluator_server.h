@@ -45,6 +45,7 @@
 #define EVAL_SERVER_DRAIN_MAX 64         /* frames read per socket per drain */
 #define EVAL_SERVER_PUB_LINGER_MS 1000   /* a stopping evaluator flushes its last METRICS */
 #define EVAL_SERVER_PUB_HWM 100          /* METRICS queued per slow subscriber */
+#define EVAL_SERVER_DEALER_RCVHWM 4      /* MODEL replies queued from the broker */
 
 typedef struct eval_server eval_server_t;
 
@@ -78,7 +79,7 @@ typedef struct {
  * fm_daemon_exit_code(*err): 2 for FM_EARG, else 1.
  * Caller owns the result: eval_server_destroy(). */
 eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                               fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
+                               fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e);
 
 /* Serve until fm_daemon_stopping() (an fm_loop: both sockets drained on every wake-up,
  * SNAPSHOT_REQ timer). On SIGHUP the config is re-read (fm_daemon_reload: file and --set

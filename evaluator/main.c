@@ -33,9 +33,9 @@ static void s_usage(FILE *f)
 
 /* Typed wrappers for fm_daemon_main. */
 static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, fm_metrics_t *metrics,
-                   int *err, fm_errmsg_t *e)
+                   fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
-    return eval_server_new(cfg, args, metrics, err, e);
+    return eval_server_new(cfg, args, metrics, sec, err, e);
 }
 
 static int s_run(void *server) { return eval_server_run(server); }
@@ -53,6 +53,7 @@ int main(int argc, char **argv)
                                        .log_level_key = "evaluator.log_level",
                                        .metrics_key = "evaluator.metrics_addr",
                                        .blas = true,
+                                       .sec_role = FM_SEC_ROLE_EVALUATOR,
                                        .server_new = s_new,
                                        .server_run = s_run,
                                        .server_destroy = s_destroy};

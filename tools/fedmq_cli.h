@@ -27,6 +27,9 @@ int fm_cli_partition(int argc, char **argv);
  * [--x time|version|both]: accuracy curves of evaluator metrics files, drawn by gnuplot. */
 int fm_cli_plot(int argc, char **argv);
 
+/* fedmq keygen NAME --role ROLE [--clients A-B] [--dir DIR]: a CurveZMQ certificate. */
+int fm_cli_keygen(int argc, char **argv);
+
 /* x axes of fm_plot_files (a bit set; 0 means both). */
 enum { FM_PLOT_X_TIME = 1, FM_PLOT_X_VERSION = 2, FM_PLOT_X_BOTH = 3 };
 

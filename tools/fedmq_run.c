@@ -30,6 +30,8 @@
 #include "fedmq_cli.h"
 #include "fm_cfg.h"
 #include "fm_daemon.h"
+#include "fm_sec.h"
+#include "fm_sock.h"
 #include "fm_stats.h"
 #include "fm_wire.h"
 
@@ -458,17 +460,26 @@ static int s_stop_reason(s_run_t *r, s_progress_t *pg, double now)
 /* Follow the METRICS feed and stats.json until a stop reason (or SIGINT/SIGTERM). */
 static s_stop_t s_follow(s_run_t *r, s_progress_t *pg)
 {
-    zsock_t *sub = zsock_new(ZMQ_SUB);
     zpoller_t *poller = NULL;
+    zsock_t *sub = NULL;
     s_stop_t why = S_STOP_SIGNAL;
-    if (!sub || zsock_connect(sub, "%s", r->cfg.endpoints.metrics_pub) != 0 ||
+    fm_errmsg_t e = {{0}};
+    int err = 0;
+    /* under curve, as a monitor: [security] monitor_cert, enrolled in the evaluator's
+     * allow_dir */
+    fm_sec_t *sec = r->cfg.security.mode == FM_CFG_SECURITY_CURVE
+                        ? fm_sec_new(&r->cfg, FM_SEC_ROLE_MONITOR, &err, &e)
+                        : NULL;
+    fm_sock_opts_t o = {.subscribe_all = true, .sec = sec, .side = FM_SEC_TO_EVALUATOR};
+    if ((r->cfg.security.mode == FM_CFG_SECURITY_CURVE && !sec) ||
+        !(sub = fm_sock_new(ZMQ_SUB, &o, "metrics_pub", &err, &e)) ||
+        fm_sock_connect(sub, "endpoints.metrics_pub", r->cfg.endpoints.metrics_pub, &e) != 0 ||
         !(poller = zpoller_new(sub, NULL))) {
-        fprintf(stderr, "fedmq run: cannot subscribe to %s\n", r->cfg.endpoints.metrics_pub);
+        fprintf(stderr, "fedmq run: cannot subscribe to %s: %s\n", r->cfg.endpoints.metrics_pub,
+                e.msg[0] ? e.msg : "out of memory");
         why = S_STOP_DIED; /* treated as a failure; no child is marked dead */
         goto cleanup;
     }
-    zsock_set_linger(sub, 0);
-    zsock_set_subscribe(sub, "");
     while (!fm_daemon_stopping()) {
         if (zpoller_wait(poller, 250)) {
             zframe_t *f = zframe_recv(sub);
@@ -487,6 +498,7 @@ static s_stop_t s_follow(s_run_t *r, s_progress_t *pg)
 cleanup:
     zpoller_destroy(&poller);
     zsock_destroy(&sub);
+    fm_sec_destroy(&sec);
     return why;
 }
 

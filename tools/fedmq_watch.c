@@ -7,16 +7,19 @@
 #include "fedmq_cli.h"
 #include "fm_daemon.h"
 #include "fm_parse.h"
+#include "fm_sec.h"
+#include "fm_sock.h"
 #include "fm_wire.h"
 
 int fm_cli_watch(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"count", required_argument, 0, 'n'},
-                                             {"timeout", required_argument, 0, 't'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
+    static const struct option longopts[] = {
+        {"count", required_argument, 0, 'n'}, {"timeout", required_argument, 0, 't'},
+        {"cert", required_argument, 0, 'c'},  {"server-cert", required_argument, 0, 's'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     long count = 0;
     double timeout = 0.0;
+    const char *cert = NULL, *server_cert = NULL;
     fm_errmsg_t e = {{0}};
     opterr = 0;
     optind = 1;
@@ -25,8 +28,11 @@ int fm_cli_watch(int argc, char **argv)
         switch (ch) {
         case 'n': rc = fm_parse_int("--count", optarg, 1, 1L << 40, &count, &e); break;
         case 't': rc = fm_parse_float("--timeout", optarg, 0.001, 1e9, &timeout, &e); break;
+        case 'c': cert = optarg; break;
+        case 's': server_cert = optarg; break;
         case 'h':
-            printf("usage: fedmq watch ENDPOINT [--count N] [--timeout S]\n"
+            printf("usage: fedmq watch ENDPOINT [--count N] [--timeout S] [--cert FILE\n"
+                   "                   --server-cert FILE]\n"
                    "Print the METRICS feed of an evaluator (its metrics_pub endpoint, e.g.\n"
                    "tcp://127.0.0.1:5564), one line per evaluated model version, with the\n"
                    "aggregator's progress when it made that version (updates applied so far,\n"
@@ -34,7 +40,11 @@ int fm_cli_watch(int argc, char **argv)
                    "evaluator scores the clients' held-out slices, the line ends with their\n"
                    "accuracy: mean, worst client, 10th percentile, share below the threshold.\n"
                    "  --count N    exit after N lines\n"
-                   "  --timeout S  exit 1 if no METRICS arrives for S seconds\n");
+                   "  --timeout S  exit 1 if no METRICS arrives for S seconds\n"
+                   "  --cert FILE  [security] mode = curve: this monitor's certificate (a\n"
+                   "               monitor key enrolled in the evaluator's allow_dir; reads\n"
+                   "               FILE_secret too), with --server-cert: the evaluator's\n"
+                   "               public certificate\n");
             return 0;
         default:
             snprintf(e.msg, sizeof e.msg, "%s: %s (see fedmq watch --help)", argv[optind - 1],
@@ -51,17 +61,36 @@ int fm_cli_watch(int argc, char **argv)
         return FM_EXIT_INPUT;
     }
     const char *endpoint = argv[optind];
+    if (!cert != !server_cert) {
+        fprintf(stderr, "fedmq watch: --cert and --server-cert go together\n");
+        return FM_EXIT_INPUT;
+    }
     fm_daemon_signals();
-    zsock_t *sub = zsock_new(ZMQ_SUB);
+    fm_config_t cfg;
+    fm_cfg_defaults(&cfg);
+    if (cert) {
+        cfg.security.mode = FM_CFG_SECURITY_CURVE;
+        snprintf(cfg.security.monitor_cert, sizeof cfg.security.monitor_cert, "%s", cert);
+        snprintf(cfg.security.evaluator_cert, sizeof cfg.security.evaluator_cert, "%s",
+                 server_cert);
+    }
+    int err = 0;
+    fm_sec_t *sec = cert ? fm_sec_new(&cfg, FM_SEC_ROLE_MONITOR, &err, &e) : NULL;
+    if (cert && !sec) {
+        fprintf(stderr, "fedmq watch: %s\n", e.msg);
+        return err == FM_EARG ? FM_EXIT_INPUT : FM_EXIT_RUNTIME;
+    }
+    fm_sock_opts_t o = {.subscribe_all = true, .sec = sec, .side = FM_SEC_TO_EVALUATOR};
+    zsock_t *sub = fm_sock_new(ZMQ_SUB, &o, "metrics_pub", &err, &e);
     if (!sub) {
-        fprintf(stderr, "fedmq watch: cannot create a socket\n");
+        fprintf(stderr, "fedmq watch: %s\n", e.msg);
+        fm_sec_destroy(&sec);
         return FM_EXIT_RUNTIME;
     }
-    zsock_set_linger(sub, 0);
-    zsock_set_subscribe(sub, "");
     if (zsock_connect(sub, "%s", endpoint) != 0) {
         fprintf(stderr, "fedmq watch: %s: not a valid endpoint\n", endpoint);
         zsock_destroy(&sub);
+        fm_sec_destroy(&sec);
         return FM_EXIT_INPUT;
     }
     zpoller_t *poller = zpoller_new(sub, NULL);
@@ -109,5 +138,6 @@ int fm_cli_watch(int argc, char **argv)
     }
     zpoller_destroy(&poller);
     zsock_destroy(&sub);
+    fm_sec_destroy(&sec);
     return rc;
 }

@@ -31,9 +31,9 @@ static void s_usage(FILE *f)
 
 /* Typed wrappers for fm_daemon_main. */
 static void *s_new(const fm_config_t *cfg, const fm_daemon_args_t *args, fm_metrics_t *metrics,
-                   int *err, fm_errmsg_t *e)
+                   fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
-    return trainer_pool_new(cfg, args, metrics, err, e);
+    return trainer_pool_new(cfg, args, metrics, sec, err, e);
 }
 
 static int s_run(void *server) { return trainer_pool_run(server); }
@@ -51,6 +51,7 @@ int main(int argc, char **argv)
                                        .log_level_key = "trainer.log_level",
                                        .metrics_key = "trainer.metrics_addr",
                                        .blas = true,
+                                       .sec_role = FM_SEC_ROLE_TRAINER,
                                        .server_new = s_new,
                                        .server_run = s_run,
                                        .server_destroy = s_destroy};

@@ -26,11 +26,13 @@
 #define S_MODEL_SILENCE_S 30.0  /* no MODEL this long: ask for a snapshot anyway */
 #define S_SUMMARY_S 10.0        /* summary log period */
 #define S_DEALER_LINGER_MS 1000 /* BYE gets this long at exit */
+#define S_DEALER_RCVHWM 4       /* MODEL replies queued from the broker (one per request) */
 #define S_RESEND_TICK_S 1.0     /* look for unacknowledged updates due this often */
 
 struct trainer_pool {
     fm_config_t cfg;              /* workers read federation.*: never rewritten whole */
     const fm_daemon_args_t *args; /* borrowed, for reloads */
+    fm_sec_t *sec;                /* borrowed: keys; under curve its name is the trainer id */
     char trainer_id[FM_WIRE_STR_MAX + 1];
     const char *model_name;
     fm_model_t *layout; /* names and shapes for the wire checks */
@@ -487,11 +489,15 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     fm_sock_opts_t o_sub = {.maxmsgsize = maxmsg, .conflate = true, .subscribe_all = true};
     fm_sock_opts_t o_dealer = {.linger_ms = S_DEALER_LINGER_MS,
                                .sndhwm = 100,
+                               .rcvhwm = S_DEALER_RCVHWM,
                                .sndtimeo_ms = FM_SOCK_NOWAIT,
                                .maxmsgsize = maxmsg};
     fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 16};
     fm_sock_opts_t o_acks = {.maxmsgsize = (int64_t)FM_WIRE_MAX_ACK_IDS * FM_WIRE_ID_LEN + 4096,
                              .subscribe_all = true};
+    o_sub.sec = o_dealer.sec = o_push.sec = o_acks.sec = self->sec;
+    o_sub.side = o_dealer.side = FM_SEC_TO_BROKER;
+    o_push.side = o_acks.side = FM_SEC_TO_AGGREGATOR;
     int rc = 0;
     if (!(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "model_pub", &rc, e)) ||
         !(self->dealer = fm_sock_new(ZMQ_DEALER, &o_dealer, "snapshot", &rc, e)) ||
@@ -530,9 +536,14 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     return 0;
 }
 
-/* "<host>-<pid>" into self->trainer_id. */
+/* The trainer id into self->trainer_id: under curve its certificate's name (the servers
+ * check it against the key), else "<host>-<pid>". */
 static void s_name(trainer_pool_t *self)
 {
+    if (fm_sec_curve(self->sec)) {
+        snprintf(self->trainer_id, sizeof self->trainer_id, "%s", fm_sec_name(self->sec));
+        return;
+    }
     char host[64] = "localhost";
     if (gethostname(host, sizeof host) != 0)
         snprintf(host, sizeof host, "localhost");
@@ -552,6 +563,15 @@ static int s_init_range(trainer_pool_t *self, fm_errmsg_t *e)
                              cfg->trainer.clients, cfg->federation.num_clients);
     self->client_first = (uint32_t)first;
     self->client_count = (uint32_t)(last - first + 1);
+    fm_sec_peer_t me;
+    if (fm_sec_self(self->sec, &me) == 0 && (self->client_first < me.client_first ||
+                                             (uint64_t)self->client_first + self->client_count >
+                                                 (uint64_t)me.client_first + me.client_count))
+        return fm_errmsg_set(e, FM_EARG,
+                             "[trainer] clients = %s: the key of '%s' ([security] trainer_cert) "
+                             "is enrolled for clients %u-%u only",
+                             cfg->trainer.clients, me.name, me.client_first,
+                             me.client_first + me.client_count - 1);
     self->model_name = fm_arch_name(cfg->federation.model);
     self->layout = fm_model_new(self->model_name ? self->model_name : "?", &rc);
     if (!self->layout)
@@ -626,7 +646,8 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
                                 .ctx = self->ctx,
                                 .trainer_id = self->trainer_id,
                                 .outbox = self->outbox,
-                                .history = self->history};
+                                .history = self->history,
+                                .sec = self->sec};
     for (int i = 0; i < self->nworkers; i++)
         if (!(self->workers[i] = trainer_worker_new(&env, i, &rc, e)))
             return rc ? rc : FM_EARG;
@@ -705,7 +726,7 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
 }
 
 trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                                 fm_metrics_t *metrics, int *err, fm_errmsg_t *e)
+                                 fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
     trainer_pool_t *self = calloc(1, sizeof *self);
     if (!self) {
@@ -714,6 +735,7 @@ trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t 
     }
     self->cfg = *cfg;
     self->args = args;
+    self->sec = sec;
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
     self->status_at = fm_daemon_now();
     s_name(self);

@@ -45,7 +45,7 @@ typedef struct trainer_pool trainer_pool_t;
  * -ENOMEM, FM_EMODEL. The daemon exits with fm_daemon_exit_code(*err). Caller owns it
  * (trainer_pool_destroy). */
 trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                                 fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
+                                 fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e);
 
 /* Start the workers and serve until SIGINT/SIGTERM (fm_daemon_stopping); then stop the
  * workers and send BYE. 0, or -errno if the workers could not start or polling failed. */

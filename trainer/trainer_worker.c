@@ -10,6 +10,7 @@
 
 #include "fm_daemon.h"
 #include "fm_engine.h"
+#include "fm_sock.h"
 #include "fm_log.h"
 #include "fm_model.h"
 #include "fm_optim.h"
@@ -353,19 +354,14 @@ trainer_worker_t *trainer_worker_new(const trainer_worker_env_t *env, int index,
         rc = fm_errmsg_set(e, -ENOMEM, "worker %d: out of memory", index);
         goto cleanup;
     }
-    w->push = zsock_new(ZMQ_PUSH);
-    if (!w->push) {
-        rc = fm_errmsg_set(e, -ENOMEM, "worker %d: cannot create a PUSH socket", index);
+    fm_sock_opts_t o = {.linger_ms = S_PUSH_LINGER_MS,
+                        .sndhwm = S_PUSH_HWM,
+                        .sndtimeo_ms = S_PUSH_TIMEOUT_MS,
+                        .sec = env->sec,
+                        .side = FM_SEC_TO_AGGREGATOR};
+    if (!(w->push = fm_sock_new(ZMQ_PUSH, &o, "updates", &rc, e)) ||
+        (rc = fm_sock_connect(w->push, "endpoints.updates", cfg->endpoints.updates, e)) != 0)
         goto cleanup;
-    }
-    zsock_set_sndhwm(w->push, S_PUSH_HWM);
-    zsock_set_sndtimeo(w->push, S_PUSH_TIMEOUT_MS);
-    zsock_set_linger(w->push, S_PUSH_LINGER_MS);
-    if (zsock_connect(w->push, "%s", cfg->endpoints.updates) != 0) {
-        rc = fm_errmsg_set(e, FM_EARG, "endpoints.updates = %s: cannot connect: %s",
-                           cfg->endpoints.updates, zmq_strerror(zmq_errno()));
-        goto cleanup;
-    }
     return w;
 cleanup:
     *err = rc ? rc : FM_EARG;

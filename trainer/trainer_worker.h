@@ -19,6 +19,7 @@
 #include "fm_data.h"
 #include "fm_err.h"
 #include "fm_jsonl.h"
+#include "fm_sec.h"
 #include "trainer_ctx.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
@@ -34,6 +35,7 @@ typedef struct {
     const char *trainer_id;     /* "trainer" of every UPDATE */
     trainer_outbox_t *outbox;   /* UPDATEs kept until acknowledged (models with a "boot") */
     fm_jsonl_t *history;        /* [trainer] history_file (thread-safe appends), or NULL */
+    const fm_sec_t *sec;        /* keys for the PUSH ([security]), or NULL: plain */
 } trainer_worker_env_t;
 
 typedef struct trainer_worker trainer_worker_t;

@@ -51,6 +51,13 @@ static const char *s_mode_name(int v)
     return S_NAMES(n, v);
 }
 
+static const char *s_security_name(int v)
+{
+    static const char *const n[] = {
+        [FM_CFG_SECURITY_NONE] = "none", [FM_CFG_SECURITY_CURVE] = "curve"};
+    return S_NAMES(n, v);
+}
+
 static const char *s_staleness_name(int v)
 {
     return fm_staleness_name((fm_staleness_kind_t)v); /* v in the row's [lo, hi] */
@@ -288,12 +295,31 @@ static const fm_cfg_key_t s_keys[] = {
            "log threshold: error, warning, notice, info or debug"),
     S_STR(evaluator, metrics_addr, s_check_metrics_addr, "127.0.0.1:9563", S_RESTART,
           "HOST:PORT of the Prometheus /metrics endpoint (numeric IPv4 or [IPv6]), off = none"),
+
+    /* [security]: CurveZMQ on every socket (fm_sec.h); read by every daemon */
+    S_ENUM(security, mode, s_security_name, FM_CFG_SECURITY_NONE, FM_CFG_SECURITY_CURVE, "none",
+           S_RESTART,
+           "none (plain sockets: a trusted host only) or curve (CurveZMQ: encrypted, every "
+           "client's key checked against allow_dir)"),
+    S_STR(security, allow_dir, NULL, "/etc/fedmq/keys/allow", S_RESTART,
+          "directory of the public certificates (NAME.cert) of the clients the broker, "
+          "aggregator and evaluator admit"),
+    S_STR(security, broker_cert, NULL, "/etc/fedmq/keys/broker.cert", S_RESTART,
+          "the broker's public certificate (the broker also reads PATH_secret)"),
+    S_STR(security, aggregator_cert, NULL, "/etc/fedmq/keys/aggregator.cert", S_RESTART,
+          "the aggregator's public certificate (the aggregator also reads PATH_secret)"),
+    S_STR(security, evaluator_cert, NULL, "/etc/fedmq/keys/evaluator.cert", S_RESTART,
+          "the evaluator's public certificate (the evaluator also reads PATH_secret)"),
+    S_STR(security, trainer_cert, NULL, "/etc/fedmq/keys/trainer.cert", S_RESTART,
+          "this trainer's certificate (+ PATH_secret); its name is the trainer id"),
+    S_STR(security, monitor_cert, NULL, "/etc/fedmq/keys/monitor.cert", S_RESTART,
+          "certificate (+ PATH_secret) of fedmq run / watch on the evaluator's METRICS feed"),
 };
 
 #define S_NKEYS (sizeof s_keys / sizeof s_keys[0])
 
-static const char *const s_sections[] = {"federation", "endpoints",  "broker",
-                                         "trainer",    "aggregator", "evaluator"};
+static const char *const s_sections[] = {"federation", "endpoints", "broker",  "trainer",
+                                         "aggregator", "evaluator", "security"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 size_t fm_cfg_nkeys(void) { return S_NKEYS; }

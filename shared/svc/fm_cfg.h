@@ -157,6 +157,20 @@ typedef struct {
     char metrics_addr[FM_CFG_STR_MAX];
 } fm_cfg_evaluator_t;
 
+typedef enum { FM_CFG_SECURITY_NONE, FM_CFG_SECURITY_CURVE } fm_cfg_security_mode_t;
+
+/* [security]: CurveZMQ (fm_sec.h). Certificate paths name the public file; the program
+ * whose key it is also reads PATH_secret. */
+typedef struct {
+    fm_cfg_security_mode_t mode;
+    char allow_dir[FM_CFG_STR_MAX]; /* public certificates of the clients the servers admit */
+    char broker_cert[FM_CFG_STR_MAX];
+    char aggregator_cert[FM_CFG_STR_MAX];
+    char evaluator_cert[FM_CFG_STR_MAX];
+    char trainer_cert[FM_CFG_STR_MAX];
+    char monitor_cert[FM_CFG_STR_MAX];
+} fm_cfg_security_t;
+
 /* Plain data: copy with `=`. */
 typedef struct {
     fm_cfg_federation_t federation;
@@ -165,6 +179,7 @@ typedef struct {
     fm_cfg_trainer_t trainer;
     fm_cfg_aggregator_t aggregator;
     fm_cfg_evaluator_t evaluator;
+    fm_cfg_security_t security;
 } fm_config_t;
 
 typedef enum {

@@ -201,6 +201,7 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
     int err = 0;
     fm_metrics_t *metrics = fm_metrics_new(&err);
     fm_metrics_http_t *http = NULL;
+    fm_sec_t *sec = NULL;
     void *server = NULL;
     if (!metrics || (err = fm_metrics_proc_register(metrics)) != 0) {
         FM_LOG(LOG_ERR, "metrics: %s", fm_strerror(err));
@@ -208,12 +209,21 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
         rc = FM_EXIT_RUNTIME;
         goto cleanup;
     }
-    if (!(server = d->server_new(&cfg, &args, metrics, &err, &e))) {
+    if (!(sec = fm_sec_new(&cfg, d->sec_role, &err, &e))) {
         FM_LOG(LOG_ERR, "%s", e.msg);
         fm_notify_status("cannot start: %s", e.msg);
         rc = fm_daemon_exit_code(err);
         goto cleanup;
     }
+    if (!(server = d->server_new(&cfg, &args, metrics, sec, &err, &e))) {
+        FM_LOG(LOG_ERR, "%s", e.msg);
+        fm_notify_status("cannot start: %s", e.msg);
+        rc = fm_daemon_exit_code(err);
+        goto cleanup;
+    }
+    if (!fm_sec_curve(sec))
+        FM_LOG(LOG_WARNING, "[security] mode = none: sockets are neither authenticated nor "
+                            "encrypted; use it only on a trusted host or network");
     if ((rc = s_metrics_start(d, &cfg, metrics, &http)) != FM_EXIT_OK) {
         fm_notify_status("cannot start: /metrics (see the log)");
         goto cleanup;
@@ -235,6 +245,7 @@ cleanup:
     fm_metrics_http_stop(&http); /* no render runs past this: the server may go */
     if (server)
         d->server_destroy(server);
+    fm_sec_destroy(&sec); /* after every socket it secured */
     fm_metrics_destroy(&metrics);
     return rc;
 }

@@ -18,6 +18,7 @@
 #include "fm_cfg.h"
 #include "fm_err.h"
 #include "fm_metrics.h"
+#include "fm_sec.h"
 
 /* Install the handlers. Call once at start, before creating sockets or threads. */
 void fm_daemon_signals(void);
@@ -79,22 +80,25 @@ typedef struct {
     const char *log_level_key; /* "broker.log_level" (--log-level wins) */
     const char *metrics_key;   /* "broker.metrics_addr": where /metrics is served */
     bool blas;                 /* trains or scores: fm_blas_setup first, self-check after new */
+    fm_sec_role_t sec_role;    /* which key of [security] is this daemon's */
     /* The server from the config (cfg, args: borrowed for the process's life). It registers
      * its metrics in `metrics` (borrowed: outlives the server; never NULL here) and updates
-     * them from any of its threads. NULL on failure with *err and a one-line `e` (exit code
-     * from fm_daemon_exit_code). */
+     * them from any of its threads. Its sockets are secured by `sec` (borrowed: outlives
+     * the server; never NULL here; mode none secures nothing). NULL on failure with *err and
+     * a one-line `e` (exit code from fm_daemon_exit_code). */
     void *(*server_new)(const fm_config_t *cfg, const fm_daemon_args_t *args,
-                        fm_metrics_t *metrics, int *err, fm_errmsg_t *e);
+                        fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e);
     int (*server_run)(void *server); /* until SIGINT/SIGTERM; 0 after a clean stop */
     void (*server_destroy)(void *server);
 } fm_daemon_t;
 
 /* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the
- * metric registry with the process metrics (fm_metrics_proc), the server, /metrics on the
- * address of `metrics_key` unless it is off (fm_metrics_http: its own thread), [BLAS
- * self-check,] run (its fm_loop talks to systemd: fm_notify), then /metrics stopped, the server
- * destroyed, the registry freed. Returns the exit code: FM_EXIT_OK after --help or a clean stop;
- * FM_EXIT_INPUT after a bad command line or config (one line on stderr: "prog: reason");
+ * metric registry with the process metrics (fm_metrics_proc), the security ([security]:
+ * keys and the ZAP handler, fm_sec; a missing or bad key exits like a bad config), the server,
+ * /metrics on the address of `metrics_key` unless it is off (fm_metrics_http: its own thread),
+ * [BLAS self-check,] run (its fm_loop talks to systemd: fm_notify), then /metrics stopped, the
+ * server destroyed, the registry freed. Returns the exit code: FM_EXIT_OK after --help or a clean
+ * stop; FM_EXIT_INPUT after a bad command line or config (one line on stderr: "prog: reason");
  * FM_EXIT_RUNTIME (or fm_daemon_exit_code of the constructor's error) when the server or /metrics
  * cannot start (e.g. its port is in use) or the server cannot run (one log line). */
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv);

@@ -32,6 +32,13 @@ zsock_t *fm_sock_new(int type, const fm_sock_opts_t *o, const char *what, int *e
         zsock_set_conflate(s, 1);
     if (o->subscribe_all)
         zsock_set_subscribe(s, "");
+    int rc = fm_sec_apply(o->sec, s, o->side, e);
+    if (rc) {
+        zsock_destroy(&s);
+        if (err)
+            *err = rc;
+        return NULL;
+    }
     return s;
 }
 

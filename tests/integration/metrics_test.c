@@ -8,7 +8,8 @@
  *   - the counters equal the events caused and the daemon's own records: aggregator (3 UPDATEs
  *     of a wrong shape, 4 good ones with K = 2: rejected{shape} 3, received 7, applied 4,
  *     version 2, staleness and timing histograms; stats.json agrees), broker (a HELLO and 3
- *     SNAPSHOT_REQs answered: snapshots served 4, one live trainer; its summary line agrees),
+ *     SNAPSHOT_REQs from new connections answered: snapshots served 4; a repeat on the
+ *     HELLO's connection withheld; one live trainer; its summary line agrees),
  *     evaluator (accuracy, loss and population gauges equal the METRICS it published, bit for
  *     bit), trainer (a sync round of 3 clients: 3 updates sent, local steps and samples equal
  *     the sums of the UPDATEs' "steps" and "n"; its final summary line agrees),
@@ -468,7 +469,8 @@ static void test_broker(void **state)
     } while (fm_proc_now() < end);
     assert_true(v == 5);
 
-    /* a HELLO and 3 SNAPSHOT_REQs: 4 MODEL replies; one junk frame */
+    /* a HELLO and 3 SNAPSHOT_REQs from new connections: 4 MODEL replies; a SNAPSHOT_REQ
+     * right after the HELLO on its connection: a repeat, withheld; one junk frame */
     zsock_t *dealer = s_sock(ZMQ_DEALER, "connect", ep_snap);
     fm_wire_member_t m = {.pid = 77, .client_first = 0, .client_count = 4, .workers = 1};
     snprintf(m.trainer, sizeof m.trainer, "metrics-t1");
@@ -478,14 +480,22 @@ static void test_broker(void **state)
     fm_wire_snapshot_req_t req = {.have = 0};
     snprintf(req.from, sizeof req.from, "metrics-test");
     assert_int_equal(fm_wire_encode_snapshot_req(&req, &c->buf), 0);
+    s_send(dealer, c->buf.data, c->buf.len);
+    const char *repeat = "fedmq_snapshots_withheld_total{reason=\"repeat\"}";
+    free(s_wait_value(port, repeat, 1, S_WAIT_S));
     for (int i = 0; i < 3; i++) {
-        s_send(dealer, c->buf.data, c->buf.len);
-        s_expect_model(c, dealer, 5);
+        zsock_t *d = s_sock(ZMQ_DEALER, "connect", ep_snap);
+        s_send(d, c->buf.data, c->buf.len);
+        s_expect_model(c, d, 5);
+        zsock_destroy(&d);
     }
     s_send(dealer, "junk", 4);
     body = s_wait_value(port, "fedmq_frames_rejected_total{socket=\"snapshot\"}", 1, S_WAIT_S);
     s_promtool_metrics(c, "broker", body);
     assert_true(s_val(body, "fedmq_snapshots_served_total") == 4);
+    assert_true(s_val(body, repeat) == 1);
+    assert_true(s_val(body, "fedmq_snapshots_withheld_total{reason=\"queue_full\"}") == 0);
+    assert_true(s_val(body, "fedmq_snapshots_withheld_total{reason=\"gone\"}") == 0);
     assert_true(s_val(body, "fedmq_trainers_live") == 1);
     assert_true(s_val(body, "fedmq_models_forwarded_total") == 1); /* repeats are not */
     assert_true(s_val(body, "fedmq_models_received_total") >= 1);
@@ -503,7 +513,8 @@ static void test_broker(void **state)
     /* the summary line at exit counts the same */
     assert_true(fm_proc_file_contains(
         log, "1 models forwarded, 4 snapshots served, 1 frames rejected (0 aggregator side, 1 "
-             "snapshot side)"));
+             "snapshot side), 0 waiting, 1 snapshot replies withheld (1 repeats, 0 queues full, "
+             "0 peers gone)"));
     fm_model_destroy(&layout);
 }
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -46,23 +47,42 @@ static inline void fm_proc_sleep(double s)
     nanosleep(&t, NULL);
 }
 
-/* Start argv[0] (a path) with argv, stdout and stderr appended to `log` (may be NULL: to
- * /dev/null). Returns the pid, or -1. The pid is remembered in `set` for reaping. */
-static inline pid_t fm_proc_spawn(fm_proc_set_t *set, char *const argv[], const char *log)
+/* Start argv[0] (a path) with argv and environ: stdin from /dev/null, stdout to `out` and
+ * stderr to `err` (NULL: /dev/null; err may equal out: one file), appended or (trunc)
+ * truncated. The child is fork()ed with PR_SET_PDEATHSIG = SIGKILL before exec, so a test
+ * that crashes or aborts (ASan's abort_on_error) never leaves a daemon holding its ports:
+ * the kernel kills it when the spawning thread dies (spawn from the test's main thread).
+ * Returns the pid, or -1. The pid is remembered in `set` for reaping. */
+static inline pid_t fm_proc_spawn_io(fm_proc_set_t *set, char *const argv[], const char *out,
+                                     const char *err, int trunc)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    const char *out = log ? log : "/dev/null";
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
         return -1;
+    if (pid == 0) { /* only async-signal-safe calls until exec */
+        int flags = O_WRONLY | O_CREAT | (trunc ? O_TRUNC : O_APPEND);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127); /* the parent is already gone */
+        int in = open("/dev/null", O_RDONLY);
+        int o = open(out ? out : "/dev/null", flags, 0644);
+        int e = err && out && strcmp(err, out) == 0 ? o
+                                                    : open(err ? err : "/dev/null", flags, 0644);
+        if (in < 0 || o < 0 || e < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+            _exit(127);
+        execve(argv[0], argv, environ);
+        _exit(127);
+    }
     if (set && set->n < FM_PROC_MAX)
         set->pids[set->n++] = pid;
     return pid;
+}
+
+/* Start argv[0] (a path) with argv, stdout and stderr appended to `log` (may be NULL: to
+ * /dev/null). Returns the pid, or -1 (fm_proc_spawn_io). */
+static inline pid_t fm_proc_spawn(fm_proc_set_t *set, char *const argv[], const char *log)
+{
+    return fm_proc_spawn_io(set, argv, log, log, 0);
 }
 
 /* Wait up to timeout_s for pid to exit. Returns its wait status, or -1 on timeout. */

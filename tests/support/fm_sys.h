@@ -20,21 +20,7 @@
 static inline pid_t fm_sys_spawn(fm_proc_set_t *set, char *const argv[], const char *out,
                                  const char *err)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out ? out : "/dev/null",
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err ? err : "/dev/null",
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    if (set && set->n < FM_PROC_MAX)
-        set->pids[set->n++] = pid;
-    return pid;
+    return fm_proc_spawn_io(set, argv, out, err, 1);
 }
 
 /* n distinct TCP ports on 127.0.0.1 reserved for this test process (fm_proc_free_port).

@@ -162,7 +162,7 @@ static void test_table(void **state)
         assert_true(nseen < 16);
         seen[nseen++] = sec;
     }
-    assert_int_equal(nseen, 6);
+    assert_int_equal(nseen, 7); /* federation ... evaluator, security */
     assert_null(fm_cfg_key_find("aggregator", "nope"));
     assert_null(fm_cfg_key_find("nope", "buffer_k"));
 }

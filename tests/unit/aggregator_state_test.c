@@ -1,6 +1,6 @@
 /* aggregator_state_test: the aggregator's checkpoint state (aggregator/aggregator_state.c):
  * the canonical config text (fm_cfg_text, parsed back equal) and the diff with a stored text, a
- * save and a resume in a temp directory (params, counters, also those kept by name beyond the
+ * save and a resume in a temp directory (params, counters, also those kept in blobs beyond the
  * record header's slots, round, the id window without the open buffer's ids, the config text
  * in the same transaction), "no checkpoint", and the fallback past
  * a corrupt newest record (version, params, counters, ids and round of ONE record; the lost

@@ -128,10 +128,10 @@ static void test_save_resume(void **state)
     agg_record_t out = {.version = 7, .round = 3};
     out.counters.applied = 12;
     out.counters.rejected[AGG_REJ_STALE] = 2;
-    out.counters.rejected[AGG_REJ_NORM] = 3;     /* beyond the header's slots: agg.counters */
-    out.counters.rejected[AGG_REJ_OVERFLOW] = 4; /* (by name) */
+    out.counters.rejected[AGG_REJ_NORM] = 3; /* beyond the header's slots: agg.reasons */
+    out.counters.rejected[AGG_REJ_OVERFLOW] = 4;
     out.counters.rejected_total = 9;
-    out.counters.clipped = 7;
+    out.counters.clipped = 7;                                                  /* agg.clipped */
     assert_int_equal(agg_state_save(s, t->model, t->opt, &out, 1, "test"), 0); /* id 3 open */
     char *saved_text = strdup(agg_state_config_text(s));
     agg_state_destroy(&s);

@@ -1,18 +1,22 @@
 #include "aggregator_ingest.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct agg_ingest {
-    const fm_model_t *layout; /* borrowed */
-    agg_policy_t *policy;     /* borrowed */
-    agg_idset_t *ids;         /* borrowed */
-    fm_fedbuff_t *buf;
+    const fm_model_t *layout;   /* borrowed */
+    agg_policy_t *policy;       /* borrowed */
+    agg_idset_t *ids;           /* borrowed */
+    fm_fedbuff_t *buf;          /* rule mean: the streaming accumulator */
+    fm_robust_t *rob;           /* other rules: the K stored updates (buf is NULL) */
+    fm_screen_t *screen;        /* the per-update norm screen */
     fm_wire_tensors_t *tensors; /* decode scratch */
     double stale_sum;           /* staleness of the updates in the open buffer */
+    double norm;                /* L2 norm of the update being judged */
 };
 
 agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg_idset_t *ids,
@@ -25,12 +29,25 @@ agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg
     g->layout = layout;
     g->policy = policy;
     g->ids = ids;
-    g->buf = fm_fedbuff_new(fm_model_nparams(layout), policy->buffer_k, &policy->staleness,
-                            policy->weight_by_samples, &rc);
-    if (!g->buf) {
-        fm_errmsg_set(e, rc, "buffer of %d updates: %s", policy->buffer_k, fm_strerror(rc));
+    size_t np = fm_model_nparams(layout);
+    if (policy->rule == FM_ROBUST_MEAN)
+        g->buf = fm_fedbuff_new(np, policy->buffer_k, &policy->staleness,
+                                policy->weight_by_samples, &rc);
+    else
+        g->rob = fm_robust_new(policy->rule, np, policy->buffer_k, &policy->staleness,
+                               policy->trim_fraction, &rc);
+    if (!g->buf && !g->rob) {
+        fm_errmsg_set(e, rc, "%s buffer of %d updates (%.1f MB): %s",
+                      fm_robust_rule_name(policy->rule), policy->buffer_k,
+                      policy->rule == FM_ROBUST_MEAN
+                          ? np * 4e-6
+                          : fm_robust_bytes(np, policy->buffer_k) / 1e6,
+                      fm_strerror(rc));
         goto cleanup;
     }
+    if ((rc = fm_screen_check(&policy->screen, e)) != 0 ||
+        !(g->screen = fm_screen_new(&policy->screen, &rc)))
+        goto cleanup;
     rc = 0;
 cleanup:
     if (rc) {
@@ -48,26 +65,73 @@ void agg_ingest_destroy(agg_ingest_t **p)
     if (!p || !*p)
         return;
     fm_fedbuff_destroy(&(*p)->buf);
+    fm_robust_destroy(&(*p)->rob);
+    fm_screen_destroy(&(*p)->screen);
     free((*p)->tensors);
     free(*p);
     *p = NULL;
 }
 
-int agg_ingest_pending(const agg_ingest_t *g) { return fm_fedbuff_count(g->buf); }
+int agg_ingest_pending(const agg_ingest_t *g)
+{
+    return g->buf ? fm_fedbuff_count(g->buf) : fm_robust_count(g->rob);
+}
 
-const fm_fedbuff_t *agg_ingest_buffer(const agg_ingest_t *g) { return g->buf; }
+void agg_ingest_stats(const agg_ingest_t *g, fm_fedbuff_stats_t *out)
+{
+    if (g->buf)
+        fm_fedbuff_stats(g->buf, out);
+    else
+        fm_robust_stats(g->rob, out);
+}
+
+void agg_ingest_describe(const agg_ingest_t *g, char *out, size_t cap)
+{
+    const agg_policy_t *p = g->policy;
+    char rule[160], screen[160];
+    size_t np = fm_model_nparams(g->layout);
+    if (g->buf)
+        snprintf(rule, sizeof rule, "aggregation mean (streaming, %.1f MB)", np * 4e-6);
+    else
+        snprintf(rule, sizeof rule, "aggregation %s over %d stored updates (%.1f MB)%s",
+                 fm_robust_rule_name(p->rule), p->buffer_k,
+                 fm_robust_bytes(np, p->buffer_k) / 1e6,
+                 p->rule == FM_ROBUST_TRIMMED_MEAN ? ", trimmed" : "");
+    if (p->rule == FM_ROBUST_TRIMMED_MEAN)
+        snprintf(rule + strlen(rule), sizeof rule - strlen(rule), " %d at each end",
+                 fm_robust_trimmed(p->trim_fraction, p->buffer_k));
+    const fm_screen_config_t *c = fm_screen_config(g->screen);
+    if (!(c->bound > 0))
+        snprintf(screen, sizeof screen, "no norm bound");
+    else if (c->mode == FM_SCREEN_ABSOLUTE)
+        snprintf(screen, sizeof screen, "norm bound %g (%s)", c->bound,
+                 fm_screen_action_name(c->action));
+    else
+        snprintf(screen, sizeof screen,
+                 "norm bound %g x median of the last %d norms (%s; none before %d)", c->bound,
+                 c->window, fm_screen_action_name(c->action), c->window);
+    snprintf(out, cap, "%s; %s; overflow guard at norm %g", rule, screen, FM_SCREEN_NORM_CEILING);
+}
+
+int agg_ingest_set_screen(agg_ingest_t *g, const fm_screen_config_t *c)
+{
+    return fm_screen_set(g->screen, c);
+}
 
 int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean)
 {
-    *count = fm_fedbuff_count(g->buf);
+    *count = agg_ingest_pending(g);
     *stale_mean = *count ? g->stale_sum / *count : 0.0;
     g->stale_sum = 0;
-    return fm_fedbuff_take(g->buf, mean);
+    return g->buf ? fm_fedbuff_take(g->buf, mean) : fm_robust_take(g->rob, mean);
 }
 
 void agg_ingest_reset(agg_ingest_t *g)
 {
-    fm_fedbuff_reset(g->buf);
+    if (g->buf)
+        fm_fedbuff_reset(g->buf);
+    else
+        fm_robust_reset(g->rob);
     g->stale_sum = 0;
 }
 
@@ -116,8 +180,16 @@ static int s_check_content(agg_ingest_t *g, const fm_wire_update_t *u, agg_verdi
                                            : AGG_REJ_MALFORMED;
         return s_reject(out, r, "UPDATE from %s: %s", u->trainer, e.msg);
     }
-    if (fm_wire_tensors_finite(g->tensors, &e) != 0)
+    /* one pass: the norm, finite exactly when every value is (fm_screen.h) */
+    double sumsq = 0.0;
+    for (int i = 0; i < g->tensors->count; i++)
+        sumsq += fm_screen_sumsq(g->tensors->t[i].data, g->tensors->t[i].nbytes / sizeof(float));
+    if (!isfinite(sumsq)) {
+        if (fm_wire_tensors_finite(g->tensors, &e) == 0) /* cannot be: name no tensor */
+            fm_errmsg_set(&e, FM_ENONFINITE, "non-finite value");
         return s_reject(out, AGG_REJ_NONFINITE, "UPDATE from %s: %s", u->trainer, e.msg);
+    }
+    g->norm = sqrt(sumsq);
     return 0;
 }
 
@@ -162,11 +234,36 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
     return 0;
 }
 
-/* Fold the checked update (tensors in g->tensors) with staleness tau. 0, or 1 (rejected:
- * the buffer cannot weight it). */
-static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, agg_verdict_t *out)
+/* The norm screen of an update that may be folded: 0 with *scale (1, or the clip factor),
+ * or 1 (rejected: overflow or norm). */
+static int s_screen(agg_ingest_t *g, const fm_wire_update_t *u, double *scale, agg_verdict_t *out)
 {
-    int rc = fm_fedbuff_begin(g->buf, tau, u->num_samples);
+    out->norm = g->norm;
+    fm_screen_verdict_t sv = fm_screen_judge(g->screen, g->norm, scale, &out->bound);
+    if (sv == FM_SCREEN_OVERFLOW)
+        return s_reject(out, AGG_REJ_OVERFLOW,
+                        "UPDATE from %s: L2 norm %.4g > %g (overflow guard)", u->trainer, g->norm,
+                        FM_SCREEN_NORM_CEILING);
+    if (sv == FM_SCREEN_REJECTED)
+        return s_reject(out, AGG_REJ_NORM, "UPDATE from %s: L2 norm %.4g > bound %.4g",
+                        u->trainer, g->norm, out->bound);
+    out->clipped = sv == FM_SCREEN_CLIPPED;
+    return 0;
+}
+
+/* Fold the checked, screened update (tensors in g->tensors) with staleness tau and screen
+ * factor `scale`. 0, or 1 (rejected: the buffer cannot weight it, or it could overflow the
+ * mean's accumulator). */
+static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, double scale,
+                  agg_verdict_t *out)
+{
+    int rc = g->buf ? fm_fedbuff_begin_ex(g->buf, tau, u->num_samples, scale, g->norm)
+                    : fm_robust_begin(g->rob, tau, scale);
+    if (rc == FM_ENONFINITE)
+        return s_reject(out, AGG_REJ_OVERFLOW,
+                        "UPDATE from %s: n = %llu x L2 norm %.4g could overflow the buffer "
+                        "(overflow guard)",
+                        u->trainer, (unsigned long long)u->num_samples, g->norm);
     if (rc)
         return s_reject(out, AGG_REJ_SAMPLES, "UPDATE from %s: cannot be weighted (%s)",
                         u->trainer, fm_strerror(rc));
@@ -174,10 +271,14 @@ static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, agg_
         const fm_wire_tensor_t *t = &g->tensors->t[i];
         const fm_view_t *v = fm_model_find(g->layout, t->name);
         FM_ASSERT(v && t->nbytes == 4 * v->numel); /* fm_wire_tensors_check passed */
-        int frc = fm_fedbuff_fold_span(g->buf, v->offset, v->numel, t->data);
+        int frc = g->buf ? fm_fedbuff_fold_span(g->buf, v->offset, v->numel, t->data)
+                         : fm_robust_fold_span(g->rob, v->offset, v->numel, t->data);
         FM_ASSERT(frc == 0);
     }
-    fm_fedbuff_end(g->buf);
+    if (g->buf)
+        fm_fedbuff_end(g->buf);
+    else
+        fm_robust_end(g->rob);
     agg_idset_add(g->ids, u->id);
     g->stale_sum += (double)tau;
     return 0;
@@ -202,12 +303,14 @@ static void s_update(agg_ingest_t *g, const void *data, size_t len, const agg_in
         s_reject(out, AGG_REJ_IDENTITY, "UPDATE from %s: %s", u->trainer, why);
         return;
     }
+    double scale = 1.0;
     if (s_check_content(g, u, out) || s_check_fold(g, u, ctx, &tau, out) ||
-        s_fold(g, u, tau, out))
+        s_screen(g, u, &scale, out) || s_fold(g, u, tau, scale, out))
         return;
     out->kind = AGG_INGEST_FOLDED;
     out->tau = tau;
-    out->aggregate = agg_policy_folded(g->policy, u, fm_fedbuff_full(g->buf));
+    out->aggregate = agg_policy_folded(g->policy, u,
+                                       g->buf ? fm_fedbuff_full(g->buf) : fm_robust_full(g->rob));
 }
 
 void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_ingest_ctx_t *ctx,
@@ -218,6 +321,8 @@ void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_i
     out->aggregate = 0;
     out->has_id = 0;
     out->lost = 0;
+    out->clipped = 0;
+    out->norm = out->bound = 0.0;
     int rc = fm_wire_peek(data, len, &type, &e);
     if (rc) {
         s_reject(out, s_decode_reason(rc), "%s", e.msg);

@@ -11,10 +11,18 @@
  * the version checks, so a resent update that was applied is always called a duplicate),
  * base > version or base among the version numbers lost in a checkpoint fallback or reset
  * (future, with `lost` set), num_rounds reached (late), the mode's policy (agg_policy:
- * quorum, or late / cohort), staleness > max_staleness (stale), n == 0 (samples). A valid one is
- * folded with staleness tau = version - base, its id recorded in the window, and the policy
- * says whether to aggregate now. HELLO / HEARTBEAT / BYE are decoded and handed back; any
- * other message is "unexpected_type".
+ * quorum, or late / cohort), staleness > max_staleness (stale), n == 0 (samples), then the
+ * screen (fm_screen, [aggregator] norm_*): overflow (L2 norm above FM_SCREEN_NORM_CEILING, or
+ * a fold that could overflow the mean's float accumulator: fm_fedbuff_begin_ex), norm (above
+ * the bound with norm_action = reject; with clip it is folded scaled down to the bound and
+ * the verdict says `clipped`). The L2 norm is computed in double in the same pass as the
+ * finiteness check (fm_screen_sumsq), so screening reads the delta no more often than before.
+ * A valid one is folded with staleness tau = version - base into the policy's rule: the
+ * streaming mean (fm_fedbuff) or a buffer that stores the K updates (fm_robust: median,
+ * trimmed_mean, norm_bounded_mean); its id is recorded in the window, and the policy says
+ * whether to aggregate now. HELLO / HEARTBEAT / BYE are decoded and handed back; any other
+ * message is "unexpected_type". One update is judged alone: a rejected one has changed
+ * nothing in the buffer.
  *
  * Not thread-safe. */
 #ifndef AGG_INGEST_H
@@ -29,6 +37,8 @@
 #include "fm_err.h"
 #include "fm_fedbuff.h"
 #include "fm_model.h"
+#include "fm_robust.h"
+#include "fm_screen.h"
 #include "fm_sec.h"
 #include "fm_wire.h"
 
@@ -53,6 +63,8 @@ typedef struct {
     int lost;                /* REJECTED (future): its base version was lost */
     uint64_t tau;            /* FOLDED: its staleness */
     int aggregate;           /* FOLDED: 1 = the policy says aggregate now */
+    int clipped;             /* FOLDED: scaled down from `norm` to `bound` (norm_action clip) */
+    double norm, bound;      /* FOLDED, REJECTED by norm / overflow: L2 norm, bound (0: none) */
 } agg_verdict_t;
 
 /* What the server knows when a frame arrives. */
@@ -73,9 +85,11 @@ typedef struct {
 typedef struct agg_ingest agg_ingest_t;
 
 /* An ingest step for updates of `layout` (the model: names, shapes, nparams), with a buffer
- * of policy->buffer_k updates, policy->staleness and policy->weight_by_samples. `layout`,
- * `policy` and `ids` are borrowed and must outlive it. NULL with *err = FM_EARG (buffer
- * parameters) or -ENOMEM and one line in `e`. Caller owns it: agg_ingest_destroy. */
+ * of policy->buffer_k updates, policy->staleness and policy->weight_by_samples, aggregated by
+ * policy->rule (trim_fraction) and screened by policy->screen. `layout`, `policy` and `ids`
+ * are borrowed and must outlive it. NULL with *err = FM_EARG (buffer or screen parameters)
+ * or -ENOMEM (e.g. K x nparams floats for a robust rule) and one line in `e`. Caller owns
+ * it: agg_ingest_destroy. */
 agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg_idset_t *ids,
                              int *err, fm_errmsg_t *e);
 
@@ -90,10 +104,18 @@ void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_i
 /* Updates in the open buffer. */
 int agg_ingest_pending(const agg_ingest_t *g);
 
-/* The buffer (borrowed; for its statistics). */
-const fm_fedbuff_t *agg_ingest_buffer(const agg_ingest_t *g);
+/* The buffer's statistics since the start (fm_fedbuff_stats / fm_robust_stats). */
+void agg_ingest_stats(const agg_ingest_t *g, fm_fedbuff_stats_t *out);
 
-/* Take the buffer's mean delta into mean[nparams] (fm_fedbuff_take) and start a new buffer;
+/* One line describing the rule and the screen, with the memory a robust rule holds (for the
+ * start-up log). */
+void agg_ingest_describe(const agg_ingest_t *g, char *out, size_t cap);
+
+/* Take a reloaded screen config (bound, mode, action; the window keeps its size and norms).
+ * 0, or FM_EARG (unchanged). */
+int agg_ingest_set_screen(agg_ingest_t *g, const fm_screen_config_t *c);
+
+/* Take the buffer's delta_bar (the rule's) into mean[nparams] and start a new buffer;
  * *count = updates it held, *stale_mean = their mean staleness. 0, or FM_ERANGE when the
  * buffer is empty (nothing written). */
 int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean);

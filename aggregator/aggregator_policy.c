@@ -3,10 +3,25 @@
 #include "aggregator_async.h"
 #include "aggregator_sync.h"
 
+fm_screen_config_t agg_policy_screen_config(const fm_config_t *cfg)
+{
+    const fm_cfg_aggregator_t *a = &cfg->aggregator;
+    return (fm_screen_config_t){.bound = a->norm_bound,
+                                .mode = a->norm_bound_mode,
+                                .action = a->norm_action,
+                                .window = a->norm_window};
+}
+
 agg_policy_t *agg_policy_new(const fm_config_t *cfg, int *err, fm_errmsg_t *e)
 {
-    return cfg->federation.mode == FM_CFG_MODE_SYNC ? agg_sync_new(cfg, err, e)
-                                                    : agg_async_new(cfg, err, e);
+    agg_policy_t *p = cfg->federation.mode == FM_CFG_MODE_SYNC ? agg_sync_new(cfg, err, e)
+                                                               : agg_async_new(cfg, err, e);
+    if (p) {
+        p->rule = cfg->aggregator.aggregation;
+        p->trim_fraction = cfg->aggregator.trim_fraction;
+        p->screen = agg_policy_screen_config(cfg);
+    }
+    return p;
 }
 
 void agg_policy_destroy(agg_policy_t **p)

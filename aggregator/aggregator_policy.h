@@ -23,6 +23,8 @@
 #include "fm_cfg.h"
 #include "fm_err.h"
 #include "fm_fedbuff.h"
+#include "fm_robust.h"
+#include "fm_screen.h"
 #include "fm_stats.h"
 #include "fm_wire.h"
 
@@ -74,7 +76,15 @@ struct agg_policy {
     fm_staleness_t staleness; /* discount of stale updates */
     int weight_by_samples;    /* FedAvg weights n_k */
     uint64_t round;           /* last sync round opened (checkpointed; 0 in async) */
+    /* both modes, set by agg_policy_new: the buffer's rule (fm_robust) and the per-update
+     * norm screen (fm_screen), from [aggregator] */
+    fm_robust_rule_t rule;
+    double trim_fraction;
+    fm_screen_config_t screen;
 };
+
+/* The norm screen of [aggregator] norm_bound, norm_bound_mode, norm_action, norm_window. */
+fm_screen_config_t agg_policy_screen_config(const fm_config_t *cfg);
 
 /* The policy of cfg->federation.mode. `cfg` is borrowed and must outlive the policy: a
  * reload may change its reloadable keys in place (round_timeout_s applies to the next

@@ -126,7 +126,7 @@ static void s_write_stats(agg_server_t *self)
     st.finished = self->finished;
     st.live_clients = self->nlive;
     fm_fedbuff_stats_t fb;
-    fm_fedbuff_stats(agg_ingest_buffer(self->ingest), &fb);
+    agg_ingest_stats(self->ingest, &fb);
     st.staleness_mean = fb.updates ? fb.staleness_sum / (double)fb.updates : 0.0;
     st.staleness_max = fb.staleness_max;
     st.updates_pending = (uint32_t)agg_ingest_pending(self->ingest);
@@ -378,6 +378,12 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
         return;
     case AGG_INGEST_FOLDED:
         agg_stats_folded(self->stats, v.tau, fm_daemon_now());
+        if (v.clipped) {
+            char why[FM_WIRE_STR_MAX + 96];
+            snprintf(why, sizeof why, "UPDATE from %s client %u: L2 norm %.4g scaled to %.4g",
+                     v.update.trainer, v.update.client, v.norm, v.bound);
+            agg_stats_clipped(self->stats, why);
+        }
         FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
                v.update.trainer, v.update.client, (unsigned long long)v.update.base,
                (unsigned long long)v.tau, (unsigned long long)v.update.num_samples);
@@ -436,9 +442,13 @@ static int s_tick(void *arg)
 static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
 {
     agg_server_t *self = arg;
-    int rc = agg_state_set_config(self->state, fresh, NULL);
+    fm_screen_config_t sc = agg_policy_screen_config(fresh);
+    int rc = fm_screen_check(&sc, e);
     if (rc)
+        return rc;
+    if ((rc = agg_state_set_config(self->state, fresh, NULL)) != 0)
         return fm_errmsg_set(e, rc, "config text: %s", fm_strerror(rc));
+    agg_ingest_set_screen(self->ingest, &sc); /* checked above: cannot fail */
     self->cfg = *fresh;
     fm_members_limits_t lim = s_members_limits(&self->cfg);
     fm_members_set_limits(self->members, &lim);
@@ -593,6 +603,9 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
            (unsigned long long)self->version, mode,
            fm_server_opt_kind_name(fm_server_opt_kind(self->opt)), self->cfg.endpoints.updates,
            maxmsg, hwm, self->cfg.endpoints.aggregator_models, acks);
+    char rule[400];
+    agg_ingest_describe(self->ingest, rule, sizeof rule);
+    FM_LOG(LOG_NOTICE, "%s", rule);
     return 0;
 }
 

@@ -22,6 +22,7 @@
     "agg.reasons" /* rejected counters of the reasons past the header's                          \
                      FM_CKPT_NREASONS (u64 LE each, in reason order) */
 #define S_MORE_REASONS (AGG_REJ_COUNT > FM_CKPT_NREASONS ? AGG_REJ_COUNT - FM_CKPT_NREASONS : 0)
+#define S_CLIPPED_KEY "agg.clipped" /* updates clipped to the norm bound (u64 LE) */
 
 _Static_assert(FM_CFG_DIGEST_BYTES == FM_CKPT_DIGEST_BYTES, "digest sizes");
 _Static_assert(FM_WIRE_ID_LEN == FM_CKPT_ID_BYTES, "id sizes");
@@ -173,6 +174,8 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     unsigned char more_le[8 * (S_MORE_REASONS + 1)];
     for (int r = 0; r < S_MORE_REASONS; r++)
         s_put_le(more_le + 8 * r, rec->counters.rejected[FM_CKPT_NREASONS + r]);
+    unsigned char clipped_le[8];
+    s_put_le(clipped_le, rec->counters.clipped);
     fm_cfg_digest(&s->cfg, info.config_digest);
     info.nopt = fm_server_opt_state_len(fm_server_opt_kind(opt), info.nparams);
     info.score = NAN;
@@ -181,16 +184,17 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     s_put_le(round_le, rec->round);
     s_put_le(lost_le, s->lost_first);
     s_put_le(lost_le + 8, s->lost_last);
-    fm_ckpt_extra_t extra[5] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
+    fm_ckpt_extra_t extra[6] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
                                 {S_ROUND_KEY, round_le, sizeof round_le, 1},
                                 {S_CONFIG_KEY, s->cfg_text, strlen(s->cfg_text), 1},
                                 {S_LOST_KEY, lost_le, sizeof lost_le, 1},
+                                {S_CLIPPED_KEY, clipped_le, sizeof clipped_le, 1},
                                 {S_REASONS_KEY, more_le, 8 * (size_t)S_MORE_REASONS, 1}};
     fm_errmsg_t e = {{0}};
     double t0 = fm_daemon_now();
     int rc = fm_ckpt_save(s->ckpt, &info, fm_model_params(model),
                           info.nopt ? fm_server_opt_state(opt) : NULL, extra,
-                          S_MORE_REASONS ? 5 : 4, &e);
+                          S_MORE_REASONS ? 6 : 5, &e);
     if (rc) {
         s->failures++;
         /* the number is published: a restart from an older record must not reuse it */
@@ -319,6 +323,8 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
     unsigned char le[16];
     if (s_blob(s, version, newest, S_ROUND_KEY, le, 8, &len) == 0 && len == 8)
         rec->round = s_get_le(le);
+    if (fm_ckpt_record_get(s->ckpt, version, S_CLIPPED_KEY, le, 8, &len, NULL) == 0 && len == 8)
+        rec->counters.clipped = s_get_le(le); /* an older store has none: 0 */
     if (fm_ckpt_record_get(s->ckpt, version, S_LOST_KEY, le, sizeof le, &len, NULL) == 0 &&
         len == sizeof le && s_get_le(le + 8) >= s_get_le(le) && s_get_le(le) > 0) {
         s->lost_first = s_get_le(le);

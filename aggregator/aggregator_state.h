@@ -2,7 +2,7 @@
  * [aggregator] checkpoint_dir (fm_ckpt).
  *
  * One checkpoint = one fm_ckpt_save transaction holding the record (params, server
- * optimiser state, version, counters, config digest) and four blobs kept WITH that record
+ * optimiser state, version, counters, config digest) and six blobs kept WITH that record
  * (fm_ckpt record blobs, pruned with it):
  *   "agg.ids"     the ids of the updates applied to the model (the id window, oldest first,
  *                 without the open buffer's ids: those are not in the model)
@@ -11,6 +11,9 @@
  *                 that differ (fm_cfg_parse + fm_cfg_diff)
  *   "agg.lost"    the version numbers lost in the last fallback or reset (two u64 LE: first,
  *                 last; 0 0 = none), carried from record to record
+ *   "agg.reasons" the rejected counters of the reasons past the header's FM_CKPT_NREASONS
+ *                 (u64 LE each, in reason order; an older store's fewer or none: 0)
+ *   "agg.clipped" updates clipped to the norm bound (u64 LE; absent in an older store: 0)
  * The id window (agg_idset) lives here: the ingest step borrows it to drop duplicates.
  *
  * A resume takes ONE record: its version, params, optimiser state, counters, ids and round

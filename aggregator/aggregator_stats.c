@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "fm_cfg.h"
-#include "fm_ckpt.h"
 #include "fm_file.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
@@ -20,7 +19,8 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_FUTURE] = "future",       [AGG_REJ_DUPLICATE] = "duplicate",
     [AGG_REJ_SAMPLES] = "samples",     [AGG_REJ_LATE] = "late",
     [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
-    [AGG_REJ_IDENTITY] = "identity",
+    [AGG_REJ_IDENTITY] = "identity",   [AGG_REJ_NORM] = "norm",
+    [AGG_REJ_OVERFLOW] = "overflow",
 };
 
 /* the first FM_CKPT_NREASONS counters go in the checkpoint header, the rest in the record
@@ -29,7 +29,7 @@ _Static_assert(AGG_REJ_COUNT <= FM_STATS_REASONS_MAX, "reasons must fit stats.js
 
 /* The /metrics series (NULL handles without a registry). */
 typedef struct {
-    fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *bytes, *dropped;
+    fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *clipped, *bytes, *dropped;
     fm_metric_t *version, *live, *staleness, *aggregation, *checkpoint;
     fm_metric_t *checkpoint_failures, *write_failures;
 } s_metrics_t;
@@ -44,6 +44,7 @@ struct agg_stats {
     int dirty;
     double last_write_at; /* monotonic */
     fm_ratelog_t log;     /* rate limit of rejection warnings */
+    fm_ratelog_t clog;    /* rate limit of clipping notices */
     fm_window_t folded;   /* updates accepted into the buffer: updates/s */
     double rate_written;  /* the updates/s in the file last written */
 
@@ -93,6 +94,7 @@ static void s_metrics_mirror(agg_stats_t *s)
     fm_metric_set(s->m.received, (double)(s->c.applied + s->c.rejected_total));
     for (int r = 0; r < AGG_REJ_COUNT; r++)
         fm_metric_set(s->m.rejected[r], (double)s->c.rejected[r]);
+    fm_metric_set(s->m.clipped, (double)s->c.clipped);
     fm_metric_set(s->m.bytes, (double)s->bytes_received);
     fm_metric_set(s->m.dropped, (double)s->buffers_dropped);
 }
@@ -112,6 +114,8 @@ int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m)
         x->rejected[r] = fm_metrics_counter(m, "fedmq_updates_rejected_total",
                                             "Frames rejected, by reason.",
                                             (const char *[]){"reason", s_reason_names[r], NULL});
+    x->clipped = fm_metrics_counter(m, "fedmq_updates_clipped_total",
+                                    "Updates folded scaled down to the norm bound.", NULL);
     x->bytes = fm_metrics_counter(m, "fedmq_received_bytes_total",
                                   "Bytes of every frame received on the updates socket.", NULL);
     x->dropped = fm_metrics_counter(m, "fedmq_buffers_dropped_total",
@@ -159,6 +163,14 @@ void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why)
     fm_metric_inc(s->m.rejected[r]);
     fm_metric_inc(s->m.received);
     fm_ratelog(&s->log, LOG_WARNING, "rejected frame (%s): %s", s_reason_names[r], why);
+}
+
+void agg_stats_clipped(agg_stats_t *s, const char *why)
+{
+    s->c.clipped++;
+    s->dirty = 1;
+    fm_metric_inc(s->m.clipped);
+    fm_ratelog(&s->clog, LOG_NOTICE, "clipped update: %s", why);
 }
 
 void agg_stats_received(agg_stats_t *s, size_t len)
@@ -225,6 +237,7 @@ int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock
 {
     st->updates_applied = s->c.applied;
     st->updates_rejected = s->c.rejected_total;
+    st->updates_clipped = s->c.clipped;
     st->nreasons = 0;
     for (int r = 0; r < AGG_REJ_COUNT; r++) {
         int bad = fm_stats_set_rejected(st, s_reason_names[r], s->c.rejected[r]);

@@ -44,6 +44,9 @@ typedef enum {
     AGG_REJ_QUORUM,          /* async: fewer than min_clients (> 1) clients live */
     AGG_REJ_IDENTITY,        /* [security] curve: the sender's key is not that trainer's, or
                                 not enrolled for that client */
+    AGG_REJ_NORM,            /* L2 norm above [aggregator] norm_bound, norm_action = reject */
+    AGG_REJ_OVERFLOW,        /* finite, but too large to fold (FM_SCREEN_NORM_CEILING, or
+                                weight x norm over the accumulator's limit) */
     AGG_REJ_COUNT
 } agg_reason_t;
 
@@ -55,6 +58,7 @@ typedef struct {
     uint64_t applied;        /* updates folded into versions */
     uint64_t rejected_total; /* sum of rejected[] */
     uint64_t rejected[AGG_REJ_COUNT];
+    uint64_t clipped; /* updates folded scaled down to the norm bound (not rejections) */
 } agg_counters_t;
 
 typedef struct agg_stats agg_stats_t;
@@ -78,7 +82,8 @@ void agg_stats_destroy(agg_stats_t **p);
 /* Register the aggregator's series in `m` (borrowed, must outlive `s`; NULL: none) and
  * count them from now on: fedmq_updates_received_total (frames other than membership
  * messages: every one is then folded or rejected), fedmq_updates_applied_total,
- * fedmq_updates_rejected_total{reason} (every reason, from 0), fedmq_received_bytes_total,
+ * fedmq_updates_rejected_total{reason} (every reason, from 0), fedmq_updates_clipped_total,
+ * fedmq_received_bytes_total,
  * fedmq_buffers_dropped_total, fedmq_model_version, fedmq_clients_live and the histograms
  * fedmq_update_staleness, fedmq_aggregation_seconds, fedmq_checkpoint_seconds. The
  * counters start from the current (restored) ones. 0 or -ENOMEM. */
@@ -93,6 +98,10 @@ void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c);
 /* Count a rejected frame of reason `r` (< AGG_REJ_COUNT) and log "rejected frame (<name>):
  * <why>" within the rate limit (fm_ratelog). */
 void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why);
+
+/* A folded update was clipped to the norm bound: counted (stats.json "updates_clipped",
+ * fedmq_updates_clipped_total) and logged at LOG_NOTICE within a rate limit. */
+void agg_stats_clipped(agg_stats_t *s, const char *why);
 
 /* A frame of `len` bytes received (valid or not). */
 void agg_stats_received(agg_stats_t *s, size_t len);

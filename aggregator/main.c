@@ -14,8 +14,10 @@ static void s_usage(FILE *f)
     fprintf(f, "usage: " S_PROG " [--config FILE] [--set section.key=value ...] [--log-level L]\n"
                "\n"
                "The fedmq aggregator: binds PULL [endpoints] updates and PUB [endpoints]\n"
-               "aggregator_models, folds valid UPDATEs into a FedBuff buffer of [aggregator]\n"
-               "buffer_k updates, applies the server optimizer and publishes each new MODEL\n"
+               "aggregator_models, screens valid UPDATEs ([aggregator] norm_bound) and folds\n"
+               "them into a buffer of [aggregator] buffer_k updates aggregated by\n"
+               "[aggregator] aggregation (the FedBuff mean by default), applies the server\n"
+               "optimizer and publishes each new MODEL\n"
                "(and the current one every second). Checkpoints and stats.json go to\n"
                "[aggregator] checkpoint_dir; it resumes from the newest checkpoint there.\n"
                "/metrics (Prometheus text format) is served on [aggregator] metrics_addr.\n"
@@ -28,7 +30,8 @@ static void s_usage(FILE *f)
                "  --help               this text\n"
                "\n"
                "Signals: SIGINT/SIGTERM checkpoint and exit 0; SIGHUP reloads max_staleness,\n"
-               "checkpoint_every, checkpoint_keep and log_level.\n");
+               "checkpoint_every, checkpoint_keep, round_timeout_s, norm_bound,\n"
+               "norm_bound_mode, norm_action and log_level.\n");
 }
 
 /* ZeroMQ allocates every received frame (4.8 MB for a cnn UPDATE) with malloc and frees it

@@ -1,8 +1,15 @@
 /* agg_ingest: the aggregator's ingest rate against the machine's memory bandwidth.
  *
  *   agg_ingest --model cnn|mlp [--k K] [--updates N] [--acks off|on|both]
- *              [--curve off|on|both]
+ *              [--aggregation mean|median|trimmed_mean|norm_bounded_mean] [--norm-bound B]
+ *              [--set section.key=value]... [--curve off|on|both]
  *
+ * --aggregation and --norm-bound select the aggregator's rule and an absolute L2-norm bound
+ * per update ([aggregator] aggregation, norm_bound; default: the mean, no bound), so each
+ * rule's updates/s can be measured; --set passes any other key (e.g.
+ * aggregator.norm_action=reject, aggregator.trim_fraction=0.2); 8 of these at most. The bench's
+ * updates are copies of one delta of norm about 1e-4 x sqrt(nparams) (0.11 cnn, 0.045 mlp),
+ * so a bound below that clips (or rejects) every update.
  * --curve on: [security] mode = curve (keys made in the run's temp dir, the test's sockets
  * are enrolled CURVE clients); both: off, then on, and a "curve" line with the ratio.
  * --acks on: the aggregator acknowledges (a checkpoint per version, [aggregator] acks) and
@@ -37,6 +44,8 @@
 #include "fm_sec.h"
 #include "fm_stats.h"
 #include "fm_wire.h"
+
+#define S_EXTRA_MAX 8 /* --aggregation, --norm-bound and --set options */
 
 static double s_memcpy_gbs(void)
 {
@@ -122,6 +131,13 @@ static uint64_t s_rejected(const char *stats)
     return fm_stats_read(stats, &st, NULL) == 0 ? st.updates_rejected : 0;
 }
 
+/* "updates_clipped" of the aggregator's stats.json, 0 if unreadable. */
+static uint64_t s_clipped(const char *stats)
+{
+    fm_stats_t st;
+    return fm_stats_read(stats, &st, NULL) == 0 ? st.updates_clipped : 0;
+}
+
 /* Count the ids of "applied" ACKs on sub until `want` or the deadline; the count. */
 static uint64_t s_acked(zsock_t *sub, uint64_t have)
 {
@@ -175,7 +191,8 @@ static void s_curve_client(zsock_t *s, const char *dir)
  * n - n % k are applied (acks off: stats.json says so; acks on: the "applied" ACKs for them
  * arrived, i.e. durable in a checkpoint), print the "agg" line. The rate, 0 on failure. */
 static double s_agg_run(const char *model, int k, int n, int acks, int curve, const char *dir,
-                        fm_model_t *m, fm_wire_buf_t *buf, unsigned char *idpos, double gbs)
+                        fm_model_t *m, fm_wire_buf_t *buf, unsigned char *idpos, double gbs,
+                        const char *const *extra, const char *rule)
 {
     char self[PATH_MAX], bin[PATH_MAX + 32], sets[14][400], stats[400], log[400];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -203,12 +220,16 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
     }
     snprintf(stats, sizeof stats, "%s/ckpt-%s/stats.json", dir, tag);
     snprintf(log, sizeof log, "%s/aggregator-%s.log", dir, tag);
-    char *av[32];
+    char *av[32 + 2 * S_EXTRA_MAX];
     int ac = 0;
     av[ac++] = bin;
     for (int i = 0; i < nsets; i++) {
         av[ac++] = "--set";
         av[ac++] = sets[i];
+    }
+    for (int i = 0; extra[i]; i++) {
+        av[ac++] = "--set";
+        av[ac++] = (char *)extra[i];
     }
     av[ac] = NULL;
     fm_proc_set_t procs = {0};
@@ -255,17 +276,22 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
             done = fm_proc_now() - t0;
             break;
         }
+        /* every update judged and some rejected (e.g. --norm-bound with reject): no rate */
+        if (fm_stats_read(stats, &st, NULL) == 0 && st.updates_rejected > 0 &&
+            st.updates_applied + st.updates_pending + st.updates_rejected >= (uint64_t)n)
+            break;
         fm_proc_sleep(0.002);
     }
     long hwm = s_vmhwm_kb(agg);
     double model_bytes = 4.0 * fm_model_nparams(m);
     rate = done > 0 ? (double)want / done : 0;
     double bound = gbs * 1e9 / (3.0 * model_bytes);
-    printf("agg model=%s k=%d acks=%s curve=%s updates=%d frame_bytes=%zu updates_per_s=%.1f "
-           "memcpy_gbs=%.1f bound_updates_per_s=%.1f fraction=%.2f peak_rss_mb=%.1f "
-           "rejected=%llu\n",
-           model, k, acks ? "on" : "off", curve ? "on" : "off", n, buf->len, rate, gbs, bound,
-           rate / bound, hwm / 1024.0, (unsigned long long)s_rejected(stats));
+    printf("agg model=%s k=%d acks=%s curve=%s aggregation=%s updates=%d frame_bytes=%zu "
+           "updates_per_s=%.1f memcpy_gbs=%.1f bound_updates_per_s=%.1f fraction=%.2f "
+           "peak_rss_mb=%.1f rejected=%llu clipped=%llu\n",
+           model, k, acks ? "on" : "off", curve ? "on" : "off", rule, n, buf->len, rate, gbs,
+           bound, rate / bound, hwm / 1024.0, (unsigned long long)s_rejected(stats),
+           (unsigned long long)s_clipped(stats));
     fflush(stdout);
 cleanup:
     fm_proc_stop(agg, SIGTERM, 30.0);
@@ -278,10 +304,28 @@ cleanup:
 
 int main(int argc, char **argv)
 {
-    const char *model = "cnn", *acks = "off", *curve = "off";
-    int k = 10, n = 400;
+    const char *model = "cnn", *acks = "off", *curve = "off", *rule = "mean";
+    int k = 10, n = 400, nextra = 0;
+    char rule_set[64 + 32], bound_set[64 + 32];
+    const char *extra[S_EXTRA_MAX + 1] = {NULL};
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model"))
+        int is_extra = !strcmp(argv[i], "--aggregation") || !strcmp(argv[i], "--norm-bound") ||
+                       !strcmp(argv[i], "--set");
+        if (is_extra && nextra == S_EXTRA_MAX) {
+            fprintf(stderr, "agg_ingest: at most %d --aggregation/--norm-bound/--set\n",
+                    S_EXTRA_MAX);
+            return 2;
+        }
+        if (!strcmp(argv[i], "--aggregation")) {
+            rule = argv[i + 1];
+            snprintf(rule_set, sizeof rule_set, "aggregator.aggregation=%.64s", rule);
+            extra[nextra++] = rule_set;
+        } else if (!strcmp(argv[i], "--norm-bound")) {
+            snprintf(bound_set, sizeof bound_set, "aggregator.norm_bound=%.64s", argv[i + 1]);
+            extra[nextra++] = bound_set;
+        } else if (!strcmp(argv[i], "--set"))
+            extra[nextra++] = argv[i + 1];
+        else if (!strcmp(argv[i], "--model"))
             model = argv[i + 1];
         else if (!strcmp(argv[i], "--k"))
             k = atoi(argv[i + 1]);
@@ -334,8 +378,10 @@ int main(int argc, char **argv)
     double rate = 0;
     int done = 1;
     for (int c = c_off ? 0 : 1; c <= c_on; c++) {
-        double r_off = a_off ? s_agg_run(model, k, n, 0, c, dir, m, &buf, idpos, gbs) : 0;
-        double r_on = a_on ? s_agg_run(model, k, n, 1, c, dir, m, &buf, idpos, gbs) : 0;
+        double r_off = a_off ? s_agg_run(model, k, n, 0, c, dir, m, &buf, idpos, gbs, extra, rule)
+                             : 0;
+        double r_on = a_on ? s_agg_run(model, k, n, 1, c, dir, m, &buf, idpos, gbs, extra, rule)
+                           : 0;
         double r = a_off ? r_off : r_on;
         done = done && (!a_off || r_off > 0) && (!a_on || r_on > 0);
         if (a_off && a_on)

@@ -16,10 +16,12 @@ struct fm_fedbuff {
     float *acc;            /* sum_i w_i delta_i, nparams floats (owned, S_ALIGN-aligned) */
     double sum_c;          /* sum_i c_i over the current buffer */
     int count;             /* updates in the current buffer */
+    double mass;           /* sum_i w_i ||delta_i|| over the current buffer (overflow guard) */
     /* the open update (between begin and end) */
     int open;
-    float w_open; /* s(tau) * c, rounded to float for the fold */
+    float w_open; /* s(tau) * c * scale, rounded to float for the fold */
     double c_open;
+    double mass_open; /* w_open * norm */
     uint64_t tau_open;
     fm_fedbuff_stats_t stats;
 };
@@ -135,19 +137,30 @@ int fm_fedbuff_k(const fm_fedbuff_t *b) { return b->k; }
 int fm_fedbuff_count(const fm_fedbuff_t *b) { return b->count; }
 int fm_fedbuff_full(const fm_fedbuff_t *b) { return b->count >= b->k; }
 
-int fm_fedbuff_begin(fm_fedbuff_t *b, uint64_t tau, uint64_t num_samples)
+int fm_fedbuff_begin_ex(fm_fedbuff_t *b, uint64_t tau, uint64_t num_samples, double scale,
+                        double norm)
 {
     FM_ASSERT(!b->open);
     if (b->weight_by_samples && num_samples == 0)
         return FM_ERANGE;
-    if (b->count == INT_MAX)
+    if (b->count == INT_MAX || !(scale > 0.0) || !isfinite(scale))
         return FM_ERANGE;
     double c = b->weight_by_samples ? (double)num_samples : 1.0;
+    float w = (float)(fm_staleness_weight(&b->s, tau) * c * scale);
+    double mass = (double)w * norm;
+    if (!(norm >= 0.0) || !(b->mass + mass <= FM_FEDBUFF_ACC_LIMIT)) /* also NaN, inf */
+        return FM_ENONFINITE;
     b->c_open = c;
-    b->w_open = (float)(fm_staleness_weight(&b->s, tau) * c);
+    b->w_open = w;
+    b->mass_open = mass;
     b->tau_open = tau;
     b->open = 1;
     return 0;
+}
+
+int fm_fedbuff_begin(fm_fedbuff_t *b, uint64_t tau, uint64_t num_samples)
+{
+    return fm_fedbuff_begin_ex(b, tau, num_samples, 1.0, 0.0);
 }
 
 /* acc[i] += w * src[i] for src at any alignment. The per-float memcpy compiles to unaligned
@@ -177,6 +190,7 @@ void fm_fedbuff_end(fm_fedbuff_t *b)
     b->open = 0;
     b->count++;
     b->sum_c += b->c_open;
+    b->mass += b->mass_open;
     b->stats.updates++;
     b->stats.staleness_sum += (double)b->tau_open;
     if (b->tau_open > b->stats.staleness_max)
@@ -198,6 +212,7 @@ void fm_fedbuff_reset(fm_fedbuff_t *b)
 {
     memset(b->acc, 0, b->nparams * sizeof(float));
     b->sum_c = 0.0;
+    b->mass = 0.0;
     b->count = 0;
     b->open = 0;
 }
@@ -216,6 +231,7 @@ int fm_fedbuff_take(fm_fedbuff_t *b, float *restrict out)
         acc[i] = 0.0f;
     }
     b->sum_c = 0.0;
+    b->mass = 0.0;
     b->count = 0;
     b->stats.takes++;
     return 0;

@@ -41,6 +41,17 @@
  * fm_fedbuff_span_finite if it must be rejected on its own; fm_server_opt_apply refuses a
  * non-finite delta_bar in any case.
  *
+ * Overflow. Finite values can still overflow the float accumulator (deltas near FLT_MAX, or
+ * huge sample weights). fm_fedbuff_begin_ex takes the update's L2 norm (in double, before
+ * any scaling) and keeps the buffer's mass = sum_i w_i ||delta_i||, an upper bound of every
+ * |acc_j|; an update that would take it above FM_FEDBUFF_ACC_LIMIT is refused before
+ * anything is folded, so one update can never make the buffer non-finite.
+ *
+ * Clipping. fm_fedbuff_begin_ex also takes a scale f_i in (0, 1] (the per-update norm
+ * screen's clip factor, fm_screen): the fold weight becomes w_i = s(tau_i) c_i f_i, computed
+ * in double as (s c) f and rounded once, so f = 1 gives exactly fm_fedbuff_begin's weight.
+ * The denominator keeps c_i (clipping shortens an update, it does not reweigh it).
+ *
  * One message, many tensors. Wire tensors arrive as separate (possibly unaligned) blobs:
  *   fm_fedbuff_begin(b, tau, n);  fm_fedbuff_fold_span(b, off, numel, src) per tensor;
  *   fm_fedbuff_end(b);
@@ -125,6 +136,17 @@ int fm_fedbuff_full(const fm_fedbuff_t *b);
  * count would overflow an int. Calling it while an update is open is a programmer error
  * (FM_ASSERT). */
 int fm_fedbuff_begin(fm_fedbuff_t *b, uint64_t tau, uint64_t num_samples);
+
+#define FM_FEDBUFF_ACC_LIMIT (0.25 * 3.40282346638528859812e+38) /* FLT_MAX / 4 */
+
+/* fm_fedbuff_begin with the update's delta scaled by `scale` (finite, > 0; 1 = unchanged) and
+ * its L2 norm `norm` (>= 0, of the unscaled delta) declared for the overflow guard (above).
+ * Returns 0; FM_ERANGE as fm_fedbuff_begin, or when scale is not finite and > 0;
+ * FM_ENONFINITE when the fold could overflow the accumulator (mass + w norm >
+ * FM_FEDBUFF_ACC_LIMIT, or norm not finite). Nothing changed on error. fm_fedbuff_begin is
+ * this with scale 1 and norm 0 (no guard: for input already bounded). */
+int fm_fedbuff_begin_ex(fm_fedbuff_t *b, uint64_t tau, uint64_t num_samples, double scale,
+                        double norm);
 
 /* Fold numel floats of the open update's delta for parameters [offset, offset + numel):
  * acc[offset + j] += w * src[j]. src is numel native-endian float32 values at any alignment

@@ -237,6 +237,23 @@ static const fm_cfg_key_t s_keys[] = {
           "updates more than this many versions behind are rejected"),
     S_BOOL(aggregator, weight_by_samples, "true", S_RESTART,
            "weight each update by its client's number of samples"),
+    S_ENUM(aggregator, aggregation, fm_robust_rule_name, FM_ROBUST_MEAN,
+           FM_ROBUST_NORM_BOUNDED_MEAN, "mean", S_RESTART,
+           "rule turning a buffer into one delta: mean (weighted, streaming), median, "
+           "trimmed_mean, norm_bounded_mean (these keep the buffer's K updates in memory)"),
+    S_FLT(aggregator, trim_fraction, 0, 0.49, "0.1", S_RESTART,
+          "trimmed_mean: fraction of the updates dropped at each end, per parameter"),
+    S_FLT(aggregator, norm_bound, 0, 1e18, "0", S_RELOAD,
+          "L2-norm bound per update, 0 = none: the norm (absolute) or a factor >= 1 of the "
+          "median of recent norms (relative)"),
+    S_ENUM(aggregator, norm_bound_mode, fm_screen_mode_name, FM_SCREEN_ABSOLUTE,
+           FM_SCREEN_RELATIVE, "absolute", S_RELOAD,
+           "norm_bound is absolute, or relative to the median of the last norm_window norms"),
+    S_ENUM(aggregator, norm_action, fm_screen_action_name, FM_SCREEN_CLIP, FM_SCREEN_REJECT,
+           "clip", S_RELOAD,
+           "an update above the bound is clipped (scaled down to it) or rejected (norm)"),
+    S_INT(aggregator, norm_window, 1, 10000, "50", S_RESTART,
+          "relative bound: recent norms the median is taken over (no bound until that many)"),
     S_ENUM(aggregator, server_optimizer, s_server_opt_name, FM_SERVER_OPT_FEDAVG,
            FM_SERVER_OPT_FEDYOGI, "fedavg", S_RESTART,
            "server step on the averaged delta: fedavg, fedavgm (momentum), fedadam, fedyogi"),
@@ -690,6 +707,13 @@ static void s_unknown_section_why(char *why, size_t cap, const char *section)
 /* ---- cross-key checks ------------------------------------------------------------------- */
 
 /* `lines` (may be NULL) gives the line each key was set on (0 = default), to point at. */
+/* Updates per buffer: sync, clients_per_round; async, buffer_k or clients_per_round. */
+static int s_buffer_k(const fm_config_t *c)
+{
+    int k = c->aggregator.buffer_k;
+    return c->federation.mode == FM_CFG_MODE_SYNC || k == 0 ? c->federation.clients_per_round : k;
+}
+
 static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_errmsg_t *e)
 {
     const fm_cfg_federation_t *f = &c->federation;
@@ -727,6 +751,19 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
         k = fm_cfg_key_find("trainer", "clients");
         snprintf(why, sizeof why, "client %ld is not below [federation] num_clients (%d)", hi,
                  f->num_clients);
+    } else if (c->aggregator.norm_bound_mode == FM_SCREEN_RELATIVE &&
+               c->aggregator.norm_bound > 0 && c->aggregator.norm_bound < 1) {
+        k = fm_cfg_key_find("aggregator", "norm_bound");
+        snprintf(why, sizeof why, "a relative bound is a factor of the median norm: >= 1, or 0");
+    } else if (c->aggregator.aggregation == FM_ROBUST_TRIMMED_MEAN &&
+               fm_robust_trimmed(c->aggregator.trim_fraction, s_buffer_k(c)) == 0) {
+        k = fm_cfg_key_find("aggregator", "trim_fraction");
+        int bk = s_buffer_k(c);
+        if (bk < 3)
+            snprintf(why, sizeof why, "trims nothing: buffers of %d updates are too small", bk);
+        else
+            snprintf(why, sizeof why, "trims nothing from a buffer of %d updates: use >= %g", bk,
+                     ceil(1000.0 / bk) / 1000.0);
     } else if (c->trainer.heartbeat_interval_s >= c->broker.heartbeat_timeout_s) {
         k = fm_cfg_key_find("trainer", "heartbeat_interval_s");
         char t[S_NUM_MAX];

@@ -45,6 +45,8 @@
 #include "fm_err.h"
 #include "fm_fedbuff.h"
 #include "fm_model.h"
+#include "fm_robust.h"
+#include "fm_screen.h"
 #include "fm_server_opt.h"
 
 /* Bytes of a string field, incl. the NUL: string values hold at most 255 bytes, in the file
@@ -124,6 +126,12 @@ typedef struct {
     double staleness_b;
     int max_staleness;
     bool weight_by_samples;
+    fm_robust_rule_t aggregation; /* owned by fm_robust; the screen's enums by fm_screen */
+    double trim_fraction;
+    double norm_bound; /* 0 = no bound */
+    fm_screen_mode_t norm_bound_mode;
+    fm_screen_action_t norm_action;
+    int norm_window;
     fm_server_opt_kind_t server_optimizer;
     double server_lr;
     double server_momentum;
@@ -228,8 +236,9 @@ int fm_cfg_set(fm_config_t *c, const char *key, const char *value, fm_errmsg_t *
 
 /* Cross-key constraints: clients_per_round <= num_clients, min_clients <= num_clients,
  * trainer.clients within [0, num_clients), trainer.heartbeat_interval_s <
- * broker.heartbeat_timeout_s. Errors: FM_EARG, e.g. "config: [federation]
- * clients_per_round = 10: must be <= [federation] num_clients (5)". */
+ * broker.heartbeat_timeout_s, a relative aggregator.norm_bound >= 1 (or 0), a trim_fraction
+ * that trims at least one update of a buffer (aggregation = trimmed_mean). Errors: FM_EARG, e.g.
+ * "config: [federation] clients_per_round = 10: must be <= [federation] num_clients (5)". */
 int fm_cfg_check(const fm_config_t *c, fm_errmsg_t *e);
 
 /* FM_EARG naming the first key that is not reloadable and differs between `old` and

@@ -67,6 +67,7 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "updates_applied", s_u64(st->updates_applied));
     bad |= json_object_set_new(o, "updates_rejected", s_u64(st->updates_rejected));
     bad |= json_object_set(o, "rejected", rej);
+    bad |= json_object_set_new(o, "updates_clipped", s_u64(st->updates_clipped));
     bad |= json_object_set_new(o, "mode", json_string(st->mode));
     bad |= json_object_set_new(o, "round", s_u64(st->round));
     bad |= json_object_set_new(o, "round_open", json_boolean(st->round_open));
@@ -246,6 +247,7 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
         (rc = s_get_u64(o, "version", UINT64_MAX, &st->version, path, e)) ||
         (rc = s_get_u64(o, "updates_applied", UINT64_MAX, &st->updates_applied, path, e)) ||
         (rc = s_get_u64(o, "updates_rejected", UINT64_MAX, &st->updates_rejected, path, e)) ||
+        (rc = s_get_u64(o, "updates_clipped", UINT64_MAX, &st->updates_clipped, path, e)) ||
         (rc = s_get_u64(o, "round", UINT64_MAX, &st->round, path, e)) ||
         (rc = s_get_bool(o, "round_open", &st->round_open, path, e)) ||
         (rc = s_get_u32(o, "cohort_size", &st->cohort_size, path, e)) ||

@@ -27,7 +27,8 @@ typedef struct {
     uint64_t updates_rejected;                        /* sum of rejected[] */
     fm_stats_reason_t rejected[FM_STATS_REASONS_MAX]; /* count per reason, in file order */
     int nreasons;
-    uint64_t round; /* sync: current round number (0 in async) */
+    uint64_t updates_clipped; /* folded scaled down to the norm bound ([aggregator] norm_*) */
+    uint64_t round;           /* sync: current round number (0 in async) */
     bool round_open;
     uint32_t cohort_size, round_reported;
     uint64_t rounds_completed, rounds_failed;

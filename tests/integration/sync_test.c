@@ -1039,6 +1039,44 @@ static void test_bad_config(void **state)
     assert_int_equal(s_stat(c, "version", NULL), -1);
 }
 
+/* ---- robust aggregation of a round -------------------------------------------------------- */
+
+/* aggregation = median in mode = sync: a round of three, one member sign-flipped x10: the
+ * version is w0 + the coordinate-wise median (sample counts do not weigh: the attacker claims
+ * 10^6 samples), i.e. the honest value in the middle, not the attacker's. */
+static void test_robust_round(void **state)
+{
+    s_ctx_t *c = *state;
+    const char *const extra[] = {"broker.heartbeat_timeout_s=30", "aggregator.aggregation=median",
+                                 NULL};
+    s_start(c, "logreg", S_NCLIENTS, 3, 3, 60.0, extra);
+    s_member(c, FM_WIRE_HELLO);
+    float *w0 = s_floats(c, c->np), *w1 = s_floats(c, c->np), *d = s_floats(c, c->np * 3);
+    s_round_t r1, r2;
+    assert_true(s_wait_round(c, 1, 0, 1, &r1, w0));
+    s_check_cohort(&r1, 3, S_NCLIENTS);
+    s_delta(d, c->np, 0);
+    s_delta(d + c->np, c->np, 1);
+    for (size_t j = 0; j < c->np; j++)
+        d[2 * c->np + j] = -10.0f * d[j];
+    const uint64_t n[3] = {10, 20, 1000000};
+    for (int i = 0; i < 3; i++)
+        s_send_update(c, r1.ids[i], 1, 0, n[i], d + (size_t)i * c->np);
+    assert_true(s_wait_round(c, 2, 1, 1, &r2, w1));
+    double maxerr = 0;
+    for (size_t j = 0; j < c->np; j++) {
+        float v[3] = {d[j], d[c->np + j], d[2 * c->np + j]}, t;
+        for (int a = 1; a < 3; a++) /* sort three */
+            for (int b = a; b > 0 && v[b - 1] > v[b]; b--)
+                t = v[b], v[b] = v[b - 1], v[b - 1] = t;
+        maxerr = fmax(maxerr, fabs((double)w1[j] - ((double)w0[j] + v[1])));
+    }
+    print_message("median round: max error %.3g\n", maxerr);
+    assert_true(maxerr < 1e-6);
+    assert_true(fm_proc_file_contains(c->log, "aggregation median over 3 stored updates"));
+    S_EXPECT_STAT(c, "updates_applied", NULL, 3);
+}
+
 int main(void)
 {
     zsys_init();
@@ -1053,6 +1091,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_config, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_restart_continues_rounds, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reload_round_timeout, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_robust_round, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

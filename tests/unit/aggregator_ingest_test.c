@@ -7,7 +7,11 @@
  * with the mean computed here independently in double; duplicate ids refused, also after
  * the buffer was taken; membership and other messages; the async policy's quorum and
  * decisions; the sync policy's rounds: late (other round, older base, closed round),
- * cohort (not selected, repeated), completion, deadlines, finishing. Links aggregator_lib
+ * cohort (not selected, repeated), completion, deadlines, finishing; the norm screen (clip
+ * with the exact clipped mean, reject, the overflow guard on a 3e38 update and on 2^64
+ * sample weights, each update rejected alone) and the robust rules through the same path
+ * (median in async with staleness, trimmed mean in a sync round) against naive medians.
+ * Links aggregator_lib
  * (the CMakeLists.txt rule for aggregator_*_test). */
 #include <math.h>
 #include <setjmp.h>
@@ -179,6 +183,8 @@ static void test_every_reason_counted(void **state)
 {
     s_t *t = s_new(FM_CFG_MODE_ASYNC);
     t->cfg.federation.min_clients = 3;
+    t->cfg.aggregator.norm_bound = 100; /* t->delta's norm: 22.15 */
+    t->cfg.aggregator.norm_action = FM_SCREEN_REJECT;
     s_open(t);
     float *bad = fm_tu_floats(t->np);
 
@@ -235,6 +241,13 @@ static void test_every_reason_counted(void **state)
     s_update(t, 5, 10);
     S_EXPECT_REJECT(t, AGG_REJ_QUORUM);
     t->ctx.view.nlive = 3;
+    for (size_t i = 0; i < t->np; i++)
+        bad[i] = -10.0f * t->delta[i]; /* sign-flipped x10: norm 221.5 > 100 */
+    s_update_ex(t, 5, 10, 0, 0, bad, NULL);
+    S_EXPECT_REJECT(t, AGG_REJ_NORM);
+    bad[7] = 3e38f; /* finite, above the overflow guard */
+    s_update_ex(t, 5, 10, 0, 0, bad, NULL);
+    S_EXPECT_REJECT(t, AGG_REJ_OVERFLOW);
     assert_int_equal(s_ingest(t, "", 0).reason, AGG_REJ_TRUNCATED);
 
     /* each reason exactly once (truncated twice, cohort: sync only; identity needs
@@ -570,6 +583,194 @@ static void test_sync_waits_for_clients(void **state)
     s_free(&t);
 }
 
+/* ---- screening and robust rules ----------------------------------------------------------- */
+
+/* The mean with an absolute clip: a sign-flipped x10 update is folded scaled to the bound
+ * (the verdict says so); a 3e38 update among honest ones is rejected alone (overflow) and
+ * the buffer's mean is that of the honest ones. */
+static void test_clip_and_overflow(void **state)
+{
+    s_t *t = s_new(FM_CFG_MODE_ASYNC);
+    t->cfg.aggregator.buffer_k = 3;
+    t->cfg.aggregator.staleness = FM_STALENESS_CONSTANT;
+    t->cfg.aggregator.weight_by_samples = false;
+    t->cfg.aggregator.norm_bound = 44.3; /* 2 x t->delta's norm */
+    s_open(t);
+    float *att = fm_tu_floats(t->np), *mean = fm_tu_floats(t->np);
+    double ss = 0;
+    for (size_t i = 0; i < t->np; i++) {
+        att[i] = -10.0f * t->delta[i];
+        ss += (double)att[i] * att[i];
+    }
+    s_update(t, 5, 10);
+    agg_verdict_t v = s_ingest_buf(t);
+    assert_int_equal(v.kind, AGG_INGEST_FOLDED);
+    assert_false(v.clipped);
+    s_update_ex(t, 5, 10, 1, 0, att, NULL);
+    v = s_ingest_buf(t);
+    assert_int_equal(v.kind, AGG_INGEST_FOLDED);
+    assert_true(v.clipped);
+    assert_true(fabs(v.norm - sqrt(ss)) <= 1e-9 * sqrt(ss) && v.bound == 44.3);
+    att[11] = 3e38f; /* rejected alone: the buffer keeps its two updates */
+    s_update_ex(t, 5, 10, 2, 0, att, NULL);
+    S_EXPECT_REJECT(t, AGG_REJ_OVERFLOW);
+    assert_int_equal(agg_ingest_pending(t->ing), 2);
+    att[11] = -10.0f * t->delta[11];
+    s_update(t, 5, 10);
+    v = s_ingest_buf(t);
+    assert_int_equal(v.aggregate, 1);
+    int count = 0;
+    double sm = 0;
+    assert_int_equal(agg_ingest_take(t->ing, mean, &count, &sm), 0);
+    assert_int_equal(count, 3);
+    double f = 44.3 / sqrt(ss); /* the clip factor */
+    for (size_t i = 0; i < t->np; i++) {
+        double want = (2.0 * t->delta[i] + f * att[i]) / 3.0;
+        if (!(fabs(mean[i] - want) <= 1e-6 * (fabs(t->delta[i]) + 1e-3)))
+            fail_msg("mean[%zu] = %.9g, expected %.9g", i, mean[i], want);
+    }
+    fm_fedbuff_stats_t fs;
+    agg_ingest_stats(t->ing, &fs);
+    assert_int_equal(fs.updates, 3);
+    char line[400];
+    agg_ingest_describe(t->ing, line, sizeof line);
+    assert_non_null(strstr(line, "aggregation mean (streaming"));
+    assert_non_null(strstr(line, "norm bound 44.3 (clip)"));
+    /* a reload switches the screen: reject, relative 1.5 x median of the last 50 norms
+     * (none before 50: the 50 next pass) */
+    fm_screen_config_t sc = {
+        .bound = 1.5, .mode = FM_SCREEN_RELATIVE, .action = FM_SCREEN_REJECT, .window = 50};
+    assert_int_equal(agg_ingest_set_screen(t->ing, &sc), 0);
+    agg_ingest_describe(t->ing, line, sizeof line);
+    assert_non_null(strstr(line, "1.5 x median of the last 50 norms (reject"));
+    sc.bound = 0.5;
+    assert_int_equal(agg_ingest_set_screen(t->ing, &sc), FM_EARG);
+    free(att);
+    free(mean);
+    s_free(&t);
+}
+
+/* The weighted mean's accumulator guard: clients claiming 2^64 - 1 samples with norms just
+ * under the ceiling; the sixth would take the buffer's sum over FLT_MAX / 4. */
+static void test_accumulator_guard(void **state)
+{
+    s_t *t = s_new(FM_CFG_MODE_ASYNC);
+    t->cfg.aggregator.buffer_k = 10;
+    t->cfg.aggregator.weight_by_samples = true;
+    s_open(t);
+    float *d = fm_tu_floats(t->np), *mean = fm_tu_floats(t->np);
+    d[0] = 9e17f;
+    for (int i = 0; i < 6; i++) {
+        s_update_ex(t, 5, UINT64_MAX, (uint32_t)i, 0, d, NULL);
+        agg_verdict_t v = s_ingest_buf(t);
+        assert_int_equal(v.kind, i < 5 ? AGG_INGEST_FOLDED : AGG_INGEST_REJECTED);
+        if (i == 5)
+            assert_int_equal(v.reason, AGG_REJ_OVERFLOW);
+    }
+    int count = 0;
+    double sm = 0;
+    assert_int_equal(agg_ingest_take(t->ing, mean, &count, &sm), 0);
+    assert_int_equal(count, 5);
+    assert_true(fm_tu_all_finite(mean, t->np));
+    free(d);
+    free(mean);
+    s_free(&t);
+}
+
+/* Naive coordinate-wise median of `k` rows u[i][j] (each row already scaled). */
+static float s_median_naive(float *v, int k)
+{
+    for (int a = 1; a < k; a++) /* insertion sort */
+        for (int b = a; b > 0 && v[b - 1] > v[b]; b--) {
+            float x = v[b];
+            v[b] = v[b - 1];
+            v[b - 1] = x;
+        }
+    return k % 2 ? v[k / 2] : (float)(((double)v[k / 2 - 1] + v[k / 2]) / 2);
+}
+
+/* Async: the median through the ingest path, staleness applied before the rule and sample
+ * counts ignored (a client claiming 10^6 samples weighs as much as one claiming 1). */
+static void test_median_async(void **state)
+{
+    s_t *t = s_new(FM_CFG_MODE_ASYNC);
+    t->cfg.aggregator.buffer_k = 3;
+    t->cfg.aggregator.aggregation = FM_ROBUST_MEDIAN;
+    t->cfg.aggregator.staleness = FM_STALENESS_POLYNOMIAL;
+    t->cfg.aggregator.staleness_a = 0.5;
+    s_open(t);
+    float *d[3], *mean = fm_tu_floats(t->np), v[3];
+    const uint64_t base[3] = {5, 4, 2}, n[3] = {1, 1000000, 7};
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 4, 0);
+    for (int i = 0; i < 3; i++) {
+        d[i] = fm_tu_floats(t->np);
+        fm_tu_uniform(&rng, d[i], t->np, -1, 1);
+        s_update_ex(t, base[i], n[i], (uint32_t)i, 0, d[i], NULL);
+        agg_verdict_t vd = s_ingest_buf(t);
+        assert_int_equal(vd.kind, AGG_INGEST_FOLDED);
+        assert_int_equal(vd.aggregate, i == 2);
+    }
+    int count = 0;
+    double sm = 0;
+    assert_int_equal(agg_ingest_take(t->ing, mean, &count, &sm), 0);
+    for (size_t j = 0; j < t->np; j++) {
+        for (int i = 0; i < 3; i++)
+            v[i] = (float)pow(1.0 + (double)(5 - base[i]), -0.5) * d[i][j];
+        float want = s_median_naive(v, 3);
+        if (mean[j] != want)
+            fail_msg("median[%zu] = %.9g, naive %.9g", j, mean[j], want);
+    }
+    char line[400];
+    agg_ingest_describe(t->ing, line, sizeof line);
+    assert_non_null(strstr(line, "aggregation median over 3 stored updates"));
+    for (int i = 0; i < 3; i++)
+        free(d[i]);
+    free(mean);
+    s_free(&t);
+}
+
+/* Sync: a round of 3 aggregated by the trimmed mean (trim 1 at each end = the median of
+ * three); the attacker's x10 update does not move the result out of the honest range. */
+static void test_trimmed_sync(void **state)
+{
+    s_t *t = s_new(FM_CFG_MODE_SYNC);
+    t->cfg.federation.clients_per_round = 3;
+    t->cfg.aggregator.aggregation = FM_ROBUST_TRIMMED_MEAN;
+    t->cfg.aggregator.trim_fraction = 0.34;
+    s_open(t);
+    assert_int_equal(agg_policy_tick(t->policy, &t->ctx.view, 100.0), AGG_ACT_RESTART);
+    fm_wire_model_t hdr;
+    memset(&hdr, 0, sizeof hdr);
+    agg_policy_model_meta(t->policy, &hdr);
+    assert_int_equal(hdr.cohort.count, 3);
+    float *d[3], *mean = fm_tu_floats(t->np), v[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = fm_tu_floats(t->np);
+        for (size_t j = 0; j < t->np; j++)
+            d[i][j] = i < 2 ? t->delta[j] * (1.0f + 0.5f * (float)i) : -10.0f * t->delta[j];
+        s_update_ex(t, 5, 100, fm_wire_cohort_at(&hdr.cohort, (uint32_t)i), 1, d[i], NULL);
+        agg_verdict_t vd = s_ingest_buf(t);
+        assert_int_equal(vd.kind, AGG_INGEST_FOLDED);
+        assert_int_equal(vd.aggregate, i == 2);
+    }
+    int count = 0;
+    double sm = 0;
+    assert_int_equal(agg_ingest_take(t->ing, mean, &count, &sm), 0);
+    assert_int_equal(count, 3);
+    for (size_t j = 0; j < t->np; j++) {
+        for (int i = 0; i < 3; i++)
+            v[i] = d[i][j];
+        float want = s_median_naive(v, 3);
+        if (mean[j] != want)
+            fail_msg("trimmed[%zu] = %.9g, naive %.9g", j, mean[j], want);
+    }
+    for (int i = 0; i < 3; i++)
+        free(d[i]);
+    free(mean);
+    s_free(&t);
+}
+
 int main(void)
 {
     fm_log_init("aggregator_ingest_test", LOG_ERR);
@@ -583,6 +784,10 @@ int main(void)
         cmocka_unit_test(test_sync_accepts_the_round),
         cmocka_unit_test(test_sync_deadlines),
         cmocka_unit_test(test_sync_waits_for_clients),
+        cmocka_unit_test(test_clip_and_overflow),
+        cmocka_unit_test(test_accumulator_guard),
+        cmocka_unit_test(test_median_async),
+        cmocka_unit_test(test_trimmed_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* aggregator_state_test: the aggregator's checkpoint state (aggregator/aggregator_state.c):
  * the canonical config text (fm_cfg_text, parsed back equal) and the diff with a stored text, a
- * save and a resume in a temp directory (params, counters, round, the id window without the open
- * buffer's ids, the config text in the same transaction), "no checkpoint", and the fallback past
+ * save and a resume in a temp directory (params, counters, also those kept in blobs beyond the
+ * record header's slots, round, the id window without the open buffer's ids, the config text
+ * in the same transaction), "no checkpoint", and the fallback past
  * a corrupt newest record (version, params, counters, ids and round of ONE record; the lost
  * numbers rejected and never reused). Links aggregator_lib (the CMakeLists.txt rule for
  * aggregator_*_test). */
@@ -127,7 +128,10 @@ static void test_save_resume(void **state)
     agg_record_t out = {.version = 7, .round = 3};
     out.counters.applied = 12;
     out.counters.rejected[AGG_REJ_STALE] = 2;
-    out.counters.rejected_total = 2;
+    out.counters.rejected[AGG_REJ_NORM] = 3; /* beyond the header's slots: agg.reasons */
+    out.counters.rejected[AGG_REJ_OVERFLOW] = 4;
+    out.counters.rejected_total = 9;
+    out.counters.clipped = 7;                                                  /* agg.clipped */
     assert_int_equal(agg_state_save(s, t->model, t->opt, &out, 1, "test"), 0); /* id 3 open */
     char *saved_text = strdup(agg_state_config_text(s));
     agg_state_destroy(&s);
@@ -152,8 +156,11 @@ static void test_save_resume(void **state)
     assert_int_equal(rec.version, 7);
     assert_int_equal(rec.round, 3);
     assert_int_equal(rec.counters.applied, 12);
-    assert_int_equal(rec.counters.rejected_total, 2);
+    assert_int_equal(rec.counters.rejected_total, 9);
     assert_int_equal(rec.counters.rejected[AGG_REJ_STALE], 2);
+    assert_int_equal(rec.counters.rejected[AGG_REJ_NORM], 3);
+    assert_int_equal(rec.counters.rejected[AGG_REJ_OVERFLOW], 4);
+    assert_int_equal(rec.counters.clipped, 7);
     assert_memory_equal(fm_model_params(t->model), w, np * sizeof *w);
     s_id(id, 1);
     assert_true(agg_idset_contains(agg_state_ids(s), id));

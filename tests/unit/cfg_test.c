@@ -823,6 +823,70 @@ static void test_reload_rule(void **state)
                                "a restart");
 }
 
+/* [aggregator] aggregation and the norm screen: defaults, names, the cross-key checks, the
+ * screen keys reloadable and the rule not. */
+static void test_robust_keys(void **state)
+{
+    fm_config_t c, fresh;
+    fm_cfg_defaults(&c);
+    assert_int_equal(c.aggregator.aggregation, FM_ROBUST_MEAN);
+    assert_true(c.aggregator.trim_fraction == 0.1);
+    assert_true(c.aggregator.norm_bound == 0);
+    assert_int_equal(c.aggregator.norm_bound_mode, FM_SCREEN_ABSOLUTE);
+    assert_int_equal(c.aggregator.norm_action, FM_SCREEN_CLIP);
+    assert_int_equal(c.aggregator.norm_window, 50);
+    assert_string_equal(fm_cfg_enum_name("aggregator.aggregation", FM_ROBUST_NORM_BOUNDED_MEAN),
+                        "norm_bounded_mean");
+    assert_string_equal(fm_cfg_enum_name("aggregator.norm_bound_mode", FM_SCREEN_RELATIVE),
+                        "relative");
+    assert_string_equal(fm_cfg_enum_name("aggregator.norm_action", FM_SCREEN_REJECT), "reject");
+    load_text_ok(state,
+                 "[aggregator]\naggregation = trimmed_mean\ntrim_fraction = 0.2\n"
+                 "norm_bound = 2.5\nnorm_bound_mode = relative\nnorm_action = reject\n"
+                 "norm_window = 7\n",
+                 &c);
+    assert_int_equal(c.aggregator.aggregation, FM_ROBUST_TRIMMED_MEAN);
+    assert_true(c.aggregator.norm_bound == 2.5);
+    assert_int_equal(c.aggregator.norm_action, FM_SCREEN_REJECT);
+    assert_int_equal(c.aggregator.norm_window, 7);
+    expect_error(state, "[aggregator]\naggregation = krum\n", FM_EARG,
+                 "%s:2: [aggregator] aggregation = krum: not one of "
+                 "mean|median|trimmed_mean|norm_bounded_mean");
+    expect_error(state, "[aggregator]\nnorm_bound_mode = relative\nnorm_bound = 0.5\n", FM_EARG,
+                 "%s:3: [aggregator] norm_bound = 0.5: a relative bound is a factor of the "
+                 "median norm: >= 1, or 0");
+    expect_error(state, "[aggregator]\nnorm_bound = -1\n", FM_ERANGE,
+                 "%s:2: [aggregator] norm_bound = -1: out of range [0, 1e+18]");
+    /* K = clients_per_round = 10 by default: 0.05 x 10 trims nothing */
+    expect_error(state, "[aggregator]\naggregation = trimmed_mean\ntrim_fraction = 0.05\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] trim_fraction = 0.05: trims nothing from a buffer of 10 "
+                 "updates: use >= 0.1");
+    expect_error(state,
+                 "[aggregator]\naggregation = trimmed_mean\nbuffer_k = 3\n"
+                 "trim_fraction = 0.3\n",
+                 FM_EARG,
+                 "%s:4: [aggregator] trim_fraction = 0.3: trims nothing from a buffer of 3 "
+                 "updates: use >= 0.334");
+    expect_error(state, "[aggregator]\naggregation = trimmed_mean\nbuffer_k = 2\n", FM_EARG,
+                 "%s: [aggregator] trim_fraction = 0.1: trims nothing: buffers of 2 updates are "
+                 "too small");
+    /* trim_fraction is only checked with the trimmed mean */
+    load_text_ok(state, "[aggregator]\naggregation = median\nbuffer_k = 2\n", &c);
+
+    fm_errmsg_t e = {{0}};
+    fm_cfg_defaults(&c);
+    fresh = c;
+    assert_int_equal(fm_cfg_set(&fresh, "aggregator.norm_bound=3", NULL, &e), 0);
+    assert_int_equal(fm_cfg_set(&fresh, "aggregator.norm_bound_mode=relative", NULL, &e), 0);
+    assert_int_equal(fm_cfg_set(&fresh, "aggregator.norm_action=reject", NULL, &e), 0);
+    assert_int_equal(fm_cfg_check_reload(&c, &fresh, &e), 0);
+    assert_int_equal(fm_cfg_set(&fresh, "aggregator.aggregation=median", NULL, &e), 0);
+    assert_int_equal(fm_cfg_check_reload(&c, &fresh, &e), FM_EARG);
+    assert_string_equal(e.msg, "reload: [aggregator] aggregation changed from mean to median, "
+                               "which needs a restart");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -840,6 +904,7 @@ int main(void)
         cmocka_unit_test(test_text_diff),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_reload_rule),
+        cmocka_unit_test(test_robust_keys),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -117,6 +117,7 @@ static fm_stats_t full_stats(void)
     st.bytes_received = 123456789012ULL;
     st.updates_pending = 3;
     st.buffers_dropped = 2;
+    st.updates_clipped = 41;
     st.checkpoint_version = 4240;
     st.checkpoint_failures = 6;
     st.stats_write_failures = 8;
@@ -184,6 +185,7 @@ static void test_round_trip(void **state)
     assert_true(st.bytes_received == 123456789012ULL);
     assert_int_equal(st.updates_pending, 3);
     assert_int_equal(st.buffers_dropped, 2);
+    assert_int_equal(st.updates_clipped, 41);
     assert_int_equal(st.checkpoint_version, 4240);
     assert_int_equal(st.checkpoint_failures, 6);
     assert_int_equal(st.stats_write_failures, 8);
@@ -228,6 +230,7 @@ static void test_written_keys(void **state)
                                        "\"bytes_received\"",
                                        "\"updates_pending\"",
                                        "\"buffers_dropped\"",
+                                       "\"updates_clipped\"",
                                        "\"checkpoint_version\"",
                                        "\"checkpoint_failures\"",
                                        "\"stats_write_failures\"",

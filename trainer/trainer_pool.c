@@ -30,9 +30,10 @@
 #define S_RESEND_TICK_S 1.0     /* look for unacknowledged updates due this often */
 
 struct trainer_pool {
-    fm_config_t cfg;              /* workers read federation.*: never rewritten whole */
-    const fm_daemon_args_t *args; /* borrowed, for reloads */
-    fm_sec_t *sec;                /* borrowed: keys; under curve its name is the trainer id */
+    fm_config_t cfg;                /* workers read federation.*: never rewritten whole */
+    const fm_daemon_args_t *args;   /* borrowed, for reloads */
+    fm_sec_t *sec;                  /* borrowed: keys; under curve its name is the trainer id */
+    const trainer_attack_t *attack; /* borrowed: NULL = honest (bench/fedmq_attacker sets it) */
     char trainer_id[FM_WIRE_STR_MAX + 1];
     const char *model_name;
     fm_model_t *layout; /* names and shapes for the wire checks */
@@ -583,6 +584,30 @@ static int s_init_range(trainer_pool_t *self, fm_errmsg_t *e)
     return 0;
 }
 
+/* A backdoor attacker's clients train on poisoned samples: stamped and relabelled in the
+ * pool's own copy of the training set (the partitions are disjoint). 0 or -ENOMEM. */
+static int s_poison(trainer_pool_t *self, fm_errmsg_t *e)
+{
+    if (!self->attack || self->attack->kind != TRAINER_ATTACK_BACKDOOR)
+        return 0;
+    uint64_t total = 0, poisoned = 0;
+    for (uint32_t k = self->client_first; k < self->client_first + self->client_count; k++) {
+        uint32_t n = self->part->offsets[k + 1] - self->part->offsets[k], m = 0;
+        int rc = trainer_attack_poison_client(
+            self->attack, self->ds, self->part->indices + self->part->offsets[k], n, k, &m);
+        if (rc)
+            return fm_errmsg_set(e, rc, "backdoor: %s", fm_strerror(rc));
+        total += n;
+        poisoned += m;
+    }
+    FM_LOG(LOG_NOTICE,
+           "backdoor: %llu of the %llu training samples of clients %u-%u carry the trigger "
+           "and label %d",
+           (unsigned long long)poisoned, (unsigned long long)total, self->client_first,
+           self->client_first + self->client_count - 1, self->attack->target);
+    return 0;
+}
+
 /* The training set and the clients' partition (the held-out slices never train). 0 or an
  * error with `e`. */
 static int s_init_data(trainer_pool_t *self, fm_errmsg_t *e)
@@ -615,7 +640,7 @@ static int s_init_data(trainer_pool_t *self, fm_errmsg_t *e)
                "%u of the clients served have no samples under partition %s; "
                "they are skipped",
                empty, cfg->federation.partition);
-    return 0;
+    return s_poison(self, e);
 }
 
 /* The shared model slot, the scheduler and the workers. 0 or an error with `e`. */
@@ -651,7 +676,8 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
                                 .trainer_id = self->trainer_id,
                                 .outbox = self->outbox,
                                 .history = self->history,
-                                .sec = self->sec};
+                                .sec = self->sec,
+                                .attack = self->attack};
     for (int i = 0; i < self->nworkers; i++)
         if (!(self->workers[i] = trainer_worker_new(&env, i, &rc, e)))
             return rc ? rc : FM_EARG;
@@ -732,11 +758,22 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
 trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
                                  fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e)
 {
+    return trainer_pool_new_attacked(cfg, args, metrics, sec, NULL, err, e);
+}
+
+trainer_pool_t *trainer_pool_new_attacked(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                                          fm_metrics_t *metrics, fm_sec_t *sec,
+                                          const trainer_attack_t *attack, int *err,
+                                          fm_errmsg_t *e)
+{
+    if (attack && (*err = trainer_attack_check(attack, e)) != 0)
+        return NULL;
     trainer_pool_t *self = calloc(1, sizeof *self);
     if (!self) {
         *err = fm_errmsg_set(e, -ENOMEM, "out of memory");
         return NULL;
     }
+    self->attack = attack;
     self->cfg = *cfg;
     self->args = args;
     self->sec = sec;

@@ -28,6 +28,7 @@
 #include "fm_daemon.h"
 #include "fm_err.h"
 #include "fm_metrics.h"
+#include "trainer_attack.h"
 
 typedef struct trainer_pool trainer_pool_t;
 
@@ -46,6 +47,16 @@ typedef struct trainer_pool trainer_pool_t;
  * (trainer_pool_destroy). */
 trainer_pool_t *trainer_pool_new(const fm_config_t *cfg, const fm_daemon_args_t *args,
                                  fm_metrics_t *metrics, fm_sec_t *sec, int *err, fm_errmsg_t *e);
+
+/* trainer_pool_new for a pool of attackers (bench/fedmq_attacker; fedmq-trainer never calls
+ * it): every client served attacks with `attack` (borrowed, must outlive the pool; checked
+ * with trainer_attack_check: FM_EARG). A backdoor poisons the clients' samples of the pool's
+ * own training set once at start (trainer_attack_poison_client); the other kinds change each
+ * delta in the workers (trainer_worker_env_t.attack). `attack` NULL is trainer_pool_new. */
+trainer_pool_t *trainer_pool_new_attacked(const fm_config_t *cfg, const fm_daemon_args_t *args,
+                                          fm_metrics_t *metrics, fm_sec_t *sec,
+                                          const trainer_attack_t *attack, int *err,
+                                          fm_errmsg_t *e);
 
 /* Start the workers and serve until SIGINT/SIGTERM (fm_daemon_stopping); then stop the
  * workers and send BYE. 0, or -errno if the workers could not start or polling failed. */

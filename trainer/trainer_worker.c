@@ -239,6 +239,8 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job,
     const float *params = fm_model_params(w->model);
     for (size_t i = 0; i < w->nparams; i++)
         w->delta[i] = params[i] - w->base[i];
+    if (w->env.attack)
+        trainer_attack_apply(w->env.attack, w->delta, w->nparams, job->client, job->run);
     fm_wire_update_t hdr;
     memset(&hdr, 0, sizeof hdr);
     int rc = fm_wire_id_new(hdr.id);

@@ -7,11 +7,12 @@
  * worker). Its loop: take the next idle client (trainer_ctx), copy the newest model
  * (trainer_latest) as the base, train federation.local_epochs on the client's partition,
  * apply the fleet simulation (slowdown sleep, dropout), and PUSH the UPDATE
- * delta = w_local - w_base with SNDTIMEO 1 s (on timeout the update is dropped and counted,
- * unless the outbox keeps it: when the model came from an acknowledging aggregator, a copy
- * of every UPDATE goes into the outbox before the send, and the main thread resends it).
- * The socket is created by trainer_worker_new (main thread) and used only by the worker
- * thread once started (pthread_create is the memory barrier ZeroMQ requires). */
+ * delta = w_local - w_base (an attacker's: see `attack` below) with SNDTIMEO 1 s (on timeout the
+ * update is dropped and counted, unless the outbox keeps it: when the model came from an
+ * acknowledging aggregator, a copy of every UPDATE goes into the outbox before the send, and the
+ * main thread resends it). The socket is created by trainer_worker_new (main thread) and used
+ * only by the worker thread once started (pthread_create is the memory barrier ZeroMQ requires).
+ */
 #ifndef TRAINER_WORKER_H
 #define TRAINER_WORKER_H
 
@@ -20,6 +21,7 @@
 #include "fm_err.h"
 #include "fm_jsonl.h"
 #include "fm_sec.h"
+#include "trainer_attack.h"
 #include "trainer_ctx.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
@@ -36,6 +38,10 @@ typedef struct {
     trainer_outbox_t *outbox;   /* UPDATEs kept until acknowledged (models with a "boot") */
     fm_jsonl_t *history;        /* [trainer] history_file (thread-safe appends), or NULL */
     const fm_sec_t *sec;        /* keys for the PUSH ([security]), or NULL: plain */
+    /* NULL: honest (fedmq-trainer). Else every client of the pool attacks: its delta goes
+     * through trainer_attack_apply before the UPDATE is encoded (a backdoor's poisoned
+     * samples are already in `ds`: trainer_pool_new_attacked). bench/fedmq_attacker only. */
+    const trainer_attack_t *attack;
 } trainer_worker_env_t;
 
 typedef struct trainer_worker trainer_worker_t;

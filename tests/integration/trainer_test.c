@@ -5,7 +5,8 @@
  * endpoints.updates (checks every UPDATE), all on tcp://127.0.0.1 with free ports. The
  * trainer runs mlp over 20 clients, serving clients 0-3 with 2 workers. Every wait is
  * bounded; every child is reaped. Also checks trainer_sim's pure functions, and (test_replay)
- * the content of UPDATEs against one client's local training replayed in this process. */
+ * the content of UPDATEs against one client's local training replayed in this process, and
+ * (test_attack) those of bench/fedmq_attacker against the replay attacked here. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #include "fm_model.h"
 #include "fm_train.h"
 #include "fm_wire.h"
+#include "trainer_attack.h"
 #include "trainer_sim.h"
 
 /* The old out-parameter shape over the CLASS constructors, for the many checks below. */
@@ -60,7 +62,9 @@ typedef struct {
     char ep_pub[64], ep_snap[64], ep_upd[64];
     char ep_upd_override[64]; /* non-empty: the trainer pushes here instead */
     char tmp[512], log[600];
-    char config[600]; /* non-empty: the trainer's --config instead of the repo's */
+    char config[600];        /* non-empty: the trainer's --config instead of the repo's */
+    const char *bin;         /* non-NULL: spawn this instead of fedmq-trainer (once) */
+    const char *bin_args[8]; /* its own flags before --config, NULL-terminated */
     fm_proc_set_t procs;
     /* the model the test serves */
     fm_model_t *layout;
@@ -298,7 +302,10 @@ static pid_t t_spawn(t_state_t *s, const char *extra1, const char *extra2)
     snprintf(o_cl, sizeof o_cl, "trainer.clients=%d-%d", CLIENT_FIRST, CLIENT_LAST);
     char *argv[40];
     int a = 0;
-    argv[a++] = FM_BIN_DIR "/fedmq-trainer";
+    argv[a++] = (char *)(s->bin ? s->bin : FM_BIN_DIR "/fedmq-trainer");
+    for (int i = 0; s->bin && s->bin_args[i]; i++)
+        argv[a++] = (char *)s->bin_args[i];
+    s->bin = NULL;
     argv[a++] = "--config";
     argv[a++] = s->config[0] ? s->config : FM_SOURCE_DIR "/configs/fedmq.conf";
     const char *sets[] = {"federation.model=mlp",
@@ -916,6 +923,20 @@ static double t_rel_diff(const char *what, const float *a, const float *b, size_
     return m > 0 ? d / m : INFINITY;
 }
 
+/* s->config: the local training t_replay replays (used by the next t_spawn only). */
+static void t_replay_config(t_state_t *s)
+{
+    snprintf(s->config, sizeof s->config, "%s/replay.conf", s->tmp);
+    FILE *f = fopen(s->config, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[federation]\nlocal_epochs = %d\nbatch_size = %d\nlearning_rate = %s\n"
+            "momentum = %s\nweight_decay = %s\nclip_norm = 0\nmu = 0\n"
+            "[trainer]\nthreads_per_worker = 1\ndropout_prob = 0\nlog_level = info\n",
+            R_EPOCHS, R_BATCH, R_LR, R_MOMENTUM, R_WEIGHT_DECAY);
+    assert_int_equal(fclose(f), 0);
+}
+
 static uint64_t t_want_round;
 static int t_round_update(t_state_t *s)
 {
@@ -928,15 +949,7 @@ static int t_round_update(t_state_t *s)
 static void test_replay(void **state)
 {
     t_state_t *s = *state;
-    snprintf(s->config, sizeof s->config, "%s/replay.conf", s->tmp);
-    FILE *f = fopen(s->config, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[federation]\nlocal_epochs = %d\nbatch_size = %d\nlearning_rate = %s\n"
-            "momentum = %s\nweight_decay = %s\nclip_norm = 0\nmu = 0\n"
-            "[trainer]\nthreads_per_worker = 1\ndropout_prob = 0\nlog_level = info\n",
-            R_EPOCHS, R_BATCH, R_LR, R_MOMENTUM, R_WEIGHT_DECAY);
-    assert_int_equal(fclose(f), 0);
+    t_replay_config(s);
 
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
@@ -1011,6 +1024,85 @@ static void test_replay(void **state)
     fm_dataset_destroy(&ds);
 }
 
+/* bench/fedmq_attacker, one attack per process, each client's first UPDATE of sync round 1
+ * (cohort {R_CLIENT}) against the replay attacked here: signflip = -10 x the replay exactly;
+ * noise = the noise trainer_attack_apply draws for (seed 1, R_CLIENT, run 0), of L2 norm 100
+ * (recomputed); backdoor = the replay on the client's samples poisoned here (half of them,
+ * trigger + class 3), which differs from the honest replay. Each says ATTACKER once. */
+static void test_attack(void **state)
+{
+    t_state_t *s = *state;
+    fm_dataset_t *ds = NULL;
+    fm_partition_t *part = NULL, *held = NULL;
+    fm_errmsg_t e;
+    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
+                     0);
+    assert_int_equal(
+        fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held, &e), 0);
+    size_t np = fm_model_nparams(s->layout);
+    float *base = malloc(np * sizeof(float)), *want = malloc(np * sizeof(float));
+    float *honest = malloc(np * sizeof(float));
+    assert_true(base && want && honest);
+    const char *kinds[] = {"signflip", "noise", "backdoor"};
+    for (int k = 0; k < 3; k++) {
+        t_replay_config(s);
+        s->bin = FM_BIN_DIR "/fedmq_attacker";
+        memset(s->bin_args, 0, sizeof s->bin_args);
+        s->bin_args[0] = "--attack";
+        s->bin_args[1] = kinds[k];
+        s->bin_args[2] = "--target";
+        s->bin_args[3] = "3";
+        t_set_sync_model(s, 30 + (uint64_t)k, 1, R_CLIENT, 0.0);
+        memcpy(base, fm_model_params(s->layout), np * sizeof(float));
+        int warned = fm_proc_file_count(s->log, "ATTACKER (benchmark only)");
+        pid_t pid = t_spawn(s, NULL, NULL);
+        s->config[0] = '\0';
+        assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+        t_want_round = 1;
+        assert_true(t_pump(s, t_round_update, 60));
+        assert_int_equal(s->last.client, R_CLIENT);
+        assert_int_equal(fm_proc_file_count(s->log, "ATTACKER (benchmark only)"), warned + 1);
+
+        fm_train_result_t res;
+        trainer_attack_t a;
+        trainer_attack_defaults(&a);
+        t_replay(ds, part, R_CLIENT, 0, base, 0.0, honest, &res);
+        if (k == 0) {
+            for (size_t i = 0; i < np; i++)
+                want[i] = -10.0f * honest[i];
+        } else if (k == 1) {
+            a.kind = TRAINER_ATTACK_NOISE;
+            trainer_attack_apply(&a, want, np, R_CLIENT, 0);
+            double ss = 0;
+            for (size_t i = 0; i < np; i++)
+                ss += (double)s->last_delta[i] * s->last_delta[i];
+            assert_true(fabs(sqrt(ss) - 100.0) < 1e-4);
+        } else {
+            a.kind = TRAINER_ATTACK_BACKDOOR;
+            a.target = 3;
+            uint32_t n = part->offsets[R_CLIENT + 1] - part->offsets[R_CLIENT], m = 0;
+            assert_int_equal(trainer_attack_poison_client(&a, ds,
+                                                          part->indices + part->offsets[R_CLIENT],
+                                                          n, R_CLIENT, &m),
+                             0);
+            assert_true(m > 0);
+            t_replay(ds, part, R_CLIENT, 0, base, 0.0, want, &res);
+            assert_true(t_rel_diff("backdoor vs honest", s->last_delta, honest, np) > 1e-3);
+        }
+        assert_true(t_rel_diff(kinds[k], s->last_delta, want, np) <= R_TOL);
+        int st = fm_proc_stop(pid, SIGTERM, 15);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    assert_int_equal(s->update_errors, 0);
+    free(base);
+    free(want);
+    free(honest);
+    fm_partition_destroy(&part);
+    fm_partition_destroy(&held);
+    fm_dataset_destroy(&ds);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1024,6 +1116,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sigterm_bye), cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_reload),      cmocka_unit_test(test_aggregator_down),
         cmocka_unit_test(test_sigkill),     cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_attack),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

@@ -569,9 +569,8 @@ static int s_init_range(trainer_pool_t *self, fm_errmsg_t *e)
     self->client_first = (uint32_t)first;
     self->client_count = (uint32_t)(last - first + 1);
     fm_sec_peer_t me;
-    if (fm_sec_self(self->sec, &me) == 0 && (self->client_first < me.client_first ||
-                                             (uint64_t)self->client_first + self->client_count >
-                                                 (uint64_t)me.client_first + me.client_count))
+    if (fm_sec_self(self->sec, &me) == 0 &&
+        !fm_sec_peer_covers(&me, self->client_first, self->client_count))
         return fm_errmsg_set(e, FM_EARG,
                              "[trainer] clients = %s: the key of '%s' ([security] trainer_cert) "
                              "is enrolled for clients %u-%u only",

@@ -319,6 +319,12 @@ int fm_sec_peer(fm_sec_t *s, const char *user_id, fm_sec_peer_t *out)
     return 0;
 }
 
+bool fm_sec_peer_covers(const fm_sec_peer_t *p, uint32_t first, uint32_t count)
+{
+    return count == 0 || (first >= p->client_first &&
+                          (uint64_t)first + count <= (uint64_t)p->client_first + p->client_count);
+}
+
 int fm_sec_check_trainer(fm_sec_t *s, const char *user_id, const char *trainer, uint32_t first,
                          uint32_t count, char *why, size_t cap)
 {
@@ -342,8 +348,7 @@ int fm_sec_check_trainer(fm_sec_t *s, const char *user_id, const char *trainer, 
         snprintf(why, cap, "trainer id '%s' sent with the key of '%s'", trainer, p.name);
         return 1;
     }
-    if (count > 0 && (first < p.client_first ||
-                      (uint64_t)first + count > (uint64_t)p.client_first + p.client_count)) {
+    if (!fm_sec_peer_covers(&p, first, count)) {
         snprintf(why, cap, "clients %u-%u; the key of '%s' is enrolled for %u-%u", first,
                  first + count - 1, p.name, p.client_first, p.client_first + p.client_count - 1);
         return 1;

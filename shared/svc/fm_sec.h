@@ -94,6 +94,9 @@ int fm_sec_apply(const fm_sec_t *s, zsock_t *sock, fm_sec_side_t side, fm_errmsg
  * FM_EARG for a certificate without a valid name, role or client range. */
 int fm_sec_peer(fm_sec_t *s, const char *user_id, fm_sec_peer_t *out);
 
+/* true if clients [first, first + count) lie within p's enrolment (count 0: trivially). */
+bool fm_sec_peer_covers(const fm_sec_peer_t *p, uint32_t first, uint32_t count);
+
 /* Under curve: may the peer with key `user_id` speak as trainer `trainer` for clients
  * [first, first + count)? 0 (also under mode none), else 1 with the reason in why[0..cap)
  * ("key of 'pool-a' speaks as 'pool-b'", "client 57 not enrolled", "no key"). */

@@ -509,17 +509,6 @@ static void test_dropped_round(void **state)
 /* ---- 4. a lost ACK: resent, dropped as a duplicate, acknowledged again --------------------- */
 
 /* The value of `series` on 127.0.0.1:port/metrics, or -1. */
-static double s_metric(int port, const char *series)
-{
-    fm_http_resp_t r;
-    double v = -1;
-    if (fm_http_request(port, "GET", "/metrics", &r) != 0 || r.status != 200 ||
-        !fm_http_sample(r.body, series, &v))
-        v = -1;
-    fm_http_free(&r);
-    return v;
-}
-
 /* A number after `key` in the last line of `path` that contains `line` (-1: none). */
 static long long s_log_number(const char *path, const char *line, const char *key)
 {
@@ -594,8 +583,8 @@ static void test_lost_ack_resent(void **state)
     /* the 2 ACK frames are ignored, their updates resent after 1 s and acknowledged again */
     double end = fm_proc_now() + 2 * S_WAIT_S, resent = -1, acked = -1;
     while (fm_proc_now() < end) {
-        resent = s_metric(tport, "fedmq_updates_resent_total");
-        acked = s_metric(tport, "fedmq_updates_acked_total");
+        resent = fm_http_metric(tport, "fedmq_updates_resent_total");
+        acked = fm_http_metric(tport, "fedmq_updates_acked_total");
         if (resent >= 2 && acked >= 10)
             break;
         fm_proc_sleep(0.1);

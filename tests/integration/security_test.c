@@ -130,17 +130,6 @@ static void s_start(s_ctx_t *c, int curve)
     s_spawn(c, "broker", sets, ns);
 }
 
-static double s_metric(int port, const char *series)
-{
-    fm_http_resp_t r;
-    double v = -1;
-    if (fm_http_request(port, "GET", "/metrics", &r) != 0 || r.status != 200 ||
-        !fm_http_sample(r.body, series, &v))
-        v = -1;
-    fm_http_free(&r);
-    return v;
-}
-
 /* ---- the test's clients ------------------------------------------------------------------ */
 
 /* A socket of `type` connected to `endpoint` as key `name` (NULL: plain) of the test's key
@@ -299,17 +288,17 @@ static void test_allow_list(void **state)
     assert_int_equal(s_send_update(c, a, "pool-a", 1) > 0, 1);
     assert_int_equal(s_wait_version(c, models, 1), 1);
     /* the enrolled update made version 1 alone: nothing else was received */
-    assert_true(s_metric(c->agg_port, "fedmq_updates_received_total") == 1.0);
-    assert_true(s_metric(c->agg_port, "fedmq_updates_applied_total") == 1.0);
+    assert_true(fm_http_metric(c->agg_port, "fedmq_updates_received_total") == 1.0);
+    assert_true(fm_http_metric(c->agg_port, "fedmq_updates_applied_total") == 1.0);
 
     /* 3. pool-a's key speaking as pool-b, and for a client it is not enrolled for */
     assert_true(s_send_update(c, a, "pool-b", 6) > 0);
     assert_true(s_send_update(c, a, "pool-a", 7) > 0);
     assert_true(s_send_update(c, a, "pool-a", 2) > 0); /* allowed: version 2 */
     assert_int_equal(s_wait_version(c, models, 2), 2);
-    assert_true(s_metric(c->agg_port, "fedmq_updates_rejected_total{reason=\"identity\"}") ==
-                2.0);
-    assert_true(s_metric(c->agg_port, "fedmq_updates_applied_total") == 2.0);
+    assert_true(
+        fm_http_metric(c->agg_port, "fedmq_updates_rejected_total{reason=\"identity\"}") == 2.0);
+    assert_true(fm_http_metric(c->agg_port, "fedmq_updates_applied_total") == 2.0);
 
     /* 2. the model from the broker: enrolled yes, not enrolled and plain no. The broker
      * forwards new versions only: make them until the enrolled subscriber has one (its
@@ -353,11 +342,12 @@ static void test_allow_list(void **state)
     assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &m, &c->buf), 0);
     assert_true(zmq_send(zsock_resolve(d_a), c->buf.data, c->buf.len, 0) > 0);
     double t0 = fm_proc_now();
-    while (s_metric(c->broker_port, "fedmq_trainers_live") < 1 && fm_proc_now() - t0 < S_WAIT_S)
+    while (fm_http_metric(c->broker_port, "fedmq_trainers_live") < 1 &&
+           fm_proc_now() - t0 < S_WAIT_S)
         fm_proc_sleep(0.05);
-    assert_true(s_metric(c->broker_port, "fedmq_trainers_live") == 1.0);
-    assert_true(s_metric(c->broker_port, "fedmq_frames_rejected_total{socket=\"snapshot\"}") ==
-                1.0);
+    assert_true(fm_http_metric(c->broker_port, "fedmq_trainers_live") == 1.0);
+    assert_true(fm_http_metric(c->broker_port,
+                               "fedmq_frames_rejected_total{socket=\"snapshot\"}") == 1.0);
 
     /* 4. pool-b leaves the allow-list: its next connection gets nowhere */
     char path[400];
@@ -368,8 +358,8 @@ static void test_allow_list(void **state)
     assert_true(s_send_update(c, a, "pool-a", 3) > 0);
     applied++, received++;
     assert_int_equal(s_wait_version(c, models, (uint64_t)applied), (uint64_t)applied);
-    assert_true(s_metric(c->agg_port, "fedmq_updates_applied_total") == applied);
-    assert_true(s_metric(c->agg_port, "fedmq_updates_received_total") == received);
+    assert_true(fm_http_metric(c->agg_port, "fedmq_updates_applied_total") == applied);
+    assert_true(fm_http_metric(c->agg_port, "fedmq_updates_received_total") == received);
 
     zsock_t *all[] = {models,    rogue,   plain, a,   sub_ok, sub_rogue,
                       sub_plain, d_rogue, d_ok,  d_a, b};

@@ -127,4 +127,17 @@ static inline int fm_http_sample(const char *text, const char *series, double *v
     return 0;
 }
 
+/* GET /metrics from 127.0.0.1:port once: the value of `series` (as fm_http_sample), or -1
+ * when the request failed or the series is absent. */
+static inline double fm_http_metric(int port, const char *series)
+{
+    fm_http_resp_t r;
+    double v = -1;
+    if (fm_http_request(port, "GET", "/metrics", &r) != 0 || r.status != 200 ||
+        !fm_http_sample(r.body, series, &v))
+        v = -1;
+    fm_http_free(&r);
+    return v;
+}
+
 #endif

@@ -96,6 +96,8 @@ static void s_usage(FILE *f)
                "  plot JSONL -o PNG draw the accuracy curves of metrics files (gnuplot)\n"
                "  partition CONFIG  write the trainers' client partition as JSON\n"
                "  keygen NAME       make a CurveZMQ key pair ([security] mode = curve)\n"
+               "  privacy           epsilon of a DP plan (--q --sigma --steps), or the sigma\n"
+               "                    or steps a --target-epsilon allows\n"
                "Run 'fedmq <command> --help' for the options of a command.\n");
 }
 
@@ -439,6 +441,8 @@ int main(int argc, char **argv)
         return fm_cli_partition(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0)
         return fm_cli_keygen(argc - 1, argv + 1);
+    if (strcmp(cmd, "privacy") == 0)
+        return fm_cli_privacy(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return 0;

@@ -52,6 +52,7 @@ Run with nice -n 19 when the machine is shared: it is CPU-bound.
 import argparse
 import datetime
 import math
+import os
 import random
 import sys
 import time
@@ -161,9 +162,14 @@ def log_a_integral(q, sigma, a, method="gauss-legendre", split=1):
         f = _integrand(mpf(q), mpf(sigma) ** 2, mpf(a), top)
         total, err = mpf(0), mpf(0)
         for pts in segs:
-            v, e = mpmath.quad(f, pts, method=method, error=True, maxdegree=10)
-            total += v
-            err += e
+            for lo, hi in zip(pts[:-1], pts[1:]):
+                # Each piece is mapped onto [-1, 1]: mpmath caches the nodes of every interval it
+                # sees (memory grew by gigabytes over the grid); [-1, 1] is always the same one.
+                mid, half = (lo + hi) / 2, (hi - lo) / 2
+                v, e = mpmath.quad(lambda t: f(mid + half * t), [-1, 1], method=method,
+                                   error=True, maxdegree=10)
+                total += v * half
+                err += e * half
         if not total > 0 or err > total * mpf("1e-30"):
             raise ArithmeticError("quad did not converge: q=%r sigma=%r alpha=%r value=%s err=%s"
                                   % (q, sigma, a, mpmath.nstr(total, 5), mpmath.nstr(err, 5)))
@@ -322,29 +328,65 @@ def published_comments(curves):
     return out, ok
 
 
+def _load_partial(path, tag):
+    """Curves finished by an earlier, interrupted --write (FILE.partial), if made the same way."""
+    done = {}
+    try:
+        with open(path) as fh:
+            if fh.readline().rstrip("\n") != tag:
+                return {}, 0.0
+            spent = 0.0
+            for line in fh:
+                f = line.rstrip("\n").split("\t")
+                if f[0] == "curve" and len(f) == 4 + len(DEFAULT_ALPHAS):
+                    done[(float(f[1]), float(f[2]))] = {
+                        float(a): mpf(v) for a, v in zip(DEFAULT_ALPHAS, f[4:])}
+                    spent += float(f[3])
+    except FileNotFoundError:
+        return {}, 0.0
+    return done, spent
+
+
 def write_fixture(path):
-    t0 = time.time()
-    curves = {}
+    """Write the fixture.  Each finished (q, sigma) curve is also appended to FILE.partial (40
+    digits), so an interrupted run resumes where it stopped; the file goes when all is written."""
+    partial = path + ".partial"
+    tag = "# rdp_reference partial: dps %d sum_dps %d tol %s orders %d" % (
+        DPS, SUM_DPS, mpmath.nstr(INT_TOL, 3), len(DEFAULT_ALPHAS))
+    curves, spent = _load_partial(partial, tag)
+    if curves:
+        print("resuming: %d curves from %s" % (len(curves), partial), file=sys.stderr)
+    else:
+        with open(partial, "w") as fh:
+            fh.write(tag + "\n")
     rdp_lines = []
     for q in RDP_QS:
         for s in RDP_SIGMAS:
-            t1 = time.time()
-            cur = rdp_curve(q, s)
-            curves[(q, s)] = cur
+            if (q, s) not in curves:
+                t1 = time.time()
+                cur = rdp_curve(q, s)
+                dt = time.time() - t1
+                spent += dt
+                curves[(q, s)] = cur
+                with open(partial, "a") as fh:
+                    fh.write("\t".join(["curve", repr(q), repr(s), "%.1f" % dt] +
+                                       [mpmath.nstr(cur[af], 40) for af, _ in orders()]) + "\n")
+                print("q=%r sigma=%r: %.1f s" % (q, s, dt), file=sys.stderr, flush=True)
+            cur = curves[(q, s)]
             for af, _ in orders():
                 rdp_lines.append("\t".join(["rdp", repr(q), repr(s), repr(af), fmt(cur[af])]))
-            print("q=%r sigma=%r: %.1f s" % (q, s, time.time() - t1), file=sys.stderr, flush=True)
+    t_rest = time.time()
     erows = eps_rows(curves)
     pub, ok = published_comments(curves)
     if not ok:
         print("warning: the Opacus published point disagrees", file=sys.stderr)
-    elapsed = time.time() - t0
+    elapsed = spent + (time.time() - t_rest)  # wall time, summed over resumed runs
     head = [
         "# fedmq RDP accountant reference fixture (issue 12); DO NOT EDIT, regenerate with",
         "#   nice -n 19 python3 tests/privacy/rdp_reference.py --write tests/fixtures/rdp_reference.tsv",
         "# generator: tests/privacy/rdp_reference.py (quadrature of the RDP definition of the",
         "#   Poisson-subsampled Gaussian; exact binomial sum at integer orders, checked against the",
-        "#   quadrature to %s relative); python %s, mpmath %s; generated %s in %.0f s"
+        "#   quadrature to %s relative); python %s, mpmath %s; generated %s, %.0f s wall"
         % (mpmath.nstr(INT_TOL, 1), sys.version.split()[0], mpmath.__version__,
            datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), elapsed),
         "# mp.dps: %d for the integrals, %d for the integer-order sums; values have 20 significant"
@@ -367,6 +409,7 @@ def write_fixture(path):
         fh.write("\n".join(head) + "\n")
         fh.write("\n".join(rdp_lines) + "\n")
         fh.write("\n".join("\t".join(r) for r in erows) + "\n")
+    os.remove(partial)
     print("wrote %s: %d rdp rows, %d eps rows in %.0f s" % (path, len(rdp_lines), len(erows), elapsed),
           file=sys.stderr)
     for line in pub:

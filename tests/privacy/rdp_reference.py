@@ -347,7 +347,28 @@ def _load_partial(path, tag):
     return done, spent
 
 
-def write_fixture(path):
+def _curve_job(qs):
+    """Worker: one (q, sigma) curve as 40-digit strings (what FILE.partial keeps), and its time."""
+    q, s = qs
+    mp.dps = DPS
+    t1 = time.time()
+    cur = rdp_curve(q, s)
+    return q, s, time.time() - t1, [mpmath.nstr(cur[af], 40) for af, _ in orders()]
+
+
+def _curves_in_parallel(todo, jobs):
+    """Yield _curve_job results for todo, in the order they finish, from jobs processes."""
+    if jobs <= 1:
+        for qs in todo:
+            yield _curve_job(qs)
+        return
+    import multiprocessing
+    with multiprocessing.Pool(jobs) as pool:
+        for r in pool.imap_unordered(_curve_job, todo):
+            yield r
+
+
+def write_fixture(path, jobs=1):
     """Write the fixture.  Each finished (q, sigma) curve is also appended to FILE.partial (40
     digits), so an interrupted run resumes where it stopped; the file goes when all is written."""
     partial = path + ".partial"
@@ -359,19 +380,17 @@ def write_fixture(path):
     else:
         with open(partial, "w") as fh:
             fh.write(tag + "\n")
+    todo = [(q, s) for q in RDP_QS for s in RDP_SIGMAS if (q, s) not in curves]
+    with open(partial, "a") as fh:
+        for q, s, dt, digits in _curves_in_parallel(todo, jobs):
+            spent += dt
+            curves[(q, s)] = {af: mpf(v) for (af, _), v in zip(orders(), digits)}
+            fh.write("\t".join(["curve", repr(q), repr(s), "%.1f" % dt] + digits) + "\n")
+            fh.flush()
+            print("q=%r sigma=%r: %.1f s" % (q, s, dt), file=sys.stderr, flush=True)
     rdp_lines = []
     for q in RDP_QS:
         for s in RDP_SIGMAS:
-            if (q, s) not in curves:
-                t1 = time.time()
-                cur = rdp_curve(q, s)
-                dt = time.time() - t1
-                spent += dt
-                curves[(q, s)] = cur
-                with open(partial, "a") as fh:
-                    fh.write("\t".join(["curve", repr(q), repr(s), "%.1f" % dt] +
-                                       [mpmath.nstr(cur[af], 40) for af, _ in orders()]) + "\n")
-                print("q=%r sigma=%r: %.1f s" % (q, s, dt), file=sys.stderr, flush=True)
             cur = curves[(q, s)]
             for af, _ in orders():
                 rdp_lines.append("\t".join(["rdp", repr(q), repr(s), repr(af), fmt(cur[af])]))
@@ -380,13 +399,13 @@ def write_fixture(path):
     pub, ok = published_comments(curves)
     if not ok:
         print("warning: the Opacus published point disagrees", file=sys.stderr)
-    elapsed = spent + (time.time() - t_rest)  # wall time, summed over resumed runs
+    elapsed = spent + (time.time() - t_rest)  # computing time, summed over curves and resumed runs
     head = [
         "# fedmq RDP accountant reference fixture (issue 12); DO NOT EDIT, regenerate with",
         "#   nice -n 19 python3 tests/privacy/rdp_reference.py --write tests/fixtures/rdp_reference.tsv",
         "# generator: tests/privacy/rdp_reference.py (quadrature of the RDP definition of the",
         "#   Poisson-subsampled Gaussian; exact binomial sum at integer orders, checked against the",
-        "#   quadrature to %s relative); python %s, mpmath %s; generated %s, %.0f s wall"
+        "#   quadrature to %s relative); python %s, mpmath %s; generated %s, %.0f s of computing"
         % (mpmath.nstr(INT_TOL, 1), sys.version.split()[0], mpmath.__version__,
            datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), elapsed),
         "# mp.dps: %d for the integrals, %d for the integer-order sums; values have 20 significant"
@@ -526,6 +545,8 @@ def main(argv):
         "recomputes every rdp row (as long as --write)." % (CHECK_TOL, DEFAULT_SAMPLE))
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", metavar="FILE", help="generate the fixture (tens of minutes)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="--write: curves computed by this many processes at once (default 1)")
     g.add_argument("--check", metavar="FILE", help="verify a fixture")
     g.add_argument("--point", nargs=3, type=float, metavar=("Q", "SIGMA", "ALPHA"),
                    help="print RDP of one step at one point")
@@ -535,7 +556,7 @@ def main(argv):
     args = ap.parse_args(argv)
     mp.dps = DPS
     if args.write:
-        write_fixture(args.write)
+        write_fixture(args.write, max(1, args.jobs))
         return 0
     if args.point:
         q, s, a = args.point

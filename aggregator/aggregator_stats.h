@@ -47,6 +47,8 @@ typedef enum {
     AGG_REJ_NORM,            /* L2 norm above [aggregator] norm_bound, norm_action = reject */
     AGG_REJ_OVERFLOW,        /* finite, but too large to fold (FM_SCREEN_NORM_CEILING, or
                                 weight x norm over the accumulator's limit) */
+    AGG_REJ_REPEAT,          /* [privacy] mode = client: the client already has an update in
+                                the open buffer (one per client per step) */
     AGG_REJ_COUNT
 } agg_reason_t;
 

@@ -58,6 +58,25 @@ static const char *s_security_name(int v)
     return S_NAMES(n, v);
 }
 
+static const char *s_privacy_name(int v)
+{
+    static const char *const n[] = {
+        [FM_CFG_PRIVACY_NONE] = "none", [FM_CFG_PRIVACY_CLIENT] = "client"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_mechanism_name(int v)
+{
+    static const char *const n[] = {
+        [FM_CFG_MECHANISM_GAUSSIAN] = "gaussian", [FM_CFG_MECHANISM_LAPLACE] = "laplace"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_conversion_name(int v)
+{
+    return fm_rdp_conv_name((fm_rdp_conv_t)v); /* v in the row's [lo, hi] */
+}
+
 static const char *s_staleness_name(int v)
 {
     return fm_staleness_name((fm_staleness_kind_t)v); /* v in the row's [lo, hi] */
@@ -317,12 +336,35 @@ static const fm_cfg_key_t s_keys[] = {
           "this trainer's certificate (+ PATH_secret); its name is the trainer id"),
     S_STR(security, monitor_cert, NULL, "/etc/fedmq/keys/monitor.cert", S_RESTART,
           "certificate (+ PATH_secret) of fedmq run / watch on the evaluator's METRICS feed"),
+
+    /* [privacy]: client-level differential privacy; read by the aggregator */
+    S_ENUM(privacy, mode, s_privacy_name, FM_CFG_PRIVACY_NONE, FM_CFG_PRIVACY_CLIENT, "none",
+           S_RESTART,
+           "none, or client: every update clipped to clip_norm, Gaussian noise on every "
+           "buffer or round, epsilon accounted (docs/PRIVACY.md)"),
+    S_ENUM(privacy, mechanism, s_mechanism_name, FM_CFG_MECHANISM_GAUSSIAN,
+           FM_CFG_MECHANISM_LAPLACE, "gaussian", S_RESTART,
+           "noise distribution: gaussian (laplace is refused: its accounting is not built)"),
+    S_FLT(privacy, clip_norm, 1e-12, 1e12, "1", S_RESTART,
+          "C: L2 norm every update is clipped to (the sensitivity of one client)"),
+    S_FLT(privacy, noise_multiplier, 0, 1e6, "1", S_RESTART,
+          "sigma: Gaussian noise of std sigma x clip_norm per coordinate on each buffer sum; "
+          "fedmq privacy --target-epsilon plans it"),
+    S_FLT(privacy, target_epsilon, 0, 1e6, "0", S_RESTART,
+          "privacy budget: no version whose epsilon would exceed it is made (training "
+          "finishes); 0 = no budget, epsilon is reported only"),
+    S_FLT(privacy, delta, 1e-300, 0.5, "1e-05", S_RESTART,
+          "the delta of (epsilon, delta); below 1 / clients"),
+    S_ENUM(privacy, conversion, s_conversion_name, FM_RDP_IMPROVED, FM_RDP_CLASSIC, "improved",
+           S_RESTART,
+           "RDP to (epsilon, delta): improved (Balle et al. 2020, as Opacus) or classic "
+           "(Mironov 2017)"),
 };
 
 #define S_NKEYS (sizeof s_keys / sizeof s_keys[0])
 
-static const char *const s_sections[] = {"federation", "endpoints", "broker",  "trainer",
-                                         "aggregator", "evaluator", "security"};
+static const char *const s_sections[] = {"federation", "endpoints", "broker",   "trainer",
+                                         "aggregator", "evaluator", "security", "privacy"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 size_t fm_cfg_nkeys(void) { return S_NKEYS; }
@@ -764,6 +806,31 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
         else
             snprintf(why, sizeof why, "trims nothing from a buffer of %d updates: use >= %g", bk,
                      ceil(1000.0 / bk) / 1000.0);
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT &&
+               c->privacy.mechanism == FM_CFG_MECHANISM_LAPLACE) {
+        k = fm_cfg_key_find("privacy", "mechanism");
+        snprintf(why, sizeof why,
+                 "laplace is not supported: the accountant covers the Gaussian mechanism; "
+                 "use gaussian");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->privacy.noise_multiplier <= 0) {
+        k = fm_cfg_key_find("privacy", "noise_multiplier");
+        snprintf(why, sizeof why, "must be > 0 with [privacy] mode = client (0 is no privacy)");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->aggregator.weight_by_samples) {
+        k = fm_cfg_key_find("aggregator", "weight_by_samples");
+        snprintf(why, sizeof why,
+                 "must be false with [privacy] mode = client: sample counts make one "
+                 "client's weight unbounded");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT &&
+               c->aggregator.aggregation != FM_ROBUST_MEAN) {
+        k = fm_cfg_key_find("aggregator", "aggregation");
+        snprintf(why, sizeof why,
+                 "must be mean with [privacy] mode = client (the noise is calibrated to a "
+                 "clipped sum)");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->aggregator.norm_bound > 0) {
+        k = fm_cfg_key_find("aggregator", "norm_bound");
+        snprintf(why, sizeof why,
+                 "must be 0 with [privacy] mode = client: [privacy] clip_norm clips every "
+                 "update");
     } else if (c->trainer.heartbeat_interval_s >= c->broker.heartbeat_timeout_s) {
         k = fm_cfg_key_find("trainer", "heartbeat_interval_s");
         char t[S_NUM_MAX];

@@ -45,6 +45,7 @@
 #include "fm_err.h"
 #include "fm_fedbuff.h"
 #include "fm_model.h"
+#include "fm_rdp.h"
 #include "fm_robust.h"
 #include "fm_screen.h"
 #include "fm_server_opt.h"
@@ -172,6 +173,21 @@ typedef struct {
     char monitor_cert[FM_CFG_STR_MAX];
 } fm_cfg_security_t;
 
+typedef enum { FM_CFG_PRIVACY_NONE, FM_CFG_PRIVACY_CLIENT } fm_cfg_privacy_mode_t;
+typedef enum { FM_CFG_MECHANISM_GAUSSIAN, FM_CFG_MECHANISM_LAPLACE } fm_cfg_mechanism_t;
+
+/* [privacy]: client-level differential privacy in the aggregator (aggregator_privacy.h,
+ * docs/PRIVACY.md). */
+typedef struct {
+    fm_cfg_privacy_mode_t mode;
+    fm_cfg_mechanism_t mechanism; /* gaussian; laplace is refused by fm_cfg_check */
+    double clip_norm;             /* C: every update's L2 bound */
+    double noise_multiplier;      /* sigma: noise std sigma * C on each buffer sum */
+    double target_epsilon;        /* budget; 0 = none (epsilon reported only) */
+    double delta;
+    fm_rdp_conv_t conversion; /* owned by fm_rdp (shared/fl) */
+} fm_cfg_privacy_t;
+
 /* Plain data: copy with `=`. */
 typedef struct {
     fm_cfg_federation_t federation;
@@ -181,6 +197,7 @@ typedef struct {
     fm_cfg_aggregator_t aggregator;
     fm_cfg_evaluator_t evaluator;
     fm_cfg_security_t security;
+    fm_cfg_privacy_t privacy;
 } fm_config_t;
 
 typedef enum {

@@ -8,8 +8,6 @@
 
 #include "fm_random.h"
 
-static const uint8_t s_magic[8] = {'F', 'M', 'P', 'R', 'I', 'V', '1', '\0'};
-
 struct agg_privacy {
     fm_dp_config_t dp; /* C, sigma, the fixed K */
     double delta, target;
@@ -146,74 +144,22 @@ void agg_privacy_describe(const agg_privacy_t *p, char *out, size_t cap)
 /* ---- checkpoint blob ------------------------------------------------------------------------
  */
 
-static void s_put_u64(uint8_t *b, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t s_get_u64(const uint8_t *b)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)b[i] << (8 * i);
-    return v;
-}
-
 void agg_privacy_save(const agg_privacy_t *p, uint8_t out[AGG_PRIVACY_BLOB_LEN])
 {
-    memcpy(out, s_magic, 8);
-    s_put_u64(out + 8, p->steps);
-    for (size_t i = 0; i < FM_RDP_NORDERS; i++) {
-        uint64_t bits;
-        memcpy(&bits, &p->spent.rdp[i], 8);
-        s_put_u64(out + 16 + 8 * i, bits);
-    }
-}
-
-/* Decode a blob into *acct and *steps. 0 or FM_EFORMAT. */
-static int s_decode(const void *blob, size_t len, fm_rdp_t *acct, uint64_t *steps, fm_errmsg_t *e)
-{
-    const uint8_t *b = blob;
-    if (len != AGG_PRIVACY_BLOB_LEN || memcmp(b, s_magic, 8) != 0)
-        return fm_errmsg_set(e, FM_EFORMAT,
-                             "privacy state: %zu bytes, not a fedmq privacy record (%d bytes)",
-                             len, AGG_PRIVACY_BLOB_LEN);
-    *steps = s_get_u64(b + 8);
-    for (size_t i = 0; i < FM_RDP_NORDERS; i++) {
-        uint64_t bits = s_get_u64(b + 16 + 8 * i);
-        double v;
-        memcpy(&v, &bits, 8);
-        if (!(v >= 0) || !isfinite(v))
-            return fm_errmsg_set(e, FM_EFORMAT, "privacy state: rdp at order %g is %g",
-                                 fm_rdp_order(i), v);
-        acct->rdp[i] = v;
-    }
-    return 0;
+    fm_rdp_encode(&p->spent, p->steps, p->delta, p->conv, out);
 }
 
 int agg_privacy_load(agg_privacy_t *p, const void *blob, size_t len, fm_errmsg_t *e)
 {
     fm_rdp_t acct;
-    uint64_t steps;
-    int rc = s_decode(blob, len, &acct, &steps, e);
+    uint64_t steps = 0;
+    int rc = fm_rdp_decode(blob, len, &acct, &steps, NULL, NULL, e);
     if (rc)
         return rc;
     p->spent = acct;
     p->steps = steps;
     p->eps = s_epsilon(p, &p->spent, p->steps);
     s_publish_metrics(p);
-    return 0;
-}
-
-int agg_privacy_blob_epsilon(const void *blob, size_t len, double delta, fm_rdp_conv_t conv,
-                             double *eps, uint64_t *steps)
-{
-    fm_rdp_t acct;
-    int rc = s_decode(blob, len, &acct, steps, NULL);
-    if (rc)
-        return rc;
-    *eps = *steps == 0 ? 0.0 : fm_rdp_epsilon(&acct, delta, conv, NULL);
     return 0;
 }
 

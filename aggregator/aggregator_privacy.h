@@ -35,9 +35,8 @@
 #include "fm_rdp.h"
 #include "fm_stats.h"
 
-/* Bytes of the checkpoint blob: magic "FMPRIV1\0", steps (u64), then FM_RDP_NORDERS doubles,
- * all little-endian. */
-#define AGG_PRIVACY_BLOB_LEN (8 + 8 + 8 * FM_RDP_NORDERS)
+/* Bytes of the checkpoint blob (fm_rdp_encode: the rdp per order, steps, delta, conversion). */
+#define AGG_PRIVACY_BLOB_LEN FM_RDP_BLOB_LEN
 
 typedef struct agg_privacy agg_privacy_t;
 
@@ -79,14 +78,9 @@ void agg_privacy_describe(const agg_privacy_t *p, char *out, size_t cap);
 /* The durable state as the checkpoint blob, out[AGG_PRIVACY_BLOB_LEN]. */
 void agg_privacy_save(const agg_privacy_t *p, uint8_t out[AGG_PRIVACY_BLOB_LEN]);
 
-/* Take the state of a checkpoint blob. 0, or FM_EFORMAT (wrong length or magic, a negative
- * or non-finite rdp) with one line in `e`: nothing changed. */
+/* Take the spent budget of a checkpoint blob (its steps and rdp; delta and conversion are
+ * the config's). 0, or FM_EFORMAT (fm_rdp_decode) with one line in `e`: nothing changed. */
 int agg_privacy_load(agg_privacy_t *p, const void *blob, size_t len, fm_errmsg_t *e);
-
-/* Epsilon of a checkpoint blob at (delta, conv), for `fedmq checkpoints`: 0 with *eps and
- * *steps, or FM_EFORMAT. */
-int agg_privacy_blob_epsilon(const void *blob, size_t len, double delta, fm_rdp_conv_t conv,
-                             double *eps, uint64_t *steps);
 
 /* stats.json: privacy, privacy_epsilon, privacy_delta, privacy_target_epsilon,
  * privacy_steps, privacy_exhausted. p may be NULL (privacy off: nothing set). */

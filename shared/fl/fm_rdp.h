@@ -86,4 +86,18 @@ int fm_rdp_sigma_for(double q, uint64_t steps, double delta, double target_eps,
 int fm_rdp_steps_for(double q, double sigma, double delta, double target_eps, fm_rdp_conv_t conv,
                      uint64_t cap, uint64_t *steps);
 
+/* A spent budget as bytes (for checkpoints): magic "FMRDP01\0", steps (u64), delta (f64),
+ * conversion (u64), then the FM_RDP_NORDERS rdp values (f64), all little-endian. */
+#define FM_RDP_BLOB_LEN (32 + 8 * FM_RDP_NORDERS)
+
+/* Encode acct, the number of steps it holds and the (delta, conv) it is reported at. */
+void fm_rdp_encode(const fm_rdp_t *acct, uint64_t steps, double delta, fm_rdp_conv_t conv,
+                   uint8_t out[FM_RDP_BLOB_LEN]);
+
+/* Decode blob[0..len) into *acct, *steps, *delta, *conv (each may be NULL but acct). 0, or
+ * FM_EFORMAT with one line in `e` (wrong length or magic, an unknown conversion, delta not
+ * in (0, 1), an rdp value negative or not finite): nothing written. */
+int fm_rdp_decode(const void *blob, size_t len, fm_rdp_t *acct, uint64_t *steps, double *delta,
+                  fm_rdp_conv_t *conv, fm_errmsg_t *e);
+
 #endif

@@ -16,7 +16,8 @@
  *      fourth buffer is dropped, the log says why, stats.json and /metrics say exhausted and
  *      finished, the last MODEL's eps <= target, later updates are rejected "late"; a restart
  *      on the same checkpoints resumes the spent budget (still exhausted), and a restart with
- *      a larger target continues from epsilon(3 steps), not from 0.
+ *      a larger target continues from epsilon(3 steps), not from 0; `fedmq checkpoints`
+ *      lists the epsilon of each record.
  * Every wait is bounded; children are reaped and temp dirs removed in the teardown. */
 #include <czmq.h>
 #include <math.h>
@@ -248,6 +249,16 @@ static void test_budget(void **state)
     assert_int_equal(fm_at_wait_model_hdr(c, 3, NULL, &hdr), 3); /* still serving version 3 */
     s_expect_close(hdr.epsilon, e3, 1e-12, "MODEL eps after the stop");
     fm_at_stop(c);
+    /* fedmq checkpoints lists the epsilon each record spent */
+    char cmd[1024], out[400], e3s[32];
+    snprintf(out, sizeof out, "%s/ckpt-list.txt", c->dir);
+    snprintf(cmd, sizeof cmd, "'%s/fedmq' checkpoints '%s' > '%s' 2>&1", FM_BIN_DIR, c->ckpt,
+             out);
+    assert_int_equal(system(cmd), 0);
+    snprintf(e3s, sizeof e3s, " %.4g ", e3);
+    assert_true(fm_proc_file_contains(out, "   epsilon  status"));
+    if (!fm_proc_file_contains(out, e3s))
+        fail_msg("fedmq checkpoints does not show epsilon%s for version 3", e3s);
 
     /* a restart on the same store: the spent budget is resumed, still exhausted */
     c->resume = 1;

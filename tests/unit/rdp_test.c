@@ -294,6 +294,49 @@ static void test_bad_arguments(void **state)
 }
 
 /* The orders: Opacus' default set, ascending, integers where 1 + x / 10 is one. */
+/* The checkpoint bytes: a round trip keeps every rdp bit, steps, delta and conversion; a
+ * wrong length, magic, conversion, delta or a negative / NaN rdp is refused, nothing written. */
+static void test_blob(void **state)
+{
+    (void)state;
+    fm_rdp_t a, b;
+    fm_rdp_init(&a);
+    assert_int_equal(fm_rdp_compose(&a, 0.01, 1.1, 1000), 0);
+    assert_int_equal(fm_rdp_compose(&a, 1.0, 4.0, 7), 0);
+    uint8_t blob[FM_RDP_BLOB_LEN];
+    fm_rdp_encode(&a, 1007, 1e-6, FM_RDP_CLASSIC, blob);
+    uint64_t steps = 0;
+    double delta = 0;
+    fm_rdp_conv_t conv = FM_RDP_IMPROVED;
+    assert_int_equal(fm_rdp_decode(blob, sizeof blob, &b, &steps, &delta, &conv, NULL), 0);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_true(steps == 1007 && delta == 1e-6 && conv == FM_RDP_CLASSIC);
+    fm_errmsg_t e = {{0}};
+    fm_rdp_init(&b);
+    assert_int_equal(fm_rdp_decode(blob, sizeof blob - 1, &b, NULL, NULL, NULL, &e), FM_EFORMAT);
+    assert_non_null(strstr(e.msg, "not an RDP record"));
+    uint8_t bad[FM_RDP_BLOB_LEN];
+    memcpy(bad, blob, sizeof bad);
+    bad[0] ^= 1; /* magic */
+    assert_int_equal(fm_rdp_decode(bad, sizeof bad, &b, NULL, NULL, NULL, NULL), FM_EFORMAT);
+    memcpy(bad, blob, sizeof bad);
+    bad[24] = 7; /* conversion */
+    assert_int_equal(fm_rdp_decode(bad, sizeof bad, &b, NULL, NULL, NULL, NULL), FM_EFORMAT);
+    fm_rdp_encode(&a, 1, 1.5, FM_RDP_IMPROVED, bad); /* delta out of (0, 1) */
+    assert_int_equal(fm_rdp_decode(bad, sizeof bad, &b, NULL, NULL, NULL, NULL), FM_EFORMAT);
+    fm_rdp_t neg = a;
+    neg.rdp[42] = -1e-9;
+    fm_rdp_encode(&neg, 1, 1e-5, FM_RDP_IMPROVED, bad);
+    assert_int_equal(fm_rdp_decode(bad, sizeof bad, &b, NULL, NULL, NULL, &e), FM_EFORMAT);
+    assert_non_null(strstr(e.msg, "rdp at order"));
+    neg.rdp[42] = NAN;
+    fm_rdp_encode(&neg, 1, 1e-5, FM_RDP_IMPROVED, bad);
+    assert_int_equal(fm_rdp_decode(bad, sizeof bad, &b, NULL, NULL, NULL, NULL), FM_EFORMAT);
+    fm_rdp_t zero;
+    fm_rdp_init(&zero);
+    assert_memory_equal(&b, &zero, sizeof b); /* nothing written by the refusals */
+}
+
 static void test_orders(void **state)
 {
     (void)state;
@@ -310,10 +353,15 @@ static void test_orders(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_orders),           cmocka_unit_test(test_reference_fixture),
-        cmocka_unit_test(test_opacus_published), cmocka_unit_test(test_gaussian_closed_form),
-        cmocka_unit_test(test_composition),      cmocka_unit_test(test_monotone),
-        cmocka_unit_test(test_inverses),         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_blob),
+        cmocka_unit_test(test_orders),
+        cmocka_unit_test(test_reference_fixture),
+        cmocka_unit_test(test_opacus_published),
+        cmocka_unit_test(test_gaussian_closed_form),
+        cmocka_unit_test(test_composition),
+        cmocka_unit_test(test_monotone),
+        cmocka_unit_test(test_inverses),
+        cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

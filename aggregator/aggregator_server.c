@@ -339,6 +339,9 @@ static void s_aggregate(agg_server_t *self)
         }
     }
     int was_finished = self->finished;
+    if (ok && !self->finished) /* a budget the next version would exceed ends the run now:
+                                  no round opens, no trainer works for nothing */
+        s_privacy_admits(self);
     s_update_finished(self);
     agg_view_t v = s_view(self);
     s_act(self, agg_policy_closed(self->policy, ok, count, &v, fm_daemon_now()));

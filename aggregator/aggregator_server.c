@@ -449,7 +449,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
             char why[FM_WIRE_STR_MAX + 96];
             snprintf(why, sizeof why, "UPDATE from %s client %u: L2 norm %.4g scaled to %.4g",
                      v.update.trainer, v.update.client, v.norm, v.bound);
-            agg_stats_clipped(self->stats, why);
+            agg_stats_clipped(self->stats, self->privacy ? LOG_DEBUG : LOG_NOTICE, why);
         }
         FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
                v.update.trainer, v.update.client, (unsigned long long)v.update.base,

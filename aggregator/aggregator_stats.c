@@ -165,12 +165,13 @@ void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why)
     fm_ratelog(&s->log, LOG_WARNING, "rejected frame (%s): %s", s_reason_names[r], why);
 }
 
-void agg_stats_clipped(agg_stats_t *s, const char *why)
+void agg_stats_clipped(agg_stats_t *s, int level, const char *why)
 {
     s->c.clipped++;
     s->dirty = 1;
     fm_metric_inc(s->m.clipped);
-    fm_ratelog(&s->clog, LOG_NOTICE, "clipped update: %s", why);
+    if (level <= fm_log_level()) /* a debug line costs nothing when off */
+        fm_ratelog(&s->clog, level, "clipped update: %s", why);
 }
 
 void agg_stats_received(agg_stats_t *s, size_t len)

@@ -17,10 +17,20 @@
  *      finished, the last MODEL's eps <= target, later updates are rejected "late"; a restart
  *      on the same checkpoints resumes the spent budget (still exhausted), and a restart with
  *      a larger target continues from epsilon(3 steps), not from 0; `fedmq checkpoints`
- *      lists the epsilon of each record.
+ *      lists the epsilon of each record;
+ *   4. a full disk (a 4 MB tmpfs in a private mount namespace; root only, as in CI): the
+ *      version whose checkpoint fails is not published and no more versions are made; after
+ *      room is made, a restart resumes the last durable budget and charges the reserved
+ *      (lost) version as a step.
  * Every wait is bounded; children are reaped and temp dirs removed in the teardown. */
 #include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -281,12 +291,87 @@ static void test_budget(void **state)
     c->resume = 0;
 }
 
+/* ---- 4. a full disk -------------------------------------------------------------------------
+ */
+
+static int s_private_mounts;
+
+static void test_full_disk(void **state)
+{
+    fm_at_t *c = *state;
+    if (!s_private_mounts) {
+        if (geteuid() != 0) {
+            print_message("SKIPPED test_full_disk: needs root for a private tmpfs mount\n");
+            skip();
+        }
+        fail_msg("running as root but without a private mount namespace (unshare)");
+    }
+    char mnt[280], filler[400];
+    snprintf(mnt, sizeof mnt, "%.256s/tmpfs", c->dir);
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
+        fail_msg("mount tmpfs on %s: %s", mnt, strerror(errno));
+    snprintf(c->ckpt, sizeof c->ckpt, "%s/ckpt", mnt);
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    c->resume = 1; /* keep c->ckpt on the tmpfs */
+    float *d = fm_at_floats(c);
+    const double sigma = 4.0;
+    const char *const extra[] = {"privacy.mode=client", "privacy.noise_multiplier=4",
+                                 "aggregator.checkpoint_keep=1000", NULL};
+    fm_at_start(c, 2, extra);
+    assert_int_equal(fm_at_wait_model(c, 0, NULL), 0);
+    s_buffer(c, d, 0);
+    assert_int_equal(fm_at_wait_model(c, 1, NULL), 1);
+    /* fill the disk: version 2's checkpoint fails, so version 2 is never published */
+    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    static char chunk[65536];
+    for (size_t sz = sizeof chunk; sz >= 1; sz /= 2)
+        while (write(fd, chunk, sz) == (ssize_t)sz)
+            ;
+    close(fd);
+    s_buffer(c, d, 1);
+    assert_true(
+        fm_proc_wait_file_contains(c->log, "privacy: version 2 is not published", FM_AT_WAIT_S));
+    fm_stats_t st = s_stats_version(c, 2);
+    assert_true(st.finished && !st.privacy_exhausted && st.privacy_steps == 2);
+    fm_wire_model_t hdr;
+    memset(&hdr, 0, sizeof hdr);
+    assert_int_equal(fm_at_wait_model_hdr(c, 1, NULL, &hdr), 1); /* still version 1 */
+    s_expect_close(hdr.epsilon, s_eps(sigma, 1), 1e-12, "MODEL eps while version 2 waits");
+    s_buffer(c, d, 1); /* no more versions: late */
+    assert_true(
+        fm_proc_wait_file_contains(c->log, "a checkpoint failed with privacy on", FM_AT_WAIT_S));
+    fm_proc_stop(c->pid, SIGTERM, 30.0); /* its final checkpoint fails too: exit 1 */
+    /* room again: resumes version 1's budget, charges the reserved version 2 as a step */
+    assert_int_equal(unlink(filler), 0);
+    fm_at_start(c, 2, extra);
+    assert_int_equal(fm_at_wait_model(c, 1, NULL), 1);
+    assert_true(fm_proc_wait_file_contains(
+        c->log, "privacy: versions 2-2 were lost but published", FM_AT_WAIT_S));
+    st = s_stats_version(c, 1);
+    assert_int_equal(st.privacy_steps, 2);
+    s_expect_close(st.privacy_epsilon, s_eps(sigma, 2), 1e-12, "epsilon after the charge");
+    s_buffer(c, d, 1);
+    assert_int_equal(fm_at_wait_model_hdr(c, 3, NULL, &hdr), 3);
+    s_expect_close(hdr.epsilon, s_eps(sigma, 3), 1e-12, "MODEL 3 eps");
+    fm_at_stop(c);
+    c->resume = 0;
+    assert_int_equal(umount(mnt), 0);
+}
+
 int main(void)
 {
+    /* a private mount namespace for the tmpfs of test_full_disk, before any thread exists;
+     * the daemons started by the test inherit it, and its mounts vanish with it */
+    if (geteuid() == 0 && unshare(CLONE_NEWNS) == 0 &&
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+        s_private_mounts = 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sensitivity, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_noise, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_budget, fm_at_setup, fm_at_teardown),
+        cmocka_unit_test_setup_teardown(test_full_disk, fm_at_setup, fm_at_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

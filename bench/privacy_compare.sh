@@ -62,7 +62,10 @@ mkdir -p "$OUT"
 
 COMMON=(--set "federation.num_clients=$CLIENTS" --set "trainer.clients=0-$((CLIENTS - 1))"
         --set federation.target_accuracy=1 --set "federation.time_limit_s=$SECS"
-        --set aggregator.weight_by_samples=false --set aggregator.round_timeout_s=600)
+        --set aggregator.weight_by_samples=false --set aggregator.round_timeout_s=600
+        --set trainer.ack_timeout_s=600)
+# ack_timeout_s: a sync round of 100 cnn clients can outlast the default 30 s before its
+# checkpoint acknowledges the first update, and every trainer then resends (duplicates)
 [ -n "$MODE" ] && COMMON+=(--set "federation.mode=$MODE")
 [ -n "$MODEL" ] && COMMON+=(--set "federation.model=$MODEL")
 mode=${MODE:-$(sed -n 's/^mode *= *//p' "$CONFIG" | head -1)}

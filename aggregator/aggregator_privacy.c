@@ -42,7 +42,8 @@ agg_privacy_t *agg_privacy_new(const fm_config_t *cfg, int k, int *err, fm_errms
         goto cleanup;
     }
     if (fm_random_init() != 0) {
-        rc = fm_errmsg_set(e, -1, "privacy: libsodium cannot start: no random source for noise");
+        rc = fm_errmsg_set(e, -EIO,
+                           "privacy: libsodium cannot start: no random source for noise");
         goto cleanup;
     }
     if (!(p = calloc(1, sizeof *p))) {

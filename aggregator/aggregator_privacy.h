@@ -42,7 +42,7 @@ typedef struct agg_privacy agg_privacy_t;
 
 /* The privacy of cfg->privacy for steps of `k` updates (the fixed denominator: the buffer
  * size, or the sync cohort), or NULL with *err = 0 when privacy.mode is none. NULL with
- * *err = FM_EARG (parameters out of range), -1 (libsodium cannot start: no noise source) or
+ * *err = FM_EARG (parameters out of range), -EIO (libsodium cannot start: no noise source) or
  * -ENOMEM, and one line in `e`. Caller owns it: agg_privacy_destroy. */
 agg_privacy_t *agg_privacy_new(const fm_config_t *cfg, int k, int *err, fm_errmsg_t *e);
 

@@ -38,16 +38,7 @@ LOG=(--log-level error) # first on every command line: no INFO lines on stderr
 TH=(--threads 2)        # shared machine
 TMO=30
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok - $1"; }
-notok() {
-    FAIL=$((FAIL + 1))
-    echo "not ok - $1"
-    shift
-    local l
-    for l in "$@"; do echo "#   $l"; done
-}
+. "$(dirname "$0")/tap.sh" # PASS, FAIL, ok, notok
 
 # Show at most 5 lines of a file, indented, for a failure report.
 show() {

@@ -16,16 +16,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0}
 T=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-cli-privacy.XXXXXX") || exit 1
 trap 'rm -rf "$T"' EXIT
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok - $1"; }
-notok() {
-    FAIL=$((FAIL + 1))
-    echo "not ok - $1"
-    shift
-    local l
-    for l in "$@"; do echo "#   $l"; done
-}
+. "$(dirname "$0")/tap.sh" # PASS, FAIL, ok, notok
 
 # field NAME FILE: NAME=value from the last line of FILE
 field() { tail -n 1 "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }

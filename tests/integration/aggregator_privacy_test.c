@@ -67,22 +67,6 @@ static void s_add_clipped(double *want, const float *d, size_t n, double s, doub
         want[j] += f * d[j];
 }
 
-/* The stats.json privacy fields once version >= v. */
-static fm_stats_t s_stats_version(fm_at_t *c, uint64_t v)
-{
-    char path[400];
-    snprintf(path, sizeof path, "%s/stats.json", c->ckpt);
-    fm_stats_t st;
-    double end = fm_proc_now() + FM_AT_WAIT_S;
-    for (;;) {
-        if (fm_stats_read(path, &st, NULL) == 0 && st.version >= v)
-            return st;
-        if (fm_proc_now() > end)
-            fail_msg("%s: version never reached %llu", path, (unsigned long long)v);
-        fm_proc_sleep(0.02);
-    }
-}
-
 static void s_expect_close(double got, double want, double rel, const char *what)
 {
     if (!(fabs(got - want) <= rel * fabs(want)))
@@ -140,7 +124,7 @@ static void test_sensitivity(void **state)
     assert_true(sqrt(norm) <= 3.0 * clip * (1 + 1e-4)); /* the sensitivity bound */
     s_expect_close(hdr.epsilon, s_eps(sigma, 1), 1e-12, "MODEL 1 eps");
     assert_true(hdr.delta == S_DELTA);
-    fm_stats_t st = s_stats_version(c, 1);
+    fm_stats_t st = fm_at_stats_when(c, "version", 1);
     assert_int_equal(fm_stats_rejected(&st, "repeat"), 1);
     assert_true(st.privacy && !st.privacy_exhausted && st.privacy_steps == 1);
     s_expect_close(st.privacy_epsilon, s_eps(sigma, 1), 1e-12, "stats privacy_epsilon");
@@ -274,7 +258,7 @@ static void test_budget(void **state)
     c->resume = 1;
     fm_at_start(c, 2, extra);
     assert_true(fm_proc_wait_file_contains(c->log, "privacy budget spent", FM_AT_WAIT_S));
-    st = s_stats_version(c, 3);
+    st = fm_at_stats_when(c, "version", 3);
     assert_true(st.privacy_exhausted && st.finished && st.privacy_steps == 3);
     s_expect_close(st.privacy_epsilon, e3, 1e-12, "resumed privacy_epsilon");
     fm_at_stop(c);
@@ -333,7 +317,7 @@ static void test_full_disk(void **state)
     s_buffer(c, d, 1);
     assert_true(
         fm_proc_wait_file_contains(c->log, "privacy: version 2 is not published", FM_AT_WAIT_S));
-    fm_stats_t st = s_stats_version(c, 2);
+    fm_stats_t st = fm_at_stats_when(c, "version", 2);
     assert_true(st.finished && !st.privacy_exhausted && st.privacy_steps == 2);
     fm_wire_model_t hdr;
     memset(&hdr, 0, sizeof hdr);
@@ -349,7 +333,7 @@ static void test_full_disk(void **state)
     assert_int_equal(fm_at_wait_model(c, 1, NULL), 1);
     assert_true(fm_proc_wait_file_contains(
         c->log, "privacy: versions 2-2 were lost but published", FM_AT_WAIT_S));
-    st = s_stats_version(c, 1);
+    st = fm_at_stats_when(c, "version", 1);
     assert_int_equal(st.privacy_steps, 2);
     s_expect_close(st.privacy_epsilon, s_eps(sigma, 2), 1e-12, "epsilon after the charge");
     s_buffer(c, d, 1);

@@ -181,20 +181,28 @@ static inline void fm_at_send(fm_at_t *c, uint64_t base, const float *delta)
     fm_at_send_ex(c, base, 0, 10, delta);
 }
 
-/* stats.json, once it says `updates_applied` >= applied; fails on timeout. */
-static inline fm_stats_t fm_at_stats(fm_at_t *c, uint64_t applied)
+/* stats.json, once its `field` ("updates_applied" or "version") is >= want; fails on timeout. */
+static inline fm_stats_t fm_at_stats_when(fm_at_t *c, const char *field, uint64_t want)
 {
     char path[400];
     snprintf(path, sizeof path, "%s/stats.json", c->ckpt);
     fm_stats_t st;
+    int version = strcmp(field, "version") == 0;
     double end = fm_proc_now() + FM_AT_WAIT_S;
     for (;;) {
-        if (fm_stats_read(path, &st, NULL) == 0 && st.updates_applied >= applied)
+        if (fm_stats_read(path, &st, NULL) == 0 &&
+            (version ? st.version : st.updates_applied) >= want)
             return st;
         if (fm_proc_now() > end)
-            fail_msg("%s: updates_applied never reached %llu", path, (unsigned long long)applied);
+            fail_msg("%s: %s never reached %llu", path, field, (unsigned long long)want);
         fm_proc_sleep(0.02);
     }
+}
+
+/* stats.json, once it says `updates_applied` >= applied; fails on timeout. */
+static inline fm_stats_t fm_at_stats(fm_at_t *c, uint64_t applied)
+{
+    return fm_at_stats_when(c, "updates_applied", applied);
 }
 
 /* The sample `series` of the aggregator's /metrics once it equals want; fails on timeout. */

@@ -20,6 +20,7 @@
  * noise_s_per_step (dp and exact) is the time to draw one step's normals (nparams of them),
  * measured separately, so the share of the noise in a step can be read off.
  * Exit codes: 0 success, 1 runtime failure, 2 bad input. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,7 +154,7 @@ int main(int argc, char **argv)
     if (!(eng = fm_engine_new(m, (int)threads, (int)batch, &err)) ||
         !(opt = fm_optim_new(np, &sgd, &err)) || !(stream = fm_random_stream_new(&err)) ||
         !(order = malloc(sizeof(uint32_t) * n)) || !(z = malloc(sizeof(double) * np))) {
-        fprintf(stderr, "dpsgd_bench: %s\n", fm_strerror(err ? err : -12));
+        fprintf(stderr, "dpsgd_bench: %s\n", fm_strerror(err ? err : -ENOMEM));
         goto cleanup;
     }
     /* one step's noise alone */

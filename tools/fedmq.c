@@ -310,11 +310,11 @@ static void s_dp_normals(void *ctx, double *out, size_t n)
 }
 
 /* DP-SGD instead of fm_train_run: noise and sampling from a CSPRNG stream (as the
- * trainer), the epsilon of the run printed (one line). FM_EARG (printed) for a bad plan,
- * else fm_dpsgd_run's code. */
+ * trainer), the epsilon of the run printed (one line). Returns fm_dpsgd_run's code; a plan
+ * or random source it refuses itself is reported here (one line) with *exit_code set. */
 static int s_train_dp(const s_opts_t *o, fm_engine_t *eng, fm_optim_t *opt, fm_model_t *m,
                       const fm_dataset_t *train, uint32_t n, s_progress_t *prog,
-                      fm_train_result_t *res)
+                      fm_train_result_t *res, int *exit_code)
 {
     fm_dpsgd_config_t c = {.clip = o->dp_clip,
                            .sigma = o->dp_sigma,
@@ -324,14 +324,14 @@ static int s_train_dp(const s_opts_t *o, fm_engine_t *eng, fm_optim_t *opt, fm_m
                            .seed = o->seed};
     fm_errmsg_t e = {{0}};
     if (fm_dpsgd_check(&c, &e) != 0) {
-        s_fail("train", FM_EXIT_INPUT, e.msg);
-        return FM_EARG;
+        *exit_code = s_fail("train", FM_EXIT_INPUT, e.msg);
+        return 0;
     }
     int err = 0;
     fm_random_stream_t *stream = fm_random_stream_new(&err);
     if (!stream) {
-        s_fail("train", FM_EXIT_RUNTIME, "DP-SGD: no secure random source (libsodium)");
-        return err;
+        *exit_code = s_fail("train", FM_EXIT_RUNTIME, "DP-SGD: no secure random source");
+        return 0;
     }
     FM_LOG(LOG_INFO,
            "DP-SGD: clip %g, noise multiplier %g, sample rate %g (expected batch %.1f), "
@@ -418,8 +418,10 @@ static int s_cmd_train(int argc, char **argv)
     double t0 = fm_daemon_now();
     int trc;
     if (o.dp_clip > 0) {
-        if ((trc = s_train_dp(&o, eng, opt, m, train, n, &prog, &res)) == FM_EARG) {
-            rc = FM_EXIT_INPUT;
+        int refused = 0;
+        trc = s_train_dp(&o, eng, opt, m, train, n, &prog, &res, &refused);
+        if (refused) {
+            rc = refused;
             goto cleanup;
         }
     } else {

@@ -239,6 +239,23 @@ static const fm_cfg_key_t s_keys[] = {
     S_STR(trainer, metrics_addr, s_check_metrics_addr, "127.0.0.1:9564", S_RESTART,
           "HOST:PORT of the Prometheus /metrics endpoint (numeric IPv4 or [IPv6]), off = none; "
           "trainer pools on one host need one port each"),
+    /* [trainer] DP-SGD: sample-level differential privacy of each client (docs/PRIVACY.md) */
+    S_BOOL(trainer, dp_sgd, "false", S_RESTART,
+           "train every client of this pool with DP-SGD (per-example clipping, Gaussian noise, "
+           "Poisson sampling) instead of plain mini-batches"),
+    S_FLT(trainer, dp_clip, 1e-6, 1e6, "1", S_RESTART,
+          "DP-SGD: L2 bound C of each example's gradient over all parameters"),
+    S_FLT(trainer, dp_noise_multiplier, 0, 100, "1.1", S_RESTART,
+          "DP-SGD: sigma, the noise std per coordinate of each step's sum is sigma * dp_clip; "
+          "0 = clipping only, no privacy"),
+    S_FLT(trainer, dp_sample_rate, 1e-6, 1, "0.01", S_RESTART,
+          "DP-SGD: q, the probability that an example joins a step (Poisson sampling); an "
+          "epoch is round(1/q) steps"),
+    S_FLT(trainer, dp_delta, 1e-15, 0.5, "1e-05", S_RESTART,
+          "DP-SGD: the delta of each client's reported (epsilon, delta); below 1 / its samples"),
+    S_FLT(trainer, dp_target_epsilon, 0, 1e6, "0", S_RESTART,
+          "DP-SGD: a client whose next local training would take its epsilon above this "
+          "stops training and sends no more updates; 0 = no budget"),
 
     /* [aggregator] */
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
@@ -756,6 +773,23 @@ static int s_buffer_k(const fm_config_t *c)
     return c->federation.mode == FM_CFG_MODE_SYNC || k == 0 ? c->federation.clients_per_round : k;
 }
 
+/* [trainer] dp_*: the key at fault and why, or NULL. */
+static const fm_cfg_key_t *s_check_dpsgd(const fm_config_t *c, char *why, size_t cap)
+{
+    const fm_cfg_trainer_t *t = &c->trainer;
+    if (!t->dp_sgd && t->dp_target_epsilon > 0) {
+        snprintf(why, cap, "is DP-SGD's budget: set [trainer] dp_sgd = true, or 0");
+        return fm_cfg_key_find("trainer", "dp_target_epsilon");
+    }
+    if (t->dp_sgd && t->dp_target_epsilon > 0 && t->dp_noise_multiplier == 0) {
+        snprintf(why, cap,
+                 "gives no privacy (epsilon is infinite), so no [trainer] dp_target_epsilon "
+                 "can be met: set it > 0, or dp_target_epsilon = 0");
+        return fm_cfg_key_find("trainer", "dp_noise_multiplier");
+    }
+    return NULL;
+}
+
 static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_errmsg_t *e)
 {
     const fm_cfg_federation_t *f = &c->federation;
@@ -837,6 +871,8 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
         s_fmt_double(t, sizeof t, c->broker.heartbeat_timeout_s);
         snprintf(why, sizeof why, "must be < [broker] heartbeat_timeout_s (%s)", t);
     }
+    if (!k)
+        k = s_check_dpsgd(c, why, sizeof why);
     if (!k)
         return 0;
     int line = lines ? lines[k - s_keys] : 0;

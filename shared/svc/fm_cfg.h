@@ -118,6 +118,13 @@ typedef struct {
     char history_file[FM_CFG_STR_MAX]; /* JSON Lines of updates sent and answers, "" = none */
     int log_level;
     char metrics_addr[FM_CFG_STR_MAX];
+    /* DP-SGD (fm_dpsgd; the budget: trainer_dp) */
+    bool dp_sgd;
+    double dp_clip;             /* C */
+    double dp_noise_multiplier; /* sigma, 0 = no noise */
+    double dp_sample_rate;      /* q */
+    double dp_delta;
+    double dp_target_epsilon; /* 0 = no budget */
 } fm_cfg_trainer_t;
 
 typedef struct {
@@ -252,6 +259,7 @@ int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len,
 int fm_cfg_set(fm_config_t *c, const char *key, const char *value, fm_errmsg_t *e);
 
 /* Cross-key constraints: clients_per_round <= num_clients, min_clients <= num_clients,
+ * [trainer] dp_target_epsilon only with dp_sgd and a noise multiplier > 0,
  * trainer.clients within [0, num_clients), trainer.heartbeat_interval_s <
  * broker.heartbeat_timeout_s, a relative aggregator.norm_bound >= 1 (or 0), a trim_fraction
  * that trims at least one update of a buffer (aggregation = trimmed_mean). Errors: FM_EARG, e.g.

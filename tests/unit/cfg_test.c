@@ -576,6 +576,8 @@ static void test_roundtrip(void **state)
     assert_int_equal(fm_cfg_set(&c, "federation.learning_rate", "0.30000000000000004", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "aggregator.tau", "1.2345678901234567e-7", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "trainer.slowdown_sigma", "0.1", &e), 0);
+    /* dp_target_epsilon > 0 (changed) needs a noise multiplier > 0 */
+    assert_int_equal(fm_cfg_set(&c, "trainer.dp_noise_multiplier", "0.5", &e), 0);
     /* mode = sync (changed) needs fedavg|fedprox, mu > 0 (changed) needs fedprox */
     assert_int_equal(fm_cfg_set(&c, "federation.aggregation_strategy", "fedprox", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "federation.min_clients", "2", &e), 0);

@@ -17,6 +17,7 @@ struct agg_ingest {
     fm_wire_tensors_t *tensors; /* decode scratch */
     double stale_sum;           /* staleness of the updates in the open buffer */
     double norm;                /* L2 norm of the update being judged */
+    uint32_t *clients;          /* one_per_client: the clients of the open buffer's updates */
 };
 
 agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg_idset_t *ids,
@@ -45,6 +46,11 @@ agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg
                       fm_strerror(rc));
         goto cleanup;
     }
+    if (policy->one_per_client &&
+        !(g->clients = calloc((size_t)policy->buffer_k, sizeof *g->clients))) {
+        rc = -ENOMEM;
+        goto cleanup;
+    }
     if ((rc = fm_screen_check(&policy->screen, e)) != 0 ||
         !(g->screen = fm_screen_new(&policy->screen, &rc)))
         goto cleanup;
@@ -67,6 +73,7 @@ void agg_ingest_destroy(agg_ingest_t **p)
     fm_fedbuff_destroy(&(*p)->buf);
     fm_robust_destroy(&(*p)->rob);
     fm_screen_destroy(&(*p)->screen);
+    free((*p)->clients);
     free((*p)->tensors);
     free(*p);
     *p = NULL;
@@ -216,6 +223,9 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
                         (unsigned long long)ctx->lost_first, (unsigned long long)ctx->lost_last);
     }
     *tau = version - u->base;
+    if (ctx->view.finished && ctx->stopped)
+        return s_reject(out, AGG_REJ_LATE, "UPDATE from %s: %s, the run is over", u->trainer,
+                        ctx->stopped);
     if (ctx->view.finished)
         return s_reject(out, AGG_REJ_LATE,
                         "UPDATE from %s: num_rounds = %d reached, the run "
@@ -231,6 +241,13 @@ static int s_check_fold(agg_ingest_t *g, const fm_wire_update_t *u, const agg_in
                         u->trainer, (unsigned long long)*tau, ctx->max_staleness);
     if (u->num_samples == 0)
         return s_reject(out, AGG_REJ_SAMPLES, "UPDATE from %s: n = 0 samples", u->trainer);
+    int pending = agg_ingest_pending(g);
+    for (int i = 0; g->clients && i < pending; i++)
+        if (g->clients[i] == u->client)
+            return s_reject(out, AGG_REJ_REPEAT,
+                            "UPDATE from %s: client %u already has an update in this buffer "
+                            "(privacy: one per client per step)",
+                            u->trainer, u->client);
     return 0;
 }
 
@@ -275,6 +292,9 @@ static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, doub
                          : fm_robust_fold_span(g->rob, v->offset, v->numel, t->data);
         FM_ASSERT(frc == 0);
     }
+    int pending = agg_ingest_pending(g); /* before the end */
+    if (g->clients && pending < g->policy->buffer_k)
+        g->clients[pending] = u->client;
     if (g->buf)
         fm_fedbuff_end(g->buf);
     else

@@ -69,9 +69,10 @@ typedef struct {
 
 /* What the server knows when a frame arrives. */
 typedef struct {
-    agg_view_t view;   /* version, finished, live clients */
-    int max_staleness; /* [aggregator] max_staleness (reloadable) */
-    int num_rounds;    /* [federation] num_rounds, for the "late" message */
+    agg_view_t view;     /* version, finished, live clients */
+    int max_staleness;   /* [aggregator] max_staleness (reloadable) */
+    int num_rounds;      /* [federation] num_rounds, for the "late" message */
+    const char *stopped; /* why no more versions are made besides num_rounds (NULL: none) */
 
     /* versions lost in a checkpoint fallback or reset (agg_state_lost); 0 0: none */
     uint64_t lost_first, lost_last;

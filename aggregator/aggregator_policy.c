@@ -6,6 +6,11 @@
 fm_screen_config_t agg_policy_screen_config(const fm_config_t *cfg)
 {
     const fm_cfg_aggregator_t *a = &cfg->aggregator;
+    if (cfg->privacy.mode == FM_CFG_PRIVACY_CLIENT) /* 2^-20: the margin for rounding */
+        return (fm_screen_config_t){.bound = cfg->privacy.clip_norm * (1.0 - 0x1p-20),
+                                    .mode = FM_SCREEN_ABSOLUTE,
+                                    .action = FM_SCREEN_CLIP,
+                                    .window = a->norm_window};
     return (fm_screen_config_t){.bound = a->norm_bound,
                                 .mode = a->norm_bound_mode,
                                 .action = a->norm_action,
@@ -20,6 +25,7 @@ agg_policy_t *agg_policy_new(const fm_config_t *cfg, int *err, fm_errmsg_t *e)
         p->rule = cfg->aggregator.aggregation;
         p->trim_fraction = cfg->aggregator.trim_fraction;
         p->screen = agg_policy_screen_config(cfg);
+        p->one_per_client = cfg->privacy.mode == FM_CFG_PRIVACY_CLIENT;
     }
     return p;
 }

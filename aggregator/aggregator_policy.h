@@ -81,9 +81,13 @@ struct agg_policy {
     fm_robust_rule_t rule;
     double trim_fraction;
     fm_screen_config_t screen;
+    /* [privacy] mode = client: at most one update per client in a buffer (`repeat`) */
+    int one_per_client;
 };
 
-/* The norm screen of [aggregator] norm_bound, norm_bound_mode, norm_action, norm_window. */
+/* The norm screen of [aggregator] norm_bound, norm_bound_mode, norm_action, norm_window; with
+ * [privacy] mode = client, every update clipped to privacy.clip_norm instead (absolute, clip:
+ * slightly below C so that the float weight's rounding keeps ||w delta|| <= C). */
 fm_screen_config_t agg_policy_screen_config(const fm_config_t *cfg);
 
 /* The policy of cfg->federation.mode. `cfg` is borrowed and must outlive the policy: a

@@ -11,6 +11,7 @@
 #include "aggregator_acks.h"
 #include "aggregator_ingest.h"
 #include "aggregator_policy.h"
+#include "aggregator_privacy.h"
 #include "aggregator_state.h"
 #include "aggregator_stats.h"
 #include "fm_jsonl.h"
@@ -39,15 +40,16 @@ struct agg_server {
 
     fm_model_t *model; /* the global model (params = current version) */
     fm_server_opt_t *opt;
-    float *mean;           /* nparams: the buffer's mean delta */
-    agg_policy_t *policy;  /* async or sync (borrows cfg) */
-    agg_state_t *state;    /* checkpoints, id window */
-    agg_stats_t *stats;    /* counters, stats.json, /metrics */
-    fm_metrics_t *metrics; /* borrowed: the daemon's registry (may be NULL) */
-    fm_sec_t *sec;         /* borrowed: keys, and who sent a frame (may be NULL: none) */
-    agg_ingest_t *ingest;  /* frame -> verdict, the buffer */
-    agg_acks_t *acks;      /* ACKs ([aggregator] acks), NULL when off */
-    fm_jsonl_t *history;   /* [aggregator] history_file, NULL when off */
+    float *mean;            /* nparams: the buffer's mean delta */
+    agg_policy_t *policy;   /* async or sync (borrows cfg) */
+    agg_state_t *state;     /* checkpoints, id window */
+    agg_stats_t *stats;     /* counters, stats.json, /metrics */
+    fm_metrics_t *metrics;  /* borrowed: the daemon's registry (may be NULL) */
+    fm_sec_t *sec;          /* borrowed: keys, and who sent a frame (may be NULL: none) */
+    agg_ingest_t *ingest;   /* frame -> verdict, the buffer */
+    agg_acks_t *acks;       /* ACKs ([aggregator] acks), NULL when off */
+    agg_privacy_t *privacy; /* [privacy] mode = client, NULL when off */
+    fm_jsonl_t *history;    /* [aggregator] history_file, NULL when off */
     fm_ratelog_t history_log;
     uint8_t *scratch_ids;     /* the ids of one version, for the history */
     fm_members_t *members;    /* live trainers (HELLO/HEARTBEAT/BYE on PULL) */
@@ -56,8 +58,9 @@ struct agg_server {
     uint32_t nlive;           /* distinct live clients at the last count */
 
     uint64_t version;
-    int finished;   /* num_rounds versions exist */
-    double created; /* wall clock of the current version ("ts") */
+    int finished;        /* num_rounds versions exist, or `stopped` */
+    const char *stopped; /* why no more versions are made besides num_rounds (static), NULL */
+    double created;      /* wall clock of the current version ("ts") */
 
     fm_wire_buf_t frame;    /* the encoded MODEL of the current version */
     double last_publish_at; /* monotonic */
@@ -74,11 +77,11 @@ static agg_view_t s_view(const agg_server_t *self)
                         .live = self->live};
 }
 
-/* finished: num_rounds (> 0) versions exist. */
+/* finished: num_rounds (> 0) versions exist, or no more are made (`stopped`). */
 static void s_update_finished(agg_server_t *self)
 {
     int nr = self->cfg.federation.num_rounds;
-    self->finished = nr > 0 && self->version >= (uint64_t)nr;
+    self->finished = (nr > 0 && self->version >= (uint64_t)nr) || self->stopped;
 }
 
 /* ---- outputs: MODEL, stats.json, checkpoint ------------------------------------------------ */
@@ -91,6 +94,10 @@ static fm_wire_model_t s_model_hdr(agg_server_t *self)
                            .applied = agg_stats_counters(self->stats)->applied,
                            .updates_per_s = agg_stats_rate(self->stats, fm_daemon_now()),
                            .boot = self->acks ? agg_acks_boot(self->acks) : 0};
+    if (self->privacy) {
+        hdr.epsilon = agg_privacy_epsilon(self->privacy);
+        hdr.delta = self->cfg.privacy.delta;
+    }
     agg_policy_model_meta(self->policy, &hdr);
     return hdr;
 }
@@ -131,6 +138,7 @@ static void s_write_stats(agg_server_t *self)
     st.staleness_max = fb.staleness_max;
     st.updates_pending = (uint32_t)agg_ingest_pending(self->ingest);
     agg_state_stats(self->state, &st);
+    agg_privacy_stats(self->privacy, &st);
     if (self->acks) {
         st.acked = agg_acks_applied(self->acks);
         st.ack_refused = agg_acks_refused(self->acks);
@@ -143,6 +151,10 @@ static int s_checkpoint(agg_server_t *self, const char *why)
     agg_record_t rec = {.version = self->version,
                         .round = agg_policy_round(self->policy),
                         .counters = *agg_stats_counters(self->stats)};
+    if (self->privacy) { /* the budget spent, with the model it made */
+        agg_privacy_save(self->privacy, rec.privacy);
+        rec.privacy_len = AGG_PRIVACY_BLOB_LEN;
+    }
     double t0 = fm_daemon_now();
     int rc = agg_state_save(self->state, self->model, self->opt, &rec,
                             (size_t)agg_ingest_pending(self->ingest), why);
@@ -243,14 +255,56 @@ static void s_history_version(agg_server_t *self, int count)
                             (json_int_t)self->version, "ts", fm_daemon_wallclock(), "ids", arr));
 }
 
+/* No more versions: `why` (static) says why; the open buffer is dropped ("dropped" to the
+ * senders); the current version stays published. */
+static void s_stop_versions(agg_server_t *self, const char *why)
+{
+    int pending = agg_ingest_pending(self->ingest);
+    s_unapply(self, pending);
+    agg_ingest_reset(self->ingest);
+    self->stopped = why;
+    s_update_finished(self);
+    agg_stats_touch(self->stats);
+    s_write_stats(self);
+}
+
+/* [privacy]: 1 if one more step stays within the budget; else stop making versions (one
+ * NOTICE, the metric and stats.json say so) and 0. */
+static int s_privacy_admits(agg_server_t *self)
+{
+    double next = 0;
+    if (!self->privacy || agg_privacy_admits(self->privacy, &next))
+        return 1;
+    int pending = agg_ingest_pending(self->ingest);
+    agg_privacy_set_exhausted(self->privacy);
+    FM_LOG(LOG_NOTICE,
+           "privacy budget spent: the next version would reach epsilon %.4g > "
+           "[privacy] target_epsilon = %g (delta %g); version %llu (epsilon %.4g, %llu steps) "
+           "is the last: finished%s",
+           next, self->cfg.privacy.target_epsilon, self->cfg.privacy.delta,
+           (unsigned long long)self->version, agg_privacy_epsilon(self->privacy),
+           (unsigned long long)agg_privacy_steps(self->privacy),
+           pending ? ", the open buffer's updates dropped" : "");
+    s_stop_versions(self, "the privacy budget is spent");
+    return 0;
+}
+
 /* The buffer through the server optimiser: a new version (or the buffer dropped), then what
- * the policy says (publish; sync: the next round), maybe a checkpoint, stats.json. */
+ * the policy says (publish; sync: the next round), maybe a checkpoint, stats.json. With
+ * [privacy], the step is noised and accounted first, and the version is checkpointed before
+ * it is published: a version whose privacy cost is not durable is never published. */
 static void s_aggregate(agg_server_t *self)
 {
     int count = 0;
     double stale_mean = 0, t0 = fm_daemon_now();
-    if (agg_ingest_take(self->ingest, self->mean, &count, &stale_mean) != 0)
+    if (!s_privacy_admits(self) ||
+        agg_ingest_take(self->ingest, self->mean, &count, &stale_mean) != 0)
         return;
+    if (self->privacy) {
+        int prc = agg_privacy_step(self->privacy, self->mean, fm_model_nparams(self->model),
+                                   count);
+        FM_ASSERT(prc == 0); /* count >= 1 from take */
+    }
     int ok = fm_server_opt_apply(self->opt, fm_model_params(self->model), self->mean) == 0;
     if (ok) {
         self->version = agg_state_next_version(self->state, self->version);
@@ -268,14 +322,26 @@ static void s_aggregate(agg_server_t *self)
                count, (unsigned long long)self->version);
     }
     int committed = 0;
-    if (ok && self->acks) { /* acknowledged delivery: durable before anyone sees it */
+    if (ok && (self->acks || self->privacy)) { /* durable before anyone sees it */
 #ifdef FM_TEST_HOOKS
         s_test_kill_before_commit();
 #endif
-        s_checkpoint(self, "version");
+        int crc = s_checkpoint(self, "version");
         committed = 1;
+        if (crc && self->privacy) {
+            FM_LOG(LOG_ERR,
+                   "privacy: version %llu is not published: its checkpoint failed, so the "
+                   "budget it spent (epsilon %.4g) is not durable; no more versions until a "
+                   "restart (which resumes from the last checkpoint)",
+                   (unsigned long long)self->version, agg_privacy_epsilon(self->privacy));
+            s_stop_versions(self, "a checkpoint failed with privacy on");
+            return;
+        }
     }
     int was_finished = self->finished;
+    if (ok && !self->finished) /* a budget the next version would exceed ends the run now:
+                                  no round opens, no trainer works for nothing */
+        s_privacy_admits(self);
     s_update_finished(self);
     agg_view_t v = s_view(self);
     s_act(self, agg_policy_closed(self->policy, ok, count, &v, fm_daemon_now()));
@@ -361,6 +427,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
     agg_ingest_ctx_t ctx = {.view = s_view(self),
                             .max_staleness = self->cfg.aggregator.max_staleness,
                             .num_rounds = self->cfg.federation.num_rounds,
+                            .stopped = self->stopped,
                             .sec = self->sec,
                             .user_id = user_id};
     agg_state_lost(self->state, &ctx.lost_first, &ctx.lost_last);
@@ -382,7 +449,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
             char why[FM_WIRE_STR_MAX + 96];
             snprintf(why, sizeof why, "UPDATE from %s client %u: L2 norm %.4g scaled to %.4g",
                      v.update.trainer, v.update.client, v.norm, v.bound);
-            agg_stats_clipped(self->stats, why);
+            agg_stats_clipped(self->stats, self->privacy ? LOG_DEBUG : LOG_NOTICE, why);
         }
         FM_LOG(LOG_DEBUG, "folded UPDATE from %s client %u: base %llu, tau %llu, n %llu",
                v.update.trainer, v.update.client, (unsigned long long)v.update.base,
@@ -507,6 +574,37 @@ static int s_init_learning(agg_server_t *self, fm_errmsg_t *e)
     return 0;
 }
 
+/* [privacy]: the budget spent, from the resumed record `rec` (NULL: none), plus the versions
+ * lost to a fallback or reset (published, so spent). 0, or FM_EFORMAT (an unreadable
+ * privacy record: refuse to start rather than forget spent budget). */
+static int s_privacy_resume(agg_server_t *self, const agg_record_t *rec, fm_errmsg_t *e)
+{
+    if (!self->privacy)
+        return 0;
+    int rc;
+    fm_errmsg_t pe = {{0}};
+    if (rec && rec->privacy_len &&
+        (rc = agg_privacy_load(self->privacy, rec->privacy, rec->privacy_len, &pe)) != 0)
+        return fm_errmsg_set(e, rc, "checkpoint version %llu: %s",
+                             (unsigned long long)rec->version, pe.msg);
+    if (rec && !rec->privacy_len && rec->version > 0)
+        FM_LOG(LOG_WARNING,
+               "privacy: checkpoint version %llu has no privacy record: versions up to it "
+               "were made without client-level DP; epsilon counts the steps from here",
+               (unsigned long long)rec->version);
+    uint64_t first = 0, last = 0;
+    if (agg_state_lost(self->state, &first, &last)) {
+        agg_privacy_charge(self->privacy, last - first + 1);
+        FM_LOG(LOG_WARNING,
+               "privacy: versions %llu-%llu were lost but published: charged as %llu steps "
+               "of noise multiplier %g (epsilon now %.4g)",
+               (unsigned long long)first, (unsigned long long)last,
+               (unsigned long long)(last - first + 1), self->cfg.privacy.noise_multiplier,
+               agg_privacy_epsilon(self->privacy));
+    }
+    return 0;
+}
+
 /* The version to start from: the newest checkpoint, else the init file, else the seed. */
 static int s_init_model(agg_server_t *self, fm_errmsg_t *e)
 {
@@ -517,9 +615,11 @@ static int s_init_model(agg_server_t *self, fm_errmsg_t *e)
         self->version = rec.version;
         agg_stats_restore(self->stats, &rec.counters);
         agg_policy_set_round(self->policy, rec.round);
-        return 0;
+        return s_privacy_resume(self, &rec, e);
     }
     if (rc != -ENOENT)
+        return rc;
+    if ((rc = s_privacy_resume(self, NULL, e)) != 0)
         return rc;
     if (ac->init[0]) {
         if ((rc = fm_safetensors_load_model(self->model, ac->init, e)) != 0)
@@ -606,6 +706,11 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     char rule[400];
     agg_ingest_describe(self->ingest, rule, sizeof rule);
     FM_LOG(LOG_NOTICE, "%s", rule);
+    if (self->privacy) {
+        char dp[400];
+        agg_privacy_describe(self->privacy, dp, sizeof dp);
+        FM_LOG(LOG_NOTICE, "%s", dp);
+    }
     return 0;
 }
 
@@ -615,8 +720,12 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
     int rc = s_init_learning(self, e);
     if (rc)
         return rc;
-    if (!(self->policy = agg_policy_new(&self->cfg, &rc, e)) ||
-        !(self->stats = agg_stats_new(self->cfg.aggregator.checkpoint_dir, fm_daemon_wallclock(),
+    if (!(self->policy = agg_policy_new(&self->cfg, &rc, e)))
+        return rc;
+    self->privacy = agg_privacy_new(&self->cfg, self->policy->buffer_k, &rc, e);
+    if (rc || (rc = agg_privacy_metrics(self->privacy, self->metrics)) != 0)
+        return rc;
+    if (!(self->stats = agg_stats_new(self->cfg.aggregator.checkpoint_dir, fm_daemon_wallclock(),
                                       fm_daemon_now(), &rc, e)) ||
         (rc = agg_stats_metrics(self->stats, self->metrics)) != 0 ||
         !(self->state = agg_state_new(&self->cfg, AGG_IDSET_DEFAULT_CAP, &rc, e)) ||
@@ -656,6 +765,8 @@ agg_server_t *agg_server_new(const fm_config_t *cfg, const fm_daemon_args_t *arg
     if (self->finished)
         FM_LOG(LOG_NOTICE, "version %llu >= num_rounds = %d: finished, no rounds will open",
                (unsigned long long)self->version, self->cfg.federation.num_rounds);
+    else
+        s_privacy_admits(self); /* a resumed budget may be spent already */
 cleanup:
     if (rc) {
         if (e && !e->msg[0])
@@ -707,6 +818,7 @@ void agg_server_destroy(agg_server_t **p)
     agg_state_destroy(&self->state);
     agg_stats_destroy(&self->stats);
     agg_policy_destroy(&self->policy);
+    agg_privacy_destroy(&self->privacy);
     fm_members_destroy(&self->members);
     free(self->live);
     free(self->mean);

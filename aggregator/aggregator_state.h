@@ -14,6 +14,8 @@
  *   "agg.reasons" the rejected counters of the reasons past the header's FM_CKPT_NREASONS
  *                 (u64 LE each, in reason order; an older store's fewer or none: 0)
  *   "agg.clipped" updates clipped to the norm bound (u64 LE; absent in an older store: 0)
+ *   "agg.privacy" [privacy] mode = client: the privacy budget spent (agg_privacy_save); absent
+ *                 when privacy is off
  * The id window (agg_idset) lives here: the ingest step borrows it to drop duplicates.
  *
  * A resume takes ONE record: its version, params, optimiser state, counters, ids and round
@@ -32,6 +34,7 @@
 #include <stdint.h>
 
 #include "aggregator_idset.h"
+#include "aggregator_privacy.h"
 #include "aggregator_stats.h"
 #include "fm_cfg.h"
 #include "fm_err.h"
@@ -44,6 +47,10 @@ typedef struct {
     uint64_t version;        /* model version */
     uint64_t round;          /* last sync round opened (0: none, or async) */
     agg_counters_t counters; /* applied and rejected counts */
+    /* [privacy] mode = client: the spent budget (agg_privacy_save), privacy_len bytes;
+     * 0 = none (privacy off, or an older record without it) */
+    uint8_t privacy[AGG_PRIVACY_BLOB_LEN];
+    size_t privacy_len;
 } agg_record_t;
 
 typedef struct agg_state agg_state_t;

@@ -20,7 +20,7 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_SAMPLES] = "samples",     [AGG_REJ_LATE] = "late",
     [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
     [AGG_REJ_IDENTITY] = "identity",   [AGG_REJ_NORM] = "norm",
-    [AGG_REJ_OVERFLOW] = "overflow",
+    [AGG_REJ_OVERFLOW] = "overflow",   [AGG_REJ_REPEAT] = "repeat",
 };
 
 /* the first FM_CKPT_NREASONS counters go in the checkpoint header, the rest in the record
@@ -165,12 +165,13 @@ void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why)
     fm_ratelog(&s->log, LOG_WARNING, "rejected frame (%s): %s", s_reason_names[r], why);
 }
 
-void agg_stats_clipped(agg_stats_t *s, const char *why)
+void agg_stats_clipped(agg_stats_t *s, int level, const char *why)
 {
     s->c.clipped++;
     s->dirty = 1;
     fm_metric_inc(s->m.clipped);
-    fm_ratelog(&s->clog, LOG_NOTICE, "clipped update: %s", why);
+    if (level <= fm_log_level()) /* a debug line costs nothing when off */
+        fm_ratelog(&s->clog, level, "clipped update: %s", why);
 }
 
 void agg_stats_received(agg_stats_t *s, size_t len)

@@ -47,6 +47,8 @@ typedef enum {
     AGG_REJ_NORM,            /* L2 norm above [aggregator] norm_bound, norm_action = reject */
     AGG_REJ_OVERFLOW,        /* finite, but too large to fold (FM_SCREEN_NORM_CEILING, or
                                 weight x norm over the accumulator's limit) */
+    AGG_REJ_REPEAT,          /* [privacy] mode = client: the client already has an update in
+                                the open buffer (one per client per step) */
     AGG_REJ_COUNT
 } agg_reason_t;
 
@@ -100,8 +102,9 @@ void agg_stats_restore(agg_stats_t *s, const agg_counters_t *c);
 void agg_stats_reject(agg_stats_t *s, agg_reason_t r, const char *why);
 
 /* A folded update was clipped to the norm bound: counted (stats.json "updates_clipped",
- * fedmq_updates_clipped_total) and logged at LOG_NOTICE within a rate limit. */
-void agg_stats_clipped(agg_stats_t *s, const char *why);
+ * fedmq_updates_clipped_total) and logged at `level` within a rate limit (LOG_NOTICE for the
+ * robustness screen; LOG_DEBUG under client-level DP, where clipping is the normal case). */
+void agg_stats_clipped(agg_stats_t *s, int level, const char *why);
 
 /* A frame of `len` bytes received (valid or not). */
 void agg_stats_received(agg_stats_t *s, size_t len);

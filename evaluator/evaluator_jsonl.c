@@ -93,6 +93,10 @@ static json_t *s_record(const fm_wire_metrics_t *m, json_t *model, double create
             json_object_set_new(pop, "below", s_num(m->pop_below)) != 0)
             goto fail;
     }
+    if (m->delta > 0 && /* client-level differential privacy: what the version spent */
+        (json_object_set_new(rec, "epsilon", s_num(m->epsilon)) != 0 ||
+         json_object_set_new(rec, "delta", s_num(m->delta)) != 0))
+        goto fail;
     return rec;
 fail:
     json_decref(rec);

@@ -496,6 +496,8 @@ static void s_evaluate(eval_server_t *self)
     m.eval_seconds = secs;
     m.applied = hdr.applied; /* the aggregator's progress, for `fedmq watch` */
     m.updates_per_s = hdr.updates_per_s;
+    m.epsilon = hdr.epsilon; /* client-level DP: the budget this version spent */
+    m.delta = hdr.delta;
 
     /* population: every client's held-out slice (the threshold is reloadable) */
     double pop_secs = 0.0;

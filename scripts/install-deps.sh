@@ -3,9 +3,11 @@
 # Skips apt entirely when everything is already installed.
 set -euo pipefail
 # clang-14 + libclang-rt-14-dev: the libFuzzer targets (tests/fuzz, a -DFM_FUZZ=ON build)
-PKGS=(build-essential cmake pkg-config python3 git clang-format clang-14 libclang-rt-14-dev
+# python3-mpmath: the arbitrary-precision reference of the privacy accountant (tests/privacy)
+PKGS=(build-essential cmake pkg-config python3 python3-mpmath git clang-format clang-14 libclang-rt-14-dev
       libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev liblmdb-dev zlib1g-dev
-      libjansson-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev dataset-fashion-mnist gnuplot-nox
+      libjansson-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev libsodium-dev
+      dataset-fashion-mnist gnuplot-nox
       systemd adduser dpkg-dev iproute2 nftables)
 # Test tools taken out of a Debian package without installing it: promtool (`promtool check
 # metrics`, `promtool check rules`) from the package prometheus, whose installation would

@@ -5,7 +5,9 @@
  *
  * Exit codes: 0 success, 1 runtime failure, 2 bad input (flags, files). Every error is one
  * line on stderr naming the flag or file and what is wrong. */
+#include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +17,15 @@
 #include "fm_blas.h"
 #include "fm_daemon.h"
 #include "fm_data.h"
+#include "fm_dp.h"
+#include "fm_dpsgd.h"
 #include "fm_engine.h"
 #include "fm_log.h"
 #include "fm_model.h"
 #include "fm_optim.h"
 #include "fm_parse.h"
+#include "fm_random_stream.h"
+#include "fm_rdp.h"
 #include "fm_safetensors.h"
 #include "fm_train.h"
 #include "fedmq_cli.h"
@@ -36,6 +42,9 @@ typedef struct {
     long limit; /* use only the first N training samples (0 = all) */
     uint64_t seed;
     fm_sgd_config_t sgd;
+    /* DP-SGD (--dp-clip turns it on) */
+    double dp_clip, dp_sigma, dp_q, dp_delta;
+    int dp_exact;
 } s_opts_t;
 
 static int s_fail(const char *cmd, int code, const char *msg)
@@ -63,6 +72,14 @@ static void s_usage_train(FILE *f)
             "  --data DIR          MNIST-format dataset dir (default %s)\n"
             "  --limit N           train on the first N samples only (default all)\n"
             "  --log-level L       error | warning | notice | info | debug (default info)\n"
+            "DP-SGD (docs/PRIVACY.md), on with --dp-clip:\n"
+            "  --dp-clip C         clip each example's gradient to L2 norm C\n"
+            "  --dp-noise S        noise multiplier sigma: std sigma*C per step (default 1.1)\n"
+            "  --dp-sample-rate Q  Poisson sampling rate; an epoch is round(1/Q) steps\n"
+            "                      (default: batch / samples)\n"
+            "  --dp-delta D        delta of the epsilon reported (default 1e-5)\n"
+            "  --dp-exact          per-example gradients one sample at a time (the reference;\n"
+            "                      default: norms from the layer structure)\n"
             "Last line: test_accuracy=0.XXXX test_loss=X.XXXX\n",
             FM_FASHION_DIR);
 }
@@ -96,6 +113,8 @@ static void s_usage(FILE *f)
                "  plot JSONL -o PNG draw the accuracy curves of metrics files (gnuplot)\n"
                "  partition CONFIG  write the trainers' client partition as JSON\n"
                "  keygen NAME       make a CurveZMQ key pair ([security] mode = curve)\n"
+               "  privacy           epsilon of a DP plan (--q --sigma --steps), or the sigma\n"
+               "                    or steps a --target-epsilon allows\n"
                "Run 'fedmq <command> --help' for the options of a command.\n");
 }
 
@@ -107,25 +126,36 @@ enum {
     OPT_SEED,
     OPT_INIT,
     OPT_LIMIT,
-    OPT_LOGLEVEL
+    OPT_LOGLEVEL,
+    OPT_DP_CLIP,
+    OPT_DP_NOISE,
+    OPT_DP_RATE,
+    OPT_DP_DELTA,
+    OPT_DP_EXACT
 };
 
-static const struct option s_train_opts[] = {{"model", required_argument, 0, 'm'},
-                                             {"epochs", required_argument, 0, 'e'},
-                                             {"batch", required_argument, 0, 'b'},
-                                             {"threads", required_argument, 0, 't'},
-                                             {"data", required_argument, 0, 'd'},
-                                             {"out", required_argument, 0, 'o'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {"lr", required_argument, 0, OPT_LR},
-                                             {"momentum", required_argument, 0, OPT_MOMENTUM},
-                                             {"weight-decay", required_argument, 0, OPT_WD},
-                                             {"clip", required_argument, 0, OPT_CLIP},
-                                             {"seed", required_argument, 0, OPT_SEED},
-                                             {"init", required_argument, 0, OPT_INIT},
-                                             {"limit", required_argument, 0, OPT_LIMIT},
-                                             {"log-level", required_argument, 0, OPT_LOGLEVEL},
-                                             {0, 0, 0, 0}};
+static const struct option s_train_opts[] = {
+    {"model", required_argument, 0, 'm'},
+    {"epochs", required_argument, 0, 'e'},
+    {"batch", required_argument, 0, 'b'},
+    {"threads", required_argument, 0, 't'},
+    {"data", required_argument, 0, 'd'},
+    {"out", required_argument, 0, 'o'},
+    {"help", no_argument, 0, 'h'},
+    {"lr", required_argument, 0, OPT_LR},
+    {"momentum", required_argument, 0, OPT_MOMENTUM},
+    {"weight-decay", required_argument, 0, OPT_WD},
+    {"clip", required_argument, 0, OPT_CLIP},
+    {"seed", required_argument, 0, OPT_SEED},
+    {"init", required_argument, 0, OPT_INIT},
+    {"limit", required_argument, 0, OPT_LIMIT},
+    {"log-level", required_argument, 0, OPT_LOGLEVEL},
+    {"dp-clip", required_argument, 0, OPT_DP_CLIP},
+    {"dp-noise", required_argument, 0, OPT_DP_NOISE},
+    {"dp-sample-rate", required_argument, 0, OPT_DP_RATE},
+    {"dp-delta", required_argument, 0, OPT_DP_DELTA},
+    {"dp-exact", no_argument, 0, OPT_DP_EXACT},
+    {0, 0, 0, 0}};
 
 static const struct option s_eval_opts[] = {{"model", required_argument, 0, 'm'},
                                             {"in", required_argument, 0, 'i'},
@@ -176,6 +206,19 @@ static int s_parse(const char *cmd, int argc, char **argv, s_opts_t *o,
             rc = fm_parse_float("--clip", optarg, 0.0, 1e9, &d, &e);
             o->sgd.clip_norm = (float)d;
             break;
+        case OPT_DP_CLIP:
+            rc = fm_parse_float("--dp-clip", optarg, 1e-6, 1e6, &o->dp_clip, &e);
+            break;
+        case OPT_DP_NOISE:
+            rc = fm_parse_float("--dp-noise", optarg, 0.0, 100.0, &o->dp_sigma, &e);
+            break;
+        case OPT_DP_RATE:
+            rc = fm_parse_float("--dp-sample-rate", optarg, 1e-6, 1.0, &o->dp_q, &e);
+            break;
+        case OPT_DP_DELTA:
+            rc = fm_parse_float("--dp-delta", optarg, 1e-15, 0.5, &o->dp_delta, &e);
+            break;
+        case OPT_DP_EXACT: o->dp_exact = 1; break;
         case OPT_LOGLEVEL: {
             int level = fm_log_parse_level(optarg);
             if (level < 0)
@@ -261,6 +304,58 @@ static void s_print_eval(const fm_eval_t *ev)
     printf("test_accuracy=%.4f test_loss=%.4f\n", ev->accuracy, ev->loss);
 }
 
+static void s_dp_normals(void *ctx, double *out, size_t n)
+{
+    fm_dp_normals(out, n, fm_random_stream_bytes, ctx);
+}
+
+/* DP-SGD instead of fm_train_run: noise and sampling from a CSPRNG stream (as the
+ * trainer), the epsilon of the run printed (one line). Returns fm_dpsgd_run's code; a plan
+ * or random source it refuses itself is reported here (one line) with *exit_code set. */
+static int s_train_dp(const s_opts_t *o, fm_engine_t *eng, fm_optim_t *opt, fm_model_t *m,
+                      const fm_dataset_t *train, uint32_t n, s_progress_t *prog,
+                      fm_train_result_t *res, int *exit_code)
+{
+    fm_dpsgd_config_t c = {.clip = o->dp_clip,
+                           .sigma = o->dp_sigma,
+                           .q = o->dp_q > 0 ? o->dp_q : fmin(1.0, (double)o->batch / n),
+                           .epochs = (int)o->epochs,
+                           .mode = o->dp_exact ? FM_CLIP_EXACT : FM_CLIP_FAST,
+                           .seed = o->seed};
+    fm_errmsg_t e = {{0}};
+    if (fm_dpsgd_check(&c, &e) != 0) {
+        *exit_code = s_fail("train", FM_EXIT_INPUT, e.msg);
+        return 0;
+    }
+    int err = 0;
+    fm_random_stream_t *stream = fm_random_stream_new(&err);
+    if (!stream) {
+        *exit_code = s_fail("train", FM_EXIT_RUNTIME, "DP-SGD: no secure random source");
+        return 0;
+    }
+    FM_LOG(LOG_INFO,
+           "DP-SGD: clip %g, noise multiplier %g, sample rate %g (expected batch %.1f), "
+           "%llu steps per epoch, %s per-example gradients",
+           c.clip, c.sigma, c.q, c.q * n, (unsigned long long)fm_dpsgd_steps_per_epoch(c.q),
+           o->dp_exact ? "exact" : "fast");
+    fm_dpsgd_rand_t rand = {
+        .bytes = fm_random_stream_bytes, .normals = s_dp_normals, .ctx = stream};
+    fm_dpsgd_hooks_t hooks = {.on_epoch = s_on_epoch, .epoch_arg = prog};
+    fm_dpsgd_result_t dres;
+    int rc = fm_dpsgd_run(eng, opt, m, train->x, train->y, NULL, n, &c, &rand, NULL, &hooks,
+                          &dres);
+    *res = dres.train;
+    fm_random_stream_destroy(&stream);
+    double eps = fm_rdp_epsilon_of(c.q, c.sigma, dres.train.steps, o->dp_delta, FM_RDP_IMPROVED,
+                                   NULL);
+    printf("dp: steps=%llu samples=%llu clipped=%.4f sigma=%g q=%g clip=%g epsilon=%.4g "
+           "delta=%g\n",
+           (unsigned long long)dres.train.steps, (unsigned long long)dres.train.samples,
+           dres.train.samples ? (double)dres.clipped / dres.train.samples : 0.0, c.sigma, c.q,
+           c.clip, eps, o->dp_delta);
+    return rc;
+}
+
 static int s_cmd_train(int argc, char **argv)
 {
     s_opts_t o = {.model = "cnn",
@@ -268,7 +363,9 @@ static int s_cmd_train(int argc, char **argv)
                   .epochs = 1,
                   .batch = 32,
                   .seed = 1,
-                  .sgd = {.lr = 0.01f, .momentum = 0.9f}};
+                  .sgd = {.lr = 0.01f, .momentum = 0.9f},
+                  .dp_sigma = 1.1,
+                  .dp_delta = 1e-5};
     int rc = s_parse("train", argc, argv, &o, s_train_opts, s_usage_train);
     if (rc != 0)
         return rc == 1 ? 0 : rc;
@@ -319,8 +416,18 @@ static int s_cmd_train(int argc, char **argv)
     s_progress_t prog = {.epochs = (int)o.epochs, .n = n};
     fm_train_result_t res;
     double t0 = fm_daemon_now();
-    int trc = fm_train_run(eng, opt, m, train->x, train->y, NULL, n, &tc, NULL, s_on_epoch, &prog,
+    int trc;
+    if (o.dp_clip > 0) {
+        int refused = 0;
+        trc = s_train_dp(&o, eng, opt, m, train, n, &prog, &res, &refused);
+        if (refused) {
+            rc = refused;
+            goto cleanup;
+        }
+    } else {
+        trc = fm_train_run(eng, opt, m, train->x, train->y, NULL, n, &tc, NULL, s_on_epoch, &prog,
                            &res);
+    }
     if (trc != 0) {
         rc = s_fail("train", FM_EXIT_RUNTIME,
                     trc == FM_ENONFINITE ? "training diverged: the loss became NaN or "
@@ -439,6 +546,8 @@ int main(int argc, char **argv)
         return fm_cli_partition(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0)
         return fm_cli_keygen(argc - 1, argv + 1);
+    if (strcmp(cmd, "privacy") == 0)
+        return fm_cli_privacy(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return 0;

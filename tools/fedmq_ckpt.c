@@ -11,6 +11,7 @@
 
 #include "fedmq_cli.h"
 #include "fm_ckpt.h"
+#include "fm_rdp.h"
 #include "fm_log.h"
 #include "fm_model.h"
 #include "fm_parse.h"
@@ -294,11 +295,39 @@ static int s_reset(const char *dir)
     return FM_EXIT_OK;
 }
 
-/* The table of n checkpoints, with the accuracy from sc. */
-static void s_print_list(const fm_ckpt_info_t *list, size_t n, const s_scores_t *sc)
+/* The epsilon spent by record `version` ([privacy] mode = client: its "agg.privacy" blob,
+ * at the delta and conversion stored with it) into out[16]: "-" when it has none, "?" when
+ * it cannot be read. 1 if the record has one. */
+static int s_epsilon(fm_ckpt_t *c, uint64_t version, char out[16])
 {
-    printf("%-8s %-20s %-7s %10s %10s %9s  %s\n", "version", "time (UTC)", "model", "applied",
-           "rejected", "accuracy", "status");
+    uint8_t blob[FM_RDP_BLOB_LEN];
+    size_t len = 0;
+    snprintf(out, 16, "-");
+    int rc = fm_ckpt_record_get(c, version, "agg.privacy", blob, sizeof blob, &len, NULL);
+    if (rc == -ENOENT)
+        return 0;
+    fm_rdp_t acct;
+    uint64_t steps = 0;
+    double delta = 0;
+    fm_rdp_conv_t conv = FM_RDP_IMPROVED;
+    if (rc != 0 || fm_rdp_decode(blob, len, &acct, &steps, &delta, &conv, NULL) != 0) {
+        snprintf(out, 16, "?");
+        return 1;
+    }
+    snprintf(out, 16, "%.4g", steps ? fm_rdp_epsilon(&acct, delta, conv, NULL) : 0.0);
+    return 1;
+}
+
+/* The table of n checkpoints, with the accuracy from sc and, when any record has one, the
+ * privacy budget spent (epsilon). */
+static void s_print_list(fm_ckpt_t *c, const fm_ckpt_info_t *list, size_t n, const s_scores_t *sc)
+{
+    char eps[16];
+    int dp = 0;
+    for (size_t i = 0; i < n && !dp; i++)
+        dp = list[i].status == 0 && s_epsilon(c, list[i].version, eps);
+    printf("%-8s %-20s %-7s %10s %10s %9s%s  %s\n", "version", "time (UTC)", "model", "applied",
+           "rejected", "accuracy", dp ? "   epsilon" : "", "status");
     for (size_t i = 0; i < n; i++) {
         const fm_ckpt_info_t *in = &list[i];
         char when[32] = "-";
@@ -312,9 +341,15 @@ static void s_print_list(const fm_ckpt_info_t *list, size_t n, const s_scores_t 
         char acc[16] = "-";
         if (!isnan(score))
             snprintf(acc, sizeof acc, "%.4f", score);
-        printf("%-8llu %-20s %-7s %10llu %10llu %9s  %s\n", (unsigned long long)in->version, when,
-               in->status == 0 ? in->model : "?", (unsigned long long)in->updates_applied,
-               (unsigned long long)in->updates_rejected, acc,
+        char epscol[24] = "";
+        if (dp) {
+            if (in->status == 0)
+                s_epsilon(c, in->version, eps);
+            snprintf(epscol, sizeof epscol, " %9s", in->status == 0 ? eps : "?");
+        }
+        printf("%-8llu %-20s %-7s %10llu %10llu %9s%s  %s\n", (unsigned long long)in->version,
+               when, in->status == 0 ? in->model : "?", (unsigned long long)in->updates_applied,
+               (unsigned long long)in->updates_rejected, acc, epscol,
                in->status == 0 ? "ok" : fm_strerror(in->status));
     }
     if (n == 0)
@@ -352,7 +387,7 @@ int fm_cli_checkpoints(int argc, char **argv)
         rc = fm_err_file_exit_code(err);
         goto cleanup;
     }
-    s_print_list(list, n < MAX_LIST ? n : MAX_LIST, &sc);
+    s_print_list(c, list, n < MAX_LIST ? n : MAX_LIST, &sc);
     s_print_mark(c);
     if (sc.bad)
         fprintf(stderr, "fedmq checkpoints: warning: %ld malformed line%s skipped (first: %s)\n",

@@ -30,6 +30,10 @@ int fm_cli_plot(int argc, char **argv);
 /* fedmq keygen NAME --role ROLE [--clients A-B] [--dir DIR]: a CurveZMQ certificate. */
 int fm_cli_keygen(int argc, char **argv);
 
+/* fedmq privacy --q Q --sigma S --steps T [--delta D] [--conversion C] [--target-epsilon E]:
+ * epsilon of a DP training plan, or the sigma / steps a target epsilon allows. */
+int fm_cli_privacy(int argc, char **argv);
+
 /* x axes of fm_plot_files (a bit set; 0 means both). */
 enum { FM_PLOT_X_TIME = 1, FM_PLOT_X_VERSION = 2, FM_PLOT_X_BOTH = 3 };
 

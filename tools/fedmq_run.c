@@ -73,7 +73,8 @@ typedef struct {
     double target_time; /* seconds from start to target, < 0 if not reached */
     uint64_t target_version;
     uint64_t round, rounds_failed; /* sync, from stats.json */
-    int finished;                  /* sync: num_rounds reached (stats.json) */
+    int finished;                  /* num_rounds reached, or the privacy budget (stats.json) */
+    int privacy_exhausted;         /* the privacy budget stopped the run (stats.json) */
     int stats_warned;              /* an unreadable stats.json was reported once */
     fm_wire_metrics_t last;        /* latest METRICS (population fields) */
     double last_print, finished_at;
@@ -412,6 +413,7 @@ static void s_refresh_stats(const s_run_t *r, s_progress_t *pg)
     pg->round = st.round;
     pg->rounds_failed = st.rounds_failed;
     pg->finished = st.finished;
+    pg->privacy_exhausted = st.privacy_exhausted;
     pg->rate = st.updates_per_s;
 }
 
@@ -431,6 +433,9 @@ static void s_print_progress(const s_run_t *r, s_progress_t *pg, double now)
            now - pg->start, (unsigned long long)pg->version, pg->rate,
            (unsigned long long)pg->applied, (unsigned long long)pg->rejected, pg->last_acc,
            (unsigned long long)pg->last_version, extra);
+    if (pg->last.delta > 0) /* [privacy] mode = client: what the scored version spent */
+        printf("           epsilon %.4g (delta %g) at v%llu\n", pg->last.epsilon, pg->last.delta,
+               (unsigned long long)pg->last_version);
     fflush(stdout);
     pg->last_print = now;
 }
@@ -445,7 +450,12 @@ static int s_stop_reason(s_run_t *r, s_progress_t *pg, double now)
         pg->finished_at = now;
     if (pg->finished_at > 0 &&
         (pg->last_version >= pg->version || now - pg->finished_at >= 60.0)) {
-        printf("fedmq run: num_rounds = %d done\n", fed->num_rounds);
+        if (pg->privacy_exhausted)
+            printf("fedmq run: privacy budget spent ([privacy] target_epsilon = %g): no more "
+                   "versions\n",
+                   r->cfg.privacy.target_epsilon);
+        else
+            printf("fedmq run: num_rounds = %d done\n", fed->num_rounds);
         return S_STOP_ROUNDS;
     }
     if (fed->time_limit_s > 0 && now - pg->start >= fed->time_limit_s) {
@@ -532,6 +542,11 @@ static void s_summary_stats(const s_run_t *r, const s_progress_t *pg, const fm_s
     else
         printf("  staleness: mean %.2f, max %llu\n", st->staleness_mean,
                (unsigned long long)st->staleness_max);
+    if (st->privacy)
+        printf("  privacy: epsilon %.4g spent at delta %g over %llu steps (target %g)%s\n",
+               st->privacy_epsilon, st->privacy_delta, (unsigned long long)st->privacy_steps,
+               st->privacy_target_epsilon,
+               st->privacy_exhausted ? "; the budget stopped the run" : "");
 }
 
 /* The summary: stats.json, the clients' accuracy, metrics.png, children that exited with

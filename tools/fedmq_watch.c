@@ -127,6 +127,8 @@ int fm_cli_watch(int argc, char **argv)
                 printf(" | %u clients mean %.2f worst %.2f (client %u) p10 %.2f below%g %.0f%%",
                        m.pop_clients, m.pop_mean, m.pop_min, m.pop_worst, m.pop_p10,
                        m.pop_threshold, 100.0 * m.pop_below);
+            if (m.delta > 0) /* client-level differential privacy */
+                printf(" | epsilon=%.4g delta=%g", m.epsilon, m.delta);
             putchar('\n');
             fflush(stdout);
             printed++;

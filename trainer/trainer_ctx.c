@@ -14,7 +14,8 @@ trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, dou
     c->busy = calloc(count ? count : 1, 1);
     c->runs = calloc(count ? count : 1, sizeof(uint64_t));
     c->pending = calloc(count ? count : 1, 1);
-    if (!c->busy || !c->runs || !c->pending)
+    c->retired = calloc(count ? count : 1, 1);
+    if (!c->busy || !c->runs || !c->pending || !c->retired)
         goto cleanup;
     if ((mrc = pthread_mutex_init(&c->mu, NULL)) != 0) {
         rc = -mrc;
@@ -40,6 +41,7 @@ cleanup:
             free(c->busy);
             free(c->runs);
             free(c->pending);
+            free(c->retired);
             free(c);
             c = NULL;
         }
@@ -58,6 +60,7 @@ void trainer_ctx_destroy(trainer_ctx_t **p)
     free(c->busy);
     free(c->runs);
     free(c->pending);
+    free(c->retired);
     free(c);
     *p = NULL;
 }
@@ -68,7 +71,7 @@ int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job)
     pthread_mutex_lock(&c->mu);
     for (uint32_t i = 0; i < c->count; i++) {
         uint32_t k = (c->cursor + i) % c->count;
-        if (c->busy[k] || (c->sync && !c->pending[k]))
+        if (c->busy[k] || c->retired[k] || (c->sync && !c->pending[k]))
             continue;
         c->busy[k] = 1;
         c->pending[k] = 0;
@@ -114,11 +117,26 @@ uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
     memset(c->pending, 0, c->count ? c->count : 1);
     for (uint32_t i = 0; sync && cohort && i < cohort->count; i++) {
         uint32_t k = fm_wire_cohort_at(cohort, i);
-        if (k >= c->first && k - c->first < c->count && !c->pending[k - c->first]) {
+        if (k >= c->first && k - c->first < c->count && !c->pending[k - c->first] &&
+            !c->retired[k - c->first]) {
             c->pending[k - c->first] = 1;
             n++;
         }
     }
+    uint32_t active = c->count - c->nretired;
     pthread_mutex_unlock(&c->mu);
-    return sync ? n : c->count;
+    return sync ? n : active;
+}
+
+uint32_t trainer_ctx_retire(trainer_ctx_t *c, uint32_t client)
+{
+    pthread_mutex_lock(&c->mu);
+    if (client >= c->first && client - c->first < c->count && !c->retired[client - c->first]) {
+        c->retired[client - c->first] = 1;
+        c->pending[client - c->first] = 0;
+        c->nretired++;
+    }
+    uint32_t n = c->nretired;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }

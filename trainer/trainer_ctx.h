@@ -3,6 +3,7 @@
  * - the client scheduler, with a run counter per client (seeds, dropout draws):
  *   async: round-robin over the pool's client range, skipping clients a worker is already
  *   training; sync: each client of the current round's cohort (within the range) once;
+ *   a retired client (its DP-SGD budget spent: trainer_dp) is never scheduled again;
  * - the reloadable simulation parameters (slowdown sigma, dropout probability);
  * - counters (atomics) for heartbeats and the summary log;
  * - the pool's stop flag: the main thread sets it when it sees SIGINT/SIGTERM (within one
@@ -30,6 +31,8 @@ typedef struct {
     int sync;              /* under mu: 1 = only pending clients of `round` train */
     uint64_t round;        /* under mu */
     uint8_t *pending;      /* count flags: selected this round, not taken yet (under mu) */
+    uint8_t *retired;      /* count flags: never scheduled again (DP budget spent; under mu) */
+    uint32_t nretired;     /* under mu */
 
     atomic_uint_fast64_t sent;         /* UPDATEs handed to ZeroMQ */
     atomic_uint_fast64_t send_dropped; /* UPDATEs dropped: send timeout / encode error */
@@ -68,9 +71,14 @@ int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job);
 
 /* A new model arrived: async (sync = 0: every client may train), or sync round `round`
  * whose cohort (client ids, any order) replaces the pending set; ids outside the pool's
- * range are ignored. Returns how many of the pool's clients are pending. */
+ * range and retired clients are ignored. Returns how many of the pool's clients are
+ * pending (async: every client not retired). */
 uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
                                const fm_wire_cohort_t *cohort);
+
+/* Never schedule `client` again (its DP-SGD budget is spent); ids outside the range are
+ * ignored. Returns how many of the pool's clients are retired now. */
+uint32_t trainer_ctx_retire(trainer_ctx_t *c, uint32_t client);
 
 /* Mark a client taken with trainer_ctx_take idle again. */
 void trainer_ctx_release(trainer_ctx_t *c, uint32_t client);

@@ -16,6 +16,7 @@
 #include "fm_sock.h"
 #include "fm_wire.h"
 #include "trainer_ctx.h"
+#include "trainer_dp.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
 #include "trainer_sim.h"
@@ -41,6 +42,7 @@ struct trainer_pool {
     fm_partition_t *part;
     trainer_latest_t *latest;
     trainer_ctx_t *ctx;
+    trainer_dp_t *dp; /* [trainer] dp_sgd: the clients' DP-SGD accounts, else NULL */
     trainer_worker_t **workers;
     int nworkers;
     zsock_t *sub;
@@ -656,6 +658,9 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
     if (!(self->outbox = trainer_outbox_new((size_t)cfg->trainer.unacked_max_mb << 20,
                                             cfg->trainer.ack_timeout_s, &rc)))
         return fm_errmsg_set(e, rc, "outbox: %s", fm_strerror(rc));
+    if (cfg->trainer.dp_sgd &&
+        !(self->dp = trainer_dp_new(cfg, self->client_first, self->client_count, &rc, e)))
+        return rc;
     if (!(self->found = malloc(FM_WIRE_MAX_ACK_IDS)))
         return fm_errmsg_set(e, -ENOMEM, "out of memory");
     if (cfg->trainer.history_file[0] &&
@@ -676,7 +681,8 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
                                 .outbox = self->outbox,
                                 .history = self->history,
                                 .sec = self->sec,
-                                .attack = self->attack};
+                                .attack = self->attack,
+                                .dp = self->dp};
     for (int i = 0; i < self->nworkers; i++)
         if (!(self->workers[i] = trainer_worker_new(&env, i, &rc, e)))
             return rc ? rc : FM_EARG;
@@ -849,6 +855,7 @@ void trainer_pool_destroy(trainer_pool_t **p)
     zsock_destroy(&self->agg_push);
     zsock_destroy(&self->acks_sub);
     trainer_ctx_destroy(&self->ctx);
+    trainer_dp_destroy(&self->dp);
     trainer_outbox_destroy(&self->outbox);
     fm_jsonl_close(&self->history);
     free(self->found);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "fm_daemon.h"
+#include "fm_dpsgd.h"
 #include "fm_engine.h"
 #include "fm_sock.h"
 #include "fm_log.h"
@@ -37,8 +38,9 @@ struct trainer_worker {
     zsock_t *push;
     pthread_t thread;
     int started;
-    double last_warn; /* monotonic time of the last rate-limited warning */
-    uint64_t warned;  /* warnings suppressed since */
+    double last_warn;           /* monotonic time of the last rate-limited warning */
+    uint64_t warned;            /* warnings suppressed since */
+    fm_random_stream_t *stream; /* DP-SGD's private randomness (env.dp), else NULL */
 };
 
 /* State of one local training, seen by the epoch callback. */
@@ -196,8 +198,23 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
                               .seed = trainer_sim_train_seed(fed->seed, client, job->run)};
     s_epoch_state_t st = {.ctx = ctx, .epochs_done = 0};
     double t0 = fm_daemon_now();
-    int rc = fm_train_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
+    int rc;
+    if (w->env.dp) {
+        /* DP-SGD: Poisson-sampled steps with per-example clipping and noise; every step run
+         * is accounted to the client, whatever happens to the update */
+        fm_dpsgd_config_t dcfg;
+        trainer_dp_config(w->env.dp, tcfg.seed, &dcfg);
+        fm_dpsgd_hooks_t hooks = {.on_epoch = s_on_epoch, .epoch_arg = &st};
+        fm_dpsgd_result_t dres;
+        fm_dpsgd_rand_t rand = trainer_dp_rand(w->stream);
+        rc = fm_dpsgd_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
+                          &dcfg, &rand, mu > 0 ? w->base : NULL, &hooks, &dres);
+        *res = dres.train;
+        trainer_dp_spend(w->env.dp, client, dres.train.steps);
+    } else {
+        rc = fm_train_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
                           &tcfg, mu > 0 ? w->base : NULL, s_on_epoch, &st, res);
+    }
     double compute = fm_daemon_now() - t0;
     if (rc != 0) {
         atomic_fetch_add(&ctx->train_errors, 1);
@@ -255,7 +272,9 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job,
     hdr.base = base_version;
     hdr.num_samples = n;
     hdr.local_steps = res->steps;
-    hdr.train_loss = res->loss;
+    /* under DP-SGD the loss, computed on the examples without noise, would leak around the
+     * guarantee: not reported */
+    hdr.train_loss = w->env.dp ? NAN : res->loss;
     hdr.train_seconds = secs;
     hdr.round = job->sync ? job->round : 0;
     if (s_send_update(w, &hdr, info->boot != 0))
@@ -263,7 +282,7 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job,
     FM_LOG(LOG_DEBUG,
            "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
            "%.3f s",
-           w->index, job->client, (unsigned long long)base_version, n, res->loss,
+           w->index, job->client, (unsigned long long)base_version, n, hdr.train_loss,
            (unsigned long long)res->steps, secs);
 }
 
@@ -278,6 +297,16 @@ static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
         atomic_fetch_add(&w->env.ctx->train_errors, 1);
         FM_LOG(LOG_DEBUG, "worker %d: client %u has no samples, skipped", w->index, client);
         s_idle();
+        return;
+    }
+    if (w->env.dp && !trainer_dp_admit(w->env.dp, client)) {
+        /* its budget would be exceeded: retired for good, nothing trained or sent */
+        uint32_t retired = trainer_ctx_retire(w->env.ctx, client);
+        if (retired == w->env.ctx->count)
+            FM_LOG(LOG_NOTICE,
+                   "every client of the pool (%u) has spent its DP-SGD budget: the "
+                   "pool trains no more",
+                   retired);
         return;
     }
     trainer_model_info_t info;
@@ -350,6 +379,10 @@ trainer_worker_t *trainer_worker_new(const trainer_worker_env_t *env, int index,
         fm_errmsg_set(e, rc, "worker %d: optimiser: %s", index, fm_strerror(rc));
         goto cleanup;
     }
+    if (env->dp && !(w->stream = fm_random_stream_new(&rc))) {
+        fm_errmsg_set(e, rc, "worker %d: DP-SGD random source: %s", index, fm_strerror(rc));
+        goto cleanup;
+    }
     w->base = malloc(w->nparams * sizeof(float));
     w->delta = malloc(w->nparams * sizeof(float));
     if (!w->base || !w->delta) {
@@ -391,6 +424,7 @@ void trainer_worker_destroy(trainer_worker_t **p)
     fm_wire_buf_free(&w->buf);
     free(w->base);
     free(w->delta);
+    fm_random_stream_destroy(&w->stream);
     fm_optim_destroy(&w->optim);
     fm_engine_destroy(&w->engine);
     fm_model_destroy(&w->model);

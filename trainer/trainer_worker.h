@@ -6,6 +6,7 @@
  * thread-safe, so each worker sends its own UPDATEs: a send that times out stalls only that
  * worker). Its loop: take the next idle client (trainer_ctx), copy the newest model
  * (trainer_latest) as the base, train federation.local_epochs on the client's partition,
+ * (plain mini-batches, or DP-SGD with the client's budget checked first: trainer_dp),
  * apply the fleet simulation (slowdown sleep, dropout), and PUSH the UPDATE
  * delta = w_local - w_base (an attacker's: see `attack` below) with SNDTIMEO 1 s (on timeout the
  * update is dropped and counted, unless the outbox keeps it: when the model came from an
@@ -23,6 +24,7 @@
 #include "fm_sec.h"
 #include "trainer_attack.h"
 #include "trainer_ctx.h"
+#include "trainer_dp.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
 
@@ -42,6 +44,8 @@ typedef struct {
      * through trainer_attack_apply before the UPDATE is encoded (a backdoor's poisoned
      * samples are already in `ds`: trainer_pool_new_attacked). bench/fedmq_attacker only. */
     const trainer_attack_t *attack;
+    /* [trainer] dp_sgd: the clients train with DP-SGD, accounted here; NULL: plain SGD */
+    trainer_dp_t *dp;
 } trainer_worker_env_t;
 
 typedef struct trainer_worker trainer_worker_t;

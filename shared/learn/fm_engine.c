@@ -3,6 +3,7 @@
 #include "fm_hot.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -12,7 +13,7 @@
 
 #define SAMPLE_FLOATS (FM_IMAGE_H * FM_IMAGE_W)
 
-typedef enum { JOB_NONE, JOB_GRAD, JOB_REDUCE, JOB_EVAL, JOB_QUIT } s_job_t;
+typedef enum { JOB_NONE, JOB_GRAD, JOB_CLIP, JOB_REDUCE, JOB_EVAL, JOB_QUIT } s_job_t;
 
 /* What one worker does and owns. */
 typedef struct {
@@ -23,6 +24,12 @@ typedef struct {
     double loss;      /* result of the last job */
     fm_eval_t eval;   /* result of the last evaluation job */
     pthread_t thread; /* unused for worker 0 */
+    /* per-example clipping (JOB_CLIP), allocated on first use */
+    double *sqnorm;   /* max part: squared per-example gradient norms */
+    float *factor;    /* max part: clip factors */
+    float *ex;        /* FM_CLIP_FAST: fm_work_example_floats(max part) */
+    float *one;       /* FM_CLIP_EXACT: one sample's gradient (nparams) */
+    uint32_t clipped; /* result of the last JOB_CLIP: samples scaled down */
 } s_worker_t;
 
 struct fm_engine {
@@ -45,6 +52,8 @@ struct fm_engine {
     uint8_t *hit; /* JOB_EVAL: per-sample "classified right" flags, or NULL */
     int train;
     uint64_t seed;
+    double clip;         /* JOB_CLIP: C */
+    fm_clip_mode_t mode; /* JOB_CLIP: how per-example gradients are had */
 };
 
 /* Samples [begin, end) of the job that worker t handles. */
@@ -126,10 +135,59 @@ static void s_do_eval(fm_engine_t *e, int t)
     w->eval.loss = loss;
 }
 
+/* min(1, C / ||g||) from the squared norm (1 for a zero gradient). */
+static float s_clip_factor(double sqnorm, double clip)
+{
+    double norm = sqrt(sqnorm);
+    return norm > clip ? (float)(clip / norm) : 1.0f;
+}
+
+/* Worker t's part of a clipped sum: sum over its samples of min(1, C/||g_i||) g_i. */
+static void s_do_clip(fm_engine_t *e, int t)
+{
+    s_worker_t *w = &e->workers[t];
+    uint32_t begin, end;
+    s_part(e, t, e->n, &begin, &end);
+    memset(w->grads, 0, sizeof(float) * e->nparams);
+    w->loss = 0.0;
+    w->clipped = 0;
+    if (end == begin)
+        return;
+    fm_rng_t rng;
+    fm_rng_seed(&rng, e->seed, (uint64_t)t + 1);
+    if (e->mode == FM_CLIP_EXACT) {
+        /* the reference: every sample alone through the workspace, its gradient formed */
+        for (uint32_t i = begin; i < end; i++) {
+            s_gather(w, e, i, 1);
+            w->loss += fm_work_forward(w->work, e->m, w->xbuf, w->ybuf, 1, e->train, &rng);
+            memset(w->one, 0, sizeof(float) * e->nparams);
+            fm_work_backward(w->work, e->m, w->one, 1.0f);
+            double sq = 0.0;
+            for (size_t j = 0; j < e->nparams; j++)
+                sq += (double)w->one[j] * w->one[j];
+            float f = s_clip_factor(sq, e->clip);
+            w->clipped += f < 1.0f;
+            for (size_t j = 0; j < e->nparams; j++)
+                w->grads[j] += f * w->one[j];
+        }
+        return;
+    }
+    int B = (int)(end - begin);
+    s_gather(w, e, begin, (uint32_t)B);
+    w->loss = fm_work_forward(w->work, e->m, w->xbuf, w->ybuf, B, e->train, &rng);
+    fm_work_example_norms(w->work, e->m, w->sqnorm, w->ex);
+    for (int b = 0; b < B; b++) {
+        w->factor[b] = s_clip_factor(w->sqnorm[b], e->clip);
+        w->clipped += w->factor[b] < 1.0f;
+    }
+    fm_work_backward_weighted(w->work, e->m, w->grads, w->factor, w->ex);
+}
+
 static void s_run_job(fm_engine_t *e, s_job_t job, int t)
 {
     switch (job) {
     case JOB_GRAD: s_do_grad(e, t); break;
+    case JOB_CLIP: s_do_clip(e, t); break;
     case JOB_REDUCE: s_do_reduce(e, t); break;
     case JOB_EVAL: s_do_eval(e, t); break;
     default: break;
@@ -281,6 +339,10 @@ void fm_engine_destroy(fm_engine_t **p)
             free(e->workers[t].grads);
             free(e->workers[t].xbuf);
             free(e->workers[t].ybuf);
+            free(e->workers[t].sqnorm);
+            free(e->workers[t].factor);
+            free(e->workers[t].ex);
+            free(e->workers[t].one);
         }
     free(e->workers);
     pthread_mutex_destroy(&e->lock);
@@ -291,6 +353,7 @@ void fm_engine_destroy(fm_engine_t **p)
 }
 
 int fm_engine_threads(const fm_engine_t *e) { return e->threads; }
+int fm_engine_max_batch(const fm_engine_t *e) { return e->max_part * e->threads; }
 float *fm_engine_grads(fm_engine_t *e) { return e->workers[0].grads; }
 
 double fm_engine_gradient(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
@@ -311,6 +374,56 @@ double fm_engine_gradient(fm_engine_t *e, const fm_model_t *m, const float *x, c
     for (int t = 0; t < e->threads; t++)
         loss += e->workers[t].loss;
     return loss / B;
+}
+
+/* The buffers JOB_CLIP needs in `mode`, allocated once. 0 or -ENOMEM. */
+static int s_clip_buffers(fm_engine_t *e, const fm_model_t *m, fm_clip_mode_t mode)
+{
+    size_t exn = fm_work_example_floats(m, e->max_part);
+    for (int t = 0; t < e->threads; t++) {
+        s_worker_t *w = &e->workers[t];
+        if (!w->sqnorm && !(w->sqnorm = malloc(sizeof(double) * (size_t)e->max_part)))
+            return -ENOMEM;
+        if (!w->factor && !(w->factor = malloc(sizeof(float) * (size_t)e->max_part)))
+            return -ENOMEM;
+        if (mode == FM_CLIP_FAST && exn > 0 && !w->ex &&
+            !(w->ex = aligned_alloc(64, (exn * sizeof(float) + 63) / 64 * 64)))
+            return -ENOMEM;
+        if (mode == FM_CLIP_EXACT && !w->one &&
+            !(w->one = aligned_alloc(64, (e->nparams * sizeof(float) + 63) / 64 * 64)))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int fm_engine_clipped_sum(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
+                          const uint32_t *idx, int B, int train, uint64_t dropout_seed,
+                          double clip, fm_clip_mode_t mode, fm_clip_result_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (B < 1 || B > e->max_part * e->threads || !(clip > 0.0) || isinf(clip) ||
+        (mode != FM_CLIP_FAST && mode != FM_CLIP_EXACT))
+        return FM_EARG;
+    int rc = s_clip_buffers(e, m, mode);
+    if (rc != 0)
+        return rc;
+    e->m = m;
+    e->x = x;
+    e->y = y;
+    e->idx = idx;
+    e->n = (uint32_t)B;
+    e->train = train;
+    e->seed = dropout_seed;
+    e->clip = clip;
+    e->mode = mode;
+    s_dispatch(e, JOB_CLIP);
+    if (e->threads > 1)
+        s_dispatch(e, JOB_REDUCE);
+    for (int t = 0; t < e->threads; t++) {
+        out->loss += e->workers[t].loss;
+        out->clipped += e->workers[t].clipped;
+    }
+    return 0;
 }
 
 void fm_engine_evaluate(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,

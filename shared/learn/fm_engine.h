@@ -37,6 +37,36 @@ int fm_engine_threads(const fm_engine_t *e);
 double fm_engine_gradient(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
                           const uint32_t *idx, int B, int train, uint64_t dropout_seed);
 
+/* How fm_engine_clipped_sum gets each sample's gradient. */
+typedef enum {
+    FM_CLIP_FAST, /* each worker's samples as one batch; per-example norms from the layer
+                   * structure (fm_work_example_norms), then one backward with every sample's
+                   * loss weighted by its clip factor */
+    FM_CLIP_EXACT /* the reference: every sample alone as a batch of one, its whole gradient
+                   * formed, its norm taken, scaled and added */
+} fm_clip_mode_t;
+
+typedef struct {
+    double loss;      /* SUM of the B samples' losses */
+    uint32_t clipped; /* samples whose gradient norm exceeded C (scaled down) */
+} fm_clip_result_t;
+
+/* The most samples one fm_engine_gradient / fm_engine_clipped_sum call takes (>= max_batch
+ * given to fm_engine_new). */
+int fm_engine_max_batch(const fm_engine_t *e);
+
+/* DP-SGD's per-example clipping: for each of the B samples (idx as above) the gradient g_i
+ * of its own loss (not divided by B), over ALL parameters, scaled by min(1, clip / ||g_i||)
+ * and summed: sum_i min(1, C / ||g_i||) g_i lands in fm_engine_grads() (overwritten). Dropout
+ * as in fm_engine_gradient (the two modes draw their masks differently; with B = 1 and one
+ * thread they draw the same). 0, or FM_EARG (B outside [1, fm_engine_max_batch], clip not
+ * finite and > 0, bad mode), -ENOMEM (the per-example buffers are allocated on the first
+ * call: FM_CLIP_FAST, cnn, about 75 KB per sample of a thread's part; FM_CLIP_EXACT, one
+ * gradient per thread). */
+int fm_engine_clipped_sum(fm_engine_t *e, const fm_model_t *m, const float *x, const uint8_t *y,
+                          const uint32_t *idx, int B, int train, uint64_t dropout_seed,
+                          double clip, fm_clip_mode_t mode, fm_clip_result_t *out);
+
 /* The gradient buffer, nparams floats in the model's layout (borrowed; lives with e). */
 float *fm_engine_grads(fm_engine_t *e);
 

@@ -35,11 +35,13 @@ FM_HOT void fm_dense_backward(float *dinp, float *dw, float *db, const float *do
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, IN, OUT, 1.0f, dout, OUT, w, IN,
                     0.0f, dinp, IN);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B, 1.0f, dout, OUT, inp, IN,
-                1.0f, dw, IN);
-    for (int i = 0; i < B; i++)
-        for (int o = 0; o < OUT; o++)
-            db[o] += dout[(size_t)i * OUT + o];
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B, 1.0f, dout, OUT, inp, IN,
+                    1.0f, dw, IN);
+    if (db)
+        for (int i = 0; i < B; i++)
+            for (int o = 0; o < OUT; o++)
+                db[o] += dout[(size_t)i * OUT + o];
 }
 
 void fm_dense_backward_naive(float *dinp, float *dw, float *db, const float *dout,
@@ -57,8 +59,9 @@ void fm_dense_backward_naive(float *dinp, float *dw, float *db, const float *dou
         double accb = 0;
         for (int i = 0; i < B; i++)
             accb += dout[(size_t)i * OUT + o];
-        db[o] += (float)accb;
-        for (int k = 0; k < IN; k++) {
+        if (db)
+            db[o] += (float)accb;
+        for (int k = 0; dw && k < IN; k++) {
             double acc = 0;
             for (int i = 0; i < B; i++)
                 acc += (double)dout[(size_t)i * OUT + o] * inp[(size_t)i * IN + k];

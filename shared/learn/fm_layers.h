@@ -18,7 +18,7 @@ void fm_dense_forward(float *out, const float *inp, const float *w, const float 
                       int OUT);
 void fm_dense_forward_naive(float *out, const float *inp, const float *w, const float *b, int B,
                             int IN, int OUT);
-/* dout (B,OUT) -> dinp (B,IN) =, dw (OUT,IN) +=, db (OUT) += */
+/* dout (B,OUT) -> dinp (B,IN) =, dw (OUT,IN) +=, db (OUT) += (each of the three may be NULL) */
 void fm_dense_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                        const float *w, int B, int IN, int OUT);
 void fm_dense_backward_naive(float *dinp, float *dw, float *db, const float *dout,

@@ -168,10 +168,11 @@ double fm_work_forward(fm_work_t *w, const fm_model_t *m, const float *x, const 
     return fm_logsoftmax_nll_forward(w->logp, w->logits, y, B, 10);
 }
 
-void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float scale)
+/* The backward of the last forward from w->dlogits (already scaled) into grads. With
+ * dense_only (cnn), the convolutions' gradients are not computed (the caller has them). */
+static void s_backward(fm_work_t *w, const fm_model_t *m, float *grads, int dense_only)
 {
     int B = w->B;
-    fm_logsoftmax_nll_backward(w->dlogits, w->logp, w->y, B, 10, scale);
     switch (w->arch) {
     case FM_ARCH_LOGREG:
         fm_dense_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->dlogits, w->x, s_p(m, 0),
@@ -195,8 +196,10 @@ void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float sca
             fm_dropout_backward(w->dh, w->dh, w->mask2, (size_t)B * 128);
         fm_relu_backward(w->dh, w->dh, w->h, (size_t)B * 128);
         const float *f = w->train ? w->drop1 : w->pool;
-        fm_dense_backward(w->dd1, s_g(m, grads, 4), s_g(m, grads, 5), w->dh, f, s_p(m, 4), B,
-                          9216, 128);
+        fm_dense_backward(dense_only ? NULL : w->dd1, s_g(m, grads, 4), s_g(m, grads, 5), w->dh,
+                          f, s_p(m, 4), B, 9216, 128);
+        if (dense_only)
+            break;
         if (w->train)
             fm_dropout_backward(w->dd1, w->dd1, w->mask1, (size_t)B * 9216);
         fm_relu_maxpool2_backward(w->da2, s_g(m, grads, 3), w->dd1, w->pool, w->argmax, B, 64, 24,
@@ -207,5 +210,115 @@ void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float sca
                            w->scratch, B, 1, 28, 28, 32, 3, 3);
         break;
     }
+    }
+}
+
+void fm_work_backward(fm_work_t *w, const fm_model_t *m, float *grads, float scale)
+{
+    fm_logsoftmax_nll_backward(w->dlogits, w->logp, w->y, w->B, 10, scale);
+    s_backward(w, m, grads, 0);
+}
+
+/* ---- per-example gradients (DP-SGD) ---------------------------------------------------- */
+
+/* Floats of one sample's gradient that are kept in `ex` (cnn: conv1 and conv2, the views
+ * before fc1.weight, contiguous from offset 0), else 0. */
+static size_t s_ex_floats(const fm_model_t *m)
+{
+    return fm_model_arch(m) == FM_ARCH_CNN ? fm_model_view(m, 4)->offset : 0;
+}
+
+size_t fm_work_example_floats(const fm_model_t *m, int B) { return s_ex_floats(m) * (size_t)B; }
+
+static double s_sq(const float *v, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)v[i] * v[i];
+    return s;
+}
+
+/* A dense layer's gradient for sample b is dout_b inp_b^T (weight) and dout_b (bias), so its
+ * squared norm is ||dout_b||^2 (||inp_b||^2 + 1): sqnorm[b] += that, for b < B. */
+static void s_dense_norms(double *sqnorm, const float *dout, const float *inp, int B, int IN,
+                          int OUT)
+{
+    for (int b = 0; b < B; b++)
+        sqnorm[b] += s_sq(dout + (size_t)b * OUT, (size_t)OUT) *
+                     (s_sq(inp + (size_t)b * IN, (size_t)IN) + 1.0);
+}
+
+void fm_work_example_norms(fm_work_t *w, const fm_model_t *m, double *sqnorm, float *ex)
+{
+    int B = w->B;
+    fm_logsoftmax_nll_backward(w->dlogits, w->logp, w->y, B, 10, 1.0f);
+    for (int b = 0; b < B; b++)
+        sqnorm[b] = 0.0;
+    switch (w->arch) {
+    case FM_ARCH_LOGREG: s_dense_norms(sqnorm, w->dlogits, w->x, B, 784, 10); break;
+    case FM_ARCH_MLP:
+        s_dense_norms(sqnorm, w->dlogits, w->a2, B, 200, 10);
+        fm_dense_backward(w->da2, NULL, NULL, w->dlogits, w->a2, s_p(m, 4), B, 200, 10);
+        fm_relu_backward(w->da2, w->da2, w->a2, (size_t)B * 200);
+        s_dense_norms(sqnorm, w->da2, w->a1, B, 200, 200);
+        fm_dense_backward(w->da1, NULL, NULL, w->da2, w->a1, s_p(m, 2), B, 200, 200);
+        fm_relu_backward(w->da1, w->da1, w->a1, (size_t)B * 200);
+        s_dense_norms(sqnorm, w->da1, w->x, B, 784, 200);
+        break;
+    case FM_ARCH_CNN: {
+        const float *g = w->train ? w->drop2 : w->h;
+        s_dense_norms(sqnorm, w->dlogits, g, B, 128, 10);
+        fm_dense_backward(w->dh, NULL, NULL, w->dlogits, g, s_p(m, 6), B, 128, 10);
+        if (w->train)
+            fm_dropout_backward(w->dh, w->dh, w->mask2, (size_t)B * 128);
+        fm_relu_backward(w->dh, w->dh, w->h, (size_t)B * 128);
+        const float *f = w->train ? w->drop1 : w->pool;
+        s_dense_norms(sqnorm, w->dh, f, B, 9216, 128);
+        fm_dense_backward(w->dd1, NULL, NULL, w->dh, f, s_p(m, 4), B, 9216, 128);
+        if (w->train)
+            fm_dropout_backward(w->dd1, w->dd1, w->mask1, (size_t)B * 9216);
+        /* the convolutions share their weights over positions: each sample's gradient is
+         * computed (the same per-sample products as the batch backward) and kept */
+        size_t P = s_ex_floats(m);
+        const size_t o1b = fm_model_view(m, 1)->offset, o2w = fm_model_view(m, 2)->offset,
+                     o2b = fm_model_view(m, 3)->offset;
+        memset(ex, 0, sizeof(float) * P * (size_t)B);
+        for (int b = 0; b < B; b++) {
+            float *e = ex + (size_t)b * P;
+            float *da2 = w->da2 + (size_t)b * 64 * 24 * 24,
+                  *da1 = w->da1 + (size_t)b * 32 * 26 * 26;
+            fm_relu_maxpool2_backward(da2, e + o2b, w->dd1 + (size_t)b * 9216,
+                                      w->pool + (size_t)b * 9216, w->argmax + (size_t)b * 9216, 1,
+                                      64, 24, 24);
+            fm_conv2d_backward_act(da1, e + o2w, NULL, da2, w->a1 + (size_t)b * 32 * 26 * 26,
+                                   s_p(m, 2), w->scratch, 1, 32, 26, 26, 64, 3, 3, 1);
+            fm_conv2d_backward(NULL, e, e + o1b, da1, w->x + (size_t)b * 784, s_p(m, 0),
+                               w->scratch, 1, 1, 28, 28, 32, 3, 3);
+            sqnorm[b] += s_sq(e, P);
+        }
+        break;
+    }
+    }
+}
+
+void fm_work_backward_weighted(fm_work_t *w, const fm_model_t *m, float *grads,
+                               const float *weight, const float *ex)
+{
+    int B = w->B;
+    fm_logsoftmax_nll_backward(w->dlogits, w->logp, w->y, B, 10, 1.0f);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < 10; c++)
+            w->dlogits[b * 10 + c] *= weight[b];
+    size_t P = s_ex_floats(m);
+    if (!ex || P == 0) {
+        s_backward(w, m, grads, 0);
+        return;
+    }
+    s_backward(w, m, grads, 1);
+    for (int b = 0; b < B; b++) {
+        const float *e = ex + (size_t)b * P;
+        float f = weight[b];
+        for (size_t i = 0; i < P; i++)
+            grads[i] += f * e[i];
     }
 }

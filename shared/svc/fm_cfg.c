@@ -58,6 +58,25 @@ static const char *s_security_name(int v)
     return S_NAMES(n, v);
 }
 
+static const char *s_privacy_name(int v)
+{
+    static const char *const n[] = {
+        [FM_CFG_PRIVACY_NONE] = "none", [FM_CFG_PRIVACY_CLIENT] = "client"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_mechanism_name(int v)
+{
+    static const char *const n[] = {
+        [FM_CFG_MECHANISM_GAUSSIAN] = "gaussian", [FM_CFG_MECHANISM_LAPLACE] = "laplace"};
+    return S_NAMES(n, v);
+}
+
+static const char *s_conversion_name(int v)
+{
+    return fm_rdp_conv_name((fm_rdp_conv_t)v); /* v in the row's [lo, hi] */
+}
+
 static const char *s_staleness_name(int v)
 {
     return fm_staleness_name((fm_staleness_kind_t)v); /* v in the row's [lo, hi] */
@@ -220,6 +239,23 @@ static const fm_cfg_key_t s_keys[] = {
     S_STR(trainer, metrics_addr, s_check_metrics_addr, "127.0.0.1:9564", S_RESTART,
           "HOST:PORT of the Prometheus /metrics endpoint (numeric IPv4 or [IPv6]), off = none; "
           "trainer pools on one host need one port each"),
+    /* [trainer] DP-SGD: sample-level differential privacy of each client (docs/PRIVACY.md) */
+    S_BOOL(trainer, dp_sgd, "false", S_RESTART,
+           "train every client of this pool with DP-SGD (per-example clipping, Gaussian noise, "
+           "Poisson sampling) instead of plain mini-batches"),
+    S_FLT(trainer, dp_clip, 1e-6, 1e6, "1", S_RESTART,
+          "DP-SGD: L2 bound C of each example's gradient over all parameters"),
+    S_FLT(trainer, dp_noise_multiplier, 0, 100, "1.1", S_RESTART,
+          "DP-SGD: sigma, the noise std per coordinate of each step's sum is sigma * dp_clip; "
+          "0 = clipping only, no privacy"),
+    S_FLT(trainer, dp_sample_rate, 1e-6, 1, "0.01", S_RESTART,
+          "DP-SGD: q, the probability that an example joins a step (Poisson sampling); an "
+          "epoch is round(1/q) steps"),
+    S_FLT(trainer, dp_delta, 1e-15, 0.5, "1e-05", S_RESTART,
+          "DP-SGD: the delta of each client's reported (epsilon, delta); below 1 / its samples"),
+    S_FLT(trainer, dp_target_epsilon, 0, 1e6, "0", S_RESTART,
+          "DP-SGD: a client whose next local training would take its epsilon above this "
+          "stops training and sends no more updates; 0 = no budget"),
 
     /* [aggregator] */
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
@@ -317,12 +353,35 @@ static const fm_cfg_key_t s_keys[] = {
           "this trainer's certificate (+ PATH_secret); its name is the trainer id"),
     S_STR(security, monitor_cert, NULL, "/etc/fedmq/keys/monitor.cert", S_RESTART,
           "certificate (+ PATH_secret) of fedmq run / watch on the evaluator's METRICS feed"),
+
+    /* [privacy]: client-level differential privacy; read by the aggregator */
+    S_ENUM(privacy, mode, s_privacy_name, FM_CFG_PRIVACY_NONE, FM_CFG_PRIVACY_CLIENT, "none",
+           S_RESTART,
+           "none, or client: every update clipped to clip_norm, Gaussian noise on every "
+           "buffer or round, epsilon accounted (docs/PRIVACY.md)"),
+    S_ENUM(privacy, mechanism, s_mechanism_name, FM_CFG_MECHANISM_GAUSSIAN,
+           FM_CFG_MECHANISM_LAPLACE, "gaussian", S_RESTART,
+           "noise distribution: gaussian (laplace is refused: its accounting is not built)"),
+    S_FLT(privacy, clip_norm, 1e-12, 1e12, "1", S_RESTART,
+          "C: L2 norm every update is clipped to (the sensitivity of one client)"),
+    S_FLT(privacy, noise_multiplier, 0, 1e6, "1", S_RESTART,
+          "sigma: Gaussian noise of std sigma x clip_norm per coordinate on each buffer sum; "
+          "fedmq privacy --target-epsilon plans it"),
+    S_FLT(privacy, target_epsilon, 0, 1e6, "0", S_RESTART,
+          "privacy budget: no version whose epsilon would exceed it is made (training "
+          "finishes); 0 = no budget, epsilon is reported only"),
+    S_FLT(privacy, delta, 1e-300, 0.5, "1e-05", S_RESTART,
+          "the delta of (epsilon, delta); below 1 / clients"),
+    S_ENUM(privacy, conversion, s_conversion_name, FM_RDP_IMPROVED, FM_RDP_CLASSIC, "improved",
+           S_RESTART,
+           "RDP to (epsilon, delta): improved (Balle et al. 2020, as Opacus) or classic "
+           "(Mironov 2017)"),
 };
 
 #define S_NKEYS (sizeof s_keys / sizeof s_keys[0])
 
-static const char *const s_sections[] = {"federation", "endpoints", "broker",  "trainer",
-                                         "aggregator", "evaluator", "security"};
+static const char *const s_sections[] = {"federation", "endpoints", "broker",   "trainer",
+                                         "aggregator", "evaluator", "security", "privacy"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 size_t fm_cfg_nkeys(void) { return S_NKEYS; }
@@ -714,6 +773,23 @@ static int s_buffer_k(const fm_config_t *c)
     return c->federation.mode == FM_CFG_MODE_SYNC || k == 0 ? c->federation.clients_per_round : k;
 }
 
+/* [trainer] dp_*: the key at fault and why, or NULL. */
+static const fm_cfg_key_t *s_check_dpsgd(const fm_config_t *c, char *why, size_t cap)
+{
+    const fm_cfg_trainer_t *t = &c->trainer;
+    if (!t->dp_sgd && t->dp_target_epsilon > 0) {
+        snprintf(why, cap, "is DP-SGD's budget: set [trainer] dp_sgd = true, or 0");
+        return fm_cfg_key_find("trainer", "dp_target_epsilon");
+    }
+    if (t->dp_sgd && t->dp_target_epsilon > 0 && t->dp_noise_multiplier == 0) {
+        snprintf(why, cap,
+                 "gives no privacy (epsilon is infinite), so no [trainer] dp_target_epsilon "
+                 "can be met: set it > 0, or dp_target_epsilon = 0");
+        return fm_cfg_key_find("trainer", "dp_noise_multiplier");
+    }
+    return NULL;
+}
+
 static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_errmsg_t *e)
 {
     const fm_cfg_federation_t *f = &c->federation;
@@ -764,12 +840,39 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
         else
             snprintf(why, sizeof why, "trims nothing from a buffer of %d updates: use >= %g", bk,
                      ceil(1000.0 / bk) / 1000.0);
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT &&
+               c->privacy.mechanism == FM_CFG_MECHANISM_LAPLACE) {
+        k = fm_cfg_key_find("privacy", "mechanism");
+        snprintf(why, sizeof why,
+                 "laplace is not supported: the accountant covers the Gaussian mechanism; "
+                 "use gaussian");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->privacy.noise_multiplier <= 0) {
+        k = fm_cfg_key_find("privacy", "noise_multiplier");
+        snprintf(why, sizeof why, "must be > 0 with [privacy] mode = client (0 is no privacy)");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->aggregator.weight_by_samples) {
+        k = fm_cfg_key_find("aggregator", "weight_by_samples");
+        snprintf(why, sizeof why,
+                 "must be false with [privacy] mode = client: sample counts make one "
+                 "client's weight unbounded");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT &&
+               c->aggregator.aggregation != FM_ROBUST_MEAN) {
+        k = fm_cfg_key_find("aggregator", "aggregation");
+        snprintf(why, sizeof why,
+                 "must be mean with [privacy] mode = client (the noise is calibrated to a "
+                 "clipped sum)");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->aggregator.norm_bound > 0) {
+        k = fm_cfg_key_find("aggregator", "norm_bound");
+        snprintf(why, sizeof why,
+                 "must be 0 with [privacy] mode = client: [privacy] clip_norm clips every "
+                 "update");
     } else if (c->trainer.heartbeat_interval_s >= c->broker.heartbeat_timeout_s) {
         k = fm_cfg_key_find("trainer", "heartbeat_interval_s");
         char t[S_NUM_MAX];
         s_fmt_double(t, sizeof t, c->broker.heartbeat_timeout_s);
         snprintf(why, sizeof why, "must be < [broker] heartbeat_timeout_s (%s)", t);
     }
+    if (!k)
+        k = s_check_dpsgd(c, why, sizeof why);
     if (!k)
         return 0;
     int line = lines ? lines[k - s_keys] : 0;

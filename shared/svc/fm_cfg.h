@@ -45,6 +45,7 @@
 #include "fm_err.h"
 #include "fm_fedbuff.h"
 #include "fm_model.h"
+#include "fm_rdp.h"
 #include "fm_robust.h"
 #include "fm_screen.h"
 #include "fm_server_opt.h"
@@ -117,6 +118,13 @@ typedef struct {
     char history_file[FM_CFG_STR_MAX]; /* JSON Lines of updates sent and answers, "" = none */
     int log_level;
     char metrics_addr[FM_CFG_STR_MAX];
+    /* DP-SGD (fm_dpsgd; the budget: trainer_dp) */
+    bool dp_sgd;
+    double dp_clip;             /* C */
+    double dp_noise_multiplier; /* sigma, 0 = no noise */
+    double dp_sample_rate;      /* q */
+    double dp_delta;
+    double dp_target_epsilon; /* 0 = no budget */
 } fm_cfg_trainer_t;
 
 typedef struct {
@@ -172,6 +180,21 @@ typedef struct {
     char monitor_cert[FM_CFG_STR_MAX];
 } fm_cfg_security_t;
 
+typedef enum { FM_CFG_PRIVACY_NONE, FM_CFG_PRIVACY_CLIENT } fm_cfg_privacy_mode_t;
+typedef enum { FM_CFG_MECHANISM_GAUSSIAN, FM_CFG_MECHANISM_LAPLACE } fm_cfg_mechanism_t;
+
+/* [privacy]: client-level differential privacy in the aggregator (aggregator_privacy.h,
+ * docs/PRIVACY.md). */
+typedef struct {
+    fm_cfg_privacy_mode_t mode;
+    fm_cfg_mechanism_t mechanism; /* gaussian; laplace is refused by fm_cfg_check */
+    double clip_norm;             /* C: every update's L2 bound */
+    double noise_multiplier;      /* sigma: noise std sigma * C on each buffer sum */
+    double target_epsilon;        /* budget; 0 = none (epsilon reported only) */
+    double delta;
+    fm_rdp_conv_t conversion; /* owned by fm_rdp (shared/fl) */
+} fm_cfg_privacy_t;
+
 /* Plain data: copy with `=`. */
 typedef struct {
     fm_cfg_federation_t federation;
@@ -181,6 +204,7 @@ typedef struct {
     fm_cfg_aggregator_t aggregator;
     fm_cfg_evaluator_t evaluator;
     fm_cfg_security_t security;
+    fm_cfg_privacy_t privacy;
 } fm_config_t;
 
 typedef enum {
@@ -235,6 +259,7 @@ int fm_cfg_parse(fm_config_t *c, const char *name, const char *text, size_t len,
 int fm_cfg_set(fm_config_t *c, const char *key, const char *value, fm_errmsg_t *e);
 
 /* Cross-key constraints: clients_per_round <= num_clients, min_clients <= num_clients,
+ * [trainer] dp_target_epsilon only with dp_sgd and a noise multiplier > 0,
  * trainer.clients within [0, num_clients), trainer.heartbeat_interval_s <
  * broker.heartbeat_timeout_s, a relative aggregator.norm_bound >= 1 (or 0), a trim_fraction
  * that trims at least one update of a buffer (aggregation = trimmed_mean). Errors: FM_EARG, e.g.

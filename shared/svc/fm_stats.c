@@ -87,6 +87,13 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "stats_write_failures", s_u64(st->stats_write_failures));
     bad |= json_object_set_new(o, "acked", s_u64(st->acked));
     bad |= json_object_set_new(o, "ack_refused", s_u64(st->ack_refused));
+    bad |= json_object_set_new(o, "privacy", json_boolean(st->privacy));
+    bad |= json_object_set_new(o, "privacy_epsilon", json_real(st->privacy_epsilon));
+    bad |= json_object_set_new(o, "privacy_delta", json_real(st->privacy_delta));
+    bad |= json_object_set_new(o, "privacy_target_epsilon",
+                               json_real(st->privacy_target_epsilon));
+    bad |= json_object_set_new(o, "privacy_steps", s_u64(st->privacy_steps));
+    bad |= json_object_set_new(o, "privacy_exhausted", json_boolean(st->privacy_exhausted));
     bad |= json_object_set_new(o, "updates_per_s", json_real(st->updates_per_s));
     bad |= json_object_set_new(o, "rate_window_s", json_real(st->rate_window_s));
     bad |= json_object_set_new(o, "model", json_string(st->model));
@@ -113,6 +120,9 @@ static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e
     } reals[] = {{"staleness_mean", st->staleness_mean},
                  {"updates_per_s", st->updates_per_s},
                  {"rate_window_s", st->rate_window_s},
+                 {"privacy_epsilon", st->privacy_epsilon},
+                 {"privacy_delta", st->privacy_delta},
+                 {"privacy_target_epsilon", st->privacy_target_epsilon},
                  {"started", st->started},
                  {"updated", st->updated}};
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
@@ -268,6 +278,12 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
                         e)) ||
         (rc = s_get_u64(o, "acked", UINT64_MAX, &st->acked, path, e)) ||
         (rc = s_get_u64(o, "ack_refused", UINT64_MAX, &st->ack_refused, path, e)) ||
+        (rc = s_get_bool(o, "privacy", &st->privacy, path, e)) ||
+        (rc = s_get_num(o, "privacy_epsilon", &st->privacy_epsilon, path, e)) ||
+        (rc = s_get_num(o, "privacy_delta", &st->privacy_delta, path, e)) ||
+        (rc = s_get_num(o, "privacy_target_epsilon", &st->privacy_target_epsilon, path, e)) ||
+        (rc = s_get_u64(o, "privacy_steps", UINT64_MAX, &st->privacy_steps, path, e)) ||
+        (rc = s_get_bool(o, "privacy_exhausted", &st->privacy_exhausted, path, e)) ||
         (rc = s_get_num(o, "updates_per_s", &st->updates_per_s, path, e)) ||
         (rc = s_get_num(o, "rate_window_s", &st->rate_window_s, path, e)) ||
         (rc = s_get_num(o, "started", &st->started, path, e)) ||

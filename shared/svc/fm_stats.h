@@ -50,6 +50,14 @@ typedef struct {
     /* acknowledged delivery ([aggregator] acks): update ids acknowledged as applied (once
      * durable) and ids answered with a refusal ("lost", "dropped", a rejection reason) */
     uint64_t acked, ack_refused;
+
+    /* client-level differential privacy ([privacy] mode = client): on; epsilon spent so far
+     * at privacy_delta; the budget (0: none); steps accounted; no more versions because the
+     * next would exceed the budget */
+    bool privacy;
+    double privacy_epsilon, privacy_delta, privacy_target_epsilon;
+    uint64_t privacy_steps;
+    bool privacy_exhausted;
 } fm_stats_t;
 
 /* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */

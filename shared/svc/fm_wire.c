@@ -274,8 +274,10 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     msgpack_packer_init(&pk, out, s_buf_write);
     int progress = hdr->applied > 0 || hdr->updates_per_s != 0; /* optional keys */
     int boot = hdr->boot != 0;
+    int dp = hdr->delta > 0;
     S_PACK(s_pack_head(&pk, FM_WIRE_MODEL,
-                       (hdr->cohort.present ? 7 : 4) + 2 * progress + (size_t)boot));
+                       (hdr->cohort.present ? 7 : 4) + 2 * progress + (size_t)boot +
+                           2 * (size_t)dp));
     S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
@@ -284,6 +286,10 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     if (progress) {
         S_PACK(s_pack_ku64(&pk, "applied", hdr->applied));
         S_PACK(s_pack_kf64(&pk, "ups", hdr->updates_per_s));
+    }
+    if (dp) {
+        S_PACK(s_pack_kf64(&pk, "eps", hdr->epsilon));
+        S_PACK(s_pack_kf64(&pk, "delta", hdr->delta));
     }
     if (hdr->cohort.present) {
         S_PACK(s_pack_ku64(&pk, "round", hdr->round));
@@ -389,7 +395,9 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
         return FM_EARG;
     msgpack_packer_init(&pk, out, s_buf_write);
     int progress = m->applied > 0 || m->updates_per_s != 0; /* optional keys */
-    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS, (m->pop_clients ? 15 : 8) + 2 * progress));
+    int dp = m->delta > 0;
+    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS,
+                       (m->pop_clients ? 15 : 8) + 2 * progress + 2 * (size_t)dp));
     S_PACK(s_pack_ku64(&pk, "mv", m->version));
     S_PACK(s_pack_kstr(&pk, "model", m->model));
     S_PACK(s_pack_kf64(&pk, "acc", m->accuracy));
@@ -404,6 +412,10 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     if (progress) {
         S_PACK(s_pack_ku64(&pk, "applied", m->applied));
         S_PACK(s_pack_kf64(&pk, "ups", m->updates_per_s));
+    }
+    if (dp) {
+        S_PACK(s_pack_kf64(&pk, "eps", m->epsilon));
+        S_PACK(s_pack_kf64(&pk, "delta", m->delta));
     }
     if (m->pop_clients) {
         S_PACK(s_pack_ku64(&pk, "pc", m->pop_clients));
@@ -893,6 +905,8 @@ static const s_field_t s_model_fields[] = {
     {"applied", S_F_U64, 0, 0, offsetof(fm_wire_model_t, applied)},
     {"ups", S_F_F64, 0, 0, offsetof(fm_wire_model_t, updates_per_s)},
     {"boot", S_F_U64, 0, 0, offsetof(fm_wire_model_t, boot)},
+    {"eps", S_F_F64, 0, 0, offsetof(fm_wire_model_t, epsilon)},
+    {"delta", S_F_F64, 0, 0, offsetof(fm_wire_model_t, delta)},
 };
 
 static const s_field_t s_update_fields[] = {
@@ -945,6 +959,8 @@ static const s_field_t s_metrics_fields[] = {
     {"pbelow", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_below)},
     {"applied", S_F_U64, 0, 0, offsetof(fm_wire_metrics_t, applied)},
     {"ups", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, updates_per_s)},
+    {"eps", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, epsilon)},
+    {"delta", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, delta)},
 };
 
 static const s_field_t s_ack_fields[] = {

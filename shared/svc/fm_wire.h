@@ -111,6 +111,11 @@ typedef struct {
      * this is its incarnation, random per start: a new value means it restarted, so
      * unacknowledged updates should be resent at once */
     uint64_t boot;
+    /* client-level differential privacy (optional, both sent when delta > 0: [privacy] mode
+     * = client): the epsilon spent to make this version, at delta (the evaluator repeats
+     * them in METRICS) */
+    double epsilon; /* "eps" */
+    double delta;   /* "delta" */
 } fm_wire_model_t;
 
 /* UPDATE: one client's local training result. Tensors: delta = w_local - w_base. */
@@ -170,6 +175,9 @@ typedef struct {
     /* the MODEL's "applied" and "ups" (optional: both sent when either is nonzero) */
     uint64_t applied;     /* "applied" */
     double updates_per_s; /* "ups" */
+    /* the MODEL's "eps" and "delta" (optional: both sent when delta > 0) */
+    double epsilon; /* "eps" */
+    double delta;   /* "delta" */
 } fm_wire_metrics_t;
 
 /* ACK: the aggregator's answer about UPDATEs, by id (its PUB on endpoints.acks). `ids` is

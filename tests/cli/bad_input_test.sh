@@ -38,16 +38,7 @@ LOG=(--log-level error) # first on every command line: no INFO lines on stderr
 TH=(--threads 2)        # shared machine
 TMO=30
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok - $1"; }
-notok() {
-    FAIL=$((FAIL + 1))
-    echo "not ok - $1"
-    shift
-    local l
-    for l in "$@"; do echo "#   $l"; done
-}
+. "$(dirname "$0")/tap.sh" # PASS, FAIL, ok, notok
 
 # Show at most 5 lines of a file, indented, for a failure report.
 show() {
@@ -297,6 +288,16 @@ expect_bad "train --seed -3" "--seed" "non-negative" -- "$FEDMQ" train "${LOG[@]
 expect_bad "train --weight-decay x" "--weight-decay" "number" -- \
     "$FEDMQ" train "${LOG[@]}" --weight-decay x
 expect_bad "train --clip -1" "--clip" "range" -- "$FEDMQ" train "${LOG[@]}" --clip -1
+expect_bad "train --dp-clip 0" "--dp-clip" "range" -- "$FEDMQ" train "${LOG[@]}" --dp-clip 0
+expect_bad "train --dp-clip inf" "--dp-clip" "finite" -- "$FEDMQ" train "${LOG[@]}" --dp-clip inf
+expect_bad "train --dp-noise -1" "--dp-noise" "range" -- \
+    "$FEDMQ" train "${LOG[@]}" --dp-clip 1 --dp-noise -1
+expect_bad "train --dp-sample-rate 2" "--dp-sample-rate" "range" -- \
+    "$FEDMQ" train "${LOG[@]}" --dp-clip 1 --dp-sample-rate 2
+expect_bad "train --dp-sample-rate 0" "--dp-sample-rate" "range" -- \
+    "$FEDMQ" train "${LOG[@]}" --dp-clip 1 --dp-sample-rate 0
+expect_bad "train --dp-delta 1" "--dp-delta" "range" -- \
+    "$FEDMQ" train "${LOG[@]}" --dp-clip 1 --dp-delta 1
 expect_bad "train --log-level loud" "--log-level" "loud" -- "$FEDMQ" train --log-level loud
 expect_bad "train --frobnicate (unknown option)" "--frobnicate" "unknown" -- \
     "$FEDMQ" train "${LOG[@]}" --frobnicate

@@ -19,16 +19,7 @@ trap 'exit 130' INT TERM
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0}
 TMO=30
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok - $1"; }
-notok() {
-    FAIL=$((FAIL + 1))
-    echo "not ok - $1"
-    shift
-    local l
-    for l in "$@"; do echo "#   $l"; done
-}
+. "$(dirname "$0")/tap.sh" # PASS, FAIL, ok, notok
 
 PROGS=("$BIN/fedmq-broker --config" "$BIN/fedmq-trainer --config"
        "$BIN/fedmq-aggregator --config" "$BIN/fedmq-evaluator --config"

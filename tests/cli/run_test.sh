@@ -39,16 +39,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 TMO=120
 SAN_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error'
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok - $1"; }
-notok() {
-    FAIL=$((FAIL + 1))
-    echo "not ok - $1"
-    shift
-    local l
-    for l in "$@"; do echo "#   $l"; done
-}
+. "$(dirname "$0")/tap.sh" # PASS, FAIL, ok, notok
 show() {
     local f=$1 what=$2
     [ -s "$f" ] || { echo "#   $what: (empty)"; return; }

@@ -7,7 +7,8 @@
  *     test fails without it),
  *   - the counters equal the events caused and the daemon's own records: aggregator (3 UPDATEs
  *     of a wrong shape, 4 good ones with K = 2: rejected{shape} 3, received 7, applied 4,
- *     version 2, staleness and timing histograms; stats.json agrees), broker (a HELLO and 3
+ *     version 2, staleness and timing histograms, with client-level DP on: 2 privacy steps;
+ *     stats.json agrees), broker (a HELLO and 3
  *     SNAPSHOT_REQs from new connections answered: snapshots served 4; a repeat on the
  *     HELLO's connection withheld; one live trainer; its summary line agrees),
  *     evaluator (accuracy, loss and population gauges equal the METRICS it published, bit for
@@ -273,6 +274,8 @@ static void s_update(s_ctx_t *c, fm_model_t *layout, uint64_t base)
     memset(&h, 0, sizeof h);
     assert_int_equal(fm_wire_id_new(h.id), 0);
     snprintf(h.trainer, sizeof h.trainer, "metrics-test");
+    static uint32_t client; /* a new client each: one update per client per buffer (privacy) */
+    h.client = client++ % 100;
     h.base = base;
     h.num_samples = 10;
     h.local_steps = 1;
@@ -310,6 +313,10 @@ static void test_aggregator(void **state)
                     "aggregator.buffer_k=2",
                     "--set",
                     "aggregator.checkpoint_every=1",
+                    "--set", /* client-level DP on: its four series are served and linted */
+                    "privacy.mode=client",
+                    "--set",
+                    "aggregator.weight_by_samples=false",
                     "--set",
                     set_ck,
                     "--set",
@@ -358,6 +365,9 @@ static void test_aggregator(void **state)
     }
 
     assert_true(s_val(body, "fedmq_updates_rejected_total{reason=\"shape\"}") == 3);
+    assert_true(s_val(body, "fedmq_privacy_steps_total") == 2);
+    assert_true(s_val(body, "fedmq_privacy_budget_exhausted") == 0);
+    assert_true(s_val(body, "fedmq_privacy_epsilon") > 0);
     assert_true(s_val(body, "fedmq_updates_rejected_total{reason=\"nonfinite\"}") == 0);
     assert_true(s_val(body, "fedmq_updates_rejected_total{reason=\"duplicate\"}") == 0);
     assert_true(s_val(body, "fedmq_updates_received_total") == 7);

@@ -6,7 +6,8 @@
  * trainer runs mlp over 20 clients, serving clients 0-3 with 2 workers. Every wait is
  * bounded; every child is reaped. Also checks trainer_sim's pure functions, and (test_replay)
  * the content of UPDATEs against one client's local training replayed in this process, and
- * (test_attack) those of bench/fedmq_attacker against the replay attacked here. */
+ * (test_attack) those of bench/fedmq_attacker against the replay attacked here, and
+ * (test_dpsgd) DP-SGD's accounts and budget per client. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@
 #include "fm_engine.h"
 #include "fm_optim.h"
 #include "fm_parse.h"
+#include "fm_rdp.h"
 #include "fm_model.h"
 #include "fm_train.h"
 #include "fm_wire.h"
@@ -94,6 +96,7 @@ typedef struct {
     fm_wire_update_t last;
     pid_t last_pid;
     pid_t trainer; /* the trainer of the current test */
+    int dp;        /* the trainer runs DP-SGD: UPDATEs carry no loss (NaN) */
 } t_state_t;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -263,7 +266,8 @@ static void t_on_update(t_state_t *s)
                  (unsigned long long)u.num_samples, (unsigned long long)n);
         t_update_fail(s, why);
     }
-    if (u.local_steps < 1 || !isfinite(u.train_loss) || u.train_loss <= 0 ||
+    if (u.local_steps < 1 ||
+        (s->dp ? !isnan(u.train_loss) : !isfinite(u.train_loss) || u.train_loss <= 0) ||
         !(u.train_seconds > 0))
         t_update_fail(s, "steps, loss or secs out of range");
     double m = 0;
@@ -1103,6 +1107,65 @@ static void test_attack(void **state)
     fm_dataset_destroy(&ds);
 }
 
+/* [trainer] dp_sgd: every client of the pool trains with DP-SGD (q 0.1: 10 steps per
+ * training), is accounted, and with a target between 2 and 3 trainings' epsilon (computed
+ * here with fm_rdp) sends exactly 2 UPDATEs (NaN loss: not reported), then stops with one
+ * NOTICE; once all 4 have, the pool says so and sends nothing more. */
+static int t_dp_retired(t_state_t *s)
+{
+    return fm_proc_file_contains(s->log, "every client of the pool (4) has spent its DP-SGD");
+}
+
+static void test_dpsgd(void **state)
+{
+    t_state_t *s = *state;
+    const double q = 0.1, sigma = 1.0;
+    double e2 = fm_rdp_epsilon_of(q, sigma, 20, 1e-5, FM_RDP_IMPROVED, NULL),
+           e3 = fm_rdp_epsilon_of(q, sigma, 30, 1e-5, FM_RDP_IMPROVED, NULL);
+    snprintf(s->config, sizeof s->config, "%s/dp.conf", s->tmp);
+    FILE *f = fopen(s->config, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[trainer]\ndp_sgd = true\ndp_clip = 1\ndp_noise_multiplier = %g\n"
+            "dp_sample_rate = %g\ndp_target_epsilon = %.17g\n",
+            sigma, q, 0.5 * (e2 + e3));
+    assert_int_equal(fclose(f), 0);
+    t_set_model(s, 11);
+    s->dp = 1;
+    int from = s->nupdates;
+    int notices = fm_proc_file_count(s->log, "DP-SGD budget: its next training (10 steps)");
+    int infos = fm_proc_file_count(s->log, "DP-SGD training of 10 steps");
+    pid_t pid = t_spawn(s, NULL, NULL);
+    s->config[0] = '\0';
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    assert_true(t_pump(s, t_dp_retired, 120));
+    t_pump(s, NULL, 1.5); /* nothing more comes */
+    assert_true(fm_proc_file_contains(s->log, "DP-SGD on clients 0-3: clip 1, noise multiplier "
+                                              "1, sample rate 0.1, 10 steps per training"));
+    assert_true(fm_proc_file_contains(s->log, "at most 2 trainings per client (2"));
+    assert_int_equal(fm_proc_file_count(s->log, "DP-SGD budget: its next training (10 steps)"),
+                     notices + 4);
+    assert_int_equal(fm_proc_file_count(s->log, "DP-SGD training of 10 steps"), infos + 8);
+    char line[160];
+    snprintf(line, sizeof line,
+             "DP-SGD training of 10 steps (20 in all), sigma 1, q 0.1: "
+             "epsilon %.4g at delta 1e-05",
+             e2);
+    assert_int_equal(fm_proc_file_count(s->log, line), 4);
+    int per[CLIENT_LAST + 1] = {0};
+    for (int i = from; i < s->nupdates; i++)
+        if (s->pids[i] == pid)
+            per[s->clients[i]]++;
+    for (int k = 0; k <= CLIENT_LAST; k++)
+        assert_int_equal(per[k], 2);
+    assert_int_equal(t_count_from(s, pid, from, -1), 8);
+    assert_int_equal(s->update_errors, 0);
+    int st = fm_proc_stop(pid, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    s->dp = 0;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1116,7 +1179,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sigterm_bye), cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_reload),      cmocka_unit_test(test_aggregator_down),
         cmocka_unit_test(test_sigkill),     cmocka_unit_test(test_replay),
-        cmocka_unit_test(test_attack),
+        cmocka_unit_test(test_attack),      cmocka_unit_test(test_dpsgd),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

@@ -268,6 +268,20 @@ static inline int fm_proc_file_contains(const char *path, const char *needle)
     return found;
 }
 
+/* Poll (every 20 ms, at most timeout_s) until the file at path contains needle: 1, or 0 on
+ * timeout. */
+static inline int fm_proc_wait_file_contains(const char *path, const char *needle,
+                                             double timeout_s)
+{
+    double end = fm_proc_now() + timeout_s;
+    while (!fm_proc_file_contains(path, needle)) {
+        if (fm_proc_now() > end)
+            return 0;
+        fm_proc_sleep(0.02);
+    }
+    return 1;
+}
+
 /* How many lines of the file at path contain needle ("" counts every line); 0 if the file
  * is missing. */
 static inline int fm_proc_file_count(const char *path, const char *needle)

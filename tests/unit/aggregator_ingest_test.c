@@ -255,14 +255,14 @@ static void test_every_reason_counted(void **state)
      * else folded */
     const agg_counters_t *c = agg_stats_counters(t->stats);
     for (int r = 0; r < AGG_REJ_COUNT; r++) {
-        uint64_t want = r == AGG_REJ_TRUNCATED                         ? 2
-                        : r == AGG_REJ_COHORT || r == AGG_REJ_IDENTITY ? 0
-                                                                       : 1;
+        uint64_t want = r == AGG_REJ_TRUNCATED                                                ? 2
+                        : r == AGG_REJ_COHORT || r == AGG_REJ_IDENTITY || r == AGG_REJ_REPEAT ? 0
+                                                                                              : 1;
         if (c->rejected[r] != want)
             fail_msg("rejected.%s = %llu, expected %llu", agg_reason_name(r),
                      (unsigned long long)c->rejected[r], (unsigned long long)want);
     }
-    assert_int_equal(c->rejected_total, AGG_REJ_COUNT - 1);
+    assert_int_equal(c->rejected_total, AGG_REJ_COUNT - 2);
     assert_int_equal(agg_ingest_pending(t->ing), 1);
     s_update(t, 5, 10); /* still folding */
     assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
@@ -771,10 +771,81 @@ static void test_trimmed_sync(void **state)
     s_free(&t);
 }
 
+/* [privacy] mode = client: every update clipped to C (whatever its norm), its weight its
+ * staleness discount alone (sample counts ignored), one update per client per buffer
+ * ("repeat"); the buffer's sum is checked against one computed here. */
+static void test_privacy_clip_and_repeat(void **state)
+{
+    s_t *t = s_new(FM_CFG_MODE_ASYNC);
+    t->cfg.aggregator.buffer_k = 3;
+    t->cfg.aggregator.staleness = FM_STALENESS_POLYNOMIAL;
+    t->cfg.aggregator.staleness_a = 1.0;
+    t->cfg.aggregator.weight_by_samples = false;
+    t->cfg.privacy.mode = FM_CFG_PRIVACY_CLIENT;
+    t->cfg.privacy.clip_norm = 0.25;
+    snprintf(t->cfg.trainer.clients, sizeof t->cfg.trainer.clients, "0-%d", S_NCLIENTS - 1);
+    fm_errmsg_t e = {{0}}; /* a config the daemon would accept */
+    if (fm_cfg_check(&t->cfg, &e) != 0)
+        fail_msg("%s", e.msg);
+    s_open(t);
+    float *big = fm_tu_floats(t->np), *mean = fm_tu_floats(t->np);
+    double nd = 0, nb = 0;
+    for (size_t i = 0; i < t->np; i++) {
+        big[i] = 1e4f * (float)((int)(i % 5) - 2);
+        nd += (double)t->delta[i] * t->delta[i];
+        nb += (double)big[i] * big[i];
+    }
+    nd = sqrt(nd);
+    nb = sqrt(nb);
+    /* client 0: norm ~22 (base 5, tau 0, n = 10); client 0 again: repeat; client 1: norm ~1e6
+     * with n = 2^63 (tau 2: s = 1/3); client 2: the small delta scaled to 0.1 C (unclipped) */
+    s_update_ex(t, 5, 10, 0, 0, NULL, NULL);
+    agg_verdict_t v = s_ingest_buf(t);
+    assert_int_equal(v.kind, AGG_INGEST_FOLDED);
+    assert_true(v.clipped);
+    s_update_ex(t, 5, 10, 0, 0, NULL, NULL);
+    S_EXPECT_REJECT(t, AGG_REJ_REPEAT);
+    s_update_ex(t, 3, 1ull << 63, 1, 0, big, NULL);
+    assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
+    float *small = fm_tu_floats(t->np);
+    for (size_t i = 0; i < t->np; i++)
+        small[i] = (float)(t->delta[i] * (0.025 / nd));
+    s_update_ex(t, 5, 1, 2, 0, small, NULL);
+    v = s_ingest_buf(t);
+    assert_int_equal(v.kind, AGG_INGEST_FOLDED);
+    assert_false(v.clipped);
+    assert_int_equal(v.aggregate, 1);
+    int count = 0;
+    double sm = 0;
+    assert_int_equal(agg_ingest_take(t->ing, mean, &count, &sm), 0);
+    assert_int_equal(count, 3);
+    double sum_norm = 0;
+    for (size_t i = 0; i < t->np; i++) {
+        double want = 0.25 * t->delta[i] / nd + (1.0 / 3.0) * 0.25 * big[i] / nb + small[i];
+        double got = 3.0 * mean[i];
+        if (!(fabs(got - want) <= 1e-6))
+            fail_msg("sum[%zu] = %.9g, expected %.9g", i, got, want);
+        sum_norm += got * got;
+    }
+    assert_true(sqrt(sum_norm) <= 3 * 0.25);
+    /* a new buffer: client 0 may send again */
+    s_update_ex(t, 5, 10, 0, 0, NULL, NULL);
+    assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);
+    assert_int_equal(agg_stats_counters(t->stats)->rejected[AGG_REJ_REPEAT], 1);
+    char line[400];
+    agg_ingest_describe(t->ing, line, sizeof line);
+    assert_non_null(strstr(line, "norm bound 0.25 (clip)"));
+    free(big);
+    free(small);
+    free(mean);
+    s_free(&t);
+}
+
 int main(void)
 {
     fm_log_init("aggregator_ingest_test", LOG_ERR);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_privacy_clip_and_repeat),
         cmocka_unit_test(test_every_reason_counted),
         cmocka_unit_test(test_fold_weight),
         cmocka_unit_test(test_duplicates),

@@ -162,7 +162,7 @@ static void test_table(void **state)
         assert_true(nseen < 16);
         seen[nseen++] = sec;
     }
-    assert_int_equal(nseen, 7); /* federation ... evaluator, security */
+    assert_int_equal(nseen, 8); /* federation ... evaluator, security, privacy */
     assert_null(fm_cfg_key_find("aggregator", "nope"));
     assert_null(fm_cfg_key_find("nope", "buffer_k"));
 }
@@ -576,6 +576,8 @@ static void test_roundtrip(void **state)
     assert_int_equal(fm_cfg_set(&c, "federation.learning_rate", "0.30000000000000004", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "aggregator.tau", "1.2345678901234567e-7", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "trainer.slowdown_sigma", "0.1", &e), 0);
+    /* dp_target_epsilon > 0 (changed) needs a noise multiplier > 0 */
+    assert_int_equal(fm_cfg_set(&c, "trainer.dp_noise_multiplier", "0.5", &e), 0);
     /* mode = sync (changed) needs fedavg|fedprox, mu > 0 (changed) needs fedprox */
     assert_int_equal(fm_cfg_set(&c, "federation.aggregation_strategy", "fedprox", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "federation.min_clients", "2", &e), 0);
@@ -589,7 +591,11 @@ static void test_roundtrip(void **state)
     assert_int_equal(fm_cfg_set(&c, "evaluator.metrics_file", longest, &e), 0);
     longest[0] = '/';
     assert_int_equal(fm_cfg_set(&c, "aggregator.checkpoint_dir", longest, &e), 0);
-    assert_int_equal(fm_cfg_check(&c, &e), 0);
+    /* privacy.mode = client refuses the changed mechanism (laplace), rule and norm bound:
+     * back to none (the other [privacy] keys stay changed; test_privacy_keys loads client) */
+    assert_int_equal(fm_cfg_set(&c, "privacy.mode", "none", &e), 0);
+    if (fm_cfg_check(&c, &e) != 0)
+        fail_msg("%s", e.msg);
     dump_load(state, &c, &d);
     assert_true(fm_cfg_equal(&c, &d));
     assert_memory_equal(&c, &d, sizeof c);
@@ -887,24 +893,71 @@ static void test_robust_keys(void **state)
                                "which needs a restart");
 }
 
+/* [privacy]: the keys, and the combinations a client-level guarantee cannot hold with */
+static void test_privacy_keys(void **state)
+{
+    fm_config_t c;
+    load_text_ok(state, "[privacy]\n", &c);
+    assert_int_equal(c.privacy.mode, FM_CFG_PRIVACY_NONE);
+    assert_true(c.privacy.clip_norm == 1 && c.privacy.noise_multiplier == 1);
+    assert_true(c.privacy.target_epsilon == 0 && c.privacy.delta == 1e-5);
+    assert_int_equal(c.privacy.conversion, FM_RDP_IMPROVED);
+    /* the defaults weigh by samples: fine without privacy, refused with it */
+    expect_error(state, "[privacy]\nmode = client\n", FM_EARG,
+                 "%s: [aggregator] weight_by_samples = true: must be false with [privacy] mode "
+                 "= client: sample counts make one client's weight unbounded");
+    load_text_ok(state,
+                 "[aggregator]\nweight_by_samples = false\n[privacy]\nmode = client\n"
+                 "clip_norm = 0.5\nnoise_multiplier = 1.3\ntarget_epsilon = 3\n"
+                 "delta = 1e-6\nconversion = classic\n",
+                 &c);
+    assert_int_equal(c.privacy.mode, FM_CFG_PRIVACY_CLIENT);
+    assert_true(c.privacy.clip_norm == 0.5 && c.privacy.noise_multiplier == 1.3);
+    assert_true(c.privacy.target_epsilon == 3 && c.privacy.delta == 1e-6);
+    assert_int_equal(c.privacy.conversion, FM_RDP_CLASSIC);
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[privacy]\nmode = client\n"
+                 "mechanism = laplace\n",
+                 FM_EARG,
+                 "%s:5: [privacy] mechanism = laplace: laplace is not supported: the accountant "
+                 "covers the Gaussian mechanism; use gaussian");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[privacy]\nmode = client\n"
+                 "noise_multiplier = 0\n",
+                 FM_EARG,
+                 "%s:5: [privacy] noise_multiplier = 0: must be > 0 with [privacy] mode = client "
+                 "(0 is no privacy)");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\naggregation = median\n[privacy]\n"
+                 "mode = client\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] aggregation = median: must be mean with [privacy] mode = "
+                 "client (the noise is calibrated to a clipped sum)");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\nnorm_bound = 5\n[privacy]\n"
+                 "mode = client\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] norm_bound = 5: must be 0 with [privacy] mode = client: "
+                 "[privacy] clip_norm clips every update");
+    expect_error(state, "[privacy]\ndelta = 0.7\n", FM_ERANGE,
+                 "%s:2: [privacy] delta = 0.7: out of range [1e-300, 0.5]");
+    expect_error(state, "[privacy]\nmode = local\n", FM_EARG,
+                 "%s:2: [privacy] mode = local: not one of none|client");
+    /* laplace without privacy on is just an unused value */
+    load_text_ok(state, "[privacy]\nmechanism = laplace\n", &c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_enum_names),
-        cmocka_unit_test(test_shipped_config),
-        cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_syntax_variants),
-        cmocka_unit_test(test_nul_and_encoding),
-        cmocka_unit_test(test_lengths),
-        cmocka_unit_test(test_line_kinds),
-        cmocka_unit_test(test_overrides),
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_text_diff),
-        cmocka_unit_test(test_digest),
-        cmocka_unit_test(test_reload_rule),
-        cmocka_unit_test(test_robust_keys),
+        cmocka_unit_test(test_privacy_keys),    cmocka_unit_test(test_table),
+        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_enum_names),
+        cmocka_unit_test(test_shipped_config),  cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_syntax_variants), cmocka_unit_test(test_nul_and_encoding),
+        cmocka_unit_test(test_lengths),         cmocka_unit_test(test_line_kinds),
+        cmocka_unit_test(test_overrides),       cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_text_diff),       cmocka_unit_test(test_digest),
+        cmocka_unit_test(test_reload_rule),     cmocka_unit_test(test_robust_keys),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

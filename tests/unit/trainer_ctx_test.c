@@ -2,7 +2,8 @@
  * trainer_ctx.h: async round-robin over [first, first + count) skipping busy clients; sync:
  * each pending cohort member of the current round once, a new round replacing the pending
  * set (stale jobs are dropped); per-client run counters; simulation parameters read at take
- * time; and, with several threads, no client handed to two workers at once. Links
+ * time; retired clients (DP-SGD budget spent) never scheduled again; and, with several
+ * threads, no client handed to two workers at once. Links
  * trainer_lib (the unit-test rule of CMakeLists.txt, by file name). */
 #include <errno.h>
 #include <pthread.h>
@@ -311,13 +312,49 @@ static void test_threads(void **state)
     trainer_ctx_destroy(&c);
 }
 
+/* Retired clients (DP-SGD budget spent) are never scheduled again, async or sync, and are
+ * not counted as pending; retiring twice or out of range changes nothing. */
+static void test_retire(void **state)
+{
+    (void)state;
+    trainer_ctx_t *c = s_new(10, 3, 0.0, 0.0);
+    trainer_job_t job;
+    assert_int_equal(trainer_ctx_retire(c, 11), 1);
+    assert_int_equal(trainer_ctx_retire(c, 11), 1); /* idempotent */
+    assert_int_equal(trainer_ctx_retire(c, 13), 1); /* out of range: ignored */
+    assert_int_equal(trainer_ctx_retire(c, 9), 1);
+    assert_int_equal(trainer_ctx_set_round(c, 0, 0, NULL), 2); /* async: the 2 not retired */
+    assert_int_equal(s_take(c, &job), 10);
+    assert_int_equal(s_take(c, &job), 12);
+    s_none(c);
+    trainer_ctx_release(c, 10);
+    trainer_ctx_release(c, 12);
+    assert_int_equal(s_take(c, &job), 10); /* round-robin skips 11 */
+    trainer_ctx_release(c, 10);
+    /* sync: a cohort naming 11 leaves it out */
+    uint32_t ids[] = {11, 12};
+    s_cohort_t sc;
+    assert_int_equal(trainer_ctx_set_round(c, 1, 4, s_cohort(&sc, ids, 2)), 1);
+    assert_int_equal(s_take(c, &job), 12);
+    s_none(c);
+    trainer_ctx_release(c, 12);
+    /* a client retired while pending is dropped from the round */
+    assert_int_equal(trainer_ctx_set_round(c, 1, 5, s_cohort(&sc, ids + 1, 1)), 1);
+    assert_int_equal(trainer_ctx_retire(c, 12), 2);
+    s_none(c);
+    assert_int_equal(trainer_ctx_retire(c, 10), 3);
+    assert_int_equal(trainer_ctx_set_round(c, 0, 0, NULL), 0);
+    s_none(c);
+    trainer_ctx_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_destroy), cmocka_unit_test(test_async_round_robin),
         cmocka_unit_test(test_async_laps),  cmocka_unit_test(test_sim_params),
         cmocka_unit_test(test_sync_cohort), cmocka_unit_test(test_sync_new_round_drops_stale),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads),     cmocka_unit_test(test_retire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,18 +74,29 @@ static void s_gather(s_worker_t *w, const fm_engine_t *e, uint32_t begin, uint32
     }
 }
 
+/* Start worker t's part of a step: its samples [*begin, *end), gradient and loss zeroed,
+ * its dropout stream seeded. 0 when the part is empty (nothing more to do). */
+static int s_worker_start(fm_engine_t *e, int t, uint32_t *begin, uint32_t *end, fm_rng_t *rng)
+{
+    s_worker_t *w = &e->workers[t];
+    s_part(e, t, e->n, begin, end);
+    memset(w->grads, 0, sizeof(float) * e->nparams);
+    w->loss = 0.0;
+    w->clipped = 0;
+    if (*end == *begin)
+        return 0;
+    fm_rng_seed(rng, e->seed, (uint64_t)t + 1);
+    return 1;
+}
+
 static void s_do_grad(fm_engine_t *e, int t)
 {
     s_worker_t *w = &e->workers[t];
     uint32_t begin, end;
-    s_part(e, t, e->n, &begin, &end);
-    memset(w->grads, 0, sizeof(float) * e->nparams);
-    w->loss = 0.0;
-    if (end == begin)
+    fm_rng_t rng;
+    if (!s_worker_start(e, t, &begin, &end, &rng))
         return;
     s_gather(w, e, begin, end - begin);
-    fm_rng_t rng;
-    fm_rng_seed(&rng, e->seed, (uint64_t)t + 1);
     w->loss = fm_work_forward(w->work, e->m, w->xbuf, w->ybuf, (int)(end - begin), e->train,
                               &rng);
     fm_work_backward(w->work, e->m, w->grads, 1.0f / (float)e->n);
@@ -147,14 +158,9 @@ static void s_do_clip(fm_engine_t *e, int t)
 {
     s_worker_t *w = &e->workers[t];
     uint32_t begin, end;
-    s_part(e, t, e->n, &begin, &end);
-    memset(w->grads, 0, sizeof(float) * e->nparams);
-    w->loss = 0.0;
-    w->clipped = 0;
-    if (end == begin)
-        return;
     fm_rng_t rng;
-    fm_rng_seed(&rng, e->seed, (uint64_t)t + 1);
+    if (!s_worker_start(e, t, &begin, &end, &rng))
+        return;
     if (e->mode == FM_CLIP_EXACT) {
         /* the reference: every sample alone through the workspace, its gradient formed */
         for (uint32_t i = begin; i < end; i++) {

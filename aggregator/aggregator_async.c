@@ -8,6 +8,7 @@
 typedef struct {
     agg_policy_t base;      /* first: the interface */
     const fm_config_t *cfg; /* borrowed */
+    uint64_t declines;      /* DECLINEs received (all ignored: no rounds in async) */
 } s_async_t;
 
 static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t tau,
@@ -26,6 +27,15 @@ static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t t
 static int s_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full)
 {
     return buffer_full;
+}
+
+static int s_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
+                     size_t cap)
+{
+    ((s_async_t *)p)->declines++;
+    snprintf(why, cap, "DECLINE from %s client %u: mode = async has no rounds", d->trainer,
+             client);
+    return -1;
 }
 
 static agg_action_t s_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v, double now)
@@ -50,6 +60,9 @@ static void s_stats(const agg_policy_t *p, fm_stats_t *st)
     st->round_open = false;
     st->cohort_size = st->round_reported = 0;
     st->rounds_completed = st->rounds_failed = 0;
+    st->round_declined = 0;
+    st->declines = 0;
+    st->declines_ignored = ((const s_async_t *)p)->declines;
 }
 
 static void s_describe(const agg_policy_t *p, char *out, size_t cap)
@@ -65,6 +78,7 @@ static const agg_policy_ops_t s_ops = {
     .mode = "async",
     .accept = s_accept,
     .folded = s_folded,
+    .decline = s_decline,
     .closed = s_closed,
     .tick = s_tick,
     .model_meta = s_model_meta,

@@ -364,6 +364,22 @@ void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_i
         out->kind = AGG_INGEST_MEMBER;
         return;
     }
+    if (type == FM_WIRE_DECLINE) {
+        if ((rc = fm_wire_decode_decline(data, len, &out->decline, &e)) != 0) {
+            s_reject(out, s_decode_reason(rc), "%s", e.msg);
+            return;
+        }
+        char why[160];
+        const fm_wire_decline_t *d = &out->decline;
+        for (uint32_t i = 0; i < d->clients.count; i++)
+            if (fm_sec_check_trainer(ctx->sec, ctx->user_id, d->trainer,
+                                     fm_wire_cohort_at(&d->clients, i), 1, why, sizeof why)) {
+                s_reject(out, AGG_REJ_IDENTITY, "DECLINE from %s: %s", d->trainer, why);
+                return;
+            }
+        out->kind = AGG_INGEST_DECLINE;
+        return;
+    }
     if (type != FM_WIRE_UPDATE) {
         s_reject(out, AGG_REJ_UNEXPECTED_TYPE, "%s message on the updates socket",
                  fm_wire_type_name(type));

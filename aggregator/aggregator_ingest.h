@@ -20,8 +20,9 @@
  * A valid one is folded with staleness tau = version - base into the policy's rule: the
  * streaming mean (fm_fedbuff) or a buffer that stores the K updates (fm_robust: median,
  * trimmed_mean, norm_bounded_mean); its id is recorded in the window, and the policy says
- * whether to aggregate now. HELLO / HEARTBEAT / BYE are decoded and handed back; any other
- * message is "unexpected_type". One update is judged alone: a rejected one has changed
+ * whether to aggregate now. HELLO / HEARTBEAT / BYE and DECLINE are decoded (and, under
+ * curve, checked against the sender's key) and handed back; any other message is
+ * "unexpected_type". One update is judged alone: a rejected one has changed
  * nothing in the buffer.
  *
  * Not thread-safe. */
@@ -47,24 +48,26 @@
 typedef enum {
     AGG_INGEST_FOLDED,  /* an UPDATE was folded into the buffer */
     AGG_INGEST_MEMBER,  /* a HELLO / HEARTBEAT / BYE, decoded */
+    AGG_INGEST_DECLINE, /* a DECLINE (Poisson-sampled sync rounds), decoded, sender checked */
     AGG_INGEST_REJECTED /* dropped */
 } agg_ingest_kind_t;
 
 /* What became of one frame. */
 typedef struct {
     agg_ingest_kind_t kind;
-    agg_reason_t reason;     /* REJECTED: why */
-    char why[AGG_WHY_MAX];   /* REJECTED: one line naming the sender and the value */
-    fm_wire_type_t type;     /* MEMBER: FM_WIRE_HELLO / HEARTBEAT / BYE */
-    fm_wire_member_t member; /* MEMBER */
-    fm_wire_update_t update; /* FOLDED, and REJECTED with has_id: the header */
-    int has_id;              /* the frame was a decodable UPDATE: update.id and .trainer are
-                                valid (for an acknowledgement) */
-    int lost;                /* REJECTED (future): its base version was lost */
-    uint64_t tau;            /* FOLDED: its staleness */
-    int aggregate;           /* FOLDED: 1 = the policy says aggregate now */
-    int clipped;             /* FOLDED: scaled down from `norm` to `bound` (norm_action clip) */
-    double norm, bound;      /* FOLDED, REJECTED by norm / overflow: L2 norm, bound (0: none) */
+    agg_reason_t reason;       /* REJECTED: why */
+    char why[AGG_WHY_MAX];     /* REJECTED: one line naming the sender and the value */
+    fm_wire_type_t type;       /* MEMBER: FM_WIRE_HELLO / HEARTBEAT / BYE */
+    fm_wire_member_t member;   /* MEMBER */
+    fm_wire_decline_t decline; /* DECLINE */
+    fm_wire_update_t update;   /* FOLDED, and REJECTED with has_id: the header */
+    int has_id;                /* the frame was a decodable UPDATE: update.id and .trainer are
+                                  valid (for an acknowledgement) */
+    int lost;                  /* REJECTED (future): its base version was lost */
+    uint64_t tau;              /* FOLDED: its staleness */
+    int aggregate;             /* FOLDED: 1 = the policy says aggregate now */
+    int clipped;               /* FOLDED: scaled down from `norm` to `bound` (norm_action clip) */
+    double norm, bound;        /* FOLDED, REJECTED by norm / overflow: L2 norm, bound (0: none) */
 } agg_verdict_t;
 
 /* What the server knows when a frame arrives. */

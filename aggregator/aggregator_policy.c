@@ -49,6 +49,12 @@ int agg_policy_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_ful
     return p->ops->folded(p, u, buffer_full);
 }
 
+int agg_policy_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
+                       size_t cap)
+{
+    return p->ops->decline(p, d, client, why, cap);
+}
+
 agg_action_t agg_policy_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v,
                                double now)
 {

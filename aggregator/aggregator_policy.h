@@ -5,6 +5,8 @@
  *               (async: the quorum of live clients; sync: the open round and its cohort)
  *   folded      an update was folded: is it time to aggregate?
  *               (async: the buffer is full; sync: every cohort member reported)
+ *   decline     a client's DECLINE (sync with [federation] sampling = poisson: its coin said
+ *               no): is it time to aggregate? (async: ignored)
  *   closed      an aggregation was tried (the server step accepted or refused it): what next?
  *               (async: publish the new version; sync: close the round, open the next)
  *   tick        time passed (sync: round deadlines, opening rounds when clients come)
@@ -55,6 +57,11 @@ typedef struct {
                   const agg_view_t *v, agg_reason_t *reason, char *why, size_t cap);
     /* `u` (accepted) was folded; buffer_full: the buffer holds K updates. 1 = aggregate now. */
     int (*folded)(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full);
+    /* `client` of a DECLINE (the sender's identity already checked): 1 = recorded and
+     * aggregate now, 0 = recorded, -1 = ignored with a one-line why[0..cap) (no open
+     * Poisson round, not this round, not in the cohort, already reported). */
+    int (*decline)(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
+                   size_t cap);
     /* An aggregation of `count` updates made a new version (ok) or was refused (!ok);
      * v->version and v->finished are already updated. */
     agg_action_t (*closed)(agg_policy_t *p, int ok, int count, const agg_view_t *v, double now);
@@ -103,6 +110,8 @@ void agg_policy_destroy(agg_policy_t **p);
 int agg_policy_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t tau,
                       const agg_view_t *v, agg_reason_t *reason, char *why, size_t cap);
 int agg_policy_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full);
+int agg_policy_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
+                       size_t cap);
 agg_action_t agg_policy_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v,
                                double now);
 agg_action_t agg_policy_tick(agg_policy_t *p, const agg_view_t *v, double now);

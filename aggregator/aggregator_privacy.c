@@ -11,6 +11,7 @@
 struct agg_privacy {
     fm_dp_config_t dp; /* C, sigma, the fixed K */
     double delta, target;
+    double q; /* sampling rate of a step (fm_cfg_sample_rate: 1 unless Poisson sync) */
     fm_rdp_conv_t conv;
     fm_rdp_t spent; /* the rdp of every step accounted */
     uint64_t steps;
@@ -53,6 +54,7 @@ agg_privacy_t *agg_privacy_new(const fm_config_t *cfg, int k, int *err, fm_errms
     p->dp = dp;
     p->delta = c->delta;
     p->target = c->target_epsilon;
+    p->q = fm_cfg_sample_rate(cfg);
     p->conv = c->conversion;
     fm_rdp_init(&p->spent);
 cleanup:
@@ -72,7 +74,7 @@ void agg_privacy_destroy(agg_privacy_t **p)
 int agg_privacy_admits(const agg_privacy_t *p, double *eps_next)
 {
     fm_rdp_t next = p->spent;
-    int rc = fm_rdp_compose(&next, 1.0, p->dp.sigma, 1);
+    int rc = fm_rdp_compose(&next, p->q, p->dp.sigma, 1);
     FM_ASSERT(rc == 0); /* sigma checked at creation */
     double eps = s_epsilon(p, &next, p->steps + 1);
     if (eps_next)
@@ -93,7 +95,7 @@ int agg_privacy_step(agg_privacy_t *p, float *mean, size_t n, int count)
     int rc = fm_dp_privatize(mean, n, count, &p->dp, fm_random_bytes, NULL);
     if (rc)
         return rc;
-    rc = fm_rdp_compose(&p->spent, 1.0, p->dp.sigma, 1);
+    rc = fm_rdp_compose(&p->spent, p->q, p->dp.sigma, 1);
     FM_ASSERT(rc == 0);
     p->steps++;
     p->eps = s_epsilon(p, &p->spent, p->steps);
@@ -105,7 +107,7 @@ void agg_privacy_charge(agg_privacy_t *p, uint64_t steps)
 {
     if (steps == 0)
         return;
-    int rc = fm_rdp_compose(&p->spent, 1.0, p->dp.sigma, steps);
+    int rc = fm_rdp_compose(&p->spent, p->q, p->dp.sigma, steps);
     FM_ASSERT(rc == 0);
     p->steps += steps;
     p->eps = s_epsilon(p, &p->spent, p->steps);
@@ -130,16 +132,18 @@ void agg_privacy_describe(const agg_privacy_t *p, char *out, size_t cap)
     if (p->target > 0) {
         uint64_t more = 0;
         /* steps from the start within the target, less those spent */
-        fm_rdp_steps_for(1.0, p->dp.sigma, p->delta, p->target, p->conv, 100000000, &more);
+        fm_rdp_steps_for(p->q, p->dp.sigma, p->delta, p->target, p->conv, 100000000, &more);
         snprintf(budget, sizeof budget, "target epsilon %g: %llu steps in all", p->target,
                  (unsigned long long)more);
     }
     snprintf(out, cap,
              "client-level DP: clip %g, noise multiplier %g (std %g), denominator K = %d, "
-             "delta %g, %s conversion, sampling rate 1 (no amplification); %s; spent so far: "
+             "delta %g, %s conversion, sampling rate %g%s; %s; spent so far: "
              "epsilon %.4g over %llu steps",
              p->dp.clip, p->dp.sigma, p->dp.sigma * p->dp.clip, p->dp.k, p->delta,
-             fm_rdp_conv_name(p->conv), budget, p->eps, (unsigned long long)p->steps);
+             fm_rdp_conv_name(p->conv), p->q,
+             p->q < 1 ? " (Poisson: each client's own coin)" : " (no amplification)", budget,
+             p->eps, (unsigned long long)p->steps);
 }
 
 /* ---- checkpoint blob ------------------------------------------------------------------------

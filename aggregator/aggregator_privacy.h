@@ -13,8 +13,12 @@
  *
  * Accounting. Every step is accounted at sampling rate q = 1 (no amplification by
  * sampling): the bound holds whatever the clients' participation pattern, since any client
- * may be in every step. A step is accounted when its noise is drawn (also when the server
- * step then refuses the result: the noisy sum was computed from the clients' data).
+ * may be in every step. The one exception is sync rounds with [federation] sampling =
+ * poisson (fm_cfg_sample_rate): each client joins a round by its own secret coin of
+ * probability q = clients_per_round / num_clients, and every round is a step (even one
+ * without updates), so each step is the Poisson-subsampled Gaussian mechanism at q. A step is
+ * accounted when its noise is drawn (also when the server step then refuses the result: the noisy
+ * sum was computed from the clients' data).
  *
  * Durable state: the RDP of every order and the step count, as a blob saved in the same
  * checkpoint transaction as the model it describes (agg_state: "agg.privacy"), so a resume

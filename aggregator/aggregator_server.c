@@ -297,13 +297,20 @@ static void s_aggregate(agg_server_t *self)
 {
     int count = 0;
     double stale_mean = 0, t0 = fm_daemon_now();
-    if (!s_privacy_admits(self) ||
-        agg_ingest_take(self->ingest, self->mean, &count, &stale_mean) != 0)
+    if (!s_privacy_admits(self))
         return;
+    size_t np = fm_model_nparams(self->model);
+    if (agg_ingest_take(self->ingest, self->mean, &count, &stale_mean) != 0) {
+        if (!self->privacy) /* nothing to average */
+            return;
+        /* a Poisson round nobody trained in is still a step (the noise alone): skipping it
+         * would make the number of steps depend on who took part */
+        memset(self->mean, 0, np * sizeof *self->mean);
+        count = 0;
+    }
     if (self->privacy) {
-        int prc = agg_privacy_step(self->privacy, self->mean, fm_model_nparams(self->model),
-                                   count);
-        FM_ASSERT(prc == 0); /* count >= 1 from take */
+        int prc = agg_privacy_step(self->privacy, self->mean, np, count);
+        FM_ASSERT(prc == 0); /* count >= 0 */
     }
     int ok = fm_server_opt_apply(self->opt, fm_model_params(self->model), self->mean) == 0;
     if (ok) {
@@ -443,6 +450,19 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
     case AGG_INGEST_MEMBER:
         s_on_member(self, &v, zmq_msg_gets(msg, "Peer-Address"), user_id);
         return;
+    case AGG_INGEST_DECLINE: {
+        char why[AGG_WHY_MAX];
+        agg_stats_touch(self->stats);
+        for (uint32_t i = 0; i < v.decline.clients.count; i++) {
+            uint32_t client = fm_wire_cohort_at(&v.decline.clients, i);
+            int now = agg_policy_decline(self->policy, &v.decline, client, why, sizeof why);
+            if (now < 0)
+                FM_LOG(LOG_DEBUG, "%s: ignored", why);
+            else if (now > 0)
+                s_aggregate(self);
+        }
+        return;
+    }
     case AGG_INGEST_FOLDED:
         agg_stats_folded(self->stats, v.tau, fm_daemon_now());
         if (v.clipped) {

@@ -18,6 +18,15 @@ typedef struct {
     uint64_t done;          /* rounds aggregated (this process) */
     uint64_t failed;        /* rounds closed below min_clients or refused */
     double last_wait_log;   /* monotonic */
+    /* [federation] sampling = poisson: every live client is in the cohort and trains with
+     * probability q (its own coin) or declines */
+    int poisson;
+    double q;
+    int empty_steps;           /* [privacy] on: every round is a step, even without updates */
+    uint32_t updates;          /* folded in the open round */
+    uint32_t declined;         /* DECLINEs in the open round */
+    uint64_t declines_total;   /* DECLINEs taken (this process) */
+    uint64_t declines_ignored; /* DECLINEs ignored */
 } s_sync_t;
 
 static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t tau,
@@ -46,11 +55,42 @@ static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t t
     return 0;
 }
 
+/* 1 when the open round should be aggregated now: every member reported or declined, and
+ * (Poisson without privacy) at least one update came; a Poisson round that every member
+ * declined without privacy is retried by s_tick's deadline logic at once. */
+static int s_round_done(const s_sync_t *s)
+{
+    return agg_round_complete(s->r) && (s->updates > 0 || s->empty_steps);
+}
+
 static int s_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full)
 {
     s_sync_t *s = (s_sync_t *)p;
     agg_round_mark(s->r, u->client);
-    return agg_round_complete(s->r);
+    s->updates++;
+    return s_round_done(s);
+}
+
+static int s_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
+                     size_t cap)
+{
+    s_sync_t *s = (s_sync_t *)p;
+    agg_round_verdict_t rv = agg_round_check(s->r, d->round, client);
+    const char *what = !s->poisson                    ? "rounds are not Poisson-sampled"
+                       : rv == AGG_ROUND_CLOSED       ? "not the open round"
+                       : rv == AGG_ROUND_NOT_SELECTED ? "not in the cohort"
+                       : rv == AGG_ROUND_REPEAT       ? "already reported"
+                                                      : NULL;
+    if (what) {
+        s->declines_ignored++;
+        snprintf(why, cap, "DECLINE from %s client %u for round %llu: %s", d->trainer, client,
+                 (unsigned long long)d->round, what);
+        return -1;
+    }
+    agg_round_mark(s->r, client);
+    s->declined++;
+    s->declines_total++;
+    return s_round_done(s);
 }
 
 /* No round open and too few clients live: say so, at most every S_WAIT_LOG_S. */
@@ -73,6 +113,14 @@ static void s_log_open(const s_sync_t *s, const agg_view_t *v)
     list[0] = '\0';
     for (uint32_t i = 0; i < cnt && at < sizeof list - 16; i++)
         at += (size_t)snprintf(list + at, sizeof list - at, "%s%u", i ? "," : "", ids[i]);
+    if (s->poisson) {
+        FM_LOG(LOG_INFO,
+               "round %llu on version %llu: all %u live clients asked, each trains with "
+               "probability q = %g (expected %.1f), deadline %.1f s",
+               (unsigned long long)s->base.round, (unsigned long long)v->version, cnt, s->q,
+               s->q * cnt, s->cfg->aggregator.round_timeout_s);
+        return;
+    }
     FM_LOG(LOG_INFO,
            "round %llu on version %llu: %u of %u live clients selected (%s%s), "
            "deadline %.1f s",
@@ -90,8 +138,11 @@ static agg_action_t s_next(s_sync_t *s, const agg_view_t *v, double now)
         return AGG_ACT_RESTART;
     }
     uint64_t no = s->base.round + 1;
-    uint32_t m = agg_round_open(s->r, no, v->live, (uint32_t)f->clients_per_round, f->seed,
+    /* Poisson: every live client is asked; each decides by its own coin */
+    uint32_t per_round = (uint32_t)(s->poisson ? f->num_clients : f->clients_per_round);
+    uint32_t m = agg_round_open(s->r, no, v->live, per_round, f->seed,
                                 now + s->cfg->aggregator.round_timeout_s);
+    s->updates = s->declined = 0;
     if (m > 0) {
         s->base.round = no;
         s_log_open(s, v);
@@ -105,8 +156,12 @@ static agg_action_t s_closed(agg_policy_t *p, int ok, int count, const agg_view_
     if (ok) {
         uint32_t cohort;
         agg_round_cohort(s->r, &cohort);
-        FM_LOG(LOG_INFO, "round %llu: %d of %u selected clients reported",
-               (unsigned long long)p->round, count, cohort);
+        if (s->poisson)
+            FM_LOG(LOG_INFO, "round %llu: %d updates, %u declined, of %u clients asked",
+                   (unsigned long long)p->round, count, s->declined, cohort);
+        else
+            FM_LOG(LOG_INFO, "round %llu: %d of %u selected clients reported",
+                   (unsigned long long)p->round, count, cohort);
         s->done++;
     } else {
         s->failed++;
@@ -121,6 +176,28 @@ static agg_action_t s_tick(agg_policy_t *p, const agg_view_t *v, double now)
 {
     s_sync_t *s = (s_sync_t *)p;
     int min_clients = s->cfg->federation.min_clients;
+    if (agg_round_is_open(s->r) && s->poisson) {
+        /* complete here only when nobody trained and an empty round makes no step */
+        if (!agg_round_complete(s->r) && now < agg_round_deadline(s->r))
+            return AGG_ACT_NONE;
+        uint32_t cohort;
+        agg_round_cohort(s->r, &cohort);
+        if (s->updates > 0 || s->empty_steps) { /* with privacy: whatever came, even none */
+            FM_LOG(LOG_NOTICE,
+                   "round %llu: deadline, aggregating the %u updates that came (%u declined, "
+                   "%u clients asked)",
+                   (unsigned long long)p->round, s->updates, s->declined, cohort);
+            return AGG_ACT_AGGREGATE;
+        }
+        FM_LOG(LOG_WARNING,
+               "round %llu: no update (%u declined of %u clients asked%s): not aggregated, "
+               "retried",
+               (unsigned long long)p->round, s->declined, cohort,
+               agg_round_complete(s->r) ? "" : ", deadline");
+        agg_round_close(s->r);
+        s->failed++;
+        return s_next(s, v, now);
+    }
     if (agg_round_is_open(s->r)) {
         if (now < agg_round_deadline(s->r))
             return AGG_ACT_NONE;
@@ -155,6 +232,7 @@ static void s_model_meta(const agg_policy_t *p, fm_wire_model_t *hdr)
     hdr->cohort.present = 1;
     hdr->cohort.ids = agg_round_cohort(s->r, &hdr->cohort.count);
     hdr->mu = s->mu;
+    hdr->sample_rate = s->poisson ? s->q : 0.0;
 }
 
 static void s_stats(const agg_policy_t *p, fm_stats_t *st)
@@ -167,17 +245,25 @@ static void s_stats(const agg_policy_t *p, fm_stats_t *st)
     st->round_reported = agg_round_reported(s->r);
     st->rounds_completed = s->done;
     st->rounds_failed = s->failed;
+    st->round_declined = s->declined;
+    st->declines = s->declines_total;
+    st->declines_ignored = s->declines_ignored;
 }
 
 static void s_describe(const agg_policy_t *p, char *out, size_t cap)
 {
     const s_sync_t *s = (const s_sync_t *)p;
     const fm_cfg_federation_t *f = &s->cfg->federation;
+    char who[96];
+    if (s->poisson)
+        snprintf(who, sizeof who, "Poisson sampling q = %g (%d of %d clients expected)", s->q,
+                 f->clients_per_round, f->num_clients);
+    else
+        snprintf(who, sizeof who, "%d clients per round", f->clients_per_round);
     snprintf(out, cap,
-             "sync rounds: %d clients per round, min_clients %d, round_timeout_s %g, "
-             "num_rounds %d, %s mu %g",
-             f->clients_per_round, f->min_clients, s->cfg->aggregator.round_timeout_s,
-             f->num_rounds, s->mu > 0 ? "fedprox" : "fedavg", s->mu);
+             "sync rounds: %s, min_clients %d, round_timeout_s %g, num_rounds %d, %s mu %g", who,
+             f->min_clients, s->cfg->aggregator.round_timeout_s, f->num_rounds,
+             s->mu > 0 ? "fedprox" : "fedavg", s->mu);
 }
 
 static void s_free(agg_policy_t *p)
@@ -191,6 +277,7 @@ static const agg_policy_ops_t s_ops = {
     .mode = "sync",
     .accept = s_accept,
     .folded = s_folded,
+    .decline = s_decline,
     .closed = s_closed,
     .tick = s_tick,
     .model_meta = s_model_meta,
@@ -213,8 +300,13 @@ agg_policy_t *agg_sync_new(const fm_config_t *cfg, int *err, fm_errmsg_t *e)
     s->cfg = cfg;
     s->base.ops = &s_ops;
     s->base.buffer_k = f->clients_per_round;
-    s->base.weight_by_samples = 1;
+    /* FedAvg's n_k weights; with client-level DP none (staleness is 0 in a round): sample
+     * counts would make one client's weight, hence the sensitivity, unbounded */
+    s->base.weight_by_samples = cfg->privacy.mode != FM_CFG_PRIVACY_CLIENT;
     s->mu = f->aggregation_strategy == FM_CFG_STRATEGY_FEDPROX ? f->mu : 0.0;
+    s->poisson = f->sampling == FM_CFG_SAMPLING_POISSON;
+    s->q = fm_cfg_sample_rate(cfg);
+    s->empty_steps = s->poisson && cfg->privacy.mode == FM_CFG_PRIVACY_CLIENT;
     s->last_wait_log = -1e300;
 cleanup:
     if (rc) {

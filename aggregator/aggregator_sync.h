@@ -9,7 +9,15 @@
  * aggregates when every member reported, or at round_timeout_s with at least min_clients
  * updates; below that it is dropped (rounds_failed) and a new round with a new cohort opens
  * on the same version. Once finished (num_rounds versions) no round opens: MODELs carry an
- * empty cohort. "waiting for clients" is logged at most every 10 s while too few are live. */
+ * empty cohort. "waiting for clients" is logged at most every 10 s while too few are live.
+ *
+ * [federation] sampling = poisson: the cohort is every live client and the MODEL also
+ * carries "q" = clients_per_round / num_clients; each client trains with probability q by
+ * its own coin (trainer side) and otherwise sends DECLINE, which counts as its report. The
+ * round aggregates when every member has reported or declined (with at least one update),
+ * or at round_timeout_s with what came; with [privacy] mode = client every round is
+ * aggregated (a round without updates is a step of noise alone: skipping it would make
+ * the steps depend on who took part), and the accountant charges q per step. */
 #ifndef AGG_SYNC_H
 #define AGG_SYNC_H
 

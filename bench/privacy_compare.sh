@@ -8,9 +8,12 @@
 #     --model M          [federation] model (default: the config's)
 #     --clients N        [federation] num_clients (default 100)
 #     --k K              updates per step: sync clients_per_round, async buffer_k
-#                        (default: every client, N)
+#                        (default: every client, N); with --sampling poisson the expected
+#                        updates per round (q = K / N)
+#     --sampling S       sync: fixed (default: K clients chosen per round, accounted at
+#                        q = 1) or poisson (each client's own coin, accounted at q = K / N)
 #     --steps T          versions each run may make (default 30): sigma is planned so that
-#                        T steps spend exactly epsilon (fedmq privacy --q 1 --steps T
+#                        T steps spend exactly epsilon (fedmq privacy --q Q --steps T
 #                        --target-epsilon E), and target_epsilon = E stops the run there
 #     --eps "E ..."      budgets, each a run (default "1 3 8"); "none" = the non-private
 #                        run (same config, clipping and noise off, num_rounds = T)
@@ -30,7 +33,7 @@
 set -euo pipefail
 
 CONFIG=configs/fashion-sync.conf
-MODE="" MODEL="" CLIENTS=100 K="" STEPS=30 EPS="none 1 3 8" CLIP=1 SECS=1800 DRY=0
+MODE="" MODEL="" CLIENTS=100 K="" STEPS=30 EPS="none 1 3 8" CLIP=1 SECS=1800 DRY=0 SAMPLING=fixed
 EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -39,13 +42,14 @@ while [ $# -gt 0 ]; do
     --model) MODEL=$2; shift 2 ;;
     --clients) CLIENTS=$2; shift 2 ;;
     --k) K=$2; shift 2 ;;
+    --sampling) SAMPLING=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --eps) EPS=$2; shift 2 ;;
     --clip) CLIP=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
     --dry-run) DRY=1; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     -*) echo "$0: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -69,6 +73,12 @@ COMMON=(--set "federation.num_clients=$CLIENTS" --set "trainer.clients=0-$((CLIE
 [ -n "$MODE" ] && COMMON+=(--set "federation.mode=$MODE")
 [ -n "$MODEL" ] && COMMON+=(--set "federation.model=$MODEL")
 mode=${MODE:-$(sed -n 's/^mode *= *//p' "$CONFIG" | head -1)}
+Q=1
+if [ "$SAMPLING" = poisson ]; then
+    [ "$mode" = sync ] || { echo "$0: --sampling poisson needs mode sync" >&2; exit 2; }
+    Q=$(python3 -c "print($K / $CLIENTS)")
+    COMMON+=(--set federation.sampling=poisson)
+fi
 if [ "$mode" = sync ]; then
     COMMON+=(--set "federation.clients_per_round=$K" --set "federation.min_clients=$((K / 2 > 0 ? K / 2 : 1))")
 else
@@ -101,7 +111,7 @@ EOF
 
 echo "# privacy_compare: $(date -u +%Y-%m-%dT%H:%MZ), $(uname -n), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 echo
-echo "config $CONFIG, mode $mode, ${MODEL:-model of the config}, $CLIENTS clients, K = $K per step, $STEPS steps, C = $CLIP, delta 1e-5, q = 1 (no amplification)"
+echo "config $CONFIG, mode $mode, ${MODEL:-model of the config}, $CLIENTS clients, K = $K per step, $STEPS steps, C = $CLIP, delta 1e-5, $([ "$Q" = 1 ] && echo "q = 1 (no amplification)" || echo "Poisson sampling q = $Q (each client's own coin)")"
 echo
 echo "| epsilon | sigma | versions | epsilon of the last version | final accuracy | best | mean of last 5 |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
@@ -112,7 +122,7 @@ for e in $EPS; do
         sigma="-"
         args=(--set "federation.num_rounds=$STEPS")
     else
-        sigma=$("$B/fedmq" privacy --q 1 --steps "$STEPS" --delta 1e-5 --target-epsilon "$e" |
+        sigma=$("$B/fedmq" privacy --q "$Q" --steps "$STEPS" --delta 1e-5 --target-epsilon "$e" |
                 sed -n 's/.* sigma=\([^ ]*\) .*/\1/p')
         # the planned sigma is rounded up, so T steps stay within E
         sigma=$(python3 -c "import math; print(math.ceil($sigma * 1e4) / 1e4)")

@@ -15,7 +15,11 @@ trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, dou
     c->runs = calloc(count ? count : 1, sizeof(uint64_t));
     c->pending = calloc(count ? count : 1, 1);
     c->retired = calloc(count ? count : 1, 1);
-    if (!c->busy || !c->runs || !c->pending || !c->retired)
+    c->coin_round = calloc(count ? count : 1, sizeof(uint64_t));
+    c->coin_heads = calloc(count ? count : 1, 1);
+    c->mark = calloc(count ? count : 1, 1);
+    if (!c->busy || !c->runs || !c->pending || !c->retired || !c->coin_round || !c->coin_heads ||
+        !c->mark)
         goto cleanup;
     if ((mrc = pthread_mutex_init(&c->mu, NULL)) != 0) {
         rc = -mrc;
@@ -42,6 +46,9 @@ cleanup:
             free(c->runs);
             free(c->pending);
             free(c->retired);
+            free(c->coin_round);
+            free(c->coin_heads);
+            free(c->mark);
             free(c);
             c = NULL;
         }
@@ -61,6 +68,9 @@ void trainer_ctx_destroy(trainer_ctx_t **p)
     free(c->runs);
     free(c->pending);
     free(c->retired);
+    free(c->coin_round);
+    free(c->coin_heads);
+    free(c->mark);
     free(c);
     *p = NULL;
 }
@@ -107,10 +117,46 @@ void trainer_ctx_set_sim(trainer_ctx_t *c, double sigma, double dropout_prob)
 
 int trainer_ctx_stopping(trainer_ctx_t *c) { return atomic_load(&c->stop); }
 
-uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
-                               const fm_wire_cohort_t *cohort)
+/* Poisson coins of `round` for the pool's clients in `cohort` (c->mu held): see
+ * trainer_ctx_set_round_ex. *unpended = pending clients the coins took out. */
+static uint32_t s_poisson(trainer_ctx_t *c, uint64_t round, const fm_wire_cohort_t *cohort,
+                          const trainer_coins_t *coins, uint32_t *declined, uint32_t *unpended)
 {
-    uint32_t n = 0;
+    uint32_t nd = 0;
+    *unpended = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < cohort->count; i++) {
+            uint32_t id = fm_wire_cohort_at(cohort, i);
+            if (id < c->first || id - c->first >= c->count)
+                continue;
+            uint32_t k = id - c->first;
+            if (pass == 0) { /* clear the marks: a cohort listing an id twice counts it once */
+                c->mark[k] = 0;
+                continue;
+            }
+            if (c->mark[k])
+                continue;
+            c->mark[k] = 1;
+            if (c->coin_round[k] != round) { /* one coin per client and round, kept */
+                c->coin_round[k] = round;
+                c->coin_heads[k] = coins->uniform(coins->arg) < coins->q;
+            }
+            if (c->retired[k] || !c->coin_heads[k]) {
+                if (c->pending[k]) {
+                    c->pending[k] = 0;
+                    (*unpended)++;
+                }
+                declined[nd++] = id;
+            }
+        }
+    return nd;
+}
+
+uint32_t trainer_ctx_set_round_ex(trainer_ctx_t *c, int sync, uint64_t round,
+                                  const fm_wire_cohort_t *cohort, const trainer_coins_t *coins,
+                                  uint32_t *declined, uint32_t *ndeclined)
+{
+    uint32_t n = 0, nd = 0;
     pthread_mutex_lock(&c->mu);
     c->sync = sync;
     c->round = round;
@@ -123,9 +169,23 @@ uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
             n++;
         }
     }
+    if (sync && cohort && coins && declined) { /* under the same lock: no worker can take a
+                                                  client between the cohort and its coin */
+        uint32_t unpended = 0;
+        nd = s_poisson(c, round, cohort, coins, declined, &unpended);
+        n -= unpended;
+    }
     uint32_t active = c->count - c->nretired;
     pthread_mutex_unlock(&c->mu);
+    if (ndeclined)
+        *ndeclined = nd;
     return sync ? n : active;
+}
+
+uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
+                               const fm_wire_cohort_t *cohort)
+{
+    return trainer_ctx_set_round_ex(c, sync, round, cohort, NULL, NULL, NULL);
 }
 
 uint32_t trainer_ctx_retire(trainer_ctx_t *c, uint32_t client)

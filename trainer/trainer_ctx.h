@@ -33,6 +33,9 @@ typedef struct {
     uint8_t *pending;      /* count flags: selected this round, not taken yet (under mu) */
     uint8_t *retired;      /* count flags: never scheduled again (DP budget spent; under mu) */
     uint32_t nretired;     /* under mu */
+    uint64_t *coin_round;  /* count: the round of the client's last Poisson coin (under mu) */
+    uint8_t *coin_heads;   /* count: that coin said train (under mu) */
+    uint8_t *mark;         /* count: scratch of trainer_ctx_set_round_ex (under mu) */
 
     atomic_uint_fast64_t sent;         /* UPDATEs handed to ZeroMQ */
     atomic_uint_fast64_t send_dropped; /* UPDATEs dropped: send timeout / encode error */
@@ -75,6 +78,26 @@ int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job);
  * pending (async: every client not retired). */
 uint32_t trainer_ctx_set_round(trainer_ctx_t *c, int sync, uint64_t round,
                                const fm_wire_cohort_t *cohort);
+
+/* The coins of Poisson-sampled sync rounds (MODEL "q"): a client trains when
+ * uniform(arg) < q. uniform returns values in [0, 1) from a source nobody else can predict
+ * (the trainer uses libsodium): amplification by sampling needs the sample secret. */
+typedef struct {
+    double q;
+    double (*uniform)(void *arg);
+    void *arg;
+} trainer_coins_t;
+
+/* trainer_ctx_set_round, and with `coins` (sync only; NULL: every cohort member trains) a
+ * Poisson round: each of the pool's clients in `cohort` trains only if its coin says so. The
+ * coin is drawn once per client and round and kept, so a MODEL of the same round delivered
+ * again (snapshot, re-publish) never re-draws it; the cohort and the coins are set under one
+ * lock, so no worker takes a client its coin refused. Clients whose coin said no, and retired
+ * ones, are written to declined[] (room for the pool's client count), each once, *ndeclined
+ * their number (the caller sends them in one DECLINE). Returns the pending count. */
+uint32_t trainer_ctx_set_round_ex(trainer_ctx_t *c, int sync, uint64_t round,
+                                  const fm_wire_cohort_t *cohort, const trainer_coins_t *coins,
+                                  uint32_t *declined, uint32_t *ndeclined);
 
 /* Never schedule `client` again (its DP-SGD budget is spent); ids outside the range are
  * ignored. Returns how many of the pool's clients are retired now. */

@@ -12,6 +12,7 @@
 #include "fm_loop.h"
 #include "fm_model.h"
 #include "fm_parse.h"
+#include "fm_random.h"
 #include "fm_ratelog.h"
 #include "fm_sock.h"
 #include "fm_wire.h"
@@ -52,12 +53,14 @@ struct trainer_pool {
     trainer_outbox_t *outbox; /* UPDATEs sent and not yet acknowledged */
     fm_jsonl_t *history;      /* [trainer] history_file, NULL when off */
     uint8_t *found;           /* FM_WIRE_MAX_ACK_IDS flags: which ids of an ACK are ours */
-    uint64_t boot;            /* the acknowledging aggregator's incarnation (0: none seen) */
-    uint64_t bad_acks;        /* ACK frames that did not decode */
-    int drop_acks;            /* test hook: ACK frames still to ignore */
-    zsock_t *monitor;         /* PAIR: connect events of the DEALER */
-    int monitoring;           /* zmq_socket_monitor is on */
-    int connects;             /* DEALER connections so far (reconnect = HELLO again) */
+    uint32_t *declined;       /* client_count ids: a Poisson round's DECLINE */
+    uint64_t declines_sent, declines_dropped; /* DECLINE messages */
+    uint64_t boot;     /* the acknowledging aggregator's incarnation (0: none seen) */
+    uint64_t bad_acks; /* ACK frames that did not decode */
+    int drop_acks;     /* test hook: ACK frames still to ignore */
+    zsock_t *monitor;  /* PAIR: connect events of the DEALER */
+    int monitoring;    /* zmq_socket_monitor is on */
+    int connects;      /* DEALER connections so far (reconnect = HELLO again) */
     fm_loop_t *loop;
     int hb_timer, snapshot_timer; /* fm_loop timer ids */
     fm_wire_tensors_t *tensors;   /* decode scratch (about 21 KB) */
@@ -134,6 +137,41 @@ static void s_send_snapshot_req(trainer_pool_t *self)
                rc ? fm_strerror(rc) : zmq_strerror(errno));
 }
 
+/* A uniform double in [0, 1) from libsodium (trainer_coins_t): 53 random bits. */
+static double s_uniform(void *arg)
+{
+    uint64_t u;
+    fm_random_bytes(arg, &u, sizeof u);
+    return (double)(u >> 11) * 0x1p-53;
+}
+
+/* The DECLINE of a Poisson round's refused clients (self->declined[0..n)) to the aggregator,
+ * never blocking; a lost one only makes the round wait for its deadline. */
+static void s_send_decline(trainer_pool_t *self, const trainer_model_info_t *info, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) { /* little-endian on the wire */
+        uint32_t v = self->declined[i];
+        uint8_t *b = (uint8_t *)&self->declined[i];
+        b[0] = (uint8_t)v;
+        b[1] = (uint8_t)(v >> 8);
+        b[2] = (uint8_t)(v >> 16);
+        b[3] = (uint8_t)(v >> 24);
+    }
+    fm_wire_decline_t d = {.clients = {.present = 1, .ids = self->declined, .count = n},
+                           .base = info->version,
+                           .round = info->round};
+    snprintf(d.trainer, sizeof d.trainer, "%s", self->trainer_id);
+    int rc = fm_wire_encode_decline(&d, &self->buf);
+    if (rc == 0 && zmq_send(zsock_resolve(self->agg_push), self->buf.data, self->buf.len,
+                            ZMQ_DONTWAIT) >= 0) {
+        self->declines_sent++;
+        return;
+    }
+    self->declines_dropped++;
+    FM_LOG(LOG_WARNING, "DECLINE of %u clients for round %llu not sent: %s", n,
+           (unsigned long long)info->round, rc ? fm_strerror(rc) : zmq_strerror(errno));
+}
+
 /* trainer_outbox_resend's sender: the main thread's PUSH to the aggregator, never
  * blocking. */
 static int s_resend_one(void *arg, const void *frame, size_t len)
@@ -192,6 +230,12 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
         s_bad_frame(self, src, why);
         return;
     }
+    if (hdr.cohort.present && !(hdr.sample_rate >= 0 && hdr.sample_rate <= 1)) {
+        snprintf(why, sizeof why, "MODEL v%llu round %llu: q %g out of [0, 1]",
+                 (unsigned long long)hdr.version, (unsigned long long)hdr.round, hdr.sample_rate);
+        s_bad_frame(self, src, why);
+        return;
+    }
     float *dst = trainer_latest_scratch(self->latest);
     if ((rc = fm_wire_tensors_copy(self->tensors, self->layout, dst, &e)) != 0) {
         s_bad_frame(self, src, e.msg);
@@ -205,13 +249,28 @@ static void s_on_frame(trainer_pool_t *self, const void *data, size_t len, int f
                                  .mu = hdr.mu,
                                  .boot = hdr.boot};
     trainer_latest_publish(self->latest, &info); /* before the jobs: see trainer_worker */
-    uint32_t mine = trainer_ctx_set_round(self->ctx, info.sync, info.round, &hdr.cohort);
-    if (info.sync && (info.round != cur.round || !have))
-        FM_LOG(mine ? LOG_INFO : LOG_DEBUG,
-               "round %llu on v%llu: %u of the %u selected clients "
-               "are served here",
-               (unsigned long long)info.round, (unsigned long long)info.version, mine,
-               hdr.cohort.count);
+    /* Poisson rounds (0 < q < 1): each client's own coin; its "no" goes out as DECLINE */
+    int poisson = info.sync && info.round > 0 && hdr.sample_rate > 0 && hdr.sample_rate < 1;
+    trainer_coins_t coins = {.q = hdr.sample_rate, .uniform = s_uniform, .arg = NULL};
+    uint32_t ndeclined = 0;
+    uint32_t mine = trainer_ctx_set_round_ex(self->ctx, info.sync, info.round, &hdr.cohort,
+                                             poisson ? &coins : NULL, self->declined, &ndeclined);
+    if (ndeclined)
+        s_send_decline(self, &info, ndeclined);
+    if (info.sync && (info.round != cur.round || !have)) {
+        if (poisson)
+            FM_LOG(mine ? LOG_INFO : LOG_DEBUG,
+                   "round %llu on v%llu (Poisson, q = %g): %u of this trainer's clients train, "
+                   "%u declined",
+                   (unsigned long long)info.round, (unsigned long long)info.version,
+                   hdr.sample_rate, mine, ndeclined);
+        else
+            FM_LOG(mine ? LOG_INFO : LOG_DEBUG,
+                   "round %llu on v%llu: %u of the %u selected clients "
+                   "are served here",
+                   (unsigned long long)info.round, (unsigned long long)info.version, mine,
+                   hdr.cohort.count);
+    }
     if (hdr.boot && self->boot && hdr.boot != self->boot) {
         size_t n = trainer_outbox_resend(self->outbox, fm_daemon_now(), 1, s_resend_one, self);
         FM_LOG(LOG_NOTICE,
@@ -661,8 +720,13 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
     if (cfg->trainer.dp_sgd &&
         !(self->dp = trainer_dp_new(cfg, self->client_first, self->client_count, &rc, e)))
         return rc;
-    if (!(self->found = malloc(FM_WIRE_MAX_ACK_IDS)))
+    if (!(self->found = malloc(FM_WIRE_MAX_ACK_IDS)) ||
+        !(self->declined = calloc(self->client_count ? self->client_count : 1, sizeof(uint32_t))))
         return fm_errmsg_set(e, -ENOMEM, "out of memory");
+    if (fm_random_init() != 0)
+        return fm_errmsg_set(e, -EIO,
+                             "libsodium cannot start: no random source for the "
+                             "Poisson coins of sync rounds");
     if (cfg->trainer.history_file[0] &&
         !(self->history = fm_jsonl_open(cfg->trainer.history_file, &rc, e)))
         return rc;
@@ -859,6 +923,7 @@ void trainer_pool_destroy(trainer_pool_t **p)
     trainer_outbox_destroy(&self->outbox);
     fm_jsonl_close(&self->history);
     free(self->found);
+    free(self->declined);
     trainer_latest_destroy(&self->latest);
     fm_partition_destroy(&self->part);
     fm_dataset_destroy(&self->ds);

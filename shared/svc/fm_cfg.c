@@ -51,6 +51,13 @@ static const char *s_mode_name(int v)
     return S_NAMES(n, v);
 }
 
+static const char *s_sampling_name(int v)
+{
+    static const char *const n[] = {
+        [FM_CFG_SAMPLING_FIXED] = "fixed", [FM_CFG_SAMPLING_POISSON] = "poisson"};
+    return S_NAMES(n, v);
+}
+
 static const char *s_security_name(int v)
 {
     static const char *const n[] = {
@@ -172,6 +179,11 @@ static const fm_cfg_key_t s_keys[] = {
            "async modes buffer K updates (FedBuff)"),
     S_ENUM(federation, mode, s_mode_name, FM_CFG_MODE_ASYNC, FM_CFG_MODE_SYNC, "async", S_RESTART,
            "async (versions as updates arrive) or sync (rounds with a deadline)"),
+    S_ENUM(federation, sampling, s_sampling_name, FM_CFG_SAMPLING_FIXED, FM_CFG_SAMPLING_POISSON,
+           "fixed", S_RESTART,
+           "sync: fixed (the aggregator picks clients_per_round clients per round) or poisson "
+           "(every live client is asked, each trains with probability q = clients_per_round / "
+           "num_clients by its own secret coin, and declines otherwise)"),
     S_STR(federation, partition, s_check_partition, "dirichlet:0.5", S_RESTART,
           "split of the training set over clients: iid, dirichlet:ALPHA or shards:K"),
     S_U64(federation, seed, "1", S_RESTART,
@@ -767,6 +779,15 @@ static void s_unknown_section_why(char *why, size_t cap, const char *section)
 
 /* `lines` (may be NULL) gives the line each key was set on (0 = default), to point at. */
 /* Updates per buffer: sync, clients_per_round; async, buffer_k or clients_per_round. */
+double fm_cfg_sample_rate(const fm_config_t *c)
+{
+    const fm_cfg_federation_t *f = &c->federation;
+    if (f->mode != FM_CFG_MODE_SYNC || f->sampling != FM_CFG_SAMPLING_POISSON ||
+        f->num_clients <= 0)
+        return 1.0;
+    return (double)f->clients_per_round / (double)f->num_clients;
+}
+
 static int s_buffer_k(const fm_config_t *c)
 {
     int k = c->aggregator.buffer_k;
@@ -815,6 +836,9 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
                  "must be <= [federation] clients_per_round (%d) in mode = "
                  "sync, or no round could aggregate",
                  f->clients_per_round);
+    } else if (f->sampling == FM_CFG_SAMPLING_POISSON && f->mode != FM_CFG_MODE_SYNC) {
+        k = fm_cfg_key_find("federation", "sampling");
+        snprintf(why, sizeof why, "poisson samples sync rounds: set [federation] mode = sync");
     } else if (f->aggregation_strategy == FM_CFG_STRATEGY_FEDPROX && f->mu <= 0) {
         k = fm_cfg_key_find("federation", "mu");
         snprintf(why, sizeof why, "must be > 0 with [federation] aggregation_strategy = fedprox");

@@ -64,6 +64,8 @@ typedef enum {
     FM_CFG_STRATEGY_FEDBUFF
 } fm_cfg_strategy_t;
 typedef enum { FM_CFG_MODE_ASYNC, FM_CFG_MODE_SYNC } fm_cfg_mode_t;
+/* How a sync round's clients are chosen ([federation] sampling). */
+typedef enum { FM_CFG_SAMPLING_FIXED, FM_CFG_SAMPLING_POISSON } fm_cfg_sampling_t;
 
 /* Enum-typed keys are stored as the owning module's enum or as int holding the enum above;
  * log_level keys hold the syslog level (LOG_ERR .. LOG_DEBUG) ready for fm_log_init. */
@@ -82,6 +84,7 @@ typedef struct {
     int min_clients;
     int aggregation_strategy;       /* fm_cfg_strategy_t */
     int mode;                       /* fm_cfg_mode_t */
+    int sampling;                   /* fm_cfg_sampling_t (sync) */
     char partition[FM_CFG_STR_MAX]; /* iid | dirichlet:A | shards:K */
     uint64_t seed;
     char data_dir[FM_CFG_STR_MAX];
@@ -265,6 +268,11 @@ int fm_cfg_set(fm_config_t *c, const char *key, const char *value, fm_errmsg_t *
  * that trims at least one update of a buffer (aggregation = trimmed_mean). Errors: FM_EARG, e.g.
  * "config: [federation] clients_per_round = 10: must be <= [federation] num_clients (5)". */
 int fm_cfg_check(const fm_config_t *c, fm_errmsg_t *e);
+
+/* The probability that a given client trains in a given sync round, as the privacy
+ * accountant uses it: clients_per_round / num_clients with [federation] sampling = poisson in
+ * mode = sync (each client's own coin), else 1 (no amplification claimed). */
+double fm_cfg_sample_rate(const fm_config_t *c);
 
 /* FM_EARG naming the first key that is not reloadable and differs between `old` and
  * `fresh` (for SIGHUP: keep `old` then); 0 if `fresh` may replace `old`. */

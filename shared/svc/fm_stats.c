@@ -75,6 +75,9 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "round_reported", s_u64(st->round_reported));
     bad |= json_object_set_new(o, "rounds_completed", s_u64(st->rounds_completed));
     bad |= json_object_set_new(o, "rounds_failed", s_u64(st->rounds_failed));
+    bad |= json_object_set_new(o, "round_declined", s_u64(st->round_declined));
+    bad |= json_object_set_new(o, "declines", s_u64(st->declines));
+    bad |= json_object_set_new(o, "declines_ignored", s_u64(st->declines_ignored));
     bad |= json_object_set_new(o, "finished", json_boolean(st->finished));
     bad |= json_object_set_new(o, "live_clients", s_u64(st->live_clients));
     bad |= json_object_set_new(o, "staleness_mean", json_real(st->staleness_mean));
@@ -264,6 +267,9 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
         (rc = s_get_u32(o, "round_reported", &st->round_reported, path, e)) ||
         (rc = s_get_u64(o, "rounds_completed", UINT64_MAX, &st->rounds_completed, path, e)) ||
         (rc = s_get_u64(o, "rounds_failed", UINT64_MAX, &st->rounds_failed, path, e)) ||
+        (rc = s_get_u32(o, "round_declined", &st->round_declined, path, e)) ||
+        (rc = s_get_u64(o, "declines", UINT64_MAX, &st->declines, path, e)) ||
+        (rc = s_get_u64(o, "declines_ignored", UINT64_MAX, &st->declines_ignored, path, e)) ||
         (rc = s_get_bool(o, "finished", &st->finished, path, e)) ||
         (rc = s_get_u32(o, "live_clients", &st->live_clients, path, e)) ||
         (rc = s_get_num(o, "staleness_mean", &st->staleness_mean, path, e)) ||

@@ -32,6 +32,11 @@ typedef struct {
     bool round_open;
     uint32_t cohort_size, round_reported;
     uint64_t rounds_completed, rounds_failed;
+    /* sync with [federation] sampling = poisson: DECLINEs of the open round (included in
+     * round_reported), DECLINEs taken since the start, and those ignored (no open round, not
+     * in the cohort, already reported) */
+    uint32_t round_declined;
+    uint64_t declines, declines_ignored;
     bool finished; /* num_rounds reached */
     uint32_t live_clients;
     double staleness_mean;

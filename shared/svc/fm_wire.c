@@ -42,6 +42,7 @@ static const char *const s_type_names[FM_WIRE_NTYPES] = {
     [FM_WIRE_SNAPSHOT_REQ] = "SNAPSHOT_REQ",
     [FM_WIRE_METRICS] = "METRICS",
     [FM_WIRE_ACK] = "ACK",
+    [FM_WIRE_DECLINE] = "DECLINE",
 };
 
 const char *fm_wire_type_name(fm_wire_type_t type)
@@ -275,9 +276,10 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     int progress = hdr->applied > 0 || hdr->updates_per_s != 0; /* optional keys */
     int boot = hdr->boot != 0;
     int dp = hdr->delta > 0;
+    int poisson = hdr->cohort.present && hdr->sample_rate > 0;
     S_PACK(s_pack_head(&pk, FM_WIRE_MODEL,
                        (hdr->cohort.present ? 7 : 4) + 2 * progress + (size_t)boot +
-                           2 * (size_t)dp));
+                           2 * (size_t)dp + (size_t)poisson));
     S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
@@ -298,6 +300,8 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
         S_PACK(msgpack_pack_bin_body(&pk, hdr->cohort.count ? hdr->cohort.ids : "",
                                      4 * (size_t)hdr->cohort.count));
         S_PACK(s_pack_kf64(&pk, "mu", hdr->mu));
+        if (poisson)
+            S_PACK(s_pack_kf64(&pk, "q", hdr->sample_rate));
     }
     S_PACK(s_pack_tensors(&pk, layout, params));
 cleanup:
@@ -452,6 +456,31 @@ int fm_wire_encode_ack(const fm_wire_ack_t *a, fm_wire_buf_t *out)
     S_PACK(s_pack_str(&pk, "ids"));
     S_PACK(msgpack_pack_bin(&pk, nb));
     S_PACK(msgpack_pack_bin_body(&pk, a->ids, nb));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_decline(const fm_wire_decline_t *d, fm_wire_buf_t *out)
+{
+    FM_ASSERT(d && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_str_ok(d->trainer, true, FM_WIRE_TEXT_ID) || d->round == 0 || d->clients.count == 0 ||
+        d->clients.count > FM_WIRE_MAX_COHORT || !d->clients.ids)
+        return FM_EARG;
+    if (s_buf_reserve(out, 4 * (size_t)d->clients.count + 128) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_head(&pk, FM_WIRE_DECLINE, 4));
+    S_PACK(s_pack_kstr(&pk, "trainer", d->trainer));
+    S_PACK(s_pack_str(&pk, "clients"));
+    S_PACK(msgpack_pack_bin(&pk, 4 * (size_t)d->clients.count));
+    S_PACK(msgpack_pack_bin_body(&pk, d->clients.ids, 4 * (size_t)d->clients.count));
+    S_PACK(s_pack_ku64(&pk, "base", d->base));
+    S_PACK(s_pack_ku64(&pk, "round", d->round));
 cleanup:
     if (rc)
         out->len = 0;
@@ -902,6 +931,7 @@ static const s_field_t s_model_fields[] = {
     {"round", S_F_U64, 0, 0, offsetof(fm_wire_model_t, round)},
     {"cohort", S_F_COHORT, 0, 0, offsetof(fm_wire_model_t, cohort)},
     {"mu", S_F_F64, 0, 0, offsetof(fm_wire_model_t, mu)},
+    {"q", S_F_F64, 0, 0, offsetof(fm_wire_model_t, sample_rate)},
     {"applied", S_F_U64, 0, 0, offsetof(fm_wire_model_t, applied)},
     {"ups", S_F_F64, 0, 0, offsetof(fm_wire_model_t, updates_per_s)},
     {"boot", S_F_U64, 0, 0, offsetof(fm_wire_model_t, boot)},
@@ -968,6 +998,14 @@ static const s_field_t s_ack_fields[] = {
     {"mv", S_F_U64, 0, S_BIT(FM_WIRE_ACK), offsetof(fm_wire_ack_t, version)},
     {"status", S_F_STATUS, S_NONEMPTY, S_BIT(FM_WIRE_ACK), offsetof(fm_wire_ack_t, status)},
     {"ids", S_F_IDS, 0, S_BIT(FM_WIRE_ACK), offsetof(fm_wire_ack_t, ids)},
+};
+
+static const s_field_t s_decline_fields[] = {
+    {"trainer", S_F_STR, S_NONEMPTY | S_ID, S_BIT(FM_WIRE_DECLINE),
+     offsetof(fm_wire_decline_t, trainer)},
+    {"clients", S_F_COHORT, 0, S_BIT(FM_WIRE_DECLINE), offsetof(fm_wire_decline_t, clients)},
+    {"base", S_F_U64, 0, S_BIT(FM_WIRE_DECLINE), offsetof(fm_wire_decline_t, base)},
+    {"round", S_F_NZ64, 0, S_BIT(FM_WIRE_DECLINE), offsetof(fm_wire_decline_t, round)},
 };
 
 #define S_NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -1251,6 +1289,16 @@ int fm_wire_decode_ack(const void *buf, size_t len, fm_wire_ack_t *a, fm_errmsg_
     FM_ASSERT(a);
     return s_decode(buf, len, S_BIT(FM_WIRE_ACK), "ACK", s_ack_fields, S_NFIELDS(s_ack_fields), a,
                     sizeof *a, NULL, NULL, e);
+}
+
+int fm_wire_decode_decline(const void *buf, size_t len, fm_wire_decline_t *d, fm_errmsg_t *e)
+{
+    FM_ASSERT(d);
+    int rc = s_decode(buf, len, S_BIT(FM_WIRE_DECLINE), "DECLINE", s_decline_fields,
+                      S_NFIELDS(s_decline_fields), d, sizeof *d, NULL, NULL, e);
+    if (rc == 0 && d->clients.count == 0)
+        return fm_errmsg_set(e, FM_EFORMAT, "DECLINE: clients: empty, at least one id needed");
+    return rc;
 }
 
 int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm_errmsg_t *e)

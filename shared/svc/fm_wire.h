@@ -76,6 +76,7 @@ typedef enum {
     FM_WIRE_SNAPSHOT_REQ,
     FM_WIRE_METRICS,
     FM_WIRE_ACK,
+    FM_WIRE_DECLINE,
     FM_WIRE_NTYPES
 } fm_wire_type_t;
 
@@ -103,6 +104,10 @@ typedef struct {
     uint64_t round;                  /* "round": sync round number (>= 1), 0 = async */
     fm_wire_cohort_t cohort;         /* "cohort": bin, see fm_wire_cohort_t */
     double mu;                       /* "mu": FedProx coefficient for this round, 0 = off */
+    /* "q" (optional, sync rounds with [federation] sampling = poisson): every cohort member
+     * trains with probability q by its own secret coin and sends DECLINE otherwise; 0 when
+     * absent: every member trains */
+    double sample_rate;
     /* the aggregator's progress when it made this version (optional: both sent when either
      * is nonzero, 0 when absent; the evaluator repeats them in METRICS for `fedmq watch`) */
     uint64_t applied;     /* "applied": updates applied into versions so far */
@@ -192,6 +197,17 @@ typedef struct {
     uint32_t count;                      /* 1..FM_WIRE_MAX_ACK_IDS */
 } fm_wire_ack_t;
 
+/* DECLINE: clients of a Poisson-sampled sync round's cohort (MODEL "q") whose coins said
+ * no: they will not train this round, so the aggregator need not wait for them. One
+ * message per trainer and round; "clients" is encoded like a MODEL's "cohort" (a bin of
+ * little-endian uint32, read with fm_wire_cohort_at; decoded, it points into the frame). */
+typedef struct {
+    char trainer[FM_WIRE_STR_MAX + 1]; /* "trainer": trainer id, non-empty */
+    fm_wire_cohort_t clients;          /* "clients": the clients that decline, >= 1 */
+    uint64_t base;                     /* "base": the MODEL version of the round */
+    uint64_t round;                    /* "round": the round declined (>= 1) */
+} fm_wire_decline_t;
+
 /* One decoded tensor; `data` points into the frame (borrowed, unaligned). */
 typedef struct {
     char name[FM_WIRE_STR_MAX + 1];
@@ -246,6 +262,8 @@ int fm_wire_encode_snapshot_req(const fm_wire_snapshot_req_t *r, fm_wire_buf_t *
 int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out);
 /* FM_EARG also for a count of 0 or over FM_WIRE_MAX_ACK_IDS, or boot 0. */
 int fm_wire_encode_ack(const fm_wire_ack_t *a, fm_wire_buf_t *out);
+/* FM_EARG also for round 0, no clients or more than FM_WIRE_MAX_COHORT. */
+int fm_wire_encode_decline(const fm_wire_decline_t *d, fm_wire_buf_t *out);
 
 /* Entry i (< c->count) of a cohort. */
 uint32_t fm_wire_cohort_at(const fm_wire_cohort_t *c, uint32_t i);
@@ -281,6 +299,9 @@ int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm
 /* ACK: "ids" must be a non-empty bin whose length is a multiple of FM_WIRE_ID_LEN
  * (FM_EFORMAT) of at most FM_WIRE_MAX_ACK_IDS ids (FM_ERANGE); "boot" non-zero (FM_ERANGE). */
 int fm_wire_decode_ack(const void *buf, size_t len, fm_wire_ack_t *a, fm_errmsg_t *e);
+/* DECLINE: "round" non-zero (FM_ERANGE); "clients" as MODEL's "cohort", and not empty
+ * (FM_EFORMAT). */
+int fm_wire_decode_decline(const void *buf, size_t len, fm_wire_decline_t *d, fm_errmsg_t *e);
 
 /* ---- tensors against a model layout ---------------------------------------------------------
  */

@@ -109,6 +109,7 @@ static bool s_is_member(fm_wire_type_t t)
 static bool s_is_snapshot(fm_wire_type_t t) { return t == FM_WIRE_SNAPSHOT_REQ; }
 static bool s_is_metrics(fm_wire_type_t t) { return t == FM_WIRE_METRICS; }
 static bool s_is_ack(fm_wire_type_t t) { return t == FM_WIRE_ACK; }
+static bool s_is_decline(fm_wire_type_t t) { return t == FM_WIRE_DECLINE; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -217,6 +218,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (peeked == FM_WIRE_ACK) {
             mine = rc;
             fuzz_seed_valid(s_seeds, rc, &ea, "ACK");
+        }
+    }
+    { /* DECLINE, and encode(decode(frame)) */
+        fm_wire_decline_t d, again;
+        fm_errmsg_t ed = {{0}};
+        int rc = fm_wire_decode_decline(data, size, &d, &ed);
+        s_against_peek(rc, &ed, prc, peeked, s_is_decline);
+        if (rc == 0) {
+            mine = rc;
+            FUZZ_ASSERT(d.round != 0 && d.clients.count >= 1 &&
+                        d.clients.count <= FM_WIRE_MAX_COHORT && d.trainer[0] != '\0');
+            (void)s_touch(d.clients.ids, (size_t)d.clients.count * 4);
+            FUZZ_ASSERT(fm_wire_encode_decline(&d, &s_buf) == 0);
+            FUZZ_ASSERT(fm_wire_decode_decline(s_buf.data, s_buf.len, &again, NULL) == 0);
+            FUZZ_ASSERT(
+                again.round == d.round && again.base == d.base &&
+                again.clients.count == d.clients.count && strcmp(again.trainer, d.trainer) == 0 &&
+                memcmp(again.clients.ids, d.clients.ids, (size_t)d.clients.count * 4) == 0);
+        } else if (peeked == FM_WIRE_DECLINE) {
+            mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &ed, "DECLINE");
         }
     }
     /* a frame that peeks as a type was judged by that type's decoder */

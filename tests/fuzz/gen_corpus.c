@@ -8,16 +8,15 @@
  *
  *   wire/         every message type from fm_wire's encoders (MODEL and UPDATE with the
  *                 logreg layout: 31 KB; sync, boot and progress keys; a HEARTBEAT, a
- *                 METRICS with population keys, an ACK) and two small hand-packed frames
- *                 (other key order, widths and an unknown nested key)
- *   cfg/          configs/<name>.conf (all three), the dump of the defaults (every key) and a
- * short file with a BOM, CRLF line ends and inline comments idx/          u32 LE length of the
- * images file, the images file, the labels file: raw and gzipped, 28x28 and other sizes
- *   safetensors/  a logreg model (fm_safetensors_save_model), every dtype with scalar and
- *                 empty shapes and metadata (fm_safetensors_write), an empty header
- *   ckpt/         a flags byte (fuzz_ckpt.c), the 8-byte big-endian key and the record,
- *                 read raw from an LMDB store that fm_ckpt_save wrote (with and without
- *                 optimizer state) */
+ *                 METRICS with population keys, an ACK, a DECLINE) and two small hand-packed
+ * frames (other key order, widths and an unknown nested key) cfg/          configs/<name>.conf
+ * (all three), the dump of the defaults (every key) and a short file with a BOM, CRLF line ends
+ * and inline comments idx/          u32 LE length of the images file, the images file, the labels
+ * file: raw and gzipped, 28x28 and other sizes safetensors/  a logreg model
+ * (fm_safetensors_save_model), every dtype with scalar and empty shapes and metadata
+ * (fm_safetensors_write), an empty header ckpt/         a flags byte (fuzz_ckpt.c), the 8-byte
+ * big-endian key and the record, read raw from an LMDB store that fm_ckpt_save wrote (with and
+ * without optimizer state) */
 #include <errno.h>
 #include <ftw.h>
 #include <lmdb.h>
@@ -154,6 +153,9 @@ static void s_gen_wire(void)
     mod.cohort = (fm_wire_cohort_t){.present = 1, .ids = cohort, .count = 5};
     mod.mu = 0.01;
     s_wire_put("model_logreg_sync", fm_wire_encode_model(&mod, m, p, &b), &b);
+    mod.sample_rate = 0.1;
+    s_wire_put("model_logreg_poisson", fm_wire_encode_model(&mod, m, p, &b), &b);
+    mod.sample_rate = 0;
 
     fm_wire_update_t up = {.client = 17,
                            .base = 41,
@@ -195,6 +197,12 @@ static void s_gen_wire(void)
     fm_wire_ack_t ack = {.boot = 0x1122334455667788ull, .version = 43, .ids = ids, .count = 3};
     snprintf(ack.status, sizeof ack.status, "applied");
     s_wire_put("ack", fm_wire_encode_ack(&ack, &b), &b);
+
+    static const uint8_t declined[] = {3, 0, 0, 0, 9, 0, 0, 0, 0x10, 0x27, 0, 0};
+    fm_wire_decline_t dec = {
+        .clients = {.present = 1, .ids = declined, .count = 3}, .base = 41, .round = 42};
+    snprintf(dec.trainer, sizeof dec.trainer, "host-a/trainer-1");
+    s_wire_put("decline", fm_wire_encode_decline(&dec, &b), &b);
 
     /* hand-packed: keys in another order, wide integer and string forms, an unknown key
      * holding nested values, and a small tensor set (the decoder takes any; the layout

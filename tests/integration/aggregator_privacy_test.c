@@ -22,6 +22,12 @@
  *      version whose checkpoint fails is not published and no more versions are made; after
  *      room is made, a restart resumes the last durable budget and charges the reserved
  *      (lost) version as a step.
+ *   5. sync rounds (fixed cohort): the same bound, a 2^62 sample claim weighs nothing;
+ *   6. Poisson-sampled sync rounds ([federation] sampling = poisson, q = 1/2): every live
+ *      client is asked ("q" in MODEL), a round closes when all updated or declined, the
+ *      denominator is K = clients_per_round, a round without updates is still a step (noise
+ *      alone), epsilon is the accountant's at q = 1/2 (below q = 1's), stale or repeated
+ *      DECLINEs are ignored and counted; without privacy an empty round makes no version.
  * Every wait is bounded; children are reaped and temp dirs removed in the teardown. */
 #include <czmq.h>
 #include <errno.h>
@@ -278,6 +284,187 @@ static void test_budget(void **state)
 /* ---- 4. a full disk -------------------------------------------------------------------------
  */
 
+/* ---- 5. sync rounds: the same sensitivity (no sample-count weights) ------------------------ */
+
+static const char *const s_sync_sets[] = {
+    "federation.mode=sync", "federation.aggregation_strategy=fedavg", "federation.min_clients=1",
+    "aggregator.round_timeout_s=600", "broker.heartbeat_timeout_s=600"};
+
+/* extra = s_sync_sets + more (NULL-terminated) */
+static void s_start_sync(fm_at_t *c, const char *const *more)
+{
+    const char *extra[FM_AT_MAX_SETS + 1];
+    int n = 0;
+    for (size_t i = 0; i < sizeof s_sync_sets / sizeof s_sync_sets[0]; i++)
+        extra[n++] = s_sync_sets[i];
+    for (int i = 0; more[i]; i++)
+        extra[n++] = more[i];
+    extra[n] = NULL;
+    fm_at_start(c, 1, extra);
+}
+
+static void test_sync_sensitivity(void **state)
+{
+    fm_at_t *c = *state;
+    size_t n = c->np;
+    float *w0 = fm_at_floats(c), *w1 = fm_at_floats(c), *d[3];
+    double *want = calloc(n, sizeof *want);
+    assert_non_null(want);
+    static const float scale[3] = {1e3f, 1e6f, 5e4f};
+    static const uint64_t claim[3] = {1, 1ull << 62, 7};
+    for (int i = 0; i < 3; i++) {
+        d[i] = fm_at_floats(c);
+        s_dir(d[i], n, i);
+        for (size_t j = 0; j < n; j++)
+            d[i][j] *= scale[i];
+        s_add_clipped(want, d[i], n, 1.0, 1.0);
+    }
+    const char *const more[] = {"federation.num_clients=3",
+                                "trainer.clients=0-2",
+                                "federation.clients_per_round=3",
+                                "privacy.mode=client",
+                                "privacy.clip_norm=1",
+                                "privacy.noise_multiplier=1e-6",
+                                NULL};
+    s_start_sync(c, more);
+    fm_wire_model_t hdr;
+    fm_at_hello(c, 0, 3);
+    assert_int_equal(fm_at_wait_round(c, 1, w0, &hdr), 0);
+    assert_int_equal(hdr.cohort.count, 3);
+    assert_true(hdr.sample_rate == 0); /* fixed cohorts: no "q" */
+    for (int i = 0; i < 3; i++)
+        fm_at_send_round(c, 0, hdr.round, (uint32_t)i, claim[i], d[i]);
+    assert_int_equal(fm_at_wait_model_hdr(c, 1, w1, &hdr), 1);
+    double err = 0;
+    for (size_t j = 0; j < n; j++)
+        err = fmax(err, fabs(3.0 * ((double)w1[j] - w0[j]) - want[j]));
+    /* with sample-count weights the 2^62 claim would make dw ~ C u_1, K dw ~ 3 C u_1 */
+    if (err > 2e-5)
+        fail_msg("sync round 1: max |K dw - S| = %g", err);
+    s_expect_close(hdr.epsilon, s_eps(1e-6, 1), 1e-12, "MODEL 1 eps");
+    fm_at_stop(c);
+    free(want);
+}
+
+/* ---- 6. Poisson-sampled sync rounds ------------------------------------------------------- */
+
+static double s_eps_q(double q, double sigma, uint64_t steps)
+{
+    return fm_rdp_epsilon_of(q, sigma, steps, S_DELTA, FM_RDP_IMPROVED, NULL);
+}
+
+/* sampling = poisson, num_clients 4, clients_per_round 2: q = 1/2, the denominator K = 2.
+ * A round closes as soon as every live client updated or declined (the deadline is 600 s);
+ * a round nobody trained in is still a version (noise alone) and a step; epsilon is the
+ * accountant's at q = 1/2; DECLINEs of closed rounds or of clients that reported are
+ * ignored and counted. Without privacy, a round nobody trained in makes no version. */
+static void test_poisson(void **state)
+{
+    fm_at_t *c = *state;
+    size_t n = c->np;
+    float *w0 = fm_at_floats(c), *w1 = fm_at_floats(c), *w2 = fm_at_floats(c);
+    float *d = fm_at_floats(c);
+    double *want = calloc(n, sizeof *want);
+    assert_non_null(want);
+    s_dir(d, n, 3);
+    for (size_t j = 0; j < n; j++)
+        d[j] *= 1e3f;
+    const char *const more[] = {"federation.num_clients=4",
+                                "trainer.clients=0-3",
+                                "federation.clients_per_round=2",
+                                "federation.sampling=poisson",
+                                "privacy.mode=client",
+                                "privacy.clip_norm=1",
+                                "privacy.noise_multiplier=1e-6",
+                                NULL};
+    s_start_sync(c, more);
+    assert_true(fm_proc_wait_file_contains(c->log, "sampling rate 0.5 (Poisson", FM_AT_WAIT_S));
+    fm_wire_model_t hdr;
+    fm_at_hello(c, 0, 4);
+    assert_int_equal(fm_at_wait_round(c, 1, w0, &hdr), 0);
+    assert_int_equal(hdr.cohort.count, 4); /* every live client is asked */
+    assert_true(hdr.sample_rate == 0.5);
+    uint64_t r1 = hdr.round;
+    /* round 1: client 2 trains, 0 1 3 decline; client 2's DECLINE after its update is
+     * ignored */
+    static const uint32_t no[] = {0, 1, 3}, two[] = {2};
+    fm_at_send_round(c, 0, r1, 2, 1ull << 60, d);
+    fm_at_decline(c, 0, r1, two, 1);
+    fm_at_decline(c, 0, r1, no, 3);
+    assert_int_equal(fm_at_wait_model_hdr(c, 1, w1, &hdr), 1);
+    s_add_clipped(want, d, n, 1.0, 1.0);
+    double err = 0;
+    for (size_t j = 0; j < n; j++)
+        err = fmax(err, fabs(2.0 * ((double)w1[j] - w0[j]) - want[j])); /* K = 2 */
+    if (err > 2e-5)
+        fail_msg("Poisson round 1: max |K dw - S| = %g", err);
+    s_expect_close(hdr.epsilon, s_eps_q(0.5, 1e-6, 1), 1e-12, "MODEL 1 eps");
+    /* round 2: everyone declines: a version of noise alone, a second step */
+    assert_int_equal(fm_at_wait_round(c, r1 + 1, NULL, &hdr), 0);
+    static const uint32_t all[] = {0, 1, 2, 3};
+    fm_at_decline(c, 1, r1 + 1, all, 4);
+    fm_at_decline(c, 1, r1, all, 4); /* an old round: ignored */
+    assert_int_equal(fm_at_wait_model_hdr(c, 2, w2, &hdr), 2);
+    err = 0;
+    for (size_t j = 0; j < n; j++)
+        err = fmax(err, fabs((double)w2[j] - w1[j]));
+    if (err > 1e-5)
+        fail_msg("empty Poisson round: max |dw| = %g (noise only expected)", err);
+    s_expect_close(hdr.epsilon, s_eps_q(0.5, 1e-6, 2), 1e-12, "MODEL 2 eps");
+    fm_stats_t st = fm_at_stats_when(c, "version", 2);
+    assert_true(st.privacy_steps == 2 && st.rounds_completed == 2);
+    assert_int_equal(st.declines, 7);
+    /* ignored: client 2 once, the old round's four (that DECLINE came after version 2) */
+    for (double end = fm_proc_now() + FM_AT_WAIT_S; st.declines_ignored < 5;) {
+        assert_true(fm_proc_now() < end);
+        fm_proc_sleep(0.05);
+        st = fm_at_stats_when(c, "version", 2);
+    }
+    assert_int_equal(st.declines_ignored, 5);
+    assert_int_equal(st.declines, 7);
+    fm_at_stop(c);
+
+    /* sigma 1: epsilon of two empty rounds is the accountant's at q = 1/2, below q = 1's */
+    const char *const more1[] = {"federation.num_clients=4",
+                                 "trainer.clients=0-3",
+                                 "federation.clients_per_round=2",
+                                 "federation.sampling=poisson",
+                                 "privacy.mode=client",
+                                 "privacy.clip_norm=1",
+                                 "privacy.noise_multiplier=1",
+                                 NULL};
+    s_start_sync(c, more1);
+    fm_at_hello(c, 0, 4);
+    for (uint64_t v = 1; v <= 2; v++) {
+        assert_int_equal(fm_at_wait_round(c, v, NULL, &hdr), 0);
+        fm_at_decline(c, v - 1, hdr.round, all, 4);
+        assert_int_equal(fm_at_wait_model_hdr(c, v, NULL, &hdr), (int64_t)v);
+    }
+    s_expect_close(hdr.epsilon, s_eps_q(0.5, 1.0, 2), 1e-12, "sigma 1 eps");
+    assert_true(hdr.epsilon < s_eps(1.0, 2) - 1.0); /* 5.38 against 7.08 */
+    fm_at_stop(c);
+
+    /* no privacy: a round nobody trained in makes no version and is retried */
+    const char *const more2[] = {"federation.num_clients=4", "trainer.clients=0-3",
+                                 "federation.clients_per_round=2", "federation.sampling=poisson",
+                                 NULL};
+    s_start_sync(c, more2);
+    fm_at_hello(c, 0, 4);
+    assert_int_equal(fm_at_wait_round(c, 1, NULL, &hdr), 0);
+    fm_at_decline(c, 0, hdr.round, all, 4);
+    assert_true(fm_proc_wait_file_contains(c->log, "no update (4 declined of 4 clients asked)",
+                                           FM_AT_WAIT_S));
+    st = fm_at_stats_when(c, "version", 0);
+    for (double end = fm_proc_now() + FM_AT_WAIT_S; st.rounds_failed < 1;) {
+        assert_true(fm_proc_now() < end);
+        fm_proc_sleep(0.05);
+        st = fm_at_stats_when(c, "version", 0);
+    }
+    assert_true(st.version == 0 && st.rounds_failed == 1 && st.round >= 2);
+    fm_at_stop(c);
+    free(want);
+}
+
 static int s_private_mounts;
 
 static void test_full_disk(void **state)
@@ -356,6 +543,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_noise, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_budget, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_full_disk, fm_at_setup, fm_at_teardown),
+        cmocka_unit_test_setup_teardown(test_sync_sensitivity, fm_at_setup, fm_at_teardown),
+        cmocka_unit_test_setup_teardown(test_poisson, fm_at_setup, fm_at_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fm_http.h"
 #include "fm_proc.h"
@@ -173,6 +174,83 @@ static inline void fm_at_send_ex(fm_at_t *c, uint64_t base, uint32_t client, uin
     assert_int_equal(fm_wire_encode_update(&h, c->layout, delta, &c->buf), 0);
     assert_int_equal(zmq_send(zsock_resolve(c->push), c->buf.data, c->buf.len, 0),
                      (int)c->buf.len);
+}
+
+/* Send one sync-round UPDATE (round >= 1) of delta from `base` for `client`, claiming n
+ * samples (fresh id). */
+static inline void fm_at_send_round(fm_at_t *c, uint64_t base, uint64_t round, uint32_t client,
+                                    uint64_t n, const float *delta)
+{
+    fm_wire_update_t h;
+    memset(&h, 0, sizeof h);
+    assert_int_equal(fm_wire_id_new(h.id), 0);
+    snprintf(h.trainer, sizeof h.trainer, "agg-test");
+    h.client = client;
+    h.base = base;
+    h.round = round;
+    h.num_samples = n;
+    h.local_steps = 1;
+    assert_int_equal(fm_wire_encode_update(&h, c->layout, delta, &c->buf), 0);
+    assert_int_equal(zmq_send(zsock_resolve(c->push), c->buf.data, c->buf.len, 0),
+                     (int)c->buf.len);
+}
+
+/* HELLO from trainer "agg-test" serving clients [first, first + count) (sync rounds need
+ * live clients; start the aggregator with a long broker.heartbeat_timeout_s). */
+static inline void fm_at_hello(fm_at_t *c, uint32_t first, uint32_t count)
+{
+    fm_wire_member_t m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.trainer, sizeof m.trainer, "agg-test");
+    m.pid = (uint32_t)getpid();
+    m.client_first = first;
+    m.client_count = count;
+    m.workers = 1;
+    assert_int_equal(fm_wire_encode_member(FM_WIRE_HELLO, &m, &c->buf), 0);
+    assert_int_equal(zmq_send(zsock_resolve(c->push), c->buf.data, c->buf.len, 0),
+                     (int)c->buf.len);
+}
+
+/* DECLINE of clients ids[0..n) for sync round `round` on version `base`. */
+static inline void fm_at_decline(fm_at_t *c, uint64_t base, uint64_t round, const uint32_t *ids,
+                                 uint32_t n)
+{
+    uint8_t le[4 * 64];
+    assert_true(n >= 1 && n <= 64);
+    for (uint32_t i = 0; i < n; i++)
+        for (int b = 0; b < 4; b++)
+            le[4 * i + (uint32_t)b] = (uint8_t)(ids[i] >> (8 * b));
+    fm_wire_decline_t d = {
+        .clients = {.present = 1, .ids = le, .count = n}, .base = base, .round = round};
+    snprintf(d.trainer, sizeof d.trainer, "agg-test");
+    assert_int_equal(fm_wire_encode_decline(&d, &c->buf), 0);
+    assert_int_equal(zmq_send(zsock_resolve(c->push), c->buf.data, c->buf.len, 0),
+                     (int)c->buf.len);
+}
+
+/* Wait for a MODEL that opens sync round >= `round`; its header (the cohort pointer is not
+ * valid after return: only its count) into *hdr, params into w (may be NULL). 0, or -1 on
+ * timeout. */
+static inline int fm_at_wait_round(fm_at_t *c, uint64_t round, float *w, fm_wire_model_t *hdr)
+{
+    double end = fm_proc_now() + FM_AT_WAIT_S;
+    while (fm_proc_now() < end) {
+        zframe_t *f = zframe_recv(c->sub);
+        if (!f)
+            continue;
+        fm_errmsg_t e = {{0}};
+        int rc = fm_wire_decode_model(zframe_data(f), zframe_size(f), hdr, c->ts, &e);
+        assert_int_equal(rc, 0);
+        int ok = hdr->round >= round && hdr->cohort.count > 0;
+        if (ok && w)
+            assert_int_equal(fm_wire_tensors_copy(c->ts, c->layout, w, &e), 0);
+        zframe_destroy(&f);
+        if (ok) {
+            hdr->cohort.ids = NULL;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 /* Send one UPDATE of delta from `base` (client 0, 10 samples, fresh id). */

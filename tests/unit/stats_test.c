@@ -110,6 +110,9 @@ static fm_stats_t full_stats(void)
     st.round_reported = 9;
     st.rounds_completed = 70;
     st.rounds_failed = 6;
+    st.round_declined = 5;
+    st.declines = 5000000007ULL;
+    st.declines_ignored = 3;
     st.finished = true;
     st.live_clients = 31;
     st.staleness_mean = 2.625;
@@ -178,6 +181,9 @@ static void test_round_trip(void **state)
     assert_int_equal(st.round_reported, 9);
     assert_int_equal(st.rounds_completed, 70);
     assert_int_equal(st.rounds_failed, 6);
+    assert_int_equal(st.round_declined, 5);
+    assert_int_equal(st.declines, 5000000007ULL);
+    assert_int_equal(st.declines_ignored, 3);
     assert_true(st.finished);
     assert_int_equal(st.live_clients, 31);
     assert_true(st.staleness_mean == 2.625);
@@ -223,6 +229,9 @@ static void test_written_keys(void **state)
                                        "\"round_reported\"",
                                        "\"rounds_completed\"",
                                        "\"rounds_failed\"",
+                                       "\"round_declined\"",
+                                       "\"declines\"",
+                                       "\"declines_ignored\"",
                                        "\"finished\"",
                                        "\"live_clients\"",
                                        "\"staleness_mean\"",

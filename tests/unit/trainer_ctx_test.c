@@ -2,7 +2,8 @@
  * trainer_ctx.h: async round-robin over [first, first + count) skipping busy clients; sync:
  * each pending cohort member of the current round once, a new round replacing the pending
  * set (stale jobs are dropped); per-client run counters; simulation parameters read at take
- * time; retired clients (DP-SGD budget spent) never scheduled again; and, with several
+ * time; retired clients (DP-SGD budget spent) never scheduled again; Poisson rounds (one
+ * kept coin per client and round, refused and retired members declined); and, with several
  * threads, no client handed to two workers at once. Links
  * trainer_lib (the unit-test rule of CMakeLists.txt, by file name). */
 #include <errno.h>
@@ -348,6 +349,105 @@ static void test_retire(void **state)
     trainer_ctx_destroy(&c);
 }
 
+/* A scripted coin source: values[i] in turn, and how many were drawn. */
+typedef struct {
+    const double *values;
+    int n, drawn;
+} s_coins_t;
+
+static double s_scripted(void *arg)
+{
+    s_coins_t *k = arg;
+    assert_true(k->drawn < k->n); /* no coin beyond those the test expects */
+    return k->values[k->drawn++];
+}
+
+/* Poisson rounds: a client trains iff its coin < q; refused and retired cohort members are
+ * declined once each; the same round delivered again never re-draws a coin (the refused stay
+ * refused, the taken are not re-declined); a new round draws again; clients outside the
+ * range draw nothing. */
+static void test_poisson(void **state)
+{
+    trainer_ctx_t *c = s_new(10, 5, 0.0, 0.0);
+    trainer_job_t job;
+    uint32_t declined[5], nd = 99;
+    /* clients 10..14 and 99 (not ours), 12 twice; coins for 10, 11, 12, 13, 14 in order */
+    uint32_t ids[] = {10, 11, 12, 12, 13, 14, 99};
+    static const double v1[] = {0.05, 0.5, 0.29, 0.3, 0.999};
+    s_coins_t k = {.values = v1, .n = 5};
+    trainer_coins_t coins = {.q = 0.3, .uniform = s_scripted, .arg = &k};
+    s_cohort_t sc;
+    assert_int_equal(trainer_ctx_retire(c, 14), 1);
+    assert_int_equal(
+        trainer_ctx_set_round_ex(c, 1, 1, s_cohort(&sc, ids, 7), &coins, declined, &nd), 2);
+    assert_int_equal(k.drawn, 5);
+    assert_int_equal(nd, 3); /* 11 (0.5), 13 (0.3 is not < 0.3), 14 (retired) */
+    assert_int_equal(declined[0], 11);
+    assert_int_equal(declined[1], 13);
+    assert_int_equal(declined[2], 14);
+    assert_int_equal(s_take(c, &job), 10);
+    /* the same round again (a snapshot): no coin drawn, 11 and 13 stay refused; 10, taken,
+     * is pending again as in fixed rounds (the aggregator refuses a second report) */
+    assert_int_equal(
+        trainer_ctx_set_round_ex(c, 1, 1, s_cohort(&sc, ids, 7), &coins, declined, &nd), 2);
+    assert_int_equal(k.drawn, 5);
+    assert_int_equal(nd, 3);
+    assert_int_equal(s_take(c, &job), 12);
+    trainer_ctx_release(c, 10);
+    trainer_ctx_release(c, 12);
+    /* a new round draws new coins: now 11 and 13 train */
+    static const double v2[] = {0.9, 0.1, 0.9, 0.2, 0.0};
+    s_coins_t k2 = {.values = v2, .n = 5};
+    coins.arg = &k2;
+    assert_int_equal(
+        trainer_ctx_set_round_ex(c, 1, 2, s_cohort(&sc, ids, 7), &coins, declined, &nd), 2);
+    assert_int_equal(nd, 3);
+    assert_true(declined[0] == 10 && declined[1] == 12 && declined[2] == 14);
+    uint32_t a = s_take(c, &job), b = s_take(c, &job);
+    assert_true((a == 11 && b == 13) || (a == 13 && b == 11));
+    s_none(c);
+    trainer_ctx_release(c, 11);
+    trainer_ctx_release(c, 13);
+    /* without coins (q = 1 or a fixed round): every member pending, nothing declined */
+    assert_int_equal(
+        trainer_ctx_set_round_ex(c, 1, 3, s_cohort(&sc, ids, 7), NULL, declined, &nd), 4);
+    assert_int_equal(nd, 0);
+    trainer_ctx_destroy(&c);
+
+    /* the coins' rate: q = 0.2 over 4,000 clients with a uniform source: 800 expected, sd 25 */
+    c = s_new(0, 4000, 0.0, 0.0);
+    uint32_t *all = malloc(4000 * sizeof *all), *dec = malloc(4000 * sizeof *dec);
+    uint8_t *bytes = malloc(4 * 4000);
+    assert_true(all && dec && bytes);
+    for (uint32_t i = 0; i < 4000; i++)
+        for (int b2 = 0; b2 < 4; b2++)
+            bytes[4 * i + b2] = (uint8_t)(i >> (8 * b2));
+    fm_wire_cohort_t big = {.present = 1, .ids = bytes, .count = 4000};
+    double *u = malloc(4000 * sizeof *u);
+    assert_non_null(u);
+    uint64_t x = 88172645463325252ULL; /* xorshift64: a fixed, independent stream */
+    for (int i = 0; i < 4000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        u[i] = (double)(x >> 11) * 0x1p-53;
+    }
+    s_coins_t k3 = {.values = u, .n = 4000};
+    trainer_coins_t c3 = {.q = 0.2, .uniform = s_scripted, .arg = &k3};
+    uint32_t train = trainer_ctx_set_round_ex(c, 1, 1, &big, &c3, dec, &nd);
+    assert_int_equal(train + nd, 4000);
+    int want = 0;
+    for (int i = 0; i < 4000; i++)
+        want += u[i] < 0.2;
+    assert_int_equal((int)train, want); /* exactly the coins below q */
+    assert_true(train > 800 - 5 * 25 && train < 800 + 5 * 25);
+    free(u);
+    free(all);
+    free(dec);
+    free(bytes);
+    trainer_ctx_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_async_laps),  cmocka_unit_test(test_sim_params),
         cmocka_unit_test(test_sync_cohort), cmocka_unit_test(test_sync_new_round_drops_stale),
         cmocka_unit_test(test_threads),     cmocka_unit_test(test_retire),
+        cmocka_unit_test(test_poisson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

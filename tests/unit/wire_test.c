@@ -2120,11 +2120,127 @@ static void test_model_boot(void **state)
     fm_model_destroy(&m);
 }
 
+/* DECLINE: exact bytes, round trip, zero-copy ids, what the encoder and the decoder refuse;
+ * MODEL "q" (Poisson rounds): sent with the cohort when > 0, read back, absent reads 0. */
+static void test_decline(void **state)
+{
+    static const unsigned char ids[] = {7, 0, 0, 0, 0x00, 0x28, 0x6b, 0xee};
+    fm_wire_decline_t d = {
+        .clients = {.present = 1, .ids = ids, .count = 2}, .base = 5, .round = 300};
+    strcpy(d.trainer, "t-1");
+    fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_decline(&d, &buf), 0);
+    static const unsigned char want[] = {
+        0x86, 0xa1, 'v', 0x01, 0xa1, 't',  0xa7, 'D',  'E', 'C', 'L',  'I',  'N',  'E',  0xa7,
+        't',  'r',  'a', 'i',  'n',  'e',  'r',  0xa3, 't', '-', '1',  0xa7, 'c',  'l',  'i',
+        'e',  'n',  't', 's',  0xc4, 0x08, 7,    0,    0,   0,   0x00, 0x28, 0x6b, 0xee, 0xa4,
+        'b',  'a',  's', 'e',  0x05, 0xa5, 'r',  'o',  'u', 'n', 'd',  0xcd, 0x01, 0x2c};
+    s_same_bytes(&buf, want, sizeof want);
+    fm_errmsg_t e = {{0}};
+    fm_wire_type_t t;
+    fm_wire_decline_t got;
+    unsigned char *f = s_exact(buf.data, buf.len);
+    s_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
+    assert_int_equal(t, FM_WIRE_DECLINE);
+    assert_string_equal(fm_wire_type_name(t), "DECLINE");
+    s_ok(fm_wire_decode_decline(f, buf.len, &got, &e), &e);
+    assert_string_equal(got.trainer, "t-1");
+    assert_true(got.base == 5 && got.round == 300);
+    assert_int_equal(got.clients.count, 2);
+    assert_int_equal(fm_wire_cohort_at(&got.clients, 0), 7);
+    assert_int_equal(fm_wire_cohort_at(&got.clients, 1), 4000000000u);
+    assert_true((const unsigned char *)got.clients.ids > f); /* zero-copy */
+    fm_wire_ack_t a;
+    s_expect(fm_wire_decode_ack(f, buf.len, &a, &e), FM_EFORMAT, &e, "DECLINE");
+    free(f);
+
+    /* the encoder refuses what the decoder would */
+    fm_wire_decline_t bad = d;
+    bad.round = 0;
+    assert_int_equal(fm_wire_encode_decline(&bad, &buf), FM_EARG);
+    bad = d;
+    bad.clients.count = 0;
+    assert_int_equal(fm_wire_encode_decline(&bad, &buf), FM_EARG);
+    bad = d;
+    strcpy(bad.trainer, "a b");
+    assert_int_equal(fm_wire_encode_decline(&bad, &buf), FM_EARG);
+
+    /* hand-made: round 0, no ids, ids not a multiple of 4, a missing key */
+    struct {
+        uint64_t round;
+        size_t idbytes;
+        int code;
+        const char *needle;
+    } cases[] = {{1, 4, 0, NULL},
+                 {0, 4, FM_ERANGE, "round"},
+                 {1, 0, FM_EFORMAT, "clients"},
+                 {1, 6, FM_EFORMAT, "clients: bin of 6 bytes"}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        mp_t m;
+        mp_begin(&m);
+        msgpack_pack_map(&m.pk, 6);
+        mp_ku(&m, "v", 1);
+        mp_kstr(&m, "t", "DECLINE");
+        mp_kstr(&m, "trainer", "x");
+        mp_ku(&m, "base", 2);
+        mp_ku(&m, "round", cases[c].round);
+        mp_str(&m, "clients");
+        unsigned char z[8] = {1, 0, 0, 0, 2, 0, 0, 0};
+        msgpack_pack_bin(&m.pk, cases[c].idbytes);
+        msgpack_pack_bin_body(&m.pk, z, cases[c].idbytes);
+        f = s_exact(m.sb.data, m.sb.size);
+        int rc = fm_wire_decode_decline(f, m.sb.size, &got, &e);
+        if (cases[c].code == 0) {
+            s_ok(rc, &e);
+            assert_int_equal(got.clients.count, 1);
+            assert_int_equal(fm_wire_cohort_at(&got.clients, 0), 1);
+        } else {
+            s_expect(rc, cases[c].code, &e, cases[c].needle);
+        }
+        free(f);
+        mp_end(&m);
+    }
+    mp_t m;
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 4);
+    mp_ku(&m, "v", 1);
+    mp_kstr(&m, "t", "DECLINE");
+    mp_kstr(&m, "trainer", "x");
+    mp_ku(&m, "round", 3);
+    s_expect(fm_wire_decode_decline(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "clients");
+    mp_end(&m);
+
+    /* MODEL "q" */
+    fm_model_t *md = s_model("logreg", 3);
+    fm_wire_model_t hdr = {.version = 4,
+                           .created = 2.5,
+                           .round = 2,
+                           .cohort = {.present = 1, .ids = ids, .count = 2},
+                           .sample_rate = 0.125};
+    fm_wire_buf_t plain = FM_WIRE_BUF_INIT;
+    fm_wire_model_t gm;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    assert_int_equal(fm_wire_encode_model(&hdr, md, fm_model_params_const(md), &buf), 0);
+    assert_true(s_has_key(&buf, "q"));
+    s_ok(fm_wire_decode_model(buf.data, buf.len, &gm, ts, &e), &e);
+    assert_true(gm.sample_rate == 0.125 && gm.round == 2 && gm.cohort.count == 2);
+    hdr.sample_rate = 0;
+    assert_int_equal(fm_wire_encode_model(&hdr, md, fm_model_params_const(md), &plain), 0);
+    assert_int_equal(buf.len, plain.len + 2 + 9); /* "q" (a1 + 1) and a float64 (cb + 8) */
+    s_ok(fm_wire_decode_model(plain.data, plain.len, &gm, ts, &e), &e);
+    assert_true(gm.sample_rate == 0);
+    free(ts);
+    fm_wire_buf_free(&plain);
+    fm_model_destroy(&md);
+    fm_wire_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ack),
         cmocka_unit_test(test_model_boot),
+        cmocka_unit_test(test_decline),
         cmocka_unit_test(test_model_cnn),
         cmocka_unit_test(test_model_mlp),
         cmocka_unit_test(test_update_cnn),

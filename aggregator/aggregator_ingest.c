@@ -16,6 +16,7 @@ struct agg_ingest {
     fm_screen_t *screen;        /* the per-update norm screen */
     fm_wire_tensors_t *tensors; /* decode scratch */
     double stale_sum;           /* staleness of the updates in the open buffer */
+    int unclipped;              /* updates of the open buffer folded unclipped (scale 1) */
     double norm;                /* L2 norm of the update being judged */
     uint32_t *clients;          /* one_per_client: the clients of the open buffer's updates */
 };
@@ -130,6 +131,7 @@ int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean
     *count = agg_ingest_pending(g);
     *stale_mean = *count ? g->stale_sum / *count : 0.0;
     g->stale_sum = 0;
+    g->unclipped = 0;
     return g->buf ? fm_fedbuff_take(g->buf, mean) : fm_robust_take(g->rob, mean);
 }
 
@@ -140,7 +142,10 @@ void agg_ingest_reset(agg_ingest_t *g)
     else
         fm_robust_reset(g->rob);
     g->stale_sum = 0;
+    g->unclipped = 0;
 }
+
+int agg_ingest_unclipped(const agg_ingest_t *g) { return g->unclipped; }
 
 /* ---- verdicts ------------------------------------------------------------------------------ */
 
@@ -301,6 +306,7 @@ static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, doub
         fm_robust_end(g->rob);
     agg_idset_add(g->ids, u->id);
     g->stale_sum += (double)tau;
+    g->unclipped += !out->clipped;
     return 0;
 }
 

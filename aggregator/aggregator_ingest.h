@@ -124,6 +124,10 @@ int agg_ingest_set_screen(agg_ingest_t *g, const fm_screen_config_t *c);
  * buffer is empty (nothing written). */
 int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean);
 
+/* Updates in the open buffer that were folded unclipped (norm within the screen's bound);
+ * 0 after agg_ingest_take and agg_ingest_reset. Adaptive clipping counts them per step. */
+int agg_ingest_unclipped(const agg_ingest_t *g);
+
 /* Drop the open buffer (a new sync round). Its ids stay in the window. */
 void agg_ingest_reset(agg_ingest_t *g);
 

@@ -3,14 +3,19 @@
 #include "aggregator_async.h"
 #include "aggregator_sync.h"
 
+fm_screen_config_t agg_policy_privacy_screen(const fm_config_t *cfg, double clip)
+{
+    return (fm_screen_config_t){.bound = clip * (1.0 - 0x1p-20), /* the margin for rounding */
+                                .mode = FM_SCREEN_ABSOLUTE,
+                                .action = FM_SCREEN_CLIP,
+                                .window = cfg->aggregator.norm_window};
+}
+
 fm_screen_config_t agg_policy_screen_config(const fm_config_t *cfg)
 {
     const fm_cfg_aggregator_t *a = &cfg->aggregator;
-    if (cfg->privacy.mode == FM_CFG_PRIVACY_CLIENT) /* 2^-20: the margin for rounding */
-        return (fm_screen_config_t){.bound = cfg->privacy.clip_norm * (1.0 - 0x1p-20),
-                                    .mode = FM_SCREEN_ABSOLUTE,
-                                    .action = FM_SCREEN_CLIP,
-                                    .window = a->norm_window};
+    if (cfg->privacy.mode == FM_CFG_PRIVACY_CLIENT)
+        return agg_policy_privacy_screen(cfg, cfg->privacy.clip_norm);
     return (fm_screen_config_t){.bound = a->norm_bound,
                                 .mode = a->norm_bound_mode,
                                 .action = a->norm_action,

@@ -97,6 +97,10 @@ struct agg_policy {
  * slightly below C so that the float weight's rounding keeps ||w delta|| <= C). */
 fm_screen_config_t agg_policy_screen_config(const fm_config_t *cfg);
 
+/* The screen of [privacy] mode = client at clip C (absolute, clip, bound C (1 - 2^-20)):
+ * agg_policy_screen_config's at C = privacy.clip_norm; adaptive clipping moves C per step. */
+fm_screen_config_t agg_policy_privacy_screen(const fm_config_t *cfg, double clip);
+
 /* The policy of cfg->federation.mode. `cfg` is borrowed and must outlive the policy: a
  * reload may change its reloadable keys in place (round_timeout_s applies to the next
  * round). NULL with *err = FM_EARG (bad staleness parameters), -ENOMEM and one line in `e`.

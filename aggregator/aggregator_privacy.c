@@ -9,7 +9,10 @@
 #include "fm_random.h"
 
 struct agg_privacy {
-    fm_dp_config_t dp; /* C, sigma, the fixed K */
+    fm_dp_config_t dp; /* C (the current clip), sigma (accounted), the fixed K */
+    int adaptive;      /* [privacy] adaptive_clip */
+    fm_dp_adapt_t adapt;
+    double vec_sigma; /* the vector noise multiplier: sigma, or z_delta when adaptive */
     double delta, target;
     double q; /* sampling rate of a step (fm_cfg_sample_rate: 1 unless Poisson sync) */
     fm_rdp_conv_t conv;
@@ -17,7 +20,7 @@ struct agg_privacy {
     uint64_t steps;
     double eps; /* fm_rdp_epsilon(spent), kept current */
     int exhausted;
-    fm_metric_t *m_eps, *m_target, *m_steps, *m_exhausted;
+    fm_metric_t *m_eps, *m_target, *m_steps, *m_exhausted, *m_clip;
 };
 
 static double s_epsilon(const agg_privacy_t *p, const fm_rdp_t *acct, uint64_t steps)
@@ -42,6 +45,11 @@ agg_privacy_t *agg_privacy_new(const fm_config_t *cfg, int k, int *err, fm_errms
                            c->delta, c->target_epsilon, c->noise_multiplier);
         goto cleanup;
     }
+    fm_dp_adapt_t adapt = {.quantile = c->target_quantile,
+                           .lr = c->clip_learning_rate,
+                           .count_sigma = c->clip_count_stddev};
+    if (c->adaptive_clip && (rc = fm_dp_adapt_check(c->noise_multiplier, &adapt, e)) != 0)
+        goto cleanup;
     if (fm_random_init() != 0) {
         rc = fm_errmsg_set(e, -EIO,
                            "privacy: libsodium cannot start: no random source for noise");
@@ -52,6 +60,9 @@ agg_privacy_t *agg_privacy_new(const fm_config_t *cfg, int k, int *err, fm_errms
         goto cleanup;
     }
     p->dp = dp;
+    p->adaptive = c->adaptive_clip;
+    p->adapt = adapt;
+    p->vec_sigma = p->adaptive ? fm_dp_adapt_sigma(dp.sigma, adapt.count_sigma) : dp.sigma;
     p->delta = c->delta;
     p->target = c->target_epsilon;
     p->q = fm_cfg_sample_rate(cfg);
@@ -88,11 +99,14 @@ static void s_publish_metrics(const agg_privacy_t *p)
     fm_metric_set(p->m_target, p->target);
     fm_metric_set(p->m_steps, (double)p->steps);
     fm_metric_set(p->m_exhausted, p->exhausted ? 1.0 : 0.0);
+    fm_metric_set(p->m_clip, p->dp.clip);
 }
 
 int agg_privacy_step(agg_privacy_t *p, float *mean, size_t n, int count)
 {
-    int rc = fm_dp_privatize(mean, n, count, &p->dp, fm_random_bytes, NULL);
+    fm_dp_config_t vec = p->dp; /* the accountant charges dp.sigma; the vector gets vec_sigma */
+    vec.sigma = p->vec_sigma;
+    int rc = fm_dp_privatize(mean, n, count, &vec, fm_random_bytes, NULL);
     if (rc)
         return rc;
     rc = fm_rdp_compose(&p->spent, p->q, p->dp.sigma, 1);
@@ -113,6 +127,25 @@ void agg_privacy_charge(agg_privacy_t *p, uint64_t steps)
     p->eps = s_epsilon(p, &p->spent, p->steps);
     s_publish_metrics(p);
 }
+
+void agg_privacy_adapt(agg_privacy_t *p, int count, int unclipped, double *frac)
+{
+    if (frac)
+        *frac = NAN;
+    if (!p->adaptive)
+        return;
+    double z = 0;
+    fm_dp_normals(&z, 1, fm_random_bytes, NULL); /* the CSPRNG of the vector's noise */
+    double f = fm_dp_adapt_fraction(unclipped, count, p->dp.k, p->adapt.count_sigma * z);
+    p->dp.clip = fm_dp_adapt_clip(p->dp.clip, f, &p->adapt);
+    if (frac)
+        *frac = f;
+    s_publish_metrics(p);
+}
+
+double agg_privacy_clip(const agg_privacy_t *p) { return p->dp.clip; }
+
+int agg_privacy_adaptive(const agg_privacy_t *p) { return p->adaptive; }
 
 double agg_privacy_epsilon(const agg_privacy_t *p) { return p->eps; }
 
@@ -136,14 +169,23 @@ void agg_privacy_describe(const agg_privacy_t *p, char *out, size_t cap)
         snprintf(budget, sizeof budget, "target epsilon %g: %llu steps in all", p->target,
                  (unsigned long long)more);
     }
+    char adapt[320] = "";
+    if (p->adaptive)
+        snprintf(adapt, sizeof adapt,
+                 "; adaptive clipping: C now %.6g, target quantile %g, learning rate %g, count "
+                 "noise %g (fraction std %.3g), update noise multiplier %.6g (std %.6g now; "
+                 "%g is accounted)",
+                 p->dp.clip, p->adapt.quantile, p->adapt.lr, p->adapt.count_sigma,
+                 p->adapt.count_sigma / p->dp.k, p->vec_sigma, p->vec_sigma * p->dp.clip,
+                 p->dp.sigma);
     snprintf(out, cap,
              "client-level DP: clip %g, noise multiplier %g (std %g), denominator K = %d, "
              "delta %g, %s conversion, sampling rate %g%s; %s; spent so far: "
-             "epsilon %.4g over %llu steps",
-             p->dp.clip, p->dp.sigma, p->dp.sigma * p->dp.clip, p->dp.k, p->delta,
+             "epsilon %.4g over %llu steps%s",
+             p->dp.clip, p->dp.sigma, p->vec_sigma * p->dp.clip, p->dp.k, p->delta,
              fm_rdp_conv_name(p->conv), p->q,
              p->q < 1 ? " (Poisson: each client's own coin)" : " (no amplification)", budget,
-             p->eps, (unsigned long long)p->steps);
+             p->eps, (unsigned long long)p->steps, adapt);
 }
 
 /* ---- checkpoint blob ------------------------------------------------------------------------
@@ -168,6 +210,40 @@ int agg_privacy_load(agg_privacy_t *p, const void *blob, size_t len, fm_errmsg_t
     return 0;
 }
 
+static const char s_clip_magic[8] = "FMCLIP1";
+
+size_t agg_privacy_save_clip(const agg_privacy_t *p, uint8_t out[AGG_PRIVACY_CLIP_LEN])
+{
+    if (!p->adaptive)
+        return 0;
+    uint64_t bits;
+    memcpy(&bits, &p->dp.clip, sizeof bits);
+    memcpy(out, s_clip_magic, 8);
+    for (int i = 0; i < 8; i++)
+        out[8 + i] = (uint8_t)(bits >> (8 * i));
+    return AGG_PRIVACY_CLIP_LEN;
+}
+
+int agg_privacy_load_clip(agg_privacy_t *p, const void *blob, size_t len, fm_errmsg_t *e)
+{
+    if (!p->adaptive)
+        return 0;
+    const uint8_t *b = blob;
+    if (len != AGG_PRIVACY_CLIP_LEN || memcmp(b, s_clip_magic, 8) != 0)
+        return fm_errmsg_set(e, FM_EFORMAT, "adaptive clip blob: %zu bytes, not a clip record",
+                             len);
+    uint64_t bits = 0;
+    for (int i = 0; i < 8; i++)
+        bits |= (uint64_t)b[8 + i] << (8 * i);
+    double c;
+    memcpy(&c, &bits, sizeof c);
+    if (!(c >= FM_DP_CLIP_MIN && c <= FM_DP_CLIP_MAX))
+        return fm_errmsg_set(e, FM_EFORMAT, "adaptive clip blob: C = %g out of range", c);
+    p->dp.clip = c;
+    s_publish_metrics(p);
+    return 0;
+}
+
 /* ---- stats, metrics --------------------------------------------------------------------------
  */
 
@@ -181,6 +257,7 @@ void agg_privacy_stats(const agg_privacy_t *p, fm_stats_t *st)
     st->privacy_target_epsilon = p->target;
     st->privacy_steps = p->steps;
     st->privacy_exhausted = p->exhausted != 0;
+    st->privacy_clip_norm = p->dp.clip;
 }
 
 int agg_privacy_metrics(agg_privacy_t *p, fm_metrics_t *m)
@@ -196,7 +273,11 @@ int agg_privacy_metrics(agg_privacy_t *p, fm_metrics_t *m)
     p->m_exhausted = fm_metrics_gauge(
         m, "fedmq_privacy_budget_exhausted",
         "1 when no more versions are made because the next would exceed the budget", NULL);
-    if (!p->m_eps || !p->m_target || !p->m_steps || !p->m_exhausted)
+    p->m_clip = fm_metrics_gauge(m, "fedmq_privacy_clip_norm",
+                                 "Current clip norm C of client-level DP (adaptive clipping "
+                                 "moves it; else privacy.clip_norm)",
+                                 NULL);
+    if (!p->m_eps || !p->m_target || !p->m_steps || !p->m_exhausted || !p->m_clip)
         return -ENOMEM;
     s_publish_metrics(p);
     return 0;

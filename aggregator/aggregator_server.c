@@ -3,6 +3,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,7 @@ static int s_checkpoint(agg_server_t *self, const char *why)
     if (self->privacy) { /* the budget spent, with the model it made */
         agg_privacy_save(self->privacy, rec.privacy);
         rec.privacy_len = AGG_PRIVACY_BLOB_LEN;
+        rec.clip_len = agg_privacy_save_clip(self->privacy, rec.clip); /* 0: not adaptive */
     }
     double t0 = fm_daemon_now();
     int rc = agg_state_save(self->state, self->model, self->opt, &rec,
@@ -268,6 +270,30 @@ static void s_stop_versions(agg_server_t *self, const char *why)
     s_write_stats(self);
 }
 
+/* The norm screen of `cfg`; with [privacy], at the current clip C (adaptive clipping moves
+ * it after every step). */
+static fm_screen_config_t s_screen_config(const agg_server_t *self, const fm_config_t *cfg)
+{
+    return self->privacy ? agg_policy_privacy_screen(cfg, agg_privacy_clip(self->privacy))
+                         : agg_policy_screen_config(cfg);
+}
+
+/* [privacy] adaptive_clip, after the step of `count` updates of which `unclipped` were within
+ * C: the noisy count moves C; the next update is screened at the new C. */
+static void s_privacy_adapt(agg_server_t *self, int count, int unclipped)
+{
+    if (!self->privacy || !agg_privacy_adaptive(self->privacy))
+        return;
+    double was = agg_privacy_clip(self->privacy), frac = NAN;
+    agg_privacy_adapt(self->privacy, count, unclipped, &frac);
+    fm_screen_config_t sc = s_screen_config(self, &self->cfg);
+    int rc = agg_ingest_set_screen(self->ingest, &sc);
+    FM_ASSERT(rc == 0); /* C stays in [FM_DP_CLIP_MIN, FM_DP_CLIP_MAX] */
+    FM_LOG(LOG_DEBUG,
+           "privacy: clip norm %.6g -> %.6g (noisy unclipped fraction %.3f, target %g)", was,
+           agg_privacy_clip(self->privacy), frac, self->cfg.privacy.target_quantile);
+}
+
 /* [privacy]: 1 if one more step stays within the budget; else stop making versions (one
  * NOTICE, the metric and stats.json say so) and 0. */
 static int s_privacy_admits(agg_server_t *self)
@@ -295,7 +321,7 @@ static int s_privacy_admits(agg_server_t *self)
  * it is published: a version whose privacy cost is not durable is never published. */
 static void s_aggregate(agg_server_t *self)
 {
-    int count = 0;
+    int count = 0, unclipped = agg_ingest_unclipped(self->ingest); /* take resets it */
     double stale_mean = 0, t0 = fm_daemon_now();
     if (!s_privacy_admits(self))
         return;
@@ -311,6 +337,7 @@ static void s_aggregate(agg_server_t *self)
     if (self->privacy) {
         int prc = agg_privacy_step(self->privacy, self->mean, np, count);
         FM_ASSERT(prc == 0); /* count >= 0 */
+        s_privacy_adapt(self, count, unclipped);
     }
     int ok = fm_server_opt_apply(self->opt, fm_model_params(self->model), self->mean) == 0;
     if (ok) {
@@ -529,7 +556,7 @@ static int s_tick(void *arg)
 static int s_apply(void *arg, const fm_config_t *fresh, fm_errmsg_t *e)
 {
     agg_server_t *self = arg;
-    fm_screen_config_t sc = agg_policy_screen_config(fresh);
+    fm_screen_config_t sc = s_screen_config(self, fresh);
     int rc = fm_screen_check(&sc, e);
     if (rc)
         return rc;
@@ -612,6 +639,17 @@ static int s_privacy_resume(agg_server_t *self, const agg_record_t *rec, fm_errm
                "privacy: checkpoint version %llu has no privacy record: versions up to it "
                "were made without client-level DP; epsilon counts the steps from here",
                (unsigned long long)rec->version);
+    if (rec && agg_privacy_adaptive(self->privacy)) {
+        if (rec->clip_len &&
+            (rc = agg_privacy_load_clip(self->privacy, rec->clip, rec->clip_len, &pe)) != 0)
+            FM_LOG(LOG_WARNING, "privacy: checkpoint version %llu: %s: C starts at clip_norm %g",
+                   (unsigned long long)rec->version, pe.msg, self->cfg.privacy.clip_norm);
+        else if (!rec->clip_len && rec->version > 0)
+            FM_LOG(LOG_NOTICE,
+                   "privacy: checkpoint version %llu has no adaptive clip: C starts at clip_norm "
+                   "%g",
+                   (unsigned long long)rec->version, self->cfg.privacy.clip_norm);
+    }
     uint64_t first = 0, last = 0;
     if (agg_state_lost(self->state, &first, &last)) {
         agg_privacy_charge(self->privacy, last - first + 1);
@@ -727,7 +765,7 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     agg_ingest_describe(self->ingest, rule, sizeof rule);
     FM_LOG(LOG_NOTICE, "%s", rule);
     if (self->privacy) {
-        char dp[400];
+        char dp[800];
         agg_privacy_describe(self->privacy, dp, sizeof dp);
         FM_LOG(LOG_NOTICE, "%s", dp);
     }
@@ -761,6 +799,9 @@ static int s_init(agg_server_t *self, fm_errmsg_t *e)
         return rc;
     if ((rc = s_init_model(self, e)) != 0)
         return rc;
+    fm_screen_config_t sc = s_screen_config(self, &self->cfg); /* a resumed adaptive C */
+    if ((rc = agg_ingest_set_screen(self->ingest, &sc)) != 0)
+        return fm_errmsg_set(e, rc, "norm screen at clip %g: out of range", sc.bound);
     agg_stats_version(self->stats, self->version);
     self->created = fm_daemon_wallclock();
     return 0;

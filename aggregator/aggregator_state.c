@@ -24,6 +24,7 @@
 #define S_MORE_REASONS (AGG_REJ_COUNT > FM_CKPT_NREASONS ? AGG_REJ_COUNT - FM_CKPT_NREASONS : 0)
 #define S_CLIPPED_KEY "agg.clipped" /* updates clipped to the norm bound (u64 LE) */
 #define S_PRIVACY_KEY "agg.privacy" /* the privacy budget spent (agg_privacy_save) */
+#define S_CLIP_KEY "agg.clip"       /* adaptive clipping: the current C (agg_privacy_save_clip) */
 
 _Static_assert(FM_CFG_DIGEST_BYTES == FM_CKPT_DIGEST_BYTES, "digest sizes");
 _Static_assert(FM_WIRE_ID_LEN == FM_CKPT_ID_BYTES, "id sizes");
@@ -185,7 +186,7 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     s_put_le(round_le, rec->round);
     s_put_le(lost_le, s->lost_first);
     s_put_le(lost_le + 8, s->lost_last);
-    fm_ckpt_extra_t extra[7] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
+    fm_ckpt_extra_t extra[8] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
                                 {S_ROUND_KEY, round_le, sizeof round_le, 1},
                                 {S_CONFIG_KEY, s->cfg_text, strlen(s->cfg_text), 1},
                                 {S_LOST_KEY, lost_le, sizeof lost_le, 1},
@@ -193,6 +194,8 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
     size_t nextra = 5;
     if (rec->privacy_len)
         extra[nextra++] = (fm_ckpt_extra_t){S_PRIVACY_KEY, rec->privacy, rec->privacy_len, 1};
+    if (rec->clip_len)
+        extra[nextra++] = (fm_ckpt_extra_t){S_CLIP_KEY, rec->clip, rec->clip_len, 1};
     if (S_MORE_REASONS)
         extra[nextra++] = (fm_ckpt_extra_t){S_REASONS_KEY, more_le, 8 * (size_t)S_MORE_REASONS,
                                             1};
@@ -333,6 +336,9 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
     if (fm_ckpt_record_get(s->ckpt, version, S_PRIVACY_KEY, rec->privacy, sizeof rec->privacy,
                            &len, NULL) == 0)
         rec->privacy_len = len;
+    if (fm_ckpt_record_get(s->ckpt, version, S_CLIP_KEY, rec->clip, sizeof rec->clip, &len,
+                           NULL) == 0) /* absent before adaptive clipping: C = clip_norm */
+        rec->clip_len = len;
     if (fm_ckpt_record_get(s->ckpt, version, S_LOST_KEY, le, sizeof le, &len, NULL) == 0 &&
         len == sizeof le && s_get_le(le + 8) >= s_get_le(le) && s_get_le(le) > 0) {
         s->lost_first = s_get_le(le);

@@ -2,7 +2,7 @@
  * [aggregator] checkpoint_dir (fm_ckpt).
  *
  * One checkpoint = one fm_ckpt_save transaction holding the record (params, server
- * optimiser state, version, counters, config digest) and six blobs kept WITH that record
+ * optimiser state, version, counters, config digest) and eight blobs kept WITH that record
  * (fm_ckpt record blobs, pruned with it):
  *   "agg.ids"     the ids of the updates applied to the model (the id window, oldest first,
  *                 without the open buffer's ids: those are not in the model)
@@ -16,6 +16,8 @@
  *   "agg.clipped" updates clipped to the norm bound (u64 LE; absent in an older store: 0)
  *   "agg.privacy" [privacy] mode = client: the privacy budget spent (agg_privacy_save); absent
  *                 when privacy is off
+ *   "agg.clip"    [privacy] adaptive_clip: the current clip C (agg_privacy_save_clip); absent
+ *                 without adaptive clipping (a resume then starts from clip_norm)
  * The id window (agg_idset) lives here: the ingest step borrows it to drop duplicates.
  *
  * A resume takes ONE record: its version, params, optimiser state, counters, ids and round
@@ -51,6 +53,9 @@ typedef struct {
      * 0 = none (privacy off, or an older record without it) */
     uint8_t privacy[AGG_PRIVACY_BLOB_LEN];
     size_t privacy_len;
+    /* [privacy] adaptive_clip: the current C (agg_privacy_save_clip), clip_len bytes; 0 = none */
+    uint8_t clip[AGG_PRIVACY_CLIP_LEN];
+    size_t clip_len;
 } agg_record_t;
 
 typedef struct agg_state agg_state_t;

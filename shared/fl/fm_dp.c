@@ -68,3 +68,45 @@ int fm_dp_privatize(float *mean, size_t n, int count, const fm_dp_config_t *c,
     }
     return 0;
 }
+
+/* ---- adaptive clipping ----------------------------------------------------------------------
+ */
+
+double fm_dp_adapt_sigma(double z, double count_sigma)
+{
+    if (!(z > 0.0) || !isfinite(z) || !(2.0 * count_sigma > z) || !isfinite(count_sigma))
+        return NAN;
+    double b = 2.0 * count_sigma, r = 1.0 / (z * z) - 1.0 / (b * b);
+    double zd = r > 0.0 ? 1.0 / sqrt(r) : NAN;
+    return isfinite(zd) ? zd : NAN;
+}
+
+int fm_dp_adapt_check(double z, const fm_dp_adapt_t *a, fm_errmsg_t *e)
+{
+    const char *what = NULL;
+    if (!(a->quantile > 0.0 && a->quantile < 1.0))
+        what = "adaptive clipping: the target quantile must be in (0, 1)";
+    else if (!(a->lr > 0.0) || isinf(a->lr))
+        what = "adaptive clipping: the clip learning rate must be finite and > 0";
+    else if (!(a->count_sigma > 0.0) || isinf(a->count_sigma))
+        what = "adaptive clipping: the count noise must be finite and > 0";
+    else if (isnan(fm_dp_adapt_sigma(z, a->count_sigma)))
+        what = "adaptive clipping: the count noise must exceed half the noise multiplier";
+    if (!what)
+        return 0;
+    if (e)
+        snprintf(e->msg, sizeof e->msg, "%s", what);
+    return FM_EARG;
+}
+
+double fm_dp_adapt_fraction(int unclipped, int count, int k, double noise)
+{
+    double f = ((double)unclipped - 0.5 * count + noise) / (double)k + 0.5;
+    return f < 0.0 ? 0.0 : f > 1.0 ? 1.0 : isnan(f) ? 0.5 : f;
+}
+
+double fm_dp_adapt_clip(double clip, double frac, const fm_dp_adapt_t *a)
+{
+    double c = clip * exp(-a->lr * (frac - a->quantile));
+    return c < FM_DP_CLIP_MIN ? FM_DP_CLIP_MIN : c > FM_DP_CLIP_MAX ? FM_DP_CLIP_MAX : c;
+}

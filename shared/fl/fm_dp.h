@@ -58,4 +58,44 @@ int fm_dp_privatize(float *mean, size_t n, int count, const fm_dp_config_t *c,
 /* n standard normal draws (the construction above) into out[0..n). */
 void fm_dp_normals(double *out, size_t n, fm_dp_bytes_fn bytes, void *ctx);
 
+/* ---- adaptive clipping (Andrew, Thakkar, McMahan & Ramaswamy 2021) -------------------------
+ *
+ * C follows the gamma-quantile of the update norms. Per step, each folded update i has the bit
+ * b_i = 1 when its norm was within C (not clipped); the step also releases the centred count
+ * sum_i (b_i - 1/2) + N(0, sigma_b^2) (centred, one client moves it by 1/2: TF Privacy's
+ * QuantileEstimatorQuery does the same), whose post-processing
+ *   b~ = clamp((sum_i (b_i - 1/2) + N(0, sigma_b^2)) / K + 1/2, 0, 1)
+ * estimates the fraction of unclipped updates (with K updates, sum_i b_i / K plus noise), and
+ *   C <- C exp(-eta (b~ - gamma))          (geometric update; clamped to [FM_DP_CLIP_MIN,
+ *                                            FM_DP_CLIP_MAX])
+ * for the next step. Cost: the vector sum (sensitivity C) gets noise multiplier
+ *   z_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2)
+ * so that the pair (vector, count) is the Gaussian mechanism of multiplier z, what the
+ * accountant charges (the paper's Theorem 1; docs/PRIVACY.md derives it). Needs 2 sigma_b > z. */
+
+#define FM_DP_CLIP_MIN 1e-12 /* the range C stays in (that of [privacy] clip_norm) */
+#define FM_DP_CLIP_MAX 1e12
+
+typedef struct {
+    double quantile;    /* gamma: the target fraction of unclipped updates, in (0, 1) */
+    double lr;          /* eta_C: the geometric learning rate, finite, > 0 */
+    double count_sigma; /* sigma_b: noise std of the centred count, finite, > z / 2 */
+} fm_dp_adapt_t;
+
+/* 0 if *a is in range for the accounted noise multiplier z > 0 (z_delta finite), else
+ * FM_EARG with one line in `e` (may be NULL). */
+int fm_dp_adapt_check(double z, const fm_dp_adapt_t *a, fm_errmsg_t *e);
+
+/* z_delta = (z^-2 - (2 count_sigma)^-2)^(-1/2), the vector's noise multiplier; NAN unless
+ * z > 0 and 2 count_sigma > z (and the result finite). */
+double fm_dp_adapt_sigma(double z, double count_sigma);
+
+/* b~: the noisy fraction of unclipped updates, clamp((unclipped - count / 2 + noise) / k +
+ * 1 / 2, 0, 1), with noise = sigma_b x N(0, 1) drawn by the caller; 0 <= unclipped <= count,
+ * k >= 1. */
+double fm_dp_adapt_fraction(int unclipped, int count, int k, double noise);
+
+/* The next C: clip exp(-lr (frac - quantile)), clamped to [FM_DP_CLIP_MIN, FM_DP_CLIP_MAX]. */
+double fm_dp_adapt_clip(double clip, double frac, const fm_dp_adapt_t *a);
+
 #endif

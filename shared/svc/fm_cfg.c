@@ -18,6 +18,7 @@
 #include <syslog.h>
 
 #include "fm_data.h"
+#include "fm_dp.h"
 #include "fm_metrics_http.h"
 #include "fm_parse.h"
 
@@ -388,6 +389,20 @@ static const fm_cfg_key_t s_keys[] = {
            S_RESTART,
            "RDP to (epsilon, delta): improved (Balle et al. 2020, as Opacus) or classic "
            "(Mironov 2017)"),
+    S_BOOL(privacy, adaptive_clip, "false", S_RESTART,
+           "adaptive clipping (Andrew et al. 2021): C follows the target_quantile of the update "
+           "norms, starting at clip_norm; costs no extra epsilon (the update noise grows "
+           "instead: docs/PRIVACY.md)"),
+    S_FLT(privacy, target_quantile, 0, 1, "0.5", S_RESTART,
+          "gamma: the fraction of updates adaptive clipping leaves unclipped, in (0, 1); 0.5 "
+          "clips at the median norm"),
+    S_FLT(privacy, clip_learning_rate, 0, 10, "0.2", S_RESTART,
+          "eta: each step C <- C exp(-eta (unclipped fraction - target_quantile)), so C moves "
+          "by at most a factor exp(eta) per step"),
+    S_FLT(privacy, clip_count_stddev, 0, 1e6, "2.5", S_RESTART,
+          "sigma_b: noise std of the unclipped count; must exceed noise_multiplier / 2 (the "
+          "update noise multiplier becomes (sigma^-2 - (2 sigma_b)^-2)^-1/2; 2.5 adds 2% at "
+          "sigma 1); the fraction's noise is sigma_b / K"),
 };
 
 #define S_NKEYS (sizeof s_keys / sizeof s_keys[0])
@@ -794,6 +809,43 @@ static int s_buffer_k(const fm_config_t *c)
     return c->federation.mode == FM_CFG_MODE_SYNC || k == 0 ? c->federation.clients_per_round : k;
 }
 
+/* [privacy] adaptive clipping: the key at fault and why, or NULL. */
+static const fm_cfg_key_t *s_check_adaptive(const fm_config_t *c, char *why, size_t cap)
+{
+    const fm_cfg_privacy_t *p = &c->privacy;
+    if (!p->adaptive_clip) /* the other keys are unused values then */
+        return NULL;
+    if (p->mode != FM_CFG_PRIVACY_CLIENT) {
+        snprintf(why, cap, "is part of client-level DP: set [privacy] mode = client, or false");
+        return fm_cfg_key_find("privacy", "adaptive_clip");
+    }
+    if (!(p->target_quantile > 0 && p->target_quantile < 1)) {
+        snprintf(why, cap, "must be strictly between 0 and 1 (the fraction left unclipped)");
+        return fm_cfg_key_find("privacy", "target_quantile");
+    }
+    if (p->clip_learning_rate <= 0) {
+        snprintf(why, cap,
+                 "must be > 0 with [privacy] adaptive_clip = true (0 never moves the clip)");
+        return fm_cfg_key_find("privacy", "clip_learning_rate");
+    }
+    if (p->clip_count_stddev <= 0) {
+        snprintf(why, cap,
+                 "must be > 0 with [privacy] adaptive_clip = true (the count is noised)");
+        return fm_cfg_key_find("privacy", "clip_count_stddev");
+    }
+    if (isnan(fm_dp_adapt_sigma(p->noise_multiplier, p->clip_count_stddev))) {
+        char z[S_NUM_MAX];
+        s_fmt_double(z, sizeof z, p->noise_multiplier / 2);
+        snprintf(
+            why, cap,
+            "must be > [privacy] noise_multiplier / 2 = %s (adaptive clipping needs 2 sigma_b > "
+            "sigma)",
+            z);
+        return fm_cfg_key_find("privacy", "clip_count_stddev");
+    }
+    return NULL;
+}
+
 /* [trainer] dp_*: the key at fault and why, or NULL. */
 static const fm_cfg_key_t *s_check_dpsgd(const fm_config_t *c, char *why, size_t cap)
 {
@@ -897,6 +949,8 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
     }
     if (!k)
         k = s_check_dpsgd(c, why, sizeof why);
+    if (!k)
+        k = s_check_adaptive(c, why, sizeof why);
     if (!k)
         return 0;
     int line = lines ? lines[k - s_keys] : 0;

@@ -196,6 +196,11 @@ typedef struct {
     double target_epsilon;        /* budget; 0 = none (epsilon reported only) */
     double delta;
     fm_rdp_conv_t conversion; /* owned by fm_rdp (shared/fl) */
+    /* adaptive clipping (Andrew et al. 2021; fm_dp.h): clip_norm is then the initial C */
+    bool adaptive_clip;
+    double target_quantile;    /* gamma: target fraction of unclipped updates, in (0, 1) */
+    double clip_learning_rate; /* eta_C: C <- C exp(-eta_C (fraction - gamma)) per step */
+    double clip_count_stddev;  /* sigma_b: noise std of the clipped count; > sigma / 2 */
 } fm_cfg_privacy_t;
 
 /* Plain data: copy with `=`. */

@@ -97,6 +97,7 @@ static json_t *s_to_json(const fm_stats_t *st)
                                json_real(st->privacy_target_epsilon));
     bad |= json_object_set_new(o, "privacy_steps", s_u64(st->privacy_steps));
     bad |= json_object_set_new(o, "privacy_exhausted", json_boolean(st->privacy_exhausted));
+    bad |= json_object_set_new(o, "privacy_clip_norm", json_real(st->privacy_clip_norm));
     bad |= json_object_set_new(o, "updates_per_s", json_real(st->updates_per_s));
     bad |= json_object_set_new(o, "rate_window_s", json_real(st->rate_window_s));
     bad |= json_object_set_new(o, "model", json_string(st->model));
@@ -126,6 +127,7 @@ static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e
                  {"privacy_epsilon", st->privacy_epsilon},
                  {"privacy_delta", st->privacy_delta},
                  {"privacy_target_epsilon", st->privacy_target_epsilon},
+                 {"privacy_clip_norm", st->privacy_clip_norm},
                  {"started", st->started},
                  {"updated", st->updated}};
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
@@ -290,6 +292,7 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
         (rc = s_get_num(o, "privacy_target_epsilon", &st->privacy_target_epsilon, path, e)) ||
         (rc = s_get_u64(o, "privacy_steps", UINT64_MAX, &st->privacy_steps, path, e)) ||
         (rc = s_get_bool(o, "privacy_exhausted", &st->privacy_exhausted, path, e)) ||
+        (rc = s_get_num(o, "privacy_clip_norm", &st->privacy_clip_norm, path, e)) ||
         (rc = s_get_num(o, "updates_per_s", &st->updates_per_s, path, e)) ||
         (rc = s_get_num(o, "rate_window_s", &st->rate_window_s, path, e)) ||
         (rc = s_get_num(o, "started", &st->started, path, e)) ||

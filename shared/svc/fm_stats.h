@@ -58,11 +58,12 @@ typedef struct {
 
     /* client-level differential privacy ([privacy] mode = client): on; epsilon spent so far
      * at privacy_delta; the budget (0: none); steps accounted; no more versions because the
-     * next would exceed the budget */
+     * next would exceed the budget; the current clip norm C (adaptive clipping moves it) */
     bool privacy;
     double privacy_epsilon, privacy_delta, privacy_target_epsilon;
     uint64_t privacy_steps;
     bool privacy_exhausted;
+    double privacy_clip_norm;
 } fm_stats_t;
 
 /* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */

@@ -21,19 +21,27 @@
  *   4. a full disk (a 4 MB tmpfs in a private mount namespace; root only, as in CI): the
  *      version whose checkpoint fails is not published and no more versions are made; after
  *      room is made, a restart resumes the last durable budget and charges the reserved
- *      (lost) version as a step.
+ *      (lost) version as a step;
  *   5. sync rounds (fixed cohort): the same bound, a 2^62 sample claim weighs nothing;
  *   6. Poisson-sampled sync rounds ([federation] sampling = poisson, q = 1/2): every live
  *      client is asked ("q" in MODEL), a round closes when all updated or declined, the
  *      denominator is K = clients_per_round, a round without updates is still a step (noise
  *      alone), epsilon is the accountant's at q = 1/2 (below q = 1's), stale or repeated
- *      DECLINEs are ignored and counted; without privacy an empty round makes no version.
+ *      DECLINEs are ignored and counted; without privacy an empty round makes no version;
+ *   7. adaptive clipping ([privacy] adaptive_clip): with sigma and sigma_b tiny and every
+ *      update of norm 10 from C0 = 1, C grows by e^(eta/2) per step until it passes 10, then
+ *      oscillates around it (each step's clip read from the MODEL, C from stats.json and
+ *      /metrics, against the rule computed here); a restart resumes C (and a SIGHUP keeps
+ *      the screen at it); the vector noise is
+ *      z_delta C per coordinate of the sum while epsilon is charged at z; a store without a
+ *      clip record resumes at clip_norm.
  * Every wait is bounded; children are reaped and temp dirs removed in the teardown. */
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -279,6 +287,180 @@ static void test_budget(void **state)
     s_expect_close(hdr.epsilon, e4, 1e-12, "MODEL 4 eps after the resume");
     fm_at_stop(c);
     c->resume = 0;
+}
+
+/* ---- 5. adaptive clipping --------------------------------------------------------------- */
+
+/* The aggregator's /metrics sample `series` (NAN when absent). */
+static double s_metric(fm_at_t *c, const char *series)
+{
+    double v = NAN;
+    fm_http_resp_t r;
+    if (fm_http_request(c->metrics_port, "GET", "/metrics", &r) == 0) {
+        if (!r.body || !fm_http_sample(r.body, series, &v))
+            v = NAN;
+        fm_http_free(&r);
+    }
+    return v;
+}
+
+/* Send K = 3 updates of norm 10 in direction u (unit) from `base`; wait for version base + 1
+ * and return what each update moved the sum by, (K dw . u) / 3: min(C, 10) for the step's C. */
+static double s_adaptive_step(fm_at_t *c, const float *u, float *d, float *w0, float *w1,
+                              uint64_t base)
+{
+    for (size_t j = 0; j < c->np; j++)
+        d[j] = 10.0f * u[j];
+    for (int i = 0; i < 3; i++)
+        fm_at_send_ex(c, base, (uint32_t)(3 * base + (uint64_t)i) % 100, 10, d);
+    assert_int_equal(fm_at_wait_model(c, base + 1, w1), (int64_t)base + 1);
+    double dot = 0;
+    for (size_t j = 0; j < c->np; j++)
+        dot += 3.0 * ((double)w1[j] - w0[j]) * u[j];
+    memcpy(w0, w1, c->np * sizeof *w0);
+    return dot / 3.0;
+}
+
+/* sigma tiny (1e-6) and sigma_b tiny (1e-5), gamma 0.5, eta 0.2, C0 = 1; every update has
+ * norm 10. Expected, computed here step by step: all three clipped while C < 10, so the
+ * fraction is 0 and C grows by e^0.1 per step (C_t = e^(0.1 t)) until it passes 10 (t = 24,
+ * 11.02), then all unclipped (fraction 1, x e^-0.1) and clipped again: C oscillates
+ * between e^2.3 and e^2.4 around the median 10. Each step's min(C, 10) is read from the
+ * MODEL (the screen really clipped at C), and C from stats.json and /metrics; a restart
+ * resumes C (the start-up line says it) and the next step is clipped at it. */
+static void test_adaptive_clip(void **state)
+{
+    fm_at_t *c = *state;
+    size_t n = c->np;
+    float *u = fm_at_floats(c), *d = fm_at_floats(c), *w0 = fm_at_floats(c),
+          *w1 = fm_at_floats(c);
+    s_dir(u, n, 1);
+    double un = fm_at_norm(u, n);
+    for (size_t j = 0; j < n; j++)
+        u[j] = (float)(u[j] / un);
+    const char *const extra[] = {"privacy.mode=client",
+                                 "privacy.clip_norm=1",
+                                 "privacy.noise_multiplier=1e-6",
+                                 "privacy.adaptive_clip=true",
+                                 "privacy.clip_count_stddev=1e-5",
+                                 "privacy.target_quantile=0.5",
+                                 "privacy.clip_learning_rate=0.2",
+                                 NULL};
+    fm_at_start(c, 3, extra);
+    assert_int_equal(fm_at_wait_model(c, 0, w0), 0);
+    assert_true(fm_proc_wait_file_contains(c->log, "adaptive clipping: C now 1,", FM_AT_WAIT_S));
+    enum { T = 31 };   /* odd: C_T = e^2.3 < 10, so the step after the restart is clipped */
+    double want = 1.0; /* C before step t + 1 */
+    int passed = 0;
+    for (uint64_t t = 0; t < T; t++) {
+        double used = s_adaptive_step(c, u, d, w0, w1, t), moved = fmin(want, 10.0);
+        if (!(fabs(used - moved) <= 1e-4 * moved))
+            fail_msg("step %llu moved %.8g per update, expected min(C = %.8g, 10)",
+                     (unsigned long long)t + 1, used, want);
+        /* the rule, independently: b_i = 1 iff 10 <= C (the screen's bound C (1 - 2^-20)) */
+        double frac = 10.0 <= want * (1 - 0x1p-20) ? 1.0 : 0.0;
+        want *= exp(-0.2 * (frac - 0.5));
+        if (t + 1 <= 24) /* geometric growth at exp(eta / 2) until it passes 10 */
+            assert_true(fabs(want - exp(0.1 * (double)(t + 1))) < 1e-9 * want);
+        else /* then around 10, within one step of it */
+            assert_true(want > 10 * exp(-0.2) && want < 10 * exp(0.2));
+        passed += want > 10;
+        fm_stats_t st = fm_at_stats_when(c, "version", t + 1);
+        if (!(fabs(st.privacy_clip_norm - want) <= 1e-4 * want))
+            fail_msg("stats.json privacy_clip_norm %.8g after step %llu, expected %.8g",
+                     st.privacy_clip_norm, (unsigned long long)t + 1, want);
+    }
+    assert_true(passed >= 3); /* it did pass 10 and oscillate */
+    fm_stats_t st = fm_at_stats_when(c, "version", T);
+    double clip = st.privacy_clip_norm;
+    s_expect_close(s_metric(c, "fedmq_privacy_clip_norm"), clip, 1e-9, "/metrics clip norm");
+    s_expect_close(st.privacy_epsilon, s_eps(1e-6, T), 1e-12, "epsilon charged at sigma");
+    fm_at_stop(c);
+
+    /* a restart resumes C: said in the start-up line, reported, and used by the next step */
+    c->resume = 1;
+    fm_at_start(c, 3, extra);
+    assert_int_equal(fm_at_wait_model(c, T, w0), T);
+    char line[96];
+    snprintf(line, sizeof line, "adaptive clipping: C now %.6g,", clip);
+    assert_true(fm_proc_wait_file_contains(c->log, line, FM_AT_WAIT_S));
+    st = fm_at_stats_when(c, "version", T);
+    s_expect_close(st.privacy_clip_norm, clip, 1e-12, "resumed privacy_clip_norm");
+    assert_true(clip < 10);
+    /* a reload (SIGHUP) keeps the screen at C, not at clip_norm */
+    assert_int_equal(kill(c->pid, SIGHUP), 0);
+    assert_true(fm_proc_wait_file_contains(c->log, "SIGHUP: config reloaded", FM_AT_WAIT_S));
+    double used = s_adaptive_step(c, u, d, w0, w1, T);
+    s_expect_close(used, clip, 1e-4, "the clip of the first step after the restart");
+    fm_at_stop(c);
+    c->resume = 0;
+}
+
+/* The vector noise with adaptive clipping is z_delta C / K per coordinate, z_delta =
+ * (z^-2 - (2 sigma_b)^-2)^-1/2 (z = 2, sigma_b = 2: 2.309, 15 % above z), while the accountant
+ * charges z. The store comes from a run without adaptive clipping (no clip record): the
+ * resume starts at clip_norm and says so. */
+static void test_adaptive_noise(void **state)
+{
+    fm_at_t *c = *state;
+    size_t n = c->np;
+    float *w0 = fm_at_floats(c), *w1 = fm_at_floats(c), *d = fm_at_floats(c);
+    double *want = calloc(n, sizeof *want);
+    assert_non_null(want);
+    const double clip = 0.5, z = 2.0, sb = 2.0;
+    const double zd = 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4 * sb * sb));
+    const char *const fixed[] = {"privacy.mode=client", "privacy.clip_norm=0.5",
+                                 "privacy.noise_multiplier=2", NULL};
+    fm_at_start(c, 3, fixed);
+    assert_int_equal(fm_at_wait_model(c, 0, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        s_dir(d, n, i);
+        fm_at_send_ex(c, 0, (uint32_t)(10 + i), 10, d);
+    }
+    assert_int_equal(fm_at_wait_model(c, 1, w0), 1);
+    fm_at_stop(c);
+
+    c->resume = 1;
+    const char *const extra[] = {"privacy.mode=client",         "privacy.clip_norm=0.5",
+                                 "privacy.noise_multiplier=2",  "privacy.adaptive_clip=true",
+                                 "privacy.clip_count_stddev=2", NULL};
+    fm_at_start(c, 3, extra);
+    assert_int_equal(fm_at_wait_model(c, 1, w0), 1);
+    assert_true(fm_proc_wait_file_contains(
+        c->log, "has no adaptive clip: C starts at clip_norm 0.5", FM_AT_WAIT_S));
+    for (int i = 0; i < 3; i++) {
+        s_dir(d, n, i);
+        for (size_t j = 0; j < n; j++)
+            d[j] *= 100.0f;
+        fm_at_send_ex(c, 1, (uint32_t)(20 + i), 10, d);
+        s_add_clipped(want, d, n, 1.0, clip);
+    }
+    fm_wire_model_t hdr;
+    memset(&hdr, 0, sizeof hdr);
+    assert_int_equal(fm_at_wait_model_hdr(c, 2, w1, &hdr), 2);
+    double sum = 0, ss = 0;
+    for (size_t j = 0; j < n; j++) {
+        double r = 3.0 * ((double)w1[j] - w0[j]) - want[j];
+        sum += r;
+        ss += r * r;
+    }
+    double mean = sum / (double)n, sd = sqrt(ss / (double)n - mean * mean);
+    print_message("adaptive: noise sd %.4f, z_delta C = %.4f (z C = %.4f)\n", sd, zd * clip,
+                  z * clip);
+    /* 4 %: about 5 standard errors of the sd; z C is 13 % below z_delta C */
+    if (!(fabs(mean) <= 5.0 * zd * clip / sqrt((double)n)))
+        fail_msg("noise mean %g (n %zu)", mean, n);
+    if (!(fabs(sd - zd * clip) <= 0.04 * zd * clip))
+        fail_msg("noise sd %g, expected z_delta C = %g (z C = %g)", sd, zd * clip, z * clip);
+    s_expect_close(hdr.epsilon, s_eps(z, 2), 1e-12, "MODEL eps (charged at z)");
+    /* all three clipped: the noisy fraction is clamp(2 N(0, 1) / 3, 0, 1), so C moved by a
+     * factor in [e^-0.1, e^0.1] */
+    fm_stats_t st = fm_at_stats_when(c, "version", 2);
+    assert_true(st.privacy_clip_norm >= clip * exp(-0.1) * (1 - 1e-12) &&
+                st.privacy_clip_norm <= clip * exp(0.1) * (1 + 1e-12));
+    fm_at_stop(c);
+    c->resume = 0;
+    free(want);
 }
 
 /* ---- 4. a full disk -------------------------------------------------------------------------
@@ -545,6 +727,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_disk, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_sync_sensitivity, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_poisson, fm_at_setup, fm_at_teardown),
+        cmocka_unit_test_setup_teardown(test_adaptive_clip, fm_at_setup, fm_at_teardown),
+        cmocka_unit_test_setup_teardown(test_adaptive_noise, fm_at_setup, fm_at_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -313,7 +313,7 @@ static void test_aggregator(void **state)
                     "aggregator.buffer_k=2",
                     "--set",
                     "aggregator.checkpoint_every=1",
-                    "--set", /* client-level DP on: its four series are served and linted */
+                    "--set", /* client-level DP on: its five series are served and linted */
                     "privacy.mode=client",
                     "--set",
                     "aggregator.weight_by_samples=false",
@@ -368,6 +368,7 @@ static void test_aggregator(void **state)
     assert_true(s_val(body, "fedmq_privacy_steps_total") == 2);
     assert_true(s_val(body, "fedmq_privacy_budget_exhausted") == 0);
     assert_true(s_val(body, "fedmq_privacy_epsilon") > 0);
+    assert_true(s_val(body, "fedmq_privacy_clip_norm") == 1); /* privacy.clip_norm: fixed */
     assert_true(s_val(body, "fedmq_updates_rejected_total{reason=\"nonfinite\"}") == 0);
     assert_true(s_val(body, "fedmq_updates_rejected_total{reason=\"duplicate\"}") == 0);
     assert_true(s_val(body, "fedmq_updates_received_total") == 7);

@@ -592,8 +592,10 @@ static void test_roundtrip(void **state)
     longest[0] = '/';
     assert_int_equal(fm_cfg_set(&c, "aggregator.checkpoint_dir", longest, &e), 0);
     /* privacy.mode = client refuses the changed mechanism (laplace), rule and norm bound:
-     * back to none (the other [privacy] keys stay changed; test_privacy_keys loads client) */
+     * back to none, and adaptive_clip (changed) needs client: back to false (the other
+     * [privacy] keys stay changed; test_privacy_keys loads client) */
     assert_int_equal(fm_cfg_set(&c, "privacy.mode", "none", &e), 0);
+    assert_int_equal(fm_cfg_set(&c, "privacy.adaptive_clip", "false", &e), 0);
     if (fm_cfg_check(&c, &e) != 0)
         fail_msg("%s", e.msg);
     dump_load(state, &c, &d);
@@ -947,17 +949,70 @@ static void test_privacy_keys(void **state)
     load_text_ok(state, "[privacy]\nmechanism = laplace\n", &c);
 }
 
+/* [privacy] adaptive clipping: the defaults, and one refusal line per nonsense value */
+static void test_adaptive_clip_keys(void **state)
+{
+    fm_config_t c;
+    load_text_ok(state, "[privacy]\n", &c);
+    assert_false(c.privacy.adaptive_clip);
+    assert_true(c.privacy.target_quantile == 0.5 && c.privacy.clip_learning_rate == 0.2);
+    assert_true(c.privacy.clip_count_stddev == 2.5);
+#define S_CLIENT "[aggregator]\nweight_by_samples = false\n[privacy]\nmode = client\n"
+    load_text_ok(state, S_CLIENT "adaptive_clip = true\n", &c);
+    assert_true(c.privacy.adaptive_clip);
+    /* the smallest sigma_b above sigma / 2 (sigma 1): accepted */
+    load_text_ok(state, S_CLIENT "adaptive_clip = true\nclip_count_stddev = 0.5000001\n", &c);
+    expect_error(state, "[privacy]\nadaptive_clip = true\n", FM_EARG,
+                 "%s:2: [privacy] adaptive_clip = true: is part of client-level DP: set "
+                 "[privacy] mode = client, or false");
+    expect_error(state, S_CLIENT "adaptive_clip = true\ntarget_quantile = 0\n", FM_EARG,
+                 "%s:6: [privacy] target_quantile = 0: must be strictly between 0 and 1 (the "
+                 "fraction left unclipped)");
+    expect_error(state, S_CLIENT "adaptive_clip = true\ntarget_quantile = 1\n", FM_EARG,
+                 "%s:6: [privacy] target_quantile = 1: must be strictly between 0 and 1 (the "
+                 "fraction left unclipped)");
+    expect_error(state, "[privacy]\ntarget_quantile = 1.5\n", FM_ERANGE,
+                 "%s:2: [privacy] target_quantile = 1.5: out of range [0, 1]");
+    expect_error(state, S_CLIENT "adaptive_clip = true\nclip_learning_rate = 0\n", FM_EARG,
+                 "%s:6: [privacy] clip_learning_rate = 0: must be > 0 with [privacy] "
+                 "adaptive_clip = true (0 never moves the clip)");
+    expect_error(state, S_CLIENT "adaptive_clip = true\nclip_count_stddev = 0\n", FM_EARG,
+                 "%s:6: [privacy] clip_count_stddev = 0: must be > 0 with [privacy] "
+                 "adaptive_clip = true (the count is noised)");
+    /* 2 sigma_b = sigma exactly: z_delta undefined (infinite); below it, negative */
+    expect_error(state, S_CLIENT "adaptive_clip = true\nclip_count_stddev = 0.5\n", FM_EARG,
+                 "%s:6: [privacy] clip_count_stddev = 0.5: must be > [privacy] "
+                 "noise_multiplier / 2 = 0.5 (adaptive clipping needs 2 sigma_b > sigma)");
+    expect_error(state,
+                 S_CLIENT "noise_multiplier = 8\nadaptive_clip = true\nclip_count_stddev = 3\n",
+                 FM_EARG,
+                 "%s:7: [privacy] clip_count_stddev = 3: must be > [privacy] "
+                 "noise_multiplier / 2 = 4 (adaptive clipping needs 2 sigma_b > sigma)");
+#undef S_CLIENT
+    /* without adaptive clipping its keys are unused values */
+    load_text_ok(state, "[privacy]\ntarget_quantile = 0\nclip_count_stddev = 0\n", &c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_privacy_keys),    cmocka_unit_test(test_table),
-        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_enum_names),
-        cmocka_unit_test(test_shipped_config),  cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_syntax_variants), cmocka_unit_test(test_nul_and_encoding),
-        cmocka_unit_test(test_lengths),         cmocka_unit_test(test_line_kinds),
-        cmocka_unit_test(test_overrides),       cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_text_diff),       cmocka_unit_test(test_digest),
-        cmocka_unit_test(test_reload_rule),     cmocka_unit_test(test_robust_keys),
+        cmocka_unit_test(test_privacy_keys),
+        cmocka_unit_test(test_adaptive_clip_keys),
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_enum_names),
+        cmocka_unit_test(test_shipped_config),
+        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_syntax_variants),
+        cmocka_unit_test(test_nul_and_encoding),
+        cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_line_kinds),
+        cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_text_diff),
+        cmocka_unit_test(test_digest),
+        cmocka_unit_test(test_reload_rule),
+        cmocka_unit_test(test_robust_keys),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

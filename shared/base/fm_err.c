@@ -21,6 +21,8 @@ const char *fm_strerror(int err)
     case FM_EBLAS: return "BLAS self-check failed";
     case FM_ERANGE: return "value out of range";
     case FM_EVERSION: return "unsupported version";
+    case FM_ECRYPTO: return "authentication failed or invalid key";
+    case FM_ESTATE: return "not possible in the current state";
     default: break;
     }
     if (err < 0 && err > -4096)

@@ -21,7 +21,10 @@ enum {
     FM_EBLAS = -30091,      /* BLAS self-check failed (results differ from the naive kernel) */
     FM_ERANGE = -30090,     /* value out of its allowed range */
     FM_EVERSION = -30089,   /* unsupported format or protocol version */
-    FM_ELAST = -30089
+    FM_ECRYPTO = -30088,    /* authentication failed (a box does not open) or an invalid key */
+    FM_ESTATE = -30087,     /* not possible in the object's current state (e.g. a result asked
+                               of a secure-aggregation cohort that aborted) */
+    FM_ELAST = -30087
 };
 
 /* Exit codes, the same in every fedmq program (daemons, the fedmq tool, and `fedmq run`'s

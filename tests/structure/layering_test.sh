@@ -9,10 +9,10 @@
 set -euo pipefail
 cc=$1 src=$2 build=$3 bench=$4
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-declare -A allowed=([base]="base" [learn]="base learn" [fl]="base fl"
-                    [svc]="base learn fl svc")
+declare -A allowed=([base]="base" [learn]="base learn" [fl]="base fl" [sa]="base sa"
+                    [svc]="base learn fl sa svc")
 fail=0 checked=0
-for layer in base learn fl svc; do
+for layer in base learn fl sa svc; do
   # the -I/-isystem flags of the first source of shared/$layer in the real build
   mapfile -t inc < <(python3 - "$build/compile_commands.json" "$src/shared/$layer/" <<'PY'
 import json, shlex, sys
@@ -28,7 +28,7 @@ else:
 PY
 )
   [ ${#inc[@]} -gt 0 ] || { echo "FAIL: no include flags found for shared/$layer"; exit 1; }
-  for other in base learn fl svc; do
+  for other in base learn fl sa svc; do
     for h in "$src"/shared/"$other"/*.h; do
       printf '#include "%s"\n' "$(basename "$h")" > "$tmp/t.c"
       if [[ " ${allowed[$layer]} " == *" $other "* ]]; then

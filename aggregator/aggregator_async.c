@@ -29,6 +29,8 @@ static int s_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full)
     return buffer_full;
 }
 
+static void s_refused(agg_policy_t *p, const fm_wire_update_t *u) { /* async waits for no one */ }
+
 static int s_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
                      size_t cap)
 {
@@ -78,6 +80,7 @@ static const agg_policy_ops_t s_ops = {
     .mode = "async",
     .accept = s_accept,
     .folded = s_folded,
+    .refused = s_refused,
     .decline = s_decline,
     .closed = s_closed,
     .tick = s_tick,

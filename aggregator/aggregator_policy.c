@@ -54,6 +54,8 @@ int agg_policy_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_ful
     return p->ops->folded(p, u, buffer_full);
 }
 
+void agg_policy_refused(agg_policy_t *p, const fm_wire_update_t *u) { p->ops->refused(p, u); }
+
 int agg_policy_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
                        size_t cap)
 {

@@ -57,6 +57,11 @@ typedef struct {
                   const agg_view_t *v, agg_reason_t *reason, char *why, size_t cap);
     /* `u` (accepted) was folded; buffer_full: the buffer holds K updates. 1 = aggregate now. */
     int (*folded)(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full);
+    /* A decoded UPDATE refused for its content (model, tensors, non-finite, samples, norm,
+     * overflow): sync marks its client as done for the open round when it is a cohort
+     * member yet to report (it will not send another), so the round can close without
+     * waiting for its deadline; it is closed at the next tick (see agg_sync.h). */
+    void (*refused)(agg_policy_t *p, const fm_wire_update_t *u);
     /* `client` of a DECLINE (the sender's identity already checked): 1 = recorded and
      * aggregate now, 0 = recorded, -1 = ignored with a one-line why[0..cap) (no open
      * Poisson round, not this round, not in the cohort, already reported). */
@@ -114,6 +119,7 @@ void agg_policy_destroy(agg_policy_t **p);
 int agg_policy_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t tau,
                       const agg_view_t *v, agg_reason_t *reason, char *why, size_t cap);
 int agg_policy_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full);
+void agg_policy_refused(agg_policy_t *p, const fm_wire_update_t *u);
 int agg_policy_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
                        size_t cap);
 agg_action_t agg_policy_closed(agg_policy_t *p, int ok, int count, const agg_view_t *v,

@@ -453,6 +453,23 @@ static void s_ack_rejected(agg_server_t *self, const agg_verdict_t *v)
     agg_acks_send(self->acks, v->update.id, 1, status, self->version);
 }
 
+/* 1 for the reasons that judge an UPDATE's content (its sender will not send another for
+ * the same work), not its timing or its place in a round. */
+static int s_content_reason(agg_reason_t r)
+{
+    switch (r) {
+    case AGG_REJ_MODEL:
+    case AGG_REJ_NAME:
+    case AGG_REJ_DTYPE:
+    case AGG_REJ_SHAPE:
+    case AGG_REJ_NONFINITE:
+    case AGG_REJ_SAMPLES:
+    case AGG_REJ_NORM:
+    case AGG_REJ_OVERFLOW: return 1;
+    default: return 0;
+    }
+}
+
 /* One frame from the PULL socket (untrusted); `msg` is its message (for the peer's
  * address and, under curve, the sender's key: "User-Id"). */
 static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg_t *msg)
@@ -471,6 +488,8 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
     switch (v.kind) {
     case AGG_INGEST_REJECTED:
         agg_stats_reject(self->stats, v.reason, v.why);
+        if (v.has_id && s_content_reason(v.reason))
+            agg_policy_refused(self->policy, &v.update);
         if (self->acks && v.has_id)
             s_ack_rejected(self, &v);
         return;

@@ -24,6 +24,7 @@ typedef struct {
     double q;
     int empty_steps;           /* [privacy] on: every round is a step, even without updates */
     uint32_t updates;          /* folded in the open round */
+    uint32_t refused;          /* cohort members whose update was refused for its content */
     uint32_t declined;         /* DECLINEs in the open round */
     uint64_t declines_total;   /* DECLINEs taken (this process) */
     uint64_t declines_ignored; /* DECLINEs ignored */
@@ -55,12 +56,17 @@ static int s_accept(const agg_policy_t *p, const fm_wire_update_t *u, uint64_t t
     return 0;
 }
 
-/* 1 when the open round should be aggregated now: every member reported or declined, and
- * (Poisson without privacy) at least one update came; a Poisson round that every member
- * declined without privacy is retried by s_tick's deadline logic at once. */
+/* 1 when the open round should be aggregated now: every member reported (folded, declined,
+ * or refused for its content), and enough updates were folded (fixed: min_clients; Poisson:
+ * one, or none with privacy). A complete round that is not done is closed by the next
+ * s_tick (retried). */
 static int s_round_done(const s_sync_t *s)
 {
-    return agg_round_complete(s->r) && (s->updates > 0 || s->empty_steps);
+    if (!agg_round_complete(s->r))
+        return 0;
+    if (s->poisson)
+        return s->updates > 0 || s->empty_steps;
+    return s->updates >= (uint32_t)s->cfg->federation.min_clients;
 }
 
 static int s_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full)
@@ -69,6 +75,15 @@ static int s_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full)
     agg_round_mark(s->r, u->client);
     s->updates++;
     return s_round_done(s);
+}
+
+static void s_refused(agg_policy_t *p, const fm_wire_update_t *u)
+{
+    s_sync_t *s = (s_sync_t *)p;
+    if (agg_round_check(s->r, u->round, u->client) != AGG_ROUND_OK)
+        return;
+    agg_round_mark(s->r, u->client);
+    s->refused++;
 }
 
 static int s_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
@@ -142,7 +157,7 @@ static agg_action_t s_next(s_sync_t *s, const agg_view_t *v, double now)
     uint32_t per_round = (uint32_t)(s->poisson ? f->num_clients : f->clients_per_round);
     uint32_t m = agg_round_open(s->r, no, v->live, per_round, f->seed,
                                 now + s->cfg->aggregator.round_timeout_s);
-    s->updates = s->declined = 0;
+    s->updates = s->declined = s->refused = 0;
     if (m > 0) {
         s->base.round = no;
         s_log_open(s, v);
@@ -184,9 +199,11 @@ static agg_action_t s_tick(agg_policy_t *p, const agg_view_t *v, double now)
         agg_round_cohort(s->r, &cohort);
         if (s->updates > 0 || s->empty_steps) { /* with privacy: whatever came, even none */
             FM_LOG(LOG_NOTICE,
-                   "round %llu: deadline, aggregating the %u updates that came (%u declined, "
-                   "%u clients asked)",
-                   (unsigned long long)p->round, s->updates, s->declined, cohort);
+                   "round %llu: %s, aggregating the %u updates that came (%u declined, %u "
+                   "refused, %u clients asked)",
+                   (unsigned long long)p->round,
+                   agg_round_complete(s->r) ? "every client answered" : "deadline", s->updates,
+                   s->declined, s->refused, cohort);
             return AGG_ACT_AGGREGATE;
         }
         FM_LOG(LOG_WARNING,
@@ -199,19 +216,23 @@ static agg_action_t s_tick(agg_policy_t *p, const agg_view_t *v, double now)
         return s_next(s, v, now);
     }
     if (agg_round_is_open(s->r)) {
-        if (now < agg_round_deadline(s->r))
+        /* complete here only when a refused update was the last report */
+        int complete = agg_round_complete(s->r);
+        if (!complete && now < agg_round_deadline(s->r))
             return AGG_ACT_NONE;
-        uint32_t got = agg_round_reported(s->r), cohort;
+        uint32_t got = s->updates, cohort;
         agg_round_cohort(s->r, &cohort);
+        const char *when = complete ? "every member reported" : "deadline";
         if (got >= (uint32_t)min_clients) {
-            FM_LOG(LOG_NOTICE, "round %llu: deadline, aggregating the %u of %u updates that came",
-                   (unsigned long long)p->round, got, cohort);
+            FM_LOG(LOG_NOTICE,
+                   "round %llu: %s, aggregating the %u of %u updates folded (%u refused)",
+                   (unsigned long long)p->round, when, got, cohort, s->refused);
             return AGG_ACT_AGGREGATE;
         }
         FM_LOG(LOG_WARNING,
-               "round %llu: deadline with %u of %u updates, min_clients = %d: not "
-               "aggregated, retried with a new cohort",
-               (unsigned long long)p->round, got, cohort, min_clients);
+               "round %llu: %s with %u of %u updates folded (%u refused), min_clients = %d: "
+               "not aggregated, retried with a new cohort",
+               (unsigned long long)p->round, when, got, cohort, s->refused, min_clients);
         agg_round_close(s->r);
         s->failed++;
         return s_next(s, v, now);
@@ -277,6 +298,7 @@ static const agg_policy_ops_t s_ops = {
     .mode = "sync",
     .accept = s_accept,
     .folded = s_folded,
+    .refused = s_refused,
     .decline = s_decline,
     .closed = s_closed,
     .tick = s_tick,

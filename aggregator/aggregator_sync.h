@@ -5,10 +5,12 @@
  * chosen at random (agg_round, seeded by federation.seed and the round number) and the
  * MODEL carries "round", "cohort" and "mu" (FedProx; 0 for fedavg). Only UPDATEs for the
  * open round, from the version it published, from cohort members, once each, are accepted
- * (others: "late" / "cohort"), weighted by samples without staleness discount. The round
- * aggregates when every member reported, or at round_timeout_s with at least min_clients
- * updates; below that it is dropped (rounds_failed) and a new round with a new cohort opens
- * on the same version. Once finished (num_rounds versions) no round opens: MODELs carry an
+ * (others: "late" / "cohort"), weighted by samples without staleness discount. A member
+ * whose update is refused for its content (non-finite, overflow, norm, shapes, samples)
+ * counts as having reported: it will not send another. The round aggregates when every
+ * member reported, or at round_timeout_s, with at least min_clients updates folded; below
+ * that it is dropped (rounds_failed) and a new round with a new cohort opens on the same
+ * version. Once finished (num_rounds versions) no round opens: MODELs carry an
  * empty cohort. "waiting for clients" is logged at most every 10 s while too few are live.
  *
  * [federation] sampling = poisson: the cohort is every live client and the MODEL also

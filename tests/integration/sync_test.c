@@ -1077,6 +1077,52 @@ static void test_robust_round(void **state)
     S_EXPECT_STAT(c, "updates_applied", NULL, 3);
 }
 
+/* ---- refused members: a cohort member whose update is refused for its content counts as
+ * having reported, so the round closes without waiting for its deadline ---------------------- */
+
+static void test_refused_member(void **state)
+{
+    s_ctx_t *c = *state;
+    s_start(c, "logreg", S_NCLIENTS, 3, 2, 60.0, s_hb30);
+    s_member(c, FM_WIRE_HELLO);
+    float *w1 = s_floats(c, c->np), *d = s_floats(c, c->np), *bad = s_floats(c, c->np);
+    s_delta(d, c->np, 1);
+    s_delta(bad, c->np, 2);
+    bad[7] = NAN;
+    s_round_t r1, r2, r3;
+    assert_true(s_wait_round(c, 1, 0, 1, &r1, NULL));
+    double t0 = fm_proc_now();
+    /* round 1: two good updates and one non-finite: aggregated at the next tick, not at the
+     * deadline (2 >= min_clients) */
+    s_send_update(c, r1.ids[0], r1.round, 0, 10, d);
+    s_send_update(c, r1.ids[1], r1.round, 0, 10, d);
+    s_send_update(c, r1.ids[2], r1.round, 0, 10, bad); /* the last report is the refused one */
+    assert_true(s_wait_round(c, r1.round + 1, 1, 1, &r2, w1));
+    double waited = fm_proc_now() - t0;
+    print_message("round with a refused member closed after %.2f s (deadline 60 s)\n", waited);
+    assert_true(waited < 30.0);
+    S_EXPECT_STAT(c, NULL, "nonfinite", 1);
+    assert_int_equal(s_stat(c, "updates_applied", NULL), 2);
+    assert_true(fm_proc_file_contains(c->log, "every member reported, aggregating the 2 of 3 "
+                                              "updates folded (1 refused)"));
+    /* round 2: two refused, one good: complete but below min_clients: retried at once */
+    t0 = fm_proc_now();
+    s_send_update(c, r2.ids[0], r2.round, 1, 10, bad);
+    s_send_update(c, r2.ids[1], r2.round, 1, 10, d);
+    s_send_update(c, r2.ids[2], r2.round, 1, 10, bad);
+    S_EXPECT_STAT(c, "rounds_failed", NULL, 1);
+    assert_true(fm_proc_now() - t0 < 30.0);
+    assert_true(s_wait_round(c, r2.round + 1, 1, 1, &r3, NULL));
+    assert_int_equal(s_stat(c, "version", NULL), 1);
+    /* a refused update from outside the cohort marks nobody */
+    uint32_t outsider = 0;
+    while (s_in_cohort(&r3, outsider))
+        outsider++;
+    s_send_update(c, outsider, r3.round, 1, 10, bad);
+    S_EXPECT_STAT(c, NULL, "nonfinite", 4);
+    assert_int_equal(s_stat(c, "round_reported", NULL), 0);
+}
+
 int main(void)
 {
     zsys_init();
@@ -1092,6 +1138,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_continues_rounds, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reload_round_timeout, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_robust_round, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_member, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -166,37 +166,53 @@ static void test_sensitivity(void **state)
     free(want);
 }
 
-/* ---- 2. noise ---------------------------------------------------------------------------- */
-
-static void test_noise(void **state)
+/* One noised step of three updates of norm far above `clip` (clients first..first+2, based
+ * on version `base`, directions s_dir 0-2): waits for version base + 1 (params into w1,
+ * header into *hdr) and returns the mean and the sd of the residual K (w1 - w0) - S over
+ * the coordinates, S computed here. */
+static void s_noise_step(fm_at_t *c, uint64_t base, uint32_t first, double clip, const float *w0,
+                         float *w1, fm_wire_model_t *hdr, double *mean, double *sd)
 {
-    fm_at_t *c = *state;
     size_t n = c->np;
-    float *w0 = fm_at_floats(c), *w1 = fm_at_floats(c), *d = fm_at_floats(c);
+    float *d = malloc(n * sizeof *d);
     double *want = calloc(n, sizeof *want);
-    assert_non_null(want);
-    const double clip = 0.5, sigma = 2.0;
-    const char *const extra[] = {"privacy.mode=client", "privacy.clip_norm=0.5",
-                                 "privacy.noise_multiplier=2", NULL};
-    fm_at_start(c, 3, extra);
-    assert_int_equal(fm_at_wait_model(c, 0, w0), 0);
+    assert_true(d && want);
     for (int i = 0; i < 3; i++) {
         s_dir(d, n, i);
         for (size_t j = 0; j < n; j++)
             d[j] *= 100.0f;
-        fm_at_send_ex(c, 0, (uint32_t)(10 + i), 10, d);
+        fm_at_send_ex(c, base, first + (uint32_t)i, 10, d);
         s_add_clipped(want, d, n, 1.0, clip);
     }
-    fm_wire_model_t hdr;
-    memset(&hdr, 0, sizeof hdr);
-    assert_int_equal(fm_at_wait_model_hdr(c, 1, w1, &hdr), 1);
+    memset(hdr, 0, sizeof *hdr);
+    assert_int_equal(fm_at_wait_model_hdr(c, base + 1, w1, hdr), (int64_t)(base + 1));
     double sum = 0, ss = 0;
     for (size_t j = 0; j < n; j++) {
         double r = 3.0 * ((double)w1[j] - w0[j]) - want[j];
         sum += r;
         ss += r * r;
     }
-    double mean = sum / (double)n, sd = sqrt(ss / (double)n - mean * mean);
+    *mean = sum / (double)n;
+    *sd = sqrt(ss / (double)n - *mean * *mean);
+    free(d);
+    free(want);
+}
+
+/* ---- 2. noise ---------------------------------------------------------------------------- */
+
+static void test_noise(void **state)
+{
+    fm_at_t *c = *state;
+    size_t n = c->np;
+    float *w0 = fm_at_floats(c), *w1 = fm_at_floats(c);
+    const double clip = 0.5, sigma = 2.0;
+    const char *const extra[] = {"privacy.mode=client", "privacy.clip_norm=0.5",
+                                 "privacy.noise_multiplier=2", NULL};
+    fm_at_start(c, 3, extra);
+    assert_int_equal(fm_at_wait_model(c, 0, w0), 0);
+    fm_wire_model_t hdr;
+    double mean, sd;
+    s_noise_step(c, 0, 10, clip, w0, w1, &hdr, &mean, &sd);
     /* standard error of the mean sigma C / sqrt(n) = 0.0113; of the sd ~ sigma C /
      * sqrt(2 n) = 0.008 (0.8 %): 4 % is 5 standard errors (false alarm ~ 1e-6) */
     if (!(fabs(mean) <= 5.0 * sigma * clip / sqrt((double)n)))
@@ -205,7 +221,6 @@ static void test_noise(void **state)
         fail_msg("noise sd %g, expected sigma C = %g", sd, sigma * clip);
     s_expect_close(hdr.epsilon, s_eps(sigma, 1), 1e-12, "MODEL eps");
     fm_at_stop(c);
-    free(want);
 }
 
 /* ---- 3. budget ----------------------------------------------------------------------------- */
@@ -405,8 +420,6 @@ static void test_adaptive_noise(void **state)
     fm_at_t *c = *state;
     size_t n = c->np;
     float *w0 = fm_at_floats(c), *w1 = fm_at_floats(c), *d = fm_at_floats(c);
-    double *want = calloc(n, sizeof *want);
-    assert_non_null(want);
     const double clip = 0.5, z = 2.0, sb = 2.0;
     const double zd = 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4 * sb * sb));
     const char *const fixed[] = {"privacy.mode=client", "privacy.clip_norm=0.5",
@@ -428,23 +441,9 @@ static void test_adaptive_noise(void **state)
     assert_int_equal(fm_at_wait_model(c, 1, w0), 1);
     assert_true(fm_proc_wait_file_contains(
         c->log, "has no adaptive clip: C starts at clip_norm 0.5", FM_AT_WAIT_S));
-    for (int i = 0; i < 3; i++) {
-        s_dir(d, n, i);
-        for (size_t j = 0; j < n; j++)
-            d[j] *= 100.0f;
-        fm_at_send_ex(c, 1, (uint32_t)(20 + i), 10, d);
-        s_add_clipped(want, d, n, 1.0, clip);
-    }
     fm_wire_model_t hdr;
-    memset(&hdr, 0, sizeof hdr);
-    assert_int_equal(fm_at_wait_model_hdr(c, 2, w1, &hdr), 2);
-    double sum = 0, ss = 0;
-    for (size_t j = 0; j < n; j++) {
-        double r = 3.0 * ((double)w1[j] - w0[j]) - want[j];
-        sum += r;
-        ss += r * r;
-    }
-    double mean = sum / (double)n, sd = sqrt(ss / (double)n - mean * mean);
+    double mean, sd;
+    s_noise_step(c, 1, 20, clip, w0, w1, &hdr, &mean, &sd);
     print_message("adaptive: noise sd %.4f, z_delta C = %.4f (z C = %.4f)\n", sd, zd * clip,
                   z * clip);
     /* 4 %: about 5 standard errors of the sd; z C is 13 % below z_delta C */
@@ -460,7 +459,6 @@ static void test_adaptive_noise(void **state)
                 st.privacy_clip_norm <= clip * exp(0.1) * (1 + 1e-12));
     fm_at_stop(c);
     c->resume = 0;
-    free(want);
 }
 
 /* ---- 4. a full disk -------------------------------------------------------------------------

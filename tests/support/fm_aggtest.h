@@ -159,25 +159,8 @@ static inline int64_t fm_at_wait_model(fm_at_t *c, uint64_t want, float *w)
     return fm_at_wait_model_hdr(c, want, w, NULL);
 }
 
-/* Send one UPDATE of delta from `base` for `client`, claiming n samples (fresh id). */
-static inline void fm_at_send_ex(fm_at_t *c, uint64_t base, uint32_t client, uint64_t n,
-                                 const float *delta)
-{
-    fm_wire_update_t h;
-    memset(&h, 0, sizeof h);
-    assert_int_equal(fm_wire_id_new(h.id), 0);
-    snprintf(h.trainer, sizeof h.trainer, "agg-test");
-    h.client = client;
-    h.base = base;
-    h.num_samples = n;
-    h.local_steps = 1;
-    assert_int_equal(fm_wire_encode_update(&h, c->layout, delta, &c->buf), 0);
-    assert_int_equal(zmq_send(zsock_resolve(c->push), c->buf.data, c->buf.len, 0),
-                     (int)c->buf.len);
-}
-
-/* Send one sync-round UPDATE (round >= 1) of delta from `base` for `client`, claiming n
- * samples (fresh id). */
+/* Send one UPDATE of delta from `base` for `client` answering sync round `round` (0: an
+ * async update, no "round"), claiming n samples (fresh id). */
 static inline void fm_at_send_round(fm_at_t *c, uint64_t base, uint64_t round, uint32_t client,
                                     uint64_t n, const float *delta)
 {
@@ -251,6 +234,13 @@ static inline int fm_at_wait_round(fm_at_t *c, uint64_t round, float *w, fm_wire
         }
     }
     return -1;
+}
+
+/* Send one UPDATE of delta from `base` for `client`, claiming n samples (fresh id). */
+static inline void fm_at_send_ex(fm_at_t *c, uint64_t base, uint32_t client, uint64_t n,
+                                 const float *delta)
+{
+    fm_at_send_round(c, base, 0, client, n, delta);
 }
 
 /* Send one UPDATE of delta from `base` (client 0, 10 samples, fresh id). */

@@ -29,7 +29,12 @@ static int s_folded(agg_policy_t *p, const fm_wire_update_t *u, int buffer_full)
     return buffer_full;
 }
 
-static void s_refused(agg_policy_t *p, const fm_wire_update_t *u) { /* async waits for no one */ }
+/* async waits for no one: nothing to mark */
+static void s_refused(agg_policy_t *p, const fm_wire_update_t *u)
+{
+    (void)p;
+    (void)u;
+}
 
 static int s_decline(agg_policy_t *p, const fm_wire_decline_t *d, uint32_t client, char *why,
                      size_t cap)

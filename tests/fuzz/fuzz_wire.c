@@ -209,7 +209,9 @@ static void s_secagg(const uint8_t *data, size_t size, int prc, fm_wire_type_t p
                    prc, peeked, mine)) {
         const fm_wire_sa_masked_t *a = &s_sa->mk, *b = &s_sa->mk2;
         FUZZ_ASSERT(s_idx(a->from) && a->m >= 1 && a->m <= FM_SA_MAX_M);
-        FUZZ_ASSERT(4 * (size_t)a->m <= size); /* the vector lies in the frame */
+        const uint8_t *y = a->y; /* the vector lies in the frame */
+        FUZZ_ASSERT(y > data && (size_t)(y - data) <= size &&
+                    4 * (size_t)a->m <= size - (size_t)(y - data));
         if (a->m > s_nwords) {
             free(s_words);
             s_words = malloc(4 * (size_t)a->m);

@@ -15,6 +15,7 @@
 #include "fm_wire.h"
 
 #include <errno.h>
+#include <math.h>
 #include <msgpack.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -28,7 +29,7 @@
 #endif
 _Static_assert(sizeof(float) == 4, "float must be IEEE-754 binary32");
 _Static_assert(FM_WIRE_MAX_DIMS == FM_MAX_DIMS, "wire and model dims caps differ");
-_Static_assert(FM_WIRE_NTYPES <= 16, "type bitmasks are 16 bits");
+_Static_assert(FM_WIRE_NTYPES <= 32, "type bitmasks are 32 bits (uint32_t)");
 
 #define S_SHOWN 48 /* bytes of a name or key quoted in an error message */
 
@@ -43,6 +44,16 @@ static const char *const s_type_names[FM_WIRE_NTYPES] = {
     [FM_WIRE_METRICS] = "METRICS",
     [FM_WIRE_ACK] = "ACK",
     [FM_WIRE_DECLINE] = "DECLINE",
+    [FM_WIRE_SA_INVITE] = "COHORT_INVITE",
+    [FM_WIRE_SA_KEYS] = "ADVERTISE_KEYS",
+    [FM_WIRE_SA_KEY_LIST] = "KEY_LIST",
+    [FM_WIRE_SA_SHARES] = "SHARES",
+    [FM_WIRE_SA_SHARES_FWD] = "SHARES_FWD",
+    [FM_WIRE_SA_MASKED] = "MASKED_UPDATE",
+    [FM_WIRE_SA_UNMASK_REQ] = "UNMASK_REQ",
+    [FM_WIRE_SA_UNMASK_SHARES] = "UNMASK_SHARES",
+    [FM_WIRE_SA_DONE] = "COHORT_DONE",
+    [FM_WIRE_SA_ABORT] = "COHORT_ABORT",
 };
 
 const char *fm_wire_type_name(fm_wire_type_t type)
@@ -487,6 +498,288 @@ cleanup:
     return rc;
 }
 
+/* ---- secure aggregation (docs/PROTOCOL.md §3.8) ------------------------------------------ */
+
+/* 1 if x is a member index the wire allows (1..FM_SA_MAX_K). */
+static bool s_sa_idx_ok(uint32_t x) { return x >= 1 && x <= FM_SA_MAX_K; }
+
+/* 1 if l[0..n) is an index list the wire allows: at most cap entries, each an index. */
+static bool s_sa_list_ok(const uint32_t *l, uint32_t n, uint32_t cap)
+{
+    if (n > cap || (n && !l))
+        return false;
+    for (uint32_t j = 0; j < n; j++)
+        if (!s_sa_idx_ok(l[j]))
+            return false;
+    return true;
+}
+
+/* The map header (nfields + 4 entries), "v", "t", "cohort" and "i". */
+static int s_pack_sa_head(msgpack_packer *pk, fm_wire_type_t type, size_t nfields,
+                          uint64_t cohort, uint32_t index)
+{
+    int rc;
+    if ((rc = s_pack_head(pk, type, nfields + 2)) != 0 ||
+        (rc = s_pack_ku64(pk, "cohort", cohort)) != 0)
+        return rc;
+    return s_pack_ku64(pk, "i", index);
+}
+
+/* key, then a bin header of n bytes and (when p) its body. */
+static int s_pack_kbin(msgpack_packer *pk, const char *key, const void *p, size_t n)
+{
+    int rc;
+    if ((rc = s_pack_str(pk, key)) != 0 || (rc = msgpack_pack_bin(pk, n)) != 0)
+        return rc;
+    return p && n ? msgpack_pack_bin_body(pk, p, n) : 0;
+}
+
+/* One little-endian uint32 of a bin body (the host is little-endian). */
+static int s_pack_le32(msgpack_packer *pk, uint32_t v)
+{
+    return msgpack_pack_bin_body(pk, &v, 4);
+}
+
+int fm_wire_encode_sa_invite(const fm_wire_sa_invite_t *inv, fm_wire_buf_t *out)
+{
+    FM_ASSERT(inv && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    const double dls[4] = {inv->deadlines.keys, inv->deadlines.shares, inv->deadlines.train,
+                           inv->deadlines.unmask};
+    if (fm_sa_params_check(&inv->p, NULL) != 0 || inv->index < 1 || inv->index > inv->p.k ||
+        !s_str_ok(inv->trainer, true, FM_WIRE_TEXT_ID))
+        return FM_EARG;
+    for (int j = 0; j < 4; j++)
+        if (!isfinite(dls[j]) || dls[j] <= 0)
+            return FM_EARG;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(
+        s_pack_sa_head(&pk, FM_WIRE_SA_INVITE, inv->round ? 10 : 9, inv->p.cohort, inv->index));
+    S_PACK(s_pack_ku64(&pk, "k", inv->p.k));
+    S_PACK(s_pack_ku64(&pk, "thr", inv->p.t));
+    S_PACK(s_pack_ku64(&pk, "m", inv->p.m));
+    S_PACK(s_pack_kf64(&pk, "clip", inv->p.clip));
+    S_PACK(s_pack_ku64(&pk, "s", (uint64_t)inv->p.scale_bits));
+    S_PACK(s_pack_ku64(&pk, "mv", inv->version));
+    if (inv->round)
+        S_PACK(s_pack_ku64(&pk, "round", inv->round));
+    S_PACK(s_pack_kstr(&pk, "trainer", inv->trainer));
+    S_PACK(s_pack_ku64(&pk, "client", inv->client));
+    S_PACK(s_pack_str(&pk, "dl"));
+    S_PACK(msgpack_pack_array(&pk, 4));
+    for (int j = 0; j < 4; j++)
+        S_PACK(msgpack_pack_double(&pk, dls[j]));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_sa_keys(const fm_sa_advertise_t *a, fm_wire_buf_t *out)
+{
+    FM_ASSERT(a && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_sa_idx_ok(a->from))
+        return FM_EARG;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, FM_WIRE_SA_KEYS, 2, a->cohort, a->from));
+    S_PACK(s_pack_kbin(&pk, "cpk", a->c_pk, FM_SA_KEY_BYTES));
+    S_PACK(s_pack_kbin(&pk, "spk", a->s_pk, FM_SA_KEY_BYTES));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_sa_key_list(const fm_sa_key_list_t *kl, uint32_t to, fm_wire_buf_t *out)
+{
+    FM_ASSERT(kl && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_sa_idx_ok(to) || kl->n > FM_SA_MAX_K || (kl->n && !kl->keys))
+        return FM_EARG;
+    for (uint32_t j = 0; j < kl->n; j++)
+        if (!s_sa_idx_ok(kl->keys[j].index))
+            return FM_EARG;
+    if (s_buf_reserve(out, (size_t)kl->n * (4 + 2 * FM_SA_KEY_BYTES) + 96) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, FM_WIRE_SA_KEY_LIST, 3, kl->cohort, to));
+    S_PACK(s_pack_kbin(&pk, "u1", NULL, 4 * (size_t)kl->n));
+    for (uint32_t j = 0; j < kl->n; j++)
+        S_PACK(s_pack_le32(&pk, kl->keys[j].index));
+    S_PACK(s_pack_kbin(&pk, "cpk", NULL, FM_SA_KEY_BYTES * (size_t)kl->n));
+    for (uint32_t j = 0; j < kl->n; j++)
+        S_PACK(msgpack_pack_bin_body(&pk, kl->keys[j].c_pk, FM_SA_KEY_BYTES));
+    S_PACK(s_pack_kbin(&pk, "spk", NULL, FM_SA_KEY_BYTES * (size_t)kl->n));
+    for (uint32_t j = 0; j < kl->n; j++)
+        S_PACK(msgpack_pack_bin_body(&pk, kl->keys[j].s_pk, FM_SA_KEY_BYTES));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+/* A list of boxes: key_idx (their peers' indices, a bin of LE uint32) and "boxes". */
+static int s_pack_boxes(msgpack_packer *pk, const char *key_idx, const fm_sa_box_entry_t *b,
+                        uint32_t n)
+{
+    int rc;
+    if ((rc = s_pack_kbin(pk, key_idx, NULL, 4 * (size_t)n)) != 0)
+        return rc;
+    for (uint32_t j = 0; j < n; j++)
+        if ((rc = s_pack_le32(pk, b[j].peer)) != 0)
+            return rc;
+    if ((rc = s_pack_kbin(pk, "boxes", NULL, FM_SA_BOX_BYTES * (size_t)n)) != 0)
+        return rc;
+    for (uint32_t j = 0; j < n; j++)
+        if ((rc = msgpack_pack_bin_body(pk, b[j].box, FM_SA_BOX_BYTES)) != 0)
+            return rc;
+    return 0;
+}
+
+/* 1 if b[0..n) is a box list the wire allows (at most FM_SA_MAX_K - 1, peers indices). */
+static bool s_sa_boxes_ok(const fm_sa_box_entry_t *b, uint32_t n)
+{
+    if (n > FM_SA_MAX_K - 1 || (n && !b))
+        return false;
+    for (uint32_t j = 0; j < n; j++)
+        if (!s_sa_idx_ok(b[j].peer))
+            return false;
+    return true;
+}
+
+int fm_wire_encode_sa_shares(const fm_sa_shares_t *s, fm_wire_buf_t *out)
+{
+    FM_ASSERT(s && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_sa_idx_ok(s->from) || !s_sa_boxes_ok(s->boxes, s->n))
+        return FM_EARG;
+    if (s_buf_reserve(out, (size_t)s->n * (4 + FM_SA_BOX_BYTES) + 96) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, FM_WIRE_SA_SHARES, 2, s->cohort, s->from));
+    S_PACK(s_pack_boxes(&pk, "to", s->boxes, s->n));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_sa_shares_fwd(const fm_sa_shares_fwd_t *s, fm_wire_buf_t *out)
+{
+    FM_ASSERT(s && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_sa_idx_ok(s->to) || !s_sa_list_ok(s->u2, s->n_u2, FM_SA_MAX_K) ||
+        !s_sa_boxes_ok(s->boxes, s->n))
+        return FM_EARG;
+    if (s_buf_reserve(out, (size_t)s->n * (4 + FM_SA_BOX_BYTES) + 4 * (size_t)s->n_u2 + 96) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, FM_WIRE_SA_SHARES_FWD, 3, s->cohort, s->to));
+    S_PACK(s_pack_kbin(&pk, "u2", s->u2, 4 * (size_t)s->n_u2));
+    S_PACK(s_pack_boxes(&pk, "from", s->boxes, s->n));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_sa_masked(const fm_sa_masked_t *mk, fm_wire_buf_t *out)
+{
+    FM_ASSERT(mk && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_sa_idx_ok(mk->from) || mk->m < 1 || mk->m > FM_SA_MAX_M || !mk->y)
+        return FM_EARG;
+    if (s_buf_reserve(out, 4 * (size_t)mk->m + 96) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, FM_WIRE_SA_MASKED, 2, mk->cohort, mk->from));
+    S_PACK(s_pack_ku64(&pk, "m", mk->m));
+    S_PACK(s_pack_kbin(&pk, "y", mk->y, 4 * (size_t)mk->m));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_sa_unmask_req(const fm_sa_unmask_req_t *r, uint32_t to, fm_wire_buf_t *out)
+{
+    FM_ASSERT(r && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_sa_idx_ok(to) || !s_sa_list_ok(r->u3, r->n_u3, FM_SA_MAX_K) ||
+        !s_sa_list_ok(r->d, r->n_d, FM_SA_MAX_K) || r->n_u3 + r->n_d > FM_SA_MAX_K)
+        return FM_EARG;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, FM_WIRE_SA_UNMASK_REQ, 2, r->cohort, to));
+    S_PACK(s_pack_kbin(&pk, "u3", r->u3, 4 * (size_t)r->n_u3));
+    S_PACK(s_pack_kbin(&pk, "d", r->d, 4 * (size_t)r->n_d));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_sa_unmask_shares(const fm_sa_unmask_shares_t *s, fm_wire_buf_t *out)
+{
+    FM_ASSERT(s && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if (!s_sa_idx_ok(s->from) || s->n > FM_SA_MAX_K || (s->n && !s->shares))
+        return FM_EARG;
+    for (uint32_t j = 0; j < s->n; j++)
+        if (!s_sa_idx_ok(s->shares[j].of) ||
+            (s->shares[j].kind != FM_SA_SHARE_B && s->shares[j].kind != FM_SA_SHARE_RS))
+            return FM_EARG;
+    if (s_buf_reserve(out, (size_t)s->n * (5 + FM_SA_KEY_BYTES) + 96) != 0)
+        return -ENOMEM;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, FM_WIRE_SA_UNMASK_SHARES, 3, s->cohort, s->from));
+    S_PACK(s_pack_kbin(&pk, "of", NULL, 4 * (size_t)s->n));
+    for (uint32_t j = 0; j < s->n; j++)
+        S_PACK(s_pack_le32(&pk, s->shares[j].of));
+    S_PACK(s_pack_kbin(&pk, "kind", NULL, s->n));
+    for (uint32_t j = 0; j < s->n; j++)
+        S_PACK(msgpack_pack_bin_body(&pk, &s->shares[j].kind, 1));
+    S_PACK(s_pack_kbin(&pk, "shares", NULL, FM_SA_KEY_BYTES * (size_t)s->n));
+    for (uint32_t j = 0; j < s->n; j++)
+        S_PACK(msgpack_pack_bin_body(&pk, s->shares[j].share, FM_SA_KEY_BYTES));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
+int fm_wire_encode_sa_end(fm_wire_type_t type, const fm_wire_sa_end_t *end, fm_wire_buf_t *out)
+{
+    FM_ASSERT(end && out);
+    msgpack_packer pk;
+    int rc = 0;
+    out->len = 0;
+    if ((type != FM_WIRE_SA_DONE && type != FM_WIRE_SA_ABORT) || !s_sa_idx_ok(end->to))
+        return FM_EARG;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    S_PACK(s_pack_sa_head(&pk, type, 0, end->cohort, end->to));
+cleanup:
+    if (rc)
+        out->len = 0;
+    return rc;
+}
+
 uint32_t fm_wire_cohort_at(const fm_wire_cohort_t *c, uint32_t i)
 {
     FM_ASSERT(c && i < c->count);
@@ -905,12 +1198,20 @@ typedef enum {
     S_F_COHORT,
     S_F_STATUS,
     S_F_IDS,
-    S_F_NZ64
+    S_F_NZ64,
+    S_F_BIN, /* any bin, as an s_bin_t (its size is checked after all fields are read) */
+    S_F_DL   /* an array of exactly 4 numbers, as double[4] */
 } s_fkind_t;
+
+/* A bin's payload, inside the frame. */
+typedef struct {
+    const uint8_t *p;
+    uint64_t n;
+} s_bin_t;
 
 #define S_NONEMPTY 1u /* a string field that must not be empty */
 #define S_ID 2u       /* a string field of text class FM_WIRE_TEXT_ID (else _NAME) */
-#define S_BIT(type) (1u << (type))
+#define S_BIT(type) ((uint32_t)1 << (type))
 #define S_MEMBER_TYPES (S_BIT(FM_WIRE_HELLO) | S_BIT(FM_WIRE_HEARTBEAT) | S_BIT(FM_WIRE_BYE))
 
 /* One known key of a message: where it goes in the output struct and in which message
@@ -919,7 +1220,7 @@ typedef struct {
     const char *key;
     s_fkind_t kind;
     unsigned flags;
-    unsigned required;
+    uint32_t required;
     size_t off;
 } s_field_t;
 
@@ -1006,6 +1307,85 @@ static const s_field_t s_decline_fields[] = {
     {"clients", S_F_COHORT, 0, S_BIT(FM_WIRE_DECLINE), offsetof(fm_wire_decline_t, clients)},
     {"base", S_F_U64, 0, S_BIT(FM_WIRE_DECLINE), offsetof(fm_wire_decline_t, base)},
     {"round", S_F_NZ64, 0, S_BIT(FM_WIRE_DECLINE), offsetof(fm_wire_decline_t, round)},
+};
+
+/* The keys of the secure-aggregation messages, decoded into one raw struct whose sizes and
+ * ranges are checked afterwards (s_sa_*) and copied into the caller's struct. */
+typedef struct {
+    uint64_t cohort, version, round;
+    uint32_t i, k, thr, m, s, client;
+    double clip;
+    double dl[4];
+    char trainer[FM_WIRE_STR_MAX + 1];
+    s_bin_t cpk, spk, l1, l2, boxes, kind, shares, y;
+} s_sa_raw_t;
+
+#define S_SA_HEAD(type)                                                                          \
+    {"cohort", S_F_U64, 0, S_BIT(type), offsetof(s_sa_raw_t, cohort)},                           \
+    {                                                                                            \
+        "i", S_F_U32, 0, S_BIT(type), offsetof(s_sa_raw_t, i)                                    \
+    }
+#define S_SA_BIN(key, type, member)                                                              \
+    {                                                                                            \
+        key, S_F_BIN, 0, S_BIT(type), offsetof(s_sa_raw_t, member)                               \
+    }
+
+static const s_field_t s_sa_invite_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_INVITE),
+    {"k", S_F_U32, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, k)},
+    {"thr", S_F_U32, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, thr)},
+    {"m", S_F_U32, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, m)},
+    {"clip", S_F_F64, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, clip)},
+    {"s", S_F_U32, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, s)},
+    {"mv", S_F_U64, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, version)},
+    {"round", S_F_U64, 0, 0, offsetof(s_sa_raw_t, round)},
+    {"trainer", S_F_STR, S_NONEMPTY | S_ID, S_BIT(FM_WIRE_SA_INVITE),
+     offsetof(s_sa_raw_t, trainer)},
+    {"client", S_F_U32, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, client)},
+    {"dl", S_F_DL, 0, S_BIT(FM_WIRE_SA_INVITE), offsetof(s_sa_raw_t, dl)},
+};
+static const s_field_t s_sa_keys_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_KEYS),
+    S_SA_BIN("cpk", FM_WIRE_SA_KEYS, cpk),
+    S_SA_BIN("spk", FM_WIRE_SA_KEYS, spk),
+};
+static const s_field_t s_sa_key_list_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_KEY_LIST),
+    S_SA_BIN("u1", FM_WIRE_SA_KEY_LIST, l1),
+    S_SA_BIN("cpk", FM_WIRE_SA_KEY_LIST, cpk),
+    S_SA_BIN("spk", FM_WIRE_SA_KEY_LIST, spk),
+};
+static const s_field_t s_sa_shares_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_SHARES),
+    S_SA_BIN("to", FM_WIRE_SA_SHARES, l1),
+    S_SA_BIN("boxes", FM_WIRE_SA_SHARES, boxes),
+};
+static const s_field_t s_sa_shares_fwd_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_SHARES_FWD),
+    S_SA_BIN("u2", FM_WIRE_SA_SHARES_FWD, l1),
+    S_SA_BIN("from", FM_WIRE_SA_SHARES_FWD, l2),
+    S_SA_BIN("boxes", FM_WIRE_SA_SHARES_FWD, boxes),
+};
+static const s_field_t s_sa_masked_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_MASKED),
+    {"m", S_F_U32, 0, S_BIT(FM_WIRE_SA_MASKED), offsetof(s_sa_raw_t, m)},
+    S_SA_BIN("y", FM_WIRE_SA_MASKED, y),
+};
+static const s_field_t s_sa_unmask_req_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_UNMASK_REQ),
+    S_SA_BIN("u3", FM_WIRE_SA_UNMASK_REQ, l1),
+    S_SA_BIN("d", FM_WIRE_SA_UNMASK_REQ, l2),
+};
+static const s_field_t s_sa_unmask_shares_fields[] = {
+    S_SA_HEAD(FM_WIRE_SA_UNMASK_SHARES),
+    S_SA_BIN("of", FM_WIRE_SA_UNMASK_SHARES, l1),
+    S_SA_BIN("kind", FM_WIRE_SA_UNMASK_SHARES, kind),
+    S_SA_BIN("shares", FM_WIRE_SA_UNMASK_SHARES, shares),
+};
+#define S_SA_END_TYPES (S_BIT(FM_WIRE_SA_DONE) | S_BIT(FM_WIRE_SA_ABORT))
+static const s_field_t s_sa_end_fields[] = {
+    {"cohort", S_F_U64, 0, S_SA_END_TYPES, offsetof(s_sa_raw_t, cohort)},
+    {"i", S_F_U32, 0, S_SA_END_TYPES, offsetof(s_sa_raw_t, i)},
 };
 
 #define S_NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -1164,6 +1544,29 @@ static int s_read_field(s_rd_t *r, const s_field_t *f, void *out, fm_wire_tensor
         }
         return 0;
     case S_F_TENSORS: return s_read_tensors(r, ts);
+    case S_F_BIN: {
+        if ((rc = s_next(r, f->key, &t)) != 0)
+            return rc;
+        if (t.kind != S_BIN)
+            return s_wrong_type(r, f->key, &t, "a bin");
+        s_bin_t b = {.p = t.ptr, .n = t.n};
+        memcpy(dst, &b, sizeof b);
+        return 0;
+    }
+    case S_F_DL:
+        if ((rc = s_next(r, f->key, &t)) != 0)
+            return rc;
+        if (t.kind != S_ARRAY)
+            return s_wrong_type(r, f->key, &t, "an array");
+        if (t.n != 4)
+            return s_err(r, FM_EFORMAT, f->key, "%llu entries, expected 4",
+                         (unsigned long long)t.n);
+        for (int i = 0; i < 4; i++) {
+            if ((rc = s_read_num(r, f->key, &x)) != 0)
+                return rc;
+            memcpy(dst + i * sizeof(double), &x, sizeof x);
+        }
+        return 0;
     case S_F_COHORT: {
         if ((rc = s_next(r, f->key, &t)) != 0)
             return rc;
@@ -1219,7 +1622,7 @@ static int s_fields(s_rd_t *r, fm_wire_type_t type, const s_field_t *fields, int
 
 /* Decode a message whose type is in the `accept` bitmask: framing, version, type, fields.
  * `what` names the expected type(s) in errors found before "t" is known. */
-static int s_decode(const void *buf, size_t len, unsigned accept, const char *what,
+static int s_decode(const void *buf, size_t len, uint32_t accept, const char *what,
                     const s_field_t *fields, int nfields, void *out, size_t outsize,
                     fm_wire_tensors_t *ts, fm_wire_type_t *type, fm_errmsg_t *e)
 {
@@ -1248,7 +1651,7 @@ int fm_wire_peek(const void *buf, size_t len, fm_wire_type_t *type, fm_errmsg_t 
 {
     FM_ASSERT(type);
     *type = FM_WIRE_NONE;
-    return s_decode(buf, len, 0xffffu, "message", NULL, 0, NULL, 0, NULL, type, e);
+    return s_decode(buf, len, UINT32_MAX, "message", NULL, 0, NULL, 0, NULL, type, e);
 }
 
 int fm_wire_decode_model(const void *buf, size_t len, fm_wire_model_t *hdr,
@@ -1306,6 +1709,315 @@ int fm_wire_decode_metrics(const void *buf, size_t len, fm_wire_metrics_t *m, fm
     FM_ASSERT(m);
     return s_decode(buf, len, S_BIT(FM_WIRE_METRICS), "METRICS", s_metrics_fields,
                     S_NFIELDS(s_metrics_fields), m, sizeof *m, NULL, NULL, e);
+}
+
+/* ---- secure aggregation: sizes and ranges after the fields are read --------------------- */
+
+/* "i": a member index. */
+static int s_sa_index(const char *ty, uint32_t i, fm_errmsg_t *e)
+{
+    if (!s_sa_idx_ok(i))
+        return fm_errmsg_set(e, FM_ERANGE, "%s: i: index %u outside 1..%d", ty, i, FM_SA_MAX_K);
+    return 0;
+}
+
+/* An index list: a bin of LE uint32, at most cap entries, each in 1..FM_SA_MAX_K, copied
+ * into out[cap]; the count in *n. */
+static int s_sa_list(const char *ty, const char *field, const s_bin_t *b, uint32_t cap,
+                     uint32_t *out, uint32_t *n, fm_errmsg_t *e)
+{
+    if (b->n % 4 != 0)
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: %s: bin of %llu bytes, not a multiple of 4", ty,
+                             field, (unsigned long long)b->n);
+    if (b->n / 4 > cap)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: %s: %llu entries, at most %u allowed", ty, field,
+                             (unsigned long long)(b->n / 4), cap);
+    *n = (uint32_t)(b->n / 4);
+    for (uint32_t j = 0; j < *n; j++) {
+        const uint8_t *q = b->p + 4 * (size_t)j;
+        uint32_t x = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
+                     (uint32_t)q[3] << 24;
+        if (!s_sa_idx_ok(x))
+            return fm_errmsg_set(e, FM_ERANGE, "%s: %s[%u]: index %u outside 1..%d", ty, field, j,
+                                 x, FM_SA_MAX_K);
+        out[j] = x;
+    }
+    return 0;
+}
+
+/* A bin of exactly `count` entries of `size` bytes (count from the list `of`). */
+static int s_sa_sized(const char *ty, const char *field, const s_bin_t *b, size_t size,
+                      uint32_t count, const char *of, fm_errmsg_t *e)
+{
+    if (b->n != (uint64_t)size * count)
+        return fm_errmsg_set(e, FM_EFORMAT,
+                             "%s: %s: bin of %llu bytes, expected %zu x %u entries of %s = %llu",
+                             ty, field, (unsigned long long)b->n, size, count, of,
+                             (unsigned long long)size * count);
+    return 0;
+}
+
+/* Boxes: the peers' list (at most FM_SA_MAX_K - 1) and "boxes", into out[]. */
+static int s_sa_boxes(const char *ty, const char *key_idx, const s_sa_raw_t *w,
+                      const s_bin_t *idx, fm_sa_box_entry_t *out, uint32_t *n, fm_errmsg_t *e)
+{
+    uint32_t peers[FM_SA_MAX_K];
+    int rc = s_sa_list(ty, key_idx, idx, FM_SA_MAX_K - 1, peers, n, e);
+    if (rc == 0)
+        rc = s_sa_sized(ty, "boxes", &w->boxes, FM_SA_BOX_BYTES, *n, key_idx, e);
+    for (uint32_t j = 0; rc == 0 && j < *n; j++) {
+        out[j].peer = peers[j];
+        memcpy(out[j].box, w->boxes.p + FM_SA_BOX_BYTES * (size_t)j, FM_SA_BOX_BYTES);
+    }
+    return rc;
+}
+
+/* The framing, "v", "t" and fields of a secure-aggregation message into *w, then "i". */
+static int s_sa_decode(const void *buf, size_t len, uint32_t accept, const char *what,
+                       const s_field_t *fields, int nfields, s_sa_raw_t *w, fm_wire_type_t *type,
+                       fm_errmsg_t *e)
+{
+    fm_wire_type_t ty = FM_WIRE_NONE;
+    int rc = s_decode(buf, len, accept, what, fields, nfields, w, sizeof *w, NULL, &ty, e);
+    if (rc == 0)
+        rc = s_sa_index(fm_wire_type_name(ty), w->i, e);
+    if (type)
+        *type = ty;
+    return rc;
+}
+
+int fm_wire_decode_sa_invite(const void *buf, size_t len, fm_wire_sa_invite_t *inv,
+                             fm_errmsg_t *e)
+{
+    FM_ASSERT(inv);
+    static const char ty[] = "COHORT_INVITE";
+    s_sa_raw_t w;
+    memset(inv, 0, sizeof *inv);
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_INVITE), ty, s_sa_invite_fields,
+                         S_NFIELDS(s_sa_invite_fields), &w, NULL, e);
+    if (rc)
+        return rc;
+    if (w.k < 2 || w.k > FM_SA_MAX_K)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: k: %u members, expected 2..%d", ty, w.k,
+                             FM_SA_MAX_K);
+    if (w.i > w.k)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: i: index %u above k = %u", ty, w.i, w.k);
+    if (w.m < 1 || w.m > FM_SA_MAX_M)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: m: %u coordinates, expected 1..%u", ty, w.m,
+                             FM_SA_MAX_M);
+    if (w.s > 30)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: s: scale exponent %u, at most 30", ty, w.s);
+    if (!isfinite(w.clip) || w.clip <= 0)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: clip: %g, must be finite and > 0", ty, w.clip);
+    for (int j = 0; j < 4; j++)
+        if (!isfinite(w.dl[j]) || w.dl[j] <= 0)
+            return fm_errmsg_set(e, FM_ERANGE, "%s: dl[%d]: %g s, must be finite and > 0", ty, j,
+                                 w.dl[j]);
+    inv->p = (fm_sa_params_t){.cohort = w.cohort,
+                              .k = w.k,
+                              .t = w.thr,
+                              .m = w.m,
+                              .clip = w.clip,
+                              .scale_bits = (int)w.s};
+    fm_errmsg_t pe = {{0}};
+    if (fm_sa_params_check(&inv->p, &pe) != 0)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: thr, clip, s: %s", ty, pe.msg);
+    inv->index = w.i;
+    inv->version = w.version;
+    inv->round = w.round;
+    memcpy(inv->trainer, w.trainer, sizeof inv->trainer);
+    inv->client = w.client;
+    inv->deadlines = (fm_sa_deadlines_t){w.dl[0], w.dl[1], w.dl[2], w.dl[3]};
+    return 0;
+}
+
+int fm_wire_decode_sa_keys(const void *buf, size_t len, fm_sa_advertise_t *a, fm_errmsg_t *e)
+{
+    FM_ASSERT(a);
+    static const char ty[] = "ADVERTISE_KEYS";
+    s_sa_raw_t w;
+    memset(a, 0, sizeof *a);
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_KEYS), ty, s_sa_keys_fields,
+                         S_NFIELDS(s_sa_keys_fields), &w, NULL, e);
+    if (rc == 0)
+        rc = s_sa_sized(ty, "cpk", &w.cpk, FM_SA_KEY_BYTES, 1, "one key", e);
+    if (rc == 0)
+        rc = s_sa_sized(ty, "spk", &w.spk, FM_SA_KEY_BYTES, 1, "one key", e);
+    if (rc)
+        return rc;
+    a->cohort = w.cohort;
+    a->from = w.i;
+    memcpy(a->c_pk, w.cpk.p, FM_SA_KEY_BYTES);
+    memcpy(a->s_pk, w.spk.p, FM_SA_KEY_BYTES);
+    return 0;
+}
+
+int fm_wire_decode_sa_key_list(const void *buf, size_t len, fm_wire_sa_key_list_t *kl,
+                               fm_errmsg_t *e)
+{
+    FM_ASSERT(kl);
+    static const char ty[] = "KEY_LIST";
+    s_sa_raw_t w;
+    uint32_t idx[FM_SA_MAX_K], n = 0;
+    memset(&kl->msg, 0, sizeof kl->msg);
+    kl->to = 0;
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_KEY_LIST), ty, s_sa_key_list_fields,
+                         S_NFIELDS(s_sa_key_list_fields), &w, NULL, e);
+    if (rc == 0)
+        rc = s_sa_list(ty, "u1", &w.l1, FM_SA_MAX_K, idx, &n, e);
+    if (rc == 0)
+        rc = s_sa_sized(ty, "cpk", &w.cpk, FM_SA_KEY_BYTES, n, "u1", e);
+    if (rc == 0)
+        rc = s_sa_sized(ty, "spk", &w.spk, FM_SA_KEY_BYTES, n, "u1", e);
+    if (rc)
+        return rc;
+    for (uint32_t j = 0; j < n; j++) {
+        kl->keys[j].index = idx[j];
+        memcpy(kl->keys[j].c_pk, w.cpk.p + FM_SA_KEY_BYTES * (size_t)j, FM_SA_KEY_BYTES);
+        memcpy(kl->keys[j].s_pk, w.spk.p + FM_SA_KEY_BYTES * (size_t)j, FM_SA_KEY_BYTES);
+    }
+    kl->to = w.i;
+    kl->msg = (fm_sa_key_list_t){.cohort = w.cohort, .n = n, .keys = kl->keys};
+    return 0;
+}
+
+int fm_wire_decode_sa_shares(const void *buf, size_t len, fm_wire_sa_shares_t *s, fm_errmsg_t *e)
+{
+    FM_ASSERT(s);
+    static const char ty[] = "SHARES";
+    s_sa_raw_t w;
+    uint32_t n = 0;
+    memset(&s->msg, 0, sizeof s->msg);
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_SHARES), ty, s_sa_shares_fields,
+                         S_NFIELDS(s_sa_shares_fields), &w, NULL, e);
+    if (rc == 0)
+        rc = s_sa_boxes(ty, "to", &w, &w.l1, s->boxes, &n, e);
+    if (rc)
+        return rc;
+    s->msg = (fm_sa_shares_t){.cohort = w.cohort, .from = w.i, .n = n, .boxes = s->boxes};
+    return 0;
+}
+
+int fm_wire_decode_sa_shares_fwd(const void *buf, size_t len, fm_wire_sa_shares_fwd_t *s,
+                                 fm_errmsg_t *e)
+{
+    FM_ASSERT(s);
+    static const char ty[] = "SHARES_FWD";
+    s_sa_raw_t w;
+    uint32_t n = 0, n_u2 = 0;
+    memset(&s->msg, 0, sizeof s->msg);
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_SHARES_FWD), ty, s_sa_shares_fwd_fields,
+                         S_NFIELDS(s_sa_shares_fwd_fields), &w, NULL, e);
+    if (rc == 0)
+        rc = s_sa_list(ty, "u2", &w.l1, FM_SA_MAX_K, s->u2, &n_u2, e);
+    if (rc == 0)
+        rc = s_sa_boxes(ty, "from", &w, &w.l2, s->boxes, &n, e);
+    if (rc)
+        return rc;
+    s->msg = (fm_sa_shares_fwd_t){
+        .cohort = w.cohort, .to = w.i, .n_u2 = n_u2, .u2 = s->u2, .n = n, .boxes = s->boxes};
+    return 0;
+}
+
+int fm_wire_decode_sa_masked(const void *buf, size_t len, fm_wire_sa_masked_t *mk, fm_errmsg_t *e)
+{
+    FM_ASSERT(mk);
+    static const char ty[] = "MASKED_UPDATE";
+    s_sa_raw_t w;
+    memset(mk, 0, sizeof *mk);
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_MASKED), ty, s_sa_masked_fields,
+                         S_NFIELDS(s_sa_masked_fields), &w, NULL, e);
+    if (rc)
+        return rc;
+    if (w.m < 1 || w.m > FM_SA_MAX_M)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: m: %u coordinates, expected 1..%u", ty, w.m,
+                             FM_SA_MAX_M);
+    if ((rc = s_sa_sized(ty, "y", &w.y, 4, w.m, "m (uint32)", e)) != 0)
+        return rc;
+    *mk = (fm_wire_sa_masked_t){.cohort = w.cohort, .from = w.i, .m = w.m, .y = w.y.p};
+    return 0;
+}
+
+int fm_wire_decode_sa_unmask_req(const void *buf, size_t len, fm_wire_sa_unmask_req_t *r,
+                                 fm_errmsg_t *e)
+{
+    FM_ASSERT(r);
+    static const char ty[] = "UNMASK_REQ";
+    s_sa_raw_t w;
+    uint32_t n3 = 0, nd = 0;
+    memset(&r->msg, 0, sizeof r->msg);
+    r->to = 0;
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_UNMASK_REQ), ty, s_sa_unmask_req_fields,
+                         S_NFIELDS(s_sa_unmask_req_fields), &w, NULL, e);
+    if (rc == 0)
+        rc = s_sa_list(ty, "u3", &w.l1, FM_SA_MAX_K, r->u3, &n3, e);
+    if (rc == 0)
+        rc = s_sa_list(ty, "d", &w.l2, FM_SA_MAX_K, r->d, &nd, e);
+    if (rc)
+        return rc;
+    if (n3 + nd > FM_SA_MAX_K)
+        return fm_errmsg_set(e, FM_ERANGE, "%s: u3, d: %u + %u entries, at most %d together", ty,
+                             n3, nd, FM_SA_MAX_K);
+    r->to = w.i;
+    r->msg = (fm_sa_unmask_req_t){
+        .cohort = w.cohort, .n_u3 = n3, .u3 = r->u3, .n_d = nd, .d = r->d};
+    return 0;
+}
+
+int fm_wire_decode_sa_unmask_shares(const void *buf, size_t len, fm_wire_sa_unmask_shares_t *s,
+                                    fm_errmsg_t *e)
+{
+    FM_ASSERT(s);
+    static const char ty[] = "UNMASK_SHARES";
+    s_sa_raw_t w;
+    uint32_t of[FM_SA_MAX_K], n = 0;
+    memset(&s->msg, 0, sizeof s->msg);
+    int rc = s_sa_decode(buf, len, S_BIT(FM_WIRE_SA_UNMASK_SHARES), ty, s_sa_unmask_shares_fields,
+                         S_NFIELDS(s_sa_unmask_shares_fields), &w, NULL, e);
+    if (rc == 0)
+        rc = s_sa_list(ty, "of", &w.l1, FM_SA_MAX_K, of, &n, e);
+    if (rc == 0)
+        rc = s_sa_sized(ty, "kind", &w.kind, 1, n, "of", e);
+    if (rc == 0)
+        rc = s_sa_sized(ty, "shares", &w.shares, FM_SA_KEY_BYTES, n, "of", e);
+    if (rc)
+        return rc;
+    for (uint32_t j = 0; j < n; j++) {
+        uint8_t k = w.kind.p[j];
+        if (k != FM_SA_SHARE_B && k != FM_SA_SHARE_RS)
+            return fm_errmsg_set(e, FM_ERANGE, "%s: kind[%u]: %u, expected %d (b) or %d (r_s)",
+                                 ty, j, k, FM_SA_SHARE_B, FM_SA_SHARE_RS);
+        s->shares[j].of = of[j];
+        s->shares[j].kind = k;
+        memcpy(s->shares[j].share, w.shares.p + FM_SA_KEY_BYTES * (size_t)j, FM_SA_KEY_BYTES);
+    }
+    s->msg = (fm_sa_unmask_shares_t){
+        .cohort = w.cohort, .from = w.i, .n = n, .shares = s->shares};
+    return 0;
+}
+
+int fm_wire_decode_sa_end(const void *buf, size_t len, fm_wire_type_t *type,
+                          fm_wire_sa_end_t *end, fm_errmsg_t *e)
+{
+    FM_ASSERT(type && end);
+    s_sa_raw_t w;
+    *type = FM_WIRE_NONE;
+    memset(end, 0, sizeof *end);
+    int rc = s_sa_decode(buf, len, S_SA_END_TYPES, "COHORT_DONE/COHORT_ABORT", s_sa_end_fields,
+                         S_NFIELDS(s_sa_end_fields), &w, type, e);
+    if (rc) {
+        *type = FM_WIRE_NONE;
+        return rc;
+    }
+    *end = (fm_wire_sa_end_t){.cohort = w.cohort, .to = w.i};
+    return 0;
+}
+
+void fm_wire_sa_masked_view(const fm_wire_sa_masked_t *w, uint32_t *scratch, fm_sa_masked_t *out)
+{
+    FM_ASSERT(w && scratch && out && w->y);
+    memcpy(scratch, w->y, 4 * (size_t)w->m); /* little-endian host: the words as sent */
+    *out = (fm_sa_masked_t){.cohort = w->cohort, .from = w->from, .m = w->m, .y = scratch};
 }
 
 /* ==== tensors against a layout

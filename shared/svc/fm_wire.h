@@ -37,6 +37,8 @@
 
 #include "fm_err.h"
 #include "fm_model.h"
+#include "fm_sa_cohort.h"
+#include "fm_sa_msg.h"
 
 #define FM_WIRE_VERSION 1             /* value of "v" */
 #define FM_WIRE_MAX_TENSORS 64        /* entries of "tensors" */
@@ -77,7 +79,18 @@ typedef enum {
     FM_WIRE_METRICS,
     FM_WIRE_ACK,
     FM_WIRE_DECLINE,
-    FM_WIRE_NTYPES
+    /* secure aggregation, one cohort (docs/PROTOCOL.md §3.8, docs/SECAGG.md): M0..M8 */
+    FM_WIRE_SA_INVITE,        /* "COHORT_INVITE"  M0 aggregator -> member */
+    FM_WIRE_SA_KEYS,          /* "ADVERTISE_KEYS" M1 member -> aggregator */
+    FM_WIRE_SA_KEY_LIST,      /* "KEY_LIST"       M2 aggregator -> member */
+    FM_WIRE_SA_SHARES,        /* "SHARES"         M3 member -> aggregator */
+    FM_WIRE_SA_SHARES_FWD,    /* "SHARES_FWD"     M4 aggregator -> member */
+    FM_WIRE_SA_MASKED,        /* "MASKED_UPDATE"  M5 member -> aggregator */
+    FM_WIRE_SA_UNMASK_REQ,    /* "UNMASK_REQ"     M6 aggregator -> member */
+    FM_WIRE_SA_UNMASK_SHARES, /* "UNMASK_SHARES"  M7 member -> aggregator */
+    FM_WIRE_SA_DONE,          /* "COHORT_DONE"    M8 aggregator -> member */
+    FM_WIRE_SA_ABORT,         /* "COHORT_ABORT"   M8 aggregator -> member */
+    FM_WIRE_NTYPES            /* at most 32: decoders keep a 32-bit mask of types */
 } fm_wire_type_t;
 
 /* ---- message structs ----------------------------------------------------------------------
@@ -208,6 +221,84 @@ typedef struct {
     uint64_t round;                    /* "round": the round declined (>= 1) */
 } fm_wire_decline_t;
 
+/* ---- secure aggregation (docs/PROTOCOL.md §3.8) ------------------------------------------
+ * Every message carries "cohort" (the cohort id, u64) and "i" (a member index, 1..
+ * FM_SA_MAX_K: the sender of M1/M3/M5/M7, the recipient of M0/M2/M4/M6/M8). Index lists
+ * are bins of little-endian uint32 (at most FM_SA_MAX_K entries, each in 1..FM_SA_MAX_K);
+ * keys, shares and boxes are bins of exactly their size (FM_SA_KEY_BYTES, FM_SA_BOX_BYTES)
+ * times their list's count. The wire checks structure only: that lists are increasing,
+ * within the cohort's K, and hold the right members is the cohort's and the member's job
+ * (fm_sa_cohort, fm_sa_member), which refuse with an fm_sa_reason_t.
+ * Decoded lists are copied into the fixed arrays of the fm_wire_sa_* structs (the fm_sa_*
+ * struct inside points at them): allocate those once and reuse them (the largest,
+ * fm_wire_sa_shares_fwd_t, is about 34 KB). */
+
+/* M0 COHORT_INVITE: member `index` of cohort `p.cohort` is the trainer `trainer`, training
+ * client `client` on model version `version`. Decoded only if fm_sa_params_check accepts
+ * p and 1 <= index <= p.k. */
+typedef struct {
+    fm_sa_params_t p;                  /* "cohort", "k", "thr", "m", "clip", "s" */
+    uint32_t index;                    /* "i": this member's index, 1..k */
+    uint64_t version;                  /* "mv": the MODEL version to train on */
+    uint64_t round;                    /* "round" (optional, sent when non-zero): sync round */
+    char trainer[FM_WIRE_STR_MAX + 1]; /* "trainer": the trainer id, non-empty */
+    uint32_t client;                   /* "client": the client that trains as member i */
+    fm_sa_deadlines_t deadlines;       /* "dl": [keys, shares, train, unmask] seconds, > 0 */
+} fm_wire_sa_invite_t;
+
+/* M1 ADVERTISE_KEYS is fm_sa_advertise_t: "cohort", "i" (= from), "cpk", "spk" (32 B). */
+
+/* M2 KEY_LIST to member `to`: "u1" (indices), "cpk", "spk" (32 B per entry, in u1's order). */
+typedef struct {
+    uint32_t to;
+    fm_sa_key_list_t msg; /* msg.keys == keys */
+    fm_sa_key_entry_t keys[FM_SA_MAX_K];
+} fm_wire_sa_key_list_t;
+
+/* M3 SHARES from msg.from: "to" (indices, at most FM_SA_MAX_K - 1), "boxes" (124 B each). */
+typedef struct {
+    fm_sa_shares_t msg; /* msg.boxes == boxes */
+    fm_sa_box_entry_t boxes[FM_SA_MAX_K];
+} fm_wire_sa_shares_t;
+
+/* M4 SHARES_FWD to msg.to: "u2", "from" (indices, at most FM_SA_MAX_K - 1), "boxes". */
+typedef struct {
+    fm_sa_shares_fwd_t msg; /* msg.u2 == u2, msg.boxes == boxes */
+    uint32_t u2[FM_SA_MAX_K];
+    fm_sa_box_entry_t boxes[FM_SA_MAX_K];
+} fm_wire_sa_shares_fwd_t;
+
+/* M5 MASKED_UPDATE: "m" (1..FM_SA_MAX_M) and "y", a bin of exactly 4 m bytes (uint32
+ * little-endian). Decoded, `y` points into the frame, unaligned: fm_wire_sa_masked_view
+ * copies it out. */
+typedef struct {
+    uint64_t cohort;
+    uint32_t from;
+    uint32_t m;
+    const void *y;
+} fm_wire_sa_masked_t;
+
+/* M6 UNMASK_REQ to `to`: "u3" and "d" (at most FM_SA_MAX_K entries together). */
+typedef struct {
+    uint32_t to;
+    fm_sa_unmask_req_t msg; /* msg.u3 == u3, msg.d == d */
+    uint32_t u3[FM_SA_MAX_K];
+    uint32_t d[FM_SA_MAX_K];
+} fm_wire_sa_unmask_req_t;
+
+/* M7 UNMASK_SHARES from msg.from: "of" (indices), "kind" (one byte per entry,
+ * FM_SA_SHARE_B or FM_SA_SHARE_RS), "shares" (32 B per entry). */
+typedef struct {
+    fm_sa_unmask_shares_t msg; /* msg.shares == shares */
+    fm_sa_share_entry_t shares[FM_SA_MAX_K];
+} fm_wire_sa_unmask_shares_t;
+
+/* M8 COHORT_DONE / COHORT_ABORT to member `to`: "cohort", "i". */
+typedef struct {
+    uint64_t cohort;
+    uint32_t to;
+} fm_wire_sa_end_t;
+
 /* One decoded tensor; `data` points into the frame (borrowed, unaligned). */
 typedef struct {
     char name[FM_WIRE_STR_MAX + 1];
@@ -265,6 +356,21 @@ int fm_wire_encode_ack(const fm_wire_ack_t *a, fm_wire_buf_t *out);
 /* FM_EARG also for round 0, no clients or more than FM_WIRE_MAX_COHORT. */
 int fm_wire_encode_decline(const fm_wire_decline_t *d, fm_wire_buf_t *out);
 
+/* Secure aggregation (§3.8). FM_EARG also for anything the decoder would refuse: an index
+ * or list entry outside 1..FM_SA_MAX_K, a count over its cap, a NULL list with a non-zero
+ * count, a share kind other than FM_SA_SHARE_B/_RS, m outside 1..FM_SA_MAX_M, invite
+ * params that fm_sa_params_check refuses, an index above K, a deadline not finite > 0. */
+int fm_wire_encode_sa_invite(const fm_wire_sa_invite_t *inv, fm_wire_buf_t *out);
+int fm_wire_encode_sa_keys(const fm_sa_advertise_t *a, fm_wire_buf_t *out);
+int fm_wire_encode_sa_key_list(const fm_sa_key_list_t *kl, uint32_t to, fm_wire_buf_t *out);
+int fm_wire_encode_sa_shares(const fm_sa_shares_t *s, fm_wire_buf_t *out);
+int fm_wire_encode_sa_shares_fwd(const fm_sa_shares_fwd_t *s, fm_wire_buf_t *out);
+int fm_wire_encode_sa_masked(const fm_sa_masked_t *mk, fm_wire_buf_t *out);
+int fm_wire_encode_sa_unmask_req(const fm_sa_unmask_req_t *r, uint32_t to, fm_wire_buf_t *out);
+int fm_wire_encode_sa_unmask_shares(const fm_sa_unmask_shares_t *s, fm_wire_buf_t *out);
+/* type: FM_WIRE_SA_DONE or FM_WIRE_SA_ABORT. */
+int fm_wire_encode_sa_end(fm_wire_type_t type, const fm_wire_sa_end_t *end, fm_wire_buf_t *out);
+
 /* Entry i (< c->count) of a cohort. */
 uint32_t fm_wire_cohort_at(const fm_wire_cohort_t *c, uint32_t i);
 
@@ -302,6 +408,40 @@ int fm_wire_decode_ack(const void *buf, size_t len, fm_wire_ack_t *a, fm_errmsg_
 /* DECLINE: "round" non-zero (FM_ERANGE); "clients" as MODEL's "cohort", and not empty
  * (FM_EFORMAT). */
 int fm_wire_decode_decline(const void *buf, size_t len, fm_wire_decline_t *d, fm_errmsg_t *e);
+
+/* Secure aggregation (§3.8). Errors as above; the one line names the message and the
+ * field ("KEY_LIST: cpk: bin of 64 bytes, expected 32 x 3 entries of u1 = 96"). Size
+ * rules: an index list's bin is a multiple of 4 (FM_EFORMAT), of at most its cap entries
+ * (FM_ERANGE), each in 1..FM_SA_MAX_K (FM_ERANGE); a bin of keys, boxes, shares or kinds is
+ * exactly its entry size times the count of its list (FM_EFORMAT); "i" in 1..FM_SA_MAX_K
+ * (FM_ERANGE). */
+/* COHORT_INVITE: also FM_ERANGE for params fm_sa_params_check refuses, "i" above "k", a
+ * deadline not finite > 0; "dl" not an array of 4 numbers is FM_EFORMAT. */
+int fm_wire_decode_sa_invite(const void *buf, size_t len, fm_wire_sa_invite_t *inv,
+                             fm_errmsg_t *e);
+/* ADVERTISE_KEYS: "cpk" and "spk" exactly FM_SA_KEY_BYTES (FM_EFORMAT). */
+int fm_wire_decode_sa_keys(const void *buf, size_t len, fm_sa_advertise_t *a, fm_errmsg_t *e);
+int fm_wire_decode_sa_key_list(const void *buf, size_t len, fm_wire_sa_key_list_t *kl,
+                               fm_errmsg_t *e);
+int fm_wire_decode_sa_shares(const void *buf, size_t len, fm_wire_sa_shares_t *s, fm_errmsg_t *e);
+int fm_wire_decode_sa_shares_fwd(const void *buf, size_t len, fm_wire_sa_shares_fwd_t *s,
+                                 fm_errmsg_t *e);
+/* MASKED_UPDATE: "m" outside 1..FM_SA_MAX_M is FM_ERANGE, "y" not 4 m bytes FM_EFORMAT. */
+int fm_wire_decode_sa_masked(const void *buf, size_t len, fm_wire_sa_masked_t *mk,
+                             fm_errmsg_t *e);
+/* UNMASK_REQ: "u3" and "d" of more than FM_SA_MAX_K entries together is FM_ERANGE. */
+int fm_wire_decode_sa_unmask_req(const void *buf, size_t len, fm_wire_sa_unmask_req_t *r,
+                                 fm_errmsg_t *e);
+/* UNMASK_SHARES: a "kind" byte other than 1 or 2 is FM_ERANGE. */
+int fm_wire_decode_sa_unmask_shares(const void *buf, size_t len, fm_wire_sa_unmask_shares_t *s,
+                                    fm_errmsg_t *e);
+/* COHORT_DONE or COHORT_ABORT (which one: *type). */
+int fm_wire_decode_sa_end(const void *buf, size_t len, fm_wire_type_t *type,
+                          fm_wire_sa_end_t *end, fm_errmsg_t *e);
+
+/* The decoded MASKED_UPDATE `w` as the cohort's struct: copies w->m words into `scratch`
+ * (room for w->m uint32, aligned) and points out->y at it. */
+void fm_wire_sa_masked_view(const fm_wire_sa_masked_t *w, uint32_t *scratch, fm_sa_masked_t *out);
 
 /* ---- tensors against a model layout ---------------------------------------------------------
  */

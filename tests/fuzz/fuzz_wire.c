@@ -11,7 +11,10 @@
  *   - framing is decided once: when peek fails, every decoder fails with the same code;
  *     a decoder succeeds only on a frame whose peeked type is its own;
  *   - fm_wire_tensors_finite and fm_wire_tensors_copy agree on non-finite values;
- *   - HELLO/HEARTBEAT/BYE, SNAPSHOT_REQ and ACK survive encode(decode(frame)) unchanged.
+ *   - HELLO/HEARTBEAT/BYE, SNAPSHOT_REQ, ACK, DECLINE and the secure-aggregation messages
+ *     (COHORT_INVITE .. COHORT_DONE/ABORT) survive encode(decode(frame)) unchanged; a decoded
+ *     secure-aggregation message's lists are within their caps and its fm_sa struct points
+ *     at the decoder's own arrays; a MASKED_UPDATE's vector is read whole.
  * With FM_FUZZ_SEEDS=1 every input must be a valid message of the type it peeks as. */
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,6 +33,18 @@ static float *s_flat;           /* room for the largest model's parameters */
 static fm_wire_tensors_t *s_ts;
 static fm_wire_buf_t s_buf;
 static bool s_seeds;
+static struct { /* the decoded secure-aggregation messages, and a second copy */
+    fm_wire_sa_invite_t inv, inv2;
+    fm_sa_advertise_t adv, adv2;
+    fm_wire_sa_key_list_t kl, kl2;
+    fm_wire_sa_shares_t sh, sh2;
+    fm_wire_sa_shares_fwd_t fwd, fwd2;
+    fm_wire_sa_masked_t mk, mk2;
+    fm_wire_sa_unmask_req_t ur, ur2;
+    fm_wire_sa_unmask_shares_t us, us2;
+} * s_sa;
+static uint32_t *s_words; /* room for a masked vector of any frame (grown as needed) */
+static size_t s_nwords;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -47,7 +62,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     s_flat = malloc(most * sizeof *s_flat);
     s_ts = malloc(sizeof *s_ts);
-    FUZZ_ASSERT(s_flat && s_ts);
+    s_sa = calloc(1, sizeof *s_sa);
+    FUZZ_ASSERT(s_flat && s_ts && s_sa);
     s_seeds = fuzz_seeds_mode();
     return 0;
 }
@@ -110,6 +126,151 @@ static bool s_is_snapshot(fm_wire_type_t t) { return t == FM_WIRE_SNAPSHOT_REQ; 
 static bool s_is_metrics(fm_wire_type_t t) { return t == FM_WIRE_METRICS; }
 static bool s_is_ack(fm_wire_type_t t) { return t == FM_WIRE_ACK; }
 static bool s_is_decline(fm_wire_type_t t) { return t == FM_WIRE_DECLINE; }
+static fm_wire_type_t s_want; /* the type s_is_want accepts */
+static bool s_is_want(fm_wire_type_t t) { return t == s_want; }
+static bool s_is_end(fm_wire_type_t t) { return t == FM_WIRE_SA_DONE || t == FM_WIRE_SA_ABORT; }
+
+/* The secure-aggregation message of type `want`, decoded by `dec` (rc), against peek. Returns
+ * 1 when decoded (the caller checks the round trip), and sets *mine. */
+static int s_sa_judge(fm_wire_type_t want, int rc, const fm_errmsg_t *e, int prc,
+                      fm_wire_type_t peeked, int *mine)
+{
+    s_want = want;
+    s_against_peek(rc, e, prc, peeked, s_is_want);
+    if (rc == 0 || peeked == want)
+        *mine = rc;
+    if (rc != 0 && peeked == want)
+        fuzz_seed_valid(s_seeds, rc, e, fm_wire_type_name(want));
+    return rc == 0;
+}
+
+static bool s_idx(uint32_t x) { return x >= 1 && x <= FM_SA_MAX_K; }
+
+/* The secure-aggregation decoders: caps, pointers, encode(decode(frame)) == decode again. */
+static void s_secagg(const uint8_t *data, size_t size, int prc, fm_wire_type_t peeked, int *mine)
+{
+    fm_errmsg_t e = {{0}};
+    if (s_sa_judge(FM_WIRE_SA_INVITE, fm_wire_decode_sa_invite(data, size, &s_sa->inv, &e), &e,
+                   prc, peeked, mine)) {
+        FUZZ_ASSERT(fm_sa_params_check(&s_sa->inv.p, NULL) == 0);
+        FUZZ_ASSERT(s_sa->inv.index >= 1 && s_sa->inv.index <= s_sa->inv.p.k);
+        FUZZ_ASSERT(fm_wire_encode_sa_invite(&s_sa->inv, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_invite(s_buf.data, s_buf.len, &s_sa->inv2, NULL) == 0);
+        const fm_wire_sa_invite_t *a = &s_sa->inv, *b = &s_sa->inv2; /* field by field: padding */
+        FUZZ_ASSERT(a->p.cohort == b->p.cohort && a->p.k == b->p.k && a->p.t == b->p.t &&
+                    a->p.m == b->p.m && a->p.clip == b->p.clip &&
+                    a->p.scale_bits == b->p.scale_bits && a->index == b->index &&
+                    a->version == b->version && a->round == b->round && a->client == b->client &&
+                    strcmp(a->trainer, b->trainer) == 0 &&
+                    memcmp(&a->deadlines, &b->deadlines, sizeof a->deadlines) == 0);
+    }
+    if (s_sa_judge(FM_WIRE_SA_KEYS, fm_wire_decode_sa_keys(data, size, &s_sa->adv, &e), &e, prc,
+                   peeked, mine)) {
+        FUZZ_ASSERT(s_idx(s_sa->adv.from));
+        FUZZ_ASSERT(fm_wire_encode_sa_keys(&s_sa->adv, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_keys(s_buf.data, s_buf.len, &s_sa->adv2, NULL) == 0);
+        FUZZ_ASSERT(memcmp(&s_sa->adv, &s_sa->adv2, sizeof s_sa->adv) == 0);
+    }
+    if (s_sa_judge(FM_WIRE_SA_KEY_LIST, fm_wire_decode_sa_key_list(data, size, &s_sa->kl, &e), &e,
+                   prc, peeked, mine)) {
+        const fm_wire_sa_key_list_t *a = &s_sa->kl, *b = &s_sa->kl2;
+        FUZZ_ASSERT(s_idx(a->to) && a->msg.n <= FM_SA_MAX_K && a->msg.keys == a->keys);
+        for (uint32_t j = 0; j < a->msg.n; j++)
+            FUZZ_ASSERT(s_idx(a->keys[j].index));
+        FUZZ_ASSERT(fm_wire_encode_sa_key_list(&a->msg, a->to, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_key_list(s_buf.data, s_buf.len, &s_sa->kl2, NULL) == 0);
+        FUZZ_ASSERT(b->to == a->to && b->msg.cohort == a->msg.cohort && b->msg.n == a->msg.n &&
+                    memcmp(a->keys, b->keys, a->msg.n * sizeof *a->keys) == 0);
+    }
+    if (s_sa_judge(FM_WIRE_SA_SHARES, fm_wire_decode_sa_shares(data, size, &s_sa->sh, &e), &e,
+                   prc, peeked, mine)) {
+        const fm_wire_sa_shares_t *a = &s_sa->sh, *b = &s_sa->sh2;
+        FUZZ_ASSERT(s_idx(a->msg.from) && a->msg.n < FM_SA_MAX_K && a->msg.boxes == a->boxes);
+        FUZZ_ASSERT(fm_wire_encode_sa_shares(&a->msg, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_shares(s_buf.data, s_buf.len, &s_sa->sh2, NULL) == 0);
+        FUZZ_ASSERT(b->msg.from == a->msg.from && b->msg.cohort == a->msg.cohort &&
+                    b->msg.n == a->msg.n &&
+                    memcmp(a->boxes, b->boxes, a->msg.n * sizeof *a->boxes) == 0);
+    }
+    if (s_sa_judge(FM_WIRE_SA_SHARES_FWD,
+                   fm_wire_decode_sa_shares_fwd(data, size, &s_sa->fwd, &e), &e, prc, peeked,
+                   mine)) {
+        const fm_wire_sa_shares_fwd_t *a = &s_sa->fwd, *b = &s_sa->fwd2;
+        FUZZ_ASSERT(s_idx(a->msg.to) && a->msg.n_u2 <= FM_SA_MAX_K && a->msg.n < FM_SA_MAX_K &&
+                    a->msg.u2 == a->u2 && a->msg.boxes == a->boxes);
+        FUZZ_ASSERT(fm_wire_encode_sa_shares_fwd(&a->msg, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_shares_fwd(s_buf.data, s_buf.len, &s_sa->fwd2, NULL) == 0);
+        FUZZ_ASSERT(b->msg.to == a->msg.to && b->msg.cohort == a->msg.cohort &&
+                    b->msg.n_u2 == a->msg.n_u2 && b->msg.n == a->msg.n &&
+                    memcmp(a->u2, b->u2, a->msg.n_u2 * sizeof *a->u2) == 0 &&
+                    memcmp(a->boxes, b->boxes, a->msg.n * sizeof *a->boxes) == 0);
+    }
+    if (s_sa_judge(FM_WIRE_SA_MASKED, fm_wire_decode_sa_masked(data, size, &s_sa->mk, &e), &e,
+                   prc, peeked, mine)) {
+        const fm_wire_sa_masked_t *a = &s_sa->mk, *b = &s_sa->mk2;
+        FUZZ_ASSERT(s_idx(a->from) && a->m >= 1 && a->m <= FM_SA_MAX_M);
+        const uint8_t *y = a->y; /* the vector lies in the frame */
+        FUZZ_ASSERT(y > data && (size_t)(y - data) <= size &&
+                    4 * (size_t)a->m <= size - (size_t)(y - data));
+        if (a->m > s_nwords) {
+            free(s_words);
+            s_words = malloc(4 * (size_t)a->m);
+            FUZZ_ASSERT(s_words);
+            s_nwords = a->m;
+        }
+        fm_sa_masked_t view;
+        fm_wire_sa_masked_view(a, s_words, &view);
+        FUZZ_ASSERT(view.y == s_words && view.m == a->m && view.from == a->from);
+        FUZZ_ASSERT(fm_wire_encode_sa_masked(&view, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_masked(s_buf.data, s_buf.len, &s_sa->mk2, NULL) == 0);
+        FUZZ_ASSERT(b->from == a->from && b->cohort == a->cohort && b->m == a->m &&
+                    memcmp(b->y, a->y, 4 * (size_t)a->m) == 0);
+    }
+    if (s_sa_judge(FM_WIRE_SA_UNMASK_REQ, fm_wire_decode_sa_unmask_req(data, size, &s_sa->ur, &e),
+                   &e, prc, peeked, mine)) {
+        const fm_wire_sa_unmask_req_t *a = &s_sa->ur, *b = &s_sa->ur2;
+        FUZZ_ASSERT(s_idx(a->to) && a->msg.n_u3 + a->msg.n_d <= FM_SA_MAX_K &&
+                    a->msg.u3 == a->u3 && a->msg.d == a->d);
+        FUZZ_ASSERT(fm_wire_encode_sa_unmask_req(&a->msg, a->to, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_unmask_req(s_buf.data, s_buf.len, &s_sa->ur2, NULL) == 0);
+        FUZZ_ASSERT(b->to == a->to && b->msg.cohort == a->msg.cohort &&
+                    b->msg.n_u3 == a->msg.n_u3 && b->msg.n_d == a->msg.n_d &&
+                    memcmp(a->u3, b->u3, a->msg.n_u3 * sizeof *a->u3) == 0 &&
+                    memcmp(a->d, b->d, a->msg.n_d * sizeof *a->d) == 0);
+    }
+    if (s_sa_judge(FM_WIRE_SA_UNMASK_SHARES,
+                   fm_wire_decode_sa_unmask_shares(data, size, &s_sa->us, &e), &e, prc, peeked,
+                   mine)) {
+        const fm_wire_sa_unmask_shares_t *a = &s_sa->us, *b = &s_sa->us2;
+        FUZZ_ASSERT(s_idx(a->msg.from) && a->msg.n <= FM_SA_MAX_K && a->msg.shares == a->shares);
+        for (uint32_t j = 0; j < a->msg.n; j++)
+            FUZZ_ASSERT(a->shares[j].kind == FM_SA_SHARE_B ||
+                        a->shares[j].kind == FM_SA_SHARE_RS);
+        FUZZ_ASSERT(fm_wire_encode_sa_unmask_shares(&a->msg, &s_buf) == 0);
+        FUZZ_ASSERT(fm_wire_decode_sa_unmask_shares(s_buf.data, s_buf.len, &s_sa->us2, NULL) ==
+                    0);
+        FUZZ_ASSERT(b->msg.from == a->msg.from && b->msg.cohort == a->msg.cohort &&
+                    b->msg.n == a->msg.n &&
+                    memcmp(a->shares, b->shares, a->msg.n * sizeof *a->shares) == 0);
+    }
+    { /* COHORT_DONE / COHORT_ABORT */
+        fm_wire_sa_end_t end, again;
+        fm_wire_type_t type = FM_WIRE_NONE, type2 = FM_WIRE_NONE;
+        fm_errmsg_t ee = {{0}};
+        int rc = fm_wire_decode_sa_end(data, size, &type, &end, &ee);
+        s_against_peek(rc, &ee, prc, peeked, s_is_end);
+        if (rc == 0) {
+            *mine = rc;
+            FUZZ_ASSERT(type == peeked && s_idx(end.to));
+            FUZZ_ASSERT(fm_wire_encode_sa_end(type, &end, &s_buf) == 0);
+            FUZZ_ASSERT(fm_wire_decode_sa_end(s_buf.data, s_buf.len, &type2, &again, NULL) == 0);
+            FUZZ_ASSERT(type2 == type && end.cohort == again.cohort && end.to == again.to);
+        } else if (s_is_end(peeked)) {
+            *mine = rc;
+            fuzz_seed_valid(s_seeds, rc, &ee, fm_wire_type_name(peeked));
+        }
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -241,6 +402,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_seed_valid(s_seeds, rc, &ed, "DECLINE");
         }
     }
+    s_secagg(data, size, prc, peeked, &mine);
     /* a frame that peeks as a type was judged by that type's decoder */
     FUZZ_ASSERT(prc != 0 || mine != -1);
     return 0;

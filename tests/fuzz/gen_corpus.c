@@ -8,7 +8,8 @@
  *
  *   wire/         every message type from fm_wire's encoders (MODEL and UPDATE with the
  *                 logreg layout: 31 KB; sync, boot and progress keys; a HEARTBEAT, a
- *                 METRICS with population keys, an ACK, a DECLINE) and two small hand-packed
+ *                 METRICS with population keys, an ACK, a DECLINE, one of each secure-
+ *                 aggregation message) and two small hand-packed
  * frames (other key order, widths and an unknown nested key) cfg/          configs/<name>.conf
  * (all three), the dump of the defaults (every key) and a short file with a BOM, CRLF line ends
  * and inline comments idx/          u32 LE length of the images file, the images file, the labels
@@ -111,6 +112,63 @@ static void s_pk_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, strlen(s));
 }
 
+/* One message of each secure-aggregation type (docs/PROTOCOL.md §3.8) for a cohort of 4
+ * members with t = 3 and m = 6: member 4 dropped after the shares, so UNMASK_REQ has a
+ * non-empty D and UNMASK_SHARES both kinds. Fixed bytes stand in for keys, boxes and shares
+ * (the wire does not look inside them). */
+static void s_gen_wire_secagg(fm_wire_buf_t *b)
+{
+    const uint64_t cohort = 0x0123456789abcdefull;
+    fm_wire_sa_invite_t inv = {.p = {cohort, 4, 3, 6, 1.0, 26},
+                               .index = 2,
+                               .version = 42,
+                               .round = 9,
+                               .client = 17,
+                               .deadlines = {5, 5, 60, 5}};
+    snprintf(inv.trainer, sizeof inv.trainer, "host-a/trainer-1");
+    s_wire_put("sa_invite", fm_wire_encode_sa_invite(&inv, b), b);
+    fm_sa_advertise_t adv = {.cohort = cohort, .from = 2};
+    for (int j = 0; j < FM_SA_KEY_BYTES; j++) {
+        adv.c_pk[j] = (uint8_t)(j + 1);
+        adv.s_pk[j] = (uint8_t)(0x80 + j);
+    }
+    s_wire_put("sa_keys", fm_wire_encode_sa_keys(&adv, b), b);
+    fm_sa_key_entry_t keys[4];
+    fm_sa_box_entry_t boxes[3];
+    fm_sa_share_entry_t shares[4];
+    static const uint32_t u2[] = {1, 2, 3, 4}, u3[] = {1, 2, 3}, d[] = {4};
+    for (uint32_t j = 0; j < 4; j++) {
+        keys[j].index = j + 1;
+        memset(keys[j].c_pk, (int)(0x10 + j), FM_SA_KEY_BYTES);
+        memset(keys[j].s_pk, (int)(0x20 + j), FM_SA_KEY_BYTES);
+        shares[j].of = j + 1;
+        shares[j].kind = j == 3 ? FM_SA_SHARE_RS : FM_SA_SHARE_B;
+        memset(shares[j].share, (int)(0x30 + j), FM_SA_KEY_BYTES);
+        if (j < 3) {
+            boxes[j].peer = j == 0 ? 1 : j + 2; /* the peers of member 2 */
+            memset(boxes[j].box, (int)(0x40 + j), FM_SA_BOX_BYTES);
+        }
+    }
+    s_wire_put("sa_key_list",
+               fm_wire_encode_sa_key_list(&(fm_sa_key_list_t){cohort, 4, keys}, 2, b), b);
+    s_wire_put("sa_shares", fm_wire_encode_sa_shares(&(fm_sa_shares_t){cohort, 2, 3, boxes}, b),
+               b);
+    s_wire_put("sa_shares_fwd",
+               fm_wire_encode_sa_shares_fwd(&(fm_sa_shares_fwd_t){cohort, 2, 4, u2, 3, boxes}, b),
+               b);
+    static const uint32_t y[6] = {0xdeadbeef, 1, 0x80000000u, 0xffffffffu, 12345, 0x01000000};
+    s_wire_put("sa_masked", fm_wire_encode_sa_masked(&(fm_sa_masked_t){cohort, 2, 6, y}, b), b);
+    s_wire_put("sa_unmask_req",
+               fm_wire_encode_sa_unmask_req(&(fm_sa_unmask_req_t){cohort, 3, u3, 1, d}, 2, b), b);
+    s_wire_put("sa_unmask_shares",
+               fm_wire_encode_sa_unmask_shares(&(fm_sa_unmask_shares_t){cohort, 2, 4, shares}, b),
+               b);
+    s_wire_put("sa_done",
+               fm_wire_encode_sa_end(FM_WIRE_SA_DONE, &(fm_wire_sa_end_t){cohort, 2}, b), b);
+    s_wire_put("sa_abort",
+               fm_wire_encode_sa_end(FM_WIRE_SA_ABORT, &(fm_wire_sa_end_t){cohort, 4}, b), b);
+}
+
 static void s_gen_wire(void)
 {
     fm_wire_buf_t b = FM_WIRE_BUF_INIT;
@@ -203,6 +261,8 @@ static void s_gen_wire(void)
         .clients = {.present = 1, .ids = declined, .count = 3}, .base = 41, .round = 42};
     snprintf(dec.trainer, sizeof dec.trainer, "host-a/trainer-1");
     s_wire_put("decline", fm_wire_encode_decline(&dec, &b), &b);
+
+    s_gen_wire_secagg(&b);
 
     /* hand-packed: keys in another order, wide integer and string forms, an unknown key
      * holding nested values, and a small tensor set (the decoder takes any; the layout

@@ -703,6 +703,34 @@ static int s_init_data(trainer_pool_t *self, fm_errmsg_t *e)
     return s_poison(self, e);
 }
 
+/* Retire, before any training, the clients whose DP-SGD accounts (loaded from
+ * [trainer] dp_accounts_file) leave no room for one more training: one NOTICE. */
+static void s_retire_spent(trainer_pool_t *self)
+{
+    char list[200] = "";
+    size_t used = 0;
+    uint32_t n = 0, retired = 0;
+    for (uint32_t k = self->client_first; k < self->client_first + self->client_count; k++) {
+        if (!trainer_dp_spent(self->dp, k))
+            continue;
+        retired = trainer_ctx_retire(self->ctx, k);
+        if (n < 16) /* 16 ids of at most 10 digits fit in list */
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%u", n ? ", " : "", k);
+        n++;
+    }
+    if (n == 0)
+        return;
+    FM_LOG(LOG_NOTICE,
+           "%u clients have spent their DP-SGD budget by the accounts file (their next "
+           "training would exceed [trainer] dp_target_epsilon %g): retired at start: %s%s",
+           n, self->cfg.trainer.dp_target_epsilon, list, n > 16 ? ", ..." : "");
+    if (retired == self->client_count)
+        FM_LOG(LOG_NOTICE,
+               "every client of the pool (%u) has spent its DP-SGD budget: the pool trains no "
+               "more",
+               retired);
+}
+
 /* The shared model slot, the scheduler and the workers. 0 or an error with `e`. */
 static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
 {
@@ -720,6 +748,8 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
     if (cfg->trainer.dp_sgd &&
         !(self->dp = trainer_dp_new(cfg, self->client_first, self->client_count, &rc, e)))
         return rc;
+    if (self->dp)
+        s_retire_spent(self);
     if (!(self->found = malloc(FM_WIRE_MAX_ACK_IDS)) ||
         !(self->declined = calloc(self->client_count ? self->client_count : 1, sizeof(uint32_t))))
         return fm_errmsg_set(e, -ENOMEM, "out of memory");

@@ -198,7 +198,7 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
                               .seed = trainer_sim_train_seed(fed->seed, client, job->run)};
     s_epoch_state_t st = {.ctx = ctx, .epochs_done = 0};
     double t0 = fm_daemon_now();
-    int rc;
+    int rc, unsaved = 0;
     if (w->env.dp) {
         /* DP-SGD: Poisson-sampled steps with per-example clipping and noise; every step run
          * is accounted to the client, whatever happens to the update */
@@ -210,7 +210,9 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
         rc = fm_dpsgd_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
                           &dcfg, &rand, mu > 0 ? w->base : NULL, &hooks, &dres);
         *res = dres.train;
-        trainer_dp_spend(w->env.dp, client, dres.train.steps);
+        /* spend -> save -> send: the steps are durable before the update can leave (see
+         * trainer_dp.h); a save that failed stops the update below */
+        unsaved = trainer_dp_spend(w->env.dp, client, dres.train.steps, NULL) != 0;
     } else {
         rc = fm_train_run(w->engine, w->optim, w->model, w->env.ds->x, w->env.ds->y, idx, ntrain,
                           &tcfg, mu > 0 ? w->base : NULL, s_on_epoch, &st, res);
@@ -243,6 +245,10 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
         atomic_fetch_add(&ctx->dropouts, 1);
         FM_LOG(LOG_DEBUG, "worker %d: client %u dropped out after %.0f%% of its work", w->index,
                client, 100.0 * fraction);
+        return 1;
+    }
+    if (unsaved) { /* its DP-SGD steps are not durable: never sent (trainer_dp logged it) */
+        atomic_fetch_add(&ctx->send_dropped, 1);
         return 1;
     }
     return 0;

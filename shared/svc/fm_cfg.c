@@ -269,6 +269,10 @@ static const fm_cfg_key_t s_keys[] = {
     S_FLT(trainer, dp_target_epsilon, 0, 1e6, "0", S_RESTART,
           "DP-SGD: a client whose next local training would take its epsilon above this "
           "stops training and sends no more updates; 0 = no budget"),
+    S_STR(trainer, dp_accounts_file, NULL, "", S_RESTART,
+          "DP-SGD: file keeping each client's privacy account (its step count) across "
+          "restarts, saved before every update is sent; empty = in memory only (a restart "
+          "forgets the spent budget)"),
 
     /* [aggregator] */
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,

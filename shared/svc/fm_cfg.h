@@ -127,7 +127,8 @@ typedef struct {
     double dp_noise_multiplier; /* sigma, 0 = no noise */
     double dp_sample_rate;      /* q */
     double dp_delta;
-    double dp_target_epsilon; /* 0 = no budget */
+    double dp_target_epsilon;              /* 0 = no budget */
+    char dp_accounts_file[FM_CFG_STR_MAX]; /* the accounts kept across restarts, "" = none */
 } fm_cfg_trainer_t;
 
 typedef struct {

@@ -7,7 +7,8 @@
  * bounded; every child is reaped. Also checks trainer_sim's pure functions, and (test_replay)
  * the content of UPDATEs against one client's local training replayed in this process, and
  * (test_attack) those of bench/fedmq_attacker against the replay attacked here, and
- * (test_dpsgd) DP-SGD's accounts and budget per client. */
+ * (test_dpsgd) DP-SGD's accounts and budget per client, and (test_dpsgd_restart) those
+ * accounts kept across a SIGKILL in [trainer] dp_accounts_file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1143,6 +1144,8 @@ static void test_dpsgd(void **state)
     assert_true(fm_proc_file_contains(s->log, "DP-SGD on clients 0-3: clip 1, noise multiplier "
                                               "1, sample rate 0.1, 10 steps per training"));
     assert_true(fm_proc_file_contains(s->log, "at most 2 trainings per client (2"));
+    assert_true(fm_proc_file_contains(s->log, "DP-SGD without [trainer] dp_accounts_file: the "
+                                              "clients' privacy accounts are in memory only"));
     assert_int_equal(fm_proc_file_count(s->log, "DP-SGD budget: its next training (10 steps)"),
                      notices + 4);
     assert_int_equal(fm_proc_file_count(s->log, "DP-SGD training of 10 steps"), infos + 8);
@@ -1166,6 +1169,162 @@ static void test_dpsgd(void **state)
     s->dp = 0;
 }
 
+/* [trainer] dp_accounts_file across a SIGKILL: the accounts continue from the file.
+ * A budget of 3 trainings per client (10 steps each); run 1 is killed after 2 UPDATEs; the
+ * file (decoded here from trainer_dp.h's layout: little-endian steps at 40 + 8 k) then
+ * holds, for every client, at least 10 steps per UPDATE received (the save comes before the
+ * send). A restart with another noise multiplier is refused (exit 2, one ERROR line). Run 2
+ * sends each client exactly its 3 - steps/10 remaining trainings, its first INFO line
+ * continues the count from the file (never "(10 in all)" again for a client that had
+ * steps), and the file ends at 30 steps each; run 3 retires all 4 clients at start from the
+ * file and sends nothing. */
+#define DPF_CLIENTS (CLIENT_LAST - CLIENT_FIRST + 1)
+
+static int t_dp_file_steps(const char *path, uint64_t steps[DPF_CLIENTS])
+{
+    uint8_t buf[256];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    if (n != 72 + 8 * DPF_CLIENTS || memcmp(buf, "FMDPACC1", 8) != 0)
+        return 0;
+    for (int k = 0; k < DPF_CLIENTS; k++) {
+        steps[k] = 0;
+        for (int i = 0; i < 8; i++)
+            steps[k] |= (uint64_t)buf[40 + 8 * k + i] << (8 * i);
+    }
+    return 1;
+}
+
+static int t_dp_retired_before; /* the count of the line below before a run */
+static int t_dp_all_retired(t_state_t *s)
+{
+    return fm_proc_file_count(s->log, "every client of the pool (4) has spent its DP-SGD") >
+           t_dp_retired_before;
+}
+
+static void test_dpsgd_restart(void **state)
+{
+    t_state_t *s = *state;
+    const double q = 0.1, sigma = 1.0;
+    double e3 = fm_rdp_epsilon_of(q, sigma, 30, 1e-5, FM_RDP_IMPROVED, NULL),
+           e4 = fm_rdp_epsilon_of(q, sigma, 40, 1e-5, FM_RDP_IMPROVED, NULL);
+    char accounts[sizeof s->tmp + 16];
+    snprintf(accounts, sizeof accounts, "%s/dp.accounts", s->tmp);
+    snprintf(s->config, sizeof s->config, "%s/dpr.conf", s->tmp);
+    FILE *f = fopen(s->config, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[trainer]\ndp_sgd = true\ndp_clip = 1\ndp_noise_multiplier = %g\n"
+            "dp_sample_rate = %g\ndp_target_epsilon = %.17g\ndp_accounts_file = %s\n",
+            sigma, q, 0.5 * (e3 + e4), accounts);
+    assert_int_equal(fclose(f), 0);
+    t_set_model(s, 12);
+    s->dp = 1;
+    int firsts = fm_proc_file_count(s->log, "does not exist: every client starts at 0 steps");
+
+    /* run 1: killed after 2 UPDATEs */
+    int from1 = s->nupdates;
+    pid_t pid1 = t_spawn(s, "trainer.dropout_prob=0", NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    assert_true(t_pump(s, t_two_updates, 60));
+    kill(pid1, SIGKILL);
+    int st = fm_proc_wait(pid1, 10);
+    assert_true(st != -1 && WIFSIGNALED(st));
+    t_pump(s, NULL, 0.3); /* UPDATEs already on the wire */
+    assert_int_equal(fm_proc_file_count(s->log, "does not exist: every client starts at 0 steps"),
+                     firsts + 1);
+    uint64_t steps1[DPF_CLIENTS];
+    assert_true(t_dp_file_steps(accounts, steps1));
+    int sent1[DPF_CLIENTS] = {0};
+    uint64_t total1 = 0;
+    for (int i = from1; i < s->nupdates; i++)
+        if (s->pids[i] == pid1)
+            sent1[s->clients[i]]++;
+    for (int k = 0; k < DPF_CLIENTS; k++) {
+        if (steps1[k] % 10 != 0 || steps1[k] > 30 || (uint64_t)sent1[k] * 10 > steps1[k])
+            fail_msg("client %d: %llu steps in the file, %d UPDATEs received", k,
+                     (unsigned long long)steps1[k], sent1[k]);
+        total1 += steps1[k];
+    }
+    assert_true(total1 >= 20);
+
+    /* another noise multiplier: refused, exit 2, the file untouched */
+    int refusals = fm_proc_file_count(s->log, "cannot be reinterpreted");
+    pid_t bad = t_spawn(s, "trainer.dp_noise_multiplier=2", NULL);
+    st = fm_proc_wait(bad, MAX_SPAWN_S);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    assert_int_equal(fm_proc_file_count(s->log, "cannot be reinterpreted"), refusals + 1);
+    uint64_t again[DPF_CLIENTS];
+    assert_true(t_dp_file_steps(accounts, again));
+    assert_memory_equal(again, steps1, sizeof again);
+
+    /* run 2: continues from the file until every client is retired */
+    int ten[DPF_CLIENTS], cont[DPF_CLIENTS];
+    char line[DPF_CLIENTS][2][96];
+    for (int k = 0; k < DPF_CLIENTS; k++) {
+        snprintf(line[k][0], sizeof line[k][0], "client %d: DP-SGD training of 10 steps (10 in",
+                 k);
+        snprintf(line[k][1], sizeof line[k][1],
+                 "client %d: DP-SGD training of 10 steps (%llu in all)", k,
+                 (unsigned long long)steps1[k] + 10);
+        ten[k] = fm_proc_file_count(s->log, line[k][0]);
+        cont[k] = fm_proc_file_count(s->log, line[k][1]);
+    }
+    t_dp_retired_before = fm_proc_file_count(s->log, "every client of the pool (4) has spent");
+    int loaded = fm_proc_file_count(s->log, "DP-SGD accounts loaded from");
+    int from2 = s->nupdates;
+    pid_t pid2 = t_spawn(s, "trainer.dropout_prob=0", NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    assert_true(t_pump(s, t_dp_all_retired, 90));
+    t_pump(s, NULL, 1.0); /* nothing more comes */
+    assert_int_equal(fm_proc_file_count(s->log, "DP-SGD accounts loaded from"), loaded + 1);
+    int sent2[DPF_CLIENTS] = {0};
+    for (int i = from2; i < s->nupdates; i++)
+        if (s->pids[i] == pid2)
+            sent2[s->clients[i]]++;
+    for (int k = 0; k < DPF_CLIENTS; k++) {
+        if ((uint64_t)sent2[k] != 3 - steps1[k] / 10)
+            fail_msg("client %d: %llu steps in the file after run 1, %d UPDATEs in run 2", k,
+                     (unsigned long long)steps1[k], sent2[k]);
+        if (steps1[k] > 0 && fm_proc_file_count(s->log, line[k][0]) != ten[k])
+            fail_msg("client %d restarted its account at 0 (it had %llu steps)", k,
+                     (unsigned long long)steps1[k]);
+        if (steps1[k] < 30 && fm_proc_file_count(s->log, line[k][1]) != cont[k] + 1)
+            fail_msg("client %d: no '%s' in run 2", k, line[k][1]);
+    }
+    st = fm_proc_stop(pid2, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    uint64_t steps2[DPF_CLIENTS];
+    assert_true(t_dp_file_steps(accounts, steps2));
+    for (int k = 0; k < DPF_CLIENTS; k++)
+        assert_int_equal(steps2[k], 30);
+
+    /* run 3: every client retired at start from the file, nothing sent */
+    t_dp_retired_before = fm_proc_file_count(s->log, "every client of the pool (4) has spent");
+    int at_start = fm_proc_file_count(s->log, "4 clients have spent their DP-SGD budget by the "
+                                              "accounts file");
+    int from3 = s->nupdates;
+    pid_t pid3 = t_spawn(s, NULL, NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    assert_true(t_pump(s, t_dp_all_retired, 10));
+    t_pump(s, NULL, 1.0);
+    assert_int_equal(fm_proc_file_count(s->log, "4 clients have spent their DP-SGD budget by "
+                                                "the accounts file"),
+                     at_start + 1);
+    assert_int_equal(t_count_from(s, pid3, from3, -1), 0);
+    st = fm_proc_stop(pid3, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(s->update_errors, 0);
+    s->config[0] = '\0';
+    s->dp = 0;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1173,13 +1332,14 @@ int main(int argc, char **argv)
      * round like the trainer */
     fm_blas_setup(argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sim),         cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_updates),     cmocka_unit_test(test_new_version),
-        cmocka_unit_test(test_heartbeats),  cmocka_unit_test(test_reconnect_hello),
-        cmocka_unit_test(test_sigterm_bye), cmocka_unit_test(test_dropout),
-        cmocka_unit_test(test_reload),      cmocka_unit_test(test_aggregator_down),
-        cmocka_unit_test(test_sigkill),     cmocka_unit_test(test_replay),
-        cmocka_unit_test(test_attack),      cmocka_unit_test(test_dpsgd),
+        cmocka_unit_test(test_sim),           cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_updates),       cmocka_unit_test(test_new_version),
+        cmocka_unit_test(test_heartbeats),    cmocka_unit_test(test_reconnect_hello),
+        cmocka_unit_test(test_sigterm_bye),   cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_reload),        cmocka_unit_test(test_aggregator_down),
+        cmocka_unit_test(test_sigkill),       cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_attack),        cmocka_unit_test(test_dpsgd),
+        cmocka_unit_test(test_dpsgd_restart),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_err.h"
 #include "fm_rng.h"
 
 /* malloc that fails the test instead of returning NULL (n == 0 allocates 1 element). */
@@ -110,5 +111,34 @@ static inline int fm_tu_all_finite(const float *a, size_t n)
             fail_msg("error %.3e > tolerance %.3e", fm_tu_e_, fm_tu_t_);                         \
         }                                                                                        \
     } while (0)
+
+/* A heap copy of exactly n bytes (ASan then catches any read past the end). */
+static inline unsigned char *fm_tu_exact(const void *p, size_t n)
+{
+    unsigned char *q = (unsigned char *)malloc(n ? n : 1);
+    assert_non_null(q);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
+/* The call failed with `code` and wrote one line that contains `needle` (may be NULL). */
+static inline void fm_tu_expect(int rc, int code, const fm_errmsg_t *e, const char *needle)
+{
+    if (rc != code)
+        fail_msg("expected %d (%s), got %d (%s): %s", code, fm_strerror(code), rc,
+                 fm_strerror(rc), e->msg);
+    if (e->msg[0] == '\0' || strchr(e->msg, '\n'))
+        fail_msg("bad error message: '%s'", e->msg);
+    if (needle && !strstr(e->msg, needle))
+        fail_msg("error message '%s' does not mention '%s'", e->msg, needle);
+}
+
+/* The call succeeded (else the test fails with its message). */
+static inline void fm_tu_ok(int rc, const fm_errmsg_t *e)
+{
+    if (rc != 0)
+        fail_msg("unexpected error %d (%s): %s", rc, fm_strerror(rc), e->msg);
+}
 
 #endif

@@ -33,32 +33,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static unsigned char *s_exact(const void *p, size_t n)
-{
-    unsigned char *q = malloc(n ? n : 1);
-    assert_non_null(q);
-    if (n)
-        memcpy(q, p, n);
-    return q;
-}
-
-static void s_expect(int rc, int code, const fm_errmsg_t *e, const char *needle)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, fm_strerror(code), rc,
-                 fm_strerror(rc), e->msg);
-    if (e->msg[0] == '\0' || strchr(e->msg, '\n'))
-        fail_msg("bad error message: '%s'", e->msg);
-    if (needle && !strstr(e->msg, needle))
-        fail_msg("error message '%s' does not mention '%s'", e->msg, needle);
-}
-
-static void s_ok(int rc, const fm_errmsg_t *e)
-{
-    if (rc != 0)
-        fail_msg("unexpected error %d (%s): %s", rc, fm_strerror(rc), e->msg);
-}
-
 /* The decoded forms of every secure-aggregation message (about 90 KB: allocated once). */
 typedef struct {
     fm_wire_sa_invite_t inv;
@@ -109,10 +83,10 @@ static void s_roundtrip(fm_wire_type_t type, const fm_wire_buf_t *buf)
     fm_errmsg_t e = {{0}};
     fm_wire_type_t t = FM_WIRE_NONE;
     free(s_frame);
-    s_frame = s_exact(buf->data, buf->len);
-    s_ok(fm_wire_peek(s_frame, buf->len, &t, &e), &e);
+    s_frame = fm_tu_exact(buf->data, buf->len);
+    fm_tu_ok(fm_wire_peek(s_frame, buf->len, &t, &e), &e);
     assert_int_equal(t, type);
-    s_ok(s_decode(type, s_frame, buf->len, &e), &e);
+    fm_tu_ok(s_decode(type, s_frame, buf->len, &e), &e);
 }
 
 /* Share entries equal field by field (the struct has padding). */
@@ -240,8 +214,8 @@ static void test_sa_cohort_over_wire(void **state)
         fm_wire_type_t type = i < K ? FM_WIRE_SA_DONE : FM_WIRE_SA_ABORT, got = FM_WIRE_NONE;
         fm_wire_sa_end_t end = {.cohort = p0.cohort, .to = i};
         assert_int_equal(fm_wire_encode_sa_end(type, &end, &buf), 0);
-        unsigned char *f = s_exact(buf.data, buf.len);
-        s_ok(fm_wire_decode_sa_end(f, buf.len, &got, &s_d->end, &e), &e);
+        unsigned char *f = fm_tu_exact(buf.data, buf.len);
+        fm_tu_ok(fm_wire_decode_sa_end(f, buf.len, &got, &s_d->end, &e), &e);
         free(f);
         assert_int_equal(got, type);
         assert_true(s_d->end.cohort == p0.cohort && s_d->end.to == i);
@@ -468,16 +442,16 @@ static void s_case(fm_wire_type_t type, kv_t change, int code, const char *needl
     for (int j = 0; j < n; j++)
         if (kv[j].kind != V_DROP)
             s_pack_kv(&pk, &kv[j]);
-    unsigned char *f = s_exact(sb.data, sb.size);
+    unsigned char *f = fm_tu_exact(sb.data, sb.size);
     fm_errmsg_t e = {{0}};
     int rc = s_decode(type, f, sb.size, &e);
     if (rc != code)
         fail_msg("%s with key '%s' changed: expected %d, got %d (%s)", tn, change.key, code, rc,
                  e.msg);
     if (code == 0)
-        s_ok(rc, &e);
+        fm_tu_ok(rc, &e);
     else {
-        s_expect(rc, code, &e, needle);
+        fm_tu_expect(rc, code, &e, needle);
         if (!strstr(e.msg, tn))
             fail_msg("'%s' does not name the message %s", e.msg, tn);
     }
@@ -689,9 +663,9 @@ static void test_sa_encoders(void **state)
     s_roundtrip(FM_WIRE_SA_UNMASK_REQ, &buf);
     assert_true(s_d->ur.msg.n_u3 == k - 1 && s_d->ur.msg.n_d == 1 && s_d->ur.d[0] == k);
     s_encode(FM_WIRE_SA_MASKED, 3, 1000, &buf);
-    unsigned char *f = s_exact(buf.data, buf.len);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
     fm_errmsg_t e = {{0}};
-    s_ok(fm_wire_decode_sa_masked(f, buf.len, &s_d->mk, &e), &e);
+    fm_tu_ok(fm_wire_decode_sa_masked(f, buf.len, &s_d->mk, &e), &e);
     assert_true(s_d->mk.m == 1000 && (const unsigned char *)s_d->mk.y > f &&
                 (const unsigned char *)s_d->mk.y + 4000 == f + buf.len); /* zero-copy, last */
     uint32_t y[1000];
@@ -775,40 +749,40 @@ static void test_sa_cross_type(void **state)
                                         "UNMASK_REQ",    "UNMASK_SHARES",  "COHORT_DONE"};
     for (size_t a = 0; a < S_NSA; a++) {
         s_encode(s_sa_types[a], 4, 5, &buf);
-        unsigned char *f = s_exact(buf.data, buf.len);
+        unsigned char *f = fm_tu_exact(buf.data, buf.len);
         fm_wire_type_t t = FM_WIRE_NONE;
-        s_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
+        fm_tu_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
         assert_int_equal(t, s_sa_types[a]);
         assert_string_equal(fm_wire_type_name(t), names[a]);
         assert_true(strlen(names[a]) <= 15);
         for (size_t b = 0; b < S_NSA; b++) {
             int rc = s_decode(s_sa_types[b], f, buf.len, &e);
             if (a == b)
-                s_ok(rc, &e);
+                fm_tu_ok(rc, &e);
             else
-                s_expect(rc, FM_EFORMAT, &e, names[a]);
+                fm_tu_expect(rc, FM_EFORMAT, &e, names[a]);
         }
         fm_wire_ack_t ack;
-        s_expect(fm_wire_decode_ack(f, buf.len, &ack, &e), FM_EFORMAT, &e, names[a]);
+        fm_tu_expect(fm_wire_decode_ack(f, buf.len, &ack, &e), FM_EFORMAT, &e, names[a]);
         fm_wire_decline_t dec;
-        s_expect(fm_wire_decode_decline(f, buf.len, &dec, &e), FM_EFORMAT, &e, names[a]);
+        fm_tu_expect(fm_wire_decode_decline(f, buf.len, &dec, &e), FM_EFORMAT, &e, names[a]);
         free(f);
     }
     /* ABORT: the DONE/ABORT decoder only */
     s_encode(FM_WIRE_SA_ABORT, 4, 5, &buf);
     fm_wire_type_t t = FM_WIRE_NONE;
-    s_ok(fm_wire_decode_sa_end(buf.data, buf.len, &t, &s_d->end, &e), &e);
+    fm_tu_ok(fm_wire_decode_sa_end(buf.data, buf.len, &t, &s_d->end, &e), &e);
     assert_int_equal(t, FM_WIRE_SA_ABORT);
     assert_string_equal(fm_wire_type_name(t), "COHORT_ABORT");
-    s_expect(fm_wire_decode_sa_masked(buf.data, buf.len, &s_d->mk, &e), FM_EFORMAT, &e,
-             "COHORT_ABORT");
+    fm_tu_expect(fm_wire_decode_sa_masked(buf.data, buf.len, &s_d->mk, &e), FM_EFORMAT, &e,
+                 "COHORT_ABORT");
     /* an ACK is none of them */
     uint8_t ids[FM_WIRE_ID_LEN] = {1};
     fm_wire_ack_t a = {.boot = 1, .ids = ids, .count = 1};
     strcpy(a.status, "applied");
     assert_int_equal(fm_wire_encode_ack(&a, &buf), 0);
     for (size_t b = 0; b < S_NSA; b++)
-        s_expect(s_decode(s_sa_types[b], buf.data, buf.len, &e), FM_EFORMAT, &e, "ACK");
+        fm_tu_expect(s_decode(s_sa_types[b], buf.data, buf.len, &e), FM_EFORMAT, &e, "ACK");
     /* the last type is inside the 32-bit mask: peek and its decoder take it */
     assert_true(FM_WIRE_NTYPES <= 32 && FM_WIRE_SA_ABORT == FM_WIRE_NTYPES - 1);
     fm_wire_buf_free(&buf);
@@ -823,17 +797,17 @@ static void test_sa_truncation(void **state)
     for (size_t a = 0; a < S_NSA; a++) {
         s_encode(s_sa_types[a], 3, 4, &buf);
         for (size_t k = 0; k < buf.len; k++) {
-            unsigned char *f = s_exact(buf.data, k);
+            unsigned char *f = fm_tu_exact(buf.data, k);
             fm_wire_type_t t;
-            s_expect(s_decode(s_sa_types[a], f, k, &e), FM_ETRUNC, &e, NULL);
-            s_expect(fm_wire_peek(f, k, &t, &e), FM_ETRUNC, &e, NULL);
+            fm_tu_expect(s_decode(s_sa_types[a], f, k, &e), FM_ETRUNC, &e, NULL);
+            fm_tu_expect(fm_wire_peek(f, k, &t, &e), FM_ETRUNC, &e, NULL);
             free(f);
         }
         /* and one byte more is trailing garbage */
         unsigned char *f = calloc(1, buf.len + 1);
         assert_non_null(f);
         memcpy(f, buf.data, buf.len);
-        s_expect(s_decode(s_sa_types[a], f, buf.len + 1, &e), FM_EFORMAT, &e, "trailing");
+        fm_tu_expect(s_decode(s_sa_types[a], f, buf.len + 1, &e), FM_EFORMAT, &e, "trailing");
         free(f);
     }
     fm_wire_buf_free(&buf);

@@ -40,34 +40,6 @@ static fm_model_t *s_model(const char *name, uint64_t seed)
     return m;
 }
 
-/* A heap copy of exactly n bytes (ASan then catches any read past the end). */
-static unsigned char *s_exact(const void *p, size_t n)
-{
-    unsigned char *q = malloc(n ? n : 1);
-    assert_non_null(q);
-    if (n)
-        memcpy(q, p, n);
-    return q;
-}
-
-/* The call failed with `code` and wrote one line that contains `needle` (may be NULL). */
-static void s_expect(int rc, int code, const fm_errmsg_t *e, const char *needle)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, fm_strerror(code), rc,
-                 fm_strerror(rc), e->msg);
-    if (e->msg[0] == '\0' || strchr(e->msg, '\n'))
-        fail_msg("bad error message: '%s'", e->msg);
-    if (needle && !strstr(e->msg, needle))
-        fail_msg("error message '%s' does not mention '%s'", e->msg, needle);
-}
-
-static void s_ok(int rc, const fm_errmsg_t *e)
-{
-    if (rc != 0)
-        fail_msg("unexpected error %d (%s): %s", rc, fm_strerror(rc), e->msg);
-}
-
 /* ---- a msgpack-c message builder (the reference encoder for hand-made messages) ---------- */
 
 typedef struct {
@@ -354,7 +326,7 @@ static int s_decode_built(const fm_model_t *layout, const float *delta, const uo
     mp_t m;
     mp_begin(&m);
     mp_update(&m, layout, delta, &want, o);
-    unsigned char *f = s_exact(m.sb.data, m.sb.size);
+    unsigned char *f = fm_tu_exact(m.sb.data, m.sb.size);
     int rc = fm_wire_decode_update(f, m.sb.size, h, ts, e);
     if (rc == 0)
         for (int i = 0; i < ts->count; i++) {
@@ -386,13 +358,13 @@ static void s_roundtrip_model(const char *name)
 
     fm_errmsg_t e = {{0}};
     fm_wire_type_t type = FM_WIRE_NONE;
-    unsigned char *f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
     assert_int_equal(type, FM_WIRE_MODEL);
 
     fm_wire_model_t got;
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
-    s_ok(fm_wire_decode_model(f, buf.len, &got, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_model(f, buf.len, &got, ts, &e), &e);
     assert_true(got.version == hdr.version);
     assert_string_equal(got.model, name);
     assert_true(got.created == hdr.created);
@@ -405,10 +377,10 @@ static void s_roundtrip_model(const char *name)
         assert_true((const unsigned char *)ts->t[i].data > f &&
                     (const unsigned char *)ts->t[i].data + ts->t[i].nbytes <= f + buf.len);
     }
-    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
-    s_ok(fm_wire_tensors_finite(ts, &e), &e);
+    fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    fm_tu_ok(fm_wire_tensors_finite(ts, &e), &e);
     float *dst = fm_tu_floats(np);
-    s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+    fm_tu_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
     assert_memory_equal(dst, p, 4 * np);
 
     free(dst);
@@ -441,12 +413,12 @@ static void s_roundtrip_update(const char *name)
 
     fm_errmsg_t e = {{0}};
     fm_wire_type_t type;
-    unsigned char *f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
     assert_int_equal(type, FM_WIRE_UPDATE);
     fm_wire_update_t got;
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
-    s_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
     assert_memory_equal(got.id, hdr.id, FM_WIRE_ID_LEN);
     assert_string_equal(got.trainer, hdr.trainer);
     assert_int_equal(got.client, hdr.client);
@@ -454,14 +426,14 @@ static void s_roundtrip_update(const char *name)
                 got.local_steps == hdr.local_steps);
     assert_true(got.train_loss == hdr.train_loss && got.train_seconds == hdr.train_seconds);
     assert_string_equal(got.model, name); /* optional "model": the encoder writes the layout's */
-    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
     float *dst = fm_tu_floats(np);
-    s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+    fm_tu_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
     assert_memory_equal(dst, delta, 4 * np);
 
     /* the wrong decoder for the type: FM_EFORMAT naming "t" */
     fm_wire_model_t mh;
-    s_expect(fm_wire_decode_model(f, buf.len, &mh, ts, &e), FM_EFORMAT, &e, "expected MODEL");
+    fm_tu_expect(fm_wire_decode_model(f, buf.len, &mh, ts, &e), FM_EFORMAT, &e, "expected MODEL");
 
     free(dst);
     free(ts);
@@ -488,14 +460,14 @@ static void test_member(void **state)
                                .busy = 1};
         strcpy(mb.trainer, "host-a/trainer-1");
         assert_int_equal(fm_wire_encode_member(types[k], &mb, &buf), 0);
-        unsigned char *f = s_exact(buf.data, buf.len);
+        unsigned char *f = fm_tu_exact(buf.data, buf.len);
         fm_errmsg_t e = {{0}};
         fm_wire_type_t type = FM_WIRE_NONE;
-        s_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
+        fm_tu_ok(fm_wire_peek(f, buf.len, &type, &e), &e);
         assert_int_equal(type, types[k]);
         fm_wire_member_t got;
         type = FM_WIRE_NONE;
-        s_ok(fm_wire_decode_member(f, buf.len, &type, &got, &e), &e);
+        fm_tu_ok(fm_wire_decode_member(f, buf.len, &type, &got, &e), &e);
         assert_int_equal(type, types[k]);
         assert_string_equal(got.trainer, mb.trainer);
         assert_int_equal(got.pid, mb.pid);
@@ -507,7 +479,7 @@ static void test_member(void **state)
         assert_int_equal(got.updates_sent, types[k] == FM_WIRE_HEARTBEAT ? 1234 : 0);
         assert_int_equal(got.busy, types[k] == FM_WIRE_HEARTBEAT ? 1 : 0);
         fm_wire_metrics_t mt;
-        s_expect(fm_wire_decode_metrics(f, buf.len, &mt, &e), FM_EFORMAT, &e, "t");
+        fm_tu_expect(fm_wire_decode_metrics(f, buf.len, &mt, &e), FM_EFORMAT, &e, "t");
         free(f);
     }
     /* encoder argument errors */
@@ -535,8 +507,8 @@ static void test_snapshot_req(void **state)
     assert_memory_equal(buf.data, want, sizeof want);
     fm_errmsg_t e = {{0}};
     fm_wire_snapshot_req_t got;
-    unsigned char *f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_decode_snapshot_req(f, buf.len, &got, &e), &e);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_snapshot_req(f, buf.len, &got, &e), &e);
     assert_string_equal(got.from, "tr-1");
     assert_int_equal(got.have, 7);
     free(f);
@@ -548,7 +520,7 @@ static void test_snapshot_req(void **state)
     mp_ku(&m, "v", 1);
     mp_kstr(&m, "t", "SNAPSHOT_REQ");
     mp_kstr(&m, "from", "evaluator");
-    s_ok(fm_wire_decode_snapshot_req(m.sb.data, m.sb.size, &got, &e), &e);
+    fm_tu_ok(fm_wire_decode_snapshot_req(m.sb.data, m.sb.size, &got, &e), &e);
     assert_string_equal(got.from, "evaluator");
     assert_int_equal(got.have, 0);
     mp_end(&m);
@@ -607,11 +579,11 @@ static void test_example_member(void **state)
         strcpy(m.trainer, "t1");
         assert_int_equal(fm_wire_encode_member(ex[k].type, &m, &buf), 0);
         s_same_bytes(&buf, ex[k].want, ex[k].n);
-        unsigned char *f = s_exact(ex[k].want, ex[k].n);
+        unsigned char *f = fm_tu_exact(ex[k].want, ex[k].n);
         fm_wire_type_t type;
         fm_wire_member_t got;
         fm_errmsg_t e = {{0}};
-        s_ok(fm_wire_decode_member(f, ex[k].n, &type, &got, &e), &e);
+        fm_tu_ok(fm_wire_decode_member(f, ex[k].n, &type, &got, &e), &e);
         assert_int_equal(type, ex[k].type);
         assert_string_equal(got.trainer, "t1");
         assert_true(got.pid == 1234 && got.client_first == 0 && got.client_count == 10 &&
@@ -652,10 +624,10 @@ static void test_example_metrics(void **state)
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
     assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
     s_same_bytes(&buf, want, sizeof want);
-    unsigned char *f = s_exact(want, sizeof want);
+    unsigned char *f = fm_tu_exact(want, sizeof want);
     fm_wire_metrics_t got;
     fm_errmsg_t e = {{0}};
-    s_ok(fm_wire_decode_metrics(f, sizeof want, &got, &e), &e);
+    fm_tu_ok(fm_wire_decode_metrics(f, sizeof want, &got, &e), &e);
     assert_true(got.version == 3 && got.accuracy == 0.75 && got.loss == 1.5 &&
                 got.num_samples == 10000 && got.eval_seconds == 0.25 && got.timestamp == 1.7e9 &&
                 got.pop_clients == 0);
@@ -729,17 +701,17 @@ static void test_example_model_update(void **state)
         s_same_bytes(&buf, want, n);
         if (k == 0) {
             fm_wire_model_t got;
-            s_ok(fm_wire_decode_model(want, n, &got, tt, &e), &e);
+            fm_tu_ok(fm_wire_decode_model(want, n, &got, tt, &e), &e);
             assert_true(got.version == 3 && got.created == 0.5 && !got.cohort.present);
         } else {
             fm_wire_update_t got;
-            s_ok(fm_wire_decode_update(want, n, &got, tt, &e), &e);
+            fm_tu_ok(fm_wire_decode_update(want, n, &got, tt, &e), &e);
             assert_true(got.client == 7 && got.base == 3 && got.num_samples == 600 &&
                         got.local_steps == 19 && got.train_loss == 0.5 &&
                         got.train_seconds == 1.5 && got.round == 0);
             assert_string_equal(got.model, "logreg");
         }
-        s_ok(fm_wire_tensors_check(tt, m, &e), &e);
+        fm_tu_ok(fm_wire_tensors_check(tt, m, &e), &e);
         free(want);
     }
     free(tt);
@@ -773,8 +745,8 @@ static void test_metrics(void **state)
     assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
     fm_errmsg_t e = {{0}};
     fm_wire_metrics_t got;
-    unsigned char *f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
     assert_true(got.version == mt.version && got.num_samples == mt.num_samples);
     assert_string_equal(got.model, "cnn");
     assert_true(got.accuracy == mt.accuracy && got.loss == mt.loss &&
@@ -799,7 +771,7 @@ static void test_metrics(void **state)
     mp_ku(&m, "n", 100);
     mp_kf(&m, "secs", 1.0);
     mp_kf(&m, "ts", 2.0);
-    s_expect(fm_wire_decode_metrics(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "cacc");
+    fm_tu_expect(fm_wire_decode_metrics(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "cacc");
     mp_end(&m);
 
     /* the aggregator's progress: absent above (both 0), sent together when either is set */
@@ -809,15 +781,15 @@ static void test_metrics(void **state)
     mt.updates_per_s = 0.0;
     assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
     assert_true(s_has_key(&buf, "applied") && s_has_key(&buf, "ups"));
-    f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
     assert_true(got.applied == 123456789012ULL && got.updates_per_s == 0.0);
     free(f);
     mt.applied = 0;
     mt.updates_per_s = 7.25;
     assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
-    f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
     assert_true(got.applied == 0 && got.updates_per_s == 7.25);
     free(f);
 
@@ -850,17 +822,17 @@ static void test_foreign_encodings(void **state)
         mp_t mb;
         mp_begin(&mb);
         mp_update(&mb, m, p, &want, &variants[k]);
-        unsigned char *f = s_exact(mb.sb.data, mb.sb.size);
-        s_ok(fm_wire_decode_update(f, mb.sb.size, &got, ts, &e), &e);
+        unsigned char *f = fm_tu_exact(mb.sb.data, mb.sb.size);
+        fm_tu_ok(fm_wire_decode_update(f, mb.sb.size, &got, ts, &e), &e);
         assert_memory_equal(got.id, want.id, FM_WIRE_ID_LEN);
         assert_string_equal(got.trainer, want.trainer);
         assert_int_equal(got.client, want.client);
         assert_true(got.base == want.base && got.num_samples == want.num_samples &&
                     got.local_steps == want.local_steps);
         assert_true(got.train_loss == want.train_loss && got.train_seconds == want.train_seconds);
-        s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+        fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
         memset(dst, 0, 4 * np);
-        s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+        fm_tu_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
         assert_memory_equal(dst, p, 4 * np);
         free(f);
         mp_end(&mb);
@@ -881,7 +853,8 @@ static void s_expect_built(const uopt_t *o, int code, const char *needle)
     fm_wire_update_t h;
     fm_errmsg_t e = {{0}};
     unsigned char *f = NULL;
-    s_expect(s_decode_built(m, fm_model_params_const(m), o, &h, ts, &f, &e), code, &e, needle);
+    fm_tu_expect(s_decode_built(m, fm_model_params_const(m), o, &h, ts, &f, &e), code, &e,
+                 needle);
     free(f);
     free(ts);
     fm_model_destroy(&m);
@@ -895,12 +868,12 @@ static void s_expect_check(const uopt_t *o, int code, const char *needle)
     fm_wire_update_t h;
     fm_errmsg_t e = {{0}};
     unsigned char *f = NULL;
-    s_ok(s_decode_built(m, fm_model_params_const(m), o, &h, ts, &f, &e), &e);
+    fm_tu_ok(s_decode_built(m, fm_model_params_const(m), o, &h, ts, &f, &e), &e);
     int rc = fm_wire_tensors_check(ts, m, &e);
     if (code == 0)
-        s_ok(rc, &e);
+        fm_tu_ok(rc, &e);
     else
-        s_expect(rc, code, &e, needle);
+        fm_tu_expect(rc, code, &e, needle);
     free(f);
     free(ts);
     fm_model_destroy(&m);
@@ -940,7 +913,7 @@ static int s_decode_raw_kv(fm_wire_type_t expect_type, const char *type, const c
     mp_kstr(&m, "t", type);
     mp_str(&m, key);
     mp_raw(&m, val, nval);
-    unsigned char *f = s_exact(m.sb.data, m.sb.size);
+    unsigned char *f = fm_tu_exact(m.sb.data, m.sb.size);
     fm_wire_update_t h;
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
     fm_wire_type_t t = FM_WIRE_NONE;
@@ -958,51 +931,51 @@ static void test_bounds(void **state)
     fm_wire_type_t t;
     /* bin claiming 0xffffffff bytes */
     static const unsigned char bin32[] = {0xc6, 0xff, 0xff, 0xff, 0xff, 1, 2, 3};
-    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "id", bin32, sizeof bin32, &e), FM_ETRUNC,
-             &e, "bin of 4294967295 bytes");
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "id", bin32, sizeof bin32, &e),
+                 FM_ETRUNC, &e, "bin of 4294967295 bytes");
     /* array32 claiming 2^32-1 entries */
     static const unsigned char arr32[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0, 0xc0};
-    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "tensors", arr32, sizeof arr32, &e),
-             FM_ETRUNC, &e, "array of 4294967295 entries");
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "tensors", arr32, sizeof arr32, &e),
+                 FM_ETRUNC, &e, "array of 4294967295 entries");
     /* map32 claiming 2^32-1 entries */
     static const unsigned char map32[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0};
-    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", map32, sizeof map32, &e), FM_ETRUNC, &e,
-             "map of 4294967295 entries");
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", map32, sizeof map32, &e), FM_ETRUNC,
+                 &e, "map of 4294967295 entries");
     /* str whose length runs past the end */
     static const unsigned char str8[] = {0xd9, 0x40, 'a', 'b', 'c'};
-    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "trainer", str8, sizeof str8, &e),
-             FM_ETRUNC, &e, "trainer");
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "trainer", str8, sizeof str8, &e),
+                 FM_ETRUNC, &e, "trainer");
     static const unsigned char str32[] = {0xdb, 0x80, 0x00, 0x00, 0x00, 'a'};
-    s_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "x", str32, sizeof str32, &e), FM_ETRUNC,
-             &e, NULL);
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_UPDATE, "UPDATE", "x", str32, sizeof str32, &e),
+                 FM_ETRUNC, &e, NULL);
     /* ext whose type byte is missing; a uint64 cut short */
     static const unsigned char ext[] = {0xd4};
-    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", ext, sizeof ext, &e), FM_ETRUNC, &e,
-             NULL);
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", ext, sizeof ext, &e), FM_ETRUNC, &e,
+                 NULL);
     static const unsigned char u64[] = {0xcf, 0, 0, 0};
-    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", u64, sizeof u64, &e), FM_ETRUNC, &e,
-             NULL);
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", u64, sizeof u64, &e), FM_ETRUNC, &e,
+                 NULL);
     /* the never-used byte 0xc1 */
     static const unsigned char c1[] = {0xc1};
-    s_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", c1, sizeof c1, &e), FM_EFORMAT, &e,
-             "0xc1");
+    fm_tu_expect(s_decode_raw_kv(FM_WIRE_HELLO, "HELLO", "x", c1, sizeof c1, &e), FM_EFORMAT, &e,
+                 "0xc1");
 
     /* whole frames: the msgpack-c OOM inputs, empty, not a map, trailing bytes */
     static const unsigned char oom1[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
     static const unsigned char oom2[] = {0x0a, 0xdf, 0x40, 0xff, 0xff, 0xff, 0x0a};
     static const unsigned char oom3[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
-    unsigned char *f = s_exact(oom1, sizeof oom1);
-    s_expect(fm_wire_peek(f, sizeof oom1, &t, &e), FM_ETRUNC, &e, NULL);
+    unsigned char *f = fm_tu_exact(oom1, sizeof oom1);
+    fm_tu_expect(fm_wire_peek(f, sizeof oom1, &t, &e), FM_ETRUNC, &e, NULL);
     free(f);
-    f = s_exact(oom2, sizeof oom2);
-    s_expect(fm_wire_peek(f, sizeof oom2, &t, &e), FM_EFORMAT, &e, "not a msgpack map");
+    f = fm_tu_exact(oom2, sizeof oom2);
+    fm_tu_expect(fm_wire_peek(f, sizeof oom2, &t, &e), FM_EFORMAT, &e, "not a msgpack map");
     free(f);
-    f = s_exact(oom3, sizeof oom3);
-    s_expect(fm_wire_peek(f, sizeof oom3, &t, &e), FM_ETRUNC, &e, NULL);
+    f = fm_tu_exact(oom3, sizeof oom3);
+    fm_tu_expect(fm_wire_peek(f, sizeof oom3, &t, &e), FM_ETRUNC, &e, NULL);
     free(f);
-    s_expect(fm_wire_peek(NULL, 0, &t, &e), FM_ETRUNC, &e, "empty");
+    fm_tu_expect(fm_wire_peek(NULL, 0, &t, &e), FM_ETRUNC, &e, "empty");
     static const unsigned char emptymap[] = {0x80};
-    s_expect(fm_wire_peek(emptymap, 1, &t, &e), FM_EFORMAT, &e, "v: missing key");
+    fm_tu_expect(fm_wire_peek(emptymap, 1, &t, &e), FM_EFORMAT, &e, "v: missing key");
 
     fm_wire_snapshot_req_t r = {.have = 1};
     strcpy(r.from, "x");
@@ -1013,10 +986,11 @@ static void test_bounds(void **state)
     memcpy(g, buf.data, buf.len);
     memcpy(g + buf.len, "\xc0\x01\x02", 3);
     fm_wire_snapshot_req_t got;
-    s_expect(fm_wire_decode_snapshot_req(g, buf.len + 3, &got, &e), FM_EFORMAT, &e,
-             "3 trailing bytes");
-    s_expect(fm_wire_decode_snapshot_req(g, buf.len + 1, &got, &e), FM_EFORMAT, &e, "trailing");
-    s_ok(fm_wire_decode_snapshot_req(g, buf.len, &got, &e), &e);
+    fm_tu_expect(fm_wire_decode_snapshot_req(g, buf.len + 3, &got, &e), FM_EFORMAT, &e,
+                 "3 trailing bytes");
+    fm_tu_expect(fm_wire_decode_snapshot_req(g, buf.len + 1, &got, &e), FM_EFORMAT, &e,
+                 "trailing");
+    fm_tu_ok(fm_wire_decode_snapshot_req(g, buf.len, &got, &e), &e);
     free(g);
     fm_wire_buf_free(&buf);
 }
@@ -1037,7 +1011,7 @@ static void mp_hello(mp_t *m, int nextra)
 
 static int s_decode_member_mp(mp_t *m, fm_wire_member_t *got, fm_errmsg_t *e)
 {
-    unsigned char *f = s_exact(m->sb.data, m->sb.size);
+    unsigned char *f = fm_tu_exact(m->sb.data, m->sb.size);
     fm_wire_type_t t;
     int rc = fm_wire_decode_member(f, m->sb.size, &t, got, e);
     free(f);
@@ -1057,7 +1031,7 @@ static void test_nesting(void **state)
     for (int i = 0; i < 1000; i++)
         msgpack_pack_array(&m.pk, 1);
     msgpack_pack_nil(&m.pk);
-    s_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, "nested deeper than 16");
+    fm_tu_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, "nested deeper than 16");
     /* 100000 nested maps (every header "fits" the bytes left) */
     mp_begin(&m);
     mp_hello(&m, 1);
@@ -1067,7 +1041,7 @@ static void test_nesting(void **state)
         msgpack_pack_nil(&m.pk);
     }
     msgpack_pack_nil(&m.pk);
-    s_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, "deep");
+    fm_tu_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, "deep");
     /* at the limit: arrays at levels 2..15, nil at level 16: accepted and ignored */
     mp_begin(&m);
     mp_hello(&m, 1);
@@ -1075,7 +1049,7 @@ static void test_nesting(void **state)
     for (int i = 0; i < FM_WIRE_MAX_DEPTH - 2; i++)
         msgpack_pack_array(&m.pk, 1);
     msgpack_pack_nil(&m.pk);
-    s_ok(s_decode_member_mp(&m, &got, &e), &e);
+    fm_tu_ok(s_decode_member_mp(&m, &got, &e), &e);
     assert_string_equal(got.trainer, "t1");
     /* one level more */
     mp_begin(&m);
@@ -1084,7 +1058,7 @@ static void test_nesting(void **state)
     for (int i = 0; i < FM_WIRE_MAX_DEPTH - 1; i++)
         msgpack_pack_array(&m.pk, 1);
     msgpack_pack_nil(&m.pk);
-    s_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, NULL);
+    fm_tu_expect(s_decode_member_mp(&m, &got, &e), FM_ERANGE, &e, NULL);
 }
 
 static void test_field_types(void **state)
@@ -1104,7 +1078,7 @@ static void test_field_types(void **state)
     mp_ku(&m, "workers", 2);
     mp_ku(&m, "seq", 1);
     mp_ku(&m, "sent", 5);
-    s_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "busy: missing key");
+    fm_tu_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "busy: missing key");
 
     struct {
         const char *key;
@@ -1155,9 +1129,9 @@ static void test_field_types(void **state)
         }
         int rc = s_decode_member_mp(&m, &got, &e);
         if (cases[k].code == 0)
-            s_ok(rc, &e);
+            fm_tu_ok(rc, &e);
         else
-            s_expect(rc, cases[k].code, &e, cases[k].needle);
+            fm_tu_expect(rc, cases[k].code, &e, cases[k].needle);
     }
 
     /* 255-byte trainer id fits, 256 is FM_ERANGE; a non-string key is FM_EFORMAT */
@@ -1167,7 +1141,7 @@ static void test_field_types(void **state)
     mp_begin(&m);
     mp_hello(&m, 1);
     mp_kstr(&m, "trainer", name);
-    s_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "trainer: duplicate");
+    fm_tu_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "trainer: duplicate");
     for (int len = FM_WIRE_STR_MAX; len <= FM_WIRE_STR_MAX + 1; len++) {
         name[len] = '\0';
         mp_begin(&m);
@@ -1182,17 +1156,17 @@ static void test_field_types(void **state)
         mp_ku(&m, "seq", 1);
         int rc = s_decode_member_mp(&m, &got, &e);
         if (len == FM_WIRE_STR_MAX) {
-            s_ok(rc, &e);
+            fm_tu_ok(rc, &e);
             assert_int_equal(strlen(got.trainer), FM_WIRE_STR_MAX);
         } else
-            s_expect(rc, FM_ERANGE, &e, "256 bytes");
+            fm_tu_expect(rc, FM_ERANGE, &e, "256 bytes");
         name[len] = 'n';
     }
     mp_begin(&m);
     mp_hello(&m, 1);
     msgpack_pack_uint8(&m.pk, 5);
     msgpack_pack_nil(&m.pk);
-    s_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "not a string");
+    fm_tu_expect(s_decode_member_mp(&m, &got, &e), FM_EFORMAT, &e, "not a string");
 
     /* the id must be a 16-byte bin */
     static const unsigned char id15[] = {0xc4, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -1207,9 +1181,9 @@ static void test_field_types(void **state)
     m.sb.data[0] = (char)(0x80 | 14);
     mp_str(&m, "id");
     mp_raw(&m, id15, sizeof id15);
-    unsigned char *f = s_exact(m.sb.data, m.sb.size);
-    s_expect(fm_wire_decode_update(f, m.sb.size, &h, ts, &e), FM_EFORMAT, &e,
-             "id: bin of 15 bytes, expected 16");
+    unsigned char *f = fm_tu_exact(m.sb.data, m.sb.size);
+    fm_tu_expect(fm_wire_decode_update(f, m.sb.size, &h, ts, &e), FM_EFORMAT, &e,
+                 "id: bin of 15 bytes, expected 16");
     free(f);
     mp_end(&m);
     fm_model_destroy(&lr);
@@ -1241,8 +1215,8 @@ static void test_tensor_errors(void **state)
         msgpack_pack_nil(&m.pk);
     fm_wire_model_t mh;
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
-    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_ERANGE, &e,
-             "65 tensors, at most 64");
+    fm_tu_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_ERANGE, &e,
+                 "65 tensors, at most 64");
     mp_end(&m);
     /* a tensor that is not a map, one missing "data", data as an array of floats */
     mp_begin(&m);
@@ -1252,8 +1226,8 @@ static void test_tensor_errors(void **state)
     mp_str(&m, "tensors");
     msgpack_pack_array(&m.pk, 1);
     msgpack_pack_array(&m.pk, 0);
-    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
-             "tensors[0]: expected a map");
+    fm_tu_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
+                 "tensors[0]: expected a map");
     mp_end(&m);
     mp_begin(&m);
     msgpack_pack_map(&m.pk, 3);
@@ -1267,8 +1241,8 @@ static void test_tensor_errors(void **state)
     mp_str(&m, "shape");
     msgpack_pack_array(&m.pk, 1);
     msgpack_pack_uint8(&m.pk, 10);
-    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
-             "tensors[0]: missing key 'data'");
+    fm_tu_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
+                 "tensors[0]: missing key 'data'");
     mp_end(&m);
     mp_begin(&m);
     msgpack_pack_map(&m.pk, 3);
@@ -1281,8 +1255,8 @@ static void test_tensor_errors(void **state)
     msgpack_pack_array(&m.pk, 2);
     msgpack_pack_float(&m.pk, 1.0f);
     msgpack_pack_float(&m.pk, 2.0f);
-    s_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
-             "tensors[0].data: expected a bin, got array");
+    fm_tu_expect(fm_wire_decode_model(m.sb.data, m.sb.size, &mh, ts, &e), FM_EFORMAT, &e,
+                 "tensors[0].data: expected a bin, got array");
     mp_end(&m);
     free(ts);
 
@@ -1308,7 +1282,7 @@ static void test_tensor_errors(void **state)
         strcpy(hand->t[0].name, "fc.\n");
         strcpy(hand->t[0].dtype, "F32");
         fm_errmsg_t he = {{0}};
-        s_expect(fm_wire_tensors_check(hand, lr, &he), FM_ENAME, &he, "'fc.?'");
+        fm_tu_expect(fm_wire_tensors_check(hand, lr, &he), FM_ENAME, &he, "'fc.?'");
         free(hand);
         fm_model_destroy(&lr);
     }
@@ -1331,22 +1305,22 @@ static void test_nonfinite(void **state)
         fm_tu_fill(delta, np, 0.25f);
         delta[at[k]] = bad[k];
         assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
-        s_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
-        s_ok(fm_wire_tensors_check(ts, m, &e), &e);
-        s_expect(fm_wire_tensors_finite(ts, &e), FM_ENONFINITE, &e,
-                 k == 0   ? "tensor 'fc.bias': non-finite value at element 9"
-                 : k == 1 ? "'fc.weight': non-finite value at element 0"
-                          : "element 4321");
-        s_expect(fm_wire_tensors_copy(ts, m, dst, &e), FM_ENONFINITE, &e,
-                 k == 0 ? "fc.bias" : "fc.weight");
+        fm_tu_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
+        fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
+        fm_tu_expect(fm_wire_tensors_finite(ts, &e), FM_ENONFINITE, &e,
+                     k == 0   ? "tensor 'fc.bias': non-finite value at element 9"
+                     : k == 1 ? "'fc.weight': non-finite value at element 0"
+                              : "element 4321");
+        fm_tu_expect(fm_wire_tensors_copy(ts, m, dst, &e), FM_ENONFINITE, &e,
+                     k == 0 ? "fc.bias" : "fc.weight");
     }
     /* a valid one after: the same buffer is reused */
     fm_tu_fill(delta, np, -0.0f);
     assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
-    s_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
-    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
-    s_ok(fm_wire_tensors_finite(ts, &e), &e);
-    s_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
+    fm_tu_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
+    fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    fm_tu_ok(fm_wire_tensors_finite(ts, &e), &e);
+    fm_tu_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
     assert_memory_equal(dst, delta, 4 * np);
     fm_wire_buf_free(&buf);
     free(ts);
@@ -1380,10 +1354,10 @@ static void test_truncation(void **state)
             fail_msg("prefix of %zu/%zu bytes: expected FM_ETRUNC, got %d: %s", k, buf.len, rc,
                      e.msg);
         if (k < 64 || k % 997 == 0) /* peek too, on a sample */
-            s_expect(fm_wire_peek(f, k, &t, &e), FM_ETRUNC, &e, NULL);
+            fm_tu_expect(fm_wire_peek(f, k, &t, &e), FM_ETRUNC, &e, NULL);
     }
     memcpy(area, buf.data, buf.len);
-    s_ok(fm_wire_decode_update(area, buf.len, &got, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_update(area, buf.len, &got, ts, &e), &e);
     free(area);
     free(ts);
     fm_wire_buf_free(&buf);
@@ -1499,7 +1473,7 @@ static void test_fuzz(void **state)
     }
     fm_errmsg_t e = {{0}};
     fm_wire_update_t uh;
-    s_ok(fm_wire_decode_update(small.sb.data, small.sb.size, &uh, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_update(small.sb.data, small.sb.size, &uh, ts, &e), &e);
 
     size_t cap = real.len + 16;
     unsigned char *work = malloc(cap);
@@ -1541,7 +1515,7 @@ static void test_fuzz(void **state)
                 break;
             }
         }
-        unsigned char *f = s_exact(work, n);
+        unsigned char *f = fm_tu_exact(work, n);
         s_fuzz_one(f, n, m, scratch, ts, &accepted);
         free(f);
     }
@@ -1652,7 +1626,7 @@ static void test_text_fields(void **state)
         size_t nbad = cases[c].id ? sizeof bad_id : sizeof bad_name;
         /* a dtype is checked against "F32" only after the decode: poke its other tensor */
         for (size_t j = 0; j <= nbad; j++) {
-            unsigned char *f = s_exact(b.data, b.len);
+            unsigned char *f = fm_tu_exact(b.data, b.len);
             size_t at = strlen(cases[c].str) / 2;
             if (j < nbad) {
                 if (k == 2 && strcmp(cases[c].str, "F32") == 0) {
@@ -1677,15 +1651,15 @@ static void test_text_fields(void **state)
             default: rc = fm_wire_decode_model(f, b.len, &(fm_wire_model_t){0}, ts, &e); break;
             }
             if (j == nbad) {
-                s_ok(rc, &e); /* untouched */
+                fm_tu_ok(rc, &e); /* untouched */
             } else {
                 char want[96];
                 snprintf(want, sizeof want, "byte 0x%02x at offset %zu is not allowed in %s",
                          bad[j], at, cases[c].id ? "an id" : "a name");
                 if (bad[j] == 0)
                     snprintf(want, sizeof want, "NUL byte");
-                s_expect(rc, FM_EFORMAT, &e, want);
-                s_expect(rc, FM_EFORMAT, &e, cases[c].what);
+                fm_tu_expect(rc, FM_EFORMAT, &e, want);
+                fm_tu_expect(rc, FM_EFORMAT, &e, cases[c].what);
                 for (const char *p = e.msg; *p; p++)
                     assert_true((unsigned char)*p >= 0x20 && (unsigned char)*p != 0x7f);
             }
@@ -1705,9 +1679,9 @@ static void test_text_fields(void **state)
     mp_ku(&m, "ccount", 1);
     mp_ku(&m, "workers", 1);
     mp_ku(&m, "seq", 0);
-    unsigned char *f = s_exact(m.sb.data, m.sb.size);
-    s_expect(fm_wire_decode_member(f, m.sb.size, &type, &(fm_wire_member_t){0}, &e), FM_EFORMAT,
-             &e, "HELLO: trainer: byte 0x0a at offset 4 is not allowed in an id");
+    unsigned char *f = fm_tu_exact(m.sb.data, m.sb.size);
+    fm_tu_expect(fm_wire_decode_member(f, m.sb.size, &type, &(fm_wire_member_t){0}, &e),
+                 FM_EFORMAT, &e, "HELLO: trainer: byte 0x0a at offset 4 is not allowed in an id");
     free(f);
     mp_end(&m);
 
@@ -1734,7 +1708,7 @@ static void test_text_fields(void **state)
     strcpy(bmt.model, "!\"#~{}|\\");
     assert_int_equal(fm_wire_encode_metrics(&bmt, &b), 0);
     fm_wire_metrics_t back;
-    s_ok(fm_wire_decode_metrics(b.data, b.len, &back, &e), &e);
+    fm_tu_ok(fm_wire_decode_metrics(b.data, b.len, &back, &e), &e);
     assert_string_equal(back.model, "!\"#~{}|\\");
 
     free(delta);
@@ -1772,12 +1746,12 @@ static unsigned char *s_model_rt(const fm_model_t *m, const fm_wire_model_t *hdr
                                  fm_wire_buf_t *buf, fm_wire_model_t *got)
 {
     assert_int_equal(fm_wire_encode_model(hdr, m, fm_model_params_const(m), buf), 0);
-    unsigned char *f = s_exact(buf->data, buf->len);
+    unsigned char *f = fm_tu_exact(buf->data, buf->len);
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
     fm_errmsg_t e = {{0}};
     memset(got, 0xa5, sizeof *got); /* every field must be written by the decoder */
-    s_ok(fm_wire_decode_model(f, buf->len, got, ts, &e), &e);
-    s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    fm_tu_ok(fm_wire_decode_model(f, buf->len, got, ts, &e), &e);
+    fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
     free(ts);
     return f;
 }
@@ -1865,7 +1839,7 @@ static int s_decode_cohort(const void *val, size_t nval, fm_wire_model_t *got, f
     mb.sb.data[0] = (char)(0x80 | 7);
     mp_str(&mb, "cohort");
     mp_raw(&mb, val, nval);
-    unsigned char *f = s_exact(mb.sb.data, mb.sb.size);
+    unsigned char *f = fm_tu_exact(mb.sb.data, mb.sb.size);
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
     int rc = fm_wire_decode_model(f, mb.sb.size, got, ts, e);
     free(ts);
@@ -1881,33 +1855,33 @@ static void test_model_cohort_errors(void **state)
     fm_errmsg_t e = {{0}};
     fm_wire_model_t got;
     /* the builder itself: a bin of 8 bytes decodes (two ids) */
-    s_ok(s_decode_cohort("\xc4\x08"
-                         "\1\0\0\0\2\0\0\0",
-                         10, &got, &e),
-         &e);
+    fm_tu_ok(s_decode_cohort("\xc4\x08"
+                             "\1\0\0\0\2\0\0\0",
+                             10, &got, &e),
+             &e);
     assert_int_equal(got.cohort.present, 1);
     assert_int_equal(got.cohort.count, 2);
     /* not a bin */
-    s_expect(s_decode_cohort("\xa4"
-                             "abcd",
-                             5, &got, &e),
-             FM_EFORMAT, &e, "cohort");
-    s_expect(s_decode_cohort("\x92\x01\x02", 3, &got, &e), FM_EFORMAT, &e, "cohort");
-    s_expect(s_decode_cohort("\xc0", 1, &got, &e), FM_EFORMAT, &e, "cohort");
+    fm_tu_expect(s_decode_cohort("\xa4"
+                                 "abcd",
+                                 5, &got, &e),
+                 FM_EFORMAT, &e, "cohort");
+    fm_tu_expect(s_decode_cohort("\x92\x01\x02", 3, &got, &e), FM_EFORMAT, &e, "cohort");
+    fm_tu_expect(s_decode_cohort("\xc0", 1, &got, &e), FM_EFORMAT, &e, "cohort");
     /* a length that is not a multiple of 4 */
-    s_expect(s_decode_cohort("\xc4\x06"
-                             "\1\0\0\0\2\0",
-                             8, &got, &e),
-             FM_EFORMAT, &e, "cohort: bin of 6 bytes, not a multiple of 4");
-    s_expect(s_decode_cohort("\xc4\x01"
-                             "\1",
-                             3, &got, &e),
-             FM_EFORMAT, &e, "multiple of 4");
+    fm_tu_expect(s_decode_cohort("\xc4\x06"
+                                 "\1\0\0\0\2\0",
+                                 8, &got, &e),
+                 FM_EFORMAT, &e, "cohort: bin of 6 bytes, not a multiple of 4");
+    fm_tu_expect(s_decode_cohort("\xc4\x01"
+                                 "\1",
+                                 3, &got, &e),
+                 FM_EFORMAT, &e, "multiple of 4");
     /* a bin longer than the bytes present */
-    s_expect(s_decode_cohort("\xc4\x08"
-                             "\1\0\0\0",
-                             6, &got, &e),
-             FM_ETRUNC, &e, NULL);
+    fm_tu_expect(s_decode_cohort("\xc4\x08"
+                                 "\1\0\0\0",
+                                 6, &got, &e),
+                 FM_ETRUNC, &e, NULL);
 }
 
 static void test_update_round(void **state)
@@ -1921,12 +1895,12 @@ static void test_update_round(void **state)
         hdr.round = k == 0 ? 12345678901ULL : 0;
         assert_int_equal(fm_wire_encode_update(&hdr, m, fm_model_params_const(m), &buf), 0);
         assert_int_equal(s_has_key(&buf, "round"), k == 0); /* round 0: the key is absent */
-        unsigned char *f = s_exact(buf.data, buf.len);
+        unsigned char *f = fm_tu_exact(buf.data, buf.len);
         memset(&got, 0xa5, sizeof got);
-        s_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
+        fm_tu_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
         assert_true(got.round == hdr.round);
         assert_true(got.base == hdr.base && got.client == hdr.client);
-        s_ok(fm_wire_tensors_check(ts, m, &e), &e);
+        fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
         free(f);
     }
     free(ts);
@@ -1957,8 +1931,8 @@ static void test_metrics_population(void **state)
         assert_true(s_has_key(&buf, keys[i]));
     fm_errmsg_t e = {{0}};
     fm_wire_metrics_t got;
-    unsigned char *f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
     assert_true(got.version == 77 && got.accuracy == mt.accuracy);
     assert_int_equal(got.pop_clients, 100);
     assert_int_equal(got.pop_worst, 4000000000u);
@@ -1972,9 +1946,9 @@ static void test_metrics_population(void **state)
     assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
     for (int i = 0; i < 7; i++)
         assert_false(s_has_key(&buf, keys[i]));
-    f = s_exact(buf.data, buf.len);
+    f = fm_tu_exact(buf.data, buf.len);
     memset(&got, 0xa5, sizeof got);
-    s_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
     assert_true(got.version == 77 && got.num_samples == 10000);
     assert_int_equal(got.pop_clients, 0);
     assert_int_equal(got.pop_worst, 0);
@@ -2006,11 +1980,11 @@ static void test_ack(void **state)
     fm_errmsg_t e = {{0}};
     fm_wire_type_t t;
     fm_wire_ack_t got;
-    unsigned char *f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
     assert_int_equal(t, FM_WIRE_ACK);
     assert_string_equal(fm_wire_type_name(t), "ACK");
-    s_ok(fm_wire_decode_ack(f, buf.len, &got, &e), &e);
+    fm_tu_ok(fm_wire_decode_ack(f, buf.len, &got, &e), &e);
     assert_true(got.boot == a.boot);
     assert_int_equal(got.version, 5);
     assert_string_equal(got.status, "applied");
@@ -2019,7 +1993,7 @@ static void test_ack(void **state)
     assert_true((const unsigned char *)got.ids > f); /* zero-copy */
     /* an ACK is no other message, and no other message an ACK */
     fm_wire_metrics_t mt;
-    s_expect(fm_wire_decode_metrics(f, buf.len, &mt, &e), FM_EFORMAT, &e, "ACK");
+    fm_tu_expect(fm_wire_decode_metrics(f, buf.len, &mt, &e), FM_EFORMAT, &e, "ACK");
     free(f);
 
     /* the encoder refuses what the decoder would */
@@ -2062,14 +2036,14 @@ static void test_ack(void **state)
         unsigned char z[32] = {0};
         msgpack_pack_bin(&m.pk, cases[c].idbytes);
         msgpack_pack_bin_body(&m.pk, z, cases[c].idbytes);
-        f = s_exact(m.sb.data, m.sb.size);
+        f = fm_tu_exact(m.sb.data, m.sb.size);
         int rc = fm_wire_decode_ack(f, m.sb.size, &got, &e);
         if (cases[c].code == 0) {
-            s_ok(rc, &e);
+            fm_tu_ok(rc, &e);
             assert_string_equal(got.status, cases[c].status);
             assert_int_equal(got.count, 1);
         } else {
-            s_expect(rc, cases[c].code, &e, cases[c].needle);
+            fm_tu_expect(rc, cases[c].code, &e, cases[c].needle);
         }
         free(f);
         mp_end(&m);
@@ -2083,7 +2057,7 @@ static void test_ack(void **state)
     mp_ku(&m, "boot", 9);
     mp_ku(&m, "mv", 3);
     mp_kstr(&m, "ids", "0123456789abcdef");
-    s_expect(fm_wire_decode_ack(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "ids");
+    fm_tu_expect(fm_wire_decode_ack(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "ids");
     mp_end(&m);
     mp_begin(&m);
     msgpack_pack_map(&m.pk, 4);
@@ -2091,7 +2065,7 @@ static void test_ack(void **state)
     mp_kstr(&m, "t", "ACK");
     mp_ku(&m, "boot", 9);
     mp_kstr(&m, "status", "late");
-    s_expect(fm_wire_decode_ack(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "mv");
+    fm_tu_expect(fm_wire_decode_ack(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "mv");
     mp_end(&m);
     fm_wire_buf_free(&buf);
 }
@@ -2109,10 +2083,10 @@ static void test_model_boot(void **state)
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
     fm_wire_model_t got;
     fm_errmsg_t e = {{0}};
-    s_ok(fm_wire_decode_model(buf.data, buf.len, &got, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_model(buf.data, buf.len, &got, ts, &e), &e);
     assert_true(got.boot == 0xfedcba9876543210ULL);
     assert_int_equal(got.version, 4);
-    s_ok(fm_wire_decode_model(plain.data, plain.len, &got, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_model(plain.data, plain.len, &got, ts, &e), &e);
     assert_true(got.boot == 0);
     free(ts);
     fm_wire_buf_free(&buf);
@@ -2139,11 +2113,11 @@ static void test_decline(void **state)
     fm_errmsg_t e = {{0}};
     fm_wire_type_t t;
     fm_wire_decline_t got;
-    unsigned char *f = s_exact(buf.data, buf.len);
-    s_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_peek(f, buf.len, &t, &e), &e);
     assert_int_equal(t, FM_WIRE_DECLINE);
     assert_string_equal(fm_wire_type_name(t), "DECLINE");
-    s_ok(fm_wire_decode_decline(f, buf.len, &got, &e), &e);
+    fm_tu_ok(fm_wire_decode_decline(f, buf.len, &got, &e), &e);
     assert_string_equal(got.trainer, "t-1");
     assert_true(got.base == 5 && got.round == 300);
     assert_int_equal(got.clients.count, 2);
@@ -2151,7 +2125,7 @@ static void test_decline(void **state)
     assert_int_equal(fm_wire_cohort_at(&got.clients, 1), 4000000000u);
     assert_true((const unsigned char *)got.clients.ids > f); /* zero-copy */
     fm_wire_ack_t a;
-    s_expect(fm_wire_decode_ack(f, buf.len, &a, &e), FM_EFORMAT, &e, "DECLINE");
+    fm_tu_expect(fm_wire_decode_ack(f, buf.len, &a, &e), FM_EFORMAT, &e, "DECLINE");
     free(f);
 
     /* the encoder refuses what the decoder would */
@@ -2188,14 +2162,14 @@ static void test_decline(void **state)
         unsigned char z[8] = {1, 0, 0, 0, 2, 0, 0, 0};
         msgpack_pack_bin(&m.pk, cases[c].idbytes);
         msgpack_pack_bin_body(&m.pk, z, cases[c].idbytes);
-        f = s_exact(m.sb.data, m.sb.size);
+        f = fm_tu_exact(m.sb.data, m.sb.size);
         int rc = fm_wire_decode_decline(f, m.sb.size, &got, &e);
         if (cases[c].code == 0) {
-            s_ok(rc, &e);
+            fm_tu_ok(rc, &e);
             assert_int_equal(got.clients.count, 1);
             assert_int_equal(fm_wire_cohort_at(&got.clients, 0), 1);
         } else {
-            s_expect(rc, cases[c].code, &e, cases[c].needle);
+            fm_tu_expect(rc, cases[c].code, &e, cases[c].needle);
         }
         free(f);
         mp_end(&m);
@@ -2207,7 +2181,8 @@ static void test_decline(void **state)
     mp_kstr(&m, "t", "DECLINE");
     mp_kstr(&m, "trainer", "x");
     mp_ku(&m, "round", 3);
-    s_expect(fm_wire_decode_decline(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e, "clients");
+    fm_tu_expect(fm_wire_decode_decline(m.sb.data, m.sb.size, &got, &e), FM_EFORMAT, &e,
+                 "clients");
     mp_end(&m);
 
     /* MODEL "q" */
@@ -2222,12 +2197,12 @@ static void test_decline(void **state)
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
     assert_int_equal(fm_wire_encode_model(&hdr, md, fm_model_params_const(md), &buf), 0);
     assert_true(s_has_key(&buf, "q"));
-    s_ok(fm_wire_decode_model(buf.data, buf.len, &gm, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_model(buf.data, buf.len, &gm, ts, &e), &e);
     assert_true(gm.sample_rate == 0.125 && gm.round == 2 && gm.cohort.count == 2);
     hdr.sample_rate = 0;
     assert_int_equal(fm_wire_encode_model(&hdr, md, fm_model_params_const(md), &plain), 0);
     assert_int_equal(buf.len, plain.len + 2 + 9); /* "q" (a1 + 1) and a float64 (cb + 8) */
-    s_ok(fm_wire_decode_model(plain.data, plain.len, &gm, ts, &e), &e);
+    fm_tu_ok(fm_wire_decode_model(plain.data, plain.len, &gm, ts, &e), &e);
     assert_true(gm.sample_rate == 0);
     free(ts);
     fm_wire_buf_free(&plain);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_le.h"
 #include "fm_random.h"
 
 struct agg_privacy {
@@ -216,11 +217,8 @@ size_t agg_privacy_save_clip(const agg_privacy_t *p, uint8_t out[AGG_PRIVACY_CLI
 {
     if (!p->adaptive)
         return 0;
-    uint64_t bits;
-    memcpy(&bits, &p->dp.clip, sizeof bits);
     memcpy(out, s_clip_magic, 8);
-    for (int i = 0; i < 8; i++)
-        out[8 + i] = (uint8_t)(bits >> (8 * i));
+    fm_le_put_f64(out + 8, p->dp.clip);
     return AGG_PRIVACY_CLIP_LEN;
 }
 
@@ -232,11 +230,7 @@ int agg_privacy_load_clip(agg_privacy_t *p, const void *blob, size_t len, fm_err
     if (len != AGG_PRIVACY_CLIP_LEN || memcmp(b, s_clip_magic, 8) != 0)
         return fm_errmsg_set(e, FM_EFORMAT, "adaptive clip blob: %zu bytes, not a clip record",
                              len);
-    uint64_t bits = 0;
-    for (int i = 0; i < 8; i++)
-        bits |= (uint64_t)b[8 + i] << (8 * i);
-    double c;
-    memcpy(&c, &bits, sizeof c);
+    double c = fm_le_get_f64(b + 8);
     if (!(c >= FM_DP_CLIP_MIN && c <= FM_DP_CLIP_MAX))
         return fm_errmsg_set(e, FM_EFORMAT, "adaptive clip blob: C = %g out of range", c);
     p->dp.clip = c;

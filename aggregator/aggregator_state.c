@@ -9,6 +9,7 @@
 
 #include "fm_ckpt.h"
 #include "fm_daemon.h"
+#include "fm_le.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
 #include "fm_wire.h"
@@ -42,20 +43,6 @@ struct agg_state {
     uint64_t failures;              /* checkpoints that failed */
     fm_ratelog_t log;               /* failed checkpoints and prunes */
 };
-
-static void s_put_le(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t s_get_le(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
 
 /* ---- config text ------------------------------------------------------------------------- */
 
@@ -175,17 +162,17 @@ int agg_state_save(agg_state_t *s, fm_model_t *model, fm_server_opt_t *opt,
         info.rejected_by_reason[r] = rec->counters.rejected[r];
     unsigned char more_le[8 * (S_MORE_REASONS + 1)];
     for (int r = 0; r < S_MORE_REASONS; r++)
-        s_put_le(more_le + 8 * r, rec->counters.rejected[FM_CKPT_NREASONS + r]);
+        fm_le_put64(more_le + 8 * r, rec->counters.rejected[FM_CKPT_NREASONS + r]);
     unsigned char clipped_le[8];
-    s_put_le(clipped_le, rec->counters.clipped);
+    fm_le_put64(clipped_le, rec->counters.clipped);
     fm_cfg_digest(&s->cfg, info.config_digest);
     info.nopt = fm_server_opt_state_len(fm_server_opt_kind(opt), info.nparams);
     info.score = NAN;
     size_t nids = agg_idset_dump(s->ids, pending, s->ids_blob);
     unsigned char round_le[8], lost_le[16];
-    s_put_le(round_le, rec->round);
-    s_put_le(lost_le, s->lost_first);
-    s_put_le(lost_le + 8, s->lost_last);
+    fm_le_put64(round_le, rec->round);
+    fm_le_put64(lost_le, s->lost_first);
+    fm_le_put64(lost_le + 8, s->lost_last);
     fm_ckpt_extra_t extra[8] = {{S_IDS_KEY, s->ids_blob, nids * FM_WIRE_ID_LEN, 1},
                                 {S_ROUND_KEY, round_le, sizeof round_le, 1},
                                 {S_CONFIG_KEY, s->cfg_text, strlen(s->cfg_text), 1},
@@ -330,9 +317,9 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
                (unsigned long long)version, fm_strerror(rc));
     unsigned char le[16];
     if (s_blob(s, version, newest, S_ROUND_KEY, le, 8, &len) == 0 && len == 8)
-        rec->round = s_get_le(le);
+        rec->round = fm_le_get64(le);
     if (fm_ckpt_record_get(s->ckpt, version, S_CLIPPED_KEY, le, 8, &len, NULL) == 0 && len == 8)
-        rec->counters.clipped = s_get_le(le); /* an older store has none: 0 */
+        rec->counters.clipped = fm_le_get64(le); /* an older store has none: 0 */
     if (fm_ckpt_record_get(s->ckpt, version, S_PRIVACY_KEY, rec->privacy, sizeof rec->privacy,
                            &len, NULL) == 0)
         rec->privacy_len = len;
@@ -340,9 +327,9 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
                            NULL) == 0) /* absent before adaptive clipping: C = clip_norm */
         rec->clip_len = len;
     if (fm_ckpt_record_get(s->ckpt, version, S_LOST_KEY, le, sizeof le, &len, NULL) == 0 &&
-        len == sizeof le && s_get_le(le + 8) >= s_get_le(le) && s_get_le(le) > 0) {
-        s->lost_first = s_get_le(le);
-        s->lost_last = s_get_le(le + 8);
+        len == sizeof le && fm_le_get64(le + 8) >= fm_le_get64(le) && fm_le_get64(le) > 0) {
+        s->lost_first = fm_le_get64(le);
+        s->lost_last = fm_le_get64(le + 8);
     }
     unsigned char more_le[8 * (S_MORE_REASONS + 1)];
     if (S_MORE_REASONS &&
@@ -350,7 +337,7 @@ static void s_load_blobs(agg_state_t *s, uint64_t version, int newest, agg_recor
                            NULL) == 0) /* an older store has fewer (or none): those stay 0 */
         for (int r = 0; r < S_MORE_REASONS; r++)
             if ((size_t)r < len / 8)
-                rec->counters.rejected[FM_CKPT_NREASONS + r] = s_get_le(more_le + 8 * r);
+                rec->counters.rejected[FM_CKPT_NREASONS + r] = fm_le_get64(more_le + 8 * r);
 }
 
 /* Say which keys of the running config differ from the checkpoint's (by digest only when

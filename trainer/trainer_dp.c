@@ -11,6 +11,7 @@
 #include "fm_daemon.h"
 #include "fm_dp.h"
 #include "fm_file.h"
+#include "fm_le.h"
 #include "fm_log.h"
 #include "fm_random.h"
 #include "fm_rdp.h"
@@ -39,34 +40,6 @@ struct trainer_dp {
 
 static size_t s_file_len(uint64_t count) { return S_HEAD + 8 * count + S_SUM; }
 
-static void s_put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void s_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t s_get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static uint64_t s_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static uint64_t s_bits(double d)
 {
     uint64_t v;
@@ -74,26 +47,19 @@ static uint64_t s_bits(double d)
     return v;
 }
 
-static double s_double(uint64_t v)
-{
-    double d;
-    memcpy(&d, &v, sizeof d);
-    return d;
-}
-
 /* Encode the accounts into dp->file (under mu). */
 static void s_encode(trainer_dp_t *dp)
 {
     uint8_t *p = dp->file;
     memcpy(p, S_MAGIC, 8);
-    s_put32(p + 8, S_VERSION);
-    s_put32(p + 12, dp->first);
-    s_put32(p + 16, dp->count);
-    s_put32(p + 20, 0);
-    s_put64(p + 24, s_bits(dp->base.sigma));
-    s_put64(p + 32, s_bits(dp->base.q));
+    fm_le_put32(p + 8, S_VERSION);
+    fm_le_put32(p + 12, dp->first);
+    fm_le_put32(p + 16, dp->count);
+    fm_le_put32(p + 20, 0);
+    fm_le_put_f64(p + 24, dp->base.sigma);
+    fm_le_put_f64(p + 32, dp->base.q);
     for (uint32_t i = 0; i < dp->count; i++)
-        s_put64(p + S_HEAD + 8 * (size_t)i, dp->steps[i]);
+        fm_le_put64(p + S_HEAD + 8 * (size_t)i, dp->steps[i]);
     size_t body = dp->file_len - S_SUM;
     crypto_generichash(p + body, S_SUM, p, body, NULL, 0);
 }
@@ -146,14 +112,14 @@ static int s_load(trainer_dp_t *dp, fm_errmsg_t *e)
                            len < 12 ? "truncated" : "bad magic", S_FIX);
         goto cleanup;
     }
-    if (s_get32(p + 8) != S_VERSION) {
+    if (fm_le_get32(p + 8) != S_VERSION) {
         rc = fm_errmsg_set(e, FM_EVERSION,
                            "%s: DP-SGD accounts file version %u, this trainer reads %u: %s", path,
-                           s_get32(p + 8), S_VERSION, S_FIX);
+                           fm_le_get32(p + 8), S_VERSION, S_FIX);
         goto cleanup;
     }
-    uint32_t ffirst = len >= S_HEAD ? s_get32(p + 12) : 0,
-             fcount = len >= S_HEAD ? s_get32(p + 16) : 0;
+    uint32_t ffirst = len >= S_HEAD ? fm_le_get32(p + 12) : 0,
+             fcount = len >= S_HEAD ? fm_le_get32(p + 16) : 0;
     size_t want = s_file_len(fcount);
     if (len < S_HEAD || len != want) {
         rc = fm_errmsg_set(e, FM_ETRUNC,
@@ -164,13 +130,13 @@ static int s_load(trainer_dp_t *dp, fm_errmsg_t *e)
     }
     uint8_t sum[S_SUM];
     crypto_generichash(sum, S_SUM, p, len - S_SUM, NULL, 0);
-    if (sodium_memcmp(sum, p + len - S_SUM, S_SUM) != 0 || s_get32(p + 20) != 0) {
+    if (sodium_memcmp(sum, p + len - S_SUM, S_SUM) != 0 || fm_le_get32(p + 20) != 0) {
         rc = fm_errmsg_set(e, FM_EFORMAT,
                            "%s: DP-SGD accounts file corrupt (checksum mismatch): %s", path,
                            S_FIX);
         goto cleanup;
     }
-    double sigma = s_double(s_get64(p + 24)), q = s_double(s_get64(p + 32));
+    double sigma = fm_le_get_f64(p + 24), q = fm_le_get_f64(p + 32);
     if (s_bits(sigma) != s_bits(dp->base.sigma) || s_bits(q) != s_bits(dp->base.q) ||
         ffirst != dp->first || fcount != dp->count) {
         char n1[32], n2[32], n3[32], n4[32];
@@ -187,7 +153,7 @@ static int s_load(trainer_dp_t *dp, fm_errmsg_t *e)
     uint64_t total = 0, most = 0;
     uint32_t used = 0;
     for (uint32_t i = 0; i < dp->count; i++) {
-        uint64_t n = s_get64(p + S_HEAD + 8 * (size_t)i);
+        uint64_t n = fm_le_get64(p + S_HEAD + 8 * (size_t)i);
         dp->steps[i] = n;
         total += n;
         used += n > 0;

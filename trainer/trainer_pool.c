@@ -8,6 +8,7 @@
 
 #include "fm_data.h"
 #include "fm_jsonl.h"
+#include "fm_le.h"
 #include "fm_log.h"
 #include "fm_loop.h"
 #include "fm_model.h"
@@ -149,14 +150,8 @@ static double s_uniform(void *arg)
  * never blocking; a lost one only makes the round wait for its deadline. */
 static void s_send_decline(trainer_pool_t *self, const trainer_model_info_t *info, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++) { /* little-endian on the wire */
-        uint32_t v = self->declined[i];
-        uint8_t *b = (uint8_t *)&self->declined[i];
-        b[0] = (uint8_t)v;
-        b[1] = (uint8_t)(v >> 8);
-        b[2] = (uint8_t)(v >> 16);
-        b[3] = (uint8_t)(v >> 24);
-    }
+    for (uint32_t i = 0; i < n; i++) /* little-endian on the wire, in place */
+        fm_le_put32((uint8_t *)&self->declined[i], self->declined[i]);
     fm_wire_decline_t d = {.clients = {.present = 1, .ids = self->declined, .count = n},
                            .base = info->version,
                            .round = info->round};

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "fm_le.h"
+
 /* log(e^a + e^b); -inf is 0. */
 static double s_log_add(double a, double b)
 {
@@ -271,44 +273,15 @@ int fm_rdp_steps_for(double q, double sigma, double delta, double target_eps, fm
 
 static const uint8_t s_magic[8] = {'F', 'M', 'R', 'D', 'P', '0', '1', '\0'};
 
-static void s_put_u64(uint8_t *b, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t s_get_u64(const uint8_t *b)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)b[i] << (8 * i);
-    return v;
-}
-
-static void s_put_f64(uint8_t *b, double x)
-{
-    uint64_t v;
-    memcpy(&v, &x, 8);
-    s_put_u64(b, v);
-}
-
-static double s_get_f64(const uint8_t *b)
-{
-    uint64_t v = s_get_u64(b);
-    double x;
-    memcpy(&x, &v, 8);
-    return x;
-}
-
 void fm_rdp_encode(const fm_rdp_t *acct, uint64_t steps, double delta, fm_rdp_conv_t conv,
                    uint8_t out[FM_RDP_BLOB_LEN])
 {
     memcpy(out, s_magic, 8);
-    s_put_u64(out + 8, steps);
-    s_put_f64(out + 16, delta);
-    s_put_u64(out + 24, (uint64_t)conv);
+    fm_le_put64(out + 8, steps);
+    fm_le_put_f64(out + 16, delta);
+    fm_le_put64(out + 24, (uint64_t)conv);
     for (size_t i = 0; i < FM_RDP_NORDERS; i++)
-        s_put_f64(out + 32 + 8 * i, acct->rdp[i]);
+        fm_le_put_f64(out + 32 + 8 * i, acct->rdp[i]);
 }
 
 int fm_rdp_decode(const void *blob, size_t len, fm_rdp_t *acct, uint64_t *steps, double *delta,
@@ -318,21 +291,21 @@ int fm_rdp_decode(const void *blob, size_t len, fm_rdp_t *acct, uint64_t *steps,
     if (len != FM_RDP_BLOB_LEN || memcmp(b, s_magic, 8) != 0)
         return fm_errmsg_set(e, FM_EFORMAT, "privacy budget: %zu bytes, not an RDP record (%d)",
                              len, FM_RDP_BLOB_LEN);
-    uint64_t c = s_get_u64(b + 24);
-    double d = s_get_f64(b + 16);
+    uint64_t c = fm_le_get64(b + 24);
+    double d = fm_le_get_f64(b + 16);
     if (c > FM_RDP_CLASSIC || !(d > 0 && d < 1))
         return fm_errmsg_set(e, FM_EFORMAT, "privacy budget: conversion %llu, delta %g",
                              (unsigned long long)c, d);
     fm_rdp_t a;
     for (size_t i = 0; i < FM_RDP_NORDERS; i++) {
-        a.rdp[i] = s_get_f64(b + 32 + 8 * i);
+        a.rdp[i] = fm_le_get_f64(b + 32 + 8 * i);
         if (!(a.rdp[i] >= 0) || !isfinite(a.rdp[i]))
             return fm_errmsg_set(e, FM_EFORMAT, "privacy budget: rdp at order %g is %g",
                                  fm_rdp_order(i), a.rdp[i]);
     }
     *acct = a;
     if (steps)
-        *steps = s_get_u64(b + 8);
+        *steps = fm_le_get64(b + 8);
     if (delta)
         *delta = d;
     if (conv)

@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "fm_le.h"
+
 #include <sodium.h>
 
 _Static_assert(FM_SA_KEY_BYTES == crypto_kx_PUBLICKEYBYTES, "kx public key");
@@ -25,33 +27,11 @@ int fm_sa_crypto_init(void) { return sodium_init() < 0 ? FM_ECRYPTO : 0; }
 
 void fm_sa_wipe(void *p, size_t n) { sodium_memzero(p, n); }
 
-static void s_put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void s_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t s_get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t s_get64(const uint8_t *p)
-{
-    return (uint64_t)s_get32(p) | (uint64_t)s_get32(p + 4) << 32;
-}
-
 /* The scalar of a small integer x. */
 static void s_scalar_of(uint8_t out[FM_SA_KEY_BYTES], uint32_t x)
 {
     memset(out, 0, FM_SA_KEY_BYTES);
-    s_put32(out, x);
+    fm_le_put32(out, x);
 }
 
 int fm_sa_scalar_ok(const uint8_t s[FM_SA_KEY_BYTES])
@@ -122,17 +102,17 @@ int fm_sa_prg_add(uint32_t *v, size_t m, const uint8_t key[FM_SA_KEY_BYTES], uin
     uint8_t ks[S_CHUNK], nonce[8];
     if (sign != 1 && sign != -1)
         return FM_EARG;
-    s_put64(nonce, cohort);
+    fm_le_put64(nonce, cohort);
     uint64_t ic = 0; /* ChaCha20 block counter */
     for (size_t done = 0; done < m;) {
         size_t words = m - done < S_CHUNK / 4 ? m - done : S_CHUNK / 4;
         crypto_stream_chacha20_xor_ic(ks, zero, words * 4, nonce, ic, key);
         if (sign > 0)
             for (size_t i = 0; i < words; i++)
-                v[done + i] += s_get32(ks + 4 * i);
+                v[done + i] += fm_le_get32(ks + 4 * i);
         else
             for (size_t i = 0; i < words; i++)
-                v[done + i] -= s_get32(ks + 4 * i);
+                v[done + i] -= fm_le_get32(ks + 4 * i);
         done += words;
         ic += S_CHUNK / 64;
     }
@@ -142,10 +122,10 @@ int fm_sa_prg_add(uint32_t *v, size_t m, const uint8_t key[FM_SA_KEY_BYTES], uin
 
 static void s_plain_pack(uint8_t out[FM_SA_BOX_PLAIN], const fm_sa_plain_t *p)
 {
-    s_put32(out, p->from);
-    s_put32(out + 4, p->to);
-    s_put64(out + 8, p->cohort);
-    s_put32(out + 16, p->phase);
+    fm_le_put32(out, p->from);
+    fm_le_put32(out + 4, p->to);
+    fm_le_put64(out + 8, p->cohort);
+    fm_le_put32(out + 16, p->phase);
     memcpy(out + 20, p->share_rs, FM_SA_KEY_BYTES);
     memcpy(out + 20 + FM_SA_KEY_BYTES, p->share_b, FM_SA_KEY_BYTES);
 }
@@ -178,10 +158,10 @@ int fm_sa_box_open(fm_sa_plain_t *p, const uint8_t box[FM_SA_BOX_BYTES],
                            to);
         goto cleanup;
     }
-    p->from = s_get32(plain);
-    p->to = s_get32(plain + 4);
-    p->cohort = s_get64(plain + 8);
-    p->phase = s_get32(plain + 16);
+    p->from = fm_le_get32(plain);
+    p->to = fm_le_get32(plain + 4);
+    p->cohort = fm_le_get64(plain + 8);
+    p->phase = fm_le_get32(plain + 16);
     if (p->from != from || p->to != to || p->cohort != cohort || p->phase != FM_SA_MSG_SHARES) {
         rc = fm_errmsg_set(e, FM_EFORMAT,
                            "share box from member %u to %u names from %u, to %u, cohort "

@@ -26,6 +26,7 @@
 
 #include "fm_file.h"
 #include "fm_hex.h"
+#include "fm_le.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
 
@@ -85,50 +86,7 @@ struct fm_ckpt {
     fm_ratelog_t mark_log; /* failed writes of high_water.json */
 };
 
-/* ---- little-endian fields and big-endian keys ------------------------------------------- */
-
-static void s_put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void s_put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void s_put_f64(uint8_t *p, double d)
-{
-    uint64_t v;
-    memcpy(&v, &d, sizeof v);
-    s_put_u64(p, v);
-}
-
-static uint32_t s_get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t s_get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static double s_get_f64(const uint8_t *p)
-{
-    uint64_t v = s_get_u64(p);
-    double d;
-    memcpy(&d, &v, sizeof d);
-    return d;
-}
+/* ---- big-endian keys (the little-endian fields: fm_le.h) --------------------------------- */
 
 static void s_key_encode(uint8_t k[8], uint64_t version)
 {
@@ -222,25 +180,25 @@ static void s_encode(uint8_t *p, size_t size, const fm_ckpt_info_t *info, double
 {
     memset(p, 0, FM_CKPT_HEADER_BYTES);
     memcpy(p + S_OFF_MAGIC, S_MAGIC, 4);
-    s_put_u32(p + S_OFF_FORMAT, FM_CKPT_FORMAT);
-    s_put_u32(p + S_OFF_HDRSIZE, FM_CKPT_HEADER_BYTES);
+    fm_le_put32(p + S_OFF_FORMAT, FM_CKPT_FORMAT);
+    fm_le_put32(p + S_OFF_HDRSIZE, FM_CKPT_HEADER_BYTES);
     memcpy(p + S_OFF_MODEL, info->model, strnlen(info->model, FM_CKPT_MODEL_MAX - 1));
-    s_put_u64(p + S_OFF_NPARAMS, info->nparams);
-    s_put_u64(p + S_OFF_VERSION, info->version);
-    s_put_f64(p + S_OFF_CREATED, created);
-    s_put_u64(p + S_OFF_APPLIED, info->updates_applied);
-    s_put_u64(p + S_OFF_REJECTED, info->updates_rejected);
+    fm_le_put64(p + S_OFF_NPARAMS, info->nparams);
+    fm_le_put64(p + S_OFF_VERSION, info->version);
+    fm_le_put_f64(p + S_OFF_CREATED, created);
+    fm_le_put64(p + S_OFF_APPLIED, info->updates_applied);
+    fm_le_put64(p + S_OFF_REJECTED, info->updates_rejected);
     for (int i = 0; i < FM_CKPT_NREASONS; i++)
-        s_put_u64(p + S_OFF_REASONS + 8 * i, info->rejected_by_reason[i]);
+        fm_le_put64(p + S_OFF_REASONS + 8 * i, info->rejected_by_reason[i]);
     memcpy(p + S_OFF_DIGEST, info->config_digest, FM_CKPT_DIGEST_BYTES);
-    s_put_u64(p + S_OFF_NOPT, info->nopt);
-    s_put_f64(p + S_OFF_SCORE, info->score);
+    fm_le_put64(p + S_OFF_NOPT, info->nopt);
+    fm_le_put_f64(p + S_OFF_SCORE, info->score);
     uint8_t *q = p + FM_CKPT_HEADER_BYTES;
     memcpy(q, params, 4 * (size_t)info->nparams);
     q += 4 * (size_t)info->nparams;
     if (info->nopt)
         memcpy(q, opt, 4 * (size_t)info->nopt);
-    s_put_u32(p + size - S_CRC_BYTES, s_crc(p, size - S_CRC_BYTES));
+    fm_le_put32(p + size - S_CRC_BYTES, s_crc(p, size - S_CRC_BYTES));
 }
 
 /* Decode the header fields of a record known to hold at least a header. */
@@ -248,16 +206,16 @@ static void s_decode_header(const uint8_t *p, fm_ckpt_info_t *h)
 {
     memcpy(h->model, p + S_OFF_MODEL, FM_CKPT_MODEL_MAX);
     h->model[FM_CKPT_MODEL_MAX - 1] = '\0';
-    h->nparams = s_get_u64(p + S_OFF_NPARAMS);
-    h->version = s_get_u64(p + S_OFF_VERSION);
-    h->created = s_get_f64(p + S_OFF_CREATED);
-    h->updates_applied = s_get_u64(p + S_OFF_APPLIED);
-    h->updates_rejected = s_get_u64(p + S_OFF_REJECTED);
+    h->nparams = fm_le_get64(p + S_OFF_NPARAMS);
+    h->version = fm_le_get64(p + S_OFF_VERSION);
+    h->created = fm_le_get_f64(p + S_OFF_CREATED);
+    h->updates_applied = fm_le_get64(p + S_OFF_APPLIED);
+    h->updates_rejected = fm_le_get64(p + S_OFF_REJECTED);
     for (int i = 0; i < FM_CKPT_NREASONS; i++)
-        h->rejected_by_reason[i] = s_get_u64(p + S_OFF_REASONS + 8 * i);
+        h->rejected_by_reason[i] = fm_le_get64(p + S_OFF_REASONS + 8 * i);
     memcpy(h->config_digest, p + S_OFF_DIGEST, FM_CKPT_DIGEST_BYTES);
-    h->nopt = s_get_u64(p + S_OFF_NOPT);
-    h->score = s_get_f64(p + S_OFF_SCORE);
+    h->nopt = fm_le_get64(p + S_OFF_NOPT);
+    h->score = fm_le_get_f64(p + S_OFF_SCORE);
 }
 
 int fm_ckpt_record_decode(const void *rec, size_t len, uint64_t version, const char *where,
@@ -284,22 +242,22 @@ int fm_ckpt_record_decode(const void *rec, size_t len, uint64_t version, const c
                              where, kv);
     s_decode_header(p, h);
     h->version = version;
-    uint32_t format = s_get_u32(p + S_OFF_FORMAT);
+    uint32_t format = fm_le_get32(p + S_OFF_FORMAT);
     if (format != FM_CKPT_FORMAT)
         return fm_errmsg_set(e, FM_EVERSION,
                              "%s: checkpoint version %llu: record format %u "
                              "(this build reads %d)",
                              where, kv, format, FM_CKPT_FORMAT);
-    if (s_get_u32(p + n - S_CRC_BYTES) != s_crc(p, n - S_CRC_BYTES))
+    if (fm_le_get32(p + n - S_CRC_BYTES) != s_crc(p, n - S_CRC_BYTES))
         return fm_errmsg_set(e, FM_EFORMAT, "%s: checkpoint version %llu: CRC mismatch", where,
                              kv);
-    uint32_t hdr = s_get_u32(p + S_OFF_HDRSIZE);
+    uint32_t hdr = fm_le_get32(p + S_OFF_HDRSIZE);
     if (hdr != FM_CKPT_HEADER_BYTES)
         return fm_errmsg_set(e, FM_EFORMAT,
                              "%s: checkpoint version %llu: header size %u "
                              "(expected %d)",
                              where, kv, hdr, FM_CKPT_HEADER_BYTES);
-    uint64_t hv = s_get_u64(p + S_OFF_VERSION);
+    uint64_t hv = fm_le_get64(p + S_OFF_VERSION);
     if (hv != version)
         return fm_errmsg_set(e, FM_EFORMAT,
                              "%s: checkpoint version %llu: header says version "

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fm_http.h"
+#include "fm_le.h"
 #include "fm_proc.h"
 #include "fm_model.h"
 #include "fm_stats.h"
@@ -201,8 +202,7 @@ static inline void fm_at_decline(fm_at_t *c, uint64_t base, uint64_t round, cons
     uint8_t le[4 * 64];
     assert_true(n >= 1 && n <= 64);
     for (uint32_t i = 0; i < n; i++)
-        for (int b = 0; b < 4; b++)
-            le[4 * i + (uint32_t)b] = (uint8_t)(ids[i] >> (8 * b));
+        fm_le_put32(le + 4 * i, ids[i]);
     fm_wire_decline_t d = {
         .clients = {.present = 1, .ids = le, .count = n}, .base = base, .round = round};
     snprintf(d.trainer, sizeof d.trainer, "agg-test");

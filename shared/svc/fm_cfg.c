@@ -21,6 +21,8 @@
 #include "fm_dp.h"
 #include "fm_metrics_http.h"
 #include "fm_parse.h"
+#include "fm_sa_codec.h"
+#include "fm_sa_msg.h"
 
 #define S_SHOWN 64   /* bytes of a value quoted in a message */
 #define S_NUM_MAX 64 /* canonical text of a non-string value */
@@ -407,12 +409,39 @@ static const fm_cfg_key_t s_keys[] = {
           "sigma_b: noise std of the unclipped count; must exceed noise_multiplier / 2 (the "
           "update noise multiplier becomes (sigma^-2 - (2 sigma_b)^-2)^-1/2; 2.5 adds 2% at "
           "sigma 1); the fraction's noise is sigma_b / K"),
+
+    /* [secagg]: cohort secure aggregation (docs/SECAGG.md); read by the aggregator and the
+     * trainers */
+    S_BOOL(secagg, enabled, "false", S_RESTART,
+           "secure aggregation: the aggregator sees only the sum of each cohort of K updates, "
+           "never one alone (Bonawitz et al. 2017; docs/SECAGG.md); needs [aggregator] acks"),
+    S_INT(secagg, cohort_size, 0, 256, "0", S_RESTART,
+          "K, members per cohort (2..256); 0 = [aggregator] buffer_k (async) or "
+          "[federation] clients_per_round (sync)"),
+    S_INT(secagg, threshold, 0, 256, "0", S_RESTART,
+          "t, members whose shares unmask a cohort (floor(K/2)+1 .. K); fewer survivors "
+          "abort it; 0 = max(floor(K/2)+1, ceil(2K/3))"),
+    S_FLT(secagg, clip_norm, 1e-6, 1e6, "10", S_RESTART,
+          "C, L2 bound each member clips its update to before encoding (with [privacy] mode = "
+          "client, [privacy] clip_norm is used instead)"),
+    S_INT(secagg, cohorts, 1, 64, "2", S_RESTART,
+          "async: cohorts in flight at once (each one FedBuff buffer); sync: always 1"),
+    S_FLT(secagg, keys_timeout_s, 0.05, 3600, "10", S_RESTART,
+          "phase deadline: members advertise their keys within this many seconds"),
+    S_FLT(secagg, shares_timeout_s, 0.05, 3600, "10", S_RESTART,
+          "phase deadline: members send their encrypted shares"),
+    S_FLT(secagg, train_timeout_s, 0.05, 86400, "120", S_RESTART,
+          "phase deadline: members train and upload their masked update; later ones are "
+          "dropped (their masks recovered)"),
+    S_FLT(secagg, unmask_timeout_s, 0.05, 3600, "10", S_RESTART,
+          "phase deadline: survivors send the shares that unmask the sum"),
 };
 
 #define S_NKEYS (sizeof s_keys / sizeof s_keys[0])
 
-static const char *const s_sections[] = {"federation", "endpoints", "broker",   "trainer",
-                                         "aggregator", "evaluator", "security", "privacy"};
+static const char *const s_sections[] = {"federation", "endpoints",  "broker",
+                                         "trainer",    "aggregator", "evaluator",
+                                         "security",   "privacy",    "secagg"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 size_t fm_cfg_nkeys(void) { return S_NKEYS; }
@@ -813,6 +842,86 @@ static int s_buffer_k(const fm_config_t *c)
     return c->federation.mode == FM_CFG_MODE_SYNC || k == 0 ? c->federation.clients_per_round : k;
 }
 
+void fm_cfg_secagg_params(const fm_config_t *c, uint32_t *k, uint32_t *t, double *clip)
+{
+    const fm_cfg_secagg_t *a = &c->secagg;
+    uint32_t kk = (uint32_t)(a->cohort_size > 0 ? a->cohort_size : s_buffer_k(c));
+    uint32_t half = kk / 2 + 1, twothirds = (2 * kk + 2) / 3;
+    if (k)
+        *k = kk;
+    if (t)
+        *t = a->threshold > 0 ? (uint32_t)a->threshold : (half > twothirds ? half : twothirds);
+    if (clip)
+        *clip = c->privacy.mode == FM_CFG_PRIVACY_CLIENT ? c->privacy.clip_norm : a->clip_norm;
+}
+
+/* [secagg]: the key at fault and why, or NULL. */
+static const fm_cfg_key_t *s_check_secagg(const fm_config_t *c, char *why, size_t cap)
+{
+    if (!c->secagg.enabled)
+        return NULL;
+    uint32_t k = 0, t = 0;
+    double clip = 0;
+    fm_cfg_secagg_params(c, &k, &t, &clip);
+    if (k < 2 || k > FM_SA_MAX_K) {
+        snprintf(why, cap, "makes cohorts of %u members: K must be 2..%d", k, FM_SA_MAX_K);
+        return fm_cfg_key_find("secagg", "cohort_size");
+    }
+    if (k > (uint32_t)c->federation.num_clients) {
+        snprintf(why, cap, "K = %u: must be <= [federation] num_clients (%d)", k,
+                 c->federation.num_clients);
+        return fm_cfg_key_find("secagg", "cohort_size");
+    }
+    if (t < k / 2 + 1 || t > k) {
+        snprintf(why, cap,
+                 "must be %u..%u for K = %u (t > K/2: no two disjoint sets of t "
+                 "members exist)",
+                 k / 2 + 1, k, k);
+        return fm_cfg_key_find("secagg", "threshold");
+    }
+    if (fm_sa_codec_scale(k, clip) < 8) {
+        snprintf(why, cap, "K = %u x C = %g leaves fewer than 8 bits of fixed point below 2^31",
+                 k, clip);
+        return fm_cfg_key_find("secagg", "clip_norm");
+    }
+    if (!c->aggregator.acks) {
+        snprintf(why, cap,
+                 "must be true with [secagg] enabled: the cohort messages travel on "
+                 "endpoints.acks");
+        return fm_cfg_key_find("aggregator", "acks");
+    }
+    if (c->aggregator.weight_by_samples) {
+        snprintf(why, cap,
+                 "must be false with [secagg] enabled: every member weighs 1 (a "
+                 "sample count would be one more thing the sum must hide)");
+        return fm_cfg_key_find("aggregator", "weight_by_samples");
+    }
+    if (c->aggregator.aggregation != FM_ROBUST_MEAN) {
+        snprintf(why, cap,
+                 "must be mean with [secagg] enabled: the aggregator sees only a "
+                 "cohort's sum, never one update");
+        return fm_cfg_key_find("aggregator", "aggregation");
+    }
+    if (c->aggregator.norm_bound > 0) {
+        snprintf(why, cap,
+                 "must be 0 with [secagg] enabled: members clip to [secagg] "
+                 "clip_norm themselves, the aggregator cannot see one update's norm");
+        return fm_cfg_key_find("aggregator", "norm_bound");
+    }
+    if (c->federation.mode == FM_CFG_MODE_SYNC &&
+        c->federation.sampling == FM_CFG_SAMPLING_POISSON) {
+        snprintf(why, cap,
+                 "must be fixed with [secagg] enabled (a cohort is fixed when it "
+                 "forms)");
+        return fm_cfg_key_find("federation", "sampling");
+    }
+    if (c->privacy.adaptive_clip) {
+        snprintf(why, cap, "cannot be used with [secagg] enabled (it needs each update's norm)");
+        return fm_cfg_key_find("privacy", "adaptive_clip");
+    }
+    return NULL;
+}
+
 /* [privacy] adaptive clipping: the key at fault and why, or NULL. */
 static const fm_cfg_key_t *s_check_adaptive(const fm_config_t *c, char *why, size_t cap)
 {
@@ -955,6 +1064,8 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
         k = s_check_dpsgd(c, why, sizeof why);
     if (!k)
         k = s_check_adaptive(c, why, sizeof why);
+    if (!k)
+        k = s_check_secagg(c, why, sizeof why);
     if (!k)
         return 0;
     int line = lines ? lines[k - s_keys] : 0;

@@ -204,6 +204,17 @@ typedef struct {
     double clip_count_stddev;  /* sigma_b: noise std of the clipped count; > sigma / 2 */
 } fm_cfg_privacy_t;
 
+/* [secagg]: cohort secure aggregation (docs/SECAGG.md), on when enabled; read by the
+ * aggregator (which forms the cohorts) and the trainers (which join them). */
+typedef struct {
+    bool enabled;
+    int cohort_size;  /* K, 0 = the buffer (async: buffer_k) or clients_per_round (sync) */
+    int threshold;    /* t, 0 = max(floor(K/2) + 1, ceil(2K/3)) */
+    double clip_norm; /* C of the members' updates ([privacy] clip_norm when privacy is on) */
+    int cohorts;      /* async: cohorts in flight at once (sync: 1) */
+    double keys_timeout_s, shares_timeout_s, train_timeout_s, unmask_timeout_s;
+} fm_cfg_secagg_t;
+
 /* Plain data: copy with `=`. */
 typedef struct {
     fm_cfg_federation_t federation;
@@ -214,6 +225,7 @@ typedef struct {
     fm_cfg_evaluator_t evaluator;
     fm_cfg_security_t security;
     fm_cfg_privacy_t privacy;
+    fm_cfg_secagg_t secagg;
 } fm_config_t;
 
 typedef enum {
@@ -279,6 +291,12 @@ int fm_cfg_check(const fm_config_t *c, fm_errmsg_t *e);
  * accountant uses it: clients_per_round / num_clients with [federation] sampling = poisson in
  * mode = sync (each client's own coin), else 1 (no amplification claimed). */
 double fm_cfg_sample_rate(const fm_config_t *c);
+
+/* [secagg] with its zeros resolved: K (cohort_size or the buffer/round size) and t
+ * (threshold or max(floor(K/2) + 1, ceil(2K/3))), and the clip C the members use
+ * ([privacy] clip_norm under client-level DP, else [secagg] clip_norm). Valid only for a
+ * config fm_cfg_check accepted with secagg enabled. */
+void fm_cfg_secagg_params(const fm_config_t *c, uint32_t *k, uint32_t *t, double *clip);
 
 /* FM_EARG naming the first key that is not reloadable and differs between `old` and
  * `fresh` (for SIGHUP: keep `old` then); 0 if `fresh` may replace `old`. */

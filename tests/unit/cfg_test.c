@@ -162,7 +162,7 @@ static void test_table(void **state)
         assert_true(nseen < 16);
         seen[nseen++] = sec;
     }
-    assert_int_equal(nseen, 8); /* federation ... evaluator, security, privacy */
+    assert_int_equal(nseen, 9); /* federation ... evaluator, security, privacy, secagg */
     assert_null(fm_cfg_key_find("aggregator", "nope"));
     assert_null(fm_cfg_key_find("nope", "buffer_k"));
 }
@@ -596,6 +596,8 @@ static void test_roundtrip(void **state)
      * [privacy] keys stay changed; test_privacy_keys loads client) */
     assert_int_equal(fm_cfg_set(&c, "privacy.mode", "none", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "privacy.adaptive_clip", "false", &e), 0);
+    /* secagg.enabled (changed) refuses the changed rule and acks: back to false */
+    assert_int_equal(fm_cfg_set(&c, "secagg.enabled", "false", &e), 0);
     if (fm_cfg_check(&c, &e) != 0)
         fail_msg("%s", e.msg);
     dump_load(state, &c, &d);
@@ -949,6 +951,93 @@ static void test_privacy_keys(void **state)
     load_text_ok(state, "[privacy]\nmechanism = laplace\n", &c);
 }
 
+/* [secagg]: the defaults, the zeros resolved, one refusal line per combination it cannot run */
+static void test_secagg_keys(void **state)
+{
+    fm_config_t c;
+    uint32_t k = 0, t = 0;
+    double clip = 0;
+    load_text_ok(state, "[secagg]\n", &c);
+    assert_false(c.secagg.enabled);
+    assert_int_equal(c.secagg.cohorts, 2);
+    const char *ok = "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n";
+    load_text_ok(state, ok, &c);
+    fm_cfg_secagg_params(&c, &k, &t, &clip);
+    assert_int_equal(k, 10); /* clients_per_round */
+    assert_int_equal(t, 7);  /* ceil(2 x 10 / 3) */
+    assert_true(clip == 10);
+    load_text_ok(
+        state, "[aggregator]\nweight_by_samples = false\nbuffer_k = 5\n[secagg]\nenabled = on\n",
+        &c);
+    fm_cfg_secagg_params(&c, &k, &t, &clip);
+    assert_int_equal(k, 5);
+    assert_int_equal(t, 4); /* max(3, ceil(10/3) = 4) */
+    load_text_ok(state,
+                 "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n"
+                 "cohort_size = 50\nthreshold = 26\n[privacy]\nmode = client\nclip_norm = 0.7\n",
+                 &c);
+    fm_cfg_secagg_params(&c, &k, &t, &clip);
+    assert_true(k == 50 && t == 26 && clip == 0.7);
+    expect_error(state, "[secagg]\nenabled = on\n", FM_EARG,
+                 "%s: [aggregator] weight_by_samples = true: must be false with [secagg] "
+                 "enabled: every member weighs 1 (a sample count would be one more thing the "
+                 "sum must hide)");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n"
+                 "threshold = 5\n",
+                 FM_EARG,
+                 "%s:5: [secagg] threshold = 5: must be 6..10 for K = 10 (t > K/2: no two "
+                 "disjoint sets of t members exist)");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n"
+                 "cohort_size = 1\n",
+                 FM_EARG,
+                 "%s:5: [secagg] cohort_size = 1: makes cohorts of 1 members: K must "
+                 "be 2..256");
+    expect_error(state,
+                 "[federation]\nnum_clients = 8\nclients_per_round = 8\n[trainer]\nclients = "
+                 "0-7\n[aggregator]\nweight_by_samples = false\n"
+                 "[secagg]\nenabled = on\ncohort_size = 9\nthreshold = 9\n",
+                 FM_EARG,
+                 "%s:10: [secagg] cohort_size = 9: K = 9: must be <= [federation] "
+                 "num_clients (8)");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\nacks = false\n[secagg]\n"
+                 "enabled = on\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] acks = false: must be true with [secagg] enabled: the "
+                 "cohort messages travel on endpoints.acks");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\naggregation = median\n[secagg]\n"
+                 "enabled = on\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] aggregation = median: must be mean with [secagg] enabled: "
+                 "the aggregator sees only a cohort's sum, never one update");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\nnorm_bound = 3\n[secagg]\n"
+                 "enabled = on\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] norm_bound = 3: must be 0 with [secagg] enabled: members "
+                 "clip to [secagg] clip_norm themselves, the aggregator cannot see one "
+                 "update's norm");
+    expect_error(state,
+                 "[federation]\nmode = sync\nsampling = poisson\naggregation_strategy = fedavg\n"
+                 "[aggregator]\n"
+                 "weight_by_samples = false\n[secagg]\nenabled = on\n",
+                 FM_EARG,
+                 "%s:3: [federation] sampling = poisson: must be fixed with [secagg] enabled (a "
+                 "cohort is fixed when it forms)");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n"
+                 "cohort_size = 256\nthreshold = 200\nclip_norm = 1e6\n"
+                 "[federation]\nnum_clients = 1000\n",
+                 FM_EARG,
+                 "%s:7: [secagg] clip_norm = 1000000: K = 256 x C = 1e+06 leaves fewer than 8 bits "
+                 "of fixed point below 2^31");
+    /* the same keys with enabled = false are unused values */
+    load_text_ok(state, "[secagg]\ncohort_size = 1\nthreshold = 200\n", &c);
+}
+
 /* [privacy] adaptive clipping: the defaults, and one refusal line per nonsense value */
 static void test_adaptive_clip_keys(void **state)
 {
@@ -997,6 +1086,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_privacy_keys),
+        cmocka_unit_test(test_secagg_keys),
         cmocka_unit_test(test_adaptive_clip_keys),
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_defaults),

@@ -104,6 +104,15 @@ void agg_acks_send(agg_acks_t *a, const uint8_t *ids, size_t n, const char *stat
     }
 }
 
+int agg_acks_publish(agg_acks_t *a, const void *frame, size_t len)
+{
+    if (zmq_send(zsock_resolve(a->pub), frame, len, ZMQ_DONTWAIT) >= 0)
+        return 0;
+    int rc = -zmq_errno();
+    fm_ratelog(&a->log, LOG_WARNING, "frame of %zu B not sent on acks: %s", len, fm_strerror(rc));
+    return rc;
+}
+
 void agg_acks_commit(agg_acks_t *a, const agg_idset_t *ids, uint64_t durable_seq,
                      uint64_t version)
 {

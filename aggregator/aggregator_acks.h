@@ -58,6 +58,10 @@ void agg_acks_commit(agg_acks_t *a, const agg_idset_t *ids, uint64_t durable_seq
 void agg_acks_send(agg_acks_t *a, const uint8_t *ids, size_t n, const char *status,
                    uint64_t version);
 
+/* One frame of another kind (the secure-aggregation messages to members) on the same PUB,
+ * non-blocking. 0, or -errno (not queued: logged, rate-limited). */
+int agg_acks_publish(agg_acks_t *a, const void *frame, size_t len);
+
 /* Ids acknowledged as applied, and answered with a refusal, since the start. */
 uint64_t agg_acks_applied(const agg_acks_t *a);
 uint64_t agg_acks_refused(const agg_acks_t *a);

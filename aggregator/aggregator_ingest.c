@@ -329,6 +329,13 @@ static void s_update(agg_ingest_t *g, const void *data, size_t len, const agg_in
         s_reject(out, AGG_REJ_IDENTITY, "UPDATE from %s: %s", u->trainer, why);
         return;
     }
+    if (ctx->secagg) {
+        s_reject(out, AGG_REJ_SECAGG,
+                 "UPDATE from %s client %u: [secagg] is enabled, updates are taken masked in "
+                 "cohorts only (is that trainer's [secagg] enabled?)",
+                 u->trainer, u->client);
+        return;
+    }
     double scale = 1.0;
     if (s_check_content(g, u, out) || s_check_fold(g, u, ctx, &tau, out) ||
         s_screen(g, u, &scale, out) || s_fold(g, u, tau, scale, out))
@@ -384,6 +391,12 @@ void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_i
                 return;
             }
         out->kind = AGG_INGEST_DECLINE;
+        return;
+    }
+    if (ctx->secagg && (type == FM_WIRE_SA_KEYS || type == FM_WIRE_SA_SHARES ||
+                        type == FM_WIRE_SA_MASKED || type == FM_WIRE_SA_UNMASK_SHARES)) {
+        out->kind = AGG_INGEST_SECAGG;
+        out->type = type;
         return;
     }
     if (type != FM_WIRE_UPDATE) {

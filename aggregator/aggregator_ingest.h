@@ -49,6 +49,7 @@ typedef enum {
     AGG_INGEST_FOLDED,  /* an UPDATE was folded into the buffer */
     AGG_INGEST_MEMBER,  /* a HELLO / HEARTBEAT / BYE, decoded */
     AGG_INGEST_DECLINE, /* a DECLINE (Poisson-sampled sync rounds), decoded, sender checked */
+    AGG_INGEST_SECAGG,  /* ctx->secagg: a member message of a cohort (`type`; agg_secagg) */
     AGG_INGEST_REJECTED /* dropped */
 } agg_ingest_kind_t;
 
@@ -57,7 +58,7 @@ typedef struct {
     agg_ingest_kind_t kind;
     agg_reason_t reason;       /* REJECTED: why */
     char why[AGG_WHY_MAX];     /* REJECTED: one line naming the sender and the value */
-    fm_wire_type_t type;       /* MEMBER: FM_WIRE_HELLO / HEARTBEAT / BYE */
+    fm_wire_type_t type;       /* MEMBER: FM_WIRE_HELLO / HEARTBEAT / BYE; SECAGG: its type */
     fm_wire_member_t member;   /* MEMBER */
     fm_wire_decline_t decline; /* DECLINE */
     fm_wire_update_t update;   /* FOLDED, and REJECTED with has_id: the header */
@@ -84,6 +85,9 @@ typedef struct {
      * NULL) and the allow-list to check it against; sec NULL or mode none: no check */
     fm_sec_t *sec;
     const char *user_id;
+    /* [secagg] enabled: member messages (ADVERTISE_KEYS, SHARES, MASKED_UPDATE,
+     * UNMASK_SHARES) are AGG_INGEST_SECAGG, a plain UPDATE is refused (secagg) */
+    int secagg;
 } agg_ingest_ctx_t;
 
 typedef struct agg_ingest agg_ingest_t;

@@ -13,6 +13,7 @@
 #include "aggregator_ingest.h"
 #include "aggregator_policy.h"
 #include "aggregator_privacy.h"
+#include "aggregator_secagg.h"
 #include "aggregator_state.h"
 #include "aggregator_stats.h"
 #include "fm_jsonl.h"
@@ -50,6 +51,7 @@ struct agg_server {
     agg_ingest_t *ingest;   /* frame -> verdict, the buffer */
     agg_acks_t *acks;       /* ACKs ([aggregator] acks), NULL when off */
     agg_privacy_t *privacy; /* [privacy] mode = client, NULL when off */
+    agg_secagg_t *secagg;   /* [secagg] enabled: the cohorts, NULL when off */
     fm_jsonl_t *history;    /* [aggregator] history_file, NULL when off */
     fm_ratelog_t history_log;
     uint8_t *scratch_ids;     /* the ids of one version, for the history */
@@ -140,6 +142,7 @@ static void s_write_stats(agg_server_t *self)
     st.updates_pending = (uint32_t)agg_ingest_pending(self->ingest);
     agg_state_stats(self->state, &st);
     agg_privacy_stats(self->privacy, &st);
+    agg_secagg_stats(self->secagg, &st);
     if (self->acks) {
         st.acked = agg_acks_applied(self->acks);
         st.ack_refused = agg_acks_refused(self->acks);
@@ -319,6 +322,9 @@ static int s_privacy_admits(agg_server_t *self)
  * the policy says (publish; sync: the next round), maybe a checkpoint, stats.json. With
  * [privacy], the step is noised and accounted first, and the version is checkpointed before
  * it is published: a version whose privacy cost is not durable is never published. */
+static void s_step(agg_server_t *self, int count, int nids, int unclipped, double stale_mean,
+                   double t0);
+
 static void s_aggregate(agg_server_t *self)
 {
     int count = 0, unclipped = agg_ingest_unclipped(self->ingest); /* take resets it */
@@ -334,6 +340,42 @@ static void s_aggregate(agg_server_t *self)
         memset(self->mean, 0, np * sizeof *self->mean);
         count = 0;
     }
+    s_step(self, count, count, unclipped, stale_mean, t0);
+}
+
+/* [secagg]: a cohort's unmasked sum is one buffer: mean = s(tau) sum / |U3|, tau = the
+ * versions made since the cohort's model (the same for every member). */
+static void s_secagg_sum(void *arg, const agg_secagg_sum_t *s)
+{
+    agg_server_t *self = arg;
+    double t0 = fm_daemon_now();
+    size_t np = fm_model_nparams(self->model);
+    FM_ASSERT(s->m == np + 1 && s->survivors > 0);
+    uint64_t tau = self->version >= s->mv ? self->version - s->mv : 0;
+    if (self->finished || tau > (uint64_t)self->cfg.aggregator.max_staleness) {
+        FM_LOG(LOG_WARNING, "secagg: cohort %016llx: sum of %u updates not applied (%s)",
+               (unsigned long long)s->cohort, s->survivors,
+               self->finished ? "finished" : "staler than [aggregator] max_staleness");
+        return;
+    }
+    if (!s_privacy_admits(self))
+        return;
+    double w = fm_staleness_weight(&self->policy->staleness, tau) / (double)s->survivors;
+    for (size_t i = 0; i < np; i++)
+        self->mean[i] = (float)(w * s->decoded[i]);
+    for (uint32_t i = 0; i < s->survivors; i++)
+        agg_stats_folded(self->stats, tau, t0);
+    s_step(self, (int)s->survivors, 0, (int)s->survivors, (double)tau, t0);
+}
+
+/* The step of `count` updates whose mean is in self->mean: privacy noise, the server
+ * optimiser, a new version (or the buffer dropped: its `nids` newest ids told "dropped"),
+ * then what the policy says (publish; sync: the next round), maybe a checkpoint,
+ * stats.json. */
+static void s_step(agg_server_t *self, int count, int nids, int unclipped, double stale_mean,
+                   double t0)
+{
+    size_t np = fm_model_nparams(self->model);
     if (self->privacy) {
         int prc = agg_privacy_step(self->privacy, self->mean, np, count);
         FM_ASSERT(prc == 0); /* count >= 0 */
@@ -346,9 +388,9 @@ static void s_aggregate(agg_server_t *self)
         agg_stats_applied(self->stats, (uint64_t)count);
         agg_stats_version(self->stats, self->version);
         self->created = fm_daemon_wallclock();
-        s_history_version(self, count);
+        s_history_version(self, nids);
     } else {
-        s_unapply(self, count);
+        s_unapply(self, nids);
         agg_stats_buffer_dropped(self->stats);
         FM_LOG(LOG_ERR,
                "server step refused (non-finite result): buffer of %d updates dropped, "
@@ -378,7 +420,10 @@ static void s_aggregate(agg_server_t *self)
         s_privacy_admits(self);
     s_update_finished(self);
     agg_view_t v = s_view(self);
-    s_act(self, agg_policy_closed(self->policy, ok, count, &v, fm_daemon_now()));
+    if (self->secagg) /* cohorts, not the policy, decide when versions are made */
+        s_act(self, ok ? AGG_ACT_PUBLISH : AGG_ACT_NONE);
+    else
+        s_act(self, agg_policy_closed(self->policy, ok, count, &v, fm_daemon_now()));
     if (self->finished && !was_finished)
         FM_LOG(LOG_NOTICE, "num_rounds = %d reached at version %llu: finished",
                self->cfg.federation.num_rounds, (unsigned long long)self->version);
@@ -480,7 +525,8 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
                             .num_rounds = self->cfg.federation.num_rounds,
                             .stopped = self->stopped,
                             .sec = self->sec,
-                            .user_id = user_id};
+                            .user_id = user_id,
+                            .secagg = self->secagg != NULL};
     agg_state_lost(self->state, &ctx.lost_first, &ctx.lost_last);
     agg_verdict_t v;
     agg_stats_received(self->stats, len);
@@ -495,6 +541,9 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
         return;
     case AGG_INGEST_MEMBER:
         s_on_member(self, &v, zmq_msg_gets(msg, "Peer-Address"), user_id);
+        return;
+    case AGG_INGEST_SECAGG:
+        agg_secagg_frame(self->secagg, v.type, data, len, self->sec, user_id, fm_daemon_now());
         return;
     case AGG_INGEST_DECLINE: {
         char why[AGG_WHY_MAX];
@@ -562,7 +611,11 @@ static int s_tick(void *arg)
     self->nlive = n;
     agg_stats_live(self->stats, n);
     agg_view_t v = s_view(self);
-    s_act(self, agg_policy_tick(self->policy, &v, now));
+    if (self->secagg)
+        agg_secagg_tick(self->secagg, self->version, self->finished, self->live, self->members,
+                        now);
+    else
+        s_act(self, agg_policy_tick(self->policy, &v, now));
     if (now - self->last_publish_at >= S_REPUBLISH_S)
         s_publish(self, 0);
     if (agg_stats_due(self->stats, now))
@@ -711,6 +764,13 @@ static int s_init_model(agg_server_t *self, fm_errmsg_t *e)
     return 0;
 }
 
+/* agg_secagg's frames to the members: on the acks PUB (fm_cfg_check requires acks). */
+static void s_secagg_send(void *arg, const void *frame, size_t len)
+{
+    agg_server_t *self = arg;
+    agg_acks_publish(self->acks, frame, len);
+}
+
 /* Encode the current MODEL (also the size reference for ZMQ_MAXMSGSIZE), create and bind
  * the sockets, log the start-up line. */
 static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
@@ -787,6 +847,15 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
         char dp[800];
         agg_privacy_describe(self->privacy, dp, sizeof dp);
         FM_LOG(LOG_NOTICE, "%s", dp);
+    }
+    if (self->cfg.secagg.enabled) {
+        if (!(self->secagg = agg_secagg_new(&self->cfg, fm_model_nparams(self->model),
+                                            s_secagg_send, s_secagg_sum, self, &rc, e)) ||
+            (rc = agg_secagg_metrics(self->secagg, self->metrics)) != 0)
+            return rc;
+        char sa[400];
+        agg_secagg_describe(self->secagg, sa, sizeof sa);
+        FM_LOG(LOG_NOTICE, "%s", sa);
     }
     return 0;
 }
@@ -874,6 +943,8 @@ int agg_server_run(agg_server_t *self)
                self->policy->buffer_k);
         s_aggregate(self);
     }
+    if (self->secagg)
+        agg_secagg_abort_all(self->secagg, "the aggregator is stopping");
     FM_LOG(LOG_NOTICE, "stopping at version %llu (%d updates in the open buffer dropped)",
            (unsigned long long)self->version, agg_ingest_pending(self->ingest));
     int crc = s_checkpoint(self, AGG_STATE_SHUTDOWN);
@@ -899,6 +970,7 @@ void agg_server_destroy(agg_server_t **p)
     agg_stats_destroy(&self->stats);
     agg_policy_destroy(&self->policy);
     agg_privacy_destroy(&self->privacy);
+    agg_secagg_destroy(&self->secagg);
     fm_members_destroy(&self->members);
     free(self->live);
     free(self->mean);

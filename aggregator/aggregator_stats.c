@@ -21,6 +21,7 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
     [AGG_REJ_IDENTITY] = "identity",   [AGG_REJ_NORM] = "norm",
     [AGG_REJ_OVERFLOW] = "overflow",   [AGG_REJ_REPEAT] = "repeat",
+    [AGG_REJ_SECAGG] = "secagg",
 };
 
 /* the first FM_CKPT_NREASONS counters go in the checkpoint header, the rest in the record

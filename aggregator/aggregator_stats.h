@@ -49,6 +49,8 @@ typedef enum {
                                 weight x norm over the accumulator's limit) */
     AGG_REJ_REPEAT,          /* [privacy] mode = client: the client already has an update in
                                 the open buffer (one per client per step) */
+    AGG_REJ_SECAGG,          /* [secagg] enabled: a plain UPDATE (updates travel masked, in
+                                cohorts only) */
     AGG_REJ_COUNT
 } agg_reason_t;
 

@@ -892,8 +892,8 @@ static const fm_cfg_key_t *s_check_secagg(const fm_config_t *c, char *why, size_
     }
     if (c->aggregator.weight_by_samples) {
         snprintf(why, cap,
-                 "must be false with [secagg] enabled: every member weighs 1 (a "
-                 "sample count would be one more thing the sum must hide)");
+                 "must be false with [secagg] enabled: every member weighs 1 "
+                 "(sample-count weights are not built for secure aggregation)");
         return fm_cfg_key_find("aggregator", "weight_by_samples");
     }
     if (c->aggregator.aggregation != FM_ROBUST_MEAN) {

@@ -253,6 +253,19 @@ uint32_t fm_members_live_clients(const fm_members_t *self, uint32_t num_clients,
     return live;
 }
 
+int fm_members_owner(const fm_members_t *self, uint32_t client, char *trainer)
+{
+    for (int i = 0; i < self->n; i++) {
+        const fm_wire_member_t *m = &self->e[i].m;
+        if (client >= m->client_first &&
+            (uint64_t)client < (uint64_t)m->client_first + m->client_count) {
+            memcpy(trainer, m->trainer, sizeof m->trainer);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void fm_members_peer(const char *endpoint, const char *addr, char *out)
 {
     if (addr && *addr && endpoint && strncmp(endpoint, "tcp://", 6) == 0) {

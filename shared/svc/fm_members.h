@@ -134,6 +134,10 @@ uint64_t fm_members_clients(fm_members_t *self);
  * the number of distinct clients marked (ranges of several trainers may overlap). */
 uint32_t fm_members_live_clients(const fm_members_t *self, uint32_t num_clients, uint8_t *mark);
 
+/* The trainer id of a live entry serving `client` (the first such entry) into
+ * trainer[FM_WIRE_STR_MAX + 1]. 1 if one serves it, else 0 (trainer untouched). */
+int fm_members_owner(const fm_members_t *self, uint32_t client, char *trainer);
+
 /* Refusals of reason r (< FM_MEMBERS_REFUSED_COUNT) since the table was made. */
 uint64_t fm_members_refused(const fm_members_t *self, fm_members_refusal_t r);
 

@@ -98,6 +98,16 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "privacy_steps", s_u64(st->privacy_steps));
     bad |= json_object_set_new(o, "privacy_exhausted", json_boolean(st->privacy_exhausted));
     bad |= json_object_set_new(o, "privacy_clip_norm", json_real(st->privacy_clip_norm));
+    bad |= json_object_set_new(o, "secagg", json_boolean(st->secagg));
+    bad |= json_object_set_new(o, "secagg_formed", s_u64(st->secagg_formed));
+    bad |= json_object_set_new(o, "secagg_completed", s_u64(st->secagg_completed));
+    bad |= json_object_set_new(o, "secagg_aborted", s_u64(st->secagg_aborted));
+    bad |= json_object_set_new(o, "secagg_in_flight", s_u64(st->secagg_in_flight));
+    bad |= json_object_set_new(o, "secagg_dropped_keys", s_u64(st->secagg_dropped_keys));
+    bad |= json_object_set_new(o, "secagg_dropped_shares", s_u64(st->secagg_dropped_shares));
+    bad |= json_object_set_new(o, "secagg_dropped_train", s_u64(st->secagg_dropped_train));
+    bad |= json_object_set_new(o, "secagg_dropped_unmask", s_u64(st->secagg_dropped_unmask));
+    bad |= json_object_set_new(o, "secagg_refused", s_u64(st->secagg_refused));
     bad |= json_object_set_new(o, "updates_per_s", json_real(st->updates_per_s));
     bad |= json_object_set_new(o, "rate_window_s", json_real(st->rate_window_s));
     bad |= json_object_set_new(o, "model", json_string(st->model));
@@ -293,6 +303,20 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
         (rc = s_get_u64(o, "privacy_steps", UINT64_MAX, &st->privacy_steps, path, e)) ||
         (rc = s_get_bool(o, "privacy_exhausted", &st->privacy_exhausted, path, e)) ||
         (rc = s_get_num(o, "privacy_clip_norm", &st->privacy_clip_norm, path, e)) ||
+        (rc = s_get_bool(o, "secagg", &st->secagg, path, e)) ||
+        (rc = s_get_u64(o, "secagg_formed", UINT64_MAX, &st->secagg_formed, path, e)) ||
+        (rc = s_get_u64(o, "secagg_completed", UINT64_MAX, &st->secagg_completed, path, e)) ||
+        (rc = s_get_u64(o, "secagg_aborted", UINT64_MAX, &st->secagg_aborted, path, e)) ||
+        (rc = s_get_u32(o, "secagg_in_flight", &st->secagg_in_flight, path, e)) ||
+        (rc = s_get_u64(o, "secagg_dropped_keys", UINT64_MAX, &st->secagg_dropped_keys, path,
+                        e)) ||
+        (rc = s_get_u64(o, "secagg_dropped_shares", UINT64_MAX, &st->secagg_dropped_shares, path,
+                        e)) ||
+        (rc = s_get_u64(o, "secagg_dropped_train", UINT64_MAX, &st->secagg_dropped_train, path,
+                        e)) ||
+        (rc = s_get_u64(o, "secagg_dropped_unmask", UINT64_MAX, &st->secagg_dropped_unmask, path,
+                        e)) ||
+        (rc = s_get_u64(o, "secagg_refused", UINT64_MAX, &st->secagg_refused, path, e)) ||
         (rc = s_get_num(o, "updates_per_s", &st->updates_per_s, path, e)) ||
         (rc = s_get_num(o, "rate_window_s", &st->rate_window_s, path, e)) ||
         (rc = s_get_num(o, "started", &st->started, path, e)) ||

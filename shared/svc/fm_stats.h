@@ -64,6 +64,14 @@ typedef struct {
     uint64_t privacy_steps;
     bool privacy_exhausted;
     double privacy_clip_norm;
+    /* secure aggregation ([secagg] enabled): on; cohorts formed, completed (their sum
+     * applied), aborted (nothing released), in flight now; members dropped per phase (no
+     * keys, no shares, no upload, no unmasking shares); member messages refused */
+    bool secagg;
+    uint64_t secagg_formed, secagg_completed, secagg_aborted;
+    uint32_t secagg_in_flight;
+    uint64_t secagg_dropped_keys, secagg_dropped_shares, secagg_dropped_train,
+        secagg_dropped_unmask, secagg_refused;
 } fm_stats_t;
 
 /* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */

@@ -249,20 +249,36 @@ static void test_every_reason_counted(void **state)
     s_update_ex(t, 5, 10, 0, 0, bad, NULL);
     S_EXPECT_REJECT(t, AGG_REJ_OVERFLOW);
     assert_int_equal(s_ingest(t, "", 0).reason, AGG_REJ_TRUNCATED);
+    /* [secagg] enabled: a plain UPDATE is refused (with its id: it is acknowledged), a member
+     * message goes to the cohorts; without it, a member message is an unexpected type */
+    t->ctx.secagg = 1;
+    s_update(t, 5, 10);
+    agg_verdict_t sv = s_ingest_buf(t);
+    assert_int_equal(sv.kind, AGG_INGEST_REJECTED);
+    assert_int_equal(sv.reason, AGG_REJ_SECAGG);
+    assert_true(sv.has_id);
+    fm_sa_advertise_t adv = {.cohort = 7, .from = 1};
+    assert_int_equal(fm_wire_encode_sa_keys(&adv, &t->buf), 0);
+    sv = s_ingest_buf(t);
+    assert_int_equal(sv.kind, AGG_INGEST_SECAGG);
+    assert_int_equal(sv.type, FM_WIRE_SA_KEYS);
+    t->ctx.secagg = 0;
+    sv = s_ingest_buf(t);
+    assert_int_equal(sv.reason, AGG_REJ_UNEXPECTED_TYPE);
 
     /* each reason exactly once (truncated twice, cohort: sync only; identity needs
      * [security] mode = curve: security_test, with the check itself in sec_test), nothing
      * else folded */
     const agg_counters_t *c = agg_stats_counters(t->stats);
     for (int r = 0; r < AGG_REJ_COUNT; r++) {
-        uint64_t want = r == AGG_REJ_TRUNCATED                                                ? 2
+        uint64_t want = r == AGG_REJ_TRUNCATED || r == AGG_REJ_UNEXPECTED_TYPE                ? 2
                         : r == AGG_REJ_COHORT || r == AGG_REJ_IDENTITY || r == AGG_REJ_REPEAT ? 0
                                                                                               : 1;
         if (c->rejected[r] != want)
             fail_msg("rejected.%s = %llu, expected %llu", agg_reason_name(r),
                      (unsigned long long)c->rejected[r], (unsigned long long)want);
     }
-    assert_int_equal(c->rejected_total, AGG_REJ_COUNT - 2);
+    assert_int_equal(c->rejected_total, AGG_REJ_COUNT - 1);
     assert_int_equal(agg_ingest_pending(t->ing), 1);
     s_update(t, 5, 10); /* still folding */
     assert_int_equal(s_ingest_buf(t).kind, AGG_INGEST_FOLDED);

@@ -980,8 +980,8 @@ static void test_secagg_keys(void **state)
     assert_true(k == 50 && t == 26 && clip == 0.7);
     expect_error(state, "[secagg]\nenabled = on\n", FM_EARG,
                  "%s: [aggregator] weight_by_samples = true: must be false with [secagg] "
-                 "enabled: every member weighs 1 (a sample count would be one more thing the "
-                 "sum must hide)");
+                 "enabled: every member weighs 1 (sample-count weights are not built for secure "
+                 "aggregation)");
     expect_error(state,
                  "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n"
                  "threshold = 5\n",
@@ -1027,13 +1027,14 @@ static void test_secagg_keys(void **state)
                  FM_EARG,
                  "%s:3: [federation] sampling = poisson: must be fixed with [secagg] enabled (a "
                  "cohort is fixed when it forms)");
-    expect_error(state,
-                 "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n"
-                 "cohort_size = 256\nthreshold = 200\nclip_norm = 1e6\n"
-                 "[federation]\nnum_clients = 1000\n",
-                 FM_EARG,
-                 "%s:7: [secagg] clip_norm = 1000000: K = 256 x C = 1e+06 leaves fewer than 8 bits "
-                 "of fixed point below 2^31");
+    expect_error(
+        state,
+        "[aggregator]\nweight_by_samples = false\n[secagg]\nenabled = on\n"
+        "cohort_size = 256\nthreshold = 200\nclip_norm = 1e6\n"
+        "[federation]\nnum_clients = 1000\n",
+        FM_EARG,
+        "%s:7: [secagg] clip_norm = 1000000: K = 256 x C = 1e+06 leaves fewer than 8 bits "
+        "of fixed point below 2^31");
     /* the same keys with enabled = false are unused values */
     load_text_ok(state, "[secagg]\ncohort_size = 1\nthreshold = 200\n", &c);
 }

@@ -101,6 +101,12 @@ static fm_wire_model_t s_model_hdr(agg_server_t *self)
         hdr.epsilon = agg_privacy_epsilon(self->privacy);
         hdr.delta = self->cfg.privacy.delta;
     }
+    if (self->secagg) {
+        const agg_secagg_counters_t *n = agg_secagg_counters(self->secagg);
+        hdr.sa_completed = n->completed;
+        hdr.sa_aborted = n->aborted;
+        hdr.sa_dropped = n->dropped[0] + n->dropped[1] + n->dropped[2] + n->dropped[3];
+    }
     agg_policy_model_meta(self->policy, &hdr);
     return hdr;
 }

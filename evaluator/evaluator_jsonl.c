@@ -97,6 +97,12 @@ static json_t *s_record(const fm_wire_metrics_t *m, json_t *model, double create
         (json_object_set_new(rec, "epsilon", s_num(m->epsilon)) != 0 ||
          json_object_set_new(rec, "delta", s_num(m->delta)) != 0))
         goto fail;
+    if ((m->sa_completed || m->sa_aborted) && /* secure aggregation: the cohorts so far */
+        json_object_set_new(rec, "secagg",
+                            json_pack("{s:I, s:I, s:I}", "completed", (json_int_t)m->sa_completed,
+                                      "aborted", (json_int_t)m->sa_aborted, "members_dropped",
+                                      (json_int_t)m->sa_dropped)) != 0)
+        goto fail;
     return rec;
 fail:
     json_decref(rec);

@@ -496,7 +496,10 @@ static void s_evaluate(eval_server_t *self)
     m.eval_seconds = secs;
     m.applied = hdr.applied; /* the aggregator's progress, for `fedmq watch` */
     m.updates_per_s = hdr.updates_per_s;
-    m.epsilon = hdr.epsilon; /* client-level DP: the budget this version spent */
+    m.epsilon = hdr.epsilon;           /* client-level DP: the budget this version spent */
+    m.sa_completed = hdr.sa_completed; /* [secagg]: the cohorts so far */
+    m.sa_aborted = hdr.sa_aborted;
+    m.sa_dropped = hdr.sa_dropped;
     m.delta = hdr.delta;
 
     /* population: every client's held-out slice (the threshold is reloadable) */

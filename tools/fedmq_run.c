@@ -75,8 +75,10 @@ typedef struct {
     uint64_t round, rounds_failed; /* sync, from stats.json */
     int finished;                  /* num_rounds reached, or the privacy budget (stats.json) */
     int privacy_exhausted;         /* the privacy budget stopped the run (stats.json) */
-    int stats_warned;              /* an unreadable stats.json was reported once */
-    fm_wire_metrics_t last;        /* latest METRICS (population fields) */
+    int secagg;                    /* [secagg]: cohorts completed / aborted (stats.json) */
+    uint64_t sa_completed, sa_aborted;
+    int stats_warned;       /* an unreadable stats.json was reported once */
+    fm_wire_metrics_t last; /* latest METRICS (population fields) */
     double last_print, finished_at;
     double rate; /* stats.json updates_per_s: accepted updates/s over the last 30 s */
 } s_progress_t;
@@ -414,6 +416,9 @@ static void s_refresh_stats(const s_run_t *r, s_progress_t *pg)
     pg->rounds_failed = st.rounds_failed;
     pg->finished = st.finished;
     pg->privacy_exhausted = st.privacy_exhausted;
+    pg->secagg = st.secagg;
+    pg->sa_completed = st.secagg_completed;
+    pg->sa_aborted = st.secagg_aborted;
     pg->rate = st.updates_per_s;
 }
 
@@ -425,6 +430,10 @@ static void s_print_progress(const s_run_t *r, s_progress_t *pg, double now)
     if (r->cfg.federation.mode == FM_CFG_MODE_SYNC)
         snprintf(extra, sizeof extra, " round %llu (%llu failed)", (unsigned long long)pg->round,
                  (unsigned long long)pg->rounds_failed);
+    if (pg->secagg)
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                 " cohorts %llu (%llu aborted)", (unsigned long long)pg->sa_completed,
+                 (unsigned long long)pg->sa_aborted);
     if (pg->last.pop_clients)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
                  " clients: worst %.3f p10 %.3f", pg->last.pop_min, pg->last.pop_p10);
@@ -547,6 +556,17 @@ static void s_summary_stats(const s_run_t *r, const s_progress_t *pg, const fm_s
                st->privacy_epsilon, st->privacy_delta, (unsigned long long)st->privacy_steps,
                st->privacy_target_epsilon,
                st->privacy_exhausted ? "; the budget stopped the run" : "");
+    if (st->secagg)
+        printf("  secure aggregation: cohorts %llu formed, %llu completed, %llu aborted, %u in "
+               "flight at the end; members dropped: %llu before keys, %llu before shares, "
+               "%llu before upload, %llu before unmasking; %llu member messages refused\n",
+               (unsigned long long)st->secagg_formed, (unsigned long long)st->secagg_completed,
+               (unsigned long long)st->secagg_aborted, st->secagg_in_flight,
+               (unsigned long long)st->secagg_dropped_keys,
+               (unsigned long long)st->secagg_dropped_shares,
+               (unsigned long long)st->secagg_dropped_train,
+               (unsigned long long)st->secagg_dropped_unmask,
+               (unsigned long long)st->secagg_refused);
 }
 
 /* The summary: stats.json, the clients' accuracy, metrics.png, children that exited with

@@ -129,6 +129,10 @@ int fm_cli_watch(int argc, char **argv)
                        m.pop_threshold, 100.0 * m.pop_below);
             if (m.delta > 0) /* client-level differential privacy */
                 printf(" | epsilon=%.4g delta=%g", m.epsilon, m.delta);
+            if (m.sa_completed || m.sa_aborted) /* secure aggregation */
+                printf(" | cohorts done=%llu aborted=%llu members_dropped=%llu",
+                       (unsigned long long)m.sa_completed, (unsigned long long)m.sa_aborted,
+                       (unsigned long long)m.sa_dropped);
             putchar('\n');
             fflush(stdout);
             printed++;

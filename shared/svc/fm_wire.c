@@ -288,9 +288,10 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     int boot = hdr->boot != 0;
     int dp = hdr->delta > 0;
     int poisson = hdr->cohort.present && hdr->sample_rate > 0;
+    int sa = hdr->sa_completed > 0 || hdr->sa_aborted > 0;
     S_PACK(s_pack_head(&pk, FM_WIRE_MODEL,
                        (hdr->cohort.present ? 7 : 4) + 2 * progress + (size_t)boot +
-                           2 * (size_t)dp + (size_t)poisson));
+                           2 * (size_t)dp + (size_t)poisson + 3 * (size_t)sa));
     S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
@@ -303,6 +304,11 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     if (dp) {
         S_PACK(s_pack_kf64(&pk, "eps", hdr->epsilon));
         S_PACK(s_pack_kf64(&pk, "delta", hdr->delta));
+    }
+    if (sa) {
+        S_PACK(s_pack_ku64(&pk, "sadone", hdr->sa_completed));
+        S_PACK(s_pack_ku64(&pk, "saabort", hdr->sa_aborted));
+        S_PACK(s_pack_ku64(&pk, "sadrop", hdr->sa_dropped));
     }
     if (hdr->cohort.present) {
         S_PACK(s_pack_ku64(&pk, "round", hdr->round));
@@ -411,8 +417,10 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     msgpack_packer_init(&pk, out, s_buf_write);
     int progress = m->applied > 0 || m->updates_per_s != 0; /* optional keys */
     int dp = m->delta > 0;
-    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS,
-                       (m->pop_clients ? 15 : 8) + 2 * progress + 2 * (size_t)dp));
+    int sa = m->sa_completed > 0 || m->sa_aborted > 0;
+    S_PACK(
+        s_pack_head(&pk, FM_WIRE_METRICS,
+                    (m->pop_clients ? 15 : 8) + 2 * progress + 2 * (size_t)dp + 3 * (size_t)sa));
     S_PACK(s_pack_ku64(&pk, "mv", m->version));
     S_PACK(s_pack_kstr(&pk, "model", m->model));
     S_PACK(s_pack_kf64(&pk, "acc", m->accuracy));
@@ -431,6 +439,11 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     if (dp) {
         S_PACK(s_pack_kf64(&pk, "eps", m->epsilon));
         S_PACK(s_pack_kf64(&pk, "delta", m->delta));
+    }
+    if (sa) {
+        S_PACK(s_pack_ku64(&pk, "sadone", m->sa_completed));
+        S_PACK(s_pack_ku64(&pk, "saabort", m->sa_aborted));
+        S_PACK(s_pack_ku64(&pk, "sadrop", m->sa_dropped));
     }
     if (m->pop_clients) {
         S_PACK(s_pack_ku64(&pk, "pc", m->pop_clients));
@@ -1238,6 +1251,9 @@ static const s_field_t s_model_fields[] = {
     {"boot", S_F_U64, 0, 0, offsetof(fm_wire_model_t, boot)},
     {"eps", S_F_F64, 0, 0, offsetof(fm_wire_model_t, epsilon)},
     {"delta", S_F_F64, 0, 0, offsetof(fm_wire_model_t, delta)},
+    {"sadone", S_F_U64, 0, 0, offsetof(fm_wire_model_t, sa_completed)},
+    {"saabort", S_F_U64, 0, 0, offsetof(fm_wire_model_t, sa_aborted)},
+    {"sadrop", S_F_U64, 0, 0, offsetof(fm_wire_model_t, sa_dropped)},
 };
 
 static const s_field_t s_update_fields[] = {
@@ -1292,6 +1308,9 @@ static const s_field_t s_metrics_fields[] = {
     {"ups", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, updates_per_s)},
     {"eps", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, epsilon)},
     {"delta", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, delta)},
+    {"sadone", S_F_U64, 0, 0, offsetof(fm_wire_metrics_t, sa_completed)},
+    {"saabort", S_F_U64, 0, 0, offsetof(fm_wire_metrics_t, sa_aborted)},
+    {"sadrop", S_F_U64, 0, 0, offsetof(fm_wire_metrics_t, sa_dropped)},
 };
 
 static const s_field_t s_ack_fields[] = {

@@ -134,6 +134,12 @@ typedef struct {
      * them in METRICS) */
     double epsilon; /* "eps" */
     double delta;   /* "delta" */
+    /* secure aggregation (optional, the three sent when either count is nonzero: [secagg]
+     * enabled and a cohort has ended): cohorts completed (their sum applied) and aborted,
+     * members dropped in all phases, so far (the evaluator repeats them in METRICS) */
+    uint64_t sa_completed; /* "sadone" */
+    uint64_t sa_aborted;   /* "saabort" */
+    uint64_t sa_dropped;   /* "sadrop" */
 } fm_wire_model_t;
 
 /* UPDATE: one client's local training result. Tensors: delta = w_local - w_base. */
@@ -196,6 +202,9 @@ typedef struct {
     /* the MODEL's "eps" and "delta" (optional: both sent when delta > 0) */
     double epsilon; /* "eps" */
     double delta;   /* "delta" */
+    /* the MODEL's "sadone", "saabort", "sadrop" (optional: the three sent when either cohort
+     * count is nonzero) */
+    uint64_t sa_completed, sa_aborted, sa_dropped;
 } fm_wire_metrics_t;
 
 /* ACK: the aggregator's answer about UPDATEs, by id (its PUB on endpoints.acks). `ids` is

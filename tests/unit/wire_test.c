@@ -791,6 +791,16 @@ static void test_metrics(void **state)
     f = fm_tu_exact(buf.data, buf.len);
     fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
     assert_true(got.applied == 0 && got.updates_per_s == 7.25);
+    assert_false(s_has_key(&buf, "sadone"));
+    free(f);
+    mt.sa_completed = 12;
+    mt.sa_dropped = 3;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    assert_true(s_has_key(&buf, "sadone") && s_has_key(&buf, "saabort") &&
+                s_has_key(&buf, "sadrop"));
+    f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.sa_completed == 12 && got.sa_aborted == 0 && got.sa_dropped == 3);
     free(f);
 
     strcpy(mt.model, "");
@@ -1803,6 +1813,24 @@ static void test_model_cohort(void **state)
     free(f);
     hdr.applied = 0;
     hdr.updates_per_s = 0.0;
+
+    /* [secagg]: the cohort counts travel with the MODEL once a cohort has ended */
+    f = s_model_rt(m, &hdr, &buf, &got);
+    assert_false(s_has_key(&buf, "sadone") || s_has_key(&buf, "saabort") ||
+                 s_has_key(&buf, "sadrop"));
+    free(f);
+    hdr.sa_aborted = 2;
+    hdr.sa_dropped = 9;
+    f = s_model_rt(m, &hdr, &buf, &got);
+    assert_true(s_has_key(&buf, "sadone") && s_has_key(&buf, "saabort") &&
+                s_has_key(&buf, "sadrop"));
+    assert_true(got.sa_completed == 0 && got.sa_aborted == 2 && got.sa_dropped == 9);
+    free(f);
+    hdr.sa_completed = 1ULL << 40;
+    f = s_model_rt(m, &hdr, &buf, &got);
+    assert_true(got.sa_completed == 1ULL << 40 && got.sa_aborted == 2);
+    free(f);
+    hdr.sa_completed = hdr.sa_aborted = hdr.sa_dropped = 0;
 
     /* async: none of the three keys, and they decode as absent */
     fm_wire_model_t plain = {.version = 10, .created = 2.0, .round = 77, .mu = 0.5};

@@ -20,6 +20,22 @@ diff "$sync" "$async" > "$TMP/diff" || true
 changed=$(grep -E '^[<>] ' "$TMP/diff" | sort | tr '\n' '|')
 check "they differ only in the mode line (diff: $changed)" \
       "[ \"$changed\" = '< mode = sync|> mode = async|' ]"
+# the secure-aggregation pair: the same mode-only difference, and each is its plain twin
+# plus exactly [secagg] enabled = true and weight_by_samples = false
+sa_sync=$SRC/configs/fashion-secagg-sync.conf
+sa_async=$SRC/configs/fashion-secagg-async.conf
+diff "$sa_sync" "$sa_async" > "$TMP/diff-sa" || true
+changed=$(grep -E '^[<>] ' "$TMP/diff-sa" | sort | tr '\n' '|')
+check "the secagg configs differ only in the mode line (diff: $changed)" \
+      "[ \"$changed\" = '< mode = sync|> mode = async|' ]"
+for m in sync async; do
+  strip() { grep -vE '^(#|$)' "$1"; }
+  diff <(strip "$SRC/configs/fashion-$m.conf") <(strip "$SRC/configs/fashion-secagg-$m.conf") \
+    > "$TMP/diff-sa-$m" || true
+  added=$(grep -E '^[<>] ' "$TMP/diff-sa-$m" | sort | tr '\n' '|')
+  check "fashion-secagg-$m.conf = fashion-$m.conf + secagg (diff: $added)" \
+        "[ \"$added\" = '> [secagg]|> enabled = true|> weight_by_samples = false|' ]"
+done
 for conf in "$SRC"/configs/*.conf; do
   name=$(basename "$conf")
   check "$name loads (fedmq partition)" \

@@ -20,6 +20,7 @@
  *     structured, and an unmasked upload fed on purpose fails it (the test has power);
  *   - replayed, reordered, stray and malformed member messages each refused and counted
  *     once; the cohort completes with the exact sum (a replayed upload is not added twice);
+ *     an upload after the training deadline (no tick between) refused, its member in D;
  *   - async: two cohorts in flight with disjoint clients; none formed with fewer than K idle
  *     live clients or when finished; sync: one at a time; agg_secagg_abort_all;
  *   - agg_secagg_stats agrees with the counters.
@@ -60,7 +61,8 @@ typedef enum {
     B_NO_SHARES, /* keys, then never SHARES */
     B_NO_UPLOAD, /* shares, then never MASKED_UPDATE (lands in D) */
     B_NO_UNMASK, /* uploads, then never answers UNMASK_REQ */
-    B_UNMASKED   /* uploads its encoded x instead of y (the test's power check) */
+    B_UNMASKED,  /* uploads its encoded x instead of y (the test's power check) */
+    B_LATE       /* uploads only when the test calls s_upload (after the deadline) */
 } s_behav_t;
 
 /* One member of one cohort, as a trainer would run it. */
@@ -398,7 +400,7 @@ static void s_deliver(s_h_t *h, const unsigned char *f, size_t len)
         assert_int_equal(s->got[type], 1);
         assert_true(s->b != B_NO_KEYS && s->b != B_NO_SHARES); /* only U2 */
         assert_int_equal(fm_sa_member_on_shares_fwd(s->m, &d->fwd.msg, &e), FM_SA_OK);
-        if (s->b != B_NO_UPLOAD)
+        if (s->b != B_NO_UPLOAD && s->b != B_LATE)
             s_upload(h, s);
         return;
     case FM_WIRE_SA_UNMASK_REQ: {
@@ -833,6 +835,39 @@ static void test_stray_messages(void **state)
     s_free(h);
 }
 
+/* A late upload: member 2's MASKED_UPDATE arrives after the training deadline, with no tick
+ * in between. The aggregator applies the deadline first: the upload is refused, member 2 is
+ * dropped (in D, its masks removed), the UNMASK_REQ goes to the others only. */
+static void test_late_upload(void **state)
+{
+    (void)state;
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 1306, 0);
+    enum { K = 5, T = 3 };
+    s_h_t *h = s_new(K, K, T, 1.0, FM_CFG_MODE_ASYNC, 1, 300, K);
+    s_random_deltas(h, &rng, 1.0);
+    h->plan[0][2] = B_LATE;
+    h->now = 0;
+    s_tick(h, 0);
+    const agg_secagg_counters_t *n = s_n(h);
+    assert_int_equal(n->uploads, K - 1);
+    s_sim_t *late = s_find(h, h->cohorts[0], 2);
+    h->now += S_DL + 1;
+    s_upload(h, late); /* no tick before it */
+    late->uploaded = 0;
+    assert_int_equal(n->refused, 1);
+    assert_int_equal(n->uploads, K - 1);
+    assert_int_equal(n->dropped[2], 1);
+    assert_int_equal(h->nobs, K - 1);
+    assert_int_equal(late->chi2, -1); /* never observed */
+    s_pump(h);                        /* the UNMASK_REQ, the answers, DONE */
+    assert_int_equal(late->got[FM_WIRE_SA_UNMASK_REQ], 0);
+    assert_int_equal(h->nsums, 1);
+    s_check_sum(h, 0, h->cohorts[0], NULL, NULL);
+    assert_int_equal(h->sum_survivors[0], K - 1);
+    s_free(h);
+}
+
 /* ---- 6. cohorts in flight ---------------------------------------------------------------- */
 
 /* The invites queued since the last pump: their cohorts and clients (without delivering). */
@@ -947,17 +982,29 @@ static void test_stats(void **state)
     fm_rng_t rng;
     fm_rng_seed(&rng, 1307, 0);
     s_h_t *h = s_run_drops(&rng); /* one completed, dropped 1 per phase */
-    /* a stray, then a cohort that aborts at the keys deadline (5 of 10 silent, t = 6) */
+    /* a stray; a cohort that aborts at the shares deadline (member 1 silent at keys, 2..5
+     * at shares: |U2| = 5 < t = 6); one that completes without 3 unmasking answers; one in
+     * flight: dropped keys 1 + 1, shares 1 + 4, train 1, unmask 1 + 3 (all different) */
     fm_sa_advertise_t adv = {.cohort = 42, .from = 1};
     assert_int_equal(fm_wire_encode_sa_keys(&adv, &h->out), 0);
     s_feed(h, FM_WIRE_SA_KEYS, h->out.data, h->out.len);
-    for (uint32_t i = 1; i <= 5; i++)
-        h->plan[1][i] = B_NO_KEYS;
+    h->plan[1][1] = B_NO_KEYS;
+    for (uint32_t i = 2; i <= 5; i++)
+        h->plan[1][i] = B_NO_SHARES;
+    for (uint32_t i = 1; i <= 3; i++)
+        h->plan[2][i] = B_NO_UNMASK;
     h->now += 1;
+    s_tick(h, 0);
+    for (int j = 0; j < 2; j++) {
+        h->now += S_DL + 1;
+        s_tick(h, 1);
+    }
+    assert_int_equal(s_n(h)->aborted, 1);
     s_tick(h, 0);
     h->now += S_DL + 1;
     s_tick(h, 1);
-    /* and one in flight */
+    assert_int_equal(h->nsums, 2);
+    s_check_sum(h, 1, h->cohorts[2], NULL, NULL);
     h->now += 1;
     agg_secagg_tick(h->sa, h->version, 0, h->live, h->members, h->now);
     const agg_secagg_counters_t *n = s_n(h);
@@ -965,14 +1012,14 @@ static void test_stats(void **state)
     memset(&st, 0, sizeof st);
     agg_secagg_stats(h->sa, &st);
     assert_true(st.secagg);
-    assert_int_equal(st.secagg_formed, 3);
-    assert_int_equal(st.secagg_completed, 1);
+    assert_int_equal(st.secagg_formed, 4);
+    assert_int_equal(st.secagg_completed, 2);
     assert_int_equal(st.secagg_aborted, 1);
     assert_int_equal(st.secagg_in_flight, 1);
-    assert_int_equal(st.secagg_dropped_keys, 1 + 5);
-    assert_int_equal(st.secagg_dropped_shares, 1);
+    assert_int_equal(st.secagg_dropped_keys, 2);
+    assert_int_equal(st.secagg_dropped_shares, 5);
     assert_int_equal(st.secagg_dropped_train, 1);
-    assert_int_equal(st.secagg_dropped_unmask, 1);
+    assert_int_equal(st.secagg_dropped_unmask, 4);
     assert_int_equal(st.secagg_refused, 1);
     /* the same numbers as the counters */
     assert_int_equal(st.secagg_formed, n->formed);
@@ -1000,8 +1047,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_sum),       cmocka_unit_test(test_dropouts),
         cmocka_unit_test(test_below_threshold), cmocka_unit_test(test_uploads_masked),
-        cmocka_unit_test(test_stray_messages),  cmocka_unit_test(test_in_flight),
-        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_stray_messages),  cmocka_unit_test(test_late_upload),
+        cmocka_unit_test(test_in_flight),       cmocka_unit_test(test_stats),
     };
     return cmocka_run_group_tests(tests, s_setup, NULL);
 }

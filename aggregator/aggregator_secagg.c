@@ -22,6 +22,7 @@ typedef struct {
     fm_sa_cohort_t *c;
     uint64_t id, mv;
     fm_sa_phase_t seen; /* the phase whose opening messages went out last */
+    int stopped;        /* aborted from outside (agg_secagg_abort_all): nobody dropped */
     uint32_t in[4];     /* messages accepted per phase: keys, shares, uploads, unmask */
     s_member_t m[FM_SA_MAX_K + 1]; /* 1..K */
 } s_cohort_t;
@@ -136,7 +137,7 @@ static void s_advance(agg_secagg_t *sa, int slot)
         if (ph == co->seen)
             return;
         if (ph == FM_SA_AT_ABORTED) {
-            if (co->seen <= FM_SA_AT_UNMASKING)
+            if (co->seen <= FM_SA_AT_UNMASKING && !co->stopped)
                 s_count_drops(sa, co, (int)co->seen);
             sa->n.aborted++;
             FM_LOG(LOG_WARNING, "secagg: cohort %016llx (version %llu) aborted: %s",
@@ -367,6 +368,7 @@ void agg_secagg_abort_all(agg_secagg_t *sa, const char *why)
 {
     for (int i = 0; i < AGG_SECAGG_MAX_COHORTS; i++)
         if (sa->co[i]) {
+            sa->co[i]->stopped = 1;
             fm_sa_cohort_abort(sa->co[i]->c, why);
             s_advance(sa, i);
         }

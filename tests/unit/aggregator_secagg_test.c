@@ -927,6 +927,8 @@ static void test_in_flight(void **state)
     agg_secagg_abort_all(h->sa, "test shutdown");
     assert_int_equal(s_n(h)->aborted, 2);
     assert_int_equal(s_n(h)->in_flight, 0);
+    for (int ph = 0; ph < 4; ph++) /* a shutdown is not a member's drop */
+        assert_int_equal(s_n(h)->dropped[ph], 0);
     assert_int_equal(h->qn - before, 2 * K);
     assert_int_equal(s_queued(h, FM_WIRE_SA_ABORT, co, cl, d), 2 * K);
     s_pump(h); /* members join, advertise (to cohorts gone: refused), then get the aborts */

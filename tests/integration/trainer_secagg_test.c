@@ -16,8 +16,12 @@
  *     sum equals, bit for bit, the sum of the four clients' local trainings replayed in this
  *     process and encoded with the same codec;
  *   - cohort B (three such clients and one whose simulated dropout fires, as
- *     trainer_sim_dropout says): the dropped member is recovered, DONE with U3 = {1, 2, 3},
- *     the sum equals the three replays';
+ *     trainer_sim_dropout says), invited on a model version the trainer does not hold yet
+ *     (served 1 s after SHARES_FWD: nobody uploads before it): the dropped member is
+ *     recovered, DONE with U3 = {1, 2, 3}, the sum equals the three replays' on that model;
+ *   - a member whose aggregator goes silent is aborted and freed after its deadlines + 10 s;
+ *   - with [secagg] disabled, a trainer trains as before and counts an invite as a bad
+ *     frame on acks, without answering it;
  *   - the trainer's final summary line and /metrics count the members. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -299,8 +303,8 @@ static int t_cohort_over(t_state_t *s)
     return ph == FM_SA_AT_DONE || ph == FM_SA_AT_ABORTED;
 }
 
-static void t_invite(t_state_t *s, uint64_t cohort, uint32_t i, const char *trainer,
-                     uint32_t client, const fm_sa_deadlines_t *dl)
+static void t_invite_mv(t_state_t *s, uint64_t cohort, uint32_t i, const char *trainer,
+                        uint32_t client, const fm_sa_deadlines_t *dl, uint64_t mv)
 {
     fm_wire_sa_invite_t inv;
     memset(&inv, 0, sizeof inv);
@@ -311,13 +315,21 @@ static void t_invite(t_state_t *s, uint64_t cohort, uint32_t i, const char *trai
                              .clip = CLIP,
                              .scale_bits = fm_sa_codec_scale(K, CLIP)};
     inv.index = i;
-    inv.version = MV;
+    inv.version = mv;
     snprintf(inv.trainer, sizeof inv.trainer, "%s", trainer);
     inv.client = client;
     inv.deadlines = *dl;
     assert_int_equal(fm_wire_encode_sa_invite(&inv, &s->buf), 0);
     t_publish(s);
 }
+
+static void t_invite(t_state_t *s, uint64_t cohort, uint32_t i, const char *trainer,
+                     uint32_t client, const fm_sa_deadlines_t *dl)
+{
+    t_invite_mv(s, cohort, i, trainer, client, dl, MV);
+}
+
+static int t_training(t_state_t *s) { return fm_sa_cohort_phase(s->c) >= FM_SA_AT_TRAINING; }
 
 /* Replay run 0 of `client`'s local training from s->base (as test_replay in trainer_test)
  * and add its encoding into sum[0..m). */
@@ -360,10 +372,12 @@ static void t_replay_add(t_state_t *s, uint32_t client, uint32_t *sum)
     fm_model_destroy(&m);
 }
 
-/* Run one cohort over clients[0..K) (member i = clients[i-1]); returns its result checked
- * against the replays of the members in `expect_u3` (n3 of them, indices). */
+/* Run one cohort over clients[0..K) (member i = clients[i-1]), invited on model version
+ * `mv`; its result checked against the replays of the members u3[0..n3) (indices). When mv
+ * is newer than the model served, MODEL mv is served only 1 s after SHARES_FWD went out:
+ * the members must wait for it. */
 static void t_cohort(t_state_t *s, uint64_t id, const uint32_t *clients, const uint32_t *u3,
-                     uint32_t n3)
+                     uint32_t n3, uint64_t mv)
 {
     fm_sa_deadlines_t dl = {5, 5, 8, 5};
     fm_sa_params_t p = {.cohort = id,
@@ -380,7 +394,14 @@ static void t_cohort(t_state_t *s, uint64_t id, const uint32_t *clients, const u
     s->c = fm_sa_cohort_new(&p, &dl, fm_proc_now(), &err, &e);
     assert_non_null(s->c);
     for (uint32_t i = 1; i <= K; i++)
-        t_invite(s, id, i, s->trainer_id, clients[i - 1], &dl);
+        t_invite_mv(s, id, i, s->trainer_id, clients[i - 1], &dl, mv);
+    if (mv > MV) {
+        assert_true(t_pump(s, t_training, 15));
+        t_pump(s, NULL, 1.0);
+        assert_int_equal(fm_sa_cohort_phase(s->c), FM_SA_AT_TRAINING); /* nobody uploaded */
+        t_set_model(s, mv, 0);
+        memcpy(s->base, fm_model_params(s->layout), fm_model_nparams(s->layout) * sizeof(float));
+    }
     assert_true(t_pump(s, t_cohort_over, 40));
     if (fm_sa_cohort_phase(s->c) != FM_SA_AT_DONE)
         fprintf(stderr, "cohort %llx: %s\n", (unsigned long long)id,
@@ -581,11 +602,12 @@ static void test_members(void **state)
     /* 3. cohort A: four members that stay */
     uint32_t all[K] = {1, 2, 3, 4};
     uint32_t a[K] = {stay[0], stay[1], stay[2], stay[3]};
-    t_cohort(s, 0xA11CE0000000000AULL, a, all, K);
+    t_cohort(s, 0xA11CE0000000000AULL, a, all, K, MV);
 
-    /* 4. cohort B: member 4's client drops out (simulated): recovered, U3 = {1, 2, 3} */
+    /* 4. cohort B, invited on v7 while the trainer holds v6 (the members wait for v7):
+     * member 4's client drops out (simulated): recovered, U3 = {1, 2, 3} */
     uint32_t b[K] = {stay[4], stay[5], stay[6], drop[0]};
-    t_cohort(s, 0xB0B000000000000BULL, b, all, K - 1);
+    t_cohort(s, 0xB0B000000000000BULL, b, all, K - 1, MV + 1);
 
     /* 5. a dead aggregator: a member that never hears again is aborted and freed at its
      * deadlines + TRAINER_SECAGG_GRACE_S (10 s) */

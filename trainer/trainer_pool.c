@@ -82,7 +82,8 @@ struct trainer_pool {
         fm_metric_t *sent, *send_dropped, *dropouts, *abandoned, *errors, *steps, *samples;
         fm_metric_t *busy, *version;
         fm_metric_t *acked, *refused, *resent, *evicted, *unacked;
-        fm_metric_t *sa_joined, *sa_uploads, *sa_done, *sa_aborted, *sa_refused;
+        fm_metric_t *sa_joined, *sa_uploads, *sa_done, *sa_aborted, *sa_invites_refused;
+        fm_metric_t *sa_refused[FM_SA_R_NREASONS]; /* by fm_sa_reason_t (0 unused) */
     } met;
 };
 
@@ -857,7 +858,9 @@ static void s_metrics_collect(void *arg)
         fm_metric_set(self->met.sa_uploads, (double)st.uploads);
         fm_metric_set(self->met.sa_done, (double)st.done);
         fm_metric_set(self->met.sa_aborted, (double)st.aborted);
-        fm_metric_set(self->met.sa_refused, (double)(st.refused + st.rejected));
+        fm_metric_set(self->met.sa_invites_refused, (double)st.refused);
+        for (int r = 1; r < FM_SA_R_NREASONS; r++)
+            fm_metric_set(self->met.sa_refused[r], (double)st.by_reason[r]);
     }
     trainer_model_info_t info;
     fm_metric_set(self->met.version,
@@ -902,7 +905,7 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
         "Unacknowledged UPDATEs given up to stay within [trainer] unacked_max_mb.", NULL);
     self->met.unacked = fm_metrics_gauge(m, "fedmq_updates_unacked",
                                          "UPDATEs sent and not yet acknowledged.", NULL);
-    if (self->sa) {
+    { /* registered also when [secagg] is off (then 0): one set of series per daemon */
         static const char *const done[] = {"result", "done", NULL};
         static const char *const aborted[] = {"result", "aborted", NULL};
         self->met.sa_joined = fm_metrics_counter(
@@ -920,9 +923,18 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
             "Secure-aggregation members ended: done (COHORT_DONE after answering), aborted "
             "(COHORT_ABORT, dropout, a refused message, timeout).",
             aborted);
-        self->met.sa_refused = fm_metrics_counter(
-            m, "fedmq_secagg_refused_total",
-            "Secure-aggregation invites and messages this trainer's members refused.", NULL);
+        self->met.sa_invites_refused = fm_metrics_counter(
+            m, "fedmq_secagg_invites_refused_total",
+            "Secure-aggregation invites refused (client already a member, wrong m, bad "
+            "params).",
+            NULL);
+        for (int r = 1; r < FM_SA_R_NREASONS; r++) {
+            const char *labels[] = {"reason", fm_sa_reason_name((fm_sa_reason_t)r), NULL};
+            self->met.sa_refused[r] = fm_metrics_counter(
+                m, "fedmq_secagg_refused_total",
+                "Secure-aggregation messages a member refused, by reason (fm_sa_reason_t).",
+                labels);
+        }
     }
     int rc = fm_metrics_status(m);
     if (rc)

@@ -80,6 +80,7 @@ typedef struct {
     int keys_from[8]; /* ADVERTISE_KEYS per "probe" cohort slot (see t_probe) */
     uint64_t probe[8];
     int masked_seen;   /* MASKED_UPDATEs, all cohorts */
+    int shares_seen;   /* SHARES, all cohorts */
     fm_sa_cohort_t *c; /* the cohort in progress, or NULL */
     int refused;       /* messages fm_sa_cohort refused */
     uint32_t *scratch; /* m words */
@@ -235,6 +236,7 @@ static void t_on_pull(t_state_t *s)
         }
     } else if (type == FM_WIRE_SA_SHARES) {
         static fm_wire_sa_shares_t sh;
+        s->shares_seen++;
         if (fm_wire_decode_sa_shares(d, len, &sh, &e) != 0)
             s->bad++;
         else if (s->c && sh.msg.cohort == s->probe[0])
@@ -588,11 +590,43 @@ static void test_members(void **state)
     /* a client already in a cohort: the second invite is refused */
     t_invite(s, 0x3333, 1, s->trainer_id, stay[0], &dl);
     t_invite(s, 0x4444, 2, s->trainer_id, stay[0], &dl);
+    /* m other than the model's parameters + 1: refused */
+    s->probe[5] = 0x5555;
+    fm_wire_sa_invite_t inv;
+    memset(&inv, 0, sizeof inv);
+    inv.p = (fm_sa_params_t){.cohort = 0x5555,
+                             .k = K,
+                             .t = T,
+                             .m = t_m(s) + 1,
+                             .clip = CLIP,
+                             .scale_bits = fm_sa_codec_scale(K, CLIP)};
+    inv.index = 1;
+    inv.version = MV;
+    snprintf(inv.trainer, sizeof inv.trainer, "%s", s->trainer_id);
+    inv.client = stay[1];
+    inv.deadlines = dl;
+    assert_int_equal(fm_wire_encode_sa_invite(&inv, &s->buf), 0);
+    t_publish(s);
     t_pump(s, NULL, 2.0);
+    assert_int_equal(s->keys_from[5], 0);
     assert_int_equal(s->keys_from[1], 0);
     assert_int_equal(s->keys_from[2], 0);
     assert_int_equal(s->keys_from[3], 1);
     assert_int_equal(s->keys_from[4], 0);
+    /* a KEY_LIST that leaves the member out: refused (counted), the member aborts itself,
+     * sends no SHARES */
+    fm_sa_key_entry_t ke[3];
+    memset(ke, 0, sizeof ke);
+    for (uint32_t j = 0; j < 3; j++) {
+        ke[j].index = j + 2;
+        memset(ke[j].c_pk, (int)(0x10 + j), sizeof ke[j].c_pk);
+        memset(ke[j].s_pk, (int)(0x20 + j), sizeof ke[j].s_pk);
+    }
+    fm_sa_key_list_t kl = {.cohort = 0x3333, .n = 3, .keys = ke};
+    assert_int_equal(fm_wire_encode_sa_key_list(&kl, 1, &s->buf), 0);
+    t_publish(s);
+    t_pump(s, NULL, 1.0);
+    assert_int_equal(s->shares_seen, 0);
     /* the cohort aborts: the member is freed, its client free for cohort A */
     fm_wire_sa_end_t end = {.cohort = 0x3333, .to = 1};
     assert_int_equal(fm_wire_encode_sa_end(FM_WIRE_SA_ABORT, &end, &s->buf), 0);
@@ -613,8 +647,8 @@ static void test_members(void **state)
      * deadlines + TRAINER_SECAGG_GRACE_S (10 s) */
     fm_sa_deadlines_t quick = {0.1, 0.1, 0.1, 0.1};
     memset(s->keys_from, 0, sizeof s->keys_from);
-    s->probe[1] = 0x5555;
-    t_invite(s, 0x5555, 1, s->trainer_id, stay[7], &quick);
+    s->probe[1] = 0x7777;
+    t_invite(s, 0x7777, 1, s->trainer_id, stay[7], &quick);
     double invited = fm_proc_now();
     assert_true(t_pump(s, t_keys_probe1, 5));
     assert_true(t_pump(s, t_aborted3, 20));
@@ -630,7 +664,7 @@ static void test_members(void **state)
 
     /* /metrics and the final summary count the members: joined 1 + 4 + 4 + 1, uploads 7,
      * done 7, aborted 3 (cohort 0x3333's ABORT, the dropped member, the timeout), invites
-     * refused 1 */
+     * refused 2 (a client already a member, a wrong m) */
     assert_true(fm_http_metric(s->metrics_port, "fedmq_secagg_uploads_total") == 2 * K - 1);
     assert_true(fm_http_metric(s->metrics_port, "fedmq_secagg_members_total{result=\"done\"}") ==
                 2 * K - 1);
@@ -639,13 +673,16 @@ static void test_members(void **state)
     assert_true(fm_http_metric(s->metrics_port, "fedmq_secagg_cohorts_joined_total") ==
                 2 * K + 2);
     assert_true(fm_http_metric(s->metrics_port, "fedmq_updates_sent_total") == 0);
+    assert_true(fm_http_metric(s->metrics_port, "fedmq_secagg_invites_refused_total") == 2);
+    assert_true(fm_http_metric(s->metrics_port, "fedmq_secagg_refused_total{reason=\"phase\"}") ==
+                0);
     int st = fm_proc_stop(s->trainer, SIGTERM, 15);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_true(fm_proc_file_contains(s->log,
                                       "final: secagg: cohorts joined 10, masked updates sent 7, "
                                       "members done 7, aborted 3 (timed out 1), invites "
-                                      "refused 1, messages refused 0"));
+                                      "refused 2, messages refused 1"));
     fprintf(stderr, "test took %.1f s\n", fm_proc_now() - t0);
 }
 

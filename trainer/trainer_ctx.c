@@ -4,6 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_err.h"
+
+static void s_free_sa(trainer_ctx_t *c)
+{
+    free(c->sa_pending);
+    free(c->sa_cohort);
+    free(c->sa_index);
+    free(c->sa_mv);
+    free(c->sa_deadline);
+}
+
 trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, double dropout_prob,
                                int *err)
 {
@@ -18,8 +29,14 @@ trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, dou
     c->coin_round = calloc(count ? count : 1, sizeof(uint64_t));
     c->coin_heads = calloc(count ? count : 1, 1);
     c->mark = calloc(count ? count : 1, 1);
+    c->sa_pending = calloc(count ? count : 1, 1);
+    c->sa_cohort = calloc(count ? count : 1, sizeof(uint64_t));
+    c->sa_index = calloc(count ? count : 1, sizeof(uint32_t));
+    c->sa_mv = calloc(count ? count : 1, sizeof(uint64_t));
+    c->sa_deadline = calloc(count ? count : 1, sizeof(double));
     if (!c->busy || !c->runs || !c->pending || !c->retired || !c->coin_round || !c->coin_heads ||
-        !c->mark)
+        !c->mark || !c->sa_pending || !c->sa_cohort || !c->sa_index || !c->sa_mv ||
+        !c->sa_deadline)
         goto cleanup;
     if ((mrc = pthread_mutex_init(&c->mu, NULL)) != 0) {
         rc = -mrc;
@@ -48,6 +65,7 @@ cleanup:
             free(c->retired);
             free(c->coin_round);
             free(c->coin_heads);
+            s_free_sa(c);
             free(c->mark);
             free(c);
             c = NULL;
@@ -71,6 +89,7 @@ void trainer_ctx_destroy(trainer_ctx_t **p)
     free(c->coin_round);
     free(c->coin_heads);
     free(c->mark);
+    s_free_sa(c);
     free(c);
     *p = NULL;
 }
@@ -78,11 +97,21 @@ void trainer_ctx_destroy(trainer_ctx_t **p)
 int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job)
 {
     int rc = -EAGAIN;
+    memset(job, 0, sizeof *job);
     pthread_mutex_lock(&c->mu);
     for (uint32_t i = 0; i < c->count; i++) {
         uint32_t k = (c->cursor + i) % c->count;
-        if (c->busy[k] || c->retired[k] || (c->sync && !c->pending[k]))
+        if (c->busy[k] || c->retired[k] || (c->secagg && !c->sa_pending[k]) ||
+            (!c->secagg && c->sync && !c->pending[k]))
             continue;
+        if (c->secagg) {
+            c->sa_pending[k] = 0;
+            job->secagg = 1;
+            job->cohort = c->sa_cohort[k];
+            job->index = c->sa_index[k];
+            job->mv = c->sa_mv[k];
+            job->deadline = c->sa_deadline[k];
+        }
         c->busy[k] = 1;
         c->pending[k] = 0;
         c->cursor = (k + 1) % c->count;
@@ -90,8 +119,8 @@ int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job)
         job->run = c->runs[k]++;
         job->sigma = c->slowdown_sigma;
         job->dropout_prob = c->dropout_prob;
-        job->sync = c->sync;
-        job->round = c->round;
+        job->sync = c->secagg ? 0 : c->sync;
+        job->round = c->secagg ? 0 : c->round;
         rc = 0;
         break;
     }
@@ -161,7 +190,7 @@ uint32_t trainer_ctx_set_round_ex(trainer_ctx_t *c, int sync, uint64_t round,
     c->sync = sync;
     c->round = round;
     memset(c->pending, 0, c->count ? c->count : 1);
-    for (uint32_t i = 0; sync && cohort && i < cohort->count; i++) {
+    for (uint32_t i = 0; sync && cohort && !c->secagg && i < cohort->count; i++) {
         uint32_t k = fm_wire_cohort_at(cohort, i);
         if (k >= c->first && k - c->first < c->count && !c->pending[k - c->first] &&
             !c->retired[k - c->first]) {
@@ -169,13 +198,13 @@ uint32_t trainer_ctx_set_round_ex(trainer_ctx_t *c, int sync, uint64_t round,
             n++;
         }
     }
-    if (sync && cohort && coins && declined) { /* under the same lock: no worker can take a
-                                                  client between the cohort and its coin */
+    if (sync && cohort && coins && declined && !c->secagg) { /* under the same lock: no worker can
+                                                  take a client between the cohort and its coin */
         uint32_t unpended = 0;
         nd = s_poisson(c, round, cohort, coins, declined, &unpended);
         n -= unpended;
     }
-    uint32_t active = c->count - c->nretired;
+    uint32_t active = c->secagg ? 0 : c->count - c->nretired;
     pthread_mutex_unlock(&c->mu);
     if (ndeclined)
         *ndeclined = nd;
@@ -199,4 +228,45 @@ uint32_t trainer_ctx_retire(trainer_ctx_t *c, uint32_t client)
     uint32_t n = c->nretired;
     pthread_mutex_unlock(&c->mu);
     return n;
+}
+
+void trainer_ctx_set_secagg(trainer_ctx_t *c, int on)
+{
+    pthread_mutex_lock(&c->mu);
+    c->secagg = on;
+    pthread_mutex_unlock(&c->mu);
+}
+
+int trainer_ctx_queue_secagg(trainer_ctx_t *c, uint32_t client, uint64_t cohort, uint32_t index,
+                             uint64_t mv, double deadline)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    uint32_t k = client - c->first;
+    if (client < c->first || k >= c->count || c->retired[k])
+        rc = FM_EARG;
+    else if (c->sa_pending[k])
+        rc = -EBUSY;
+    else {
+        c->sa_pending[k] = 1;
+        c->sa_cohort[k] = cohort;
+        c->sa_index[k] = index;
+        c->sa_mv[k] = mv;
+        c->sa_deadline[k] = deadline;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int trainer_ctx_cancel_secagg(trainer_ctx_t *c, uint32_t client, uint64_t cohort)
+{
+    int done = 0;
+    pthread_mutex_lock(&c->mu);
+    uint32_t k = client - c->first;
+    if (client >= c->first && k < c->count && c->sa_pending[k] && c->sa_cohort[k] == cohort) {
+        c->sa_pending[k] = 0;
+        done = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return done;
 }

@@ -36,6 +36,12 @@ typedef struct {
     uint64_t *coin_round;  /* count: the round of the client's last Poisson coin (under mu) */
     uint8_t *coin_heads;   /* count: that coin said train (under mu) */
     uint8_t *mark;         /* count: scratch of trainer_ctx_set_round_ex (under mu) */
+    int secagg;            /* under mu: 1 = only queued secure-aggregation jobs train */
+    uint8_t *sa_pending;   /* count flags: a secagg job queued, not taken yet (under mu) */
+    uint64_t *sa_cohort;   /* count: its cohort id (under mu) */
+    uint32_t *sa_index;    /* count: its member index (under mu) */
+    uint64_t *sa_mv;       /* count: the model version it must train on, at least (under mu) */
+    double *sa_deadline;   /* count: monotonic time its upload is useless after (under mu) */
 
     atomic_uint_fast64_t sent;         /* UPDATEs handed to ZeroMQ */
     atomic_uint_fast64_t send_dropped; /* UPDATEs dropped: send timeout / encode error */
@@ -65,11 +71,17 @@ typedef struct {
     double dropout_prob;
     int sync; /* 1: for sync round `round` */
     uint64_t round;
+    int secagg;      /* 1: a secure-aggregation member's training (trainer_secagg) */
+    uint64_t cohort; /* secagg: the cohort id */
+    uint32_t index;  /* secagg: the member index */
+    uint64_t mv;     /* secagg: train on a model of at least this version */
+    double deadline; /* secagg: monotonic time after which the upload is useless */
 } trainer_job_t;
 
 /* Take the next client to train and mark it busy. Async: the next idle client
  * (round-robin); sync: the next pending cohort member of the current round (it is then no
- * longer pending). 0, or -EAGAIN when there is nothing to do. */
+ * longer pending); secagg (trainer_ctx_set_secagg): only the next queued secagg job (job->secagg
+ * set). 0, or -EAGAIN when there is nothing to do. */
 int trainer_ctx_take(trainer_ctx_t *c, trainer_job_t *job);
 
 /* A new model arrived: async (sync = 0: every client may train), or sync round `round`
@@ -102,6 +114,21 @@ uint32_t trainer_ctx_set_round_ex(trainer_ctx_t *c, int sync, uint64_t round,
 /* Never schedule `client` again (its DP-SGD budget is spent); ids outside the range are
  * ignored. Returns how many of the pool's clients are retired now. */
 uint32_t trainer_ctx_retire(trainer_ctx_t *c, uint32_t client);
+
+/* Secure-aggregation mode (on = 1): from now on only jobs queued with trainer_ctx_queue_secagg
+ * train; async round-robin and sync cohorts train nobody (trainer_ctx_set_round_ex still
+ * records the round and returns 0 pending). Set once before the workers start. */
+void trainer_ctx_set_secagg(trainer_ctx_t *c, int on);
+
+/* Queue the training of `client` as member `index` of `cohort`, on a model of version >= mv,
+ * useless after `deadline` (monotonic). 0, FM_EARG (client outside the range or retired), or
+ * -EBUSY (a job of that client is already queued). */
+int trainer_ctx_queue_secagg(trainer_ctx_t *c, uint32_t client, uint64_t cohort, uint32_t index,
+                             uint64_t mv, double deadline);
+
+/* Unqueue the job of `client` for `cohort` if it has not been taken yet. 1 if it was
+ * unqueued, else 0. */
+int trainer_ctx_cancel_secagg(trainer_ctx_t *c, uint32_t client, uint64_t cohort);
 
 /* Mark a client taken with trainer_ctx_take idle again. */
 void trainer_ctx_release(trainer_ctx_t *c, uint32_t client);

@@ -21,6 +21,7 @@
 #include "trainer_dp.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
+#include "trainer_secagg.h"
 #include "trainer_sim.h"
 #include "trainer_worker.h"
 
@@ -44,7 +45,8 @@ struct trainer_pool {
     fm_partition_t *part;
     trainer_latest_t *latest;
     trainer_ctx_t *ctx;
-    trainer_dp_t *dp; /* [trainer] dp_sgd: the clients' DP-SGD accounts, else NULL */
+    trainer_dp_t *dp;     /* [trainer] dp_sgd: the clients' DP-SGD accounts, else NULL */
+    trainer_secagg_t *sa; /* [secagg] enabled: the cohort members, else NULL */
     trainer_worker_t **workers;
     int nworkers;
     zsock_t *sub;
@@ -80,6 +82,8 @@ struct trainer_pool {
         fm_metric_t *sent, *send_dropped, *dropouts, *abandoned, *errors, *steps, *samples;
         fm_metric_t *busy, *version;
         fm_metric_t *acked, *refused, *resent, *evicted, *unacked;
+        fm_metric_t *sa_joined, *sa_uploads, *sa_done, *sa_aborted, *sa_invites_refused;
+        fm_metric_t *sa_refused[FM_SA_R_NREASONS]; /* by fm_sa_reason_t (0 unused) */
     } met;
 };
 
@@ -321,6 +325,19 @@ static int s_on_ack(void *arg, zsock_t *sock)
     zframe_t *f = zmsg_first(msg);
     fm_wire_ack_t ack;
     fm_errmsg_t e = {{0}};
+    fm_wire_type_t type = FM_WIRE_NONE;
+    if (self->sa && zmsg_size(msg) == 1 &&
+        fm_wire_peek(zframe_data(f), zframe_size(f), &type, NULL) == 0 &&
+        trainer_secagg_is_sa(type)) { /* a cohort message (trainer_secagg) */
+        if (trainer_secagg_on_frame(self->sa, type, zframe_data(f), zframe_size(f),
+                                    fm_daemon_now(), zsock_resolve(self->agg_push), &self->buf,
+                                    &e) != 0) {
+            self->bad_acks++;
+            fm_ratelog(&self->bad_log_sub, LOG_WARNING, "bad frame on acks dropped: %s", e.msg);
+        }
+        zmsg_destroy(&msg);
+        return 0;
+    }
     if (zmsg_size(msg) != 1 || fm_wire_decode_ack(zframe_data(f), zframe_size(f), &ack, &e)) {
         self->bad_acks++;
         fm_ratelog(&self->bad_log_sub, LOG_WARNING, "bad frame on acks dropped: %s",
@@ -444,6 +461,26 @@ static void s_summary(trainer_pool_t *self, const char *what)
            self->nworkers, have ? (long long)v : -1LL,
            (unsigned long long)atomic_load(&self->ctx->local_steps),
            (unsigned long long)atomic_load(&self->ctx->samples));
+    if (!self->sa)
+        return;
+    trainer_secagg_stats_t st;
+    trainer_secagg_stats(self->sa, &st);
+    FM_LOG(LOG_INFO,
+           "%s: secagg: cohorts joined %llu, masked updates sent %llu, members done %llu, "
+           "aborted %llu (timed out %llu), invites refused %llu, messages refused %llu, "
+           "sends failed %llu, active %u",
+           what, (unsigned long long)st.joined, (unsigned long long)st.uploads,
+           (unsigned long long)st.done, (unsigned long long)st.aborted,
+           (unsigned long long)st.timeouts, (unsigned long long)st.refused,
+           (unsigned long long)st.rejected, (unsigned long long)st.send_failed, st.active);
+}
+
+/* Timer: abort and free the members whose cohort outlived its deadlines. */
+static int s_secagg_tick(void *arg)
+{
+    trainer_pool_t *self = arg;
+    trainer_secagg_tick(self->sa, fm_daemon_now());
+    return 0;
 }
 
 /* fm_loop status hook (systemd's STATUS=): "model version 12, 234 updates sent (1.5/s), 4/4
@@ -550,7 +587,12 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
                                .sndtimeo_ms = FM_SOCK_NOWAIT,
                                .maxmsgsize = maxmsg};
     fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 16};
-    fm_sock_opts_t o_acks = {.maxmsgsize = (int64_t)FM_WIRE_MAX_ACK_IDS * FM_WIRE_ID_LEN + 4096,
+    /* the largest frame on acks: an ACK of FM_WIRE_MAX_ACK_IDS ids, or a SHARES_FWD at the
+     * largest K (u2, from, one box per peer) */
+    int64_t max_ack = (int64_t)FM_WIRE_MAX_ACK_IDS * FM_WIRE_ID_LEN + 4096;
+    int64_t max_sa = (int64_t)FM_SA_MAX_K * 4 * 2 +
+                     (int64_t)(FM_SA_MAX_K - 1) * (FM_SA_BOX_BYTES + 4) + 4096;
+    fm_sock_opts_t o_acks = {.maxmsgsize = max_ack > max_sa ? max_ack : max_sa,
                              .subscribe_all = true};
     o_sub.sec = o_dealer.sec = o_push.sec = o_acks.sec = self->sec;
     o_sub.side = o_dealer.side = FM_SEC_TO_BROKER;
@@ -588,6 +630,8 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
     self->snapshot_timer = fm_loop_timer(self->loop, S_SNAPSHOT_FIRST_S, S_SNAPSHOT_FIRST_S,
                                          s_snapshot, self);
     fm_loop_timer(self->loop, S_SUMMARY_S, S_SUMMARY_S, s_summary_tick, self);
+    if (self->cfg.secagg.enabled)
+        fm_loop_timer(self->loop, 1.0, 1.0, s_secagg_tick, self);
     fm_loop_on_reload(self->loop, s_reload, self);
     fm_loop_on_status(self->loop, s_status, self);
     return 0;
@@ -745,6 +789,13 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
         return rc;
     if (self->dp)
         s_retire_spent(self);
+    if (cfg->secagg.enabled) { /* only invited clients train, each as a cohort member */
+        if (!(self->sa = trainer_secagg_new(self->trainer_id, self->ctx, self->client_first,
+                                            self->client_count, fm_model_nparams(self->layout),
+                                            &rc, e)))
+            return rc;
+        trainer_ctx_set_secagg(self->ctx, 1);
+    }
     if (!(self->found = malloc(FM_WIRE_MAX_ACK_IDS)) ||
         !(self->declined = calloc(self->client_count ? self->client_count : 1, sizeof(uint32_t))))
         return fm_errmsg_set(e, -ENOMEM, "out of memory");
@@ -771,7 +822,8 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
                                 .history = self->history,
                                 .sec = self->sec,
                                 .attack = self->attack,
-                                .dp = self->dp};
+                                .dp = self->dp,
+                                .sa = self->sa};
     for (int i = 0; i < self->nworkers; i++)
         if (!(self->workers[i] = trainer_worker_new(&env, i, &rc, e)))
             return rc ? rc : FM_EARG;
@@ -799,6 +851,17 @@ static void s_metrics_collect(void *arg)
     fm_metric_set(self->met.resent, (double)ob.resent);
     fm_metric_set(self->met.evicted, (double)ob.evicted);
     fm_metric_set(self->met.unacked, (double)ob.entries);
+    if (self->sa) {
+        trainer_secagg_stats_t st;
+        trainer_secagg_stats(self->sa, &st);
+        fm_metric_set(self->met.sa_joined, (double)st.joined);
+        fm_metric_set(self->met.sa_uploads, (double)st.uploads);
+        fm_metric_set(self->met.sa_done, (double)st.done);
+        fm_metric_set(self->met.sa_aborted, (double)st.aborted);
+        fm_metric_set(self->met.sa_invites_refused, (double)st.refused);
+        for (int r = 1; r < FM_SA_R_NREASONS; r++)
+            fm_metric_set(self->met.sa_refused[r], (double)st.by_reason[r]);
+    }
     trainer_model_info_t info;
     fm_metric_set(self->met.version,
                   trainer_latest_peek(self->latest, &info) ? (double)info.version : -1.0);
@@ -842,6 +905,37 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
         "Unacknowledged UPDATEs given up to stay within [trainer] unacked_max_mb.", NULL);
     self->met.unacked = fm_metrics_gauge(m, "fedmq_updates_unacked",
                                          "UPDATEs sent and not yet acknowledged.", NULL);
+    { /* registered also when [secagg] is off (then 0): one set of series per daemon */
+        static const char *const done[] = {"result", "done", NULL};
+        static const char *const aborted[] = {"result", "aborted", NULL};
+        self->met.sa_joined = fm_metrics_counter(
+            m, "fedmq_secagg_cohorts_joined_total",
+            "Secure-aggregation invites accepted (members made, ADVERTISE_KEYS sent).", NULL);
+        self->met.sa_uploads = fm_metrics_counter(m, "fedmq_secagg_uploads_total",
+                                                  "MASKED_UPDATEs handed to ZeroMQ.", NULL);
+        self->met.sa_done = fm_metrics_counter(
+            m, "fedmq_secagg_members_total",
+            "Secure-aggregation members ended: done (COHORT_DONE after answering), aborted "
+            "(COHORT_ABORT, dropout, a refused message, timeout).",
+            done);
+        self->met.sa_aborted = fm_metrics_counter(
+            m, "fedmq_secagg_members_total",
+            "Secure-aggregation members ended: done (COHORT_DONE after answering), aborted "
+            "(COHORT_ABORT, dropout, a refused message, timeout).",
+            aborted);
+        self->met.sa_invites_refused = fm_metrics_counter(
+            m, "fedmq_secagg_invites_refused_total",
+            "Secure-aggregation invites refused (client already a member, wrong m, bad "
+            "params).",
+            NULL);
+        for (int r = 1; r < FM_SA_R_NREASONS; r++) {
+            const char *labels[] = {"reason", fm_sa_reason_name((fm_sa_reason_t)r), NULL};
+            self->met.sa_refused[r] = fm_metrics_counter(
+                m, "fedmq_secagg_refused_total",
+                "Secure-aggregation messages a member refused, by reason (fm_sa_reason_t).",
+                labels);
+        }
+    }
     int rc = fm_metrics_status(m);
     if (rc)
         return fm_errmsg_set(e, rc, "metrics: %s", fm_strerror(rc));
@@ -945,6 +1039,7 @@ void trainer_pool_destroy(trainer_pool_t **p)
     zsock_destroy(&self->acks_sub);
     trainer_ctx_destroy(&self->ctx);
     trainer_dp_destroy(&self->dp);
+    trainer_secagg_destroy(&self->sa);
     trainer_outbox_destroy(&self->outbox);
     fm_jsonl_close(&self->history);
     free(self->found);

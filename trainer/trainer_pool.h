@@ -20,7 +20,11 @@
  * 10 s. The main thread runs an fm_loop (readers: SUB, DEALER, monitor; timers: heartbeat,
  * snapshot requests, summary). SIGHUP reloads the reloadable trainer keys (fm_daemon_reload:
  * heartbeat_interval_s, slowdown_sigma, dropout_prob, log_level). SIGINT/SIGTERM: workers
- * finish or abandon their client, BYE is sent. */
+ * finish or abandon their client, BYE is sent.
+ * [secagg] enabled: only invited clients train, each as a cohort member (trainer_secagg):
+ * the cohort frames on the acks SUB go to trainer_secagg_on_frame (answers on the main
+ * PUSH), a 1 s timer times members out, the summary gets a "secagg:" line. Disabled, a
+ * cohort frame on acks is a bad frame, as before. */
 #ifndef TRAINER_POOL_H
 #define TRAINER_POOL_H
 
@@ -39,7 +43,10 @@ typedef struct trainer_pool trainer_pool_t;
  * fedmq_updates_sent_total, fedmq_updates_dropped_total, fedmq_client_dropouts_total,
  * fedmq_trainings_abandoned_total, fedmq_train_errors_total, fedmq_local_steps_total,
  * fedmq_train_samples_total (trainer_ctx's counters, as the summary line reports them),
- * fedmq_workers_busy, fedmq_model_version. NULL with *err and
+ * fedmq_workers_busy, fedmq_model_version, and (0 unless [secagg] enabled: trainer_secagg)
+ * fedmq_secagg_cohorts_joined_total, fedmq_secagg_uploads_total,
+ * fedmq_secagg_members_total{result="done"|"aborted"}, fedmq_secagg_invites_refused_total,
+ * fedmq_secagg_refused_total{reason}. NULL with *err and
  * `e` (one line) on failure: FM_EARG for what the configuration names wrongly (a client
  * range beyond num_clients, a partition that cannot be made); the data loader's codes for
  * a data_dir that does not load (-ENOENT, FM_EMAGIC, FM_ETRUNC, ...); -errno of a connect;

@@ -41,6 +41,7 @@ struct trainer_worker {
     double last_warn;           /* monotonic time of the last rate-limited warning */
     uint64_t warned;            /* warnings suppressed since */
     fm_random_stream_t *stream; /* DP-SGD's private randomness (env.dp), else NULL */
+    uint32_t *words;            /* nparams + 1: a member's encoded update (env.sa), else NULL */
 };
 
 /* State of one local training, seen by the epoch callback. */
@@ -145,11 +146,38 @@ static void s_history_sent(trainer_worker_t *w, const fm_wire_update_t *hdr, uin
         s_warn(w, "history file not written", fm_strerror(rc));
 }
 
+/* A secagg job's model: the newest one once its version is >= job->mv, waiting for one up to
+ * the job's deadline. 0, or 1 (none in time, or stopping). */
+static int s_member_model(trainer_worker_t *w, const trainer_job_t *job,
+                          trainer_model_info_t *info)
+{
+    for (;;) {
+        if (trainer_latest_get(w->env.latest, w->base, info) == 0 && info->version >= job->mv)
+            break;
+        if (trainer_ctx_stopping(w->env.ctx) || fm_daemon_now() >= job->deadline) {
+            FM_LOG(LOG_INFO,
+                   "worker %d: client %u: no model v%llu or newer before the cohort's training "
+                   "deadline: member %u drops",
+                   w->index, job->client, (unsigned long long)job->mv, job->index);
+            return 1;
+        }
+        s_idle();
+    }
+    double mu = info->sync ? info->mu : w->env.cfg->federation.mu;
+    if (fm_optim_set_mu(w->optim, (float)mu) != 0)
+        return 1;
+    info->mu = mu;
+    memcpy(fm_model_params(w->model), w->base, w->nparams * sizeof(float));
+    return 0;
+}
+
 /* One local training of job->client, then its UPDATE (or nothing). */
 /* The newest model into w->base and w->model for `job`, with its FedProx mu set. 0, or 1
  * when the job must be dropped (no model, or a model of another round or mode). */
 static int s_job_model(trainer_worker_t *w, const trainer_job_t *job, trainer_model_info_t *info)
 {
+    if (job->secagg) /* a member: the newest model, of at least the invite's version */
+        return s_member_model(w, job, info);
     if (trainer_latest_get(w->env.latest, w->base, info) != 0)
         return 1;
     /* the main thread publishes a round's model before its jobs, so a newer model here means
@@ -292,6 +320,24 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job,
            (unsigned long long)res->steps, secs);
 }
 
+/* A member's delta = trained params - base, clipped, encoded, masked and PUSHed as its
+ * MASKED_UPDATE (trainer_secagg_upload counts and logs a failure). */
+static void s_send_masked(trainer_worker_t *w, const trainer_job_t *job,
+                          const trainer_model_info_t *info, double secs)
+{
+    const float *params = fm_model_params(w->model);
+    for (size_t i = 0; i < w->nparams; i++)
+        w->delta[i] = params[i] - w->base[i];
+    if (w->env.attack)
+        trainer_attack_apply(w->env.attack, w->delta, w->nparams, job->client, job->run);
+    int rc = trainer_secagg_upload(w->env.sa, job->cohort, job->index, w->delta, w->nparams,
+                                   w->words, &w->buf, zsock_resolve(w->push));
+    FM_LOG(LOG_DEBUG,
+           "worker %d: MASKED_UPDATE client %u member %u of cohort %016llx base v%llu %.3f s%s",
+           w->index, job->client, job->index, (unsigned long long)job->cohort,
+           (unsigned long long)info->version, secs, rc ? ": not sent" : "");
+}
+
 /* One job: the client's local training on the newest model, then its update. */
 static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
 {
@@ -302,10 +348,14 @@ static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
     if (n == 0) {
         atomic_fetch_add(&w->env.ctx->train_errors, 1);
         FM_LOG(LOG_DEBUG, "worker %d: client %u has no samples, skipped", w->index, client);
+        if (job->secagg)
+            trainer_secagg_drop(w->env.sa, job->cohort, job->index);
         s_idle();
         return;
     }
     if (w->env.dp && !trainer_dp_admit(w->env.dp, client)) {
+        if (job->secagg)
+            trainer_secagg_drop(w->env.sa, job->cohort, job->index);
         /* its budget would be exceeded: retired for good, nothing trained or sent */
         uint32_t retired = trainer_ctx_retire(w->env.ctx, client);
         if (retired == w->env.ctx->count)
@@ -318,9 +368,15 @@ static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
     trainer_model_info_t info;
     fm_train_result_t res;
     double secs = 0;
-    if (s_job_model(w, job, &info) != 0 || s_local_train(w, job, idx, n, info.mu, &res, &secs))
+    if (s_job_model(w, job, &info) != 0 || s_local_train(w, job, idx, n, info.mu, &res, &secs)) {
+        if (job->secagg) /* it will never upload: the protocol recovers its masks */
+            trainer_secagg_drop(w->env.sa, job->cohort, job->index);
         return;
-    s_send_delta(w, job, &info, n, &res, secs);
+    }
+    if (job->secagg)
+        s_send_masked(w, job, &info, secs);
+    else
+        s_send_delta(w, job, &info, n, &res, secs);
 }
 
 static void *s_run(void *arg)
@@ -391,7 +447,9 @@ trainer_worker_t *trainer_worker_new(const trainer_worker_env_t *env, int index,
     }
     w->base = malloc(w->nparams * sizeof(float));
     w->delta = malloc(w->nparams * sizeof(float));
-    if (!w->base || !w->delta) {
+    if (env->sa)
+        w->words = malloc((w->nparams + 1) * sizeof(uint32_t));
+    if (!w->base || !w->delta || (env->sa && !w->words)) {
         rc = fm_errmsg_set(e, -ENOMEM, "worker %d: out of memory", index);
         goto cleanup;
     }
@@ -430,6 +488,7 @@ void trainer_worker_destroy(trainer_worker_t **p)
     fm_wire_buf_free(&w->buf);
     free(w->base);
     free(w->delta);
+    free(w->words);
     fm_random_stream_destroy(&w->stream);
     fm_optim_destroy(&w->optim);
     fm_engine_destroy(&w->engine);

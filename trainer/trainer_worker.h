@@ -27,6 +27,7 @@
 #include "trainer_dp.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
+#include "trainer_secagg.h"
 
 /* What the workers share, borrowed: all of it must outlive the workers. */
 typedef struct {
@@ -46,6 +47,11 @@ typedef struct {
     const trainer_attack_t *attack;
     /* [trainer] dp_sgd: the clients train with DP-SGD, accounted here; NULL: plain SGD */
     trainer_dp_t *dp;
+    /* [secagg] enabled: the members; a job with `secagg` set trains on a model of version
+     * >= its "mv" (waiting for one until its deadline) and uploads a MASKED_UPDATE through
+     * trainer_secagg_upload instead of an UPDATE; a job that sends nothing (dropout, error,
+     * stop) drops its member (trainer_secagg_drop). NULL: plain updates */
+    trainer_secagg_t *sa;
 } trainer_worker_env_t;
 
 typedef struct trainer_worker trainer_worker_t;

@@ -448,6 +448,57 @@ static void test_poisson(void **state)
     trainer_ctx_destroy(&c);
 }
 
+/* Secure aggregation: only queued jobs train (no async round-robin, no sync cohort); a job
+ * carries its cohort, index, model version and deadline; one queued job per client; a
+ * cancel for another cohort changes nothing; a busy client waits for its release. */
+static void test_secagg(void **state)
+{
+    (void)state;
+    int err = 0;
+    trainer_ctx_t *c = trainer_ctx_new(10, 4, 0.0, 0.0, &err);
+    assert_non_null(c);
+    trainer_ctx_set_secagg(c, 1);
+    trainer_job_t job;
+    assert_int_equal(trainer_ctx_set_round(c, 0, 0, NULL), 0);
+    assert_int_equal(trainer_ctx_take(c, &job), -EAGAIN);
+    s_cohort_t sc;
+    uint32_t ids[] = {10, 11, 12};
+    assert_int_equal(trainer_ctx_set_round(c, 1, 3, s_cohort(&sc, ids, 3)), 0);
+    assert_int_equal(trainer_ctx_take(c, &job), -EAGAIN);
+
+    assert_int_equal(trainer_ctx_queue_secagg(c, 9, 7, 1, 5, 100.0), FM_EARG);
+    assert_int_equal(trainer_ctx_queue_secagg(c, 14, 7, 1, 5, 100.0), FM_EARG);
+    assert_int_equal(trainer_ctx_queue_secagg(c, 12, 7, 3, 5, 100.0), 0);
+    assert_int_equal(trainer_ctx_queue_secagg(c, 12, 8, 1, 5, 100.0), -EBUSY);
+    assert_int_equal(trainer_ctx_cancel_secagg(c, 12, 8), 0); /* another cohort's */
+    assert_int_equal(trainer_ctx_take(c, &job), 0);
+    assert_int_equal(job.client, 12);
+    assert_int_equal(job.secagg, 1);
+    assert_true(job.cohort == 7 && job.index == 3 && job.mv == 5 && job.deadline == 100.0);
+    assert_int_equal(job.sync, 0);
+    assert_int_equal(job.run, 0);
+    assert_int_equal(trainer_ctx_take(c, &job), -EAGAIN);
+    assert_int_equal(trainer_ctx_cancel_secagg(c, 12, 7), 0); /* taken already */
+
+    /* queued while busy: taken after the release, with the next run number */
+    assert_int_equal(trainer_ctx_queue_secagg(c, 12, 9, 2, 6, 200.0), 0);
+    assert_int_equal(trainer_ctx_take(c, &job), -EAGAIN);
+    trainer_ctx_release(c, 12);
+    assert_int_equal(trainer_ctx_take(c, &job), 0);
+    assert_true(job.client == 12 && job.cohort == 9 && job.run == 1);
+    trainer_ctx_release(c, 12);
+
+    /* cancelled before a worker took it */
+    assert_int_equal(trainer_ctx_queue_secagg(c, 11, 4, 1, 6, 200.0), 0);
+    assert_int_equal(trainer_ctx_cancel_secagg(c, 11, 4), 1);
+    assert_int_equal(trainer_ctx_take(c, &job), -EAGAIN);
+
+    /* a retired client cannot be queued */
+    trainer_ctx_retire(c, 13);
+    assert_int_equal(trainer_ctx_queue_secagg(c, 13, 4, 1, 6, 200.0), FM_EARG);
+    trainer_ctx_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,7 +506,7 @@ int main(void)
         cmocka_unit_test(test_async_laps),  cmocka_unit_test(test_sim_params),
         cmocka_unit_test(test_sync_cohort), cmocka_unit_test(test_sync_new_round_drops_stale),
         cmocka_unit_test(test_threads),     cmocka_unit_test(test_retire),
-        cmocka_unit_test(test_poisson),
+        cmocka_unit_test(test_poisson),     cmocka_unit_test(test_secagg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,9 @@
  *                                      (aggregator_sync.h): what to accept, when to aggregate
  *   agg_state   (aggregator_state.h)   LMDB checkpoints, resume, the applied-id window
  *   agg_stats   (aggregator_stats.h)   counters, rejection warnings, stats.json
+ *   agg_secagg  (aggregator_secagg.h)  [secagg] enabled: cohorts of secure aggregation (their
+ *                                      messages go out on the acks PUB); each cohort's sum
+ *                                      is one buffer; the policy then only says the mode
  * A full buffer (async) or a closing round (sync) goes through the server optimiser
  * (fm_server_opt) and makes a new version. Checkpoints are written every checkpoint_every
  * versions and at a clean stop; stats.json on every version, for new rejections (at most

@@ -23,7 +23,9 @@
  *     an upload after the training deadline (no tick between) refused, its member in D;
  *   - async: two cohorts in flight with disjoint clients; none formed with fewer than K idle
  *     live clients or when finished; sync: one at a time; agg_secagg_abort_all;
- *   - agg_secagg_stats agrees with the counters.
+ *   - agg_secagg_stats agrees with the counters;
+ *   - [security] mode = curve: a member message sent with another trainer's key is refused
+ *     (identity): that member is dropped, the others complete the cohort.
  * Links aggregator_lib (the CMakeLists.txt rule for aggregator_*_test). */
 #include <math.h>
 #include <setjmp.h>
@@ -34,9 +36,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "../support/fm_proc.h"
 #include "../support/fm_testutil.h"
 #include "aggregator_secagg.h"
 #include "fm_cfg.h"
@@ -45,6 +50,7 @@
 #include "fm_sa_codec.h"
 #include "fm_sa_crypto.h"
 #include "fm_sa_member.h"
+#include "fm_sec.h"
 #include "fm_stats.h"
 #include "fm_wire.h"
 
@@ -130,7 +136,24 @@ struct s_h {
     void *after_arg;
     fm_wire_buf_t out;
     s_dec_t *d;
+    /* curve (test_identity): the keys of trainers t-0.., and a member whose frames carry
+     * another trainer's key (index `forge`, 0: none) */
+    fm_sec_t *sec;
+    char (*pub)[41];
+    uint32_t forge;
 };
+
+/* The key a member's frames arrive with under curve: its trainer's, or (forged) the next
+ * trainer's; NULL without curve. */
+static const char *s_uid(const s_h_t *h, const s_sim_t *s)
+{
+    if (!h->sec)
+        return NULL;
+    uint32_t tr = s->client / S_CLIENTS_PER_TRAINER;
+    if (h->forge && s->index == h->forge)
+        tr = (tr + 1) % (h->nclients / S_CLIENTS_PER_TRAINER);
+    return h->pub[tr];
+}
 
 static int s_setup(void **state)
 {
@@ -302,7 +325,7 @@ static void s_reply(s_h_t *h, s_sim_t *s, fm_wire_type_t type, int rc)
     unsigned char *f = fm_tu_exact(h->out.data, h->out.len);
     size_t len = h->out.len;
     h->cur = s;
-    agg_secagg_frame(h->sa, type, f, len, NULL, NULL, h->now);
+    agg_secagg_frame(h->sa, type, f, len, h->sec, s_uid(h, s), h->now);
     h->cur = NULL;
     if (h->after)
         h->after(h, s, type, f, len);
@@ -1044,6 +1067,62 @@ static void test_stats(void **state)
     s_free(h);
 }
 
+/* [security] mode = curve: member 2's frames arrive with another trainer's key. Its
+ * ADVERTISE_KEYS is refused (identity) as if it were silent: it is dropped at the keys
+ * deadline and the other three complete the cohort (t = 3) with their exact sum. */
+static void test_identity(void **state)
+{
+    (void)state;
+    char dir[128], keys[192], allow[192], from[400], to[400];
+    assert_int_equal(fm_proc_tmpdir(dir, sizeof dir), 0);
+    snprintf(keys, sizeof keys, "%s/keys", dir);
+    snprintf(allow, sizeof allow, "%s/allow", dir);
+    assert_int_equal(mkdir(keys, 0700), 0);
+    assert_int_equal(mkdir(allow, 0755), 0);
+    fm_errmsg_t e = {{0}};
+    fm_tu_ok(fm_sec_keygen(keys, "aggregator", "aggregator", NULL, NULL, &e), &e);
+    s_h_t *h = s_new(8, 4, 3, 1.0, FM_CFG_MODE_ASYNC, 1, 64, 8);
+    h->pub = fm_tu_alloc(4, sizeof *h->pub);
+    for (uint32_t tr = 0; tr < 4; tr++) { /* t-<tr> enrolled for its two clients */
+        char name[16], clients[32];
+        snprintf(name, sizeof name, "t-%u", tr);
+        snprintf(clients, sizeof clients, "%u-%u", 2 * tr, 2 * tr + 1);
+        fm_tu_ok(fm_sec_keygen(keys, name, "trainer", clients, h->pub[tr], &e), &e);
+        snprintf(from, sizeof from, "%s/%s.cert", keys, name);
+        snprintf(to, sizeof to, "%s/%s.cert", allow, name);
+        assert_int_equal(link(from, to), 0);
+    }
+    fm_config_t cfg = h->cfg;
+    cfg.security.mode = FM_CFG_SECURITY_CURVE;
+    snprintf(cfg.security.allow_dir, sizeof cfg.security.allow_dir, "%s", allow);
+    snprintf(cfg.security.aggregator_cert, sizeof cfg.security.aggregator_cert,
+             "%s/aggregator.cert", keys);
+    int err = 0;
+    h->sec = fm_sec_new(&cfg, FM_SEC_ROLE_AGGREGATOR, &err, &e);
+    if (!h->sec)
+        fail_msg("fm_sec_new: %s", e.msg);
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 77, 0);
+    s_random_deltas(h, &rng, 1.0);
+    h->forge = 2;
+    h->now = 0;
+    s_tick(h, 0);
+    const agg_secagg_counters_t *n = s_n(h);
+    assert_int_equal(n->refused, 1); /* member 2's keys, sent with t-<next>'s key */
+    assert_int_equal(h->nsums, 0);
+    h->now += S_DL + 1;
+    s_tick(h, 1); /* the keys deadline: U1 = {1, 3, 4}, then the rest at once */
+    assert_int_equal(h->nsums, 1);
+    assert_int_equal(h->sum_survivors[0], 3);
+    assert_int_equal(n->dropped[0], 1);
+    s_check_sum(h, 0, h->cohorts[0], NULL, NULL);
+    assert_int_equal(s_find(h, h->cohorts[0], 2)->got[FM_WIRE_SA_KEY_LIST], 0);
+    fm_sec_destroy(&h->sec);
+    free(h->pub);
+    s_free(h);
+    fm_proc_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1051,6 +1130,7 @@ int main(void)
         cmocka_unit_test(test_below_threshold), cmocka_unit_test(test_uploads_masked),
         cmocka_unit_test(test_stray_messages),  cmocka_unit_test(test_late_upload),
         cmocka_unit_test(test_in_flight),       cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_identity),
     };
     return cmocka_run_group_tests(tests, s_setup, NULL);
 }

@@ -392,23 +392,30 @@ int agg_secagg_metrics(agg_secagg_t *sa, fm_metrics_t *m)
 {
     if (!m)
         return 0;
+    fm_metric_t *cohorts[3], *dropped[4], *inflight, *refused;
     static const char hc[] = "Secure-aggregation cohorts: formed, completed (sum applied), "
                              "aborted (nothing released).";
     static const char *const res[3] = {"formed", "completed", "aborted"};
     for (int i = 0; i < 3; i++)
-        sa->m_cohorts[i] = fm_metrics_counter(m, "fedmq_secagg_cohorts_total", hc,
-                                              (const char *[]){"result", res[i], NULL});
+        cohorts[i] = fm_metrics_counter(m, "fedmq_secagg_cohorts_total", hc,
+                                        (const char *[]){"result", res[i], NULL});
     static const char hd[] = "Secure-aggregation members dropped, by the phase they missed.";
     for (int i = 0; i < 4; i++)
-        sa->m_dropped[i] = fm_metrics_counter(m, "fedmq_secagg_members_dropped_total", hd,
-                                              (const char *[]){"phase", s_phase_drop[i], NULL});
-    sa->m_inflight = fm_metrics_gauge(m, "fedmq_secagg_cohorts_in_flight",
-                                      "Secure-aggregation cohorts in flight.", NULL);
-    sa->m_refused = fm_metrics_counter(m, "fedmq_secagg_refused_total",
-                                       "Secure-aggregation member messages refused.", NULL);
+        dropped[i] = fm_metrics_counter(m, "fedmq_secagg_members_dropped_total", hd,
+                                        (const char *[]){"phase", s_phase_drop[i], NULL});
+    inflight = fm_metrics_gauge(m, "fedmq_secagg_cohorts_in_flight",
+                                "Secure-aggregation cohorts in flight.", NULL);
+    refused = fm_metrics_counter(m, "fedmq_secagg_messages_refused_total",
+                                 "Secure-aggregation member messages the aggregator refused.",
+                                 NULL);
     int rc = fm_metrics_status(m);
-    if (rc == 0)
+    if (rc == 0 && sa) {
+        memcpy(sa->m_cohorts, cohorts, sizeof cohorts);
+        memcpy(sa->m_dropped, dropped, sizeof dropped);
+        sa->m_inflight = inflight;
+        sa->m_refused = refused;
         fm_metrics_on_scrape(m, s_scrape, sa, NULL);
+    }
     return rc;
 }
 

@@ -85,7 +85,8 @@ agg_secagg_t *agg_secagg_new(const fm_config_t *cfg, size_t nparams, agg_secagg_
 /* Wipe and free every cohort (no messages sent), *p = NULL; idempotent. */
 void agg_secagg_destroy(agg_secagg_t **p);
 
-/* Register fedmq_secagg_* series in `m` (may be NULL: nothing). 0 or -ENOMEM. */
+/* Register the fedmq_secagg_* series in `m` (may be NULL: nothing); `sa` NULL ([secagg]
+ * off): the series are served at 0, so every daemon serves the same names. 0 or -ENOMEM. */
 int agg_secagg_metrics(agg_secagg_t *sa, fm_metrics_t *m);
 
 /* A member message (type ADVERTISE_KEYS, SHARES, MASKED_UPDATE or UNMASK_SHARES, peeked by

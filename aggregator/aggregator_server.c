@@ -854,11 +854,13 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
         agg_privacy_describe(self->privacy, dp, sizeof dp);
         FM_LOG(LOG_NOTICE, "%s", dp);
     }
-    if (self->cfg.secagg.enabled) {
-        if (!(self->secagg = agg_secagg_new(&self->cfg, fm_model_nparams(self->model),
-                                            s_secagg_send, s_secagg_sum, self, &rc, e)) ||
-            (rc = agg_secagg_metrics(self->secagg, self->metrics)) != 0)
-            return rc;
+    if (self->cfg.secagg.enabled &&
+        !(self->secagg = agg_secagg_new(&self->cfg, fm_model_nparams(self->model), s_secagg_send,
+                                        s_secagg_sum, self, &rc, e)))
+        return rc;
+    if ((rc = agg_secagg_metrics(self->secagg, self->metrics)) != 0) /* 0 when off */
+        return rc;
+    if (self->secagg) {
         char sa[400];
         agg_secagg_describe(self->secagg, sa, sizeof sa);
         FM_LOG(LOG_NOTICE, "%s", sa);

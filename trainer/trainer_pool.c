@@ -30,6 +30,10 @@
 #define S_MODEL_SILENCE_S 30.0  /* no MODEL this long: ask for a snapshot anyway */
 #define S_SUMMARY_S 10.0        /* summary log period */
 #define S_DEALER_LINGER_MS 1000 /* BYE gets this long at exit */
+/* frames the main thread's PUSH may queue: membership and, with [secagg], the members'
+ * keys, shares and unmasking shares, sent in bursts (one per member of each cohort) while
+ * the aggregator's PULL is busy with uploads; small frames (at most ~33 KB at K = 256) */
+#define S_PUSH_SNDHWM 1000
 #define S_DEALER_RCVHWM 4       /* MODEL replies queued from the broker (one per request) */
 #define S_RESEND_TICK_S 1.0     /* look for unacknowledged updates due this often */
 
@@ -586,7 +590,7 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
                                .rcvhwm = S_DEALER_RCVHWM,
                                .sndtimeo_ms = FM_SOCK_NOWAIT,
                                .maxmsgsize = maxmsg};
-    fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = 16};
+    fm_sock_opts_t o_push = {.linger_ms = S_DEALER_LINGER_MS, .sndhwm = S_PUSH_SNDHWM};
     /* the largest frame on acks: an ACK of FM_WIRE_MAX_ACK_IDS ids, or a SHARES_FWD at the
      * largest K (u2, from, one box per peer) */
     int64_t max_ack = (int64_t)FM_WIRE_MAX_ACK_IDS * FM_WIRE_ID_LEN + 4096;

@@ -68,7 +68,7 @@ population = false
 [secagg]
 enabled = true
 threshold = 3
-train_timeout_s = 4
+train_timeout_s = 60
 EOF
 
 # json FILE EXPR: a value of stats.json / a JSON line
@@ -136,14 +136,30 @@ print(best)" "$T/$name/metrics.jsonl" 2>/dev/null || echo 0)
     fi
 }
 
-run sync sync 25
-check_run sync 5 0.70
-run async async 25
-check_run async 5 0.70
+# under ASan/UBSan (FM_SANITIZED) training is several times slower: fewer cohorts, lower bars
+if [ "${FM_SANITIZED:-0}" = 1 ]; then MINC=2 MIND=1 ACC=0.50 TT=12; else MINC=5 MIND=3 ACC=0.70 TT=4; fi
+# no_drops NAME: nobody dropped (nothing is lost when no client drops out: a frame lost on
+# the way, e.g. a full send queue, would show here)
+no_drops() {
+    local st=$T/$1/checkpoints/stats.json d
+    [ -s "$st" ] || return
+    d=$(json "$st" "d['secagg_dropped_keys'] + d['secagg_dropped_shares'] + d['secagg_dropped_train'] + d['secagg_dropped_unmask']")
+    if [ "$d" -eq 0 ]; then
+        ok "$1: no member dropped"
+    else
+        notok "$1: no member dropped" "$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: v for k, v in d.items() if k.startswith('secagg_dropped')})" "$st")"
+    fi
+}
+run sync sync 25 --set secagg.train_timeout_s=60
+check_run sync "$MINC" "$ACC"
+no_drops sync
+run async async 25 --set secagg.train_timeout_s=60
+check_run async "$MINC" "$ACC"
+no_drops async
 
 # dropouts: members that train and then send nothing are recovered at the train deadline
-run drop async 30 --set trainer.dropout_prob=0.3
-check_run drop 3 0.60
+run drop async 30 --set trainer.dropout_prob=0.3 --set secagg.train_timeout_s="$TT"
+check_run drop "$MIND" 0.50
 st=$T/drop/checkpoints/stats.json
 if [ -s "$st" ]; then
     dt=$(json "$st" "d['secagg_dropped_train']")

@@ -188,8 +188,7 @@ static int s_on_invite(trainer_secagg_t *sa, const void *data, size_t len, doubl
         int err = 0;
         fm_sa_member_t *m = fm_sa_member_new(&inv.p, inv.index, &adv, &err, &em);
         if (!m) {
-            snprintf(line, sizeof line, "%s", em.msg[0] ? em.msg : fm_strerror(err));
-            why = line;
+            why = em.msg[0] ? em.msg : fm_strerror(err);
         } else {
             const fm_sa_deadlines_t *d = &inv.deadlines;
             *mb = (s_member_t){.used = 1,

@@ -18,6 +18,7 @@ BIN=$(dirname "$FEDMQ")
 T=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-cli-curve.XXXXXX") || exit 1
 trap 'rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM
+. "$(dirname "$0")/ports.sh" # loopback_ports
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0}
 PASS=0
 FAIL=0
@@ -73,18 +74,7 @@ expect2 "keygen of a trainer without --clients" "needs --clients" -- "$FEDMQ" ke
 expect2 "keygen with an unknown role" "role must be" -- "$FEDMQ" keygen x --role admin --dir "$K"
 for n in pool-a broker evaluator monitor; do cp "$K/$n.cert" "$A/"; done
 
-PORTS=$(python3 - <<'PYEOF'
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-keys = ["model_pub", "snapshot", "updates", "aggregator_models", "metrics_pub", "acks"]
-for k, s in zip(keys, socks):
-    print("--set endpoints.%s=tcp://127.0.0.1:%d" % (k, s.getsockname()[1]))
-for d in ["broker", "trainer", "aggregator", "evaluator"]:
-    print("--set %s.metrics_addr=off" % d)
-PYEOF
-)
+PORTS=$(loopback_ports)
 SEC="--set security.mode=curve --set security.allow_dir=$A --set security.broker_cert=$K/broker.cert
  --set security.aggregator_cert=$K/aggregator.cert --set security.evaluator_cert=$K/evaluator.cert
  --set security.trainer_cert=$K/pool-a.cert --set security.monitor_cert=$K/monitor.cert"

@@ -40,6 +40,7 @@ TMO=120
 SAN_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error'
 
 . "$(dirname "$0")/tap.sh" # PASS, FAIL, ok, notok
+. "$(dirname "$0")/ports.sh" # loopback_ports
 show() {
     local f=$1 what=$2
     [ -s "$f" ] || { echo "#   $what: (empty)"; return; }
@@ -47,23 +48,6 @@ show() {
     head -n 5 "$f" | sed 's/^/#     | /'
 }
 
-# Six loopback ports free at once (bound together, then released), as --set overrides; and
-# /metrics off in every daemon (on by default, on fixed ports: parallel tests would race).
-ports() {
-    "$PY" - <<'PYEOF'
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-keys = ["model_pub", "snapshot", "updates", "aggregator_models", "metrics_pub", "acks"]
-for k, s in zip(keys, socks):
-    print("--set endpoints.%s=tcp://127.0.0.1:%d" % (k, s.getsockname()[1]))
-for d in ["broker", "trainer", "aggregator", "evaluator"]:
-    print("--set %s.metrics_addr=off" % d)
-PYEOF
-}
 
 # expect_run <code> <description> <substring>... -- <fedmq run arguments...>
 # Exit <code> and exactly one stderr line starting "fedmq run: " that contains each
@@ -78,9 +62,9 @@ expect_run() {
     done
     [ $# -gt 0 ] && shift
     local -a p
-    mapfile -t p < <(ports)
+    mapfile -t p < <(loopback_ports)
     local out=$T/out err=$T/err rc
-    # shellcheck disable=SC2068 # each line of ports() is "--set key=value"
+    # shellcheck disable=SC2068 # each line of loopback_ports is "--set key=value"
     timeout -k 5 "$TMO" "$FEDMQ" run "$@" ${p[@]} --set federation.time_limit_s=60 \
         >"$out" 2>"$err" </dev/null
     rc=$?

@@ -24,22 +24,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0}
 SAN_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error'
 
 . "$(dirname "$0")/tap.sh" # PASS, FAIL, ok, notok
+. "$(dirname "$0")/ports.sh" # loopback_ports
 
-ports() {
-    python3 - <<'PYEOF'
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-keys = ["model_pub", "snapshot", "updates", "aggregator_models", "metrics_pub", "acks"]
-for k, s in zip(keys, socks):
-    print("--set endpoints.%s=tcp://127.0.0.1:%d" % (k, s.getsockname()[1]))
-for d in ["broker", "trainer", "aggregator", "evaluator"]:
-    print("--set %s.metrics_addr=off" % d)
-PYEOF
-}
 
 cat >"$T/sa.conf" <<EOF
 [federation]
@@ -79,7 +65,7 @@ run() {
     local name=$1 mode=$2 secs=$3
     shift 3
     local -a p
-    mapfile -t p < <(ports)
+    mapfile -t p < <(loopback_ports)
     # shellcheck disable=SC2068
     timeout -k 5 $((secs + 60)) "$FEDMQ" run "$T/sa.conf" --run-dir "$T/$name" ${p[@]} \
         --set federation.mode="$mode" --set federation.time_limit_s="$secs" "$@" \

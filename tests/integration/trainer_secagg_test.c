@@ -34,6 +34,7 @@
 
 #include "../support/fm_http.h"
 #include "../support/fm_proc.h"
+#include "../support/fm_zbind.h"
 #include "fm_blas.h"
 #include "fm_data.h"
 #include "fm_engine.h"
@@ -88,26 +89,6 @@ typedef struct {
     fm_dataset_t *ds;
     fm_partition_t *part;
 } t_state_t;
-
-static zsock_t *t_bind(int type, char *ep, size_t cap)
-{
-    for (int attempt = 0; attempt < 10; attempt++) {
-        int port = fm_proc_free_port();
-        if (port <= 0)
-            continue;
-        zsock_t *s = zsock_new(type);
-        if (!s)
-            return NULL;
-        zsock_set_linger(s, 0);
-        zsock_set_rcvhwm(s, 10000);
-        zsock_set_sndhwm(s, 10000);
-        snprintf(ep, cap, "tcp://127.0.0.1:%d", port);
-        if (zsock_bind(s, "%s", ep) >= 0)
-            return s;
-        zsock_destroy(&s);
-    }
-    return NULL;
-}
 
 static uint32_t t_m(const t_state_t *s) { return (uint32_t)fm_model_nparams(s->layout) + 1; }
 
@@ -453,10 +434,10 @@ static int t_setup(void **state)
     if (fm_proc_tmpdir(s->tmp, sizeof s->tmp) != 0)
         return -1;
     snprintf(s->log, sizeof s->log, "%s/trainer.log", s->tmp);
-    s->router = t_bind(ZMQ_ROUTER, s->ep_snap, sizeof s->ep_snap);
-    s->pub = t_bind(ZMQ_PUB, s->ep_pub, sizeof s->ep_pub);
-    s->acks = t_bind(ZMQ_PUB, s->ep_acks, sizeof s->ep_acks);
-    s->pull = t_bind(ZMQ_PULL, s->ep_upd, sizeof s->ep_upd);
+    s->router = fm_zbind_loopback(ZMQ_ROUTER, s->ep_snap, sizeof s->ep_snap);
+    s->pub = fm_zbind_loopback(ZMQ_PUB, s->ep_pub, sizeof s->ep_pub);
+    s->acks = fm_zbind_loopback(ZMQ_PUB, s->ep_acks, sizeof s->ep_acks);
+    s->pull = fm_zbind_loopback(ZMQ_PULL, s->ep_upd, sizeof s->ep_upd);
     if (!s->router || !s->pub || !s->acks || !s->pull)
         return -1;
     s->poller = zpoller_new(s->router, s->pull, NULL);

@@ -1,0 +1,34 @@
+/* fm_zbind: a ZeroMQ socket bound to a free loopback port, for the tests that play a daemon's
+ * peer (trainer_test, trainer_secagg_test). Header-only; czmq and fm_proc.h are included. */
+#ifndef FM_ZBIND_H
+#define FM_ZBIND_H
+
+#include <czmq.h>
+#include <stdio.h>
+
+#include "fm_proc.h"
+
+/* A socket of `type` bound to tcp://127.0.0.1:PORT (PORT reserved for this test process:
+ * fm_proc_free_port; up to 10 tries), linger 0, send and receive HWM 10,000 frames; its
+ * endpoint into ep[cap]. NULL if none could be bound. Caller owns it (zsock_destroy). */
+static inline zsock_t *fm_zbind_loopback(int type, char *ep, size_t cap)
+{
+    for (int attempt = 0; attempt < 10; attempt++) {
+        int port = fm_proc_free_port();
+        if (port <= 0)
+            continue;
+        zsock_t *s = zsock_new(type);
+        if (!s)
+            return NULL;
+        zsock_set_linger(s, 0);
+        zsock_set_rcvhwm(s, 10000);
+        zsock_set_sndhwm(s, 10000);
+        snprintf(ep, cap, "tcp://127.0.0.1:%d", port);
+        if (zsock_bind(s, "%s", ep) >= 0)
+            return s;
+        zsock_destroy(&s);
+    }
+    return NULL;
+}
+
+#endif

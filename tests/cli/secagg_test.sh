@@ -9,7 +9,9 @@
 #     the train deadline, their masks recovered: cohorts still complete with members
 #     dropped (secagg_dropped_train > 0), the evaluator's record and `fedmq run`'s summary
 #     show the counts;
-#   - the aggregator never logs a sanitizer report or an ERROR.
+#   - with client-level DP ([privacy] mode = client, sync): one noised, accounted step per
+#     applied cohort;
+#   - no daemon writes a sanitizer report.
 # Runs take about 25 s each; endpoints are tcp://127.0.0.1 on ports free a moment before.
 # Usage: bash tests/cli/secagg_test.sh <path-to-fedmq> <source-dir>
 set -u
@@ -160,6 +162,23 @@ if [ -s "$st" ]; then
     else
         notok "dropout: the evaluator's records carry the cohort counts" "$(tail -n 1 "$T/drop/metrics.jsonl")"
     fi
+fi
+
+# with client-level DP: the noise goes on each unmasked cohort sum, one accounted step per
+# applied cohort (members clip to [privacy] clip_norm)
+run priv sync 20 --set privacy.mode=client --set privacy.clip_norm=1 \
+    --set privacy.noise_multiplier=0.5 --set secagg.train_timeout_s=60
+st=$T/priv/checkpoints/stats.json
+if [ -s "$st" ]; then
+    read -r steps done ver eps <<<"$(json "$st" "'%d %d %d %g' % (d['privacy_steps'], d['secagg_completed'], d['version'], d['privacy_epsilon'])")"
+    if [ "$done" -ge 1 ] && [ "$steps" -eq "$done" ] && [ "$ver" -eq "$done" ] &&
+        python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)" "$eps"; then
+        ok "privacy: $done cohorts, $steps noised steps accounted, epsilon $eps"
+    else
+        notok "privacy: one noised step per applied cohort" "steps $steps, cohorts $done, version $ver, epsilon $eps"
+    fi
+else
+    notok "privacy: stats.json written" "$(tail -n 5 "$T/priv.err")"
 fi
 
 echo "$PASS passed, $FAIL failed"

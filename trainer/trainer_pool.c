@@ -34,8 +34,8 @@
  * keys, shares and unmasking shares, sent in bursts (one per member of each cohort) while
  * the aggregator's PULL is busy with uploads; small frames (at most ~33 KB at K = 256) */
 #define S_PUSH_SNDHWM 1000
-#define S_DEALER_RCVHWM 4       /* MODEL replies queued from the broker (one per request) */
-#define S_RESEND_TICK_S 1.0     /* look for unacknowledged updates due this often */
+#define S_DEALER_RCVHWM 4   /* MODEL replies queued from the broker (one per request) */
+#define S_RESEND_TICK_S 1.0 /* look for unacknowledged updates due this often */
 
 struct trainer_pool {
     fm_config_t cfg;                /* workers read federation.*: never rewritten whole */

@@ -29,6 +29,7 @@
 
 #include "../support/fm_http.h"
 #include "../support/fm_proc.h"
+#include "../support/fm_zbind.h"
 #include "../support/fm_sys.h"
 #include "fm_ckpt.h"
 #include "fm_model.h"
@@ -107,7 +108,7 @@ static void s_start(s_ctx_t *c, int keep)
                     NULL};
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);
@@ -293,7 +294,7 @@ static int s_teardown(void **state)
 {
     s_ctx_t *c = *state;
     fm_proc_reap_all(&c->procs);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     if (getenv("FM_KEEP_LOGS")) {
         char cmd[1200];

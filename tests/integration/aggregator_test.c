@@ -17,6 +17,7 @@
 #include <lmdb.h>
 
 #include "../support/fm_proc.h"
+#include "../support/fm_zbind.h"
 #include "aggregator_server.h"
 #include "fm_ckpt.h"
 #include "fm_err.h"
@@ -102,7 +103,7 @@ static void s_spawn(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char
     if (getenv("FM_KEEP_LOGS"))
         fprintf(stderr, "spawned %d, log %s, %s %s\n", (int)c->pid, c->log, c->ep_updates,
                 c->ep_models);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);
@@ -280,7 +281,7 @@ static int s_teardown(void **state)
 {
     s_ctx_t *c = *state;
     fm_proc_reap_all(&c->procs);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     if (getenv("FM_KEEP_LOGS")) {
         char cmd[1200];

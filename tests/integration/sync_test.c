@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "../support/fm_proc.h"
+#include "../support/fm_zbind.h"
 #include "aggregator_round.h"
 #include "fm_ckpt.h"
 #include "fm_model.h"
@@ -131,7 +132,7 @@ static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, 
     if (getenv("FM_KEEP_LOGS"))
         fprintf(stderr, "spawned aggregator %d, log %s, %s %s\n", (int)c->pid, c->log,
                 c->ep_updates, c->ep_models);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);
@@ -400,7 +401,7 @@ static int s_teardown(void **state)
 {
     s_ctx_t *c = *state;
     fm_proc_reap_all(&c->procs);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     if (getenv("FM_KEEP_LOGS"))
         s_dump_logs(c->dir);

@@ -18,6 +18,7 @@
 #include "fm_http.h"
 #include "fm_le.h"
 #include "fm_proc.h"
+#include "fm_zbind.h"
 #include "fm_model.h"
 #include "fm_stats.h"
 #include "fm_wire.h"
@@ -102,7 +103,7 @@ static inline void fm_at_start(fm_at_t *c, int k, const char *const *extra)
     argv[a] = NULL;
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);
@@ -333,7 +334,7 @@ static inline int fm_at_teardown(void **state)
 {
     fm_at_t *c = *state;
     fm_proc_reap_all(&c->procs);
-    zsock_destroy(&c->sub);
+    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     if (getenv("FM_KEEP_LOGS")) {
         char cmd[700];

@@ -47,7 +47,6 @@ struct agg_secagg {
     agg_secagg_observe_fn observe;
     void *observe_arg;
     agg_secagg_counters_t n;
-    uint64_t refused_by[FM_SA_R_NREASONS + 2]; /* + identity, + malformed */
     fm_ratelog_t refused_log, wait_log;
     fm_metric_t *m_cohorts[3], *m_dropped[4], *m_inflight, *m_refused;
 };
@@ -249,11 +248,9 @@ static int s_find(const agg_secagg_t *sa, uint64_t cohort)
     return -1;
 }
 
-static void s_refuse(agg_secagg_t *sa, int reason_slot, const char *fmt, const char *name,
-                     const char *why)
+static void s_refuse(agg_secagg_t *sa, const char *fmt, const char *name, const char *why)
 {
     sa->n.refused++;
-    sa->refused_by[reason_slot]++;
     fm_ratelog(&sa->refused_log, LOG_WARNING, fmt, name, why);
 }
 
@@ -287,13 +284,12 @@ void agg_secagg_frame(agg_secagg_t *sa, fm_wire_type_t type, const void *data, s
     default: FM_ASSERT(!"not a member message"); return;
     }
     if (rc) {
-        s_refuse(sa, FM_SA_R_NREASONS + 1, "secagg: %s refused: %s", tname, e.msg);
+        s_refuse(sa, "secagg: %s refused: %s", tname, e.msg);
         return;
     }
     int slot = s_find(sa, cohort);
     if (slot < 0) { /* over, aborted, or never ours: a late or stray message */
         sa->n.refused++;
-        sa->refused_by[FM_SA_R_COHORT]++;
         FM_LOG(LOG_DEBUG, "secagg: %s for cohort %016llx (not in flight) ignored", tname,
                (unsigned long long)cohort);
         return;
@@ -303,7 +299,7 @@ void agg_secagg_frame(agg_secagg_t *sa, fm_wire_type_t type, const void *data, s
         char why[160];
         const s_member_t *mb = &co->m[from];
         if (fm_sec_check_trainer(sec, user_id, mb->trainer, mb->client, 1, why, sizeof why)) {
-            s_refuse(sa, FM_SA_R_NREASONS, "secagg: %s refused (identity): %s", tname, why);
+            s_refuse(sa, "secagg: %s refused (identity): %s", tname, why);
             return;
         }
     }
@@ -337,7 +333,7 @@ void agg_secagg_frame(agg_secagg_t *sa, fm_wire_type_t type, const void *data, s
     if (r == FM_SA_OK)
         co->in[phase]++;
     else
-        s_refuse(sa, (int)r, "secagg: %s refused: %s", tname, e.msg);
+        s_refuse(sa, "secagg: %s refused: %s", tname, e.msg);
     s_advance(sa, slot);
 }
 

@@ -451,6 +451,17 @@ static fm_members_limits_t s_members_limits(const fm_config_t *cfg)
                                  .per_origin = cfg->broker.trainers_per_peer};
 }
 
+/* Recount the distinct live clients (after an expiry or a membership change). */
+static void s_recount(agg_server_t *self)
+{
+    uint32_t n = fm_members_live_clients(self->members,
+                                         (uint32_t)self->cfg.federation.num_clients, self->live);
+    if (n != self->nlive)
+        agg_stats_touch(self->stats);
+    self->nlive = n;
+    agg_stats_live(self->stats, n);
+}
+
 /* A membership message from the peer whose libzmq "Peer-Address" is `addr` (may be NULL),
  * sent under curve with the key `user_id` (else NULL): the share is then per key. */
 static void s_on_member(agg_server_t *self, const agg_verdict_t *v, const char *addr,
@@ -463,16 +474,22 @@ static void s_on_member(agg_server_t *self, const agg_verdict_t *v, const char *
     fm_member_event_t ev = fm_members_apply(self->members, v->type, m, &origin, fm_daemon_now(),
                                             NULL);
     const char *why = NULL;
+    char range[48] = "no clients";
     switch (ev) {
     case FM_MEMBER_JOINED:
     case FM_MEMBER_RESTARTED:
     case FM_MEMBER_LEFT:
-        FM_LOG(LOG_INFO, "trainer %s (clients %u-%u) %s (peer %s)", m->trainer, m->client_first,
-               m->client_first + m->client_count - (m->client_count ? 1 : 0),
+        if (m->client_count)
+            snprintf(range, sizeof range, "clients %u-%u", m->client_first,
+                     (unsigned)(m->client_first + m->client_count - 1));
+        FM_LOG(LOG_INFO, "trainer %s (%s) %s (peer %s)", m->trainer, range,
                ev == FM_MEMBER_LEFT     ? "left"
                : ev == FM_MEMBER_JOINED ? "joined"
                                         : "restarted",
                peer);
+        /* count at once: an UPDATE right behind the HELLO on the same PUSH meets the new
+         * count (min_clients, sync cohorts), not the one of the last tick */
+        s_recount(self);
         return;
     case FM_MEMBER_FULL: why = "the table is full"; break;
     case FM_MEMBER_REFUSED_CLIENTS: why = "clients beyond [federation] num_clients"; break;
@@ -610,12 +627,7 @@ static int s_tick(void *arg)
     double now = fm_daemon_now();
     fm_members_expire(self->members, now, self->cfg.broker.heartbeat_timeout_s, NULL, NULL);
     fm_sec_refresh(self->sec); /* a key removed from allow_dir: its frames are refused */
-    uint32_t n = fm_members_live_clients(self->members,
-                                         (uint32_t)self->cfg.federation.num_clients, self->live);
-    if (n != self->nlive)
-        agg_stats_touch(self->stats);
-    self->nlive = n;
-    agg_stats_live(self->stats, n);
+    s_recount(self);
     agg_view_t v = s_view(self);
     if (self->secagg)
         agg_secagg_tick(self->secagg, self->version, self->finished, self->live, self->members,

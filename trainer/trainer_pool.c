@@ -642,13 +642,25 @@ static int s_sockets_open(trainer_pool_t *self, fm_errmsg_t *e)
 }
 
 /* The trainer id into self->trainer_id: under curve its certificate's name (the servers
- * check it against the key), else "<host>-<pid>", where a byte of the host name that an id
- * may not hold (fm_wire.h, "Text") becomes '_'. */
-static void s_name(trainer_pool_t *self)
+ * check it against the key; a different [trainer] id is logged and not used), else
+ * [trainer] id, else "<host>-<pid>", where a byte of the host name that an id may not hold
+ * (fm_wire.h, "Text") becomes '_'. Returns 0 (an int for the start-up chain). */
+static int s_name(trainer_pool_t *self)
 {
+    const char *want = self->cfg.trainer.id;
     if (fm_sec_curve(self->sec)) {
-        snprintf(self->trainer_id, sizeof self->trainer_id, "%s", fm_sec_name(self->sec));
-        return;
+        const char *name = fm_sec_name(self->sec);
+        if (want[0] && strcmp(want, name) != 0)
+            FM_LOG(LOG_NOTICE,
+                   "[trainer] id = %s not used: under security = curve the id is "
+                   "the certificate's name, %s",
+                   want, name);
+        snprintf(self->trainer_id, sizeof self->trainer_id, "%s", name);
+        return 0;
+    }
+    if (want[0]) {
+        snprintf(self->trainer_id, sizeof self->trainer_id, "%s", want);
+        return 0;
     }
     char host[64] = "localhost";
     if (gethostname(host, sizeof host) != 0)
@@ -658,6 +670,7 @@ static void s_name(trainer_pool_t *self)
         if (fm_wire_text_check(FM_WIRE_TEXT_ID, c, 1) == 0)
             *c = '_';
     snprintf(self->trainer_id, sizeof self->trainer_id, "%s-%d", host, (int)getpid());
+    return 0;
 }
 
 /* The clients served, the model layout. 0 or an error with `e`. */
@@ -971,16 +984,15 @@ trainer_pool_t *trainer_pool_new_attacked(const fm_config_t *cfg, const fm_daemo
     self->sec = sec;
     self->snapshot_backoff = S_SNAPSHOT_FIRST_S;
     self->status_at = fm_daemon_now();
-    s_name(self);
 #ifdef FM_TEST_HOOKS
     const char *drop = getenv("FEDMQ_TEST_DROP_ACKS");
     self->drop_acks = drop ? atoi(drop) : 0;
 #endif
     int rc;
     /* sockets before the data: a port problem is reported before a slow load */
-    if ((rc = s_init_range(self, e)) != 0 || (rc = s_sockets_open(self, e)) != 0 ||
-        (rc = s_init_data(self, e)) != 0 || (rc = s_init_workers(self, e)) != 0 ||
-        (rc = s_metrics_register(self, metrics, e)) != 0) {
+    if ((rc = s_name(self)) != 0 || (rc = s_init_range(self, e)) != 0 ||
+        (rc = s_sockets_open(self, e)) != 0 || (rc = s_init_data(self, e)) != 0 ||
+        (rc = s_init_workers(self, e)) != 0 || (rc = s_metrics_register(self, metrics, e)) != 0) {
         *err = rc;
         trainer_pool_destroy(&self);
         return NULL;

@@ -23,6 +23,7 @@
 #include "fm_parse.h"
 #include "fm_sa_codec.h"
 #include "fm_sa_msg.h"
+#include "fm_wire.h"
 
 #define S_SHOWN 64   /* bytes of a value quoted in a message */
 #define S_NUM_MAX 64 /* canonical text of a non-string value */
@@ -112,6 +113,7 @@ static const char *s_server_opt_name(int v)
 static int s_check_partition(const char *v, char *why, size_t cap);
 static int s_check_endpoint(const char *v, char *why, size_t cap);
 static int s_check_clients(const char *v, char *why, size_t cap);
+static int s_check_trainer_id(const char *v, char *why, size_t cap);
 static int s_check_nonempty(const char *v, char *why, size_t cap);
 static int s_check_metrics_addr(const char *v, char *why, size_t cap);
 
@@ -209,7 +211,8 @@ static const fm_cfg_key_t s_keys[] = {
     S_STR(endpoints, updates, s_check_endpoint, "tcp://127.0.0.1:5562", S_RESTART,
           "aggregator PULL: client updates pushed by trainers"),
     S_STR(endpoints, aggregator_models, s_check_endpoint, "tcp://127.0.0.1:5563", S_RESTART,
-          "broker PULL: new models pushed by the aggregator"),
+          "aggregator PUB (binds) -> broker SUB (connects): each new model version, and the "
+          "current one every second"),
     S_STR(endpoints, metrics_pub, s_check_endpoint, "tcp://127.0.0.1:5564", S_RESTART,
           "evaluator PUB: the metrics feed"),
     S_STR(endpoints, acks, s_check_endpoint, "tcp://127.0.0.1:5565", S_RESTART,
@@ -229,6 +232,10 @@ static const fm_cfg_key_t s_keys[] = {
     /* [trainer] */
     S_STR(trainer, clients, s_check_clients, "0-99", S_RESTART,
           "client ids this trainer pool serves: A-B (inclusive) or A"),
+    S_STR(trainer, id, s_check_trainer_id, "", S_RESTART,
+          "trainer id on the wire (letters, digits and . _ - : @ /), stable across restarts so "
+          "that a restart is seen as this trainer restarting; empty = <host>-<pid> (new at "
+          "every start); security = curve: the certificate's name instead"),
     S_INT(trainer, workers, 1, 1024, "2", S_RESTART,
           "worker processes, i.e. client trainings at the same time"),
     S_INT(trainer, threads_per_worker, 1, 256, "1", S_RESTART,
@@ -547,6 +554,18 @@ static int s_check_clients(const char *v, char *why, size_t cap)
     if (s_parse_clients(v, &lo, &hi) == 0)
         return 0;
     snprintf(why, cap, "not a client range (A-B with 0 <= A <= B, or A)");
+    return 1;
+}
+
+static int s_check_trainer_id(const char *v, char *why, size_t cap)
+{
+    size_t n = strlen(v), bad = fm_wire_text_check(FM_WIRE_TEXT_ID, v, n);
+    if (bad == n)
+        return 0;
+    snprintf(why, cap,
+             "byte 0x%02x at offset %zu is not allowed in a trainer id (letters, "
+             "digits, . _ - : @ /)",
+             (unsigned char)v[bad], bad);
     return 1;
 }
 

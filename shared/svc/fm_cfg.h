@@ -111,6 +111,7 @@ typedef struct {
 
 typedef struct {
     char clients[FM_CFG_STR_MAX]; /* "A-B" or "A", client ids in [0, num_clients) */
+    char id[FM_CFG_STR_MAX];      /* the trainer id, "" = <host>-<pid> */
     int workers;
     int threads_per_worker;
     double heartbeat_interval_s;

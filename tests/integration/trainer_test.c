@@ -83,8 +83,9 @@ typedef struct {
     float *delta;
     int hellos, trainer_hellos, heartbeats, byes, snapshot_reqs, bad;
     pid_t last_hello_pid, last_bye_pid;
-    uint64_t last_seq;  /* of the current incarnation */
-    uint64_t last_sent; /* "sent" of the last HEARTBEAT */
+    char last_hello_trainer[FM_WIRE_STR_MAX + 1]; /* "trainer" of the last HELLO */
+    uint64_t last_seq;                            /* of the current incarnation */
+    uint64_t last_sent;                           /* "sent" of the last HEARTBEAT */
     pid_t seq_pid;
     int seq_errors;
     int nupdates;
@@ -159,6 +160,7 @@ static void t_on_router(t_state_t *s)
                 if ((pid_t)m.pid == s->trainer)
                     s->trainer_hellos++;
                 s->last_hello_pid = (pid_t)m.pid;
+                snprintf(s->last_hello_trainer, sizeof s->last_hello_trainer, "%s", m.trainer);
                 /* seq 0 for a new incarnation; a HELLO after a reconnect continues it */
                 if ((pid_t)m.pid == s->seq_pid ? m.seq <= s->last_seq : m.seq != 0)
                     s->seq_errors++;
@@ -1307,6 +1309,42 @@ static void test_dpsgd_restart(void **state)
     s->dp = 0;
 }
 
+/* [trainer] id: the id on the wire, the same at every start (a restart is the same trainer
+ * restarting); by default it is "<host>-<pid>". */
+static void test_stable_id(void **state)
+{
+    t_state_t *s = *state;
+    for (int round = 0; round < 2; round++) {
+        pid_t pid = t_spawn(s, "trainer.id=site-a/pool:1", NULL);
+        assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+        assert_string_equal(s->last_hello_trainer, "site-a/pool:1");
+        int st = fm_proc_stop(pid, SIGTERM, 15);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    pid_t pid = t_spawn(s, NULL, NULL);
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    char want[32];
+    snprintf(want, sizeof want, "-%d", (int)pid);
+    const char *tail = s->last_hello_trainer + strlen(s->last_hello_trainer) - strlen(want);
+    assert_true(tail > s->last_hello_trainer);
+    assert_string_equal(tail, want);
+    int st = fm_proc_stop(pid, SIGTERM, 15);
+    assert_true(WIFEXITED(st));
+    /* an id outside the id class is a config error, one line, exit 2 */
+    char out[sizeof s->tmp + 16];
+    snprintf(out, sizeof out, "%s/badid.log", s->tmp);
+    char *argv[] = {
+        FM_BIN_DIR "/fedmq-trainer", "--config", FM_SOURCE_DIR "/configs/fedmq.conf", "--set",
+        "trainer.id=pool 1",         NULL};
+    pid = fm_proc_spawn(&s->procs, argv, out);
+    st = fm_proc_wait(pid, 15);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    assert_true(fm_proc_file_contains(out, "[trainer] id = pool 1: byte 0x20 at offset 4 is not "
+                                           "allowed in a trainer id"));
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1321,7 +1359,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reload),        cmocka_unit_test(test_aggregator_down),
         cmocka_unit_test(test_sigkill),       cmocka_unit_test(test_replay),
         cmocka_unit_test(test_attack),        cmocka_unit_test(test_dpsgd),
-        cmocka_unit_test(test_dpsgd_restart),
+        cmocka_unit_test(test_dpsgd_restart), cmocka_unit_test(test_stable_id),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

@@ -650,12 +650,14 @@ static void test_async_quorum(void **state)
     s_send_update(c, 0, 0, 0, 10, d);
     S_EXPECT_STAT(c, NULL, "quorum", 1);
     assert_int_equal(s_stat(c, "updates_pending", NULL), 0);
-    /* a trainer serving all S_NCLIENTS clients joins: updates are taken */
+    /* a trainer serving all S_NCLIENTS clients joins: updates are taken, also those sent
+     * right behind its HELLO on the same socket (the HELLO counts at once, not at the
+     * aggregator's next membership tick) */
     s_member(c, FM_WIRE_HELLO);
-    S_EXPECT_STAT(c, "live_clients", NULL, S_NCLIENTS);
     for (int i = 0; i < 3; i++)
         s_send_update(c, (uint32_t)i, 0, 0, 10, d);
     S_EXPECT_STAT(c, "version", NULL, 1);
+    assert_int_equal(s_stat(c, "live_clients", NULL), S_NCLIENTS);
     assert_int_equal(s_stat(c, NULL, "quorum"), 1);
     assert_int_equal(s_stat(c, "updates_applied", NULL), 3);
     /* it leaves (BYE): below the quorum again */

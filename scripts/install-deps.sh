@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install fedmq's build, run and test dependencies from Debian 12 packages (run as root).
+# Install fedmq's build, run and test dependencies from Debian 12 packages (run as root);
+# with --tests also the Python packages only the test suite uses (TEST_PKGS below).
 # Skips apt entirely when everything is already installed.
 set -euo pipefail
 # clang-14 + libclang-rt-14-dev: the libFuzzer targets (tests/fuzz, a -DFM_FUZZ=ON build)
@@ -9,6 +10,15 @@ PKGS=(build-essential cmake pkg-config python3 python3-mpmath git clang-format c
       libjansson-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev libsodium-dev
       dataset-fashion-mnist gnuplot-nox
       systemd adduser dpkg-dev iproute2 nftables)
+# --tests: what only the test suite needs on top: the Python client (trainer/python) and
+# its tests: pyzmq, msgpack, numpy, PyTorch (the client's torch helpers, the mixed
+# federation), scikit-learn (its bundled digits data: the custom-model example), the
+# setuptools backend, pip and venv that install the package offline.
+TEST_PKGS=(python3-zmq python3-msgpack python3-numpy python3-torch python3-sklearn
+           python3-setuptools python3-pip python3-venv)
+if [ "${1:-}" = "--tests" ]; then
+  PKGS+=("${TEST_PKGS[@]}")
+fi
 # Test tools taken out of a Debian package without installing it: promtool (`promtool check
 # metrics`, `promtool check rules`) from the package prometheus, whose installation would
 # start a Prometheus server. tests/integration/metrics_test.c looks for it here (or on PATH).

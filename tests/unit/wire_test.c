@@ -546,27 +546,27 @@ static void test_example_member(void **state)
         0x88, 0xa1, 'v', 0x01, 0xa1, 't',  0xa5, 'H',  'E',  'L',  'L',  'O', 0xa7, 't',  'r',
         'a',  'i',  'n', 'e',  'r',  0xa2, 't',  '1',  0xa3, 'p',  'i',  'd', 0xcd, 0x04, 0xd2,
         0xa6, 'c',  'f', 'i',  'r',  's',  't',  0x00, 0xa6, 'c',  'c',  'o', 'u',  'n',  't',
-        0x0a, 0xa7, 'w', 'o',  'r',  'k',  'e',  'r',  's',  0x02, 0xa3, 's', 'e',  'q',  0x01};
+        0x0a, 0xa7, 'w', 'o',  'r',  'k',  'e',  'r',  's',  0x02, 0xa3, 's', 'e',  'q',  0x00};
     static const unsigned char heartbeat[] = {
         0x8a, 0xa1, 'v',  0x01, 0xa1, 't',  0xa9, 'H',  'E',  'A', 'R',  'T',  'B',
         'E',  'A',  'T',  0xa7, 't',  'r',  'a',  'i',  'n',  'e', 'r',  0xa2, 't',
         '1',  0xa3, 'p',  'i',  'd',  0xcd, 0x04, 0xd2, 0xa6, 'c', 'f',  'i',  'r',
         's',  't',  0x00, 0xa6, 'c',  'c',  'o',  'u',  'n',  't', 0x0a, 0xa7, 'w',
-        'o',  'r',  'k',  'e',  'r',  's',  0x02, 0xa3, 's',  'e', 'q',  0x02, 0xa4,
+        'o',  'r',  'k',  'e',  'r',  's',  0x02, 0xa3, 's',  'e', 'q',  0x01, 0xa4,
         's',  'e',  'n',  't',  0x2a, 0xa4, 'b',  'u',  's',  'y', 0x01};
     static const unsigned char bye[] = {
         0x88, 0xa1, 'v', 0x01, 0xa1, 't',  0xa3, 'B',  'Y',  'E', 0xa7, 't',  'r',  'a',  'i',
         'n',  'e',  'r', 0xa2, 't',  '1',  0xa3, 'p',  'i',  'd', 0xcd, 0x04, 0xd2, 0xa6, 'c',
         'f',  'i',  'r', 's',  't',  0x00, 0xa6, 'c',  'c',  'o', 'u',  'n',  't',  0x0a, 0xa7,
-        'w',  'o',  'r', 'k',  'e',  'r',  's',  0x02, 0xa3, 's', 'e',  'q',  0x03};
+        'w',  'o',  'r', 'k',  'e',  'r',  's',  0x02, 0xa3, 's', 'e',  'q',  0x02};
     const struct {
         fm_wire_type_t type;
         uint64_t seq;
         const unsigned char *want;
         size_t n;
-    } ex[] = {{FM_WIRE_HELLO, 1, hello, sizeof hello},
-              {FM_WIRE_HEARTBEAT, 2, heartbeat, sizeof heartbeat},
-              {FM_WIRE_BYE, 3, bye, sizeof bye}};
+    } ex[] = {{FM_WIRE_HELLO, 0, hello, sizeof hello},
+              {FM_WIRE_HEARTBEAT, 1, heartbeat, sizeof heartbeat},
+              {FM_WIRE_BYE, 2, bye, sizeof bye}};
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
     for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) {
         fm_wire_member_t m = {.pid = 1234,

@@ -112,6 +112,7 @@ static void s_usage(FILE *f)
                "  watch ENDPOINT    print an evaluator's metrics feed live\n"
                "  plot JSONL -o PNG draw the accuracy curves of metrics files (gnuplot)\n"
                "  partition CONFIG  write the trainers' client partition as JSON\n"
+               "  config CONFIG     print every key as the daemons resolve it\n"
                "  keygen NAME       make a CurveZMQ key pair ([security] mode = curve)\n"
                "  privacy           epsilon of a DP plan (--q --sigma --steps), or the sigma\n"
                "                    or steps a --target-epsilon allows\n"
@@ -544,6 +545,8 @@ int main(int argc, char **argv)
         return fm_cli_plot(argc - 1, argv + 1);
     if (strcmp(cmd, "partition") == 0)
         return fm_cli_partition(argc - 1, argv + 1);
+    if (strcmp(cmd, "config") == 0)
+        return fm_cli_config(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0)
         return fm_cli_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "privacy") == 0)

@@ -23,6 +23,9 @@ int fm_cli_run(int argc, char **argv);
 /* fedmq partition CONFIG [--set k=v ...] --out FILE.json: the trainers' client partition. */
 int fm_cli_partition(int argc, char **argv);
 
+/* fedmq config CONFIG [--set k=v ...]: every key as the daemons resolve it, on stdout. */
+int fm_cli_config(int argc, char **argv);
+
 /* fedmq plot METRICS.jsonl... -o FILE.png [--label NAME]... [--title TEXT]
  * [--x time|version|both]: accuracy curves of evaluator metrics files, drawn by gnuplot. */
 int fm_cli_plot(int argc, char **argv);

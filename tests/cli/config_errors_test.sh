@@ -94,5 +94,28 @@ else
     notok "fedmq partition: BOM, CRLF and a 255-byte value load" "$(head -n 3 "$T/err")"
 fi
 
+# fedmq config: every key as the daemons resolve it (the file, then --set, then the checks);
+# the dump reads back to itself; a bad override is one line and exit 2
+if "$FEDMQ" config "$good" --set trainer.id=pool-7 >"$T/dump.conf" 2>"$T/err" &&
+    grep -qx 'num_clients = 4' "$T/dump.conf" && grep -qx 'id = pool-7' "$T/dump.conf" &&
+    grep -qx 'clients_per_round = 2' "$T/dump.conf" && grep -qx 'batch_size = 32' "$T/dump.conf"; then
+    ok "fedmq config: the file's values, the --set, the defaults of the rest"
+else
+    notok "fedmq config" "$(head -n 3 "$T/err")"
+fi
+if "$FEDMQ" config "$T/dump.conf" | cmp -s - "$T/dump.conf"; then
+    ok "fedmq config: its output reads back to itself"
+else
+    notok "fedmq config: the output does not read back to itself"
+fi
+err=$("$FEDMQ" config "$good" --set trainer.id='a b' 2>&1 >/dev/null)
+rc=$?
+if [ $rc -eq 2 ] && [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] &&
+    [[ $err == *"[trainer] id = a b: byte 0x20 at offset 1 is not allowed in a trainer id"* ]]; then
+    ok "fedmq config: a bad trainer id is one line, exit 2"
+else
+    notok "fedmq config: a bad trainer id" "exit $rc: $err"
+fi
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

@@ -1,0 +1,84 @@
+"""Local training of one client, as fedmq-trainer does it (docs/PROTOCOL.md §10): from the
+MODEL's weights, `epochs` passes over the client's samples in shuffled mini-batches, SGD
+with momentum and weight decay, the global gradient norm clipped to `clip_norm` (0: off),
+FedProx's proximal term (mu / 2) ||w - w_base||^2 when mu > 0. The loss is
+F.cross_entropy of the module's output, which is the mean NLL for modules that return
+log-probabilities (log_softmax is idempotent) and the usual loss for logits."""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .torch_utils import load_params, state_dict_to_numpy
+
+__all__ = ["Hyper", "Result", "local_train"]
+
+
+@dataclass
+class Hyper:
+    """The [federation] keys of local training."""
+    epochs: int = 1
+    lr: float = 0.01
+    batch: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg):
+        g = lambda k: cfg.get_float("federation", k)  # noqa: E731
+        return cls(epochs=cfg.get_int("federation", "local_epochs"), lr=g("learning_rate"),
+                   batch=cfg.get_int("federation", "batch_size"), momentum=g("momentum"),
+                   weight_decay=g("weight_decay"), clip_norm=g("clip_norm"))
+
+
+@dataclass
+class Result:
+    params: dict      # name -> float32 ndarray, the local weights after training
+    steps: int
+    loss: float       # mean training loss over the last epoch
+    secs: float
+
+
+def local_train(module, base, x, y, hyper, mu=0.0, generator=None, loss_fn=None):
+    """Train `module` (a torch.nn.Module whose float state_dict entries are `base`'s names)
+    from the weights `base` (name -> ndarray) on samples x (tensor [n, ...]) and labels y
+    (int64 tensor [n]). Returns a Result. Raises ValueError for an empty client or weights
+    that do not fit the module."""
+    n = int(x.shape[0])
+    if n < 1 or int(y.shape[0]) != n:
+        raise ValueError(f"client data: {n} samples and {int(y.shape[0])} labels")
+    t0 = time.perf_counter()
+    load_params(module, base)
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    anchor = None
+    if mu > 0:
+        anchor = [p.detach().clone() for p in params]
+    opt = torch.optim.SGD(params, lr=hyper.lr, momentum=hyper.momentum,
+                          weight_decay=hyper.weight_decay)
+    lossf = loss_fn or F.cross_entropy
+    steps, total, seen = 0, 0.0, 0
+    for _ in range(max(1, hyper.epochs)):
+        perm = torch.randperm(n, generator=generator)
+        total, seen = 0.0, 0
+        for b in range(0, n, hyper.batch):
+            idx = perm[b:b + hyper.batch]
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(module(x.index_select(0, idx)), y.index_select(0, idx))
+            obj = loss
+            if anchor is not None:
+                obj = loss + 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+            obj.backward()
+            if hyper.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, hyper.clip_norm)
+            opt.step()
+            steps += 1
+            total += float(loss.detach()) * int(idx.shape[0])
+            seen += int(idx.shape[0])
+    out, _ = state_dict_to_numpy(module)
+    out = {k: out[k] for k in base}
+    return Result(params=out, steps=steps, loss=total / max(seen, 1),
+                  secs=time.perf_counter() - t0)

@@ -31,6 +31,9 @@ BACKOFF_MAX = 8           # resend waits double up to this many ack timeouts
 FATES_MAX = 100000        # fates remembered (the oldest final ones are forgotten first)
 RETRY_S = 0.1             # a send refused by a full queue is tried again after this
 
+COUNTERS = ("sent", "resent", "applied", "refused", "given_up", "untracked", "models",
+            "bad_frames", "bad_acks", "heartbeats", "snapshot_reqs", "declines")
+
 # fates that are not an ACK's status
 PENDING = "pending"       # kept, waiting for its ACK (resent after ack_timeout_s)
 UNTRACKED = "untracked"   # sent on a MODEL without "boot" (or without acks): no ACK will come
@@ -129,7 +132,7 @@ class Client:
         self._fates: "collections.OrderedDict[bytes, Fate]" = collections.OrderedDict()
         self._coins: Dict[int, Dict[int, bool]] = {}
         self._busy = 0
-        self._counts = collections.Counter()
+        self._counts = collections.Counter({k: 0 for k in COUNTERS})
         self.last_bad_frame = ""
         # I/O thread state (touched by it only)
         self._outbox: "collections.OrderedDict[bytes, list]" = collections.OrderedDict()
@@ -309,8 +312,9 @@ class Client:
             return replace(f) if f and f.final else None
 
     def counters(self) -> Dict[str, int]:
-        """sent, resent, applied, refused, given_up, untracked, models, bad_frames,
-        heartbeats, snapshot_reqs, declines, and "pending" (updates waiting for an ACK)."""
+        """The COUNTERS since the start (sent, resent, applied, refused, given_up, untracked,
+        models, bad_frames, bad_acks, heartbeats, snapshot_reqs, declines) and "pending"
+        (updates waiting for an ACK now)."""
         with self._lock:
             c = dict(self._counts)
             c["pending"] = sum(1 for f in self._fates.values() if f.status == PENDING)

@@ -153,3 +153,50 @@ def test_sync_round(tmp_path, fed):
         assert c.wait_fate(late, W).status == "late"
     finally:
         c.close()
+
+
+def test_curve(tmp_path, fed):
+    """[security] mode = curve: keys from `fedmq keygen`; the Client loads its certificate
+    (trainer id = its name) and the servers' public ones; an unenrolled key gets nothing."""
+    from fedmq_client import Curve
+    keys, allow = tmp_path / "keys", tmp_path / "keys" / "allow"
+    allow.mkdir(parents=True)
+    f0 = Federation(tmp_path, {})
+    for spec_ in (["broker", "--role", "broker"], ["aggregator", "--role", "aggregator"],
+                  ["evaluator", "--role", "evaluator"], ["monitor", "--role", "monitor"],
+                  ["py-cur", "--role", "trainer", "--clients", "0-9"],
+                  ["py-out", "--role", "trainer", "--clients", "0-9"]):
+        r = f0.tool("keygen", *spec_, "--dir", str(keys))
+        assert r.returncode == 0, r.stderr
+    for n in ("broker", "evaluator", "monitor", "py-cur"):  # py-out is not enrolled
+        (allow / (n + ".cert")).write_bytes((keys / (n + ".cert")).read_bytes())
+    p0, settings = common(tmp_path, "async")
+    settings.update({"security.mode": "curve", "security.allow_dir": str(allow)})
+    for n in ("broker", "aggregator", "evaluator", "monitor"):
+        settings["security.%s_cert" % n] = str(keys / (n + ".cert"))
+    settings["security.trainer_cert"] = str(keys / "py-cur.cert")
+    f = fed(settings)
+    f.start("broker", "aggregator")
+    sec = Curve(str(keys / "py-cur.cert"), str(keys / "broker.cert"), str(keys / "aggregator.cert"))
+    ep = {k: f.ep[k] for k in ("model_pub", "snapshot", "updates", "acks")}
+    with pytest.raises(ValueError, match="certificate's name"):
+        Client(ep, trainer_id="someone-else", clients=(0, 10), security=sec)
+    with pytest.raises(ValueError, match="enrolled for clients 0-9 only"):
+        Client(ep, clients=(5, 10), security=sec)
+    c = Client(ep, clients=(0, 10), model="logreg", security=sec, heartbeat_s=0.5,
+               ack_timeout_s=5)
+    out = Client(ep, clients=(0, 10), model="logreg", heartbeat_s=0.5,
+                 security=Curve(str(keys / "py-out.cert"), str(keys / "broker.cert"),
+                                str(keys / "aggregator.cert")))
+    try:
+        assert c.trainer_id == "py-cur"
+        m = wait_model(c, f)
+        assert m is not None and m.mv == 0
+        uids = [c.send_update(m, k, delta=delta_of(0.01), n=10, steps=1, loss=0.1, secs=0.1)
+                for k in (0, 1)]
+        assert [c.wait_fate(u, W).status for u in uids] == ["applied"] * 2
+        assert out.wait_model(2) is None  # no handshake: no model for an unenrolled key
+        assert "mode = curve" in f.log("aggregator")
+    finally:
+        c.close()
+        out.close()

@@ -248,3 +248,45 @@ def test_bad_arguments(fake):
         Client({"model_pub": fake.ep["model_pub"]})
     with pytest.raises(zmq.ZMQError):
         Client(dict(fake.ep, updates="nope://x"), trainer_id="t")
+
+
+def test_reconnect_says_hello_again(fake):
+    c = mk(fake, heartbeat_s=5)
+    try:
+        assert fake.expect(fake.router, ["HELLO"]) is not None
+        fake.router.close(0)  # the broker restarts on the same endpoint
+        time.sleep(0.2)
+        fake.router = fake.ctx.socket(zmq.ROUTER)
+        fake.router.setsockopt(zmq.LINGER, 0)
+        fake.router.bind(fake.ep["snapshot"])
+        r = fake.expect(fake.router, ["HELLO"], 10)
+        assert r is not None and r[1]["seq"] >= 1
+        assert c.counters()["reconnects"] == 1
+    finally:
+        c.close()
+
+
+def test_from_config(fake, tmp_path):
+    import os
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "fedmq.conf")
+    from fedmq_client import config
+    cfg = config.read(src)
+    args = config.client_args(cfg)
+    assert args["heartbeat_s"] == 2.0 and args["ack_timeout_s"] == 30.0  # fedmq.conf defaults
+    assert args["clients"] == (0, 100) and args["model"] == "cnn" and args["security"] is None
+    assert args["endpoints"]["acks"] == "tcp://127.0.0.1:5565"
+    conf = tmp_path / "t.conf"
+    conf.write_text("[federation]\nmodel = logreg ; a comment\n[trainer]\nclients = 20-29\n"
+                    "heartbeat_interval_s = 0.2\n")
+    sets = ["endpoints.%s=%s" % (k, v) for k, v in fake.ep.items()]
+    c = Client.from_config(str(conf), sets, trainer_id="py-conf")
+    try:
+        assert (c.cfirst, c.ccount, c.model_name) == (20, 10, "logreg")
+        hello = fake.expect(fake.pull, ["HELLO"])[1]
+        assert (hello["cfirst"], hello["ccount"], hello["trainer"]) == (20, 10, "py-conf")
+        assert fake.expect(fake.pull, ["HEARTBEAT"], 2) is not None  # every 0.2 s
+    finally:
+        c.close()
+    with pytest.raises(ValueError, match="t2.conf:1"):
+        (tmp_path / "t2.conf").write_text("oops\n")
+        config.read(str(tmp_path / "t2.conf"))

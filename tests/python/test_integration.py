@@ -2,6 +2,7 @@
 ports, bounded waits): async with acks, one sync round, a refused update, the safetensors
 files both ways (the aggregator's [aggregator] init reads ours; we read `fedmq export`)."""
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def delta_of(v):
 
 
 @pytest.fixture
-def fed(tmp_path, request):
+def fed(tmp_path):
     feds = []
 
     def make(settings):
@@ -35,8 +36,6 @@ def fed(tmp_path, request):
     yield make
     for f in feds:
         f.close()
-        if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
-            pass
 
 
 def common(tmp_path, mode):
@@ -64,8 +63,10 @@ def wait_model(c, f, newer_than=None):
 
 def client(f, **kw):
     ep = {k: f.ep[k] for k in ("model_pub", "snapshot", "updates", "acks")}
-    return Client(ep, trainer_id="py-it", clients=(0, 10), workers=1, model="logreg",
-                  heartbeat_s=0.5, ack_timeout_s=5, **kw)
+    args = dict(trainer_id="py-it", clients=(0, 10), workers=1, model="logreg",
+                heartbeat_s=0.5, ack_timeout_s=5)
+    args.update(kw)
+    return Client(ep, **args)
 
 
 def test_async_acks_versions_and_refusal(tmp_path, fed):
@@ -200,3 +201,31 @@ def test_curve(tmp_path, fed):
     finally:
         c.close()
         out.close()
+
+
+def test_aggregator_restart_resends(tmp_path, fed):
+    """An update folded but not yet in a version is lost when the aggregator restarts; its
+    new "boot" makes the Client resend it at once (same id), and it is applied then."""
+    p0, settings = common(tmp_path, "async")
+    f = fed(settings)
+    f.start("broker", "aggregator")
+    c = client(f, ack_timeout_s=600)  # only the new boot can trigger the resend
+    try:
+        m = wait_model(c, f)
+        u1 = c.send_update(m, 1, delta=delta_of(0.01), n=10, steps=1, loss=0.1, secs=0.1)
+        assert c.wait_fate(u1, 1.0) is None  # folded, waiting for a second one (K = 2)
+        f.stop("aggregator", signal.SIGKILL)  # a crash: the open buffer is lost
+        f.start("aggregator")
+        for _ in range(int(W * 10)):  # the MODEL of the new incarnation
+            cur = c.latest()
+            if cur.boot != m.boot:
+                break
+            c.wait_model(0.1, newer_than=cur)
+        assert c.latest().boot != m.boot, f.log("aggregator")[-2000:]
+        u2 = c.send_update(c.latest(), 2, delta=delta_of(0.01), n=10, steps=1, loss=0.1, secs=0.1)
+        f1, f2 = c.wait_fate(u1, W), c.wait_fate(u2, W)
+        assert f1 is not None and f2 is not None, ("no ACK", c.fate(u1), c.fate(u2), c.counters())
+        assert (f1.status, f2.status) == ("applied", "applied"), (f1, f2, c.counters())
+        assert f1.resends == 1 and c.counters()["resent"] == 1
+    finally:
+        c.close()

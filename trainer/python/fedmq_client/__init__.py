@@ -3,6 +3,7 @@
     wire         encode/decode of the protocol's messages (strict, like the C decoder)
     spec         safetensors files (numpy only) and the custom model fingerprint spec_name
     certs        CZMQ certificates for [security] mode = curve
+    config       the keys of a fedmq config file a trainer needs (Client.from_config)
     client       Client: the sockets, membership, snapshots, acks and resends
     torch_utils  state_dict <-> numpy (imports torch when called)
 """

@@ -32,7 +32,7 @@ FATES_MAX = 100000        # fates remembered (the oldest final ones are forgotte
 RETRY_S = 0.1             # a send refused by a full queue is tried again after this
 
 COUNTERS = ("sent", "resent", "applied", "refused", "given_up", "untracked", "models",
-            "bad_frames", "bad_acks", "heartbeats", "snapshot_reqs", "declines")
+            "bad_frames", "bad_acks", "heartbeats", "snapshot_reqs", "declines", "reconnects")
 
 # fates that are not an ACK's status
 PENDING = "pending"       # kept, waiting for its ACK (resent after ack_timeout_s)
@@ -154,6 +154,17 @@ class Client:
             self._thread.join()
             self._release()
             raise self._start_error
+
+    @classmethod
+    def from_config(cls, path: Optional[str], overrides: Iterable[str] = (), **kw) -> "Client":
+        """A Client configured as fedmq-trainer would be by the config file `path` and the
+        "section.key=value" overrides ([endpoints], [trainer] clients, workers,
+        heartbeat_interval_s, ack_timeout_s, unacked_max_mb, [federation] model, [security]);
+        keyword arguments (e.g. trainer_id) win over the file."""
+        from . import config
+        args = config.client_args(config.read(path, overrides))
+        args.update(kw)
+        return cls(**args)
 
     # ---- the caller's side -------------------------------------------------------------------
 
@@ -313,7 +324,8 @@ class Client:
 
     def counters(self) -> Dict[str, int]:
         """The COUNTERS since the start (sent, resent, applied, refused, given_up, untracked,
-        models, bad_frames, bad_acks, heartbeats, snapshot_reqs, declines) and "pending"
+        models, bad_frames, bad_acks, heartbeats, snapshot_reqs, declines, reconnects: HELLOs
+        said again to a broker reconnected) and "pending"
         (updates waiting for an ACK now)."""
         with self._lock:
             c = dict(self._counts)
@@ -405,9 +417,33 @@ class Client:
         self._push.connect(ep["updates"])
         if self._acks is not None:
             self._acks.connect(ep["acks"])
+        # a reconnection to the broker (restarted, or the network came back) says HELLO
+        # again, as fedmq-trainer does: the monitor's PAIR belongs to this thread too
+        self._monitor = self._dealer.get_monitor_socket(zmq.EVENT_CONNECTED)
+        self._connects = 0
         self._dealer.connect(ep["snapshot"])
 
+    def _on_monitor(self) -> None:
+        try:
+            from zmq.utils.monitor import recv_monitor_message
+            ev = recv_monitor_message(self._monitor, zmq.DONTWAIT)
+        except zmq.Again:
+            return
+        if ev.get("event") == zmq.EVENT_CONNECTED:
+            self._connects += 1
+            if self._connects > 1:  # the first HELLO was queued for the first connection
+                self._member("HELLO")
+                with self._lock:
+                    self._counts["reconnects"] += 1
+
     def _close_sockets(self) -> None:
+        if getattr(self, "_monitor", None) is not None:
+            try:
+                self._dealer.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
         for name in ("_sub", "_dealer", "_push", "_acks"):
             s = getattr(self, name, None)
             if s is not None:
@@ -556,6 +592,7 @@ class Client:
         if self._acks is not None:
             poller.register(self._acks, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         self._member("HELLO")
         running = True
         try:
@@ -581,6 +618,11 @@ class Client:
                             self._on_ack(self._acks.recv(zmq.DONTWAIT))
                         except zmq.Again:
                             break
+                if self._monitor in events:
+                    for _ in range(16):
+                        if not self._monitor.poll(0):
+                            break
+                        self._on_monitor()
                 if self._wake_r in events:
                     try:
                         os.read(self._wake_r, 4096)

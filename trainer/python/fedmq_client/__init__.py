@@ -12,4 +12,6 @@ from .spec import spec_name, model_name, load_safetensors, save_safetensors  # n
 from .certs import Curve, load_cert  # noqa: F401
 from .client import Client, Fate  # noqa: F401
 
+__all__ = ["WireError", "Model", "Ack", "PROTOCOL_VERSION", "spec_name", "model_name",
+           "load_safetensors", "save_safetensors", "Curve", "load_cert", "Client", "Fate"]
 __version__ = "0.1.0"

@@ -6,22 +6,20 @@ aggregator's updates and the SUB to its acks. The caller's thread(s) talk to it 
 queue (woken by a pipe) and read what it decoded under a lock. See trainer/python/README.md.
 """
 import collections
-import math
 import os
 import queue
 import random
-import select
 import socket
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import zmq
 
 from . import wire
-from .certs import Curve, load_cert
+from .certs import Curve
 from .wire import Model, WireError
 
 SNAPSHOT_FIRST_S = 1.0    # no model this long after start: SNAPSHOT_REQ (HELLO asks too)

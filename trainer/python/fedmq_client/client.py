@@ -430,9 +430,9 @@ class Client:
         if ev.get("event") == zmq.EVENT_CONNECTED:
             self._connects += 1
             if self._connects > 1:  # the first HELLO was queued for the first connection
-                self._member("HELLO")
                 with self._lock:
                     self._counts["reconnects"] += 1
+                self._member("HELLO")
 
     def _close_sockets(self) -> None:
         if getattr(self, "_monitor", None) is not None:

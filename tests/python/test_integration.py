@@ -229,3 +229,34 @@ def test_aggregator_restart_resends(tmp_path, fed):
         assert f1.resends == 1 and c.counters()["resent"] == 1
     finally:
         c.close()
+
+
+def test_evaluator_metrics_decode(tmp_path, fed):
+    """The C evaluator's METRICS frames (its PUB) decode with wire.decode_metrics."""
+    import zmq
+    from fedmq_client import wire
+    p0, settings = common(tmp_path, "async")
+    settings.update({"evaluator.population": "true",
+                     "evaluator.metrics_file": os.path.join(str(tmp_path), "metrics.jsonl")})
+    f = fed(settings)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f.ep["metrics_pub"])
+    try:
+        f.start("broker", "aggregator", "evaluator")
+        got = None
+        for _ in range(int(W * 2)):
+            if sub.poll(500):
+                got = wire.decode_metrics(sub.recv())
+                break
+            dead = [n for n, up in f.alive().items() if not up]
+            assert not dead, "%s died: %s" % (dead, f.log(dead[0])[-2000:])
+        assert got is not None, f.log("evaluator")[-2000:]
+        assert got["model"] == "logreg" and got["mv"] == 0 and len(got["cacc"]) == 10
+        assert 0 <= got["acc"] <= 1 and got["n"] == 10000 and got["pc"] == 10
+        assert 0 <= got["pmin"] <= got["pmean"] <= 1
+    finally:
+        sub.close(0)
+        ctx.term()

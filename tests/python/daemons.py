@@ -38,7 +38,8 @@ class Federation:
         self.ep = free_endpoints()
         self.ckpt = os.path.join(self.tmp, "ckpt")
         base = {"endpoints.%s" % k: v for k, v in self.ep.items()}
-        base.update({"%s.metrics_addr" % d: "off" for d in ("broker", "aggregator", "evaluator", "trainer")})
+        base.update({"%s.metrics_addr" % d: "off"  # on by default, on fixed ports
+                     for d in ("broker", "aggregator", "evaluator", "trainer")})
         base.update({"aggregator.checkpoint_dir": self.ckpt})
         base.update(settings)
         self.args = []

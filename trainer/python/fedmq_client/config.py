@@ -17,10 +17,14 @@ class ConfigError(ValueError):
 
 
 def find_fedmq(fedmq=None):
-    """The `fedmq` executable: the argument, $FEDMQ_BIN, or `fedmq` on PATH."""
+    """The `fedmq` executable: the argument, $FEDMQ_BIN (the tool, or a directory holding
+    it: a build directory), or `fedmq` on PATH (the Debian package installs it)."""
     path = fedmq or os.environ.get("FEDMQ_BIN") or shutil.which("fedmq")
+    if path and os.path.isdir(path):
+        path = os.path.join(path, "fedmq")
     if not path:
-        raise ConfigError("the fedmq tool is not on PATH (set FEDMQ_BIN or pass fedmq=)")
+        raise ConfigError("the fedmq tool is not on PATH (install the fedmq package, or set "
+                          "FEDMQ_BIN)")
     return path
 
 
@@ -87,10 +91,10 @@ def parse_dump(text, path=None):
 
 
 def load(path, sets=(), fedmq=None, timeout=30):
-    """Resolve config file `path` with overrides `sets` ("section.key=value" strings) the way
-    the daemons do. Raises ConfigError with fedmq's one-line message when they would
-    refuse it, OSError when the tool cannot run."""
-    argv = [find_fedmq(fedmq), "config", str(path)]
+    """Resolve config file `path` (None: no file, the defaults) with overrides `sets`
+    ("section.key=value" strings) the way the daemons do. Raises ConfigError with fedmq's
+    one-line message when they would refuse it, OSError when the tool cannot run."""
+    argv = [find_fedmq(fedmq), "config", os.devnull if path is None else str(path)]
     for s in sets:
         argv += ["--set", s]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,17 @@
+"""fedmq_client: the Python client of fedmq (wire protocol v1, docs/PROTOCOL.md).
+
+    wire         encode/decode of the protocol's messages (strict, like the C decoder)
+    spec         safetensors files (numpy only) and the custom model fingerprint spec_name
+    certs        CZMQ certificates for [security] mode = curve
+    config       the keys of a fedmq config file a trainer needs (Client.from_config)
+    client       Client: the sockets, membership, snapshots, acks and resends
+    torch_utils  state_dict <-> numpy (imports torch when called)
+"""
+from .wire import WireError, Model, Ack, PROTOCOL_VERSION  # noqa: F401
+from .spec import spec_name, model_name, load_safetensors, save_safetensors  # noqa: F401
+from .certs import Curve, load_cert  # noqa: F401
+from .client import Client, Fate  # noqa: F401
+
+__all__ = ["WireError", "Model", "Ack", "PROTOCOL_VERSION", "spec_name", "model_name",
+           "load_safetensors", "save_safetensors", "Curve", "load_cert", "Client", "Fate"]
+__version__ = "0.1.0"

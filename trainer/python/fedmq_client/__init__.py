@@ -3,9 +3,13 @@
     wire         encode/decode of the protocol's messages (strict, like the C decoder)
     spec         safetensors files (numpy only) and the custom model fingerprint spec_name
     certs        CZMQ certificates for [security] mode = curve
-    config       the keys of a fedmq config file a trainer needs (Client.from_config)
+    config       the federation's config as the daemons resolve it (`fedmq config`)
     client       Client: the sockets, membership, snapshots, acks and resends
     torch_utils  state_dict <-> numpy (imports torch when called)
+    data         Fashion-MNIST and the federation's client partition (`fedmq partition`)
+    models       PyTorch twins of the built-in models (torch)
+    train        local training of one client (torch)
+    trainer_cli  fedmq-py-trainer: a trainer pool for any PyTorch model
 """
 from .wire import WireError, Model, Ack, PROTOCOL_VERSION  # noqa: F401
 from .spec import spec_name, model_name, load_safetensors, save_safetensors  # noqa: F401

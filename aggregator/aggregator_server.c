@@ -679,7 +679,7 @@ static int s_init_learning(agg_server_t *self, fm_errmsg_t *e)
     int rc = 0;
     /* a spec: its layout and (version 0 on a fresh start) its values */
     if (!(self->model = fm_cfg_model_new(&self->cfg, &rc, e)))
-        return rc;
+        return fm_err_file_exit_code(rc) == FM_EXIT_INPUT ? FM_EARG : rc; /* a bad spec: 2 */
     size_t nparams = fm_model_nparams(self->model);
     fm_server_opt_kind_t kind = ac->server_optimizer;
     const char *oname = fm_server_opt_kind_name(kind);

@@ -612,7 +612,9 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     fm_errmsg_t me = {{0}};
     self->layout = fm_cfg_model_new(cfg, &merr, &me); /* a spec: its layout (values unused) */
     if (!self->layout) {
-        rc = fm_errmsg_set(e, merr ? merr : FM_EMODEL, "broker: %s", me.msg);
+        merr = merr ? merr : FM_EMODEL;
+        rc = fm_errmsg_set(e, fm_err_file_exit_code(merr) == FM_EXIT_INPUT ? FM_EARG : merr,
+                           "broker: %s", me.msg); /* a malformed spec exits 2 */
         goto cleanup;
     }
     self->tensors = calloc(1, sizeof *self->tensors);

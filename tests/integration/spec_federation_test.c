@@ -8,6 +8,7 @@
  *     aggregator keeps running (a later good UPDATE is applied);
  *   - a restart with a changed spec (one shape changed, same parameter count) refuses the
  *     old checkpoint with one line naming both models, exit 2;
+ *   - aggregator.init still works with a spec and must match it;
  *   - fedmq-trainer, fedmq-evaluator and fedmq run refuse the spec at start with one line,
  *     exit 2.
  * Every wait is bounded (FM_AT_WAIT_S); every process is reaped. */
@@ -288,6 +289,45 @@ static void test_federation(void **state)
     fm_model_destroy(&changed);
 }
 
+/* aggregator.init with a spec: a file of the spec's names and shapes gives version 0; one
+ * whose shape differs is refused at start, naming the tensor. */
+static void test_init(void **state)
+{
+    fx_t *fx = *state;
+    fm_at_t *c = fx->at;
+    char init[440], set_init[460];
+    snprintf(init, sizeof init, "%s/init.safetensors", c->dir);
+    snprintf(set_init, sizeof set_init, "aggregator.init=%s", init);
+    fx->extra[2] = set_init;
+    fx->extra[3] = NULL;
+    float *w = fm_at_floats(c), *got = fm_at_floats(c);
+    for (size_t j = 0; j < c->np; j++)
+        w[j] = -s_value(j);
+    fm_tensor_t t[3];
+    for (int i = 0; i < 3; i++) {
+        const fm_view_t *v = fm_model_view(c->layout, i);
+        t[i] = (fm_tensor_t){.name = v->name, .dtype = "F32", .ndim = v->ndim};
+        memcpy(t[i].shape, v->shape, sizeof t[i].shape);
+        t[i].data = w + v->offset;
+        t[i].nbytes = 4 * v->numel;
+    }
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_safetensors_write(init, t, 3, NULL, 0, &e), 0);
+    fm_at_start(c, 1, fx->extra);
+    assert_int_equal(fm_at_wait_model(c, 0, got), 0);
+    assert_memory_equal(got, w, c->np * sizeof(float));
+    fm_at_stop(c);
+
+    t[2].shape[0] = 2; /* fc.bias [2]: not the spec's [3] */
+    t[2].nbytes = 8;
+    assert_int_equal(fm_safetensors_write(init, t, 3, NULL, 0, &e), 0);
+    fm_at_start(c, 1, fx->extra);
+    int st = fm_proc_wait(c->pid, FM_AT_WAIT_S);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0);
+    char line[1024];
+    s_line_with(c->log, "tensor 'fc.bias' has shape [2], expected [3]", line, sizeof line);
+}
+
 /* Run argv to its end (bounded), output into log; its exit status. */
 static int s_run(fm_at_t *c, char *const argv[], const char *log)
 {
@@ -341,6 +381,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_federation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_init, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -311,11 +311,12 @@ static void write_n(const char *path, int n)
 {
     fm_tensor_t *t = calloc((size_t)n, sizeof *t);
     char(*names)[8] = calloc((size_t)n, 8);
-    float *data = calloc((size_t)n * 64, sizeof *data);
+    size_t stride = (size_t)n + 16; /* floats per tensor: 16 for the first, i + 1 after */
+    float *data = calloc((size_t)n * stride, sizeof *data);
     assert_true(t && names && data);
     for (int i = 0; i < n; i++) {
         snprintf(names[i], 8, "t%02d", i);
-        float *x = data + (size_t)i * 64;
+        float *x = data + (size_t)i * stride;
         t[i] = (fm_tensor_t){.name = names[i], .dtype = "F32", .ndim = 1, .data = x};
         t[i].shape[0] = i + 1;
         if (i == 0) {

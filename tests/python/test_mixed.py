@@ -1,8 +1,9 @@
 """A mixed federation: C trainers and Python trainers (fedmq-py-trainer, PyTorch) on the
 built-in cnn converge as fast as C trainers alone.
 
-Two runs of the same sync federation (cnn, 100 IID clients, 4 per round, 8 rounds, every
-client live before round 1 opens, so both runs draw the same cohorts): C only (one
+Two runs of the same sync federation (cnn, 100 IID clients, 4 per round, 8 rounds; the
+aggregator starts after every trainer said HELLO, so every client is live before round 1
+opens and both runs draw the same cohorts): C only (one
 fedmq-trainer serving clients 0-99) and mixed (fedmq-trainer serving 0-49, fedmq-py-trainer
 50-99). The evaluator scores every version on the full test set. Per round the work is
 the same; only the local randomness differs (batch order, dropout masks), so the
@@ -28,7 +29,7 @@ SETTINGS = {
     "federation.model": "cnn", "federation.num_clients": 100, "federation.partition": "iid",
     "federation.mode": "sync", "federation.aggregation_strategy": "fedavg",
     "federation.clients_per_round": 4, "federation.num_rounds": ROUNDS,
-    "federation.min_clients": 100, "federation.holdout": 0, "federation.seed": 5,
+    "federation.min_clients": 4, "federation.holdout": 0, "federation.seed": 5,
     "evaluator.population": "false", "aggregator.round_timeout_s": 120,
     "broker.heartbeat_timeout_s": 10, "trainer.workers": 1,
 }
@@ -46,13 +47,21 @@ def _accuracies(path):
     return acc
 
 
+def _contains(path, text):
+    try:
+        with open(path, errors="replace") as f:
+            return text in f.read()
+    except OSError:
+        return False
+
+
 def _run(tmp, mixed):
     os.makedirs(str(tmp), exist_ok=True)
     metrics = os.path.join(str(tmp), "metrics.jsonl")
     fed = Federation(tmp, dict(SETTINGS, **{"evaluator.metrics_file": metrics}))
     procs, py_out = [], os.path.join(str(tmp), "py-trainer.log")
     try:
-        fed.start("broker", "aggregator", "evaluator")
+        fed.start("broker")
         c_range = "0-49" if mixed else "0-99"
         log = open(os.path.join(str(tmp), "trainer.log"), "ab")
         procs.append(subprocess.Popen(
@@ -68,7 +77,22 @@ def _run(tmp, mixed):
                 [sys.executable, "-m", "fedmq_client.trainer_cli", "--config", CONF] + sets +
                 ["--set", "trainer.clients=50-99", "--set", "trainer.id=py-pool"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-        st = fed.wait_stats(lambda s: s.get("version", 0) >= ROUNDS, timeout=400)
+        # every trainer up (its HELLO queued on its PUSH) before the aggregator starts
+        ready = [(os.path.join(str(tmp), "trainer.log"), "trainer ")]
+        if mixed:
+            ready.append((py_out, "fedmq-py-trainer: trainer py-pool"))
+        end = time.monotonic() + 120
+        while not all(_contains(f, t) for f, t in ready):
+            assert time.monotonic() < end and all(p.poll() is None for p in procs), \
+                [open(f).read()[-1000:] for f, _ in ready if os.path.exists(f)]
+            time.sleep(0.1)
+        fed.start("aggregator", "evaluator")
+        end = time.monotonic() + 400
+        st = None
+        while st is None and time.monotonic() < end:
+            assert all(fed.alive().values()) and all(p.poll() is None for p in procs), \
+                (fed.alive(), fed.log("aggregator")[-1500:])
+            st = fed.wait_stats(lambda s: s.get("version", 0) >= ROUNDS, timeout=1)
         assert st is not None, "no version %d: %s\n%s" % (ROUNDS, fed.stats(),
                                                         fed.log("aggregator")[-2000:])
         end = time.monotonic() + 60  # the evaluator scores the last version

@@ -7,8 +7,9 @@
 #   - sync (one client, clients_per_round = 1): it does not train on the round-0 MODEL,
 #     trains on the MODEL that opens round 1 (its client in the cohort), prints "applied";
 #     the aggregator logged no `late` refusal.
-# A copy of the example with the round rule removed (training on the round-0 MODEL) must
-# fail with `late`: the test sees the §3.1 rule matter.
+# A copy of the example with the round rule removed, in a sync federation whose first round
+# cannot open (2 clients needed, 1 live), trains on the round-0 MODEL and must be refused
+# `late`: the test sees the §3.1 rule matter.
 # Endpoints: tcp://127.0.0.1 on ports free a moment before, given to the example through
 # its FEDMQ_* environment variables. Needs python3-zmq, python3-msgpack, python3-numpy.
 # Usage: bash tests/cli/protocol_example_test.sh <path-to-fedmq> <source-dir>
@@ -44,16 +45,18 @@ fi
 "$PY" -c 'import zmq, msgpack, numpy' 2>/dev/null ||
     { notok "python3-zmq, python3-msgpack and python3-numpy are needed"; exit 1; }
 
-# start_federation NAME MODE: broker + aggregator on fresh ports; sets the FEDMQ_* variables
+# start_federation NAME MODE [--set k=v ...]: broker + aggregator on fresh ports (one client
+# unless overridden); sets the FEDMQ_* variables
 start_federation() {
     local name=$1 mode=$2 ports strategy=fedbuff
+    shift 2
     [ "$mode" = sync ] && strategy=fedavg
     ports=$(loopback_ports)
     local sets=(--set federation.model=logreg --set federation.num_clients=1
         --set trainer.clients=0 --set federation.aggregation_strategy=$strategy
         --set federation.clients_per_round=1 --set federation.min_clients=1
         --set federation.mode="$mode" --set aggregator.buffer_k=1
-        --set aggregator.checkpoint_dir="$T/$name-ckpt" --set broker.heartbeat_timeout_s=5)
+        --set aggregator.checkpoint_dir="$T/$name-ckpt" --set broker.heartbeat_timeout_s=5 "$@")
     # shellcheck disable=SC2086
     "$BIN/fedmq-broker" --config "$SRC/configs/fedmq.conf" $ports "${sets[@]}" \
         >"$T/$name-broker.log" 2>&1 &
@@ -131,7 +134,9 @@ sed 's/^    return msg\["round"\] >= 1 and CLIENT in ids$/    return True/' "$T/
 if cmp -s "$T/example.py" "$T/no-round-rule.py"; then
     notok "the round rule line was not found in the example"
 else
-    start_federation norule sync
+    # two clients needed, one live: round 1 never opens, every MODEL is round 0
+    start_federation norule sync --set federation.num_clients=2 \
+        --set federation.clients_per_round=2 --set federation.min_clients=2
     out=$(FEDMQ_TRAINER=py-ex-norule timeout 150 "$PY" "$T/no-round-rule.py" 2>&1)
     rc=$?
     if [ $rc -eq 1 ] && [[ $out == late* ]]; then

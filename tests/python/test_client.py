@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
+from fakes import FakeServers
 from fedmq_client import Client, wire
 from fedmq_client.wire import WireError
 
@@ -17,22 +18,8 @@ def logreg(v=0.0):
     return {"fc.weight": np.full((10, 784), v, np.float32), "fc.bias": np.full(10, v, np.float32)}
 
 
-class Fake:
+class Fake(FakeServers):
     """The broker's PUB and ROUTER, the aggregator's PULL and acks PUB, on loopback."""
-
-    def __init__(self):
-        self.ctx = zmq.Context()
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.acks = self.ctx.socket(zmq.PUB)
-        self.ep = {}
-        for k, s in (("model_pub", self.pub), ("snapshot", self.router), ("updates", self.pull),
-                     ("acks", self.acks)):
-            s.setsockopt(zmq.LINGER, 0)
-            port = s.bind_to_random_port("tcp://127.0.0.1")
-            self.ep[k] = "tcp://127.0.0.1:%d" % port
-        self.peer = None
 
     def recv(self, sock, timeout=5.0):
         """(type, fields, frame) of the next frame on sock, or None."""
@@ -65,10 +52,6 @@ class Fake:
                 time.sleep(0.01)
         return False
 
-    def close(self):
-        for s in (self.pub, self.router, self.pull, self.acks):
-            s.close(0)
-        self.ctx.term()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ import pytest
 import zmq
 
 from daemons import bin_dir
+from fakes import FakeServers
 from fedmq_client import data, wire
 
 pytest.importorskip("torch")
@@ -40,22 +41,12 @@ SETS = ["federation.model=logreg", "federation.num_clients=20", "trainer.clients
 BOOT = 7
 
 
-class Servers:
+class Servers(FakeServers):
     """The broker's and the aggregator's sockets, and every frame the trainer sent."""
 
     def __init__(self):
-        self.ctx = zmq.Context()
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.acks = self.ctx.socket(zmq.PUB)
-        self.ep = {}
-        for k, s in (("model_pub", self.pub), ("snapshot", self.router),
-                     ("updates", self.pull), ("acks", self.acks)):
-            s.setsockopt(zmq.LINGER, 0)
-            self.ep[k] = "tcp://127.0.0.1:%d" % s.bind_to_random_port("tcp://127.0.0.1")
+        super().__init__()
         self.log = []     # (socket name, type, fields, frame, time)
-        self.peer = None
 
     def pump(self, seconds, until=None):
         """Record frames for `seconds` or until until() is true; returns until()'s value."""
@@ -94,11 +85,6 @@ class Servers:
             except zmq.ZMQError:
                 time.sleep(0.1)
         raise AssertionError("cannot bind the snapshot endpoint again")
-
-    def close(self):
-        for s in (self.pub, self.router, self.pull, self.acks):
-            s.close(0)
-        self.ctx.term()
 
 
 def _spawn(kind, srv, tmp):

@@ -90,18 +90,26 @@ def parse_dump(text, path=None):
     return Config(sections, path)
 
 
-def load(path, sets=(), fedmq=None, timeout=30):
-    """Resolve config file `path` (None: no file, the defaults) with overrides `sets`
-    ("section.key=value" strings) the way the daemons do. Raises ConfigError with fedmq's
-    one-line message when they would refuse it, OSError when the tool cannot run."""
-    argv = [find_fedmq(fedmq), "config", os.devnull if path is None else str(path)]
+def run_fedmq(args, sets=(), fedmq=None, timeout=30, error=None):
+    """Run `fedmq ARGS [--set S ...]` and return its stdout; a non-zero exit raises `error`
+    (default ConfigError) with the tool's last stderr line (its one-line message)."""
+    argv = [find_fedmq(fedmq)] + [str(a) for a in args]
     for s in sets:
         argv += ["--set", s]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         msg = r.stderr.strip().splitlines()
-        raise ConfigError(msg[-1] if msg else f"fedmq config exited {r.returncode}")
-    return parse_dump(r.stdout, path)
+        raise (error or ConfigError)(msg[-1] if msg else
+                                     "fedmq %s exited %d" % (args[0], r.returncode))
+    return r.stdout
+
+
+def load(path, sets=(), fedmq=None, timeout=30):
+    """Resolve config file `path` (None: no file, the defaults) with overrides `sets`
+    ("section.key=value" strings) the way the daemons do. Raises ConfigError with fedmq's
+    one-line message when they would refuse it, OSError when the tool cannot run."""
+    out = run_fedmq(["config", os.devnull if path is None else path], sets, fedmq, timeout)
+    return parse_dump(out, path)
 
 
 def model_setting(cfg):

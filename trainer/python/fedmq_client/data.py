@@ -10,12 +10,11 @@
 import gzip
 import json
 import os
-import subprocess
 import tempfile
 
 import numpy as np
 
-from .config import find_fedmq
+from .config import run_fedmq
 
 __all__ = ["FASHION_DIR", "FASHION_MEAN", "FASHION_STD", "Partition", "read_idx",
            "load_fashion", "load_partition", "partition", "normalise"]
@@ -117,11 +116,5 @@ def partition(config, sets=(), fedmq=None, timeout=300):
     the tool's one line if it refuses the config)."""
     with tempfile.TemporaryDirectory(prefix="fedmq-part-") as d:
         out = os.path.join(d, "partition.json")
-        argv = [find_fedmq(fedmq), "partition", str(config), "--out", out]
-        for s in sets:
-            argv += ["--set", s]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            msg = r.stderr.strip().splitlines()
-            raise ValueError(msg[-1] if msg else f"fedmq partition exited {r.returncode}")
+        run_fedmq(["partition", config, "--out", out], sets, fedmq, timeout, ValueError)
         return load_partition(out)

@@ -7,7 +7,6 @@ log-probabilities (log_softmax is idempotent) and the usual loss for logits."""
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -16,6 +16,7 @@
 #include "aggregator_secagg.h"
 #include "aggregator_state.h"
 #include "aggregator_stats.h"
+#include "fm_cfg_model.h"
 #include "fm_jsonl.h"
 #include "fm_log.h"
 #include "fm_ratelog.h"
@@ -688,11 +689,9 @@ static int s_init_learning(agg_server_t *self, fm_errmsg_t *e)
 {
     const fm_cfg_aggregator_t *ac = &self->cfg.aggregator;
     int rc = 0;
-    const char *mname = fm_arch_name(self->cfg.federation.model);
-    self->model = fm_model_new(mname ? mname : "?", &rc);
-    if (!self->model)
-        return fm_errmsg_set(e, rc, "[federation] model = %s: %s", mname ? mname : "?",
-                             fm_strerror(rc));
+    /* a spec: its layout and (version 0 on a fresh start) its values */
+    if (!(self->model = fm_cfg_model_new(&self->cfg, &rc, e)))
+        return fm_err_file_exit_code(rc) == FM_EXIT_INPUT ? FM_EARG : rc; /* a bad spec: 2 */
     size_t nparams = fm_model_nparams(self->model);
     fm_server_opt_kind_t kind = ac->server_optimizer;
     const char *oname = fm_server_opt_kind_name(kind);
@@ -774,6 +773,11 @@ static int s_init_model(agg_server_t *self, fm_errmsg_t *e)
             return rc;
         FM_LOG(LOG_NOTICE, "no checkpoint in %s: version 0 from %s", ac->checkpoint_dir,
                ac->init);
+    } else if (fm_model_arch(self->model) == FM_ARCH_SPEC) {
+        /* the values fm_cfg_model_new read with the spec */
+        FM_LOG(LOG_NOTICE, "no checkpoint in %s: version 0 from the model spec %s (%s)",
+               ac->checkpoint_dir, fm_cfg_model_spec_path(&self->cfg),
+               fm_model_name(self->model));
     } else {
         fm_model_init(self->model, self->cfg.federation.seed);
         FM_LOG(LOG_NOTICE, "no checkpoint in %s: version 0 from seed %llu", ac->checkpoint_dir,

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_cfg_model.h"
 #include "fm_log.h"
 #include "fm_loop.h"
 #include "fm_members.h"
@@ -607,12 +608,13 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
         goto cleanup;
     }
 
-    const char *model = fm_arch_name(cfg->federation.model);
     int merr = 0;
-    self->layout = fm_model_new(model ? model : "?", &merr);
+    fm_errmsg_t me = {{0}};
+    self->layout = fm_cfg_model_new(cfg, &merr, &me); /* a spec: its layout (values unused) */
     if (!self->layout) {
-        rc = fm_errmsg_set(e, merr ? merr : FM_EMODEL, "broker: model '%s': %s",
-                           model ? model : "?", fm_strerror(merr));
+        merr = merr ? merr : FM_EMODEL;
+        rc = fm_errmsg_set(e, fm_err_file_exit_code(merr) == FM_EXIT_INPUT ? FM_EARG : merr,
+                           "broker: %s", me.msg); /* a malformed spec exits 2 */
         goto cleanup;
     }
     self->tensors = calloc(1, sizeof *self->tensors);
@@ -632,8 +634,12 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
                                .rcvhwm = BROKER_ROUTER_RCVHWM,
                                .sndtimeo_ms = FM_SOCK_NOWAIT,
                                .maxmsgsize = BROKER_ROUTER_MAXMSG};
-    fm_sock_opts_t o_sub = {
-        .rcvhwm = BROKER_SUB_RCVHWM, .maxmsgsize = BROKER_SUB_MAXMSG, .subscribe_all = true};
+    /* the MODEL frames on SUB: the fixed cap, or a spec model's size if that is larger */
+    int64_t sub_max = (int64_t)(4 * fm_model_nparams(self->layout)) + BROKER_SUB_SLACK;
+    fm_sock_opts_t o_sub = {.rcvhwm = BROKER_SUB_RCVHWM,
+                            .maxmsgsize = sub_max > BROKER_SUB_MAXMSG ? sub_max
+                                                                      : BROKER_SUB_MAXMSG,
+                            .subscribe_all = true};
     o_pub.sec = o_router.sec = o_sub.sec = sec;
     o_pub.side = o_router.side = FM_SEC_SERVE;
     o_sub.side = FM_SEC_TO_AGGREGATOR;

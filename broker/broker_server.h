@@ -41,7 +41,8 @@
 #define BROKER_ROUTER_SNDHWM 2
 #define BROKER_SNAPSHOT_PEERS_MAX 4096
 #define BROKER_SNAPSHOT_REPEAT_S 1.0
-#define BROKER_SUB_MAXMSG (256 << 20) /* inbound frame cap on SUB (bytes) */
+#define BROKER_SUB_MAXMSG (256 << 20) /* inbound frame cap on SUB (bytes), at least */
+#define BROKER_SUB_SLACK (1 << 20)    /* beyond a model's floats: header, names, shapes */
 #define BROKER_SUB_RCVHWM                                                                        \
     16                            /* MODELs queued from the aggregator: bounds memory            \
                                      (16 x 4.8 MB for cnn); the aggregator repeats               \

@@ -13,6 +13,7 @@
 #include "fm_daemon.h"
 #include "fm_data.h"
 #include "fm_engine.h"
+#include "fm_cfg_model.h"
 #include "fm_log.h"
 #include "fm_loop.h"
 #include "fm_model.h"
@@ -204,16 +205,12 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     self->args = args;
     self->sec = sec;
     snprintf(self->id, sizeof self->id, "evaluator/%ld", (long)getpid());
-    const char *name = fm_arch_name(cfg->federation.model);
-    if (!name) {
-        rc = fm_errmsg_set(e, FM_EMODEL, "federation.model: unknown model %d",
-                           (int)cfg->federation.model);
+    if (fm_cfg_model_builtin_only(cfg, EVAL_SERVER_SPEC_REFUSAL, e) != 0) {
+        rc = FM_EARG; /* the config names a model this program cannot score: exit 2 */
         goto cleanup;
     }
-    if (!(self->model = fm_model_new(name, &rc))) {
-        fm_errmsg_set(e, rc, "federation.model %s: %s", name, fm_strerror(rc));
+    if (!(self->model = fm_cfg_model_new(cfg, &rc, e)))
         goto cleanup;
-    }
     /* sockets first: a port in use fails at once, before anything is loaded or logged */
     if ((rc = s_sockets_open(self, e)) != 0)
         goto cleanup;
@@ -263,9 +260,9 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     FM_LOG(LOG_INFO,
            "evaluating %s (%zu parameters) on %u %s samples from %s with %d threads; "
            "models from %s (snapshots %s), METRICS on %s, records to %s",
-           name, nparams, self->test->n, cfg->evaluator.test_split, cfg->federation.data_dir,
-           EVAL_SERVER_THREADS, cfg->endpoints.model_pub, cfg->endpoints.snapshot,
-           cfg->endpoints.metrics_pub, cfg->evaluator.metrics_file);
+           fm_model_name(self->model), nparams, self->test->n, cfg->evaluator.test_split,
+           cfg->federation.data_dir, EVAL_SERVER_THREADS, cfg->endpoints.model_pub,
+           cfg->endpoints.snapshot, cfg->endpoints.metrics_pub, cfg->evaluator.metrics_file);
     rc = 0;
 cleanup:
     if (rc != 0) {

@@ -38,6 +38,11 @@
 
 #define EVAL_SERVER_THREADS 2 /* engine threads for an evaluation (2 cores) */
 #define EVAL_SERVER_BATCH 256 /* samples per engine pass (split over threads) */
+/* The one-line reason the evaluator refuses a custom model spec ([federation] model = file:...;
+ * fm_cfg_model_builtin_only): FM_EARG from eval_server_new, so the daemon exits 2. */
+#define EVAL_SERVER_SPEC_REFUSAL                                                                 \
+    "fedmq-evaluator scores only logreg, mlp and cnn; evaluate it with the Python client "       \
+    "(trainer/python)"
 #define EVAL_SERVER_MAX_FRAME                                                                    \
     (16 << 20)                           /* ZMQ_MAXMSGSIZE of SUB and DEALER, bytes: above       \
                                             every model's MODEL frame (cnn: 4.8 MB) */
@@ -73,7 +78,8 @@ typedef struct {
  * fedmq_population_clients.
  * Returns NULL on failure with *err (the code) and a one-line message in `e`: the data
  * files' errors (-ENOENT, FM_EMAGIC, FM_ETRUNC, FM_ESHAPE, FM_EFORMAT; the test split, and
- * the train split when population validation is on), a bad federation.partition (FM_EARG),
+ * the train split when population validation is on), a bad federation.partition or a custom
+ * model spec (FM_EARG: EVAL_SERVER_SPEC_REFUSAL),
  * the metrics file's (-errno), an endpoint that cannot be bound or connected (-errno, with
  * `e` naming the key and endpoint), FM_EMODEL, -ENOMEM. The daemon exits with
  * fm_daemon_exit_code(*err): 2 for FM_EARG, else 1.

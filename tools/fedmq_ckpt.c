@@ -326,8 +326,12 @@ static void s_print_list(fm_ckpt_t *c, const fm_ckpt_info_t *list, size_t n, con
     int dp = 0;
     for (size_t i = 0; i < n && !dp; i++)
         dp = list[i].status == 0 && s_epsilon(c, list[i].version, eps);
-    printf("%-8s %-20s %-7s %10s %10s %9s%s  %s\n", "version", "time (UTC)", "model", "applied",
-           "rejected", "accuracy", dp ? "   epsilon" : "", "status");
+    int mw = 7; /* the model column: "logreg", or a spec's 15-character fingerprint */
+    for (size_t i = 0; i < n; i++)
+        if (list[i].status == 0 && (int)strlen(list[i].model) > mw)
+            mw = (int)strlen(list[i].model);
+    printf("%-8s %-20s %-*s %10s %10s %9s%s  %s\n", "version", "time (UTC)", mw, "model",
+           "applied", "rejected", "accuracy", dp ? "   epsilon" : "", "status");
     for (size_t i = 0; i < n; i++) {
         const fm_ckpt_info_t *in = &list[i];
         char when[32] = "-";
@@ -347,10 +351,10 @@ static void s_print_list(fm_ckpt_t *c, const fm_ckpt_info_t *list, size_t n, con
                 s_epsilon(c, in->version, eps);
             snprintf(epscol, sizeof epscol, " %9s", in->status == 0 ? eps : "?");
         }
-        printf("%-8llu %-20s %-7s %10llu %10llu %9s%s  %s\n", (unsigned long long)in->version,
-               when, in->status == 0 ? in->model : "?", (unsigned long long)in->updates_applied,
-               (unsigned long long)in->updates_rejected, acc, epscol,
-               in->status == 0 ? "ok" : fm_strerror(in->status));
+        printf("%-8llu %-20s %-*s %10llu %10llu %9s%s  %s\n", (unsigned long long)in->version,
+               when, mw, in->status == 0 ? in->model : "?",
+               (unsigned long long)in->updates_applied, (unsigned long long)in->updates_rejected,
+               acc, epscol, in->status == 0 ? "ok" : fm_strerror(in->status));
     }
     if (n == 0)
         printf("(no checkpoints)\n");
@@ -403,11 +407,12 @@ cleanup:
 /* `fedmq export` options. 0 to go on, -1 after printing help, or FM_EXIT_INPUT after one
  * line on stderr. *have_version says whether --version was given. */
 static int s_export_flags(int argc, char **argv, const char **dir, const char **out,
-                          uint64_t *version, int *have_version)
+                          const char **spec, uint64_t *version, int *have_version)
 {
     static const struct option longopts[] = {{"checkpoint", required_argument, 0, 'c'},
                                              {"version", required_argument, 0, 'v'},
                                              {"out", required_argument, 0, 'o'},
+                                             {"spec", required_argument, 0, 's'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     fm_errmsg_t e = {{0}};
@@ -418,6 +423,7 @@ static int s_export_flags(int argc, char **argv, const char **dir, const char **
         switch (ch) {
         case 'c': *dir = optarg; break;
         case 'o': *out = optarg; break;
+        case 's': *spec = optarg; break;
         case 'v':
             if (fm_parse_u64("--version", optarg, version, &e) != 0) {
                 fprintf(stderr, "fedmq export: %s\n", e.msg);
@@ -426,9 +432,13 @@ static int s_export_flags(int argc, char **argv, const char **dir, const char **
             *have_version = 1;
             break;
         case 'h':
-            printf("usage: fedmq export --checkpoint DIR [--version V] --out FILE.safetensors\n"
+            printf("usage: fedmq export --checkpoint DIR [--version V] [--spec FILE] --out "
+                   "FILE.safetensors\n"
                    "Write a checkpointed model (default: the newest valid one) as safetensors\n"
-                   "with PyTorch names, loadable by fedmq eval and by PyTorch.\n");
+                   "with PyTorch names, loadable by fedmq eval and by PyTorch.\n"
+                   "A custom model (a record named spec-...) needs its layout: --spec FILE, the\n"
+                   "model spec of [federation] model = file:FILE (its fingerprint must be the\n"
+                   "record's model name).\n");
             return -1;
         default:
             fprintf(stderr, "fedmq export: %s: %s (see fedmq export --help)\n", argv[optind - 1],
@@ -447,10 +457,40 @@ static int s_export_flags(int argc, char **argv, const char **dir, const char **
     return 0;
 }
 
+/* The layout of a record's model `name`: a built-in by name, or the spec file `spec` whose
+ * fingerprint must be `name`. NULL after one line on stderr. */
+static fm_model_t *s_export_layout(const char *dir, const char *name, const char *spec)
+{
+    int err = 0;
+    fm_errmsg_t e = {{0}};
+    fm_model_t *m = NULL;
+    if (!spec) {
+        if (!(m = fm_model_new(name, &err)) && strncmp(name, "spec-", 5) == 0)
+            fprintf(stderr,
+                    "fedmq export: %s: checkpoint holds the custom model %s: give its model "
+                    "spec with --spec FILE\n",
+                    dir, name);
+        else if (!m)
+            fprintf(stderr, "fedmq export: %s: checkpoint holds unknown model '%s'\n", dir, name);
+        return m;
+    }
+    if (!(m = fm_safetensors_load_spec(spec, &err, &e))) {
+        fprintf(stderr, "fedmq export: --spec %s\n", e.msg);
+        return NULL;
+    }
+    if (strcmp(fm_model_name(m), name) != 0) {
+        fprintf(stderr,
+                "fedmq export: --spec %s is model %s; the checkpoint in %s holds model %s\n",
+                spec, fm_model_name(m), dir, name);
+        fm_model_destroy(&m);
+    }
+    return m;
+}
+
 /* The model of checkpoint `version` (the newest valid one if !have_version) in c, a new
- * model the caller destroys; NULL after one line on stderr. */
-static fm_model_t *s_export_load(fm_ckpt_t *c, const char *dir, uint64_t version,
-                                 int have_version, fm_ckpt_info_t *info)
+ * model the caller destroys (layout: s_export_layout); NULL after one line on stderr. */
+static fm_model_t *s_export_load(fm_ckpt_t *c, const char *dir, const char *spec,
+                                 uint64_t version, int have_version, fm_ckpt_info_t *info)
 {
     fm_errmsg_t e = {{0}};
     fm_model_t *m = NULL;
@@ -466,9 +506,15 @@ static fm_model_t *s_export_load(fm_ckpt_t *c, const char *dir, uint64_t version
         fprintf(stderr, "fedmq export: %s\n", e.msg[0] ? e.msg : fm_strerror(err));
         return NULL;
     }
-    if (!(m = fm_model_new(info->model, &err))) {
-        fprintf(stderr, "fedmq export: %s: checkpoint holds unknown model '%s'\n", dir,
-                info->model);
+    if (!(m = s_export_layout(dir, info->model, spec)))
+        return NULL;
+    if (info->nparams != fm_model_nparams(m)) {
+        fprintf(stderr,
+                "fedmq export: %s: checkpoint version %llu has %llu parameters, model "
+                "%s %zu\n",
+                dir, (unsigned long long)info->version, (unsigned long long)info->nparams,
+                fm_model_name(m), fm_model_nparams(m));
+        fm_model_destroy(&m);
         return NULL;
     }
     err = fm_ckpt_load(c, info->version, info, fm_model_params(m), fm_model_nparams(m), NULL, 0,
@@ -482,10 +528,10 @@ static fm_model_t *s_export_load(fm_ckpt_t *c, const char *dir, uint64_t version
 
 int fm_cli_export(int argc, char **argv)
 {
-    const char *dir = NULL, *out = NULL;
+    const char *dir = NULL, *out = NULL, *spec = NULL;
     uint64_t version = 0;
     int have_version = 0;
-    int rc = s_export_flags(argc, argv, &dir, &out, &version, &have_version);
+    int rc = s_export_flags(argc, argv, &dir, &out, &spec, &version, &have_version);
     if (rc != 0)
         return rc < 0 ? FM_EXIT_OK : rc;
     fm_ckpt_t *c = s_open_existing("export", dir, &rc);
@@ -493,7 +539,7 @@ int fm_cli_export(int argc, char **argv)
         return rc;
     fm_errmsg_t e = {{0}};
     fm_ckpt_info_t info;
-    fm_model_t *m = s_export_load(c, dir, version, have_version, &info);
+    fm_model_t *m = s_export_load(c, dir, spec, version, have_version, &info);
     rc = FM_EXIT_INPUT;
     if (!m)
         goto cleanup;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "fedmq_cli.h"
+#include "fm_cfg_model.h"
 #include "fm_cfg.h"
 #include "fm_daemon.h"
 #include "fm_sec.h"
@@ -165,7 +166,11 @@ static int s_prepare(s_run_t *r)
     r->args.sets[r->args.nsets++] = r->set_metrics;
 
     fm_errmsg_t e = {{0}};
-    if (fm_daemon_load_config(&r->cfg, &r->args, &e) != 0) {
+    if (fm_daemon_load_config(&r->cfg, &r->args, &e) != 0 ||
+        fm_cfg_model_builtin_only(&r->cfg,
+                                  "fedmq run starts fedmq-trainer, which runs only logreg, mlp "
+                                  "and cnn; train it with the Python client (trainer/python)",
+                                  &e) != 0) {
         fprintf(stderr, "fedmq run: %s\n", e.msg);
         return FM_EXIT_INPUT;
     }
@@ -634,7 +639,7 @@ int fm_cli_run(int argc, char **argv)
     }
     const fm_cfg_federation_t *fed = &r->cfg.federation;
     printf("fedmq run: %s, model %s, %d clients (%s), target accuracy %g, limit %.0f s\n",
-           r->args.config_path, fm_arch_name(fed->model), fed->num_clients, fed->partition,
+           r->args.config_path, fed->model, fed->num_clients, fed->partition,
            fed->target_accuracy, fed->time_limit_s);
     printf("fedmq run: state and logs in %s/\n", r->run_dir);
     fflush(stdout);

@@ -9,6 +9,7 @@
 #include "fm_data.h"
 #include "fm_jsonl.h"
 #include "fm_le.h"
+#include "fm_cfg_model.h"
 #include "fm_log.h"
 #include "fm_loop.h"
 #include "fm_model.h"
@@ -693,10 +694,9 @@ static int s_init_range(trainer_pool_t *self, fm_errmsg_t *e)
                              "is enrolled for clients %u-%u only",
                              cfg->trainer.clients, me.name, me.client_first,
                              me.client_first + me.client_count - 1);
-    self->model_name = fm_arch_name(cfg->federation.model);
-    self->layout = fm_model_new(self->model_name ? self->model_name : "?", &rc);
-    if (!self->layout)
-        return fm_errmsg_set(e, rc, "[federation] model: %s", fm_strerror(rc));
+    if (!(self->layout = fm_cfg_model_new(cfg, &rc, e))) /* a built-in: checked at new */
+        return rc;
+    self->model_name = fm_model_name(self->layout);
     return 0;
 }
 
@@ -973,6 +973,10 @@ trainer_pool_t *trainer_pool_new_attacked(const fm_config_t *cfg, const fm_daemo
 {
     if (attack && (*err = trainer_attack_check(attack, e)) != 0)
         return NULL;
+    if (fm_cfg_model_builtin_only(cfg, TRAINER_POOL_SPEC_REFUSAL, e) != 0) {
+        *err = FM_EARG; /* the config names a model this program cannot run: exit 2 */
+        return NULL;
+    }
     trainer_pool_t *self = calloc(1, sizeof *self);
     if (!self) {
         *err = fm_errmsg_set(e, -ENOMEM, "out of memory");

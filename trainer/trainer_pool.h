@@ -36,6 +36,12 @@
 
 typedef struct trainer_pool trainer_pool_t;
 
+/* The one-line reason a pool refuses a custom model spec ([federation] model = file:...;
+ * fm_cfg_model_builtin_only): FM_EARG from trainer_pool_new, so the daemon exits 2. */
+#define TRAINER_POOL_SPEC_REFUSAL                                                                \
+    "fedmq-trainer runs only logreg, mlp and cnn; train it with the Python client "              \
+    "(trainer/python)"
+
 /* Create the sockets, load the training set, partition it, create the workers (not
  * started). `args` is borrowed (for reloads) and must outlive the pool. The pool's series
  * are registered in `metrics` (borrowed, may be NULL; it must outlive the pool, and no
@@ -48,7 +54,8 @@ typedef struct trainer_pool trainer_pool_t;
  * fedmq_secagg_members_total{result="done"|"aborted"}, fedmq_secagg_invites_refused_total,
  * fedmq_secagg_refused_total{reason}. NULL with *err and
  * `e` (one line) on failure: FM_EARG for what the configuration names wrongly (a client
- * range beyond num_clients, a partition that cannot be made); the data loader's codes for
+ * range beyond num_clients, a partition that cannot be made, a custom model spec:
+ * TRAINER_POOL_SPEC_REFUSAL); the data loader's codes for
  * a data_dir that does not load (-ENOENT, FM_EMAGIC, FM_ETRUNC, ...); -errno of a connect;
  * -ENOMEM, FM_EMODEL. The daemon exits with fm_daemon_exit_code(*err). Caller owns it
  * (trainer_pool_destroy). */

@@ -280,6 +280,11 @@ fm_engine_t *fm_engine_new(const fm_model_t *m, int threads, int max_batch, int 
             *err = FM_EARG;
         return NULL;
     }
+    if (fm_model_arch(m) == FM_ARCH_SPEC) { /* a layout without a forward pass */
+        if (err)
+            *err = FM_EMODEL;
+        return NULL;
+    }
     fm_engine_t *e = calloc(1, sizeof *e);
     if (!e)
         goto fail;

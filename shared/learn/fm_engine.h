@@ -24,7 +24,8 @@ typedef struct {
 } fm_eval_t;
 
 /* Engine for models shaped like `m`, `threads` >= 1 workers, batches up to max_batch.
- * NULL and *err = FM_EARG / -ENOMEM / -errno (thread creation) on failure.
+ * NULL and *err = FM_EARG / FM_EMODEL (a spec model: no forward pass) / -ENOMEM / -errno
+ * (thread creation) on failure.
  * Caller owns it (fm_engine_destroy joins the threads). */
 fm_engine_t *fm_engine_new(const fm_model_t *m, int threads, int max_batch, int *err);
 void fm_engine_destroy(fm_engine_t **p);

@@ -759,11 +759,11 @@ cleanup:
 /* One F32 tensor per view, pointing into the flat parameter buffer. */
 int fm_safetensors_save_model(const fm_model_t *m, const char *path, fm_errmsg_t *e)
 {
-    fm_tensor_t t[FM_MAX_VIEWS];
+    fm_tensor_t t[FM_SPEC_MAX_VIEWS]; /* a spec has the most views */
     if (!m || !path)
         return fm_errmsg_set(e, FM_EARG, "fm_safetensors_save_model: no model or path");
     int n = fm_model_nviews(m);
-    if (n < 0 || n > FM_MAX_VIEWS)
+    if (n < 0 || n > FM_SPEC_MAX_VIEWS)
         return fm_errmsg_set(e, FM_EARG, "%s: model %s has %d views", path, fm_model_name(m), n);
     const float *params = fm_model_params_const(m);
     for (int i = 0; i < n; i++) {
@@ -852,4 +852,93 @@ int fm_safetensors_load_model(fm_model_t *m, const char *path, fm_errmsg_t *e)
 cleanup:
     fm_safetensors_close(&f);
     return rc;
+}
+
+/* ---- model specs -------------------------------------------------------------------------- */
+
+/* Check tensor `t` (index i) of a spec file; *numel gets its floats. */
+static int s_check_spec_tensor(const char *path, const fm_tensor_t *t, size_t *numel,
+                               fm_errmsg_t *e)
+{
+    char nm[S_NAME_SHOWN + 8], sh[128];
+    s_printable(nm, sizeof nm, t->name);
+    if (fm_spec_name_check(t->name) != 0)
+        return fm_errmsg_set(e, FM_ENAME,
+                             "%s: tensor '%s': a name must be 1..%d bytes of printable ASCII "
+                             "without space (0x21-0x7e)",
+                             path, nm, FM_SPEC_NAME_MAX);
+    if (strcmp(t->dtype, "F32") != 0)
+        return fm_errmsg_set(e, FM_EDTYPE, "%s: tensor '%s' has dtype %s, a model spec takes F32",
+                             path, nm, t->dtype);
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] == 0)
+            return fm_errmsg_set(e, FM_ESHAPE, "%s: tensor '%s' has shape %s: zero-size tensor",
+                                 path, nm, s_fmt_shape(sh, sizeof sh, t->ndim, t->shape));
+        n = (uint64_t)t->shape[d] > FM_SPEC_MAX_PARAMS ? FM_SPEC_MAX_PARAMS + 1
+                                                       : n * (size_t)t->shape[d];
+        if (n > FM_SPEC_MAX_PARAMS)
+            return fm_errmsg_set(
+                e, FM_ESHAPE, "%s: tensor '%s' has shape %s: more than %zu floats", path, nm,
+                s_fmt_shape(sh, sizeof sh, t->ndim, t->shape), (size_t)FM_SPEC_MAX_PARAMS);
+    }
+    const unsigned char *p = t->data;
+    for (size_t k = 0; k < n; k++) {
+        float x;
+        memcpy(&x, p + k * sizeof x, sizeof x); /* data may be unaligned */
+        if (!isfinite(x))
+            return fm_errmsg_set(e, FM_ENONFINITE,
+                                 "%s: tensor '%s' has a non-finite value (%g) at index %zu", path,
+                                 nm, (double)x, k);
+    }
+    *numel = n;
+    return 0;
+}
+
+fm_model_t *fm_safetensors_load_spec(const char *path, int *err, fm_errmsg_t *e)
+{
+    int rc = 0;
+    fm_model_t *m = NULL;
+    fm_spec_tensor_t spec[FM_SPEC_MAX_VIEWS];
+    fm_safetensors_t *f = NULL;
+    if (!path) {
+        rc = fm_errmsg_set(e, FM_EARG, "fm_safetensors_load_spec: no path");
+        goto cleanup;
+    }
+    if (!(f = fm_safetensors_open(path, &rc, e)))
+        goto cleanup;
+    if (f->n < 1 || f->n > FM_SPEC_MAX_VIEWS) {
+        rc = fm_errmsg_set(e, FM_EARG, "%s: %d tensors: a model spec has 1..%d", path, f->n,
+                           FM_SPEC_MAX_VIEWS);
+        goto cleanup;
+    }
+    size_t total = 0;
+    for (int i = 0; i < f->n; i++) {
+        const fm_tensor_t *t = &f->tensors[i];
+        size_t numel = 0;
+        if ((rc = s_check_spec_tensor(path, t, &numel, e)) != 0)
+            goto cleanup;
+        total += numel;
+        if (total > FM_SPEC_MAX_PARAMS) {
+            char nm[S_NAME_SHOWN + 8];
+            rc = fm_errmsg_set(e, FM_ESHAPE,
+                               "%s: tensor '%s' brings the model past %zu floats in all", path,
+                               s_printable(nm, sizeof nm, t->name), (size_t)FM_SPEC_MAX_PARAMS);
+            goto cleanup;
+        }
+        spec[i] = (fm_spec_tensor_t){.name = t->name, .ndim = t->ndim};
+        memcpy(spec[i].shape, t->shape, sizeof spec[i].shape);
+    }
+    if (!(m = fm_model_new_spec(spec, f->n, &rc))) {
+        fm_errmsg_set(e, rc, "%s: model spec: %s", path, fm_strerror(rc));
+        goto cleanup;
+    }
+    float *params = fm_model_params(m);
+    for (int i = 0; i < f->n; i++)
+        memcpy(params + fm_model_view(m, i)->offset, f->tensors[i].data, f->tensors[i].nbytes);
+cleanup:
+    fm_safetensors_close(&f);
+    if (!m && err)
+        *err = rc;
+    return m;
 }

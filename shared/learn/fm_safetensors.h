@@ -58,4 +58,14 @@ int fm_safetensors_save_model(const fm_model_t *m, const char *path, fm_errmsg_t
  * FM_ESHAPE), as are non-finite values (FM_ENONFINITE). On error `m` is unchanged. */
 int fm_safetensors_load_model(fm_model_t *m, const char *path, fm_errmsg_t *e);
 
+/* Load a model spec: the file's tensors, in file order, become the views of a spec model
+ * (fm_model_new_spec, named by its fingerprint) whose parameters are the file's values.
+ * Refused, with one line naming the file and the tensor: 0 or more than FM_SPEC_MAX_VIEWS
+ * tensors (FM_EARG), a name outside the wire's name class (FM_ENAME), a dtype other than F32
+ * (FM_EDTYPE), more than FM_MAX_DIMS dims, a zero-size tensor or more than
+ * FM_SPEC_MAX_PARAMS floats in all (FM_ESHAPE), a non-finite value (FM_ENONFINITE); and
+ * what fm_safetensors_open refuses. Returns NULL with *err set on error.
+ * Caller owns the result: fm_model_destroy(). */
+fm_model_t *fm_safetensors_load_spec(const char *path, int *err, fm_errmsg_t *e);
+
 #endif

@@ -42,9 +42,9 @@ static float *s_alloc(size_t n, int *ok)
 
 fm_work_t *fm_work_new(const fm_model_t *m, int max_batch, int *err)
 {
-    if (max_batch < 1) {
+    if (max_batch < 1 || fm_model_arch(m) == FM_ARCH_SPEC) {
         if (err)
-            *err = FM_EARG;
+            *err = max_batch < 1 ? FM_EARG : FM_EMODEL; /* a spec has no forward pass */
         return NULL;
     }
     fm_work_t *w = calloc(1, sizeof *w);
@@ -58,6 +58,7 @@ fm_work_t *fm_work_new(const fm_model_t *m, int max_batch, int *err)
     w->logp = s_alloc(B * 10, &ok);
     w->dlogits = s_alloc(B * 10, &ok);
     switch (w->arch) {
+    case FM_ARCH_SPEC: break; /* refused by fm_work_new */
     case FM_ARCH_LOGREG: break;
     case FM_ARCH_MLP:
         w->a1 = s_alloc(B * 200, &ok);
@@ -131,6 +132,7 @@ double fm_work_forward(fm_work_t *w, const fm_model_t *m, const float *x, const 
     w->y = y;
     w->train = train;
     switch (w->arch) {
+    case FM_ARCH_SPEC: break; /* refused by fm_work_new */
     case FM_ARCH_LOGREG: fm_dense_forward(w->logits, x, s_p(m, 0), s_p(m, 1), B, 784, 10); break;
     case FM_ARCH_MLP:
         fm_dense_forward(w->a1, x, s_p(m, 0), s_p(m, 1), B, 784, 200);
@@ -174,6 +176,7 @@ static void s_backward(fm_work_t *w, const fm_model_t *m, float *grads, int dens
 {
     int B = w->B;
     switch (w->arch) {
+    case FM_ARCH_SPEC: break; /* refused by fm_work_new */
     case FM_ARCH_LOGREG:
         fm_dense_backward(NULL, s_g(m, grads, 0), s_g(m, grads, 1), w->dlogits, w->x, s_p(m, 0),
                           B, 784, 10);
@@ -255,6 +258,7 @@ void fm_work_example_norms(fm_work_t *w, const fm_model_t *m, double *sqnorm, fl
     for (int b = 0; b < B; b++)
         sqnorm[b] = 0.0;
     switch (w->arch) {
+    case FM_ARCH_SPEC: break; /* refused by fm_work_new */
     case FM_ARCH_LOGREG: s_dense_norms(sqnorm, w->dlogits, w->x, B, 784, 10); break;
     case FM_ARCH_MLP:
         s_dense_norms(sqnorm, w->dlogits, w->a2, B, 200, 10);

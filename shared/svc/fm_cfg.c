@@ -103,13 +103,12 @@ static const char *s_level_name(int v)
     return S_NAMES(n, v);
 }
 
-static const char *s_arch_name(int v) { return fm_arch_name((fm_arch_t)v); }
-
 static const char *s_server_opt_name(int v)
 {
     return fm_server_opt_kind_name((fm_server_opt_kind_t)v); /* v in the row's [lo, hi] */
 }
 
+static int s_check_model(const char *v, char *why, size_t cap);
 static int s_check_partition(const char *v, char *why, size_t cap);
 static int s_check_endpoint(const char *v, char *why, size_t cap);
 static int s_check_clients(const char *v, char *why, size_t cap);
@@ -158,8 +157,9 @@ static int s_check_metrics_addr(const char *v, char *why, size_t cap);
 
 static const fm_cfg_key_t s_keys[] = {
     /* [federation]: the experiment; read by every daemon */
-    S_ENUM(federation, model, s_arch_name, FM_ARCH_LOGREG, FM_ARCH_CNN, "cnn", S_RESTART,
-           "model architecture: cnn (the seed's FederatedNet), mlp or logreg"),
+    S_STR(federation, model, s_check_model, "cnn", S_RESTART,
+          "model: cnn (the seed's FederatedNet), mlp, logreg, or file:/ABS/PATH.safetensors "
+          "(a custom model spec: its F32 tensors and initial values; run by the Python client)"),
     S_INT(federation, num_clients, 1, 1000000, "100", S_RESTART,
           "number of simulated clients (data partitions)"),
     S_INT(federation, clients_per_round, 1, 1000000, "10", S_RESTART,
@@ -499,6 +499,18 @@ static int s_check_nonempty(const char *v, char *why, size_t cap)
     if (*v)
         return 0;
     snprintf(why, cap, "must not be empty");
+    return 1;
+}
+
+/* A built-in model name (fm_arch_builtin) or "file:" + an absolute path; the file itself is
+ * read by the daemons at start (fm_cfg_model_new), not here. */
+static int s_check_model(const char *v, char *why, size_t cap)
+{
+    if (fm_arch_builtin(v))
+        return 0;
+    if (strncmp(v, "file:", 5) == 0 && v[5] == '/' && v[6])
+        return 0;
+    snprintf(why, cap, "not a model: logreg, mlp, cnn or file:/ABS/PATH.safetensors");
     return 1;
 }
 

@@ -5,7 +5,8 @@
  * daemon may take a new value on reload (SIGHUP). Values land in the plain struct
  * fm_config_t, one nested struct per section, one field per key with the key's name.
  * Grammars and enums that other modules own are parsed by those modules, called from the
- * table: federation.model is an fm_arch_t (fm_arch_name), aggregator.server_optimizer an
+ * table: federation.model is a built-in model name (fm_arch_builtin) or "file:/ABS/PATH" of a
+ * model spec (read by fm_cfg_model_new, fm_cfg_model.h), aggregator.server_optimizer an
  * fm_server_opt_kind_t (fm_server_opt_kind_name), federation.partition is checked by
  * fm_partition_spec_parse, trainer.clients by fm_parse_range and the metrics_addr keys by
  * fm_metrics_addr_parse.
@@ -70,7 +71,7 @@ typedef enum { FM_CFG_SAMPLING_FIXED, FM_CFG_SAMPLING_POISSON } fm_cfg_sampling_
 /* Enum-typed keys are stored as the owning module's enum or as int holding the enum above;
  * log_level keys hold the syslog level (LOG_ERR .. LOG_DEBUG) ready for fm_log_init. */
 typedef struct {
-    fm_arch_t model;
+    char model[FM_CFG_STR_MAX]; /* logreg | mlp | cnn | file:/ABS/PATH (fm_cfg_model.h) */
     int num_clients;
     int clients_per_round;
     int num_rounds; /* 0 = unlimited */

@@ -29,6 +29,9 @@
 #endif
 _Static_assert(sizeof(float) == 4, "float must be IEEE-754 binary32");
 _Static_assert(FM_WIRE_MAX_DIMS == FM_MAX_DIMS, "wire and model dims caps differ");
+_Static_assert(FM_SPEC_MAX_VIEWS == FM_WIRE_MAX_TENSORS, "wire and spec tensor caps differ");
+_Static_assert(FM_MAX_VIEWS <= FM_WIRE_MAX_TENSORS, "a built-in model exceeds the wire cap");
+_Static_assert(FM_SPEC_NAME_MAX == FM_WIRE_STR_MAX, "wire and spec name caps differ");
 _Static_assert(FM_WIRE_NTYPES <= 32, "type bitmasks are 32 bits (uint32_t)");
 
 #define S_SHOWN 48 /* bytes of a name or key quoted in an error message */
@@ -2056,10 +2059,10 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
     FM_ASSERT(t && layout);
     FM_ASSERT(t->count >= 0 && t->count <= FM_WIRE_MAX_TENSORS);
     int nv = fm_model_nviews(layout);
-    bool seen[FM_MAX_VIEWS] = {false};
+    bool seen[FM_WIRE_MAX_TENSORS] = {false}; /* a layout has at most as many views */
     char nm[S_SHOWN + 8], got[128], want[128];
     const char *model = fm_model_name(layout);
-    FM_ASSERT(nv <= FM_MAX_VIEWS);
+    FM_ASSERT(nv >= 0 && nv <= FM_WIRE_MAX_TENSORS);
     for (int i = 0; i < t->count; i++) {
         const fm_wire_tensor_t *x = &t->t[i];
         s_printable(nm, sizeof nm, x->name, strlen(x->name));

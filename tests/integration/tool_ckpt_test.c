@@ -1,6 +1,6 @@
 /* fedmq checkpoints / fedmq export against a real LMDB checkpoint directory, healthy and
  * damaged (a corrupt record, a truncated or emptied data.mdb: --verify, --reset, exit codes;
- * never a signal). */
+ * never a signal), and with the records of a custom model spec (export --spec). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,6 +95,79 @@ static void test_list_and_export(void **state)
     free(v2);
     fm_model_destroy(&m);
     fm_model_destroy(&back);
+    fm_proc_rmtree(dir);
+}
+
+/* A custom model spec: records named by its fingerprint. The list needs no layout (the model
+ * column widens to the 15-character name); export needs --spec FILE, whose fingerprint must be
+ * the record's, and then writes the checkpointed values under the spec's names. */
+static void test_spec(void **state)
+{
+    (void)state;
+    char dir[512], ckdir[600], log[600], spec[600], other[600], out[600];
+    assert_int_equal(fm_proc_tmpdir(dir, sizeof dir), 0);
+    snprintf(ckdir, sizeof ckdir, "%s/ckpt", dir);
+    snprintf(log, sizeof log, "%s/log", dir);
+    snprintf(spec, sizeof spec, "%s/spec.safetensors", dir);
+    snprintf(other, sizeof other, "%s/other.safetensors", dir);
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    float w[6 * 2 * 1 * 3] = {0}, b[6] = {0};
+    fm_tensor_t t[] = {
+        {.name = "conv.weight", .dtype = "F32", .ndim = 4, .shape = {6, 2, 1, 3}, w, sizeof w},
+        {.name = "conv.bias", .dtype = "F32", .ndim = 1, .shape = {6}, b, sizeof b},
+    };
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_safetensors_write(spec, t, 2, NULL, 0, &e), 0);
+    t[1].shape[0] = 3; /* another spec: conv.bias [3] */
+    t[1].nbytes = 12;
+    assert_int_equal(fm_safetensors_write(other, t, 2, NULL, 0, &e), 0);
+    int err = 0;
+    fm_model_t *m = fm_safetensors_load_spec(spec, &err, &e);
+    assert_non_null(m);
+    float *p = fm_model_params(m);
+    for (size_t i = 0; i < fm_model_nparams(m); i++)
+        p[i] = (float)i / 8.0f;
+    fm_ckpt_t *c = fm_ckpt_open(ckdir, 0, &err, &e);
+    assert_non_null(c);
+    fm_ckpt_info_t info;
+    memset(&info, 0, sizeof info);
+    snprintf(info.model, sizeof info.model, "%s", fm_model_name(m));
+    info.nparams = fm_model_nparams(m);
+    info.version = 4;
+    info.score = NAN;
+    assert_int_equal(fm_ckpt_save(c, &info, p, NULL, NULL, 0, &e), 0);
+    fm_ckpt_close(&c);
+
+    char *list[] = {FEDMQ, "checkpoints", ckdir, NULL};
+    assert_int_equal(s_run(list, log), 0);
+    char row[64];
+    snprintf(row, sizeof row, " %s ", fm_model_name(m)); /* the whole name, not cut */
+    assert_true(fm_proc_file_contains(log, row));
+    /* export without the layout: one line saying what to give */
+    char *bare[] = {FEDMQ, "export", "--checkpoint", ckdir, "--out", out, NULL};
+    unlink(log); /* the tool's output is appended */
+    assert_int_equal(s_run(bare, log), 2);
+    char want[200];
+    snprintf(want, sizeof want,
+             "checkpoint holds the custom model %s: give its model spec with "
+             "--spec FILE",
+             fm_model_name(m));
+    assert_true(fm_proc_file_contains(log, want));
+    assert_int_equal(fm_proc_file_count(log, ""), 1);
+    /* the wrong spec: refused by fingerprint */
+    char *wrong[] = {FEDMQ, "export", "--checkpoint", ckdir, "--spec", other, "--out", out, NULL};
+    assert_int_equal(s_run(wrong, log), 2);
+    assert_true(fm_proc_file_contains(log, "; the checkpoint in"));
+    assert_int_equal(access(out, F_OK), -1);
+    /* the right one: the checkpointed values, loadable as the same spec */
+    char *ok[] = {FEDMQ, "export", "--checkpoint", ckdir, "--spec", spec, "--out", out, NULL};
+    assert_int_equal(s_run(ok, log), 0);
+    fm_model_t *back = fm_safetensors_load_spec(out, &err, &e);
+    assert_non_null(back);
+    assert_string_equal(fm_model_name(back), fm_model_name(m));
+    assert_memory_equal(fm_model_params(back), p, sizeof(float) * fm_model_nparams(m));
+    fm_model_destroy(&back);
+    fm_model_destroy(&m);
     fm_proc_rmtree(dir);
 }
 
@@ -248,6 +321,7 @@ static void test_damaged_stores(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_list_and_export),
+                                       cmocka_unit_test(test_spec),
                                        cmocka_unit_test(test_damaged_stores)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

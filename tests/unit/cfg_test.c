@@ -174,7 +174,7 @@ static void test_defaults(void **state)
     fm_cfg_defaults(&c);
     fm_errmsg_t e = {{0}};
     assert_int_equal(fm_cfg_check(&c, &e), 0);
-    assert_int_equal(c.federation.model, FM_ARCH_CNN);
+    assert_string_equal(c.federation.model, "cnn");
     assert_int_equal(c.federation.num_clients, 100);
     assert_int_equal(c.federation.clients_per_round, 10);
     assert_int_equal(c.federation.num_rounds, 0);
@@ -220,10 +220,9 @@ static void test_defaults(void **state)
 static void test_enum_names(void **state)
 {
     (void)state;
-    /* model and server optimiser: the names of fm_model's and fm_server_opt's enums */
-    assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_CNN), "cnn");
-    assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_MLP), "mlp");
-    assert_string_equal(fm_cfg_enum_name("federation.model", FM_ARCH_LOGREG), "logreg");
+    /* the server optimiser: the names of fm_server_opt's enum; federation.model is a string
+     * (a built-in name or file:PATH), no enum */
+    assert_null(fm_cfg_enum_name("federation.model", FM_ARCH_CNN));
     assert_string_equal(
         fm_cfg_enum_name("federation.aggregation_strategy", FM_CFG_STRATEGY_FEDPROX), "fedprox");
     assert_string_equal(fm_cfg_enum_name("federation.mode", FM_CFG_MODE_SYNC), "sync");
@@ -234,8 +233,6 @@ static void test_enum_names(void **state)
     assert_null(fm_cfg_enum_name("trainer.log_level", LOG_CRIT));
     assert_string_equal(fm_cfg_enum_name("trainer.log_level", LOG_DEBUG), "debug");
     assert_string_equal(fm_cfg_enum_name("evaluator.log_level", LOG_ERR), "error");
-    assert_null(fm_cfg_enum_name("federation.model", 42));
-    assert_null(fm_cfg_enum_name("federation.model", -1));
     assert_null(fm_cfg_enum_name("federation.num_clients", 0));
     assert_null(fm_cfg_enum_name("nope", 0));
 }
@@ -317,7 +314,8 @@ static void test_file_errors(void **state)
     expect_error(state, "[aggregator]\nstaleness = linear\n", FM_EARG,
                  "%s:2: [aggregator] staleness = linear: not one of constant|polynomial|hinge");
     expect_error(state, "[federation]\nmodel = CNN\n", FM_EARG,
-                 "%s:2: [federation] model = CNN: not one of logreg|mlp|cnn");
+                 "%s:2: [federation] model = CNN: not a model: logreg, mlp, cnn or "
+                 "file:/ABS/PATH.safetensors");
     expect_error(state, "[aggregator]\nweight_by_samples = maybe\n", FM_EARG,
                  "%s:2: [aggregator] weight_by_samples = maybe: not a boolean "
                  "(true|false|yes|no|on|off|1|0)");
@@ -443,7 +441,12 @@ static void test_overrides(void **state)
     assert_int_equal(fm_cfg_set(&c, " aggregator.buffer_k = 40 ", NULL, &e), 0);
     assert_int_equal(c.aggregator.buffer_k, 40);
     assert_int_equal(fm_cfg_set(&c, "federation.model=logreg", NULL, &e), 0);
-    assert_int_equal(c.federation.model, FM_ARCH_LOGREG);
+    assert_string_equal(c.federation.model, "logreg");
+    /* a model spec: file: and an absolute path (the file is read by the daemons, not here) */
+    assert_int_equal(fm_cfg_set(&c, "federation.model=file:/nonexistent/m.safetensors", NULL, &e),
+                     0);
+    assert_string_equal(c.federation.model, "file:/nonexistent/m.safetensors");
+    assert_int_equal(fm_cfg_set(&c, "federation.model=logreg", NULL, &e), 0);
     assert_int_equal(fm_cfg_set(&c, "aggregator.init", "/tmp/init model.safetensors", &e), 0);
     assert_string_equal(c.aggregator.init, "/tmp/init model.safetensors");
     assert_int_equal(fm_cfg_set(&c, "trainer.log_level=debug", NULL, &e), 0);
@@ -462,7 +465,17 @@ static void test_overrides(void **state)
     expect_set_error("buffer_k=3", NULL, FM_EARG,
                      "override 'buffer_k': expected section.key=value");
     expect_set_error("federation.model", "resnet", FM_EARG,
-                     "override: [federation] model = resnet: not one of logreg|mlp|cnn");
+                     "override: [federation] model = resnet: not a model: logreg, mlp, cnn or "
+                     "file:/ABS/PATH.safetensors");
+    expect_set_error("federation.model", "file:rel/m.safetensors", FM_EARG,
+                     "override: [federation] model = file:rel/m.safetensors: not a model: "
+                     "logreg, mlp, cnn or file:/ABS/PATH.safetensors");
+    expect_set_error("federation.model", "file:/", FM_EARG,
+                     "override: [federation] model = file:/: not a model: logreg, mlp, cnn or "
+                     "file:/ABS/PATH.safetensors");
+    expect_set_error("federation.model", "spec", FM_EARG,
+                     "override: [federation] model = spec: not a model: logreg, mlp, cnn or "
+                     "file:/ABS/PATH.safetensors");
     expect_set_error("aggregator.weight_by_samples", "2", FM_EARG,
                      "override: [aggregator] weight_by_samples = 2: not a boolean "
                      "(true|false|yes|no|on|off|1|0)");
@@ -527,7 +540,7 @@ static void change_key(fm_config_t *c, const fm_cfg_key_t *k)
     }
     case FM_CFG_STRING: {
         static const char *const cand[] = {
-            "iid", "ipc:///tmp/fedmq-x.sock", "3-4", "other", "off", "127.0.0.1:1"};
+            "iid", "ipc:///tmp/fedmq-x.sock", "3-4", "other", "off", "127.0.0.1:1", "mlp"};
         for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
             fm_config_t t = *c;
             if (strcmp(cand[i], cur) != 0 && fm_cfg_set(&t, key, cand[i], NULL) == 0) {
@@ -634,7 +647,7 @@ static void test_nul_and_encoding(void **state)
     fm_cfg_defaults(&c);
     assert_int_equal(fm_cfg_parse(&c, "mem", nul_value, sizeof nul_value - 1, &e), FM_EFORMAT);
     assert_string_equal(e.msg, "mem:2: NUL byte at column 12");
-    assert_int_equal(c.federation.model, FM_ARCH_CNN);
+    assert_string_equal(c.federation.model, "cnn");
 
     /* not UTF-8: a stray byte, an overlong form, a surrogate, a cut sequence at the end */
     expect_error(state, "[federation]\n# caf\xE9\n", FM_EFORMAT,

@@ -1069,6 +1069,7 @@ static double r_loss(ref_t *r, int stage, int olo, int ohi)
     int B = r->B;
     const double *P = r->p;
     switch (r->arch) {
+    case FM_ARCH_SPEC: break; /* not a network: never a reference */
     case FM_ARCH_LOGREG:
         r_dense(r->logits, r->x, P + r->off[0], P + r->off[1], B, 784, 10, 0);
         break;

@@ -9,12 +9,16 @@
   metrics_pub and appends the record to [evaluator] metrics_file, so `fedmq watch`, `fedmq
   plot` and the metrics file's readers work as with fedmq-evaluator.
 
+Under [security] mode = curve (EvaluatorCurve) the PUB is a CURVE server whose subscribers a
+ZAP handler (pyzmq's ThreadAuthenticator, domain "fedmq", enforced) admits when their key is
+in a certificate of allow_dir; the broker is reached as a CURVE client.
 Population validation (the "p..." keys) is not done here. torch is imported when needed.
 """
 import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import zmq
@@ -22,7 +26,8 @@ import zmq
 from . import wire
 from .wire import Model, WireError
 
-__all__ = ["score", "jsonl_number", "jsonl_record", "metrics_of", "Evaluator"]
+__all__ = ["score", "jsonl_number", "jsonl_record", "metrics_of", "Evaluator",
+           "EvaluatorCurve"]
 
 SNAPSHOT_FIRST_S = 1.0   # SNAPSHOT_REQ at start, then after this wait, doubling ...
 SNAPSHOT_MAX_S = 10.0    # ... up to this, while no model came
@@ -31,6 +36,8 @@ DRAIN_MAX = 64           # frames read per socket per drain
 PUB_HWM = 100            # METRICS queued per slow subscriber
 PUB_LINGER_MS = 1000     # a stopping evaluator flushes its last METRICS
 MAX_MODEL_BYTES = 64 << 20
+ZAP_DOMAIN = "fedmq"     # the daemons' ZAP domain (fm_sec.c), enforced
+ZMQ_ZAP_ENFORCE_DOMAIN = getattr(zmq, "ZAP_ENFORCE_DOMAIN", 93)
 
 
 def score(module, params: Optional[Mapping] = None, x=None, y=None,
@@ -165,6 +172,49 @@ def _fits(module, params: Mapping) -> Optional[str]:
     return f"the module's tensor '{extra[0]}' is missing" if extra else None
 
 
+@dataclass
+class EvaluatorCurve:
+    """[security] mode = curve for the evaluator: its certificate (the secret key is read from
+    <evaluator_cert>_secret), the broker's public certificate, and the allow_dir whose
+    certificates' keys may subscribe to its METRICS (a ZAP handler, domain "fedmq", checks
+    every connection against the directory as it is when the connection comes)."""
+    evaluator_cert: str
+    broker_cert: str
+    allow_dir: str
+
+
+def _allowed_keys(allow_dir: str) -> set:
+    """The public keys (Z85 bytes) of the certificates in allow_dir (other files skipped)."""
+    from .certs import load_cert
+    keys = set()
+    for n in sorted(os.listdir(allow_dir)):
+        path = os.path.join(allow_dir, n)
+        if n.endswith("_secret") or not os.path.isfile(path):
+            continue
+        try:
+            keys.add(load_cert(path).public)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+    return keys
+
+
+class _AllowDir:
+    """pyzmq's CURVE credentials provider: a key is admitted if a certificate of allow_dir
+    holds it (the directory is read again when its mtime changes)."""
+
+    def __init__(self, allow_dir: str):
+        self.dir, self.mtime, self.keys = allow_dir, None, set()
+
+    def callback(self, domain, key: bytes) -> bool:
+        try:
+            mt = os.stat(self.dir).st_mtime_ns
+            if mt != self.mtime:
+                self.keys, self.mtime = _allowed_keys(self.dir), mt
+        except OSError:
+            return False
+        return key in self.keys
+
+
 class Evaluator:
     """Scores the broker's newest model with `module` on (x, y) and publishes METRICS.
 
@@ -178,7 +228,8 @@ class Evaluator:
     def __init__(self, endpoints: Mapping[str, str], module, x, y, model: Optional[str] = None,
                  metrics_file: Optional[str] = None, batch: int = 1000,
                  evaluator_id: Optional[str] = None, max_model_bytes: int = MAX_MODEL_BYTES,
-                 log: Optional[Callable[[str], None]] = None):
+                 log: Optional[Callable[[str], None]] = None,
+                 security: Optional[EvaluatorCurve] = None):
         self.module, self.x, self.y, self.batch = module, x, y, batch
         self.model_name = model
         self.id = evaluator_id or "py-evaluator/%d" % os.getpid()
@@ -186,29 +237,35 @@ class Evaluator:
         self.stats = {"evaluations": 0, "rejected": 0, "duplicates": 0, "superseded": 0,
                       "snapshot_reqs": 0, "models": 0}
         self.last: Optional[Dict] = None          # the last METRICS published (a dict)
+        self.last_model: Optional[Model] = None   # the last model scored
         self.last_error: Optional[str] = None     # why the last frame was rejected
         self._scored_key = None                   # (mv, ts) of the last model scored
         self._staged: Optional[Model] = None      # newest accepted model not yet scored
         self._have_model = False
         self._file = None
         self._ctx = zmq.Context()
-        self.pub = self.sub = self.dealer = None
+        self.pub = self.sub = self.dealer = self._auth = None
         try:
             self.pub = self._ctx.socket(zmq.PUB)
             self.pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
             self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+            own = self._curve(security)
             self.pub.bind(endpoints["metrics_pub"])
             self.sub = self._ctx.socket(zmq.SUB)
             self.sub.setsockopt(zmq.LINGER, 0)
             self.sub.setsockopt(zmq.CONFLATE, 1)  # before connect: the newest MODEL only
             self.sub.setsockopt(zmq.MAXMSGSIZE, max_model_bytes)
             self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-            self.sub.connect(endpoints["model_pub"])
             self.dealer = self._ctx.socket(zmq.DEALER)
             self.dealer.setsockopt(zmq.LINGER, 0)
             self.dealer.setsockopt(zmq.SNDHWM, 16)
             self.dealer.setsockopt(zmq.RCVHWM, 4)
             self.dealer.setsockopt(zmq.MAXMSGSIZE, max_model_bytes)
+            if own is not None:
+                for sock in (self.sub, self.dealer):
+                    sock.curve_secretkey, sock.curve_publickey = own
+                    sock.curve_serverkey = self._broker_key
+            self.sub.connect(endpoints["model_pub"])
             self.dealer.connect(endpoints["snapshot"])
             if metrics_file:
                 self._file = open(metrics_file, "a", encoding="utf-8")
@@ -220,6 +277,32 @@ class Evaluator:
         self._poller.register(self.dealer, zmq.POLLIN)
         now = time.monotonic()
         self._next_snap, self._backoff, self._last_model = now, SNAPSHOT_FIRST_S, now
+
+    def _curve(self, sec: Optional[EvaluatorCurve]):
+        """Make the PUB a CURVE server whose clients a ZAP handler checks against allow_dir;
+        returns the own (secret, public) keys, or None without security. Raises ValueError
+        (a certificate, allow_dir, or a libzmq that cannot enforce the ZAP domain)."""
+        if sec is None:
+            return None
+        from zmq.auth.thread import ThreadAuthenticator
+        from .certs import load_cert
+        own = load_cert(sec.evaluator_cert, need_secret=True)
+        self._broker_key = load_cert(sec.broker_cert).public
+        if not os.path.isdir(sec.allow_dir):
+            raise ValueError(f"[security] allow_dir = {sec.allow_dir}: not a directory")
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain=ZAP_DOMAIN,
+                                            credentials_provider=_AllowDir(sec.allow_dir))
+        self.pub.curve_secretkey, self.pub.curve_publickey = own.secret, own.public
+        self.pub.curve_server = True
+        self.pub.zap_domain = ZAP_DOMAIN.encode()
+        try:
+            self.pub.setsockopt(ZMQ_ZAP_ENFORCE_DOMAIN, 1)
+        except zmq.ZMQError as e:
+            raise ValueError(f"security: libzmq cannot enforce the ZAP domain ({e}): refusing "
+                             f"to serve CURVE sockets that might accept any key") from None
+        return own.secret, own.public
 
     # ---- frames ----------------------------------------------------------------------------
 
@@ -305,6 +388,7 @@ class Evaluator:
         secs = time.perf_counter() - t0
         m = metrics_of(model, acc, loss, cacc, n, secs, time.time())
         self._scored_key = (model.mv, model.ts)
+        self.last_model = model
         self.stats["evaluations"] += 1
         self.last = m
         try:
@@ -360,6 +444,9 @@ class Evaluator:
             if s is not None:
                 s.close()
                 setattr(self, name, None)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -13,7 +13,9 @@ The model: without --model-file, the built-in one the config names (fedmq_client
 with it, the module's function `--entry` returns the torch.nn.Module, and the file may define
     load_test(cfg) -> (x, y)   the test samples (default: Fashion-MNIST's [evaluator]
                                test_split of [federation] data_dir, normalised)
-[security] mode = curve is refused (no CURVE server or ZAP handler here).
+[security] mode = curve: the PUB is a CURVE server with evaluator_cert (+ _secret) admitting
+the keys of allow_dir's certificates (ZAP domain "fedmq", enforced); the broker is reached
+with evaluator_cert and broker_cert.
 Exit: 0 after a clean stop (SIGTERM, SIGINT, --count, --duration), 1 on a runtime failure,
 2 on bad input (one line on stderr).
 """
@@ -72,9 +74,12 @@ def run(args):
         cfg = config.load(args.config, args.set)
     except config.ConfigError as e:
         raise BadInput(str(e)) from None
-    if cfg.get("security", "mode") != "none":
-        raise BadInput(f"[security] mode = {cfg.get('security', 'mode')}: not supported by "
-                       f"fedmq-py-evaluator (no CURVE server or ZAP handler): use mode = none")
+    security = None
+    if cfg.get("security", "mode") == "curve":
+        from .evaluate import EvaluatorCurve
+        security = EvaluatorCurve(cfg.get("security", "evaluator_cert"),
+                                  cfg.get("security", "broker_cert"),
+                                  cfg.get("security", "allow_dir"))
     name, spec_file = config.model_setting(cfg)
     if spec_file is not None:
         try:
@@ -111,9 +116,12 @@ def run(args):
     ep = cfg.endpoints()
     try:
         ev = Evaluator(ep, module, x, y, model=name,
-                       metrics_file=cfg.get("evaluator", "metrics_file") or None, log=_log)
+                       metrics_file=cfg.get("evaluator", "metrics_file") or None, log=_log,
+                       security=security)
     except zmq.ZMQError as e:
         raise BadInput(f"endpoints.metrics_pub {ep['metrics_pub']}: {e}") from None
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     _log(f"evaluating {name} on {len(y)} test samples; models from {ep['model_pub']} "
          f"(snapshots {ep['snapshot']}), METRICS on {ep['metrics_pub']}, records to "
          f"{cfg.get('evaluator', 'metrics_file') or '(none)'}")

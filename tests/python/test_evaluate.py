@@ -107,42 +107,39 @@ def _params(v):
 
 
 class FakeBroker:
-    def __init__(self):
+    """The broker's PUB and ROUTER on loopback ports; the evaluator's PUB endpoint an ipc://
+    path in `tmp` (no port that another process could take in between)."""
+
+    def __init__(self, tmp):
         self.ctx = zmq.Context()
         self.pub = self.ctx.socket(zmq.PUB)
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.ep = {}
+        self.ep = {"metrics_pub": "ipc://%s/metrics.ipc" % tmp}
         for k, s in (("model_pub", self.pub), ("snapshot", self.router)):
             s.setsockopt(zmq.LINGER, 0)
             self.ep[k] = "tcp://127.0.0.1:%d" % s.bind_to_random_port("tcp://127.0.0.1")
-        probe = self.ctx.socket(zmq.PUB)  # a free port for the evaluator's PUB
-        self.ep["metrics_pub"] = "tcp://127.0.0.1:%d" % probe.bind_to_random_port(
-            "tcp://127.0.0.1")
-        probe.close(0)
 
     def close(self):
-        self.pub.close(0)
-        self.router.close(0)
-        self.ctx.term()
+        self.ctx.destroy(linger=0)  # every socket of the context, then term
 
 
 def test_evaluator_newest_only(tmp_path):
-    fb = FakeBroker()
+    fb = FakeBroker(tmp_path)
     name = spec.spec_name(_params(0))
     rng = np.random.default_rng(9)
     x = rng.normal(size=(50, 4)).astype(np.float32)
     y = rng.integers(0, 10, size=50)
     module = SlowLinear(0.3)
     mfile = tmp_path / "metrics.jsonl"
-    ev = Evaluator(fb.ep, module, x, y, model=name, metrics_file=str(mfile), batch=1000)
-    sub = fb.ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.connect(fb.ep["metrics_pub"])
-    stop = threading.Event()
-    th = threading.Thread(target=ev.run, kwargs={"stop": stop.is_set}, daemon=True)
-    th.start()
+    ev, th, stop = None, None, threading.Event()
     try:
+        ev = Evaluator(fb.ep, module, x, y, model=name, metrics_file=str(mfile), batch=1000)
+        sub = fb.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.connect(fb.ep["metrics_pub"])
+        th = threading.Thread(target=ev.run, kwargs={"stop": stop.is_set}, daemon=True)
+        th.start()
         # the evaluator asks for a snapshot at once: answer it with v1 (created at ts1)
         assert fb.router.poll(5000), "no SNAPSHOT_REQ"
         peer, frame = fb.router.recv_multipart()
@@ -185,9 +182,10 @@ def test_evaluator_newest_only(tmp_path):
             got[m["mv"]] = m
     finally:
         stop.set()
-        th.join(5)
-        ev.close()
-        sub.close(0)
+        if th is not None:
+            th.join(10)
+        if ev is not None and not (th and th.is_alive()):
+            ev.close()
         fb.close()
     assert not th.is_alive()
     recs = [json.loads(line) for line in mfile.read_text().splitlines()]

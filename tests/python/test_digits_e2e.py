@@ -58,6 +58,7 @@ def test_digits_federation(tmp_path):
         # the aggregator took the spec: version 0 of the custom model
         assert f.wait_stats(lambda s: "version" in s, 30) is not None, \
             f.log("aggregator")
+        assert "model %s (17258 params) at version 0" % name in f.log("aggregator")
         spawn("evaluator", [os.path.join(SCRIPTS, "fedmq-py-evaluator"), "--config",
                             os.devnull, "--model-file", DIGITS] + f.args)
         end = time.monotonic() + 30

@@ -234,10 +234,12 @@ def encode_decline(trainer: str, clients: Sequence[int], base: int, round: int) 
 
 def encode_model(mv: int, model: str, ts: float, tensors, round: Optional[int] = None,
                  cohort: Optional[Sequence[int]] = None, mu: float = 0.0, q: float = 0.0,
-                 boot: int = 0, applied: int = 0, ups: float = 0.0) -> bytes:
+                 boot: int = 0, applied: int = 0, ups: float = 0.0, eps: float = 0.0,
+                 delta: float = 0.0, sadone: int = 0, saabort: int = 0,
+                 sadrop: int = 0) -> bytes:
     """MODEL (§3.1), as the aggregator writes it (for tests and tools). A sync MODEL has a
     cohort (a sequence, maybe empty): then "round", "cohort", "mu" (and "q" if > 0) are
-    written."""
+    written; "eps"/"delta" when delta > 0, the secagg counts when sadone or saabort."""
     w = "MODEL"
     msg = {"v": VERSION, "t": w, "mv": _enc_uint(w, "mv", mv),
            "model": _enc_str(w, "model", model, "name"), "ts": _enc_float(w, "ts", ts)}
@@ -252,6 +254,13 @@ def encode_model(mv: int, model: str, ts: float, tensors, round: Optional[int] =
         msg["mu"] = _enc_float(w, "mu", mu)
         if q > 0:
             msg["q"] = _enc_float(w, "q", q)
+    if delta > 0:
+        msg["eps"] = _enc_float(w, "eps", eps)
+        msg["delta"] = _enc_float(w, "delta", delta)
+    if sadone or saabort:
+        msg["sadone"] = _enc_uint(w, "sadone", sadone)
+        msg["saabort"] = _enc_uint(w, "saabort", saabort)
+        msg["sadrop"] = _enc_uint(w, "sadrop", sadrop)
     msg["tensors"] = _enc_tensors(w, tensors)
     return _pack(msg)
 
@@ -670,6 +679,9 @@ class Model:
     ups: float = 0.0
     eps: float = 0.0
     delta: float = 0.0
+    sadone: int = 0
+    saabort: int = 0
+    sadrop: int = 0
     serial: int = field(default=0, compare=False)  # set by Client: order of arrival
 
     @property
@@ -705,7 +717,8 @@ def decode_model(frame: bytes, want_model: Optional[str] = None, layout=None) ->
             raise WireError("range", "MODEL: q: %g out of [0, 1]" % m["q"])
     return Model(mv=m["mv"], model=m["model"], ts=m["ts"], params=params, round=m["round"],
                  cohort=m["cohort"], mu=m["mu"], q=m["q"], boot=m["boot"],
-                 applied=m["applied"], ups=m["ups"], eps=m["eps"], delta=m["delta"])
+                 applied=m["applied"], ups=m["ups"], eps=m["eps"], delta=m["delta"],
+                 sadone=m["sadone"], saabort=m["saabort"], sadrop=m["sadrop"])
 
 
 @dataclass

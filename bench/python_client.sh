@@ -20,12 +20,16 @@
 # aggregator's stats.json, waits S seconds and reads it again. Reported (markdown on stdout):
 # updates/s = updates the aggregator took in the window (updates_applied + updates_pending,
 # all of them: none refused) / S, samples/s = updates/s x 540 (every client's training set,
-# one local epoch), and each run's ratio to the C run of the same width.
+# one local epoch), each run's ratio to the C run of the same width, and the trainer
+# processes' resident memory at the end of the window (VmRSS, summed).
 # Throughput needs a quiet machine: run nothing else meanwhile.
 set -euo pipefail
 
 RUNS="c1 py1 c2 py2"
 SECS=60 PY=""
+# as users run it: fedmq-py-trainer --threads 1 holds its BLAS and OpenMP pools to one thread
+# itself (PYENV="env OPENBLAS_NUM_THREADS=2" shows what an unpinned pool costs)
+PYENV=${PYENV:-}
 while [ $# -gt 0 ]; do
     case $1 in
     --runs) RUNS=$2; shift 2 ;;
@@ -81,10 +85,10 @@ run() { # run NAME: prints "updates/s rejected"
             --set trainer.threads_per_worker=1 >"$dir/trainer.log" 2>&1 & PIDS+=($!) ;;
     c2) "$B/fedmq-trainer" --config "$SRC/configs/fedmq.conf" "${sets[@]}" --set trainer.workers=2 \
             --set trainer.threads_per_worker=1 >"$dir/trainer.log" 2>&1 & PIDS+=($!) ;;
-    py1) FEDMQ_BIN=$B "$PY" -m fedmq_client.trainer_cli --config "$SRC/configs/fedmq.conf" \
+    py1) FEDMQ_BIN=$B $PYENV "$PY" -m fedmq_client.trainer_cli --config "$SRC/configs/fedmq.conf" \
             "${sets[@]}" --threads 1 >"$dir/py0.log" 2>&1 & PIDS+=($!) ;;
     py2) for r in 0-49 50-99; do
-            FEDMQ_BIN=$B "$PY" -m fedmq_client.trainer_cli --config "$SRC/configs/fedmq.conf" \
+            FEDMQ_BIN=$B $PYENV "$PY" -m fedmq_client.trainer_cli --config "$SRC/configs/fedmq.conf" \
                 "${sets[@]}" --set trainer.clients=$r --set trainer.id=py-$r --threads 1 \
                 >"$dir/py-$r.log" 2>&1 &
             PIDS+=($!)
@@ -101,18 +105,24 @@ run() { # run NAME: prints "updates/s rejected"
     a=$(taken "$st" | cut -d' ' -f1)
     sleep "$SECS"
     read -r b _ rej < <(taken "$st")
+    local rss=0 p kb # the trainer processes' resident memory now, MB
+    for p in "${PIDS[@]:2}"; do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        rss=$((rss + ${kb:-0}))
+    done
     stop_all
-    awk -v a="$a" -v b="$b" -v s="$SECS" -v r="$rej" 'BEGIN { printf "%.3f %d\n", (b - a) / s, r }'
+    awk -v a="$a" -v b="$b" -v s="$SECS" -v r="$rej" -v m="$rss" \
+        'BEGIN { printf "%.3f %d %.0f\n", (b - a) / s, r, m / 1024 }'
 }
 
 echo "# python_client.sh: cnn, 100 IID clients (540 training samples each), async K = 10, ${SECS} s per run"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, torch $("$PY" -c 'import torch; print(torch.__version__)')"
 echo
-echo "| run | trainers | updates/s | samples/s | vs C, same cores | refused |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| run | trainers | updates/s | samples/s | vs C, same cores | trainer RSS, MB | refused |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 declare -A UPS
 for r in $RUNS; do
-    read -r ups rej < <(run "$r")
+    read -r ups rej rss < <(run "$r")
     UPS[$r]=$ups
     base=${UPS[c${r: -1}]:-}
     ratio="—"
@@ -123,5 +133,5 @@ for r in $RUNS; do
     py1) who="1 fedmq-py-trainer, 1 torch thread" ;;
     py2) who="2 fedmq-py-trainer, 1 torch thread each" ;;
     esac
-    printf '| %s | %s | %.2f | %.0f | %s | %s |\n' "$r" "$who" "$ups" "$(awk -v u="$ups" 'BEGIN { print u * 540 }')" "$ratio" "$rej"
+    printf '| %s | %s | %.2f | %.0f | %s | %s | %s |\n' "$r" "$who" "$ups" "$(awk -v u="$ups" 'BEGIN { print u * 540 }')" "$ratio" "$rss" "$rej"
 done

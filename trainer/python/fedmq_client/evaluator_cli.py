@@ -20,46 +20,23 @@ Exit: 0 after a clean stop (SIGTERM, SIGINT, --count, --duration), 1 on a runtim
 2 on bad input (one line on stderr).
 """
 import argparse
-import importlib.util
-import os
-import signal
 import sys
 
+from .cli import (BadInput, EXIT_OK, add_common_args, load_config, model_of,
+                  pin_blas_threads, run_main, stop_on_signals)
+
 __all__ = ["main"]
-
-EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
-
-
-class BadInput(Exception):
-    pass
 
 
 def _log(msg):
     print("fedmq-py-evaluator: " + msg, file=sys.stderr, flush=True)
 
 
-def load_module(path, what="--model-file"):
-    """Import a user's Python file (BadInput with one line if it does not load)."""
-    if not os.path.isfile(path):
-        raise BadInput(f"{what} {path}: no such file")
-    spec = importlib.util.spec_from_file_location("fedmq_user_model", path)
-    mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except Exception as e:  # the user's file: report, do not trace
-        raise BadInput(f"{what} {path}: {type(e).__name__}: {e}") from None
-    return mod
-
-
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="fedmq-py-evaluator", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    ap.add_argument("--model-file")
-    ap.add_argument("--entry", default="make_model")
+    add_common_args(ap)
     ap.add_argument("--count", type=int, default=0, help="stop after N evaluations (0: no)")
     ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: no)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     return ap.parse_args(argv)
 
 
@@ -67,37 +44,17 @@ def run(args):
     import numpy as np
     import torch
     import zmq
-    from . import config, models, spec
     from .evaluate import Evaluator
     torch.set_num_threads(max(1, args.threads))
-    try:
-        cfg = config.load(args.config, args.set)
-    except config.ConfigError as e:
-        raise BadInput(str(e)) from None
+    cfg = load_config(args)
     security = None
     if cfg.get("security", "mode") == "curve":
         from .evaluate import EvaluatorCurve
         security = EvaluatorCurve(cfg.get("security", "evaluator_cert"),
                                   cfg.get("security", "broker_cert"),
                                   cfg.get("security", "allow_dir"))
-    name, spec_file = config.model_setting(cfg)
-    if spec_file is not None:
-        try:
-            name = spec.spec_name(spec.load_safetensors(spec_file)[0])
-        except (OSError, ValueError) as e:
-            raise BadInput(f"[federation] model = file:{spec_file}: {e}") from None
-    user = load_module(args.model_file) if args.model_file else None
-    if user is None and spec_file is not None:
-        raise BadInput(f"[federation] model = file:{spec_file} is a custom model: give its "
-                       f"PyTorch definition with --model-file")
-    if user is not None:
-        make = getattr(user, args.entry, None)
-        if not callable(make):
-            raise BadInput(f"--model-file {args.model_file}: no function {args.entry}()")
-        module = make()
-        load_test = getattr(user, "load_test", None)
-    else:
-        module, load_test = models.builtin(name), None
+    module, name, user = model_of(args, cfg)
+    load_test = getattr(user, "load_test", None) if user else None
     if load_test is not None:
         x, y = load_test(cfg)
         x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
@@ -107,12 +64,7 @@ def run(args):
         from . import data
         x, y = data.load_fashion(cfg.get("federation", "data_dir"),
                                  cfg.get("evaluator", "test_split"))
-    stop = {"now": False}
-
-    def on_signal(signum, frame):
-        stop["now"] = True
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     ep = cfg.endpoints()
     try:
         ev = Evaluator(ep, module, x, y, model=name,
@@ -137,15 +89,10 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except BadInput as e:
-        _log(str(e))
-        return EXIT_INPUT
-    except (ValueError, OSError) as e:
-        _log(f"{type(e).__name__}: {e}")
-        return EXIT_RUNTIME
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    pin_blas_threads("fedmq_client.evaluator_cli", argv, args.threads)
+    return run_main(run, args, _log)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    from .evaluator_cli import BadInput, load_module
+    from .cli import BadInput, load_module
     path, _, entry = args.model.partition(":")
     entry = entry or "make_model"
     try:

@@ -22,37 +22,20 @@ Exit: 0 after a clean stop (SIGTERM, SIGINT, --max-updates, --duration), 1 on a 
 failure, 2 on bad input (one line on stderr).
 """
 import argparse
-import importlib.util
 import os
-import signal
 import sys
 import time
 
 import numpy as np
 
-__all__ = ["main"]
+from .cli import (BadInput, EXIT_OK, EXIT_RUNTIME, add_common_args, load_config, model_of,
+                  pin_blas_threads, run_main, stop_on_signals)
 
-EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
-
-
-class BadInput(Exception):
-    pass
+__all__ = ["main", "check_module_fits", "BadInput"]
 
 
 def _log(msg):
     print("fedmq-py-trainer: " + msg, file=sys.stderr, flush=True)
-
-
-def _load_module(path):
-    if not os.path.isfile(path):
-        raise BadInput(f"--model-file {path}: no such file")
-    spec = importlib.util.spec_from_file_location("fedmq_user_model", path)
-    mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except Exception as e:  # the user's file: report, do not trace
-        raise BadInput(f"--model-file {path}: {type(e).__name__}: {e}") from None
-    return mod
 
 
 def check_module_fits(module, params, what):
@@ -106,13 +89,9 @@ class UserData:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="fedmq-py-trainer", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    ap.add_argument("--model-file")
-    ap.add_argument("--entry", default="make_model")
+    add_common_args(ap)
     ap.add_argument("--max-updates", type=int, default=0, help="stop after N updates (0: no)")
     ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: no)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--model-timeout", type=float, default=60,
                     help="give up when no model came in this many seconds")
     return ap.parse_args(argv)
@@ -120,38 +99,18 @@ def parse_args(argv):
 
 def run(args):
     import torch
-    from . import config, models
+    from . import config
     from .client import Client
     from .train import Hyper, local_train
     torch.set_num_threads(max(1, args.threads))
-    try:
-        cfg = config.load(args.config, args.set)
-    except config.ConfigError as e:
-        raise BadInput(str(e)) from None
+    cfg = load_config(args)
     hyper = Hyper.from_config(cfg)
-    name, spec_file = config.model_setting(cfg)
-    user = _load_module(args.model_file) if args.model_file else None
-    if user is None and name is None:
-        raise BadInput(f"[federation] model = file:{spec_file} is a custom model: give its "
-                       f"PyTorch definition with --model-file")
-    if user is not None:
-        make = getattr(user, args.entry, None)
-        if not callable(make):
-            raise BadInput(f"--model-file {args.model_file}: no function {args.entry}()")
-        module = make()
-        data = UserData(user.load_data, cfg) if hasattr(user, "load_data") else None
-        loss_fn = getattr(user, "loss", None)
-    else:
-        module = models.builtin(name)
-        data, loss_fn = None, None
+    module, name, user = model_of(args, cfg)
+    data = UserData(user.load_data, cfg) if user and hasattr(user, "load_data") else None
+    loss_fn = getattr(user, "loss", None) if user else None
     if data is None:
         data = FashionData(args.config, args.set, cfg)
-    stop = {"now": False}
-
-    def on_signal(signum, frame):
-        stop["now"] = True
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
 
     kw = config.client_args(cfg)
     kw["workers"] = 1
@@ -218,31 +177,11 @@ def run(args):
     return EXIT_OK
 
 
-def _pin_blas_threads(argv, threads):
-    """Re-execute this program once with OPENBLAS_NUM_THREADS and OMP_NUM_THREADS set to
-    --threads, unless the caller set them: torch.set_num_threads does not bound OpenBLAS's
-    own pool, which starts with one thread per core at import (before any code of ours can
-    change it), so two trainers on two cores would run four BLAS threads (measured: 2.43
-    against 3.50 updates/s for two cnn trainers, bench/python_client.sh)."""
-    if "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
-        return
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    os.execve(sys.executable, [sys.executable, "-m", "fedmq_client.trainer_cli"] + argv, env)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.threads >= 1:
-        _pin_blas_threads(argv, args.threads)
-    try:
-        return run(args)
-    except BadInput as e:
-        _log(str(e))
-        return EXIT_INPUT
-    except (ValueError, OSError) as e:
-        _log(f"{type(e).__name__}: {e}")
-        return EXIT_RUNTIME
+    pin_blas_threads("fedmq_client.trainer_cli", argv, args.threads)
+    return run_main(run, args, _log)
 
 
 if __name__ == "__main__":

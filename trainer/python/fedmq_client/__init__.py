@@ -10,12 +10,10 @@
     models       PyTorch twins of the built-in models (torch)
     train        local training of one client (torch)
     trainer_cli  fedmq-py-trainer: a trainer pool for any PyTorch model
-    evaluate     score a model, and the Evaluator that publishes METRICS
-    evaluator_cli, spec_cli  fedmq-py-evaluator, fedmq-py-spec
-    cli          what the command-line tools share (options, model file, exit codes)
     evaluate     score(), the metrics file's record, Evaluator (torch)
     evaluator_cli fedmq-py-evaluator: the evaluator for any PyTorch model
     spec_cli     fedmq-py-spec: a custom model's spec file from its PyTorch definition
+    cli          what the command-line tools share (options, model file, exit codes)
 """
 from .wire import WireError, Model, Ack, PROTOCOL_VERSION  # noqa: F401
 from .spec import spec_name, model_name, load_safetensors, save_safetensors  # noqa: F401

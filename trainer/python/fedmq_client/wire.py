@@ -232,6 +232,18 @@ def encode_decline(trainer: str, clients: Sequence[int], base: int, round: int) 
                   "base": _enc_uint(w, "base", base), "round": int(round)})
 
 
+def _enc_dp_secagg(w, msg, eps, delta, sadone, saabort, sadrop):
+    """The optional keys MODEL and METRICS share, in the C encoders' order: "eps"/"delta"
+    when delta > 0, "sadone"/"saabort"/"sadrop" once a cohort has ended."""
+    if delta > 0:
+        msg["eps"] = _enc_float(w, "eps", eps)
+        msg["delta"] = _enc_float(w, "delta", delta)
+    if sadone or saabort:
+        msg["sadone"] = _enc_uint(w, "sadone", sadone)
+        msg["saabort"] = _enc_uint(w, "saabort", saabort)
+        msg["sadrop"] = _enc_uint(w, "sadrop", sadrop)
+
+
 def encode_model(mv: int, model: str, ts: float, tensors, round: Optional[int] = None,
                  cohort: Optional[Sequence[int]] = None, mu: float = 0.0, q: float = 0.0,
                  boot: int = 0, applied: int = 0, ups: float = 0.0, eps: float = 0.0,
@@ -254,13 +266,7 @@ def encode_model(mv: int, model: str, ts: float, tensors, round: Optional[int] =
         msg["mu"] = _enc_float(w, "mu", mu)
         if q > 0:
             msg["q"] = _enc_float(w, "q", q)
-    if delta > 0:
-        msg["eps"] = _enc_float(w, "eps", eps)
-        msg["delta"] = _enc_float(w, "delta", delta)
-    if sadone or saabort:
-        msg["sadone"] = _enc_uint(w, "sadone", sadone)
-        msg["saabort"] = _enc_uint(w, "saabort", saabort)
-        msg["sadrop"] = _enc_uint(w, "sadrop", sadrop)
+    _enc_dp_secagg(w, msg, eps, delta, sadone, saabort, sadrop)
     msg["tensors"] = _enc_tensors(w, tensors)
     return _pack(msg)
 
@@ -284,13 +290,7 @@ def encode_metrics(mv: int, model: str, acc: float, loss: float, cacc: Sequence[
     if applied or ups:
         msg["applied"] = _enc_uint(w, "applied", applied)
         msg["ups"] = _enc_float(w, "ups", ups)
-    if delta > 0:
-        msg["eps"] = _enc_float(w, "eps", eps)
-        msg["delta"] = _enc_float(w, "delta", delta)
-    if sadone or saabort:
-        msg["sadone"] = _enc_uint(w, "sadone", sadone)
-        msg["saabort"] = _enc_uint(w, "saabort", saabort)
-        msg["sadrop"] = _enc_uint(w, "sadrop", sadrop)
+    _enc_dp_secagg(w, msg, eps, delta, sadone, saabort, sadrop)
     if pop and pop.get("pc", 0):
         msg["pc"] = _enc_uint(w, "pc", pop["pc"], U32_MAX)
         for k in ("pmean", "pmin"):

@@ -160,16 +160,16 @@ def encode(m: Mapping) -> bytes:
 
 def _fits(module, params: Mapping) -> Optional[str]:
     """None if the module's float state_dict has exactly params' names and shapes, else why."""
-    from .torch_utils import state_dict_to_numpy
-    mine, _ = state_dict_to_numpy(module)
-    for k, a in params.items():
-        if k not in mine:
-            return f"tensor '{k}' is not in the evaluator's module"
-        if mine[k].shape != a.shape:
-            return (f"tensor '{k}' has shape {list(a.shape)}, the evaluator's module "
-                    f"{list(mine[k].shape)}")
-    extra = [k for k in mine if k not in params]
-    return f"the module's tensor '{extra[0]}' is missing" if extra else None
+    from .torch_utils import layout_mismatch
+    d = layout_mismatch(module, params)
+    if d is None:
+        return None
+    kind, k, mine, theirs = d
+    if kind == "missing":
+        return f"tensor '{k}' is not in the evaluator's module"
+    if kind == "shape":
+        return f"tensor '{k}' has shape {theirs}, the evaluator's module {mine}"
+    return f"the module's tensor '{k}' is missing"
 
 
 @dataclass

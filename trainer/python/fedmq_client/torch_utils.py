@@ -61,3 +61,18 @@ def apply_delta(base: Mapping[str, np.ndarray], d: Mapping[str, np.ndarray],
     """base + scale * d per tensor (float32)."""
     return {k: (np.asarray(v, dtype=np.float32) + np.float32(scale) * d[k]).astype(np.float32)
             for k, v in base.items()}
+
+
+def layout_mismatch(module, params: Mapping[str, np.ndarray]):
+    """The first difference between a module's float state_dict and a model's tensors
+    (name -> array), or None: ("missing", name, None, shape) for a model tensor the module
+    lacks, ("shape", name, module shape, model shape), ("extra", name, shape, None) for a
+    module tensor the model lacks. Shapes are lists."""
+    mine, _ = state_dict_to_numpy(module)
+    for k, a in params.items():
+        if k not in mine:
+            return "missing", k, None, list(a.shape)
+        if mine[k].shape != a.shape:
+            return "shape", k, list(mine[k].shape), list(a.shape)
+    extra = [k for k in mine if k not in params]
+    return ("extra", extra[0], list(mine[extra[0]].shape), None) if extra else None

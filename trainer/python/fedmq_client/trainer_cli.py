@@ -41,17 +41,16 @@ def _log(msg):
 def check_module_fits(module, params, what):
     """BadInput naming the first tensor where the module's float state_dict and the
     federation's model (params: name -> ndarray) differ."""
-    from .torch_utils import state_dict_to_numpy
-    mine, _ = state_dict_to_numpy(module)
-    for k, a in params.items():
-        if k not in mine:
-            raise BadInput(f"{what}: no tensor '{k}', which the federation's model has")
-        if mine[k].shape != a.shape:
-            raise BadInput(f"{what}: tensor '{k}' has shape {list(mine[k].shape)}, the "
-                           f"federation's model {list(a.shape)}")
-    extra = [k for k in mine if k not in params]
-    if extra:
-        raise BadInput(f"{what}: tensor '{extra[0]}' is not in the federation's model")
+    from .torch_utils import layout_mismatch
+    d = layout_mismatch(module, params)
+    if d is None:
+        return
+    kind, k, mine, theirs = d
+    if kind == "missing":
+        raise BadInput(f"{what}: no tensor '{k}', which the federation's model has")
+    if kind == "shape":
+        raise BadInput(f"{what}: tensor '{k}' has shape {mine}, the federation's model {theirs}")
+    raise BadInput(f"{what}: tensor '{k}' is not in the federation's model")
 
 
 class FashionData:

@@ -15,6 +15,7 @@ struct agg_ingest {
     fm_robust_t *rob;           /* other rules: the K stored updates (buf is NULL) */
     fm_screen_t *screen;        /* the per-update norm screen */
     fm_wire_tensors_t *tensors; /* decode scratch */
+    fm_codec_rd_t *rd;          /* reads encoded tensors block by block */
     double stale_sum;           /* staleness of the updates in the open buffer */
     int unclipped;              /* updates of the open buffer folded unclipped (scale 1) */
     double norm;                /* L2 norm of the update being judged */
@@ -26,7 +27,7 @@ agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg
 {
     int rc = -ENOMEM;
     agg_ingest_t *g = calloc(1, sizeof *g);
-    if (!g || !(g->tensors = malloc(sizeof *g->tensors)))
+    if (!g || !(g->tensors = malloc(sizeof *g->tensors)) || !(g->rd = calloc(1, sizeof *g->rd)))
         goto cleanup;
     g->layout = layout;
     g->policy = policy;
@@ -76,6 +77,8 @@ void agg_ingest_destroy(agg_ingest_t **p)
     fm_screen_destroy(&(*p)->screen);
     free((*p)->clients);
     free((*p)->tensors);
+    fm_codec_rd_free((*p)->rd);
+    free((*p)->rd);
     free(*p);
     *p = NULL;
 }
@@ -174,6 +177,45 @@ static agg_reason_t s_decode_reason(int rc)
     }
 }
 
+/* The encoding label of the decoded update (its largest tensor's: fm_codec_label). */
+static void s_label(const agg_ingest_t *g, char *out, size_t cap)
+{
+    const fm_wire_tensor_t *big = NULL;
+    size_t most = 0;
+    for (int i = 0; i < g->tensors->count; i++) {
+        const fm_wire_tensor_t *t = &g->tensors->t[i];
+        const fm_view_t *v = fm_model_find(g->layout, t->name);
+        if (!big || (v && v->numel > most)) {
+            big = t;
+            most = v ? v->numel : 0;
+        }
+    }
+    if (big)
+        fm_codec_label(&big->enc, out, cap);
+    else
+        snprintf(out, cap, "fp32");
+}
+
+/* Sum of squares of the checked tensor t (view v), reading an encoded one block by block
+ * (which checks its indices and zstd frames). 0, or an fm_codec error in e. */
+static int s_tensor_sumsq(agg_ingest_t *g, const fm_wire_tensor_t *t, const fm_view_t *v,
+                          double *sumsq, fm_errmsg_t *e)
+{
+    if (fm_codec_is_raw(&t->enc)) {
+        *sumsq += fm_screen_sumsq(t->data, t->nbytes / sizeof(float));
+        return 0;
+    }
+    char what[FM_WIRE_STR_MAX + 16];
+    snprintf(what, sizeof what, "tensor '%s'", v->name);
+    fm_codec_block_t b;
+    int rc = fm_codec_rd_open(g->rd, &t->enc, v->numel, what, e);
+    while (rc == 0 && (rc = fm_codec_rd_next(g->rd, &b, e)) == 1) {
+        *sumsq += fm_screen_sumsq(b.vals, b.n);
+        rc = 0;
+    }
+    return rc;
+}
+
 /* Model name, tensors and values of a decoded UPDATE. 0 if they fit, else 1 (rejected). */
 static int s_check_content(agg_ingest_t *g, const fm_wire_update_t *u, agg_verdict_t *out)
 {
@@ -189,17 +231,31 @@ static int s_check_content(agg_ingest_t *g, const fm_wire_update_t *u, agg_verdi
         agg_reason_t r = rc == FM_ENAME    ? AGG_REJ_NAME
                          : rc == FM_EDTYPE ? AGG_REJ_DTYPE
                          : rc == FM_ESHAPE ? AGG_REJ_SHAPE
-                                           : AGG_REJ_MALFORMED;
+                                           : AGG_REJ_ENCODING;
         return s_reject(out, r, "UPDATE from %s: %s", u->trainer, e.msg);
     }
-    /* one pass: the norm, finite exactly when every value is (fm_screen.h) */
+    s_label(g, out->encoding, sizeof out->encoding);
+    /* one pass: the norm, finite exactly when every value is (fm_screen.h); encoded tensors
+     * are decoded here in blocks, which checks their indices and frames before any fold */
     double sumsq = 0.0;
-    for (int i = 0; i < g->tensors->count; i++)
-        sumsq += fm_screen_sumsq(g->tensors->t[i].data, g->tensors->t[i].nbytes / sizeof(float));
+    for (int i = 0; i < g->tensors->count; i++) {
+        const fm_wire_tensor_t *t = &g->tensors->t[i];
+        if ((rc = s_tensor_sumsq(g, t, fm_model_find(g->layout, t->name), &sumsq, &e)) != 0)
+            return s_reject(out, AGG_REJ_ENCODING, "UPDATE from %s: %s", u->trainer, e.msg);
+    }
     if (!isfinite(sumsq)) {
-        if (fm_wire_tensors_finite(g->tensors, &e) == 0) /* cannot be: name no tensor */
-            fm_errmsg_set(&e, FM_ENONFINITE, "non-finite value");
-        return s_reject(out, AGG_REJ_NONFINITE, "UPDATE from %s: %s", u->trainer, e.msg);
+        const char *bad = "?";
+        for (int i = 0; i < g->tensors->count; i++) {
+            double one = 0.0;
+            const fm_wire_tensor_t *t = &g->tensors->t[i];
+            s_tensor_sumsq(g, t, fm_model_find(g->layout, t->name), &one, &e);
+            if (!isfinite(one)) {
+                bad = t->name;
+                break;
+            }
+        }
+        return s_reject(out, AGG_REJ_NONFINITE, "UPDATE from %s: tensor '%s': non-finite value",
+                        u->trainer, bad);
     }
     g->norm = sqrt(sumsq);
     return 0;
@@ -292,10 +348,33 @@ static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, doub
     for (int i = 0; i < g->tensors->count; i++) {
         const fm_wire_tensor_t *t = &g->tensors->t[i];
         const fm_view_t *v = fm_model_find(g->layout, t->name);
-        FM_ASSERT(v && t->nbytes == 4 * v->numel); /* fm_wire_tensors_check passed */
-        int frc = g->buf ? fm_fedbuff_fold_span(g->buf, v->offset, v->numel, t->data)
-                         : fm_robust_fold_span(g->rob, v->offset, v->numel, t->data);
-        FM_ASSERT(frc == 0);
+        FM_ASSERT(v); /* fm_wire_tensors_check passed */
+        if (fm_codec_is_raw(&t->enc)) {
+            FM_ASSERT(t->nbytes == 4 * v->numel);
+            int frc = g->buf ? fm_fedbuff_fold_span(g->buf, v->offset, v->numel, t->data)
+                             : fm_robust_fold_span(g->rob, v->offset, v->numel, t->data);
+            FM_ASSERT(frc == 0);
+            continue;
+        }
+        /* decoded straight into the accumulator, a block at a time: read once already
+         * (s_check_content), so the frames and indices are known good */
+        fm_errmsg_t e = {{0}};
+        fm_codec_block_t b;
+        int rc2 = fm_codec_rd_open(g->rd, &t->enc, v->numel, v->name, &e);
+        while (rc2 == 0 && (rc2 = fm_codec_rd_next(g->rd, &b, &e)) == 1) {
+            int frc;
+            if (b.idx)
+                frc = g->buf ? fm_fedbuff_fold_scatter(g->buf, v->offset, v->numel, b.n, b.idx,
+                                                       b.vals)
+                             : fm_robust_fold_scatter(g->rob, v->offset, v->numel, b.n, b.idx,
+                                                      b.vals);
+            else
+                frc = g->buf ? fm_fedbuff_fold_span(g->buf, v->offset + b.first, b.n, b.vals)
+                             : fm_robust_fold_span(g->rob, v->offset + b.first, b.n, b.vals);
+            FM_ASSERT(frc == 0);
+            rc2 = 0;
+        }
+        FM_ASSERT(rc2 == 0); /* the same bytes decoded without error a moment ago */
     }
     int pending = agg_ingest_pending(g); /* before the end */
     if (g->clients && pending < g->policy->buffer_k)
@@ -356,6 +435,7 @@ void agg_ingest_frame(agg_ingest_t *g, const void *data, size_t len, const agg_i
     out->lost = 0;
     out->clipped = 0;
     out->norm = out->bound = 0.0;
+    out->encoding[0] = '\0';
     int rc = fm_wire_peek(data, len, &type, &e);
     if (rc) {
         s_reject(out, s_decode_reason(rc), "%s", e.msg);

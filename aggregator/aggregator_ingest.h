@@ -7,7 +7,9 @@
  *
  * An UPDATE is checked in this order, the first failure being its reason (agg_reason_t):
  * decoding (truncated / version / malformed), the model name, the tensors' names, dtypes
- * and shapes, finiteness, the id seen before (duplicate: the id window of agg_state; before
+ * and shapes, their encodings (encoding: fm_codec's sizes, scales, indices in order and in
+ * range, zstd frames; an encoded tensor is decoded block by block, never into a float32
+ * copy, once for the norm and once into the rule's accumulator), finiteness, the id seen before (duplicate: the id window of agg_state; before
  * the version checks, so a resent update that was applied is always called a duplicate),
  * base > version or base among the version numbers lost in a checkpoint fallback or reset
  * (future, with `lost` set), num_rounds reached (late), the mode's policy (agg_policy:
@@ -69,6 +71,9 @@ typedef struct {
     int aggregate;             /* FOLDED: 1 = the policy says aggregate now */
     int clipped;               /* FOLDED: scaled down from `norm` to `bound` (norm_action clip) */
     double norm, bound;        /* FOLDED, REJECTED by norm / overflow: L2 norm, bound (0: none) */
+    char encoding[32];         /* FOLDED, and REJECTED after the tensor check: the update's
+                                  encoding ("fp32", "int8", "topk-fp32+zstd": fm_codec_label of
+                                  its largest tensor), else "" */
 } agg_verdict_t;
 
 /* What the server knows when a frame arrives. */

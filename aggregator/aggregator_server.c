@@ -584,6 +584,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
     }
     case AGG_INGEST_FOLDED:
         agg_stats_folded(self->stats, v.tau, fm_daemon_now());
+        agg_stats_encoded(self->stats, v.encoding, len);
         if (v.clipped) {
             char why[FM_WIRE_STR_MAX + 96];
             snprintf(why, sizeof why, "UPDATE from %s client %u: L2 norm %.4g scaled to %.4g",

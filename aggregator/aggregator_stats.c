@@ -21,7 +21,7 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
     [AGG_REJ_COHORT] = "cohort",       [AGG_REJ_QUORUM] = "quorum",
     [AGG_REJ_IDENTITY] = "identity",   [AGG_REJ_NORM] = "norm",
     [AGG_REJ_OVERFLOW] = "overflow",   [AGG_REJ_REPEAT] = "repeat",
-    [AGG_REJ_SECAGG] = "secagg",
+    [AGG_REJ_SECAGG] = "secagg",       [AGG_REJ_ENCODING] = "encoding",
 };
 
 /* the first FM_CKPT_NREASONS counters go in the checkpoint header, the rest in the record
@@ -33,6 +33,8 @@ typedef struct {
     fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *clipped, *bytes, *dropped;
     fm_metric_t *version, *live, *staleness, *aggregation, *checkpoint;
     fm_metric_t *checkpoint_failures, *write_failures;
+    fm_metrics_t *reg; /* for the per-encoding series, registered when first seen */
+    fm_metric_t *enc_updates[FM_STATS_ENCODINGS_MAX], *enc_bytes[FM_STATS_ENCODINGS_MAX];
 } s_metrics_t;
 
 struct agg_stats {
@@ -40,6 +42,8 @@ struct agg_stats {
     s_metrics_t m;
     agg_counters_t c;
     uint64_t bytes_received;
+    fm_stats_t enc; /* only .encodings / .nencodings: updates folded by encoding */
+    uint64_t enc_overflow; /* folded updates of encodings past FM_STATS_ENCODINGS_MAX */
     uint64_t buffers_dropped;
     double started; /* wall clock */
     int dirty;
@@ -105,6 +109,7 @@ int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m)
     static const double stale_b[] = {AGG_STATS_STALENESS_BUCKETS};
     static const double secs_b[] = {AGG_STATS_SECONDS_BUCKETS};
     s_metrics_t *x = &s->m;
+    x->reg = m;
     x->received = fm_metrics_counter(m, "fedmq_updates_received_total",
                                      "Frames received on the updates socket other than "
                                      "membership messages (each is then folded or rejected).",
@@ -181,6 +186,31 @@ void agg_stats_received(agg_stats_t *s, size_t len)
     fm_metric_add(s->m.bytes, (double)len);
 }
 
+void agg_stats_encoded(agg_stats_t *s, const char *encoding, size_t len)
+{
+    fm_stats_t *st = &s->enc;
+    int i = 0;
+    while (i < st->nencodings && strcmp(st->encodings[i].name, encoding) != 0)
+        i++;
+    if (fm_stats_add_encoding(st, encoding, 1, len) != 0) {
+        s->enc_overflow++; /* cannot be with fm_codec's labels: fewer than the table holds */
+        return;
+    }
+    s_metrics_t *x = &s->m;
+    if (x->reg && !x->enc_updates[i]) {
+        x->enc_updates[i] = fm_metrics_counter(
+            x->reg, "fedmq_updates_by_encoding_total", "Updates folded, by their encoding.",
+            (const char *[]){"encoding", encoding, NULL});
+        x->enc_bytes[i] = fm_metrics_counter(
+            x->reg, "fedmq_update_bytes_total",
+            "Bytes of the update frames folded, by their encoding.",
+            (const char *[]){"encoding", encoding, NULL});
+    }
+    fm_metric_inc(x->enc_updates[i]);
+    fm_metric_add(x->enc_bytes[i], (double)len);
+    s->dirty = 1;
+}
+
 void agg_stats_folded(agg_stats_t *s, uint64_t tau, double now)
 {
     s->dirty = 1;
@@ -246,6 +276,8 @@ int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock
         FM_ASSERT(bad == 0); /* names are short, the table fits (static asserts) */
     }
     st->bytes_received = s->bytes_received;
+    memcpy(st->encodings, s->enc.encodings, sizeof st->encodings);
+    st->nencodings = s->enc.nencodings;
     st->buffers_dropped = s->buffers_dropped;
     st->started = s->started;
     st->updated = wallclock;

@@ -51,6 +51,9 @@ typedef enum {
                                 the open buffer (one per client per step) */
     AGG_REJ_SECAGG,          /* [secagg] enabled: a plain UPDATE (updates travel masked, in
                                 cohorts only) */
+    AGG_REJ_ENCODING,        /* an encoded tensor (fm_codec) that does not decode: sizes that
+                                disagree, I8 scale not finite, indices out of range or not
+                                increasing, a bad zstd frame */
     AGG_REJ_COUNT
 } agg_reason_t;
 
@@ -110,6 +113,11 @@ void agg_stats_clipped(agg_stats_t *s, int level, const char *why);
 
 /* A frame of `len` bytes received (valid or not). */
 void agg_stats_received(agg_stats_t *s, size_t len);
+
+/* An UPDATE of `len` bytes encoded as `encoding` (agg_verdict_t.encoding) was folded:
+ * counted in stats.json "encodings" and /metrics fedmq_updates_by_encoding_total and
+ * fedmq_update_bytes_total{encoding} (registered when an encoding is first seen). */
+void agg_stats_encoded(agg_stats_t *s, const char *encoding, size_t len);
 
 /* An UPDATE of staleness `tau` was folded into the buffer at monotonic `now` (stats.json is
  * due; counted in the updates/s window). */

@@ -7,7 +7,7 @@ set -euo pipefail
 # python3-mpmath: the arbitrary-precision reference of the privacy accountant (tests/privacy)
 PKGS=(build-essential cmake pkg-config python3 python3-mpmath git clang-format clang-14 libclang-rt-14-dev
       libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev liblmdb-dev zlib1g-dev
-      libjansson-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev libsodium-dev
+      libjansson-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev libsodium-dev libzstd-dev
       dataset-fashion-mnist gnuplot-nox
       systemd adduser dpkg-dev iproute2 nftables)
 # --tests: what only the test suite needs on top: the Python client (trainer/python) and

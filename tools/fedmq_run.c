@@ -596,6 +596,12 @@ static void s_summary(const s_run_t *r, const s_progress_t *pg)
                    pg->last.pop_threshold);
         printf("  bytes received by the aggregator: %llu\n",
                (unsigned long long)st.bytes_received);
+        for (int i = 0; i < st.nencodings; i++) {
+            const fm_stats_encoding_t *x = &st.encodings[i];
+            printf("  updates folded as %s: %llu, %llu bytes (%.0f bytes per update)\n", x->name,
+                   (unsigned long long)x->updates, (unsigned long long)x->bytes,
+                   x->updates ? (double)x->bytes / (double)x->updates : 0.0);
+        }
     }
     char png[PATH_MAX + 32], perr[512];
     snprintf(png, sizeof png, "%s/metrics.png", r->run_dir);

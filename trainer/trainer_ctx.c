@@ -47,6 +47,7 @@ trainer_ctx_t *trainer_ctx_new(uint32_t first, uint32_t count, double sigma, dou
     c->slowdown_sigma = sigma;
     c->dropout_prob = dropout_prob;
     atomic_init(&c->sent, 0);
+    atomic_init(&c->bytes_sent, 0);
     atomic_init(&c->send_dropped, 0);
     atomic_init(&c->dropouts, 0);
     atomic_init(&c->abandoned, 0);

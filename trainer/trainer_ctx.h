@@ -44,6 +44,7 @@ typedef struct {
     double *sa_deadline;   /* count: monotonic time its upload is useless after (under mu) */
 
     atomic_uint_fast64_t sent;         /* UPDATEs handed to ZeroMQ */
+    atomic_uint_fast64_t bytes_sent;   /* their bytes (frames as encoded) */
     atomic_uint_fast64_t send_dropped; /* UPDATEs dropped: send timeout / encode error */
     atomic_uint_fast64_t dropouts;     /* simulated client dropouts */
     atomic_uint_fast64_t abandoned;    /* trainings abandoned on stop */

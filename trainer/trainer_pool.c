@@ -20,6 +20,7 @@
 #include "fm_wire.h"
 #include "trainer_ctx.h"
 #include "trainer_dp.h"
+#include "trainer_ef.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
 #include "trainer_secagg.h"
@@ -59,6 +60,9 @@ struct trainer_pool {
     zsock_t *agg_push;        /* PUSH to updates: membership for the aggregator, resends */
     zsock_t *acks_sub;        /* SUB to the aggregator's acks */
     trainer_outbox_t *outbox; /* UPDATEs sent and not yet acknowledged */
+    fm_codec_config_t codec;  /* [trainer] encoding, topk_fraction, error_feedback, zstd_level */
+    char codec_name[48];      /* its name ("int8", "topk-0.01-fp32-ef+zstd3") */
+    trainer_ef_t *ef;         /* the clients' error-feedback residuals, NULL when unused */
     fm_jsonl_t *history;      /* [trainer] history_file, NULL when off */
     uint8_t *found;           /* FM_WIRE_MAX_ACK_IDS flags: which ids of an ACK are ours */
     uint32_t *declined;       /* client_count ids: a Poisson round's DECLINE */
@@ -85,7 +89,7 @@ struct trainer_pool {
     uint64_t sent_at_status;
     struct { /* /metrics: set from ctx's atomics at each scrape (s_metrics_collect) */
         fm_metric_t *sent, *send_dropped, *dropouts, *abandoned, *errors, *steps, *samples;
-        fm_metric_t *busy, *version;
+        fm_metric_t *busy, *version, *bytes, *ef_held, *ef_evicted;
         fm_metric_t *acked, *refused, *resent, *evicted, *unacked;
         fm_metric_t *sa_joined, *sa_uploads, *sa_done, *sa_aborted, *sa_invites_refused;
         fm_metric_t *sa_refused[FM_SA_R_NREASONS]; /* by fm_sa_reason_t (0 unused) */
@@ -454,7 +458,7 @@ static void s_summary(trainer_pool_t *self, const char *what)
            "%s: updates sent %llu (acknowledged %llu, refused %llu, resent %llu, given up "
            "%llu, waiting %zu), dropped %llu, dropouts %llu, abandoned %llu, "
            "errors %llu, bad frames %llu, busy %d/%d, model v%lld, local steps %llu, "
-           "samples %llu",
+           "samples %llu, bytes sent %llu (%s, %.0f per update)",
            what, (unsigned long long)atomic_load(&self->ctx->sent), (unsigned long long)ob.acked,
            (unsigned long long)ob.refused, (unsigned long long)ob.resent,
            (unsigned long long)ob.evicted, ob.entries,
@@ -465,7 +469,17 @@ static void s_summary(trainer_pool_t *self, const char *what)
            (unsigned long long)self->bad_frames, atomic_load(&self->ctx->busy_workers),
            self->nworkers, have ? (long long)v : -1LL,
            (unsigned long long)atomic_load(&self->ctx->local_steps),
-           (unsigned long long)atomic_load(&self->ctx->samples));
+           (unsigned long long)atomic_load(&self->ctx->samples),
+           (unsigned long long)atomic_load(&self->ctx->bytes_sent), self->codec_name,
+           atomic_load(&self->ctx->sent)
+               ? (double)atomic_load(&self->ctx->bytes_sent) / (double)atomic_load(&self->ctx->sent)
+               : 0.0);
+    if (self->ef) {
+        trainer_ef_stats_t es;
+        trainer_ef_stats(self->ef, &es);
+        FM_LOG(LOG_INFO, "%s: error feedback: %u residuals in memory (%.1f MB), %llu evicted",
+               what, es.held, es.bytes / 1048576.0, (unsigned long long)es.evicted);
+    }
     if (!self->sa)
         return;
     trainer_secagg_stats_t st;
@@ -813,6 +827,31 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
             return rc;
         trainer_ctx_set_secagg(self->ctx, 1);
     }
+    const fm_cfg_trainer_t *tc = &cfg->trainer;
+    self->codec = (fm_codec_config_t){.dtype = (fm_dtype_t)tc->encoding,
+                                      .topk = tc->topk_fraction,
+                                      .error_feedback = tc->error_feedback &&
+                                                        tc->topk_fraction > 0,
+                                      .zstd_level = tc->zstd_level};
+    fm_codec_config_name(&self->codec, self->codec_name, sizeof self->codec_name);
+    if ((rc = fm_codec_config_check(&self->codec, e)) != 0)
+        return rc;
+    if (self->codec.error_feedback) {
+        size_t one = fm_model_nparams(self->layout) * sizeof(float);
+        size_t cap = (size_t)tc->error_feedback_mb << 20;
+        if (cap < one * (size_t)tc->workers)
+            return fm_errmsg_set(e, FM_EARG,
+                                 "[trainer] error_feedback_mb %d holds fewer residuals (%.1f MB "
+                                 "each) than the %d workers train at once",
+                                 tc->error_feedback_mb, one / 1048576.0, tc->workers);
+        if (!(self->ef = trainer_ef_new(self->client_first, self->client_count,
+                                        fm_model_nparams(self->layout), cap, &rc)))
+            return fm_errmsg_set(e, rc, "error-feedback residuals: %s", fm_strerror(rc));
+    }
+    if (!fm_codec_config_is_raw(&self->codec))
+        FM_LOG(LOG_INFO, "updates encoded as %s (protocol version %d)%s", self->codec_name,
+               FM_WIRE_VERSION_MAX,
+               self->ef ? "; error-feedback residuals kept per client in memory" : "");
     if (!(self->found = malloc(FM_WIRE_MAX_ACK_IDS)) ||
         !(self->declined = calloc(self->client_count ? self->client_count : 1, sizeof(uint32_t))))
         return fm_errmsg_set(e, -ENOMEM, "out of memory");
@@ -840,7 +879,9 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
                                 .sec = self->sec,
                                 .attack = self->attack,
                                 .dp = self->dp,
-                                .sa = self->sa};
+                                .sa = self->sa,
+                                .codec = &self->codec,
+                                .ef = self->ef};
     for (int i = 0; i < self->nworkers; i++)
         if (!(self->workers[i] = trainer_worker_new(&env, i, &rc, e)))
             return rc ? rc : FM_EARG;
@@ -861,6 +902,13 @@ static void s_metrics_collect(void *arg)
     fm_metric_set(self->met.steps, (double)atomic_load(&c->local_steps));
     fm_metric_set(self->met.samples, (double)atomic_load(&c->samples));
     fm_metric_set(self->met.busy, atomic_load(&c->busy_workers));
+    fm_metric_set(self->met.bytes, (double)atomic_load(&c->bytes_sent));
+    if (self->ef) {
+        trainer_ef_stats_t es;
+        trainer_ef_stats(self->ef, &es);
+        fm_metric_set(self->met.ef_held, es.held);
+        fm_metric_set(self->met.ef_evicted, (double)es.evicted);
+    }
     trainer_outbox_stats_t ob;
     trainer_outbox_stats(self->outbox, &ob);
     fm_metric_set(self->met.acked, (double)ob.acked);
@@ -890,6 +938,18 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
 {
     self->met.sent = fm_metrics_counter(m, "fedmq_updates_sent_total",
                                         "UPDATEs handed to ZeroMQ for the aggregator.", NULL);
+    self->met.bytes = fm_metrics_counter(
+        m, "fedmq_update_bytes_sent_total",
+        "Bytes of the UPDATE frames handed to ZeroMQ, by the pool's [trainer] encoding.",
+        (const char *[]){"encoding", self->codec_name, NULL});
+    if (self->ef) {
+        self->met.ef_held = fm_metrics_gauge(
+            m, "fedmq_error_feedback_residuals",
+            "Clients whose error-feedback residual (top-k) is in memory.", NULL);
+        self->met.ef_evicted = fm_metrics_counter(
+            m, "fedmq_error_feedback_evicted_total",
+            "Residuals dropped to stay within [trainer] error_feedback_mb.", NULL);
+    }
     self->met.send_dropped = fm_metrics_counter(
         m, "fedmq_updates_dropped_total",
         "UPDATEs dropped (send timeout, encode error), never sent.", NULL);
@@ -1059,6 +1119,7 @@ void trainer_pool_destroy(trainer_pool_t **p)
     zsock_destroy(&self->acks_sub);
     trainer_ctx_destroy(&self->ctx);
     trainer_dp_destroy(&self->dp);
+    trainer_ef_destroy(&self->ef);
     trainer_secagg_destroy(&self->sa);
     trainer_outbox_destroy(&self->outbox);
     fm_jsonl_close(&self->history);

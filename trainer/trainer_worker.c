@@ -42,6 +42,10 @@ struct trainer_worker {
     uint64_t warned;            /* warnings suppressed since */
     fm_random_stream_t *stream; /* DP-SGD's private randomness (env.dp), else NULL */
     uint32_t *words;            /* nparams + 1: a member's encoded update (env.sa), else NULL */
+    fm_codec_enc_t *enc;        /* env.codec not raw: the update encoder, else NULL */
+    fm_codec_tensor_t *coded;   /* one per view: the encoder's output */
+    float *spare;               /* error feedback without room for a client's residual */
+    fm_rng_t rng;               /* int8's stochastic rounding, seeded per update */
 };
 
 /* State of one local training, seen by the epoch callback. */
@@ -94,13 +98,36 @@ static void s_warn(trainer_worker_t *w, const char *what, const char *detail)
     w->warned = 0;
 }
 
+/* Encode w->delta as [trainer] encoding says (raw float32, or fm_codec's encodings with the
+ * client's error-feedback residual) into w->buf. `seed`: the stochastic rounding's. */
+static int s_encode(trainer_worker_t *w, const fm_wire_update_t *hdr, uint64_t seed)
+{
+    if (!w->enc)
+        return fm_wire_encode_update(hdr, w->model, w->delta, &w->buf);
+    float *res = NULL;
+    int taken = 0;
+    if (w->env.ef) {
+        taken = (res = trainer_ef_take(w->env.ef, hdr->client)) != NULL;
+        if (!taken) { /* no room: this update goes without the client's residual */
+            memset(w->spare, 0, w->nparams * sizeof(float));
+            res = w->spare;
+        }
+    }
+    fm_rng_seed(&w->rng, seed, hdr->client);
+    int rc = fm_codec_enc_run(w->enc, w->delta, res, &w->rng, w->coded);
+    if (taken)
+        trainer_ef_give(w->env.ef, hdr->client);
+    return rc ? rc : fm_wire_encode_update_coded(hdr, w->model, NULL, w->coded, &w->buf);
+}
+
 /* Encode and PUSH one UPDATE; counts it as sent or dropped. With `acked` (the model came
  * from an acknowledging aggregator) a copy goes into the outbox first: a send that fails
  * is then resent later, not dropped. 1 if sent or kept, 0 if dropped. */
-static int s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr, int acked)
+static int s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr, int acked,
+                         uint64_t seed)
 {
     trainer_ctx_t *ctx = w->env.ctx;
-    int rc = fm_wire_encode_update(hdr, w->model, w->delta, &w->buf);
+    int rc = s_encode(w, hdr, seed);
     if (rc != 0) {
         atomic_fetch_add(&ctx->send_dropped, 1);
         s_warn(w, "UPDATE encode failed, dropped", fm_strerror(rc));
@@ -128,6 +155,7 @@ static int s_send_update(trainer_worker_t *w, const fm_wire_update_t *hdr, int a
         return 0;
     }
     atomic_fetch_add(&ctx->sent, 1);
+    atomic_fetch_add(&ctx->bytes_sent, w->buf.len);
     return 1;
 }
 
@@ -311,7 +339,8 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job,
     hdr.train_loss = w->env.dp ? NAN : res->loss;
     hdr.train_seconds = secs;
     hdr.round = job->sync ? job->round : 0;
-    if (s_send_update(w, &hdr, info->boot != 0))
+    uint64_t seed = trainer_sim_train_seed(w->env.cfg->federation.seed, job->client, job->run);
+    if (s_send_update(w, &hdr, info->boot != 0, seed ^ 0x656e636f6465ull /* "encode" */))
         s_history_sent(w, &hdr, info->boot);
     FM_LOG(LOG_DEBUG,
            "worker %d: UPDATE client %u base v%llu samples %u loss %.4f steps %llu "
@@ -453,6 +482,15 @@ trainer_worker_t *trainer_worker_new(const trainer_worker_env_t *env, int index,
         rc = fm_errmsg_set(e, -ENOMEM, "worker %d: out of memory", index);
         goto cleanup;
     }
+    if (env->codec && !fm_codec_config_is_raw(env->codec)) {
+        w->coded = calloc((size_t)fm_model_nviews(w->model), sizeof *w->coded);
+        if (!w->coded || !(w->enc = fm_codec_enc_new(w->model, env->codec, &rc)) ||
+            (env->ef && !(w->spare = malloc(w->nparams * sizeof(float))))) {
+            rc = rc ? rc : -ENOMEM;
+            fm_errmsg_set(e, rc, "worker %d: update encoder: %s", index, fm_strerror(rc));
+            goto cleanup;
+        }
+    }
     fm_sock_opts_t o = {.linger_ms = S_PUSH_LINGER_MS,
                         .sndhwm = S_PUSH_HWM,
                         .sndtimeo_ms = S_PUSH_TIMEOUT_MS,
@@ -488,6 +526,9 @@ void trainer_worker_destroy(trainer_worker_t **p)
     fm_wire_buf_free(&w->buf);
     free(w->base);
     free(w->delta);
+    fm_codec_enc_destroy(&w->enc);
+    free(w->coded);
+    free(w->spare);
     free(w->words);
     fm_random_stream_destroy(&w->stream);
     fm_optim_destroy(&w->optim);

@@ -23,7 +23,9 @@
 #include "fm_jsonl.h"
 #include "fm_sec.h"
 #include "trainer_attack.h"
+#include "fm_codec.h"
 #include "trainer_ctx.h"
+#include "trainer_ef.h"
 #include "trainer_dp.h"
 #include "trainer_latest.h"
 #include "trainer_outbox.h"
@@ -52,6 +54,11 @@ typedef struct {
      * trainer_secagg_upload instead of an UPDATE; a job that sends nothing (dropout, error,
      * stop) drops its member (trainer_secagg_drop). NULL: plain updates */
     trainer_secagg_t *sa;
+    /* [trainer] encoding, topk_fraction, error_feedback, zstd_level (checked); NULL or raw:
+     * float32 updates of protocol version 1 */
+    const fm_codec_config_t *codec;
+    /* the clients' error-feedback residuals (codec with error feedback), else NULL */
+    trainer_ef_t *ef;
 } trainer_worker_env_t;
 
 typedef struct trainer_worker trainer_worker_t;

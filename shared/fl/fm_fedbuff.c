@@ -184,6 +184,21 @@ int fm_fedbuff_fold_span(fm_fedbuff_t *b, size_t offset, size_t numel, const voi
     return 0;
 }
 
+int fm_fedbuff_fold_scatter(fm_fedbuff_t *b, size_t offset, size_t span, size_t n,
+                            const uint32_t *idx, const float *vals)
+{
+    FM_ASSERT(b->open && (idx || n == 0) && (vals || n == 0));
+    if (offset > b->nparams || span > b->nparams - offset)
+        return FM_ERANGE;
+    for (size_t j = 0; j < n; j++)
+        if (idx[j] >= span)
+            return FM_ERANGE;
+    float *acc = b->acc + offset, w = b->w_open;
+    for (size_t j = 0; j < n; j++)
+        acc[idx[j]] += w * vals[j];
+    return 0;
+}
+
 void fm_fedbuff_end(fm_fedbuff_t *b)
 {
     FM_ASSERT(b->open);

@@ -155,6 +155,14 @@ int fm_fedbuff_begin_ex(fm_fedbuff_t *b, uint64_t tau, uint64_t num_samples, dou
  * come in any order; a span folded twice counts twice. Requires an open update (FM_ASSERT). */
 int fm_fedbuff_fold_span(fm_fedbuff_t *b, size_t offset, size_t numel, const void *src);
 
+/* Fold n entries of the open update's delta given by index: acc[offset + idx[j]] += w *
+ * vals[j] for j < n, each idx[j] < span (the tensor [offset, offset + span) they belong to).
+ * A sparse (top-k) tensor is folded this way block by block; indices repeated count twice
+ * (the wire decoder refuses them). Returns 0, or FM_ERANGE (nothing folded) when the tensor
+ * does not fit in nparams or an index is >= span. Requires an open update (FM_ASSERT). */
+int fm_fedbuff_fold_scatter(fm_fedbuff_t *b, size_t offset, size_t span, size_t n,
+                            const uint32_t *idx, const float *vals);
+
 /* Close the open update: it now counts (count + 1, its c_i joins the denominator, stats).
  * Requires an open update (FM_ASSERT). */
 void fm_fedbuff_end(fm_fedbuff_t *b);

@@ -137,6 +137,21 @@ int fm_robust_fold_span(fm_robust_t *r, size_t offset, size_t numel, const void 
     return 0;
 }
 
+int fm_robust_fold_scatter(fm_robust_t *r, size_t offset, size_t span, size_t n,
+                           const uint32_t *idx, const float *vals)
+{
+    FM_ASSERT(r->open && (idx || n == 0) && (vals || n == 0));
+    if (offset > r->nparams || span > r->nparams - offset)
+        return FM_ERANGE;
+    for (size_t j = 0; j < n; j++)
+        if (idx[j] >= span)
+            return FM_ERANGE;
+    float *dst = s_row(r, r->count) + offset, w = r->w_open;
+    for (size_t j = 0; j < n; j++)
+        dst[idx[j]] = w * vals[j]; /* the row was zeroed at begin */
+    return 0;
+}
+
 void fm_robust_end(fm_robust_t *r)
 {
     FM_ASSERT(r->open);

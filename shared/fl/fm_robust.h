@@ -107,6 +107,13 @@ int fm_robust_begin(fm_robust_t *r, uint64_t tau, double scale);
  * (nothing stored) when the span does not fit. Requires an open update (FM_ASSERT). */
 int fm_robust_fold_span(fm_robust_t *r, size_t offset, size_t numel, const void *src);
 
+/* The stored row's entries offset + idx[j] = w * vals[j] for j < n, each idx[j] < span (a
+ * sparse tensor [offset, offset + span), block by block; the rest of the row stays 0).
+ * Returns 0, or FM_ERANGE (nothing stored) as fm_fedbuff_fold_scatter. Requires an open
+ * update (FM_ASSERT). */
+int fm_robust_fold_scatter(fm_robust_t *r, size_t offset, size_t span, size_t n,
+                           const uint32_t *idx, const float *vals);
+
 /* Close the open update: it counts. Requires an open update (FM_ASSERT). */
 void fm_robust_end(fm_robust_t *r);
 

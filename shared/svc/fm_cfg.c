@@ -8,6 +8,8 @@
  * the line without a word. */
 #include "fm_cfg.h"
 
+#include "fm_codec.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -101,6 +103,11 @@ static const char *s_level_name(int v)
                                     [LOG_INFO] = "info",
                                     [LOG_DEBUG] = "debug"};
     return S_NAMES(n, v);
+}
+
+static const char *s_encoding_name(int v)
+{
+    return fm_codec_value_name((fm_dtype_t)v); /* v in the row's [lo, hi] */
 }
 
 static const char *s_server_opt_name(int v)
@@ -282,6 +289,21 @@ static const fm_cfg_key_t s_keys[] = {
           "DP-SGD: file keeping each client's privacy account (its step count) across "
           "restarts, saved before every update is sent; empty = in memory only (a restart "
           "forgets the spent budget)"),
+    /* [trainer] update encoding (fm_codec) */
+    S_ENUM(trainer, encoding, s_encoding_name, FM_DT_F32, FM_DT_I8, "fp32", S_RESTART,
+           "type of the update values on the wire: fp32 (exact), fp16, bf16 or int8 (per-tensor "
+           "scale, stochastic rounding); anything but fp32 is protocol version 2"),
+    S_FLT(trainer, topk_fraction, 0, 1, "0", S_RESTART,
+          "top-k sparsification: send only this fraction of each tensor's entries (those of "
+          "largest magnitude, with their indices); 0 = dense"),
+    S_BOOL(trainer, error_feedback, "true", S_RESTART,
+           "with top-k: keep per client what was not sent and add it to the next update "
+           "(error feedback); no effect on dense encodings"),
+    S_INT(trainer, error_feedback_mb, 1, 1048576, "1024", S_RESTART,
+          "memory for the clients' error-feedback residuals (4 bytes per parameter each); "
+          "beyond it the least recently used client's residual is dropped (counted)"),
+    S_INT(trainer, zstd_level, 0, 19, "0", S_RESTART,
+          "compress each tensor's bytes with zstd at this level, 0 = off"),
 
     /* [aggregator] */
     S_INT(aggregator, buffer_k, 0, 100000, "0", S_RESTART,
@@ -949,6 +971,15 @@ static const fm_cfg_key_t *s_check_secagg(const fm_config_t *c, char *why, size_
     if (c->privacy.adaptive_clip) {
         snprintf(why, cap, "cannot be used with [secagg] enabled (it needs each update's norm)");
         return fm_cfg_key_find("privacy", "adaptive_clip");
+    }
+    if (c->trainer.encoding != FM_DT_F32 || c->trainer.topk_fraction > 0 ||
+        c->trainer.zstd_level > 0) {
+        snprintf(why, cap,
+                 "must be fp32 dense without zstd with [secagg] enabled: members send their "
+                 "masked fixed-point words, not encoded tensors");
+        return fm_cfg_key_find("trainer", c->trainer.encoding != FM_DT_F32 ? "encoding"
+                                          : c->trainer.topk_fraction > 0 ? "topk_fraction"
+                                                                         : "zstd_level");
     }
     return NULL;
 }

@@ -131,6 +131,12 @@ typedef struct {
     double dp_delta;
     double dp_target_epsilon;              /* 0 = no budget */
     char dp_accounts_file[FM_CFG_STR_MAX]; /* the accounts kept across restarts, "" = none */
+    /* update encoding (fm_codec; docs/PROTOCOL.md §2.1.2): fm_codec_trainer_config */
+    int encoding;          /* fm_dtype_t of the values: fp32, fp16, bf16, int8 */
+    double topk_fraction;  /* 0 = dense, else the fraction of each tensor sent (top-k) */
+    bool error_feedback;   /* top-k: keep what was not sent per client, add it next time */
+    int error_feedback_mb; /* memory for those residuals (least recently used evicted) */
+    int zstd_level;        /* 0 = off, 1..19 */
 } fm_cfg_trainer_t;
 
 typedef struct {

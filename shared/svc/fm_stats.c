@@ -44,6 +44,23 @@ int fm_stats_set_rejected(fm_stats_t *st, const char *name, uint64_t count)
     return 0;
 }
 
+int fm_stats_add_encoding(fm_stats_t *st, const char *name, uint64_t updates, uint64_t bytes)
+{
+    for (int i = 0; i < st->nencodings; i++)
+        if (strcmp(st->encodings[i].name, name) == 0) {
+            st->encodings[i].updates += updates;
+            st->encodings[i].bytes += bytes;
+            return 0;
+        }
+    if (st->nencodings >= FM_STATS_ENCODINGS_MAX || strlen(name) >= FM_STATS_NAME_MAX)
+        return FM_ERANGE;
+    fm_stats_encoding_t *x = &st->encodings[st->nencodings++];
+    memcpy(x->name, name, strlen(name) + 1);
+    x->updates = updates;
+    x->bytes = bytes;
+    return 0;
+}
+
 /* ---- writing ------------------------------------------------------------------------------ */
 
 /* JSON integers are int64 in jansson: counters past INT64_MAX are clamped (never reached). */
@@ -83,6 +100,19 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "staleness_mean", json_real(st->staleness_mean));
     bad |= json_object_set_new(o, "staleness_max", s_u64(st->staleness_max));
     bad |= json_object_set_new(o, "bytes_received", s_u64(st->bytes_received));
+    json_t *enc = json_object();
+    bad |= !enc;
+    for (int i = 0; enc && i < st->nencodings; i++) {
+        json_t *x = json_object();
+        bad |= !x;
+        if (x) {
+            bad |= json_object_set_new(x, "updates", s_u64(st->encodings[i].updates));
+            bad |= json_object_set_new(x, "bytes", s_u64(st->encodings[i].bytes));
+            bad |= json_object_set_new(enc, st->encodings[i].name, x);
+        }
+    }
+    if (enc)
+        bad |= json_object_set_new(o, "encodings", enc);
     bad |= json_object_set_new(o, "updates_pending", s_u64(st->updates_pending));
     bad |= json_object_set_new(o, "buffers_dropped", s_u64(st->buffers_dropped));
     bad |= json_object_set_new(o, "checkpoint_version", s_u64(st->checkpoint_version));
@@ -340,6 +370,32 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
                                    "%s: \"rejected\": too many reasons or "
                                    "reason \"%.40s\" too long",
                                    path, k);
+                goto cleanup;
+            }
+        }
+    }
+    json_t *enc = json_object_get(o, "encodings");
+    if (enc) {
+        const char *k;
+        json_t *v;
+        if (!json_is_object(enc)) {
+            rc = fm_errmsg_set(e, FM_EFORMAT, "%s: \"encodings\" is not an object", path);
+            goto cleanup;
+        }
+        json_object_foreach(enc, k, v)
+        {
+            uint64_t nu = 0, b = 0;
+            if (!json_is_object(v)) {
+                rc = fm_errmsg_set(e, FM_EFORMAT, "%s: \"encodings\".\"%.40s\" is not an object",
+                                   path, k);
+                goto cleanup;
+            }
+            if ((rc = s_get_u64(v, "updates", UINT64_MAX, &nu, path, e)) ||
+                (rc = s_get_u64(v, "bytes", UINT64_MAX, &b, path, e)))
+                goto cleanup;
+            if (fm_stats_add_encoding(st, k, nu, b) != 0) {
+                rc = fm_errmsg_set(e, FM_EFORMAT,
+                                   "%s: \"encodings\": too many or \"%.40s\" too long", path, k);
                 goto cleanup;
             }
         }

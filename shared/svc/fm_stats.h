@@ -19,6 +19,16 @@ typedef struct {
     uint64_t count;
 } fm_stats_reason_t;
 
+#define FM_STATS_ENCODINGS_MAX 16 /* update encodings the file can hold */
+
+/* Updates of one encoding (fm_codec_label: "fp32", "int8", "topk-fp32+zstd", ...) folded
+ * into the buffer, and the bytes of their frames. */
+typedef struct {
+    char name[FM_STATS_NAME_MAX];
+    uint64_t updates;
+    uint64_t bytes;
+} fm_stats_encoding_t;
+
 typedef struct {
     char model[FM_STATS_NAME_MAX];                    /* "mlp", "cnn", ... */
     char mode[FM_STATS_NAME_MAX];                     /* "async" or "sync" */
@@ -42,6 +52,8 @@ typedef struct {
     double staleness_mean;
     uint64_t staleness_max;
     uint64_t bytes_received;
+    fm_stats_encoding_t encodings[FM_STATS_ENCODINGS_MAX]; /* "encodings", in file order */
+    int nencodings;
     uint32_t updates_pending; /* in the FedBuff buffer now */
     uint64_t buffers_dropped;
     double updates_per_s;    /* updates accepted per second over the last rate_window_s */
@@ -73,6 +85,10 @@ typedef struct {
     uint64_t secagg_dropped_keys, secagg_dropped_shares, secagg_dropped_train,
         secagg_dropped_unmask, secagg_refused;
 } fm_stats_t;
+
+/* Add `updates` and `bytes` to the entry of encoding `name` (created at the end if new).
+ * 0, or FM_ERANGE (FM_STATS_ENCODINGS_MAX entries already, or name too long: unchanged). */
+int fm_stats_add_encoding(fm_stats_t *st, const char *name, uint64_t updates, uint64_t bytes);
 
 /* "<dir>/stats.json" into out[n]. 0, or -ENAMETOOLONG. */
 int fm_stats_path(char *out, size_t n, const char *checkpoint_dir);

@@ -203,14 +203,22 @@ static int s_pack_str(msgpack_packer *pk, const char *s)
     return rc ? rc : msgpack_pack_str_body(pk, s, n);
 }
 
-/* The map header (nfields + 2 entries), "v" and "t". */
-static int s_pack_head(msgpack_packer *pk, fm_wire_type_t type, size_t nfields)
+/* The map header (nfields + 2 entries), "v" (= version) and "t". */
+static int s_pack_head_v(msgpack_packer *pk, fm_wire_type_t type, size_t nfields,
+                         unsigned version)
 {
     int rc;
     if ((rc = msgpack_pack_map(pk, nfields + 2)) != 0 || (rc = s_pack_str(pk, "v")) != 0 ||
-        (rc = msgpack_pack_uint8(pk, FM_WIRE_VERSION)) != 0 || (rc = s_pack_str(pk, "t")) != 0)
+        (rc = msgpack_pack_uint8(pk, (uint8_t)version)) != 0 ||
+        (rc = s_pack_str(pk, "t")) != 0)
         return rc;
     return s_pack_str(pk, fm_wire_type_name(type));
+}
+
+/* The map header of a version-1 message. */
+static int s_pack_head(msgpack_packer *pk, fm_wire_type_t type, size_t nfields)
+{
+    return s_pack_head_v(pk, type, nfields, FM_WIRE_VERSION);
 }
 
 static int s_pack_kstr(msgpack_packer *pk, const char *key, const char *s)
@@ -242,27 +250,66 @@ static size_t s_tensors_size(const fm_model_t *layout)
     return n;
 }
 
-/* "tensors": [{"name", "dtype", "shape", "data"}, ...] in state_dict order. */
-static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const float *flat)
+/* The protocol version tensors need: 2 if any is encoded (coded non-NULL, one per view),
+ * else 1. */
+static unsigned s_coded_version(const fm_model_t *layout, const fm_codec_tensor_t *coded)
+{
+    for (int i = 0; coded && i < fm_model_nviews(layout); i++)
+        if (!fm_codec_is_raw(&coded[i]))
+            return FM_WIRE_VERSION_MAX;
+    return FM_WIRE_VERSION;
+}
+
+/* "tensors": [{"name", "dtype", "shape", "data"[, "scale"][, "idx"][, "comp"]}, ...] in
+ * state_dict order: raw F32 from `flat`, or coded[i] for view i when coded is non-NULL. */
+static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const float *flat,
+                          const fm_codec_tensor_t *coded)
 {
     int rc, n = fm_model_nviews(layout);
     if ((rc = s_pack_str(pk, "tensors")) != 0 || (rc = msgpack_pack_array(pk, (size_t)n)) != 0)
         return rc;
     for (int i = 0; i < n; i++) {
         const fm_view_t *v = fm_model_view(layout, i);
-        if ((rc = msgpack_pack_map(pk, 4)) != 0 || (rc = s_pack_kstr(pk, "name", v->name)) != 0 ||
-            (rc = s_pack_kstr(pk, "dtype", "F32")) != 0 || (rc = s_pack_str(pk, "shape")) != 0 ||
+        fm_codec_tensor_t raw = {.dtype = FM_DT_F32,
+                                 .data = flat ? flat + v->offset : NULL,
+                                 .nbytes = 4 * v->numel};
+        const fm_codec_tensor_t *c = coded ? &coded[i] : &raw;
+        size_t nkeys = 4 + (c->dtype == FM_DT_I8) + (size_t)(c->sparse != 0) + (c->zstd != 0);
+        if ((rc = msgpack_pack_map(pk, nkeys)) != 0 ||
+            (rc = s_pack_kstr(pk, "name", v->name)) != 0 ||
+            (rc = s_pack_kstr(pk, "dtype", fm_dtype_name(c->dtype))) != 0 ||
+            (rc = s_pack_str(pk, "shape")) != 0 ||
             (rc = msgpack_pack_array(pk, (size_t)v->ndim)) != 0)
             return rc;
         for (int d = 0; d < v->ndim; d++)
             if ((rc = msgpack_pack_uint64(pk, (uint64_t)v->shape[d])) != 0)
                 return rc;
-        if ((rc = s_pack_str(pk, "data")) != 0 ||
-            (rc = msgpack_pack_bin(pk, 4 * v->numel)) != 0 ||
-            (rc = msgpack_pack_bin_body(pk, flat + v->offset, 4 * v->numel)) != 0)
+        if ((rc = s_pack_str(pk, "data")) != 0 || (rc = msgpack_pack_bin(pk, c->nbytes)) != 0 ||
+            (rc = msgpack_pack_bin_body(pk, c->nbytes ? c->data : "", c->nbytes)) != 0)
+            return rc;
+        if (c->dtype == FM_DT_I8 && (rc = s_pack_kf64(pk, "scale", c->scale)) != 0)
+            return rc;
+        if (c->sparse && ((rc = s_pack_str(pk, "idx")) != 0 ||
+                          (rc = msgpack_pack_bin(pk, c->idx_nbytes)) != 0 ||
+                          (rc = msgpack_pack_bin_body(pk, c->idx_nbytes ? c->idx : "",
+                                                      c->idx_nbytes)) != 0))
+            return rc;
+        if (c->zstd && (rc = s_pack_kstr(pk, "comp", "zstd")) != 0)
             return rc;
     }
     return 0;
+}
+
+/* Upper bound of the encoded size of coded tensors (NULL: raw F32) of `layout`. */
+static size_t s_coded_size(const fm_model_t *layout, const fm_codec_tensor_t *coded)
+{
+    if (!coded)
+        return s_tensors_size(layout);
+    size_t n = 16;
+    for (int i = 0; i < fm_model_nviews(layout); i++)
+        n += 96 + strlen(fm_model_view(layout, i)->name) + 9 * FM_MAX_DIMS + coded[i].nbytes +
+             coded[i].idx_nbytes;
+    return n;
 }
 
 /* Pack call that fails with -ENOMEM (the only way the buffer callback fails). */
@@ -277,14 +324,23 @@ static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const fl
 int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
                          const float *params, fm_wire_buf_t *out)
 {
-    FM_ASSERT(hdr && layout && params && out);
+    FM_ASSERT(params);
+    return fm_wire_encode_model_coded(hdr, layout, params, NULL, out);
+}
+
+int fm_wire_encode_model_coded(const fm_wire_model_t *hdr, const fm_model_t *layout,
+                               const float *params, const fm_codec_tensor_t *coded,
+                               fm_wire_buf_t *out)
+{
+    FM_ASSERT(hdr && layout && (params || coded) && out);
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
     if (hdr->cohort.present &&
         (hdr->cohort.count > FM_WIRE_MAX_COHORT || (hdr->cohort.count && !hdr->cohort.ids)))
         return FM_EARG;
-    if (s_buf_reserve(out, s_tensors_size(layout) + 128 + 4 * (size_t)hdr->cohort.count) != 0)
+    if (s_buf_reserve(out, s_coded_size(layout, coded) + 128 + 4 * (size_t)hdr->cohort.count) !=
+        0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
     int progress = hdr->applied > 0 || hdr->updates_per_s != 0; /* optional keys */
@@ -292,9 +348,10 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
     int dp = hdr->delta > 0;
     int poisson = hdr->cohort.present && hdr->sample_rate > 0;
     int sa = hdr->sa_completed > 0 || hdr->sa_aborted > 0;
-    S_PACK(s_pack_head(&pk, FM_WIRE_MODEL,
-                       (hdr->cohort.present ? 7 : 4) + 2 * progress + (size_t)boot +
-                           2 * (size_t)dp + (size_t)poisson + 3 * (size_t)sa));
+    S_PACK(s_pack_head_v(&pk, FM_WIRE_MODEL,
+                         (hdr->cohort.present ? 7 : 4) + 2 * progress + (size_t)boot +
+                             2 * (size_t)dp + (size_t)poisson + 3 * (size_t)sa,
+                         s_coded_version(layout, coded)));
     S_PACK(s_pack_ku64(&pk, "mv", hdr->version));
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     S_PACK(s_pack_kf64(&pk, "ts", hdr->created));
@@ -323,7 +380,7 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
         if (poisson)
             S_PACK(s_pack_kf64(&pk, "q", hdr->sample_rate));
     }
-    S_PACK(s_pack_tensors(&pk, layout, params));
+    S_PACK(s_pack_tensors(&pk, layout, params, coded));
 cleanup:
     if (rc)
         out->len = 0;
@@ -333,16 +390,25 @@ cleanup:
 int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
                           const float *delta, fm_wire_buf_t *out)
 {
-    FM_ASSERT(hdr && layout && delta && out);
+    FM_ASSERT(delta);
+    return fm_wire_encode_update_coded(hdr, layout, delta, NULL, out);
+}
+
+int fm_wire_encode_update_coded(const fm_wire_update_t *hdr, const fm_model_t *layout,
+                                const float *delta, const fm_codec_tensor_t *coded,
+                                fm_wire_buf_t *out)
+{
+    FM_ASSERT(hdr && layout && (delta || coded) && out);
     msgpack_packer pk;
     int rc = 0;
     out->len = 0;
     if (!s_str_ok(hdr->trainer, true, FM_WIRE_TEXT_ID))
         return FM_EARG;
-    if (s_buf_reserve(out, s_tensors_size(layout) + 512) != 0)
+    if (s_buf_reserve(out, s_coded_size(layout, coded) + 512) != 0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head(&pk, FM_WIRE_UPDATE, hdr->round ? 11 : 10));
+    S_PACK(s_pack_head_v(&pk, FM_WIRE_UPDATE, hdr->round ? 11 : 10,
+                         s_coded_version(layout, coded)));
     S_PACK(s_pack_str(&pk, "id"));
     S_PACK(msgpack_pack_bin(&pk, FM_WIRE_ID_LEN));
     S_PACK(msgpack_pack_bin_body(&pk, hdr->id, FM_WIRE_ID_LEN));
@@ -356,7 +422,7 @@ int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     if (hdr->round)
         S_PACK(s_pack_ku64(&pk, "round", hdr->round));
-    S_PACK(s_pack_tensors(&pk, layout, delta));
+    S_PACK(s_pack_tensors(&pk, layout, delta, coded));
 cleanup:
     if (rc)
         out->len = 0;
@@ -829,6 +895,7 @@ typedef struct {
     size_t pos;
     const char *what; /* message type for error messages */
     fm_errmsg_t *e;
+    unsigned version; /* the frame's "v" (pass 1) */
 } s_rd_t;
 
 typedef enum {
@@ -1182,9 +1249,11 @@ static int s_frame(s_rd_t *r, fm_wire_type_t *type)
         return rc;
     if (t.kind != S_UINT && t.kind != S_NINT)
         return s_wrong_type(r, "v", &t, "an integer");
-    if (t.kind == S_NINT || t.u != FM_WIRE_VERSION)
-        return s_err(r, FM_EVERSION, "v", "protocol version %lld, this build speaks %d",
-                     t.kind == S_NINT ? (long long)t.i : (long long)t.u, FM_WIRE_VERSION);
+    if (t.kind == S_NINT || t.u < FM_WIRE_VERSION || t.u > FM_WIRE_VERSION_MAX)
+        return s_err(r, FM_EVERSION, "v", "protocol version %lld, this build speaks %d and %d",
+                     t.kind == S_NINT ? (long long)t.i : (long long)t.u, FM_WIRE_VERSION,
+                     FM_WIRE_VERSION_MAX);
+    r->version = (unsigned)t.u;
     if (!has_t)
         return s_err(r, FM_EFORMAT, "t", "missing key (message type)");
     r->pos = t_at;
@@ -1415,10 +1484,11 @@ static const s_field_t s_sa_end_fields[] = {
 /* One element of "tensors" (a map at level 3) into *x. */
 static int s_read_tensor(s_rd_t *r, int i, fm_wire_tensor_t *x)
 {
-    static const char *const keys[4] = {"name", "dtype", "shape", "data"};
-    char path[32], field[48];
+    /* the first 4 are mandatory; "scale", "idx", "comp": tensor encodings (§2.1.2) */
+    static const char *const keys[7] = {"name", "dtype", "shape", "data", "scale", "idx", "comp"};
+    char path[32], field[48], comp[FM_WIRE_DTYPE_MAX + 1] = "";
     s_tok_t t, k, v;
-    bool seen[4] = {false, false, false, false};
+    bool seen[7] = {false};
     int rc;
     snprintf(path, sizeof path, "tensors[%d]", i);
     memset(x, 0, sizeof *x);
@@ -1430,9 +1500,9 @@ static int s_read_tensor(s_rd_t *r, int i, fm_wire_tensor_t *x)
         if ((rc = s_key(r, path, j, &k)) != 0)
             return rc;
         int w = 0;
-        while (w < 4 && !s_key_is(&k, keys[w]))
+        while (w < 7 && !s_key_is(&k, keys[w]))
             w++;
-        if (w == 4) { /* unknown key: skip its value */
+        if (w == 7) { /* unknown key: skip its value */
             if ((rc = s_skip(r, path, 4)) != 0)
                 return rc;
             continue;
@@ -1456,13 +1526,25 @@ static int s_read_tensor(s_rd_t *r, int i, fm_wire_tensor_t *x)
             x->ndim = (int)v.n;
             for (int d = 0; d < x->ndim && rc == 0; d++)
                 rc = s_read_uint(r, field, UINT64_MAX, &x->shape[d]);
+        } else if (w == 4)
+            rc = s_read_num(r, field, &x->enc.scale);
+        else if (w == 6) {
+            if ((rc = s_read_str(r, field, comp, FM_WIRE_DTYPE_MAX, true, FM_WIRE_TEXT_NAME)) ==
+                    0 &&
+                strcmp(comp, "zstd") != 0)
+                return s_err(r, FM_EFORMAT, field, "'%s': the only compression is zstd", comp);
         } else {
             if ((rc = s_next(r, field, &v)) != 0)
                 return rc;
             if (v.kind != S_BIN)
                 return s_wrong_type(r, field, &v, "a bin");
-            x->data = v.ptr;
-            x->nbytes = (size_t)v.n;
+            if (w == 3) {
+                x->data = v.ptr;
+                x->nbytes = (size_t)v.n;
+            } else {
+                x->enc.idx = v.ptr;
+                x->enc.idx_nbytes = (size_t)v.n;
+            }
         }
         if (rc)
             return rc;
@@ -1470,6 +1552,13 @@ static int s_read_tensor(s_rd_t *r, int i, fm_wire_tensor_t *x)
     for (int w = 0; w < 4; w++)
         if (!seen[w])
             return s_err(r, FM_EFORMAT, path, "missing key '%s'", keys[w]);
+    if (fm_dtype_parse(x->dtype, &x->enc.dtype) != 0)
+        x->enc.dtype = FM_DT_COUNT; /* fm_wire_tensors_check names it */
+    x->enc.data = x->data;
+    x->enc.nbytes = x->nbytes;
+    x->enc.sparse = seen[5];
+    x->enc.zstd = seen[6];
+    x->has_scale = seen[4];
     return 0;
 }
 
@@ -1658,6 +1747,8 @@ static int s_decode(const void *buf, size_t len, uint32_t accept, const char *wh
         ts->count = 0;
     if ((rc = s_frame(&r, &ty)) != 0)
         return rc;
+    if (ts)
+        ts->version = r.version;
     if (!(accept & S_BIT(ty)))
         return s_err(&r, FM_EFORMAT, "t", "message type %s, expected %s", fm_wire_type_name(ty),
                      what);
@@ -2060,7 +2151,7 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
     FM_ASSERT(t->count >= 0 && t->count <= FM_WIRE_MAX_TENSORS);
     int nv = fm_model_nviews(layout);
     bool seen[FM_WIRE_MAX_TENSORS] = {false}; /* a layout has at most as many views */
-    char nm[S_SHOWN + 8], got[128], want[128];
+    char nm[S_SHOWN + 8], got[128], want[128], what[S_SHOWN + 32];
     const char *model = fm_model_name(layout);
     FM_ASSERT(nv >= 0 && nv <= FM_WIRE_MAX_TENSORS);
     for (int i = 0; i < t->count; i++) {
@@ -2073,9 +2164,18 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
             return fm_errmsg_set(e, FM_ENAME, "tensor '%s': duplicate", nm);
         seen[vi] = true;
         const fm_view_t *v = fm_model_view(layout, vi);
-        if (strcmp(x->dtype, "F32") != 0)
-            return fm_errmsg_set(e, FM_EDTYPE, "tensor '%s': dtype '%s', expected F32", nm,
-                                 s_printable(got, sizeof got, x->dtype, strlen(x->dtype)));
+        bool v1 = t->version < 2;
+        if (x->enc.dtype >= FM_DT_COUNT || (v1 && x->enc.dtype != FM_DT_F32))
+            return fm_errmsg_set(e, FM_EDTYPE, "tensor '%s': dtype '%s', expected %s", nm,
+                                 s_printable(got, sizeof got, x->dtype, strlen(x->dtype)),
+                                 v1 ? "F32 (protocol version 1)" : "F32, F16, BF16 or I8");
+        if (v1 && (x->enc.sparse || x->enc.zstd || x->has_scale))
+            return fm_errmsg_set(e, FM_EFORMAT,
+                                 "tensor '%s': \"%s\" is an encoding of protocol version 2, "
+                                 "the frame says 1",
+                                 nm, x->enc.sparse ? "idx" : x->enc.zstd ? "comp" : "scale");
+        if (x->enc.dtype == FM_DT_I8 && !x->has_scale)
+            return fm_errmsg_set(e, FM_EFORMAT, "tensor '%s': dtype I8 without \"scale\"", nm);
         bool same = x->ndim == v->ndim;
         for (int d = 0; same && d < v->ndim; d++)
             same = x->shape[d] == (uint64_t)v->shape[d];
@@ -2087,10 +2187,17 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
                                  s_fmt_shape(got, sizeof got, x->ndim, x->shape),
                                  s_fmt_shape(want, sizeof want, v->ndim, vs));
         }
-        if (x->nbytes != 4 * v->numel)
-            return fm_errmsg_set(e, FM_ESHAPE,
-                                 "tensor '%s': %zu data bytes, expected %zu (%zu float32)", nm,
-                                 x->nbytes, 4 * v->numel, v->numel);
+        if (fm_codec_is_raw(&x->enc)) {
+            if (x->nbytes != 4 * v->numel)
+                return fm_errmsg_set(e, FM_ESHAPE,
+                                     "tensor '%s': %zu data bytes, expected %zu (%zu float32)",
+                                     nm, x->nbytes, 4 * v->numel, v->numel);
+            continue;
+        }
+        snprintf(what, sizeof what, "tensor '%s'", nm);
+        int rc = fm_codec_check(&x->enc, v->numel, what, e);
+        if (rc)
+            return rc;
     }
     for (int vi = 0; vi < nv; vi++)
         if (!seen[vi])
@@ -2105,6 +2212,7 @@ int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e)
     char nm[S_SHOWN + 8];
     for (int i = 0; i < t->count; i++) {
         const fm_wire_tensor_t *x = &t->t[i];
+        FM_ASSERT(fm_codec_is_raw(&x->enc));
         size_t n = x->nbytes / 4, bad = s_first_nonfinite(x->data, n);
         if (bad < n)
             return fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
@@ -2119,17 +2227,36 @@ int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, f
     FM_ASSERT(t && layout && dst);
     FM_ASSERT(t->count == fm_model_nviews(layout));
     int rc = 0;
+    fm_codec_rd_t *rd = NULL;
+    char what[FM_WIRE_STR_MAX + 16];
     for (int i = 0; i < t->count; i++) {
         const fm_wire_tensor_t *x = &t->t[i];
         int vi = s_view_index(layout, x->name);
         FM_ASSERT(vi >= 0); /* fm_wire_tensors_check first */
         const fm_view_t *v = fm_model_view(layout, vi);
-        FM_ASSERT(x->nbytes == 4 * v->numel);
-        memcpy(dst + v->offset, x->data, x->nbytes);
+        snprintf(what, sizeof what, "tensor '%s'", v->name);
+        if (fm_codec_is_raw(&x->enc)) {
+            FM_ASSERT(x->nbytes == 4 * v->numel);
+            memcpy(dst + v->offset, x->data, x->nbytes);
+        } else {
+            int drc;
+            if (!rd && !(rd = calloc(1, sizeof *rd))) {
+                rc = fm_errmsg_set(e, -ENOMEM, "%s: out of memory", what);
+                break;
+            }
+            if ((drc = fm_codec_decode(rd, &x->enc, v->numel, what, dst + v->offset, e)) != 0) {
+                rc = drc;
+                break;
+            }
+        }
         size_t bad = s_first_nonfinite(dst + v->offset, v->numel);
         if (bad < v->numel && rc == 0)
             rc = fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
                                v->name, bad);
+    }
+    if (rd) {
+        fm_codec_rd_free(rd);
+        free(rd);
     }
     return rc;
 }

@@ -1,11 +1,14 @@
-/* fm_wire: the fedmq wire protocol, version 1 (docs/PROTOCOL.md is the specification).
+/* fm_wire: the fedmq wire protocol, versions 1 and 2 (docs/PROTOCOL.md is the specification).
  *
  * Pure encode/decode, no sockets. Every message is ONE ZeroMQ frame holding ONE msgpack
- * map with string keys; the mandatory keys are "v" (protocol version, FM_WIRE_VERSION) and
- * "t" (type string, e.g. "UPDATE"). Tensors travel under "tensors" as an array of maps
- * {"name": str, "dtype": "F32", "shape": [uint..], "data": bin (little-endian float32)}, with
- * the model's PyTorch names and the bytes of the flat parameter layout, so encoding and
- * decoding are one memcpy per tensor.
+ * map with string keys; the mandatory keys are "v" (protocol version) and "t" (type string,
+ * e.g. "UPDATE"). Tensors travel under "tensors" as an array of maps {"name": str, "dtype":
+ * "F32", "shape": [uint..], "data": bin (little-endian float32)}, with the model's PyTorch
+ * names and the bytes of the flat parameter layout, so encoding and decoding are one memcpy
+ * per tensor. Version 2 is version 1 plus tensor encodings (fm_codec: "dtype" F16, BF16 or
+ * I8 with "scale", sparse "idx", "comp": "zstd"); a frame carries "v": 2 exactly when one of
+ * its tensors is encoded, so raw float32 traffic is version 1, byte for byte as before, and
+ * decoders take both (a version-1 frame with an encoded tensor is refused).
  *
  * Encoding uses msgpack-c's packer into an fm_wire_buf_t. Decoding never uses msgpack-c:
  * a bounded reader checks every length against the bytes remaining before using it, caps
@@ -35,12 +38,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fm_codec.h"
 #include "fm_err.h"
 #include "fm_model.h"
 #include "fm_sa_cohort.h"
 #include "fm_sa_msg.h"
 
-#define FM_WIRE_VERSION 1             /* value of "v" */
+#define FM_WIRE_VERSION 1             /* value of "v" (raw float32 tensors) */
+#define FM_WIRE_VERSION_MAX 2         /* "v" of a frame with an encoded tensor (fm_codec) */
 #define FM_WIRE_MAX_TENSORS 64        /* entries of "tensors" */
 #define FM_WIRE_MAX_DIMS 4            /* entries of a tensor's "shape" (== FM_MAX_DIMS) */
 #define FM_WIRE_STR_MAX 255           /* bytes of a string field (names, ids), NUL excluded */
@@ -314,13 +319,18 @@ typedef struct {
     char dtype[FM_WIRE_DTYPE_MAX + 1];
     int ndim; /* 0..FM_WIRE_MAX_DIMS */
     uint64_t shape[FM_WIRE_MAX_DIMS];
-    const void *data;
+    const void *data; /* "data" */
     size_t nbytes;
+    /* the encoding (fm_codec): enc.dtype from "dtype" (FM_DT_COUNT if unknown), enc.scale
+     * from "scale", enc.idx from "idx" (sparse), enc.zstd from "comp"; enc.data = data */
+    fm_codec_tensor_t enc;
+    int has_scale; /* "scale" was present */
 } fm_wire_tensor_t;
 
-/* The decoded "tensors" of a MODEL or UPDATE. About 21 KB: allocate it once and reuse it. */
+/* The decoded "tensors" of a MODEL or UPDATE. About 25 KB: allocate it once and reuse it. */
 typedef struct {
     int count;
+    unsigned version; /* the frame's "v": encodings need 2 (fm_wire_tensors_check) */
     fm_wire_tensor_t t[FM_WIRE_MAX_TENSORS];
 } fm_wire_tensors_t;
 
@@ -356,6 +366,15 @@ int fm_wire_encode_model(const fm_wire_model_t *hdr, const fm_model_t *layout,
                          const float *params, fm_wire_buf_t *out);
 int fm_wire_encode_update(const fm_wire_update_t *hdr, const fm_model_t *layout,
                           const float *delta, fm_wire_buf_t *out);
+/* The same with encoded tensors: coded[i] (fm_codec_enc_run) is view i of the layout (delta
+ * and params may then be NULL); NULL coded = raw float32 from delta/params. The frame is
+ * version 2 when a tensor is encoded, else byte for byte what the raw encoder writes. */
+int fm_wire_encode_update_coded(const fm_wire_update_t *hdr, const fm_model_t *layout,
+                                const float *delta, const fm_codec_tensor_t *coded,
+                                fm_wire_buf_t *out);
+int fm_wire_encode_model_coded(const fm_wire_model_t *hdr, const fm_model_t *layout,
+                               const float *params, const fm_codec_tensor_t *coded,
+                               fm_wire_buf_t *out);
 /* type: FM_WIRE_HELLO, FM_WIRE_HEARTBEAT (also writes "sent" and "busy") or FM_WIRE_BYE. */
 int fm_wire_encode_member(fm_wire_type_t type, const fm_wire_member_t *m, fm_wire_buf_t *out);
 int fm_wire_encode_snapshot_req(const fm_wire_snapshot_req_t *r, fm_wire_buf_t *out);
@@ -455,22 +474,28 @@ void fm_wire_sa_masked_view(const fm_wire_sa_masked_t *w, uint32_t *scratch, fm_
 /* ---- tensors against a model layout ---------------------------------------------------------
  */
 
-/* Check decoded tensors against `layout`: exactly one tensor per view, in any order. Errors
- * (first problem found, `e` names the tensor): FM_ENAME (unknown, duplicate or missing
- * name), FM_EDTYPE (dtype not "F32"), FM_ESHAPE (shape differs from the view's, or data is
- * not numel*4 bytes). */
+/* Check decoded tensors against `layout`: exactly one tensor per view, in any order, each
+ * encoded as its frame's version allows. Errors (first problem found, `e` names the tensor):
+ * FM_ENAME (unknown, duplicate or missing name), FM_EDTYPE (dtype not "F32" in a version-1
+ * frame; not F32/F16/BF16/I8 in version 2), FM_ESHAPE (shape differs from the view's, or raw
+ * F32 data is not numel*4 bytes), FM_EFORMAT (an encoding key in a version-1 frame; I8
+ * without "scale"; an encoded tensor whose byte counts disagree: fm_codec_check), FM_ERANGE
+ * (I8 scale not finite >= 0, more indices than entries). Index order and zstd frames are
+ * checked when the values are read (fm_codec_rd_t). */
 int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, fm_errmsg_t *e);
 
 /* 0 if every float of every tensor is finite, else FM_ENONFINITE naming the first tensor
  * with a NaN or infinity. Reads the data in place (nbytes / 4 floats per tensor), so a
  * receiver can check before copying into a live buffer; normally called after
- * fm_wire_tensors_check. */
+ * fm_wire_tensors_check. Raw F32 tensors only (FM_ASSERT): encoded ones are read with
+ * fm_codec_rd_t. */
 int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e);
 
 /* Copy checked tensors into the flat buffer `dst` (fm_model_nparams(layout) floats), one
- * memcpy per tensor, then check that what was copied is finite. Call only after
- * fm_wire_tensors_check succeeded (anything else is a programmer error: FM_ASSERT).
- * Errors: FM_ENONFINITE (dst then holds the copied values: discard them). */
+ * memcpy per raw tensor, encoded ones decoded (fm_codec_decode), then check that what was
+ * copied is finite. Call only after fm_wire_tensors_check succeeded (anything else is a
+ * programmer error: FM_ASSERT). Errors: FM_ENONFINITE (dst then holds the copied values:
+ * discard them); an encoded tensor's fm_codec_rd_next error (indices, zstd); -ENOMEM. */
 int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, float *dst,
                          fm_errmsg_t *e);
 

@@ -199,7 +199,7 @@ static void test_every_reason_counted(void **state)
     s_update(t, 5, 10);
     assert_int_equal(s_ingest(t, t->buf.data, t->buf.len / 2).reason, AGG_REJ_TRUNCATED);
     s_update(t, 5, 10);
-    s_mutate(t, "\xa1v\x01", "\xa1v\x02", 3);
+    s_mutate(t, "\xa1v\x01", "\xa1v\x03", 3);
     S_EXPECT_REJECT(t, AGG_REJ_VERSION);
     fm_wire_snapshot_req_t req = {.have = 0};
     snprintf(req.from, sizeof req.from, "x");

@@ -67,6 +67,8 @@ struct agg_server {
     double created;      /* wall clock of the current version ("ts") */
 
     fm_wire_buf_t frame;    /* the encoded MODEL of the current version */
+    fm_codec_enc_t *model_enc;      /* [aggregator] model_encoding fp16/bf16, else NULL */
+    fm_codec_tensor_t *model_coded; /* its output, one per view */
     double last_publish_at; /* monotonic */
     zsock_t *pull;
     zsock_t *pub;
@@ -112,13 +114,24 @@ static fm_wire_model_t s_model_hdr(agg_server_t *self)
     return hdr;
 }
 
+/* The MODEL of the current version with header *hdr into self->frame, its values as
+ * [aggregator] model_encoding says (the model itself stays float32). 0 or an encoder error. */
+static int s_encode_model(agg_server_t *self, const fm_wire_model_t *hdr)
+{
+    const float *params = fm_model_params(self->model);
+    if (!self->model_enc)
+        return fm_wire_encode_model(hdr, self->model, params, &self->frame);
+    int rc = fm_codec_enc_run(self->model_enc, params, NULL, NULL, self->model_coded);
+    return rc ? rc : fm_wire_encode_model_coded(hdr, self->model, NULL, self->model_coded,
+                                                &self->frame);
+}
+
 /* Publish the current version; encode it first (with the policy's round fields) if asked. */
 static void s_publish(agg_server_t *self, int encode)
 {
     if (encode) {
         fm_wire_model_t hdr = s_model_hdr(self);
-        int rc = fm_wire_encode_model(&hdr, self->model, fm_model_params(self->model),
-                                      &self->frame);
+        int rc = s_encode_model(self, &hdr);
         if (rc) {
             FM_LOG(LOG_ERR, "encode MODEL version %llu: %s", (unsigned long long)self->version,
                    fm_strerror(rc));
@@ -800,10 +813,20 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
 {
     int rc;
     fm_wire_model_t hdr = s_model_hdr(self);
+    /* sizes from the float32 frame, what an update is at most */
     if ((rc = fm_wire_encode_model(&hdr, self->model, fm_model_params(self->model),
                                    &self->frame)) != 0)
         return fm_errmsg_set(e, rc, "encode MODEL: %s", fm_strerror(rc));
     size_t maxmsg = 4 * self->frame.len + 4096;
+    if (self->cfg.aggregator.model_encoding != FM_DT_F32) {
+        fm_codec_config_t mc = {.dtype = (fm_dtype_t)self->cfg.aggregator.model_encoding};
+        self->model_coded = calloc((size_t)fm_model_nviews(self->model), sizeof *self->model_coded);
+        if (!self->model_coded || !(self->model_enc = fm_codec_enc_new(self->model, &mc, &rc)))
+            return fm_errmsg_set(e, rc ? rc : -ENOMEM, "MODEL encoder: %s",
+                                 fm_strerror(rc ? rc : -ENOMEM));
+        if ((rc = s_encode_model(self, &hdr)) != 0)
+            return fm_errmsg_set(e, rc, "encode MODEL: %s", fm_strerror(rc));
+    }
     size_t hwm = S_RCV_BYTES_MAX / (self->frame.len + 1);
     hwm = hwm < 16 ? 16 : hwm > 1000 ? 1000 : hwm;
     fm_sock_opts_t o_pull = {.rcvhwm = (int)hwm,
@@ -837,8 +860,7 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     }
     if (self->acks) { /* the MODEL carries "boot" now */
         hdr = s_model_hdr(self);
-        if ((rc = fm_wire_encode_model(&hdr, self->model, fm_model_params(self->model),
-                                       &self->frame)) != 0)
+        if ((rc = s_encode_model(self, &hdr)) != 0)
             return fm_errmsg_set(e, rc, "encode MODEL: %s", fm_strerror(rc));
     }
     if (!(self->loop = fm_loop_new(e)))
@@ -990,6 +1012,8 @@ void agg_server_destroy(agg_server_t **p)
     fm_jsonl_close(&self->history);
     free(self->scratch_ids);
     fm_wire_buf_free(&self->frame);
+    fm_codec_enc_destroy(&self->model_enc);
+    free(self->model_coded);
     agg_ingest_destroy(&self->ingest);
     agg_state_destroy(&self->state);
     agg_stats_destroy(&self->stats);

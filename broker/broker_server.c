@@ -228,7 +228,7 @@ static int s_check_model(broker_server_t *self, zframe_t *frame, fm_wire_model_t
                              hdr->model, fm_model_name(self->layout));
     if ((rc = fm_wire_tensors_check(self->tensors, self->layout, e)) != 0)
         return rc;
-    return fm_wire_tensors_finite(self->tensors, e);
+    return fm_wire_tensors_finite(self->tensors, self->layout, e);
 }
 
 /* ---- socket handlers ------------------------------------------------------------------- */

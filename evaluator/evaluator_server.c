@@ -350,7 +350,7 @@ static void s_accept(eval_server_t *self, s_source_t src, const void *buf, size_
         return;
     }
     if ((rc = fm_wire_tensors_check(self->tensors, self->model, &e)) != 0 ||
-        (rc = fm_wire_tensors_finite(self->tensors, &e)) != 0) {
+        (rc = fm_wire_tensors_finite(self->tensors, self->model, &e)) != 0) {
         char why[sizeof e.msg + 32];
         snprintf(why, sizeof why, "MODEL v%llu: %s", (unsigned long long)hdr.version, e.msg);
         s_reject(self, src, rc, why);

@@ -160,6 +160,7 @@ typedef struct {
     double tau;
     char checkpoint_dir[FM_CFG_STR_MAX];
     bool acks; /* acknowledged delivery: a checkpoint per version, ACKs on endpoints.acks */
+    int model_encoding; /* fm_dtype_t of the MODEL values published: fp32, fp16 or bf16 */
     int checkpoint_every;
     int checkpoint_keep;
     char init[FM_CFG_STR_MAX];         /* "" = seeded init */

@@ -2206,19 +2206,48 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
     return 0;
 }
 
-int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e)
+int fm_wire_tensors_finite(const fm_wire_tensors_t *t, const fm_model_t *layout, fm_errmsg_t *e)
 {
     FM_ASSERT(t && t->count >= 0 && t->count <= FM_WIRE_MAX_TENSORS);
-    char nm[S_SHOWN + 8];
-    for (int i = 0; i < t->count; i++) {
+    char nm[S_SHOWN + 8], what[S_SHOWN + 32];
+    fm_codec_rd_t *rd = NULL;
+    int rc = 0;
+    for (int i = 0; i < t->count && rc == 0; i++) {
         const fm_wire_tensor_t *x = &t->t[i];
-        FM_ASSERT(fm_codec_is_raw(&x->enc));
-        size_t n = x->nbytes / 4, bad = s_first_nonfinite(x->data, n);
-        if (bad < n)
-            return fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
-                                 s_printable(nm, sizeof nm, x->name, strlen(x->name)), bad);
+        s_printable(nm, sizeof nm, x->name, strlen(x->name));
+        if (fm_codec_is_raw(&x->enc)) {
+            size_t n = x->nbytes / 4, bad = s_first_nonfinite(x->data, n);
+            if (bad < n)
+                rc = fm_errmsg_set(e, FM_ENONFINITE,
+                                   "tensor '%s': non-finite value at element %zu", nm, bad);
+            continue;
+        }
+        FM_ASSERT(layout); /* encoded tensors need their view's size */
+        int vi = s_view_index(layout, x->name);
+        FM_ASSERT(vi >= 0); /* fm_wire_tensors_check first */
+        if (!rd && !(rd = calloc(1, sizeof *rd))) {
+            rc = fm_errmsg_set(e, -ENOMEM, "tensor '%s': out of memory", nm);
+            break;
+        }
+        snprintf(what, sizeof what, "tensor '%s'", nm);
+        fm_codec_block_t b;
+        rc = fm_codec_rd_open(rd, &x->enc, fm_model_view(layout, vi)->numel, what, e);
+        while (rc == 0 && (rc = fm_codec_rd_next(rd, &b, e)) == 1) {
+            size_t bad = s_first_nonfinite(b.vals, b.n);
+            rc = 0;
+            if (bad < b.n) {
+                rc = fm_errmsg_set(e, FM_ENONFINITE,
+                                   "tensor '%s': non-finite value at element %zu", nm,
+                                   b.idx ? (size_t)b.idx[bad] : b.first + bad);
+                break;
+            }
+        }
     }
-    return 0;
+    if (rd) {
+        fm_codec_rd_free(rd);
+        free(rd);
+    }
+    return rc;
 }
 
 int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, float *dst,
@@ -2250,9 +2279,11 @@ int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, f
             }
         }
         size_t bad = s_first_nonfinite(dst + v->offset, v->numel);
-        if (bad < v->numel && rc == 0)
+        if (bad < v->numel) { /* the first problem, as fm_wire_tensors_finite finds it */
             rc = fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
                                v->name, bad);
+            break;
+        }
     }
     if (rd) {
         fm_codec_rd_free(rd);

@@ -484,18 +484,19 @@ void fm_wire_sa_masked_view(const fm_wire_sa_masked_t *w, uint32_t *scratch, fm_
  * checked when the values are read (fm_codec_rd_t). */
 int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, fm_errmsg_t *e);
 
-/* 0 if every float of every tensor is finite, else FM_ENONFINITE naming the first tensor
- * with a NaN or infinity. Reads the data in place (nbytes / 4 floats per tensor), so a
- * receiver can check before copying into a live buffer; normally called after
- * fm_wire_tensors_check. Raw F32 tensors only (FM_ASSERT): encoded ones are read with
- * fm_codec_rd_t. */
-int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e);
+/* 0 if every value of every tensor is finite, else FM_ENONFINITE naming the first tensor
+ * with a NaN or infinity. Reads raw data in place and encoded tensors block by block (their
+ * sizes from `layout`, which may be NULL when every tensor is raw F32), so a receiver can
+ * check before copying into a live buffer; call after fm_wire_tensors_check. Encoded tensors
+ * may also fail with fm_codec_rd_next's errors (indices, zstd) or -ENOMEM. */
+int fm_wire_tensors_finite(const fm_wire_tensors_t *t, const fm_model_t *layout, fm_errmsg_t *e);
 
 /* Copy checked tensors into the flat buffer `dst` (fm_model_nparams(layout) floats), one
  * memcpy per raw tensor, encoded ones decoded (fm_codec_decode), then check that what was
  * copied is finite. Call only after fm_wire_tensors_check succeeded (anything else is a
- * programmer error: FM_ASSERT). Errors: FM_ENONFINITE (dst then holds the copied values:
- * discard them); an encoded tensor's fm_codec_rd_next error (indices, zstd); -ENOMEM. */
+ * programmer error: FM_ASSERT). Errors, the first problem in frame order (as
+ * fm_wire_tensors_finite finds it): FM_ENONFINITE, an encoded tensor's fm_codec_rd_next
+ * error (indices, zstd), -ENOMEM; dst then holds part of the values: discard them. */
 int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, float *dst,
                          fm_errmsg_t *e);
 

@@ -219,7 +219,7 @@ static void t_on_update(t_state_t *s)
     }
     if (fm_wire_decode_update(zframe_data(f), zframe_size(f), &u, s->tensors, &e) != 0 ||
         fm_wire_tensors_check(s->tensors, s->layout, &e) != 0 ||
-        fm_wire_tensors_finite(s->tensors, &e) != 0 ||
+        fm_wire_tensors_finite(s->tensors, NULL, &e) != 0 ||
         fm_wire_tensors_copy(s->tensors, s->layout, s->delta, &e) != 0) {
         t_update_fail(s, e.msg);
         zframe_destroy(&f);

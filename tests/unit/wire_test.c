@@ -378,7 +378,7 @@ static void s_roundtrip_model(const char *name)
                     (const unsigned char *)ts->t[i].data + ts->t[i].nbytes <= f + buf.len);
     }
     fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
-    fm_tu_ok(fm_wire_tensors_finite(ts, &e), &e);
+    fm_tu_ok(fm_wire_tensors_finite(ts, m, &e), &e);
     float *dst = fm_tu_floats(np);
     fm_tu_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
     assert_memory_equal(dst, p, 4 * np);
@@ -1318,7 +1318,7 @@ static void test_nonfinite(void **state)
         assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
         fm_tu_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
         fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
-        fm_tu_expect(fm_wire_tensors_finite(ts, &e), FM_ENONFINITE, &e,
+        fm_tu_expect(fm_wire_tensors_finite(ts, m, &e), FM_ENONFINITE, &e,
                      k == 0   ? "tensor 'fc.bias': non-finite value at element 9"
                      : k == 1 ? "'fc.weight': non-finite value at element 0"
                               : "element 4321");
@@ -1330,7 +1330,7 @@ static void test_nonfinite(void **state)
     assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
     fm_tu_ok(fm_wire_decode_update(buf.data, buf.len, &got, ts, &e), &e);
     fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
-    fm_tu_ok(fm_wire_tensors_finite(ts, &e), &e);
+    fm_tu_ok(fm_wire_tensors_finite(ts, m, &e), &e);
     fm_tu_ok(fm_wire_tensors_copy(ts, m, dst, &e), &e);
     assert_memory_equal(dst, delta, 4 * np);
     fm_wire_buf_free(&buf);
@@ -1415,7 +1415,7 @@ static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, fl
             s_assert_printable(ts->t[i].dtype);
         }
         if (fm_wire_tensors_check(ts, m, &e) == 0) {
-            int a = fm_wire_tensors_finite(ts, &e), b = fm_wire_tensors_copy(ts, m, scratch, &e);
+            int a = fm_wire_tensors_finite(ts, m, &e), b = fm_wire_tensors_copy(ts, m, scratch, &e);
             assert_int_equal(a, b);
         }
     }

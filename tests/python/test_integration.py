@@ -260,3 +260,39 @@ def test_evaluator_metrics_decode(tmp_path, fed):
     finally:
         sub.close(0)
         ctx.term()
+
+
+@pytest.mark.parametrize("enc,tol", [("fp16", 2.0 ** -11), ("bf16", 2.0 ** -8)])
+def test_half_precision_models(tmp_path, fed, enc, tol):
+    """[aggregator] model_encoding = fp16 / bf16: the MODELs are protocol version 2 (through
+    the C broker, which checks them); the client decodes them within the format's rounding
+    of the float32 model, and its float32 updates still apply to the aggregator's float32
+    master copy: version 1 of the export is exactly init + delta (the delta applied to the
+    unrounded model), while the published model is its rounding."""
+    p0, settings = common(tmp_path, "async")
+    settings["aggregator.model_encoding"] = enc
+    f = fed(settings)
+    f.start("broker", "aggregator")
+    c = client(f)
+    try:
+        m = wait_model(c, f)
+        assert m is not None, f.log("aggregator")[-2000:]
+        for k in p0:
+            np.testing.assert_allclose(m.params[k], p0[k], rtol=tol, atol=1e-7)
+        assert not np.array_equal(m.params["fc.weight"], p0["fc.weight"])  # it was rounded
+        uids = [c.send_update(m, k, delta=delta_of(0.01), n=100, steps=1, loss=0.5, secs=0.1)
+                for k in range(2)]
+        assert [c.wait_fate(u, W).status for u in uids] == ["applied"] * 2, f.log("aggregator")
+        m1 = wait_model(c, f, newer_than=0)
+        assert m1 is not None and m1.mv == 1
+        f.stop("aggregator")
+        out = os.path.join(str(tmp_path), "export.safetensors")
+        r = f.tool("export", "--checkpoint", f.ckpt, "--out", out)
+        assert r.returncode == 0, r.stderr
+        got, _ = spec.load_safetensors(out)
+        np.testing.assert_allclose(got["fc.weight"], p0["fc.weight"] + np.float32(0.01),
+                                   rtol=0, atol=1e-7)
+        np.testing.assert_allclose(m1.params["fc.weight"], got["fc.weight"], rtol=tol, atol=1e-7)
+    finally:
+        c.close()
+    assert f.alive().get("broker")

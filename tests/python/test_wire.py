@@ -190,7 +190,7 @@ def with_(base, **kw):
     (pk(ACK_OK) + b"\x00", "format", "trailing"),
     (pk([1, 2]), "format", "not a msgpack map"),
     (b"\xc1", "format", ""),
-    (pk(with_(ACK_OK, v=2)), "version", "protocol version 2"),
+    (pk(with_(ACK_OK, v=3)), "version", "protocol version 3"),
     (pk(with_(ACK_OK, v=...)), "format", "v: missing"),
     (pk(with_(ACK_OK, v="1")), "format", "v: expected an integer"),
     (pk(with_(ACK_OK, t=...)), "format", "t: missing"),
@@ -292,7 +292,19 @@ W = _tmap("fc.weight", shape=(10, 784))
 
 
 @pytest.mark.parametrize("tensors,kw,code,text", [
-    ([W, _tmap(dtype="F16")], {}, "dtype", "dtype 'F16', expected F32"),
+    ([W, _tmap(dtype="F16")], {}, "dtype", "dtype 'F16', expected F32 (protocol version 1)"),
+    ([W, _tmap(dtype="F64")], {"v": 2}, "dtype", "dtype 'F64', expected F32, F16, BF16 or I8"),
+    ([W, dict(_tmap(), idx=bytes(4))], {}, "format", "\"idx\" is an encoding of protocol"),
+    ([W, dict(_tmap(dtype="I8", data=bytes(10)))], {"v": 2}, "format", "I8 without \"scale\""),
+    ([W, dict(_tmap(dtype="I8", data=bytes(10)), scale=float("nan"))], {"v": 2}, "encoding",
+     "scale nan"),
+    ([W, dict(_tmap(dtype="F16", data=bytes(18)))], {"v": 2}, "encoding", "18 data bytes"),
+    ([W, dict(_tmap(data=bytes(8)), idx=np.array([3, 3], "<u4").tobytes())], {"v": 2},
+     "encoding", "idx[1] = 3 not above"),
+    ([W, dict(_tmap(data=bytes(4)), idx=np.array([10], "<u4").tobytes())], {"v": 2},
+     "encoding", "idx[0] = 10 out of range"),
+    ([W, dict(_tmap(), comp="zstd")], {"v": 2}, "encoding", "does not decompress"),
+    ([W, dict(_tmap(), comp="lz4")], {"v": 2}, "format", "the only compression is zstd"),
     ([W, _tmap(dtype="F" * 16)], {}, "range", "dtype: string of 16 bytes"),
     ([W, _tmap(data=bytes(36))], {}, "shape", "36 data bytes, expected 40"),
     ([W, _tmap(shape=(11,), data=bytes(44))], {}, "shape", "shape [11], expected [10]"),
@@ -320,6 +332,25 @@ def test_model_rejections(tensors, kw, code, text):
         wire.decode_model(_model_msg(tensors, **kw), "logreg")
     assert e.value.code == code, str(e.value)
     assert text in str(e.value), str(e.value)
+
+
+def test_model_version_2_encodings_decode():
+    """§2.1.2 from numpy, independently of the C encoder: F16, BF16 (top half of F32), I8 x
+    scale, sparse idx; the values are what the formats say."""
+    x = np.linspace(-2, 3, 10).astype(np.float32)
+    bf = (x.view("<u4") >> 16).astype("<u2")  # truncation: a valid BF16 of x
+    q = np.arange(-5, 5, dtype="i1")
+    cases = [
+        (_tmap(dtype="F16", data=x.astype("<f2").tobytes()), x.astype(np.float16)),
+        (_tmap(dtype="BF16", data=bf.tobytes()), (bf.astype("<u4") << 16).view("<f4")),
+        (dict(_tmap(dtype="I8", data=q.tobytes()), scale=0.25), q.astype(np.float32) * 0.25),
+        (dict(_tmap(data=np.float32([7, -1]).tobytes()), idx=np.array([2, 9], "<u4").tobytes()),
+         np.float32([0, 0, 7, 0, 0, 0, 0, 0, 0, -1])),
+    ]
+    for t, want in cases:
+        m = wire.decode_model(_model_msg([W, t], v=2), "logreg")
+        assert m.params["fc.bias"].dtype == np.float32
+        np.testing.assert_array_equal(m.params["fc.bias"], want.astype(np.float32))
 
 
 def test_model_accepts_integer_ts_and_unknown_tensor_keys():

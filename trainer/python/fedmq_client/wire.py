@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import msgpack
 import numpy as np
 
-VERSION = 1
+VERSION = 1                # what this client sends (raw float32 tensors)
+VERSION_MAX = 2            # what it reads: 2 = 1 + tensor encodings (§2.1.2)
 PROTOCOL_VERSION = VERSION
 MAX_TENSORS = 64
 MAX_DIMS = 4
@@ -40,7 +41,7 @@ _ID_EXTRA = set(b"._-:@/")
 class WireError(ValueError):
     """A frame (or a message to encode) the C decoder would reject. `code` is the C error:
     'trunc', 'format', 'range', 'version' (decoding), 'arg' (encoding), or 'name', 'dtype',
-    'shape', 'nonfinite', 'model' (checks against a model)."""
+    'shape', 'encoding', 'nonfinite', 'model' (checks against a model)."""
 
     def __init__(self, code: str, msg: str):
         super().__init__(msg)
@@ -446,8 +447,9 @@ def _frame(buf: bytes, what: str):
     v = d["v"]
     if type(v) is not int:
         rd.wrong("v", v, "an integer")
-    if v != VERSION:
-        rd.err("version", "v", "protocol version %d, this client speaks %d" % (v, VERSION))
+    if not VERSION <= v <= VERSION_MAX:
+        rd.err("version", "v", "protocol version %d, this client speaks %d and %d"
+               % (v, VERSION, VERSION_MAX))
     if "t" not in d:
         rd.err("format", "t", "missing key (message type)")
     t = d["t"]
@@ -496,11 +498,20 @@ _DEFAULTS = {"u32": 0, "u64": 0, "nz64": 0, "f64": 0.0, "name0": "", "le32": Non
 
 @dataclass
 class Tensor:
-    """A decoded tensor map: data is the raw little-endian float32 bytes."""
+    """A decoded tensor map: data is the raw bytes of the values (little-endian, in dtype);
+    version 2 (§2.1.2): scale (I8), idx (sparse: uint32 indices), comp ("zstd" or None);
+    version is the frame's "v"."""
     name: str
     dtype: str
     shape: Tuple[int, ...]
     data: bytes
+    scale: Optional[float] = None
+    idx: Optional[bytes] = None
+    comp: Optional[str] = None
+    version: int = VERSION
+
+
+_TENSOR_KEYS = ("name", "dtype", "shape", "data", "scale", "idx", "comp")
 
 
 def _tensor(rd, i, v) -> Tensor:
@@ -511,15 +522,19 @@ def _tensor(rd, i, v) -> Tensor:
     for j, (k, x) in enumerate(v):
         if not isinstance(k, str):
             rd.err("format", path, "key #%d is not a string (%s)" % (j, _kind(k)))
-        if k not in ("name", "dtype", "shape", "data"):
+        if k not in _TENSOR_KEYS:
             continue
         fld = "%s.%s" % (path, k)
         if k in seen:
             rd.err("format", fld, "duplicate key")
         if k == "name":
             seen[k] = rd.text(fld, x, "name")
-        elif k == "dtype":
+        elif k in ("dtype", "comp"):
             seen[k] = rd.text(fld, x, "name", cap=DTYPE_MAX)
+            if k == "comp" and seen[k] != "zstd":
+                rd.err("format", fld, "'%s': the only compression is zstd" % seen[k])
+        elif k == "scale":
+            seen[k] = rd.num(fld, x)
         elif k == "shape":
             if not isinstance(x, list) or isinstance(x, _Map):
                 rd.wrong(fld, x, "an array")
@@ -531,7 +546,8 @@ def _tensor(rd, i, v) -> Tensor:
     for k in ("name", "dtype", "shape", "data"):
         if k not in seen:
             rd.err("format", path, "missing key '%s'" % k)
-    return Tensor(seen["name"], seen["dtype"], seen["shape"], seen["data"])
+    return Tensor(seen["name"], seen["dtype"], seen["shape"], seen["data"],
+                  seen.get("scale"), seen.get("idx"), seen.get("comp"))
 
 
 def _field(rd, key, kind, v):
@@ -613,12 +629,67 @@ def decode(frame: bytes, accept: Optional[Sequence[str]] = None) -> Tuple[str, d
             if req:
                 rd.err("format", k, "missing key")
             out[k] = _DEFAULTS.get(kind)
+    if out.get("tensors"):
+        version = dict(top)["v"]
+        for x in out["tensors"]:
+            x.version = version
     return t, out
 
 
 def peek(frame: bytes) -> str:
     """The type of a frame, after the checks of pass 1 (framing, "v", "t")."""
     return _frame(frame, "message")[0]
+
+
+_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I8": "i1"}
+
+
+def _decode_encoded(what: str, x: Tensor, numel: int) -> np.ndarray:
+    """An encoded tensor (§2.1.2) -> float32 values (numel), with the C decoder's checks
+    ('encoding' for what does not decode). zstd is not read by this client ('encoding')."""
+    name = "%s: tensor '%s'" % (what, x.name)
+    if x.comp is not None:
+        raise WireError("encoding", "%s: comp %s: this client does not decompress (send the "
+                        "MODEL uncompressed)" % (name, x.comp))
+    if x.dtype == "I8":
+        if x.scale is None:
+            raise WireError("format", "%s: dtype I8 without \"scale\"" % name)
+        if not (np.isfinite(x.scale) and x.scale >= 0):
+            raise WireError("encoding", "%s: scale %g, must be finite and >= 0"
+                            % (name, x.scale))
+    size = np.dtype(_DTYPES[x.dtype]).itemsize
+    k = numel
+    if x.idx is not None:
+        if len(x.idx) % 4:
+            raise WireError("encoding", "%s: idx of %d bytes, not a multiple of 4"
+                            % (name, len(x.idx)))
+        k = len(x.idx) // 4
+        if k > numel:
+            raise WireError("encoding", "%s: %d indices for %d entries" % (name, k, numel))
+    if len(x.data) != k * size:
+        raise WireError("encoding", "%s: %d data bytes, expected %d (%d values of %s)"
+                        % (name, len(x.data), k * size, k, x.dtype))
+    raw = np.frombuffer(x.data, dtype=_DTYPES[x.dtype])
+    if x.dtype == "F16":
+        vals = raw.astype(np.float32)
+    elif x.dtype == "BF16":
+        vals = (raw.astype(np.uint32) << 16).view(np.float32)
+    elif x.dtype == "I8":
+        vals = raw.astype(np.float32) * np.float32(x.scale)
+    else:
+        vals = raw.astype(np.float32)
+    if x.idx is None:
+        return vals
+    idx = np.frombuffer(x.idx, dtype="<u4").astype(np.int64)
+    if k and (np.any(idx >= numel) or np.any(np.diff(idx) <= 0)):
+        bad = int(np.flatnonzero(idx >= numel)[0]) if np.any(idx >= numel) else \
+            int(np.flatnonzero(np.diff(idx) <= 0)[0]) + 1
+        raise WireError("encoding", "%s: idx[%d] = %d %s" % (
+            name, bad, idx[bad], "out of range" if idx[bad] >= numel
+            else "not above the one before it (indices strictly increase)"))
+    out = np.zeros(numel, dtype=np.float32)
+    out[idx] = vals
+    return out
 
 
 def check_tensors(what: str, tensors: List[Tensor],
@@ -635,19 +706,29 @@ def check_tensors(what: str, tensors: List[Tensor],
             raise WireError("name", "%s: tensor '%s': duplicate" % (what, x.name))
         if want is not None and x.name not in want:
             raise WireError("name", "%s: tensor '%s': unknown in the model" % (what, x.name))
-        if x.dtype != "F32":
-            raise WireError("dtype", "%s: tensor '%s': dtype '%s', expected F32"
-                            % (what, x.name, x.dtype))
+        v1 = x.version < 2
+        if x.dtype not in _DTYPES or (v1 and x.dtype != "F32"):
+            raise WireError("dtype", "%s: tensor '%s': dtype '%s', expected %s"
+                            % (what, x.name, x.dtype,
+                               "F32 (protocol version 1)" if v1 else "F32, F16, BF16 or I8"))
+        if v1 and (x.idx is not None or x.comp is not None or x.scale is not None):
+            raise WireError("format", "%s: tensor '%s': \"%s\" is an encoding of protocol "
+                            "version 2, the frame says 1"
+                            % (what, x.name, "idx" if x.idx is not None
+                               else "comp" if x.comp is not None else "scale"))
         if want is not None and x.shape != want[x.name]:
             raise WireError("shape", "%s: tensor '%s': shape %s, expected %s"
                             % (what, x.name, list(x.shape), list(want[x.name])))
         numel = 1
         for d in x.shape:
             numel *= d
-        if len(x.data) != 4 * numel:
-            raise WireError("shape", "%s: tensor '%s': %d data bytes, expected %d (%d float32)"
-                            % (what, x.name, len(x.data), 4 * numel, numel))
-        a = np.frombuffer(x.data, dtype="<f4").reshape(x.shape).astype(np.float32)
+        if x.dtype == "F32" and x.idx is None and x.comp is None:
+            if len(x.data) != 4 * numel:
+                raise WireError("shape", "%s: tensor '%s': %d data bytes, expected %d (%d "
+                                "float32)" % (what, x.name, len(x.data), 4 * numel, numel))
+            a = np.frombuffer(x.data, dtype="<f4").reshape(x.shape).astype(np.float32)
+        else:
+            a = _decode_encoded(what, x, numel).reshape(x.shape)
         if not np.isfinite(a).all():
             bad = int(np.flatnonzero(~np.isfinite(a.reshape(-1)))[0])
             raise WireError("nonfinite", "%s: tensor '%s': non-finite value at element %d"

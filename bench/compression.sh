@@ -24,6 +24,7 @@
 # process_cpu_seconds_total, scraped every 2 s). Needs a quiet machine: run nothing else.
 # Run directories are kept under ${COMPRESSION_OUT:-/tmp/fedmq-compression-DATE}.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 RUNS="fp32 fp32+zstd fp16 fp16+zstd bf16 int8 int8+zstd topk10 topk10+zstd topk1 topk1+zstd"
 SECS=600 TARGET=0.85 DRY=0
@@ -61,15 +62,8 @@ args_of() { # the [trainer] overrides of run $1
     esac
 }
 
-scrape() { # PORT FILE: process_cpu_seconds_total of the daemon on PORT into FILE, every 2 s
-    while sleep 2; do
-        v=$(curl -s --max-time 1 "http://127.0.0.1:$1/metrics" 2>/dev/null |
-            sed -n 's/^process_cpu_seconds_total //p')
-        [ -n "$v" ] && echo "$v" >"$2"
-    done
-}
 
-echo "# compression $(date -u +%Y-%m-%dT%H:%MZ) git $(git rev-parse --short HEAD 2>/dev/null || echo -) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, $SECS s per run"
+echo "# compression $(date -u +%Y-%m-%dT%H:%MZ) git $(git rev-parse --short HEAD 2>/dev/null || echo -) on $(fm_bench_machine), $SECS s per run"
 echo
 echo "| run | bytes per update | fp32 / this | time to $TARGET (s) | updates then | bytes to $TARGET (MB) | best accuracy | mean of last 5 | trainer CPU (s) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -81,7 +75,7 @@ for r in $RUNS; do
          --set federation.target_accuracy=1.0 "${a[@]}" "${EXTRA[@]}")
     if [ "$DRY" = 1 ]; then echo "${cmd[*]}"; continue; fi
     rm -rf "$dir"
-    scrape 9564 "$OUT/$r.trainer_cpu" & s1=$!
+    fm_bench_scrape_cpu 9564 "$OUT/$r.trainer_cpu" & s1=$!
     "${cmd[@]}" >"$OUT/$r.out" 2>"$OUT/$r.err" || true
     kill "$s1" 2>/dev/null || true
     wait "$s1" 2>/dev/null || true

@@ -27,6 +27,7 @@
 # Wall times need a quiet machine: run nothing else meanwhile.
 # Run directories are kept under ${SECAGG_OUT:-/tmp/fedmq-secagg-DATE}.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 RUNS="async-plain async-sa10 sync-plain sync-sa10 async-plain50 async-sa50"
 SECS=900 TARGET=0.85 DRY=0
@@ -64,16 +65,8 @@ args_of() { # the fedmq run arguments of run $1
     esac
 }
 
-# scrape PORT FILE: process_cpu_seconds_total of the daemon on PORT into FILE, every 2 s
-scrape() {
-    while sleep 2; do
-        v=$(curl -s --max-time 1 "http://127.0.0.1:$1/metrics" 2>/dev/null |
-            sed -n 's/^process_cpu_seconds_total //p')
-        [ -n "$v" ] && echo "$v" >"$2"
-    done
-}
 
-echo "# secagg_overhead $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+echo "# secagg_overhead $(date -u +%Y-%m-%dT%H:%MZ) on $(fm_bench_machine)"
 echo
 echo "| run | time to $TARGET (s) | versions then | best accuracy | updates applied | bytes received per update | aggregator CPU (s) | trainer CPU (s) | cohorts done / aborted |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -84,8 +77,8 @@ for r in $RUNS; do
          --set "federation.target_accuracy=$TARGET")
     if [ "$DRY" = 1 ]; then echo "${cmd[*]}"; continue; fi
     rm -rf "$dir"
-    scrape 9562 "$OUT/$r.agg_cpu" & s1=$!
-    scrape 9564 "$OUT/$r.trainer_cpu" & s2=$!
+    fm_bench_scrape_cpu 9562 "$OUT/$r.agg_cpu" & s1=$!
+    fm_bench_scrape_cpu 9564 "$OUT/$r.trainer_cpu" & s2=$!
     "${cmd[@]}" >"$OUT/$r.out" 2>"$OUT/$r.err" || true
     kill "$s1" "$s2" 2>/dev/null || true
     wait "$s1" "$s2" 2>/dev/null || true

@@ -69,14 +69,24 @@ def client(f, **kw):
     return Client(ep, **args)
 
 
-def test_async_acks_versions_and_refusal(tmp_path, fed):
+def start_async(tmp_path, fed, **extra):
+    """An async federation of broker + aggregator (common settings + extra) and a client
+    holding its first model: (init params, federation, client, model)."""
     p0, settings = common(tmp_path, "async")
+    settings.update(extra)
     f = fed(settings)
     f.start("broker", "aggregator")
     c = client(f)
+    m = wait_model(c, f)
+    if m is None:
+        c.close()
+    assert m is not None, f.log("aggregator")[-2000:]
+    return p0, f, c, m
+
+
+def test_async_acks_versions_and_refusal(tmp_path, fed):
+    p0, f, c, m = start_async(tmp_path, fed)
     try:
-        m = wait_model(c, f)
-        assert m is not None, f.log("aggregator")[-2000:]
         assert m.mv == 0 and m.boot != 0 and not m.sync
         for k in p0:  # the C reader took our safetensors file as the initial model
             np.testing.assert_array_equal(m.params[k], p0[k])
@@ -269,14 +279,8 @@ def test_half_precision_models(tmp_path, fed, enc, tol):
     of the float32 model, and its float32 updates still apply to the aggregator's float32
     master copy: version 1 of the export is exactly init + delta (the delta applied to the
     unrounded model), while the published model is its rounding."""
-    p0, settings = common(tmp_path, "async")
-    settings["aggregator.model_encoding"] = enc
-    f = fed(settings)
-    f.start("broker", "aggregator")
-    c = client(f)
+    p0, f, c, m = start_async(tmp_path, fed, **{"aggregator.model_encoding": enc})
     try:
-        m = wait_model(c, f)
-        assert m is not None, f.log("aggregator")[-2000:]
         for k in p0:
             np.testing.assert_allclose(m.params[k], p0[k], rtol=tol, atol=1e-7)
         assert not np.array_equal(m.params["fc.weight"], p0["fc.weight"])  # it was rounded

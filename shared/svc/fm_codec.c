@@ -57,7 +57,7 @@ uint16_t fm_codec_f16_from_f32(float x)
     uint32_t sign = (u >> 16) & 0x8000u;
     uint32_t a = u & 0x7fffffffu;
     if (a > 0x7f800000u) /* NaN: quiet, keep the top payload bits */
-        return (uint16_t)(sign | 0x7e00u | (a >> 13));
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
     if (a >= 0x477ff000u) /* rounds to >= 65520: infinity */
         return (uint16_t)(sign | 0x7c00u);
     if (a < 0x38800000u) { /* below 2^-14: subnormal half (or zero) */

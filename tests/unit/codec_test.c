@@ -356,10 +356,11 @@ static void s_bound(fm_dtype_t d, float x, float dec, double scale, size_t i)
             fail_msg("BF16 [%zu]: %a -> %a", i, (double)x, (double)dec);
         break;
     default:
-        /* |q - x/s| < 1 in exact arithmetic; x * (1/s) + u are three float32 roundings of
-         * values < 128 (<= 2^-16 together) and q * s one more (2^-24 relative): 2^-14 of
-         * slack is plenty and still far below the next step */
-        if (!(err < scale * (1.0 + 0x1p-14)))
+        /* |q - x/s| < 1 in exact arithmetic (the quantiser's double roundings are ~2^-45);
+         * the receiver's (float)scale and (float)q * (float)scale add 2^-24 relative each,
+         * or, below FLT_MIN, 2^-150 absolute each (times |q| <= 127 for the scale's):
+         * 2^-14 relative + 2^-142 absolute of slack, still far below the next step */
+        if (!(err < scale * (1.0 + 0x1p-14) + 0x1p-142))
             fail_msg("I8 [%zu]: %a -> %a, scale %a", i, (double)x, (double)dec, scale);
         break;
     }
@@ -537,6 +538,49 @@ static void test_int8_unbiased(void **state)
     fm_codec_enc_destroy(&enc);
     free(ts);
     free(sum);
+    free(x);
+    free(out);
+    fm_model_destroy(&layout);
+}
+
+/* I8 of a tensor whose values are all tiny (max |x| below 127 / FLT_MAX, so 1 / scale is
+ * beyond float32): still within one scale step of x, and zeros stay exactly 0. */
+static void test_int8_tiny(void **state)
+{
+    (void)state;
+    fm_model_t *layout = s_layout();
+    size_t np = fm_model_nparams(layout);
+    float *x = fm_tu_floats(np), *out = fm_tu_floats(np);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_codec_tensor_t coded[3];
+    x[0] = 1e-38f;
+    x[1] = -3e-39f;
+    x[2] = 1e-45f; /* the smallest subnormal */
+    x[3] = 5e-39f;
+    const fm_view_t *b = fm_model_find(layout, "b");
+    x[b->offset] = 0x1p-149f; /* b: one subnormal, zeros */
+    fm_codec_config_t c = {.dtype = FM_DT_I8};
+    int err = 0;
+    fm_codec_enc_t *enc = fm_codec_enc_new(layout, &c, &err);
+    assert_non_null(enc);
+    fm_rng_t rng;
+    for (int s = 0; s < 50; s++) {
+        fm_rng_seed(&rng, 77, (uint64_t)s);
+        assert_int_equal(fm_codec_enc_run(enc, x, NULL, &rng, coded), 0);
+        assert_int_equal(s_wire(layout, coded, out, ts), 2);
+        for (int v = 0; v < 3; v++) {
+            const fm_view_t *view = fm_model_view(layout, v);
+            for (size_t j = 0; j < view->numel; j++) {
+                float xi = x[view->offset + j], d = out[view->offset + j];
+                s_bound(FM_DT_I8, xi, d, coded[v].scale, j);
+                if (xi == 0.0f && d != 0.0f)
+                    fail_msg("I8 %s[%zu]: 0 -> %a (scale %a)", view->name, j, (double)d,
+                             coded[v].scale);
+            }
+        }
+    }
+    fm_codec_enc_destroy(&enc);
+    free(ts);
     free(x);
     free(out);
     fm_model_destroy(&layout);
@@ -1369,6 +1413,7 @@ int main(void)
         cmocka_unit_test(test_dense_each_dtype),
         cmocka_unit_test(test_f16_out_of_range),
         cmocka_unit_test(test_int8_unbiased),
+        cmocka_unit_test(test_int8_tiny),
         cmocka_unit_test(test_topk_selection),
         cmocka_unit_test(test_topk_wire),
         cmocka_unit_test(test_error_feedback),

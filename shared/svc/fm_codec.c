@@ -57,7 +57,7 @@ uint16_t fm_codec_f16_from_f32(float x)
     uint32_t sign = (u >> 16) & 0x8000u;
     uint32_t a = u & 0x7fffffffu;
     if (a > 0x7f800000u) /* NaN: quiet, keep the top payload bits */
-        return (uint16_t)(sign | 0x7e00u | (a >> 13));
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
     if (a >= 0x477ff000u) /* rounds to >= 65520: infinity */
         return (uint16_t)(sign | 0x7c00u);
     if (a < 0x38800000u) { /* below 2^-14: subnormal half (or zero) */
@@ -313,10 +313,11 @@ static fm_dtype_t s_pack(fm_dtype_t dtype, const float *x, size_t n, fm_rng_t *r
             return FM_DT_F32;
         }
         *scale = s;
-        float inv = s > 0 ? (float)(1.0 / s) : 0.0f;
+        /* in double: 1 / s overflows float32 when max|x| < 127 / FLT_MAX (then x * inv was
+         * +-inf, or NaN for a zero), and u < 1 stays below 1 */
+        double inv = s > 0 ? 1.0 / s : 0.0;
         for (size_t i = 0; i < n; i++) {
-            float u = (float)fm_rng_uniform(rng);
-            float q = floorf(x[i] * inv + u);
+            double q = floor((double)x[i] * inv + fm_rng_uniform(rng));
             q = q > S_I8_MAX ? S_I8_MAX : q < -S_I8_MAX ? -S_I8_MAX : q;
             dst[i] = (unsigned char)(int8_t)q;
         }

@@ -2230,18 +2230,20 @@ int fm_wire_tensors_finite(const fm_wire_tensors_t *t, const fm_model_t *layout,
             break;
         }
         snprintf(what, sizeof what, "tensor '%s'", nm);
+        /* the whole tensor is read first, as fm_wire_tensors_copy decodes it: a tensor
+         * that does not decode is that error, even after a non-finite value */
         fm_codec_block_t b;
+        size_t first_bad = SIZE_MAX;
         rc = fm_codec_rd_open(rd, &x->enc, fm_model_view(layout, vi)->numel, what, e);
         while (rc == 0 && (rc = fm_codec_rd_next(rd, &b, e)) == 1) {
             size_t bad = s_first_nonfinite(b.vals, b.n);
             rc = 0;
-            if (bad < b.n) {
-                rc = fm_errmsg_set(e, FM_ENONFINITE,
-                                   "tensor '%s': non-finite value at element %zu", nm,
-                                   b.idx ? (size_t)b.idx[bad] : b.first + bad);
-                break;
-            }
+            if (bad < b.n && first_bad == SIZE_MAX)
+                first_bad = b.idx ? (size_t)b.idx[bad] : b.first + bad;
         }
+        if (rc == 0 && first_bad != SIZE_MAX)
+            rc = fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
+                               nm, first_bad);
     }
     if (rd) {
         fm_codec_rd_free(rd);

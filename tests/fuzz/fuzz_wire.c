@@ -4,32 +4,45 @@
  * Every input goes through fm_wire_peek and through EVERY fm_wire_decode_* (the daemons
  * dispatch on peek's type; a frame of one type given to another decoder must be refused
  * too). Then, as the receivers do: the tensors of a MODEL or UPDATE are checked against
- * the layout the message names (logreg, mlp or cnn; logreg when none), tested for
- * finiteness and copied into a flat buffer; cohort and ACK ids are read through.
+ * the layout the message names (logreg, mlp, cnn or the small encoded layout of
+ * fuzz_layout.h; logreg when none) AND against that small layout, and when they pass,
+ * every tensor is read through the codec's block reader (fm_codec_rd_t: indices, zstd
+ * frames), tested for finiteness (raw tensors) and copied into a flat buffer
+ * (fm_wire_tensors_copy decodes encoded ones); cohort and ACK ids are read through.
  * Properties checked on every input (FUZZ_ASSERT):
  *   - every error is the contract's one printable line (fuzz_msg_ok);
  *   - framing is decided once: when peek fails, every decoder fails with the same code;
  *     a decoder succeeds only on a frame whose peeked type is its own;
- *   - fm_wire_tensors_finite and fm_wire_tensors_copy agree on non-finite values;
+ *   - tensors that pass fm_wire_tensors_check: the block reader gives blocks of 1 ..
+ *     FM_CODEC_BLOCK values, dense ones contiguous, indices strictly increasing and in
+ *     range, every value read, then the end; fm_wire_tensors_copy fails with the reader's
+ *     first error, else is FM_ENONFINITE exactly when the reader saw a NaN or infinity;
+ *     for raw tensors fm_wire_tensors_finite agrees with both;
  *   - HELLO/HEARTBEAT/BYE, SNAPSHOT_REQ, ACK, DECLINE and the secure-aggregation messages
  *     (COHORT_INVITE .. COHORT_DONE/ABORT) survive encode(decode(frame)) unchanged; a decoded
  *     secure-aggregation message's lists are within their caps and its fm_sa struct points
  *     at the decoder's own arrays; a MASKED_UPDATE's vector is read whole.
- * With FM_FUZZ_SEEDS=1 every input must be a valid message of the type it peeks as. */
+ * With FM_FUZZ_SEEDS=1 every input must be a valid message of the type it peeks as, and a
+ * MODEL/UPDATE that names the small layout must pass its checks and reads. */
+#include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_codec.h"
 #include "fm_err.h"
 #include "fm_model.h"
 #include "fm_wire.h"
+#include "fuzz_layout.h"
 #include "fuzz_util.h"
 
 /* Harness state, made once (reachable until exit: not a leak). */
-static fm_model_t *s_models[3]; /* logreg, mlp, cnn */
+static fm_model_t *s_models[4]; /* logreg, mlp, cnn, the small layout (fuzz_layout.h) */
 static float *s_flat;           /* room for the largest model's parameters */
+static fm_codec_rd_t *s_rd;     /* the block reader (its zstd contexts reused) */
 static fm_wire_tensors_t *s_ts;
 static fm_wire_buf_t s_buf;
 static bool s_seeds;
@@ -53,9 +66,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static const char *const names[3] = {"logreg", "mlp", "cnn"};
     size_t most = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         int err = 0;
-        s_models[i] = fm_model_new(names[i], &err);
+        s_models[i] = i < 3 ? fm_model_new(names[i], &err) : fuzz_small_layout(&err);
         FUZZ_ASSERT(s_models[i]);
         if (fm_model_nparams(s_models[i]) > most)
             most = fm_model_nparams(s_models[i]);
@@ -63,7 +76,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     s_flat = malloc(most * sizeof *s_flat);
     s_ts = malloc(sizeof *s_ts);
     s_sa = calloc(1, sizeof *s_sa);
-    FUZZ_ASSERT(s_flat && s_ts && s_sa);
+    s_rd = calloc(1, sizeof *s_rd);
+    FUZZ_ASSERT(s_flat && s_ts && s_sa && s_rd);
     s_seeds = fuzz_seeds_mode();
     return 0;
 }
@@ -71,28 +85,94 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* The layout named `model`, logreg when the name is not a model. */
 static const fm_model_t *s_layout(const char *model)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (strcmp(model, fm_model_name(s_models[i])) == 0)
             return s_models[i];
     return s_models[0];
 }
 
-/* What a receiver does with decoded tensors. */
-static void s_tensors(const char *model)
+/* Read every checked tensor through the block reader, in frame order, checking the blocks;
+ * *nonfinite: a value read was NaN or infinite. 0 or the first error (a valid message). */
+static int s_read_blocks(const fm_model_t *layout, bool *nonfinite)
 {
-    const fm_model_t *layout = s_layout(model);
+    *nonfinite = false;
+    for (int i = 0; i < s_ts->count; i++) {
+        const fm_wire_tensor_t *x = &s_ts->t[i];
+        const fm_view_t *v = fm_model_find(layout, x->name);
+        FUZZ_ASSERT(v); /* fm_wire_tensors_check passed */
+        fm_errmsg_t e = {{0}};
+        int rc = fm_codec_rd_open(s_rd, &x->enc, v->numel, x->name, &e);
+        fuzz_msg_ok(rc, &e);
+        if (rc != 0)
+            return rc;
+        fm_codec_block_t b;
+        size_t read = 0;
+        long long last = -1;
+        while ((rc = fm_codec_rd_next(s_rd, &b, &e)) == 1) {
+            FUZZ_ASSERT(b.n >= 1 && b.n <= FM_CODEC_BLOCK && b.vals);
+            if (b.idx) {
+                for (size_t j = 0; j < b.n; j++) {
+                    FUZZ_ASSERT((long long)b.idx[j] > last && b.idx[j] < v->numel);
+                    last = b.idx[j];
+                }
+            } else
+                FUZZ_ASSERT(x->enc.sparse == 0 && b.first == read);
+            for (size_t j = 0; j < b.n; j++)
+                if (!isfinite(b.vals[j]))
+                    *nonfinite = true;
+            read += b.n;
+        }
+        fuzz_msg_ok(rc, &e);
+        if (rc != 0)
+            return rc;
+        FUZZ_ASSERT(read <= v->numel && (x->enc.sparse || read == v->numel));
+        FUZZ_ASSERT(fm_codec_rd_next(s_rd, &b, &e) == 0); /* the end stays the end */
+    }
+    return 0;
+}
+
+/* What a receiver does with decoded tensors, against `layout`; returns the check's result
+ * (0: they fit it) and *rrc the reader's. */
+static int s_tensors_in(const fm_model_t *layout, int *rrc)
+{
     fm_errmsg_t e = {{0}};
     int rc = fm_wire_tensors_check(s_ts, layout, &e);
     fuzz_msg_ok(rc, &e);
+    *rrc = rc;
     if (rc != 0)
-        return;
+        return rc;
+    bool nonfinite = false;
+    *rrc = s_read_blocks(layout, &nonfinite);
+    FUZZ_ASSERT(*rrc == 0 || *rrc == FM_EFORMAT || *rrc == FM_ERANGE || *rrc == -ENOMEM);
     fm_errmsg_t e2 = {{0}}, e3 = {{0}};
-    int frc = fm_wire_tensors_finite(s_ts, layout, &e2);
-    fuzz_msg_ok(frc, &e2);
     int crc = fm_wire_tensors_copy(s_ts, layout, s_flat, &e3);
     fuzz_msg_ok(crc, &e3);
+    /* the first problem in frame order: a tensor that does not decode, or a non-finite
+     * value in one read before it */
+    if (*rrc != 0)
+        FUZZ_ASSERT(crc == *rrc || (nonfinite && crc == FM_ENONFINITE));
+    else
+        FUZZ_ASSERT(crc == (nonfinite ? FM_ENONFINITE : 0));
+    int frc = fm_wire_tensors_finite(s_ts, layout, &e2);
+    fuzz_msg_ok(frc, &e2);
     FUZZ_ASSERT(frc == crc);
-    FUZZ_ASSERT(frc == 0 || frc == FM_ENONFINITE || frc == FM_EFORMAT); /* FORMAT: encoded */
+    return 0;
+}
+
+/* The tensors against the layout the message names and against the small layout; a seed
+ * that names the small layout must pass both the check and the reads. */
+static void s_tensors(const char *model)
+{
+    const fm_model_t *layout = s_layout(model), *small = s_models[3];
+    int rrc = 0;
+    int rc = s_tensors_in(layout, &rrc);
+    if (s_seeds && layout == small && (rc != 0 || rrc != 0)) {
+        fprintf(stderr, "fuzz: seed of the small layout refused: %s\n",
+                fm_strerror(rc ? rc : rrc));
+        abort();
+    }
+    if (layout != small)
+        (void)s_tensors_in(small, &rrc);
 }
 
 /* Every byte of p[0..n) is read (ASan checks that it lies inside the frame). */

@@ -9,7 +9,9 @@
  *   wire/         every message type from fm_wire's encoders (MODEL and UPDATE with the
  *                 logreg layout: 31 KB; sync, boot and progress keys; a HEARTBEAT, a
  *                 METRICS with population keys, an ACK, a DECLINE, one of each secure-
- *                 aggregation message) and two small hand-packed
+ *                 aggregation message; encoded UPDATEs of every value type, top-k and zstd
+ *                 and an F16 MODEL, protocol version 2, for the small layout of
+ *                 fuzz_layout.h) and two small hand-packed
  * frames (other key order, widths and an unknown nested key) cfg/          configs/<name>.conf
  * (all three), the dump of the defaults (every key) and a short file with a BOM, CRLF line ends
  * and inline comments idx/          u32 LE length of the images file, the images file, the labels
@@ -33,10 +35,13 @@
 
 #include "fm_cfg.h"
 #include "fm_ckpt.h"
+#include "fm_codec.h"
 #include "fm_err.h"
 #include "fm_model.h"
+#include "fm_rng.h"
 #include "fm_safetensors.h"
 #include "fm_wire.h"
+#include "fuzz_layout.h"
 
 static const char *s_out;
 
@@ -169,6 +174,60 @@ static void s_gen_wire_secagg(fm_wire_buf_t *b)
                fm_wire_encode_sa_end(FM_WIRE_SA_ABORT, &(fm_wire_sa_end_t){cohort, 4}, b), b);
 }
 
+/* Encoded UPDATEs (protocol version 2) of the small layout of fuzz_layout.h, one per value
+ * type, top-k with error feedback, and zstd on top; one encoded MODEL. Values and the I8
+ * rounding come from fixed seeds. */
+static void s_gen_wire_coded(fm_wire_buf_t *b, const fm_wire_update_t *up)
+{
+    static const struct {
+        const char *name;
+        fm_codec_config_t c;
+    } seeds[] = {
+        {"update_small_fp16", {.dtype = FM_DT_F16}},
+        {"update_small_bf16", {.dtype = FM_DT_BF16}},
+        {"update_small_int8", {.dtype = FM_DT_I8}},
+        {"update_small_fp16_zstd", {.dtype = FM_DT_F16, .zstd_level = 3}},
+        {"update_small_int8_zstd", {.dtype = FM_DT_I8, .zstd_level = 1}},
+        {"update_small_topk_fp32", {.dtype = FM_DT_F32, .topk = 0.05, .error_feedback = 1}},
+        {"update_small_topk_bf16", {.dtype = FM_DT_BF16, .topk = 0.3}},
+        {"update_small_topk_int8_zstd", {.dtype = FM_DT_I8, .topk = 0.1, .zstd_level = 3}},
+        {"update_small_topk_fp16_zstd",
+         {.dtype = FM_DT_F16, .topk = 0.9, .error_feedback = 1, .zstd_level = 1}},
+    };
+    int err = 0;
+    fm_model_t *m = fuzz_small_layout(&err);
+    if (!m)
+        s_die("small layout", fm_strerror(err));
+    size_t np = fm_model_nparams(m);
+    float *x = malloc(np * sizeof *x), *res = calloc(np, sizeof *res);
+    fm_codec_tensor_t coded[2];
+    if (!x || !res)
+        s_die("small layout", "out of memory");
+    for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++) {
+        fm_rng_t rng;
+        fm_rng_seed(&rng, 15, i);
+        for (size_t j = 0; j < np; j++)
+            x[j] = (float)(0.01 * fm_rng_normal(&rng));
+        memset(res, 0, np * sizeof *res);
+        fm_codec_enc_t *enc = fm_codec_enc_new(m, &seeds[i].c, &err);
+        if (!enc)
+            s_die(seeds[i].name, fm_strerror(err));
+        int rc = fm_codec_enc_run(enc, x, seeds[i].c.error_feedback ? res : NULL, &rng, coded);
+        if (rc == 0)
+            rc = fm_wire_encode_update_coded(up, m, NULL, coded, b);
+        s_wire_put(seeds[i].name, rc, b);
+        if (i == 0) {
+            fm_wire_model_t mod = {.version = 43, .created = 1700000002.5};
+            s_wire_put("model_small_fp16", fm_wire_encode_model_coded(&mod, m, NULL, coded, b),
+                       b);
+        }
+        fm_codec_enc_destroy(&enc);
+    }
+    free(x);
+    free(res);
+    fm_model_destroy(&m);
+}
+
 static void s_gen_wire(void)
 {
     fm_wire_buf_t b = FM_WIRE_BUF_INIT;
@@ -263,6 +322,7 @@ static void s_gen_wire(void)
     s_wire_put("decline", fm_wire_encode_decline(&dec, &b), &b);
 
     s_gen_wire_secagg(&b);
+    s_gen_wire_coded(&b, &up);
 
     /* hand-packed: keys in another order, wide integer and string forms, an unknown key
      * holding nested values, and a small tensor set (the decoder takes any; the layout

@@ -201,6 +201,10 @@ static void test_every_reason_counted(void **state)
     s_update(t, 5, 10);
     s_mutate(t, "\xa1v\x01", "\xa1v\x03", 3);
     S_EXPECT_REJECT(t, AGG_REJ_VERSION);
+    s_update(t, 5, 10); /* version 2, an F16 tensor with float32-sized data */
+    s_mutate(t, "\xa1v\x01", "\xa1v\x02", 3);
+    s_mutate(t, "\245dtype\243F32", "\245dtype\243F16", 10); /* octal: 0xa5, 0xa3 */
+    S_EXPECT_REJECT(t, AGG_REJ_ENCODING);
     fm_wire_snapshot_req_t req = {.have = 0};
     snprintf(req.from, sizeof req.from, "x");
     assert_int_equal(fm_wire_encode_snapshot_req(&req, &t->buf), 0);

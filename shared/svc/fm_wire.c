@@ -2209,16 +2209,44 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
 int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e)
 {
     FM_ASSERT(t && t->count >= 0 && t->count <= FM_WIRE_MAX_TENSORS);
-    char nm[S_SHOWN + 8];
-    for (int i = 0; i < t->count; i++) {
+    char nm[S_SHOWN + 8], what[S_SHOWN + 24];
+    fm_codec_rd_t *rd = NULL;
+    int rc = 0;
+    for (int i = 0; i < t->count && rc == 0; i++) {
         const fm_wire_tensor_t *x = &t->t[i];
-        FM_ASSERT(fm_codec_is_raw(&x->enc));
-        size_t n = x->nbytes / 4, bad = s_first_nonfinite(x->data, n);
-        if (bad < n)
-            return fm_errmsg_set(e, FM_ENONFINITE, "tensor '%s': non-finite value at element %zu",
-                                 s_printable(nm, sizeof nm, x->name, strlen(x->name)), bad);
+        s_printable(nm, sizeof nm, x->name, strlen(x->name));
+        if (fm_codec_is_raw(&x->enc)) {
+            size_t n = x->nbytes / 4, bad = s_first_nonfinite(x->data, n);
+            if (bad < n)
+                rc = fm_errmsg_set(e, FM_ENONFINITE,
+                                   "tensor '%s': non-finite value at element %zu", nm, bad);
+            continue;
+        }
+        /* encoded (fm_wire_tensors_check passed: the shape is the layout's): read block by
+         * block, which also checks indices and zstd frames */
+        size_t numel = 1;
+        for (int d = 0; d < x->ndim; d++)
+            numel *= (size_t)x->shape[d];
+        snprintf(what, sizeof what, "tensor '%s'", nm);
+        if (!rd && !(rd = calloc(1, sizeof *rd))) {
+            rc = fm_errmsg_set(e, -ENOMEM, "%s: out of memory", what);
+            break;
+        }
+        fm_codec_block_t b;
+        rc = fm_codec_rd_open(rd, &x->enc, numel, what, e);
+        while (rc == 0 && (rc = fm_codec_rd_next(rd, &b, e)) == 1) {
+            size_t bad = s_first_nonfinite(b.vals, b.n);
+            rc = bad < b.n ? fm_errmsg_set(e, FM_ENONFINITE,
+                                           "tensor '%s': non-finite value at element %zu", nm,
+                                           b.idx ? (size_t)b.idx[bad] : b.first + bad)
+                           : 0;
+        }
     }
-    return 0;
+    if (rd) {
+        fm_codec_rd_free(rd);
+        free(rd);
+    }
+    return rc;
 }
 
 int fm_wire_tensors_copy(const fm_wire_tensors_t *t, const fm_model_t *layout, float *dst,

@@ -484,11 +484,12 @@ void fm_wire_sa_masked_view(const fm_wire_sa_masked_t *w, uint32_t *scratch, fm_
  * checked when the values are read (fm_codec_rd_t). */
 int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, fm_errmsg_t *e);
 
-/* 0 if every float of every tensor is finite, else FM_ENONFINITE naming the first tensor
- * with a NaN or infinity. Reads the data in place (nbytes / 4 floats per tensor), so a
- * receiver can check before copying into a live buffer; normally called after
- * fm_wire_tensors_check. Raw F32 tensors only (FM_ASSERT): encoded ones are read with
- * fm_codec_rd_t. */
+/* 0 if every value of every tensor is finite, else FM_ENONFINITE naming the first tensor
+ * with a NaN or infinity. Reads the data in place (raw F32: nbytes / 4 floats; encoded:
+ * decoded block by block with fm_codec_rd_t, never whole), so a receiver can check before
+ * copying into a live buffer. Call only after fm_wire_tensors_check succeeded (an encoded
+ * tensor's size is its checked shape). Errors also: an encoded tensor's fm_codec_rd_open /
+ * fm_codec_rd_next error (indices, zstd frames: FM_EFORMAT), -ENOMEM. */
 int fm_wire_tensors_finite(const fm_wire_tensors_t *t, fm_errmsg_t *e);
 
 /* Copy checked tensors into the flat buffer `dst` (fm_model_nparams(layout) floats), one

@@ -593,6 +593,121 @@ static void test_trainer_topk_zstd(void **state)
     s_federation("topk-fp32+zstd", extra);
 }
 
+/* ---- 5. the broker takes a version-2 MODEL --------------------------------------------- */
+
+/* Publish MODEL `version` (params w, tensors coded: NULL = raw) on pub until the broker
+ * serves that version to a SNAPSHOT_REQ on the DEALER `snap`; 1 if it did within 10 s. */
+static int s_broker_forwards(zsock_t *pub, zsock_t *snap, fm_at_t *c, uint64_t version,
+                             const float *w, const fm_codec_tensor_t *coded)
+{
+    fm_wire_model_t h;
+    memset(&h, 0, sizeof h);
+    h.version = version;
+    h.created = 1.0;
+    fm_wire_buf_t model = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_model_coded(&h, c->layout, w, coded, &model), 0);
+    fm_wire_snapshot_req_t r = {.from = "enc-test"};
+    assert_int_equal(fm_wire_encode_snapshot_req(&r, &c->buf), 0);
+    double end = fm_proc_now() + 10.0;
+    int ok = 0;
+    while (!ok && fm_proc_now() < end) {
+        zmq_send(zsock_resolve(pub), model.data, model.len, 0);
+        zmq_send(zsock_resolve(snap), c->buf.data, c->buf.len, 0);
+        zframe_t *f;
+        while (!ok && (f = zframe_recv(snap)) != NULL) {
+            fm_wire_model_t got;
+            fm_errmsg_t e = {{0}};
+            ok = fm_wire_decode_model(zframe_data(f), zframe_size(f), &got, c->ts, &e) == 0 &&
+                 got.version == version && fm_wire_tensors_check(c->ts, c->layout, &e) == 0;
+            zframe_destroy(&f);
+        }
+    }
+    fm_wire_buf_free(&model);
+    return ok;
+}
+
+/* A MODEL whose tensors are encoded (protocol version 2: what an aggregator may publish) is
+ * checked by the broker, not an assertion: after a raw version 1, a valid fp16 version 2 is
+ * forwarded, a corrupt int8+zstd version 3 rejected (the broker keeps running), and a raw
+ * version 4 forwarded. */
+static void test_broker_encoded_model(void **state)
+{
+    fm_at_t *c = *state;
+    size_t n = c->np;
+    float *w = fm_at_floats(c);
+    s_delta(w, n, 42);
+    char ep_pub[64], ep_snap[64], log[400], set_agg[128], set_pub[128], set_snap[128],
+        set_met[64];
+    snprintf(ep_pub, sizeof ep_pub, "tcp://127.0.0.1:%d", fm_proc_free_port());
+    snprintf(ep_snap, sizeof ep_snap, "tcp://127.0.0.1:%d", fm_proc_free_port());
+    snprintf(log, sizeof log, "%s/broker.log", c->dir);
+    snprintf(set_agg, sizeof set_agg, "endpoints.aggregator_models=%s", c->ep_models);
+    snprintf(set_pub, sizeof set_pub, "endpoints.model_pub=%s", ep_pub);
+    snprintf(set_snap, sizeof set_snap, "endpoints.snapshot=%s", ep_snap);
+    zsock_t *pub = zsock_new(ZMQ_PUB), *sub = zsock_new(ZMQ_DEALER);
+    assert_non_null(pub);
+    assert_non_null(sub);
+    zsock_set_linger(pub, 0);
+    zsock_set_linger(sub, 0);
+    assert_true(zsock_bind(pub, "%s", c->ep_models) > 0);
+    zsock_set_rcvtimeo(sub, 100);
+    assert_int_equal(zsock_connect(sub, "%s", ep_snap), 0);
+    char *argv[] = {FM_BIN_DIR "/fedmq-broker",
+                    "--set",
+                    fm_proc_metrics_set(set_met, sizeof set_met, "broker", NULL),
+                    "--set",
+                    "federation.model=logreg",
+                    "--set",
+                    set_agg,
+                    "--set",
+                    set_pub,
+                    "--set",
+                    set_snap,
+                    NULL};
+    pid_t broker = fm_proc_spawn(&c->procs, argv, log);
+    assert_true(broker > 0);
+
+    assert_true(s_broker_forwards(pub, sub, c, 1, w, NULL)); /* connected end to end */
+    int err = 0;
+    fm_codec_config_t f16 = {.dtype = FM_DT_F16}, z = {.dtype = FM_DT_I8, .zstd_level = 3};
+    fm_codec_enc_t *enc = fm_codec_enc_new(c->layout, &f16, &err);
+    assert_non_null(enc);
+    fm_codec_tensor_t coded[8];
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 1, 1);
+    assert_int_equal(fm_codec_enc_run(enc, w, NULL, &rng, coded), 0);
+    if (!s_broker_forwards(pub, sub, c, 2, NULL, coded)) {
+        char cmd[500];
+        snprintf(cmd, sizeof cmd, "tail -n 3 '%s' >&2", log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "no broker log\n");
+        fail_msg("the broker did not forward an fp16 MODEL (alive: %d)", kill(broker, 0) == 0);
+    }
+    fm_codec_enc_destroy(&enc);
+    assert_int_equal(kill(broker, 0), 0);
+
+    enc = fm_codec_enc_new(c->layout, &z, &err);
+    assert_non_null(enc);
+    assert_int_equal(fm_codec_enc_run(enc, w, NULL, &rng, coded), 0);
+    int big = fm_model_view(c->layout, 0)->numel > fm_model_view(c->layout, 1)->numel ? 0 : 1;
+    coded[big].nbytes -= 5; /* a truncated zstd frame */
+    fm_wire_model_t h;
+    memset(&h, 0, sizeof h);
+    h.version = 3;
+    h.created = 1.0;
+    assert_int_equal(fm_wire_encode_model_coded(&h, c->layout, NULL, coded, &c->buf), 0);
+    fm_codec_enc_destroy(&enc);
+    assert_int_equal(zmq_send(zsock_resolve(pub), c->buf.data, c->buf.len, 0), (int)c->buf.len);
+    assert_true(fm_proc_wait_file_contains(log, "aggregator_models: frame rejected", 10.0));
+    assert_int_equal(kill(broker, 0), 0);
+
+    assert_true(s_broker_forwards(pub, sub, c, 4, w, NULL));
+    int st = fm_proc_stop(broker, SIGTERM, 10.0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    zsock_destroy(&sub);
+    zsock_destroy(&pub);
+}
+
 int main(void)
 {
     if (!getenv("TMPDIR"))
@@ -600,6 +715,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_encodings_applied, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_median_encoded, fm_at_setup, fm_at_teardown),
+        cmocka_unit_test_setup_teardown(test_broker_encoded_model, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_teardown(test_trainer_int8, s_fed_teardown),
         cmocka_unit_test_teardown(test_trainer_topk_zstd, s_fed_teardown),
     };

@@ -199,7 +199,7 @@ static void test_every_reason_counted(void **state)
     s_update(t, 5, 10);
     assert_int_equal(s_ingest(t, t->buf.data, t->buf.len / 2).reason, AGG_REJ_TRUNCATED);
     s_update(t, 5, 10);
-    s_mutate(t, "\xa1v\x01", "\xa1v\x02", 3);
+    s_mutate(t, "\xa1v\x01", "\xa1v\x03", 3); /* version 2 is taken: 3 is not */
     S_EXPECT_REJECT(t, AGG_REJ_VERSION);
     fm_wire_snapshot_req_t req = {.have = 0};
     snprintf(req.from, sizeof req.from, "x");
@@ -219,6 +219,15 @@ static void test_every_reason_counted(void **state)
              "F16",
              4);
     S_EXPECT_REJECT(t, AGG_REJ_DTYPE);
+    s_update(t, 5, 10); /* version 2: F16 is known, but its data is sized for F32 */
+    s_mutate(t, "\xa1v\x01", "\xa1v\x02", 3);
+    s_mutate(t,
+             "\xa3"
+             "F32",
+             "\xa3"
+             "F16",
+             4);
+    S_EXPECT_REJECT(t, AGG_REJ_ENCODING);
     s_update(t, 5, 10);
     s_mutate(t, "\xa5shape\x91\x0a", "\xa5shape\x91\x05", 8);
     S_EXPECT_REJECT(t, AGG_REJ_SHAPE);

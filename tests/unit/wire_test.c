@@ -891,11 +891,11 @@ static void s_expect_check(const uopt_t *o, int code, const char *needle)
 
 static void test_envelope_errors(void **state)
 {
-    s_expect_built(&(uopt_t){.v_set = true, .v = 2}, FM_EVERSION, "v");
+    s_expect_built(&(uopt_t){.v_set = true, .v = 3}, FM_EVERSION, "v");
     s_expect_built(&(uopt_t){.v_set = true, .v = 0}, FM_EVERSION, "v");
     s_expect_built(&(uopt_t){.v_set = true, .v = -1}, FM_EVERSION, "v");
-    /* version first: v=2 wins over an unknown type and missing fields */
-    s_expect_built(&(uopt_t){.v_set = true, .v = 2, .type = "NOPE", .omit = "base"}, FM_EVERSION,
+    /* version first: v=3 (unknown) wins over an unknown type and missing fields */
+    s_expect_built(&(uopt_t){.v_set = true, .v = 3, .type = "NOPE", .omit = "base"}, FM_EVERSION,
                    "v");
     s_expect_built(&(uopt_t){.omit = "v"}, FM_EFORMAT, "v: missing key");
     s_expect_built(&(uopt_t){.omit = "t"}, FM_EFORMAT, "t: missing key");

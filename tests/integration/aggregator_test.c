@@ -408,7 +408,7 @@ static void test_rejections(void **state)
     s_send(c, c->buf.data, c->buf.len);
 
     s_update(c, 2, 10, d, (fm_wire_id_new(id), id)); /* protocol version 2 */
-    s_mutate(c->buf.data, c->buf.len, "\xa1v\x01", "\xa1v\x02", 3);
+    s_mutate(c->buf.data, c->buf.len, "\xa1v\x01", "\xa1v\x03", 3);
     s_send(c, c->buf.data, c->buf.len);
 
     float *bad = s_floats(c->np); /* NaN in a tensor */

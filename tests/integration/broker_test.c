@@ -407,7 +407,7 @@ static void test_malformed_frames(void **state)
     s_send_bytes(fx->agg, fx->buf.data, fx->buf.len / 2); /* truncated */
     unsigned char *vbyte = memmem(fx->buf.data, 8, "\xa1\x76\x01", 3);
     assert_non_null(vbyte);
-    vbyte[2] = 2; /* "v": 2 */
+    vbyte[2] = 3; /* "v": 3 (2 is a protocol version now) */
     s_send_bytes(fx->agg, fx->buf.data, fx->buf.len);
     int err = 0;
     fm_model_t *mlp = fm_model_new("mlp", &err);

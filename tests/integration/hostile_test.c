@@ -791,10 +791,10 @@ static size_t s_mutate(s_corpus_t *k, int i, int broker)
         p[s_below(k, 6)] = s_bad_id_byte(k);
         return n;
     }
-    case 3: /* "v" (encoded first, at byte 3) another positive fixint */
+    case 3: /* "v" (encoded first, at byte 3) another positive fixint, not a version (1, 2) */
         memcpy(w, src->data, n);
         assert_true(w[1] == 0xa1 && w[2] == 'v' && w[3] == 0x01);
-        w[3] = (unsigned char)(s_below(k, 2) ? 0 : 2 + s_below(k, 126));
+        w[3] = (unsigned char)(s_below(k, 2) ? 0 : 3 + s_below(k, 125));
         return n;
     case 4: /* the top map's count (a fixmap) one more or one less */
         memcpy(w, src->data, n);

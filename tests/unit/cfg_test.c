@@ -1048,6 +1048,29 @@ static void test_secagg_keys(void **state)
         FM_EARG,
         "%s:7: [secagg] clip_norm = 1000000: K = 256 x C = 1e+06 leaves fewer than 8 bits "
         "of fixed point below 2^31");
+    /* members send masked fixed-point words: no tensor encoding */
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[trainer]\nencoding = int8\n"
+                 "[secagg]\nenabled = on\n",
+                 FM_EARG,
+                 "%s:4: [trainer] encoding = int8: must be fp32 dense without zstd with "
+                 "[secagg] enabled: members send their masked fixed-point words, not encoded "
+                 "tensors");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[trainer]\ntopk_fraction = 0.05\n"
+                 "[secagg]\nenabled = on\n",
+                 FM_EARG,
+                 "%s:4: [trainer] topk_fraction = 0.05: must be fp32 dense without zstd with "
+                 "[secagg] enabled: members send their masked fixed-point words, not encoded "
+                 "tensors");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\n[trainer]\nzstd_level = 3\n"
+                 "[secagg]\nenabled = on\n",
+                 FM_EARG,
+                 "%s:4: [trainer] zstd_level = 3: must be fp32 dense without zstd with "
+                 "[secagg] enabled: members send their masked fixed-point words, not encoded "
+                 "tensors");
+    load_text_ok(state, "[trainer]\nencoding = int8\n[secagg]\nenabled = off\n", &c);
     /* the same keys with enabled = false are unused values */
     load_text_ok(state, "[secagg]\ncohort_size = 1\nthreshold = 200\n", &c);
 }

@@ -9,18 +9,18 @@
  * decoding (truncated / version / malformed), the model name, the tensors' names, dtypes
  * and shapes, their encodings (encoding: fm_codec's sizes, scales, indices in order and in
  * range, zstd frames; an encoded tensor is decoded block by block, never into a float32
- * copy, once for the norm and once into the rule's accumulator), finiteness, the id seen before (duplicate: the id window of agg_state; before
- * the version checks, so a resent update that was applied is always called a duplicate),
- * base > version or base among the version numbers lost in a checkpoint fallback or reset
- * (future, with `lost` set), num_rounds reached (late), the mode's policy (agg_policy:
- * quorum, or late / cohort), staleness > max_staleness (stale), n == 0 (samples), then the
- * screen (fm_screen, [aggregator] norm_*): overflow (L2 norm above FM_SCREEN_NORM_CEILING, or
- * a fold that could overflow the mean's float accumulator: fm_fedbuff_begin_ex), norm (above
- * the bound with norm_action = reject; with clip it is folded scaled down to the bound and
- * the verdict says `clipped`). The L2 norm is computed in double in the same pass as the
- * finiteness check (fm_screen_sumsq), so screening reads the delta no more often than before.
- * A valid one is folded with staleness tau = version - base into the policy's rule: the
- * streaming mean (fm_fedbuff) or a buffer that stores the K updates (fm_robust: median,
+ * copy, once for the norm and once into the rule's accumulator), finiteness, the id seen before
+ * (duplicate: the id window of agg_state; before the version checks, so a resent update that was
+ * applied is always called a duplicate), base > version or base among the version numbers lost in
+ * a checkpoint fallback or reset (future, with `lost` set), num_rounds reached (late), the mode's
+ * policy (agg_policy: quorum, or late / cohort), staleness > max_staleness (stale), n == 0
+ * (samples), then the screen (fm_screen, [aggregator] norm_*): overflow (L2 norm above
+ * FM_SCREEN_NORM_CEILING, or a fold that could overflow the mean's float accumulator:
+ * fm_fedbuff_begin_ex), norm (above the bound with norm_action = reject; with clip it is folded
+ * scaled down to the bound and the verdict says `clipped`). The L2 norm is computed in double in
+ * the same pass as the finiteness check (fm_screen_sumsq), so screening reads the delta no more
+ * often than before. A valid one is folded with staleness tau = version - base into the policy's
+ * rule: the streaming mean (fm_fedbuff) or a buffer that stores the K updates (fm_robust: median,
  * trimmed_mean, norm_bounded_mean); its id is recorded in the window, and the policy says
  * whether to aggregate now. HELLO / HEARTBEAT / BYE and DECLINE are decoded (and, under
  * curve, checked against the sender's key) and handed back; any other message is

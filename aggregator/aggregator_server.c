@@ -66,10 +66,10 @@ struct agg_server {
     const char *stopped; /* why no more versions are made besides num_rounds (static), NULL */
     double created;      /* wall clock of the current version ("ts") */
 
-    fm_wire_buf_t frame;    /* the encoded MODEL of the current version */
+    fm_wire_buf_t frame;            /* the encoded MODEL of the current version */
     fm_codec_enc_t *model_enc;      /* [aggregator] model_encoding fp16/bf16, else NULL */
     fm_codec_tensor_t *model_coded; /* its output, one per view */
-    double last_publish_at; /* monotonic */
+    double last_publish_at;         /* monotonic */
     zsock_t *pull;
     zsock_t *pub;
     fm_loop_t *loop;
@@ -122,8 +122,9 @@ static int s_encode_model(agg_server_t *self, const fm_wire_model_t *hdr)
     if (!self->model_enc)
         return fm_wire_encode_model(hdr, self->model, params, &self->frame);
     int rc = fm_codec_enc_run(self->model_enc, params, NULL, NULL, self->model_coded);
-    return rc ? rc : fm_wire_encode_model_coded(hdr, self->model, NULL, self->model_coded,
-                                                &self->frame);
+    return rc ? rc
+              : fm_wire_encode_model_coded(hdr, self->model, NULL, self->model_coded,
+                                           &self->frame);
 }
 
 /* Publish the current version; encode it first (with the policy's round fields) if asked. */
@@ -820,7 +821,8 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
     size_t maxmsg = 4 * self->frame.len + 4096;
     if (self->cfg.aggregator.model_encoding != FM_DT_F32) {
         fm_codec_config_t mc = {.dtype = (fm_dtype_t)self->cfg.aggregator.model_encoding};
-        self->model_coded = calloc((size_t)fm_model_nviews(self->model), sizeof *self->model_coded);
+        self->model_coded = calloc((size_t)fm_model_nviews(self->model),
+                                   sizeof *self->model_coded);
         if (!self->model_coded || !(self->model_enc = fm_codec_enc_new(self->model, &mc, &rc)))
             return fm_errmsg_set(e, rc ? rc : -ENOMEM, "MODEL encoder: %s",
                                  fm_strerror(rc ? rc : -ENOMEM));

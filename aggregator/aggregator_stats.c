@@ -42,7 +42,7 @@ struct agg_stats {
     s_metrics_t m;
     agg_counters_t c;
     uint64_t bytes_received;
-    fm_stats_t enc; /* only .encodings / .nencodings: updates folded by encoding */
+    fm_stats_t enc;        /* only .encodings / .nencodings: updates folded by encoding */
     uint64_t enc_overflow; /* folded updates of encodings past FM_STATS_ENCODINGS_MAX */
     uint64_t buffers_dropped;
     double started; /* wall clock */
@@ -198,9 +198,9 @@ void agg_stats_encoded(agg_stats_t *s, const char *encoding, size_t len)
     }
     s_metrics_t *x = &s->m;
     if (x->reg && !x->enc_updates[i]) {
-        x->enc_updates[i] = fm_metrics_counter(
-            x->reg, "fedmq_updates_by_encoding_total", "Updates folded, by their encoding.",
-            (const char *[]){"encoding", encoding, NULL});
+        x->enc_updates[i] = fm_metrics_counter(x->reg, "fedmq_updates_by_encoding_total",
+                                               "Updates folded, by their encoding.",
+                                               (const char *[]){"encoding", encoding, NULL});
         x->enc_bytes[i] = fm_metrics_counter(
             x->reg, "fedmq_update_bytes_total",
             "Bytes of the update frames folded, by their encoding.",

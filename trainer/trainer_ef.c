@@ -11,9 +11,9 @@ struct trainer_ef {
     pthread_mutex_t mu;
     uint32_t first, count;
     size_t nparams, max_held;
-    float **res;     /* count: the residual, or NULL */
-    uint64_t *used;  /* count: the tick of its last take (LRU) */
-    uint8_t *inuse;  /* count */
+    float **res;    /* count: the residual, or NULL */
+    uint64_t *used; /* count: the tick of its last take (LRU) */
+    uint8_t *inuse; /* count */
     uint64_t tick;
     uint32_t held;
     uint64_t evicted;
@@ -64,7 +64,8 @@ static int s_evict(trainer_ef_t *ef)
 {
     uint32_t victim = UINT32_MAX;
     for (uint32_t i = 0; i < ef->count; i++)
-        if (ef->res[i] && !ef->inuse[i] && (victim == UINT32_MAX || ef->used[i] < ef->used[victim]))
+        if (ef->res[i] && !ef->inuse[i] &&
+            (victim == UINT32_MAX || ef->used[i] < ef->used[victim]))
             victim = i;
     if (victim == UINT32_MAX)
         return -1;
@@ -85,8 +86,8 @@ float *trainer_ef_take(trainer_ef_t *ef, uint32_t client)
     if (!ef->res[i]) {
         while (ef->held >= ef->max_held && s_evict(ef) == 0)
             ;
-        if (ef->held < ef->max_held && (ef->res[i] = calloc(ef->nparams ? ef->nparams : 1,
-                                                             sizeof(float))) != NULL)
+        if (ef->held < ef->max_held &&
+            (ef->res[i] = calloc(ef->nparams ? ef->nparams : 1, sizeof(float))) != NULL)
             ef->held++;
     }
     if ((r = ef->res[i]) != NULL) {

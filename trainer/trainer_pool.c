@@ -471,9 +471,9 @@ static void s_summary(trainer_pool_t *self, const char *what)
            (unsigned long long)atomic_load(&self->ctx->local_steps),
            (unsigned long long)atomic_load(&self->ctx->samples),
            (unsigned long long)atomic_load(&self->ctx->bytes_sent), self->codec_name,
-           atomic_load(&self->ctx->sent)
-               ? (double)atomic_load(&self->ctx->bytes_sent) / (double)atomic_load(&self->ctx->sent)
-               : 0.0);
+           atomic_load(&self->ctx->sent) ? (double)atomic_load(&self->ctx->bytes_sent) /
+                                               (double)atomic_load(&self->ctx->sent)
+                                         : 0.0);
     if (self->ef) {
         trainer_ef_stats_t es;
         trainer_ef_stats(self->ef, &es);

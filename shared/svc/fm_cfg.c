@@ -350,8 +350,7 @@ static const fm_cfg_key_t s_keys[] = {
           "fedadam/fedyogi adaptivity (added to the root of the second moment)"),
     S_STR(aggregator, checkpoint_dir, s_check_nonempty, "/var/lib/fedmq/aggregator", S_RESTART,
           "LMDB checkpoint directory (created with mode 0700)"),
-    S_ENUM(aggregator, model_encoding, s_encoding_name, FM_DT_F32, FM_DT_BF16, "fp32",
-           S_RESTART,
+    S_ENUM(aggregator, model_encoding, s_encoding_name, FM_DT_F32, FM_DT_BF16, "fp32", S_RESTART,
            "type of the model values published: fp32, or fp16 / bf16 (half the bytes to every "
            "trainer and the evaluator, protocol version 2; the aggregator keeps float32)"),
     S_BOOL(aggregator, acks, "true", S_RESTART,
@@ -982,8 +981,8 @@ static const fm_cfg_key_t *s_check_secagg(const fm_config_t *c, char *why, size_
                  "must be fp32 dense without zstd with [secagg] enabled: members send their "
                  "masked fixed-point words, not encoded tensors");
         return fm_cfg_key_find("trainer", c->trainer.encoding != FM_DT_F32 ? "encoding"
-                                          : c->trainer.topk_fraction > 0 ? "topk_fraction"
-                                                                         : "zstd_level");
+                                          : c->trainer.topk_fraction > 0   ? "topk_fraction"
+                                                                           : "zstd_level");
     }
     return NULL;
 }

@@ -97,10 +97,7 @@ uint16_t fm_codec_bf16_from_f32(float x)
     return (uint16_t)(u >> 16);
 }
 
-float fm_codec_bf16_to_f32(uint16_t h)
-{
-    return s_float((uint32_t)h << 16);
-}
+float fm_codec_bf16_to_f32(uint16_t h) { return s_float((uint32_t)h << 16); }
 
 /* ==== descriptions ========================================================================== */
 
@@ -199,8 +196,8 @@ fm_codec_enc_t *fm_codec_enc_new(const fm_model_t *layout, const fm_codec_config
     enc->packed_cap = total;
     if (!(enc->packed = malloc(total ? total : 1)))
         goto cleanup;
-    if (c->topk > 0 && (!(enc->vals = malloc(4 * enc->maxn + 4)) ||
-                        !(enc->idx = malloc(4 * enc->maxn + 4))))
+    if (c->topk > 0 &&
+        (!(enc->vals = malloc(4 * enc->maxn + 4)) || !(enc->idx = malloc(4 * enc->maxn + 4))))
         goto cleanup;
     if (c->topk > 0) { /* indices live in packed's twin: one more region of 4 n per tensor */
         unsigned char *p = realloc(enc->packed, 2 * total + 1);
@@ -442,8 +439,8 @@ int fm_codec_check(const fm_codec_tensor_t *t, size_t numel, const char *what, f
         return fm_errmsg_set(e, FM_ERANGE, "%s: %zu indices for %zu entries", what, k, numel);
     if (t->nbytes != k * es)
         return fm_errmsg_set(e, FM_EFORMAT,
-                             "%s: %zu data bytes for %zu indices, expected %zu (%s values)",
-                             what, t->nbytes, k, k * es, fm_dtype_name(t->dtype));
+                             "%s: %zu data bytes for %zu indices, expected %zu (%s values)", what,
+                             t->nbytes, k, k * es, fm_dtype_name(t->dtype));
     return 0;
 }
 
@@ -475,8 +472,8 @@ static int s_src_open(fm_codec_rd_t *r, struct fm_codec_src *s, void **zslot, co
                              field);
     unsigned long long cs = ZSTD_getFrameContentSize(p, n);
     if (cs == ZSTD_CONTENTSIZE_UNKNOWN || cs == ZSTD_CONTENTSIZE_ERROR)
-        return fm_errmsg_set(e, FM_EFORMAT, "%s: %s: zstd frame without a content size",
-                             r->what, field);
+        return fm_errmsg_set(e, FM_EFORMAT, "%s: %s: zstd frame without a content size", r->what,
+                             field);
     if (want == SIZE_MAX) {
         if (cs % 4 != 0 || cs / 4 > r->numel)
             return fm_errmsg_set(e, cs % 4 ? FM_EFORMAT : FM_ERANGE,
@@ -514,8 +511,7 @@ static int s_src_read(fm_codec_rd_t *r, struct fm_codec_src *s, void *dst, size_
             return fm_errmsg_set(e, FM_EFORMAT, "%s: %s: zstd: %s", r->what, field,
                                  ZSTD_getErrorName(ret));
         if (ret == 0 && out.pos < out.size)
-            return fm_errmsg_set(e, FM_EFORMAT, "%s: %s: zstd frame ends early", r->what,
-                                 field);
+            return fm_errmsg_set(e, FM_EFORMAT, "%s: %s: zstd frame ends early", r->what, field);
         if (in.pos == before_in && out.pos == before_out)
             return fm_errmsg_set(e, FM_EFORMAT, "%s: %s: zstd frame truncated", r->what, field);
         s->ended = ret == 0;
@@ -547,8 +543,8 @@ static int s_src_finish(fm_codec_rd_t *r, struct fm_codec_src *s, const char *fi
     return 0;
 }
 
-int fm_codec_rd_open(fm_codec_rd_t *r, const fm_codec_tensor_t *t, size_t numel,
-                     const char *what, fm_errmsg_t *e)
+int fm_codec_rd_open(fm_codec_rd_t *r, const fm_codec_tensor_t *t, size_t numel, const char *what,
+                     fm_errmsg_t *e)
 {
     FM_ASSERT(r && t && what);
     r->t = t;
@@ -564,12 +560,11 @@ int fm_codec_rd_open(fm_codec_rd_t *r, const fm_codec_tensor_t *t, size_t numel,
         return s_src_open(r, &r->sv, &r->zv, t->data, t->nbytes, t->zstd, numel * es, &got,
                           "data", e);
     }
-    if ((rc = s_src_open(r, &r->si, &r->zi, t->idx, t->idx_nbytes, t->zstd, SIZE_MAX, &got,
-                         "idx", e)) != 0)
+    if ((rc = s_src_open(r, &r->si, &r->zi, t->idx, t->idx_nbytes, t->zstd, SIZE_MAX, &got, "idx",
+                         e)) != 0)
         return rc;
     r->k = got / 4;
-    return s_src_open(r, &r->sv, &r->zv, t->data, t->nbytes, t->zstd, r->k * es, &got, "data",
-                      e);
+    return s_src_open(r, &r->sv, &r->zv, t->data, t->nbytes, t->zstd, r->k * es, &got, "data", e);
 }
 
 int fm_codec_rd_next(fm_codec_rd_t *r, fm_codec_block_t *b, fm_errmsg_t *e)
@@ -592,8 +587,8 @@ int fm_codec_rd_next(fm_codec_rd_t *r, fm_codec_block_t *b, fm_errmsg_t *e)
         for (size_t j = 0; j < n; j++) {
             long long ix = r->idx[j];
             if (ix <= r->last || (size_t)ix >= r->numel)
-                return fm_errmsg_set(e, FM_EFORMAT,
-                                     "%s: idx[%zu] = %lld %s", r->what, r->done + j, ix,
+                return fm_errmsg_set(e, FM_EFORMAT, "%s: idx[%zu] = %lld %s", r->what,
+                                     r->done + j, ix,
                                      (size_t)ix >= r->numel ? "out of range"
                                                             : "not above the one before it "
                                                               "(indices strictly increase)");

@@ -165,7 +165,10 @@ typedef struct {
     unsigned char raw[4 * FM_CODEC_BLOCK];
 } fm_codec_rd_t;
 
-#define FM_CODEC_RD_INIT {0}
+#define FM_CODEC_RD_INIT                                                                         \
+    {                                                                                            \
+        0                                                                                        \
+    }
 
 /* Free the reader's zstd contexts; idempotent. */
 void fm_codec_rd_free(fm_codec_rd_t *r);
@@ -173,8 +176,8 @@ void fm_codec_rd_free(fm_codec_rd_t *r);
 /* Start reading t (fm_codec_check passed) as a tensor of numel entries; `what` (borrowed)
  * names it in errors. Errors: FM_EFORMAT (a zstd bin that is not one frame declaring the
  * right content size), -ENOMEM. */
-int fm_codec_rd_open(fm_codec_rd_t *r, const fm_codec_tensor_t *t, size_t numel,
-                     const char *what, fm_errmsg_t *e);
+int fm_codec_rd_open(fm_codec_rd_t *r, const fm_codec_tensor_t *t, size_t numel, const char *what,
+                     fm_errmsg_t *e);
 
 /* Read the next block into *b: 1 (a block), 0 (the end: every value was read and a zstd
  * frame ended exactly there), or an error (FM_EFORMAT: indices not increasing or out of

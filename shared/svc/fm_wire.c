@@ -209,8 +209,7 @@ static int s_pack_head_v(msgpack_packer *pk, fm_wire_type_t type, size_t nfields
 {
     int rc;
     if ((rc = msgpack_pack_map(pk, nfields + 2)) != 0 || (rc = s_pack_str(pk, "v")) != 0 ||
-        (rc = msgpack_pack_uint8(pk, (uint8_t)version)) != 0 ||
-        (rc = s_pack_str(pk, "t")) != 0)
+        (rc = msgpack_pack_uint8(pk, (uint8_t)version)) != 0 || (rc = s_pack_str(pk, "t")) != 0)
         return rc;
     return s_pack_str(pk, fm_wire_type_name(type));
 }
@@ -270,9 +269,8 @@ static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const fl
         return rc;
     for (int i = 0; i < n; i++) {
         const fm_view_t *v = fm_model_view(layout, i);
-        fm_codec_tensor_t raw = {.dtype = FM_DT_F32,
-                                 .data = flat ? flat + v->offset : NULL,
-                                 .nbytes = 4 * v->numel};
+        fm_codec_tensor_t raw = {
+            .dtype = FM_DT_F32, .data = flat ? flat + v->offset : NULL, .nbytes = 4 * v->numel};
         const fm_codec_tensor_t *c = coded ? &coded[i] : &raw;
         size_t nkeys = 4 + (c->dtype == FM_DT_I8) + (size_t)(c->sparse != 0) + (c->zstd != 0);
         if ((rc = msgpack_pack_map(pk, nkeys)) != 0 ||
@@ -289,10 +287,10 @@ static int s_pack_tensors(msgpack_packer *pk, const fm_model_t *layout, const fl
             return rc;
         if (c->dtype == FM_DT_I8 && (rc = s_pack_kf64(pk, "scale", c->scale)) != 0)
             return rc;
-        if (c->sparse && ((rc = s_pack_str(pk, "idx")) != 0 ||
-                          (rc = msgpack_pack_bin(pk, c->idx_nbytes)) != 0 ||
-                          (rc = msgpack_pack_bin_body(pk, c->idx_nbytes ? c->idx : "",
-                                                      c->idx_nbytes)) != 0))
+        if (c->sparse &&
+            ((rc = s_pack_str(pk, "idx")) != 0 ||
+             (rc = msgpack_pack_bin(pk, c->idx_nbytes)) != 0 ||
+             (rc = msgpack_pack_bin_body(pk, c->idx_nbytes ? c->idx : "", c->idx_nbytes)) != 0))
             return rc;
         if (c->zstd && (rc = s_pack_kstr(pk, "comp", "zstd")) != 0)
             return rc;
@@ -407,8 +405,8 @@ int fm_wire_encode_update_coded(const fm_wire_update_t *hdr, const fm_model_t *l
     if (s_buf_reserve(out, s_coded_size(layout, coded) + 512) != 0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(s_pack_head_v(&pk, FM_WIRE_UPDATE, hdr->round ? 11 : 10,
-                         s_coded_version(layout, coded)));
+    S_PACK(
+        s_pack_head_v(&pk, FM_WIRE_UPDATE, hdr->round ? 11 : 10, s_coded_version(layout, coded)));
     S_PACK(s_pack_str(&pk, "id"));
     S_PACK(msgpack_pack_bin(&pk, FM_WIRE_ID_LEN));
     S_PACK(msgpack_pack_bin_body(&pk, hdr->id, FM_WIRE_ID_LEN));
@@ -2173,7 +2171,10 @@ int fm_wire_tensors_check(const fm_wire_tensors_t *t, const fm_model_t *layout, 
             return fm_errmsg_set(e, FM_EFORMAT,
                                  "tensor '%s': \"%s\" is an encoding of protocol version 2, "
                                  "the frame says 1",
-                                 nm, x->enc.sparse ? "idx" : x->enc.zstd ? "comp" : "scale");
+                                 nm,
+                                 x->enc.sparse ? "idx"
+                                 : x->enc.zstd ? "comp"
+                                               : "scale");
         if (x->enc.dtype == FM_DT_I8 && !x->has_scale)
             return fm_errmsg_set(e, FM_EFORMAT, "tensor '%s': dtype I8 without \"scale\"", nm);
         bool same = x->ndim == v->ndim;

@@ -1415,7 +1415,8 @@ static void s_fuzz_one(const unsigned char *f, size_t n, const fm_model_t *m, fl
             s_assert_printable(ts->t[i].dtype);
         }
         if (fm_wire_tensors_check(ts, m, &e) == 0) {
-            int a = fm_wire_tensors_finite(ts, m, &e), b = fm_wire_tensors_copy(ts, m, scratch, &e);
+            int a = fm_wire_tensors_finite(ts, m, &e),
+                b = fm_wire_tensors_copy(ts, m, scratch, &e);
             assert_int_equal(a, b);
         }
     }

@@ -20,6 +20,14 @@
 #include "fm_metrics.h"
 #include "fm_sec.h"
 
+/* Open files (RLIMIT_NOFILE): every connection a daemon accepts is a file descriptor, and the
+ * usual soft limit (1024) stops a broker near 1,000 subscribers. fm_daemon_main raises the
+ * soft limit to the hard one at start (the packaged systemd units set LimitNOFILE=65536 for
+ * both), or to FM_DAEMON_NOFILE_WANT when the hard one is unlimited, and warns when the
+ * result is below FM_DAEMON_NOFILE_FLOOR. */
+#define FM_DAEMON_NOFILE_WANT 65536
+#define FM_DAEMON_NOFILE_FLOOR 4096
+
 /* Install the handlers. Call once at start, before creating sockets or threads. */
 void fm_daemon_signals(void);
 
@@ -92,7 +100,8 @@ typedef struct {
     void (*server_destroy)(void *server);
 } fm_daemon_t;
 
-/* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the
+/* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the open
+ * files limit (FM_DAEMON_NOFILE_WANT above), the
  * metric registry with the process metrics (fm_metrics_proc), the security ([security]:
  * keys and the ZAP handler, fm_sec; a missing or bad key exits like a bad config), the server,
  * /metrics on the address of `metrics_key` unless it is off (fm_metrics_http: its own thread),

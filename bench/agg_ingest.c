@@ -261,7 +261,7 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
                         fm_model_t *m, fm_wire_buf_t *buf, const s_patch_t *patch, double gbs,
                         const char *const *extra, const char *rule)
 {
-    char self[PATH_MAX], bin[PATH_MAX + 32], sets[18][400], stats[400], log[400];
+    char self[PATH_MAX], bin[PATH_MAX + 32], sets[20][400], stats[400], log[400];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     self[len > 0 ? len : 0] = 0;
     snprintf(bin, sizeof bin, "%s/fedmq-aggregator", dirname(self));
@@ -282,6 +282,7 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
     int nsets = 11;
     if (patch->client) {
         snprintf(sets[nsets++], 400, "federation.num_clients=%u", patch->clients);
+        snprintf(sets[nsets++], 400, "trainer.clients=0-%u", patch->clients - 1);
         snprintf(sets[nsets++], 400, "broker.heartbeat_timeout_s=3600");
         snprintf(sets[nsets++], 400, "broker.trainers_per_peer=4096");
     }

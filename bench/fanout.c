@@ -14,7 +14,7 @@
  *   on snapshot. The broker forwards a model only when it changes, so a late joiner asks:
  *   like fedmq-trainer, a subscriber without a model sends SNAPSHOT_REQ after 2 s, then again
  *   with the wait doubling up to 10 s. Joined: every subscriber holds version 0 (within
- *   --join-timeout, default 30 s + 20 ms per subscriber).
+ *   --join-timeout, default 30 s + 20 ms per MB that N model copies make).
  * - the aggregator: a PUB bound on aggregator_models that publishes real encoded MODELs
  *   (fm_wire_encode_model of the --model layout), version 0 until every subscriber holds it,
  *   then warm-up versions until every SUB has received one (its subscription is in place: a
@@ -28,11 +28,11 @@
  * subscriber holds version 0) broker_rss_mb_after=.. broker_hwm_mb=.. (VmRSS / VmHWM of
  * /proc/PID/status, -1 when unknown) broker_nofile=.. (its soft RLIMIT_NOFILE) broker=up|down.
  * Exit status: 0 when for every N each measured version reached all N subscribers within
- * --timeout (default 30 s) and the broker stayed up (and, when started here, stopped cleanly
- * on SIGTERM); 1 otherwise (one line on stderr says what failed); 2 bad command line or an
- * RLIMIT_NOFILE hard limit too low for N (each subscriber costs this process 2 sockets and 4
- * file descriptors; the soft limit and ZMQ_MAX_SOCKETS are raised to what the largest N
- * needs).
+ * --timeout (default 30 s + 10 ms per MB that N copies make) and the broker stayed up (and, when
+ * started here, stopped cleanly on SIGTERM); 1 otherwise (one line on stderr says what failed); 2
+ * bad command line or an RLIMIT_NOFILE hard limit too low for N (each subscriber costs this
+ * process 2 sockets and 4 file descriptors; the soft limit and ZMQ_MAX_SOCKETS are raised to what
+ * the largest N needs).
  * --burst B: each timed step publishes B versions back to back (an aggregator that makes
  *   versions faster than slow subscribers read them) and is timed until every SUB received
  *   the last one (or a newer one): the broker must let a slow subscriber's newest model
@@ -41,7 +41,11 @@
  * --broker-nofile F starts the broker with RLIMIT_NOFILE F (soft and hard): a broker that
  * cannot accept every connection (the break test of tests/cli/fanout_test.sh).
  * Memory of this process: each subscriber may hold two frames (one queued, one being read),
- * so about 2 x N x frame_bytes at the peak (1.6 GB for 1,000 mlp subscribers, 9.6 GB cnn). */
+ * so about 2 x N x frame_bytes at the peak (1.6 GB for 1,000 mlp subscribers, 9.6 GB cnn).
+ * What the time measures: this one process reads all N copies on one libzmq I/O thread (the
+ * kernel's copy of N x frame_bytes per version), so the figure is an upper bound of what N
+ * trainer processes on their own cores would see; first_median_ms (the first subscriber) is
+ * the broker's own latency. On 2 cores cnn x 1,000 (4.8 GB per version) is bound by it. */
 #include <czmq.h>
 #include <errno.h>
 #include <libgen.h>
@@ -76,7 +80,7 @@ typedef struct {
     int ns[S_LIST_MAX], nn;
     const char *model;
     int versions;
-    double timeout_s;
+    double timeout_s;  /* 0: 30 s + 10 ms per MB the N subscribers receive */
     double join_s;     /* 0: 30 s + 20 ms per subscriber */
     int broker_nofile; /* 0: inherit */
     long own_soft;     /* this process's soft RLIMIT_NOFILE before it raised it (-1: kept) */
@@ -199,7 +203,6 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
     o->nn = 1;
     o->model = "mlp";
     o->versions = 5;
-    o->timeout_s = 30;
     o->burst = 1;
     for (int i = 1; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -250,7 +253,7 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
     }
     int given = !!o->ep_pub + !!o->ep_snap + !!o->ep_agg;
     if (o->versions < 1 || o->versions > 1000 || o->burst < 1 || o->burst > 100 ||
-        !(o->timeout_s > 0) || !(o->join_s >= 0) || o->broker_nofile < 0 ||
+        !(o->timeout_s >= 0) || !(o->join_s >= 0) || o->broker_nofile < 0 ||
         (given != 0 && given != 3)) {
         fprintf(stderr, "fanout: bad --versions/--timeout/--broker-nofile, or not all three of "
                         "--model-pub --snapshot --aggregator-models\n");
@@ -547,9 +550,13 @@ static int s_run(const s_opts_t *o, int n, fm_model_t *m, const char *dir, int r
     double rss_start = s_proc_mb(b.pid, "VmRSS:");
 
     /* join: every subscriber holds version 0 (SUB, or SNAPSHOT_REQ when it came too late) */
+    if (s_encode(m, 0, &buf) != 0)
+        goto cleanup;
+    double mb = (double)n * buf.len / 1e6; /* what one version is, to all N */
+    double timeout_s = o->timeout_s > 0 ? o->timeout_s : 30.0 + mb / 100.0;
     double t0 = fm_proc_now(), last_pub = 0,
-           join_limit = o->join_s > 0 ? o->join_s : 30.0 + n / 50.0;
-    if (s_subs_new(&s, n, &b, fm_model_nparams(m)) != 0 || s_encode(m, 0, &buf) != 0)
+           join_limit = o->join_s > 0 ? o->join_s : 30.0 + mb / 50.0;
+    if (s_subs_new(&s, n, &b, fm_model_nparams(m)) != 0)
         goto cleanup;
     int held = 0;
     while ((held = s_count(&s, 0, 0)) < n && fm_proc_now() - t0 < join_limit && s_broker_up(&b)) {
@@ -578,7 +585,7 @@ static int s_run(const s_opts_t *o, int n, fm_model_t *m, const char *dir, int r
             goto cleanup;
         s_publish(agg, &buf);
         double w0 = fm_proc_now();
-        while (s_count(&s, v, 0) < n && fm_proc_now() - w0 < o->timeout_s && s_broker_up(&b))
+        while (s_count(&s, v, 0) < n && fm_proc_now() - w0 < timeout_s && s_broker_up(&b))
             s_pump(&s, 20, 0, S_NONE, &req);
     }
     if (s_count(&s, 0, 2) < n) {
@@ -599,7 +606,7 @@ static int s_run(const s_opts_t *o, int n, fm_model_t *m, const char *dir, int r
                 goto cleanup;
             s_publish(agg, &buf);
         }
-        while (s_count(&s, 0, 1) < n && fm_proc_now() - v0 < o->timeout_s && s_broker_up(&b))
+        while (s_count(&s, 0, 1) < n && fm_proc_now() - v0 < timeout_s && s_broker_up(&b))
             s_pump(&s, 20, 0, v, &req);
         double last = 0, earliest = 0;
         int got = 0;
@@ -631,8 +638,8 @@ static int s_run(const s_opts_t *o, int n, fm_model_t *m, const char *dir, int r
                             i, (unsigned long long)v, (unsigned long long)s.have[i]);
             free(at);
         }
-        lat[k] = got == n ? (last - v0) * 1e3 : o->timeout_s * 1e3;
-        first[k] = got ? (earliest - v0) * 1e3 : o->timeout_s * 1e3;
+        lat[k] = got == n ? (last - v0) * 1e3 : timeout_s * 1e3;
+        first[k] = got ? (earliest - v0) * 1e3 : timeout_s * 1e3;
     }
     int up = s_broker_up(&b);
     double rss_after = s_proc_mb(b.pid, "VmRSS:"), hwm = s_proc_mb(b.pid, "VmHWM:");
@@ -648,7 +655,7 @@ static int s_run(const s_opts_t *o, int n, fm_model_t *m, const char *dir, int r
     fflush(stdout);
     if (missed)
         fprintf(stderr, "fanout: %d subscribers: %d deliveries missed within %g s (log: %s)\n", n,
-                missed, o->timeout_s, b.log);
+                missed, timeout_s, b.log);
     if (!up)
         fprintf(stderr, "fanout: the broker died (log: %s)\n", b.log);
     rc = missed || !up;

@@ -182,7 +182,7 @@ static int s_metrics_start(const fm_daemon_t *d, const fm_config_t *cfg, fm_metr
 }
 
 /* RLIMIT_NOFILE: raise the soft limit to the hard one (RLIM_INFINITY: FM_DAEMON_NOFILE_WANT),
- * one INFO line when raised; one WARNING when it stays below FM_DAEMON_NOFILE_FLOOR. */
+ * one DEBUG line when raised; one WARNING when it stays below FM_DAEMON_NOFILE_FLOOR. */
 static void s_nofile(void)
 {
     struct rlimit rl;
@@ -192,7 +192,7 @@ static void s_nofile(void)
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
         struct rlimit up = {.rlim_cur = want, .rlim_max = rl.rlim_max};
         if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
-            FM_LOG(LOG_INFO, "open files: soft limit raised from %llu to %llu",
+            FM_LOG(LOG_DEBUG, "open files: soft limit raised from %llu to %llu",
                    (unsigned long long)rl.rlim_cur, (unsigned long long)want);
             rl.rlim_cur = want;
         } else {

@@ -43,10 +43,9 @@
 #define BROKER_SNAPSHOT_REPEAT_S 1.0
 #define BROKER_SUB_MAXMSG (256 << 20) /* inbound frame cap on SUB (bytes), at least */
 #define BROKER_SUB_SLACK (1 << 20)    /* beyond a model's floats: header, names, shapes */
-#define BROKER_SUB_RCVHWM                                                                        \
-    16 /* MODELs queued from the aggregator: bounds memory                                       \
-          (16 x 4.8 MB for cnn); the aggregator repeats                                          \
-          its current model every second */
+/* MODELs queued from the aggregator: bounds memory (16 x 4.8 MB for cnn); the aggregator
+ * repeats its current model every second */
+#define BROKER_SUB_RCVHWM 16
 /* model_pub is ZMQ_CONFLATE: each subscriber's queue holds one MODEL, the newest, besides the
  * one being written (no HWM). With an HWM a subscriber slower than the versions (1,000 of them
  * on one host, a cnn every second) kept the old ones queued and lost the newest: it trained on

@@ -204,9 +204,10 @@ static void s_nofile(void)
     }
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < FM_DAEMON_NOFILE_FLOOR)
         FM_LOG(LOG_WARNING,
-               "open files: the limit is %llu: fewer than that many trainers and subscribers "
-               "can connect; raise LimitNOFILE= (or ulimit -Hn) to %d or more",
-               (unsigned long long)rl.rlim_cur, FM_DAEMON_NOFILE_FLOOR);
+               "open files: the limit is %llu (hard %llu): fewer than that many trainers and "
+               "subscribers can connect; raise LimitNOFILE= (or ulimit -Hn) to %d or more",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+               FM_DAEMON_NOFILE_FLOOR);
 }
 
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)

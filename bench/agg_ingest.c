@@ -2,7 +2,16 @@
  *
  *   agg_ingest --model cnn|mlp [--k K] [--updates N] [--acks off|on|both]
  *              [--aggregation mean|median|trimmed_mean|norm_bounded_mean] [--norm-bound B]
- *              [--set section.key=value]... [--curve off|on|both]
+ *              [--set section.key=value]... [--curve off|on|both] [--clients C]
+ *
+ * --clients C (C >= 1, not with --curve): the federation has C clients ([federation]
+ * num_clients = C) served by ceil(C / 10) trainers "bench-000000".. of 10 clients each, every
+ * one announced by a HELLO on the updates PUSH first (the run starts once stats.json counts
+ * C live clients; heartbeat timeout an hour, trainers_per_peer 4096: all come from one
+ * peer), and update i is sent by client i mod C through its trainer, so the aggregator's
+ * tables hold C clients and C / 10 trainers: updates/s at 100 and 1,000 clients compare the
+ * cost per update. Default (no --clients): one client (0) of trainer "bench", no HELLO, as the
+ * first benchmarks.
  *
  * --aggregation and --norm-bound select the aggregator's rule and an absolute L2-norm bound
  * per update ([aggregator] aggregation, norm_bound; default: the mean, no bound), so each
@@ -112,16 +121,74 @@ static int s_sink(int port, int n, size_t frame, const char *out)
     return 0;
 }
 
-/* Push n copies of the frame buf[0..len), each with its own id at idpos. */
-static void s_push_frames(zsock_t *push, unsigned char *buf, size_t len, unsigned char *idpos,
+/* Where the encoded UPDATE is patched per copy: its id, and with --clients its client (the
+ * 4 big-endian bytes of a msgpack uint32) and its trainer's 6 digits. */
+typedef struct {
+    unsigned char *id;
+    unsigned char *client;  /* NULL: one client */
+    unsigned char *trainer; /* "bench-" S_TRAINER_DIGITS */
+    uint32_t clients;
+} s_patch_t;
+
+#define S_CLIENT_MARK 0x7EADBEEFu /* the client of the template: found, then overwritten */
+#define S_TRAINER_MARK "bench-ZZZZZZ"
+#define S_CLIENTS_PER_TRAINER 10
+
+/* Push n copies of the frame buf[0..len), each with its own id (and with p->client, client
+ * i mod clients and that client's trainer). */
+static void s_push_frames(zsock_t *push, unsigned char *buf, size_t len, const s_patch_t *p,
                           int n)
 {
     for (int i = 0; i < n; i++) {
         uint64_t tag = (uint64_t)i + 1;
-        memcpy(idpos, &tag, sizeof tag);
+        memcpy(p->id, &tag, sizeof tag);
+        if (p->client) {
+            uint32_t c = (uint32_t)i % p->clients;
+            unsigned char be[4] = {(unsigned char)(c >> 24), (unsigned char)(c >> 16),
+                                   (unsigned char)(c >> 8), (unsigned char)c};
+            char digits[12];
+            snprintf(digits, sizeof digits, "%06u", c / S_CLIENTS_PER_TRAINER);
+            memcpy(p->client, be, 4);
+            memcpy(p->trainer + 6, digits, 6);
+        }
         zframe_t *f = zframe_new(buf, len);
         zframe_send(&f, push, 0);
     }
+}
+
+/* With --clients: one HELLO per trainer on the PUSH (the aggregator's copy, before any
+ * UPDATE), then wait (at most 30 s) until stats.json counts every client live. 0 or -1. */
+static int s_hello_all(zsock_t *push, uint32_t clients, const char *stats)
+{
+    uint32_t trainers = (clients + S_CLIENTS_PER_TRAINER - 1) / S_CLIENTS_PER_TRAINER;
+    fm_wire_buf_t b = FM_WIRE_BUF_INIT;
+    for (uint32_t t = 0; t < trainers; t++) {
+        fm_wire_member_t m;
+        memset(&m, 0, sizeof m);
+        snprintf(m.trainer, sizeof m.trainer, "bench-%06u", t);
+        m.pid = 1000 + t;
+        m.client_first = t * S_CLIENTS_PER_TRAINER;
+        m.client_count = clients - m.client_first < S_CLIENTS_PER_TRAINER
+                             ? clients - m.client_first
+                             : S_CLIENTS_PER_TRAINER;
+        m.workers = 1;
+        m.seq = 1;
+        if (fm_wire_encode_member(FM_WIRE_HELLO, &m, &b) != 0)
+            break;
+        zframe_t *f = zframe_new(b.data, b.len);
+        zframe_send(&f, push, 0);
+    }
+    fm_wire_buf_free(&b);
+    double t0 = fm_proc_now();
+    while (fm_proc_now() - t0 < 30) {
+        fm_stats_t st;
+        if (fm_stats_read(stats, &st, NULL) == 0 && st.live_clients >= clients)
+            return 0;
+        fm_proc_sleep(0.05);
+    }
+    fprintf(stderr, "agg_ingest: the aggregator does not count %u live clients after 30 s\n",
+            clients);
+    return -1;
 }
 
 /* "updates_rejected" of the aggregator's stats.json (fm_stats_read), 0 if unreadable. */
@@ -191,10 +258,10 @@ static void s_curve_client(zsock_t *s, const char *dir)
  * n - n % k are applied (acks off: stats.json says so; acks on: the "applied" ACKs for them
  * arrived, i.e. durable in a checkpoint), print the "agg" line. The rate, 0 on failure. */
 static double s_agg_run(const char *model, int k, int n, int acks, int curve, const char *dir,
-                        fm_model_t *m, fm_wire_buf_t *buf, unsigned char *idpos, double gbs,
+                        fm_model_t *m, fm_wire_buf_t *buf, const s_patch_t *patch, double gbs,
                         const char *const *extra, const char *rule)
 {
-    char self[PATH_MAX], bin[PATH_MAX + 32], sets[14][400], stats[400], log[400];
+    char self[PATH_MAX], bin[PATH_MAX + 32], sets[20][400], stats[400], log[400];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     self[len > 0 ? len : 0] = 0;
     snprintf(bin, sizeof bin, "%s/fedmq-aggregator", dirname(self));
@@ -213,6 +280,12 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
     snprintf(sets[9], 400, "aggregator.acks=%s", acks ? "true" : "false");
     snprintf(sets[10], 400, "endpoints.acks=tcp://127.0.0.1:%d", pa);
     int nsets = 11;
+    if (patch->client) {
+        snprintf(sets[nsets++], 400, "federation.num_clients=%u", patch->clients);
+        snprintf(sets[nsets++], 400, "trainer.clients=0-%u", patch->clients - 1);
+        snprintf(sets[nsets++], 400, "broker.heartbeat_timeout_s=3600");
+        snprintf(sets[nsets++], 400, "broker.trainers_per_peer=4096");
+    }
     if (curve) {
         snprintf(sets[nsets++], 400, "security.mode=curve");
         snprintf(sets[nsets++], 400, "security.allow_dir=%s/allow", dir);
@@ -220,7 +293,7 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
     }
     snprintf(stats, sizeof stats, "%s/ckpt-%s/stats.json", dir, tag);
     snprintf(log, sizeof log, "%s/aggregator-%s.log", dir, tag);
-    char *av[32 + 2 * S_EXTRA_MAX];
+    char *av[40 + 2 * S_EXTRA_MAX];
     int ac = 0;
     av[ac++] = bin;
     for (int i = 0; i < nsets; i++) {
@@ -261,10 +334,12 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
     }
     zframe_destroy(&first);
     fm_proc_sleep(0.2); /* the ACK subscription is in place */
+    if (patch->client && s_hello_all(push, patch->clients, stats) != 0)
+        goto cleanup;
 
     double t0 = fm_proc_now(), done = 0;
     uint64_t want = (uint64_t)(n - n % k), acked = 0;
-    s_push_frames(push, buf->data, buf->len, idpos, n);
+    s_push_frames(push, buf->data, buf->len, patch, n);
     while (fm_proc_now() - t0 < 300) {
         fm_stats_t st;
         if (acks) {
@@ -286,11 +361,12 @@ static double s_agg_run(const char *model, int k, int n, int acks, int curve, co
     double model_bytes = 4.0 * fm_model_nparams(m);
     rate = done > 0 ? (double)want / done : 0;
     double bound = gbs * 1e9 / (3.0 * model_bytes);
-    printf("agg model=%s k=%d acks=%s curve=%s aggregation=%s updates=%d frame_bytes=%zu "
-           "updates_per_s=%.1f memcpy_gbs=%.1f bound_updates_per_s=%.1f fraction=%.2f "
-           "peak_rss_mb=%.1f rejected=%llu clipped=%llu\n",
-           model, k, acks ? "on" : "off", curve ? "on" : "off", rule, n, buf->len, rate, gbs,
-           bound, rate / bound, hwm / 1024.0, (unsigned long long)s_rejected(stats),
+    printf("agg model=%s k=%d acks=%s curve=%s aggregation=%s clients=%u updates=%d "
+           "frame_bytes=%zu updates_per_s=%.1f memcpy_gbs=%.1f bound_updates_per_s=%.1f "
+           "fraction=%.2f peak_rss_mb=%.1f rejected=%llu clipped=%llu\n",
+           model, k, acks ? "on" : "off", curve ? "on" : "off", rule,
+           patch->client ? patch->clients : 1, n, buf->len, rate, gbs, bound, rate / bound,
+           hwm / 1024.0, (unsigned long long)s_rejected(stats),
            (unsigned long long)s_clipped(stats));
     fflush(stdout);
 cleanup:
@@ -305,7 +381,7 @@ cleanup:
 int main(int argc, char **argv)
 {
     const char *model = "cnn", *acks = "off", *curve = "off", *rule = "mean";
-    int k = 10, n = 400, nextra = 0;
+    int k = 10, n = 400, nextra = 0, clients = 0;
     char rule_set[64 + 32], bound_set[64 + 32];
     const char *extra[S_EXTRA_MAX + 1] = {NULL};
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -335,6 +411,8 @@ int main(int argc, char **argv)
             acks = argv[i + 1];
         else if (!strcmp(argv[i], "--curve"))
             curve = argv[i + 1];
+        else if (!strcmp(argv[i], "--clients"))
+            clients = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "agg_ingest: unknown option %s\n", argv[i]);
             return 2;
@@ -346,8 +424,10 @@ int main(int argc, char **argv)
     int a_on = !strcmp(acks, "on") || !strcmp(acks, "both");
     int c_off = !strcmp(curve, "off") || !strcmp(curve, "both");
     int c_on = !strcmp(curve, "on") || !strcmp(curve, "both");
-    if (!m || k < 1 || n < k || (!a_off && !a_on) || (!c_off && !c_on)) {
-        fprintf(stderr, "agg_ingest: bad --model/--k/--updates/--acks/--curve\n");
+    if (!m || k < 1 || n < k || (!a_off && !a_on) || (!c_off && !c_on) || clients < 0 ||
+        clients > (1 << 20) || (clients && c_on)) {
+        fprintf(stderr, "agg_ingest: bad --model/--k/--updates/--acks/--curve/--clients "
+                        "(--clients is not for --curve)\n");
         return 2;
     }
     double gbs = s_memcpy_gbs();
@@ -364,23 +444,38 @@ int main(int argc, char **argv)
     fm_wire_update_t up;
     memset(&up, 0, sizeof up);
     memset(up.id, 0xAB, sizeof up.id);
-    snprintf(up.trainer, sizeof up.trainer, "bench"); /* = the bench key's name, client 0 */
+    /* = the bench key's name, client 0; with --clients, marks patched per copy */
+    snprintf(up.trainer, sizeof up.trainer, "%s", clients ? S_TRAINER_MARK : "bench");
+    up.client = clients ? S_CLIENT_MARK : 0;
     up.num_samples = 600;
     up.local_steps = 19;
     fm_wire_buf_t buf = FM_WIRE_BUF_INIT;
     fm_wire_encode_update(&up, m, delta, &buf);
     unsigned char pattern[FM_WIRE_ID_LEN];
     memset(pattern, 0xAB, sizeof pattern);
-    unsigned char *idpos = memmem(buf.data, buf.len, pattern, sizeof pattern);
+    s_patch_t patch = {.id = memmem(buf.data, buf.len, pattern, sizeof pattern),
+                       .clients = (uint32_t)clients};
+    if (clients) {
+        const unsigned char cmark[5] = {0xce, 0x7E, 0xAD, 0xBE, 0xEF}; /* msgpack uint32 */
+        unsigned char *c = memmem(buf.data, buf.len, cmark, sizeof cmark);
+        patch.client = c ? c + 1 : NULL;
+        patch.trainer = memmem(buf.data, buf.len, S_TRAINER_MARK, strlen(S_TRAINER_MARK));
+        if (!patch.client || !patch.trainer) {
+            fprintf(stderr, "agg_ingest: --clients: the encoded UPDATE's client or trainer "
+                            "was not found (the wire encoding changed?)\n");
+            return 1;
+        }
+    }
 
     if (c_on && s_curve_keys(dir) != 0)
         return 1;
     double rate = 0;
     int done = 1;
     for (int c = c_off ? 0 : 1; c <= c_on; c++) {
-        double r_off = a_off ? s_agg_run(model, k, n, 0, c, dir, m, &buf, idpos, gbs, extra, rule)
-                             : 0;
-        double r_on = a_on ? s_agg_run(model, k, n, 1, c, dir, m, &buf, idpos, gbs, extra, rule)
+        double r_off = a_off
+                           ? s_agg_run(model, k, n, 0, c, dir, m, &buf, &patch, gbs, extra, rule)
+                           : 0;
+        double r_on = a_on ? s_agg_run(model, k, n, 1, c, dir, m, &buf, &patch, gbs, extra, rule)
                            : 0;
         double r = a_off ? r_off : r_on;
         done = done && (!a_off || r_off > 0) && (!a_on || r_on > 0);
@@ -410,7 +505,7 @@ int main(int argc, char **argv)
     zsock_connect(push, "tcp://127.0.0.1:%d", ps);
     fm_proc_sleep(0.5); /* the sink binds */
     double s0 = fm_proc_now();
-    s_push_frames(push, buf.data, buf.len, idpos, n);
+    s_push_frames(push, buf.data, buf.len, &patch, n);
     int st = 0;
     double sink_rate = 0;
     if (fm_proc_wait(child, 300) != -1) {

@@ -629,7 +629,7 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     }
 
     const fm_cfg_endpoints_t *ep = &cfg->endpoints;
-    fm_sock_opts_t o_pub = {.linger_ms = BROKER_PUB_LINGER_MS, .sndhwm = BROKER_PUB_SNDHWM};
+    fm_sock_opts_t o_pub = {.linger_ms = BROKER_PUB_LINGER_MS, .conflate = true};
     fm_sock_opts_t o_router = {.sndhwm = BROKER_ROUTER_SNDHWM,
                                .rcvhwm = BROKER_ROUTER_RCVHWM,
                                .sndtimeo_ms = FM_SOCK_NOWAIT,
@@ -643,12 +643,16 @@ broker_server_t *broker_server_new(const fm_config_t *cfg, const fm_daemon_args_
     o_pub.sec = o_router.sec = o_sub.sec = sec;
     o_pub.side = o_router.side = FM_SEC_SERVE;
     o_sub.side = FM_SEC_TO_AGGREGATOR;
-    if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "model_pub", &rc, e)) ||
-        (rc = fm_sock_bind(self->pub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
+    if (!(self->pub = fm_sock_new(ZMQ_PUB, &o_pub, "model_pub", &rc, e)))
+        goto cleanup;
+    /* before bind: the listen queue of the sockets every subscriber connects to */
+    zsock_set_backlog(self->pub, BROKER_BACKLOG);
+    if ((rc = fm_sock_bind(self->pub, "endpoints.model_pub", ep->model_pub, e)) != 0 ||
         !(self->router = fm_sock_new(ZMQ_ROUTER, &o_router, "snapshot", &rc, e)))
         goto cleanup;
     /* a send to a full or unknown peer fails (EAGAIN, EHOSTUNREACH) instead of a silent drop */
     zsock_set_router_mandatory(self->router, 1);
+    zsock_set_backlog(self->router, BROKER_BACKLOG);
     if ((rc = fm_sock_bind(self->router, "endpoints.snapshot", ep->snapshot, e)) != 0 ||
         !(self->sub = fm_sock_new(ZMQ_SUB, &o_sub, "aggregator_models", &rc, e)) ||
         (rc = fm_sock_connect(self->sub, "endpoints.aggregator_models", ep->aggregator_models,

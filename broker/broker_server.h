@@ -43,11 +43,18 @@
 #define BROKER_SNAPSHOT_REPEAT_S 1.0
 #define BROKER_SUB_MAXMSG (256 << 20) /* inbound frame cap on SUB (bytes), at least */
 #define BROKER_SUB_SLACK (1 << 20)    /* beyond a model's floats: header, names, shapes */
-#define BROKER_SUB_RCVHWM                                                                        \
-    16                            /* MODELs queued from the aggregator: bounds memory            \
-                                     (16 x 4.8 MB for cnn); the aggregator repeats               \
-                                     its current model every second */
-#define BROKER_PUB_SNDHWM 2       /* slow subscribers drop: they need the newest */
+/* MODELs queued from the aggregator: bounds memory (16 x 4.8 MB for cnn); the aggregator
+ * repeats its current model every second */
+#define BROKER_SUB_RCVHWM 16
+/* model_pub is ZMQ_CONFLATE: each subscriber's queue holds one MODEL, the newest, besides the
+ * one being written (no HWM). With an HWM a subscriber slower than the versions (1,000 of them
+ * on one host, a cnn every second) kept the old ones queued and lost the newest: it trained on
+ * a stale model until the next one, or its 30 s silence rule (bench/fanout --burst). */
+/* ZMQ_BACKLOG of model_pub and snapshot: connections waiting to be accepted (the kernel caps
+ * it at net.core.somaxconn). libzmq's 100 overflows when 1,000 subscribers (re)connect at
+ * once, e.g. after a broker restart: the kernel drops their SYNs and they retry 1, 3, 7 s
+ * later (bench/fanout). */
+#define BROKER_BACKLOG 4096
 #define BROKER_PUB_LINGER_MS 1000 /* a last publish may still leave at shutdown */
 #define BROKER_EXPIRY_S 0.1       /* period of the trainer expiry check */
 #define BROKER_SUMMARY_S 10.0     /* seconds between summary lines */

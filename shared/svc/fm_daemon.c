@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "fm_blas.h"
@@ -180,6 +181,35 @@ static int s_metrics_start(const fm_daemon_t *d, const fm_config_t *cfg, fm_metr
     return FM_EXIT_OK;
 }
 
+/* RLIMIT_NOFILE: raise the soft limit to the hard one (RLIM_INFINITY: FM_DAEMON_NOFILE_WANT),
+ * one DEBUG line when raised; one WARNING when it stays below FM_DAEMON_NOFILE_FLOOR. */
+static void s_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY ? FM_DAEMON_NOFILE_WANT : rl.rlim_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        struct rlimit up = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+            FM_LOG(LOG_DEBUG, "open files: soft limit raised from %llu to %llu",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+            rl.rlim_cur = want;
+        } else {
+            FM_LOG(LOG_WARNING, "open files: cannot raise the soft limit from %llu to %llu: %s",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)want, strerror(errno));
+        }
+    } else {
+        FM_LOG(LOG_DEBUG, "open files: soft limit %llu", (unsigned long long)rl.rlim_cur);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < FM_DAEMON_NOFILE_FLOOR)
+        FM_LOG(LOG_WARNING,
+               "open files: the limit is %llu (hard %llu): fewer than that many trainers and "
+               "subscribers can connect; raise LimitNOFILE= (or ulimit -Hn) to %d or more",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+               FM_DAEMON_NOFILE_FLOOR);
+}
+
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
 {
     if (d->blas)
@@ -198,6 +228,7 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
     }
     fm_log_init(d->prog, args.log_level >= 0 ? args.log_level : fm_log_parse_level(level));
     fm_daemon_signals();
+    s_nofile();
     int err = 0;
     fm_metrics_t *metrics = fm_metrics_new(&err);
     fm_metrics_http_t *http = NULL;

@@ -20,6 +20,14 @@
 #include "fm_metrics.h"
 #include "fm_sec.h"
 
+/* Open files (RLIMIT_NOFILE): every connection a daemon accepts is a file descriptor, and the
+ * usual soft limit (1024) stops a broker near 1,000 subscribers. fm_daemon_main raises the
+ * soft limit to the hard one at start (the packaged units of the broker and the aggregator
+ * set LimitNOFILE=65536), or to FM_DAEMON_NOFILE_WANT when the hard one is unlimited, and warns
+ * when the result is below FM_DAEMON_NOFILE_FLOOR. */
+#define FM_DAEMON_NOFILE_WANT 65536
+#define FM_DAEMON_NOFILE_FLOOR 4096
+
 /* Install the handlers. Call once at start, before creating sockets or threads. */
 void fm_daemon_signals(void);
 
@@ -92,15 +100,16 @@ typedef struct {
     void (*server_destroy)(void *server);
 } fm_daemon_t;
 
-/* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the
- * metric registry with the process metrics (fm_metrics_proc), the security ([security]:
- * keys and the ZAP handler, fm_sec; a missing or bad key exits like a bad config), the server,
- * /metrics on the address of `metrics_key` unless it is off (fm_metrics_http: its own thread),
- * [BLAS self-check,] run (its fm_loop talks to systemd: fm_notify), then /metrics stopped, the
- * server destroyed, the registry freed. Returns the exit code: FM_EXIT_OK after --help or a clean
- * stop; FM_EXIT_INPUT after a bad command line or config (one line on stderr: "prog: reason");
- * FM_EXIT_RUNTIME (or fm_daemon_exit_code of the constructor's error) when the server or /metrics
- * cannot start (e.g. its port is in use) or the server cannot run (one log line). */
+/* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the open
+ * files limit (FM_DAEMON_NOFILE_WANT above), the metric registry with the process metrics
+ * (fm_metrics_proc), the security ([security]: keys and the ZAP handler, fm_sec; a missing or bad
+ * key exits like a bad config), the server, /metrics on the address of `metrics_key` unless it is
+ * off (fm_metrics_http: its own thread), [BLAS self-check,] run (its fm_loop talks to systemd:
+ * fm_notify), then /metrics stopped, the server destroyed, the registry freed. Returns the exit
+ * code: FM_EXIT_OK after --help or a clean stop; FM_EXIT_INPUT after a bad command line or config
+ * (one line on stderr: "prog: reason"); FM_EXIT_RUNTIME (or fm_daemon_exit_code of the
+ * constructor's error) when the server or /metrics cannot start (e.g. its port is in use) or the
+ * server cannot run (one log line). */
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv);
 
 /* Seconds on the monotonic clock. */

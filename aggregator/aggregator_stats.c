@@ -28,6 +28,9 @@ static const char *const s_reason_names[AGG_REJ_COUNT] = {
  * blob "agg.reasons" (aggregator_state.c) */
 _Static_assert(AGG_REJ_COUNT <= FM_STATS_REASONS_MAX, "reasons must fit stats.json");
 
+#define S_ENC_UPDATES_HELP "Updates folded, by their encoding."
+#define S_ENC_BYTES_HELP "Bytes of the update frames folded, by their encoding."
+
 /* The /metrics series (NULL handles without a registry). */
 typedef struct {
     fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *clipped, *bytes, *dropped;
@@ -124,6 +127,12 @@ int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m)
                                     "Updates folded scaled down to the norm bound.", NULL);
     x->bytes = fm_metrics_counter(m, "fedmq_received_bytes_total",
                                   "Bytes of every frame received on the updates socket.", NULL);
+    /* the per-encoding series appear with an encoding's first update (agg_stats_encoded);
+     * the default one is there from the start, so the families always exist */
+    fm_metrics_counter(m, "fedmq_updates_by_encoding_total", S_ENC_UPDATES_HELP,
+                       (const char *[]){"encoding", "fp32", NULL});
+    fm_metrics_counter(m, "fedmq_update_bytes_total", S_ENC_BYTES_HELP,
+                       (const char *[]){"encoding", "fp32", NULL});
     x->dropped = fm_metrics_counter(m, "fedmq_buffers_dropped_total",
                                     "Buffers the server optimiser refused (non-finite result).",
                                     NULL);

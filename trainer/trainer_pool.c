@@ -942,14 +942,13 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
         m, "fedmq_update_bytes_sent_total",
         "Bytes of the UPDATE frames handed to ZeroMQ, by the pool's [trainer] encoding.",
         (const char *[]){"encoding", self->codec_name, NULL});
-    if (self->ef) {
-        self->met.ef_held = fm_metrics_gauge(
-            m, "fedmq_error_feedback_residuals",
-            "Clients whose error-feedback residual (top-k) is in memory.", NULL);
-        self->met.ef_evicted = fm_metrics_counter(
-            m, "fedmq_error_feedback_evicted_total",
-            "Residuals dropped to stay within [trainer] error_feedback_mb.", NULL);
-    }
+    /* 0 without error feedback (top-k), like the secagg series without [secagg] */
+    self->met.ef_held = fm_metrics_gauge(
+        m, "fedmq_error_feedback_residuals",
+        "Clients whose error-feedback residual (top-k) is in memory.", NULL);
+    self->met.ef_evicted = fm_metrics_counter(
+        m, "fedmq_error_feedback_evicted_total",
+        "Residuals dropped to stay within [trainer] error_feedback_mb.", NULL);
     self->met.send_dropped = fm_metrics_counter(
         m, "fedmq_updates_dropped_total",
         "UPDATEs dropped (send timeout, encode error), never sent.", NULL);

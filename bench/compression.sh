@@ -108,5 +108,5 @@ print("%.0f|| %s | %.0f | %s | %s | %s | %s | %.4f | %.4f | %s |" %
 PY
 )
     [ "$r" = fp32 ] && FP32_BYTES=${line%%|*}
-    echo "${line#*||}"
+    echo "|${line#*||}"
 done

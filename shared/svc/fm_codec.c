@@ -167,8 +167,7 @@ struct fm_codec_enc {
     float *vals;           /* maxn: gathered values (sparse) */
     uint32_t *idx;         /* maxn: selected indices (sparse) */
     unsigned char *packed; /* values in their dtype, per tensor, one after another */
-    size_t packed_cap;
-    unsigned char *zout; /* zstd output of every tensor, one after another */
+    unsigned char *zout;   /* zstd output of every tensor, one after another */
     size_t zout_cap;
     ZSTD_CCtx *cctx;
 };
@@ -190,22 +189,17 @@ fm_codec_enc_t *fm_codec_enc_new(const fm_model_t *layout, const fm_codec_config
         size_t n = fm_model_view(layout, i)->numel;
         if (n > enc->maxn)
             enc->maxn = n;
-        total += 4 * n; /* at worst F32 (an F16 tensor out of range is sent F32) */
+        total += 4 * n;
         ztotal += ZSTD_compressBound(4 * n) * 2;
     }
-    enc->packed_cap = total;
-    if (!(enc->packed = malloc(total ? total : 1)))
+    /* every tensor's values (at worst F32: an F16 tensor out of range goes F32), and with
+     * top-k their indices after them (4 bytes each) */
+    size_t packed = c->topk > 0 ? 2 * total : total;
+    if (!(enc->packed = malloc(packed ? packed : 1)))
         goto cleanup;
     if (c->topk > 0 &&
         (!(enc->vals = malloc(4 * enc->maxn + 4)) || !(enc->idx = malloc(4 * enc->maxn + 4))))
         goto cleanup;
-    if (c->topk > 0) { /* indices live in packed's twin: one more region of 4 n per tensor */
-        unsigned char *p = realloc(enc->packed, 2 * total + 1);
-        if (!p)
-            goto cleanup;
-        enc->packed = p;
-        enc->packed_cap = 2 * total;
-    }
     if (c->zstd_level) {
         enc->zout_cap = ztotal;
         if (!(enc->zout = malloc(ztotal)) || !(enc->cctx = ZSTD_createCCtx()))
@@ -487,7 +481,6 @@ static int s_src_open(fm_codec_rd_t *r, struct fm_codec_src *s, void **zslot, co
     ZSTD_DCtx_reset(*zslot, ZSTD_reset_session_only);
     ZSTD_DCtx_setParameter(*zslot, ZSTD_d_windowLogMax, 27);
     s->z = *zslot;
-    s->out_left = (size_t)cs;
     *got = (size_t)cs;
     return 0;
 }
@@ -517,7 +510,6 @@ static int s_src_read(fm_codec_rd_t *r, struct fm_codec_src *s, void *dst, size_
         s->ended = ret == 0;
     }
     s->pos = in.pos;
-    s->out_left -= n;
     return 0;
 }
 

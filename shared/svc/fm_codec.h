@@ -106,9 +106,9 @@ void fm_codec_config_name(const fm_codec_config_t *c, char *out, size_t cap);
 typedef struct fm_codec_enc fm_codec_enc_t;
 
 /* An encoder for deltas of `layout` (borrowed: must outlive it) with config *c (copied).
- * Owns scratch of at most about 2 x 4 bytes x the largest tensor, plus zstd's context and
- * output bound; nothing is allocated per call. NULL with *err = FM_EARG (bad config) or
- * -ENOMEM. The caller owns it: fm_codec_enc_destroy. One thread at a time. */
+ * Owns scratch of 4 bytes per parameter (8 with top-k: values and indices), plus zstd's
+ * context and output bound; nothing is allocated per call. NULL with *err = FM_EARG (bad config)
+ * or -ENOMEM. The caller owns it: fm_codec_enc_destroy. One thread at a time. */
 fm_codec_enc_t *fm_codec_enc_new(const fm_model_t *layout, const fm_codec_config_t *c, int *err);
 
 /* Free it and set *p to NULL; idempotent. */
@@ -155,10 +155,9 @@ typedef struct {
     const char *what;
     struct fm_codec_src {
         const unsigned char *p;
-        size_t n, pos;   /* raw: bytes at p, read so far; zstd: compressed input */
-        void *z;         /* the stream (zstd), else NULL */
-        size_t out_left; /* zstd: content bytes not yet produced */
-        int ended;       /* zstd: the frame's end (and checksum) was seen */
+        size_t n, pos; /* raw: bytes at p, read so far; zstd: compressed input */
+        void *z;       /* the stream (zstd), else NULL */
+        int ended;     /* zstd: the frame's end (and checksum) was seen */
     } sv, si;
     float vals[FM_CODEC_BLOCK];
     uint32_t idx[FM_CODEC_BLOCK];

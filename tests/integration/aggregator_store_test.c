@@ -106,9 +106,9 @@ static void s_start(s_ctx_t *c, int keep)
                     "--log-level",
                     "info",
                     NULL};
+    fm_zdrain_destroy(&c->sub); /* the old publisher is gone: before a new one binds */
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
-    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);

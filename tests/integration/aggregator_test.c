@@ -98,12 +98,12 @@ static void s_spawn(s_ctx_t *c, int k, int max_stale, int ckpt_every, const char
     argv[a++] = "--log-level";
     argv[a++] = "info";
     argv[a] = NULL;
+    fm_zdrain_destroy(&c->sub); /* the old publisher is gone: before a new one binds */
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
     if (getenv("FM_KEEP_LOGS"))
         fprintf(stderr, "spawned %d, log %s, %s %s\n", (int)c->pid, c->log, c->ep_updates,
                 c->ep_models);
-    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);

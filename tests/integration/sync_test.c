@@ -127,12 +127,12 @@ static void s_start(s_ctx_t *c, const char *model, int nclients, int per_round, 
     assert_non_null(c->layout);
     c->np = fm_model_nparams(c->layout);
 
+    fm_zdrain_destroy(&c->sub); /* the old publisher is gone: before a new one binds */
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
     if (getenv("FM_KEEP_LOGS"))
         fprintf(stderr, "spawned aggregator %d, log %s, %s %s\n", (int)c->pid, c->log,
                 c->ep_updates, c->ep_models);
-    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);

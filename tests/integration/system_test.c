@@ -30,6 +30,7 @@
 #include <czmq.h>
 
 #include "../support/fm_proc.h"
+#include "../support/fm_zbind.h"
 #include "fm_ckpt.h"
 #include "fm_model.h"
 #include "fm_stats.h"
@@ -505,8 +506,8 @@ static int s_teardown(void **state)
     s_sys = NULL;
     if (!s)
         return 0;
-    zsock_destroy(&s->bsub);
     fm_proc_reap_all(&s->procs);
+    fm_zdrain_destroy(&s->bsub); /* after the broker: nothing more can arrive */
     if (s->dir[0])
         fm_proc_rmtree(s->dir);
     fm_wire_buf_free(&s->buf);

@@ -101,9 +101,9 @@ static inline void fm_at_start(fm_at_t *c, int k, const char *const *extra)
     argv[a++] = "--log-level";
     argv[a++] = "info";
     argv[a] = NULL;
+    fm_zdrain_destroy(&c->sub); /* the old publisher is gone: before a new one binds */
     c->pid = fm_proc_spawn(&c->procs, argv, c->log);
     assert_true(c->pid > 0);
-    fm_zdrain_destroy(&c->sub);
     zsock_destroy(&c->push);
     c->sub = zsock_new(ZMQ_SUB);
     c->push = zsock_new(ZMQ_PUSH);

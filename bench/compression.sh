@@ -11,7 +11,9 @@
 #     --dry-run           print the commands only
 #
 #   runs:  fp32 fp16 bf16 int8 topk10 topk1   and each with +zstd (fp32+zstd ... topk1+zstd)
-#          topkN = topk_fraction N/100 with float32 values and error feedback; +zstd: level 3
+#          topkN = topk_fraction N/100 with float32 values and error feedback, one k over
+#          the whole model (topk_scope = model, the default); topk1-tensor: k per tensor;
+#          +zstd: level 3 (the default runs leave bf16 out: the same bytes as fp16)
 #
 # Each run is `fedmq run` for exactly S seconds (target_accuracy 1.0, so it never stops
 # early). Reported per run (markdown on stdout): bytes per update (the aggregator's
@@ -26,7 +28,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-RUNS="fp32 fp32+zstd fp16 fp16+zstd bf16 int8 int8+zstd topk10 topk10+zstd topk1 topk1+zstd"
+RUNS="fp32 fp32+zstd fp16 fp16+zstd int8 int8+zstd topk10 topk10+zstd topk1 topk1+zstd topk1-tensor"
 SECS=600 TARGET=0.85 DRY=0
 EXTRA=()
 while [ $# -gt 0 ]; do
@@ -58,6 +60,7 @@ args_of() { # the [trainer] overrides of run $1
     fp16 | bf16 | int8) echo --set "trainer.encoding=$base" "${z[@]}" ;;
     topk10) echo --set trainer.topk_fraction=0.1 "${z[@]}" ;;
     topk1) echo --set trainer.topk_fraction=0.01 "${z[@]}" ;;
+    topk1-tensor) echo --set trainer.topk_fraction=0.01 --set trainer.topk_scope=tensor "${z[@]}" ;;
     *) echo "$0: unknown run $1" >&2; return 2 ;;
     esac
 }

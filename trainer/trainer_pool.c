@@ -830,6 +830,7 @@ static int s_init_workers(trainer_pool_t *self, fm_errmsg_t *e)
     const fm_cfg_trainer_t *tc = &cfg->trainer;
     self->codec = (fm_codec_config_t){.dtype = (fm_dtype_t)tc->encoding,
                                       .topk = tc->topk_fraction,
+                                      .topk_model = tc->topk_fraction > 0 && tc->topk_scope,
                                       .error_feedback = tc->error_feedback &&
                                                         tc->topk_fraction > 0,
                                       .zstd_level = tc->zstd_level};

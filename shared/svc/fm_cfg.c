@@ -110,6 +110,12 @@ static const char *s_encoding_name(int v)
     return fm_codec_value_name((fm_dtype_t)v); /* v in the row's [lo, hi] */
 }
 
+static const char *s_topk_scope_name(int v)
+{
+    static const char *const n[] = {"tensor", "model"};
+    return S_NAMES(n, v);
+}
+
 static const char *s_server_opt_name(int v)
 {
     return fm_server_opt_kind_name((fm_server_opt_kind_t)v); /* v in the row's [lo, hi] */
@@ -296,6 +302,9 @@ static const fm_cfg_key_t s_keys[] = {
     S_FLT(trainer, topk_fraction, 0, 1, "0", S_RESTART,
           "top-k sparsification: send only this fraction of each tensor's entries (those of "
           "largest magnitude, with their indices); 0 = dense"),
+    S_ENUM(trainer, topk_scope, s_topk_scope_name, 0, 1, "model", S_RESTART,
+           "top-k: k per tensor (each tensor sends topk_fraction of its entries) or one k over "
+           "the whole model (the largest entries wherever they are; a tensor may send none)"),
     S_BOOL(trainer, error_feedback, "true", S_RESTART,
            "with top-k: keep per client what was not sent and add it to the next update "
            "(error feedback); no effect on dense encodings"),

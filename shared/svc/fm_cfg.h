@@ -134,6 +134,7 @@ typedef struct {
     /* update encoding (fm_codec; docs/PROTOCOL.md §2.1.2): fm_codec_trainer_config */
     int encoding;          /* fm_dtype_t of the values: fp32, fp16, bf16, int8 */
     double topk_fraction;  /* 0 = dense, else the fraction of each tensor sent (top-k) */
+    int topk_scope;        /* 0 = k per tensor, 1 = one k over the whole model */
     bool error_feedback;   /* top-k: keep what was not sent per client, add it next time */
     int error_feedback_mb; /* memory for those residuals (least recently used evicted) */
     int zstd_level;        /* 0 = off, 1..19 */

@@ -132,6 +132,8 @@ int fm_codec_config_check(const fm_codec_config_t *c, fm_errmsg_t *e)
     if (!(c->topk >= 0.0 && c->topk <= 1.0))
         return fm_errmsg_set(e, FM_EARG, "topk_fraction %g: must be in [0, 1] (0 = dense)",
                              c->topk);
+    if (c->topk_model && c->topk == 0.0)
+        return fm_errmsg_set(e, FM_EARG, "topk_scope = model needs top-k (topk_fraction > 0)");
     if (c->error_feedback && c->topk == 0.0)
         return fm_errmsg_set(e, FM_EARG,
                              "error_feedback needs top-k (topk_fraction > 0): dense encodings "
@@ -152,8 +154,8 @@ void fm_codec_config_name(const fm_codec_config_t *c, char *out, size_t cap)
     if (c->zstd_level)
         snprintf(z, sizeof z, "+zstd%d", c->zstd_level);
     if (c->topk > 0)
-        snprintf(out, cap, "topk-%g-%s%s%s", c->topk, s_short(c->dtype),
-                 c->error_feedback ? "-ef" : "", z);
+        snprintf(out, cap, "topk%s-%g-%s%s%s", c->topk_model ? "m" : "", c->topk,
+                 s_short(c->dtype), c->error_feedback ? "-ef" : "", z);
     else
         snprintf(out, cap, "%s%s", s_short(c->dtype), z);
 }
@@ -163,7 +165,7 @@ void fm_codec_config_name(const fm_codec_config_t *c, char *out, size_t cap)
 struct fm_codec_enc {
     const fm_model_t *layout;
     fm_codec_config_t c;
-    size_t maxn;           /* largest tensor, entries */
+    size_t maxn;           /* largest tensor, entries (the whole model's with topk_model) */
     float *vals;           /* maxn: gathered values (sparse) */
     uint32_t *idx;         /* maxn: selected indices (sparse) */
     unsigned char *packed; /* values in their dtype, per tensor, one after another */
@@ -192,6 +194,8 @@ fm_codec_enc_t *fm_codec_enc_new(const fm_model_t *layout, const fm_codec_config
         total += 4 * n;
         ztotal += ZSTD_compressBound(4 * n) * 2;
     }
+    if (c->topk_model) /* one selection over the flat buffer (views are contiguous) */
+        enc->maxn = fm_model_nparams(layout);
     /* every tensor's values (at worst F32: an F16 tensor out of range goes F32), and with
      * top-k their indices after them (4 bytes each) */
     size_t packed = c->topk > 0 ? 2 * total : total;
@@ -347,6 +351,26 @@ static int s_zstd(fm_codec_enc_t *enc, const void *src, size_t n, unsigned char 
     return 0;
 }
 
+/* Model scope: add delta into the residual (error feedback), select the top
+ * ceil(topk x nparams) entries of the whole model into enc->idx (flat indices, increasing).
+ * Returns how many. */
+static size_t s_topk_model(fm_codec_enc_t *enc, const float *delta, float *residual)
+{
+    size_t n = fm_model_nparams(enc->layout);
+    const float *acc = delta;
+    if (residual) {
+        for (size_t i = 0; i < n; i++)
+            residual[i] += delta[i];
+        acc = residual;
+    }
+    size_t k = (size_t)ceil(enc->c.topk * (double)n);
+    k = k < 1 ? 1 : k > n ? n : k;
+    if (n == 0)
+        return 0;
+    s_topk(acc, n, k, enc->idx);
+    return k;
+}
+
 int fm_codec_enc_run(fm_codec_enc_t *enc, const float *delta, float *residual, fm_rng_t *rng,
                      fm_codec_tensor_t *out)
 {
@@ -355,6 +379,7 @@ int fm_codec_enc_run(fm_codec_enc_t *enc, const float *delta, float *residual, f
     FM_ASSERT(enc->c.dtype != FM_DT_I8 || rng);
     const fm_codec_config_t *c = &enc->c;
     unsigned char *pk = enc->packed, *zp = enc->zout;
+    size_t gk = c->topk_model ? s_topk_model(enc, delta, residual) : 0, gj = 0;
     for (int v = 0; v < fm_model_nviews(enc->layout); v++) {
         const fm_view_t *view = fm_model_view(enc->layout, v);
         size_t n = view->numel;
@@ -365,29 +390,40 @@ int fm_codec_enc_run(fm_codec_enc_t *enc, const float *delta, float *residual, f
             float *acc = (float *)x;
             if (residual) { /* x + e, kept in the residual */
                 acc = residual + view->offset;
-                for (size_t i = 0; i < n; i++)
-                    acc[i] += x[i];
+                if (!c->topk_model) /* (model scope: added already) */
+                    for (size_t i = 0; i < n; i++)
+                        acc[i] += x[i];
             }
-            size_t k = (size_t)ceil(c->topk * (double)n);
-            k = k < 1 ? 1 : k > n ? n : k;
-            if (n == 0)
-                k = 0;
-            if (k)
-                s_topk(acc, n, k, enc->idx);
+            size_t k;
+            uint32_t *sel;
+            if (c->topk_model) { /* this view's share of the model's selection, made local */
+                sel = enc->idx + gj;
+                for (k = 0; gj + k < gk && enc->idx[gj + k] < view->offset + n; k++)
+                    sel[k] -= (uint32_t)view->offset;
+                gj += k;
+            } else {
+                k = (size_t)ceil(c->topk * (double)n);
+                k = k < 1 ? 1 : k > n ? n : k;
+                if (n == 0)
+                    k = 0;
+                sel = enc->idx;
+                if (k)
+                    s_topk(acc, n, k, sel);
+            }
             for (size_t j = 0; j < k; j++)
-                enc->vals[j] = acc[enc->idx[j]];
+                enc->vals[j] = acc[sel[j]];
             t->sparse = 1;
             t->dtype = s_pack(c->dtype, enc->vals, k, rng, pk, &t->scale);
             t->data = pk;
             t->nbytes = k * fm_dtype_size(t->dtype);
             pk += t->nbytes;
-            memcpy(pk, enc->idx, 4 * k);
+            memcpy(pk, sel, 4 * k);
             t->idx = pk;
             t->idx_nbytes = 4 * k;
             pk += 4 * k;
             if (residual) /* e' = (x + e) - what the receiver decodes */
                 for (size_t j = 0; j < k; j++)
-                    acc[enc->idx[j]] -= s_unpack1(t->dtype, t->scale, t->data, j);
+                    acc[sel[j]] -= s_unpack1(t->dtype, t->scale, t->data, j);
         } else {
             t->dtype = s_pack(c->dtype, x, n, rng, pk, &t->scale);
             t->data = pk;
@@ -403,6 +439,7 @@ int fm_codec_enc_run(fm_codec_enc_t *enc, const float *delta, float *residual, f
             t->zstd = 1;
         }
     }
+    FM_ASSERT(gj == gk);
     return 0;
 }
 

@@ -88,7 +88,10 @@ void fm_codec_label(const fm_codec_tensor_t *t, char *out, size_t cap);
 
 typedef struct {
     fm_dtype_t dtype;   /* values' type */
-    double topk;        /* 0: dense; (0, 1]: sparse, fraction of each tensor's entries sent */
+    double topk;        /* 0: dense; (0, 1]: sparse, fraction of the entries sent */
+    int topk_model;     /* top-k scope: 0 = k per tensor (ceil(topk x its entries), >= 1 each),
+                         * 1 = one k over the whole model (ceil(topk x nparams)), shared out
+                         * by magnitude: a tensor may then send none */
     int error_feedback; /* top-k: keep and add back what was not sent (a residual) */
     int zstd_level;     /* 0: off; 1..19: compress the bins with zstd at this level */
 } fm_codec_config_t;

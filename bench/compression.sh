@@ -10,10 +10,13 @@
 #     --set KEY=VALUE     one more config override for every run (repeatable)
 #     --dry-run           print the commands only
 #
-#   runs:  fp32 fp16 bf16 int8 topk10 topk1   and each with +zstd (fp32+zstd ... topk1+zstd)
-#          topkN = topk_fraction N/100 with float32 values and error feedback, one k over
-#          the whole model (topk_scope = model, the default); topk1-tensor: k per tensor;
-#          +zstd: level 3 (the default runs leave bf16 out: the same bytes as fp16)
+#   runs:  fp32 fp16 bf16 int8, and topkN[-tensor][-classic][-fp16|-bf16|-int8]; each
+#          with +zstd. topkN = topk_fraction N/100 (N may have decimals) with step-ahead
+#          error feedback and one k over the whole model (the defaults), float32 values;
+#          -tensor: k per tensor; -classic: classic error feedback (step-ahead 0); -int8
+#          etc.: the values in that type; +zstd: zstd level 3
+#          (default: fp32 fp16 int8 topk10 topk1, each +-zstd, topk1-classic and
+#          topk1-tensor-classic)
 #
 # Each run is `fedmq run` for exactly S seconds (target_accuracy 1.0, so it never stops
 # early). Reported per run (markdown on stdout): bytes per update (the aggregator's
@@ -28,7 +31,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-RUNS="fp32 fp32+zstd fp16 fp16+zstd int8 int8+zstd topk10 topk10+zstd topk1 topk1+zstd topk1-tensor"
+RUNS="fp32 fp32+zstd fp16 fp16+zstd int8 int8+zstd topk10 topk10+zstd topk1 topk1+zstd topk1-classic topk1-tensor-classic"
 SECS=600 TARGET=0.85 DRY=0
 EXTRA=()
 while [ $# -gt 0 ]; do
@@ -38,7 +41,7 @@ while [ $# -gt 0 ]; do
     --target) TARGET=$2; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
     --dry-run) DRY=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     -*) echo "$0: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -53,16 +56,29 @@ OUT=${COMPRESSION_OUT:-/tmp/fedmq-compression-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
 args_of() { # the [trainer] overrides of run $1
-    local base=${1%+zstd} z=()
+    local base=${1%+zstd} z=() o=() rest pct opt opts
     [ "$base" != "$1" ] && z=(--set trainer.zstd_level=3)
     case $base in
-    fp32) echo "${z[@]}" ;;
-    fp16 | bf16 | int8) echo --set "trainer.encoding=$base" "${z[@]}" ;;
-    topk10) echo --set trainer.topk_fraction=0.1 "${z[@]}" ;;
-    topk1) echo --set trainer.topk_fraction=0.01 "${z[@]}" ;;
-    topk1-tensor) echo --set trainer.topk_fraction=0.01 --set trainer.topk_scope=tensor "${z[@]}" ;;
+    fp32) ;;
+    fp16 | bf16 | int8) o=(--set "trainer.encoding=$base") ;;
+    topk*)
+        rest=${base#topk} pct=${rest%%-*}
+        [[ $pct =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "$0: unknown run $1" >&2; return 2; }
+        o=(--set "trainer.topk_fraction=$(awk -v p="$pct" 'BEGIN { print p / 100 }')")
+        IFS=- read -r -a opts <<<"${rest#"$pct"}"
+        for opt in "${opts[@]}"; do
+            case $opt in
+            "") ;;
+            tensor) o+=(--set trainer.topk_scope=tensor) ;;
+            classic) o+=(--set trainer.error_feedback_step_ahead=0) ;;
+            fp16 | bf16 | int8) o+=(--set "trainer.encoding=$opt") ;;
+            *) echo "$0: unknown run $1" >&2; return 2 ;;
+            esac
+        done
+        ;;
     *) echo "$0: unknown run $1" >&2; return 2 ;;
     esac
+    echo "${o[@]}" "${z[@]}"
 }
 
 
@@ -70,6 +86,9 @@ echo "# compression $(date -u +%Y-%m-%dT%H:%MZ) git $(git rev-parse --short HEAD
 echo
 echo "| run | bytes per update | fp32 / this | time to $TARGET (s) | updates then | bytes to $TARGET (MB) | best accuracy | mean of last 5 | trainer CPU (s) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for r in $RUNS; do # every name checked before the first run starts
+    args_of "$r" >/dev/null || exit 2
+done
 FP32_BYTES=
 for r in $RUNS; do
     read -r -a a <<<"$(args_of "$r")"

@@ -106,6 +106,19 @@ void trainer_ef_give(trainer_ef_t *ef, uint32_t client)
     pthread_mutex_unlock(&ef->mu);
 }
 
+void trainer_ef_preview(const float *res, float a, float *params, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        params[i] += a * res[i];
+}
+
+void trainer_ef_unpreview(float *res, float a, size_t n)
+{
+    float keep = 1.0f - a;
+    for (size_t i = 0; i < n; i++)
+        res[i] *= keep;
+}
+
 void trainer_ef_stats(trainer_ef_t *ef, trainer_ef_stats_t *out)
 {
     pthread_mutex_lock(&ef->mu);

@@ -45,4 +45,16 @@ typedef struct {
 
 void trainer_ef_stats(trainer_ef_t *ef, trainer_ef_stats_t *out);
 
+/* Step-ahead error feedback ([trainer] error_feedback_step_ahead = a in (0, 1]): a client's
+ * local training starts from base + a x e (its residual e previewed), so it does not learn
+ * again what it computed but has not sent. The delta it sends is still trained - base,
+ * which then holds a x e besides the local progress g; before encoding, the residual keeps
+ * only (1 - a) e, so delta + residual = g + e as in classic error feedback and the sum of
+ * what was sent plus the residual stays the sum of the clients' progress
+ * (tests/unit/trainer_ef_test.c).
+ * trainer_ef_preview: params[i] += a x res[i] (the start of the local training).
+ * trainer_ef_unpreview: res[i] *= 1 - a (after that training, before fm_codec_enc_run). */
+void trainer_ef_preview(const float *res, float a, float *params, size_t n);
+void trainer_ef_unpreview(float *res, float a, size_t n);
+
 #endif

@@ -45,7 +45,8 @@ struct trainer_worker {
     fm_codec_enc_t *enc;        /* env.codec not raw: the update encoder, else NULL */
     fm_codec_tensor_t *coded;   /* one per view: the encoder's output */
     float *spare;               /* error feedback without room for a client's residual */
-    fm_rng_t rng;               /* int8's stochastic rounding, seeded per update */
+    float ahead;  /* the step-ahead a applied to this update's start (s_step_ahead) */
+    fm_rng_t rng; /* int8's stochastic rounding, seeded per update */
 };
 
 /* State of one local training, seen by the epoch callback. */
@@ -113,6 +114,9 @@ static int s_encode(trainer_worker_t *w, const fm_wire_update_t *hdr, uint64_t s
             res = w->spare;
         }
     }
+    if (taken && w->ahead > 0.0f) /* trained from base + a e: delta holds a e */
+        trainer_ef_unpreview(res, w->ahead, w->nparams);
+    w->ahead = 0.0f;
     fm_rng_seed(&w->rng, seed, hdr->client);
     int rc = fm_codec_enc_run(w->enc, w->delta, res, &w->rng, w->coded);
     if (taken)
@@ -229,6 +233,21 @@ static int s_job_model(trainer_worker_t *w, const trainer_job_t *job, trainer_mo
     info->mu = mu;
     memcpy(fm_model_params(w->model), w->base, w->nparams * sizeof(float));
     return 0;
+}
+
+/* Step-ahead error feedback (trainer_ef.h): the local model starts from base + a x the
+ * client's residual; w->ahead records the a applied, for s_encode (0: none, e.g. the
+ * client has no residual memory). */
+static void s_step_ahead(trainer_worker_t *w, uint32_t client)
+{
+    w->ahead = 0.0f;
+    float a = (float)w->env.cfg->trainer.error_feedback_step_ahead;
+    float *res;
+    if (!w->env.ef || a <= 0.0f || !(res = trainer_ef_take(w->env.ef, client)))
+        return;
+    trainer_ef_preview(res, a, fm_model_params(w->model), w->nparams);
+    trainer_ef_give(w->env.ef, client);
+    w->ahead = a;
 }
 
 /* One local training of a client's samples idx[0..n) from w->base, as the simulation wants
@@ -397,7 +416,11 @@ static void s_train_client(trainer_worker_t *w, const trainer_job_t *job)
     trainer_model_info_t info;
     fm_train_result_t res;
     double secs = 0;
-    if (s_job_model(w, job, &info) != 0 || s_local_train(w, job, idx, n, info.mu, &res, &secs)) {
+    w->ahead = 0.0f;
+    int failed = s_job_model(w, job, &info) != 0;
+    if (!failed && !job->secagg)
+        s_step_ahead(w, client);
+    if (failed || s_local_train(w, job, idx, n, info.mu, &res, &secs)) {
         if (job->secagg) /* it will never upload: the protocol recovers its masks */
             trainer_secagg_drop(w->env.sa, job->cohort, job->index);
         return;

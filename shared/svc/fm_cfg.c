@@ -308,6 +308,10 @@ static const fm_cfg_key_t s_keys[] = {
     S_BOOL(trainer, error_feedback, "true", S_RESTART,
            "with top-k: keep per client what was not sent and add it to the next update "
            "(error feedback); no effect on dense encodings"),
+    S_FLT(trainer, error_feedback_step_ahead, 0, 1, "1", S_RESTART,
+          "with error feedback: local training starts from the model plus this fraction of "
+          "the client's residual (step-ahead error feedback), so it does not learn again what "
+          "it has not sent yet; 0 = classic error feedback"),
     S_INT(trainer, error_feedback_mb, 1, 1048576, "1024", S_RESTART,
           "memory for the clients' error-feedback residuals (4 bytes per parameter each); "
           "beyond it the least recently used client's residual is dropped (counted)"),

@@ -137,7 +137,9 @@ typedef struct {
     int topk_scope;        /* 0 = k per tensor, 1 = one k over the whole model */
     bool error_feedback;   /* top-k: keep what was not sent per client, add it next time */
     int error_feedback_mb; /* memory for those residuals (least recently used evicted) */
-    int zstd_level;        /* 0 = off, 1..19 */
+    double error_feedback_step_ahead; /* alpha: local training starts from the model plus
+                                       * alpha x the client's residual (0 = classic EF) */
+    int zstd_level;                   /* 0 = off, 1..19 */
 } fm_cfg_trainer_t;
 
 typedef struct {

@@ -154,7 +154,7 @@ void fm_codec_config_name(const fm_codec_config_t *c, char *out, size_t cap)
     if (c->zstd_level)
         snprintf(z, sizeof z, "+zstd%d", c->zstd_level);
     if (c->topk > 0)
-        snprintf(out, cap, "topk%s-%g-%s%s%s", c->topk_model ? "m" : "", c->topk,
+        snprintf(out, cap, "topk-%g-%s%s%s%s", c->topk, c->topk_model ? "" : "tensor-",
                  s_short(c->dtype), c->error_feedback ? "-ef" : "", z);
     else
         snprintf(out, cap, "%s%s", s_short(c->dtype), z);

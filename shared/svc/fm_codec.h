@@ -18,8 +18,10 @@
  *
  * Encoding (a trainer): fm_codec_enc_t turns a flat delta into one fm_codec_tensor_t per
  * view of a layout. Top-k keeps, per tensor, the k = ceil(fraction x numel) (at least 1)
- * entries of largest magnitude (ties: the lower index), found by a radix select over the
- * float bit patterns (3 passes, no sort). Error feedback (top-k only): a per-client residual
+ * entries of largest magnitude (ties: the lower index), or (topk_model) the k =
+ * ceil(fraction x nparams) largest of the whole flat delta, each tensor sending its share
+ * (possibly none); either is found by a radix select over the float bit patterns (3
+ * passes, no sort). Error feedback (top-k only): a per-client residual
  * e is added to the delta before selection and keeps what was not sent, e' = (x + e) -
  * dec(sent), so the sum of what was sent over steps plus the residual is the sum of the
  * deltas (tests/unit/codec_test.c proves it over steps).
@@ -103,7 +105,8 @@ int fm_codec_config_check(const fm_codec_config_t *c, fm_errmsg_t *e);
 /* 1 if c sends every tensor dense F32 uncompressed (the protocol version 1 update). */
 int fm_codec_config_is_raw(const fm_codec_config_t *c);
 
-/* Short name of c ("fp32", "int8", "topk-0.01-fp32+zstd3", ...) into out (cap >= 48). */
+/* Short name of c ("fp32", "int8", "topk-0.01-fp32-ef+zstd3" (model scope),
+ * "topk-0.01-tensor-fp32" (k per tensor), ...) into out (cap >= 48). */
 void fm_codec_config_name(const fm_codec_config_t *c, char *out, size_t cap);
 
 typedef struct fm_codec_enc fm_codec_enc_t;

@@ -746,12 +746,89 @@ static void test_topk_wire(void **state)
     fm_model_destroy(&layout);
 }
 
-/* Error feedback over 40 steps, every value type: sum of what the receiver decoded + the
- * final residual == sum of the deltas. The encoder does e' = fl(fl(e + x) - dec) for a sent
- * entry and e' = fl(e + x) otherwise: each step adds at most two float32 roundings, of
- * 2^-24 |fl(e + x)| and 2^-24 |e'|, which the test adds up per entry from the values it
- * sees (fl(e + x) computed here the same way). The sums are kept in double (error ~1e-16
- * relative: a slack of 1e-12 of the sum of magnitudes). */
+/* Top-k over the whole model (topk_model): the entries sent, read back through the wire
+ * (with and without zstd), are exactly the k = clamp(ceil(frac np), 1, np) largest
+ * magnitudes of the flat delta (ties: lower flat index), with their exact values, and every
+ * other entry is 0; a tensor whose entries are all small sends none (an empty sparse tensor,
+ * which the receiver takes). */
+static void test_topk_model(void **state)
+{
+    (void)state;
+    static const double fracs[] = {1e-9, 0.001, 0.01, 0.3, 1.0};
+    fm_model_t *layout = s_layout();
+    size_t np = fm_model_nparams(layout);
+    float *x = fm_tu_floats(np), *out = fm_tu_floats(np);
+    uint8_t *want = fm_tu_alloc(np, 1);
+    s_entry_t *ent = fm_tu_alloc(np, sizeof *ent);
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    fm_codec_tensor_t coded[3];
+    fm_rng_t rng;
+    fm_rng_seed(&rng, 15, 9);
+    int empty_seen = 0;
+    for (size_t fi = 0; fi < sizeof fracs / sizeof *fracs; fi++)
+        for (int p = 0; p < 4; p++)
+            for (int small = 0; small < 2; small++)
+                for (int z = 0; z < 2; z++) {
+                    fm_codec_config_t c = {.dtype = FM_DT_F32,
+                                           .topk = fracs[fi],
+                                           .topk_model = 1,
+                                           .zstd_level = z ? 3 : 0};
+                    int err = 0;
+                    fm_codec_enc_t *enc = fm_codec_enc_new(layout, &c, &err);
+                    assert_non_null(enc);
+                    s_pattern(&rng, p, x, np);
+                    if (small) /* "b" and "s" (after "w") far below everything in "w" */
+                        for (size_t i = 6000; i < np; i++)
+                            x[i] = 1e-30f * (float)(i - 5999);
+                    size_t k = (size_t)ceil(fracs[fi] * (double)np);
+                    k = k < 1 ? 1 : k > np ? np : k;
+                    for (size_t i = 0; i < np; i++)
+                        ent[i] = (s_entry_t){fabs((double)x[i]), (uint32_t)i};
+                    qsort(ent, np, sizeof *ent, s_cmp_mag);
+                    memset(want, 0, np);
+                    for (size_t j = 0; j < k; j++)
+                        want[ent[j].i] = 1;
+                    assert_int_equal(fm_codec_enc_run(enc, x, NULL, NULL, coded), 0);
+                    assert_int_equal(s_wire(layout, coded, out, ts), 2);
+                    size_t sent = 0;
+                    for (int v = 0; v < 3; v++) {
+                        const fm_view_t *view = fm_model_view(layout, v);
+                        size_t kv = 0;
+                        for (size_t i = 0; i < view->numel; i++)
+                            kv += want[view->offset + i];
+                        if (!z)
+                            assert_int_equal(ts->t[v].enc.idx_nbytes, 4 * kv);
+                        empty_seen += kv == 0;
+                        sent += kv;
+                    }
+                    assert_int_equal(sent, k);
+                    for (size_t i = 0; i < np; i++) {
+                        if (want[i] && s_bits(out[i]) != s_bits(x[i]))
+                            fail_msg("frac %g pattern %d small %d zstd %d: entry %zu = %g, "
+                                     "expected %g (sent)",
+                                     fracs[fi], p, small, z, i, (double)out[i], (double)x[i]);
+                        if (!want[i] && s_bits(out[i]) != 0)
+                            fail_msg("frac %g pattern %d small %d zstd %d: entry %zu = %g, "
+                                     "not sent",
+                                     fracs[fi], p, small, z, i, (double)out[i]);
+                    }
+                    fm_codec_enc_destroy(&enc);
+                }
+    assert_true(empty_seen > 0); /* the empty tensor case was exercised */
+    free(ts);
+    free(ent);
+    free(want);
+    free(x);
+    free(out);
+    fm_model_destroy(&layout);
+}
+
+/* Error feedback over 40 steps, every value type, k per tensor and over the model: sum of
+ * what the receiver decoded + the final residual == sum of the deltas. The encoder does e' =
+ * fl(fl(e + x) - dec) for a sent entry and e' = fl(e + x) otherwise: each step adds at most two
+ * float32 roundings, of 2^-24 |fl(e + x)| and 2^-24 |e'|, which the test adds up per entry from
+ * the values it sees (fl(e + x) computed here the same way). The sums are kept in double (error
+ * ~1e-16 relative: a slack of 1e-12 of the sum of magnitudes). */
 static void test_error_feedback(void **state)
 {
     (void)state;
@@ -763,9 +840,11 @@ static void test_error_feedback(void **state)
     double *tol = fm_tu_alloc(np, sizeof(double)), *mag = fm_tu_alloc(np, sizeof(double));
     fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
     fm_codec_tensor_t coded[3];
-    for (int d = 0; d < FM_DT_COUNT; d++) {
+    for (int dm = 0; dm < 2 * FM_DT_COUNT; dm++) { /* every value type, each top-k scope */
+        int d = dm / 2;
         fm_codec_config_t c = {.dtype = (fm_dtype_t)d,
                                .topk = 0.03,
+                               .topk_model = dm % 2,
                                .error_feedback = 1,
                                .zstd_level = d == FM_DT_I8 ? 1 : 0};
         int err = 0;
@@ -777,7 +856,7 @@ static void test_error_feedback(void **state)
         memset(tol, 0, np * sizeof *tol);
         memset(mag, 0, np * sizeof *mag);
         fm_rng_t rng;
-        fm_rng_seed(&rng, 15, 8 + (uint64_t)d);
+        fm_rng_seed(&rng, 15, 8 + (uint64_t)dm);
         size_t total_sent = 0;
         for (int step = 0; step < STEPS; step++) {
             for (size_t i = 0; i < np; i++) /* deltas of varied size, some entries biased */
@@ -803,10 +882,10 @@ static void test_error_feedback(void **state)
             double gap = fabs(sd[i] + (double)res[i] - sx[i]);
             double bound = tol[i] + 1e-12 * (mag[i] + fabs((double)res[i]));
             if (gap > bound)
-                fail_msg("%s: entry %zu: sent %.12g + residual %.12g != deltas %.12g (gap %.3g, "
-                         "bound %.3g)",
-                         fm_dtype_name((fm_dtype_t)d), i, sd[i], (double)res[i], sx[i], gap,
-                         bound);
+                fail_msg("%s (scope %s): entry %zu: sent %.12g + residual %.12g != deltas %.12g "
+                         "(gap %.3g, bound %.3g)",
+                         fm_dtype_name((fm_dtype_t)d), dm % 2 ? "model" : "tensor", i, sd[i],
+                         (double)res[i], sx[i], gap, bound);
             if (gap > worst)
                 worst = gap;
         }
@@ -1380,7 +1459,11 @@ static void test_config(void **state)
     fm_tu_ok(fm_codec_config_check(&c, &e), &e);
     char name[64];
     fm_codec_config_name(&c, name, sizeof name);
+    assert_string_equal(name, "topk-0.01-tensor-int8-ef+zstd3");
+    c.topk_model = 1;
+    fm_codec_config_name(&c, name, sizeof name);
     assert_string_equal(name, "topk-0.01-int8-ef+zstd3");
+    c.topk_model = 0;
     c.topk = 1.5;
     fm_tu_expect(fm_codec_config_check(&c, &e), FM_EARG, &e, "topk_fraction");
     c.topk = NAN;
@@ -1388,6 +1471,9 @@ static void test_config(void **state)
     c.topk = 0;
     fm_tu_expect(fm_codec_config_check(&c, &e), FM_EARG, &e, "error_feedback");
     c.error_feedback = 0;
+    c.topk_model = 1;
+    fm_tu_expect(fm_codec_config_check(&c, &e), FM_EARG, &e, "topk_scope");
+    c.topk_model = 0;
     c.zstd_level = 20;
     fm_tu_expect(fm_codec_config_check(&c, &e), FM_EARG, &e, "zstd_level");
     c.zstd_level = 0;
@@ -1416,6 +1502,7 @@ int main(void)
         cmocka_unit_test(test_int8_tiny),
         cmocka_unit_test(test_topk_selection),
         cmocka_unit_test(test_topk_wire),
+        cmocka_unit_test(test_topk_model),
         cmocka_unit_test(test_error_feedback),
         cmocka_unit_test(test_raw_is_version1),
         cmocka_unit_test(test_malformed_sparse),

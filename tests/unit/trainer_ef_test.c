@@ -1,15 +1,23 @@
 /* trainer_ef_test: the error-feedback residuals of a trainer pool's clients (trainer_ef): a
  * new residual is zero; it persists between take and give for the same client and is never
  * shared; under the memory bound the least recently used residual not in use is dropped
- * (counted), one in use never is, and a take with every held residual in use gets NULL. */
+ * (counted), one in use never is, and a take with every held residual in use gets NULL.
+ * Step-ahead error feedback (preview / unpreview around a training, then the real top-k
+ * encoder): over steps, what was sent plus the residual is the sum of the local progress,
+ * for every step-ahead a, and a > 0 does start the training elsewhere. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "fm_codec.h"
+#include "fm_model.h"
+#include "fm_rng.h"
 #include "trainer_ef.h"
 
 #define NP 5
@@ -160,6 +168,86 @@ static void test_no_room(void **state)
     trainer_ef_destroy(&ef);
 }
 
+/* Step-ahead over 30 "trainings": from base x (any: it changes each step), start = x + a e
+ * (preview), the training adds progress g, delta = trained - x; unpreview, then top-k 5% over
+ * the model with error feedback. Sum of the values sent + the final residual == sum of g, for
+ * a = 0 (classic), 0.5 and 1, within the float32 roundings of the sums involved (each step
+ * rounds x + a e, + g and - x: a few ulps of |x| ~ 0.1, well below the 1e-5 allowed). The
+ * start differs from x by a e when a > 0 (the preview happened). Red if unpreview is skipped
+ * (off by a e), if preview is skipped (g + (1 - a) e sent), or if either uses another a. */
+static void test_step_ahead(void **state)
+{
+    (void)state;
+    enum { STEPS = 30 };
+    static const fm_spec_tensor_t spec[] = {{"w", 2, {40, 50}}, {"b", 1, {16}}};
+    int err = 0;
+    fm_model_t *layout = fm_model_new_spec(spec, 2, &err);
+    assert_non_null(layout);
+    size_t np = fm_model_nparams(layout);
+    fm_codec_config_t c = {
+        .dtype = FM_DT_F32, .topk = 0.05, .topk_model = 1, .error_feedback = 1};
+    fm_codec_enc_t *enc = fm_codec_enc_new(layout, &c, &err);
+    assert_non_null(enc);
+    float *x = calloc(np, sizeof *x), *start = calloc(np, sizeof *start);
+    float *delta = calloc(np, sizeof *delta), *res = calloc(np, sizeof *res);
+    double *sum_g = calloc(np, sizeof *sum_g), *sum_sent = calloc(np, sizeof *sum_sent);
+    fm_codec_tensor_t coded[2];
+    assert_true(x && start && delta && res && sum_g && sum_sent);
+    static const float as[] = {0.0f, 0.5f, 1.0f};
+    for (size_t ai = 0; ai < sizeof as / sizeof *as; ai++) {
+        float a = as[ai];
+        fm_rng_t rng;
+        fm_rng_seed(&rng, 16, ai);
+        memset(res, 0, np * sizeof *res);
+        memset(sum_g, 0, np * sizeof *sum_g);
+        memset(sum_sent, 0, np * sizeof *sum_sent);
+        double moved = 0.0;
+        for (int step = 0; step < STEPS; step++) {
+            for (size_t i = 0; i < np; i++)
+                x[i] = (float)(0.1 * fm_rng_normal(&rng));
+            memcpy(start, x, np * sizeof *x);
+            trainer_ef_preview(res, a, start, np);
+            for (size_t i = 0; i < np; i++) {
+                moved = fmax(moved, fabs((double)start[i] - (double)x[i]));
+                float g = (float)(0.01 * fm_rng_normal(&rng) + (i % 7 == 0 ? 0.004 : 0.0));
+                sum_g[i] += (double)g;
+                delta[i] = (start[i] + g) - x[i]; /* trained - base */
+            }
+            trainer_ef_unpreview(res, a, np);
+            assert_int_equal(fm_codec_enc_run(enc, delta, res, NULL, coded), 0);
+            for (int v = 0; v < 2; v++) {
+                const fm_view_t *view = fm_model_view(layout, v);
+                size_t k = coded[v].idx_nbytes / 4;
+                for (size_t j = 0; j < k; j++) {
+                    uint32_t ix;
+                    float val;
+                    memcpy(&ix, (const unsigned char *)coded[v].idx + 4 * j, 4);
+                    memcpy(&val, (const unsigned char *)coded[v].data + 4 * j, 4);
+                    sum_sent[view->offset + ix] += (double)val;
+                }
+            }
+        }
+        double worst = 0.0;
+        for (size_t i = 0; i < np; i++)
+            worst = fmax(worst, fabs(sum_sent[i] + (double)res[i] - sum_g[i]));
+        if (worst > 1e-5)
+            fail_msg("step-ahead %g: sent + residual differs from the progress by %g", (double)a,
+                     worst);
+        if (a > 0.0f)
+            assert_true(moved > 0.01); /* the residual was previewed */
+        else
+            assert_true(moved == 0.0);
+    }
+    free(x);
+    free(start);
+    free(delta);
+    free(res);
+    free(sum_g);
+    free(sum_sent);
+    fm_codec_enc_destroy(&enc);
+    fm_model_destroy(&layout);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_in_use_never_evicted),
         cmocka_unit_test(test_no_room),
+        cmocka_unit_test(test_step_ahead),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

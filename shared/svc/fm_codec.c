@@ -351,6 +351,18 @@ static int s_zstd(fm_codec_enc_t *enc, const void *src, size_t n, unsigned char 
     return 0;
 }
 
+/* The k = clamp(ceil(frac x n), 1, n) entries of x[0..n) of largest magnitude into idx
+ * (increasing); returns k (0 when n is 0). */
+static size_t s_topk_frac(const float *x, size_t n, double frac, uint32_t *idx)
+{
+    if (n == 0)
+        return 0;
+    size_t k = (size_t)ceil(frac * (double)n);
+    k = k < 1 ? 1 : k > n ? n : k;
+    s_topk(x, n, k, idx);
+    return k;
+}
+
 /* Model scope: add delta into the residual (error feedback), select the top
  * ceil(topk x nparams) entries of the whole model into enc->idx (flat indices, increasing).
  * Returns how many. */
@@ -363,12 +375,7 @@ static size_t s_topk_model(fm_codec_enc_t *enc, const float *delta, float *resid
             residual[i] += delta[i];
         acc = residual;
     }
-    size_t k = (size_t)ceil(enc->c.topk * (double)n);
-    k = k < 1 ? 1 : k > n ? n : k;
-    if (n == 0)
-        return 0;
-    s_topk(acc, n, k, enc->idx);
-    return k;
+    return s_topk_frac(acc, n, enc->c.topk, enc->idx);
 }
 
 int fm_codec_enc_run(fm_codec_enc_t *enc, const float *delta, float *residual, fm_rng_t *rng,
@@ -402,13 +409,8 @@ int fm_codec_enc_run(fm_codec_enc_t *enc, const float *delta, float *residual, f
                     sel[k] -= (uint32_t)view->offset;
                 gj += k;
             } else {
-                k = (size_t)ceil(c->topk * (double)n);
-                k = k < 1 ? 1 : k > n ? n : k;
-                if (n == 0)
-                    k = 0;
                 sel = enc->idx;
-                if (k)
-                    s_topk(acc, n, k, sel);
+                k = s_topk_frac(acc, n, c->topk, sel);
             }
             for (size_t j = 0; j < k; j++)
                 enc->vals[j] = acc[sel[j]];

@@ -453,6 +453,7 @@ static void s_step(agg_server_t *self, int count, int nids, int unclipped, doubl
     s_log_version(self, count, stale_mean);
     if (!committed && self->version % (uint64_t)self->cfg.aggregator.checkpoint_every == 0)
         s_checkpoint(self, "periodic");
+    agg_stats_version_time(self->stats, fm_daemon_now() - t0); /* in the file written now */
     s_write_stats(self);
 }
 
@@ -568,7 +569,10 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
     agg_state_lost(self->state, &ctx.lost_first, &ctx.lost_last);
     agg_verdict_t v;
     agg_stats_received(self->stats, len);
+    double t0 = fm_daemon_now();
     agg_ingest_frame(self->ingest, data, len, &ctx, &v);
+    if (v.kind == AGG_INGEST_FOLDED || (v.kind == AGG_INGEST_REJECTED && v.has_id))
+        agg_stats_fold_time(self->stats, fm_daemon_now() - t0);
     switch (v.kind) {
     case AGG_INGEST_REJECTED:
         agg_stats_reject(self->stats, v.reason, v.why);
@@ -598,6 +602,7 @@ static void s_on_frame(agg_server_t *self, const void *data, size_t len, zmq_msg
     }
     case AGG_INGEST_FOLDED:
         agg_stats_folded(self->stats, v.tau, fm_daemon_now());
+        agg_stats_update_time(self->stats, &v.update, fm_daemon_wallclock());
         agg_stats_encoded(self->stats, v.encoding, len);
         if (v.clipped) {
             char why[FM_WIRE_STR_MAX + 96];

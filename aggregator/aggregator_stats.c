@@ -1,6 +1,7 @@
 #include "aggregator_stats.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,9 @@ typedef struct {
     fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *clipped, *bytes, *dropped;
     fm_metric_t *version, *live, *staleness, *aggregation, *checkpoint;
     fm_metric_t *checkpoint_failures, *write_failures;
-    fm_metrics_t *reg; /* for the per-encoding series, registered when first seen */
+    fm_metric_t *agg_secs[3];    /* fold, version, checkpoint */
+    fm_metric_t *update_secs[3]; /* train, wait, transport */
+    fm_metrics_t *reg;           /* for the per-encoding series, registered when first seen */
     fm_metric_t *enc_updates[FM_STATS_ENCODINGS_MAX], *enc_bytes[FM_STATS_ENCODINGS_MAX];
 } s_metrics_t;
 
@@ -55,6 +58,7 @@ struct agg_stats {
     fm_ratelog_t clog;    /* rate limit of clipping notices */
     fm_window_t folded;   /* updates accepted into the buffer: updates/s */
     double rate_written;  /* the updates/s in the file last written */
+    fm_stats_t tb;        /* only .time: the time budget of this process */
 
     /* failed writes of stats.json, and their rate limit */
     uint64_t write_failures;
@@ -156,6 +160,20 @@ int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m)
     x->write_failures = fm_metrics_counter(
         m, "fedmq_stats_write_failures_total",
         "stats.json writes that failed (the file is stale until the next success).", NULL);
+    static const char *const stages[3] = {"fold", "version", "checkpoint"};
+    static const char *const parts[3] = {"train", "wait", "transport"};
+    for (int i = 0; i < 3; i++) {
+        x->agg_secs[i] = fm_metrics_counter(
+            m, "fedmq_aggregator_seconds_total",
+            "The aggregator's time: fold (judging and folding UPDATE frames), version (making "
+            "versions: mean, server step, publish, checkpoint), checkpoint (writing them).",
+            (const char *[]){"stage", stages[i], NULL});
+        x->update_secs[i] = fm_metrics_counter(
+            m, "fedmq_update_seconds_total",
+            "Over the folded updates: their local training (train), their workers' wait "
+            "before it (wait), their transport from encoding to arrival (transport).",
+            (const char *[]){"part", parts[i], NULL});
+    }
     s_metrics_mirror(s);
     return fm_metrics_status(m);
 }
@@ -261,6 +279,43 @@ void agg_stats_checkpoint_failed(agg_stats_t *s) { fm_metric_inc(s->m.checkpoint
 void agg_stats_checkpoint_time(agg_stats_t *s, double secs)
 {
     fm_metric_observe(s->m.checkpoint, secs);
+    s->tb.time.checkpoint_s += secs;
+    fm_metric_add(s->m.agg_secs[2], secs);
+}
+
+void agg_stats_fold_time(agg_stats_t *s, double secs)
+{
+    s->tb.time.fold_s += secs;
+    fm_metric_add(s->m.agg_secs[0], secs);
+}
+
+void agg_stats_version_time(agg_stats_t *s, double secs)
+{
+    s->tb.time.versions++;
+    s->tb.time.version_s += secs;
+    fm_metric_add(s->m.agg_secs[1], secs);
+}
+
+/* A sender's seconds are believed within [0, S_TIME_MAX_S] only. */
+#define S_TIME_MAX_S 86400.0
+
+static int s_secs_ok(double x) { return isfinite(x) && x >= 0.0 && x <= S_TIME_MAX_S; }
+
+void agg_stats_update_time(agg_stats_t *s, const fm_wire_update_t *u, double wallclock)
+{
+    s->tb.time.updates++;
+    if (s_secs_ok(u->train_seconds)) {
+        s->tb.time.train_s += u->train_seconds;
+        fm_metric_add(s->m.update_secs[0], u->train_seconds);
+    }
+    double transport = wallclock - u->sent_at;
+    if (u->sent_at > 0 && s_secs_ok(transport) && s_secs_ok(u->idle_before)) {
+        s->tb.time.timed++;
+        s->tb.time.wait_s += u->idle_before;
+        s->tb.time.transport_s += transport;
+        fm_metric_add(s->m.update_secs[1], u->idle_before);
+        fm_metric_add(s->m.update_secs[2], transport);
+    }
 }
 
 void agg_stats_touch(agg_stats_t *s) { s->dirty = 1; }
@@ -293,6 +348,7 @@ int agg_stats_write(agg_stats_t *s, fm_stats_t *st, double now, double wallclock
     st->updates_per_s = fm_window_rate(&s->folded, now);
     st->rate_window_s = fm_window_span(&s->folded);
     st->stats_write_failures = s->write_failures;
+    st->time = s->tb.time;
     fm_errmsg_t e = {{0}};
     int rc = fm_stats_write(s->path, st, &e);
     if (rc) {

@@ -18,6 +18,7 @@
 #include "fm_err.h"
 #include "fm_metrics.h"
 #include "fm_stats.h"
+#include "fm_wire.h"
 
 #define AGG_STATS_MIN_S 1.0 /* stats.json rewritten for new rejections at most this often */
 #define AGG_STATS_RATE_SPAN_S 30.0 /* updates/s: over the last this many seconds */
@@ -129,9 +130,20 @@ void agg_stats_version(agg_stats_t *s, uint64_t version);
 /* `n` distinct clients are served by live trainers. */
 void agg_stats_live(agg_stats_t *s, uint32_t n);
 
-/* A buffer took `secs` seconds to become a new version; a checkpoint `secs` to write. */
+/* A buffer took `secs` seconds to become a new version; a checkpoint `secs` to write (also
+ * in the time budget: stats.json "time" checkpoint_s). */
 void agg_stats_aggregation_time(agg_stats_t *s, double secs);
 void agg_stats_checkpoint_time(agg_stats_t *s, double secs);
+
+/* The time budget (stats.json "time", /metrics fedmq_aggregator_seconds_total and
+ * fedmq_update_seconds_total): `secs` spent judging (and folding) one UPDATE frame; `secs`
+ * spent making one version, from the full buffer to stats.json (publish and checkpoint
+ * included); one folded update `u` arrived at Unix time `wallclock`: its "secs" and, when it
+ * carries "ts", its "wait" and its transport (wallclock - "ts") are summed. The sender's
+ * values are untrusted: one that is not finite or outside [0, 86400] s is left out. */
+void agg_stats_fold_time(agg_stats_t *s, double secs);
+void agg_stats_version_time(agg_stats_t *s, double secs);
+void agg_stats_update_time(agg_stats_t *s, const fm_wire_update_t *u, double wallclock);
 
 /* A checkpoint could not be written (counted on /metrics; agg_state counts it for
  * stats.json). */

@@ -90,7 +90,8 @@ static json_t *s_record(const fm_wire_metrics_t *m, json_t *model, double create
             json_object_set_new(pop, "worst_client", json_integer(m->pop_worst)) != 0 ||
             json_object_set_new(pop, "p10", s_num(m->pop_p10)) != 0 ||
             json_object_set_new(pop, "threshold", s_num(m->pop_threshold)) != 0 ||
-            json_object_set_new(pop, "below", s_num(m->pop_below)) != 0)
+            json_object_set_new(pop, "below", s_num(m->pop_below)) != 0 ||
+            json_object_set_new(pop, "seconds", s_num(m->pop_seconds)) != 0)
             goto fail;
     }
     if (m->delta > 0 && /* client-level differential privacy: what the version spent */

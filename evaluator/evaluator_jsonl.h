@@ -38,7 +38,7 @@ void eval_jsonl_close(eval_jsonl_t **p);
 /* Format the record of `m` (and the model's creation time `created`) into buf[0..cap),
  * without the newline, NUL-terminated (buf is "" on error). Returns its length, or
  * -ENOBUFS if cap is too small (with a built-in model name a record is at most 518 bytes
- * without "population" and 744 with it, every number at its longest: cap = 768 always
+ * without "population" and 779 with it, every number at its longest: cap = 800 always
  * suffices), FM_ERANGE if version or num_samples exceeds INT64_MAX (JSON integers are
  * int64 here), FM_EARG if the model name is not valid UTF-8, -ENOMEM. Pure: no I/O. */
 int eval_jsonl_format(const fm_wire_metrics_t *m, double created, char *buf, size_t cap);

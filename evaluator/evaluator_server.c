@@ -2,6 +2,7 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <sys/resource.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@ struct eval_server {
     fm_model_t *model; /* the weights being scored */
     fm_engine_t *engine;
     eval_pop_t *pop; /* the clients' held-out slices; NULL: population off */
+    double pop_at;   /* monotonic time of the last population scoring, < 0: none yet */
+    double eval_at;  /* monotonic time the last scoring began, < 0: none yet */
     float *staged;   /* newest accepted model not yet scored (nparams floats) */
     fm_wire_model_t staged_hdr;
     int have_staged;
@@ -59,6 +62,7 @@ struct eval_server {
 /* The loop's handlers (defined with the loop, below). */
 static int s_on_ready(void *arg, zsock_t *sock);
 static int s_snapshot_tick(void *arg);
+static int s_interval_tick(void *arg);
 static void s_reload(void *arg);
 static void s_status(void *arg, char *buf, size_t cap);
 
@@ -201,6 +205,8 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
         fm_errmsg_set(e, rc, "evaluator: out of memory");
         goto cleanup;
     }
+    self->pop_at = -1.0;
+    self->eval_at = -1.0;
     self->cfg = *cfg;
     self->args = args;
     self->sec = sec;
@@ -255,14 +261,19 @@ eval_server_t *eval_server_new(const fm_config_t *cfg, const fm_daemon_args_t *a
     fm_loop_reader(self->loop, self->dealer, s_on_ready, self);
     fm_loop_reader(self->loop, self->sub, s_on_ready, self);
     fm_loop_timer(self->loop, EVAL_SERVER_SNAPSHOT_RETRY_S, 0.0, s_snapshot_tick, self);
+    fm_loop_timer(self->loop, EVAL_SERVER_INTERVAL_TICK_S, EVAL_SERVER_INTERVAL_TICK_S,
+                  s_interval_tick, self);
     fm_loop_on_reload(self->loop, s_reload, self);
     fm_loop_on_status(self->loop, s_status, self);
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0); /* [evaluator] nice, applied by fm_daemon_main */
     FM_LOG(LOG_INFO,
-           "evaluating %s (%zu parameters) on %u %s samples from %s with %d threads; "
-           "models from %s (snapshots %s), METRICS on %s, records to %s",
+           "evaluating %s (%zu parameters) on %u %s samples from %s with %d threads at nice "
+           "%d; models from %s (snapshots %s), METRICS on %s, records to %s",
            fm_model_name(self->model), nparams, self->test->n, cfg->evaluator.test_split,
-           cfg->federation.data_dir, EVAL_SERVER_THREADS, cfg->endpoints.model_pub,
-           cfg->endpoints.snapshot, cfg->endpoints.metrics_pub, cfg->evaluator.metrics_file);
+           cfg->federation.data_dir, EVAL_SERVER_THREADS, errno ? 0 : nice,
+           cfg->endpoints.model_pub, cfg->endpoints.snapshot, cfg->endpoints.metrics_pub,
+           cfg->evaluator.metrics_file);
     rc = 0;
 cleanup:
     if (rc != 0) {
@@ -447,14 +458,30 @@ static void s_evaluate(eval_server_t *self);
 
 /* ---- the loop -------------------------------------------------------------------------- */
 
-/* A socket has messages: drain both, score the newest staged model. */
+/* Score the staged model now if there is one and evaluator.min_interval_s (reloadable) has
+ * passed since the last scoring began; else it waits (s_interval_tick), and a newer version
+ * arriving meanwhile replaces it. */
+static void s_evaluate_due(eval_server_t *self)
+{
+    if (self->have_staged && (self->eval_at < 0 || fm_daemon_now() - self->eval_at >=
+                                                       self->cfg.evaluator.min_interval_s))
+        s_evaluate(self);
+}
+
+/* A socket has messages: drain both, score the newest staged model when due. */
 static int s_on_ready(void *arg, zsock_t *sock)
 {
     eval_server_t *self = arg;
     (void)sock;
     s_drain(self);
-    if (self->have_staged)
-        s_evaluate(self);
+    s_evaluate_due(self);
+    return 0;
+}
+
+/* Every EVAL_SERVER_INTERVAL_TICK_S: a staged model that waited for min_interval_s. */
+static int s_interval_tick(void *arg)
+{
+    s_evaluate_due(arg);
     return 0;
 }
 
@@ -472,6 +499,7 @@ static void s_evaluate(eval_server_t *self)
 {
     fm_wire_model_t hdr = self->staged_hdr;
     self->have_staged = 0;
+    self->eval_at = fm_daemon_now();
     memcpy(fm_model_params(self->model), self->staged,
            fm_model_nparams(self->model) * sizeof(float));
     double t0 = fm_daemon_now();
@@ -503,8 +531,11 @@ static void s_evaluate(eval_server_t *self)
     double pop_secs = 0.0;
     eval_pop_summary_t pop;
     memset(&pop, 0, sizeof pop);
-    if (self->pop) {
-        double t1 = fm_daemon_now();
+    /* population: at most once per population_interval_s (reloadable), the first always */
+    double t1 = fm_daemon_now();
+    if (self->pop &&
+        (self->pop_at < 0 || t1 - self->pop_at >= self->cfg.evaluator.population_interval_s)) {
+        self->pop_at = t1;
         eval_pop_score(self->pop, self->engine, self->model,
                        self->cfg.evaluator.population_threshold, &pop);
         pop_secs = fm_daemon_now() - t1;
@@ -515,6 +546,7 @@ static void s_evaluate(eval_server_t *self)
         m.pop_p10 = pop.p10;
         m.pop_threshold = pop.threshold;
         m.pop_below = pop.below;
+        m.pop_seconds = pop_secs;
     }
     m.timestamp = fm_daemon_wallclock();
 

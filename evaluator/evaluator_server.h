@@ -38,6 +38,8 @@
 
 #define EVAL_SERVER_THREADS 2 /* engine threads for an evaluation (2 cores) */
 #define EVAL_SERVER_BATCH 256 /* samples per engine pass (split over threads) */
+#define EVAL_SERVER_INTERVAL_TICK_S                                                              \
+    0.05 /* a model waiting for min_interval_s: checked this often */
 /* The one-line reason the evaluator refuses a custom model spec ([federation] model = file:...;
  * fm_cfg_model_builtin_only): FM_EARG from eval_server_new, so the daemon exits 2. */
 #define EVAL_SERVER_SPEC_REFUSAL                                                                 \

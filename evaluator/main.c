@@ -52,6 +52,7 @@ int main(int argc, char **argv)
                                        .usage = s_usage,
                                        .log_level_key = "evaluator.log_level",
                                        .metrics_key = "evaluator.metrics_addr",
+                                       .nice_key = "evaluator.nice",
                                        .blas = true,
                                        .sec_role = FM_SEC_ROLE_EVALUATOR,
                                        .server_new = s_new,

@@ -12,6 +12,7 @@
  * command line or config, or a daemon that exited 2). A daemon that exits on its own is
  * reported in one line: its name, exit code and class, and the last error of its log. */
 #include <czmq.h>
+#include <jansson.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,6 +48,7 @@ typedef struct {
     pid_t pid;        /* 0 when not running */
     int status;       /* wait status once reaped */
     int died;         /* exited on its own (before fedmq run stopped it): 1st, 2nd... */
+    double cpu_s;     /* once reaped: its CPU seconds (user + system) */
 } s_child_t;
 
 /* One run: its command line, paths, config and children. Heap-allocated by fm_cli_run. */
@@ -79,9 +82,16 @@ typedef struct {
     int secagg;                    /* [secagg]: cohorts completed / aborted (stats.json) */
     uint64_t sa_completed, sa_aborted;
     int stats_warned;       /* an unreadable stats.json was reported once */
-    fm_wire_metrics_t last; /* latest METRICS (population fields) */
+    fm_wire_metrics_t last; /* latest METRICS */
+    fm_wire_metrics_t pop;  /* latest METRICS with the population fields (pc > 0) */
     double last_print, finished_at;
     double rate; /* stats.json updates_per_s: accepted updates/s over the last 30 s */
+    /* the time budget: evaluations seen on the feed and their seconds (test set, population);
+     * the machine's CPU time (/proc/stat: all, idle) at the start and when following ended */
+    uint64_t evals;
+    double eval_s, pop_s;
+    double cpu0[2], cpu1[2];
+    double followed; /* seconds from start to the end of following */
 } s_progress_t;
 
 /* Why the run stopped following progress. */
@@ -239,10 +249,43 @@ static int s_start_children(s_run_t *r)
     return 0;
 }
 
+/* waitpid that also records the child's CPU seconds once it is reaped. */
+static pid_t s_wait(s_child_t *k, int options)
+{
+    struct rusage ru;
+    pid_t got = wait4(k->pid, &k->status, options, &ru);
+    if (got == k->pid)
+        k->cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                   (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    return got;
+}
+
+/* This machine's CPU time in seconds, all and idle (idle + iowait), from /proc/stat's "cpu"
+ * line; out[0] < 0 when it cannot be read. */
+static void s_machine_cpu(double out[2])
+{
+    out[0] = out[1] = -1.0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    long tick = sysconf(_SC_CLK_TCK);
+    if (n < 5 || tick <= 0)
+        return;
+    unsigned long long all = 0;
+    for (int i = 0; i < n; i++)
+        all += v[i];
+    out[0] = (double)all / (double)tick;
+    out[1] = (double)(v[3] + v[4]) / (double)tick;
+}
+
 /* Reap k if it has exited (on its own: k->died numbers it in order). 1 if it had. */
 static int s_reap_one(s_run_t *r, s_child_t *k)
 {
-    if (k->pid <= 0 || waitpid(k->pid, &k->status, WNOHANG) != k->pid)
+    if (k->pid <= 0 || s_wait(k, WNOHANG) != k->pid)
         return 0;
     k->pid = 0;
     k->died = ++r->ndied;
@@ -267,14 +310,14 @@ static void s_stop_child(s_run_t *r, s_child_t *k, double grace)
     kill(k->pid, SIGTERM);
     double end = fm_daemon_now() + grace;
     while (fm_daemon_now() < end) {
-        if (waitpid(k->pid, &k->status, WNOHANG) == k->pid) {
+        if (s_wait(k, WNOHANG) == k->pid) {
             k->pid = 0;
             return;
         }
         zclock_sleep(20);
     }
     kill(k->pid, SIGKILL);
-    waitpid(k->pid, &k->status, 0);
+    s_wait(k, 0);
     k->pid = 0;
 }
 
@@ -389,7 +432,12 @@ static void s_on_metrics(const s_run_t *r, s_progress_t *pg, zframe_t *f)
         return;
     pg->last_acc = m.accuracy;
     pg->last_version = m.version;
+    pg->evals++;
+    pg->eval_s += m.eval_seconds;
+    pg->pop_s += m.pop_seconds;
     pg->last = m;
+    if (m.pop_clients)
+        pg->pop = m;
     if (m.accuracy > pg->best_acc) {
         pg->best_acc = m.accuracy;
         pg->best_version = m.version;
@@ -439,9 +487,10 @@ static void s_print_progress(const s_run_t *r, s_progress_t *pg, double now)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
                  " cohorts %llu (%llu aborted)", (unsigned long long)pg->sa_completed,
                  (unsigned long long)pg->sa_aborted);
-    if (pg->last.pop_clients)
+    if (pg->pop.pop_clients)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
-                 " clients: worst %.3f p10 %.3f", pg->last.pop_min, pg->last.pop_p10);
+                 " clients (v%llu): worst %.3f p10 %.3f", (unsigned long long)pg->pop.version,
+                 pg->pop.pop_min, pg->pop.pop_p10);
     printf("[%7.1fs] version %-5llu updates/s %6.1f  applied %-7llu rejected %-5llu "
            "test_accuracy %.4f (v%llu)%s\n",
            now - pg->start, (unsigned long long)pg->version, pg->rate,
@@ -574,6 +623,83 @@ static void s_summary_stats(const s_run_t *r, const s_progress_t *pg, const fm_s
                (unsigned long long)st->secagg_refused);
 }
 
+/* Seconds `x` as a share of `of`, in percent (0 when `of` is not positive). */
+static double s_pct(double x, double of) { return of > 0 ? 100.0 * x / of : 0.0; }
+
+/* The time budget per version (docs/OPERATIONS.md, "Time budget"): the wall time of the run
+ * over the versions this aggregator made; the updates' own clocks (local training, the
+ * workers' wait, transport) and the aggregator's (stats.json "time"); the evaluator's
+ * seconds (the METRICS feed); how the cores were shared (the children's CPU seconds, the
+ * machine's idle time). Printed, and written to <run-dir>/budget.json. */
+static void s_summary_budget(const s_run_t *r, const s_progress_t *pg, const fm_stats_t *st)
+{
+    uint64_t nv = st->time.versions;
+    if (nv == 0) {
+        printf("  time budget: no version was made\n");
+        return;
+    }
+    double v = (double)nv, wall = pg->followed, per = wall / v;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    ncpu = ncpu > 0 ? ncpu : 1;
+    double cpu_all = pg->cpu1[0] - pg->cpu0[0], idle = pg->cpu1[1] - pg->cpu0[1];
+    int have_cpu = pg->cpu0[0] >= 0 && pg->cpu1[0] >= 0 && cpu_all > 0;
+    double kids = 0.0;
+    for (int i = 0; i < NDAEMONS; i++)
+        kids += r->kids[i].cpu_s;
+    double other = have_cpu ? cpu_all - idle - kids : 0.0;
+    other = other > 0 ? other : 0.0;
+    double cores = (double)ncpu * per; /* core-seconds per version */
+    printf("  time budget: %llu versions in %.1f s = %.2f s per version; per version:\n",
+           (unsigned long long)nv, wall, per);
+    double timed = st->time.timed ? (double)st->time.timed : 1.0;
+    double frac = st->time.updates ? (double)st->time.timed / (double)st->time.updates : 0.0;
+    printf("    updates: %.1f folded; their local training %.2f s, their workers' wait before "
+           "it %.2f s, transport %.3f s (%.1f ms per update; %.0f%% of updates timed)\n",
+           (double)st->time.updates / v, st->time.train_s / v, st->time.wait_s / v,
+           st->time.transport_s / v, 1e3 * st->time.transport_s / timed, 100.0 * frac);
+    printf("    aggregator: folding %.3f s, making the version %.3f s (checkpoints %.3f s)\n",
+           st->time.fold_s / v, st->time.version_s / v, st->time.checkpoint_s / v);
+    printf("    evaluator: %.2f evaluations; test set %.2f s + population %.2f s each\n",
+           (double)pg->evals / v, pg->evals ? pg->eval_s / (double)pg->evals : 0.0,
+           pg->evals ? pg->pop_s / (double)pg->evals : 0.0);
+    printf("    cores (%ld, %.2f core-s): ", ncpu, cores);
+    for (int i = 0; i < NDAEMONS; i++)
+        printf("%s %.2f (%.0f%%), ", r->kids[i].name, r->kids[i].cpu_s / v,
+               s_pct(r->kids[i].cpu_s / v, cores));
+    if (have_cpu)
+        printf("other processes %.2f (%.0f%%), idle %.2f (%.0f%%)\n", other / v,
+               s_pct(other / v, cores), idle / v, s_pct(idle / v, cores));
+    else
+        printf("the rest not measured (/proc/stat unreadable)\n");
+
+    json_t *o = json_pack(
+        "{s:I, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:i}", "versions",
+        (json_int_t)nv, "wall_s", wall, "per_version_s", per, "updates",
+        (json_int_t)st->time.updates, "timed", (json_int_t)st->time.timed, "train_s",
+        st->time.train_s, "wait_s", st->time.wait_s, "transport_s", st->time.transport_s,
+        "fold_s", st->time.fold_s, "version_s", st->time.version_s, "checkpoint_s",
+        st->time.checkpoint_s, "evaluations", (json_int_t)pg->evals, "eval_s", pg->eval_s,
+        "pop_s", pg->pop_s, "cores", (int)ncpu);
+    json_t *cpu = json_object();
+    int bad = !o || !cpu;
+    for (int i = 0; !bad && i < NDAEMONS; i++)
+        bad |= json_object_set_new(cpu, r->kids[i].name, json_real(r->kids[i].cpu_s));
+    if (!bad && have_cpu) {
+        bad |= json_object_set_new(cpu, "other", json_real(other));
+        bad |= json_object_set_new(cpu, "idle", json_real(idle));
+    }
+    if (!bad) {
+        bad = json_object_set_new(o, "cpu_s", cpu) != 0; /* takes cpu, also on failure */
+        cpu = NULL;
+    }
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/budget.json", r->run_dir);
+    if (bad || json_dump_file(o, path, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) != 0)
+        printf("    (%s not written)\n", path);
+    json_decref(cpu);
+    json_decref(o);
+}
+
 /* The summary: stats.json, the clients' accuracy, metrics.png, children that exited with
  * an error when stopped. */
 static void s_summary(const s_run_t *r, const s_progress_t *pg)
@@ -588,12 +714,13 @@ static void s_summary(const s_run_t *r, const s_progress_t *pg)
     } else {
         printf("\nsummary (%s)\n", r->run_dir);
         s_summary_stats(r, pg, &st);
-        if (pg->last.pop_clients)
+        s_summary_budget(r, pg, &st);
+        if (pg->pop.pop_clients)
             printf("  clients' held-out accuracy (v%llu): mean %.4f, worst %.4f (client %u), "
                    "10th percentile %.4f, %.0f%% below %.2f\n",
-                   (unsigned long long)pg->last.version, pg->last.pop_mean, pg->last.pop_min,
-                   pg->last.pop_worst, pg->last.pop_p10, 100.0 * pg->last.pop_below,
-                   pg->last.pop_threshold);
+                   (unsigned long long)pg->pop.version, pg->pop.pop_mean, pg->pop.pop_min,
+                   pg->pop.pop_worst, pg->pop.pop_p10, 100.0 * pg->pop.pop_below,
+                   pg->pop.pop_threshold);
         printf("  bytes received by the aggregator: %llu\n",
                (unsigned long long)st.bytes_received);
         for (int i = 0; i < st.nencodings; i++) {
@@ -639,6 +766,7 @@ int fm_cli_run(int argc, char **argv)
         goto cleanup;
     fm_daemon_signals();
     s_progress_t pg = {.start = fm_daemon_now(), .target_time = -1.0};
+    s_machine_cpu(pg.cpu0);
     if ((rc = s_start_children(r)) != 0) {
         s_stop_all(r);
         goto cleanup;
@@ -650,6 +778,8 @@ int fm_cli_run(int argc, char **argv)
     printf("fedmq run: state and logs in %s/\n", r->run_dir);
     fflush(stdout);
     s_stop_t why = s_follow(r, &pg);
+    pg.followed = fm_daemon_now() - pg.start;
+    s_machine_cpu(pg.cpu1);
     s_stop_all(r);
     if ((rc = s_report_deaths(r)) == FM_EXIT_OK)
         rc = why == S_STOP_TARGET ? FM_EXIT_OK : FM_EXIT_RUNTIME;

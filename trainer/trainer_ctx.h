@@ -52,7 +52,11 @@ typedef struct {
     atomic_uint_fast64_t local_steps;  /* optimiser steps of the local trainings */
     atomic_uint_fast64_t samples;      /* samples they processed (each epoch counts) */
     atomic_int busy_workers;           /* workers training now */
-    atomic_int stop;                   /* 1: workers must finish */
+    /* the workers' time, microseconds summed over workers (the time budget): */
+    atomic_uint_fast64_t compute_us; /* in local training (a simulated slowdown included) */
+    atomic_uint_fast64_t idle_us;    /* waiting for a model or a job */
+    atomic_uint_fast64_t other_us;   /* the rest of a job: encoding, sending, bookkeeping */
+    atomic_int stop;                 /* 1: workers must finish */
 } trainer_ctx_t;
 
 /* A context for clients [first, first + count) and the simulation parameters. NULL on

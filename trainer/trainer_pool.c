@@ -89,6 +89,7 @@ struct trainer_pool {
     uint64_t sent_at_status;
     struct { /* /metrics: set from ctx's atomics at each scrape (s_metrics_collect) */
         fm_metric_t *sent, *send_dropped, *dropouts, *abandoned, *errors, *steps, *samples;
+        fm_metric_t *wsecs[3]; /* worker seconds: compute, other (busy), idle */
         fm_metric_t *busy, *version, *bytes, *ef_held, *ef_evicted;
         fm_metric_t *acked, *refused, *resent, *evicted, *unacked;
         fm_metric_t *sa_joined, *sa_uploads, *sa_done, *sa_aborted, *sa_invites_refused;
@@ -447,6 +448,15 @@ static int s_on_monitor(void *arg, zsock_t *sock)
     return 0;
 }
 
+/* The workers' seconds so far (summed over workers): [0] local training, [1] the rest of
+ * a job (encoding, sending, bookkeeping), [2] waiting for a model or a job. */
+static void s_worker_seconds(const trainer_ctx_t *c, double out[3])
+{
+    out[0] = (double)atomic_load(&c->compute_us) / 1e6;
+    out[1] = (double)atomic_load(&c->other_us) / 1e6;
+    out[2] = (double)atomic_load(&c->idle_us) / 1e6;
+}
+
 static void s_summary(trainer_pool_t *self, const char *what)
 {
     trainer_model_info_t info;
@@ -474,6 +484,12 @@ static void s_summary(trainer_pool_t *self, const char *what)
            atomic_load(&self->ctx->sent) ? (double)atomic_load(&self->ctx->bytes_sent) /
                                                (double)atomic_load(&self->ctx->sent)
                                          : 0.0);
+    double ws[3];
+    s_worker_seconds(self->ctx, ws);
+    FM_LOG(LOG_INFO,
+           "%s: worker seconds (%d workers): local training %.1f, encoding/sending/other "
+           "%.1f, waiting for a model or a job %.1f",
+           what, self->nworkers, ws[0], ws[1], ws[2]);
     if (self->ef) {
         trainer_ef_stats_t es;
         trainer_ef_stats(self->ef, &es);
@@ -904,6 +920,10 @@ static void s_metrics_collect(void *arg)
     fm_metric_set(self->met.samples, (double)atomic_load(&c->samples));
     fm_metric_set(self->met.busy, atomic_load(&c->busy_workers));
     fm_metric_set(self->met.bytes, (double)atomic_load(&c->bytes_sent));
+    double ws[3];
+    s_worker_seconds(c, ws);
+    for (int i = 0; i < 3; i++)
+        fm_metric_set(self->met.wsecs[i], ws[i]);
     if (self->ef) {
         trainer_ef_stats_t es;
         trainer_ef_stats(self->ef, &es);
@@ -967,6 +987,13 @@ static int s_metrics_register(trainer_pool_t *self, fm_metrics_t *m, fm_errmsg_t
         m, "fedmq_train_samples_total",
         "Samples processed by the local trainings (each epoch counts).", NULL);
     self->met.busy = fm_metrics_gauge(m, "fedmq_workers_busy", "Workers training now.", NULL);
+    static const char *const states[3] = {"train", "other", "wait"};
+    for (int i = 0; i < 3; i++)
+        self->met.wsecs[i] = fm_metrics_counter(
+            m, "fedmq_worker_seconds_total",
+            "Worker time summed over workers: train (local training), other (encoding, "
+            "sending, bookkeeping), wait (no model or no job).",
+            (const char *[]){"state", states[i], NULL});
     self->met.version = fm_metrics_gauge(
         m, "fedmq_model_version", "Version of the newest model held, -1 = none yet.", NULL);
     self->met.acked = fm_metrics_counter(

@@ -45,8 +45,10 @@ struct trainer_worker {
     fm_codec_enc_t *enc;        /* env.codec not raw: the update encoder, else NULL */
     fm_codec_tensor_t *coded;   /* one per view: the encoder's output */
     float *spare;               /* error feedback without room for a client's residual */
-    float ahead;  /* the step-ahead a applied to this update's start (s_step_ahead) */
-    fm_rng_t rng; /* int8's stochastic rounding, seeded per update */
+    float ahead;        /* the step-ahead a applied to this update's start (s_step_ahead) */
+    double idle_before; /* seconds waited before the current job (its UPDATE's "wait") */
+    double job_compute; /* seconds of local training in the current job */
+    fm_rng_t rng;       /* int8's stochastic rounding, seeded per update */
 };
 
 /* State of one local training, seen by the epoch callback. */
@@ -77,6 +79,13 @@ static int s_sleep_interruptible(trainer_ctx_t *ctx, double s)
         struct timespec t = {0, (long)(step * 1e9)};
         nanosleep(&t, NULL);
     }
+}
+
+/* Add `secs` (>= 0) to one of ctx's microsecond counters. */
+static void s_time_add(atomic_uint_fast64_t *counter, double secs)
+{
+    if (secs > 0)
+        atomic_fetch_add(counter, (uint_fast64_t)(secs * 1e6));
 }
 
 static void s_idle(void)
@@ -293,6 +302,8 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
                           &tcfg, mu > 0 ? w->base : NULL, s_on_epoch, &st, res);
     }
     double compute = fm_daemon_now() - t0;
+    s_time_add(&ctx->compute_us, compute);
+    w->job_compute += compute;
     if (rc != 0) {
         atomic_fetch_add(&ctx->train_errors, 1);
         char detail[96];
@@ -311,9 +322,16 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
     }
     /* device heterogeneity: a slow device takes f_k times the real compute time */
     double f = trainer_sim_slowdown(fed->seed, client, job->sigma);
-    if (f > 1.0 && s_sleep_interruptible(ctx, (f - 1.0) * compute)) {
-        atomic_fetch_add(&ctx->abandoned, 1);
-        return 1;
+    if (f > 1.0) {
+        double t1 = fm_daemon_now();
+        int stopped = s_sleep_interruptible(ctx, (f - 1.0) * compute);
+        double extra = fm_daemon_now() - t1; /* the slow device's extra time */
+        s_time_add(&ctx->compute_us, extra);
+        w->job_compute += extra;
+        if (stopped) {
+            atomic_fetch_add(&ctx->abandoned, 1);
+            return 1;
+        }
     }
     *secs = fm_daemon_now() - t0;
     if (drop) {
@@ -358,6 +376,8 @@ static void s_send_delta(trainer_worker_t *w, const trainer_job_t *job,
     hdr.train_loss = w->env.dp ? NAN : res->loss;
     hdr.train_seconds = secs;
     hdr.round = job->sync ? job->round : 0;
+    hdr.idle_before = w->idle_before;
+    hdr.sent_at = fm_daemon_wallclock();
     uint64_t seed = trainer_sim_train_seed(w->env.cfg->federation.seed, job->client, job->run);
     if (s_send_update(w, &hdr, info->boot != 0, seed ^ 0x656e636f6465ull /* "encode" */))
         s_history_sent(w, &hdr, info->boot);
@@ -435,6 +455,7 @@ static void *s_run(void *arg)
 {
     trainer_worker_t *w = arg;
     trainer_ctx_t *ctx = w->env.ctx;
+    double idle_from = fm_daemon_now(); /* the end of the last job, or the start */
     while (!trainer_ctx_stopping(ctx)) {
         trainer_model_info_t info;
         if (!trainer_latest_peek(w->env.latest, &info)) {
@@ -446,11 +467,18 @@ static void *s_run(void *arg)
             s_idle();
             continue;
         }
+        double t0 = fm_daemon_now();
+        w->idle_before = t0 - idle_from;
+        s_time_add(&ctx->idle_us, w->idle_before);
+        w->job_compute = 0.0;
         atomic_fetch_add(&ctx->busy_workers, 1);
         s_train_client(w, &job);
         atomic_fetch_sub(&ctx->busy_workers, 1);
         trainer_ctx_release(ctx, job.client);
+        idle_from = fm_daemon_now();
+        s_time_add(&ctx->other_us, idle_from - t0 - w->job_compute);
     }
+    s_time_add(&ctx->idle_us, fm_daemon_now() - idle_from);
     return NULL;
 }
 

@@ -394,6 +394,15 @@ static const fm_cfg_key_t s_keys[] = {
            "also score every client's held-out slice (needs federation.holdout > 0)"),
     S_FLT(evaluator, population_threshold, 0, 1, "0.7", S_RELOAD,
           "population feed: report the fraction of clients whose accuracy is below this"),
+    S_FLT(evaluator, population_interval_s, 0, 1e6, "30", S_RELOAD,
+          "score the population at most once per this many seconds (on the version being "
+          "scored when it is due), 0 = with every scored version"),
+    S_FLT(evaluator, min_interval_s, 0, 3600, "10", S_RELOAD,
+          "start a scoring at most once per this many seconds (the newest version then); 0 "
+          "= as soon as the previous one ends"),
+    S_INT(evaluator, nice, 0, 19, "0", S_RESTART,
+          "CPU priority: the evaluator raises its nice value to this at start (0 = as "
+          "started), so the trainers on the same machine keep the cores"),
     S_ENUM(evaluator, log_level, s_level_name, LOG_ERR, LOG_DEBUG, "info", S_RELOAD,
            "log threshold: error, warning, notice, info or debug"),
     S_STR(evaluator, metrics_addr, s_check_metrics_addr, "127.0.0.1:9563", S_RESTART,

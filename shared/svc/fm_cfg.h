@@ -178,6 +178,9 @@ typedef struct {
     char metrics_file[FM_CFG_STR_MAX];
     bool population; /* score the clients' held-out slices */
     double population_threshold;
+    double population_interval_s; /* at most one population scoring per this many seconds */
+    double min_interval_s;        /* at most one scoring per this many seconds */
+    int nice;                     /* the process's nice value is raised to this at start */
     int log_level;
     char metrics_addr[FM_CFG_STR_MAX];
 } fm_cfg_evaluator_t;

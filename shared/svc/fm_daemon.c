@@ -210,6 +210,30 @@ static void s_nofile(void)
                FM_DAEMON_NOFILE_FLOOR);
 }
 
+/* Raise this thread's nice value (Linux: per thread, inherited by the threads it starts) to
+ * the config key `key`'s; never lowered (an operator's higher value stands). A failure is
+ * logged and not fatal: the daemon runs at the priority it was started with. */
+static void s_nice(const fm_config_t *cfg, const char *key)
+{
+    char v[32];
+    if (!key || fm_cfg_get(cfg, key, v, sizeof v, NULL) != 0)
+        return;
+    int want = atoi(v);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, 0);
+    if (cur == -1 && errno != 0) {
+        FM_LOG(LOG_WARNING, "%s = %d: cannot read the nice value: %s", key, want,
+               strerror(errno));
+        return;
+    }
+    if (want <= cur)
+        return;
+    if (setpriority(PRIO_PROCESS, 0, want) != 0)
+        FM_LOG(LOG_WARNING, "%s = %d: not applied: %s", key, want, strerror(errno));
+    else
+        FM_LOG(LOG_DEBUG, "nice %d (%s)", want, key);
+}
+
 int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
 {
     if (d->blas)
@@ -229,6 +253,7 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
     fm_log_init(d->prog, args.log_level >= 0 ? args.log_level : fm_log_parse_level(level));
     fm_daemon_signals();
     s_nofile();
+    s_nice(&cfg, d->nice_key);
     int err = 0;
     fm_metrics_t *metrics = fm_metrics_new(&err);
     fm_metrics_http_t *http = NULL;

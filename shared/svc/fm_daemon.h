@@ -87,6 +87,8 @@ typedef struct {
     void (*usage)(FILE *f);    /* --help */
     const char *log_level_key; /* "broker.log_level" (--log-level wins) */
     const char *metrics_key;   /* "broker.metrics_addr": where /metrics is served */
+    const char *nice_key;      /* "evaluator.nice": the nice value the process raises itself to
+                                  before it starts a thread (never lowers it), NULL = none */
     bool blas;                 /* trains or scores: fm_blas_setup first, self-check after new */
     fm_sec_role_t sec_role;    /* which key of [security] is this daemon's */
     /* The server from the config (cfg, args: borrowed for the process's life). It registers
@@ -101,7 +103,8 @@ typedef struct {
 } fm_daemon_t;
 
 /* The whole main() of a daemon: [BLAS setup,] command line, config, log, signals, the open
- * files limit (FM_DAEMON_NOFILE_WANT above), the metric registry with the process metrics
+ * files limit (FM_DAEMON_NOFILE_WANT above), [the nice value of `nice_key`: every thread
+ * started after it inherits it], the metric registry with the process metrics
  * (fm_metrics_proc), the security ([security]: keys and the ZAP handler, fm_sec; a missing or bad
  * key exits like a bad config), the server, /metrics on the address of `metrics_key` unless it is
  * off (fm_metrics_http: its own thread), [BLAS self-check,] run (its fm_loop talks to systemd:

@@ -140,6 +140,19 @@ static json_t *s_to_json(const fm_stats_t *st)
     bad |= json_object_set_new(o, "secagg_refused", s_u64(st->secagg_refused));
     bad |= json_object_set_new(o, "updates_per_s", json_real(st->updates_per_s));
     bad |= json_object_set_new(o, "rate_window_s", json_real(st->rate_window_s));
+    json_t *t = json_object();
+    if (!t)
+        goto fail;
+    bad |= json_object_set_new(t, "versions", s_u64(st->time.versions));
+    bad |= json_object_set_new(t, "updates", s_u64(st->time.updates));
+    bad |= json_object_set_new(t, "timed", s_u64(st->time.timed));
+    bad |= json_object_set_new(t, "fold_s", json_real(st->time.fold_s));
+    bad |= json_object_set_new(t, "version_s", json_real(st->time.version_s));
+    bad |= json_object_set_new(t, "checkpoint_s", json_real(st->time.checkpoint_s));
+    bad |= json_object_set_new(t, "train_s", json_real(st->time.train_s));
+    bad |= json_object_set_new(t, "wait_s", json_real(st->time.wait_s));
+    bad |= json_object_set_new(t, "transport_s", json_real(st->time.transport_s));
+    bad |= json_object_set_new(o, "time", t);
     bad |= json_object_set_new(o, "model", json_string(st->model));
     bad |= json_object_set_new(o, "started", json_real(st->started));
     bad |= json_object_set_new(o, "updated", json_real(st->updated));
@@ -168,6 +181,12 @@ static int s_check_finite(const fm_stats_t *st, const char *path, fm_errmsg_t *e
                  {"privacy_delta", st->privacy_delta},
                  {"privacy_target_epsilon", st->privacy_target_epsilon},
                  {"privacy_clip_norm", st->privacy_clip_norm},
+                 {"time.fold_s", st->time.fold_s},
+                 {"time.version_s", st->time.version_s},
+                 {"time.checkpoint_s", st->time.checkpoint_s},
+                 {"time.train_s", st->time.train_s},
+                 {"time.wait_s", st->time.wait_s},
+                 {"time.transport_s", st->time.transport_s},
                  {"started", st->started},
                  {"updated", st->updated}};
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
@@ -373,6 +392,23 @@ int fm_stats_read(const char *path, fm_stats_t *st, fm_errmsg_t *e)
                 goto cleanup;
             }
         }
+    }
+    json_t *t = json_object_get(o, "time");
+    if (t) {
+        if (!json_is_object(t)) {
+            rc = fm_errmsg_set(e, FM_EFORMAT, "%s: \"time\" is not an object", path);
+            goto cleanup;
+        }
+        if ((rc = s_get_u64(t, "versions", UINT64_MAX, &st->time.versions, path, e)) ||
+            (rc = s_get_u64(t, "updates", UINT64_MAX, &st->time.updates, path, e)) ||
+            (rc = s_get_u64(t, "timed", UINT64_MAX, &st->time.timed, path, e)) ||
+            (rc = s_get_num(t, "fold_s", &st->time.fold_s, path, e)) ||
+            (rc = s_get_num(t, "version_s", &st->time.version_s, path, e)) ||
+            (rc = s_get_num(t, "checkpoint_s", &st->time.checkpoint_s, path, e)) ||
+            (rc = s_get_num(t, "train_s", &st->time.train_s, path, e)) ||
+            (rc = s_get_num(t, "wait_s", &st->time.wait_s, path, e)) ||
+            (rc = s_get_num(t, "transport_s", &st->time.transport_s, path, e)))
+            goto cleanup;
     }
     json_t *enc = json_object_get(o, "encodings");
     if (enc) {

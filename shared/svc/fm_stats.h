@@ -84,6 +84,18 @@ typedef struct {
     uint32_t secagg_in_flight;
     uint64_t secagg_dropped_keys, secagg_dropped_shares, secagg_dropped_train,
         secagg_dropped_unmask, secagg_refused;
+
+    /* the time budget of this aggregator process (since "started"; "time" in the file): the
+     * versions it made and the updates it folded; its own seconds judging and folding UPDATE
+     * frames (rejected ones too), making versions (mean, server step, publish, checkpoint,
+     * this file) and, of those, writing checkpoints; and, over the folded updates, the sums
+     * of their local training ("secs"), of their workers' wait before it ("wait") and of
+     * their transport (arrival minus "ts": encoding, queues, the network), the last two over
+     * the `timed` updates that carried "ts" and "wait" */
+    struct {
+        uint64_t versions, updates, timed;
+        double fold_s, version_s, checkpoint_s, train_s, wait_s, transport_s;
+    } time;
 } fm_stats_t;
 
 /* Add `updates` and `bytes` to the entry of encoding `name` (created at the end if new).

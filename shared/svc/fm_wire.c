@@ -405,8 +405,9 @@ int fm_wire_encode_update_coded(const fm_wire_update_t *hdr, const fm_model_t *l
     if (s_buf_reserve(out, s_coded_size(layout, coded) + 512) != 0)
         return -ENOMEM;
     msgpack_packer_init(&pk, out, s_buf_write);
-    S_PACK(
-        s_pack_head_v(&pk, FM_WIRE_UPDATE, hdr->round ? 11 : 10, s_coded_version(layout, coded)));
+    int timed = hdr->sent_at > 0; /* optional "ts" and "wait" */
+    S_PACK(s_pack_head_v(&pk, FM_WIRE_UPDATE, (hdr->round ? 11 : 10) + 2 * (size_t)timed,
+                         s_coded_version(layout, coded)));
     S_PACK(s_pack_str(&pk, "id"));
     S_PACK(msgpack_pack_bin(&pk, FM_WIRE_ID_LEN));
     S_PACK(msgpack_pack_bin_body(&pk, hdr->id, FM_WIRE_ID_LEN));
@@ -420,6 +421,10 @@ int fm_wire_encode_update_coded(const fm_wire_update_t *hdr, const fm_model_t *l
     S_PACK(s_pack_kstr(&pk, "model", fm_model_name(layout)));
     if (hdr->round)
         S_PACK(s_pack_ku64(&pk, "round", hdr->round));
+    if (timed) {
+        S_PACK(s_pack_kf64(&pk, "ts", hdr->sent_at));
+        S_PACK(s_pack_kf64(&pk, "wait", hdr->idle_before));
+    }
     S_PACK(s_pack_tensors(&pk, layout, delta, coded));
 cleanup:
     if (rc)
@@ -485,9 +490,10 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
     int progress = m->applied > 0 || m->updates_per_s != 0; /* optional keys */
     int dp = m->delta > 0;
     int sa = m->sa_completed > 0 || m->sa_aborted > 0;
-    S_PACK(
-        s_pack_head(&pk, FM_WIRE_METRICS,
-                    (m->pop_clients ? 15 : 8) + 2 * progress + 2 * (size_t)dp + 3 * (size_t)sa));
+    int psecs = m->pop_clients && m->pop_seconds > 0;
+    S_PACK(s_pack_head(&pk, FM_WIRE_METRICS,
+                       (m->pop_clients ? 15 : 8) + (size_t)psecs + 2 * progress + 2 * (size_t)dp +
+                           3 * (size_t)sa));
     S_PACK(s_pack_ku64(&pk, "mv", m->version));
     S_PACK(s_pack_kstr(&pk, "model", m->model));
     S_PACK(s_pack_kf64(&pk, "acc", m->accuracy));
@@ -520,6 +526,8 @@ int fm_wire_encode_metrics(const fm_wire_metrics_t *m, fm_wire_buf_t *out)
         S_PACK(s_pack_kf64(&pk, "pp10", m->pop_p10));
         S_PACK(s_pack_kf64(&pk, "pthr", m->pop_threshold));
         S_PACK(s_pack_kf64(&pk, "pbelow", m->pop_below));
+        if (psecs)
+            S_PACK(s_pack_kf64(&pk, "psecs", m->pop_seconds));
     }
 cleanup:
     if (rc)
@@ -1339,6 +1347,8 @@ static const s_field_t s_update_fields[] = {
     {"model", S_F_STR, 0, 0, offsetof(fm_wire_update_t, model)}, /* optional: "" if absent */
     {"tensors", S_F_TENSORS, 0, S_BIT(FM_WIRE_UPDATE), 0},
     {"round", S_F_U64, 0, 0, offsetof(fm_wire_update_t, round)},
+    {"ts", S_F_F64, 0, 0, offsetof(fm_wire_update_t, sent_at)},
+    {"wait", S_F_F64, 0, 0, offsetof(fm_wire_update_t, idle_before)},
 };
 
 static const s_field_t s_member_fields[] = {
@@ -1374,6 +1384,7 @@ static const s_field_t s_metrics_fields[] = {
     {"pp10", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_p10)},
     {"pthr", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_threshold)},
     {"pbelow", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_below)},
+    {"psecs", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, pop_seconds)},
     {"applied", S_F_U64, 0, 0, offsetof(fm_wire_metrics_t, applied)},
     {"ups", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, updates_per_s)},
     {"eps", S_F_F64, 0, 0, offsetof(fm_wire_metrics_t, epsilon)},

@@ -162,6 +162,11 @@ typedef struct {
                                           fm_model_name(layout) and ignores this field */
     uint64_t round;                    /* "round" (optional): the sync round answered, 0 (not
                                           sent) for async updates */
+    /* timing (optional, informational: the time budget per version, never the aggregation;
+     * both sent when sent_at > 0, 0 = absent) */
+    double sent_at;     /* "ts": Unix time the update was encoded for sending */
+    double idle_before; /* "wait": seconds the worker waited (no model or no job) between its
+                           previous local training and this one */
 } fm_wire_update_t;
 
 /* HELLO / HEARTBEAT / BYE: trainer membership. */
@@ -201,6 +206,8 @@ typedef struct {
     double pop_p10;       /* "pp10": 10th percentile of the client accuracies */
     double pop_threshold; /* "pthr": the threshold of pop_below */
     double pop_below;     /* "pbelow": fraction of clients below pop_threshold */
+    double pop_seconds;   /* "psecs" (optional, sent when > 0): wall time of the population
+                             scoring, on top of "secs" */
     /* the MODEL's "applied" and "ups" (optional: both sent when either is nonzero) */
     uint64_t applied;     /* "applied" */
     double updates_per_s; /* "ups" */

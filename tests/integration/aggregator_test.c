@@ -20,6 +20,7 @@
 #include "../support/fm_zbind.h"
 #include "aggregator_server.h"
 #include "fm_ckpt.h"
+#include "fm_daemon.h"
 #include "fm_err.h"
 #include "fm_model.h"
 #include "fm_safetensors.h"
@@ -1029,6 +1030,66 @@ static void test_weighted_fedavgm(void **state)
     s_run_weighted(*state, &p);
 }
 
+/* ---- 9. the time budget: stats.json "time" from the updates' clocks and the daemon's --- */
+
+/* Send an UPDATE of delta from base 0 with the timing fields given. */
+static void s_send_timed(s_ctx_t *c, const float *delta, double secs, double sent_at, double wait)
+{
+    fm_wire_update_t h;
+    memset(&h, 0, sizeof h);
+    assert_int_equal(fm_wire_id_new(h.id), 0);
+    snprintf(h.trainer, sizeof h.trainer, "test-trainer");
+    h.num_samples = 10;
+    h.local_steps = 1;
+    h.train_seconds = secs;
+    h.sent_at = sent_at;
+    h.idle_before = wait;
+    assert_int_equal(fm_wire_encode_update(&h, c->layout, delta, &c->buf), 0);
+    s_send(c, c->buf.data, c->buf.len);
+}
+
+static void test_time_budget(void **state)
+{
+    s_ctx_t *c = *state;
+    s_start(c, 2, 100, 1); /* K = 2, a checkpoint at every version */
+    float *d = s_floats(c->np);
+    s_delta(d, c->np, 1);
+    assert_int_equal(s_wait_model(c, 0, NULL), 0);
+    double sent = fm_daemon_wallclock() - 0.25; /* each took at least 0.25 s to arrive */
+    for (int i = 0; i < 4; i++)                 /* timed: secs 1.5 .. 4.5, a wait of 0.125 each */
+        s_send_timed(c, d, 1.5 + i, sent, 0.125);
+    /* untrusted values are left out: "ts" an hour ahead (a negative transport) with a NaN
+     * "secs"; a NaN "wait"; then no "ts" at all */
+    s_send_timed(c, d, NAN, fm_daemon_wallclock() + 3600.0, 0.5);
+    s_send_timed(c, d, 0.75, sent, NAN);
+    s_send_timed(c, d, 0.25, 0.0, 0.0);
+    s_send_timed(c, d, -2.0, 0.0, 0.0); /* a negative "secs" */
+    assert_true(s_wait_stat(c, "version", NULL, 4));
+    char path[400];
+    snprintf(path, sizeof path, "%s/stats.json", c->ckpt);
+    fm_stats_t st;
+    fm_errmsg_t e = {{0}};
+    assert_int_equal(fm_stats_read(path, &st, &e), 0);
+    double now = fm_daemon_wallclock();
+    print_message("time: versions %llu updates %llu timed %llu fold %.4f version %.4f "
+                  "checkpoint %.4f train %.3f wait %.3f transport %.3f\n",
+                  (unsigned long long)st.time.versions, (unsigned long long)st.time.updates,
+                  (unsigned long long)st.time.timed, st.time.fold_s, st.time.version_s,
+                  st.time.checkpoint_s, st.time.train_s, st.time.wait_s, st.time.transport_s);
+    assert_int_equal(st.time.versions, 4);
+    assert_int_equal(st.time.updates, 8);
+    assert_int_equal(st.time.timed, 4);
+    assert_true(fabs(st.time.train_s - (1.5 + 2.5 + 3.5 + 4.5 + 0.75 + 0.25)) < 1e-9);
+    assert_true(fabs(st.time.wait_s - 4 * 0.125) < 1e-9);
+    /* each transport: at least the 0.25 s the ts was set back, at most until now */
+    assert_true(st.time.transport_s >= 4 * 0.25 && st.time.transport_s <= 4 * (now - sent));
+    /* the daemon's own time: something, and less than its life */
+    assert_true(st.time.fold_s > 0 && st.time.fold_s < now - st.started);
+    assert_true(st.time.version_s > 0 && st.time.checkpoint_s > 0 &&
+                st.time.checkpoint_s <= st.time.version_s);
+    free(d);
+}
+
 static void test_reason_names(void **state)
 {
     assert_string_equal(agg_reason_name(AGG_REJ_MALFORMED), "malformed");
@@ -1054,6 +1115,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_newest_checkpoint, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_weighted_fedadam, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_weighted_fedavgm, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_time_budget, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -400,7 +400,8 @@ static void s_write_conf(s_ctx_t *c, const char *keys)
 {
     FILE *f = fopen(c->conf, "w");
     assert_non_null(f);
-    fprintf(f, "[evaluator]\n%s", keys);
+    /* every scored version gets its population summary; nice 3 (checked at the start) */
+    fprintf(f, "[evaluator]\npopulation_interval_s = 0\nmin_interval_s = 0\nnice = 3\n%s", keys);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -525,6 +526,26 @@ static int s_group_teardown(void **state)
 
 /* ---- cases ---------------------------------------------------------------------------- */
 
+/* The nice value of process `pid` (field 19 of /proc/PID/stat: its main thread). */
+static int s_nice_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name, fields 3.. */
+    assert_non_null(p);
+    int field = 2, nice = 0;
+    for (p++; *p && field < 19; p++)
+        if (*p == ' ')
+            field++;
+    assert_int_equal(sscanf(p, "%d", &nice), 1);
+    return nice;
+}
+
 static void test_snapshot_at_start(void **state)
 {
     s_ctx_t *c = *state;
@@ -548,6 +569,9 @@ static void test_snapshot_at_start(void **state)
     zframe_destroy(&body);
     assert_true(strncmp(r.from, "evaluator", 9) == 0);
     assert_int_equal(r.have, 0);
+    /* [evaluator] nice = 3 from its config, applied at start (before its threads) */
+    assert_int_equal(s_nice_of(c->pid), 3);
+    assert_true(fm_proc_file_contains(c->log, " with 2 threads at nice 3; "));
 
     /* let our METRICS subscription settle (the evaluator bound its PUB before asking) */
     fm_proc_sleep(0.5);
@@ -573,7 +597,7 @@ static void test_snapshot_at_start(void **state)
     json_t *pobj = json_object_get(rec, "population");
     if (!json_is_object(pobj))
         fail_msg("no population object in the v7 record of %s", c->metrics);
-    assert_int_equal(json_object_size(pobj), 7);
+    assert_int_equal(json_object_size(pobj), 8); /* with "seconds" */
     assert_true(json_is_integer(json_object_get(pobj, "clients")));
     assert_int_equal(json_integer_value(json_object_get(pobj, "clients")), m.pop_clients);
     assert_true(json_is_integer(json_object_get(pobj, "worst_client")));
@@ -778,15 +802,16 @@ static void test_jsonl_format(void **state)
     m.pop_below = NAN;
     n = eval_jsonl_format(&m, 1763999999.25, buf, sizeof buf);
     assert_true(n > 0 && (size_t)n == strlen(buf));
-    assert_string_equal(buf, "{\"version\":42,\"model\":\"cnn\","
-                             "\"accuracy\":0.10000000000000001,\"loss\":0.5,"
-                             "\"class_accuracy\":[0.0,0.10000000000000001,0.20000000000000001,"
-                             "0.29999999999999999,0.40000000000000002,0.5,0.59999999999999998,"
-                             "0.69999999999999996,0.80000000000000004,0.90000000000000002],"
-                             "\"n\":10000,\"eval_seconds\":0.25,\"time\":1764000000.5,"
-                             "\"created\":1763999999.25,\"population\":{\"clients\":100,"
-                             "\"mean\":0.8125,\"min\":0.25,\"worst_client\":17,\"p10\":0.5,"
-                             "\"threshold\":0.69999999999999996,\"below\":null}}");
+    assert_string_equal(buf,
+                        "{\"version\":42,\"model\":\"cnn\","
+                        "\"accuracy\":0.10000000000000001,\"loss\":0.5,"
+                        "\"class_accuracy\":[0.0,0.10000000000000001,0.20000000000000001,"
+                        "0.29999999999999999,0.40000000000000002,0.5,0.59999999999999998,"
+                        "0.69999999999999996,0.80000000000000004,0.90000000000000002],"
+                        "\"n\":10000,\"eval_seconds\":0.25,\"time\":1764000000.5,"
+                        "\"created\":1763999999.25,\"population\":{\"clients\":100,"
+                        "\"mean\":0.8125,\"min\":0.25,\"worst_client\":17,\"p10\":0.5,"
+                        "\"threshold\":0.69999999999999996,\"below\":null,\"seconds\":0.0}}");
 
     /* JSON integers are int64 here: larger versions or sample counts are refused, a model
      * name that is not UTF-8 too, and nothing is written */
@@ -802,7 +827,7 @@ static void test_jsonl_format(void **state)
     assert_string_equal(buf, "");
 
     /* the documented bounds: the longest record of a built-in model name (every number at
-     * its longest) is 518 bytes without the population object, 744 with it: 768 suffice */
+     * its longest) is 518 bytes without the population object, 779 with it: 800 suffice */
     const char *names[] = {"cnn", "mlp", "logreg"};
     for (int i = 0; i < 3; i++) {
         snprintf(m.model, sizeof m.model, "%s", names[i]);
@@ -812,16 +837,16 @@ static void test_jsonl_format(void **state)
         for (int k = 0; k < FM_NCLASSES; k++)
             m.class_acc[k] = -2.2250738585072014e-308;
         m.pop_clients = 0;
-        n = eval_jsonl_format(&m, -2.2250738585072014e-308, buf, 768);
+        n = eval_jsonl_format(&m, -2.2250738585072014e-308, buf, 800);
         print_message("longest %s record: %d bytes without population", names[i], n);
         assert_true(n > 0 && n <= 518);
         m.pop_clients = UINT32_MAX;
         m.pop_worst = UINT32_MAX;
-        m.pop_mean = m.pop_min = m.pop_p10 = m.pop_threshold = m.pop_below =
+        m.pop_mean = m.pop_min = m.pop_p10 = m.pop_threshold = m.pop_below = m.pop_seconds =
             -2.2250738585072014e-308;
-        n = eval_jsonl_format(&m, -2.2250738585072014e-308, buf, 768);
+        n = eval_jsonl_format(&m, -2.2250738585072014e-308, buf, 800);
         print_message(", %d with it\n", n);
-        assert_true(n > 0 && n <= 744);
+        assert_true(n > 0 && n <= 779);
     }
 }
 
@@ -917,6 +942,94 @@ static void test_sigterm(void **state)
     c->procs.n = 0; /* reaped */
     for (int v = 0; v < S_MAX_VERSION; v++)
         assert_true(c->seen[v] <= (v == 10 ? 2 : 1));
+}
+
+/* population_interval_s = 3600 (its own process, after the main one stopped, on the same
+ * model PUB): the first scored version carries the population summary, the next one within
+ * the hour does not (METRICS and the metrics file), and the test-set score is still there.
+ * min_interval_s = 2: the second scoring begins at least 2 s after the first began (from
+ * the METRICS' own clocks: "ts" minus "secs" and "psecs"), although v61 is published as
+ * soon as v60 is scored. Started under `nice -n 15` with evaluator.nice = 10: not lowered. */
+static void test_population_interval(void **state)
+{
+    s_ctx_t *c = *state;
+    char log[600], jsonl[600], file[700], met[128], data[300], prom[64], snap[128], model[128];
+    snprintf(log, sizeof log, "%s/interval.log", c->dir);
+    snprintf(jsonl, sizeof jsonl, "%s/interval.jsonl", c->dir);
+    snprintf(file, sizeof file, "evaluator.metrics_file=%s", jsonl);
+    int port = fm_proc_free_port();
+    snprintf(met, sizeof met, "endpoints.metrics_pub=tcp://127.0.0.1:%d", port);
+    snprintf(data, sizeof data, "federation.data_dir=%s", FM_DATA_DIR);
+    snprintf(snap, sizeof snap, "endpoints.snapshot=%s", c->ep_snapshot);
+    snprintf(model, sizeof model, "endpoints.model_pub=%s", c->ep_model);
+    fm_proc_metrics_set(prom, sizeof prom, "evaluator", NULL);
+    char *argv[] = {"/usr/bin/nice",
+                    "-n",
+                    "15",
+                    S_EVALUATOR,
+                    "--set",
+                    "federation.model=mlp",
+                    "--set",
+                    data,
+                    "--set",
+                    file,
+                    "--set",
+                    met,
+                    "--set",
+                    snap,
+                    "--set",
+                    model,
+                    "--set",
+                    "evaluator.population_interval_s=3600",
+                    "--set",
+                    "evaluator.min_interval_s=2",
+                    "--set",
+                    "evaluator.nice=10",
+                    "--set",
+                    prom,
+                    NULL};
+    fm_proc_set_t set = {{0}, 0};
+    pid_t pid = fm_proc_spawn(&set, argv, log);
+    assert_true(pid > 0);
+    zsock_t *main_sub = c->sub;
+    assert_non_null(c->sub = zsock_new(ZMQ_SUB));
+    zsock_set_linger(c->sub, 0);
+    zsock_set_subscribe(c->sub, "");
+    assert_int_equal(zsock_connect(c->sub, "tcp://127.0.0.1:%d", port), 0);
+    int up = s_wait_file(log, "evaluating mlp", S_START_TIMEOUT_S);
+    fm_wire_metrics_t m[2];
+    int got[2] = {0, 0};
+    for (int i = 0; up && i < 2; i++) { /* published until scored: a slow joiner misses some */
+        uint64_t v = 60 + (uint64_t)i;
+        s_encode_mlp(c, v, v);
+        double end = fm_proc_now() + S_METRICS_TIMEOUT_S;
+        while (!got[i] && fm_proc_now() < end) {
+            s_publish(c, c->buf.data, c->buf.len);
+            got[i] = s_wait_metrics(c, v, 1.0, &m[i]);
+        }
+    }
+    int nice = up ? s_nice_of(pid) : -1;
+    kill(pid, SIGTERM);
+    int st = fm_proc_wait(pid, 10.0);
+    fm_proc_reap_all(&set);
+    zsock_destroy(&c->sub);
+    c->sub = main_sub;
+    if (!up || !got[0] || !got[1])
+        fail_msg("the evaluator did not score v60 and v61 (see %s)", log);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(nice, 15);
+    assert_int_equal(m[0].pop_clients, S_NUM_CLIENTS);
+    assert_true(m[0].pop_seconds > 0);
+    assert_int_equal(m[1].pop_clients, 0);
+    assert_true(m[1].pop_seconds == 0.0);
+    assert_true(m[1].num_samples == 10000 && m[1].accuracy > 0.0);
+    double began0 = m[0].timestamp - m[0].eval_seconds - m[0].pop_seconds;
+    double began1 = m[1].timestamp - m[1].eval_seconds - m[1].pop_seconds;
+    print_message("scorings began %.3f s apart (min_interval_s = 2)\n", began1 - began0);
+    assert_true(began1 - began0 >= 2.0 - 0.01);
+    assert_true(fm_proc_file_contains(jsonl, "{\"version\":60,"));
+    assert_true(fm_proc_file_contains(jsonl, "{\"version\":61,"));
+    assert_int_equal(fm_proc_file_count(jsonl, "\"population\""), 1);
 }
 
 /* An endpoint that cannot be bound (the test's own model_pub, in use): a runtime failure,
@@ -1022,6 +1135,7 @@ int main(void)
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_sighup_reopens),
         cmocka_unit_test(test_sigterm),
+        cmocka_unit_test(test_population_interval),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }

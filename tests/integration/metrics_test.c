@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "../support/fm_http.h"
 #include "../support/fm_proc.h"
@@ -97,6 +98,14 @@ static int s_promtool(s_ctx_t *c, const char *what, const char *args)
 
 /* "# TYPE name type" lines of every /metrics text checked so far (test bookkeeping, for
  * test_docs_names). */
+/* Unix time now (the clock of the updates' "ts"). */
+static double s_wallclock(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 static char s_types[65536];
 
 /* `promtool check metrics` on an exposition text (lint included); its TYPE lines are kept. */
@@ -703,6 +712,7 @@ static void test_trainer(void **state)
     int nupdates = 0;
     uint64_t steps = 0, samples = 0, want_steps = 0;
     double end = fm_proc_now() + S_START_S, quiet_until = 0;
+    double secs = 0, waited = 0, wall0 = s_wallclock(); /* the updates' own timing */
     while (fm_proc_now() < end && (nupdates < 3 || fm_proc_now() < quiet_until)) {
         zsock_t *which = zpoller_wait(poller, 50);
         if (which == router) {
@@ -733,6 +743,10 @@ static void test_trainer(void **state)
                 steps += u.local_steps;
                 samples += u.num_samples; /* one local epoch */
                 want_steps += (u.num_samples + T_BATCH - 1) / T_BATCH;
+                secs += u.train_seconds;
+                waited += u.idle_before;
+                assert_true(u.sent_at >= wall0 && u.sent_at <= s_wallclock());
+                assert_true(u.idle_before >= 0 && u.train_seconds > 0);
                 if (nupdates == 3)
                     quiet_until = fm_proc_now() + 1.0; /* nothing more may come */
             }
@@ -753,8 +767,18 @@ static void test_trainer(void **state)
     assert_true(s_val(body, "fedmq_client_dropouts_total") == 0);
     assert_true(s_val(body, "fedmq_model_version") == 7);
     assert_true(s_val(body, "fedmq_workers_busy") == 0);
-    print_message("trainer: 3 updates, %llu local steps, %llu samples\n",
-                  (unsigned long long)steps, (unsigned long long)samples);
+    /* the workers' time: their training is the updates' "secs" (the trainings measured
+     * inside them), their wait at least the updates' "wait" (it goes on after the last) */
+    double w_train = s_val(body, "fedmq_worker_seconds_total{state=\"train\"}");
+    double w_wait = s_val(body, "fedmq_worker_seconds_total{state=\"wait\"}");
+    double w_other = s_val(body, "fedmq_worker_seconds_total{state=\"other\"}");
+    print_message("trainer: 3 updates, %llu local steps, %llu samples; worker seconds train "
+                  "%.3f (updates' secs %.3f), wait %.3f (updates' wait %.3f), other %.3f\n",
+                  (unsigned long long)steps, (unsigned long long)samples, w_train, secs, w_wait,
+                  waited, w_other);
+    assert_true(w_train > 0 && fabs(w_train - secs) <= 0.01 + 0.01 * secs);
+    assert_true(w_wait >= waited - 1e-3 && waited > 0); /* it waited for the model first */
+    assert_true(w_other >= 0 && w_other < 1.0);
     free(body);
     s_stop(pid);
     /* the final summary line counts the same */

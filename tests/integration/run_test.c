@@ -14,6 +14,7 @@
  *    dropped at the stop), which it would not if the aggregator went first.
  * Every wait is bounded; children are reaped. */
 #include <inttypes.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -269,6 +270,51 @@ static void test_target_stop(void **state)
     s_check_shutdown_order(r);
 }
 
+/* The time budget (`out`: fedmq run's stdout): the summary's lines, and budget.json against
+ * stats.json and the run's own limits: the versions of this aggregator, every update timed
+ * by the real trainer (it sends "ts" and "wait"), the local training within one worker's
+ * wall time, each daemon's CPU time measured and within the machine's. */
+static void s_check_budget(const run_t *r, const char *out)
+{
+    if (!strstr(out, "time budget: ") || !strstr(out, "    cores ("))
+        fail_msg("no time budget in the summary:\n%s", out);
+    char bpath[700], spath[700];
+    s_file(r, "budget.json", bpath, sizeof bpath);
+    s_file(r, "checkpoints/stats.json", spath, sizeof spath);
+    fm_stats_t st;
+    fm_errmsg_t e = {{0}};
+    if (fm_stats_read(spath, &st, &e) != 0)
+        fail_msg("%s", e.msg);
+    json_error_t je;
+    json_t *b = json_load_file(bpath, 0, &je);
+    if (!b)
+        fail_msg("%s: %s", bpath, je.text);
+    json_int_t versions = 0, updates = 0, timed = 0, cores = 0;
+    double wall = 0, per = 0, train = 0, wait = 0, ag = 0, ev = 0, tr = 0, br = 0;
+    if (json_unpack_ex(
+            b, &je, 0, "{s:I, s:F, s:F, s:I, s:I, s:F, s:F, s:i, s:{s:F, s:F, s:F, s:F}}",
+            "versions", &versions, "wall_s", &wall, "per_version_s", &per, "updates", &updates,
+            "timed", &timed, "train_s", &train, "wait_s", &wait, "cores", &cores, "cpu_s",
+            "aggregator", &ag, "broker", &br, "evaluator", &ev, "trainer", &tr) != 0)
+        fail_msg("%s: %s", bpath, je.text);
+    json_decref(b);
+    print_message("budget: %lld versions in %.1f s (%.2f s each), %lld updates (%lld timed), "
+                  "train %.2f s, wait %.2f s; CPU s: trainer %.2f evaluator %.2f aggregator "
+                  "%.2f broker %.2f on %lld cores\n",
+                  (long long)versions, wall, per, (long long)updates, (long long)timed, train,
+                  wait, tr, ev, ag, br, (long long)cores);
+    assert_true(versions >= 1 && (uint64_t)versions == st.time.versions);
+    assert_true((uint64_t)versions <= st.version);
+    assert_true(fabs(per * (double)versions - wall) < 1e-6 * wall);
+    /* K = 5; the last version may be the open buffer folded at the stop */
+    assert_true((uint64_t)updates == st.time.updates && updates > 5 * (versions - 1));
+    assert_int_equal(timed, updates);
+    assert_true(train > 0 && train <= wall && wait >= 0 && train + wait <= wall);
+    assert_true(cores >= 1);
+    assert_true(tr > 0.1 && ev > 0.1 && ag > 0 && br > 0);
+    assert_true(tr + ev + ag + br <= (double)cores * (wall + S_GRACE_S));
+}
+
 static void test_time_limit_stop(void **state)
 {
     (void)state;
@@ -292,6 +338,7 @@ static void test_time_limit_stop(void **state)
     assert_non_null(el);
     double elapsed = strtod(el + 9, NULL);
     assert_true(elapsed >= S_LIMIT_S && elapsed <= S_LIMIT_S + S_GRACE_S);
+    s_check_budget(r, out);
     free(out);
     free(err);
     s_check_shutdown_order(r);

@@ -126,6 +126,15 @@ static fm_stats_t full_stats(void)
     st.stats_write_failures = 8;
     st.started = 1700000000.125;
     st.updated = 1700000123.5;
+    st.time.versions = 53;
+    st.time.updates = 531;
+    st.time.timed = 529;
+    st.time.fold_s = 4.25;
+    st.time.version_s = 1.375;
+    st.time.checkpoint_s = 0.625;
+    st.time.train_s = 222.75;
+    st.time.wait_s = 0.5;
+    st.time.transport_s = 11.125;
     return st;
 }
 
@@ -197,6 +206,10 @@ static void test_round_trip(void **state)
     assert_int_equal(st.stats_write_failures, 8);
     assert_true(st.started == 1700000000.125);
     assert_true(st.updated == 1700000123.5);
+    assert_true(st.time.versions == 53 && st.time.updates == 531 && st.time.timed == 529);
+    assert_true(st.time.fold_s == 4.25 && st.time.version_s == 1.375 &&
+                st.time.checkpoint_s == 0.625 && st.time.train_s == 222.75 &&
+                st.time.wait_s == 0.5 && st.time.transport_s == 11.125);
 
     /* false booleans and empty strings survive too */
     in.round_open = false;
@@ -246,6 +259,9 @@ static void test_written_keys(void **state)
                                        "\"model\"",
                                        "\"started\"",
                                        "\"updated\"",
+                                       "\"time\"",
+                                       "\"fold_s\"",
+                                       "\"transport_s\"",
                                        "\"late\""};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!strstr(text, keys[i]))
@@ -290,6 +306,7 @@ static void test_older_file(void **state)
     assert_int_equal(st.updates_pending, 0);
     assert_int_equal(st.buffers_dropped, 0);
     assert_true(st.updated == 0.0);
+    assert_true(st.time.versions == 0 && st.time.train_s == 0.0); /* before "time" existed */
 
     /* the oldest possible file: an empty object; unknown keys are ignored */
     put_text(path, "{\"future_key\": [1, {\"x\": null}]}");
@@ -338,6 +355,12 @@ static void test_wrong_types(void **state)
     expect_format(path, "\"late\"");
     put_text(path, "{\"live_clients\": 4294967296}"); /* above uint32 */
     expect_format(path, "\"live_clients\"");
+    put_text(path, "{\"time\": [1]}");
+    expect_format(path, "\"time\"");
+    put_text(path, "{\"time\": {\"versions\": 2, \"train_s\": \"1.5\"}}");
+    expect_format(path, "\"train_s\"");
+    put_text(path, "{\"time\": {\"timed\": -1}}");
+    expect_format(path, "\"timed\"");
 }
 
 static void test_negative(void **state)
@@ -462,6 +485,10 @@ static void test_nonfinite(void **state)
     fm_stats_t st;
     assert_int_equal(fm_stats_read(path, &st, &e), 0);
     assert_int_equal(st.version, 4242);
+    bad = in;
+    bad.time.transport_s = INFINITY;
+    assert_int_equal(fm_stats_write(path, &bad, &e), FM_ENONFINITE);
+    assert_non_null(strstr(e.msg, "time.transport_s"));
 }
 
 static void test_too_large(void **state)

@@ -1985,7 +1985,80 @@ static void test_metrics_population(void **state)
     assert_true(got.pop_mean == 0.0 && got.pop_min == 0.0 && got.pop_p10 == 0.0 &&
                 got.pop_threshold == 0.0 && got.pop_below == 0.0);
     free(f);
+
+    /* "psecs": with the population keys when > 0, never alone */
+    mt.pop_seconds = 1.75;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0); /* pop_clients still 0 */
+    assert_false(s_has_key(&buf, "psecs"));
+    mt.pop_clients = 100;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    assert_true(s_has_key(&buf, "psecs") && s_has_key(&buf, "pc"));
+    f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.pop_seconds == 1.75 && got.pop_clients == 100);
+    free(f);
+    mt.pop_seconds = 0.0;
+    assert_int_equal(fm_wire_encode_metrics(&mt, &buf), 0);
+    assert_false(s_has_key(&buf, "psecs"));
+    f = fm_tu_exact(buf.data, buf.len);
+    memset(&got, 0xa5, sizeof got);
+    fm_tu_ok(fm_wire_decode_metrics(f, buf.len, &got, &e), &e);
+    assert_true(got.pop_seconds == 0.0 && got.pop_clients == 100);
+    free(f);
     fm_wire_buf_free(&buf);
+}
+
+/* UPDATE's optional timing keys "ts" and "wait": sent together when sent_at > 0, exact
+ * through the wire, absent (decoded as 0) otherwise; the frame without them is the same
+ * bytes as before they existed. */
+static void test_update_timing(void **state)
+{
+    fm_model_t *m = s_model("logreg", 13);
+    size_t np = fm_model_nparams(m);
+    float *delta = fm_tu_floats(np);
+    fm_wire_update_t hdr = s_update_hdr();
+    fm_wire_buf_t plain = FM_WIRE_BUF_INIT, buf = FM_WIRE_BUF_INIT;
+    assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &plain), 0);
+    assert_false(s_has_key(&plain, "ts") || s_has_key(&plain, "wait"));
+    hdr.idle_before = 0.125; /* alone: not sent */
+    assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
+    assert_int_equal(buf.len, plain.len);
+    assert_memory_equal(buf.data, plain.data, plain.len);
+
+    hdr.sent_at = 1796582222.6875;
+    assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
+    assert_true(s_has_key(&buf, "ts") && s_has_key(&buf, "wait"));
+    fm_errmsg_t e = {{0}};
+    fm_wire_update_t got;
+    fm_wire_tensors_t *ts = fm_tu_alloc(1, sizeof *ts);
+    unsigned char *f = fm_tu_exact(buf.data, buf.len);
+    memset(&got, 0xa5, sizeof got);
+    fm_tu_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
+    assert_true(got.sent_at == hdr.sent_at && got.idle_before == 0.125);
+    assert_true(got.train_seconds == hdr.train_seconds && got.client == hdr.client);
+    fm_tu_ok(fm_wire_tensors_check(ts, m, &e), &e);
+    free(f);
+
+    /* a wait of 0 is sent (the worker did not wait), and decodes as 0 */
+    hdr.idle_before = 0.0;
+    assert_int_equal(fm_wire_encode_update(&hdr, m, delta, &buf), 0);
+    assert_true(s_has_key(&buf, "wait"));
+    f = fm_tu_exact(buf.data, buf.len);
+    fm_tu_ok(fm_wire_decode_update(f, buf.len, &got, ts, &e), &e);
+    assert_true(got.sent_at == hdr.sent_at && got.idle_before == 0.0);
+    free(f);
+
+    /* without them: decoded as 0 */
+    f = fm_tu_exact(plain.data, plain.len);
+    memset(&got, 0xa5, sizeof got);
+    fm_tu_ok(fm_wire_decode_update(f, plain.len, &got, ts, &e), &e);
+    assert_true(got.sent_at == 0.0 && got.idle_before == 0.0);
+    free(f);
+    free(ts);
+    free(delta);
+    fm_wire_buf_free(&plain);
+    fm_wire_buf_free(&buf);
+    fm_model_destroy(&m);
 }
 
 /* ACK: the exact bytes of docs/PROTOCOL.md §8, a round trip, and every malformation. */
@@ -2269,6 +2342,7 @@ int main(void)
         cmocka_unit_test(test_text_check),
         cmocka_unit_test(test_text_fields),
         cmocka_unit_test(test_model_cohort),
+        cmocka_unit_test(test_update_timing),
         cmocka_unit_test(test_model_cohort_errors),
         cmocka_unit_test(test_update_round),
         cmocka_unit_test(test_metrics_population),

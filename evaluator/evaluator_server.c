@@ -461,10 +461,17 @@ static void s_evaluate(eval_server_t *self);
 /* Score the staged model now if there is one and evaluator.min_interval_s (reloadable) has
  * passed since the last scoring began; else it waits (s_interval_tick), and a newer version
  * arriving meanwhile replaces it. */
+/* 1 when something last done at `at` (< 0: never) may be done again at `now`, at most once
+ * per `interval` seconds. */
+static int s_due(double at, double interval, double now)
+{
+    return at < 0 || now - at >= interval;
+}
+
 static void s_evaluate_due(eval_server_t *self)
 {
-    if (self->have_staged && (self->eval_at < 0 || fm_daemon_now() - self->eval_at >=
-                                                       self->cfg.evaluator.min_interval_s))
+    if (self->have_staged &&
+        s_due(self->eval_at, self->cfg.evaluator.min_interval_s, fm_daemon_now()))
         s_evaluate(self);
 }
 
@@ -499,10 +506,10 @@ static void s_evaluate(eval_server_t *self)
 {
     fm_wire_model_t hdr = self->staged_hdr;
     self->have_staged = 0;
-    self->eval_at = fm_daemon_now();
     memcpy(fm_model_params(self->model), self->staged,
            fm_model_nparams(self->model) * sizeof(float));
     double t0 = fm_daemon_now();
+    self->eval_at = t0;
     fm_eval_t ev;
     fm_engine_evaluate(self->engine, self->model, self->test->x, self->test->y, NULL,
                        self->test->n, &ev);
@@ -533,8 +540,7 @@ static void s_evaluate(eval_server_t *self)
     memset(&pop, 0, sizeof pop);
     /* population: at most once per population_interval_s (reloadable), the first always */
     double t1 = fm_daemon_now();
-    if (self->pop &&
-        (self->pop_at < 0 || t1 - self->pop_at >= self->cfg.evaluator.population_interval_s)) {
+    if (self->pop && s_due(self->pop_at, self->cfg.evaluator.population_interval_s, t1)) {
         self->pop_at = t1;
         eval_pop_score(self->pop, self->engine, self->model,
                        self->cfg.evaluator.population_threshold, &pop);

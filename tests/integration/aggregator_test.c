@@ -177,9 +177,8 @@ static void s_send(s_ctx_t *c, const void *data, size_t len)
     assert_int_equal(zmq_send(zsock_resolve(c->push), data, len, 0), (int)len);
 }
 
-/* Encode an UPDATE of delta (np floats) from `base` into c->buf; id is filled if NULL-id. */
-static void s_update(s_ctx_t *c, uint64_t base, uint64_t n, const float *delta,
-                     uint8_t id[FM_WIRE_ID_LEN])
+/* The header of the test's UPDATEs: trainer "test-trainer", one step, `base`, `n`, `id`. */
+static fm_wire_update_t s_update_hdr(uint64_t base, uint64_t n, const uint8_t id[FM_WIRE_ID_LEN])
 {
     fm_wire_update_t h;
     memset(&h, 0, sizeof h);
@@ -188,6 +187,14 @@ static void s_update(s_ctx_t *c, uint64_t base, uint64_t n, const float *delta,
     h.base = base;
     h.num_samples = n;
     h.local_steps = 1;
+    return h;
+}
+
+/* Encode an UPDATE of delta (np floats) from `base` into c->buf; id is filled if NULL-id. */
+static void s_update(s_ctx_t *c, uint64_t base, uint64_t n, const float *delta,
+                     uint8_t id[FM_WIRE_ID_LEN])
+{
+    fm_wire_update_t h = s_update_hdr(base, n, id);
     assert_int_equal(fm_wire_encode_update(&h, c->layout, delta, &c->buf), 0);
 }
 
@@ -1035,12 +1042,9 @@ static void test_weighted_fedavgm(void **state)
 /* Send an UPDATE of delta from base 0 with the timing fields given. */
 static void s_send_timed(s_ctx_t *c, const float *delta, double secs, double sent_at, double wait)
 {
-    fm_wire_update_t h;
-    memset(&h, 0, sizeof h);
-    assert_int_equal(fm_wire_id_new(h.id), 0);
-    snprintf(h.trainer, sizeof h.trainer, "test-trainer");
-    h.num_samples = 10;
-    h.local_steps = 1;
+    uint8_t id[FM_WIRE_ID_LEN];
+    assert_int_equal(fm_wire_id_new(id), 0);
+    fm_wire_update_t h = s_update_hdr(0, 10, id);
     h.train_seconds = secs;
     h.sent_at = sent_at;
     h.idle_before = wait;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2154  # the C_* variables come from eval "$CFG_VARS"
+# shellcheck disable=SC2154  # the C_* and T_* variables come from eval "$CFG_VARS"
 # sync_vs_torch.sh: time to test accuracy, fedmq synchronous FedAvg vs the same FedAvg in PyTorch.
 #
-#   bench/sync_vs_torch.sh [--config FILE] [--set section.key=value ...] [--target 0.85]
+#   bench/sync_vs_torch.sh [--config FILE] [--set section.key=value ...] [--torch-set k=v ...]
+#                          [--target 0.85]
 #                          [--thresholds "0.80 0.85"] [--fedmq-limit S] [--torch-limit S]
 #                          [--torch-threads T] [--out FILE] [--keep] [BUILD_DIR]
 #   bench/sync_vs_torch.sh --parse-only FEDMQ.jsonl TORCH.jsonl [--thresholds "..."] [--out FILE]
@@ -29,6 +30,10 @@
 #                      to try the script before that file exists:
 #                      --config configs/fedmq.conf --set federation.mode=async
 #   --set k=v          extra overrides, given to fedmq run, fedmq partition and read for torch
+#   --torch-set k=v    overrides for the PyTorch side only, after --set (e.g. the seed design's
+#                      recipe against fedmq's default: --torch-set federation.learning_rate=0.01
+#                      --torch-set federation.local_steps=0); the report warns where the two
+#                      recipes differ
 #   --target X         stop accuracy for both sides (default 0.85)
 #   --thresholds "..." accuracies to report (default "0.80 0.85")
 #   --fedmq-limit S    fedmq time limit, seconds (default 900)
@@ -53,6 +58,7 @@ usage() { sed -n '3,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 CONFIG=$REPO/configs/fashion-sync.conf
 SETS=()
+TORCH_SETS=()
 TARGET=0.85
 THRESHOLDS="0.80 0.85"
 FEDMQ_LIMIT=900
@@ -67,6 +73,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --config) [ $# -ge 2 ] || die "--config: missing value"; CONFIG=$2; shift ;;
     --set) [ $# -ge 2 ] || die "--set: missing value"; SETS+=("$2"); shift ;;
+    --torch-set) [ $# -ge 2 ] || die "--torch-set: missing value"; TORCH_SETS+=("$2"); shift ;;
     --target) [ $# -ge 2 ] || die "--target: missing value"; TARGET=$2; shift ;;
     --thresholds) [ $# -ge 2 ] || die "--thresholds: missing value"; THRESHOLDS=$2; shift ;;
     --fedmq-limit) [ $# -ge 2 ] || die "--fedmq-limit: missing value"; FEDMQ_LIMIT=$2; shift ;;
@@ -235,46 +242,37 @@ try --config configs/fedmq.conf --set federation.mode=async)"
 TORCH_VERSION=$("$TORCH_PY" -c 'import numpy, torch; print(torch.__version__)' 2>/dev/null) ||
     die "$TORCH_PY cannot import torch and numpy: apt-get install python3-torch python3-numpy"
 
-# [federation] and [aggregator] values of CONFIG after the overrides, as shell assignments
+# [federation], [aggregator] and [trainer] values of CONFIG after the overrides, as resolved
+# by `fedmq config` (every key, the binaries' defaults included), as shell assignments with
+# the prefix $1; stdin is the dump
 CFG_PY='
 import shlex, sys
-path, sets = sys.argv[1], sys.argv[2:]
-want = {"federation": {"model": "cnn", "clients_per_round": "10", "local_epochs": "1",
-                       "learning_rate": "0.01", "momentum": "0.9", "batch_size": "32",
-                       "seed": "1", "num_rounds": "0", "weight_decay": "0", "clip_norm": "0",
-                       "mu": "0", "mode": "async", "aggregation_strategy": "fedbuff",
-                       "partition": "dirichlet:0.5", "num_clients": "100", "holdout": "0.1"},
-        "aggregator": {"server_optimizer": "fedavg", "server_lr": "1",
-                       "weight_by_samples": "true"},
-        "trainer": {"workers": "2", "threads_per_worker": "1"}}
-vals = {s: dict(d) for s, d in want.items()}
-sec = None
-for line in open(path):
-    line = line.split(" ;")[0].strip()
+prefix, sec, want = sys.argv[1], None, ("federation", "aggregator", "trainer")
+for line in sys.stdin:
+    line = line.strip()
     if not line or line[0] in "#;":
         continue
     if line.startswith("["):
         sec = line.strip("[] ")
-    elif "=" in line and sec in vals:
+    elif "=" in line and sec in want:
         k, v = (x.strip() for x in line.split("=", 1))
-        vals[sec][k] = v
-for s in sets:
-    if "=" in s and "." in s.split("=", 1)[0]:
-        k, v = s.split("=", 1)
-        sec, key = k.split(".", 1)
-        if sec in vals:
-            vals[sec][key] = v
-for sec, d in vals.items():
-    for k, v in d.items():
-        print("C_%s_%s=%s" % (sec, k, shlex.quote(v)))
+        print("%s_%s_%s=%s" % (prefix, sec, k, shlex.quote(v)))
 '
-CFG_VARS=$("$PY" -c "$CFG_PY" "$CONFIG" "${SETS[@]}") || die "cannot read $CONFIG"
+SETARGS=()
+for s in "${SETS[@]}"; do SETARGS+=(--set "$s"); done
+TSETARGS=("${SETARGS[@]}")
+for s in "${TORCH_SETS[@]}"; do TSETARGS+=(--set "$s"); done
+CFG_VARS=$("$FEDMQ" config "$CONFIG" "${SETARGS[@]}" | "$PY" -c "$CFG_PY" C) &&
+    [ -n "$CFG_VARS" ] || die "fedmq config $CONFIG ${SETS[*]}: refused (see above)"
 eval "$CFG_VARS"
-[ "$C_federation_model" = cnn ] || die "[federation] model = $C_federation_model: torch_fedavg.py trains the cnn only"
-for k in weight_decay clip_norm mu; do
-    v=C_federation_$k
+CFG_VARS=$("$FEDMQ" config "$CONFIG" "${TSETARGS[@]}" | "$PY" -c "$CFG_PY" T) &&
+    [ -n "$CFG_VARS" ] || die "fedmq config $CONFIG ${SETS[*]} ${TORCH_SETS[*]}: refused (see above)"
+eval "$CFG_VARS"
+[ "$T_federation_model" = cnn ] || die "[federation] model = $T_federation_model: torch_fedavg.py trains the cnn only"
+for k in weight_decay clip_norm mu local_steps lr_decay; do
+    v=T_federation_$k
     awk -v x="${!v}" 'BEGIN { exit !(x + 0 == 0) }' ||
-        die "[federation] $k = ${!v}: torch_fedavg.py implements plain SGD with momentum only (needs 0)"
+        die "[federation] $k = ${!v}: torch_fedavg.py implements plain SGD with momentum over full local epochs only (needs 0 on its side: --torch-set federation.$k=0)"
 done
 WARN=()
 [ "$C_federation_mode" = sync ] || WARN+=("[federation] mode = $C_federation_mode (not sync): fedmq does not run the same algorithm as PyTorch")
@@ -284,10 +282,14 @@ if [ "$C_aggregator_server_optimizer" != fedavg ] ||
     ! awk -v x="$C_aggregator_server_lr" 'BEGIN { exit !(x == 1) }'; then
     WARN+=("[aggregator] server_optimizer = $C_aggregator_server_optimizer, server_lr = $C_aggregator_server_lr (PyTorch: plain FedAvg, server lr 1)")
 fi
+for k in clients_per_round local_epochs local_steps learning_rate lr_decay momentum batch_size; do
+    c=C_federation_$k t=T_federation_$k
+    [ "${!c}" = "${!t}" ] || WARN+=("[federation] $k: fedmq ${!c}, PyTorch ${!t} (--torch-set): not the same recipe")
+done
 [ "$C_aggregator_weight_by_samples" = true ] ||
     WARN+=("[aggregator] weight_by_samples = $C_aggregator_weight_by_samples (PyTorch weights by samples)")
 for w in "${WARN[@]}"; do echo "sync_vs_torch: warning: $w" >&2; done
-ROUNDS=$C_federation_num_rounds
+ROUNDS=$T_federation_num_rounds
 [ "$ROUNDS" -gt 0 ] 2>/dev/null || ROUNDS=100000 # unlimited: the time limit and target stop it
 
 CORE=${FM_BENCH_CORE:-SkylakeX}
@@ -301,9 +303,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 FJ=$RUN/fedmq/metrics.jsonl
 TJ=$RUN/torch.jsonl
-SETARGS=()
-for s in "${SETS[@]}"; do SETARGS+=(--set "$s"); done
-
 CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD%% *}" 'BEGIN { exit !(l > 0.5) }'; then
@@ -336,12 +335,12 @@ FED_BLAS=$(grep -ho 'OpenBLAS [^ ]* core [^ ]*' "$RUN/fedmq/trainer.log" "$RUN/f
 
 # ---- 2. PyTorch ------------------------------------------------------------------------------
 echo "[2/2] PyTorch FedAvg (torch_fedavg.py), limit ${TORCH_LIMIT}s" >&2
-"$FEDMQ" partition "$CONFIG" "${SETARGS[@]}" --out "$RUN/partition.json" ||
+"$FEDMQ" partition "$CONFIG" "${TSETARGS[@]}" --out "$RUN/partition.json" ||
     die "fedmq partition failed"
 TORCH_ARGS=(--partition "$RUN/partition.json" --out "$TJ" --rounds "$ROUNDS"
-    --clients-per-round "$C_federation_clients_per_round" --local-epochs "$C_federation_local_epochs"
-    --lr "$C_federation_learning_rate" --momentum "$C_federation_momentum"
-    --batch "$C_federation_batch_size" --seed "$C_federation_seed" --target "$TARGET"
+    --clients-per-round "$T_federation_clients_per_round" --local-epochs "$T_federation_local_epochs"
+    --lr "$T_federation_learning_rate" --momentum "$T_federation_momentum"
+    --batch "$T_federation_batch_size" --seed "$T_federation_seed" --target "$TARGET"
     --time-limit "$TORCH_LIMIT" --threads "$TORCH_THREADS")
 TORCH_START=$(date +%s)
 set +e
@@ -361,7 +360,8 @@ HDR=$RUN/header.md
 {
     echo "- date: $(date '+%Y-%m-%d %H:%M:%S %Z'); command: \`$CMDLINE\` (in $(pwd)); git $GIT_REV"
     echo "- CPU: $CPU ($(nproc) CPUs online), load average at start: $LOAD"
-    echo "- config: \`$CONFIG\`${SETS[*]:+ with --set ${SETS[*]}}: mode $C_federation_mode, $C_federation_aggregation_strategy, $C_federation_num_clients clients ($C_federation_partition, holdout $C_federation_holdout), $C_federation_clients_per_round per round, $C_federation_local_epochs local epoch(s), SGD lr $C_federation_learning_rate momentum $C_federation_momentum batch $C_federation_batch_size, seed $C_federation_seed; trainer workers $C_trainer_workers x $C_trainer_threads_per_worker thread(s)"
+    echo "- config: \`$CONFIG\`${SETS[*]:+ with --set ${SETS[*]}}: mode $C_federation_mode, $C_federation_aggregation_strategy, $C_federation_num_clients clients ($C_federation_partition, holdout $C_federation_holdout), $C_federation_clients_per_round per round, $C_federation_local_epochs local epoch(s) of at most $C_federation_local_steps steps (0 = no limit), SGD lr $C_federation_learning_rate (lr_decay $C_federation_lr_decay) momentum $C_federation_momentum batch $C_federation_batch_size, server $C_aggregator_server_optimizer (server lr $C_aggregator_server_lr, momentum $C_aggregator_server_momentum), seed $C_federation_seed; trainer workers $C_trainer_workers x $C_trainer_threads_per_worker thread(s)"
+    [ ${#TORCH_SETS[@]} -eq 0 ] || echo "- PyTorch's side only: --torch-set ${TORCH_SETS[*]} (lr $T_federation_learning_rate, $T_federation_local_epochs local epoch(s), plain FedAvg)"
     echo "- both: OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1; stop at accuracy $TARGET"
     echo "- fedmq: \`fedmq run\` (broker, aggregator, evaluator, trainers as processes), time limit ${FEDMQ_LIMIT} s; exit $FED_RC after ${FED_WALL} s; ${FED_BLAS:-OpenBLAS core not found in the logs}"
     echo "- PyTorch $TORCH_VERSION: \`bench/torch_fedavg.py ${TORCH_ARGS[*]}\` (partition from \`fedmq partition\`, one process, clients trained in turn, evaluation after every round), time limit ${TORCH_LIMIT} s; exit $TORCH_RC after ${TORCH_WALL} s; OpenBLAS core ${TORCH_CORE:-?}"

@@ -187,6 +187,22 @@ static void s_history_sent(trainer_worker_t *w, const fm_wire_update_t *hdr, uin
         s_warn(w, "history file not written", fm_strerror(rc));
 }
 
+/* w->base (model info->version) becomes the local model; the optimiser takes the FedProx mu
+ * (a sync round's, else the config's; into info->mu) and the learning rate of that version
+ * ([federation] lr_decay). 0, or 1 when a value is out of range (the main thread and the
+ * config checked both: not expected). */
+static int s_use_model(trainer_worker_t *w, trainer_model_info_t *info)
+{
+    const fm_cfg_federation_t *fed = &w->env.cfg->federation;
+    double mu = info->sync ? info->mu : fed->mu;
+    double lr = fm_sgd_lr_at(fed->learning_rate, fed->lr_decay, info->version);
+    if (fm_optim_set_mu(w->optim, (float)mu) != 0 || fm_optim_set_lr(w->optim, (float)lr) != 0)
+        return 1;
+    info->mu = mu;
+    memcpy(fm_model_params(w->model), w->base, w->nparams * sizeof(float));
+    return 0;
+}
+
 /* A secagg job's model: the newest one once its version is >= job->mv, waiting for one up to
  * the job's deadline. 0, or 1 (none in time, or stopping). */
 static int s_member_model(trainer_worker_t *w, const trainer_job_t *job,
@@ -204,12 +220,7 @@ static int s_member_model(trainer_worker_t *w, const trainer_job_t *job,
         }
         s_idle();
     }
-    double mu = info->sync ? info->mu : w->env.cfg->federation.mu;
-    if (fm_optim_set_mu(w->optim, (float)mu) != 0)
-        return 1;
-    info->mu = mu;
-    memcpy(fm_model_params(w->model), w->base, w->nparams * sizeof(float));
-    return 0;
+    return s_use_model(w, info);
 }
 
 /* One local training of job->client, then its UPDATE (or nothing). */
@@ -236,12 +247,7 @@ static int s_job_model(trainer_worker_t *w, const trainer_job_t *job, trainer_mo
                w->index, job->client, (unsigned long long)info->round);
         return 1;
     }
-    double mu = info->sync ? info->mu : w->env.cfg->federation.mu;
-    if (fm_optim_set_mu(w->optim, (float)mu) != 0)
-        return 1; /* the main thread checked mu's range */
-    info->mu = mu;
-    memcpy(fm_model_params(w->model), w->base, w->nparams * sizeof(float));
-    return 0;
+    return s_use_model(w, info);
 }
 
 /* Step-ahead error feedback (trainer_ef.h): the local model starts from base + a x the
@@ -279,7 +285,8 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
     }
     fm_train_config_t tcfg = {.epochs = fed->local_epochs,
                               .batch = fed->batch_size,
-                              .seed = trainer_sim_train_seed(fed->seed, client, job->run)};
+                              .seed = trainer_sim_train_seed(fed->seed, client, job->run),
+                              .max_steps = (uint64_t)fed->local_steps};
     s_epoch_state_t st = {.ctx = ctx, .epochs_done = 0};
     double t0 = fm_daemon_now();
     int rc, unsaved = 0;
@@ -314,7 +321,7 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
     /* the work done, also when the update is abandoned or dropped below */
     atomic_fetch_add(&ctx->local_steps, res->steps);
     atomic_fetch_add(&ctx->samples, res->samples);
-    if (st.epochs_done < fed->local_epochs) {
+    if (st.epochs_done < fed->local_epochs && !(tcfg.max_steps && res->steps >= tcfg.max_steps)) {
         atomic_fetch_add(&ctx->abandoned, 1);
         FM_LOG(LOG_DEBUG, "worker %d: client %u abandoned after %d epochs (stopping)", w->index,
                client, st.epochs_done);

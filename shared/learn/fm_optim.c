@@ -146,6 +146,19 @@ double fm_optim_step(fm_optim_t *o, float *w, float *g, const float *w_global)
     return sqrt(sq);
 }
 
+int fm_optim_set_lr(fm_optim_t *o, float lr)
+{
+    if (!(lr > 0.0f) || !isfinite(lr))
+        return FM_EARG;
+    o->cfg.lr = lr;
+    return 0;
+}
+
+double fm_sgd_lr_at(double lr, double decay, uint64_t version)
+{
+    return lr / (1.0 + decay * (double)version);
+}
+
 int fm_optim_set_mu(fm_optim_t *o, float mu)
 {
     if (!(mu >= 0.0f && mu <= 1e30f))

@@ -12,6 +12,7 @@
 #define FM_OPTIM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fm_err.h"
 
@@ -36,6 +37,14 @@ void fm_optim_reset(fm_optim_t *o);
 /* Change the FedProx weight (e.g. per round, as the aggregator says). 0, or FM_EARG (mu
  * negative or not finite: unchanged). */
 int fm_optim_set_mu(fm_optim_t *o, float mu);
+
+/* Change the learning rate (e.g. per model version, fm_sgd_lr_at). 0, or FM_EARG (lr not a
+ * finite number > 0: unchanged). */
+int fm_optim_set_lr(fm_optim_t *o, float lr);
+
+/* The client learning rate of a local training that starts from model `version` under
+ * [federation] lr_decay: lr / (1 + decay x version); decay 0 = lr at every version. Pure. */
+double fm_sgd_lr_at(double lr, double decay, uint64_t version);
 
 /* One step: reads and modifies grads (prox and clipping are applied in place), updates w.
  * w_global may be NULL (no proximal term). Returns the gradient norm before clipping. */

@@ -15,6 +15,12 @@ static double s_now(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* 1 when the run has taken the steps cfg->max_steps allows. */
+static int s_capped(const fm_train_config_t *cfg, const fm_train_result_t *out)
+{
+    return cfg->max_steps && out->steps >= cfg->max_steps;
+}
+
 int fm_train_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, const uint8_t *y,
                  const uint32_t *idx, uint32_t n, const fm_train_config_t *cfg,
                  const float *w_global, fm_train_epoch_fn cb, void *cb_arg,
@@ -37,7 +43,8 @@ int fm_train_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, c
             order[i] = idx ? idx[i] : i;
         fm_rng_shuffle_u32(&rng, order, n);
         double epoch_loss = 0.0;
-        for (uint32_t b = 0; b < n; b += (uint32_t)cfg->batch) {
+        uint64_t epoch_samples = 0;
+        for (uint32_t b = 0; b < n && !s_capped(cfg, out); b += (uint32_t)cfg->batch) {
             int bs = (int)(n - b < (uint32_t)cfg->batch ? n - b : (uint32_t)cfg->batch);
             double loss = fm_engine_gradient(e, m, x, y, order + b, bs, 1, fm_rng_u64(&rng));
             if (!isfinite(loss)) {
@@ -46,12 +53,15 @@ int fm_train_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, c
             }
             fm_optim_step(o, params, fm_engine_grads(e), w_global);
             epoch_loss += loss * bs;
+            epoch_samples += (uint64_t)bs;
             out->steps++;
             out->samples += (uint64_t)bs;
         }
-        out->loss = epoch_loss / n;
+        out->loss = epoch_samples ? epoch_loss / (double)epoch_samples : 0.0;
         out->seconds = s_now() - t0;
         if (rc == 0 && cb && cb(cb_arg, epoch, out))
+            break;
+        if (s_capped(cfg, out))
             break;
     }
     free(order);

@@ -10,13 +10,15 @@
 #include "fm_optim.h"
 
 typedef struct {
-    int epochs;    /* passes over the samples, >= 1 */
-    int batch;     /* mini-batch size, >= 1; the last batch of an epoch may be smaller */
-    uint64_t seed; /* shuffling and dropout */
+    int epochs;         /* passes over the samples, >= 1 */
+    int batch;          /* mini-batch size, >= 1; the last batch of an epoch may be smaller */
+    uint64_t seed;      /* shuffling and dropout */
+    uint64_t max_steps; /* stop after this many optimiser steps in all, the epoch under way
+                         * ending there (its loss over the samples it saw); 0 = no limit */
 } fm_train_config_t;
 
 typedef struct {
-    double loss;      /* mean training loss of the last epoch */
+    double loss;      /* mean training loss of the last (possibly cut) epoch */
     uint64_t steps;   /* optimiser steps taken */
     uint64_t samples; /* samples processed */
     double seconds;   /* wall time */

@@ -181,7 +181,14 @@ static const fm_cfg_key_t s_keys[] = {
     S_INT(federation, num_rounds, 0, 1000000000, "0", S_RESTART,
           "model versions to make (sync: rounds aggregated), then stop; 0 = unlimited"),
     S_INT(federation, local_epochs, 1, 1000, "1", S_RESTART, "local epochs per client update"),
+    S_INT(federation, local_steps, 0, 1000000000, "0", S_RESTART,
+          "at most this many optimiser steps per client update (the epoch under way ends "
+          "there; a client with more samples trains on a fresh shuffled part of them each "
+          "time); 0 = local_epochs full passes"),
     S_FLT(federation, learning_rate, 0, 10, "0.01", S_RESTART, "client SGD learning rate"),
+    S_FLT(federation, lr_decay, 0, 1000, "0", S_RESTART,
+          "client learning-rate schedule: a local training from model version v uses "
+          "learning_rate / (1 + lr_decay x v); 0 = constant"),
     S_INT(federation, batch_size, 1, 65536, "32", S_RESTART, "client mini-batch size, samples"),
     S_FLT(federation, momentum, 0, 1, "0.9", S_RESTART, "client SGD momentum, 0 = plain SGD"),
     S_FLT(federation, weight_decay, 0, 1, "0", S_RESTART, "client L2 weight decay"),
@@ -1053,6 +1060,12 @@ static const fm_cfg_key_t *s_check_dpsgd(const fm_config_t *c, char *why, size_t
     if (!t->dp_sgd && t->dp_target_epsilon > 0) {
         snprintf(why, cap, "is DP-SGD's budget: set [trainer] dp_sgd = true, or 0");
         return fm_cfg_key_find("trainer", "dp_target_epsilon");
+    }
+    if (t->dp_sgd && c->federation.local_steps > 0) {
+        snprintf(why, cap,
+                 "DP-SGD runs local_epochs epochs of Poisson-sampled steps, which its budget "
+                 "accounts: set [federation] local_steps = 0 with it");
+        return fm_cfg_key_find("federation", "local_steps");
     }
     if (t->dp_sgd && t->dp_target_epsilon > 0 && t->dp_noise_multiplier == 0) {
         snprintf(why, cap,

@@ -76,7 +76,9 @@ typedef struct {
     int clients_per_round;
     int num_rounds; /* 0 = unlimited */
     int local_epochs;
+    int local_steps; /* at most this many optimiser steps per local training, 0 = no limit */
     double learning_rate;
+    double lr_decay; /* client lr from model version v: learning_rate / (1 + lr_decay v) */
     int batch_size;
     double momentum;
     double weight_decay;

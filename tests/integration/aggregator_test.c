@@ -951,8 +951,9 @@ static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
     snprintf(sb, sizeof sb, "aggregator.staleness_b=%g", p->b);
     snprintf(so, sizeof so, "aggregator.server_optimizer=%s", p->opt);
     snprintf(sl, sizeof sl, "aggregator.server_lr=%g", p->eta);
-    /* beta1, beta2, tau and server_momentum: the documented defaults */
-    const char *const extra[] = {st, sa, sb, so, sl, "aggregator.weight_by_samples=true", NULL};
+    /* beta1, beta2 and tau: the documented defaults; server_momentum 0.9, set */
+    const char *sm = "aggregator.server_momentum=0.9", *ws = "aggregator.weight_by_samples=true";
+    const char *const extra[] = {st, sa, sb, so, sl, sm, ws, NULL};
     s_spawn(c, S_WK, 10, 100, extra);
     const int adam = strcmp(p->opt, "fedadam") == 0;
     const double beta1 = 0.9, beta2 = 0.99, tau_eps = 1e-3, momentum = 0.9;

@@ -835,6 +835,8 @@ static void test_sigkill(void **state)
 #define R_EPOCHS 2
 #define R_BATCH 32
 #define R_LR "0.05"
+#define R_LR_DECAY "0.05" /* test_replay's [federation] lr_decay: lr / (1 + 0.05 v) */
+#define R_STEPS 20        /* test_replay's local_steps: its client's second epoch ends early */
 #define R_MOMENTUM "0.9"
 #define R_WEIGHT_DECAY "0.0005"
 #define R_CLIENT 2
@@ -866,10 +868,11 @@ static void t_set_sync_model(t_state_t *s, uint64_t version, uint64_t round, uin
 
 /* Replay run `run` of `client`'s local training in this process with the training core:
  * the same partition, start weights, per-client seed and optimiser settings as the
- * trainer. delta = w_local - base. */
+ * trainer, at learning rate `lr`, at most `steps` steps (0: all epochs). delta = w_local -
+ * base. */
 static void t_replay(const fm_dataset_t *ds, const fm_partition_t *part, uint32_t client,
-                     uint64_t run, const float *base, double mu, float *delta,
-                     fm_train_result_t *res)
+                     uint64_t run, const float *base, double mu, double lr, uint64_t steps,
+                     float *delta, fm_train_result_t *res)
 {
     int err = 0;
     fm_model_t *m = fm_model_new("mlp", &err);
@@ -879,7 +882,7 @@ static void t_replay(const fm_dataset_t *ds, const fm_partition_t *part, uint32_
     memcpy(w, base, np * sizeof(float));
     fm_engine_t *e = fm_engine_new(m, 1, R_BATCH, &err);
     assert_non_null(e);
-    fm_sgd_config_t sgd = {.lr = (float)strtod(R_LR, NULL),
+    fm_sgd_config_t sgd = {.lr = (float)lr,
                            .momentum = (float)strtod(R_MOMENTUM, NULL),
                            .weight_decay = (float)strtod(R_WEIGHT_DECAY, NULL),
                            .clip_norm = 0.0f,
@@ -887,8 +890,10 @@ static void t_replay(const fm_dataset_t *ds, const fm_partition_t *part, uint32_
     fm_optim_t *o = fm_optim_new(np, &sgd, &err);
     assert_non_null(o);
     assert_int_equal(fm_optim_set_mu(o, (float)mu), 0);
-    fm_train_config_t tcfg = {
-        .epochs = R_EPOCHS, .batch = R_BATCH, .seed = trainer_sim_train_seed(SEED, client, run)};
+    fm_train_config_t tcfg = {.epochs = R_EPOCHS,
+                              .batch = R_BATCH,
+                              .seed = trainer_sim_train_seed(SEED, client, run),
+                              .max_steps = steps};
     uint32_t n = part->offsets[client + 1] - part->offsets[client];
     assert_int_equal(fm_train_run(e, o, m, ds->x, ds->y, part->indices + part->offsets[client], n,
                                   &tcfg, mu > 0 ? base : NULL, NULL, NULL, res),
@@ -912,17 +917,26 @@ static double t_rel_diff(const char *what, const float *a, const float *b, size_
     return m > 0 ? d / m : INFINITY;
 }
 
-/* s->config: the local training t_replay replays (used by the next t_spawn only). */
-static void t_replay_config(t_state_t *s)
+/* The learning rate the trainer must use from MODEL `version` under lr_decay `decay`,
+ * computed here from the definition (docs/PROTOCOL.md §10). */
+static double t_lr(const char *decay, uint64_t version)
+{
+    return strtod(R_LR, NULL) / (1.0 + strtod(decay, NULL) * (double)version);
+}
+
+/* s->config: the local training t_replay replays, with lr_decay `decay` and local_steps
+ * `steps` (used by the next t_spawn only). */
+static void t_replay_config(t_state_t *s, const char *decay, int steps)
 {
     snprintf(s->config, sizeof s->config, "%s/replay.conf", s->tmp);
     FILE *f = fopen(s->config, "w");
     assert_non_null(f);
     fprintf(f,
             "[federation]\nlocal_epochs = %d\nbatch_size = %d\nlearning_rate = %s\n"
-            "momentum = %s\nweight_decay = %s\nclip_norm = 0\nmu = 0\n"
+            "lr_decay = %s\nlocal_steps = %d\nmomentum = %s\nweight_decay = %s\n"
+            "clip_norm = 0\nmu = 0\n"
             "[trainer]\nthreads_per_worker = 1\ndropout_prob = 0\nlog_level = info\n",
-            R_EPOCHS, R_BATCH, R_LR, R_MOMENTUM, R_WEIGHT_DECAY);
+            R_EPOCHS, R_BATCH, R_LR, decay, steps, R_MOMENTUM, R_WEIGHT_DECAY);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -934,11 +948,12 @@ static int t_round_update(t_state_t *s)
 
 /* The UPDATE of one client equals its local training replayed here: sync round 1 (mu = 0)
  * on MODEL v11, then round 2 with FedProx (mu = R_MU) on v12, which must also differ from
- * the replay without the proximal term. "n", "steps" and "loss" match the replay too. */
+ * the replay without the proximal term; both at the learning rate of their version
+ * (lr_decay) and cut at local_steps. "n", "steps" and "loss" match the replay too. */
 static void test_replay(void **state)
 {
     t_state_t *s = *state;
-    t_replay_config(s);
+    t_replay_config(s, R_LR_DECAY, R_STEPS);
 
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
@@ -967,9 +982,14 @@ static void test_replay(void **state)
     assert_true(t_pump(s, t_round_update, 60));
     assert_int_equal(s->last.client, R_CLIENT);
     assert_int_equal(s->last.base, 11);
-    t_replay(ds, part, R_CLIENT, 0, base, 0.0, want, &res);
+    t_replay(ds, part, R_CLIENT, 0, base, 0.0, t_lr(R_LR_DECAY, 11), R_STEPS, want, &res);
     assert_true(t_rel_diff("round 1 delta", s->last_delta, want, np) <= R_TOL);
-    assert_int_equal(s->last.num_samples, n);
+    fm_train_result_t res0;
+    t_replay(ds, part, R_CLIENT, 0, base, 0.0, t_lr("0", 11), R_STEPS, other, &res0);
+    assert_true(t_rel_diff("round 1 delta vs no lr_decay", s->last_delta, other, np) > 1e-3);
+    assert_int_equal(s->last.num_samples, n); /* its data's weight, not the samples seen */
+    assert_int_equal(s->last.local_steps, R_STEPS);
+    assert_true(R_STEPS < R_EPOCHS * ((n + R_BATCH - 1) / R_BATCH)); /* the cap did cut */
     assert_int_equal(s->last.local_steps, res.steps);
     assert_true(fabs(s->last.train_loss - res.loss) <= 1e-9 * fabs(res.loss));
 
@@ -985,13 +1005,12 @@ static void test_replay(void **state)
     assert_true(t_round_update(s));
     assert_int_equal(s->last.client, R_CLIENT);
     assert_int_equal(s->last.base, 12);
-    t_replay(ds, part, R_CLIENT, 1, base, R_MU, want, &res);
+    t_replay(ds, part, R_CLIENT, 1, base, R_MU, t_lr(R_LR_DECAY, 12), R_STEPS, want, &res);
     assert_true(t_rel_diff("round 2 delta (FedProx)", s->last_delta, want, np) <= R_TOL);
     assert_int_equal(s->last.num_samples, n);
     assert_int_equal(s->last.local_steps, res.steps);
     assert_true(fabs(s->last.train_loss - res.loss) <= 1e-9 * fabs(res.loss));
-    fm_train_result_t res0;
-    t_replay(ds, part, R_CLIENT, 1, base, 0.0, other, &res0);
+    t_replay(ds, part, R_CLIENT, 1, base, 0.0, t_lr(R_LR_DECAY, 12), R_STEPS, other, &res0);
     assert_true(t_rel_diff("round 2 delta vs no FedProx", s->last_delta, other, np) > 1e-3);
 
     /* one client per round: exactly two UPDATEs, and the summary agrees */
@@ -1034,7 +1053,7 @@ static void test_attack(void **state)
     assert_true(base && want && honest);
     const char *kinds[] = {"signflip", "noise", "backdoor"};
     for (int k = 0; k < 3; k++) {
-        t_replay_config(s);
+        t_replay_config(s, "0", 0);
         s->bin = FM_BIN_DIR "/fedmq_attacker";
         memset(s->bin_args, 0, sizeof s->bin_args);
         s->bin_args[0] = "--attack";
@@ -1055,7 +1074,7 @@ static void test_attack(void **state)
         fm_train_result_t res;
         trainer_attack_t a;
         trainer_attack_defaults(&a);
-        t_replay(ds, part, R_CLIENT, 0, base, 0.0, honest, &res);
+        t_replay(ds, part, R_CLIENT, 0, base, 0.0, t_lr("0", 30 + (uint64_t)k), 0, honest, &res);
         if (k == 0) {
             for (size_t i = 0; i < np; i++)
                 want[i] = -10.0f * honest[i];
@@ -1075,7 +1094,8 @@ static void test_attack(void **state)
                                                           n, R_CLIENT, &m),
                              0);
             assert_true(m > 0);
-            t_replay(ds, part, R_CLIENT, 0, base, 0.0, want, &res);
+            t_replay(ds, part, R_CLIENT, 0, base, 0.0, t_lr("0", 30 + (uint64_t)k), 0, want,
+                     &res);
             assert_true(t_rel_diff("backdoor vs honest", s->last_delta, honest, np) > 1e-3);
         }
         assert_true(t_rel_diff(kinds[k], s->last_delta, want, np) <= R_TOL);

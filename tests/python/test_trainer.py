@@ -4,6 +4,7 @@ import gzip
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -107,6 +108,36 @@ def test_local_train_matches_numpy():
     assert set(res.params) == set(base) and not np.array_equal(res.params["fc.bias"], base["fc.bias"])
 
 
+def test_local_train_local_steps():
+    """[federation] local_steps: 2 epochs of 16 samples in batches of 4 cut after 3 steps,
+    against the same 3 plain SGD steps in numpy on the first 3 batches of the shuffle."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(16, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, size=16)
+    m, base = _logreg()
+    lr = 0.1
+    hyper = train.Hyper(epochs=2, lr=lr, batch=4, momentum=0.0, local_steps=3)
+    res = train.local_train(m, base, torch.from_numpy(x), torch.from_numpy(y), hyper,
+                            generator=torch.Generator().manual_seed(4))
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(4)).numpy()
+    xf = x.reshape(16, -1).astype(np.float64)
+    w, b = base["fc.weight"].astype(np.float64), base["fc.bias"].astype(np.float64)
+    losses = []
+    for k in range(3):
+        i = perm[4 * k:4 * k + 4]
+        loss, gw, gb = _grad(w, b, xf[i], y[i])
+        losses.append(loss)
+        w, b = w - lr * gw, b - lr * gb
+    assert res.steps == 3
+    assert np.allclose(res.params["fc.weight"], w, atol=2e-5)
+    assert np.allclose(res.params["fc.bias"], b, atol=2e-5)
+    assert abs(res.loss - np.mean(losses)) < 1e-4   # over the 12 samples the epoch saw
+    full = train.local_train(m, base, torch.from_numpy(x), torch.from_numpy(y),
+                             replace(hyper, local_steps=0),
+                             generator=torch.Generator().manual_seed(4))
+    assert full.steps == 8
+
+
 def test_local_train_batches_and_clip():
     rng = np.random.default_rng(3)
     x = torch.from_numpy(rng.normal(size=(70, 1, 28, 28)).astype(np.float32))
@@ -122,6 +153,30 @@ def test_local_train_batches_and_clip():
     assert res2.steps == 1 and moved <= 0.01 * 1.0001
     with pytest.raises(ValueError, match="0 samples"):
         train.local_train(m, base, x[:0], y[:0], train.Hyper())
+
+
+def test_hyper_lr_schedule():
+    from fedmq_client import config
+    # [federation] lr_decay through `fedmq config`, as fedmq-trainer reads it
+    h = train.Hyper.from_config(config.load(CONF, ["federation.learning_rate=0.05",
+                                                   "federation.lr_decay=0.1"]))
+    assert h.lr == 0.05 and h.lr_decay == 0.1
+    assert h.at_version(0).lr == 0.05
+    assert abs(h.at_version(10).lr - 0.025) < 1e-15     # 0.05 / (1 + 0.1 x 10)
+    assert h.at_version(10).momentum == h.momentum and h.lr == 0.05  # a copy
+    d = train.Hyper.from_config(config.load(CONF))
+    assert d.at_version(50).lr == 0.01 and d.local_steps == 0  # the binaries' defaults
+    assert train.Hyper.from_config(
+        config.load(CONF, ["federation.local_steps=9"])).local_steps == 9
+    # the step of a training from version 10 is the step at lr 0.025
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.normal(size=(16, 1, 28, 28)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, size=16))
+    got, want = [], []
+    for hy, out in ((h.at_version(10), got), (replace(h, lr=0.025, lr_decay=0.0), want)):
+        m, base = _logreg()
+        out.append(train.local_train(m, base, x, y, hy, generator=torch.Generator().manual_seed(1)))
+    assert np.array_equal(got[0].params["fc.weight"], want[0].params["fc.weight"])
 
 
 def _cli(*args, timeout=120):

@@ -179,6 +179,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.federation.clients_per_round, 10);
     assert_int_equal(c.federation.num_rounds, 0);
     assert_true(c.federation.learning_rate == 0.01);
+    assert_true(c.federation.lr_decay == 0.0);
+    assert_int_equal(c.federation.local_steps, 0);
     assert_int_equal(c.federation.aggregation_strategy, FM_CFG_STRATEGY_FEDBUFF);
     assert_int_equal(c.federation.mode, FM_CFG_MODE_ASYNC);
     assert_string_equal(c.federation.partition, "dirichlet:0.5");
@@ -193,6 +195,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.aggregator.staleness, FM_STALENESS_POLYNOMIAL);
     assert_true(c.aggregator.weight_by_samples);
     assert_int_equal(c.aggregator.server_optimizer, FM_SERVER_OPT_FEDAVG);
+    assert_true(c.aggregator.server_momentum == 0.9);
     assert_true(c.aggregator.tau == 1e-3);
     assert_string_equal(c.aggregator.init, "");
     assert_string_equal(c.evaluator.test_split, "t10k");
@@ -589,7 +592,9 @@ static void test_roundtrip(void **state)
     assert_int_equal(fm_cfg_set(&c, "federation.learning_rate", "0.30000000000000004", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "aggregator.tau", "1.2345678901234567e-7", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "trainer.slowdown_sigma", "0.1", &e), 0);
-    /* dp_target_epsilon > 0 (changed) needs a noise multiplier > 0 */
+    /* dp_target_epsilon > 0 (changed) needs a noise multiplier > 0; dp_sgd (changed)
+     * refuses a local_steps cap (changed) */
+    assert_int_equal(fm_cfg_set(&c, "federation.local_steps", "0", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "trainer.dp_noise_multiplier", "0.5", &e), 0);
     /* mode = sync (changed) needs fedavg|fedprox, mu > 0 (changed) needs fedprox */
     assert_int_equal(fm_cfg_set(&c, "federation.aggregation_strategy", "fedprox", &e), 0);

@@ -63,6 +63,33 @@ static void test_sgd_plain(void **state)
     fm_optim_destroy(NULL);
 }
 
+/* fm_optim_set_lr: the next step uses the new rate; a rate that is not a finite number > 0
+ * is refused and changes nothing. fm_sgd_lr_at: lr / (1 + decay x version). */
+static void test_set_lr(void **state)
+{
+    (void)state;
+    fm_optim_t *o = s_new(0.1f, 0.0f, 0.0f, 0.0f, 0.0f);
+    float w[3], g[3];
+    s_set(w, 1.0f, -2.0f, 0.5f);
+    s_set(g, 0.1f, 0.2f, -0.3f);
+    assert_int_equal(fm_optim_set_lr(o, 0.5f), 0);
+    fm_optim_step(o, w, g, NULL);
+    s_expect3(w, 0.95, -2.1, 0.65, "lr 0.5");
+    assert_int_equal(fm_optim_set_lr(o, 0.0f), FM_EARG);
+    assert_int_equal(fm_optim_set_lr(o, -1.0f), FM_EARG);
+    assert_int_equal(fm_optim_set_lr(o, NAN), FM_EARG);
+    assert_int_equal(fm_optim_set_lr(o, INFINITY), FM_EARG);
+    fm_optim_step(o, w, g, NULL); /* still 0.5 */
+    s_expect3(w, 0.90, -2.2, 0.80, "lr 0.5 after refusals");
+    fm_optim_destroy(&o);
+
+    assert_true(fm_sgd_lr_at(0.05, 0.0, 0) == 0.05);
+    assert_true(fm_sgd_lr_at(0.05, 0.0, 1000000) == 0.05);
+    assert_true(fm_sgd_lr_at(0.05, 0.1, 0) == 0.05);
+    assert_true(fabs(fm_sgd_lr_at(0.05, 0.1, 10) - 0.025) <= 1e-15);
+    assert_true(fabs(fm_sgd_lr_at(0.2, 0.05, 60) - 0.05) <= 1e-15);
+}
+
 /* momentum 0.9, lr 0.1, w0 = (0, 1, 2):
  *   g1 = ( 1, 0, -1)  buf = g1                       = (1, 0, -1)      w1 = (-0.1, 1, 2.1)
  *   g2 = (.5, 2,  0)  buf = .9(1,0,-1) + g2          = (1.4, 2, -0.9)  w2 = (-0.24, 0.8, 2.19)
@@ -313,7 +340,7 @@ int main(void)
         cmocka_unit_test(test_sgd_plain),    cmocka_unit_test(test_momentum),
         cmocka_unit_test(test_weight_decay), cmocka_unit_test(test_clipping),
         cmocka_unit_test(test_fedprox),      cmocka_unit_test(test_all_terms_order),
-        cmocka_unit_test(test_config_check),
+        cmocka_unit_test(test_config_check), cmocka_unit_test(test_set_lr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

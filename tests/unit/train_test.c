@@ -116,12 +116,14 @@ static int s_cmp_u32(const void *a, const void *b)
 }
 
 /* The replay: fm_train_run as its header and fm_train.c describe it, from the parts.
- * Fills loss[epoch] (mean over the epoch's samples of each batch's mean loss weighted by
- * its size) and returns the optimiser steps taken; stops like fm_train_run at a non-finite
- * loss (*nonfinite = 1) or when stop_after is reached. */
+ * Fills loss[epoch] (mean over the samples the epoch saw of each batch's mean loss weighted
+ * by its size), *epochs_run and *samples, and returns the optimiser steps taken; stops like
+ * fm_train_run at a non-finite loss (*nonfinite = 1), when stop_after is reached, or after
+ * cfg->max_steps steps (the epoch under way ends there). */
 static uint64_t s_replay(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const uint32_t *idx,
                          uint32_t n, const fm_train_config_t *cfg, const float *w_global,
-                         int stop_after, double *loss, int *nonfinite)
+                         int stop_after, double *loss, int *nonfinite, int *epochs_run,
+                         uint64_t *samples)
 {
     uint32_t *order = malloc(sizeof(uint32_t) * n), *sorted = malloc(sizeof(uint32_t) * n),
              *want = malloc(sizeof(uint32_t) * n);
@@ -133,6 +135,8 @@ static uint64_t s_replay(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const uin
     fm_optim_reset(o);
     uint64_t steps = 0;
     *nonfinite = 0;
+    *epochs_run = 0;
+    *samples = 0;
     for (int epoch = 0; epoch < cfg->epochs; epoch++) {
         memcpy(order, idx, sizeof(uint32_t) * n);
         fm_rng_shuffle_u32(&rng, order, n);
@@ -141,7 +145,10 @@ static uint64_t s_replay(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const uin
         qsort(sorted, n, sizeof(uint32_t), s_cmp_u32);
         assert_memory_equal(sorted, want, sizeof(uint32_t) * n);
         double sum = 0.0;
+        uint32_t seen = 0;
         for (uint32_t b = 0; b < n; b += (uint32_t)cfg->batch) {
+            if (cfg->max_steps > 0 && steps == cfg->max_steps)
+                break;
             uint32_t bs = n - b < (uint32_t)cfg->batch ? n - b : (uint32_t)cfg->batch;
             double l = fm_engine_gradient(e, m, s_x, s_y, order + b, (int)bs, 1,
                                           fm_rng_u64(&rng));
@@ -151,10 +158,13 @@ static uint64_t s_replay(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const uin
             }
             fm_optim_step(o, fm_model_params(m), fm_engine_grads(e), w_global);
             sum += l * bs;
+            seen += bs;
             steps++;
         }
-        loss[epoch] = sum / n;
-        if (epoch == stop_after)
+        loss[epoch] = sum / seen;
+        *epochs_run = epoch + 1;
+        *samples += seen;
+        if (epoch == stop_after || (cfg->max_steps > 0 && steps == cfg->max_steps))
             break;
     }
 done:
@@ -352,17 +362,20 @@ static void s_check_replay(const char *model, const fm_sgd_config_t *sgd,
     int rc = fm_train_run(e, o, m, s_x, s_y, idx, n, cfg, w_global, s_on_epoch, &log, &out);
     double loss[S_MAX_EPOCHS];
     int nonfinite = 0;
-    uint64_t steps = s_replay(e_r, o_r, r, idx, n, cfg, w_global, stop_after, loss, &nonfinite);
+    int epochs = 0;
+    uint64_t samples = 0;
+    uint64_t steps = s_replay(e_r, o_r, r, idx, n, cfg, w_global, stop_after, loss, &nonfinite,
+                              &epochs, &samples);
     assert_int_equal(rc, nonfinite ? FM_ENONFINITE : 0);
     assert_true(out.steps == steps);
     if (!nonfinite) {
-        int epochs = stop_after >= 0 && stop_after < cfg->epochs ? stop_after + 1 : cfg->epochs;
         assert_int_equal(log.calls, epochs);
         for (int ep = 0; ep < epochs; ep++)
             if (log.r[ep].loss != loss[ep])
                 fail_msg("%s epoch %d: loss %.17g, replay %.17g", model, ep, log.r[ep].loss,
                          loss[ep]);
-        assert_true(out.samples == (uint64_t)epochs * n);
+        assert_true(out.samples == samples);
+        assert_true(out.loss == loss[epochs - 1]);
     }
     const float *pm = fm_model_params(m), *pr = fm_model_params(r);
     for (size_t i = 0; i < np; i++)
@@ -394,6 +407,43 @@ static void test_replay_logreg_mlp(void **state)
     /* a subset given in another order: the same permutation rule, from idx's order */
     const uint32_t rev[7] = {39, 31, 24, 17, 11, 6, 3};
     s_check_replay("mlp", &all, &three, rev, 7, 0, -1);
+}
+
+/* max_steps: 3 epochs of 10 samples in batches of 3 are 4 steps each (3 + 3 + 3 + 1). A cap
+ * inside the second epoch ends it there (its loss over the 6 samples it saw), a cap at an
+ * epoch's end stops at that epoch, a cap beyond the run changes nothing; each against the
+ * replay, and the counts from the arithmetic above. */
+static void test_max_steps(void **state)
+{
+    const fm_sgd_config_t all = {
+        .lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-3f, .clip_norm = 1.0f, .mu = 0.1f};
+    const struct {
+        uint64_t max;
+        uint64_t steps, samples;
+        int calls;
+    } cases[] = {{6, 6, 16, 2}, {4, 4, 10, 1}, {1, 1, 3, 1}, {12, 12, 30, 3}, {100, 12, 30, 3}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const fm_train_config_t cfg = {
+            .epochs = 3, .batch = 3, .seed = 125, .max_steps = cases[i].max};
+        s_check_replay("mlp", &all, &cfg, s_idx, 10, 1, -1);
+        fm_model_t *m = s_model("mlp", 6);
+        fm_optim_t *o = s_optim(m, &all);
+        fm_engine_t *e = s_engine(m, 3);
+        s_log_t log = {.stop_after = -1};
+        fm_train_result_t out;
+        assert_int_equal(
+            fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch, &log, &out), 0);
+        assert_true(out.steps == cases[i].steps);
+        assert_true(out.samples == cases[i].samples);
+        assert_int_equal(log.calls, cases[i].calls);
+        fm_engine_destroy(&e);
+        fm_optim_destroy(&o);
+        fm_model_destroy(&m);
+    }
+    /* the cnn (dropout seeds drawn per step) cut after 1 step */
+    const fm_sgd_config_t sgd = {.lr = 0.01f, .momentum = 0.9f};
+    const fm_train_config_t one = {.epochs = 1, .batch = 2, .seed = 5, .max_steps = 1};
+    s_check_replay("cnn", &sgd, &one, s_idx, 6, 0, -1);
 }
 
 /* The cnn has dropout: the per-batch dropout seeds come from the same stream. */
@@ -442,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_seeded),
         cmocka_unit_test(test_replay_logreg_mlp),
         cmocka_unit_test(test_replay_cnn),
+        cmocka_unit_test(test_max_steps),
         cmocka_unit_test(test_nonfinite),
     };
     return cmocka_run_group_tests(tests, s_setup, NULL);

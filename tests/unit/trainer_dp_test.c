@@ -83,6 +83,11 @@ static void test_config_errors(void **state)
               "test.conf:3: [trainer] dp_noise_multiplier = 0: gives no privacy (epsilon is "
               "infinite), so no [trainer] dp_target_epsilon can be met: set it > 0, or "
               "dp_target_epsilon = 0");
+    /* DP-SGD's steps are its epochs of Poisson-sampled steps: no local_steps cap */
+    s_refused("[federation]\nlocal_steps = 9\n[trainer]\ndp_sgd = true\n", FM_EARG,
+              "test.conf:2: [federation] local_steps = 9: DP-SGD runs local_epochs epochs of "
+              "Poisson-sampled steps, which its budget accounts: set [federation] local_steps "
+              "= 0 with it");
     /* and the good ones load */
     fm_config_t c;
     fm_cfg_defaults(&c);

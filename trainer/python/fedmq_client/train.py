@@ -5,7 +5,7 @@ FedProx's proximal term (mu / 2) ||w - w_base||^2 when mu > 0. The loss is
 F.cross_entropy of the module's output, which is the mean NLL for modules that return
 log-probabilities (log_softmax is idempotent) and the usual loss for logits."""
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +24,22 @@ class Hyper:
     momentum: float = 0.9
     weight_decay: float = 0.0
     clip_norm: float = 0.0
+    lr_decay: float = 0.0  # the schedule: lr / (1 + lr_decay x model version)
+    local_steps: int = 0   # at most this many steps per local training, 0 = no limit
 
     @classmethod
     def from_config(cls, cfg):
         g = lambda k: cfg.get_float("federation", k)  # noqa: E731
         return cls(epochs=cfg.get_int("federation", "local_epochs"), lr=g("learning_rate"),
                    batch=cfg.get_int("federation", "batch_size"), momentum=g("momentum"),
-                   weight_decay=g("weight_decay"), clip_norm=g("clip_norm"))
+                   weight_decay=g("weight_decay"), clip_norm=g("clip_norm"),
+                   lr_decay=g("lr_decay"),
+                   local_steps=cfg.get_int("federation", "local_steps"))
+
+    def at_version(self, version):
+        """These settings for a local training from model `version`: the learning rate of
+        [federation] lr_decay's schedule, as fedmq-trainer computes it."""
+        return replace(self, lr=self.lr / (1.0 + self.lr_decay * float(version)))
 
 
 @dataclass
@@ -61,9 +70,13 @@ def local_train(module, base, x, y, hyper, mu=0.0, generator=None, loss_fn=None)
     lossf = loss_fn or F.cross_entropy
     steps, total, seen = 0, 0.0, 0
     for _ in range(max(1, hyper.epochs)):
+        if hyper.local_steps and steps >= hyper.local_steps:
+            break
         perm = torch.randperm(n, generator=generator)
         total, seen = 0.0, 0
         for b in range(0, n, hyper.batch):
+            if hyper.local_steps and steps >= hyper.local_steps:
+                break  # the epoch under way ends here, as fedmq-trainer's does
             idx = perm[b:b + hyper.batch]
             opt.zero_grad(set_to_none=True)
             loss = lossf(module(x.index_select(0, idx)), y.index_select(0, idx))

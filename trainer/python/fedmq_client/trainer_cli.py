@@ -154,7 +154,7 @@ def run(args):
             k = todo[0]
             x, y = data.client(k)
             client.set_busy(1)
-            res = local_train(module, model.params, x, y, hyper,
+            res = local_train(module, model.params, x, y, hyper.at_version(model.mv),
                               mu=model.mu if model.sync else cfg.get_float("federation", "mu"),
                               generator=sampler, loss_fn=loss_fn)
             client.set_busy(0)

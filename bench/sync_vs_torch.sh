@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2154  # the C_* and T_* variables come from eval "$CFG_VARS"
+# shellcheck disable=SC2154  # the C_* and T_* variables come from cfg_vars (eval)
 # sync_vs_torch.sh: time to test accuracy, fedmq synchronous FedAvg vs the same FedAvg in PyTorch.
 #
 #   bench/sync_vs_torch.sh [--config FILE] [--set section.key=value ...] [--torch-set k=v ...]
@@ -262,12 +262,16 @@ SETARGS=()
 for s in "${SETS[@]}"; do SETARGS+=(--set "$s"); done
 TSETARGS=("${SETARGS[@]}")
 for s in "${TORCH_SETS[@]}"; do TSETARGS+=(--set "$s"); done
-CFG_VARS=$("$FEDMQ" config "$CONFIG" "${SETARGS[@]}" | "$PY" -c "$CFG_PY" C) &&
-    [ -n "$CFG_VARS" ] || die "fedmq config $CONFIG ${SETS[*]}: refused (see above)"
-eval "$CFG_VARS"
-CFG_VARS=$("$FEDMQ" config "$CONFIG" "${TSETARGS[@]}" | "$PY" -c "$CFG_PY" T) &&
-    [ -n "$CFG_VARS" ] || die "fedmq config $CONFIG ${SETS[*]} ${TORCH_SETS[*]}: refused (see above)"
-eval "$CFG_VARS"
+# cfg_vars PREFIX --set k=v...: PREFIX_section_key for CONFIG with those overrides
+cfg_vars() {
+    local prefix=$1 vars
+    shift
+    vars=$("$FEDMQ" config "$CONFIG" "$@" | "$PY" -c "$CFG_PY" "$prefix") && [ -n "$vars" ] ||
+        die "fedmq config $CONFIG $*: refused (see above)"
+    eval "$vars"
+}
+cfg_vars C "${SETARGS[@]}"
+cfg_vars T "${TSETARGS[@]}"
 [ "$T_federation_model" = cnn ] || die "[federation] model = $T_federation_model: torch_fedavg.py trains the cnn only"
 for k in weight_decay clip_norm mu local_steps lr_decay; do
     v=T_federation_$k

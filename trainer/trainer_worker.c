@@ -321,7 +321,7 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
     /* the work done, also when the update is abandoned or dropped below */
     atomic_fetch_add(&ctx->local_steps, res->steps);
     atomic_fetch_add(&ctx->samples, res->samples);
-    if (st.epochs_done < fed->local_epochs && !(tcfg.max_steps && res->steps >= tcfg.max_steps)) {
+    if (!res->complete) {
         atomic_fetch_add(&ctx->abandoned, 1);
         FM_LOG(LOG_DEBUG, "worker %d: client %u abandoned after %d epochs (stopping)", w->index,
                client, st.epochs_done);

@@ -119,6 +119,7 @@ int fm_dpsgd_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, c
     float *params = fm_model_params(m);
     uint64_t per_epoch = fm_dpsgd_steps_per_epoch(cfg->q);
     double denom = cfg->q * n, sd = cfg->sigma * cfg->clip;
+    int ended = 0; /* epochs run to their last step */
     for (int epoch = 0; epoch < cfg->epochs && rc == 0 && !stop; epoch++) {
         double epoch_loss = 0.0;
         uint64_t epoch_samples = 0;
@@ -149,11 +150,13 @@ int fm_dpsgd_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, c
         }
         out->train.loss = epoch_samples ? epoch_loss / (double)epoch_samples : 0.0;
         out->train.seconds = s_now() - t0;
+        ended += rc == 0 && !stop;
         if (rc == 0 && !stop && hooks && hooks->on_epoch &&
             hooks->on_epoch(hooks->epoch_arg, epoch, &out->train))
             stop = 1;
     }
     out->train.seconds = s_now() - t0;
+    out->train.complete = rc == 0 && ended == cfg->epochs;
     free(batch);
     free(g);
     return rc;

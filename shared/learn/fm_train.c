@@ -38,6 +38,7 @@ int fm_train_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, c
     fm_rng_seed(&rng, cfg->seed, 0x7121);
     fm_optim_reset(o);
     float *params = fm_model_params(m);
+    int ended = 0; /* epochs run to their last batch */
     for (int epoch = 0; epoch < cfg->epochs && rc == 0; epoch++) {
         for (uint32_t i = 0; i < n; i++)
             order[i] = idx ? idx[i] : i;
@@ -59,11 +60,13 @@ int fm_train_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, c
         }
         out->loss = epoch_samples ? epoch_loss / (double)epoch_samples : 0.0;
         out->seconds = s_now() - t0;
+        ended += rc == 0 && epoch_samples == n;
         if (rc == 0 && cb && cb(cb_arg, epoch, out))
             break;
         if (s_capped(cfg, out))
             break;
     }
+    out->complete = rc == 0 && (ended == cfg->epochs || s_capped(cfg, out));
     free(order);
     return rc;
 }

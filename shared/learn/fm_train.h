@@ -22,6 +22,8 @@ typedef struct {
     uint64_t steps;   /* optimiser steps taken */
     uint64_t samples; /* samples processed */
     double seconds;   /* wall time */
+    int complete;     /* 1: the training ran to its end (every epoch, or cfg->max_steps
+                       * steps); 0: a callback stopped it before, or an error did */
 } fm_train_result_t;
 
 /* Called after each epoch; return non-zero to stop training early. */

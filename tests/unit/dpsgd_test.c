@@ -629,6 +629,57 @@ static void test_sampling(void **state)
     assert_int_equal(fm_dpsgd_steps_per_epoch(0.9), 1);
 }
 
+/* "complete": 2 epochs of 4 steps run to their end (no hooks, or a hook that stops after the
+ * last epoch) are complete; stopped after the first epoch, or by a step hook, they are not */
+static int s_stop_epoch(void *arg, int epoch, const fm_train_result_t *so_far)
+{
+    (void)so_far;
+    return epoch == *(int *)arg;
+}
+
+static int s_stop_step(void *arg, const fm_dpsgd_step_t *st)
+{
+    return st->step == *(uint64_t *)arg;
+}
+
+static void test_complete(void **state)
+{
+    (void)state;
+    enum { N = 20 };
+    fm_model_t *m = s_model("logreg", 5);
+    float *x = malloc(sizeof(float) * S_PIXELS * N);
+    uint8_t y[N];
+    assert_non_null(x);
+    s_data(x, y, N, 0.0, 1.0, 4);
+    fm_engine_t *e = s_engine(m, 1, N);
+    fm_optim_t *o = s_sgd(fm_model_nparams(m), 0.01f);
+    fm_dpsgd_config_t c = {.clip = 1.0, .sigma = 0.5, .q = 0.25, .epochs = 2};
+    int last = 1, first = 0;
+    uint64_t step = 5;
+    const fm_dpsgd_hooks_t none = {0}, at_last = {.on_epoch = s_stop_epoch, .epoch_arg = &last},
+                           at_first = {.on_epoch = s_stop_epoch, .epoch_arg = &first},
+                           at_step = {.on_step = s_stop_step, .step_arg = &step};
+    const struct {
+        const fm_dpsgd_hooks_t *h;
+        uint64_t steps;
+        int complete;
+    } cases[] = {{&none, 8, 1}, {&at_last, 8, 1}, {&at_first, 4, 0}, {&at_step, 6, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fm_rng_t r;
+        fm_rng_seed(&r, 7, 0);
+        fm_dpsgd_rand_t rand = s_rand(&r);
+        fm_dpsgd_result_t res;
+        assert_int_equal(fm_dpsgd_run(e, o, m, x, y, NULL, N, &c, &rand, NULL, cases[i].h, &res),
+                         0);
+        assert_true(res.train.steps == cases[i].steps);
+        assert_int_equal(res.train.complete, cases[i].complete);
+    }
+    fm_optim_destroy(&o);
+    fm_engine_destroy(&e);
+    fm_model_destroy(&m);
+    free(x);
+}
+
 /* ---- (e) configuration ------------------------------------------------------------------- */
 
 static void test_bad_config(void **state)
@@ -712,6 +763,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bound),        cmocka_unit_test(test_bound_identical),
         cmocka_unit_test(test_noise),        cmocka_unit_test(test_per_example),
         cmocka_unit_test(test_sampling),     cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_complete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -225,12 +225,14 @@ static void test_early_stop_and_no_callback(void **state)
         fm_train_run(e, o, m, s_x, s_y, s_idx, 10, &cfg, NULL, s_on_epoch, &log, &out), 0);
     assert_int_equal(log.calls, 2);
     assert_true(out.steps == 6 && out.samples == 20);
+    assert_int_equal(out.complete, 0); /* stopped before its 5 epochs */
     /* the same as asking for 2 epochs without a callback */
     cfg.epochs = 2;
     fm_train_result_t out2;
     assert_int_equal(fm_train_run(e, o, m2, s_x, s_y, s_idx, 10, &cfg, NULL, NULL, NULL, &out2),
                      0);
     assert_true(out2.steps == 6 && out2.samples == 20 && out2.loss == out.loss);
+    assert_int_equal(out2.complete, 1);
     assert_memory_equal(fm_model_params(m), fm_model_params(m2),
                         fm_model_nparams(m) * sizeof(float));
     fm_engine_destroy(&e);
@@ -436,6 +438,7 @@ static void test_max_steps(void **state)
         assert_true(out.steps == cases[i].steps);
         assert_true(out.samples == cases[i].samples);
         assert_int_equal(log.calls, cases[i].calls);
+        assert_int_equal(out.complete, 1); /* the cap, or every epoch */
         fm_engine_destroy(&e);
         fm_optim_destroy(&o);
         fm_model_destroy(&m);

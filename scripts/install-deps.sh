@@ -13,9 +13,10 @@ PKGS=(build-essential cmake pkg-config python3 python3-mpmath git clang-format c
 # --tests: what only the test suite needs on top: the Python client (trainer/python) and
 # its tests: pyzmq, msgpack, numpy, PyTorch (the client's torch helpers, the mixed
 # federation), scikit-learn (its bundled digits data: the custom-model example), the
-# setuptools backend, pip and venv that install the package offline.
+# setuptools backend, pip and venv that install the package offline, and pytest, which runs
+# those tests.
 TEST_PKGS=(python3-zmq python3-msgpack python3-numpy python3-torch python3-sklearn
-           python3-setuptools python3-pip python3-venv)
+           python3-pytest python3-setuptools python3-pip python3-venv)
 if [ "${1:-}" = "--tests" ]; then
   PKGS+=("${TEST_PKGS[@]}")
 fi

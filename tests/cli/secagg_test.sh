@@ -20,7 +20,9 @@ FEDMQ=${1:?usage: secagg_test.sh <path-to-fedmq> <source-dir>}
 SRC=${2:?usage: secagg_test.sh <path-to-fedmq> <source-dir>}
 DATA=${FEDMQ_DATA:-/usr/share/datasets/fashion-mnist}
 T=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-cli-secagg.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
+# daemons of this test's runs that outlived their fedmq run (seen once: an aggregator and a
+# broker left running after the test passed) are killed on exit, never left behind
+trap 'pkill -KILL -f -- "$T/sa.conf" 2>/dev/null; rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0}
 SAN_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error'
@@ -73,6 +75,13 @@ run() {
         --set federation.mode="$mode" --set federation.time_limit_s="$secs" "$@" \
         >"$T/$name.out" 2>"$T/$name.err" </dev/null
     echo $? >"$T/$name.rc"
+    # fedmq run stops its daemons before it exits; say so if one survived (then kill it)
+    local left
+    left=$(pgrep -f -- "$T/sa.conf" | wc -l)
+    if [ "$left" -gt 0 ]; then
+        echo "# $name: $left daemon(s) outlived fedmq run (rc $(cat "$T/$name.rc")), killed"
+        pkill -KILL -f -- "$T/sa.conf"
+    fi
 }
 
 check_run() {

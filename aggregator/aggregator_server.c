@@ -402,7 +402,11 @@ static void s_step(agg_server_t *self, int count, int nids, int unclipped, doubl
         FM_ASSERT(prc == 0); /* count >= 0 */
         s_privacy_adapt(self, count, unclipped);
     }
-    int ok = fm_server_opt_apply(self->opt, fm_model_params(self->model), self->mean) == 0;
+    double beta1 = fm_server_opt_beta1(self->opt);
+    if (self->cfg.aggregator.momentum_backoff) /* stale updates already carry momentum */
+        beta1 /= 1.0 + (stale_mean > 0.0 ? stale_mean : 0.0);
+    int ok = fm_server_opt_apply_beta1(self->opt, fm_model_params(self->model), self->mean,
+                                       beta1) == 0;
     if (ok) {
         self->version = agg_state_next_version(self->state, self->version);
         agg_stats_aggregation_time(self->stats, fm_daemon_now() - t0);
@@ -886,12 +890,15 @@ static int s_init_sockets(agg_server_t *self, fm_errmsg_t *e)
         snprintf(acks + strlen(acks), sizeof acks - strlen(acks), "%d versions",
                  self->cfg.aggregator.checkpoint_every);
     FM_LOG(LOG_NOTICE,
-           "model %s (%zu params) at version %llu; %s, optimizer %s; PULL %s (max "
+           "model %s (%zu params) at version %llu; %s, optimizer %s%s; PULL %s (max "
            "frame %zu B, hwm %zu), PUB %s; %s",
            fm_model_name(self->model), fm_model_nparams(self->model),
            (unsigned long long)self->version, mode,
-           fm_server_opt_kind_name(fm_server_opt_kind(self->opt)), self->cfg.endpoints.updates,
-           maxmsg, hwm, self->cfg.endpoints.aggregator_models, acks);
+           fm_server_opt_kind_name(fm_server_opt_kind(self->opt)),
+           self->cfg.aggregator.momentum_backoff && fm_server_opt_beta1(self->opt) > 0.0
+               ? " (momentum / (1 + staleness))"
+               : "",
+           self->cfg.endpoints.updates, maxmsg, hwm, self->cfg.endpoints.aggregator_models, acks);
     char rule[400];
     agg_ingest_describe(self->ingest, rule, sizeof rule);
     FM_LOG(LOG_NOTICE, "%s", rule);

@@ -169,20 +169,20 @@ typedef struct {
 
 static inline __attribute__((always_inline)) s_elem_t s_elem_k(const fm_server_opt_config_t *c,
                                                                fm_server_opt_kind_t kind,
-                                                               double w, double d, double m,
-                                                               double v)
+                                                               double beta1, double w, double d,
+                                                               double m, double v)
 {
     s_elem_t r = {0.0f, 0.0f, 0.0f};
     switch (kind) {
     case FM_SERVER_OPT_FEDAVG: r.w = (float)(w + c->eta * d); break;
     case FM_SERVER_OPT_FEDAVGM:
-        r.m = (float)(c->beta1 * m + d);
+        r.m = (float)(beta1 * m + d);
         r.w = (float)(w + c->eta * (double)r.m);
         break;
     case FM_SERVER_OPT_FEDADAM:
     case FM_SERVER_OPT_FEDYOGI: {
         double d2 = d * d;
-        r.m = (float)(c->beta1 * m + (1.0 - c->beta1) * d);
+        r.m = (float)(beta1 * m + (1.0 - beta1) * d);
         if (kind == FM_SERVER_OPT_FEDADAM) {
             r.v = (float)(c->beta2 * v + (1.0 - c->beta2) * d2);
         } else {
@@ -202,8 +202,10 @@ static inline int s_finite(float x) { return fabsf(x) <= FLT_MAX; }
 
 /* The two passes for one kind of optimiser. Inlined with a constant `kind`, so each
  * optimiser gets its own branch-free loops (the kind switch and the m/v tests leave them). */
-static inline __attribute__((always_inline)) int
-s_apply_kind(fm_server_opt_t *o, float *w, const float *delta_bar, fm_server_opt_kind_t kind)
+static inline __attribute__((always_inline)) int s_apply_kind(fm_server_opt_t *o, float *w,
+                                                              const float *delta_bar,
+                                                              double beta1,
+                                                              fm_server_opt_kind_t kind)
 {
     size_t n = o->n;
     float *m = o->m, *v = o->v;
@@ -212,7 +214,7 @@ s_apply_kind(fm_server_opt_t *o, float *w, const float *delta_bar, fm_server_opt
     /* pass 1: compute everything, write nothing; any non-finite input or result rejects */
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        s_elem_t r = s_elem_k(&o->cfg, kind, w[i], delta_bar[i], has_m ? m[i] : 0.0f,
+        s_elem_t r = s_elem_k(&o->cfg, kind, beta1, w[i], delta_bar[i], has_m ? m[i] : 0.0f,
                               has_v ? v[i] : 0.0f);
         bad |= !s_finite(delta_bar[i]) | !s_finite(r.w) | !s_finite(r.m) | !s_finite(r.v);
     }
@@ -222,7 +224,7 @@ s_apply_kind(fm_server_opt_t *o, float *w, const float *delta_bar, fm_server_opt
     }
     /* pass 2: the same computation on the same inputs, stored */
     for (size_t i = 0; i < n; i++) {
-        s_elem_t r = s_elem_k(&o->cfg, kind, w[i], delta_bar[i], has_m ? m[i] : 0.0f,
+        s_elem_t r = s_elem_k(&o->cfg, kind, beta1, w[i], delta_bar[i], has_m ? m[i] : 0.0f,
                               has_v ? v[i] : 0.0f);
         w[i] = r.w;
         if (has_m)
@@ -233,14 +235,31 @@ s_apply_kind(fm_server_opt_t *o, float *w, const float *delta_bar, fm_server_opt
     return 0;
 }
 
-int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar)
+int fm_server_opt_apply_beta1(fm_server_opt_t *o, float *w, const float *delta_bar, double beta1)
 {
+    if (!(beta1 >= 0.0 && beta1 < 1.0))
+        return FM_EARG;
     switch (o->kind) {
-    case FM_SERVER_OPT_FEDAVG: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDAVG);
-    case FM_SERVER_OPT_FEDAVGM: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDAVGM);
-    case FM_SERVER_OPT_FEDADAM: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDADAM);
-    case FM_SERVER_OPT_FEDYOGI: return s_apply_kind(o, w, delta_bar, FM_SERVER_OPT_FEDYOGI);
+    case FM_SERVER_OPT_FEDAVG: return s_apply_kind(o, w, delta_bar, beta1, FM_SERVER_OPT_FEDAVG);
+    case FM_SERVER_OPT_FEDAVGM:
+        return s_apply_kind(o, w, delta_bar, beta1, FM_SERVER_OPT_FEDAVGM);
+    case FM_SERVER_OPT_FEDADAM:
+        return s_apply_kind(o, w, delta_bar, beta1, FM_SERVER_OPT_FEDADAM);
+    case FM_SERVER_OPT_FEDYOGI:
+        return s_apply_kind(o, w, delta_bar, beta1, FM_SERVER_OPT_FEDYOGI);
     }
     FM_ASSERT(!"unknown server optimiser kind");
     return FM_EARG;
+}
+
+int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar)
+{
+    /* fedavg has no momentum: its config's beta1 is not checked, so pass a valid 0 */
+    double beta1 = o->kind == FM_SERVER_OPT_FEDAVG ? 0.0 : o->cfg.beta1;
+    return fm_server_opt_apply_beta1(o, w, delta_bar, beta1);
+}
+
+double fm_server_opt_beta1(const fm_server_opt_t *o)
+{
+    return o->kind == FM_SERVER_OPT_FEDAVG ? 0.0 : o->cfg.beta1;
 }

@@ -106,6 +106,16 @@ int fm_server_opt_state_check(const fm_server_opt_t *o, fm_errmsg_t *e);
  * the state untouched and counts the rejection; otherwise 0. */
 int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar);
 
+/* The same step with `beta1` in place of the config's beta1 for this step only (fedavgm's
+ * momentum, fedadam/fedyogi's first-moment decay; ignored by fedavg): e.g. a momentum that
+ * backs off with the buffer's staleness. FM_EARG (nothing touched, not counted) unless beta1
+ * is in [0, 1); otherwise as fm_server_opt_apply. */
+int fm_server_opt_apply_beta1(fm_server_opt_t *o, float *w, const float *delta_bar, double beta1);
+
+/* The config's beta1 of a kind that uses it (fedavgm's momentum, fedadam/fedyogi's first-moment
+ * decay); 0 for fedavg. */
+double fm_server_opt_beta1(const fm_server_opt_t *o);
+
 /* Number of applies rejected with FM_ENONFINITE since fm_server_opt_new. */
 uint64_t fm_server_opt_rejected(const fm_server_opt_t *o);
 

@@ -368,6 +368,9 @@ static const fm_cfg_key_t s_keys[] = {
           "fedadam/fedyogi second-moment decay"),
     S_FLT(aggregator, tau, 1e-12, 10, "0.001", S_RESTART,
           "fedadam/fedyogi adaptivity (added to the root of the second moment)"),
+    S_BOOL(aggregator, momentum_backoff, "false", S_RESTART,
+           "each server step's momentum (fedavgm momentum, fedadam/fedyogi beta1) is divided "
+           "by 1 + the mean staleness of the updates in it"),
     S_STR(aggregator, checkpoint_dir, s_check_nonempty, "/var/lib/fedmq/aggregator", S_RESTART,
           "LMDB checkpoint directory (created with mode 0700)"),
     S_ENUM(aggregator, model_encoding, s_encoding_name, FM_DT_F32, FM_DT_BF16, "fp32", S_RESTART,

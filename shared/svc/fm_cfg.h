@@ -163,6 +163,7 @@ typedef struct {
     double beta1;
     double beta2;
     double tau;
+    bool momentum_backoff; /* momentum / beta1 of a step divided by 1 + its mean staleness */
     char checkpoint_dir[FM_CFG_STR_MAX];
     bool acks; /* acknowledged delivery: a checkpoint per version, ACKs on endpoints.acks */
     int model_encoding; /* fm_dtype_t of the MODEL values published: fp32, fp16 or bf16 */

@@ -930,6 +930,7 @@ typedef struct {
     double a, b;           /* staleness_a, staleness_b */
     const char *opt;       /* "fedadam" or "fedavgm" */
     double eta;
+    int backoff; /* aggregator.momentum_backoff: beta1 / (1 + the buffer's mean staleness) */
 } s_weighted_t;
 
 /* s(tau) as docs and FedBuff/FedAsync define it, computed here on its own */
@@ -953,7 +954,8 @@ static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
     snprintf(sl, sizeof sl, "aggregator.server_lr=%g", p->eta);
     /* beta1, beta2 and tau: the documented defaults; server_momentum 0.9, set */
     const char *sm = "aggregator.server_momentum=0.9", *ws = "aggregator.weight_by_samples=true";
-    const char *const extra[] = {st, sa, sb, so, sl, sm, ws, NULL};
+    const char *bo = p->backoff ? "aggregator.momentum_backoff=true" : NULL;
+    const char *const extra[] = {st, sa, sb, so, sl, sm, ws, bo, NULL};
     s_spawn(c, S_WK, 10, 100, extra);
     const int adam = strcmp(p->opt, "fedadam") == 0;
     const double beta1 = 0.9, beta2 = 0.99, tau_eps = 1e-3, momentum = 0.9;
@@ -982,7 +984,10 @@ static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
             ntot += (double)nsamp[(i + s) % S_WK];
         }
         assert_int_equal(s_wait_model(c, (uint64_t)s + 1, wf), s + 1);
-        double maxerr = 0, maxstep = 0, unweighted = 0;
+        double maxerr = 0, maxstep = 0, unweighted = 0, stale = 0;
+        for (int i = 0; i < S_WK; i++)
+            stale += (double)((uint64_t)s - base[s][i]) / S_WK;
+        const double b1 = (adam ? beta1 : momentum) / (p->backoff ? 1.0 + stale : 1.0);
         for (size_t j = 0; j < np; j++) {
             double dbar = 0, dplain = 0;
             for (int i = 0; i < S_WK; i++) {
@@ -995,11 +1000,11 @@ static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
             prev[j] = w[j];
             double step;
             if (adam) {
-                m[j] = beta1 * m[j] + (1 - beta1) * dbar;
+                m[j] = b1 * m[j] + (1 - b1) * dbar;
                 v[j] = beta2 * v[j] + (1 - beta2) * dbar * dbar;
                 step = p->eta * m[j] / (sqrt(v[j]) + tau_eps);
             } else {
-                m[j] = momentum * m[j] + dbar;
+                m[j] = b1 * m[j] + dbar;
                 step = p->eta * m[j];
             }
             w[j] += step;
@@ -1028,13 +1033,26 @@ static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
 
 static void test_weighted_fedadam(void **state)
 {
-    const s_weighted_t p = {"polynomial", 0.5, 0, "fedadam", 0.01};
+    const s_weighted_t p = {"polynomial", 0.5, 0, "fedadam", 0.01, 0};
     s_run_weighted(*state, &p);
 }
 
 static void test_weighted_fedavgm(void **state)
 {
-    const s_weighted_t p = {"hinge", 0.5, 1, "fedavgm", 0.5};
+    const s_weighted_t p = {"hinge", 0.5, 1, "fedavgm", 0.5, 0};
+    s_run_weighted(*state, &p);
+}
+
+/* The momentum backing off with staleness (mean staleness 0, 2/3, 4/3, 5/3 per version) */
+static void test_weighted_backoff(void **state)
+{
+    const s_weighted_t p = {"hinge", 0.5, 1, "fedavgm", 0.5, 1};
+    s_run_weighted(*state, &p);
+}
+
+static void test_weighted_backoff_fedadam(void **state)
+{
+    const s_weighted_t p = {"polynomial", 0.5, 0, "fedadam", 0.01, 1};
     s_run_weighted(*state, &p);
 }
 
@@ -1120,6 +1138,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_newest_checkpoint, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_weighted_fedadam, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_weighted_fedavgm, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_weighted_backoff, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_weighted_backoff_fedadam, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_time_budget, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

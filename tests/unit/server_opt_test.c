@@ -104,6 +104,55 @@ static void test_fedavgm(void **state)
     fm_server_opt_destroy(&o);
 }
 
+/* One step with its own beta1 (fm_server_opt_apply_beta1), then the config's again; FedAvgM
+ * eta 0.5, config beta 0.9, round 1 as test_fedavgm (m1 = d1, w1 = (1.05, -2.1, 0.65)):
+ *   round 2 with beta 0.3: m2 = 0.3 m1 + d2 = (.03 - .3, -.06 + 0, .09 + .02) = (-0.27, -0.06,
+ * 0.11) w2 = w1 + 0.5 m2 = (0.915, -2.13, 0.705) round 3 (d2 again, beta 0.9): m3 = 0.9 m2 + d2 =
+ * (-.243 - .3, -.054, .099 + .02) = (-0.543, -0.054, 0.119) w3 = w2 + 0.5 m3 = (0.6435, -2.157,
+ * 0.7645) FedAdam's first moment with beta1 0.25 in place of 0.9: m1 = 0.75 d1. A beta1 outside
+ * [0, 1) is refused with nothing touched and no rejection counted. */
+static void test_apply_beta1(void **state)
+{
+    (void)state;
+    fm_server_opt_t *o = s_new(FM_SERVER_OPT_FEDAVGM, 0.5, 0.9, 0.99, 1e-3);
+    assert_true(fm_server_opt_beta1(o) == 0.9);
+    float *m = fm_server_opt_state(o);
+    float w[3], d2[3];
+    s_set(w, 1.0f, -2.0f, 0.5f);
+    s_set(d2, -0.3f, 0.0f, 0.02f);
+    s_round(o, w, 1);
+    assert_int_equal(fm_server_opt_apply_beta1(o, w, d2, 0.3), 0);
+    s_expect3(m, -0.27, -0.06, 0.11, "fedavgm beta 0.3 m2");
+    s_expect3(w, 0.915, -2.13, 0.705, "fedavgm beta 0.3 w2");
+    const double bad[] = {1.0, -0.1, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(fm_server_opt_apply_beta1(o, w, d2, bad[i]), FM_EARG);
+        s_expect3(w, 0.915, -2.13, 0.705, "w after a refused beta1");
+        s_expect3(m, -0.27, -0.06, 0.11, "m after a refused beta1");
+    }
+    assert_int_equal(fm_server_opt_rejected(o), 0);
+    s_round(o, w, 2);
+    s_expect3(m, -0.543, -0.054, 0.119, "fedavgm m3");
+    s_expect3(w, 0.6435, -2.157, 0.7645, "fedavgm w3");
+    fm_server_opt_destroy(&o);
+
+    /* fedavg: no momentum, beta1 0; any valid beta1 makes the same step */
+    o = s_new(FM_SERVER_OPT_FEDAVG, 0.5, 0.9, 0.99, 1e-3);
+    assert_true(fm_server_opt_beta1(o) == 0.0);
+    float d1[3] = {0.1f, -0.2f, 0.3f};
+    s_set(w, 1.0f, -2.0f, 0.5f);
+    assert_int_equal(fm_server_opt_apply_beta1(o, w, d1, 0.7), 0);
+    s_expect3(w, 1.05, -2.1, 0.65, "fedavg w1");
+    fm_server_opt_destroy(&o);
+
+    o = s_new(FM_SERVER_OPT_FEDADAM, 0.1, 0.9, 0.99, 1e-3);
+    m = fm_server_opt_state(o);
+    s_set(w, 1.0f, -2.0f, 0.5f);
+    assert_int_equal(fm_server_opt_apply_beta1(o, w, d1, 0.25), 0);
+    s_expect3(m, 0.075, -0.15, 0.225, "fedadam beta1 0.25 m1");
+    fm_server_opt_destroy(&o);
+}
+
 /* FedAdam, eta 0.1, beta1 0.9, beta2 0.99, tau 1e-3; m0 = 0, v0 = tau^2 = 1e-6; no bias
  * correction.
  * round 1: m1 = 0.1 d1 = (0.01, -0.02, 0.03)
@@ -409,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_state), cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_state_check),      cmocka_unit_test(test_kinds),
         cmocka_unit_test(test_config_check),     cmocka_unit_test(test_fedbuff_to_fedavgm),
+        cmocka_unit_test(test_apply_beta1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

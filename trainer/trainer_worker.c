@@ -283,10 +283,12 @@ static int s_local_train(trainer_worker_t *w, const trainer_job_t *job, const ui
         ntrain = (uint32_t)(fraction * n);
         ntrain = ntrain ? ntrain : 1;
     }
-    fm_train_config_t tcfg = {.epochs = fed->local_epochs,
-                              .batch = fed->batch_size,
-                              .seed = trainer_sim_train_seed(fed->seed, client, job->run),
-                              .max_steps = (uint64_t)fed->local_steps};
+    fm_train_config_t tcfg = {
+        .epochs = fed->local_epochs,
+        .batch = fed->batch_size,
+        .seed = trainer_sim_train_seed(fed->seed, client, job->run),
+        .max_steps = fm_train_steps_cap((uint64_t)fed->local_steps, fed->local_fraction,
+                                        fed->local_epochs, n, fed->batch_size)};
     s_epoch_state_t st = {.ctx = ctx, .epochs_done = 0};
     double t0 = fm_daemon_now();
     int rc, unsaved = 0;

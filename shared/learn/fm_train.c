@@ -21,6 +21,17 @@ static int s_capped(const fm_train_config_t *cfg, const fm_train_result_t *out)
     return cfg->max_steps && out->steps >= cfg->max_steps;
 }
 
+uint64_t fm_train_steps_cap(uint64_t local_steps, double fraction, int epochs, uint64_t n,
+                            int batch)
+{
+    if (!(fraction < 1.0) || epochs < 1 || batch < 1 || n == 0)
+        return local_steps;
+    double total = (double)epochs * (double)((n + (uint64_t)batch - 1) / (uint64_t)batch);
+    double c = ceil(fraction * total - 1e-9);
+    uint64_t cap = c < 1.0 ? 1 : (uint64_t)c;
+    return local_steps && local_steps < cap ? local_steps : cap;
+}
+
 int fm_train_run(fm_engine_t *e, fm_optim_t *o, fm_model_t *m, const float *x, const uint8_t *y,
                  const uint32_t *idx, uint32_t n, const fm_train_config_t *cfg,
                  const float *w_global, fm_train_epoch_fn cb, void *cb_arg,

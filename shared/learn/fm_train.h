@@ -26,6 +26,15 @@ typedef struct {
                        * steps); 0: a callback stopped it before, or an error did */
 } fm_train_result_t;
 
+/* The step cap of a local training (fm_train_config_t.max_steps, 0 = none) from the
+ * [federation] keys: `fraction` (local_fraction, in (0, 1]) of the training's epochs x
+ * ceil(n / batch) steps, rounded up and at least 1, when fraction < 1, and `local_steps`
+ * (> 0: a cap of its own); the smaller of the two caps that are set. The rounding is
+ * ceil(fraction x epochs x steps per epoch - 1e-9), so that 0.1 x 30 is 3, not 4: the
+ * Python client computes the same. epochs, n and batch >= 1. */
+uint64_t fm_train_steps_cap(uint64_t local_steps, double fraction, int epochs, uint64_t n,
+                            int batch);
+
 /* Called after each epoch; return non-zero to stop training early. */
 typedef int (*fm_train_epoch_fn)(void *arg, int epoch, const fm_train_result_t *so_far);
 

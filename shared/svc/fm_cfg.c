@@ -185,6 +185,9 @@ static const fm_cfg_key_t s_keys[] = {
           "at most this many optimiser steps per client update (the epoch under way ends "
           "there; a client with more samples trains on a fresh shuffled part of them each "
           "time); 0 = local_epochs full passes"),
+    S_FLT(federation, local_fraction, 1e-6, 1, "1", S_RESTART,
+          "a local training of this fraction of local_epochs passes over the client's samples "
+          "(rounded up to whole steps; the epoch under way ends there); 1 = whole epochs"),
     S_FLT(federation, learning_rate, 0, 10, "0.01", S_RESTART, "client SGD learning rate"),
     S_FLT(federation, lr_decay, 0, 1000, "0", S_RESTART,
           "client learning-rate schedule: a local training from model version v uses "
@@ -1063,6 +1066,12 @@ static const fm_cfg_key_t *s_check_dpsgd(const fm_config_t *c, char *why, size_t
     if (!t->dp_sgd && t->dp_target_epsilon > 0) {
         snprintf(why, cap, "is DP-SGD's budget: set [trainer] dp_sgd = true, or 0");
         return fm_cfg_key_find("trainer", "dp_target_epsilon");
+    }
+    if (t->dp_sgd && c->federation.local_fraction < 1.0) {
+        snprintf(why, cap,
+                 "DP-SGD runs local_epochs epochs of Poisson-sampled steps, which its budget "
+                 "accounts: set [federation] local_fraction = 1 with it");
+        return fm_cfg_key_find("federation", "local_fraction");
     }
     if (t->dp_sgd && c->federation.local_steps > 0) {
         snprintf(why, cap,

@@ -77,6 +77,7 @@ typedef struct {
     int num_rounds; /* 0 = unlimited */
     int local_epochs;
     int local_steps; /* at most this many optimiser steps per local training, 0 = no limit */
+    double local_fraction; /* (0, 1]: that fraction of local_epochs passes, 1 = whole epochs */
     double learning_rate;
     double lr_decay; /* client lr from model version v: learning_rate / (1 + lr_decay v) */
     int batch_size;

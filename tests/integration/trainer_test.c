@@ -924,19 +924,19 @@ static double t_lr(const char *decay, uint64_t version)
     return strtod(R_LR, NULL) / (1.0 + strtod(decay, NULL) * (double)version);
 }
 
-/* s->config: the local training t_replay replays, with lr_decay `decay` and local_steps
- * `steps` (used by the next t_spawn only). */
-static void t_replay_config(t_state_t *s, const char *decay, int steps)
+/* s->config: the local training t_replay replays, with lr_decay `decay`, local_steps
+ * `steps` and local_fraction `fraction` (used by the next t_spawn only). */
+static void t_replay_config(t_state_t *s, const char *decay, int steps, const char *fraction)
 {
     snprintf(s->config, sizeof s->config, "%s/replay.conf", s->tmp);
     FILE *f = fopen(s->config, "w");
     assert_non_null(f);
     fprintf(f,
             "[federation]\nlocal_epochs = %d\nbatch_size = %d\nlearning_rate = %s\n"
-            "lr_decay = %s\nlocal_steps = %d\nmomentum = %s\nweight_decay = %s\n"
-            "clip_norm = 0\nmu = 0\n"
+            "lr_decay = %s\nlocal_steps = %d\nlocal_fraction = %s\nmomentum = %s\n"
+            "weight_decay = %s\nclip_norm = 0\nmu = 0\n"
             "[trainer]\nthreads_per_worker = 1\ndropout_prob = 0\nlog_level = info\n",
-            R_EPOCHS, R_BATCH, R_LR, decay, steps, R_MOMENTUM, R_WEIGHT_DECAY);
+            R_EPOCHS, R_BATCH, R_LR, decay, steps, fraction, R_MOMENTUM, R_WEIGHT_DECAY);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -953,7 +953,7 @@ static int t_round_update(t_state_t *s)
 static void test_replay(void **state)
 {
     t_state_t *s = *state;
-    t_replay_config(s, R_LR_DECAY, R_STEPS);
+    t_replay_config(s, R_LR_DECAY, R_STEPS, "1");
 
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
@@ -1032,6 +1032,52 @@ static void test_replay(void **state)
     fm_dataset_destroy(&ds);
 }
 
+/* [federation] local_fraction = 0.3 of R_EPOCHS epochs: the UPDATE is the replay cut at
+ * ceil(0.3 x 2 x ceil(n / 32)) steps (computed here from the definition), not at an epoch's
+ * end, and its "steps" says so. */
+static void test_fraction(void **state)
+{
+    t_state_t *s = *state;
+    t_replay_config(s, "0", 0, "0.3");
+    fm_dataset_t *ds = NULL;
+    fm_partition_t *part = NULL, *held = NULL;
+    fm_errmsg_t e;
+    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
+                     0);
+    assert_int_equal(
+        fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held, &e), 0);
+    size_t np = fm_model_nparams(s->layout);
+    float *base = malloc(np * sizeof(float)), *want = malloc(np * sizeof(float));
+    assert_true(base && want);
+    uint32_t n = part->offsets[R_CLIENT + 1] - part->offsets[R_CLIENT];
+    uint64_t per_epoch = (n + R_BATCH - 1) / R_BATCH;
+    uint64_t cap = (uint64_t)ceil(0.3 * R_EPOCHS * (double)per_epoch - 1e-9);
+    assert_true(cap > 0 && cap < per_epoch); /* the cut falls inside the first epoch */
+
+    t_set_sync_model(s, 11, 1, R_CLIENT, 0.0);
+    memcpy(base, fm_model_params(s->layout), np * sizeof(float));
+    pid_t pid = t_spawn(s, NULL, NULL);
+    s->config[0] = '\0';
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    t_want_round = 1;
+    assert_true(t_pump(s, t_round_update, 60));
+    assert_int_equal(s->last.client, R_CLIENT);
+    assert_int_equal(s->last.local_steps, cap);
+    fm_train_result_t res;
+    t_replay(ds, part, R_CLIENT, 0, base, 0.0, t_lr("0", 11), cap, want, &res);
+    assert_int_equal(res.steps, cap);
+    assert_true(t_rel_diff("local_fraction delta", s->last_delta, want, np) <= R_TOL);
+    assert_int_equal(s->last.num_samples, n);
+    int st = fm_proc_stop(pid, SIGTERM, 15);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(s->update_errors, 0);
+    free(base);
+    free(want);
+    fm_partition_destroy(&part);
+    fm_partition_destroy(&held);
+    fm_dataset_destroy(&ds);
+}
+
 /* bench/fedmq_attacker, one attack per process, each client's first UPDATE of sync round 1
  * (cohort {R_CLIENT}) against the replay attacked here: signflip = -10 x the replay exactly;
  * noise = the noise trainer_attack_apply draws for (seed 1, R_CLIENT, run 0), of L2 norm 100
@@ -1053,7 +1099,7 @@ static void test_attack(void **state)
     assert_true(base && want && honest);
     const char *kinds[] = {"signflip", "noise", "backdoor"};
     for (int k = 0; k < 3; k++) {
-        t_replay_config(s, "0", 0);
+        t_replay_config(s, "0", 0, "1");
         s->bin = FM_BIN_DIR "/fedmq_attacker";
         memset(s->bin_args, 0, sizeof s->bin_args);
         s->bin_args[0] = "--attack";
@@ -1372,14 +1418,15 @@ int main(int argc, char **argv)
      * round like the trainer */
     fm_blas_setup(argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sim),           cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_updates),       cmocka_unit_test(test_new_version),
-        cmocka_unit_test(test_heartbeats),    cmocka_unit_test(test_reconnect_hello),
-        cmocka_unit_test(test_sigterm_bye),   cmocka_unit_test(test_dropout),
-        cmocka_unit_test(test_reload),        cmocka_unit_test(test_aggregator_down),
-        cmocka_unit_test(test_sigkill),       cmocka_unit_test(test_replay),
-        cmocka_unit_test(test_attack),        cmocka_unit_test(test_dpsgd),
-        cmocka_unit_test(test_dpsgd_restart), cmocka_unit_test(test_stable_id),
+        cmocka_unit_test(test_sim),         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_updates),     cmocka_unit_test(test_new_version),
+        cmocka_unit_test(test_heartbeats),  cmocka_unit_test(test_reconnect_hello),
+        cmocka_unit_test(test_sigterm_bye), cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_reload),      cmocka_unit_test(test_aggregator_down),
+        cmocka_unit_test(test_sigkill),     cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_fraction),    cmocka_unit_test(test_attack),
+        cmocka_unit_test(test_dpsgd),       cmocka_unit_test(test_dpsgd_restart),
+        cmocka_unit_test(test_stable_id),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

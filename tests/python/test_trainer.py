@@ -138,6 +138,38 @@ def test_local_train_local_steps():
     assert full.steps == 8
 
 
+# (local_steps, local_fraction, epochs, n, batch) -> the cap; the same table as
+# tests/unit/train_test.c test_steps_cap (fm_train_steps_cap)
+STEPS_CAP_CASES = [(0, 1.0, 1, 600, 32, 0), (9, 1.0, 1, 600, 32, 9), (0, 0.5, 1, 600, 32, 10),
+                   (0, 0.1, 1, 960, 32, 3), (0, 0.5, 2, 600, 32, 19), (5, 0.5, 1, 600, 32, 5),
+                   (20, 0.5, 1, 600, 32, 10), (0, 1e-6, 1, 10, 32, 1), (0, 0.3, 2, 1000, 32, 20)]
+
+
+def test_steps_cap():
+    for steps, frac, epochs, n, batch, want in STEPS_CAP_CASES:
+        h = train.Hyper(epochs=epochs, batch=batch, local_steps=steps, local_fraction=frac)
+        assert train.steps_cap(h, n) == want, (steps, frac, epochs, n, batch)
+
+
+def test_local_train_local_fraction():
+    """[federation] local_fraction 0.3 of 2 epochs of 16 samples in batches of 4 (8 steps):
+    ceil(2.4) = 3 steps, the same 3 steps as local_steps = 3; read from a config."""
+    from fedmq_client import config
+    h = train.Hyper.from_config(config.load(CONF, ["federation.local_fraction=0.3"]))
+    assert h.local_fraction == 0.3 and train.Hyper.from_config(config.load(CONF)).local_fraction == 1
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy(rng.normal(size=(16, 1, 28, 28)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, size=16))
+    base_h = train.Hyper(epochs=2, lr=0.1, batch=4, momentum=0.0)
+    m, base = _logreg()
+    got = train.local_train(m, base, x, y, replace(base_h, local_fraction=0.3),
+                            generator=torch.Generator().manual_seed(4))
+    want = train.local_train(m, base, x, y, replace(base_h, local_steps=3),
+                             generator=torch.Generator().manual_seed(4))
+    assert got.steps == 3 == want.steps
+    assert all(np.array_equal(got.params[k], want.params[k]) for k in base)
+
+
 def test_local_train_batches_and_clip():
     rng = np.random.default_rng(3)
     x = torch.from_numpy(rng.normal(size=(70, 1, 28, 28)).astype(np.float32))

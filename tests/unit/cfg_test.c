@@ -593,8 +593,9 @@ static void test_roundtrip(void **state)
     assert_int_equal(fm_cfg_set(&c, "aggregator.tau", "1.2345678901234567e-7", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "trainer.slowdown_sigma", "0.1", &e), 0);
     /* dp_target_epsilon > 0 (changed) needs a noise multiplier > 0; dp_sgd (changed)
-     * refuses a local_steps cap (changed) */
+     * refuses a local_steps cap and a local_fraction (both changed) */
     assert_int_equal(fm_cfg_set(&c, "federation.local_steps", "0", &e), 0);
+    assert_int_equal(fm_cfg_set(&c, "federation.local_fraction", "1", &e), 0);
     assert_int_equal(fm_cfg_set(&c, "trainer.dp_noise_multiplier", "0.5", &e), 0);
     /* mode = sync (changed) needs fedavg|fedprox, mu > 0 (changed) needs fedprox */
     assert_int_equal(fm_cfg_set(&c, "federation.aggregation_strategy", "fedprox", &e), 0);

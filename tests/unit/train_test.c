@@ -449,6 +449,34 @@ static void test_max_steps(void **state)
     s_check_replay("cnn", &sgd, &one, s_idx, 6, 0, -1);
 }
 
+/* fm_train_steps_cap from [federation] local_steps and local_fraction; the same table is in
+ * tests/python/test_trainer.py (test_steps_cap), so both clients cut where the other does.
+ * 19 steps per epoch of 600 samples in batches of 32: half of them is 9.5, so 10; 0.1 x 30
+ * is 3.0000000000000004 in double, and must still be 3. */
+static void test_steps_cap(void **state)
+{
+    (void)state;
+    const struct {
+        uint64_t local_steps;
+        double fraction;
+        int epochs;
+        uint64_t n;
+        int batch;
+        uint64_t want;
+    } cases[] = {
+        {0, 1.0, 1, 600, 32, 0},   {9, 1.0, 1, 600, 32, 9},  {0, 0.5, 1, 600, 32, 10},
+        {0, 0.1, 1, 960, 32, 3},   {0, 0.5, 2, 600, 32, 19}, {5, 0.5, 1, 600, 32, 5},
+        {20, 0.5, 1, 600, 32, 10}, {0, 1e-6, 1, 10, 32, 1},  {0, 0.3, 2, 1000, 32, 20},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t got = fm_train_steps_cap(cases[i].local_steps, cases[i].fraction,
+                                          cases[i].epochs, cases[i].n, cases[i].batch);
+        if (got != cases[i].want)
+            fail_msg("case %zu: cap %llu, expected %llu", i, (unsigned long long)got,
+                     (unsigned long long)cases[i].want);
+    }
+}
+
 /* The cnn has dropout: the per-batch dropout seeds come from the same stream. */
 static void test_replay_cnn(void **state)
 {
@@ -496,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_replay_logreg_mlp),
         cmocka_unit_test(test_replay_cnn),
         cmocka_unit_test(test_max_steps),
+        cmocka_unit_test(test_steps_cap),
         cmocka_unit_test(test_nonfinite),
     };
     return cmocka_run_group_tests(tests, s_setup, NULL);

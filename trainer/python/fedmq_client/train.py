@@ -4,6 +4,7 @@ with momentum and weight decay, the global gradient norm clipped to `clip_norm` 
 FedProx's proximal term (mu / 2) ||w - w_base||^2 when mu > 0. The loss is
 F.cross_entropy of the module's output, which is the mean NLL for modules that return
 log-probabilities (log_softmax is idempotent) and the usual loss for logits."""
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from .torch_utils import load_params, state_dict_to_numpy
 
-__all__ = ["Hyper", "Result", "local_train"]
+__all__ = ["Hyper", "Result", "local_train", "steps_cap"]
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Hyper:
     clip_norm: float = 0.0
     lr_decay: float = 0.0  # the schedule: lr / (1 + lr_decay x model version)
     local_steps: int = 0   # at most this many steps per local training, 0 = no limit
+    local_fraction: float = 1.0  # that fraction of `epochs` passes, 1 = whole epochs
 
     @classmethod
     def from_config(cls, cfg):
@@ -34,12 +36,26 @@ class Hyper:
                    batch=cfg.get_int("federation", "batch_size"), momentum=g("momentum"),
                    weight_decay=g("weight_decay"), clip_norm=g("clip_norm"),
                    lr_decay=g("lr_decay"),
-                   local_steps=cfg.get_int("federation", "local_steps"))
+                   local_steps=cfg.get_int("federation", "local_steps"),
+                   local_fraction=g("local_fraction"))
 
     def at_version(self, version):
         """These settings for a local training from model `version`: the learning rate of
         [federation] lr_decay's schedule, as fedmq-trainer computes it."""
         return replace(self, lr=self.lr / (1.0 + self.lr_decay * float(version)))
+
+
+def steps_cap(hyper, n):
+    """The step cap of a local training on n samples (0 = none), as fedmq-trainer computes
+    it (fm_train_steps_cap): local_fraction x epochs x ceil(n / batch) steps rounded up (less
+    1e-9, so that 0.1 x 30 is 3), at least 1, when local_fraction < 1; the smaller of that
+    and local_steps when both are set."""
+    cap = hyper.local_steps
+    if hyper.local_fraction < 1.0 and n > 0:
+        total = max(1, hyper.epochs) * (-(-n // hyper.batch))
+        frac = max(1, math.ceil(hyper.local_fraction * total - 1e-9))
+        cap = frac if not cap or frac < cap else cap
+    return cap
 
 
 @dataclass
@@ -69,13 +85,14 @@ def local_train(module, base, x, y, hyper, mu=0.0, generator=None, loss_fn=None)
                           weight_decay=hyper.weight_decay)
     lossf = loss_fn or F.cross_entropy
     steps, total, seen = 0, 0.0, 0
+    cap = steps_cap(hyper, n)
     for _ in range(max(1, hyper.epochs)):
-        if hyper.local_steps and steps >= hyper.local_steps:
+        if cap and steps >= cap:
             break
         perm = torch.randperm(n, generator=generator)
         total, seen = 0.0, 0
         for b in range(0, n, hyper.batch):
-            if hyper.local_steps and steps >= hyper.local_steps:
+            if cap and steps >= cap:
                 break  # the epoch under way ends here, as fedmq-trainer's does
             idx = perm[b:b + hyper.batch]
             opt.zero_grad(set_to_none=True)

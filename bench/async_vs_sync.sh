@@ -6,8 +6,9 @@
 #                          [--round-timeout S] [--workers W] [--out FILE] [BUILD_DIR]
 #
 # Runs `fedmq run configs/fashion-async.conf` then `configs/fashion-sync.conf` (the two
-# differ only in [federation] mode: 100 clients, Dirichlet(0.5), cnn, 1 local epoch, 10
-# clients per round = FedBuff K 10, s(tau) = 1/sqrt(1+tau)), both with the same overrides:
+# differ only in [federation] mode: 100 clients, Dirichlet(0.5), cnn, 9 local steps at lr
+# 0.05, FedAvgM 0.5, 10 clients per round = FedBuff K 10, s(tau) = 1/sqrt(1+tau)), both with
+# the same overrides:
 #   trainer.slowdown_sigma = SIGMA (default 1): client k's device takes f_k = exp(SIGMA*N(0,1))
 #       times the real compute (extra wall time after it; f_k is seeded per client, so the
 #       same clients are slow in both runs),

@@ -32,7 +32,7 @@
 #   --set k=v          extra overrides, given to fedmq run, fedmq partition and read for torch
 #   --torch-set k=v    overrides for the PyTorch side only, after --set (e.g. the seed design's
 #                      recipe against fedmq's default: --torch-set federation.learning_rate=0.01
-#                      --torch-set federation.local_steps=0); the report warns where the two
+#                      --torch-set federation.local_fraction=1); the report warns where the two
 #                      recipes differ
 #   --target X         stop accuracy for both sides (default 0.85)
 #   --thresholds "..." accuracies to report (default "0.80 0.85")
@@ -278,6 +278,8 @@ for k in weight_decay clip_norm mu local_steps lr_decay; do
     awk -v x="${!v}" 'BEGIN { exit !(x + 0 == 0) }' ||
         die "[federation] $k = ${!v}: torch_fedavg.py implements plain SGD with momentum over full local epochs only (needs 0 on its side: --torch-set federation.$k=0)"
 done
+awk -v x="$T_federation_local_fraction" 'BEGIN { exit !(x + 0 == 1) }' ||
+    die "[federation] local_fraction = $T_federation_local_fraction: torch_fedavg.py trains full local epochs only (needs 1 on its side: --torch-set federation.local_fraction=1)"
 WARN=()
 [ "$C_federation_mode" = sync ] || WARN+=("[federation] mode = $C_federation_mode (not sync): fedmq does not run the same algorithm as PyTorch")
 [ "$C_federation_aggregation_strategy" = fedavg ] ||
@@ -286,7 +288,7 @@ if [ "$C_aggregator_server_optimizer" != fedavg ] ||
     ! awk -v x="$C_aggregator_server_lr" 'BEGIN { exit !(x == 1) }'; then
     WARN+=("[aggregator] server_optimizer = $C_aggregator_server_optimizer, server_lr = $C_aggregator_server_lr (PyTorch: plain FedAvg, server lr 1)")
 fi
-for k in clients_per_round local_epochs local_steps learning_rate lr_decay momentum batch_size; do
+for k in clients_per_round local_epochs local_steps local_fraction learning_rate lr_decay momentum batch_size; do
     c=C_federation_$k t=T_federation_$k
     [ "${!c}" = "${!t}" ] || WARN+=("[federation] $k: fedmq ${!c}, PyTorch ${!t} (--torch-set): not the same recipe")
 done
@@ -364,7 +366,7 @@ HDR=$RUN/header.md
 {
     echo "- date: $(date '+%Y-%m-%d %H:%M:%S %Z'); command: \`$CMDLINE\` (in $(pwd)); git $GIT_REV"
     echo "- CPU: $CPU ($(nproc) CPUs online), load average at start: $LOAD"
-    echo "- config: \`$CONFIG\`${SETS[*]:+ with --set ${SETS[*]}}: mode $C_federation_mode, $C_federation_aggregation_strategy, $C_federation_num_clients clients ($C_federation_partition, holdout $C_federation_holdout), $C_federation_clients_per_round per round, $C_federation_local_epochs local epoch(s) of at most $C_federation_local_steps steps (0 = no limit), SGD lr $C_federation_learning_rate (lr_decay $C_federation_lr_decay) momentum $C_federation_momentum batch $C_federation_batch_size, server $C_aggregator_server_optimizer (server lr $C_aggregator_server_lr, momentum $C_aggregator_server_momentum), seed $C_federation_seed; trainer workers $C_trainer_workers x $C_trainer_threads_per_worker thread(s)"
+    echo "- config: \`$CONFIG\`${SETS[*]:+ with --set ${SETS[*]}}: mode $C_federation_mode, $C_federation_aggregation_strategy, $C_federation_num_clients clients ($C_federation_partition, holdout $C_federation_holdout), $C_federation_clients_per_round per round, $C_federation_local_epochs local epoch(s) of at most $C_federation_local_steps steps (0 = no limit) and fraction $C_federation_local_fraction, SGD lr $C_federation_learning_rate (lr_decay $C_federation_lr_decay) momentum $C_federation_momentum batch $C_federation_batch_size, server $C_aggregator_server_optimizer (server lr $C_aggregator_server_lr, momentum $C_aggregator_server_momentum), seed $C_federation_seed; trainer workers $C_trainer_workers x $C_trainer_threads_per_worker thread(s)"
     [ ${#TORCH_SETS[@]} -eq 0 ] || echo "- PyTorch's side only: --torch-set ${TORCH_SETS[*]} (lr $T_federation_learning_rate, $T_federation_local_epochs local epoch(s), plain FedAvg)"
     echo "- both: OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1; stop at accuracy $TARGET"
     echo "- fedmq: \`fedmq run\` (broker, aggregator, evaluator, trainers as processes), time limit ${FEDMQ_LIMIT} s; exit $FED_RC after ${FED_WALL} s; ${FED_BLAS:-OpenBLAS core not found in the logs}"

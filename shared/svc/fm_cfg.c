@@ -371,7 +371,7 @@ static const fm_cfg_key_t s_keys[] = {
           "fedadam/fedyogi second-moment decay"),
     S_FLT(aggregator, tau, 1e-12, 10, "0.001", S_RESTART,
           "fedadam/fedyogi adaptivity (added to the root of the second moment)"),
-    S_BOOL(aggregator, momentum_backoff, "false", S_RESTART,
+    S_BOOL(aggregator, momentum_backoff, "true", S_RESTART,
            "each server step's momentum (fedavgm momentum, fedadam/fedyogi beta1) is divided "
            "by 1 + the mean staleness of the updates in it"),
     S_STR(aggregator, checkpoint_dir, s_check_nonempty, "/var/lib/fedmq/aggregator", S_RESTART,
@@ -1067,17 +1067,17 @@ static const fm_cfg_key_t *s_check_dpsgd(const fm_config_t *c, char *why, size_t
         snprintf(why, cap, "is DP-SGD's budget: set [trainer] dp_sgd = true, or 0");
         return fm_cfg_key_find("trainer", "dp_target_epsilon");
     }
-    if (t->dp_sgd && c->federation.local_fraction < 1.0) {
-        snprintf(why, cap,
-                 "DP-SGD runs local_epochs epochs of Poisson-sampled steps, which its budget "
-                 "accounts: set [federation] local_fraction = 1 with it");
-        return fm_cfg_key_find("federation", "local_fraction");
-    }
     if (t->dp_sgd && c->federation.local_steps > 0) {
         snprintf(why, cap,
                  "DP-SGD runs local_epochs epochs of Poisson-sampled steps, which its budget "
                  "accounts: set [federation] local_steps = 0 with it");
         return fm_cfg_key_find("federation", "local_steps");
+    }
+    if (t->dp_sgd && c->federation.local_fraction < 1.0) {
+        snprintf(why, cap,
+                 "DP-SGD runs local_epochs epochs of Poisson-sampled steps, which its budget "
+                 "accounts: set [federation] local_fraction = 1 with it");
+        return fm_cfg_key_find("federation", "local_fraction");
     }
     if (t->dp_sgd && t->dp_target_epsilon > 0 && t->dp_noise_multiplier == 0) {
         snprintf(why, cap,

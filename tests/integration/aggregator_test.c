@@ -954,7 +954,8 @@ static void s_run_weighted(s_ctx_t *c, const s_weighted_t *p)
     snprintf(sl, sizeof sl, "aggregator.server_lr=%g", p->eta);
     /* beta1, beta2 and tau: the documented defaults; server_momentum 0.9, set */
     const char *sm = "aggregator.server_momentum=0.9", *ws = "aggregator.weight_by_samples=true";
-    const char *bo = p->backoff ? "aggregator.momentum_backoff=true" : NULL;
+    const char *bo = p->backoff ? "aggregator.momentum_backoff=true"
+                                : "aggregator.momentum_backoff=false";
     const char *const extra[] = {st, sa, sb, so, sl, sm, ws, bo, NULL};
     s_spawn(c, S_WK, 10, 100, extra);
     const int adam = strcmp(p->opt, "fedadam") == 0;

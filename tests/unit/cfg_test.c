@@ -181,6 +181,7 @@ static void test_defaults(void **state)
     assert_true(c.federation.learning_rate == 0.01);
     assert_true(c.federation.lr_decay == 0.0);
     assert_int_equal(c.federation.local_steps, 0);
+    assert_true(c.federation.local_fraction == 1.0);
     assert_int_equal(c.federation.aggregation_strategy, FM_CFG_STRATEGY_FEDBUFF);
     assert_int_equal(c.federation.mode, FM_CFG_MODE_ASYNC);
     assert_string_equal(c.federation.partition, "dirichlet:0.5");
@@ -196,6 +197,7 @@ static void test_defaults(void **state)
     assert_true(c.aggregator.weight_by_samples);
     assert_int_equal(c.aggregator.server_optimizer, FM_SERVER_OPT_FEDAVG);
     assert_true(c.aggregator.server_momentum == 0.9);
+    assert_true(c.aggregator.momentum_backoff);
     assert_true(c.aggregator.tau == 1e-3);
     assert_string_equal(c.aggregator.init, "");
     assert_string_equal(c.evaluator.test_split, "t10k");

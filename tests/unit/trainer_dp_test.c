@@ -88,6 +88,10 @@ static void test_config_errors(void **state)
               "test.conf:2: [federation] local_steps = 9: DP-SGD runs local_epochs epochs of "
               "Poisson-sampled steps, which its budget accounts: set [federation] local_steps "
               "= 0 with it");
+    s_refused("[federation]\nlocal_fraction = 0.4\n[trainer]\ndp_sgd = true\n", FM_EARG,
+              "test.conf:2: [federation] local_fraction = 0.4: DP-SGD runs local_epochs epochs "
+              "of Poisson-sampled steps, which its budget accounts: set [federation] "
+              "local_fraction = 1 with it");
     /* and the good ones load */
     fm_config_t c;
     fm_cfg_defaults(&c);

@@ -252,14 +252,13 @@ int fm_server_opt_apply_beta1(fm_server_opt_t *o, float *w, const float *delta_b
     return FM_EARG;
 }
 
-int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar)
-{
-    /* fedavg has no momentum: its config's beta1 is not checked, so pass a valid 0 */
-    double beta1 = o->kind == FM_SERVER_OPT_FEDAVG ? 0.0 : o->cfg.beta1;
-    return fm_server_opt_apply_beta1(o, w, delta_bar, beta1);
-}
-
+/* fedavg has no momentum: its config's beta1 is not checked, so it counts as 0 */
 double fm_server_opt_beta1(const fm_server_opt_t *o)
 {
     return o->kind == FM_SERVER_OPT_FEDAVG ? 0.0 : o->cfg.beta1;
+}
+
+int fm_server_opt_apply(fm_server_opt_t *o, float *w, const float *delta_bar)
+{
+    return fm_server_opt_apply_beta1(o, w, delta_bar, fm_server_opt_beta1(o));
 }

@@ -917,6 +917,16 @@ static double t_rel_diff(const char *what, const float *a, const float *b, size_
     return m > 0 ? d / m : INFINITY;
 }
 
+/* The training set and the federation's partition of it, as the trainer computes them. */
+static void t_load_clients(fm_dataset_t **ds, fm_partition_t **part, fm_partition_t **held)
+{
+    fm_errmsg_t e;
+    assert_int_equal(s_load_dir(ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
+                     0);
+    assert_int_equal(fm_partition_clients(*ds, PARTITION, NUM_CLIENTS, SEED, 0.1, part, held, &e),
+                     0);
+}
+
 /* The learning rate the trainer must use from MODEL `version` under lr_decay `decay`,
  * computed here from the definition (docs/PROTOCOL.md §10). */
 static double t_lr(const char *decay, uint64_t version)
@@ -957,11 +967,7 @@ static void test_replay(void **state)
 
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
-    fm_errmsg_t e;
-    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
-                     0);
-    assert_int_equal(
-        fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held, &e), 0);
+    t_load_clients(&ds, &part, &held);
     size_t np = fm_model_nparams(s->layout);
     float *base = malloc(np * sizeof(float));
     float *want = malloc(np * sizeof(float));
@@ -1041,11 +1047,7 @@ static void test_fraction(void **state)
     t_replay_config(s, "0", 0, "0.3");
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
-    fm_errmsg_t e;
-    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
-                     0);
-    assert_int_equal(
-        fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held, &e), 0);
+    t_load_clients(&ds, &part, &held);
     size_t np = fm_model_nparams(s->layout);
     float *base = malloc(np * sizeof(float)), *want = malloc(np * sizeof(float));
     assert_true(base && want);
@@ -1088,11 +1090,7 @@ static void test_attack(void **state)
     t_state_t *s = *state;
     fm_dataset_t *ds = NULL;
     fm_partition_t *part = NULL, *held = NULL;
-    fm_errmsg_t e;
-    assert_int_equal(s_load_dir(&ds, FM_DATA_DIR, "train", FM_FASHION_MEAN, FM_FASHION_STD, &e),
-                     0);
-    assert_int_equal(
-        fm_partition_clients(ds, PARTITION, NUM_CLIENTS, SEED, 0.1, &part, &held, &e), 0);
+    t_load_clients(&ds, &part, &held);
     size_t np = fm_model_nparams(s->layout);
     float *base = malloc(np * sizeof(float)), *want = malloc(np * sizeof(float));
     float *honest = malloc(np * sizeof(float));

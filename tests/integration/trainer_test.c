@@ -956,6 +956,22 @@ static int t_round_update(t_state_t *s)
     return s->nupdates > 0 && s->last_pid == s->trainer && s->last.round == t_want_round;
 }
 
+/* Serve MODEL `version` opening sync round 1 for R_CLIENT (mu 0), its weights copied to
+ * base[np], spawn the trainer (s->config and s->bin, the config used once) and wait for the
+ * client's round-1 UPDATE. */
+static pid_t t_spawn_round1(t_state_t *s, uint64_t version, float *base, size_t np)
+{
+    t_set_sync_model(s, version, 1, R_CLIENT, 0.0);
+    memcpy(base, fm_model_params(s->layout), np * sizeof(float));
+    pid_t pid = t_spawn(s, NULL, NULL);
+    s->config[0] = '\0';
+    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
+    t_want_round = 1;
+    assert_true(t_pump(s, t_round_update, 60));
+    assert_int_equal(s->last.client, R_CLIENT);
+    return pid;
+}
+
 /* The UPDATE of one client equals its local training replayed here: sync round 1 (mu = 0)
  * on MODEL v11, then round 2 with FedProx (mu = R_MU) on v12, which must also differ from
  * the replay without the proximal term; both at the learning rate of their version
@@ -977,16 +993,9 @@ static void test_replay(void **state)
     fm_train_result_t res;
 
     /* round 1, mu = 0: the first run (0) of the client */
-    t_set_sync_model(s, 11, 1, R_CLIENT, 0.0);
-    memcpy(base, fm_model_params(s->layout), np * sizeof(float));
     int from = s->nupdates;
     int finals = fm_proc_file_count(s->log, "final: updates sent ");
-    pid_t pid = t_spawn(s, NULL, NULL);
-    s->config[0] = '\0';
-    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
-    t_want_round = 1;
-    assert_true(t_pump(s, t_round_update, 60));
-    assert_int_equal(s->last.client, R_CLIENT);
+    pid_t pid = t_spawn_round1(s, 11, base, np);
     assert_int_equal(s->last.base, 11);
     t_replay(ds, part, R_CLIENT, 0, base, 0.0, t_lr(R_LR_DECAY, 11), R_STEPS, want, &res);
     assert_true(t_rel_diff("round 1 delta", s->last_delta, want, np) <= R_TOL);
@@ -1056,14 +1065,7 @@ static void test_fraction(void **state)
     uint64_t cap = (uint64_t)ceil(0.3 * R_EPOCHS * (double)per_epoch - 1e-9);
     assert_true(cap > 0 && cap < per_epoch); /* the cut falls inside the first epoch */
 
-    t_set_sync_model(s, 11, 1, R_CLIENT, 0.0);
-    memcpy(base, fm_model_params(s->layout), np * sizeof(float));
-    pid_t pid = t_spawn(s, NULL, NULL);
-    s->config[0] = '\0';
-    assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
-    t_want_round = 1;
-    assert_true(t_pump(s, t_round_update, 60));
-    assert_int_equal(s->last.client, R_CLIENT);
+    pid_t pid = t_spawn_round1(s, 11, base, np);
     assert_int_equal(s->last.local_steps, cap);
     fm_train_result_t res;
     t_replay(ds, part, R_CLIENT, 0, base, 0.0, t_lr("0", 11), cap, want, &res);
@@ -1104,15 +1106,8 @@ static void test_attack(void **state)
         s->bin_args[1] = kinds[k];
         s->bin_args[2] = "--target";
         s->bin_args[3] = "3";
-        t_set_sync_model(s, 30 + (uint64_t)k, 1, R_CLIENT, 0.0);
-        memcpy(base, fm_model_params(s->layout), np * sizeof(float));
         int warned = fm_proc_file_count(s->log, "ATTACKER (benchmark only)");
-        pid_t pid = t_spawn(s, NULL, NULL);
-        s->config[0] = '\0';
-        assert_true(t_pump(s, t_hello_from_trainer, MAX_SPAWN_S));
-        t_want_round = 1;
-        assert_true(t_pump(s, t_round_update, 60));
-        assert_int_equal(s->last.client, R_CLIENT);
+        pid_t pid = t_spawn_round1(s, 30 + (uint64_t)k, base, np);
         assert_int_equal(fm_proc_file_count(s->log, "ATTACKER (benchmark only)"), warned + 1);
 
         fm_train_result_t res;

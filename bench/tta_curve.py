@@ -12,7 +12,10 @@ at different moments compare. Printed (markdown, one row per run):
     test accuracy of the scorings created in it, and how many there were: an oscillating run
     shows as a low mean or a wide min-max, which a time to a threshold alone does not;
   - the last scoring's accuracy, and the last population scoring's worst client and 10th
-    percentile (the population tail).
+    percentile (the population tail);
+  - over the same window, the mean of the population scorings' worst client and of their
+    10th percentiles, and how many there were: one population's worst client is one
+    client's small held-out slice, too noisy alone to compare recipes by.
 Used by bench/tta_sweep.sh's runs (TTA_OUT/<setting>-s<seed>/) to compare recipes on runs that
 do not reach the target, and on the full length of runs given a target they never reach.
 Standard library only.
@@ -61,6 +64,11 @@ def curve(recs, thresholds, window):
     pops = [r for r in recs if isinstance(r.get("population"), dict)]
     out["pop"] = ((pops[-1]["version"], pops[-1]["population"].get("min"),
                    pops[-1]["population"].get("p10")) if pops else None)
+    tail = [(r["population"]["min"], r["population"]["p10"]) for r in pops
+            if lo <= r["created"] - t0 <= hi and r["population"].get("min") is not None
+            and r["population"].get("p10") is not None]
+    out["poptail"] = ((statistics.fmean(w for w, _ in tail),
+                       statistics.fmean(p for _, p in tail), len(tail)) if tail else None)
     return out
 
 
@@ -80,7 +88,7 @@ def main():
         return 2
     head = ["run"] + [f"to {t:.2f} s (v)" for t in ths]
     head += ["window (s)", "mean", "min", "max", "scorings", "last acc (v, s)",
-             "last pop worst / p10 (v)"]
+             "last pop worst / p10 (v)", "window pops: worst / p10 (n)"]
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
     rc = 0
@@ -102,6 +110,8 @@ def main():
         row.append(f"{c['last'][1]:.4f} (v{c['last'][0]}, {c['last'][2]:.0f})")
         p = c["pop"]
         row.append(f"{p[1]:.3f} / {p[2]:.3f} (v{p[0]})" if p and p[1] is not None else "-")
+        t = c["poptail"]
+        row.append(f"{t[0]:.3f} / {t[1]:.3f} ({t[2]})" if t else "-")
         print("| " + " | ".join(row) + " |")
     return rc
 

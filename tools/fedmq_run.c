@@ -219,6 +219,13 @@ static pid_t s_spawn(const char *bin, char *const argv[], const char *log)
 static int s_start_children(s_run_t *r)
 {
     static const char *const names[NDAEMONS] = {"aggregator", "broker", "evaluator", "trainer"};
+    /* each daemon stops when this process dies, even by SIGKILL (fm_daemon_follow_parent) */
+    char self[32];
+    snprintf(self, sizeof self, "%ld", (long)getpid());
+    if (setenv(FM_DAEMON_PARENT_ENV, self, 1) != 0) {
+        fprintf(stderr, "fedmq run: setenv %s: %s\n", FM_DAEMON_PARENT_ENV, strerror(errno));
+        return FM_EXIT_RUNTIME;
+    }
     for (int i = 0; i < NDAEMONS; i++) {
         s_child_t *k = &r->kids[i];
         k->name = names[i];

@@ -6,8 +6,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fm_blas.h"
 #include "fm_log.h"
@@ -44,6 +46,28 @@ void fm_daemon_signals(void)
     sigaction(SIGHUP, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+}
+
+int fm_daemon_follow_parent(fm_errmsg_t *e)
+{
+    const char *v = getenv(FM_DAEMON_PARENT_ENV);
+    if (!v || !*v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long pid = strtol(v, &end, 10);
+    if (errno || *end || pid <= 1 || pid != (pid_t)pid) {
+        fm_errmsg_set(e, FM_EARG, "%s=%.32s: not a process id, ignored", FM_DAEMON_PARENT_ENV, v);
+        return -1;
+    }
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
+        fm_errmsg_set(e, FM_EARG, "%s: PR_SET_PDEATHSIG: %s", FM_DAEMON_PARENT_ENV,
+                      strerror(errno));
+        return -1;
+    }
+    if (getppid() != (pid_t)pid) /* the parent died before the request: stop now */
+        s_stop = 1;
+    return 0;
 }
 
 int fm_daemon_stopping(void) { return s_stop != 0; }
@@ -252,6 +276,11 @@ int fm_daemon_main(const fm_daemon_t *d, int argc, char **argv)
     }
     fm_log_init(d->prog, args.log_level >= 0 ? args.log_level : fm_log_parse_level(level));
     fm_daemon_signals();
+    if (fm_daemon_follow_parent(&e) != 0)
+        FM_LOG(LOG_WARNING, "%s", e.msg);
+    else if (fm_daemon_stopping())
+        FM_LOG(LOG_WARNING, "the runner that started this daemon (%s) is gone: stopping",
+               FM_DAEMON_PARENT_ENV);
     s_nofile();
     s_nice(&cfg, d->nice_key);
     int err = 0;

@@ -31,6 +31,17 @@
 /* Install the handlers. Call once at start, before creating sockets or threads. */
 void fm_daemon_signals(void);
 
+/* The environment variable through which `fedmq run` names itself to its daemons. */
+#define FM_DAEMON_PARENT_ENV "FEDMQ_PARENT_PID"
+
+/* Under a runner: when FM_DAEMON_PARENT_ENV holds a pid, ask the kernel for SIGTERM when the
+ * parent dies (PR_SET_PDEATHSIG: a runner killed by SIGKILL leaves no daemon behind; the
+ * daemon stops as on any SIGTERM), and request a stop at once when the parent is already
+ * gone (getppid differs). Unset or empty: nothing (systemd, a shell). A value that is not a
+ * pid > 1: -1 and one line in `e`; the caller logs it and runs on. 0 otherwise. Call after
+ * fm_daemon_signals. */
+int fm_daemon_follow_parent(fm_errmsg_t *e);
+
 /* 1 once SIGINT or SIGTERM arrived (or fm_daemon_request_stop was called). */
 int fm_daemon_stopping(void);
 

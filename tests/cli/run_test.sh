@@ -152,5 +152,52 @@ else
     ok "bad config value: no run directory is created"
 fi
 
+# (d) fedmq run killed by SIGKILL (no chance to stop its children): each daemon gets SIGTERM
+# from the kernel (FEDMQ_PARENT_PID, PR_SET_PDEATHSIG) and stops by itself
+alive() { [ -e "/proc/$1" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+mapfile -t p < <(loopback_ports)
+# shellcheck disable=SC2068 # each line of loopback_ports is "--set key=value"
+(timeout -k 5 "$TMO" "$FEDMQ" run "$SRC/configs/fedmq.conf" ${p[@]} --run-dir "$T/run-d" \
+    --set federation.model=mlp --set federation.time_limit_s=100 >"$T/out-d" 2>"$T/err-d" \
+    </dev/null; true) 2>/dev/null & # the subshell, not the test, notes the SIGKILL
+spid=$!
+kids=()
+for _ in $(seq 1 300); do # the runner: the timeout's child; its children: the four daemons
+    tpid=$(pgrep -P "$spid" -x timeout | head -n 1)
+    rpid=$([ -n "$tpid" ] && pgrep -P "$tpid" -x fedmq | head -n 1)
+    [ -n "$rpid" ] && mapfile -t kids < <(pgrep -P "$rpid")
+    [ "${#kids[@]}" -eq 4 ] && break
+    sleep 0.1
+done
+if [ "${#kids[@]}" -ne 4 ]; then
+    notok "SIGKILL of fedmq run: its four daemons started" "children: ${kids[*]:-none}"
+    show "$T/err-d" "stderr"
+else
+    sleep 1 # let each daemon get past its start (the kernel's request is made there)
+    kill -KILL "$rpid"
+    left=("${kids[@]}")
+    for _ in $(seq 1 300); do
+        still=()
+        for k in "${left[@]}"; do alive "$k" && still+=("$k"); done
+        left=("${still[@]}")
+        [ "${#left[@]}" -eq 0 ] && break
+        sleep 0.1
+    done
+    if [ "${#left[@]}" -eq 0 ]; then
+        ok "SIGKILL of fedmq run: its four daemons stop by themselves within 30 s"
+    else
+        notok "SIGKILL of fedmq run: its four daemons stop by themselves within 30 s" \
+            "still running after 30 s: $(for k in "${left[@]}"; do cat "/proc/$k/comm"; done | xargs)"
+        kill -KILL "${left[@]}" 2>/dev/null
+    fi
+    if grep -qE "stopping (at version|: folding)" "$T/run-d/aggregator.log" 2>/dev/null; then
+        ok "SIGKILL of fedmq run: the aggregator logged a clean stop"
+    else
+        notok "SIGKILL of fedmq run: the aggregator logged a clean stop"
+        show "$T/run-d/aggregator.log" "aggregator.log"
+    fi
+fi
+wait "$spid" 2>/dev/null
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

@@ -37,13 +37,19 @@ row() { "$py" "$tool" "$@" 2>"$tmp/err" | sed -n 3p; }
 # default window: second half of 0-50 s = 25-50 s: v3 0.80 (exactly a threshold: reached), v4
 # 0.86, v5 0.84
 got=$(row "$tmp/run")
-want='| run | 10.0 (v1) | 30.0 (v3) | 40.0 (v4) | 25-50 | 0.8333 | 0.8000 | 0.8600 | 3 | 0.8400 (v5, 50) | 0.610 / 0.720 (v4) |'
+want='| run | 10.0 (v1) | 30.0 (v3) | 40.0 (v4) | 25-50 | 0.8333 | 0.8000 | 0.8600 | 3 | 0.8400 (v5, 50) | 0.610 / 0.720 (v4) | 0.610 / 0.720 (1) |'
 [ "$got" = "$want" ] && ok "default thresholds and window: $got" || bad "got '$got' want '$want'"
 
 # an explicit window and thresholds, the file given directly: 0-20 s = v0..v2
 got=$(row --thresholds 0.78,0.9 --window 0:20 "$tmp/run/metrics.jsonl")
-want='| metrics.jsonl | 20.0 (v2) | - | 0-20 | 0.6833 | 0.5000 | 0.7900 | 3 | 0.8400 (v5, 50) | 0.610 / 0.720 (v4) |'
+want='| metrics.jsonl | 20.0 (v2) | - | 0-20 | 0.6833 | 0.5000 | 0.7900 | 3 | 0.8400 (v5, 50) | 0.610 / 0.720 (v4) | 0.400 / 0.550 (1) |'
 [ "$got" = "$want" ] && ok "explicit window, unreached threshold: $got" || bad "got '$got' want '$want'"
+
+# the window's populations: both (v2 at 20 s, v4 at 40 s) in 0-50 s: worst (0.40 + 0.61) / 2,
+# p10 (0.55 + 0.72) / 2
+got=$(row --window 0:50 "$tmp/run" | awk -F' [|] ' '{print $NF}')
+want='0.505 / 0.635 (2) |'
+[ "$got" = "$want" ] && ok "the window's population tail: $got" || bad "got '$got' want '$want'"
 
 # bad input: one stderr line, non-zero exit
 expect_fail() { # CODE WORD ARGS...

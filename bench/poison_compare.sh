@@ -46,6 +46,7 @@ declare -A RULE_SETS=(
     [median]="aggregator.aggregation=median"
     [trimmed_mean]="aggregator.aggregation=trimmed_mean aggregator.trim_fraction=0.2"
     [norm_bounded_mean]="aggregator.aggregation=norm_bounded_mean"
+    [screened]="aggregator.aggregation=norm_bounded_mean aggregator.norm_bound=3 aggregator.norm_bound_mode=relative aggregator.norm_action=reject"
 )
 RULES="mean norm_bound median trimmed_mean norm_bounded_mean"
 ATTACKS="signflip noise backdoor"

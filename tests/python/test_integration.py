@@ -98,6 +98,10 @@ def test_async_acks_versions_and_refusal(tmp_path, fed):
             (c.counters(), f.log("aggregator")[-3000:])
         st = f.wait_stats(lambda s: s.get("version", 0) >= 2, W)
         assert st is not None and st["updates_applied"] >= 4 and st["acked"] >= 4, f.stats()
+        # each carried "ts" and "wait": the aggregator's time budget timed every one
+        assert st["time"]["updates"] >= 4 and st["time"]["timed"] == st["time"]["updates"], \
+            st["time"]
+        assert st["time"]["transport_s"] > 0 and st["time"]["wait_s"] >= 0, st["time"]
         m2 = wait_model(c, f, newer_than=1)
         assert m2 is not None and m2.mv >= 2
         np.testing.assert_allclose(m2.params["fc.weight"], p0["fc.weight"] + 0.02, atol=1e-5)

@@ -112,6 +112,28 @@ def test_update_bytes():
     np.testing.assert_array_equal(got["fc.bias"], d["fc.bias"])
 
 
+def test_update_timing_keys():
+    """"ts" and "wait" (the aggregator's time budget) go after "model"/"round", as the C
+    encoder writes them, both or neither; absent, they decode as 0."""
+    d = _logreg(2)
+    args = (bytes(16), "t1", 7, 3, 600, 19, 0.5, 1.5,
+            [("fc.weight", d["fc.weight"]), ("fc.bias", d["fc.bias"])])
+    f = wire.encode_update(*args, model="logreg", round=2, ts=1700000000.5, wait=0.25)
+    assert f[0] == 0x8F  # a map of 15 keys: the 12 of test_update_bytes, "round", "ts", "wait"
+    timing = (h("a5 72 6f 75 6e 64 02") + h("a2 74 73 cb") + struct.pack(">d", 1700000000.5)
+              + h("a4 77 61 69 74 cb") + struct.pack(">d", 0.25) + h("a7 74 65 6e 73 6f 72 73"))
+    assert timing in f
+    t, u = wire.decode(f)
+    assert (t, u["ts"], u["wait"], u["round"]) == ("UPDATE", 1700000000.5, 0.25, 2)
+    t, u = wire.decode(wire.encode_update(*args))
+    assert (u["ts"], u["wait"]) == (0, 0) and b"wait" not in wire.encode_update(*args)
+    for bad in (dict(ts=float("nan")), dict(ts=-1.0), dict(ts=1.0, wait=-0.5),
+                dict(ts=1.0, wait=float("inf")), dict(ts="now")):
+        with pytest.raises(WireError) as e:
+            wire.encode_update(*args, **bad)
+        assert e.value.code == "arg", bad
+
+
 def test_numpy_scalars_are_plain_on_the_wire():
     a = wire.encode_update(bytes(16), "t1", np.int64(7), np.uint32(3), np.int32(600),
                            np.int64(19), np.float32(0.5), np.float64(1.5),

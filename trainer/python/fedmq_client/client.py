@@ -6,6 +6,7 @@ aggregator's updates and the SUB to its acks. The caller's thread(s) talk to it 
 queue (woken by a pipe) and read what it decoded under a lock. See trainer/python/README.md.
 """
 import collections
+import math
 import os
 import queue
 import random
@@ -145,6 +146,7 @@ class Client:
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
         self._closed = False
+        self._last_update_at = time.time()  # end of the previous send_update (the wait's start)
         self._thread = threading.Thread(target=self._run, name="fedmq-client", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -225,11 +227,15 @@ class Client:
 
     def send_update(self, model: Model, client: int, params: Optional[Mapping] = None, *,
                     delta: Optional[Mapping] = None, n: int, steps: int, loss: float,
-                    secs: float, check: bool = True) -> bytes:
+                    secs: float, check: bool = True, wait: Optional[float] = None) -> bytes:
         """Send the UPDATE of `client` trained on `model`: params (the local weights after
         training; the delta params - model.params is sent) or delta, name -> array. The
-        tensors go in the MODEL's order; sync: "round" = model.round. Returns the update's
-        id (fate(id) tells what became of it). Raises ValueError (WireError) for what the
+        tensors go in the MODEL's order; sync: "round" = model.round. The aggregator's time
+        budget gets "ts" (now) and "wait": the seconds this worker was idle before the
+        training (`secs` long) began; by default the time from the previous send_update
+        (or from the client's start) to that beginning, which is right for one worker
+        sending in a loop; with several threads sending, pass each one's own. Returns the
+        update's id (fate(id) tells what became of it). Raises ValueError (WireError) for what the
         aggregator would refuse: n < 1, a non-finite value, and with check (the default) a
         name or shape other than the model's ('name', 'shape'), a client outside this
         pool's range or (sync) outside the open round's cohort."""
@@ -267,9 +273,16 @@ class Client:
                 if k not in src:
                     raise WireError("name", "UPDATE: tensor '%s': missing" % k)
         uid = wire.new_id()
+        now = time.time()
+        with self._lock:
+            idle = wait
+            if idle is None:  # a bad `secs` is the encoder's to refuse, not this estimate's
+                began = now - secs if isinstance(secs, (int, float, np.number)) else now
+                idle = max(0.0, began - self._last_update_at) if math.isfinite(began) else 0.0
+            self._last_update_at = now
         frame = wire.encode_update(uid, self.trainer_id, client, model.mv, n, steps, loss, secs,
                                    tensors, model=model.model,
-                                   round=model.round if model.sync else 0)
+                                   round=model.round if model.sync else 0, ts=now, wait=idle)
         keep = bool(model.boot) and bool(self._ep.get("acks"))
         with self._lock:
             if self._closed:

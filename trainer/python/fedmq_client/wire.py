@@ -199,11 +199,14 @@ def encode_snapshot_req(frm: str, have: int = 0) -> bytes:
 
 
 def encode_update(id: bytes, trainer: str, client: int, base: int, n: int, steps: int,
-                  loss: float, secs: float, tensors, model: str = "", round: int = 0) -> bytes:
+                  loss: float, secs: float, tensors, model: str = "", round: int = 0,
+                  ts: float = 0.0, wait: float = 0.0) -> bytes:
     """UPDATE (§3.2). tensors: (name, delta) pairs or a dict, in the MODEL's order; the data
     is written as little-endian float32 and must be finite (the aggregator refuses
-    `nonfinite`). "model" is written when non-empty, "round" when non-zero. "loss" may be
-    NaN (DP-SGD)."""
+    `nonfinite`). "model" is written when non-empty, "round" when non-zero, "ts" (Unix time
+    of encoding, finite, > 0) and "wait" (the worker's idle seconds before this training,
+    finite, >= 0) together when ts is non-zero, as fedmq-trainer does. "loss" may be NaN
+    (DP-SGD)."""
     w = "UPDATE"
     if not isinstance(id, (bytes, bytearray)) or len(id) != ID_LEN:
         _arg(w, "id: expected %d bytes" % ID_LEN)
@@ -219,6 +222,14 @@ def encode_update(id: bytes, trainer: str, client: int, base: int, n: int, steps
         msg["model"] = _enc_str(w, "model", model, "name")
     if round:
         msg["round"] = _enc_uint(w, "round", round)
+    if _enc_float(w, "ts", ts, finite=True) != 0:
+        if ts < 0:
+            _arg(w, "ts: %r, must be > 0 (Unix seconds) or 0 (not sent)" % (ts,))
+        wait = _enc_float(w, "wait", wait, finite=True)
+        if wait < 0:
+            _arg(w, "wait: %r, must be >= 0" % (wait,))
+        msg["ts"] = float(ts)
+        msg["wait"] = wait
     msg["tensors"] = _enc_tensors(w, tensors)
     return _pack(msg)
 
@@ -473,7 +484,8 @@ _FIELDS = {
     "UPDATE": [("id", "uid", True), ("trainer", "id", True), ("client", "u32", True),
                ("base", "u64", True), ("n", "u64", True), ("steps", "u64", True),
                ("loss", "f64", True), ("secs", "f64", True), ("model", "name0", False),
-               ("tensors", "tensors", True), ("round", "u64", False)],
+               ("tensors", "tensors", True), ("round", "u64", False), ("ts", "f64", False),
+               ("wait", "f64", False)],
     "SNAPSHOT_REQ": [("from", "id", True), ("have", "u64", False)],
     "METRICS": [("mv", "u64", True), ("model", "name", True), ("acc", "f64", True),
                 ("loss", "f64", True), ("cacc", "cacc", True), ("n", "u64", True),

@@ -8,6 +8,8 @@
 #                        the same per update plus a median over norm_window doubles)
 #   median, trimmed_mean (trim 0.2), norm_bounded_mean: the buffer's updates are stored
 #                        (K x nparams floats) and combined per parameter when it is full
+#   screened             norm_bounded_mean behind a relative reject screen (3 x the median
+#                        norm): the recommended defence; every update here passes the screen
 #
 #   bench/rules_cost.sh [--runs N] BUILD_DIR      (N runs per rule, default 1, alternating)
 #
@@ -26,12 +28,15 @@ B=$(cd "$1" && pwd)
 [ -x "$B/agg_ingest" ] || { echo "$B/agg_ingest: not built" >&2; exit 2; }
 
 # name|agg_ingest options; agg_ingest's cnn updates have norm ~0.11, mlp ~0.045
+# screened: the recommended defence (docs/OPERATIONS.md), norm_bounded_mean behind a relative
+# reject screen at 3 x the median norm (these equal-norm updates all pass it)
+SCREENED="--aggregation norm_bounded_mean --norm-bound 3 --set aggregator.norm_bound_mode=relative --set aggregator.norm_action=reject"
 RULES_cnn=("mean|--aggregation mean" "norm_bound|--aggregation mean --norm-bound 0.05"
            "median|--aggregation median" "trimmed_mean|--aggregation trimmed_mean --set aggregator.trim_fraction=0.2"
-           "norm_bounded_mean|--aggregation norm_bounded_mean")
+           "norm_bounded_mean|--aggregation norm_bounded_mean" "screened|$SCREENED")
 RULES_mlp=("mean|--aggregation mean" "norm_bound|--aggregation mean --norm-bound 0.02"
            "median|--aggregation median" "trimmed_mean|--aggregation trimmed_mean --set aggregator.trim_fraction=0.2"
-           "norm_bounded_mean|--aggregation norm_bounded_mean")
+           "norm_bounded_mean|--aggregation norm_bounded_mean" "screened|$SCREENED")
 
 echo "# fedmq: the cost of each aggregation rule ($(date -u +%Y-%m-%dT%H:%MZ))"
 echo

@@ -146,7 +146,7 @@ class Client:
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
         self._closed = False
-        self._last_update_at = time.time()  # end of the previous send_update (the wait's start)
+        self._last_update_at = time.time()  # the previous update sent (the next wait's start)
         self._thread = threading.Thread(target=self._run, name="fedmq-client", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -274,12 +274,10 @@ class Client:
                     raise WireError("name", "UPDATE: tensor '%s': missing" % k)
         uid = wire.new_id()
         now = time.time()
-        with self._lock:
-            idle = wait
-            if idle is None:  # a bad `secs` is the encoder's to refuse, not this estimate's
-                began = now - secs if isinstance(secs, (int, float, np.number)) else now
-                idle = max(0.0, began - self._last_update_at) if math.isfinite(began) else 0.0
-            self._last_update_at = now
+        idle = wait
+        if idle is None:  # a bad `secs` is the encoder's to refuse, not this estimate's
+            began = now - secs if isinstance(secs, (int, float, np.number)) else now
+            idle = max(0.0, began - self._last_update_at) if math.isfinite(began) else 0.0
         frame = wire.encode_update(uid, self.trainer_id, client, model.mv, n, steps, loss, secs,
                                    tensors, model=model.model,
                                    round=model.round if model.sync else 0, ts=now, wait=idle)
@@ -287,6 +285,7 @@ class Client:
         with self._lock:
             if self._closed:
                 raise RuntimeError("send_update: the client is closed")
+            self._last_update_at = now  # a sent update ends the wait (a refused one does not)
             self._fate_put(Fate(uid, int(client), model.mv, model.round if model.sync else 0,
                                 PENDING if keep else UNTRACKED, time.time()))
         self._cmd(("update", uid, frame, keep))

@@ -222,13 +222,14 @@ def encode_update(id: bytes, trainer: str, client: int, base: int, n: int, steps
         msg["model"] = _enc_str(w, "model", model, "name")
     if round:
         msg["round"] = _enc_uint(w, "round", round)
-    if _enc_float(w, "ts", ts, finite=True) != 0:
+    ts = _enc_float(w, "ts", ts, finite=True)
+    if ts != 0:
         if ts < 0:
             _arg(w, "ts: %r, must be > 0 (Unix seconds) or 0 (not sent)" % (ts,))
         wait = _enc_float(w, "wait", wait, finite=True)
         if wait < 0:
             _arg(w, "wait: %r, must be >= 0" % (wait,))
-        msg["ts"] = float(ts)
+        msg["ts"] = ts
         msg["wait"] = wait
     msg["tensors"] = _enc_tensors(w, tensors)
     return _pack(msg)

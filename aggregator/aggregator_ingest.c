@@ -13,6 +13,7 @@ struct agg_ingest {
     agg_idset_t *ids;           /* borrowed */
     fm_fedbuff_t *buf;          /* rule mean: the streaming accumulator */
     fm_robust_t *rob;           /* other rules: the K stored updates (buf is NULL) */
+    fm_signvote_t *vote;        /* sign_threshold > 0: the robust learning rate's vote */
     fm_screen_t *screen;        /* the per-update norm screen */
     fm_wire_tensors_t *tensors; /* decode scratch */
     fm_codec_rd_t *rd;          /* reads encoded tensors block by block */
@@ -20,6 +21,7 @@ struct agg_ingest {
     int unclipped;              /* updates of the open buffer folded unclipped (scale 1) */
     double norm;                /* L2 norm of the update being judged */
     uint32_t *clients;          /* one_per_client: the clients of the open buffer's updates */
+    size_t overruled;           /* parameters the vote overruled at the last take */
 };
 
 agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg_idset_t *ids,
@@ -53,6 +55,12 @@ agg_ingest_t *agg_ingest_new(const fm_model_t *layout, agg_policy_t *policy, agg
         rc = -ENOMEM;
         goto cleanup;
     }
+    if (policy->sign_threshold > 0 &&
+        !(g->vote = fm_signvote_new(np, policy->buffer_k, policy->sign_threshold, &rc))) {
+        fm_errmsg_set(e, rc, "sign vote over %zu parameters (%.1f MB): %s", np, np * 4e-6,
+                      fm_strerror(rc));
+        goto cleanup;
+    }
     if ((rc = fm_screen_check(&policy->screen, e)) != 0 ||
         !(g->screen = fm_screen_new(&policy->screen, &rc)))
         goto cleanup;
@@ -74,6 +82,7 @@ void agg_ingest_destroy(agg_ingest_t **p)
         return;
     fm_fedbuff_destroy(&(*p)->buf);
     fm_robust_destroy(&(*p)->rob);
+    fm_signvote_destroy(&(*p)->vote);
     fm_screen_destroy(&(*p)->screen);
     free((*p)->clients);
     free((*p)->tensors);
@@ -121,7 +130,13 @@ void agg_ingest_describe(const agg_ingest_t *g, char *out, size_t cap)
         snprintf(screen, sizeof screen,
                  "norm bound %g x median of the last %d norms (%s; none before %d)", c->bound,
                  c->window, fm_screen_action_name(c->action), c->window);
-    snprintf(out, cap, "%s; %s; overflow guard at norm %g", rule, screen, FM_SCREEN_NORM_CEILING);
+    char vote[96] = "";
+    if (g->vote)
+        snprintf(vote, sizeof vote,
+                 "; robust learning rate (steps reversed below %g sign agreement)",
+                 fm_signvote_threshold(g->vote));
+    snprintf(out, cap, "%s%s; %s; overflow guard at norm %g", rule, vote, screen,
+             FM_SCREEN_NORM_CEILING);
 }
 
 int agg_ingest_set_screen(agg_ingest_t *g, const fm_screen_config_t *c)
@@ -135,8 +150,18 @@ int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean
     *stale_mean = *count ? g->stale_sum / *count : 0.0;
     g->stale_sum = 0;
     g->unclipped = 0;
-    return g->buf ? fm_fedbuff_take(g->buf, mean) : fm_robust_take(g->rob, mean);
+    g->overruled = 0;
+    int rc = g->buf ? fm_fedbuff_take(g->buf, mean) : fm_robust_take(g->rob, mean);
+    if (g->vote) {
+        if (rc == 0)
+            g->overruled = fm_signvote_apply(g->vote, mean);
+        else
+            fm_signvote_reset(g->vote);
+    }
+    return rc;
 }
+
+size_t agg_ingest_overruled(const agg_ingest_t *g) { return g->overruled; }
 
 void agg_ingest_reset(agg_ingest_t *g)
 {
@@ -144,6 +169,8 @@ void agg_ingest_reset(agg_ingest_t *g)
         fm_fedbuff_reset(g->buf);
     else
         fm_robust_reset(g->rob);
+    if (g->vote)
+        fm_signvote_reset(g->vote);
     g->stale_sum = 0;
     g->unclipped = 0;
 }
@@ -353,6 +380,8 @@ static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, doub
             FM_ASSERT(t->nbytes == 4 * v->numel);
             int frc = g->buf ? fm_fedbuff_fold_span(g->buf, v->offset, v->numel, t->data)
                              : fm_robust_fold_span(g->rob, v->offset, v->numel, t->data);
+            if (g->vote)
+                frc |= fm_signvote_fold_span(g->vote, v->offset, v->numel, t->data);
             FM_ASSERT(frc == 0);
             continue;
         }
@@ -363,14 +392,20 @@ static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, doub
         int rc2 = fm_codec_rd_open(g->rd, &t->enc, v->numel, v->name, &e);
         while (rc2 == 0 && (rc2 = fm_codec_rd_next(g->rd, &b, &e)) == 1) {
             int frc;
-            if (b.idx)
+            if (b.idx) {
                 frc = g->buf ? fm_fedbuff_fold_scatter(g->buf, v->offset, v->numel, b.n, b.idx,
                                                        b.vals)
                              : fm_robust_fold_scatter(g->rob, v->offset, v->numel, b.n, b.idx,
                                                       b.vals);
-            else
+                if (g->vote)
+                    frc |= fm_signvote_fold_scatter(g->vote, v->offset, v->numel, b.n, b.idx,
+                                                    b.vals);
+            } else {
                 frc = g->buf ? fm_fedbuff_fold_span(g->buf, v->offset + b.first, b.n, b.vals)
                              : fm_robust_fold_span(g->rob, v->offset + b.first, b.n, b.vals);
+                if (g->vote)
+                    frc |= fm_signvote_fold_span(g->vote, v->offset + b.first, b.n, b.vals);
+            }
             FM_ASSERT(frc == 0);
             rc2 = 0;
         }
@@ -383,6 +418,8 @@ static int s_fold(agg_ingest_t *g, const fm_wire_update_t *u, uint64_t tau, doub
         fm_fedbuff_end(g->buf);
     else
         fm_robust_end(g->rob);
+    if (g->vote)
+        fm_signvote_end(g->vote);
     agg_idset_add(g->ids, u->id);
     g->stale_sum += (double)tau;
     g->unclipped += !out->clipped;

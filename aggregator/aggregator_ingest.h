@@ -21,7 +21,8 @@
  * the same pass as the finiteness check (fm_screen_sumsq), so screening reads the delta no more
  * often than before. A valid one is folded with staleness tau = version - base into the policy's
  * rule: the streaming mean (fm_fedbuff) or a buffer that stores the K updates (fm_robust: median,
- * trimmed_mean, norm_bounded_mean); its id is recorded in the window, and the policy says
+ * trimmed_mean, norm_bounded_mean) and, with [aggregator] sign_threshold, into the sign vote
+ * (fm_signvote); its id is recorded in the window, and the policy says
  * whether to aggregate now. HELLO / HEARTBEAT / BYE and DECLINE are decoded (and, under
  * curve, checked against the sender's key) and handed back; any other message is
  * "unexpected_type". One update is judged alone: a rejected one has changed
@@ -42,6 +43,7 @@
 #include "fm_model.h"
 #include "fm_robust.h"
 #include "fm_screen.h"
+#include "fm_signvote.h"
 #include "fm_sec.h"
 #include "fm_wire.h"
 
@@ -128,10 +130,14 @@ void agg_ingest_describe(const agg_ingest_t *g, char *out, size_t cap);
  * 0, or FM_EARG (unchanged). */
 int agg_ingest_set_screen(agg_ingest_t *g, const fm_screen_config_t *c);
 
-/* Take the buffer's delta_bar (the rule's) into mean[nparams] and start a new buffer;
- * *count = updates it held, *stale_mean = their mean staleness. 0, or FM_ERANGE when the
- * buffer is empty (nothing written). */
+/* Take the buffer's delta_bar (the rule's; with [aggregator] sign_threshold, overruled on
+ * the parameters whose updates do not agree in sign: fm_signvote) into mean[nparams] and
+ * start a new buffer; *count = updates it held, *stale_mean = their mean staleness. 0, or
+ * FM_ERANGE when the buffer is empty (nothing written). */
 int agg_ingest_take(agg_ingest_t *g, float *mean, int *count, double *stale_mean);
+
+/* Parameters the sign vote overruled at the last agg_ingest_take (0 without a vote). */
+size_t agg_ingest_overruled(const agg_ingest_t *g);
 
 /* Updates in the open buffer that were folded unclipped (norm within the screen's bound);
  * 0 after agg_ingest_take and agg_ingest_reset. Adaptive clipping counts them per step. */

@@ -29,6 +29,7 @@ agg_policy_t *agg_policy_new(const fm_config_t *cfg, int *err, fm_errmsg_t *e)
     if (p) {
         p->rule = cfg->aggregator.aggregation;
         p->trim_fraction = cfg->aggregator.trim_fraction;
+        p->sign_threshold = cfg->aggregator.sign_threshold;
         p->screen = agg_policy_screen_config(cfg);
         p->one_per_client = cfg->privacy.mode == FM_CFG_PRIVACY_CLIENT;
     }

@@ -92,6 +92,7 @@ struct agg_policy {
      * norm screen (fm_screen), from [aggregator] */
     fm_robust_rule_t rule;
     double trim_fraction;
+    double sign_threshold; /* fm_signvote's threshold, 0 = no vote */
     fm_screen_config_t screen;
     /* [privacy] mode = client: at most one update per client in a buffer (`repeat`) */
     int one_per_client;

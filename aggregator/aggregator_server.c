@@ -361,6 +361,7 @@ static void s_aggregate(agg_server_t *self)
         memset(self->mean, 0, np * sizeof *self->mean);
         count = 0;
     }
+    agg_stats_overruled(self->stats, (double)agg_ingest_overruled(self->ingest) / (double)np);
     s_step(self, count, count, unclipped, stale_mean, t0);
 }
 

@@ -35,7 +35,7 @@ _Static_assert(AGG_REJ_COUNT <= FM_STATS_REASONS_MAX, "reasons must fit stats.js
 /* The /metrics series (NULL handles without a registry). */
 typedef struct {
     fm_metric_t *received, *applied, *rejected[AGG_REJ_COUNT], *clipped, *bytes, *dropped;
-    fm_metric_t *version, *live, *staleness, *aggregation, *checkpoint;
+    fm_metric_t *version, *live, *staleness, *aggregation, *checkpoint, *overruled;
     fm_metric_t *checkpoint_failures, *write_failures;
     fm_metric_t *agg_secs[3];    /* fold, version, checkpoint */
     fm_metric_t *update_secs[3]; /* train, wait, transport */
@@ -141,6 +141,12 @@ int agg_stats_metrics(agg_stats_t *s, fm_metrics_t *m)
                                     "Buffers the server optimiser refused (non-finite result).",
                                     NULL);
     x->version = fm_metrics_gauge(m, "fedmq_model_version", "Current model version.", NULL);
+    x->overruled = fm_metrics_gauge(
+        m, "fedmq_sign_overruled_ratio",
+        "Fraction of the parameters whose step the sign vote ([aggregator] sign_threshold) "
+        "overruled in the last version: reversed, or dropped in a partial buffer (0 without "
+        "the vote).",
+        NULL);
     x->live = fm_metrics_gauge(m, "fedmq_clients_live",
                                "Distinct clients served by live trainers.", NULL);
     x->staleness = fm_metrics_histogram(m, "fedmq_update_staleness",
@@ -273,6 +279,8 @@ void agg_stats_aggregation_time(agg_stats_t *s, double secs)
 {
     fm_metric_observe(s->m.aggregation, secs);
 }
+
+void agg_stats_overruled(agg_stats_t *s, double ratio) { fm_metric_set(s->m.overruled, ratio); }
 
 void agg_stats_checkpoint_failed(agg_stats_t *s) { fm_metric_inc(s->m.checkpoint_failures); }
 

@@ -135,6 +135,10 @@ void agg_stats_live(agg_stats_t *s, uint32_t n);
 void agg_stats_aggregation_time(agg_stats_t *s, double secs);
 void agg_stats_checkpoint_time(agg_stats_t *s, double secs);
 
+/* The sign vote overruled (reversed or dropped) the step on this fraction of the parameters
+ * of the last version. */
+void agg_stats_overruled(agg_stats_t *s, double ratio);
+
 /* The time budget (stats.json "time", /metrics fedmq_aggregator_seconds_total and
  * fedmq_update_seconds_total): `secs` spent judging (and folding) one UPDATE frame; `secs`
  * spent making one version, from the full buffer to stats.json (publish and checkpoint

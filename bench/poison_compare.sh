@@ -20,9 +20,11 @@
 # Every run is `fedmq run CONFIG` for S seconds ([federation] time_limit_s = S,
 # target_accuracy = 1 so it never stops early) serving the honest clients 0..N-A-1 with
 # its own trainer, plus one bench/fedmq_attacker pool started by this script on the same
-# endpoints for the attacker clients N-A..N-1 (all of them attack). Then the last model is
-# exported (fedmq export) and scored by backdoor_eval (clean test accuracy; attack success
-# rate for the backdoor). The clean run of each rule serves all N clients honestly.
+# endpoints for the attacker clients N-A..N-1 (all of them attack), stopped as soon as the
+# honest trainer starts stopping (else the last versions are the attackers' alone). Then the
+# last model is exported (fedmq export) and scored by backdoor_eval (clean test accuracy;
+# attack success rate for the backdoor). The clean run of each rule serves all N clients
+# honestly.
 #
 # Workers: in async mode a pool's share of the updates is its share of the workers (each
 # worker trains one client after another), not of the clients; so each pool gets
@@ -38,7 +40,8 @@ set -euo pipefail
 # Defences: the --set overrides of each, keys of the aggregator's [aggregator] section
 # (docs/OPERATIONS.md, "Robust aggregation"). Edit, or add a name and pass it in --rules.
 # plain: no override at all (the build's default aggregator, a plain weighted mean; also
-# for builds without the [aggregator] aggregation key).
+# for builds without the [aggregator] aggregation key). screened: the recommended defence;
+# screened_vote: it plus the sign vote against backdoors; sign_vote: the vote over the mean.
 declare -A RULE_SETS=(
     [plain]=""
     [mean]="aggregator.aggregation=mean"
@@ -47,6 +50,8 @@ declare -A RULE_SETS=(
     [trimmed_mean]="aggregator.aggregation=trimmed_mean aggregator.trim_fraction=0.2"
     [norm_bounded_mean]="aggregator.aggregation=norm_bounded_mean"
     [screened]="aggregator.aggregation=norm_bounded_mean aggregator.norm_bound=3 aggregator.norm_bound_mode=relative aggregator.norm_action=reject"
+    [sign_vote]="aggregator.sign_threshold=0.4"
+    [screened_vote]="aggregator.aggregation=norm_bounded_mean aggregator.norm_bound=3 aggregator.norm_bound_mode=relative aggregator.norm_action=reject aggregator.sign_threshold=0.4"
 )
 RULES="mean norm_bound median trimmed_mean norm_bounded_mean"
 ATTACKS="signflip noise backdoor"
@@ -68,7 +73,7 @@ while [ $# -gt 0 ]; do
     --set) EXTRA+=(--set "$2"); shift 2 ;;
     --skip-clean) CLEAN_RUNS=0; shift ;;
     --dry-run) DRY=1; shift ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     -*) echo "$0: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -132,14 +137,27 @@ run() {
         return
     fi
     mkdir -p "$dir"
+    local wpid=""
     if [ "$a" -gt 0 ]; then
         "${acmd[@]}" >"$dir/attacker.log" 2>&1 &
         apid=$!
+        # The attackers stop when the honest trainer does. `fedmq run` stops its trainer
+        # first and the aggregator a few seconds later; an attacker pool still running then
+        # fills the last buffers alone, and the final model (the one scored) is theirs.
+        (while kill -0 "$apid" 2>/dev/null; do
+            if grep -q 'stopping: waiting for the workers' "$dir/trainer.log" 2>/dev/null; then
+                kill -TERM "$apid" 2>/dev/null
+                break
+            fi
+            sleep 0.2
+        done) &
+        wpid=$!
     fi
     "${rcmd[@]}" >"$dir/run.out" 2>&1 || rc=$?
     if [ -n "$apid" ]; then
         kill -TERM "$apid" 2>/dev/null || true
         wait "$apid" 2>/dev/null || true
+        wait "$wpid" 2>/dev/null || true
     fi
     local sent acked hsent
     sent=$(sent_field 'updates sent' "$dir/attacker.log")

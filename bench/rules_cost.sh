@@ -10,20 +10,24 @@
 #                        (K x nparams floats) and combined per parameter when it is full
 #   screened             norm_bounded_mean behind a relative reject screen (3 x the median
 #                        norm): the recommended defence; every update here passes the screen
+#   screened_vote        screened + the sign vote (sign_threshold 0.4), against backdoors
 #
-#   bench/rules_cost.sh [--runs N] BUILD_DIR      (N runs per rule, default 1, alternating)
+#   bench/rules_cost.sh [--runs N] [--rules "R ..."] BUILD_DIR
+#     N runs per rule (default 1), the rules alternating; --rules: only these (mean, the
+#     baseline, always runs)
 #
 # Run from the source tree, alone on a quiet machine. Prints one markdown report.
 set -euo pipefail
-RUNS=1
+RUNS=1 ONLY=""
 while [ $# -gt 0 ]; do
     case $1 in
     --runs) RUNS=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --rules) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) break ;;
     esac
 done
-[ $# -eq 1 ] || { echo "usage: $0 [--runs N] BUILD_DIR" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "usage: $0 [--runs N] [--rules \"R ...\"] BUILD_DIR" >&2; exit 2; }
 B=$(cd "$1" && pwd)
 [ -x "$B/agg_ingest" ] || { echo "$B/agg_ingest: not built" >&2; exit 2; }
 
@@ -33,10 +37,14 @@ B=$(cd "$1" && pwd)
 SCREENED="--aggregation norm_bounded_mean --norm-bound 3 --set aggregator.norm_bound_mode=relative --set aggregator.norm_action=reject"
 RULES_cnn=("mean|--aggregation mean" "norm_bound|--aggregation mean --norm-bound 0.05"
            "median|--aggregation median" "trimmed_mean|--aggregation trimmed_mean --set aggregator.trim_fraction=0.2"
-           "norm_bounded_mean|--aggregation norm_bounded_mean" "screened|$SCREENED")
+           "norm_bounded_mean|--aggregation norm_bounded_mean" "screened|$SCREENED"
+           "screened_vote|$SCREENED --set aggregator.sign_threshold=0.4")
 RULES_mlp=("mean|--aggregation mean" "norm_bound|--aggregation mean --norm-bound 0.02"
            "median|--aggregation median" "trimmed_mean|--aggregation trimmed_mean --set aggregator.trim_fraction=0.2"
-           "norm_bounded_mean|--aggregation norm_bounded_mean" "screened|$SCREENED")
+           "norm_bounded_mean|--aggregation norm_bounded_mean" "screened|$SCREENED"
+           "screened_vote|$SCREENED --set aggregator.sign_threshold=0.4")
+# only the rules asked for, and mean (every ratio's baseline)
+keep() { [ -z "$ONLY" ] || [ "$1" = mean ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 echo "# fedmq: the cost of each aggregation rule ($(date -u +%Y-%m-%dT%H:%MZ))"
 echo
@@ -55,6 +63,7 @@ for model in cnn mlp; do
     for ((r = 1; r <= RUNS; r++)); do
         for spec in "${rules[@]}"; do
             name=${spec%%|*} opts=${spec#*|}
+            keep "$name" || continue
             # shellcheck disable=SC2086
             line=$("$B/agg_ingest" --model "$model" --k 10 --updates "$n" --acks off $opts | grep '^agg ')
             rate=$(field updates_per_s "$line")
@@ -66,6 +75,7 @@ for model in cnn mlp; do
     base=$(awk -v s="${sum[mean]}" -v r="$RUNS" 'BEGIN { print s / r }')
     for spec in "${rules[@]}"; do
         name=${spec%%|*}
+        keep "$name" || continue
         m=$(awk -v s="${sum[$name]}" -v r="$RUNS" 'BEGIN { printf "%.1f", s / r }')
         ratio=$(awk -v a="$m" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
         echo "| $model | 10 | $name | $n | $m | $ratio | ${clipped[$name]} | ${rss[$name]} |"

@@ -350,6 +350,9 @@ static const fm_cfg_key_t s_keys[] = {
            "trimmed_mean, norm_bounded_mean (these keep the buffer's K updates in memory)"),
     S_FLT(aggregator, trim_fraction, 0, 0.49, "0.1", S_RESTART,
           "trimmed_mean: fraction of the updates dropped at each end, per parameter"),
+    S_FLT(aggregator, sign_threshold, 0, 1, "0", S_RESTART,
+          "robust learning rate against backdoors: the step on a parameter is reversed where "
+          "fewer than this fraction of the buffer's updates, net, agree on its sign; 0 = off"),
     S_FLT(aggregator, norm_bound, 0, 1e18, "0", S_RELOAD,
           "L2-norm bound per update, 0 = none: the norm (absolute) or a factor >= 1 of the "
           "median of recent norms (relative)"),
@@ -993,6 +996,12 @@ static const fm_cfg_key_t *s_check_secagg(const fm_config_t *c, char *why, size_
                  "cohort's sum, never one update");
         return fm_cfg_key_find("aggregator", "aggregation");
     }
+    if (c->aggregator.sign_threshold > 0) {
+        snprintf(why, cap,
+                 "must be 0 with [secagg] enabled: the sign vote needs every update's "
+                 "signs, the aggregator sees only a cohort's sum");
+        return fm_cfg_key_find("aggregator", "sign_threshold");
+    }
     if (c->aggregator.norm_bound > 0) {
         snprintf(why, cap,
                  "must be 0 with [secagg] enabled: members clip to [secagg] "
@@ -1161,6 +1170,11 @@ static int s_check(const fm_config_t *c, const char *path, const int *lines, fm_
         snprintf(why, sizeof why,
                  "must be mean with [privacy] mode = client (the noise is calibrated to a "
                  "clipped sum)");
+    } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->aggregator.sign_threshold > 0) {
+        k = fm_cfg_key_find("aggregator", "sign_threshold");
+        snprintf(why, sizeof why,
+                 "must be 0 with [privacy] mode = client: one client's update can swing the "
+                 "vote on every parameter, so the noise no longer bounds its influence");
     } else if (c->privacy.mode == FM_CFG_PRIVACY_CLIENT && c->aggregator.norm_bound > 0) {
         k = fm_cfg_key_find("aggregator", "norm_bound");
         snprintf(why, sizeof why,

@@ -154,7 +154,8 @@ typedef struct {
     bool weight_by_samples;
     fm_robust_rule_t aggregation; /* owned by fm_robust; the screen's enums by fm_screen */
     double trim_fraction;
-    double norm_bound; /* 0 = no bound */
+    double sign_threshold; /* robust learning rate (fm_signvote), 0 = off */
+    double norm_bound;     /* 0 = no bound */
     fm_screen_mode_t norm_bound_mode;
     fm_screen_action_t norm_action;
     int norm_window;

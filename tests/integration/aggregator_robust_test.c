@@ -15,7 +15,13 @@
  *   4. median, trimmed_mean and norm_bounded_mean: 4 honest updates and a sign-flipped x10
  *      one; each version equals the rule computed here, and stays near the honest updates;
  *   5. the screen reloaded (SIGHUP): no bound at start (the attacker is averaged in), then a
- *      bound with reject (the next attacker is counted as "norm").
+ *      bound with reject (the next attacker is counted as "norm");
+ *   6. the sign vote (sign_threshold 0.6) behind the mean and behind the median: 4 honest
+ *      updates and one that alone pushes the parameters the honest ones leave near zero
+ *      (a backdoor's shape); the version is the rule's delta_bar with the step reversed where
+ *      fewer than 3 of the 5 agree in sign, counted here, and /metrics reports the overruled
+ *      fraction; then 3 updates in the open buffer at a clean stop become the last version
+ *      with the steps without agreement dropped (a partial buffer does not reverse).
  * Every wait is bounded; children are reaped and temp dirs removed in the teardown. */
 #include <czmq.h>
 #include <math.h>
@@ -332,6 +338,105 @@ static void test_robust_rules(void **state)
     free(hmean);
 }
 
+/* ---- 6. the sign vote -----------------------------------------------------------------------
+ */
+
+static void test_sign_vote(void **state)
+{
+    fm_at_t *c = *state;
+    size_t n = c->np;
+    float *w0 = fm_at_floats(c), *w1 = fm_at_floats(c), *u[5];
+    for (int i = 0; i < 5; i++)
+        u[i] = fm_at_floats(c);
+    /* honest: fm_at_honest, but the parameters j % 5 == 0 get a tiny value of alternating
+     * sign (the honest data leave them alone); the fifth pushes just those, hard */
+    for (int i = 0; i < 4; i++) {
+        fm_at_honest(u[i], n, i);
+        for (size_t j = 0; j < n; j += 5)
+            u[i][j] = ((i + (int)(j / 5)) % 2 ? 1e-5f : -1e-5f);
+    }
+    for (size_t j = 0; j < n; j++)
+        u[4][j] = j % 5 == 0 ? 0.05f : 0.0f;
+    static const char *const rules[] = {"mean", "median"};
+    double *want = calloc(n, sizeof *want);
+    assert_non_null(want);
+    for (size_t r = 0; r < 2; r++) {
+        char set[64];
+        snprintf(set, sizeof set, "aggregator.aggregation=%s", rules[r]);
+        const char *const extra[] = {set, "aggregator.sign_threshold=0.6", NULL};
+        fm_at_start(c, 5, extra);
+        assert_int_equal(fm_at_wait_model(c, 0, w0), 0);
+        for (int i = 0; i < 5; i++)
+            fm_at_send(c, 0, u[(i + 2) % 5]);
+        assert_int_equal(fm_at_wait_model(c, 1, w1), 1);
+        if (r == 0) /* the plain mean */
+            for (size_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int i = 0; i < 5; i++)
+                    s += u[i][j];
+                want[j] = s / 5;
+            }
+        else
+            s_rule("median", u, n, want);
+        size_t rev = 0, rev_pushed = 0; /* reversed: |pos - neg| < ceil(0.6 x 5) = 3 */
+        for (size_t j = 0; j < n; j++) {
+            int pos = 0, neg = 0;
+            for (int i = 0; i < 5; i++) {
+                pos += u[i][j] > 0;
+                neg += u[i][j] < 0;
+            }
+            if (abs(pos - neg) < 3) {
+                want[j] = -want[j];
+                rev++;
+                rev_pushed += j % 5 == 0;
+            }
+        }
+        double err = s_err(w0, w1, want, n);
+        print_message("sign vote behind %s: %zu of %zu steps reversed (%zu of them pushed by "
+                      "the fifth update), max error %.3g\n",
+                      rules[r], rev, n, rev_pushed, err);
+        assert_true(err < 1e-6);
+        assert_true(rev_pushed > 0 && rev_pushed == (n + 4) / 5); /* every pushed one */
+        assert_true(fm_proc_file_contains(c->log, "robust learning rate"));
+        fm_at_expect_metric(c, "fedmq_sign_overruled_ratio", (double)rev / (double)n);
+        assert_int_equal(fm_at_stats(c, 5).updates_applied, 5);
+        if (r == 1) {
+            fm_at_stop(c);
+            continue;
+        }
+        /* a partial buffer: 3 of 5 folded when the aggregator stops become its last version,
+         * the steps without agreement (|S| < ceil(0.6 x 3) = 2) dropped, not reversed */
+        static const int part[3] = {0, 1, 4};
+        float *w2 = fm_at_floats(c);
+        for (int i = 0; i < 3; i++)
+            fm_at_send(c, 1, u[part[i]]);
+        fm_at_expect_metric(c, "fedmq_updates_received_total", 8);
+        fm_at_stop(c);
+        assert_int_equal(fm_at_wait_model(c, 2, w2), 2);
+        size_t dropped = 0, dropped_pushed = 0;
+        for (size_t j = 0; j < n; j++) {
+            double sum = 0;
+            int pos = 0, neg = 0;
+            for (int i = 0; i < 3; i++) {
+                sum += u[part[i]][j];
+                pos += u[part[i]][j] > 0;
+                neg += u[part[i]][j] < 0;
+            }
+            want[j] = abs(pos - neg) >= 2 ? sum / 3 : 0.0;
+            dropped += abs(pos - neg) < 2;
+            dropped_pushed += abs(pos - neg) < 2 && j % 5 == 0;
+        }
+        err = s_err(w1, w2, want, n);
+        print_message("partial buffer of 3 at the stop: %zu steps dropped (%zu pushed by the "
+                      "fifth update), max error %.3g\n",
+                      dropped, dropped_pushed, err);
+        assert_true(err < 1e-6);
+        assert_true(dropped_pushed == (n + 4) / 5 && dropped > dropped_pushed);
+        assert_true(fm_proc_file_contains(c->log, "folding the open buffer (3 of 5 updates)"));
+    }
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +447,7 @@ int main(void)
                                         fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_robust_rules, fm_at_setup, fm_at_teardown),
         cmocka_unit_test_setup_teardown(test_screen_reload, fm_at_setup, fm_at_teardown),
+        cmocka_unit_test_setup_teardown(test_sign_vote, fm_at_setup, fm_at_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

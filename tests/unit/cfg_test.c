@@ -964,6 +964,15 @@ static void test_privacy_keys(void **state)
                  FM_EARG,
                  "%s:3: [aggregator] norm_bound = 5: must be 0 with [privacy] mode = client: "
                  "[privacy] clip_norm clips every update");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\nsign_threshold = 0.4\n[privacy]\n"
+                 "mode = client\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] sign_threshold = 0.4: must be 0 with [privacy] mode = "
+                 "client: one client's update can swing the vote on every parameter, so the "
+                 "noise no longer bounds its influence");
+    expect_error(state, "[aggregator]\nsign_threshold = 1.5\n", FM_ERANGE,
+                 "%s:2: [aggregator] sign_threshold = 1.5: out of range [0, 1]");
     expect_error(state, "[privacy]\ndelta = 0.7\n", FM_ERANGE,
                  "%s:2: [privacy] delta = 0.7: out of range [1e-300, 0.5]");
     expect_error(state, "[privacy]\nmode = local\n", FM_EARG,
@@ -1034,6 +1043,13 @@ static void test_secagg_keys(void **state)
                  FM_EARG,
                  "%s:3: [aggregator] aggregation = median: must be mean with [secagg] enabled: "
                  "the aggregator sees only a cohort's sum, never one update");
+    expect_error(state,
+                 "[aggregator]\nweight_by_samples = false\nsign_threshold = 0.4\n[secagg]\n"
+                 "enabled = on\n",
+                 FM_EARG,
+                 "%s:3: [aggregator] sign_threshold = 0.4: must be 0 with [secagg] enabled: "
+                 "the sign vote needs every update's signs, the aggregator sees only a "
+                 "cohort's sum");
     expect_error(state,
                  "[aggregator]\nweight_by_samples = false\nnorm_bound = 3\n[secagg]\n"
                  "enabled = on\n",

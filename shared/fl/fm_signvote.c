@@ -83,10 +83,10 @@ int fm_signvote_count(const fm_signvote_t *v) { return v->count; }
 
 size_t fm_signvote_apply(fm_signvote_t *v, float *delta)
 {
-    size_t reversed = 0;
+    size_t overruled = 0;
     if (v->count == 0)
         return 0;
-    /* |S_j| >= theta K, in integers: the smallest agreement that keeps the step */
+    /* |S_j| >= theta n, in integers: the smallest agreement that keeps the step */
     double need = ceil(v->threshold * v->count - 1e-9);
     int32_t keep = (int32_t)need;
     int full = v->count >= v->k; /* else dropped, not reversed */
@@ -94,11 +94,11 @@ size_t fm_signvote_apply(fm_signvote_t *v, float *delta)
         int32_t a = v->sum[j] < 0 ? -v->sum[j] : v->sum[j];
         if (a < keep) {
             delta[j] = full ? -delta[j] : 0.0f;
-            reversed++;
+            overruled++;
         }
     }
     fm_signvote_reset(v);
-    return reversed;
+    return overruled;
 }
 
 void fm_signvote_reset(fm_signvote_t *v)

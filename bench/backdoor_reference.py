@@ -43,14 +43,17 @@ about 25 s per round on one core of a 2-core VM (a full local epoch for each of 
 clients). Uses numpy and PyTorch (python3-torch).
 """
 import argparse
-import gzip
 import os
 import sys
 import time
 
 import numpy as np
 
-MEAN, STD = 0.2860, 0.3530  # fm_data's Fashion-MNIST normalisation
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "trainer",
+                                "python"))
+from fedmq_client.data import FASHION_MEAN, FASHION_STD, load_fashion  # noqa: E402
+
+MEAN, STD = FASHION_MEAN, FASHION_STD  # fm_data's Fashion-MNIST normalisation
 PATCH = 4                   # trainer_attack.h's TRAINER_ATTACK_PATCH
 WHITE = (1.0 - MEAN) / STD  # trainer_attack_white()
 TARGET = 0
@@ -63,15 +66,6 @@ def stamp(x):
     """The trigger on images x[..., rows, cols] (in place), as trainer_attack_stamp."""
     x[..., -PATCH:, -PATCH:] = WHITE
     return x
-
-
-def read_idx(path):
-    with gzip.open(path) as f:
-        b = f.read()
-    if b[3] == 3:
-        n, r, c = (int(v) for v in np.frombuffer(b[4:16], ">u4"))
-        return np.frombuffer(b[16:], np.uint8).reshape(n, r, c)
-    return np.frombuffer(b[8:], np.uint8)
 
 
 def dirichlet_split(labels, clients, alpha, rng):
@@ -116,18 +110,23 @@ def sign_vote(step, deltas, theta=4):
     return np.where(agree >= theta, step, -step)
 
 
-def foolsgold_weights(hist):
-    """FoolsGold's weights (Fung et al. 2020, Algorithm 1) of the rows of hist (C x D)."""
+def cosines(hist):
+    """Pairwise cosines of the rows of hist (C x D), -inf on the diagonal."""
     h = hist / np.maximum(np.linalg.norm(hist, axis=1, keepdims=True), 1e-12)
     cs = h @ h.T
     np.fill_diagonal(cs, -np.inf)
+    return cs
+
+
+def foolsgold_weights(hist):
+    """FoolsGold's weights (Fung et al. 2020, Algorithm 1) of the rows of hist (C x D)."""
+    cs = cosines(hist)
     v = cs.max(1)
     c = len(hist)
     for i in range(c):  # pardoning: a client less similar than its neighbour is not punished
         for j in range(c):
             if i != j and v[j] > v[i]:
                 cs[i, j] *= v[i] / v[j]
-    np.fill_diagonal(cs, -np.inf)
     a = np.clip(1.0 - cs.max(1), 0.0, 1.0)
     if a.max() > 0:
         a = a / a.max()
@@ -147,10 +146,7 @@ def auc(pos, neg):
 
 
 def max_cosines(hist):
-    h = hist / np.maximum(np.linalg.norm(hist, axis=1, keepdims=True), 1e-12)
-    cs = h @ h.T
-    np.fill_diagonal(cs, -np.inf)
-    return cs.max(1)
+    return cosines(hist).max(1)
 
 
 def main(argv=None):
@@ -175,11 +171,9 @@ def main(argv=None):
     import torch.nn.functional as F
     torch.set_num_threads(1)
 
-    rd = lambda f: read_idx(os.path.join(o.data, f))
-    xtr = (rd("train-images-idx3-ubyte.gz").astype(np.float32) / 255 - MEAN) / STD
-    ytr = rd("train-labels-idx1-ubyte.gz").astype(np.int64)
-    xte = (rd("t10k-images-idx3-ubyte.gz").astype(np.float32) / 255 - MEAN) / STD
-    yte = rd("t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    xtr, ytr = load_fashion(o.data, "train")  # [N, 1, 28, 28] float32, uint8 labels
+    xte, yte = load_fashion(o.data, "t10k")
+    ytr, yte = ytr.astype(np.int64), yte.astype(np.int64)
     if o.limit:
         xtr, ytr, xte, yte = xtr[:o.limit], ytr[:o.limit], xte[:o.limit], yte[:o.limit]
     rng = np.random.default_rng(o.seed)
@@ -192,10 +186,10 @@ def main(argv=None):
             sel = rng.permutation(len(x))[:int(round(0.5 * len(x)))]
             x[sel] = stamp(x[sel])
             y[sel] = TARGET
-        cx.append(torch.from_numpy(x).unsqueeze(1))
+        cx.append(torch.from_numpy(x))
         cy.append(torch.from_numpy(y))
-    xbd = torch.from_numpy(stamp(xte[yte != TARGET].copy())).unsqueeze(1)
-    xte_t, yte_t = torch.from_numpy(xte).unsqueeze(1), torch.from_numpy(yte)
+    xbd = torch.from_numpy(stamp(xte[yte != TARGET].copy()))
+    xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
 
     class Net(nn.Module):
         def __init__(self):
@@ -249,7 +243,9 @@ def main(argv=None):
 
     w = get()
     gen = torch.Generator().manual_seed(o.seed)
-    hist = np.zeros((o.clients, len(w)))  # whole deltas: --similarity and foolsgold
+    # whole deltas per client, for --similarity and foolsgold only (100 x 1.2M doubles)
+    keep_hist = o.similarity or o.rule == "foolsgold"
+    hist = np.zeros((o.clients, len(w))) if keep_hist else None
     seen = np.zeros(o.clients, bool)
     recent = []                           # screened: the last 50 norms
     stats = {"rejected_attacker": 0, "rejected_honest": 0, "reversed": 0.0, "w_att": [], "w_hon": []}
@@ -259,7 +255,8 @@ def main(argv=None):
         pick = rng.choice(o.clients, K, replace=False)
         deltas = np.stack([train(w, int(k), gen) for k in pick])
         n = [len(cy[int(k)]) for k in pick]
-        hist[pick] += deltas
+        if keep_hist:
+            hist[pick] += deltas
         seen[pick] = True
         keep = np.ones(K, bool)
         if o.rule in ("screened", "screened_vote"):
